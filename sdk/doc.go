@@ -1,0 +1,15 @@
+// Package sdk is everything a spiderpool-agent plugin author needs: the Go
+// interfaces a plugin implements, Serve to run one as a hashicorp/go-plugin
+// process, config decoding that keeps the agent config's file:line:column,
+// and the gRPC client and server shims (the agent uses the client side).
+//
+// A plugin is a type and a main of a few lines:
+//
+//	func main() {
+//		sdk.Serve(func(log hclog.Logger) sdk.Plugin { return mydetector.New(log) })
+//	}
+//
+// Plugins never write to stdout: go-plugin owns it for the handshake. Logs go
+// to the hclog.Logger that Serve hands over, which the agent shows under the
+// plugin's name.
+package sdk

@@ -1,0 +1,54 @@
+package sdk
+
+import (
+	"context"
+)
+
+// Plugin is what every plugin implements. Embed Base for the optional parts.
+type Plugin interface {
+	// Info names the plugin. It must not depend on configuration.
+	Info() Info
+	// ConfigSchema describes the config { } block; see SchemaOf.
+	ConfigSchema() Schema
+	// Configure applies a config block. It must be idempotent: a reload calls
+	// it again with the new block, on the same process. Return the error of
+	// RawConfig.Decode unchanged so that positions reach the operator.
+	Configure(ctx context.Context, req ConfigureRequest) error
+	// Health reports the plugin's own state.
+	Health(ctx context.Context) Health
+	// Metrics returns the plugin's samples; see Sample.
+	Metrics(ctx context.Context) []Sample
+	// Shutdown releases resources before ctx's deadline. The process exits
+	// after it returns.
+	Shutdown(ctx context.Context) error
+}
+
+// Detector is a plugin that answers checks about an address.
+type Detector interface {
+	Plugin
+	// Check must return by ctx's deadline.
+	Check(ctx context.Context, req CheckRequest) (CheckResult, error)
+}
+
+// Tuner is a plugin that keeps node settings in a desired state.
+type Tuner interface {
+	Plugin
+	Apply(ctx context.Context) (TunerStatus, error)
+	Status(ctx context.Context) TunerStatus
+}
+
+// Base gives a plugin the optional methods: no config, always ready, no
+// metrics, nothing to release. Embed it and override what you need.
+type Base struct{}
+
+// ConfigSchema implements Plugin: no attributes.
+func (Base) ConfigSchema() Schema { return Schema{} }
+
+// Health implements Plugin: always ready.
+func (Base) Health(context.Context) Health { return Health{State: HealthReady} }
+
+// Metrics implements Plugin: none.
+func (Base) Metrics(context.Context) []Sample { return nil }
+
+// Shutdown implements Plugin: nothing to release.
+func (Base) Shutdown(context.Context) error { return nil }
