@@ -62,7 +62,7 @@ func Start(t testing.TB, p sdk.Plugin) *sdk.Client {
 		t.Fatal("sdktest: the plugin did not start serving within 10s")
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
+		HandshakeConfig: sdk.Handshake,
 		// Reattaching skips negotiation, so name the plugin set directly.
 		Plugins:          sdk.VersionedPlugins(nil, nil)[sdk.ProtocolVersion],
 		Reattach:         rc,
