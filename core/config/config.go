@@ -1,0 +1,364 @@
+// Package config loads and validates the agent's configuration.
+//
+// The effective configuration is built from layers, lowest precedence first:
+//
+//  1. built-in defaults (Default);
+//  2. a Spiderpool conf.yml in the config directory (only when --config-dir
+//     is a directory: DIR/conf.yml; when --config-dir names a file, a
+//     conf.yml beside that file is not read);
+//  3. the HCL files: every *.hcl file in the config directory, merged in
+//     lexical order of their names (names beginning with "." are skipped),
+//     or the one file --config-dir names;
+//  4. environment variables (EnvVars lists them);
+//  5. command-line flags (LoadOptions.Flags).
+//
+// Every effective value remembers which layer and which place (file:line:col,
+// conf.yml line, variable or flag) it came from; Config.Settings lists them.
+// Every problem, in any layer, is collected and reported together in one
+// *Error, each naming its file:line:col, variable or flag: nothing starts on a
+// bad config.
+package config
+
+import (
+	"bytes"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Built-in plugin names.
+const (
+	PluginSysctlTuner     = "sysctl-tuner"
+	PluginIPConflict      = "ip-conflict"
+	PluginGatewayDetector = "gateway-detector"
+)
+
+// BuiltinPlugins lists the plugins the agent knows without any config, in
+// name order. They are always present in Config.Plugins.
+var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSysctlTuner}
+
+// PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
+// directory: PLUGIN_DIR/spiderpool-plugin-NAME.
+const PluginBinaryPrefix = "spiderpool-plugin-"
+
+// Failure policies of a plugin.
+const (
+	// FailClosed: when the plugin cannot answer a check, the check fails
+	// (the workload is blocked). The default.
+	FailClosed = "fail-closed"
+	// FailOpen: when the plugin cannot answer a check, the check passes.
+	FailOpen = "fail-open"
+)
+
+// Defaults.
+const (
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "text"
+	DefaultPluginDir         = "/usr/lib/spiderpool/plugins"
+	DefaultSocketPath        = "/var/run/spidernet/spiderpool.sock"
+	DefaultHealthPort        = 5710
+	DefaultGopsPort          = 5712
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultMetricsPort       = 5711
+	DefaultMetricsAddress    = "0.0.0.0"
+	DefaultMaxAllocatedIPs   = 5000
+	DefaultMaxHistoryRecords = 100
+	DefaultUpdateMaxRetries  = 3
+	DefaultPluginTimeout     = 5 * time.Second
+)
+
+// Config is the agent's effective configuration.
+type Config struct {
+	// LogLevel is one of debug, info, warn, error, fatal, panic; fatal and
+	// panic log errors only. HCL log_level, env SPIDERPOOL_LOG_LEVEL,
+	// default "info".
+	LogLevel string
+	// LogFormat is "text" or "json". HCL log_format, env
+	// SPIDERPOOL_LOG_FORMAT, default "text".
+	LogFormat string
+	// PluginDir holds the plugin binaries, named spiderpool-plugin-NAME.
+	// HCL plugin_dir, env SPIDERPOOL_PLUGIN_DIR, default
+	// "/usr/lib/spiderpool/plugins".
+	PluginDir string
+	// SocketPath is the control API's unix socket. HCL socket_path, env
+	// SPIDERPOOL_SOCKET_PATH, conf.yml ipamUnixSocketPath, default
+	// "/var/run/spidernet/spiderpool.sock".
+	SocketPath string
+	// HealthPort is the health HTTP port (1-65535). HCL health_port, env
+	// SPIDERPOOL_HEALTH_PORT, default 5710.
+	HealthPort int
+	// GopsPort is the gops agent's port on 127.0.0.1; 0 disables it. HCL
+	// gops_port, env SPIDERPOOL_GOPS_LISTEN_PORT (set but empty disables),
+	// default 5712.
+	GopsPort int
+	// EnableIPv4 enables IPv4 handling. HCL enable_ipv4, conf.yml
+	// enableIPv4, default true.
+	EnableIPv4 bool
+	// EnableIPv6 enables IPv6 handling. HCL enable_ipv6, conf.yml
+	// enableIPv6, default true.
+	EnableIPv6 bool
+	// ShutdownTimeout bounds a graceful stop. HCL shutdown_timeout (a
+	// duration string such as "10s"), default 10s.
+	ShutdownTimeout time.Duration
+	// Metrics configures the metrics HTTP server (HCL block metrics).
+	Metrics MetricsConfig
+	// IPAM configures the IPAM service (HCL block ipam).
+	IPAM IPAMConfig
+	// Plugins are the plugins, ordered by name. The built-in plugins are
+	// always present.
+	Plugins []*PluginConfig
+
+	// ConfigDir is LoadOptions.ConfigDir: a directory or one HCL file.
+	ConfigDir string
+	// IPAMConfigDir is LoadOptions.IPAMConfigDir.
+	IPAMConfigDir string
+	// Files are the files read, in the order they were applied (conf.yml
+	// first when present).
+	Files []string
+	// IgnoredConfYMLKeys are the top-level conf.yml keys this agent does not
+	// use, in file order, for the caller to log at debug level.
+	IgnoredConfYMLKeys []string
+
+	// sources maps every key (see Settings) to where its value came from.
+	sources map[string]Source
+}
+
+// MetricsConfig is the metrics { } block.
+type MetricsConfig struct {
+	// Enabled serves metrics. HCL enabled, env SPIDERPOOL_ENABLED_METRIC,
+	// default false.
+	Enabled bool
+	// Port is the metrics HTTP port (1-65535). HCL port, env
+	// SPIDERPOOL_METRIC_HTTP_PORT, default 5711.
+	Port int
+	// Address is the IP address the metrics server listens on. HCL address,
+	// default "0.0.0.0": like Spiderpool, metrics are served on every
+	// address so that Prometheus can scrape the node.
+	Address string
+}
+
+// IPAMConfig is the ipam { } block: settings of the IPAM service.
+type IPAMConfig struct {
+	// MaxAllocatedIPs is the most addresses one pool may hand out (>= 1).
+	// HCL max_allocated_ips, env SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS,
+	// default 5000.
+	MaxAllocatedIPs int
+	// MaxHistoryRecords is the allocation history kept per workload (>= 1).
+	// HCL max_history_records, env
+	// SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS, default 100.
+	MaxHistoryRecords int
+	// UpdateMaxRetries is how often an optimistic update of a shared IPAM
+	// record is retried (>= 0). HCL update_max_retries, env
+	// SPIDERPOOL_UPDATE_CR_MAX_RETRIES, default 3.
+	UpdateMaxRetries int
+}
+
+// PluginConfig is one plugin "NAME" { } block merged over the plugin's
+// defaults.
+type PluginConfig struct {
+	// Name matches ^[a-z0-9][a-z0-9-]*$.
+	Name string
+	// Enabled starts the plugin. Default true; for the built-ins conf.yml
+	// tuneSysctlConfig, enableIPConflictDetection and enableGatewayDetection
+	// set it.
+	Enabled bool
+	// Path is an explicit absolute path of the plugin binary; empty means
+	// PluginDir/spiderpool-plugin-NAME (see BinaryPath).
+	Path string
+	// Checksum is "sha256:" and 64 lowercase hex digits, or empty for no
+	// check. A mismatch disables the plugin.
+	Checksum string
+	// Timeout bounds each call to the plugin. Default 5s.
+	Timeout time.Duration
+	// FailurePolicy is FailClosed (default) or FailOpen: what a check
+	// answers when the plugin cannot.
+	FailurePolicy string
+	// Config is the raw text of the plugin's config { } block, to be checked
+	// against the schema the plugin reports. Body is the source strictly
+	// between the braces and Start the position right after the opening
+	// brace, so that decoding errors name the operator's file, line and
+	// column. Empty when there is no block. Of several config blocks for one
+	// plugin (in several files), the last replaces the others entirely.
+	Config sdk.RawConfig
+	// DeclRange is where the plugin block that first declared the plugin
+	// is; zero for a plugin that has only its built-in defaults.
+	DeclRange hcl.Range
+}
+
+// BinaryPath is the plugin binary to run: Path when set, otherwise
+// pluginDir/spiderpool-plugin-NAME.
+func (p *PluginConfig) BinaryPath(pluginDir string) string {
+	if p.Path != "" {
+		return p.Path
+	}
+	return filepath.Join(pluginDir, PluginBinaryPrefix+p.Name)
+}
+
+// Equal reports whether p and q configure the plugin the same way, so that a
+// reload can tell whether a plugin's settings changed. It compares every
+// setting and the text of the config block; where the blocks stand (file,
+// position, DeclRange) is not compared, so moving a block unchanged is not a
+// change. Two nil plugins are equal.
+func (p *PluginConfig) Equal(q *PluginConfig) bool {
+	if p == nil || q == nil {
+		return p == q
+	}
+	return p.Name == q.Name &&
+		p.Enabled == q.Enabled &&
+		p.Path == q.Path &&
+		p.Checksum == q.Checksum &&
+		p.Timeout == q.Timeout &&
+		p.FailurePolicy == q.FailurePolicy &&
+		bytes.Equal(p.Config.Body, q.Config.Body)
+}
+
+// Plugin returns the named plugin, or nil.
+func (c *Config) Plugin(name string) *PluginConfig {
+	for _, p := range c.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Source is where an effective value came from.
+type Source struct {
+	// Kind is one of the Kind* constants.
+	Kind string
+	// Where names the place: "/etc/spiderpool-agent/conf.yml:3",
+	// "/etc/spiderpool-agent/10-a.hcl:12:3", "SPIDERPOOL_HEALTH_PORT",
+	// "--health-port"; empty for defaults.
+	Where string
+}
+
+// Source kinds, lowest precedence first.
+const (
+	KindDefault  = "default"
+	KindConfYML  = "conf.yml"
+	KindFile     = "file"
+	KindEnv      = "env"
+	KindFlag     = "flag"
+	KindOption   = "option" // a LoadOptions field such as ConfigDir (problems only)
+	KindConflict = "config" // a problem between several settings (problems only)
+)
+
+// String renders the source as "kind" or "kind (where)".
+func (s Source) String() string {
+	if s.Where == "" {
+		return s.Kind
+	}
+	return s.Kind + " (" + s.Where + ")"
+}
+
+// Setting is one effective value and where it came from.
+type Setting struct {
+	// Key is the config key: "health_port", "metrics.port",
+	// "plugin.ip-conflict.enabled", ...
+	Key string
+	// Value is the value rendered as text (durations as "10s").
+	Value string
+	// Source is where the value came from.
+	Source Source
+}
+
+// Source returns where the value of key came from.
+func (c *Config) Source(key string) (Source, bool) {
+	s, ok := c.sources[key]
+	return s, ok
+}
+
+// Settings lists every key with its effective value and source: the global
+// keys in a fixed order, then each plugin's keys (plugin.NAME.enabled, .path,
+// .checksum, .timeout, .failure_policy, .config) with plugins in name order.
+// plugin.NAME.config renders as "<N bytes>" ("" when there is no block);
+// plugin.NAME.path is "" when the binary is found in plugin_dir.
+func (c *Config) Settings() []Setting {
+	var out []Setting
+	for _, k := range globalKeys {
+		out = append(out, Setting{Key: k.name, Value: render(k.ptr(c)), Source: c.sourceOf(k.name)})
+	}
+	plugins := append([]*PluginConfig(nil), c.Plugins...)
+	sort.SliceStable(plugins, func(i, j int) bool { return plugins[i].Name < plugins[j].Name })
+	for _, p := range plugins {
+		for _, k := range pluginKeys {
+			key := pluginKey(p.Name, k.name)
+			out = append(out, Setting{Key: key, Value: render(k.pptr(p)), Source: c.sourceOf(key)})
+		}
+		key := pluginKey(p.Name, "config")
+		out = append(out, Setting{Key: key, Value: renderRaw(p.Config), Source: c.sourceOf(key)})
+	}
+	return out
+}
+
+func (c *Config) sourceOf(key string) Source {
+	if s, ok := c.sources[key]; ok {
+		return s
+	}
+	return Source{Kind: KindDefault}
+}
+
+func (c *Config) setSource(key string, s Source) {
+	if c.sources == nil {
+		c.sources = map[string]Source{}
+	}
+	c.sources[key] = s
+}
+
+func pluginKey(name, attr string) string { return "plugin." + name + "." + attr }
+
+// Default returns the built-in defaults, every value sourced "default".
+func Default() *Config {
+	c := &Config{
+		LogLevel:        DefaultLogLevel,
+		LogFormat:       DefaultLogFormat,
+		PluginDir:       DefaultPluginDir,
+		SocketPath:      DefaultSocketPath,
+		HealthPort:      DefaultHealthPort,
+		GopsPort:        DefaultGopsPort,
+		EnableIPv4:      true,
+		EnableIPv6:      true,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		Metrics: MetricsConfig{
+			Enabled: false,
+			Port:    DefaultMetricsPort,
+			Address: DefaultMetricsAddress,
+		},
+		IPAM: IPAMConfig{
+			MaxAllocatedIPs:   DefaultMaxAllocatedIPs,
+			MaxHistoryRecords: DefaultMaxHistoryRecords,
+			UpdateMaxRetries:  DefaultUpdateMaxRetries,
+		},
+		sources: map[string]Source{},
+	}
+	for _, k := range globalKeys {
+		c.sources[k.name] = Source{Kind: KindDefault}
+	}
+	for _, name := range BuiltinPlugins {
+		c.addPlugin(name)
+	}
+	return c
+}
+
+// addPlugin adds a plugin with its defaults, keeping Plugins in name order.
+func (c *Config) addPlugin(name string) *PluginConfig {
+	p := &PluginConfig{
+		Name:          name,
+		Enabled:       true,
+		Timeout:       DefaultPluginTimeout,
+		FailurePolicy: FailClosed,
+	}
+	for _, k := range pluginKeys {
+		c.setSource(pluginKey(name, k.name), Source{Kind: KindDefault})
+	}
+	c.setSource(pluginKey(name, "config"), Source{Kind: KindDefault})
+	i := sort.Search(len(c.Plugins), func(i int) bool { return c.Plugins[i].Name >= name })
+	c.Plugins = append(c.Plugins, nil)
+	copy(c.Plugins[i+1:], c.Plugins[i:])
+	c.Plugins[i] = p
+	return p
+}
