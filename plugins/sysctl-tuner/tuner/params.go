@@ -76,9 +76,10 @@ type Settings struct {
 }
 
 // DefaultSettings returns the settings of an agent with no configuration:
-// both families enabled, the six defaults, /proc/sys.
+// both families enabled, the six defaults. ProcSysRoot is left empty, so
+// the tuner keeps the root it was created with (New).
 func DefaultSettings() Settings {
-	return Settings{ProcSysRoot: DefaultProcSysRoot, EnableIPv4: true, EnableIPv6: true}
+	return Settings{EnableIPv4: true, EnableIPv6: true}
 }
 
 // Param is one parameter the tuner keeps at a value.

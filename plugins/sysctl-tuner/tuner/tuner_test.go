@@ -1,0 +1,901 @@
+package tuner
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// initNS is a sysctl tree like the initial network namespace's, with the
+// kernel's defaults for the six tuned keys, an interface whose name has a
+// dot and a multi-value key printed with tabs.
+var initNS = map[string]string{
+	"net/ipv4/neigh/default/gc_thresh3": "1024\n",
+	"net/ipv6/neigh/default/gc_thresh3": "1024\n",
+	"net/ipv4/conf/all/arp_notify":      "0\n",
+	"net/ipv4/conf/all/forwarding":      "0\n",
+	"net/ipv6/conf/all/forwarding":      "0\n",
+	"net/ipv4/conf/all/rp_filter":       "2\n",
+	"net/ipv4/conf/eth0.100/rp_filter":  "1\n",
+	"net/ipv4/conf/eth0.100/arp_ignore": "0\n",
+	"net/ipv4/tcp_rmem":                 "4096\t131072\t6291456\n",
+}
+
+// childNS is the same without neigh/default, as in any other namespace.
+func childNS() map[string]string {
+	m := map[string]string{}
+	for k, v := range initNS {
+		if !strings.Contains(k, "neigh/default") {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// mkTree builds a sysctl tree in a temporary directory.
+func mkTree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for rel, content := range files {
+		p := filepath.Join(root, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func readFile(t *testing.T, root, rel string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func writeFile(t *testing.T, root, rel, v string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(rel)), []byte(v), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func byKey(t *testing.T, r Report, key string) KeyStatus {
+	t.Helper()
+	for _, k := range r.Keys {
+		if k.Key == key {
+			return k
+		}
+	}
+	t.Fatalf("key %q not in report %+v", key, r.Keys)
+	return KeyStatus{}
+}
+
+// newTest returns a tuner on root that refuses, and fails the test, if a
+// pass would open a sysctl root outside the temporary directory: unit
+// tests must never touch the host's /proc/sys.
+func newTest(t *testing.T, root string) *Tuner {
+	t.Helper()
+	tu := New(root)
+	tmp := filepath.Clean(os.TempDir()) + string(filepath.Separator)
+	tu.openRoot = func(dir string) (*os.Root, error) {
+		if !strings.HasPrefix(filepath.Clean(dir)+string(filepath.Separator), tmp) {
+			t.Errorf("test tuner asked to open sysctl root %s outside %s", dir, tmp)
+			return nil, errors.New("test guard: root outside the temporary directory")
+		}
+		return os.OpenRoot(dir)
+	}
+	return tu
+}
+
+func configured(t *testing.T, root string, s Settings) *Tuner {
+	t.Helper()
+	tu := newTest(t, root)
+	if err := tu.Configure(s); err != nil {
+		t.Fatal(err)
+	}
+	return tu
+}
+
+func TestApply(t *testing.T) {
+	type want struct {
+		state    State
+		actual   string
+		previous string
+		path     string // relative path; checked when set
+		file     string // file content afterwards; checked when set
+		errPart  string
+	}
+	tests := []struct {
+		name         string
+		files        map[string]string
+		dirs         []string // keys that are directories
+		s            Settings
+		want         map[string]want
+		wantDegraded bool
+	}{
+		{
+			name:  "defaults in the initial namespace",
+			files: initNS,
+			s:     DefaultSettings(),
+			want: map[string]want{
+				"net.ipv4.neigh.default.gc_thresh3": {state: StateApplied, actual: "28160", previous: "1024", file: "28160\n"},
+				"net.ipv6.neigh.default.gc_thresh3": {state: StateApplied, actual: "28160", previous: "1024", file: "28160\n"},
+				"net.ipv4.conf.all.arp_notify":      {state: StateApplied, actual: "1", previous: "0", file: "1\n"},
+				"net.ipv4.conf.all.forwarding":      {state: StateApplied, actual: "1", previous: "0", file: "1\n"},
+				"net.ipv6.conf.all.forwarding":      {state: StateApplied, actual: "1", previous: "0", file: "1\n"},
+				"net.ipv4.conf.all.rp_filter":       {state: StateApplied, actual: "0", previous: "2", file: "0\n"},
+			},
+		},
+		{
+			name:  "child namespace: gc_thresh3 unsupported, not an error",
+			files: childNS(),
+			s:     DefaultSettings(),
+			want: map[string]want{
+				"net.ipv4.neigh.default.gc_thresh3": {state: StateUnsupported, path: "net/ipv4/neigh/default/gc_thresh3"},
+				"net.ipv6.neigh.default.gc_thresh3": {state: StateUnsupported},
+				"net.ipv4.conf.all.arp_notify":      {state: StateApplied, actual: "1", previous: "0"},
+				"net.ipv4.conf.all.rp_filter":       {state: StateApplied, actual: "0", previous: "2"},
+			},
+		},
+		{
+			name:  "already at the desired value",
+			files: map[string]string{"net/ipv4/conf/all/rp_filter": "0\n", "net/ipv4/conf/all/forwarding": "1"},
+			s:     Settings{EnableIPv4: true},
+			want: map[string]want{
+				"net.ipv4.conf.all.rp_filter":  {state: StateUnchanged, actual: "0", previous: "0", file: "0\n"},
+				"net.ipv4.conf.all.forwarding": {state: StateUnchanged, actual: "1", previous: "1", file: "1"},
+				"net.ipv4.conf.all.arp_notify": {state: StateUnsupported},
+			},
+		},
+		{
+			name:  "override and drop",
+			files: initNS,
+			s: Settings{EnableIPv4: true, EnableIPv6: true,
+				Set:  map[string]string{"net.ipv4.conf.all.rp_filter": "1"},
+				Drop: []string{"net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding"}},
+			want: map[string]want{
+				"net.ipv4.conf.all.rp_filter": {state: StateApplied, actual: "1", previous: "2", file: "1\n"},
+			},
+		},
+		{
+			name:  "ipv6 disabled leaves ipv6 keys alone",
+			files: initNS,
+			s:     Settings{EnableIPv4: true},
+			want: map[string]want{
+				"net.ipv4.conf.all.forwarding": {state: StateApplied, actual: "1"},
+				"net.ipv4.conf.all.rp_filter":  {state: StateApplied, actual: "0"},
+			},
+		},
+		{
+			name:  "ipv4 disabled: rp_filter still applies",
+			files: initNS,
+			s:     Settings{EnableIPv6: true},
+			want: map[string]want{
+				"net.ipv6.conf.all.forwarding":      {state: StateApplied, actual: "1"},
+				"net.ipv6.neigh.default.gc_thresh3": {state: StateApplied, actual: "28160"},
+				"net.ipv4.conf.all.rp_filter":       {state: StateApplied, actual: "0"},
+			},
+		},
+		{
+			name:  "dotted interface name, slash form",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net/ipv4/conf/eth0.100/rp_filter": "2"}},
+			want: map[string]want{
+				"net/ipv4/conf/eth0.100/rp_filter": {state: StateApplied, actual: "2", previous: "1",
+					path: "net/ipv4/conf/eth0.100/rp_filter", file: "2\n"},
+			},
+		},
+		{
+			name:  "dotted interface name, dotted form resolves to the interface",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net.ipv4.conf.eth0.100.rp_filter": "2"}},
+			want: map[string]want{
+				"net.ipv4.conf.eth0.100.rp_filter": {state: StateApplied, actual: "2", previous: "1",
+					path: "net/ipv4/conf/eth0.100/rp_filter", file: "2\n"},
+			},
+		},
+		{
+			name: "dotted form falls back to the plain path when that is what exists",
+			files: map[string]string{
+				"net/ipv4/conf/eth0/100/rp_filter": "1\n",
+			},
+			s: Settings{Set: map[string]string{"net.ipv4.conf.eth0.100.rp_filter": "2"}},
+			want: map[string]want{
+				"net.ipv4.conf.eth0.100.rp_filter": {state: StateApplied, actual: "2",
+					path: "net/ipv4/conf/eth0/100/rp_filter", file: "2\n"},
+			},
+		},
+		{
+			name:  "missing interface is unsupported under its interface path",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net.ipv4.conf.eth0.300.rp_filter": "2"}},
+			want: map[string]want{
+				"net.ipv4.conf.eth0.300.rp_filter": {state: StateUnsupported, path: "net/ipv4/conf/eth0.300/rp_filter"},
+			},
+		},
+		{
+			name:  "tabs versus spaces is unchanged",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net.ipv4.tcp_rmem": "4096 131072 6291456"}},
+			want: map[string]want{
+				"net.ipv4.tcp_rmem": {state: StateUnchanged, actual: "4096 131072 6291456",
+					previous: "4096 131072 6291456", file: "4096\t131072\t6291456\n"},
+			},
+		},
+		{
+			name:  "multi-value write",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net.ipv4.tcp_rmem": "4096\t87380\t6291456"}},
+			want: map[string]want{
+				"net.ipv4.tcp_rmem": {state: StateApplied, actual: "4096 87380 6291456",
+					previous: "4096 131072 6291456", file: "4096 87380 6291456\n"},
+			},
+		},
+		{
+			name:  "a path through a file is unsupported (ENOTDIR)",
+			files: initNS,
+			s:     Settings{Set: map[string]string{"net/ipv4/tcp_rmem/x": "1"}},
+			want: map[string]want{
+				"net/ipv4/tcp_rmem/x": {state: StateUnsupported},
+			},
+		},
+		{
+			name:  "a key that is a directory fails (EISDIR), the others apply",
+			files: initNS,
+			dirs:  []string{"net/ipv4/conf/all/arp_notify"},
+			s:     Settings{EnableIPv4: true},
+			want: map[string]want{
+				"net.ipv4.conf.all.arp_notify": {state: StateFailed, errPart: "is a directory"},
+				"net.ipv4.conf.all.forwarding": {state: StateApplied, actual: "1"},
+			},
+			wantDegraded: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := mkTree(t, tt.files)
+			for _, d := range tt.dirs {
+				p := filepath.Join(root, filepath.FromSlash(d))
+				if err := os.RemoveAll(p); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tu := configured(t, root, tt.s)
+			rep := tu.Apply(context.Background())
+			if rep.Degraded != tt.wantDegraded {
+				t.Errorf("Degraded = %v, want %v (%+v)", rep.Degraded, tt.wantDegraded, rep.Keys)
+			}
+			if rep.Err != "" {
+				t.Errorf("Err = %q", rep.Err)
+			}
+			if rep.LastReconcile.IsZero() {
+				t.Error("LastReconcile not set")
+			}
+			wantKeys := map[string]bool{}
+			ps, _ := Desired(tt.s)
+			for _, p := range ps {
+				wantKeys[p.Key] = true
+			}
+			if len(rep.Keys) != len(wantKeys) {
+				t.Errorf("report has %d keys, want %d", len(rep.Keys), len(wantKeys))
+			}
+			for key, w := range tt.want {
+				ks := byKey(t, rep, key)
+				if ks.State != w.state {
+					t.Errorf("%s: state %q, want %q (error %q)", key, ks.State, w.state, ks.Error)
+				}
+				if w.actual != "" && ks.Actual != w.actual {
+					t.Errorf("%s: actual %q, want %q", key, ks.Actual, w.actual)
+				}
+				if w.previous != "" && ks.Previous != w.previous {
+					t.Errorf("%s: previous %q, want %q", key, ks.Previous, w.previous)
+				}
+				if w.path != "" && ks.Path != w.path {
+					t.Errorf("%s: path %q, want %q", key, ks.Path, w.path)
+				}
+				if w.file != "" {
+					if got := readFile(t, root, ks.Path); got != w.file {
+						t.Errorf("%s: file holds %q, want %q", key, got, w.file)
+					}
+				}
+				if (ks.Error != "") != (w.state == StateFailed) || !strings.Contains(ks.Error, w.errPart) {
+					t.Errorf("%s: error %q, want one containing %q", key, ks.Error, w.errPart)
+				}
+				if ks.State == StateFailed && ks.Failures != 1 {
+					t.Errorf("%s: failures %d, want 1", key, ks.Failures)
+				}
+			}
+			// Changes name exactly the applied keys.
+			applied := 0
+			for _, ks := range rep.Keys {
+				if ks.State == StateApplied {
+					applied++
+				}
+			}
+			if len(rep.Changes) != applied {
+				t.Errorf("%d changes for %d applied keys: %+v", len(rep.Changes), applied, rep.Changes)
+			}
+			for _, c := range rep.Changes {
+				if c.Drift || c.Old == c.New {
+					t.Errorf("bad change on first apply: %+v", c)
+				}
+			}
+			// Nothing is created under the root: unsupported stays absent.
+			for _, ks := range rep.Keys {
+				if ks.State == StateUnsupported {
+					if _, err := os.Lstat(filepath.Join(root, filepath.FromSlash(ks.Path))); err == nil {
+						t.Errorf("%s: unsupported key's file %s exists", ks.Key, ks.Path)
+					}
+				}
+			}
+			// A second pass changes nothing and keeps the previous values.
+			rep2 := tu.Reconcile(context.Background())
+			if len(rep2.Changes) != 0 {
+				t.Errorf("second pass changed %+v", rep2.Changes)
+			}
+			for i, ks := range rep2.Keys {
+				first := rep.Keys[i]
+				if ks.State != first.State || ks.Previous != first.Previous || ks.Actual != first.Actual {
+					t.Errorf("second pass: %+v, first %+v", ks, first)
+				}
+			}
+		})
+	}
+}
+
+func TestDriftAndPreviousMemory(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := configured(t, root, DefaultSettings())
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := base
+	tu.now = func() time.Time { return clock }
+	ctx := context.Background()
+
+	rep := tu.Apply(ctx)
+	if ks := byKey(t, rep, "net.ipv4.conf.all.arp_notify"); ks.State != StateApplied || ks.Previous != "0" || ks.Drifts != 0 {
+		t.Fatalf("after apply: %+v", ks)
+	}
+	if !rep.LastReconcile.Equal(base) {
+		t.Fatalf("LastReconcile %v, want %v", rep.LastReconcile, base)
+	}
+
+	// Someone changes two keys behind the tuner's back.
+	clock = base.Add(time.Minute)
+	writeFile(t, root, "net/ipv4/conf/all/arp_notify", "0\n")
+	writeFile(t, root, "net/ipv4/conf/all/rp_filter", "1\n")
+	rep = tu.Reconcile(ctx)
+	if len(rep.Changes) != 2 {
+		t.Fatalf("changes %+v, want 2", rep.Changes)
+	}
+	for _, c := range rep.Changes {
+		if !c.Drift {
+			t.Errorf("change not marked drift: %+v", c)
+		}
+	}
+	if c := rep.Changes[0]; c.Key != "net.ipv4.conf.all.arp_notify" || c.Old != "0" || c.New != "1" ||
+		c.Path != "net/ipv4/conf/all/arp_notify" {
+		t.Errorf("change %+v", c)
+	}
+	ks := byKey(t, rep, "net.ipv4.conf.all.arp_notify")
+	if ks.State != StateApplied || ks.Actual != "1" || ks.Drifts != 1 || !ks.LastDrift.Equal(clock) {
+		t.Errorf("after drift: %+v", ks)
+	}
+	if ks.Previous != "0" {
+		t.Errorf("previous %q, want the original 0", ks.Previous)
+	}
+	rp := byKey(t, rep, "net.ipv4.conf.all.rp_filter")
+	if rp.Previous != "2" || rp.Drifts != 1 {
+		t.Errorf("rp_filter previous %q drifts %d; want the original 2 and 1 drift", rp.Previous, rp.Drifts)
+	}
+	if got := readFile(t, root, "net/ipv4/conf/all/arp_notify"); got != "1\n" {
+		t.Errorf("file %q after reconcile", got)
+	}
+	if fw := byKey(t, rep, "net.ipv4.conf.all.forwarding"); fw.Drifts != 0 || !fw.LastDrift.IsZero() {
+		t.Errorf("undrifted key counted: %+v", fw)
+	}
+
+	// A second drift counts again; the original previous is kept.
+	clock = base.Add(2 * time.Minute)
+	writeFile(t, root, "net/ipv4/conf/all/arp_notify", "7\n")
+	rep = tu.Reconcile(ctx)
+	ks = byKey(t, rep, "net.ipv4.conf.all.arp_notify")
+	if ks.Drifts != 2 || !ks.LastDrift.Equal(clock) || ks.Previous != "0" || rep.Changes[0].Old != "7" {
+		t.Errorf("after second drift: %+v changes %+v", ks, rep.Changes)
+	}
+
+	// Status shows the same, without changes and without I/O.
+	st := tu.Status()
+	if len(st.Changes) != 0 || byKey(t, st, "net.ipv4.conf.all.arp_notify").Drifts != 2 ||
+		!st.LastReconcile.Equal(clock) {
+		t.Errorf("status %+v", st)
+	}
+
+	// A key that vanishes and comes back is not a drift.
+	p := filepath.Join(root, "net/ipv4/conf/all/forwarding")
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if ks := byKey(t, tu.Reconcile(ctx), "net.ipv4.conf.all.forwarding"); ks.State != StateUnsupported {
+		t.Errorf("removed key: %+v", ks)
+	}
+	writeFile(t, root, "net/ipv4/conf/all/forwarding", "0\n")
+	rep = tu.Reconcile(ctx)
+	if fw := byKey(t, rep, "net.ipv4.conf.all.forwarding"); fw.State != StateApplied || fw.Drifts != 0 || fw.Previous != "0" {
+		t.Errorf("returned key: %+v", fw)
+	}
+}
+
+func TestUnchangedKeyThatDriftsIsCorrected(t *testing.T) {
+	root := mkTree(t, map[string]string{"net/ipv4/conf/all/rp_filter": "0\n"})
+	tu := configured(t, root, Settings{EnableIPv4: true})
+	ctx := context.Background()
+	if ks := byKey(t, tu.Apply(ctx), "net.ipv4.conf.all.rp_filter"); ks.State != StateUnchanged {
+		t.Fatalf("%+v", ks)
+	}
+	writeFile(t, root, "net/ipv4/conf/all/rp_filter", "1\n")
+	rep := tu.Reconcile(ctx)
+	ks := byKey(t, rep, "net.ipv4.conf.all.rp_filter")
+	if ks.State != StateApplied || ks.Drifts != 1 || ks.Previous != "0" || len(rep.Changes) != 1 || !rep.Changes[0].Drift {
+		t.Errorf("%+v %+v", ks, rep.Changes)
+	}
+}
+
+// faultyFile wraps a real file and fails where told.
+type faultyFile struct {
+	file
+	writeErr, closeErr error
+	short              bool
+}
+
+func (f *faultyFile) Write(b []byte) (int, error) {
+	if f.writeErr != nil {
+		return 0, f.writeErr
+	}
+	if f.short {
+		n, err := f.file.Write(b[:len(b)/2])
+		return n, err
+	}
+	return f.file.Write(b)
+}
+
+func (f *faultyFile) Close() error {
+	err := f.file.Close()
+	if f.closeErr != nil {
+		return f.closeErr
+	}
+	return err
+}
+
+// TestWriteErrors injects the errors a kernel gives on writing a sysctl.
+// tmpfs or ext4 cannot produce EINVAL for a value, nor an error that shows
+// only on close, so these go through the tuner's file seam; the namespace
+// tests in test/sysctl produce real EACCES and EINVAL.
+func TestWriteErrors(t *testing.T) {
+	const victim = "net/ipv4/conf/all/forwarding"
+	tests := []struct {
+		name    string
+		ff      faultyFile
+		openErr error
+		errPart string
+	}{
+		{name: "EACCES on open", openErr: &os.PathError{Op: "open", Path: victim, Err: syscall.EACCES}, errPart: "permission denied"},
+		{name: "EPERM on write", ff: faultyFile{writeErr: syscall.EPERM}, errPart: "operation not permitted"},
+		{name: "EROFS on open", openErr: &os.PathError{Op: "open", Path: victim, Err: syscall.EROFS}, errPart: "read-only file system"},
+		{name: "EINVAL: the kernel rejects the value", ff: faultyFile{writeErr: syscall.EINVAL}, errPart: "invalid argument"},
+		{name: "error only on close", ff: faultyFile{closeErr: syscall.EIO}, errPart: "close " + victim + ": input/output error"},
+		{name: "short write", ff: faultyFile{short: true}, errPart: "short write"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := mkTree(t, initNS)
+			tu := configured(t, root, Settings{EnableIPv4: true})
+			realOpen := tu.openFile
+			tu.openFile = func(r *os.Root, name string, flag int) (file, error) {
+				if name != victim || flag&os.O_WRONLY == 0 {
+					return realOpen(r, name, flag)
+				}
+				if tt.openErr != nil {
+					return nil, tt.openErr
+				}
+				f, err := realOpen(r, name, flag)
+				if err != nil {
+					return nil, err
+				}
+				ff := tt.ff
+				ff.file = f
+				return &ff, nil
+			}
+			rep := tu.Apply(context.Background())
+			if !rep.Degraded {
+				t.Error("report not degraded")
+			}
+			ks := byKey(t, rep, "net.ipv4.conf.all.forwarding")
+			if ks.State != StateFailed || !strings.Contains(ks.Error, tt.errPart) || ks.Failures != 1 {
+				t.Errorf("victim: %+v, want failed with %q", ks, tt.errPart)
+			}
+			if !strings.Contains(ks.Error, `write "1"`) {
+				t.Errorf("error %q does not say what was written", ks.Error)
+			}
+			if ks.Previous != "0" {
+				t.Errorf("previous %q, want 0", ks.Previous)
+			}
+			for _, c := range rep.Changes {
+				if c.Key == ks.Key {
+					t.Errorf("failed write reported as change %+v", c)
+				}
+			}
+			if other := byKey(t, rep, "net.ipv4.conf.all.rp_filter"); other.State != StateApplied {
+				t.Errorf("other key: %+v", other)
+			}
+			// Failures count per pass. Put the old value back: with an
+			// error on close the value may have reached the file.
+			writeFile(t, root, victim, "0\n")
+			if ks := byKey(t, tu.Reconcile(context.Background()), ks.Key); ks.Failures != 2 || ks.Drifts != 0 {
+				t.Errorf("after second pass: %+v", ks)
+			}
+			// Once the fault is gone the key applies.
+			tu.openFile = realOpen
+			rep = tu.Reconcile(context.Background())
+			if ks := byKey(t, rep, ks.Key); ks.State != StateApplied || ks.Error != "" || ks.Failures != 2 || rep.Degraded {
+				t.Errorf("after the fault: %+v degraded %v", ks, rep.Degraded)
+			}
+		})
+	}
+}
+
+// TestReadBackMismatch: the kernel may store something other than what was
+// written (it prints "1" after "01" is written to arp_notify).
+func TestReadBackMismatch(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := configured(t, root, Settings{Set: map[string]string{"net.ipv4.conf.all.arp_notify": "01"}})
+	realOpen := tu.openFile
+	tu.openFile = func(r *os.Root, name string, flag int) (file, error) {
+		f, err := realOpen(r, name, flag)
+		if err != nil || flag&os.O_WRONLY == 0 {
+			return f, err
+		}
+		return &kernelLike{file: f}, nil
+	}
+	ks := byKey(t, tu.Apply(context.Background()), "net.ipv4.conf.all.arp_notify")
+	if ks.State != StateFailed || ks.Actual != "1" || !strings.Contains(ks.Error, `reads back "1"`) {
+		t.Errorf("%+v", ks)
+	}
+}
+
+// kernelLike strips leading zeros as the kernel's integer parser does.
+type kernelLike struct{ file }
+
+func (k *kernelLike) Write(b []byte) (int, error) {
+	_, err := k.file.Write([]byte(strings.TrimLeft(string(b), "0")))
+	return len(b), err
+}
+
+// TestReadOnlyMount makes a key fail as root for real: a read-only bind
+// mount gives EROFS whatever the caller's privileges (file mode bits do
+// not stop root).
+func TestReadOnlyMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to bind-mount; TestWriteErrors covers the logic")
+	}
+	root := mkTree(t, initNS)
+	p := filepath.Join(root, "net/ipv4/conf/all/forwarding")
+	if err := syscall.Mount(p, p, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(p, 0); err != nil {
+			t.Errorf("unmount %s: %v", p, err)
+		}
+	})
+	if err := syscall.Mount("", p, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	tu := configured(t, root, Settings{EnableIPv4: true})
+	rep := tu.Apply(context.Background())
+	ks := byKey(t, rep, "net.ipv4.conf.all.forwarding")
+	if ks.State != StateFailed || !strings.Contains(ks.Error, "read-only file system") || ks.Actual != "0" || !rep.Degraded {
+		t.Errorf("%+v degraded %v", ks, rep.Degraded)
+	}
+	if got := readFile(t, root, "net/ipv4/conf/all/forwarding"); got != "0\n" {
+		t.Errorf("read-only file changed to %q", got)
+	}
+}
+
+// TestStaysInsideRoot: a symlink under the root that points outside is not
+// followed out (os.Root), and invalid keys never reach the file system.
+func TestStaysInsideRoot(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.WriteFile(outside, []byte("secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := mkTree(t, initNS)
+	if err := os.Symlink(outside, filepath.Join(root, "net/ipv4/escape")); err != nil {
+		t.Fatal(err)
+	}
+	tu := configured(t, root, Settings{Set: map[string]string{"net.ipv4.escape": "pwned"}})
+	ks := byKey(t, tu.Apply(context.Background()), "net.ipv4.escape")
+	if ks.State != StateFailed || ks.Actual != "" {
+		t.Errorf("%+v", ks)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "secret\n" {
+		t.Errorf("outside file became %q", b)
+	}
+	for _, key := range []string{"../../../outside", "/etc/passwd", "net/../../outside"} {
+		err := tu.Configure(Settings{Set: map[string]string{key: "x"}})
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("Configure with key %q: %v", key, err)
+		}
+	}
+}
+
+func TestMissingRoot(t *testing.T) {
+	tu := configured(t, filepath.Join(t.TempDir(), "nope"), DefaultSettings())
+	rep := tu.Apply(context.Background())
+	if !rep.Degraded {
+		t.Error("not degraded")
+	}
+	for _, ks := range rep.Keys {
+		if ks.State != StateFailed || !strings.Contains(ks.Error, "sysctl root") {
+			t.Errorf("%+v", ks)
+		}
+	}
+}
+
+func TestConfigure(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := newTest(t, root)
+	if st := tu.Status(); len(st.Keys) != 0 || !st.LastReconcile.IsZero() {
+		t.Fatalf("new tuner status %+v", st)
+	}
+	if err := tu.Configure(DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ks := range tu.Status().Keys {
+		if ks.State != StatePending {
+			t.Errorf("before any pass: %+v", ks)
+		}
+	}
+	ctx := context.Background()
+	tu.Apply(ctx)
+	writeFile(t, root, "net/ipv4/conf/all/rp_filter", "1\n")
+	tu.Reconcile(ctx) // one drift on rp_filter
+
+	// A bad configuration changes nothing.
+	if err := tu.Configure(Settings{Set: map[string]string{"net..x": "1"}}); err == nil {
+		t.Fatal("bad key accepted")
+	}
+	if n := len(tu.Status().Keys); n != 6 {
+		t.Fatalf("%d keys after a rejected configure", n)
+	}
+
+	// Same settings again: nothing changes (idempotent).
+	before := tu.Status()
+	if err := tu.Configure(DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	after := tu.Status()
+	for i := range before.Keys {
+		if before.Keys[i] != after.Keys[i] {
+			t.Errorf("reconfigure changed %+v to %+v", before.Keys[i], after.Keys[i])
+		}
+	}
+
+	// Changed value: pending again, counters and previous kept; dropped key gone.
+	s := DefaultSettings()
+	s.Set = map[string]string{"net.ipv4.conf.all.rp_filter": "2"}
+	s.Drop = []string{"net.ipv4.conf.all.arp_notify"}
+	if err := tu.Configure(s); err != nil {
+		t.Fatal(err)
+	}
+	st := tu.Status()
+	if len(st.Keys) != 5 {
+		t.Errorf("%d keys, want 5", len(st.Keys))
+	}
+	rp := byKey(t, st, "net.ipv4.conf.all.rp_filter")
+	if rp.State != StatePending || rp.Desired != "2" || rp.Drifts != 1 || rp.Previous != "2" {
+		t.Errorf("rp_filter after value change: %+v", rp)
+	}
+	rep := tu.Reconcile(ctx)
+	rp = byKey(t, rep, "net.ipv4.conf.all.rp_filter")
+	if rp.State != StateApplied || rp.Actual != "2" || rp.Drifts != 1 {
+		t.Errorf("rp_filter applied: %+v", rp)
+	}
+	for _, c := range rep.Changes {
+		if c.Drift {
+			t.Errorf("a changed desired value is not drift: %+v", c)
+		}
+	}
+	if got := readFile(t, root, "net/ipv4/conf/all/arp_notify"); got != "1\n" {
+		t.Errorf("dropped key changed: %q", got)
+	}
+
+	// Another root: state starts over.
+	other := mkTree(t, childNS())
+	s2 := DefaultSettings()
+	s2.ProcSysRoot = other
+	if err := tu.Configure(s2); err != nil {
+		t.Fatal(err)
+	}
+	st = tu.Status()
+	if !st.LastReconcile.IsZero() || byKey(t, st, "net.ipv4.conf.all.rp_filter").Drifts != 0 {
+		t.Errorf("new root kept state: %+v", st)
+	}
+	if ks := byKey(t, tu.Apply(ctx), "net.ipv4.conf.all.forwarding"); ks.State != StateApplied || readFile(t, other, ks.Path) != "1\n" {
+		t.Errorf("new root: %+v", ks)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := configured(t, root, DefaultSettings())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep := tu.Apply(ctx)
+	if !strings.Contains(rep.Err, "context canceled") || len(rep.Changes) != 0 {
+		t.Errorf("%+v", rep)
+	}
+	if got := readFile(t, root, "net/ipv4/conf/all/forwarding"); got != "0\n" {
+		t.Errorf("canceled pass wrote %q", got)
+	}
+	if rep := tu.Apply(context.Background()); rep.Err != "" {
+		t.Errorf("Err survives a full pass: %q", rep.Err)
+	}
+}
+
+func TestRun(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := configured(t, root, DefaultSettings())
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu      sync.Mutex
+		reports []Report
+	)
+	drifted := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tu.Run(ctx, 5*time.Millisecond, func(r Report) {
+			mu.Lock()
+			defer mu.Unlock()
+			reports = append(reports, r)
+			if len(reports) == 2 {
+				// Drift between the second and third pass.
+				if err := os.WriteFile(filepath.Join(root, "net/ipv4/conf/all/forwarding"), []byte("0\n"), 0o644); err != nil {
+					t.Error(err)
+				}
+			}
+			for _, c := range r.Changes {
+				if c.Drift {
+					close(drifted)
+				}
+			}
+		})
+	}()
+	select {
+	case <-drifted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not correct the drift")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports[0].Changes) != 6 {
+		t.Errorf("first report: %+v", reports[0].Changes)
+	}
+
+	// interval <= 0: one pass.
+	n := 0
+	tu.Run(context.Background(), 0, func(Report) { n++ })
+	if n != 1 {
+		t.Errorf("Run with no interval made %d passes", n)
+	}
+}
+
+// TestConcurrent runs passes, reconfigurations and status reads at once;
+// meant for -race.
+func TestConcurrent(t *testing.T) {
+	root := mkTree(t, initNS)
+	tu := configured(t, root, DefaultSettings())
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				tu.Reconcile(ctx)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for j := range 50 {
+				s := DefaultSettings()
+				if (i+j)%2 == 0 {
+					s.Set = map[string]string{"net.ipv4.conf.all.rp_filter": "1"}
+				}
+				if err := tu.Configure(s); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				st := tu.Status()
+				if len(st.Keys) != 6 {
+					t.Errorf("%d keys", len(st.Keys))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := tu.Configure(DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	rep := tu.Reconcile(ctx)
+	if rep.Degraded || byKey(t, rep, "net.ipv4.conf.all.rp_filter").Actual != "0" {
+		t.Errorf("final state %+v", rep)
+	}
+}
+
+func TestNotExist(t *testing.T) {
+	for err, want := range map[error]bool{
+		&os.PathError{Err: syscall.ENOENT}:  true,
+		&os.PathError{Err: syscall.ENOTDIR}: true,
+		&os.PathError{Err: syscall.EACCES}:  false,
+		errors.New("x"):                     false,
+	} {
+		if got := notExist(err); got != want {
+			t.Errorf("notExist(%v) = %v", err, got)
+		}
+	}
+}
+
+func TestRoots(t *testing.T) {
+	// No I/O here: only which root a tuner would use.
+	if got := New("").root; got != DefaultProcSysRoot {
+		t.Errorf("New(\"\") root %q", got)
+	}
+	root := t.TempDir()
+	tu := New(root + "/")
+	if err := tu.Configure(DefaultSettings()); err != nil {
+		t.Fatal(err)
+	}
+	if tu.root != root {
+		t.Errorf("DefaultSettings moved the root to %q, want %q", tu.root, root)
+	}
+	other := t.TempDir()
+	if err := tu.Configure(Settings{ProcSysRoot: other}); err != nil {
+		t.Fatal(err)
+	}
+	if tu.root != other {
+		t.Errorf("root %q, want %q", tu.root, other)
+	}
+	if err := tu.Configure(Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	if tu.root != root {
+		t.Errorf("empty ProcSysRoot: root %q, want New's %q", tu.root, root)
+	}
+}
