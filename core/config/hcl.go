@@ -274,7 +274,7 @@ func (k *keySpec) fromCty(val cty.Value) (v any, detail string) {
 		v, shown = conv.True(), strconv.FormatBool(conv.True())
 	case kindInt:
 		bf := conv.AsBigFloat()
-		shown = bf.Text('g', 20)
+		shown = showNumber(bf)
 		n, acc := bf.Int64()
 		if !bf.IsInt() || acc != big.Exact || int64(int(n)) != n {
 			return nil, fmt.Sprintf("%s is not %s.", shown, k.want)
@@ -294,6 +294,20 @@ func (k *keySpec) fromCty(val cty.Value) (v any, detail string) {
 		return nil, fmt.Sprintf("%s is not %s.", shown, k.want)
 	}
 	return checked, ""
+}
+
+// showNumber renders a number for an error message. Exact decimal rendering
+// of a huge exponent ("1e9999999") takes seconds, so such numbers are shown
+// through float64.
+func showNumber(bf *big.Float) string {
+	if exp := bf.MantExp(nil); exp > -64 && exp < 64 {
+		return bf.Text('g', 20)
+	}
+	f, _ := bf.Float64()
+	if f == 0 && bf.Sign() != 0 {
+		return "a number close to 0"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 func upperFirst(s string) string {
