@@ -322,8 +322,10 @@ func buildNS(mac net.HardwareAddr, src, target netip.Addr, nonce []byte, withSrc
 		opts = append(opts, &ndp.LinkLayerAddress{Direction: ndp.Source, Addr: mac})
 	}
 	if len(nonce) > 0 {
-		if (len(nonce)+2)%8 != 0 {
-			return nil, fmt.Errorf("build NS: nonce of %d bytes does not fill 8-byte units", len(nonce))
+		// Whole 8-byte units, and at most 31 of them (mdlayher/ndp
+		// computes the option length in a byte).
+		if (len(nonce)+2)%8 != 0 || len(nonce)+2 > 31*8 {
+			return nil, fmt.Errorf("build NS: nonce of %d bytes does not fill 1 to 31 8-byte units", len(nonce))
 		}
 		opts = append(opts, &ndp.RawOption{Type: ndOptNonce, Length: uint8((len(nonce) + 2) / 8), Value: nonce})
 	}
