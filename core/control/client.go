@@ -1,0 +1,153 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"syscall"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+)
+
+// Client talks to a running agent over its control socket. The zero value
+// uses DefaultSocketPath. Deadlines come from the contexts given.
+type Client struct {
+	SocketPath string
+}
+
+// NotRunningError says that no agent answers on the socket (the path does
+// not exist, or nothing listens on it).
+type NotRunningError struct {
+	Path string
+	Err  error
+}
+
+func (e *NotRunningError) Error() string {
+	return fmt.Sprintf("no spiderpool-agent answers on %s: is it running?", e.Path)
+}
+
+func (e *NotRunningError) Unwrap() error { return e.Err }
+
+// APIError is an error answer from the agent.
+type APIError struct {
+	Status  int    // HTTP status code
+	Message string // the body's "error"
+	Field   string // the body's "field", for a 400 about one
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("spiderpool-agent answered %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
+func (c *Client) path() string {
+	if c.SocketPath == "" {
+		return DefaultSocketPath
+	}
+	return c.SocketPath
+}
+
+// Status returns the agent's state.
+func (c *Client) Status(ctx context.Context) (state.Agent, error) {
+	var a state.Agent
+	if _, err := c.do(ctx, http.MethodGet, StatusPath, nil, http.StatusOK, &a); err != nil {
+		return state.Agent{}, fmt.Errorf("status: %w", err)
+	}
+	return a, nil
+}
+
+// Shutdown asks the agent to stop gracefully and returns its pid, so that
+// the caller can wait for the process to exit.
+func (c *Client) Shutdown(ctx context.Context) (int, error) {
+	var r ShutdownResponse
+	if _, err := c.do(ctx, http.MethodPost, ShutdownPath, nil, http.StatusAccepted, &r); err != nil {
+		return 0, fmt.Errorf("shutdown: %w", err)
+	}
+	return r.PID, nil
+}
+
+// Reload asks the agent to reload its configuration. A configuration the
+// agent refused is an *APIError with Status 422 and the reason.
+func (c *Client) Reload(ctx context.Context) error {
+	if _, err := c.do(ctx, http.MethodPost, ReloadPath, nil, http.StatusOK, nil); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	return nil
+}
+
+// Check asks the agent to check addresses. It returns the HTTP status with
+// the answer: 200 with the response; 400 (a malformed request, with
+// APIError.Field), 503 (not ready) or another code with an *APIError; 0 when
+// no answer came.
+func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResponse, int, error) {
+	var resp CheckResponse
+	code, err := c.do(ctx, http.MethodPost, CheckPath, req, http.StatusOK, &resp)
+	if err != nil {
+		return CheckResponse{}, code, fmt.Errorf("check: %w", err)
+	}
+	return resp, code, nil
+}
+
+// do sends one request and decodes a want answer into out, or an error
+// answer into an *APIError.
+func (c *Client) do(ctx context.Context, method, path string, in any, want int, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://spiderpool-agent"+path, body)
+	if err != nil {
+		return 0, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	sock := c.path()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}}
+	res, err := hc.Do(req)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
+			return 0, &NotRunningError{Path: sock, Err: err}
+		case errors.Is(err, fs.ErrPermission):
+			return 0, fmt.Errorf("cannot open %s (mode 0600): run as the agent's user (root): %w", sock, err)
+		}
+		return 0, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return res.StatusCode, fmt.Errorf("read the answer from %s: %w", sock, err)
+	}
+	if res.StatusCode != want {
+		apiErr := &APIError{Status: res.StatusCode}
+		var eb ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
+			apiErr.Message, apiErr.Field = eb.Error, eb.Field
+		} else {
+			apiErr.Message = string(bytes.TrimSpace(raw))
+		}
+		return res.StatusCode, apiErr
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return res.StatusCode, fmt.Errorf("decode the answer from %s: %w", sock, err)
+		}
+	}
+	return res.StatusCode, nil
+}

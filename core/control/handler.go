@@ -1,0 +1,150 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+)
+
+type handler struct {
+	b   Backend
+	log hclog.Logger
+	mux *http.ServeMux
+}
+
+// NewHandler serves the control API over b. log receives one debug line per
+// request and the backend's failures; nil logs nothing.
+func NewHandler(b Backend, log hclog.Logger) http.Handler {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	h := &handler{b: b, log: log, mux: http.NewServeMux()}
+	h.route(StatusPath, http.MethodGet, h.status)
+	h.route(ShutdownPath, http.MethodPost, h.shutdown)
+	h.route(ReloadPath, http.MethodPost, h.reload)
+	h.route(CheckPath, http.MethodPost, h.check)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})
+	})
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	h.mux.ServeHTTP(rec, r)
+	h.log.Debug("control request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
+}
+
+// route serves path for one method only; other methods answer 405.
+func (h *handler) route(path, method string, fn http.HandlerFunc) {
+	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: fmt.Sprintf("%s %s is not allowed: use %s", r.Method, path, method)})
+			return
+		}
+		fn(w, r)
+	})
+}
+
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	a := h.b.Status(r.Context())
+	if a.PID == 0 {
+		a.PID = os.Getpid()
+	}
+	if a.Plugins == nil {
+		a.Plugins = []state.Plugin{}
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+func (h *handler) shutdown(w http.ResponseWriter, r *http.Request) {
+	if err := h.b.Shutdown(r.Context()); err != nil {
+		h.fail(w, "shutdown", err, http.StatusInternalServerError)
+		return
+	}
+	h.log.Info("shutdown requested over the control socket")
+	writeJSON(w, http.StatusAccepted, ShutdownResponse{PID: os.Getpid()})
+}
+
+func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
+	if err := h.b.Reload(r.Context()); err != nil {
+		h.fail(w, "reload", err, http.StatusUnprocessableEntity)
+		return
+	}
+	writeJSON(w, http.StatusOK, ReloadResponse{Status: "reloaded"})
+}
+
+func (h *handler) check(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeCheck(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeJSON(w, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", MaxBodyBytes)})
+		return
+	case err != nil:
+		badRequest(w, err)
+		return
+	}
+	valid, err := req.Validate()
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	resp, err := h.b.Check(r.Context(), valid)
+	if err != nil {
+		h.fail(w, "check", err, http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func badRequest(w http.ResponseWriter, err error) {
+	body := ErrorBody{Error: err.Error()}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		body.Field = fe.Field
+	}
+	writeJSON(w, http.StatusBadRequest, body)
+}
+
+// fail answers a backend error: 503 for ErrNotReady, else code.
+func (h *handler) fail(w http.ResponseWriter, op string, err error, code int) {
+	if errors.Is(err, ErrNotReady) {
+		code = http.StatusServiceUnavailable
+	}
+	if code >= 500 {
+		h.log.Warn("control request failed", "op", op, "error", err)
+	}
+	writeJSON(w, code, ErrorBody{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(ErrorBody{Error: "encode the answer: " + err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}

@@ -1,0 +1,264 @@
+package control
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path/filepath"
+	"strings"
+)
+
+// FieldError is a malformed request, naming the field at fault in the
+// JSON document ("interface", "addresses[1].gateway").
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks the request strictly and returns its parsed form, or a
+// *FieldError naming the first field at fault:
+//
+//   - interface: a valid Linux interface name (1 to 15 bytes, no '/', ':',
+//     whitespace or NUL, not "." or "..");
+//   - netns: empty or an absolute path;
+//   - addresses: 1 to MaxAddresses, each a CIDR (a bare IP is an error),
+//     not unspecified, loopback or multicast, not IPv4-mapped, not given
+//     twice;
+//   - gateway: empty, or an IP of its address's family that is not the
+//     address itself.
+func (r CheckRequest) Validate() (ValidatedCheck, error) {
+	if err := validInterface(r.Interface); err != nil {
+		return ValidatedCheck{}, err
+	}
+	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || strings.ContainsRune(r.Netns, 0)) {
+		return ValidatedCheck{}, fieldErr("netns", "%q must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", r.Netns)
+	}
+	switch n := len(r.Addresses); {
+	case n == 0:
+		return ValidatedCheck{}, fieldErr("addresses", "at least one address is required")
+	case n > MaxAddresses:
+		return ValidatedCheck{}, fieldErr("addresses", "%d addresses: at most %d per check", n, MaxAddresses)
+	}
+	out := ValidatedCheck{Interface: r.Interface, Netns: r.Netns, Addresses: make([]ValidatedAddress, 0, len(r.Addresses))}
+	seen := make(map[netip.Addr]int, len(r.Addresses))
+	for i, a := range r.Addresses {
+		v, err := a.validate(fmt.Sprintf("addresses[%d]", i))
+		if err != nil {
+			return ValidatedCheck{}, err
+		}
+		if j, dup := seen[v.Address.Addr()]; dup {
+			return ValidatedCheck{}, fieldErr(fmt.Sprintf("addresses[%d].address", i), "%s is already addresses[%d]", v.Address.Addr(), j)
+		}
+		seen[v.Address.Addr()] = i
+		out.Addresses = append(out.Addresses, v)
+	}
+	return out, nil
+}
+
+func validInterface(name string) error {
+	const field = "interface"
+	switch {
+	case name == "":
+		return fieldErr(field, "an interface name is required")
+	case len(name) > maxInterfaceName:
+		return fieldErr(field, "%q is %d bytes: Linux interface names have at most %d", name, len(name), maxInterfaceName)
+	case name == "." || name == "..":
+		return fieldErr(field, "%q is not a valid interface name", name)
+	}
+	for _, c := range []byte(name) {
+		switch c {
+		case '/', ':', 0, ' ', '\t', '\n', '\v', '\f', '\r':
+			return fieldErr(field, "%q contains %q, which Linux does not allow in an interface name", name, c)
+		}
+	}
+	return nil
+}
+
+func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
+	field := prefix + ".address"
+	if a.Address == "" {
+		return ValidatedAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
+	}
+	p, err := netip.ParsePrefix(a.Address)
+	if err != nil {
+		if ip, ipErr := netip.ParseAddr(a.Address); ipErr == nil {
+			example := "/24"
+			if ip.Is6() {
+				example = "/64"
+			}
+			return ValidatedAddress{}, fieldErr(field, "%q has no prefix length: give a CIDR such as %s%s", a.Address, a.Address, example)
+		}
+		return ValidatedAddress{}, fieldErr(field, "%q is not a CIDR: %v", a.Address, err)
+	}
+	if why := unusable(p.Addr()); why != "" {
+		return ValidatedAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
+	}
+	v := ValidatedAddress{Address: p}
+	if a.Gateway == "" {
+		return v, nil
+	}
+
+	field = prefix + ".gateway"
+	gw, err := netip.ParseAddr(a.Gateway)
+	switch {
+	case err != nil && strings.Contains(a.Gateway, "/"):
+		return ValidatedAddress{}, fieldErr(field, "%q must be an IP address, not a CIDR", a.Gateway)
+	case err != nil:
+		return ValidatedAddress{}, fieldErr(field, "%q is not an IP address: %v", a.Gateway, err)
+	case gw.Zone() != "":
+		return ValidatedAddress{}, fieldErr(field, "%q must not carry a zone: the gateway is on the checked interface", a.Gateway)
+	}
+	if why := unusable(gw); why != "" {
+		return ValidatedAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
+	}
+	if gw.Is4() != p.Addr().Is4() {
+		return ValidatedAddress{}, fieldErr(field, "gateway %s is %s but address %s is %s", gw, family(gw), p.Addr(), family(p.Addr()))
+	}
+	if gw == p.Addr() {
+		return ValidatedAddress{}, fieldErr(field, "gateway %s is the address itself", gw)
+	}
+	v.Gateway = gw
+	return v, nil
+}
+
+// unusable says why ip cannot be a workload's address or gateway.
+func unusable(ip netip.Addr) string {
+	switch {
+	case ip.Is4In6():
+		return "it is an IPv4-mapped IPv6 address: give the IPv4 address"
+	case ip.IsUnspecified():
+		return "it is the unspecified address"
+	case ip.IsLoopback():
+		return "it is a loopback address"
+	case ip.IsMulticast():
+		return "it is a multicast address"
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "it is the broadcast address"
+	}
+	return ""
+}
+
+func family(ip netip.Addr) string {
+	if ip.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// decodeCheck reads a check request strictly: one JSON object, no unknown
+// fields anywhere, every value of the right type. A malformed body is a
+// *FieldError naming the field when there is one.
+func decodeCheck(r io.Reader) (CheckRequest, error) {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return CheckRequest{}, err // the size limit; the caller answers 413
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return CheckRequest{}, fieldErr("", "the request body is empty: want a JSON object with interface and addresses")
+	}
+	// Decode level by level, so that an error names its field with the
+	// index of the address it is in.
+	var top struct {
+		Interface json.RawMessage `json:"interface"`
+		Netns     json.RawMessage `json:"netns"`
+		Addresses json.RawMessage `json:"addresses"`
+	}
+	if err := strictDecode(body, &top, ""); err != nil {
+		return CheckRequest{}, err
+	}
+	var req CheckRequest
+	if err := decodeField(top.Interface, &req.Interface, "interface"); err != nil {
+		return CheckRequest{}, err
+	}
+	if err := decodeField(top.Netns, &req.Netns, "netns"); err != nil {
+		return CheckRequest{}, err
+	}
+	var addrs []json.RawMessage
+	if err := decodeField(top.Addresses, &addrs, "addresses"); err != nil {
+		return CheckRequest{}, err
+	}
+	if len(addrs) > MaxAddresses {
+		return CheckRequest{}, fieldErr("addresses", "%d addresses: at most %d per check", len(addrs), MaxAddresses)
+	}
+	for i, raw := range addrs {
+		var a AddressRequest
+		if err := strictDecode(raw, &a, fmt.Sprintf("addresses[%d]", i)); err != nil {
+			return CheckRequest{}, err
+		}
+		req.Addresses = append(req.Addresses, a)
+	}
+	return req, nil
+}
+
+func decodeField(raw json.RawMessage, dst any, field string) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	return strictDecode(raw, dst, field)
+}
+
+// strictDecode decodes one JSON value into dst, rejecting unknown fields
+// and trailing data; errors name fields under prefix.
+func strictDecode(data []byte, dst any, prefix string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonFieldErr(err, prefix)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fieldErr(prefix, "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func join(prefix, field string) string {
+	switch {
+	case prefix == "":
+		return field
+	case field == "":
+		return prefix
+	}
+	return prefix + "." + field
+}
+
+func jsonFieldErr(err error, prefix string) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		want := typeErr.Type.Kind().String()
+		switch want {
+		case "slice":
+			want = "a list"
+		case "struct":
+			want = "an object"
+		default:
+			want = "a " + want
+		}
+		return fieldErr(join(prefix, typeErr.Field), "want %s, got a JSON %s", want, typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fieldErr(prefix, "invalid JSON at byte %d: %v", syntaxErr.Offset, err)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return fieldErr(prefix, "the JSON ends too early")
+	}
+	// encoding/json words an unknown field as: json: unknown field "NAME".
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		return fieldErr(join(prefix, name), "unknown field %q", name)
+	}
+	return fieldErr(prefix, "%v", err)
+}
