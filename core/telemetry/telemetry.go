@@ -210,8 +210,9 @@ func orUnknown(s string) string {
 }
 
 // Handler serves the metrics in the Prometheus text format (or any format
-// the scraper negotiates). A family that cannot be gathered is left out and
-// logged rather than failing the whole scrape.
+// the scraper negotiates) on whatever path it is mounted at: mount it at
+// MetricsPath, where Fetch asks. A family that cannot be gathered is left
+// out and logged rather than failing the whole scrape.
 func (t *Telemetry) Handler() http.Handler {
 	return promhttp.HandlerFor(t, promhttp.HandlerOpts{
 		ErrorLog:      t.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
