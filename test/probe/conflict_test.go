@@ -1,7 +1,6 @@
 package probe_test
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -105,5 +104,3 @@ func TestIPv6DisabledOnNode(t *testing.T) {
 	_, err := e.CheckGateway(t.Context(), on(l.node, gw6), probe.Params{}, probe.Sender{})
 	expectErr(t, err, probe.ErrNoLinkLocal, "cannot probe eth0")
 }
-
-func mac(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }

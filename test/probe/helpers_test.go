@@ -24,7 +24,11 @@ func newEngine(t testing.TB, o probe.Options) *probe.Engine {
 
 // on returns a target on eth0 of h, found through its /var/run/netns path.
 func on(h *host, a string) probe.Target {
-	return probe.Target{Netns: h.path, Interface: "eth0", Addr: netip.MustParseAddr(a)}
+	tg := probe.Target{Netns: h.path, Interface: "eth0"}
+	if a != "" {
+		tg.Addr = netip.MustParseAddr(a)
+	}
+	return tg
 }
 
 func mustConflict(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params) probe.Result {
