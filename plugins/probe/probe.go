@@ -472,7 +472,8 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, sn
 		case <-ctx.Done():
 			return res, fail(ctx.Err())
 		case <-s.done:
-			return res, fail(ErrClosed)
+			e.forget(en)
+			return res, fail(fmt.Errorf("%w: socket closed", ErrClosed))
 		}
 	}
 }
@@ -536,6 +537,19 @@ func (e *Engine) acquire(ctx context.Context, t Target) (*entry, error) {
 		return nil, ErrClosed
 	}
 	en := e.socks[key]
+	if en != nil && en.sock != nil && en.sock.isBroken() {
+		// Its interface vanished or its reader stopped: start afresh. An
+		// idle one is closed here; a used one by its last user.
+		delete(e.socks, key)
+		en.gone = true
+		if en.refs == 0 {
+			if en.idle != nil {
+				en.idle.Stop()
+			}
+			defer en.sock.close()
+		}
+		en = nil
+	}
 	if en != nil {
 		en.refs++
 		en.idleGen++

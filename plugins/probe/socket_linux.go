@@ -489,7 +489,10 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // --- receiving ---------------------------------------------------------------
 
 func (s *ifSock) readLoop() {
-	defer close(s.done)
+	defer func() {
+		s.broken.Store(true) // never reuse a socket nobody reads
+		close(s.done)
+	}()
 	buf := make([]byte, snapLen)
 	var (
 		n    int

@@ -27,6 +27,39 @@ import (
 
 var nsCounter atomic.Int64
 
+// nsPrefix starts the name of every namespace these tests make:
+// nsPrefix + pid + "-" + counter + "-" + role.
+const nsPrefix = "spprobe"
+
+func TestMain(m *testing.M) {
+	removeStaleNamespaces()
+	os.Exit(m.Run())
+}
+
+// removeStaleNamespaces deletes namespaces left by earlier runs of these
+// tests that died before their cleanup ran (a panic, a kill): names with our
+// prefix whose process is gone.
+func removeStaleNamespaces() {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var pid, n int
+		var role string
+		if _, err := fmt.Sscanf(strings.ReplaceAll(e.Name(), "-", " "), nsPrefix+"%d %d %s", &pid, &n, &role); err != nil {
+			continue
+		}
+		if pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running
+		}
+		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
+
 // Standard hosts and addresses of a LAN.
 const (
 	nodeMAC  = "02:00:00:00:00:01"
@@ -85,7 +118,7 @@ func ipn(t testing.TB, ns string, args ...string) {
 func newNS(t testing.TB, role string) string {
 	t.Helper()
 	requireRoot(t)
-	name := fmt.Sprintf("pt%d-%d-%s", os.Getpid(), nsCounter.Add(1), role)
+	name := fmt.Sprintf("%s%d-%d-%s", nsPrefix, os.Getpid(), nsCounter.Add(1), role)
 	mustRun(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
