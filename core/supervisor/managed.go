@@ -1,0 +1,394 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// managed is one plugin and the goroutine that keeps it running.
+type managed struct {
+	sup *Supervisor
+	log hclog.Logger
+
+	mu       sync.Mutex
+	spec     Spec
+	st       state.Plugin
+	inst     *instance
+	cancel   context.CancelFunc // ends the current run
+	done     chan struct{}      // closed when the current run has returned
+	settled  chan struct{}      // closed when the current run first settles
+	stopCtx  context.Context    // bounds the graceful stop of the current run
+	stopping bool
+}
+
+func newManaged(sp Spec, sup *Supervisor) *managed {
+	m := &managed{sup: sup, spec: sp, log: sup.opts.Logger.Named(sp.Name)}
+	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Policy: sp.FailurePolicy, Since: time.Now()}
+	return m
+}
+
+func (m *managed) specCopy() Spec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.spec
+}
+
+func (m *managed) snapshot() state.Plugin {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st
+}
+
+// start begins a run (or marks the plugin disabled). Callers hold no lock.
+func (m *managed) start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settled = make(chan struct{})
+	m.done = make(chan struct{})
+	if !m.spec.Enabled {
+		m.setStateLocked(state.Disabled, "disabled in the configuration", "")
+		close(m.settled)
+		close(m.done)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.stopCtx = context.Background()
+	go m.run(ctx, m.done)
+}
+
+// update applies a new spec and reports whether the caller should wait for
+// the plugin to settle.
+func (m *managed) update(sp Spec, agentChanged bool) bool {
+	m.mu.Lock()
+	old := m.spec
+	running := m.inst != nil
+	st := m.st.State
+	m.mu.Unlock()
+
+	switch {
+	case sp.Enabled != old.Enabled, !sp.sameProcess(old), !running && st != state.Restarting:
+		// Start over: enabling, disabling, a new binary, or a plugin that
+		// is not running (failed, disabled by its budget or checksum) and
+		// may now start with the new settings.
+		m.shutdown(context.Background())
+		m.mu.Lock()
+		m.spec = sp
+		m.st.Path, m.st.Policy = sp.Path, sp.FailurePolicy
+		m.mu.Unlock()
+		m.start()
+		return true
+	case !sp.sameConfig(old) || agentChanged:
+		m.mu.Lock()
+		m.spec = sp
+		m.st.Policy = sp.FailurePolicy
+		inst := m.inst
+		m.mu.Unlock()
+		if inst != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), sp.Timeout)
+			defer cancel()
+			if err := m.configure(ctx, inst); err != nil {
+				// The process keeps its previous config; say so.
+				m.log.Error("reconfigure failed; the plugin keeps its previous config", "error", err)
+				m.mu.Lock()
+				m.st.LastError = err.Error()
+				m.mu.Unlock()
+			} else {
+				m.log.Info("reconfigured")
+			}
+		}
+	}
+	return false
+}
+
+// shutdown ends the current run gracefully within ctx and waits for it.
+func (m *managed) shutdown(ctx context.Context) {
+	m.mu.Lock()
+	cancel, done := m.cancel, m.done
+	m.stopCtx = ctx
+	m.stopping = true
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if done != nil {
+		<-done
+	}
+	m.mu.Lock()
+	m.stopping = false
+	m.cancel = nil
+	m.mu.Unlock()
+}
+
+func (m *managed) waitSettled(ctx context.Context) {
+	m.mu.Lock()
+	ch := m.settled
+	m.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+func (m *managed) markSettled() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.settled:
+	default:
+		close(m.settled)
+	}
+}
+
+func (m *managed) setState(st state.PluginState, msg, lastErr string) {
+	m.mu.Lock()
+	changed := m.setStateLocked(st, msg, lastErr)
+	m.mu.Unlock()
+	if changed {
+		m.sup.opts.OnChange()
+	}
+}
+
+func (m *managed) setStateLocked(st state.PluginState, msg, lastErr string) bool {
+	changed := m.st.State != st
+	if changed {
+		m.st.Since = time.Now()
+		m.log.Info("state changed", "from", m.st.State, "to", st)
+	}
+	m.st.State, m.st.Message = st, msg
+	if lastErr != "" {
+		m.st.LastError = lastErr
+	}
+	m.sup.opts.Observer.PluginState(m.st.Name, st, m.st.Restarts)
+	return changed
+}
+
+// run keeps the plugin running until ctx ends.
+func (m *managed) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	bo := newBackoff(m.sup.opts.Restart)
+	for {
+		m.setState(state.Starting, "", "")
+		sp := m.specCopy()
+		startCtx, cancel := context.WithTimeout(ctx, m.sup.opts.StartTimeout+sp.Timeout)
+		inst, err := launch(startCtx, sp, &m.sup.opts, m.log)
+		if err == nil {
+			err = m.configure(startCtx, inst)
+			if err != nil {
+				inst.stop(m.stopContext(), m.log)
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var ranFor time.Duration
+		var cfgErr *sdk.ConfigError
+		switch {
+		case errors.As(err, &cfgErr):
+			// A bad config stays bad until a reload: no restarts.
+			m.log.Error("plugin config rejected", "error", err)
+			m.setState(state.Failed, "invalid plugin configuration", err.Error())
+			m.markSettled()
+			<-ctx.Done()
+			return
+		case errors.Is(err, errPermanent):
+			m.log.Error("plugin disabled", "error", err)
+			m.setState(state.Disabled, "cannot start", err.Error())
+			m.markSettled()
+			<-ctx.Done()
+			return
+		case err != nil:
+			m.log.Error("plugin failed to start", "error", err)
+			m.setState(state.Failed, "failed to start", err.Error())
+		default:
+			ranFor = m.serve(ctx, inst)
+			if ctx.Err() != nil {
+				return
+			}
+		}
+		m.markSettled()
+		wait, ok := bo.next(ranFor)
+		m.mu.Lock()
+		lastErr := m.st.LastError
+		m.mu.Unlock()
+		if !ok {
+			msg := fmt.Sprintf("restart budget of %d spent", m.sup.opts.Restart.Budget)
+			m.log.Error("plugin disabled", "reason", msg, "last_error", lastErr)
+			m.setState(state.Disabled, msg, "")
+			<-ctx.Done()
+			return
+		}
+		m.mu.Lock()
+		m.st.Restarts++
+		m.mu.Unlock()
+		m.sup.opts.Observer.PluginRestarted(sp.Name)
+		m.setState(state.Restarting, fmt.Sprintf("restarting in %v", wait.Round(time.Millisecond)), "")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (m *managed) stopContext() context.Context {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopCtx == nil {
+		return context.Background()
+	}
+	return m.stopCtx
+}
+
+// configure validates the plugin's config block against the schema the
+// plugin reported, then sends it.
+func (m *managed) configure(ctx context.Context, inst *instance) error {
+	sp := m.specCopy()
+	if err := sp.Config.Validate(inst.schema); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := inst.rpc.Configure(ctx, sdk.ConfigureRequest{Config: sp.Config, Agent: m.sup.agentSettings()})
+	m.sup.opts.Observer.PluginCall(sp.Name, "Configure", time.Since(start).Seconds(), err)
+	if err != nil {
+		var ce *sdk.ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
+		return fmt.Errorf("Configure: %w", err)
+	}
+	return nil
+}
+
+// serve publishes a configured instance and watches it until it exits,
+// stops answering, or ctx ends. It returns how long the instance ran.
+func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
+	m.mu.Lock()
+	m.inst = inst
+	m.st.PID = inst.pid
+	m.st.Version = inst.info.Version
+	m.st.Kind = string(inst.info.Kind)
+	m.mu.Unlock()
+	m.log.Info("plugin started", "pid", inst.pid, "version", inst.info.Version, "kind", inst.info.Kind)
+	m.setState(state.Ready, "", "")
+	m.markSettled()
+	m.pollHealth(ctx, inst)
+
+	reason := m.watch(ctx, inst)
+	m.mu.Lock()
+	m.inst = nil
+	m.st.PID = 0
+	m.mu.Unlock()
+	if ctx.Err() == nil {
+		m.log.Warn("plugin is gone; restarting it", "reason", reason)
+		m.mu.Lock()
+		m.st.LastError = reason
+		m.mu.Unlock()
+	}
+	inst.stop(m.stopContext(), m.log)
+	return time.Since(inst.started)
+}
+
+// watch returns when the process exits, misses too many health checks, or
+// ctx ends, with the reason.
+func (m *managed) watch(ctx context.Context, inst *instance) string {
+	exitPoll := time.NewTicker(50 * time.Millisecond)
+	defer exitPoll.Stop()
+	health := time.NewTicker(m.sup.opts.HealthInterval)
+	defer health.Stop()
+	missed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return "stopping"
+		case <-exitPoll.C:
+			if inst.client.Exited() {
+				return "the plugin process exited"
+			}
+		case <-health.C:
+			if m.pollHealth(ctx, inst) {
+				missed = 0
+				continue
+			}
+			missed++
+			if missed >= m.sup.opts.HealthFailures {
+				return fmt.Sprintf("the plugin missed %d health checks in a row", missed)
+			}
+		}
+	}
+}
+
+// pollHealth asks the plugin for its health and metrics and reports whether
+// it answered.
+func (m *managed) pollHealth(ctx context.Context, inst *instance) bool {
+	sp := m.specCopy()
+	cctx, cancel := context.WithTimeout(ctx, sp.Timeout)
+	defer cancel()
+	start := time.Now()
+	h, err := inst.rpc.Health(cctx)
+	m.sup.opts.Observer.PluginCall(sp.Name, "Health", time.Since(start).Seconds(), err)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("health check failed", "error", err)
+		}
+		return false
+	}
+	st := map[sdk.HealthState]state.PluginState{
+		sdk.HealthReady: state.Ready, sdk.HealthDegraded: state.Degraded, sdk.HealthFailed: state.Failed,
+	}[h.State]
+	m.mu.Lock()
+	if d, ok := h.Detail.(json.RawMessage); ok {
+		m.st.Detail = d
+	} else {
+		m.st.Detail = nil
+	}
+	m.mu.Unlock()
+	m.setState(st, h.Message, "")
+
+	start = time.Now()
+	samples, err := inst.rpc.Metrics(cctx)
+	m.sup.opts.Observer.PluginCall(sp.Name, "CollectMetrics", time.Since(start).Seconds(), err)
+	if err == nil {
+		m.sup.opts.Observer.PluginSamples(sp.Name, samples)
+	}
+	return true
+}
+
+// call runs fn against the running instance, bounded by the plugin's
+// timeout, and records the call.
+func (m *managed) call(ctx context.Context, method string, fn func(context.Context, *sdk.Client) error) error {
+	m.mu.Lock()
+	inst, sp, st := m.inst, m.spec, m.st
+	m.mu.Unlock()
+	if inst == nil || (st.State != state.Ready && st.State != state.Degraded) {
+		reason := string(st.State)
+		if st.LastError != "" {
+			reason += ": " + st.LastError
+		}
+		return fmt.Errorf("%w: %s is %s", ErrUnavailable, sp.Name, reason)
+	}
+	cctx, cancel := context.WithTimeout(ctx, sp.Timeout)
+	defer cancel()
+	start := time.Now()
+	err := fn(cctx, inst.rpc)
+	m.sup.opts.Observer.PluginCall(sp.Name, method, time.Since(start).Seconds(), err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sdk.ErrDeadline) || cctx.Err() != nil && ctx.Err() == nil:
+		return fmt.Errorf("%s: %s did not answer within its timeout of %v: %w", sp.Name, method, sp.Timeout, ErrUnavailable)
+	case errors.Is(err, sdk.ErrUnavailable):
+		return fmt.Errorf("%s: %w", sp.Name, errors.Join(ErrUnavailable, err))
+	}
+	return fmt.Errorf("%s: %w", sp.Name, err)
+}

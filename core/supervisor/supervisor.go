@@ -1,0 +1,291 @@
+// Package supervisor runs the agent's plugins as hashicorp/go-plugin
+// processes: it launches each enabled plugin once, configures it, watches its
+// health, restarts it with backoff when it dies or stops answering, and stops
+// it gracefully. Every call into a plugin goes through it, bounded by the
+// plugin's timeout.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Spec is what the supervisor needs to run one plugin.
+type Spec struct {
+	Name string
+	// Enabled false keeps the plugin stopped and shows it as disabled.
+	Enabled bool
+	// Path is the plugin binary.
+	Path string
+	// Checksum is "sha256:<hex>" or empty.
+	Checksum string
+	// Timeout bounds each call into the plugin.
+	Timeout time.Duration
+	// FailurePolicy is "fail-closed" or "fail-open" (detectors only).
+	FailurePolicy string
+	Config        sdk.RawConfig
+	// Kind is what the plugin is expected to be until it says for itself;
+	// it decides whether a plugin that never started holds checks back.
+	Kind sdk.Kind
+}
+
+func (s Spec) sameProcess(o Spec) bool {
+	return s.Path == o.Path && s.Checksum == o.Checksum
+}
+
+func (s Spec) sameConfig(o Spec) bool {
+	return s.Config.Filename == o.Config.Filename && string(s.Config.Body) == string(o.Config.Body) &&
+		s.Config.Start == o.Config.Start && s.Timeout == o.Timeout && s.FailurePolicy == o.FailurePolicy
+}
+
+// Observer receives what the supervisor sees, for metrics. Implementations
+// must not block.
+type Observer interface {
+	PluginState(plugin string, st state.PluginState, restarts int)
+	PluginRestarted(plugin string)
+	PluginCall(plugin, method string, seconds float64, err error)
+	PluginSamples(plugin string, samples []sdk.Sample)
+}
+
+// Options configure a Supervisor.
+type Options struct {
+	Logger hclog.Logger
+	Agent  sdk.AgentSettings
+	// StartTimeout bounds the process start and handshake.
+	StartTimeout time.Duration
+	// HealthInterval is how often each plugin's health and metrics are
+	// collected. A plugin that misses HealthFailures in a row is restarted.
+	HealthInterval time.Duration
+	HealthFailures int
+	Restart        RestartPolicy
+	Observer       Observer
+	// OnChange is called after any plugin's state changes. It must not block.
+	OnChange func()
+}
+
+func (o *Options) setDefaults() {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 10 * time.Second
+	}
+	if o.HealthInterval == 0 {
+		o.HealthInterval = 2 * time.Second
+	}
+	if o.HealthFailures == 0 {
+		o.HealthFailures = 3
+	}
+	if o.Restart == (RestartPolicy{}) {
+		o.Restart = DefaultRestartPolicy
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	if o.OnChange == nil {
+		o.OnChange = func() {}
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PluginState(string, state.PluginState, int) {}
+func (nopObserver) PluginRestarted(string)                     {}
+func (nopObserver) PluginCall(string, string, float64, error)  {}
+func (nopObserver) PluginSamples(string, []sdk.Sample)         {}
+
+// ErrUnavailable is wrapped by calls to a plugin that is not running.
+var ErrUnavailable = errors.New("plugin unavailable")
+
+// ErrUnknownPlugin is wrapped by calls that name no configured plugin.
+var ErrUnknownPlugin = errors.New("unknown plugin")
+
+// Supervisor owns the plugin processes.
+type Supervisor struct {
+	opts Options
+
+	mu      sync.Mutex
+	agent   sdk.AgentSettings
+	plugins map[string]*managed
+	stopped bool
+}
+
+// New returns a supervisor with nothing running.
+func New(opts Options) *Supervisor {
+	opts.setDefaults()
+	return &Supervisor{opts: opts, agent: opts.Agent, plugins: map[string]*managed{}}
+}
+
+// Apply makes the running plugins match specs: new or newly enabled ones
+// start, removed or disabled ones stop, a changed binary restarts its
+// plugin, a changed config is sent to the running process. It waits until
+// every plugin it started or reconfigured has settled (ready, failed or
+// disabled), or ctx ends.
+func (s *Supervisor) Apply(ctx context.Context, specs []Spec, agent sdk.AgentSettings) {
+	type change struct {
+		m    *managed
+		spec Spec
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	agentChanged := agent != s.agent
+	s.agent = agent
+	wanted := map[string]bool{}
+	for _, sp := range specs {
+		wanted[sp.Name] = true
+	}
+	var added []*managed
+	var changed []change
+	var removed []*managed
+	for name, m := range s.plugins {
+		if !wanted[name] {
+			delete(s.plugins, name)
+			removed = append(removed, m)
+		}
+	}
+	for _, sp := range specs {
+		if m, ok := s.plugins[sp.Name]; ok {
+			changed = append(changed, change{m, sp})
+			continue
+		}
+		m := newManaged(sp, s)
+		s.plugins[sp.Name] = m
+		added = append(added, m)
+	}
+	s.mu.Unlock()
+
+	// Work on the plugins without the lock: they call back into s.
+	for _, m := range removed {
+		m.shutdown(ctx)
+	}
+	settle := added
+	for _, m := range added {
+		m.start()
+	}
+	for _, c := range changed {
+		if c.m.update(c.spec, agentChanged) {
+			settle = append(settle, c.m)
+		}
+	}
+	for _, m := range settle {
+		m.waitSettled(ctx)
+	}
+}
+
+// Stop shuts every plugin down: a Shutdown call bounded by ctx, then the
+// process is ended. It returns when all processes are gone.
+func (s *Supervisor) Stop(ctx context.Context) {
+	s.mu.Lock()
+	s.stopped = true
+	ms := make([]*managed, 0, len(s.plugins))
+	for _, m := range s.plugins {
+		ms = append(ms, m)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// Snapshot returns every plugin's state, sorted by name.
+func (s *Supervisor) Snapshot() []state.Plugin {
+	s.mu.Lock()
+	ms := make([]*managed, 0, len(s.plugins))
+	for _, m := range s.plugins {
+		ms = append(ms, m)
+	}
+	s.mu.Unlock()
+	out := make([]state.Plugin, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.snapshot())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Detector names a detector plugin and how to treat it.
+type Detector struct {
+	Name          string
+	FailurePolicy string
+	Timeout       time.Duration
+	// Available is false when the plugin is not running or not ready.
+	Available bool
+}
+
+// Detectors lists the enabled detector plugins, sorted by name. A plugin
+// that never told its kind (it failed to start) counts as what its Spec
+// expects, so that fail-closed can hold checks back on it.
+func (s *Supervisor) Detectors() []Detector {
+	s.mu.Lock()
+	ms := make([]*managed, 0, len(s.plugins))
+	for _, m := range s.plugins {
+		ms = append(ms, m)
+	}
+	s.mu.Unlock()
+	var out []Detector
+	for _, m := range ms {
+		sp, p := m.specCopy(), m.snapshot()
+		kind := sdk.Kind(p.Kind)
+		if kind == "" {
+			kind = sp.Kind
+		}
+		if !sp.Enabled || kind != sdk.KindDetector {
+			continue
+		}
+		out = append(out, Detector{
+			Name: sp.Name, FailurePolicy: sp.FailurePolicy, Timeout: sp.Timeout,
+			Available: p.State == state.Ready || p.State == state.Degraded,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Check runs one detector's check, bounded by the plugin's timeout and ctx.
+func (s *Supervisor) Check(ctx context.Context, name string, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	m, err := s.get(name)
+	if err != nil {
+		return sdk.CheckResult{}, err
+	}
+	var res sdk.CheckResult
+	err = m.call(ctx, "Check", func(ctx context.Context, c *sdk.Client) error {
+		var err error
+		res, err = c.Check(ctx, req)
+		return err
+	})
+	return res, err
+}
+
+func (s *Supervisor) get(name string) (*managed, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.plugins[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownPlugin, name)
+	}
+	return m, nil
+}
+
+func (s *Supervisor) agentSettings() sdk.AgentSettings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.agent
+}

@@ -1,0 +1,109 @@
+// Command faulty is a detector plugin that misbehaves on purpose, for the
+// supervisor's and the agent's tests. Its behaviour is fixed at build time
+// with -ldflags "-X main.mode=MODE":
+//
+//	ok        a well-behaved detector; Check passes after the configured delay
+//	hang      Check never returns and ignores its context
+//	crash     exits with status 1 before serving
+//	apiv2     reports plugin API version 2.0
+//	proto2    speaks go-plugin wire protocol version 2
+//	stdout    writes to stdout, which plugins must not do
+//
+// Its config block takes `delay` (a duration before Check answers),
+// `verdict` ("pass" or "block") and `health` ("ready", "degraded", "failed").
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+var mode = "ok"
+
+type config struct {
+	Delay   time.Duration `hcl:"delay,optional"`
+	Verdict string        `hcl:"verdict,optional"`
+	Health  string        `hcl:"health,optional"`
+}
+
+type faulty struct {
+	sdk.Base
+	log hclog.Logger
+	cfg config
+}
+
+func (f *faulty) Info() sdk.Info {
+	v := sdk.APIVersion
+	if mode == "apiv2" {
+		v = "2.0"
+	}
+	return sdk.Info{Name: "faulty", Kind: sdk.KindDetector, Version: "0.0.1-" + mode, APIVersion: v}
+}
+
+func (f *faulty) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&config{}) }
+
+func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	cfg := config{Verdict: "pass", Health: "ready"}
+	if err := req.Config.Decode(&cfg); err != nil {
+		return err
+	}
+	f.cfg = cfg
+	f.log.Info("configured", "mode", mode, "delay", cfg.Delay)
+	if mode == "stdout" {
+		fmt.Println("hello from a plugin that should not print")
+	}
+	return nil
+}
+
+func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	if mode == "hang" {
+		select {} // ignores ctx on purpose
+	}
+	select {
+	case <-time.After(f.cfg.Delay):
+	case <-ctx.Done():
+		return sdk.CheckResult{}, ctx.Err()
+	}
+	return sdk.CheckResult{Verdict: sdk.Verdict(f.cfg.Verdict), Reason: "faulty says " + f.cfg.Verdict}, nil
+}
+
+func (f *faulty) Health(context.Context) sdk.Health {
+	st := sdk.HealthState(f.cfg.Health)
+	if st == "" {
+		st = sdk.HealthReady
+	}
+	msg := ""
+	if st != sdk.HealthReady {
+		msg = "configured to be " + string(st)
+	}
+	return sdk.Health{State: st, Message: msg, Detail: map[string]string{"mode": mode}}
+}
+
+func (f *faulty) Metrics(context.Context) []sdk.Sample {
+	return []sdk.Sample{{Name: "faulty_up", Type: sdk.Gauge, Value: 1, Help: "Always 1."}}
+}
+
+func main() {
+	switch mode {
+	case "crash":
+		fmt.Fprintln(os.Stderr, "faulty: crashing at start on purpose")
+		os.Exit(1)
+	case "proto2":
+		hs := sdk.Handshake
+		hs.ProtocolVersion = 2
+		plugin.Serve(&plugin.ServeConfig{
+			HandshakeConfig:  hs,
+			VersionedPlugins: map[int]plugin.PluginSet{2: sdk.VersionedPlugins(&faulty{log: hclog.NewNullLogger()}, nil)[sdk.ProtocolVersion]},
+			GRPCServer:       plugin.DefaultGRPCServer,
+		})
+		return
+	}
+	sdk.Serve(func(log hclog.Logger) sdk.Plugin { return &faulty{log: log} })
+}
