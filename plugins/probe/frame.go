@@ -213,18 +213,21 @@ func parseND(f *frame, b []byte) error {
 		}
 		o := opts[:l]
 		switch o[0] {
+		// Like Linux, the first of duplicated link-layer options counts.
 		case ndOptSourceLL:
-			if l == 8 {
+			if l == 8 && !f.hasSrcLL {
 				copy(f.srcLL[:], o[2:8])
 				f.hasSrcLL = true
 			}
 		case ndOptTargetLL:
-			if l == 8 {
+			if l == 8 && !f.hasTgtLL {
 				copy(f.tgtLL[:], o[2:8])
 				f.hasTgtLL = true
 			}
 		case ndOptNonce:
-			f.nonce = append([]byte(nil), o[2:]...)
+			if f.nonce == nil {
+				f.nonce = append([]byte(nil), o[2:]...)
+			}
 		}
 		opts = opts[l:]
 	}

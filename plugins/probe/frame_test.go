@@ -126,6 +126,8 @@ func TestParseND(t *testing.T) {
 		{name: "ns with sll", b: good(255, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{sll}}, "fe80::1", "ff02::1:ff00:1"), kind: kindNS, target: "fd00::1", srcLL: true},
 		{name: "na solicited", b: good(255, &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{tll}}, "fd00::1", "fe80::2"), kind: kindNA, target: "fd00::1", tgtLL: true, solicitd: true},
 		{name: "na unknown option", b: good(255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{unknown, tll}}, "fd00::1", "ff02::1"), kind: kindNA, target: "fd00::1", tgtLL: true},
+		{name: "duplicate tll: the first counts", b: good(255, &ndp.NeighborAdvertisement{TargetAddress: mustAddr("fd00::1"),
+			Options: []ndp.Option{tll, &ndp.LinkLayerAddress{Direction: ndp.Target, Addr: testMAC}}}, "fd00::1", "ff02::1"), kind: kindNA, target: "fd00::1", tgtLL: true},
 		{name: "hop limit 64", b: good(64, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::5")}, "::", "ff02::1:ff00:5"), wantErr: errBadHop},
 		{name: "bad checksum", b: func() []byte { b := bytes.Clone(dadNS); b[14+40+2] ^= 0xff; return b }(), wantErr: errBadSum},
 		{name: "truncated payload", b: dadNS[:len(dadNS)-1], wantErr: errShort},

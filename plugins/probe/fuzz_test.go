@@ -96,8 +96,10 @@ func FuzzParseFrame(f *testing.F) {
 			if target != fr.target {
 				t.Fatalf("target %v, ndp says %v", fr.target, target)
 			}
+			seen := map[ndp.Direction]bool{}
 			for _, o := range opts {
-				if lla, ok := o.(*ndp.LinkLayerAddress); ok {
+				if lla, ok := o.(*ndp.LinkLayerAddress); ok && !seen[lla.Direction] {
+					seen[lla.Direction] = true // the first one counts
 					got, has := fr.srcLL, fr.hasSrcLL
 					if lla.Direction == ndp.Target {
 						got, has = fr.tgtLL, fr.hasTgtLL
