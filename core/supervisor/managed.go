@@ -386,7 +386,7 @@ func (m *managed) call(ctx context.Context, method string, fn func(context.Conte
 	case err == nil:
 		return nil
 	case errors.Is(err, sdk.ErrDeadline) || cctx.Err() != nil && ctx.Err() == nil:
-		return fmt.Errorf("%s: %s did not answer within its timeout of %v: %w", sp.Name, method, sp.Timeout, ErrUnavailable)
+		return fmt.Errorf("%s: %s did not answer within its timeout of %v: %w", sp.Name, method, sp.Timeout, ErrTimeout)
 	case errors.Is(err, sdk.ErrUnavailable):
 		return fmt.Errorf("%s: %w", sp.Name, errors.Join(ErrUnavailable, err))
 	}

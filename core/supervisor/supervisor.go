@@ -106,6 +106,11 @@ func (nopObserver) PluginSamples(string, []sdk.Sample)         {}
 // ErrUnavailable is wrapped by calls to a plugin that is not running.
 var ErrUnavailable = errors.New("plugin unavailable")
 
+// ErrTimeout is wrapped by calls that ran out of time; it wraps
+// ErrUnavailable, since a plugin that does not answer in time is not
+// available for that call.
+var ErrTimeout = fmt.Errorf("%w: timed out", ErrUnavailable)
+
 // ErrUnknownPlugin is wrapped by calls that name no configured plugin.
 var ErrUnknownPlugin = errors.New("unknown plugin")
 

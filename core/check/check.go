@@ -1,0 +1,149 @@
+// Package check answers the control API's check requests: every address
+// against every enabled detector, all at once, each detector bounded by its
+// own timeout, with the plugin's failure_policy deciding what a detector that
+// cannot answer means.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Verdicts of an address. The response as a whole is control.VerdictPass
+// only when every address passed; otherwise control.VerdictBlock.
+const (
+	VerdictPass  = "pass"
+	VerdictBlock = "block"
+	// VerdictError: no detector blocked, but one could not decide, so the
+	// address is not given out (never a pass).
+	VerdictError = "error"
+)
+
+// FailOpen is the failure_policy under which an unavailable detector is
+// skipped instead of failing the check.
+const FailOpen = "fail-open"
+
+// Detectors is what a check needs from the supervisor.
+type Detectors interface {
+	Detectors() []supervisor.Detector
+	Check(ctx context.Context, name string, req sdk.CheckRequest) (sdk.CheckResult, error)
+}
+
+// Metrics records what checks conclude. Implementations must not block.
+type Metrics interface {
+	Check(verdict string, seconds float64)
+	IncrCounter(name string, v float64, labels map[string]string)
+}
+
+// Run checks every address of req with every detector, in parallel: the
+// families and the detectors do not wait for each other, so a dual-stack
+// address with conflict and gateway detection costs about one reply window.
+// No detector is asked to use the candidate as a sender address
+// (ConflictChecked stays false): the gateway probe in flight beside the
+// conflict probe must not write an unchecked address into a gateway's cache.
+func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck) control.CheckResponse {
+	start := time.Now()
+	detectors := d.Detectors()
+	resp := control.CheckResponse{Verdict: control.VerdictPass, Addresses: make([]control.AddressResult, len(req.Addresses))}
+	var wg sync.WaitGroup
+	for i, addr := range req.Addresses {
+		res := &resp.Addresses[i]
+		res.Address = addr.Address.String()
+		if addr.Gateway.IsValid() {
+			res.Gateway = addr.Gateway.String()
+		}
+		res.Detectors = make([]control.DetectorResult, len(detectors))
+		creq := sdk.CheckRequest{Interface: req.Interface, Netns: req.Netns, Address: addr.Address, Gateway: addr.Gateway}
+		for j, det := range detectors {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res.Detectors[j] = runOne(ctx, d, m, det, creq)
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range resp.Addresses {
+		a := &resp.Addresses[i]
+		a.Verdict = addressVerdict(a.Detectors)
+		if a.Verdict != VerdictPass {
+			resp.Verdict = control.VerdictBlock
+		}
+	}
+	took := time.Since(start)
+	resp.DurationMs = ms(took)
+	m.Check(resp.Verdict, took.Seconds())
+	return resp
+}
+
+func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector, req sdk.CheckRequest) control.DetectorResult {
+	start := time.Now()
+	out := control.DetectorResult{Name: det.Name}
+	var res sdk.CheckResult
+	err := fmt.Errorf("%w: %s is not running", supervisor.ErrUnavailable, det.Name)
+	if det.Available {
+		res, err = d.Check(ctx, det.Name, req)
+	}
+	out.DurationMs = ms(time.Since(start))
+	switch {
+	case err != nil && det.FailurePolicy == FailOpen && errors.Is(err, supervisor.ErrUnavailable):
+		out.Verdict, out.Skipped = VerdictPass, true
+		out.Reason = fmt.Sprintf("skipped (failure_policy fail-open): %v", err)
+		m.IncrCounter("check_detector_skipped_total", 1, map[string]string{"detector": det.Name})
+	case err != nil:
+		out.Verdict, out.Reason = VerdictError, err.Error()
+		m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": errorReason(err)})
+	default:
+		out.Reason, out.Evidence = res.Reason, res.Evidence
+		switch res.Verdict {
+		case sdk.VerdictPass:
+			out.Verdict = VerdictPass
+		case sdk.VerdictBlock:
+			out.Verdict = VerdictBlock
+		case sdk.VerdictSkip:
+			out.Verdict, out.Skipped = VerdictPass, true
+		default:
+			// The detector ran but could not decide (an interface that is
+			// down, a send that kept failing): never a pass, whatever the
+			// failure policy, which is about detectors that are unavailable.
+			out.Verdict = VerdictError
+			m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": "detector"})
+		}
+	}
+	m.IncrCounter("check_detector_results_total", 1, map[string]string{"detector": det.Name, "verdict": out.Verdict})
+	return out
+}
+
+func errorReason(err error) string {
+	switch {
+	case errors.Is(err, supervisor.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, sdk.ErrDeadline):
+		return "timeout"
+	case errors.Is(err, supervisor.ErrUnavailable):
+		return "unavailable"
+	}
+	return "call"
+}
+
+// addressVerdict is block when any detector blocked, else error when any
+// could not decide, else pass.
+func addressVerdict(rs []control.DetectorResult) string {
+	v := VerdictPass
+	for _, r := range rs {
+		switch r.Verdict {
+		case VerdictBlock:
+			return VerdictBlock
+		case VerdictError:
+			v = VerdictError
+		}
+	}
+	return v
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
