@@ -261,3 +261,9 @@ func TestEngineErrorsWithoutNetwork(t *testing.T) {
 		t.Fatalf("closed engine: %v", err)
 	}
 }
+
+func TestEvidenceNames(t *testing.T) {
+	if kindARPReply.String() != EvidenceARPReply || kindARPRequest.String() != EvidenceARPRequest || kindNA.String() != EvidenceNA {
+		t.Fatal("frame kind names and Evidence constants differ")
+	}
+}

@@ -66,6 +66,17 @@ func (v Verdict) String() string {
 	return "unknown"
 }
 
+// Evidence values of Result.Evidence: the kind of frame that decided a
+// Conflict or Reachable verdict.
+const (
+	EvidenceARPReply   = "arp-reply"              // ARP reply from the address
+	EvidenceARPRequest = "arp-request"            // ARP request with the address as sender IP
+	EvidenceARPProbe   = "arp-probe"              // another host's RFC 5227 probe for the address
+	EvidenceNA         = "neighbor-advertisement" // NA for the address
+	EvidenceDADProbe   = "dad-probe"              // another node's DAD solicitation for the address
+	EvidenceNDSource   = "nd-source"              // an ND message sent from the address
+)
+
 // Target names what to probe and where.
 type Target struct {
 	// Netns is the path of a network namespace file, such as
@@ -140,11 +151,8 @@ type Result struct {
 	// Responder is the MAC address of the host that answered: the owner of
 	// the conflicting address or the gateway. Nil when nobody answered.
 	Responder net.HardwareAddr
-	// Evidence names the frame that decided the verdict: "arp-reply",
-	// "arp-request" (the candidate as sender IP), "arp-probe" (another host
-	// probing for it), "neighbor-advertisement", "dad-probe" (another node's
-	// DAD solicitation) or "nd-source" (an ND message from the candidate).
-	// Empty when nobody answered.
+	// Evidence names the frame that decided the verdict, one of the
+	// Evidence* constants. Empty when nobody answered.
 	Evidence string
 	// RTT is the time from the first probe to the decisive answer. With
 	// several probes it is an upper bound on the real round trip.

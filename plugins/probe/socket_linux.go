@@ -581,7 +581,7 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 			// Another host's RFC 5227 probe for the same address.
 			for _, w := range s.waiters[f.targetIP] {
 				if !w.gateway {
-					w.fire(f.senderMAC, "arp-probe", now)
+					w.fire(f.senderMAC, EvidenceARPProbe, now)
 				}
 			}
 		}
@@ -598,7 +598,7 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 			}
 			for _, w := range s.waiters[f.target] {
 				if !w.gateway {
-					w.fire(f.ethSrc, "dad-probe", now)
+					w.fire(f.ethSrc, EvidenceDADProbe, now)
 				}
 			}
 			return false
@@ -609,7 +609,7 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 		}
 		for _, w := range s.waiters[f.ipSrc] {
 			if !w.gateway {
-				w.fire(mac, "nd-source", now)
+				w.fire(mac, EvidenceNDSource, now)
 			}
 		}
 	case kindNA:
@@ -631,7 +631,7 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 		if f.ipSrc != f.target && !f.ipSrc.IsUnspecified() {
 			for _, w := range s.waiters[f.ipSrc] {
 				if !w.gateway {
-					w.fire(f.ethSrc, "nd-source", now)
+					w.fire(f.ethSrc, EvidenceNDSource, now)
 				}
 			}
 		}
