@@ -56,19 +56,26 @@ const (
 
 // Defaults.
 const (
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "text"
-	DefaultPluginDir         = "/usr/lib/spiderpool/plugins"
-	DefaultSocketPath        = "/var/run/spidernet/spiderpool.sock"
-	DefaultHealthPort        = 5710
-	DefaultGopsPort          = 5712
-	DefaultShutdownTimeout   = 10 * time.Second
-	DefaultMetricsPort       = 5711
-	DefaultMetricsAddress    = "0.0.0.0"
-	DefaultMaxAllocatedIPs   = 5000
-	DefaultMaxHistoryRecords = 100
-	DefaultUpdateMaxRetries  = 3
-	DefaultPluginTimeout     = 5 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "text"
+	DefaultPluginDir       = "/usr/lib/spiderpool/plugins"
+	DefaultSocketPath      = "/var/run/spidernet/spiderpool.sock"
+	DefaultHealthPort      = 5710
+	DefaultGopsPort        = 5712
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultMetricsPort     = 5711
+	DefaultMetricsAddress  = "0.0.0.0"
+	DefaultMaxAllocatedIPs = 5000
+
+	DefaultStartTimeout          = 10 * time.Second
+	DefaultHealthInterval        = 2 * time.Second
+	DefaultRestartInitialBackoff = 500 * time.Millisecond
+	DefaultRestartMaxBackoff     = 30 * time.Second
+	DefaultRestartBudget         = 10
+	DefaultStableAfter           = time.Minute
+	DefaultMaxHistoryRecords     = 100
+	DefaultUpdateMaxRetries      = 3
+	DefaultPluginTimeout         = 5 * time.Second
 )
 
 // Config is the agent's effective configuration.
@@ -108,6 +115,9 @@ type Config struct {
 	Metrics MetricsConfig
 	// IPAM configures the IPAM service (HCL block ipam).
 	IPAM IPAMConfig
+	// Supervisor says how plugins are started, watched and restarted (HCL
+	// block supervisor).
+	Supervisor SupervisorConfig
 	// Plugins are the plugins, ordered by name. The built-in plugins are
 	// always present.
 	Plugins []*PluginConfig
@@ -142,6 +152,30 @@ type MetricsConfig struct {
 }
 
 // IPAMConfig is the ipam { } block: settings of the IPAM service.
+// SupervisorConfig says how plugins are started, watched and restarted.
+type SupervisorConfig struct {
+	// StartTimeout bounds a plugin's start and handshake. HCL
+	// start_timeout, default 10s.
+	StartTimeout time.Duration
+	// HealthInterval is how often each plugin's health and metrics are
+	// collected; three missed in a row restart it. HCL health_interval,
+	// default 2s.
+	HealthInterval time.Duration
+	// RestartInitialBackoff is the wait before the first restart; it
+	// doubles with each restart in a row. HCL restart_initial_backoff,
+	// default 500ms.
+	RestartInitialBackoff time.Duration
+	// RestartMaxBackoff caps the doubling. HCL restart_max_backoff,
+	// default 30s.
+	RestartMaxBackoff time.Duration
+	// RestartBudget is how many restarts in a row are allowed before the
+	// plugin is disabled. HCL restart_budget, default 10.
+	RestartBudget int
+	// StableAfter is how long a run must last for the backoff and budget
+	// to start over. HCL stable_after, default 1m.
+	StableAfter time.Duration
+}
+
 type IPAMConfig struct {
 	// MaxAllocatedIPs is the most addresses one pool may hand out (>= 1).
 	// HCL max_allocated_ips, env SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS,
@@ -327,6 +361,14 @@ func Default() *Config {
 			Enabled: false,
 			Port:    DefaultMetricsPort,
 			Address: DefaultMetricsAddress,
+		},
+		Supervisor: SupervisorConfig{
+			StartTimeout:          DefaultStartTimeout,
+			HealthInterval:        DefaultHealthInterval,
+			RestartInitialBackoff: DefaultRestartInitialBackoff,
+			RestartMaxBackoff:     DefaultRestartMaxBackoff,
+			RestartBudget:         DefaultRestartBudget,
+			StableAfter:           DefaultStableAfter,
 		},
 		IPAM: IPAMConfig{
 			MaxAllocatedIPs:   DefaultMaxAllocatedIPs,

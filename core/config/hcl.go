@@ -39,17 +39,20 @@ var (
 	topKeys     = keysIn("")
 	metricsKeys = keysIn("metrics.")
 	ipamKeys    = keysIn("ipam.")
+	superKeys   = keysIn("supervisor.")
 
 	topSchema = &hcl.BodySchema{
 		Attributes: attrSchema(topKeys),
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "metrics"},
 			{Type: "ipam"},
+			{Type: "supervisor"},
 			{Type: "plugin", LabelNames: []string{"name"}},
 		},
 	}
 	metricsSchema = &hcl.BodySchema{Attributes: attrSchema(metricsKeys)}
 	ipamSchema    = &hcl.BodySchema{Attributes: attrSchema(ipamKeys)}
+	superSchema   = &hcl.BodySchema{Attributes: attrSchema(superKeys)}
 	pluginSchema  = func() *hcl.BodySchema {
 		keys := map[string]*keySpec{}
 		for _, k := range pluginKeys {
@@ -123,6 +126,8 @@ func (l *loader) loadHCL(path string) {
 			l.applyBlock(blk, metricsSchema, metricsKeys)
 		case "ipam":
 			l.applyBlock(blk, ipamSchema, ipamKeys)
+		case "supervisor":
+			l.applyBlock(blk, superSchema, superKeys)
 		case "plugin":
 			l.applyPlugin(blk, src, path)
 		}

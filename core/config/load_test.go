@@ -32,6 +32,8 @@ func TestDefault(t *testing.T) {
 		{"ipam.max_allocated_ips", c.IPAM.MaxAllocatedIPs, 5000},
 		{"ipam.max_history_records", c.IPAM.MaxHistoryRecords, 100},
 		{"ipam.update_max_retries", c.IPAM.UpdateMaxRetries, 3},
+		{"supervisor.restart_budget", c.Supervisor.RestartBudget, 10},
+		{"supervisor.restart_initial_backoff", c.Supervisor.RestartInitialBackoff, 500 * time.Millisecond},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -721,7 +723,9 @@ func TestSettings(t *testing.T) {
 	}
 	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port",
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
-		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries"}
+		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
+		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
+		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
 		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)
