@@ -81,7 +81,9 @@ func (m *nopMetrics) IncrCounter(name string, v float64, labels map[string]strin
 }
 
 func answer(v sdk.Verdict, reason string) func(sdk.CheckRequest) (sdk.CheckResult, error) {
-	return func(sdk.CheckRequest) (sdk.CheckResult, error) { return sdk.CheckResult{Verdict: v, Reason: reason}, nil }
+	return func(sdk.CheckRequest) (sdk.CheckResult, error) {
+		return sdk.CheckResult{Verdict: v, Reason: reason}, nil
+	}
 }
 
 func fail(err error) func(sdk.CheckRequest) (sdk.CheckResult, error) {

@@ -323,3 +323,24 @@ func TestDegradedHealthIsReported(t *testing.T) {
 		t.Errorf("Detectors() = %+v, want d available while degraded", ds)
 	}
 }
+
+func TestValidateConfigs(t *testing.T) {
+	good := spec("good", "ok")
+	bad := spec("bad", "ok")
+	bad.Config = sdk.RawConfig{Filename: "v.hcl", Body: []byte(`health = 1
+verdikt = "x"`), Start: hclPos(5, 3)}
+	missing := spec("missing", "ok")
+	missing.Path = "/nonexistent/plugin"
+	off := spec("off", "ok")
+	off.Enabled, off.Path = false, "/nonexistent/too"
+	errs := ValidateConfigs(context.Background(), []Spec{good, bad, missing, off}, testOptions(t, nil))
+	if len(errs) != 2 {
+		t.Fatalf("ValidateConfigs = %v, want errors for bad and missing only", errs)
+	}
+	if err := errs["bad"]; err == nil || !strings.Contains(err.Error(), `v.hcl:6:1: Unsupported argument: An argument named "verdikt" is not expected here. Did you mean "verdict"?`) {
+		t.Errorf("bad: %v", err)
+	}
+	if err := errs["missing"]; err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing: %v", err)
+	}
+}

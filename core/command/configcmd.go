@@ -1,0 +1,150 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
+)
+
+type configCommand struct{}
+
+func (c *configCommand) Synopsis() string { return "Validate or show the configuration" }
+func (c *configCommand) Help() string {
+	return helpText("config <validate|show> [options]", `
+  validate   check the configuration and every enabled plugin's config block
+  show       print the effective configuration and where each value came from`, nil)
+}
+func (c *configCommand) Run([]string) int { return cli.RunResultHelp }
+
+func loadFlags(name string, env Env) (*flag.FlagSet, *string) {
+	fs := newFlags(name)
+	return fs, fs.String("config-dir", DefaultConfigDir, "config file path: a directory of *.hcl files (and conf.yml) or one HCL file")
+}
+
+type configValidateCommand struct{ env Env }
+
+func (c *configValidateCommand) Synopsis() string { return "Check the configuration" }
+
+func (c *configValidateCommand) Help() string {
+	fs, _ := loadFlags("config validate", c.env)
+	return helpText("config validate [options]", `
+Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
+environment) and reports every problem with its file:line:column. Each enabled
+plugin is started just long enough to read the schema of its config block,
+which is then checked too; no plugin is configured, so nothing on the node
+changes. Exits 0 when everything is valid, 1 otherwise.`, fs)
+}
+
+func (c *configValidateCommand) Run(args []string) int {
+	fs, dir := loadFlags("config validate", c.env)
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, Lookup: c.env.Lookup})
+	if err != nil {
+		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
+		return ExitFail
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	errs := supervisor.ValidateConfigs(ctx, agent.PluginSpecs(cfg), supervisor.Options{
+		Logger:       hclog.New(&hclog.LoggerOptions{Name: "validate", Output: c.env.Stderr, Level: hclog.Error}),
+		StartTimeout: cfg.Supervisor.StartTimeout,
+	})
+	if len(errs) > 0 {
+		names := make([]string, 0, len(errs))
+		for n := range errs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintln(c.env.Stderr, "invalid plugin configuration:")
+		for _, n := range names {
+			fmt.Fprintf(c.env.Stderr, "plugin %q: %v\n", n, errs[n])
+		}
+		return ExitFail
+	}
+	fmt.Fprintf(c.env.Stdout, "configuration is valid (%d files", len(cfg.Files))
+	for _, f := range cfg.Files {
+		fmt.Fprintf(c.env.Stdout, ", %s", f)
+	}
+	enabled := 0
+	for _, p := range cfg.Plugins {
+		if p.Enabled {
+			enabled++
+		}
+	}
+	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled)\n", enabled)
+	return ExitOK
+}
+
+type configShowCommand struct{ env Env }
+
+func (c *configShowCommand) Synopsis() string { return "Print the effective configuration" }
+
+func (c *configShowCommand) flags() (*flag.FlagSet, *string, *bool) {
+	fs, dir := loadFlags("config show", c.env)
+	return fs, dir, fs.Bool("json", false, "print JSON")
+}
+
+func (c *configShowCommand) Help() string {
+	fs, _, _ := c.flags()
+	return helpText("config show [options]", `
+Prints every setting of the effective configuration with where its value
+came from: default, conf.yml:LINE, FILE:LINE:COL, an environment variable or
+a flag.`, fs)
+}
+
+func (c *configShowCommand) Run(args []string) int {
+	fs, dir, asJSON := c.flags()
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, Lookup: c.env.Lookup})
+	if err != nil {
+		var cerr *config.Error
+		if errors.As(err, &cerr) {
+			fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
+			return ExitFail
+		}
+		return fail(c.env, "%v", err)
+	}
+	settings := cfg.Settings()
+	if *asJSON {
+		type row struct {
+			Key    string `json:"key"`
+			Value  string `json:"value"`
+			Source string `json:"source"`
+		}
+		rows := make([]row, len(settings))
+		for i, s := range settings {
+			rows[i] = row{s.Key, s.Value, s.Source.String()}
+		}
+		enc := json.NewEncoder(c.env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			return fail(c.env, "write: %v", err)
+		}
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE")
+	for _, s := range settings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Key, s.Value, s.Source)
+	}
+	if err := tw.Flush(); err != nil {
+		return fail(c.env, "write: %v", err)
+	}
+	return ExitOK
+}
