@@ -1,0 +1,583 @@
+// Package sysctltuner is the sysctl-tuner plugin of spiderpool-agent: it
+// sets the kernel network parameters an underlay node needs (the six
+// Spiderpool defaults plus whatever the config block adds) and keeps them
+// from drifting. It is written against sdk/ only; the work is done by the
+// tuner subpackage, this package is the glue: config decoding with
+// positions, the reconcile loop, logging, health and metrics.
+//
+// See README.md beside this file for the operator's view.
+package sysctltuner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Name is the plugin's name, as in `plugin "sysctl-tuner" { }`.
+const Name = "sysctl-tuner"
+
+// Version is the plugin's own version; the build may override it.
+var Version = "0.1.0"
+
+// MinReconcileInterval is the shortest reconcile_interval accepted (0 turns
+// the loop off).
+const MinReconcileInterval = 10 * time.Millisecond
+
+// Config is the plugin's config { } block.
+type Config struct {
+	ReconcileInterval time.Duration     `hcl:"reconcile_interval,optional" help:"how often every key is read again and a drifted one rewritten; \"0s\" turns the loop off (keys are then applied at configure only)"`
+	ProcSysRoot       string            `hcl:"proc_sys_root,optional" help:"absolute path of the sysctl tree; /proc/sys shows the network namespace of the plugin process"`
+	Set               map[string]string `hcl:"set,optional" help:"keys to set: a default's new value or any other key; dotted (net.ipv4.conf.all.rp_filter) or with slashes (net/ipv4/conf/eth0.100/rp_filter)"`
+	Drop              []string          `hcl:"drop,optional" help:"defaults not to touch"`
+}
+
+func defaults() Config {
+	return Config{ReconcileInterval: 30 * time.Second, ProcSysRoot: tuner.DefaultProcSysRoot}
+}
+
+// checkRoot, when set, vets every proc_sys_root before it is used. Tests
+// set it to refuse anything outside their temporary directories, so that no
+// test run can ever write the host's /proc/sys by accident. It is nil in
+// the plugin binary.
+var checkRoot func(root string) error
+
+// states are the key states, in the order metrics report them.
+var states = []tuner.State{
+	tuner.StateApplied, tuner.StateUnchanged, tuner.StateUnsupported, tuner.StateFailed, tuner.StatePending,
+}
+
+// keySeen is what the last observed pass said about a key, to log only
+// changes of state.
+type keySeen struct {
+	state    tuner.State
+	err      string
+	failures uint64 // the tuner's cumulative count, to turn it into increments
+}
+
+// loop is the running reconcile goroutine.
+type loop struct {
+	interval time.Duration
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// Plugin is the sysctl-tuner.
+type Plugin struct {
+	log hclog.Logger
+	tu  *tuner.Tuner
+
+	// cfgMu serialises Configure and Shutdown (and owns loop and closed).
+	cfgMu  sync.Mutex
+	loop   *loop
+	closed bool
+
+	// passMu serialises passes and their bookkeeping, so that reports are
+	// observed in the order they were made.
+	passMu sync.Mutex
+
+	// mu guards what Health, Status and Metrics read.
+	mu         sync.Mutex
+	configured bool
+	seen       map[string]keySeen
+	drifts     map[string]uint64 // cumulative drift corrections by key
+	failures   map[string]uint64 // cumulative failed passes by key
+	everKeys   map[string]bool   // every key configured since start
+	passes     uint64
+	lastErr    string // an incomplete pass's reason
+}
+
+// Interface guard.
+var _ sdk.Tuner = (*Plugin)(nil)
+
+// New returns an unconfigured plugin. It touches no sysctl until Configure.
+func New(log hclog.Logger) *Plugin {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Plugin{
+		log: log,
+		// The root given here is never used: Configure always passes the
+		// configured proc_sys_root explicitly.
+		tu:       tuner.New(tuner.DefaultProcSysRoot),
+		seen:     map[string]keySeen{},
+		drifts:   map[string]uint64{},
+		failures: map[string]uint64{},
+		everKeys: map[string]bool{},
+	}
+}
+
+// Info implements sdk.Plugin.
+func (p *Plugin) Info() sdk.Info {
+	return sdk.Info{
+		Name:        Name,
+		Kind:        sdk.KindTuner,
+		Version:     Version,
+		APIVersion:  sdk.APIVersion,
+		Description: "sets the kernel network parameters (sysctls) the node needs and keeps them from drifting",
+		// Writing /proc/sys/net/* takes CAP_NET_ADMIN in the namespace's
+		// owning user namespace; keys outside net.* need uid 0.
+		Capabilities: []string{"CAP_NET_ADMIN"},
+	}
+}
+
+// ConfigSchema implements sdk.Plugin.
+func (p *Plugin) ConfigSchema() sdk.Schema {
+	d := defaults()
+	return sdk.MustSchemaOf(&d)
+}
+
+// Configure implements sdk.Plugin. It validates the whole block first (a
+// rejected block leaves the previous settings and loop in force), then
+// applies the new settings at once and restarts the reconcile loop with the
+// new interval. Keys that fail to apply do not fail Configure: they make
+// the plugin degraded.
+func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	cfg := defaults()
+	if err := req.Config.Decode(&cfg); err != nil {
+		return err
+	}
+	settings := tuner.Settings{
+		ProcSysRoot: cfg.ProcSysRoot,
+		Set:         cfg.Set,
+		Drop:        cfg.Drop,
+		EnableIPv4:  req.Agent.EnableIPv4,
+		EnableIPv6:  req.Agent.EnableIPv6,
+	}
+	if err := validate(req.Config, cfg, settings); err != nil {
+		return err
+	}
+
+	p.cfgMu.Lock()
+	defer p.cfgMu.Unlock()
+	if p.closed {
+		return fmt.Errorf("%s is shut down", Name)
+	}
+	old := p.stopLoop()
+
+	p.passMu.Lock()
+	if err := p.tu.Configure(settings); err != nil {
+		// validate ran the same checks; this is not expected.
+		p.passMu.Unlock()
+		if old != nil {
+			p.startLoop(old.interval)
+		}
+		return fmt.Errorf("sysctl settings: %w", err)
+	}
+	p.rebaseLocked()
+	rep := p.passLocked(ctx)
+	p.passMu.Unlock()
+
+	p.startLoop(cfg.ReconcileInterval)
+	p.log.Info("configured", "keys", len(rep.Keys), "proc_sys_root", cfg.ProcSysRoot,
+		"reconcile_interval", cfg.ReconcileInterval.String(), "enable_ipv4", req.Agent.EnableIPv4,
+		"enable_ipv6", req.Agent.EnableIPv6, "degraded", rep.Degraded)
+	return nil
+}
+
+// validate checks what Decode cannot: the root, the interval and every key
+// and value. Its errors are *sdk.ConfigError pointing at the attribute, and
+// for set and drop at the offending entry.
+func validate(raw sdk.RawConfig, cfg Config, s tuner.Settings) error {
+	fail := func(attr, entry string, forValue bool, detail string) error {
+		d := &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  fmt.Sprintf("Invalid value for %q", attr),
+			Detail:   detail,
+			Subject:  attrRange(raw, attr, entry, forValue),
+		}
+		return &sdk.ConfigError{Diagnostics: hcl.Diagnostics{d}}
+	}
+	if i := cfg.ReconcileInterval; i != 0 && i < MinReconcileInterval {
+		return fail("reconcile_interval", "", false, fmt.Sprintf("%s is shorter than %s; use \"0s\" to turn reconciliation off", i, MinReconcileInterval))
+	}
+	root := cfg.ProcSysRoot
+	if !filepath.IsAbs(root) {
+		return fail("proc_sys_root", "", false, fmt.Sprintf("%q is not an absolute path", root))
+	}
+	if checkRoot != nil {
+		if err := checkRoot(filepath.Clean(root)); err != nil {
+			return fail("proc_sys_root", "", false, err.Error())
+		}
+	}
+	if st, err := os.Stat(root); err != nil {
+		return fail("proc_sys_root", "", false, err.Error())
+	} else if !st.IsDir() {
+		return fail("proc_sys_root", "", false, fmt.Sprintf("%s is not a directory", root))
+	}
+
+	// Each entry on its own first, so that the error points at it.
+	for _, k := range s.Drop {
+		if _, err := tuner.Desired(tuner.Settings{Drop: []string{k}}); err != nil {
+			return fail("drop", k, false, strings.TrimPrefix(err.Error(), "drop: "))
+		}
+	}
+	keys := make([]string, 0, len(s.Set))
+	for k := range s.Set {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := tuner.ValidateKey(k); err != nil {
+			return fail("set", k, false, err.Error())
+		}
+		if _, err := tuner.Desired(tuner.Settings{Set: map[string]string{k: s.Set[k]}}); err != nil {
+			return fail("set", k, true, strings.TrimPrefix(err.Error(), "set: "))
+		}
+	}
+	// Then the entries together: a key both set and dropped, two
+	// spellings of one key.
+	for _, k := range keys {
+		if _, err := tuner.Desired(tuner.Settings{Set: map[string]string{k: s.Set[k]}, Drop: s.Drop}); err != nil {
+			return fail("set", k, false, strings.TrimPrefix(err.Error(), "set: "))
+		}
+	}
+	if _, err := tuner.Desired(s); err != nil {
+		return fail("set", "", false, strings.TrimPrefix(err.Error(), "set: "))
+	}
+	return nil
+}
+
+// attrRange finds where attribute attr (and, when entry is not empty, the
+// map key or list element entry; with forValue the map value) stands in the
+// block. It returns nil when the block does not set the attribute.
+func attrRange(raw sdk.RawConfig, attr, entry string, forValue bool) *hcl.Range {
+	body, diags := raw.Parse()
+	if diags.HasErrors() {
+		return nil
+	}
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return nil
+	}
+	a, ok := sb.Attributes[attr]
+	if !ok {
+		return nil
+	}
+	rng := a.Expr.Range()
+	if entry == "" {
+		return &rng
+	}
+	switch e := a.Expr.(type) {
+	case *hclsyntax.ObjectConsExpr:
+		for _, item := range e.Items {
+			v, d := item.KeyExpr.Value(nil)
+			if d.HasErrors() || !v.IsKnown() || v.IsNull() || v.Type() != cty.String || v.AsString() != entry {
+				continue
+			}
+			r := item.KeyExpr.Range()
+			if forValue {
+				r = item.ValueExpr.Range()
+			}
+			return &r
+		}
+	case *hclsyntax.TupleConsExpr:
+		for _, x := range e.Exprs {
+			v, d := x.Value(nil)
+			if d.HasErrors() || !v.IsKnown() || v.IsNull() || v.Type() != cty.String || v.AsString() != entry {
+				continue
+			}
+			r := x.Range()
+			return &r
+		}
+	}
+	return &rng
+}
+
+// rebaseLocked aligns the bookkeeping with a just-configured tuner: its
+// per-key failure counts (kept or reset by Configure) become the baseline
+// for increments, and its states the baseline for logging. The caller
+// holds passMu.
+func (p *Plugin) rebaseLocked() {
+	st := p.tu.Status()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := make(map[string]keySeen, len(st.Keys))
+	for _, k := range st.Keys {
+		seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: k.Failures}
+		p.everKeys[k.Key] = true
+	}
+	p.seen = seen
+	p.configured = true
+}
+
+// passLocked runs one pass and observes its report. The caller holds
+// passMu.
+func (p *Plugin) passLocked(ctx context.Context) tuner.Report {
+	rep := p.tu.Reconcile(ctx)
+	p.observe(rep)
+	return rep
+}
+
+// pass runs one pass unless ctx has ended.
+func (p *Plugin) pass(ctx context.Context) (tuner.Report, bool) {
+	p.passMu.Lock()
+	defer p.passMu.Unlock()
+	if ctx.Err() != nil {
+		return tuner.Report{}, false
+	}
+	return p.passLocked(ctx), true
+}
+
+// observe logs a pass's writes and changes of state and folds its counts
+// into the metrics.
+func (p *Plugin) observe(rep tuner.Report) {
+	for _, c := range rep.Changes {
+		if c.Drift {
+			p.log.Warn("sysctl drifted; set it back", "key", c.Key, "path", c.Path, "old", c.Old, "new", c.New)
+		} else {
+			p.log.Info("sysctl set", "key", c.Key, "path", c.Path, "old", c.Old, "new", c.New)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.passes++
+	for _, c := range rep.Changes {
+		if c.Drift {
+			p.drifts[c.Key]++
+		}
+	}
+	for _, k := range rep.Keys {
+		prev := p.seen[k.Key]
+		if k.Failures > prev.failures {
+			p.failures[k.Key] += k.Failures - prev.failures
+		}
+		switch {
+		case k.State == tuner.StateFailed && (prev.state != tuner.StateFailed || prev.err != k.Error):
+			p.log.Error("sysctl failed", "key", k.Key, "path", k.Path, "desired", k.Desired, "actual", k.Actual, "error", k.Error)
+		case k.State == tuner.StateUnsupported && prev.state != tuner.StateUnsupported:
+			p.log.Info("sysctl not present in this kernel or network namespace; skipped", "key", k.Key, "path", k.Path)
+		case prev.state == tuner.StateFailed && k.State != tuner.StateFailed:
+			p.log.Info("sysctl recovered", "key", k.Key, "path", k.Path, "state", string(k.State), "actual", k.Actual)
+		}
+		p.seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: max(k.Failures, prev.failures)}
+	}
+	if rep.Err != "" && rep.Err != p.lastErr {
+		p.log.Warn("reconcile pass incomplete", "error", rep.Err)
+	}
+	p.lastErr = rep.Err
+}
+
+// stopLoop stops the reconcile goroutine, if any, waits for it and returns
+// it. The caller holds cfgMu and not passMu.
+func (p *Plugin) stopLoop() *loop {
+	l := p.loop
+	if l == nil {
+		return nil
+	}
+	l.cancel()
+	<-l.done
+	p.loop = nil
+	return l
+}
+
+// startLoop starts the reconcile goroutine; interval 0 starts none. The
+// caller holds cfgMu.
+func (p *Plugin) startLoop(interval time.Duration) {
+	if interval <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &loop{interval: interval, cancel: cancel, done: make(chan struct{})}
+	p.loop = l
+	go p.run(ctx, l)
+}
+
+func (p *Plugin) run(ctx context.Context, l *loop) {
+	defer close(l.done)
+	tick := time.NewTicker(l.interval)
+	defer tick.Stop()
+	// Configure's pass may have been cut short by its deadline: finish the
+	// job now rather than one interval later.
+	if p.hasPending() {
+		p.pass(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			p.pass(ctx)
+		}
+	}
+}
+
+func (p *Plugin) hasPending() bool {
+	for _, k := range p.tu.Status().Keys {
+		if k.State == tuner.StatePending {
+			return true
+		}
+	}
+	return false
+}
+
+// Apply implements sdk.Tuner: it runs a pass now.
+func (p *Plugin) Apply(ctx context.Context) (sdk.TunerStatus, error) {
+	rep, ok := p.pass(ctx)
+	if !ok {
+		return sdk.TunerStatus{}, ctx.Err()
+	}
+	return toSDK(rep), nil
+}
+
+// Status implements sdk.Tuner: the state left by the last pass. A key not
+// visited yet (Configure's pass was cut short by its deadline and the loop
+// has not caught up) makes Status run a pass first, so that every key has
+// one of the states applied, unchanged, unsupported or failed.
+func (p *Plugin) Status(ctx context.Context) sdk.TunerStatus {
+	if p.hasPending() {
+		if rep, ok := p.pass(ctx); ok {
+			return toSDK(rep)
+		}
+	}
+	return toSDK(p.tu.Status())
+}
+
+func toSDK(rep tuner.Report) sdk.TunerStatus {
+	out := sdk.TunerStatus{Keys: make([]sdk.TunedKey, 0, len(rep.Keys)), LastReconcile: rep.LastReconcile}
+	for _, k := range rep.Keys {
+		out.Keys = append(out.Keys, sdk.TunedKey{
+			Key: k.Key, Desired: k.Desired, Actual: k.Actual, State: string(k.State),
+			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
+		})
+	}
+	return out
+}
+
+// KeyDetail is one key in the health detail.
+type KeyDetail struct {
+	Key       string    `json:"key"`
+	Path      string    `json:"path"`
+	Desired   string    `json:"desired"`
+	Actual    string    `json:"actual"`
+	State     string    `json:"state"`
+	Previous  string    `json:"previous"`
+	Error     string    `json:"error,omitempty"`
+	LastDrift time.Time `json:"last_drift,omitzero"`
+}
+
+// Health implements sdk.Plugin: ready when no key failed, degraded naming
+// the failed keys otherwise. Detail is the list of keys (KeyDetail).
+func (p *Plugin) Health(context.Context) sdk.Health {
+	rep := p.tu.Status()
+	detail := make([]KeyDetail, 0, len(rep.Keys))
+	var failed []string
+	for _, k := range rep.Keys {
+		detail = append(detail, KeyDetail{
+			Key: k.Key, Path: k.Path, Desired: k.Desired, Actual: k.Actual, State: string(k.State),
+			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
+		})
+		if k.State == tuner.StateFailed {
+			failed = append(failed, k.Key)
+		}
+	}
+	h := sdk.Health{State: sdk.HealthReady, Detail: detail}
+	if len(failed) > 0 {
+		h.State = sdk.HealthDegraded
+		h.Message = fmt.Sprintf("%d of %d sysctl keys failed: %s", len(failed), len(rep.Keys), strings.Join(failed, ", "))
+	}
+	return h
+}
+
+// Metric names, without the agent's spiderpool_ prefix.
+const (
+	MetricKeyState         = "sysctl_key_state"
+	MetricKeys             = "sysctl_keys"
+	MetricDriftCorrections = "sysctl_drift_corrections_total"
+	MetricWriteFailures    = "sysctl_write_failures_total"
+	MetricPasses           = "sysctl_reconcile_passes_total"
+	MetricLastReconcile    = "sysctl_last_reconcile_timestamp_seconds"
+	MetricReconcileSeconds = "sysctl_reconcile_duration_seconds"
+)
+
+// Metrics implements sdk.Plugin. sysctl_key_state has one series per key
+// and state: 1 for the key's current state, 0 for the others (a key no
+// longer configured reports 0 for every state), so that no stale 1 stays
+// behind when a key changes state.
+func (p *Plugin) Metrics(context.Context) []sdk.Sample {
+	rep := p.tu.Status()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []sdk.Sample
+	current := make(map[string]tuner.State, len(rep.Keys))
+	for _, k := range rep.Keys {
+		current[k.Key] = k.State
+	}
+	keys := make([]string, 0, len(p.everKeys))
+	for k := range p.everKeys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	counts := map[tuner.State]int{}
+	for _, key := range keys {
+		cur, ok := current[key]
+		if ok {
+			counts[cur]++
+		}
+		for _, s := range states {
+			v := 0.0
+			if ok && s == cur {
+				v = 1
+			}
+			out = append(out, sdk.Sample{Name: MetricKeyState, Type: sdk.Gauge, Value: v,
+				Labels: map[string]string{"key": key, "state": string(s)},
+				Help:   "1 for the state a sysctl key is in (applied, unchanged, unsupported, failed, pending), 0 for the others."})
+		}
+		out = append(out,
+			sdk.Sample{Name: MetricDriftCorrections, Type: sdk.Counter, Value: float64(p.drifts[key]),
+				Labels: map[string]string{"key": key},
+				Help:   "Times a sysctl key was found changed behind the tuner's back and set back."},
+			sdk.Sample{Name: MetricWriteFailures, Type: sdk.Counter, Value: float64(p.failures[key]),
+				Labels: map[string]string{"key": key},
+				Help:   "Passes that ended with the sysctl key failed (read, write or read-back)."})
+	}
+	for _, s := range states {
+		out = append(out, sdk.Sample{Name: MetricKeys, Type: sdk.Gauge, Value: float64(counts[s]),
+			Labels: map[string]string{"state": string(s)},
+			Help:   "Configured sysctl keys by state."})
+	}
+	out = append(out, sdk.Sample{Name: MetricPasses, Type: sdk.Counter, Value: float64(p.passes),
+		Help: "Passes that read (and if needed rewrote) every configured sysctl key."})
+	if !rep.LastReconcile.IsZero() {
+		out = append(out,
+			sdk.Sample{Name: MetricLastReconcile, Type: sdk.Gauge, Value: float64(rep.LastReconcile.UnixNano()) / 1e9,
+				Help: "Unix time at which the last pass started."},
+			sdk.Sample{Name: MetricReconcileSeconds, Type: sdk.Gauge, Value: rep.Duration.Seconds(),
+				Help: "How long the last pass took, in seconds."})
+	}
+	return out
+}
+
+// Shutdown implements sdk.Plugin: it stops the reconcile loop, waiting for
+// a pass in progress until ctx's deadline. The tuned values stay as they
+// are.
+func (p *Plugin) Shutdown(ctx context.Context) error {
+	p.cfgMu.Lock()
+	defer p.cfgMu.Unlock()
+	p.closed = true
+	l := p.loop
+	if l == nil {
+		return nil
+	}
+	l.cancel()
+	select {
+	case <-l.done:
+		p.loop = nil
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reconcile loop did not stop: %w", ctx.Err())
+	}
+}
