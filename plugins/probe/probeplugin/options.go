@@ -1,0 +1,216 @@
+//go:build linux
+
+package probeplugin
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Bounds of the shared options.
+const (
+	MaxWindow  = 10 * time.Second
+	MaxRetries = 10
+	MaxProbes  = 10
+)
+
+// Options are the config { } attributes every detector built on the probe
+// engine shares. DefaultOptions gives Spiderpool's documented behaviour.
+type Options struct {
+	Window      time.Duration `hcl:"window,optional" help:"Reply window of one check: an answer within it is decisive, silence for all of it is the other verdict. More than 0, at most 10s."`
+	Retries     int           `hcl:"retries,optional" help:"Retries when sending a probe fails; when the first probe cannot be sent after them the check is an error. 0 to 10."`
+	Probes      int           `hcl:"probes,optional" help:"Probes sent, spread evenly over the window; the check stops at the first decisive answer. 1 to 10."`
+	IdleTimeout time.Duration `hcl:"idle_timeout,optional" help:"How long a packet socket stays open after its last check; \"0s\" closes it at once."`
+}
+
+// DefaultOptions returns the defaults: a 100ms window, 3 retries, 3 probes,
+// sockets closed after 30s idle.
+func DefaultOptions() Options {
+	return Options{
+		Window:      probe.DefaultWindow,
+		Retries:     probe.DefaultRetries,
+		Probes:      probe.DefaultProbes,
+		IdleTimeout: probe.DefaultIdleTimeout,
+	}
+}
+
+// AttrError is an attribute whose value is out of range.
+type AttrError struct {
+	Attr string // the attribute's name, such as "window"
+	Msg  string
+}
+
+func (e *AttrError) Error() string { return e.Attr + ": " + e.Msg }
+
+// Validate checks every option and returns an *AttrError for the first one
+// out of range.
+func (o Options) Validate() error {
+	switch {
+	case o.Window <= 0 || o.Window > MaxWindow:
+		return &AttrError{"window", fmt.Sprintf("%q is out of range: the reply window must be more than 0 and at most %s", o.Window.String(), MaxWindow)}
+	case o.Retries < 0 || o.Retries > MaxRetries:
+		return &AttrError{"retries", fmt.Sprintf("%d is out of range: 0 to %d retries (0: a failed send is not retried)", o.Retries, MaxRetries)}
+	case o.Probes < 1 || o.Probes > MaxProbes:
+		return &AttrError{"probes", fmt.Sprintf("%d is out of range: 1 to %d probes per window", o.Probes, MaxProbes)}
+	case o.IdleTimeout < 0:
+		return &AttrError{"idle_timeout", fmt.Sprintf("%q is negative", o.IdleTimeout.String())}
+	}
+	return nil
+}
+
+// Params are the engine parameters for these options. Retries 0 means no
+// retries here, where probe.Params would read it as "the default".
+func (o Options) Params() probe.Params {
+	p := probe.Params{Window: o.Window, Retries: o.Retries, Probes: o.Probes}
+	if p.Retries == 0 {
+		p.Retries = -1
+	}
+	return p
+}
+
+// EngineOptions are the engine options for these options: an idle timeout
+// of 0 closes a socket as soon as its last check ends.
+func (o Options) EngineOptions() probe.Options {
+	idle := o.IdleTimeout
+	if idle == 0 {
+		idle = -1
+	}
+	return probe.Options{IdleTimeout: idle}
+}
+
+// Schema is the config schema of a detector: the shared attributes with
+// their defaults, then those of extra, a pointer to the plugin's own config
+// struct filled with its defaults (see sdk.SchemaOf). extra may be nil.
+func Schema(extra any) sdk.Schema {
+	d := DefaultOptions()
+	v, err := merged(&d, extra)
+	if err != nil {
+		panic(err)
+	}
+	return sdk.MustSchemaOf(v.Addr().Interface())
+}
+
+// Decode decodes a config block into opts (fill it with DefaultOptions
+// first) and extra (nil, or a pointer to the plugin's own config struct,
+// filled with its defaults), then validates opts. The block may set the
+// attributes of both; anything else is an error with HCL's did-you-mean.
+// Every error is an *sdk.ConfigError naming file:line:column, a range error
+// included.
+func Decode(raw sdk.RawConfig, opts *Options, extra any) error {
+	v, err := merged(opts, extra)
+	if err != nil {
+		return err
+	}
+	if err := raw.Decode(v.Addr().Interface()); err != nil {
+		return err
+	}
+	split(v, opts, extra)
+	if err := opts.Validate(); err != nil {
+		return positioned(raw, err)
+	}
+	return nil
+}
+
+// positioned turns an *AttrError into an *sdk.ConfigError pointing at the
+// attribute in the block.
+func positioned(raw sdk.RawConfig, err error) error {
+	var ae *AttrError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: fmt.Sprintf("Invalid value for %q", ae.Attr), Detail: ae.Msg}
+	if body, diags := raw.Parse(); !diags.HasErrors() {
+		if attrs, _ := body.JustAttributes(); attrs[ae.Attr] != nil {
+			rng := attrs[ae.Attr].Expr.Range()
+			d.Subject = &rng
+		}
+	}
+	if d.Subject == nil {
+		// Not in the block (cannot happen with valid defaults): name the
+		// block itself.
+		d.Subject = &hcl.Range{Filename: raw.Filename, Start: raw.Start, End: raw.Start}
+	}
+	return &sdk.ConfigError{Diagnostics: hcl.Diagnostics{d}}
+}
+
+// merged builds one struct holding the hcl-tagged fields of *opts and of
+// extra, with their current values, so that the SDK decodes the block in one
+// pass: unknown attributes are found against both sets.
+func merged(opts *Options, extra any) (reflect.Value, error) {
+	parts := []reflect.Value{reflect.ValueOf(opts).Elem()}
+	if extra != nil {
+		ev := reflect.ValueOf(extra)
+		if ev.Kind() != reflect.Pointer || ev.IsNil() || ev.Elem().Kind() != reflect.Struct {
+			return reflect.Value{}, fmt.Errorf("probeplugin: extra config must be a pointer to a struct, got %T", extra)
+		}
+		parts = append(parts, ev.Elem())
+	}
+	var fields []reflect.StructField
+	seen := map[string]bool{}
+	for _, p := range parts {
+		for _, i := range taggedFields(p.Type()) {
+			sf := p.Type().Field(i)
+			name := hclName(sf)
+			if seen[name] {
+				return reflect.Value{}, fmt.Errorf("probeplugin: attribute %q is defined twice", name)
+			}
+			seen[name] = true
+			fields = append(fields, reflect.StructField{Name: "F" + strconv.Itoa(len(fields)), Type: sf.Type, Tag: sf.Tag})
+		}
+	}
+	v := reflect.New(reflect.StructOf(fields)).Elem()
+	n := 0
+	for _, p := range parts {
+		for _, i := range taggedFields(p.Type()) {
+			v.Field(n).Set(p.Field(i))
+			n++
+		}
+	}
+	return v, nil
+}
+
+// split copies the decoded values back.
+func split(v reflect.Value, opts *Options, extra any) {
+	parts := []reflect.Value{reflect.ValueOf(opts).Elem()}
+	if extra != nil {
+		parts = append(parts, reflect.ValueOf(extra).Elem())
+	}
+	n := 0
+	for _, p := range parts {
+		for _, i := range taggedFields(p.Type()) {
+			p.Field(i).Set(v.Field(n))
+			n++
+		}
+	}
+}
+
+func taggedFields(t reflect.Type) []int {
+	var out []int
+	for i := 0; i < t.NumField(); i++ {
+		if sf := t.Field(i); sf.IsExported() && hclName(sf) != "" {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func hclName(sf reflect.StructField) string {
+	tag, ok := sf.Tag.Lookup("hcl")
+	if !ok {
+		return ""
+	}
+	for i := 0; i < len(tag); i++ {
+		if tag[i] == ',' {
+			return tag[:i]
+		}
+	}
+	return tag
+}
