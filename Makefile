@@ -1,0 +1,90 @@
+# spiderpool-agent. `make run` and `make test` are the two commands a
+# newcomer needs; see README.md.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=$(VERSION) \
+            -X github.com/spiderpool-agent/spiderpool-agent/core/version.Commit=$(COMMIT)
+BIN      := bin
+PLUGINS  := sysctl-tuner ip-conflict gateway-detector
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+
+# Pinned generator versions for `make proto`.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+
+.PHONY: all build run test test-short fuzz bench faults proto deb install lint clean
+
+all: build
+
+## build: bin/spiderpool-agent and every plugin in bin/plugins/
+build:
+	@mkdir -p $(BIN)/plugins
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spiderpool-agent ./core/cmd/spiderpool-agent
+	@for p in $(PLUGINS); do \
+		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p || exit 1; \
+	done
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist ./sdk/examples/denylist/cmd/spiderpool-plugin-denylist
+
+## run: build and start the daemon in the foreground with config.hcl.example
+run: build
+	SPIDERPOOL_PLUGIN_DIR=$(CURDIR)/$(BIN)/plugins $(BIN)/spiderpool-agent daemon --config-dir config.hcl.example
+
+## test: the whole suite, unit and network-namespace tests, with -race (as root)
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## fuzz: run each fuzz target for FUZZTIME (default 10m) - by hand, not in CI
+FUZZTIME ?= 10m
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./sdk/
+	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime $(FUZZTIME) ./core/config/
+	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime $(FUZZTIME) ./plugins/probe/
+	$(GO) test -run XXX -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./plugins/probe/
+	$(GO) test -run XXX -fuzz FuzzBuildParse -fuzztime $(FUZZTIME) ./plugins/probe/
+
+## bench: latency, scale, start-up, memory and load tables (as root)
+bench: build
+	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN)
+
+## faults: the fault suite's table (as root)
+faults: build
+	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) -faults
+
+## proto: regenerate sdk/proto with pinned generators (needs protoc)
+proto:
+	@mkdir -p $(BIN)/tools
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(CURDIR)/$(BIN)/tools:$$PATH protoc -I sdk/proto \
+		--go_out=sdk/proto --go_opt=paths=source_relative \
+		--go-grpc_out=sdk/proto --go-grpc_opt=paths=source_relative \
+		sdk/proto/spiderpool/plugin/v1/plugin.proto
+
+## deb: build the Debian package into dist/ with nfpm
+NFPM_VERSION := v2.45.2
+deb: build
+	@mkdir -p dist
+	VERSION=$(patsubst v%,%,$(VERSION)) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config packaging/nfpm.yaml --packager deb --target dist/
+
+## install: the package layout under DESTDIR/PREFIX, for people who do not use packages
+install: build
+	install -D -m 0755 $(BIN)/spiderpool-agent $(DESTDIR)$(PREFIX)/bin/spiderpool-agent
+	@for p in $(PLUGINS); do \
+		install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p || exit 1; \
+	done
+	install -D -m 0644 packaging/config.hcl $(DESTDIR)/etc/spiderpool/config.hcl
+	install -D -m 0644 packaging/spiderpool-agent.default $(DESTDIR)/etc/default/spiderpool-agent
+	install -D -m 0644 packaging/spiderpool-agent.service $(DESTDIR)/lib/systemd/system/spiderpool-agent.service
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) dist
