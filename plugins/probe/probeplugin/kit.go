@@ -101,8 +101,8 @@ type Names struct {
 // Check describes one check for Kit.Check.
 type Check struct {
 	// Addr is the address to probe: the candidate, or the gateway. Its
-	// family labels the metrics and is held against the agent's
-	// enable_ipv4 / enable_ipv6.
+	// family (or, when it is invalid, req.Address's) labels the metrics and
+	// is held against the agent's enable_ipv4 / enable_ipv6.
 	Addr netip.Addr
 	// Skip, when not empty, answers VerdictSkip with this reason, unprobed.
 	Skip string
@@ -202,6 +202,9 @@ func (k *Kit) Options() Options {
 func (k *Kit) Check(ctx context.Context, req sdk.CheckRequest, c Check) sdk.CheckResult {
 	start := time.Now()
 	fam := Family(c.Addr)
+	if !c.Addr.IsValid() { // no gateway given: label with the candidate's family
+		fam = Family(req.Address.Addr())
+	}
 	var (
 		out sdk.CheckResult
 		res probe.Result

@@ -1,0 +1,331 @@
+// Package netlab builds throwaway LANs of Linux network namespaces for
+// integration tests: a bridge in one namespace, and hosts, each a namespace
+// with one veth (eth0) plugged into the bridge. The kernels of the hosts are
+// the other machines on the wire: they answer ARP and neighbour
+// solicitations for their addresses, like a busy host or a gateway would.
+//
+// Everything needs root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN) and the
+// iproute2 tools; a test that cannot have them fails, it does not skip.
+// Namespace names are unique per process and removed by t.Cleanup, even when
+// the test fails; Sweep removes those of earlier runs that died before their
+// cleanup ran. No traffic leaves the namespaces.
+//
+// The harness started life in test/probe; it is shared here so that other
+// test packages build the same LAN.
+package netlab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Prefix starts the name of every namespace this package makes:
+// Prefix + pid + "-" + counter + "-" + role.
+const Prefix = "splab"
+
+var nsCounter atomic.Int64
+
+// Standard hosts and addresses of a StdLAN.
+const (
+	NodeMAC = "02:00:00:00:00:01"
+	BusyMAC = "02:00:00:00:00:10"
+	GwMAC   = "02:00:00:00:00:fe"
+
+	GW4   = "10.0.0.1"
+	GW6   = "fd00::1"
+	Busy4 = "10.0.0.10"
+	Busy6 = "fd00::10"
+	Free4 = "10.0.0.50"
+	Free6 = "fd00::50"
+)
+
+// Sweep deletes namespaces left by earlier runs that died before their
+// cleanup ran (a panic, a kill): names with Prefix whose process is gone.
+// Call it from TestMain.
+func Sweep() {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var pid, n int
+		var role string
+		if _, err := fmt.Sscanf(strings.ReplaceAll(e.Name(), "-", " "), Prefix+"%d %d %s", &pid, &n, &role); err != nil {
+			continue
+		}
+		if pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running
+		}
+		_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
+
+// RequireRoot fails the test, with the reason, unless it runs as root with
+// the tools this package needs.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test builds network namespaces, veth pairs and bridges and opens packet sockets: " +
+			"it must run as root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN); run it with sudo")
+	}
+	for _, tool := range []string{"ip", "bridge"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("this test needs %q (package iproute2): %v", tool, err)
+		}
+	}
+}
+
+// Host is a namespace with eth0 plugged into a LAN's bridge.
+type Host struct {
+	NS   string           // namespace name
+	Path string           // /var/run/netns/<NS>
+	MAC  net.HardwareAddr // of eth0
+	Port string           // its port on the bridge (in the bridge's namespace)
+}
+
+// LAN is a bridge (br0) in its own namespace.
+type LAN struct {
+	t      testing.TB
+	Bridge string // namespace of the bridge
+}
+
+// Run runs a command and fails the test with its output if it fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// IP runs `ip -n ns args...`.
+func IP(t testing.TB, ns string, args ...string) string {
+	t.Helper()
+	return Run(t, "ip", append([]string{"-n", ns}, args...)...)
+}
+
+// NewNS makes a namespace named after role and removes it when the test
+// ends.
+func NewNS(t testing.TB, role string) string {
+	t.Helper()
+	RequireRoot(t)
+	name := fmt.Sprintf("%s%d-%d-%s", Prefix, os.Getpid(), nsCounter.Add(1), role)
+	Run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v %s", name, err, out)
+		}
+	})
+	return name
+}
+
+// InNS runs fn on a locked OS thread inside namespace ns.
+func InNS(t testing.TB, ns string, fn func() error) {
+	t.Helper()
+	if err := DoInNS("/var/run/netns/"+ns, fn); err != nil {
+		t.Fatalf("in netns %s: %v", ns, err)
+	}
+}
+
+// DoInNS runs fn on a locked OS thread inside the namespace at path. If the
+// thread cannot go back to its namespace it stays locked and dies with its
+// goroutine.
+func DoInNS(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromPath(path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, err) // thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Sysctl sets net.* keys inside a namespace (/proc/sys/net is per namespace
+// of the writing thread): Sysctl(t, ns, "net.ipv4.conf.all.arp_ignore", "8").
+func Sysctl(t testing.TB, ns string, kv ...string) {
+	t.Helper()
+	InNS(t, ns, func() error {
+		for i := 0; i+1 < len(kv); i += 2 {
+			p := filepath.Join("/proc/sys", strings.ReplaceAll(kv[i], ".", "/"))
+			if err := os.WriteFile(p, []byte(kv[i+1]), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", kv[i], kv[i+1], err)
+			}
+		}
+		return nil
+	})
+}
+
+// NewLAN makes a bridge with multicast snooping off, so that solicited-node
+// multicast is flooded as on a plain switch.
+func NewLAN(t testing.TB) *LAN {
+	t.Helper()
+	br := NewNS(t, "br")
+	Sysctl(t, br, "net.ipv6.conf.all.disable_ipv6", "1", "net.ipv6.conf.default.disable_ipv6", "1")
+	IP(t, br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0", "stp_state", "0")
+	IP(t, br, "link", "set", "br0", "up")
+	return &LAN{t: t, Bridge: br}
+}
+
+// AddHost adds a namespace with eth0 (MAC mac) plugged into the bridge and
+// the given addresses (CIDR), and waits until it is ready. IPv6 DAD is off
+// so that addresses are usable at once. role names the namespace and the
+// bridge port ("p-" + role, at most 15 characters).
+func (l *LAN) AddHost(role, mac string, addrs ...string) *Host {
+	t := l.t
+	t.Helper()
+	ns := NewNS(t, role)
+	Sysctl(t, ns,
+		"net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0",
+		"net.ipv6.conf.default.dad_transmits", "0",
+		// No router solicitations: keep the wire quiet.
+		"net.ipv6.conf.default.router_solicitations", "0")
+	port := "p-" + role
+	IP(t, l.Bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	IP(t, l.Bridge, "link", "set", port, "master", "br0", "up")
+	IP(t, ns, "link", "set", "eth0", "address", mac)
+	IP(t, ns, "link", "set", "lo", "up")
+	IP(t, ns, "link", "set", "eth0", "up")
+	for _, a := range addrs {
+		args := []string{"addr", "add", a, "dev", "eth0"}
+		if strings.Contains(a, ":") {
+			args = append(args, "nodad")
+		}
+		IP(t, ns, args...)
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatalf("AddHost %s: %v", role, err)
+	}
+	h := &Host{NS: ns, Path: "/var/run/netns/" + ns, MAC: hw, Port: port}
+	l.WaitReady(h)
+	return h
+}
+
+// WaitReady polls until the host's eth0 is up with carrier, its IPv6
+// addresses (link-local included) are no longer tentative, and its bridge
+// port forwards.
+func (l *LAN) WaitReady(h *Host) {
+	t := l.t
+	t.Helper()
+	WaitFor(t, "host "+h.NS+" ready", func() (bool, error) {
+		ready := false
+		err := DoInNS(h.Path, func() error {
+			link, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			a := link.Attrs()
+			if a.OperState != netlink.OperUp || a.RawFlags&unix.IFF_LOWER_UP == 0 {
+				return nil
+			}
+			addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+			if err != nil {
+				return err
+			}
+			ll := false
+			for _, ad := range addrs {
+				if ad.Flags&unix.IFA_F_TENTATIVE != 0 {
+					return nil
+				}
+				if ad.IP.IsLinkLocalUnicast() {
+					ll = true
+				}
+			}
+			ready = ll
+			return nil
+		})
+		if err != nil || !ready {
+			return false, err
+		}
+		out, err := exec.Command("bridge", "-n", l.Bridge, "link", "show", "dev", h.Port).CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("bridge link show: %v %s", err, out)
+		}
+		return bytes.Contains(out, []byte("state forwarding")), nil
+	})
+}
+
+// WaitFor polls cond every millisecond until it holds (5 s at most). It is
+// for state the kernel reaches on its own, not for synchronising goroutines.
+func WaitFor(t testing.TB, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, err := cond()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// StdLAN is a LAN with a node (no IPv4 address, link-local IPv6 only), a
+// gateway owning GW4 and GW6, and a host owning Busy4 and Busy6.
+type StdLAN struct {
+	*LAN
+	Node, GW, Busy *Host
+}
+
+// NewStdLAN builds a StdLAN.
+func NewStdLAN(t testing.TB) *StdLAN {
+	t.Helper()
+	l := NewLAN(t)
+	return &StdLAN{
+		LAN:  l,
+		Node: l.AddHost("node", NodeMAC),
+		GW:   l.AddHost("gw", GwMAC, GW4+"/24", GW6+"/64"),
+		Busy: l.AddHost("busy", BusyMAC, Busy4+"/24", Busy6+"/64"),
+	}
+}
+
+// Addr parses an address or panics.
+func Addr(s string) netip.Addr { return netip.MustParseAddr(s) }
