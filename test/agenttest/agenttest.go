@@ -1,0 +1,372 @@
+// Package agenttest runs the real spiderpool-agent binary, with real plugin
+// processes, for end-to-end tests and benchmarks. Each agent runs inside a
+// fresh network namespace of its own, so that the sysctl-tuner tunes that
+// namespace and never the host, and its health and metrics ports cannot
+// collide with anything. The test talks to those ports through sockets
+// opened inside the namespace, and to the control socket by its path.
+package agenttest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+// Binaries are built once per test binary.
+type Binaries struct {
+	Dir       string // holds everything below
+	Agent     string // spiderpool-agent
+	PluginDir string // the built-in plugins and the denylist example
+	// Faulty maps a mode of test/plugins/faulty to its binary.
+	Faulty map[string]string
+}
+
+var (
+	buildOnce sync.Once
+	built     Binaries
+	buildErr  error
+)
+
+// moduleRoot finds the repository from this file's package directory.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Build compiles the agent, the built-in plugins, the example plugin and the
+// faulty test plugins into a temporary directory, once per process. Call
+// Cleanup from TestMain to remove it.
+func Build() (Binaries, error) {
+	buildOnce.Do(func() { built, buildErr = build() })
+	return built, buildErr
+}
+
+// Cleanup removes what Build made.
+func Cleanup() {
+	if built.Dir != "" {
+		os.RemoveAll(built.Dir)
+	}
+}
+
+func build() (Binaries, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return Binaries{}, err
+	}
+	dir, err := os.MkdirTemp("", "agenttest-")
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{Dir: dir, Agent: filepath.Join(dir, "spiderpool-agent"), PluginDir: filepath.Join(dir, "plugins"), Faulty: map[string]string{}}
+	type target struct{ out, pkg, ldflags string }
+	targets := []target{
+		{b.Agent, "./core/cmd/spiderpool-agent", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
+		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "./sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
+	}
+	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
+		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})
+	}
+	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout"} {
+		out := filepath.Join(dir, "faulty", "faulty-"+mode)
+		b.Faulty[mode] = out
+		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode})
+	}
+	for _, t := range targets {
+		cmd := exec.Command("go", "build", "-ldflags", t.ldflags, "-o", t.out, t.pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return Binaries{}, fmt.Errorf("go build %s: %v\n%s", t.pkg, err, out)
+		}
+	}
+	return b, nil
+}
+
+// Options describe one agent.
+type Options struct {
+	// Config is the HCL text of the agent's config file. socket_path,
+	// plugin_dir and health_port are set by Start unless Config sets them.
+	Config string
+	// ConfYML, when set, is written as conf.yml beside it.
+	ConfYML string
+	// Env is added to the agent's environment.
+	Env []string
+	// Args are added after "daemon --config-dir DIR".
+	Args []string
+	// Netns runs the agent in an existing namespace (by name) instead of a
+	// fresh one.
+	Netns string
+}
+
+// Agent is one running agent process.
+type Agent struct {
+	t        testing.TB
+	bins     Binaries
+	Netns    string
+	Dir      string // config dir
+	Socket   string
+	Health   int
+	Cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{}
+	exitErr  error
+	exitCode int
+}
+
+// HealthPort is the health port every agent uses inside its namespace.
+const HealthPort = 5710
+
+// Start runs an agent and returns at once; use WaitReady.
+func Start(t testing.TB, bins Binaries, opts Options) *Agent {
+	t.Helper()
+	ns := opts.Netns
+	if ns == "" {
+		ns = netlab.NewNS(t, "agent")
+		netlab.IP(t, ns, "link", "set", "lo", "up")
+	}
+	dir := t.TempDir()
+	a := &Agent{t: t, bins: bins, Netns: ns, Dir: dir, Socket: filepath.Join(dir, "agent.sock"), Health: HealthPort, log: &syncBuffer{}, done: make(chan struct{})}
+	cfg := opts.Config
+	if !strings.Contains(cfg, "socket_path") {
+		cfg = fmt.Sprintf("socket_path = %q\n", a.Socket) + cfg
+	}
+	if !strings.Contains(cfg, "plugin_dir") {
+		cfg = fmt.Sprintf("plugin_dir = %q\n", bins.PluginDir) + cfg
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent.hcl"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if opts.ConfYML != "" {
+		if err := os.WriteFile(filepath.Join(dir, "conf.yml"), []byte(opts.ConfYML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := append([]string{"netns", "exec", ns, bins.Agent, "daemon", "--config-dir", dir}, opts.Args...)
+	a.Cmd = exec.Command("ip", args...)
+	a.Cmd.Env = append(cleanEnv(), opts.Env...)
+	a.Cmd.Stdout = a.log
+	a.Cmd.Stderr = a.log
+	if err := a.Cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	go func() {
+		a.exitErr = a.Cmd.Wait()
+		a.exitCode = a.Cmd.ProcessState.ExitCode()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.Log())
+		}
+	})
+	return a
+}
+
+// cleanEnv is the test's environment without SPIDERPOOL_ variables, so that
+// an operator's shell does not leak into a test.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SPIDERPOOL_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// Stop ends the agent with SIGTERM (SIGKILL after 15s) if it still runs.
+func (a *Agent) Stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		_ = a.Cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// Done is closed when the agent process has exited.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// ExitCode waits up to timeout for the agent to exit and returns its code.
+func (a *Agent) ExitCode(timeout time.Duration) (int, bool) {
+	select {
+	case <-a.done:
+		return a.exitCode, true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// PID is the agent's pid (ip netns exec execs it, so it is the same process).
+func (a *Agent) PID() int { return a.Cmd.Process.Pid }
+
+// Log is everything the agent wrote so far.
+func (a *Agent) Log() string { return a.log.String() }
+
+// HTTPClient returns a client whose connections are opened inside the
+// agent's namespace.
+func (a *Agent) HTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var conn net.Conn
+				err := netlab.DoInNS("/var/run/netns/"+a.Netns, func() error {
+					var err error
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+}
+
+// Get fetches http://127.0.0.1:port/path inside the agent's namespace.
+func (a *Agent) Get(port int, path string) (int, []byte, error) {
+	resp, err := a.HTTPClient().Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// WaitFor polls the health endpoint path until it answers want, or fails
+// the test after timeout. It returns how long that took.
+func (a *Agent) WaitFor(path string, want int, timeout time.Duration) time.Duration {
+	a.t.Helper()
+	start := time.Now()
+	deadline := start.Add(timeout)
+	last := ""
+	for {
+		code, body, err := a.Get(a.Health, path)
+		if err == nil && code == want {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("%d %s %v", code, body, err)
+		select {
+		case <-a.done:
+			a.t.Fatalf("agent exited (%v) while waiting for %s to answer %d; last answer: %s\nlog:\n%s", a.exitErr, path, want, last, a.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("%s did not answer %d within %v; last answer: %s", path, want, timeout, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitReady waits for readiness 200.
+func (a *Agent) WaitReady(timeout time.Duration) time.Duration {
+	a.t.Helper()
+	return a.WaitFor("/v1/runtime/readiness", http.StatusOK, timeout)
+}
+
+// CLI runs the agent binary with args (a client command) in the agent's
+// namespace and returns its output and exit code.
+func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
+	return RunCLI(a.bins, a.Netns, args...)
+}
+
+// RunCLI runs the agent binary with args, inside namespace ns when not
+// empty.
+func RunCLI(bins Binaries, ns string, args ...string) (stdout, stderr string, code int) {
+	var cmd *exec.Cmd
+	if ns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", ns, bins.Agent}, args...)...)
+	} else {
+		cmd = exec.Command(bins.Agent, args...)
+	}
+	cmd.Env = cleanEnv()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	if err != nil {
+		return out.String(), errb.String() + err.Error(), -1
+	}
+	return out.String(), errb.String(), 0
+}
+
+// Children returns the pids of processes whose parent is pid.
+func Children(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var child int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &child); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		var st string
+		var ppid int
+		if _, err := fmt.Sscanf(string(b[i+2:]), "%s %d", &st, &ppid); err == nil && ppid == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
