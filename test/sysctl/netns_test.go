@@ -121,7 +121,7 @@ func newNS(t *testing.T) *testNS {
 		t.Fatalf("open namespace %s: %v", name, err)
 	}
 	t.Cleanup(func() { h.Close() })
-	host, err := netns.GetFromPid(os.Getpid())
+	host, err := hostNS()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +130,18 @@ func newNS(t *testing.T) *testNS {
 		t.Fatalf("namespace %s is the host's", name)
 	}
 	return &testNS{name: name, handle: h, host: host}
+}
+
+// hostNS opens the network namespace of the calling thread, which is the
+// process's own: threads that joined a test namespace stay locked until
+// they end and never run anything else. Not /proc/<pid>/ns/net: that is the
+// main thread's, and when a locked goroutine that joined a test namespace
+// ends on the main thread, Go cannot end that thread and parks it, still
+// in the test's namespace.
+func hostNS() (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return netns.Get()
 }
 
 // ip runs `ip -n <ns> args...`.
