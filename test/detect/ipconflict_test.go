@@ -3,8 +3,11 @@ package detect
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
+	gatewaydetector "github.com/spiderpool-agent/spiderpool-agent/plugins/gateway-detector"
 	ipconflict "github.com/spiderpool-agent/spiderpool-agent/plugins/ip-conflict"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -88,4 +91,37 @@ func TestIPConflict(t *testing.T) {
 		check(t, c6, req(l.Node, netlab.Busy4+"/24", ""), sdk.VerdictSkip, "IPv4 is disabled")
 		check(t, c6, req(l.Node, netlab.Busy6+"/64", ""), sdk.VerdictBlock, netlab.BusyMAC)
 	})
+}
+
+// The agent's deadline wins over the window: a check cut short is an error
+// ("timeout"), never a pass, and it returns at the deadline.
+func TestDeadlineShorterThanWindow(t *testing.T) {
+	netlab.RequireRoot(t)
+	l := netlab.NewLAN(t)
+	node := l.AddHost("node", netlab.NodeMAC)
+	for name, p := range map[string]interface {
+		sdk.Detector
+		Shutdown(context.Context) error
+	}{"ip-conflict": ipconflict.New(nil), "gateway-detector": gatewaydetector.New(nil)} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+			err := p.Configure(context.Background(), sdk.ConfigureRequest{
+				Config: sdk.RawConfig{Filename: "detect.hcl", Body: []byte(`window = "5s"`)}, Agent: dualStack})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			res, err := p.Check(ctx, req(node, netlab.Free4+"/24", "10.0.0.2"))
+			took := time.Since(start)
+			if err != nil || res.Verdict != sdk.VerdictError || res.Evidence["error"] != "timeout" ||
+				!strings.Contains(res.Reason, "deadline exceeded") {
+				t.Fatalf("Check = %+v, %v; want a timeout error", res, err)
+			}
+			if took > time.Second {
+				t.Errorf("Check took %v with a 50ms deadline and a 5s window", took)
+			}
+		})
+	}
 }
