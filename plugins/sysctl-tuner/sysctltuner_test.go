@@ -1,6 +1,7 @@
 package sysctltuner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
@@ -760,5 +763,53 @@ func TestShutdownStopsLoop(t *testing.T) {
 	}
 	if err := configure(t, p, root, "", both); err == nil {
 		t.Error("Configure after Shutdown accepted")
+	}
+}
+
+// TestREADMEExamples configures the plugin with every complete config
+// block of README.md (on a temporary tree), so that the examples stay
+// valid.
+func TestREADMEExamples(t *testing.T) {
+	src, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```hcl\n(.*?)```").FindAllSubmatch(src, -1)
+	n := 0
+	for i, m := range blocks {
+		text := m[1]
+		if bytes.Contains(text, []byte("...")) {
+			continue // the SYNTAX synopsis
+		}
+		f, diags := hclsyntax.ParseConfig(text, fmt.Sprintf("README.md block %d", i), hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Errorf("README hcl block %d: %v", i, diags)
+			continue
+		}
+		for _, pb := range f.Body.(*hclsyntax.Body).Blocks {
+			if pb.Type != "plugin" || len(pb.Labels) != 1 || pb.Labels[0] != Name {
+				t.Errorf("README hcl block %d: unexpected block %s %v", i, pb.Type, pb.Labels)
+				continue
+			}
+			body := ""
+			for _, cb := range pb.Body.Blocks {
+				if cb.Type == "config" {
+					body = string(text[cb.OpenBraceRange.End.Byte:cb.CloseBraceRange.Start.Byte])
+				}
+			}
+			n++
+			root := mkTree(t, map[string]string{"net/ipv4/conf/eth0.100/rp_filter": "1\n", "net/ipv4/conf/all/arp_ignore": "0\n"})
+			p := newPlugin(t)
+			if err := configure(t, p, root, body, both); err != nil {
+				t.Errorf("README hcl block %d: %v", i, err)
+				continue
+			}
+			if h := p.Health(context.Background()); h.State != sdk.HealthReady {
+				t.Errorf("README hcl block %d: %+v", i, h)
+			}
+		}
+	}
+	if n < 3 {
+		t.Errorf("only %d README examples found", n)
 	}
 }
