@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+)
+
+func status(t *testing.T, a *agenttest.Agent) state.Agent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := (&control.Client{SocketPath: a.Socket}).Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st
+}
+
+func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
+	t.Helper()
+	for _, p := range status(t, a).Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no plugin %q", name)
+	return state.Plugin{}
+}
+
+// checkVia asks the agent to check addresses (CIDRs, optionally
+// "CIDR via GATEWAY") on iface in the agent's own namespace.
+func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) control.CheckResponse {
+	t.Helper()
+	req := control.CheckRequest{Interface: iface}
+	for _, s := range addrs {
+		var ar control.AddressRequest
+		if i := strings.Index(s, " via "); i >= 0 {
+			ar = control.AddressRequest{Address: s[:i], Gateway: s[i+5:]}
+		} else {
+			ar = control.AddressRequest{Address: s}
+		}
+		req.Addresses = append(req.Addresses, ar)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, req)
+	if err != nil || code != 200 {
+		t.Fatalf("check %v: %d %v", addrs, code, err)
+	}
+	return resp
+}
+
