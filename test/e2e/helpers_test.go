@@ -55,4 +55,3 @@ func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) c
 	}
 	return resp
 }
-
