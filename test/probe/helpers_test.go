@@ -82,23 +82,25 @@ func expectErr(t testing.TB, err, want error, fragments ...string) {
 	}
 }
 
-// arpingAnswered runs Thomas Habets' arping (the Debian "arping" package) with
-// source 0.0.0.0 from h and reports whether anyone answered for a.
+// arpingAnswered runs iputils arping -D (Debian package iputils-arping) from
+// h and reports whether anyone answered for a.
 func arpingAnswered(t testing.TB, h *host, a string) bool {
 	t.Helper()
 	if _, err := exec.LookPath("arping"); err != nil {
-		t.Fatalf("cross-check needs arping (apt-get install arping): %v", err)
+		t.Fatalf("cross-check needs iputils arping (apt-get install iputils-arping): %v", err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", h.ns, "arping", "-0", "-q", "-C", "1", "-c", "3", "-w", "0.3", "-i", "eth0", a)
+	// iputils arping -D is RFC 5227's probe (sender 0.0.0.0): exit 0 when
+	// nobody answered (free), 1 when someone did (duplicate).
+	cmd := exec.Command("ip", "netns", "exec", h.ns, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", "eth0", a)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
-		return true
-	case errors.As(err, &ee) && ee.ExitCode() == 1:
 		return false
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return true
 	}
-	t.Fatalf("arping %s: %v", a, err)
+	t.Fatalf("arping -D %s: %v", a, err)
 	return false
 }
 
