@@ -184,8 +184,8 @@ func (k *Kit) Configure(req sdk.ConfigureRequest, extra any) error {
 		k.log.Info("new probe engine", "idle_timeout", opts.IdleTimeout)
 	}
 	k.opts, k.agent = opts, req.Agent
-	k.log.Info("configured", "window", opts.Window, "retries", opts.Retries, "probes", opts.Probes,
-		"idle_timeout", opts.IdleTimeout, "ipv4", req.Agent.EnableIPv4, "ipv6", req.Agent.EnableIPv6)
+	k.log.Info("configured", "window", opts.Window.String(), "retries", opts.Retries, "probes", opts.Probes,
+		"idle_timeout", opts.IdleTimeout.String(), "ipv4", req.Agent.EnableIPv4, "ipv6", req.Agent.EnableIPv6)
 	return nil
 }
 
