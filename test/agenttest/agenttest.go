@@ -305,6 +305,17 @@ func RunCLI(bins Binaries, ns string, args ...string) (stdout, stderr string, co
 		cmd = exec.Command(bins.Agent, args...)
 	}
 	cmd.Env = cleanEnv()
+	return run(cmd)
+}
+
+// RunCLIEnv runs the agent binary with args and exactly the environment env.
+func RunCLIEnv(bins Binaries, env []string, args ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command(bins.Agent, args...)
+	cmd.Env = env
+	return run(cmd)
+}
+
+func run(cmd *exec.Cmd) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
