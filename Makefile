@@ -33,10 +33,14 @@ build:
 run: build
 	SPIDERPOOL_PLUGIN_DIR=$(CURDIR)/$(BIN)/plugins $(BIN)/spiderpool-agent daemon --config-dir config.hcl.example
 
-## test: the whole suite, unit and network-namespace tests, with -race (as root)
+## test: the whole suite, unit and network-namespace tests, with -race (as root),
+## then a brief run of the config and frame parser fuzz targets
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime 10s ./core/config/
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 5s ./sdk/
+	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 5s ./plugins/probe/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 10m) - by hand, not in CI
 FUZZTIME ?= 10m
