@@ -1,0 +1,114 @@
+package command
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+)
+
+func runCLI(t *testing.T, env map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(args, Env{Stdout: &out, Stderr: &errb, Lookup: func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}})
+	return out.String(), errb.String(), code
+}
+
+func TestExitCodesAndMessages(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no.sock")
+	bad := filepath.Join(dir, "bad.hcl")
+	writeFile(t, bad, "helth_port = 1\n")
+	good := filepath.Join(dir, "good.hcl")
+	writeFile(t, good, "health_port = 6000\n")
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		code     int
+		contains string
+	}{
+		{"no command", nil, nil, ExitUsage, ""},
+		{"unknown command", nil, []string{"frobnicate"}, ExitUsage, ""},
+		{"help of a command", nil, []string{"check", "-h"}, ExitOK, "Usage: spiderpool-agent check"},
+		{"unknown flag", nil, []string{"status", "--bogus"}, ExitUsage, "flag provided but not defined: -bogus"},
+		{"stray argument", nil, []string{"version", "extra"}, ExitUsage, `unexpected argument "extra"`},
+		{"version", nil, []string{"version"}, ExitOK, "plugin API 1.0"},
+		{"shutdown without daemon", nil, []string{"shutdown", "--socket", missing}, ExitFail, "no spiderpool-agent answers on " + missing},
+		{"status without daemon", nil, []string{"status", "--socket", missing}, ExitFail, "is it running?"},
+		{"socket from the environment", map[string]string{"SPIDERPOOL_SOCKET_PATH": missing}, []string{"status"}, ExitFail, missing},
+		{"check needs an interface", nil, []string{"check", "--ip", "10.0.0.1/24"}, ExitUsage, "check needs --interface"},
+		{"gateway before ip", nil, []string{"check", "--interface", "eth0", "--gateway", "10.0.0.1"}, ExitUsage, "--gateway must follow the --ip"},
+		{"two gateways", nil, []string{"check", "--interface", "eth0", "--ip", "10.0.0.5/24", "--gateway", "10.0.0.1", "--gateway", "10.0.0.2"}, ExitUsage, "already has --gateway"},
+		{"check without daemon", nil, []string{"check", "--socket", missing, "--interface", "eth0", "--ip", "10.0.0.5/24"}, ExitUsage, "no spiderpool-agent answers"},
+		{"metric bad port", nil, []string{"metric", "--port", "70000"}, ExitFail, "--port 70000 is not a port number"},
+		{"config validate bad file", nil, []string{"config", "validate", "--config-dir", bad}, ExitFail, `bad.hcl:1:1: Unsupported argument: An argument named "helth_port" is not expected here. Did you mean "health_port"?`},
+		{"config show with sources", map[string]string{"SPIDERPOOL_LOG_LEVEL": "debug"}, []string{"config", "show", "--config-dir", good}, ExitOK, "good.hcl:1:1"},
+		{"config show bad env", map[string]string{"SPIDERPOOL_HEALTH_PORT": "abc"}, []string{"config", "show", "--config-dir", good}, ExitFail, "SPIDERPOOL_HEALTH_PORT"},
+		{"daemon bad config", nil, []string{"daemon", "--config-dir", bad}, ExitFail, "Did you mean \"health_port\""},
+		{"daemon missing ipam dir", nil, []string{"daemon", "--config-dir", good, "--ipam-config-dir", filepath.Join(dir, "nope")}, ExitFail, "ipam-config-dir"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := runCLI(t, tt.env, tt.args...)
+			if code != tt.code || !strings.Contains(out+errOut, tt.contains) {
+				t.Errorf("exit %d, want %d; output does not contain %q:\n%s%s", code, tt.code, tt.contains, out, errOut)
+			}
+		})
+	}
+}
+
+func TestConfigShowNamesEverySource(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a.hcl"), "log_level = \"warn\"\n")
+	writeFile(t, filepath.Join(dir, "conf.yml"), "enableGatewayDetection: false\n")
+	out, errOut, code := runCLI(t, map[string]string{"SPIDERPOOL_HEALTH_PORT": "6001"}, "config", "show", "--config-dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"a.hcl:1:1", "SPIDERPOOL_HEALTH_PORT", "conf.yml:1", "default"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config show lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCheckExit(t *testing.T) {
+	tests := []struct {
+		verdicts []string
+		want     int
+	}{
+		{[]string{"pass", "pass"}, ExitOK},
+		{[]string{"pass", "block"}, ExitFail},
+		{[]string{"error", "pass"}, ExitUsage},
+		{[]string{"error", "block"}, ExitFail},
+	}
+	for _, tt := range tests {
+		var resp control.CheckResponse
+		for _, v := range tt.verdicts {
+			resp.Addresses = append(resp.Addresses, control.AddressResult{Verdict: v})
+		}
+		if got := checkExit(resp); got != tt.want {
+			t.Errorf("checkExit(%v) = %d, want %d", tt.verdicts, got, tt.want)
+		}
+	}
+}
+
+func TestTunedKeys(t *testing.T) {
+	list := `[{"key":"a","desired":"1","actual":"1","state":"applied"}]`
+	wrapped := `{"keys":[{"key":"b","state":"failed","error":"EACCES"}]}`
+	if k := tunedKeys([]byte(list)); len(k) != 1 || k[0].Key != "a" {
+		t.Errorf("list: %+v", k)
+	}
+	if k := tunedKeys([]byte(wrapped)); len(k) != 1 || k[0].Error != "EACCES" {
+		t.Errorf("wrapped: %+v", k)
+	}
+	if k := tunedKeys([]byte(`{"sockets_open":1}`)); len(k) != 0 {
+		t.Errorf("a detector's detail is not keys: %+v", k)
+	}
+}
