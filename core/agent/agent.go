@@ -177,11 +177,14 @@ func (a *Agent) run(ctx context.Context) error {
 	// Start the plugins; the main loop beats meanwhile so that liveness
 	// holds during a slow start.
 	startDone := make(chan struct{})
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
 	go func() {
 		defer close(startDone)
-		a.sup.Apply(ctx, PluginSpecs(cfg), agentSettings(cfg))
+		a.sup.Apply(startCtx, PluginSpecs(cfg), agentSettings(cfg))
 	}()
 	a.loop(ctx, signals, startDone)
+	cancelStart() // a stop during start-up does not wait for slow plugins
 
 	// Graceful stop: no new requests, in-flight checks finish, then plugins.
 	a.stopping.Store(true)
