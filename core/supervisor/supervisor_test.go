@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2"} {
+		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute"} {
 			out := filepath.Join(dir, "faulty-"+mode)
 			cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+mode, "-o", out, "../../test/plugins/faulty")
 			if b, err := cmd.CombinedOutput(); err != nil {
@@ -342,5 +342,25 @@ verdikt = "x"`), Start: hclPos(5, 3)}
 	}
 	if err := errs["missing"]; err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing: %v", err)
+	}
+}
+
+func TestPluginThatStopsAnsweringIsRestarted(t *testing.T) {
+	sp := spec("m", "mute")
+	sp.Timeout = 200 * time.Millisecond
+	rec := newRecorder()
+	s := New(testOptions(t, rec))
+	s.opts.Restart.Budget = 1
+	s.Apply(context.Background(), []Spec{sp}, s.opts.Agent)
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	first := pluginState(t, s, "m").PID
+	// The first health poll right after start hangs too, so the plugin never
+	// gets past three missed polls (100ms apart, 200ms timeout each).
+	waitFor(t, 10*time.Second, "a restart after missed health checks", func() bool {
+		p := pluginState(t, s, "m")
+		return p.Restarts >= 1 && strings.Contains(p.LastError, "missed 3 health checks in a row")
+	})
+	if !gone(first) {
+		t.Errorf("the wedged plugin %d was not killed", first)
 	}
 }

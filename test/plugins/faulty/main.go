@@ -8,6 +8,7 @@
 //	apiv2     reports plugin API version 2.0
 //	proto2    speaks go-plugin wire protocol version 2
 //	stdout    writes to stdout, which plugins must not do
+//	mute      stops answering Health after it is configured (a wedged plugin)
 //
 // Its config block takes `delay` (a duration before Check answers),
 // `verdict` ("pass" or "block") and `health` ("ready", "degraded", "failed").
@@ -75,6 +76,9 @@ func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 }
 
 func (f *faulty) Health(context.Context) sdk.Health {
+	if mode == "mute" {
+		select {} // ignores its context on purpose
+	}
 	st := sdk.HealthState(f.cfg.Health)
 	if st == "" {
 		st = sdk.HealthReady
