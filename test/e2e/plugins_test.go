@@ -349,3 +349,16 @@ func fileDigest(t *testing.T, path string) string {
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
+
+func TestPluginWritingToStdoutIsReported(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
+plugin "ip-conflict" { enabled = false }
+plugin "gateway-detector" { enabled = false }
+plugin "loud" { path = %q }
+`, bins.Faulty["stdout"])})
+	a.WaitReady(10 * time.Second)
+	waitLog(t, a, `spiderpool-agent.plugin.loud: plugin wrote to stdout, which is reserved; use the logger: output="hello from a plugin that should not print"`)
+	if p := pluginState(t, a, "loud"); p.State != state.Ready {
+		t.Errorf("loud is %s; a stray print must not break the plugin", p.State)
+	}
+}
