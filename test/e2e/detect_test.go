@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"errors"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -97,16 +95,7 @@ func TestCheckCLIOnALAN(t *testing.T) {
 // arpingDAD runs iputils arping -D from ns: true when someone answered.
 func arpingDAD(t *testing.T, ns, addr string) bool {
 	t.Helper()
-	err := exec.Command("ip", "netns", "exec", ns, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", "eth0", addr).Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return false
-	case errors.As(err, &ee) && ee.ExitCode() == 1:
-		return true
-	}
-	t.Fatalf("arping -D %s (needs iputils-arping): %v", addr, err)
-	return false
+	return netlab.ArpingDAD(t, ns, "eth0", addr)
 }
 
 // The sysctl issue's "done when": status shows every key with its state

@@ -42,9 +42,10 @@ var nsCounter atomic.Int64
 
 // Standard hosts and addresses of a StdLAN.
 const (
-	NodeMAC = "02:00:00:00:00:01"
-	BusyMAC = "02:00:00:00:00:10"
-	GwMAC   = "02:00:00:00:00:fe"
+	NodeMAC  = "02:00:00:00:00:01"
+	Node2MAC = "02:00:00:00:00:02" // for a second node added with AddHost
+	BusyMAC  = "02:00:00:00:00:10"
+	GwMAC    = "02:00:00:00:00:fe"
 
 	GW4   = "10.0.0.1"
 	GW6   = "fd00::1"
@@ -325,6 +326,47 @@ func NewStdLAN(t testing.TB) *StdLAN {
 		GW:   l.AddHost("gw", GwMAC, GW4+"/24", GW6+"/64"),
 		Busy: l.AddHost("busy", BusyMAC, Busy4+"/24", Busy6+"/64"),
 	}
+}
+
+// ArpingDAD runs iputils arping -D (package iputils-arping) on iface in
+// namespace ns and reports whether anyone answered for addr. iputils arping
+// -D is RFC 5227's probe (sender 0.0.0.0): exit 0 when nobody answered
+// (free), 1 when someone did (duplicate); anything else fails the test.
+func ArpingDAD(t testing.TB, ns, iface, addr string) bool {
+	t.Helper()
+	if _, err := exec.LookPath("arping"); err != nil {
+		t.Fatalf("cross-check needs iputils arping (apt-get install iputils-arping): %v", err)
+	}
+	err := exec.Command("ip", "netns", "exec", ns, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", iface, addr).Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return true
+	}
+	t.Fatalf("arping -D %s on %s in %s (needs iputils-arping): %v", addr, iface, ns, err)
+	return false
+}
+
+// Ndisc6Answered runs ndisc6 (package ndisc6) on iface in namespace ns and
+// reports whether addr answers a Neighbor Solicitation: exit 0 when it
+// does, 2 when nobody answered; anything else fails the test.
+func Ndisc6Answered(t testing.TB, ns, iface, addr string) bool {
+	t.Helper()
+	if _, err := exec.LookPath("ndisc6"); err != nil {
+		t.Fatalf("cross-check needs ndisc6 (apt-get install ndisc6): %v", err)
+	}
+	err := exec.Command("ip", "netns", "exec", ns, "ndisc6", "-q", "-1", "-r", "2", "-w", "100", addr, iface).Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &ee) && ee.ExitCode() == 2:
+		return false
+	}
+	t.Fatalf("ndisc6 %s on %s in %s (needs ndisc6): %v", addr, iface, ns, err)
+	return false
 }
 
 // Addr parses an address or panics.

@@ -8,24 +8,25 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 // Two checks of the same address at once on one engine: both right, and
 // neither takes the other's probe for a conflict.
 func TestSameAddressAtOnce(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 	for _, tc := range []struct {
 		a         string
 		v         probe.Verdict
 		responder string
-	}{{free4, probe.Free, ""}, {free6, probe.Free, ""}, {busy4, probe.Conflict, busyMAC}, {busy6, probe.Conflict, busyMAC}} {
+	}{{netlab.Free4, probe.Free, ""}, {netlab.Free6, probe.Free, ""}, {netlab.Busy4, probe.Conflict, netlab.BusyMAC}, {netlab.Busy6, probe.Conflict, netlab.BusyMAC}} {
 		var wg sync.WaitGroup
 		res := make([]probe.Result, 2)
 		errs := make([]error, 2)
 		for i := range res {
-			wg.Go(func() { res[i], errs[i] = e.CheckConflict(context.Background(), on(l.node, tc.a), probe.Params{}) })
+			wg.Go(func() { res[i], errs[i] = e.CheckConflict(context.Background(), on(l.Node, tc.a), probe.Params{}) })
 		}
 		wg.Wait()
 		for i := range res {
@@ -43,13 +44,13 @@ func TestSameAddressAtOnce(t *testing.T) {
 // rightly find the address free. Never both free.
 func TestTwoNodesProbeAtOnce(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
-	node2 := l.addHost("node2", node2MAC)
+	l := netlab.NewStdLAN(t)
+	node2 := l.AddHost("node2", netlab.Node2MAC)
 	e := newEngine(t, probe.Options{})
 	// Open both sockets first, and use a wider window: the two checks must
 	// overlap even when the machine is busy with other tests.
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-	expect(t, mustConflict(t, e, on(node2, busy4), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	expect(t, mustConflict(t, e, on(node2, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	p := probe.Params{Window: 300 * time.Millisecond}
 	both := 0
 	for i := range 5 {
@@ -57,7 +58,7 @@ func TestTwoNodesProbeAtOnce(t *testing.T) {
 			var wg sync.WaitGroup
 			var r1, r2 probe.Result
 			var e1, e2 error
-			wg.Go(func() { r1, e1 = e.CheckConflict(context.Background(), on(l.node, a), p) })
+			wg.Go(func() { r1, e1 = e.CheckConflict(context.Background(), on(l.Node, a), p) })
 			wg.Go(func() { r2, e2 = e.CheckConflict(context.Background(), on(node2, a), p) })
 			wg.Wait()
 			if e1 != nil || e2 != nil {
@@ -73,7 +74,7 @@ func TestTwoNodesProbeAtOnce(t *testing.T) {
 			for _, c := range []struct {
 				r     probe.Result
 				other string
-			}{{r1, node2MAC}, {r2, nodeMAC}} {
+			}{{r1, netlab.Node2MAC}, {r2, netlab.NodeMAC}} {
 				if c.r.Verdict == probe.Conflict && (c.r.Responder.String() != c.other || c.r.Evidence != want) {
 					t.Fatalf("%s: conflict names %s (%s), want %s (%s)", a, c.r.Responder, c.r.Evidence, c.other, want)
 				}
@@ -92,9 +93,9 @@ func TestTwoNodesProbeAtOnce(t *testing.T) {
 // A burst of checks on one interface costs one window, not one each. Busy
 // addresses hidden in the burst must still be found.
 func TestManyConcurrent(t *testing.T) {
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC) // socket open
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC) // socket open
 	for _, n := range []int{256, 1024} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			addrs := make([]string, n)
@@ -105,13 +106,13 @@ func TestManyConcurrent(t *testing.T) {
 					addrs[i] = fmt.Sprintf("fd00::1:%x", i)
 				}
 			}
-			addrs[n/3], addrs[n/2+1] = busy4, busy6
+			addrs[n/3], addrs[n/2+1] = netlab.Busy4, netlab.Busy6
 			res := make([]probe.Result, n)
 			errs := make([]error, n)
 			start := time.Now()
 			var wg sync.WaitGroup
 			for i := range addrs {
-				wg.Go(func() { res[i], errs[i] = e.CheckConflict(context.Background(), on(l.node, addrs[i]), probe.Params{}) })
+				wg.Go(func() { res[i], errs[i] = e.CheckConflict(context.Background(), on(l.Node, addrs[i]), probe.Params{}) })
 			}
 			wg.Wait()
 			wall := time.Since(start)
@@ -120,7 +121,7 @@ func TestManyConcurrent(t *testing.T) {
 					t.Fatalf("%s: %v", addrs[i], errs[i])
 				}
 				want := probe.Free
-				if addrs[i] == busy4 || addrs[i] == busy6 {
+				if addrs[i] == netlab.Busy4 || addrs[i] == netlab.Busy6 {
 					want = probe.Conflict
 				}
 				if res[i].Verdict != want {

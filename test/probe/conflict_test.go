@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/vishvananda/netlink"
 )
 
@@ -12,8 +13,8 @@ import (
 // must not care (its probes are sent from 0.0.0.0).
 func TestConflictIPv4(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
-	inNS(t, l.node.ns, func() error {
+	l := netlab.NewStdLAN(t)
+	netlab.InNS(t, l.Node.NS, func() error {
 		link, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -29,50 +30,50 @@ func TestConflictIPv4(t *testing.T) {
 	})
 	e := newEngine(t, probe.Options{})
 
-	res := mustConflict(t, e, on(l.node, busy4), probe.Params{})
-	expect(t, res, probe.Conflict, busyMAC)
+	res := mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{})
+	expect(t, res, probe.Conflict, netlab.BusyMAC)
 	if res.Evidence != "arp-reply" || res.ProbesSent != 1 || res.RTT <= 0 || res.RTT > 50*time.Millisecond {
 		t.Fatalf("busy: %+v", res)
 	}
 	t.Logf("busy IPv4 answered in %v (check took %v)", res.RTT, res.Elapsed)
 
-	res = mustConflict(t, e, on(l.node, free4), probe.Params{})
+	res = mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{})
 	expect(t, res, probe.Free, "")
 	if res.ProbesSent != 3 || res.Elapsed < 100*time.Millisecond {
 		t.Fatalf("free: %+v", res)
 	}
 	// The gateway's own address is in use too.
-	expect(t, mustConflict(t, e, on(l.node, gw4), probe.Params{}), probe.Conflict, gwMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Conflict, netlab.GwMAC)
 
 	// Cross-check with arping -0 on the same addresses.
-	if !arpingAnswered(t, l.node, busy4) {
+	if !arpingAnswered(t, l.Node, netlab.Busy4) {
 		t.Error("arping: busy address not answered")
 	}
-	if arpingAnswered(t, l.node, free4) {
+	if arpingAnswered(t, l.Node, netlab.Free4) {
 		t.Error("arping: free address answered")
 	}
 }
 
 func TestConflictIPv6(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 
-	res := mustConflict(t, e, on(l.node, busy6), probe.Params{})
-	expect(t, res, probe.Conflict, busyMAC)
+	res := mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{})
+	expect(t, res, probe.Conflict, netlab.BusyMAC)
 	if res.Evidence != "neighbor-advertisement" || res.RTT <= 0 || res.RTT > 50*time.Millisecond {
 		t.Fatalf("busy: %+v", res)
 	}
 	t.Logf("busy IPv6 answered in %v (check took %v)", res.RTT, res.Elapsed)
 
-	res = mustConflict(t, e, on(l.node, free6), probe.Params{})
+	res = mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{})
 	expect(t, res, probe.Free, "")
 	if res.ProbesSent != 3 {
 		t.Fatalf("free: %+v", res)
 	}
 	// The busy host's link-local address is detected too.
 	var ll string
-	inNS(t, l.busy.ns, func() error {
+	netlab.InNS(t, l.Busy.NS, func() error {
 		link, err := netlink.LinkByName("eth0")
 		if err != nil {
 			return err
@@ -85,10 +86,10 @@ func TestConflictIPv6(t *testing.T) {
 		}
 		return err
 	})
-	expect(t, mustConflict(t, e, on(l.node, ll), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, ll), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 
 	// An IPv4-mapped IPv6 address is an IPv4 check.
-	expect(t, mustConflict(t, e, on(l.node, "::ffff:"+busy4), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, "::ffff:"+netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 }
 
 // Conflict checks work with IPv6 switched off on the node's interface (no
@@ -96,11 +97,11 @@ func TestConflictIPv6(t *testing.T) {
 // A gateway check cannot: it needs a link-local source.
 func TestIPv6DisabledOnNode(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
-	sysctl(t, l.node.ns, "net.ipv6.conf.eth0.disable_ipv6", "1")
+	l := netlab.NewStdLAN(t)
+	netlab.Sysctl(t, l.Node.NS, "net.ipv6.conf.eth0.disable_ipv6", "1")
 	e := newEngine(t, probe.Options{})
-	expect(t, mustConflict(t, e, on(l.node, busy6), probe.Params{}), probe.Conflict, busyMAC)
-	expect(t, mustConflict(t, e, on(l.node, free6), probe.Params{}), probe.Free, "")
-	_, err := e.CheckGateway(t.Context(), on(l.node, gw6), probe.Params{}, probe.Sender{})
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{}), probe.Free, "")
+	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{})
 	expectErr(t, err, probe.ErrNoLinkLocal, "cannot probe eth0")
 }

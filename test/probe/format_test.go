@@ -7,23 +7,24 @@ import (
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 // The frames on the wire, captured by a separate packet socket on another
 // host and decoded here without the engine's code.
 func TestFrameFormat(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
-	capt := startCapture(t, l.busy)
+	l := netlab.NewStdLAN(t)
+	capt := startCapture(t, l.Busy)
 	e := newEngine(t, probe.Options{})
-	node := l.node.mac
+	node := l.Node.MAC
 	fromNode := func(f []byte) bool { return len(f) >= 14 && bytes.Equal(f[6:12], node) }
 
 	t.Run("IPv4 conflict probe", func(t *testing.T) {
-		expect(t, mustConflict(t, e, on(l.node, free4), probe.Params{}), probe.Free, "")
-		frames := capt.waitMatching(t, "3 ARP probes for "+free4, 3, func(f []byte) bool {
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
+		frames := capt.waitMatching(t, "3 ARP probes for "+netlab.Free4, 3, func(f []byte) bool {
 			a, ok := parseARP(f)
-			return ok && fromNode(f) && a.tpa == addr(free4)
+			return ok && fromNode(f) && a.tpa == netlab.Addr(netlab.Free4)
 		})
 		for _, f := range frames {
 			a, _ := parseARP(f)
@@ -45,11 +46,11 @@ func TestFrameFormat(t *testing.T) {
 	})
 
 	t.Run("IPv6 DAD probe", func(t *testing.T) {
-		expect(t, mustConflict(t, e, on(l.node, free6), probe.Params{}), probe.Free, "")
-		frames := capt.waitMatching(t, "3 DAD NS for "+free6, 3, func(f []byte) bool {
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{}), probe.Free, "")
+		frames := capt.waitMatching(t, "3 DAD NS for "+netlab.Free6, 3, func(f []byte) bool {
 			nd, ok := parseIPv6ICMP(f)
 			return ok && fromNode(f) && nd.icmp[0] == 135 && len(nd.icmp) >= 24 &&
-				netip.AddrFrom16([16]byte(nd.icmp[8:24])) == addr(free6)
+				netip.AddrFrom16([16]byte(nd.icmp[8:24])) == netlab.Addr(netlab.Free6)
 		})
 		var firstNonce []byte
 		for _, f := range frames {
@@ -60,7 +61,7 @@ func TestFrameFormat(t *testing.T) {
 				t.Fatalf("destination MAC %s", net.HardwareAddr(f[0:6]))
 			case nd.src != netip.IPv6Unspecified():
 				t.Fatalf("source %s, want ::", nd.src)
-			case nd.dst != addr("ff02::1:ff00:50"):
+			case nd.dst != netlab.Addr("ff02::1:ff00:50"):
 				t.Fatalf("destination %s, want the solicited-node group", nd.dst)
 			case nd.hop != 255:
 				t.Fatalf("hop limit %d", nd.hop)
@@ -82,10 +83,10 @@ func TestFrameFormat(t *testing.T) {
 	})
 
 	t.Run("IPv4 gateway probe", func(t *testing.T) {
-		expect(t, mustGateway(t, e, on(l.node, "10.0.0.98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+		expect(t, mustGateway(t, e, on(l.Node, "10.0.0.98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
 		frames := capt.waitMatching(t, "3 ARP requests for the gateway", 3, func(f []byte) bool {
 			a, ok := parseARP(f)
-			return ok && fromNode(f) && a.tpa == addr("10.0.0.98")
+			return ok && fromNode(f) && a.tpa == netlab.Addr("10.0.0.98")
 		})
 		for _, f := range frames {
 			if a, _ := parseARP(f); a.op != 1 || a.spa != netip.IPv4Unspecified() || !bytes.Equal(a.tha, make([]byte, 6)) {
@@ -95,11 +96,11 @@ func TestFrameFormat(t *testing.T) {
 	})
 
 	t.Run("IPv6 gateway solicitation", func(t *testing.T) {
-		expect(t, mustGateway(t, e, on(l.node, "fd00::98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+		expect(t, mustGateway(t, e, on(l.Node, "fd00::98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
 		frames := capt.waitMatching(t, "3 NS for the gateway", 3, func(f []byte) bool {
 			nd, ok := parseIPv6ICMP(f)
 			return ok && fromNode(f) && nd.icmp[0] == 135 && len(nd.icmp) >= 24 &&
-				netip.AddrFrom16([16]byte(nd.icmp[8:24])) == addr("fd00::98")
+				netip.AddrFrom16([16]byte(nd.icmp[8:24])) == netlab.Addr("fd00::98")
 		})
 		for _, f := range frames {
 			nd, _ := parseIPv6ICMP(f)
@@ -107,7 +108,7 @@ func TestFrameFormat(t *testing.T) {
 			switch {
 			case !nd.src.IsLinkLocalUnicast():
 				t.Fatalf("source %s, want the link-local address", nd.src)
-			case nd.dst != addr("ff02::1:ff00:98") || !bytes.Equal(f[0:6], []byte{0x33, 0x33, 0xff, 0, 0, 0x98}):
+			case nd.dst != netlab.Addr("ff02::1:ff00:98") || !bytes.Equal(f[0:6], []byte{0x33, 0x33, 0xff, 0, 0, 0x98}):
 				t.Fatalf("destination %s / %x", nd.dst, f[0:6])
 			case nd.hop != 255 || !checksumOK(nd.src, nd.dst, nd.icmp):
 				t.Fatalf("hop %d or bad checksum", nd.hop)

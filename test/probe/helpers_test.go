@@ -4,12 +4,20 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os/exec"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
+
+// Every test builds a LAN of network namespaces with test/netlab; it needs
+// root and fails (never skips) without it.
+func TestMain(m *testing.M) {
+	netlab.Sweep() // namespaces of earlier runs that died before their cleanup
+	os.Exit(m.Run())
+}
 
 func newEngine(t testing.TB, o probe.Options) *probe.Engine {
 	t.Helper()
@@ -23,8 +31,8 @@ func newEngine(t testing.TB, o probe.Options) *probe.Engine {
 }
 
 // on returns a target on eth0 of h, found through its /var/run/netns path.
-func on(h *host, a string) probe.Target {
-	tg := probe.Target{Netns: h.path, Interface: "eth0"}
+func on(h *netlab.Host, a string) probe.Target {
+	tg := probe.Target{Netns: h.Path, Interface: "eth0"}
 	if a != "" {
 		tg.Addr = netip.MustParseAddr(a)
 	}
@@ -82,43 +90,16 @@ func expectErr(t testing.TB, err, want error, fragments ...string) {
 	}
 }
 
-// arpingAnswered runs iputils arping -D (Debian package iputils-arping) from
-// h and reports whether anyone answered for a.
-func arpingAnswered(t testing.TB, h *host, a string) bool {
+// arpingAnswered cross-checks with iputils arping -D from h's eth0: did
+// anyone answer for a?
+func arpingAnswered(t testing.TB, h *netlab.Host, a string) bool {
 	t.Helper()
-	if _, err := exec.LookPath("arping"); err != nil {
-		t.Fatalf("cross-check needs iputils arping (apt-get install iputils-arping): %v", err)
-	}
-	// iputils arping -D is RFC 5227's probe (sender 0.0.0.0): exit 0 when
-	// nobody answered (free), 1 when someone did (duplicate).
-	cmd := exec.Command("ip", "netns", "exec", h.ns, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", "eth0", a)
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return false
-	case errors.As(err, &ee) && ee.ExitCode() == 1:
-		return true
-	}
-	t.Fatalf("arping -D %s: %v", a, err)
-	return false
+	return netlab.ArpingDAD(t, h.NS, "eth0", a)
 }
 
-// ndisc6Answered runs ndisc6 (package ndisc6) from h: does a answer a
+// ndisc6Answered cross-checks with ndisc6 from h's eth0: does a answer a
 // Neighbor Solicitation?
-func ndisc6Answered(t testing.TB, h *host, a string) bool {
+func ndisc6Answered(t testing.TB, h *netlab.Host, a string) bool {
 	t.Helper()
-	if _, err := exec.LookPath("ndisc6"); err != nil {
-		t.Fatalf("cross-check needs ndisc6 (apt-get install ndisc6): %v", err)
-	}
-	err := exec.Command("ip", "netns", "exec", h.ns, "ndisc6", "-q", "-1", "-r", "2", "-w", "100", a, "eth0").Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return true
-	case errors.As(err, &ee) && ee.ExitCode() == 2:
-		return false
-	}
-	t.Fatalf("ndisc6 %s: %v", a, err)
-	return false
+	return netlab.Ndisc6Answered(t, h.NS, "eth0", a)
 }

@@ -10,19 +10,20 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/vishvananda/netns"
 )
 
 // An unusable interface is an error, never "free" or "unreachable".
 func TestInterfaceUnusable(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 	ctx := t.Context()
 	both := func(t *testing.T, tg probe.Target, fragments ...string) {
 		t.Helper()
-		for _, a := range []string{busy4, free6} {
-			tg.Addr = addr(a)
+		for _, a := range []string{netlab.Busy4, netlab.Free6} {
+			tg.Addr = netlab.Addr(a)
 			_, err := e.CheckConflict(ctx, tg, probe.Params{})
 			expectErr(t, err, probe.ErrInterface, append([]string{"cannot probe " + tg.Interface}, fragments...)...)
 			_, err = e.CheckGateway(ctx, tg, probe.Params{}, probe.Sender{})
@@ -30,46 +31,46 @@ func TestInterfaceUnusable(t *testing.T) {
 		}
 	}
 	t.Run("missing", func(t *testing.T) {
-		both(t, probe.Target{Netns: l.node.path, Interface: "eth9"}, "no such interface")
+		both(t, probe.Target{Netns: l.Node.Path, Interface: "eth9"}, "no such interface")
 	})
 	t.Run("no MAC (loopback)", func(t *testing.T) {
-		both(t, probe.Target{Netns: l.node.path, Interface: "lo"}, "no Ethernet MAC")
+		both(t, probe.Target{Netns: l.Node.Path, Interface: "lo"}, "no Ethernet MAC")
 	})
 	t.Run("down", func(t *testing.T) {
 		// Open the socket first: the state must be checked per check.
-		expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-		ipn(t, l.node.ns, "link", "set", "eth0", "down")
-		both(t, on(l.node, ""), "interface is down")
-		ipn(t, l.node.ns, "link", "set", "eth0", "up")
-		l.waitReady(l.node)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "down")
+		both(t, on(l.Node, ""), "interface is down")
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
+		l.WaitReady(l.Node)
 		// The same socket works again.
-		expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-		expect(t, mustConflict(t, e, on(l.node, busy6), probe.Params{}), probe.Conflict, busyMAC)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	})
 	t.Run("no carrier", func(t *testing.T) {
-		ipn(t, l.br, "link", "set", l.node.port, "down")
-		both(t, on(l.node, ""), "no carrier")
-		ipn(t, l.br, "link", "set", l.node.port, "up")
-		l.waitReady(l.node)
-		expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
+		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "down")
+		both(t, on(l.Node, ""), "no carrier")
+		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "up")
+		l.WaitReady(l.Node)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	})
 	t.Run("NOARP", func(t *testing.T) {
-		ipn(t, l.node.ns, "link", "set", "eth0", "arp", "off")
-		both(t, on(l.node, ""), "NOARP")
-		ipn(t, l.node.ns, "link", "set", "eth0", "arp", "on")
-		expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "arp", "off")
+		both(t, on(l.Node, ""), "NOARP")
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "arp", "on")
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	})
 	t.Run("replaced", func(t *testing.T) {
 		opened := e.Stats().SocketsOpened
-		ipn(t, l.br, "link", "del", l.node.port) // takes the node's eth0 with it
-		both(t, on(l.node, ""))
-		ipn(t, l.br, "link", "add", l.node.port, "type", "veth", "peer", "name", "eth0", "netns", l.node.ns)
-		ipn(t, l.br, "link", "set", l.node.port, "master", "br0", "up")
-		ipn(t, l.node.ns, "link", "set", "eth0", "address", nodeMAC)
-		ipn(t, l.node.ns, "link", "set", "eth0", "up")
-		l.waitReady(l.node)
-		expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-		expect(t, mustConflict(t, e, on(l.node, free4), probe.Params{}), probe.Free, "")
+		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port) // takes the node's eth0 with it
+		both(t, on(l.Node, ""))
+		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
+		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
+		l.WaitReady(l.Node)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
 		if got := e.Stats().SocketsOpened; got <= opened {
 			t.Fatalf("no new socket for the new interface (opened %d, before %d)", got, opened)
 		}
@@ -80,58 +81,58 @@ func TestInterfaceUnusable(t *testing.T) {
 // be recognised (MAC, and the DAD nonce) and never count as a conflict.
 func TestHairpinOwnFrames(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
-	mustRun(t, "bridge", "-n", l.br, "link", "set", "dev", l.node.port, "hairpin", "on")
+	l := netlab.NewStdLAN(t)
+	netlab.Run(t, "bridge", "-n", l.Bridge, "link", "set", "dev", l.Node.Port, "hairpin", "on")
 	e := newEngine(t, probe.Options{})
-	expect(t, mustConflict(t, e, on(l.node, free4), probe.Params{}), probe.Free, "")
-	expect(t, mustConflict(t, e, on(l.node, free6), probe.Params{}), probe.Free, "")
-	expect(t, mustGateway(t, e, on(l.node, "10.0.0.99"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{}), probe.Free, "")
+	expect(t, mustGateway(t, e, on(l.Node, "10.0.0.99"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
 	// The loop really happened: 3 ARP probes, 3 DAD NS, 3 ARP requests.
 	if own := e.Stats().FramesOwn; own < 9 {
 		t.Fatalf("only %d own frames came back: hairpin not effective", own)
 	}
 	// And real owners are still seen.
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-	expect(t, mustConflict(t, e, on(l.node, busy6), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 }
 
 // A host with arp_ignore=8 never answers ARP: the probe cannot see it. This
 // documents the limit (it is "free"), after proving the host was visible.
 func TestARPIgnore8Silent(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-	sysctl(t, l.busy.ns, "net.ipv4.conf.all.arp_ignore", "8", "net.ipv4.conf.eth0.arp_ignore", "8")
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Free, "")
-	if arpingAnswered(t, l.node, busy4) {
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	netlab.Sysctl(t, l.Busy.NS, "net.ipv4.conf.all.arp_ignore", "8", "net.ipv4.conf.eth0.arp_ignore", "8")
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Free, "")
+	if arpingAnswered(t, l.Node, netlab.Busy4) {
 		t.Error("arping: a host with arp_ignore=8 answered")
 	}
 	// IPv6 is unaffected.
-	expect(t, mustConflict(t, e, on(l.node, busy6), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 }
 
 // A conflicting host that answers late but inside the window is a conflict;
 // one that answers after the window is not. The delays come from a
 // user-space responder (the test kernel has no sch_netem).
 func TestLateResponder(t *testing.T) {
-	l := newStdLAN(t)
-	late := l.addHost("late", "02:00:00:00:00:61")
-	later := l.addHost("later", "02:00:00:00:00:62")
-	lateResponder(t, late, 60*time.Millisecond, addr("10.0.0.61"), addr("fd00::61"))
-	lateResponder(t, later, 200*time.Millisecond, addr("10.0.0.62"), addr("fd00::62"))
+	l := netlab.NewStdLAN(t)
+	late := l.AddHost("late", "02:00:00:00:00:61")
+	later := l.AddHost("later", "02:00:00:00:00:62")
+	lateResponder(t, late, 60*time.Millisecond, netlab.Addr("10.0.0.61"), netlab.Addr("fd00::61"))
+	lateResponder(t, later, 200*time.Millisecond, netlab.Addr("10.0.0.62"), netlab.Addr("fd00::62"))
 	e := newEngine(t, probe.Options{})
 	for _, a := range []string{"10.0.0.61", "fd00::61"} {
-		res := mustConflict(t, e, on(l.node, a), probe.Params{})
+		res := mustConflict(t, e, on(l.Node, a), probe.Params{})
 		expect(t, res, probe.Conflict, "02:00:00:00:00:61")
 		if res.RTT < 55*time.Millisecond || res.RTT > 100*time.Millisecond {
 			t.Fatalf("%s: RTT %v, want ~60ms", a, res.RTT)
 		}
 	}
 	for _, a := range []string{"10.0.0.62", "fd00::62"} {
-		expect(t, mustConflict(t, e, on(l.node, a), probe.Params{}), probe.Free, "")
+		expect(t, mustConflict(t, e, on(l.Node, a), probe.Params{}), probe.Free, "")
 		// The slow host does answer: a wider window sees it.
-		res := mustConflict(t, e, on(l.node, a), probe.Params{Window: 400 * time.Millisecond})
+		res := mustConflict(t, e, on(l.Node, a), probe.Params{Window: 400 * time.Millisecond})
 		expect(t, res, probe.Conflict, "02:00:00:00:00:62")
 	}
 }
@@ -139,11 +140,11 @@ func TestLateResponder(t *testing.T) {
 // Busy ARP traffic (and a storm of signals interrupting syscalls) must not
 // stretch the window: the deadline is absolute.
 func TestBusyTrafficDeadline(t *testing.T) {
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
-	expect(t, mustConflict(t, e, on(l.node, free4), probe.Params{}), probe.Free, "") // socket open
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "") // socket open
 	before := e.Stats().FramesReceived
-	sent := flood(t, l.busy)
+	sent := flood(t, l.Busy)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -159,34 +160,34 @@ func TestBusyTrafficDeadline(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); <-done }()
-	waitFor(t, "the flood to reach the engine", func() (bool, error) {
+	netlab.WaitFor(t, "the flood to reach the engine", func() (bool, error) {
 		return e.Stats().FramesReceived > before+1000, nil
 	})
-	for _, a := range []string{free4, free6} {
-		res := mustConflict(t, e, on(l.node, a), probe.Params{})
+	for _, a := range []string{netlab.Free4, netlab.Free6} {
+		res := mustConflict(t, e, on(l.Node, a), probe.Params{})
 		expect(t, res, probe.Free, "")
 		if res.Elapsed > 150*time.Millisecond {
 			t.Fatalf("%s: a 100ms window took %v under load", a, res.Elapsed)
 		}
 	}
-	res := mustConflict(t, e, on(l.node, busy6), probe.Params{})
-	expect(t, res, probe.Conflict, busyMAC)
+	res := mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{})
+	expect(t, res, probe.Conflict, netlab.BusyMAC)
 	t.Logf("flood: %d frames sent, engine received %d", sent.Load(), e.Stats().FramesReceived-before)
 }
 
 func TestContextCancel(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var res probe.Result
 	go func() {
 		var err error
-		res, err = e.CheckConflict(ctx, on(l.node, free4), probe.Params{Window: 10 * time.Second})
+		res, err = e.CheckConflict(ctx, on(l.Node, netlab.Free4), probe.Params{Window: 10 * time.Second})
 		done <- err
 	}()
-	waitFor(t, "the first probe", func() (bool, error) { return e.Stats().ProbesSent > 0, nil })
+	netlab.WaitFor(t, "the first probe", func() (bool, error) { return e.Stats().ProbesSent > 0, nil })
 	cancelled := time.Now()
 	cancel()
 	err := <-done
@@ -202,7 +203,7 @@ func TestContextCancel(t *testing.T) {
 	// A deadline shorter than the window is an error too, not "free".
 	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel2()
-	_, err = e.CheckGateway(ctx, on(l.node, "10.0.0.99"), probe.Params{}, probe.Sender{})
+	_, err = e.CheckGateway(ctx, on(l.Node, "10.0.0.99"), probe.Params{}, probe.Sender{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want context.DeadlineExceeded", err)
 	}
@@ -211,22 +212,22 @@ func TestContextCancel(t *testing.T) {
 // Sockets are shared while used, and closed when idle.
 func TestSocketSharingAndIdleClose(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{IdleTimeout: 50 * time.Millisecond})
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
-	expect(t, mustConflict(t, e, on(l.node, busy6), probe.Params{}), probe.Conflict, busyMAC)
-	expect(t, mustGateway(t, e, on(l.node, gw4), probe.Params{}, probe.Sender{}), probe.Reachable, gwMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
 	if st := e.Stats(); st.SocketsOpened != 1 || st.SocketsOpen != 1 {
 		t.Fatalf("after three checks on one interface: %+v", st)
 	}
-	waitFor(t, "the idle socket to close", func() (bool, error) { return e.Stats().SocketsOpen == 0, nil })
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
+	netlab.WaitFor(t, "the idle socket to close", func() (bool, error) { return e.Stats().SocketsOpen == 0, nil })
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	if st := e.Stats(); st.SocketsOpened != 2 {
 		t.Fatalf("after reopening: %+v", st)
 	}
 	// IdleTimeout < 0: closed as soon as unused.
 	e2 := newEngine(t, probe.Options{IdleTimeout: -1})
-	expect(t, mustConflict(t, e2, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e2, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	if st := e2.Stats(); st.SocketsOpen != 0 {
 		t.Fatalf("socket kept open: %+v", st)
 	}
@@ -236,30 +237,30 @@ func TestSocketSharingAndIdleClose(t *testing.T) {
 // /proc/PID/ns/net, or be the calling thread's own (Netns "").
 func TestNamespacePaths(t *testing.T) {
 	t.Parallel()
-	l := newStdLAN(t)
+	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 
-	expect(t, mustConflict(t, e, on(l.node, busy4), probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 
 	// /proc/PID/ns/net of a process living in the node's namespace: the
 	// same namespace, so the same socket.
-	cmd := exec.Command("ip", "netns", "exec", l.node.ns, "sleep", "60")
+	cmd := exec.Command("ip", "netns", "exec", l.Node.NS, "sleep", "60")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	procPath := "/proc/" + itoa(cmd.Process.Pid) + "/ns/net"
-	waitFor(t, "the sleeper to enter the namespace", func() (bool, error) {
+	netlab.WaitFor(t, "the sleeper to enter the namespace", func() (bool, error) {
 		a, err := nsInode(procPath)
 		if err != nil {
 			return false, nil
 		}
-		b, err := nsInode(l.node.path)
+		b, err := nsInode(l.Node.Path)
 		return a == b, err
 	})
-	tg := on(l.node, busy6)
+	tg := on(l.Node, netlab.Busy6)
 	tg.Netns = procPath
-	expect(t, mustConflict(t, e, tg, probe.Params{}), probe.Conflict, busyMAC)
+	expect(t, mustConflict(t, e, tg, probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	if st := e.Stats(); st.SocketsOpened != 1 {
 		t.Fatalf("two paths to one namespace opened %d sockets", st.SocketsOpened)
 	}
@@ -268,7 +269,7 @@ func TestNamespacePaths(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		target, err := netns.GetFromPath(l.node.path)
+		target, err := netns.GetFromPath(l.Node.Path)
 		if err != nil {
 			errc <- err
 			return
@@ -278,8 +279,8 @@ func TestNamespacePaths(t *testing.T) {
 			errc <- err
 			return
 		}
-		res, err := e.CheckConflict(context.Background(), probe.Target{Interface: "eth0", Addr: addr(busy4)}, probe.Params{})
-		if err == nil && (res.Verdict != probe.Conflict || res.Responder.String() != busyMAC) {
+		res, err := e.CheckConflict(context.Background(), probe.Target{Interface: "eth0", Addr: netlab.Addr(netlab.Busy4)}, probe.Params{})
+		if err == nil && (res.Verdict != probe.Conflict || res.Responder.String() != netlab.BusyMAC) {
 			err = errors.New("current namespace: " + res.Verdict.String() + " " + res.Responder.String())
 		}
 		errc <- err

@@ -15,14 +15,15 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"golang.org/x/sys/unix"
 )
 
 // listenIn opens a raw ETH_P_ALL packet socket on eth0 of h.
-func listenIn(t testing.TB, h *host) *packet.Conn {
+func listenIn(t testing.TB, h *netlab.Host) *packet.Conn {
 	t.Helper()
 	var conn *packet.Conn
-	inNS(t, h.ns, func() error {
+	netlab.InNS(t, h.NS, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -41,7 +42,7 @@ type capture struct {
 	done   chan struct{}
 }
 
-func startCapture(t testing.TB, h *host) *capture {
+func startCapture(t testing.TB, h *netlab.Host) *capture {
 	t.Helper()
 	c := &capture{conn: listenIn(t, h), done: make(chan struct{})}
 	go func() {
@@ -71,7 +72,7 @@ func (c *capture) stop() {
 func (c *capture) waitMatching(t testing.TB, what string, n int, match func([]byte) bool) [][]byte {
 	t.Helper()
 	var got [][]byte
-	waitFor(t, what, func() (bool, error) {
+	netlab.WaitFor(t, what, func() (bool, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		got = got[:0]
@@ -170,7 +171,7 @@ func ndOptions(msg []byte) map[byte][]byte {
 
 // lateResponder answers ARP probes for v4 and DAD probes for v6 on h's eth0,
 // each after delay, as the owner of those addresses (h's MAC).
-func lateResponder(t testing.TB, h *host, delay time.Duration, v4, v6 netip.Addr) {
+func lateResponder(t testing.TB, h *netlab.Host, delay time.Duration, v4, v6 netip.Addr) {
 	t.Helper()
 	conn := listenIn(t, h)
 	done := make(chan struct{})
@@ -205,14 +206,14 @@ func lateResponder(t testing.TB, h *host, delay time.Duration, v4, v6 netip.Addr
 			if a, ok := parseARP(f); ok && a.op == 1 && a.tpa == v4 && a.spa.IsUnspecified() {
 				reply := make([]byte, 60)
 				copy(reply[0:6], a.sha)
-				copy(reply[6:12], h.mac)
+				copy(reply[6:12], h.MAC)
 				binary.BigEndian.PutUint16(reply[12:14], 0x0806)
 				r := reply[14:]
 				binary.BigEndian.PutUint16(r[0:2], 1)
 				binary.BigEndian.PutUint16(r[2:4], 0x0800)
 				r[4], r[5] = 6, 4
 				binary.BigEndian.PutUint16(r[6:8], 2)
-				copy(r[8:14], h.mac)
+				copy(r[8:14], h.MAC)
 				v := v4.As4()
 				copy(r[14:18], v[:])
 				copy(r[18:24], a.sha)
@@ -224,7 +225,7 @@ func lateResponder(t testing.TB, h *host, delay time.Duration, v4, v6 netip.Addr
 				allNodes := netip.MustParseAddr("ff02::1")
 				icmp, err := ndp.MarshalMessageChecksum(&ndp.NeighborAdvertisement{
 					Override: true, TargetAddress: v6,
-					Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: h.mac}},
+					Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: h.MAC}},
 				}, v6, allNodes)
 				if err != nil {
 					panic(err)
@@ -232,7 +233,7 @@ func lateResponder(t testing.TB, h *host, delay time.Duration, v4, v6 netip.Addr
 				dstMAC := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
 				na := make([]byte, 54+len(icmp))
 				copy(na[0:6], dstMAC)
-				copy(na[6:12], h.mac)
+				copy(na[6:12], h.MAC)
 				binary.BigEndian.PutUint16(na[12:14], 0x86dd)
 				na[14] = 0x60
 				binary.BigEndian.PutUint16(na[18:20], uint16(len(icmp)))
@@ -249,7 +250,7 @@ func lateResponder(t testing.TB, h *host, delay time.Duration, v4, v6 netip.Addr
 
 // flood sends unrelated ARP requests from h as fast as it can until the test
 // ends, and returns a counter of frames sent.
-func flood(t testing.TB, h *host) *atomic.Int64 {
+func flood(t testing.TB, h *netlab.Host) *atomic.Int64 {
 	t.Helper()
 	conn := listenIn(t, h)
 	stop := make(chan struct{})
@@ -259,14 +260,14 @@ func flood(t testing.TB, h *host) *atomic.Int64 {
 		defer close(done)
 		frame := make([]byte, 60)
 		copy(frame[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		copy(frame[6:12], h.mac)
+		copy(frame[6:12], h.MAC)
 		binary.BigEndian.PutUint16(frame[12:14], 0x0806)
 		r := frame[14:]
 		binary.BigEndian.PutUint16(r[0:2], 1)
 		binary.BigEndian.PutUint16(r[2:4], 0x0800)
 		r[4], r[5] = 6, 4
 		binary.BigEndian.PutUint16(r[6:8], 1)
-		copy(r[8:14], h.mac)
+		copy(r[8:14], h.MAC)
 		copy(r[14:18], []byte{10, 0, 0, 10})
 		for i := 0; ; i++ {
 			select {
