@@ -37,7 +37,7 @@ run: build
 ## then a brief run of the config and frame parser fuzz targets
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	AGENTTEST_RACE=1 $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime 10s ./core/config/
 	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 5s ./sdk/
 	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 5s ./plugins/probe/
@@ -69,22 +69,55 @@ proto:
 		--go-grpc_out=sdk/proto --go-grpc_opt=paths=source_relative \
 		sdk/proto/spiderpool/plugin/v1/plugin.proto
 
-## deb: build the Debian package into dist/ with nfpm
+## deb: build the Debian package into DIST (dist/) with nfpm; see packaging/README.md
 NFPM_VERSION := v2.45.2
+DIST         ?= dist
+# A Debian version must start with a digit: packaging/debversion.sh maps git
+# describe's output onto one that sorts the way the builds were made.
+DEB_VERSION  ?= $(shell sh packaging/debversion.sh '$(VERSION)')
+# File times in the package: the commit's, so that a rebuild is identical.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 deb: build
-	@mkdir -p dist
-	VERSION=$(patsubst v%,%,$(VERSION)) $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
-		--config packaging/nfpm.yaml --packager deb --target dist/
+	@mkdir -p $(DIST)
+	VERSION='$(DEB_VERSION)' BIN='$(BIN)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config packaging/nfpm.yaml --packager deb --target $(DIST)/
 
-## install: the package layout under DESTDIR/PREFIX, for people who do not use packages
+## install: the package's layout under DESTDIR/PREFIX, for people who do not
+## use packages. Existing files in SYSCONFDIR are kept; the unit and the config
+## are rewritten for PREFIX. See packaging/README.md.
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/spiderpool-agent
 install: build
 	install -D -m 0755 $(BIN)/spiderpool-agent $(DESTDIR)$(PREFIX)/bin/spiderpool-agent
 	@for p in $(PLUGINS); do \
+		echo "install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p"; \
 		install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p || exit 1; \
 	done
-	install -D -m 0644 packaging/config.hcl $(DESTDIR)/etc/spiderpool/config.hcl
-	install -D -m 0644 packaging/spiderpool-agent.default $(DESTDIR)/etc/default/spiderpool-agent
-	install -D -m 0644 packaging/spiderpool-agent.service $(DESTDIR)/lib/systemd/system/spiderpool-agent.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl"; \
+	else \
+		echo "install packaging/config.hcl $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl"; \
+		sed -e 's|/usr/lib/spiderpool/plugins|$(PREFIX)/lib/spiderpool/plugins|g' \
+			-e 's|/usr/share/doc/spiderpool-agent|$(DOCDIR)|g' \
+			packaging/config.hcl > $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl; \
+	fi
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/spiderpool-agent ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/default/spiderpool-agent"; \
+	else \
+		echo "install packaging/spiderpool-agent.default $(DESTDIR)$(SYSCONFDIR)/default/spiderpool-agent"; \
+		install -D -m 0644 packaging/spiderpool-agent.default $(DESTDIR)$(SYSCONFDIR)/default/spiderpool-agent; \
+	fi
+	sed -e 's|/usr/bin/spiderpool-agent|$(PREFIX)/bin/spiderpool-agent|g' \
+		-e 's|/etc/spiderpool|$(SYSCONFDIR)/spiderpool|g' \
+		-e 's|/etc/default/spiderpool-agent|$(SYSCONFDIR)/default/spiderpool-agent|g' \
+		-e 's|/usr/share/doc/spiderpool-agent|$(DOCDIR)|g' \
+		packaging/spiderpool-agent.service > $(DESTDIR)$(UNITDIR)/spiderpool-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/spiderpool-agent.service
+	install -m 0644 packaging/README.md config.hcl.example $(DESTDIR)$(DOCDIR)/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

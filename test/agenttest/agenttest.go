@@ -35,6 +35,11 @@ type Binaries struct {
 	Faulty map[string]string
 }
 
+// RaceEnv, when set (make test sets it), builds the agent and plugins with
+// the race detector, so that end-to-end tests catch races in the real
+// processes too. Benchmarks leave it unset.
+const RaceEnv = "AGENTTEST_RACE"
+
 var (
 	buildOnce sync.Once
 	built     Binaries
@@ -89,7 +94,11 @@ func build() (Binaries, error) {
 		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode})
 	}
 	for _, t := range targets {
-		cmd := exec.Command("go", "build", "-ldflags", t.ldflags, "-o", t.out, t.pkg)
+		args := []string{"build", "-ldflags", t.ldflags, "-o", t.out}
+		if os.Getenv(RaceEnv) != "" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, t.pkg)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			os.RemoveAll(dir)
@@ -161,6 +170,13 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	args := append([]string{"netns", "exec", ns, bins.Agent, "daemon", "--config-dir", dir}, opts.Args...)
 	a.Cmd = exec.Command("ip", args...)
 	a.Cmd.Env = append(cleanEnv(), opts.Env...)
+	raceDir := ""
+	if os.Getenv(RaceEnv) != "" {
+		// Race reports of the agent and of its plugins (which inherit the
+		// environment) land in files, since plugin stderr is not shown.
+		raceDir = t.TempDir()
+		a.Cmd.Env = append(a.Cmd.Env, "GORACE=log_path="+filepath.Join(raceDir, "race"))
+	}
 	a.Cmd.Stdout = a.log
 	a.Cmd.Stderr = a.log
 	if err := a.Cmd.Start(); err != nil {
@@ -173,6 +189,13 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	}()
 	t.Cleanup(func() {
 		a.Stop()
+		if raceDir != "" {
+			reports, _ := filepath.Glob(filepath.Join(raceDir, "race.*"))
+			for _, r := range reports {
+				b, _ := os.ReadFile(r)
+				t.Errorf("data race in the agent or a plugin (%s):\n%s", filepath.Base(r), b)
+			}
+		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s", a.Log())
 		}
