@@ -54,10 +54,11 @@ func TestCheckCLIOnALAN(t *testing.T) {
 		if code != 0 || resp.Verdict != "pass" {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
-		// Two families times two detectors in parallel: one window (100ms)
-		// plus overhead, not two or four windows. The bound is loose for a
-		// loaded 2-core CI machine; make bench measures it properly.
-		if resp.DurationMs > 190 {
+		// Two families times two detectors run at once (core/check proves
+		// it without timing); make bench measures how close this comes to
+		// one window. Here only a sanity bound, for a loaded CI machine.
+		t.Logf("dual-stack check with gateways took %.1fms (window 100ms)", resp.DurationMs)
+		if resp.DurationMs > 1000 {
 			t.Errorf("dual-stack check took %.1fms; one window is 100ms", resp.DurationMs)
 		}
 		for _, a := range resp.Addresses {

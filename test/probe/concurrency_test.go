@@ -129,10 +129,11 @@ func TestManyConcurrent(t *testing.T) {
 				}
 			}
 			t.Logf("%d concurrent checks (100ms window) took %v", n, wall)
-			limit := 200 * time.Millisecond // two windows
-			if n > 256 {
-				limit = 300 * time.Millisecond
-			}
+			// One window each would take n windows (25.6s for 256). The
+			// bound only proves the burst shares its windows; how close it
+			// comes to one window is make bench's job, not a timed test's
+			// on a loaded 2-core CI machine under -race.
+			limit := 20 * probe.DefaultWindow
 			if wall > limit {
 				t.Fatalf("%d concurrent checks took %v, want under %v", n, wall, limit)
 			}
