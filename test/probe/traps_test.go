@@ -166,7 +166,9 @@ func TestBusyTrafficDeadline(t *testing.T) {
 	for _, a := range []string{netlab.Free4, netlab.Free6} {
 		res := mustConflict(t, e, on(l.Node, a), probe.Params{})
 		expect(t, res, probe.Free, "")
-		if res.Elapsed > 150*time.Millisecond {
+		// A deadline that each frame pushed back would never end under
+		// the flood; the slack is for a loaded CI machine, not the engine.
+		if res.Elapsed > 300*time.Millisecond {
 			t.Fatalf("%s: a 100ms window took %v under load", a, res.Elapsed)
 		}
 	}
