@@ -1,0 +1,361 @@
+package packaging
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+const pkgName = "spiderpool-agent"
+
+// Where the package's enablement lives (deb-systemd-helper, run by the
+// postinst even without a running systemd).
+const (
+	wantsLink = "/etc/systemd/system/multi-user.target.wants/spiderpool-agent.service"
+	dshState  = "/var/lib/systemd/deb-systemd-helper-enabled/spiderpool-agent.service"
+)
+
+// debEntry is one member of the package's data archive.
+type debEntry struct {
+	mode  string // "-rwxr-xr-x", "drwxr-xr-x"
+	owner string // "root/root"
+}
+
+// wantFiles are the package's files and their modes.
+var wantFiles = map[string]string{
+	"/usr/bin/spiderpool-agent":                                      "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":     "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":      "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector": "-rwxr-xr-x",
+	"/etc/spiderpool/config.hcl":                                     "-rw-r--r--",
+	"/etc/default/spiderpool-agent":                                  "-rw-r--r--",
+	"/lib/systemd/system/spiderpool-agent.service":                   "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/README.md":                      "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/config.hcl.example":             "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/copyright":                      "-rw-r--r--",
+	"/etc/spiderpool":                 "drwxr-xr-x",
+	"/usr/lib/spiderpool/plugins":     "drwxr-xr-x",
+	"/usr/lib/spiderpool":             "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent": "drwxr-xr-x",
+}
+
+var wantConffiles = []string{"/etc/default/spiderpool-agent", "/etc/spiderpool/config.hcl"}
+
+// buildDeb runs `make deb` with its output in a scratch directory (so that
+// it neither needs nor disturbs bin/ and dist/) and returns the package.
+func buildDeb(t *testing.T) string {
+	t.Helper()
+	requireTool(t, "make", "make")
+	dir := t.TempDir()
+	dist := filepath.Join(dir, "dist")
+	run(t, repoRoot(t), "make", "deb", "BIN="+filepath.Join(dir, "bin"), "DIST="+dist)
+	debs, err := filepath.Glob(filepath.Join(dist, pkgName+"_*_amd64.deb"))
+	if err != nil || len(debs) != 1 {
+		t.Fatalf("make deb made %v (%v), want one %s_*_amd64.deb", debs, err, pkgName)
+	}
+	return debs[0]
+}
+
+// debContents lists the data archive: path -> entry.
+func debContents(t *testing.T, deb string) map[string]debEntry {
+	t.Helper()
+	out := run(t, "", "dpkg-deb", "--contents", deb)
+	entries := map[string]debEntry{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			t.Fatalf("dpkg-deb --contents: cannot parse %q", line)
+		}
+		p := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
+		if p == "" {
+			continue
+		}
+		entries[p] = debEntry{mode: f[0], owner: f[1]}
+	}
+	return entries
+}
+
+func dpkgStatus(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", pkgName).Output()
+	if err != nil {
+		return "not-installed"
+	}
+	return string(out)
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// agentProcesses lists running processes of the installed binary.
+func agentProcesses() []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && strings.HasPrefix(exe, "/usr/bin/spiderpool-agent") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestDebPackage builds the package with `make deb`, checks what is in it,
+// installs it with dpkg on this machine (where systemd is not running, so
+// the maintainer scripts must start nothing), runs the installed binary,
+// runs it again with the unit's credentials, and removes and purges it.
+func TestDebPackage(t *testing.T) {
+	requireRoot(t)
+	for tool, pkg := range map[string]string{"dpkg": "dpkg", "dpkg-deb": "dpkg", "dpkg-query": "dpkg",
+		"deb-systemd-helper": "init-system-helpers", "systemd-analyze": "systemd", "ip": "iproute2",
+		"setpriv": "util-linux", "unshare": "util-linux", "mount": "mount"} {
+		requireTool(t, tool, pkg)
+	}
+	if st := dpkgStatus(t); !strings.Contains(st, "not-installed") {
+		t.Fatalf("%s is already on this machine (dpkg status %q); this test installs and purges it: run `dpkg -P %s` first", pkgName, st, pkgName)
+	}
+	for _, p := range []string{"/etc/spiderpool", "/usr/lib/spiderpool", wantsLink} {
+		if exists(p) {
+			t.Fatalf("%s exists without the package installed; this test would remove it: clear it first", p)
+		}
+	}
+	if pids := agentProcesses(); len(pids) > 0 {
+		t.Fatalf("spiderpool-agent processes already run from /usr/bin: %v", pids)
+	}
+
+	deb := buildDeb(t)
+	t.Logf("built %s", filepath.Base(deb))
+
+	// --- What is in the package ---------------------------------------
+	fields := map[string]string{}
+	for _, f := range []string{"Package", "Version", "Architecture", "Maintainer", "Description", "Homepage", "Depends", "Recommends", "Section"} {
+		fields[f] = strings.TrimSpace(run(t, "", "dpkg-deb", "--field", deb, f))
+	}
+	if fields["Package"] != pkgName || fields["Architecture"] != "amd64" || fields["Maintainer"] == "" || fields["Description"] == "" || fields["Homepage"] == "" {
+		t.Errorf("control fields %+v", fields)
+	}
+	if !regexp.MustCompile(`^[0-9][A-Za-z0-9.+~]*$`).MatchString(fields["Version"]) {
+		t.Errorf("Version %q is not a Debian version starting with a digit", fields["Version"])
+	}
+	// Static binaries that execute only their plugins: nothing to depend on.
+	if fields["Depends"] != "" || !strings.Contains(fields["Recommends"], "iproute2") {
+		t.Errorf("Depends %q Recommends %q, want no Depends and iproute2 recommended", fields["Depends"], fields["Recommends"])
+	}
+	contents := debContents(t, deb)
+	for p, mode := range wantFiles {
+		e, ok := contents[p]
+		if !ok {
+			t.Errorf("the package lacks %s", p)
+			continue
+		}
+		if e.mode != mode || e.owner != "root/root" {
+			t.Errorf("%s is %s %s in the package, want %s root/root", p, e.mode, e.owner, mode)
+		}
+	}
+	for p, e := range contents {
+		if _, ok := wantFiles[p]; !ok && !strings.HasPrefix(e.mode, "d") {
+			t.Errorf("the package holds %s, which this test does not know", p)
+		}
+	}
+	conffiles := strings.Fields(run(t, "", "dpkg-deb", "--info", deb, "conffiles"))
+	slices.Sort(conffiles)
+	if !slices.Equal(conffiles, wantConffiles) {
+		t.Errorf("conffiles %v, want %v", conffiles, wantConffiles)
+	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		script := run(t, "", "dpkg-deb", "--info", deb, s)
+		if !strings.HasPrefix(script, "#!/bin/sh\n") || !strings.Contains(script, "set -e") {
+			t.Errorf("%s is not a /bin/sh script with set -e", s)
+		}
+		if !strings.Contains(script, "[ -d /run/systemd/system ]") {
+			t.Errorf("%s does not check for a running systemd", s)
+		}
+	}
+
+	// Paths of the package that were already there (shared directories
+	// such as /usr/bin) must stay; the others must go on purge.
+	preexisting := map[string]bool{}
+	for p := range contents {
+		preexisting[p] = exists(p)
+	}
+
+	t.Cleanup(func() {
+		if !strings.Contains(dpkgStatus(t), "not-installed") {
+			if out, err := exec.Command("dpkg", "--purge", pkgName).CombinedOutput(); err != nil {
+				t.Errorf("cleanup: dpkg --purge %s: %v\n%s", pkgName, err, out)
+			}
+		}
+		if pids := agentProcesses(); len(pids) > 0 {
+			t.Errorf("cleanup: spiderpool-agent processes left: %v", pids)
+		}
+	})
+
+	// --- Install ------------------------------------------------------
+	out := run(t, "", "dpkg", "--install", deb)
+	t.Logf("dpkg --install:\n%s", out)
+	if st := dpkgStatus(t); st != "install ok installed" {
+		t.Fatalf("dpkg status %q after install", st)
+	}
+	if pids := agentProcesses(); len(pids) > 0 {
+		t.Errorf("the install started spiderpool-agent %v although systemd is not running", pids)
+	}
+	for p, mode := range wantFiles {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("installed: %v", err)
+			continue
+		}
+		if got := modeString(fi); got != mode {
+			t.Errorf("installed %s is %s, want %s", p, got, mode)
+		}
+	}
+	listed := strings.Fields(run(t, "", "dpkg-query", "--listfiles", pkgName))
+	for p := range contents {
+		if !slices.Contains(listed, p) {
+			t.Errorf("dpkg -L %s does not list %s", pkgName, p)
+		}
+	}
+	got, _ := os.ReadFile("/var/lib/dpkg/info/" + pkgName + ".conffiles")
+	if gotConf := strings.Fields(string(got)); !slices.Equal(sorted(gotConf), wantConffiles) {
+		t.Errorf("dpkg knows conffiles %v, want %v", gotConf, wantConffiles)
+	}
+	if target, err := os.Readlink(wantsLink); err != nil || target != "/lib/systemd/system/spiderpool-agent.service" {
+		t.Errorf("the postinst did not enable the unit: %s -> %q (%v)", wantsLink, target, err)
+	}
+
+	t.Run("systemd-analyze verify", func(t *testing.T) {
+		out, err := exec.Command("systemd-analyze", "verify", "/lib/systemd/system/"+unitName).CombinedOutput()
+		if err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify of the installed unit: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("version and config validate", func(t *testing.T) {
+		out, err := cleanCommand("/usr/bin/spiderpool-agent", "version").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "spiderpool-agent ") {
+			t.Errorf("spiderpool-agent version: %v\n%s", err, out)
+		}
+		// config validate starts each plugin only to read its schema; it
+		// runs in a namespace of its own all the same, so that nothing it
+		// could do reaches the host's network settings.
+		ns := netlab.NewNS(t, "validate")
+		cmd := cleanCommand("ip", "netns", "exec", ns, "/usr/bin/spiderpool-agent", "config", "validate", "--config-dir", "/etc/spiderpool")
+		out, err = cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "configuration is valid") || !strings.Contains(string(out), "3 plugins enabled") {
+			t.Errorf("spiderpool-agent config validate --config-dir /etc/spiderpool: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("unit credentials", func(t *testing.T) { testUnitCredentials(t) })
+
+	t.Run("reinstall keeps a changed conffile", func(t *testing.T) {
+		const local = "\n# changed by the administrator\n"
+		f, err := os.OpenFile("/etc/spiderpool/config.hcl", os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, werr := f.WriteString(local)
+		if err := errors.Join(werr, f.Close()); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("dpkg", "--install", deb)
+		cmd.Stdin = nil // a conffile prompt would fail instead of waiting
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("dpkg --install again: %v\n%s", err, out)
+		}
+		data, err := os.ReadFile("/etc/spiderpool/config.hcl")
+		if err != nil || !strings.HasSuffix(string(data), local) {
+			t.Errorf("the administrator's change to config.hcl is gone after a reinstall (%v)", err)
+		}
+	})
+
+	// --- Remove: only the conffiles stay ------------------------------
+	out = run(t, "", "dpkg", "--remove", pkgName)
+	t.Logf("dpkg --remove:\n%s", out)
+	if st := dpkgStatus(t); st != "deinstall ok config-files" {
+		t.Errorf("dpkg status %q after remove, want deinstall ok config-files", st)
+	}
+	for p := range contents {
+		switch {
+		case slices.Contains(wantConffiles, p) || p == "/etc/spiderpool":
+			if !exists(p) {
+				t.Errorf("dpkg --remove deleted %s; conffiles stay until purge", p)
+			}
+		case !preexisting[p] && exists(p):
+			t.Errorf("dpkg --remove left %s", p)
+		}
+	}
+
+	// --- Purge: nothing stays -----------------------------------------
+	out = run(t, "", "dpkg", "--purge", pkgName)
+	t.Logf("dpkg --purge:\n%s", out)
+	if st := dpkgStatus(t); !strings.Contains(st, "not-installed") {
+		t.Errorf("dpkg status %q after purge", st)
+	}
+	for p := range contents {
+		if !preexisting[p] && exists(p) {
+			t.Errorf("dpkg --purge left %s", p)
+		}
+	}
+	for _, p := range []string{"/etc/spiderpool", wantsLink, dshState, dshState + ".dsh-also"} {
+		if exists(p) {
+			t.Errorf("dpkg --purge left %s", p)
+		}
+	}
+
+	// --- Purge keeps what the administrator added ---------------------
+	t.Run("purge keeps the administrator's files", func(t *testing.T) {
+		run(t, "", "dpkg", "--install", deb)
+		const mine = "/etc/spiderpool/local.hcl"
+		if err := os.WriteFile(mine, []byte("log_level = \"debug\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(mine); os.Remove("/etc/spiderpool") })
+		run(t, "", "dpkg", "--purge", pkgName)
+		if !exists(mine) {
+			t.Errorf("dpkg --purge deleted %s, which the package does not own", mine)
+		}
+		for _, p := range wantConffiles {
+			if exists(p) {
+				t.Errorf("dpkg --purge left the conffile %s", p)
+			}
+		}
+	})
+}
+
+// cleanCommand is a command with the environment of a systemd service: no
+// SPIDERPOOL_* variables from the test's shell.
+func cleanCommand(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	return cmd
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// modeString renders a FileMode as ls and dpkg-deb do.
+func modeString(fi fs.FileInfo) string {
+	s := fi.Mode().Perm().String() // "-rwxr-xr-x"
+	if fi.IsDir() {
+		return "d" + s[1:]
+	}
+	return s
+}
