@@ -1,0 +1,581 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+// bins are the binaries a run uses: a snapshot of -bin (so that a `make
+// build` elsewhere in the tree cannot swap a binary under a running
+// benchmark) and the test plugins, built here with the flags of `make
+// build`.
+type bins struct {
+	dir       string
+	agent     string
+	pluginDir string
+	noop      string
+	faulty    map[string]string // mode -> binary
+}
+
+var builtins = []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
+
+func prepareBins(s *scope, binDir string) *bins {
+	dir := s.TempDir()
+	b := &bins{dir: dir, agent: filepath.Join(dir, "spiderpool-agent"), pluginDir: filepath.Join(dir, "plugins"), faulty: map[string]string{}}
+	if err := os.MkdirAll(b.pluginDir, 0o755); err != nil {
+		s.Fatal(err)
+	}
+	copyExe(s, filepath.Join(binDir, "spiderpool-agent"), b.agent)
+	for _, p := range builtins {
+		name := "spiderpool-plugin-" + p
+		copyExe(s, filepath.Join(binDir, "plugins", name), filepath.Join(b.pluginDir, name))
+	}
+	root := moduleRoot(s)
+	build := func(out, pkg, ldflags string) {
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			s.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	b.noop = filepath.Join(dir, "test-plugins", "noop")
+	build(b.noop, "./test/plugins/noop", "")
+	for _, mode := range []string{"ok", "hang", "crash"} {
+		b.faulty[mode] = filepath.Join(dir, "test-plugins", "faulty-"+mode)
+		build(b.faulty[mode], "./test/plugins/faulty", "-X main.mode="+mode)
+	}
+	return b
+}
+
+func copyExe(s *scope, from, to string) {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		s.Fatalf("%v (run `make build` first, or pass -bin)", err)
+	}
+	if err := os.WriteFile(to, data, 0o755); err != nil {
+		s.Fatal(err)
+	}
+}
+
+func moduleRoot(s *scope) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
+		s.Fatalf("go env GOMOD: %v %s (run from the repository)", err, out)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// cleanEnv is our environment without SPIDERPOOL_ and NOTIFY_SOCKET.
+func cleanEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SPIDERPOOL_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// spawn starts cmd inside the network namespace at nsPath (empty: ours):
+// it forks from an OS thread locked inside the namespace, so the child
+// starts there without `ip netns exec` and its mount namespace. It returns
+// the time just before the fork.
+func spawn(nsPath string, cmd *exec.Cmd) (time.Time, error) {
+	var t0 time.Time
+	start := func() error {
+		t0 = time.Now()
+		return cmd.Start()
+	}
+	if nsPath == "" {
+		err := start()
+		return t0, err
+	}
+	err := netlab.DoInNS(nsPath, start)
+	return t0, err
+}
+
+// runIn runs argv inside nsPath and returns its exit code, the time from
+// fork to exit, and its output.
+func runIn(nsPath string, timeout time.Duration, argv ...string) (int, time.Duration, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = cleanEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t0, err := spawn(nsPath, cmd)
+	if err != nil {
+		return -1, 0, err.Error()
+	}
+	err = cmd.Wait()
+	took := time.Since(t0)
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), took, out.String()
+		}
+		return -1, took, out.String() + err.Error()
+	}
+	return 0, took, out.String()
+}
+
+// agentOpts describe one agent.
+type agentOpts struct {
+	name   string
+	nsPath string // namespace to run in
+	config string // HCL; socket_path, plugin_dir, health_port and gops_port are added unless set
+	health int    // default 5710
+	gops   int    // default 5712
+	env    []string
+	dir    string // reuse this config dir (and its socket); default a new one
+}
+
+// agent is one spiderpool-agent daemon process, forked inside a namespace.
+type agent struct {
+	s        *scope
+	name     string
+	nsPath   string
+	dir      string
+	socket   string
+	health   int
+	gopsPort int
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	started  time.Time
+	done     chan struct{}
+	exitCode int
+	// exitedAt and exitSignal are valid once done is closed.
+	exitedAt   time.Time
+	exitSignal string
+	bins       *bins
+	config     string
+	opts       agentOpts
+}
+
+func startAgent(s *scope, b *bins, o agentOpts) *agent {
+	if o.health == 0 {
+		o.health = 5710
+	}
+	if o.gops == 0 {
+		o.gops = 5712
+	}
+	dir := o.dir
+	if dir == "" {
+		dir = s.TempDir()
+	}
+	a := &agent{s: s, bins: b, opts: o, name: o.name, nsPath: o.nsPath, dir: dir, socket: filepath.Join(dir, "agent.sock"),
+		health: o.health, gopsPort: o.gops, log: &syncBuffer{}, done: make(chan struct{})}
+	cfg := o.config
+	for _, kv := range [][2]string{
+		{"socket_path", strconv.Quote(a.socket)},
+		{"plugin_dir", strconv.Quote(b.pluginDir)},
+		{"health_port", strconv.Itoa(o.health)},
+		{"gops_port", strconv.Itoa(o.gops)},
+	} {
+		if !strings.Contains(cfg, kv[0]) {
+			cfg = kv[0] + " = " + kv[1] + "\n" + cfg
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent.hcl"), []byte(cfg), 0o644); err != nil {
+		s.Fatal(err)
+	}
+	a.config = cfg
+	a.cmd = exec.Command(b.agent, "daemon", "--config-dir", dir)
+	a.cmd.Env = append(cleanEnv(), o.env...)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	// The agent dies with this program even if it is killed.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	t0, err := spawn(o.nsPath, a.cmd)
+	if err != nil {
+		s.Fatalf("start agent %s: %v", o.name, err)
+	}
+	a.started = t0
+	go func() {
+		_ = a.cmd.Wait()
+		a.exitedAt = time.Now()
+		a.exitCode = a.cmd.ProcessState.ExitCode()
+		if ws, ok := a.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			a.exitSignal = ws.Signal().String()
+		}
+		close(a.done)
+	}()
+	s.Cleanup(a.stop)
+	return a
+}
+
+// restart starts a new agent process with the same config dir, socket and
+// ports (the old one must have exited).
+func (a *agent) restart() *agent {
+	o := a.opts
+	o.dir = a.dir
+	return startAgent(a.s, a.bins, o)
+}
+
+// stop ends the agent with SIGTERM, SIGKILL after 15 s.
+func (a *agent) stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+func (a *agent) pid() int { return a.cmd.Process.Pid }
+
+func (a *agent) exited() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// httpClient dials inside the agent's namespace.
+func (a *agent) httpClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var conn net.Conn
+				err := netlab.DoInNS(a.nsPath, func() error {
+					var err error
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+}
+
+// healthGet fetches a health path: its status code and body.
+func (a *agent) healthGet(path string) (int, []byte, error) {
+	resp, err := a.httpClient(2 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d%s", a.health, path))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+func (a *agent) ready() bool {
+	code, _, err := a.healthGet("/v1/runtime/readiness")
+	return err == nil && code == http.StatusOK
+}
+
+// waitReady polls readiness every millisecond and returns the time from
+// the agent's fork to the first 200.
+func (a *agent) waitReady(timeout time.Duration) time.Duration {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if a.ready() {
+			return time.Since(a.started)
+		}
+		if a.exited() {
+			a.s.Fatalf("agent %s exited (code %d) before it was ready\n%s", a.name, a.exitCode, a.log.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	a.s.Fatalf("agent %s not ready within %v\n%s", a.name, timeout, a.log.String())
+	return 0
+}
+
+func (a *agent) client() *control.Client { return &control.Client{SocketPath: a.socket} }
+
+// status returns the agent's state over the control socket.
+func (a *agent) status() (state.Agent, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return a.client().Status(ctx)
+}
+
+// plugin returns one plugin's state.
+func (a *agent) plugin(name string) (state.Plugin, bool) {
+	st, err := a.status()
+	if err != nil {
+		return state.Plugin{}, false
+	}
+	for _, p := range st.Plugins {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return state.Plugin{}, false
+}
+
+// pluginPIDs maps running plugins to their pids.
+func (a *agent) pluginPIDs() map[string]int {
+	st, err := a.status()
+	if err != nil {
+		a.s.Fatalf("status of %s: %v", a.name, err)
+	}
+	out := map[string]int{}
+	for _, p := range st.Plugins {
+		if p.PID != 0 {
+			out[p.Name] = p.PID
+		}
+	}
+	return out
+}
+
+// gops sends one request byte to the agent's gops agent (127.0.0.1:gops
+// in its namespace) and returns the "key: value" lines of the answer.
+func (a *agent) gops(sig byte) (map[string]string, error) {
+	var conn net.Conn
+	err := netlab.DoInNS(a.nsPath, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", a.gopsPort), 2*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte{sig}); err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(conn)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m, nil
+}
+
+// Request bytes of github.com/google/gops/signal.
+const (
+	gopsMemStats = 0x3
+	gopsStats    = 0x7
+)
+
+// goroutines is runtime.NumGoroutine of the agent, through gops.
+func (a *agent) goroutines() (int, error) {
+	m, err := a.gops(gopsStats)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(m["goroutines"])
+}
+
+// check is one call through the control socket.
+func (a *agent) check(ctx context.Context, req control.CheckRequest) (control.CheckResponse, int, error) {
+	return a.client().Check(ctx, req)
+}
+
+// rawPost sends body to the control socket as is.
+func (a *agent) rawRequest(method, path, contentType string, body []byte) (int, []byte, error) {
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", a.socket)
+		},
+	}}
+	req, err := http.NewRequest(method, "http://spiderpool-agent"+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, out, err
+}
+
+// panics counts lines of the agent's log (plugins log through it) that
+// show a Go panic or fatal runtime error.
+func (a *agent) panics() int {
+	n := 0
+	for _, line := range strings.Split(a.log.String(), "\n") {
+		if isPanicLine(line) {
+			n++
+		}
+	}
+	return n
+}
+
+// isPanicLine matches the lines the Go runtime prints for a panic or a
+// fatal error ("panic: ...", "fatal error: ...", "goroutine 1 [running]:",
+// "runtime: goroutine stack exceeds ..."), not the word panic in a message
+// such as the list of log levels.
+func isPanicLine(line string) bool {
+	return strings.Contains(line, "panic: ") || strings.Contains(line, "fatal error: ") ||
+		strings.Contains(line, "[running]:") || strings.Contains(line, "runtime: goroutine stack exceeds")
+}
+
+// hasPanic reports whether any line of out is a panic line.
+func hasPanic(out string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		if isPanicLine(line) {
+			return true
+		}
+	}
+	return false
+}
+
+// procStatus reads a field of /proc/PID/status (VmRSS in kB, Threads).
+func procStatus(pid int, field string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+func rssKiB(pid int) int  { return procStatus(pid, "VmRSS") }
+func anonKiB(pid int) int { return procStatus(pid, "RssAnon") }
+func fileKiB(pid int) int { return procStatus(pid, "RssFile") }
+
+// cpuTicks is utime + stime of pid (0: this process) in clock ticks.
+func cpuTicks(pid int) int {
+	p := "/proc/self/stat"
+	if pid != 0 {
+		p = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return u + st
+}
+
+// clockTick is USER_HZ, 100 on every Linux this runs on.
+const clockTick = 10 * time.Millisecond
+
+// cpu is the CPU time of the agent and its plugins, and of this process
+// (the client side).
+func (a *agent) cpu() (server, client time.Duration) {
+	n := cpuTicks(a.pid())
+	for _, pid := range a.pluginPIDs() {
+		n += cpuTicks(pid)
+	}
+	return time.Duration(n) * clockTick, time.Duration(cpuTicks(0)) * clockTick
+}
+func threads(pid int) int { return procStatus(pid, "Threads") }
+
+// fds counts /proc/PID/fd.
+func fds(pid int) int {
+	e, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(e)
+}
+
+// procsWithExeIn lists live processes whose executable lies in one of dirs.
+func procsWithExeIn(dirs ...string) map[int]string {
+	out := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		exe = strings.TrimSuffix(exe, " (deleted)")
+		for _, d := range dirs {
+			if strings.HasPrefix(exe, d+"/") && alive(pid) {
+				out[pid] = exe
+			}
+		}
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// healthBody is the JSON of the health endpoints.
+type healthBody struct {
+	Status     string   `json:"status"`
+	WaitingFor []string `json:"waiting_for"`
+}
+
+func parseHealth(b []byte) healthBody {
+	var h healthBody
+	_ = json.Unmarshal(b, &h)
+	return h
+}

@@ -1,0 +1,138 @@
+// Command bench is spiderpool-agent's benchmark and fault suite. It runs the
+// real agent and plugin binaries (from -bin, as `make build` leaves them)
+// inside network namespaces on a test/netlab LAN, never on the host's
+// network, and prints markdown tables:
+//
+//	go run ./test/bench -bin bin          # make bench
+//	go run ./test/bench -bin bin -faults  # make faults
+//
+// It needs root. See test/bench/README.md for how to read the tables.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+var (
+	binDir  = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
+	faults  = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
+	runs    = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
+	only    = flag.String("only", "", "comma-separated sections to run (latency,scale,hop,sustained,memory,startup; faults: plugin-kill,agent-kill,sigterm,third-party,sysctl,bad-input); empty: all")
+	arping  = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
+	verbose = flag.Bool("v", false, "log progress details to stderr")
+	mdOut   = flag.String("o", "", "also write the markdown to this file")
+)
+
+// iputilsExtracted is where test/bench/README.md suggests unpacking Debian's
+// iputils-arping when Habets' arping is installed (the two conflict).
+const iputilsExtracted = "/opt/iputils-arping/usr/bin/arping"
+
+func main() {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: must run as root: it builds network namespaces and opens packet sockets")
+		os.Exit(2)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "bench: %v: cleaning up\n", sig)
+		closeAll()
+		os.Exit(130)
+	}()
+	netlab.Sweep()
+
+	var out io.Writer = os.Stdout
+	if *mdOut != "" {
+		f, err := os.Create(*mdOut)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer f.Close()
+		out = io.MultiWriter(os.Stdout, f)
+	}
+
+	start := time.Now()
+	var err error
+	if *faults {
+		err = run("faults", func(s *scope) { runFaults(s, out) })
+	} else {
+		err = run("bench", func(s *scope) { runBench(s, out) })
+	}
+	fmt.Fprintf(out, "_Whole run: %v; %s at the end._\n", time.Since(start).Round(time.Second), loadavg())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// selected reports whether a section runs under -only.
+func selected(name string) bool {
+	if *only == "" {
+		return true
+	}
+	for _, n := range strings.Split(*only, ",") {
+		if strings.TrimSpace(n) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// loadavg is the 1, 5 and 15 minute load average: other work on the
+// machine shows in the tails.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "load average ?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "load average ?"
+	}
+	return "load average " + strings.Join(f[:3], " ")
+}
+
+// machine describes where the run happened.
+func machine() string {
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				var kb int
+				fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/1024/1024)
+			}
+		}
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-r").Output()
+	return fmt.Sprintf("%s; nproc %d (%s); memory %s; kernel %s; %s; agent binaries from %s; %s",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), model, mem,
+		strings.TrimSpace(string(kernel)), runtime.Version(), *binDir, loadavg())
+}
