@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +47,7 @@ type credAgent struct {
 	done            chan struct{}
 }
 
-func startCredAgent(t *testing.T, caps []string) *credAgent {
+func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 	t.Helper()
 	ns := netlab.NewNS(t, "unit")
 	netlab.IP(t, ns, "link", "set", "lo", "up")
@@ -97,8 +98,9 @@ func startCredAgent(t *testing.T, caps []string) *credAgent {
 		"unshare", "--mount", "--propagation", "slave", "--",
 		"sh", "-c", `mount -t proc -o hidepid=ptraceable proc /proc && exec "$@"`, "sh",
 		"setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
-		"--inh-caps="+capArg, "--ambient-caps="+capArg, "--bounding-set="+capArg, "--no-new-privs", "--",
-		"/usr/bin/spiderpool-agent", "daemon", "--config-dir", conf)
+		"--inh-caps="+capArg, "--ambient-caps="+capArg, "--bounding-set="+capArg, "--no-new-privs", "--")
+	a.cmd.Args = append(a.cmd.Args, sandbox...)
+	a.cmd.Args = append(a.cmd.Args, "/usr/bin/spiderpool-agent", "daemon", "--config-dir", conf)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -239,7 +241,8 @@ func testUnitCredentials(t *testing.T) {
 		return err1 == nil && err2 == nil && a != b, nil
 	})
 
-	a := startCredAgent(t, caps)
+	sandbox := seccompSandbox(t, u)
+	a := startCredAgent(t, caps, sandbox)
 	a.waitReady(t)
 
 	// It is who the unit says, and so are its plugins.
@@ -254,9 +257,10 @@ func testUnitCredentials(t *testing.T) {
 	for _, pid := range pids {
 		s := procStatus(t, pid)
 		eff, _ := strconv.ParseUint(s["CapEff"], 16, 64)
-		t.Logf("pid %d %s: Uid %s CapEff %s NoNewPrivs %s", pid, s["Name"], s["Uid"], s["CapEff"], s["NoNewPrivs"])
-		if !strings.HasPrefix(s["Uid"], strconv.Itoa(dynamicUID)+"\t") || eff != mask || s["NoNewPrivs"] != "1" {
-			t.Errorf("pid %d (%s): Uid %q CapEff %s NoNewPrivs %s, want uid %d, CapEff %x, NoNewPrivs 1", pid, s["Name"], s["Uid"], s["CapEff"], s["NoNewPrivs"], dynamicUID, mask)
+		t.Logf("pid %d %s: Uid %s CapEff %s NoNewPrivs %s Seccomp %s", pid, s["Name"], s["Uid"], s["CapEff"], s["NoNewPrivs"], s["Seccomp"])
+		if !strings.HasPrefix(s["Uid"], strconv.Itoa(dynamicUID)+"\t") || eff != mask || s["NoNewPrivs"] != "1" || s["Seccomp"] != "2" {
+			t.Errorf("pid %d (%s): Uid %q CapEff %s NoNewPrivs %s Seccomp %s, want uid %d, CapEff %x, NoNewPrivs 1, Seccomp 2 (filter)",
+				pid, s["Name"], s["Uid"], s["CapEff"], s["NoNewPrivs"], s["Seccomp"], dynamicUID, mask)
 		}
 	}
 
@@ -285,7 +289,7 @@ func testUnitCredentials(t *testing.T) {
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	<-a.done
-	b := startCredAgent(t, noPtrace)
+	b := startCredAgent(t, noPtrace, sandbox)
 	b.waitReady(t)
 	r := b.check(t, procNS, netlab.Free4+"/24", netlab.GW4)
 	t.Logf("without CAP_SYS_PTRACE through %s: %+v", procNS, r)
@@ -303,6 +307,132 @@ func logCheck(t *testing.T, ns string, r control.CheckResponse) bool {
 	t.Helper()
 	t.Logf("through %s: %+v", ns, r)
 	return true
+}
+
+// seccompSandbox builds internal/seccompexec and returns the command prefix
+// that puts the unit's SystemCallFilter=, SystemCallErrorNumber=,
+// SystemCallArchitectures=, RestrictAddressFamilies=, RestrictNamespaces=
+// and MemoryDenyWriteExecute= in force, with the syscall groups as this
+// machine's systemd defines them.
+func seccompSandbox(t *testing.T, u unit) []string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "spiderpool-seccomp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "seccompexec")
+	run(t, repoRoot(t), "go", "build", "-o", helper, "./test/packaging/internal/seccompexec")
+
+	svc := "Service"
+	if u.get(svc, "SystemCallErrorNumber") != "EPERM" || u.get(svc, "SystemCallArchitectures") != "native" {
+		t.Fatalf("SystemCallErrorNumber=%q SystemCallArchitectures=%q: this emulation knows EPERM and native",
+			u.get(svc, "SystemCallErrorNumber"), u.get(svc, "SystemCallArchitectures"))
+	}
+	allowed := map[string]bool{}
+	groups := map[string][]string{}
+	for i, v := range u[svc]["SystemCallFilter"] {
+		deny := strings.HasPrefix(v, "~")
+		if i == 0 && deny {
+			t.Fatalf("SystemCallFilter=%s: this emulation knows allow lists (then ~ lines)", v)
+		}
+		for name := range expandSyscalls(t, strings.Fields(strings.TrimPrefix(v, "~")), groups) {
+			if deny {
+				delete(allowed, name)
+			} else {
+				allowed[name] = true
+			}
+		}
+	}
+	numbers := syscallNumbers(t)
+	var nrs []string
+	for name := range allowed {
+		if nr, ok := numbers[name]; ok { // names of other architectures do not exist here
+			nrs = append(nrs, nr)
+		}
+	}
+	if !allowed["setns"] || len(nrs) < 100 {
+		t.Fatalf("the unit's SystemCallFilter= allows %d syscalls here (setns: %v)", len(nrs), allowed["setns"])
+	}
+
+	afs := map[string]int{"AF_UNIX": unix.AF_UNIX, "AF_INET": unix.AF_INET, "AF_INET6": unix.AF_INET6, "AF_NETLINK": unix.AF_NETLINK, "AF_PACKET": unix.AF_PACKET}
+	var families []string
+	for _, f := range u.words(svc, "RestrictAddressFamilies") {
+		n, ok := afs[f]
+		if !ok {
+			t.Fatalf("RestrictAddressFamilies= names %s, which this emulation does not know", f)
+		}
+		families = append(families, strconv.Itoa(n))
+	}
+
+	nsFlags := map[string]uint64{"cgroup": unix.CLONE_NEWCGROUP, "ipc": unix.CLONE_NEWIPC, "net": unix.CLONE_NEWNET,
+		"mnt": unix.CLONE_NEWNS, "pid": unix.CLONE_NEWPID, "user": unix.CLONE_NEWUSER, "uts": unix.CLONE_NEWUTS}
+	var forbidden uint64
+	for _, f := range nsFlags {
+		forbidden |= f
+	}
+	ns := u.get(svc, "RestrictNamespaces")
+	if strings.HasPrefix(ns, "~") || ns == "" || ns == "no" {
+		t.Fatalf("RestrictNamespaces=%q: this emulation knows allow lists", ns)
+	}
+	for _, name := range strings.Fields(ns) {
+		f, ok := nsFlags[name]
+		if !ok {
+			t.Fatalf("RestrictNamespaces= names %s", name)
+		}
+		forbidden &^= f
+	}
+
+	return []string{helper, "-allow", strings.Join(nrs, ","), "-families", strings.Join(families, ","),
+		"-ns-forbidden", strconv.FormatUint(forbidden, 10), "-mdwe=" + strconv.FormatBool(u.get(svc, "MemoryDenyWriteExecute") == "yes"), "--"}
+}
+
+// expandSyscalls resolves @groups with systemd-analyze syscall-filter.
+func expandSyscalls(t *testing.T, names []string, groups map[string][]string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, n := range names {
+		if !strings.HasPrefix(n, "@") {
+			out[n] = true
+			continue
+		}
+		members, ok := groups[n]
+		if !ok {
+			text := run(t, "", "systemd-analyze", "syscall-filter", "--no-pager", n)
+			for _, line := range strings.Split(text, "\n")[1:] {
+				if f := strings.TrimSpace(line); f != "" && !strings.HasPrefix(f, "#") {
+					members = append(members, f)
+				}
+			}
+			groups[n] = members
+		}
+		for m := range expandSyscalls(t, members, groups) {
+			out[m] = true
+		}
+	}
+	return out
+}
+
+// syscallNumbers maps x86-64 syscall names to numbers, from the
+// golang.org/x/sys this module builds with.
+func syscallNumbers(t *testing.T) map[string]string {
+	t.Helper()
+	dir := strings.TrimSpace(run(t, repoRoot(t), "go", "list", "-m", "-f", "{{.Dir}}", "golang.org/x/sys"))
+	data, err := os.ReadFile(filepath.Join(dir, "unix", "zsysnum_linux_amd64.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*SYS_([A-Z0-9_]+)\s*=\s*([0-9]+)`).FindAllStringSubmatch(string(data), -1) {
+		out[strings.ToLower(m[1])] = m[2]
+	}
+	if len(out) < 300 {
+		t.Fatalf("%d syscall numbers in %s", len(out), dir)
+	}
+	return out
 }
 
 func detector(r control.CheckResponse, name string) string {
