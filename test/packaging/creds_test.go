@@ -77,7 +77,7 @@ func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 	a := &credAgent{ns: ns, dir: dir, socket: filepath.Join(runDir, "spiderpool.sock"), log: &lockedBuffer{}, done: make(chan struct{})}
 	files := map[string]string{
 		"config.hcl":  string(packaged),
-		"zz-test.hcl": fmt.Sprintf("socket_path = %q\ngops_port = 0\n", a.socket),
+		"zz-test.hcl": fmt.Sprintf("socket_path = %q\n", a.socket),
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(conf, name), []byte(text), 0o644); err != nil {
@@ -101,6 +101,8 @@ func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 		"--inh-caps="+capArg, "--ambient-caps="+capArg, "--bounding-set="+capArg, "--no-new-privs", "--")
 	a.cmd.Args = append(a.cmd.Args, sandbox...)
 	a.cmd.Args = append(a.cmd.Args, "/usr/bin/spiderpool-agent", "daemon", "--config-dir", conf)
+	// As the unit's Environment=: gops writes its port file there.
+	a.cmd.Env = append(a.cmd.Env, "GOPS_CONFIG_DIR="+filepath.Join(runDir, "gops"))
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -262,6 +264,11 @@ func testUnitCredentials(t *testing.T) {
 			t.Errorf("pid %d (%s): Uid %q CapEff %s NoNewPrivs %s Seccomp %s, want uid %d, CapEff %x, NoNewPrivs 1, Seccomp 2 (filter)",
 				pid, s["Name"], s["Uid"], s["CapEff"], s["NoNewPrivs"], s["Seccomp"], dynamicUID, mask)
 		}
+	}
+
+	// gops runs, with its port file where the unit's GOPS_CONFIG_DIR says.
+	if _, err := os.Stat(filepath.Join(a.dir, "run", "gops", strconv.Itoa(a.cmd.Process.Pid))); err != nil {
+		t.Errorf("gops port file: %v", err)
 	}
 
 	// The sysctl-tuner wrote /proc/sys/net as a non-root user.

@@ -137,6 +137,8 @@ func TestDebPackage(t *testing.T) {
 		t.Fatalf("spiderpool-agent processes already run from /usr/bin: %v", pids)
 	}
 
+	denyServiceStarts(t)
+
 	deb := buildDeb(t)
 	t.Logf("built %s", filepath.Base(deb))
 
@@ -335,6 +337,33 @@ func TestDebPackage(t *testing.T) {
 			}
 		}
 	})
+}
+
+// denyServiceStarts makes sure that installing the package starts nothing
+// here. Where systemd is not running (this machine, CI containers) the
+// maintainer scripts start nothing by themselves. Where it is, they start
+// the agent through deb-systemd-invoke, which asks policy-rc.d: the agent
+// on the host's network namespace would tune the host's sysctls, so a
+// policy-rc.d that denies every start is put in place for the test.
+func denyServiceStarts(t *testing.T) {
+	t.Helper()
+	if !exists("/run/systemd/system") {
+		return
+	}
+	const policy = "/usr/sbin/policy-rc.d"
+	if exists(policy) {
+		err := exec.Command(policy, unitName, "start").Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 101 {
+			t.Fatalf("systemd is running and %s does not deny starting %s (%v): installing the package would start the agent on this host", policy, unitName, err)
+		}
+		return
+	}
+	if err := os.WriteFile(policy, []byte("#!/bin/sh\n# test/packaging: deny every start while the test runs\nexit 101\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(policy) })
+	t.Logf("systemd is running: %s denies service starts during the test", policy)
 }
 
 // cleanCommand is a command with the environment of a systemd service: no
