@@ -51,13 +51,14 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./plugins/probe/
 	$(GO) test -run XXX -fuzz FuzzBuildParse -fuzztime $(FUZZTIME) ./plugins/probe/
 
-## bench: latency, scale, start-up, memory and load tables (as root)
+## bench: latency, scale, start-up, memory and load tables (as root; see test/bench/README.md)
+BENCHFLAGS ?=
 bench: build
-	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN)
+	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) $(BENCHFLAGS)
 
-## faults: the fault suite's table (as root)
+## faults: the fault suite's table (as root; see test/bench/README.md)
 faults: build
-	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) -faults
+	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) -faults $(BENCHFLAGS)
 
 ## proto: regenerate sdk/proto with pinned generators (needs protoc)
 proto:

@@ -247,7 +247,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	const warm = 3
 
 	t := newTable("Checks, end to end (sequential, one at a time)",
-		"case", "through", "runs", "right verdict", "p50 ms", "p99 ms", "max ms", "agent p50/p99 ms", "target", "met")
+		"case", "through", "runs", "right verdict", "p50 ms", "p99 ms", "max ms", "agent p50/p99 ms", "target", "met", "others' CPU")
 	var targets []target
 	for _, c := range cases {
 		a := det
@@ -255,6 +255,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			a = gw
 		}
 		// Control socket.
+		m := markCPU()
 		progress("latency: %s via socket (%d)", c.name, nSock)
 		var lat, inAgent sample
 		right := 0
@@ -281,7 +282,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			tgt += " (by analogy)"
 		}
 		t.add(c.name, "socket", len(lat), fmt.Sprintf("%d/%d", right, len(lat)), lat.p50(), lat.p99(), lat.max(),
-			ms(inAgent.p50())+" / "+ms(inAgent.p99()), tgt, metStr(ok))
+			ms(inAgent.p50())+" / "+ms(inAgent.p99()), tgt, metStr(ok), m.otherLoad())
 		tg := target{what: c.name + " (socket)", want: tgt, got: "p99 " + ms(lat.p99()) + " ms", met: ok}
 		if right != len(lat) {
 			tg.got += fmt.Sprintf(", %d wrong verdicts", len(lat)-right)
@@ -289,6 +290,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		targets = append(targets, tg)
 
 		// CLI: a process per check, as a CNI plugin would run it.
+		m = markCPU()
 		progress("latency: %s via CLI (%d)", c.name, nCLI)
 		var cl sample
 		right = 0
@@ -307,7 +309,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			}
 		}
 		ok = cl.p99() <= c.targetOK && right == len(cl)
-		t.add(c.name, "CLI", len(cl), fmt.Sprintf("%d/%d", right, len(cl)), cl.p50(), cl.p99(), cl.max(), "", tgt, metStr(ok))
+		t.add(c.name, "CLI", len(cl), fmt.Sprintf("%d/%d", right, len(cl)), cl.p50(), cl.p99(), cl.max(), "", tgt, metStr(ok), m.otherLoad())
 		tg = target{what: c.name + " (CLI)", want: tgt, got: "p99 " + ms(cl.p99()) + " ms", met: ok}
 		if !ok && right == len(cl) {
 			tg.why = fmt.Sprintf("the CLI adds a process (fork, exec, Go runtime start, one socket request): CLI p50 %s ms vs socket p50 %s ms", ms(cl.p50()), ms(lat.p50()))
@@ -330,6 +332,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		if strings.Contains(argv0[0], "arping") {
 			label = ar.name()
 		}
+		m = markCPU()
 		progress("latency: %s via %s (%d)", c.name, argv0[0], n)
 		var tl sample
 		right = 0
@@ -350,10 +353,11 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 				progress("tool %v: code %d %s", argv, code, outp)
 			}
 		}
-		t.add(c.name, label, len(tl), fmt.Sprintf("%d/%d", right, len(tl)), tl.p50(), tl.p99(), tl.max(), "", "(comparison)", "")
+		t.add(c.name, label, len(tl), fmt.Sprintf("%d/%d", right, len(tl)), tl.p50(), tl.p99(), tl.max(), "", "(comparison)", "", m.otherLoad())
 	}
 	// What a process start costs alone, for reading the CLI rows.
 	for _, argv := range [][]string{{l.b.agent, "version"}, {"/bin/true"}} {
+		m := markCPU()
 		var sp sample
 		for i := -warm; i < nCLI; i++ {
 			_, d, _ := runIn(l.node, 10*time.Second, argv...)
@@ -365,8 +369,9 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		if argv[0] == "/bin/true" {
 			name = "`/bin/true`"
 		}
-		t.add("process start alone", name, len(sp), "", sp.p50(), sp.p99(), sp.max(), "", "(reference)", "")
+		t.add("process start alone", name, len(sp), "", sp.p50(), sp.p99(), sp.max(), "", "(reference)", "", m.otherLoad())
 	}
+	t.note("\"others' CPU\" is the CPU time that processes outside this benchmark (other builds and tests on the machine) used while the row ran, as a share of all CPUs: it shows in the tails.")
 	t.note("Sequential checks, one at a time, default 100 ms window, on a veth/bridge LAN of namespaces; the agent and every tool run in the node's namespace.")
 	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer.")
 	t.note("IPv4/IPv6 free, busy and dual stack go to an agent with the built-ins as shipped; the gateway cases to one with only gateway-detector, so that they time the gateway probe, not the conflict window beside it.")
@@ -383,6 +388,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 // ---- scale ---------------------------------------------------------------
 
 func benchScale(s *scope, a *agent, out io.Writer) []target {
+	mAll := markCPU()
 	t := newTable("Scale: concurrent checks of distinct free addresses on one interface (control socket, one address per request)",
 		"family", "concurrent", "bursts", "all right", "wall p50 ms", "wall max ms", "wall / check ms", "per-check p50 ms", "per-check p99 ms", "CPU ms/check agent+plugins", "CPU ms/check client", "target", "met")
 	var targets []target
@@ -451,7 +457,56 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 				walls.p50()/time.Duration(n), per.p50(), per.p99(), srvPer, cliPer, tgt, map[bool]string{true: "", false: metStr(ok)}[tgt == ""])
 		}
 	}
-	t.note("Each burst starts N goroutines at once, each sending one check of its own address; wall is from the start to the last answer. The client runs on the same 2 CPUs as the agent and its plugins. CPU is utime+stime from /proc (10 ms ticks) over all bursts of the row, divided by the checks.")
+	// The same 1024 addresses in 4 requests of 256 (the API's limit): what
+	// the per-request work (connection, HTTP, JSON) costs.
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		progress("scale: %s 1024 addresses in 4 requests", fam)
+		var walls, per sample
+		right, total := 0, 0
+		srv0, cli0 := a.cpu()
+		for r := 0; r < 5; r++ {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			t0 := time.Now()
+			for q := 0; q < 4; q++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req := control.CheckRequest{Interface: "eth0"}
+					for i := q * 256; i < (q+1)*256; i++ {
+						addr := fmt.Sprintf("10.1.%d.%d/16", i/250, i%250+1)
+						if fam == "IPv6" {
+							addr = fmt.Sprintf("fd00::2:%x/64", i+1)
+						}
+						req.Addresses = append(req.Addresses, control.AddressRequest{Address: addr})
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					c0 := time.Now()
+					resp, code, err := a.check(ctx, req)
+					d := time.Since(c0)
+					mu.Lock()
+					defer mu.Unlock()
+					per = append(per, d)
+					if err == nil && code == 200 {
+						for _, ad := range resp.Addresses {
+							if ad.Verdict == "pass" {
+								right++
+							}
+						}
+					}
+					total += 256
+				}()
+			}
+			wg.Wait()
+			walls = append(walls, time.Since(t0))
+			time.Sleep(50 * time.Millisecond)
+		}
+		srv1, cli1 := a.cpu()
+		t.add(fam+", 4 requests × 256 addresses", 1024, 5, fmt.Sprintf("%d/%d", right, total), walls.p50(), walls.max(), walls.p50()/1024,
+			per.p50(), per.p99(), (srv1-srv0)/time.Duration(total), (cli1-cli0)/time.Duration(total), "(reference)", "")
+	}
+	t.note("Each burst starts N goroutines at once, each sending one check of its own address; wall is from the start to the last answer. The client runs on the same 2 CPUs as the agent and its plugins. CPU is utime+stime from /proc (10 ms ticks) over all bursts of the row, divided by the checks (addresses). The last two rows send the same 1024 addresses as 4 requests of 256 addresses each (per-check columns are then per request). Others' CPU during this table: %s.", mAll.otherLoad())
 	t.write(out)
 	return targets
 }
@@ -468,6 +523,7 @@ func benchSustained(s *scope, a *agent, out io.Writer) []target {
 	var lat sample
 	var firstErr atomic.Value
 	srv0, cli0 := a.cpu()
+	mOther := markCPU()
 	deadline := time.Now().Add(dur)
 	t0 := time.Now()
 	var wg sync.WaitGroup
@@ -513,6 +569,7 @@ func benchSustained(s *scope, a *agent, out io.Writer) []target {
 	if v := firstErr.Load(); v != nil {
 		t.note("First error: %v", v)
 	}
+	t.note("Others' CPU during this run: %s.", mOther.otherLoad())
 	t.note("Each check of a free address waits out the 100 ms window, so 128 clients can reach at most 128 / 0.1 s = 1,280 checks/s; the shortfall from that ceiling is the per-check overhead (HTTP, JSON, two gRPC calls, probes) on 2 CPUs shared with the client.")
 	t.write(out)
 	tg := target{what: "sustained, concurrency 128", want: "≥ 1,000 checks/s, 0 errors", got: fmt.Sprintf("%.0f checks/s, %d errors, %d not pass", rate, errN.Load(), wrongN.Load()), met: ok}
@@ -532,6 +589,7 @@ func benchHop(s *scope, l *lab, out io.Writer) []target {
 	none.waitReady(30 * time.Second)
 	const n = 2000
 	bad := 0
+	mOther := markCPU()
 	do := func(a *agent, i int) (time.Duration, time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -576,7 +634,7 @@ func benchHop(s *scope, l *lab, out io.Writer) []target {
 	t.add("check through the noop detector, end to end, alternating", len(iNoop), iNoop.p50(), iNoop.p99(), iNoop.max(), "", "")
 	t.add("check with no detector enabled (answered inside the agent), end to end, alternating", len(iNone), iNone.p50(), iNone.p99(), iNone.max(), "", "")
 	t.add("paired difference noop − none, end to end, alternating", len(paired), paired.p50(), paired.p99(), paired.max(), "", "")
-	t.note("The hop is the detector's duration_ms in the agent's answer: from the check's goroutine calling the supervisor to the verdict back (go-plugin gRPC over a unix socket with AutoMTLS, the plugin's SDK server, and back). The reference is the same request to an agent with no detector enabled, which answers it inside the agent (validation, an empty fan-out, the JSON answer). Both agents run side by side in the node namespace; %d calls were not a 200 pass.", bad)
+	t.note("The hop is the detector's duration_ms in the agent's answer: from the check's goroutine calling the supervisor to the verdict back (go-plugin gRPC over a unix socket with AutoMTLS, the plugin's SDK server, and back). The reference is the same request to an agent with no detector enabled, which answers it inside the agent (validation, an empty fan-out, the JSON answer). Both agents run side by side in the node namespace; %d calls were not a 200 pass. Others' CPU during this table: %s.", bad, mOther.otherLoad())
 	t.write(out)
 	tg := target{what: "plugin hop", want: "p99 < 1 ms", got: fmt.Sprintf("p99 %s ms (p50 %s ms)", ms(hop.p99()), ms(hop.p50())), met: ok}
 	if !ok {
@@ -654,6 +712,7 @@ func load(a *agent, n, conc int, mk func(int) control.CheckRequest) int {
 
 func benchMemory(s *scope, l *lab, out io.Writer) []target {
 	progress("memory: fresh agent, idle")
+	mOther := markCPU()
 	a := startAgent(s, l.b, agentOpts{name: "memory", nsPath: l.node, config: cfgDetect})
 	a.waitReady(30 * time.Second)
 	time.Sleep(2 * time.Second)
@@ -696,7 +755,7 @@ func benchMemory(s *scope, l *lab, out io.Writer) []target {
 		t.add(n, mib(i.rss), mib(af.rss), mib(af.anon)+" / "+mib(af.file), fmt.Sprintf("%d → %d", b.fds, af.fds), fmt.Sprintf("%d → %d", b.thr, af.thr), gor)
 	}
 	t.add("**total**", mib(totIdle), mib(totAfter), "", "", "", "")
-	t.note("10,000 checks (IPv4 free, IPv6 free, IPv4 busy, IPv6 busy, dual stack with gateways, in turn) by 128 clients took %v; %d failed. \"before\" is after a 500-check warm-up and 2 s of rest, \"after\" 2 s after the last check. Plugin goroutines are not counted: plugins serve no gops; their thread count is shown instead. RSS is VmRSS from /proc/PID/status; \"file\" is the mapped binary's pages, \"anon\" the Go heap, stacks and runtime.%s", took.Round(time.Millisecond), failed, heap)
+	t.note("10,000 checks (IPv4 free, IPv6 free, IPv4 busy, IPv6 busy, dual stack with gateways, in turn) by 128 clients took %v; %d failed. \"before\" is after a 500-check warm-up and 2 s of rest, \"after\" 2 s after the last check. Plugin goroutines are not counted: plugins serve no gops; their thread count is shown instead. RSS is VmRSS from /proc/PID/status; \"file\" is the mapped binary's pages, \"anon\" the Go heap, stacks and runtime.%s Others' CPU during this table: %s.", took.Round(time.Millisecond), failed, heap, mOther.otherLoad())
 	t.write(out)
 	peak := max(totIdle, totAfter)
 	var idleFile, afterAnon, afterFile int
@@ -723,6 +782,7 @@ func benchStartup(s *scope, b *bins, out io.Writer) []target {
 	const n = 20
 	progress("startup: %d starts", n)
 	var ready, stop sample
+	mOther := markCPU()
 	for i := 0; i < n; i++ {
 		must(run("startup-1", func(s *scope) {
 			ns := netlab.NewNS(s, "start")
@@ -739,7 +799,7 @@ func benchStartup(s *scope, b *bins, out io.Writer) []target {
 		"what", "runs", "p50 ms", "p99 ms", "max ms", "target", "met")
 	t.add("start → readiness 200", len(ready), ready.p50(), ready.p99(), ready.max(), "< 300 ms (every run)", metStr(ok))
 	t.add("SIGTERM → exit (idle)", len(stop), stop.p50(), stop.p99(), stop.max(), "", "")
-	t.note("Readiness is polled every millisecond over HTTP inside the agent's namespace; the time runs from just before the fork.")
+	t.note("Readiness is polled every millisecond over HTTP inside the agent's namespace; the time runs from just before the fork. Others' CPU during this table: %s.", mOther.otherLoad())
 	t.write(out)
 	return []target{{what: "start to ready", want: "< 300 ms", got: fmt.Sprintf("p50 %s ms, max %s ms", ms(ready.p50()), ms(ready.max())), met: ok}}
 }
