@@ -348,7 +348,11 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.log.Info("log level changed", "level", cfg.LogLevel)
 	}
 	a.cfg = cfg
-	a.sup.Apply(ctx, PluginSpecs(cfg), agentSettings(cfg))
+	// Bounded, since the reload runs on the main loop, whose beat feeds
+	// liveness and the systemd watchdog.
+	applyCtx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
+	defer cancel()
+	a.sup.Apply(applyCtx, PluginSpecs(cfg), agentSettings(cfg))
 	a.tel.ConfigReloaded(true)
 	a.log.Info("configuration reloaded", "files", strings.Join(cfg.Files, ","))
 	return nil

@@ -41,6 +41,7 @@ type instance struct {
 	pid      int
 	lifeline *os.File // the agent's end; closing it tells the plugin to exit
 	started  time.Time
+	timeout  time.Duration // bounds the Shutdown call even when ctx does not
 }
 
 // checkBinary verifies that path is an executable regular file and, when
@@ -158,7 +159,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger) (*i
 	if !ok {
 		return fail(fmt.Errorf("dispense %s: unexpected client type %T", spec.Path, raw))
 	}
-	inst := &instance{client: client, rpc: rpc, lifeline: lifeW, started: time.Now()}
+	inst := &instance{client: client, rpc: rpc, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
@@ -186,6 +187,12 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger) (*i
 // stop asks the plugin to shut down before the deadline, then lets go-plugin
 // end the process, and kills its process group in case it left children.
 func (inst *instance) stop(ctx context.Context, log hclog.Logger) {
+	if inst.timeout > 0 {
+		// A wedged plugin must not hold a reload or a stop forever.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, inst.timeout)
+		defer cancel()
+	}
 	if err := inst.rpc.Shutdown(ctx); err != nil {
 		log.Debug("shutdown call failed; killing", "error", err)
 	}
