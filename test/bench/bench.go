@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,7 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -247,7 +252,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	const warm = 3
 
 	t := newTable("Checks, end to end (sequential, one at a time)",
-		"case", "through", "runs", "right verdict", "p50 ms", "p99 ms", "max ms", "agent p50/p99 ms", "target", "met", "others' CPU")
+		"case", "through", "runs", "right verdict", "p50 ms", "p99 ms", "max ms", "agent p50/p99 ms", "detector p50/p99 ms", "target", "met", "others' CPU")
 	var targets []target
 	for _, c := range cases {
 		a := det
@@ -257,7 +262,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		// Control socket.
 		m := markCPU()
 		progress("latency: %s via socket (%d)", c.name, nSock)
-		var lat, inAgent sample
+		var lat, inAgent, inDet sample
 		right := 0
 		for i := -warm; i < nSock; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -271,6 +276,13 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			lat = append(lat, d)
 			if err == nil && code == http.StatusOK {
 				inAgent = append(inAgent, time.Duration(resp.DurationMs*float64(time.Millisecond)))
+				slowest := 0.0
+				for _, ad := range resp.Addresses {
+					for _, d := range ad.Detectors {
+						slowest = max(slowest, d.DurationMs)
+					}
+				}
+				inDet = append(inDet, time.Duration(slowest*float64(time.Millisecond)))
 				if resp.Verdict == c.want {
 					right++
 				}
@@ -282,7 +294,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			tgt += " (by analogy)"
 		}
 		t.add(c.name, "socket", len(lat), fmt.Sprintf("%d/%d", right, len(lat)), lat.p50(), lat.p99(), lat.max(),
-			ms(inAgent.p50())+" / "+ms(inAgent.p99()), tgt, metStr(ok), m.otherLoad())
+			ms(inAgent.p50())+" / "+ms(inAgent.p99()), ms(inDet.p50())+" / "+ms(inDet.p99()), tgt, metStr(ok), m.otherLoad())
 		tg := target{what: c.name + " (socket)", want: tgt, got: "p99 " + ms(lat.p99()) + " ms", met: ok}
 		if right != len(lat) {
 			tg.got += fmt.Sprintf(", %d wrong verdicts", len(lat)-right)
@@ -309,7 +321,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			}
 		}
 		ok = cl.p99() <= c.targetOK && right == len(cl)
-		t.add(c.name, "CLI", len(cl), fmt.Sprintf("%d/%d", right, len(cl)), cl.p50(), cl.p99(), cl.max(), "", tgt, metStr(ok), m.otherLoad())
+		t.add(c.name, "CLI", len(cl), fmt.Sprintf("%d/%d", right, len(cl)), cl.p50(), cl.p99(), cl.max(), "", "", tgt, metStr(ok), m.otherLoad())
 		tg = target{what: c.name + " (CLI)", want: tgt, got: "p99 " + ms(cl.p99()) + " ms", met: ok}
 		if !ok && right == len(cl) {
 			tg.why = fmt.Sprintf("the CLI adds a process (fork, exec, Go runtime start, one socket request): CLI p50 %s ms vs socket p50 %s ms", ms(cl.p50()), ms(lat.p50()))
@@ -353,7 +365,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 				progress("tool %v: code %d %s", argv, code, outp)
 			}
 		}
-		t.add(c.name, label, len(tl), fmt.Sprintf("%d/%d", right, len(tl)), tl.p50(), tl.p99(), tl.max(), "", "(comparison)", "", m.otherLoad())
+		t.add(c.name, label, len(tl), fmt.Sprintf("%d/%d", right, len(tl)), tl.p50(), tl.p99(), tl.max(), "", "", "(comparison)", "", m.otherLoad())
 	}
 	// What a process start costs alone, for reading the CLI rows.
 	for _, argv := range [][]string{{l.b.agent, "version"}, {"/bin/true"}} {
@@ -369,11 +381,63 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		if argv[0] == "/bin/true" {
 			name = "`/bin/true`"
 		}
-		t.add("process start alone", name, len(sp), "", sp.p50(), sp.p99(), sp.max(), "", "(reference)", "", m.otherLoad())
+		t.add("process start alone", name, len(sp), "", sp.p50(), sp.p99(), sp.max(), "", "", "(reference)", "", m.otherLoad())
+	}
+	// The probe engine alone, in this process: the detection work without
+	// any RPC, for reading the detector column.
+	{
+		e := probe.NewEngine(probe.Options{})
+		for _, c := range []struct {
+			name string
+			addr func(int) string
+		}{{"IPv4 free", free4}, {"IPv6 free", free6}} {
+			m := markCPU()
+			var el sample
+			right := 0
+			for i := -warm; i < nToolWin; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				t0 := time.Now()
+				res, err := e.CheckConflict(ctx, probe.Target{Netns: l.node, Interface: "eth0", Addr: netip.MustParseAddr(c.addr(i + 1000))}, probe.Params{})
+				d := time.Since(t0)
+				cancel()
+				if i < 0 {
+					continue
+				}
+				el = append(el, d)
+				if err == nil && res.Verdict == probe.Free {
+					right++
+				}
+			}
+			t.add(c.name, "probe engine in process, no RPC", len(el), fmt.Sprintf("%d/%d", right, len(el)), el.p50(), el.p99(), el.max(), "", "", "(reference)", "", m.otherLoad())
+		}
+		e.Close()
+	}
+	// What one netlink link query costs: the engine makes one before the
+	// first probe and one after a silent window.
+	{
+		m := markCPU()
+		var nl sample
+		h, err := netlinkHandleAt(l.node)
+		if err == nil {
+			idx := 0
+			if link, err := h.LinkByName("eth0"); err == nil {
+				idx = link.Attrs().Index
+			}
+			for i := -warm; i < nSock; i++ {
+				t0 := time.Now()
+				_, err := h.LinkByIndex(idx)
+				d := time.Since(t0)
+				if err == nil && i >= 0 {
+					nl = append(nl, d)
+				}
+			}
+			h.Close()
+			t.add("netlink link query", "RTM_GETLINK by index, in process", len(nl), "", nl.p50(), nl.p99(), nl.max(), "", "", "(reference)", "", m.otherLoad())
+		}
 	}
 	t.note("\"others' CPU\" is the CPU time that processes outside this benchmark (other builds and tests on the machine) used while the row ran, as a share of all CPUs: it shows in the tails.")
 	t.note("Sequential checks, one at a time, default 100 ms window, on a veth/bridge LAN of namespaces; the agent and every tool run in the node's namespace.")
-	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer.")
+	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer; \"detector\": the slowest detector call inside it, as the agent times it (the probe window is in there). The reference rows at the end time a process start alone, the probe engine alone in this process (no RPC), and one netlink link query (the engine makes one before the first probe and one after a silent window).")
 	t.note("IPv4/IPv6 free, busy and dual stack go to an agent with the built-ins as shipped; the gateway cases to one with only gateway-detector, so that they time the gateway probe, not the conflict window beside it.")
 	t.note("Targets marked \"by analogy\" are not in the issue: a gateway that answers is a decisive answer like a busy address, an absent one costs the window like a free address.")
 	if ar.iputils {
@@ -383,6 +447,17 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	}
 	t.write(out)
 	return targets
+}
+
+// netlinkHandleAt opens a netlink handle in the namespace at path, as the
+// probe engine does.
+func netlinkHandleAt(path string) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
 }
 
 // ---- scale ---------------------------------------------------------------
