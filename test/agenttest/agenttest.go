@@ -133,7 +133,7 @@ type Agent struct {
 	Socket   string
 	Health   int
 	Cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *SyncBuffer
 	done     chan struct{}
 	exitErr  error
 	exitCode int
@@ -151,7 +151,7 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 		netlab.IP(t, ns, "link", "set", "lo", "up")
 	}
 	dir := t.TempDir()
-	a := &Agent{t: t, bins: bins, Netns: ns, Dir: dir, Socket: filepath.Join(dir, "agent.sock"), Health: HealthPort, log: &syncBuffer{}, done: make(chan struct{})}
+	a := &Agent{t: t, bins: bins, Netns: ns, Dir: dir, Socket: filepath.Join(dir, "agent.sock"), Health: HealthPort, log: &SyncBuffer{}, done: make(chan struct{})}
 	cfg := opts.Config
 	if !strings.Contains(cfg, "socket_path") {
 		cfg = fmt.Sprintf("socket_path = %q\n", a.Socket) + cfg
@@ -388,18 +388,21 @@ func Alive(pid int) bool {
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that a process's output and a test may use
+// at once.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String is everything written so far.
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

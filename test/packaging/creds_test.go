@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -43,7 +42,7 @@ var capBits = map[string]uint{
 type credAgent struct {
 	ns, dir, socket string
 	cmd             *exec.Cmd
-	log             *lockedBuffer
+	log             *agenttest.SyncBuffer
 	done            chan struct{}
 }
 
@@ -74,7 +73,7 @@ func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &credAgent{ns: ns, dir: dir, socket: filepath.Join(runDir, "spiderpool.sock"), log: &lockedBuffer{}, done: make(chan struct{})}
+	a := &credAgent{ns: ns, dir: dir, socket: filepath.Join(runDir, "spiderpool.sock"), log: &agenttest.SyncBuffer{}, done: make(chan struct{})}
 	files := map[string]string{
 		"config.hcl":  string(packaged),
 		"zz-test.hcl": fmt.Sprintf("socket_path = %q\n", a.socket),
@@ -451,21 +450,4 @@ func detector(r control.CheckResponse, name string) string {
 		}
 	}
 	return ""
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

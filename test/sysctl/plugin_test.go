@@ -1,7 +1,6 @@
 package sysctl
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 
 	sysctltuner "github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // serveEnv turns this test binary into the sysctl-tuner plugin: the plugin
@@ -68,27 +67,9 @@ func checkInNamespace(want string) error {
 	return nil
 }
 
-// lockedBuffer collects the plugin's stderr (its JSON log lines).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startPlugin runs this binary as the plugin inside ns and connects to it
 // as the agent does (go-plugin, gRPC, AutoMTLS, a lifeline on fd 3).
-func startPlugin(t *testing.T, ns *testNS) (*sdk.Client, *lockedBuffer) {
+func startPlugin(t *testing.T, ns *testNS) (*sdk.Client, *agenttest.SyncBuffer) {
 	t.Helper()
 	want, err := nsID("/var/run/netns/" + ns.name)
 	if err != nil {
@@ -111,7 +92,7 @@ func startPlugin(t *testing.T, ns *testNS) (*sdk.Client, *lockedBuffer) {
 	)
 	cmd.ExtraFiles = []*os.File{lifeR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr := &lockedBuffer{}
+	stderr := &agenttest.SyncBuffer{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.VersionedPlugins(nil, nil),
