@@ -328,6 +328,28 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		}
 		targets = append(targets, tg)
 
+		// The smallest client process, where the CLI's start dominates.
+		if c.targetOK < window && len(c.req(0).Addresses) == 1 {
+			var mc sample
+			right = 0
+			for i := -warm; i < nCLI; i++ {
+				r := c.req(i + warm)
+				argv := []string{l.b.minicheck, a.socket, r.Interface, r.Addresses[0].Address}
+				if r.Addresses[0].Gateway != "" {
+					argv = append(argv, r.Addresses[0].Gateway)
+				}
+				code, d, _ := runIn(l.node, 10*time.Second, argv...)
+				if i < 0 {
+					continue
+				}
+				mc = append(mc, d)
+				if code == wantCode {
+					right++
+				}
+			}
+			t.add(c.name, "minimal client process (reference)", len(mc), fmt.Sprintf("%d/%d", right, len(mc)), mc.p50(), mc.p99(), mc.max(), "", "", "(reference)", "", "")
+		}
+
 		// The comparison tool on the same address.
 		if c.tool == nil {
 			continue
@@ -437,7 +459,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	}
 	t.note("\"others' CPU\" is the CPU time that processes outside this benchmark (other builds and tests on the machine) used while the row ran, as a share of all CPUs: it shows in the tails.")
 	t.note("Sequential checks, one at a time, default 100 ms window, on a veth/bridge LAN of namespaces; the agent and every tool run in the node's namespace.")
-	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer; \"detector\": the slowest detector call inside it, as the agent times it (the probe window is in there). The reference rows at the end time a process start alone, the probe engine alone in this process (no RPC), and one netlink link query (the engine makes one before the first probe and one after a silent window).")
+	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer; \"detector\": the slowest detector call inside it, as the agent times it (the probe window is in there). \"minimal client process\": test/bench/minicheck, a program that only sends the request with control.Client (none of the daemon's packages), forked per check. The reference rows at the end time a process start alone, the probe engine alone in this process (no RPC), and one netlink link query (the engine makes one before the first probe and one after a silent window).")
 	t.note("IPv4/IPv6 free, busy and dual stack go to an agent with the built-ins as shipped; the gateway cases to one with only gateway-detector, so that they time the gateway probe, not the conflict window beside it.")
 	t.note("Targets marked \"by analogy\" are not in the issue: a gateway that answers is a decisive answer like a busy address, an absent one costs the window like a free address.")
 	if ar.iputils {
@@ -475,6 +497,7 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 			var walls, per sample
 			right, total := 0, 0
 			srv0, cli0 := a.cpu()
+			by0 := a.cpuByProc()
 			for r := 0; r < reps; r++ {
 				addr := func(i int) string {
 					if fam == "IPv4" {
@@ -524,8 +547,13 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 					tg.got += fmt.Sprintf(", %d of %d not pass", total-right, total)
 				}
 				if !ok {
-					tg.why = fmt.Sprintf("the window is shared (one socket), the work around it is not: each check costs %s ms of CPU in the agent and plugins and %s ms in the client, %s ms of CPU for 1024 checks, %s ms of the 2 CPUs, so the last checks begin their 100 ms window long after the first",
-						ms(srvPer), ms(cliPer), ms((srvPer+cliPer)*1024), ms((srvPer+cliPer)*1024/2))
+					by1 := a.cpuByProc()
+					var parts []string
+					for _, name := range []string{"agent", "ip-conflict", "gateway-detector", "sysctl-tuner"} {
+						parts = append(parts, fmt.Sprintf("%s %s", name, ms((by1[name]-by0[name])/time.Duration(total))))
+					}
+					tg.why = fmt.Sprintf("the window is shared (one socket), the work around it is not: each check costs %s ms of CPU in the agent and plugins (%s) and %s ms in the client, %s ms of CPU for 1024 checks, %s ms of the 2 CPUs, so the last checks begin their 100 ms window long after the first",
+						ms(srvPer), strings.Join(parts, ", "), ms(cliPer), ms((srvPer+cliPer)*1024), ms((srvPer+cliPer)*1024/2))
 				}
 				scaleMiss[fam] = len(targets)
 				targets = append(targets, tg)

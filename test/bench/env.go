@@ -32,6 +32,7 @@ type bins struct {
 	agent     string
 	pluginDir string
 	noop      string
+	minicheck string            // test/bench/minicheck
 	faulty    map[string]string // mode -> binary
 }
 
@@ -59,6 +60,8 @@ func prepareBins(s *scope, binDir string) *bins {
 	}
 	b.noop = filepath.Join(dir, "test-plugins", "noop")
 	build(b.noop, "./test/plugins/noop", "")
+	b.minicheck = filepath.Join(dir, "test-plugins", "minicheck")
+	build(b.minicheck, "./test/bench/minicheck", "")
 	for _, mode := range []string{"ok", "hang", "crash"} {
 		b.faulty[mode] = filepath.Join(dir, "test-plugins", "faulty-"+mode)
 		build(b.faulty[mode], "./test/plugins/faulty", "-X main.mode="+mode)
@@ -498,6 +501,15 @@ func cpuTicks(pid int) int {
 
 // clockTick is USER_HZ, 100 on every Linux this runs on.
 const clockTick = 10 * time.Millisecond
+
+// cpuByProc is the CPU time of the agent and of each plugin.
+func (a *agent) cpuByProc() map[string]time.Duration {
+	out := map[string]time.Duration{"agent": time.Duration(cpuTicks(a.pid())) * clockTick}
+	for name, pid := range a.pluginPIDs() {
+		out[name] = time.Duration(cpuTicks(pid)) * clockTick
+	}
+	return out
+}
 
 // cpu is the CPU time of the agent and its plugins, and of this process
 // (the client side).

@@ -1,0 +1,37 @@
+// Command minicheck is the smallest client of the agent's check API: one
+// request through control.Client, the verdict as its exit code (0 pass, 1
+// block, 2 anything else). test/bench times it beside `spiderpool-agent
+// check` to show what a process start costs without the daemon's packages.
+//
+//	minicheck SOCKET INTERFACE CIDR [GATEWAY]
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+)
+
+func main() {
+	if len(os.Args) < 4 {
+		os.Exit(2)
+	}
+	a := control.AddressRequest{Address: os.Args[3]}
+	if len(os.Args) > 4 {
+		a.Gateway = os.Args[4]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, _, err := (&control.Client{SocketPath: os.Args[1]}).Check(ctx, control.CheckRequest{Interface: os.Args[2], Addresses: []control.AddressRequest{a}})
+	switch {
+	case err != nil:
+		os.Exit(2)
+	case resp.Verdict == control.VerdictPass:
+		os.Exit(0)
+	case len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "block":
+		os.Exit(1)
+	}
+	os.Exit(2)
+}
