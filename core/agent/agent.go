@@ -150,16 +150,19 @@ func (a *Agent) run(ctx context.Context) error {
 	controlCtx, stopControl := context.WithCancel(context.Background())
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
-	serve := func(name string, ctx context.Context, ln net.Listener, h http.Handler) {
+	serve := func(name string, ctx context.Context, ln net.Listener, h http.Handler) <-chan struct{} {
 		servers.Add(1)
+		done := make(chan struct{})
 		go func() {
 			defer servers.Done()
+			defer close(done)
 			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout)); err != nil {
 				a.log.Error("server stopped", "server", name, "error", err)
 			}
 		}()
+		return done
 	}
-	serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")))
+	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")))
 	serve("health", httpCtx, healthLn, health.NewHandler(a))
 	if metricsLn != nil {
 		mux := http.NewServeMux()
@@ -193,6 +196,9 @@ func (a *Agent) run(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	stopControl()
+	// In-flight checks need their plugins: wait for the control server to
+	// answer them (bounded by the grace period) before stopping plugins.
+	<-controlDone
 	<-startDone
 	a.sup.Stop(stopCtx)
 	stopHTTP()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -228,4 +230,60 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// SIGTERM while checks are in flight: they are answered with their real
+// verdicts before the plugins stop.
+func TestSIGTERMAnswersInFlightChecks(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
+plugin "ip-conflict" { enabled = false }
+plugin "gateway-detector" { enabled = false }
+plugin "slow" {
+  path = %q
+  config {
+    delay   = "500ms"
+    verdict = "block"
+  }
+}
+`, bins.Faulty["ok"])})
+	a.WaitReady(10 * time.Second)
+	const n = 8
+	type answer struct {
+		verdict string
+		err     error
+	}
+	answers := make(chan answer, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(context.Background(),
+				control.CheckRequest{Interface: "lo", Addresses: []control.AddressRequest{{Address: fmt.Sprintf("192.0.2.%d/24", i+1)}}})
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("status %d", code)
+			}
+			verdict := ""
+			if err == nil && len(resp.Addresses) == 1 && len(resp.Addresses[0].Detectors) == 1 {
+				d := resp.Addresses[0].Detectors[0]
+				verdict = d.Verdict + ": " + d.Reason
+			}
+			answers <- answer{verdict, err}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(a.Log(), "check started") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the checks never reached the plugin:\n%s", a.Log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if ans := <-answers; ans.err != nil || ans.verdict != "block: faulty says block" {
+			t.Errorf("in-flight check: verdict %q, error %v; want the plugin's block", ans.verdict, ans.err)
+		}
+	}
+	if exit, ok := a.ExitCode(10 * time.Second); !ok || exit != 0 {
+		t.Errorf("exit %d (exited %v), want 0", exit, ok)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,8 +37,17 @@ type config struct {
 
 type faulty struct {
 	sdk.Base
-	log hclog.Logger
-	cfg config
+	log      hclog.Logger
+	cfg      config
+	stopOnce sync.Once
+	stop     chan struct{} // closed by Shutdown, which aborts running checks as real plugins do
+}
+
+func newFaulty(log hclog.Logger) *faulty { return &faulty{log: log, stop: make(chan struct{})} }
+
+func (f *faulty) Shutdown(context.Context) error {
+	f.stopOnce.Do(func() { close(f.stop) })
+	return nil
 }
 
 func (f *faulty) Info() sdk.Info {
@@ -64,6 +74,7 @@ func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 }
 
 func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	f.log.Info("check started", "address", req.Address.String())
 	if mode == "hang" {
 		select {} // ignores ctx on purpose
 	}
@@ -71,6 +82,8 @@ func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 	case <-time.After(f.cfg.Delay):
 	case <-ctx.Done():
 		return sdk.CheckResult{}, ctx.Err()
+	case <-f.stop:
+		return sdk.CheckResult{}, fmt.Errorf("faulty: shut down during the check")
 	}
 	return sdk.CheckResult{Verdict: sdk.Verdict(f.cfg.Verdict), Reason: "faulty says " + f.cfg.Verdict}, nil
 }
@@ -104,10 +117,10 @@ func main() {
 		hs.ProtocolVersion = 2
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig:  hs,
-			VersionedPlugins: map[int]plugin.PluginSet{2: sdk.VersionedPlugins(&faulty{log: hclog.NewNullLogger()}, nil)[sdk.ProtocolVersion]},
+			VersionedPlugins: map[int]plugin.PluginSet{2: sdk.VersionedPlugins(newFaulty(hclog.NewNullLogger()), nil)[sdk.ProtocolVersion]},
 			GRPCServer:       plugin.DefaultGRPCServer,
 		})
 		return
 	}
-	sdk.Serve(func(log hclog.Logger) sdk.Plugin { return &faulty{log: log} })
+	sdk.Serve(func(log hclog.Logger) sdk.Plugin { return newFaulty(log) })
 }
