@@ -83,6 +83,9 @@ func (r RawConfig) Parse() (hcl.Body, hcl.Diagnostics) {
 	if start.Line == 0 {
 		start = hcl.InitialPos
 	}
+	if diags := CheckNesting(r.Body, r.Filename, start); diags.HasErrors() {
+		return nil, diags
+	}
 	f, diags := hclsyntax.ParseConfig(r.Body, r.Filename, start)
 	if diags.HasErrors() {
 		return nil, diags

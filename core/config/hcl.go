@@ -92,6 +92,11 @@ func (l *loader) loadHCL(path string) {
 		return
 	}
 	l.c.Files = append(l.c.Files, path)
+	if ds := sdk.CheckNesting(src, path, hcl.InitialPos); ds.HasErrors() {
+		// HCL's parser would recurse until the stack overflows.
+		l.diags(ds)
+		return
+	}
 	f, ds := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
 	if ds.HasErrors() {
 		l.diags(ds)

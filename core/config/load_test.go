@@ -811,3 +811,13 @@ func TestHugeNumber(t *testing.T) {
 		}
 	}
 }
+
+// make faults found that 100,000 nested brackets overflow the parser's
+// stack and kill the daemon; they are an error with a position instead.
+func TestDeepNestingIsAnError(t *testing.T) {
+	dir := writeDir(t, map[string]string{"a.hcl": "log_level = \"info\"\nplugin_dir = " + strings.Repeat("[", 100000) + "\n"})
+	got := loadErr(t, LoadOptions{ConfigDir: dir})
+	if !strings.Contains(got, "a.hcl:2:") || !strings.Contains(got, "Nesting too deep") {
+		t.Errorf("Load = %q", got)
+	}
+}
