@@ -14,12 +14,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -161,7 +161,7 @@ type agent struct {
 	health   int
 	gopsPort int
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *agenttest.SyncBuffer
 	started  time.Time
 	done     chan struct{}
 	exitCode int
@@ -185,7 +185,7 @@ func startAgent(s *scope, b *bins, o agentOpts) *agent {
 		dir = s.TempDir()
 	}
 	a := &agent{s: s, bins: b, opts: o, name: o.name, nsPath: o.nsPath, dir: dir, socket: filepath.Join(dir, "agent.sock"),
-		health: o.health, gopsPort: o.gops, log: &syncBuffer{}, done: make(chan struct{})}
+		health: o.health, gopsPort: o.gops, log: &agenttest.SyncBuffer{}, done: make(chan struct{})}
 	cfg := o.config
 	for _, kv := range [][2]string{
 		{"socket_path", strconv.Quote(a.socket)},
@@ -546,39 +546,12 @@ func procsWithExeIn(dirs ...string) map[int]string {
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
 		for _, d := range dirs {
-			if strings.HasPrefix(exe, d+"/") && alive(pid) {
+			if strings.HasPrefix(exe, d+"/") && agenttest.Alive(pid) {
 				out[pid] = exe
 			}
 		}
 	}
 	return out
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // healthBody is the JSON of the health endpoints.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -382,7 +383,7 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 	af := count(after, time.Time{}, time.Time{})
 	left := 0
 	for _, pid := range pids {
-		if alive(pid) {
+		if agenttest.Alive(pid) {
 			left++
 		}
 	}
