@@ -6,7 +6,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -425,6 +424,3 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 	}
 	return specs
 }
-
-// ErrConfig wraps configuration errors so that the CLI can tell them apart.
-var ErrConfig = errors.New("configuration")
