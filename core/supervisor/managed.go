@@ -265,7 +265,7 @@ func (m *managed) configure(ctx context.Context, inst *instance) error {
 		if errors.As(err, &ce) {
 			return err
 		}
-		return fmt.Errorf("Configure: %w", err)
+		return fmt.Errorf("configure: %w", err)
 	}
 	return nil
 }

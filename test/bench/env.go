@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -552,18 +551,6 @@ func procsWithExeIn(dirs ...string) map[int]string {
 		}
 	}
 	return out
-}
-
-// healthBody is the JSON of the health endpoints.
-type healthBody struct {
-	Status     string   `json:"status"`
-	WaitingFor []string `json:"waiting_for"`
-}
-
-func parseHealth(b []byte) healthBody {
-	var h healthBody
-	_ = json.Unmarshal(b, &h)
-	return h
 }
 
 // ---- CPU used by others ----------------------------------------------------

@@ -216,7 +216,7 @@ func ValidateKey(key string) error {
 	for _, r := range key {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
 			r == '_' || r == '.' || r == '-' || r == '/' || r == '@' || r == ':') {
-			return fmt.Errorf("sysctl key %q contains %q; allowed are letters, digits and _ . - / @ :", key, r)
+			return fmt.Errorf("sysctl key %q contains %q; only letters, digits and the characters _ . - / @ and colon are allowed", key, r)
 		}
 	}
 	if strings.HasPrefix(key, "/") {
