@@ -8,11 +8,9 @@ package agenttest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -253,21 +251,7 @@ func (a *Agent) Log() string { return a.log.String() }
 // HTTPClient returns a client whose connections are opened inside the
 // agent's namespace.
 func (a *Agent) HTTPClient() *http.Client {
-	return &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var conn net.Conn
-				err := netlab.DoInNS("/var/run/netns/"+a.Netns, func() error {
-					var err error
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}
+	return netlab.HTTPClient("/var/run/netns/"+a.Netns, 10*time.Second)
 }
 
 // Get fetches http://127.0.0.1:port/path inside the agent's namespace.

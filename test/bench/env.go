@@ -260,21 +260,7 @@ func (a *agent) exited() bool {
 
 // httpClient dials inside the agent's namespace.
 func (a *agent) httpClient(timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				var conn net.Conn
-				err := netlab.DoInNS(a.nsPath, func() error {
-					var err error
-					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-					return err
-				})
-				return conn, err
-			},
-		},
-	}
+	return netlab.HTTPClient(a.nsPath, timeout)
 }
 
 // healthGet fetches a health path: its status code and body.

@@ -16,9 +16,11 @@ package netlab
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -371,3 +373,25 @@ func Ndisc6Answered(t testing.TB, ns, iface, addr string) bool {
 
 // Addr parses an address or panics.
 func Addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// HTTPClient returns a client whose connections are opened inside the
+// namespace at path, so that a test in the host namespace can reach a
+// server listening on 127.0.0.1 there. Keep-alives are off: every request
+// dials anew, through the namespace.
+func HTTPClient(path string, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				var conn net.Conn
+				err := DoInNS(path, func() error {
+					var err error
+					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+					return err
+				})
+				return conn, err
+			},
+		},
+	}
+}

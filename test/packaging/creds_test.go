@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -129,18 +128,7 @@ func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 // waitReady polls readiness inside the agent's namespace.
 func (a *credAgent) waitReady(t *testing.T) {
 	t.Helper()
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := netlab.DoInNS("/var/run/netns/"+a.ns, func() error {
-				var err error
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
-	}}
+	client := netlab.HTTPClient("/var/run/netns/"+a.ns, 2*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	last := ""
 	for {
