@@ -15,7 +15,7 @@ DESTDIR  ?=
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build run test test-short fuzz bench faults proto deb install lint clean
+.PHONY: all build run run-clean prereq test test-short fuzz bench faults proto deb install lint clean man
 
 all: build
 
@@ -29,13 +29,21 @@ build:
 	done
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist ./sdk/examples/denylist/cmd/spiderpool-plugin-denylist
 
-## run: build and start the daemon in the foreground with config.hcl.example
+## run: build, then start the real agent in a sandbox: a namespace LAN (node,
+## gateway, a neighbour owning an address) that Ctrl-C removes. It never
+## touches the host's sysctls. Running on the host is `make install` or the deb.
 run: build
-	SPIDERPOOL_PLUGIN_DIR=$(CURDIR)/$(BIN)/plugins $(BIN)/spiderpool-agent daemon --config-dir config.hcl.example
+	@sh test/prereq.sh run
+	bash test/sandbox/sandbox.sh $(CURDIR)/$(BIN)
+
+## run-clean: remove what an interrupted `make run` left (namespaces, processes)
+run-clean:
+	bash test/sandbox/sandbox.sh --clean
 
 ## test: the whole suite, unit and network-namespace tests, with -race (as root),
 ## then a brief run of the config and frame parser fuzz targets
 test:
+	@sh test/prereq.sh test
 	$(GO) vet ./...
 	AGENTTEST_RACE=1 $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime 10s ./core/config/
@@ -54,10 +62,12 @@ fuzz:
 ## bench: latency, scale, start-up, memory and load tables (as root; see test/bench/README.md)
 BENCHFLAGS ?=
 bench: build
+	@sh test/prereq.sh bench
 	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) $(BENCHFLAGS)
 
 ## faults: the fault suite's table (as root; see test/bench/README.md)
 faults: build
+	@sh test/prereq.sh faults
 	$(GO) run ./test/bench -bin $(CURDIR)/$(BIN) -faults $(BENCHFLAGS)
 
 ## proto: regenerate sdk/proto with pinned generators (needs protoc)
