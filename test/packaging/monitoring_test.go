@@ -1,0 +1,206 @@
+package packaging
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+// TestAlertRules runs promtool on the shipped rules: they parse, and every
+// alert fires on the series that should raise it and not on a healthy node
+// (packaging/monitoring/rules_test.yml).
+func TestAlertRules(t *testing.T) {
+	promtool := requireTool(t, "promtool", "prometheus")
+	dir := repoFile(t, "packaging/monitoring")
+	out := run(t, dir, promtool, "check", "rules", "spiderpool-agent.rules.yml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool check rules:\n%s", out)
+	}
+	out = run(t, dir, promtool, "test", "rules", "rules_test.yml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool test rules:\n%s", out)
+	}
+	// Every rule has a test that expects it to fire.
+	rules := ruleExprs(t)
+	tests, err := os.ReadFile(repoFile(t, "packaging/monitoring/rules_test.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range rules {
+		if !regexp.MustCompile(`alertname: ` + name + `\n\s+exp_alerts:\n\s+- exp_labels`).Match(tests) {
+			t.Errorf("rules_test.yml never expects %s to fire", name)
+		}
+	}
+}
+
+// ruleExprs reads the shipped rules: alert name -> expression.
+func ruleExprs(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(t, "packaging/monitoring/spiderpool-agent.rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatalf("rules: %v", err)
+	}
+	m := map[string]string{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			for _, a := range []string{"summary", "description", "runbook"} {
+				if r.Annotations[a] == "" {
+					t.Errorf("alert %s has no %s", r.Alert, a)
+				}
+			}
+			m[r.Alert] = r.Expr
+		}
+	}
+	return m
+}
+
+// dashboardExprs reads every query of the shipped Grafana dashboard.
+func dashboardExprs(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(t, "packaging/monitoring/spiderpool-agent.dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Type    string `json:"type"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct {
+				Definition string `json:"definition"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	var exprs []string
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			continue
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("dashboard panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			exprs = append(exprs, q.Expr)
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Definition != "" {
+			exprs = append(exprs, v.Definition)
+		}
+	}
+	return exprs
+}
+
+var metricName = regexp.MustCompile(`\bspiderpool_[a-z0-9_]+`)
+
+// TestMonitoringUsesRealMetrics starts the real agent with metrics on, makes
+// it see a conflict, a dead gateway and an error, and checks that every
+// metric the alert rules and the dashboard query is in its exposition - so a
+// renamed metric cannot leave an alert that never fires.
+func TestMonitoringUsesRealMetrics(t *testing.T) {
+	netlab.RequireRoot(t)
+	lan := netlab.NewStdLAN(t)
+	a := agenttest.Start(t, agentBinaries(t), agenttest.Options{
+		Netns:  lan.Node.NS,
+		Config: "gops_port = 0\nmetrics {\n enabled = true\n port = 15711\n address = \"127.0.0.1\"\n}\n",
+	})
+	a.WaitReady(30 * time.Second)
+	for _, args := range [][]string{
+		{"--interface", "eth0", "--ip", netlab.Busy4 + "/24", "--gateway", netlab.GW4},
+		{"--interface", "eth0", "--ip", netlab.Free4 + "/24", "--gateway", "10.0.0.99"},
+		{"--interface", "nosuch0", "--ip", netlab.Free4 + "/24"},
+	} {
+		if _, stderr, code := a.CLI(append([]string{"check", "--socket", a.Socket}, args...)...); code == 0 {
+			t.Fatalf("check %v passed; want block or error (%s)", args, stderr)
+		}
+	}
+	// Plugin samples arrive with the health poll: wait for the detectors'
+	// counters to show the conflict.
+	var families map[string]bool
+	netlab.WaitFor(t, "plugin samples in the exposition", func() (bool, error) {
+		out, stderr, code := a.CLI("metric", "--port", "15711")
+		if code != 0 {
+			t.Fatalf("metric: exit %d: %s", code, stderr)
+		}
+		p := expfmt.NewTextParser(model.LegacyValidation)
+		mf, err := p.TextToMetricFamilies(strings.NewReader(out))
+		if err != nil {
+			return false, err
+		}
+		families = map[string]bool{}
+		for name := range mf {
+			families[name] = true
+		}
+		c := mf["spiderpool_ip_conflict_conflicts_total"]
+		if c == nil {
+			return false, nil
+		}
+		for _, m := range c.Metric {
+			if m.GetCounter().GetValue() > 0 {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	used := map[string][]string{}
+	for name, expr := range ruleExprs(t) {
+		for _, m := range metricName.FindAllString(expr, -1) {
+			used[m] = append(used[m], "alert "+name)
+		}
+	}
+	for _, expr := range dashboardExprs(t) {
+		for _, m := range metricName.FindAllString(expr, -1) {
+			used[m] = append(used[m], "dashboard")
+		}
+	}
+	if len(used) < 10 {
+		t.Fatalf("found only %d metric names in the rules and the dashboard: %v", len(used), used)
+	}
+	var missing []string
+	for m, where := range used {
+		base := m
+		for _, suf := range []string{"_bucket", "_count", "_sum"} {
+			if b := strings.TrimSuffix(m, suf); b != m && families[b] {
+				base = b
+			}
+		}
+		if !families[base] {
+			missing = append(missing, m+" (used by "+strings.Join(where, ", ")+")")
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("metrics queried but not exported by the agent:\n  %s", strings.Join(missing, "\n  "))
+	}
+}
