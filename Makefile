@@ -80,6 +80,13 @@ proto:
 		--go-grpc_out=sdk/proto --go-grpc_opt=paths=source_relative \
 		sdk/proto/spiderpool/plugin/v1/plugin.proto
 
+## man: the spiderpool-agent(8) man page, from the commands' own help and
+## config.hcl.example, in $(BIN)/man/
+MAN_DATE ?= $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%d 2>/dev/null)
+man:
+	@mkdir -p $(BIN)/man
+	$(GO) run ./packaging/manpage -config config.hcl.example -date '$(MAN_DATE)' > $(BIN)/man/spiderpool-agent.8
+
 ## deb: build the Debian package into DIST (dist/) with nfpm; see packaging/README.md
 NFPM_VERSION := v2.45.2
 DIST         ?= dist
@@ -88,8 +95,10 @@ DIST         ?= dist
 DEB_VERSION  ?= $(shell sh packaging/debversion.sh '$(VERSION)')
 # File times in the package: the commit's, so that a rebuild is identical.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
-deb: build
-	@mkdir -p $(DIST)
+deb: build man
+	@mkdir -p $(DIST) $(BIN)/deb
+	gzip -9n < $(BIN)/man/spiderpool-agent.8 > $(BIN)/deb/spiderpool-agent.8.gz
+	sh packaging/changelog.sh '$(DEB_VERSION)' '$(SOURCE_DATE_EPOCH)' | gzip -9n > $(BIN)/deb/changelog.gz
 	VERSION='$(DEB_VERSION)' BIN='$(BIN)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
 		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
 		--config packaging/nfpm.yaml --packager deb --target $(DIST)/
@@ -100,7 +109,8 @@ deb: build
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 DOCDIR     ?= $(PREFIX)/share/doc/spiderpool-agent
-install: build
+MANDIR     ?= $(PREFIX)/share/man
+install: build man
 	install -D -m 0755 $(BIN)/spiderpool-agent $(DESTDIR)$(PREFIX)/bin/spiderpool-agent
 	@for p in $(PLUGINS); do \
 		echo "install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p"; \
@@ -129,6 +139,11 @@ install: build
 		packaging/spiderpool-agent.service > $(DESTDIR)$(UNITDIR)/spiderpool-agent.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/spiderpool-agent.service
 	install -m 0644 packaging/README.md config.hcl.example $(DESTDIR)$(DOCDIR)/
+	install -D -m 0644 $(BIN)/man/spiderpool-agent.8 $(DESTDIR)$(MANDIR)/man8/spiderpool-agent.8
+	install -D -m 0644 packaging/completion/spiderpool-agent.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/spiderpool-agent
+	install -D -m 0644 packaging/completion/_spiderpool-agent $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_spiderpool-agent
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)/monitoring
+	install -m 0644 packaging/monitoring/spiderpool-agent.rules.yml packaging/monitoring/spiderpool-agent.dashboard.json packaging/monitoring/README.md $(DESTDIR)$(DOCDIR)/monitoring/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -17,7 +17,7 @@ target=${1:-test}
 common="ip:iproute2 bridge:iproute2 tcpdump:tcpdump arping:iputils-arping ndisc6:ndisc6 git:git"
 case "$target" in
 test)
-	need="$common systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base dpkg-deb:dpkg"
+	need="$common systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux"
 	;;
 bench | faults)
 	need="$common"

@@ -40,6 +40,12 @@ func Run(args []string, env Env) int {
 		Version:     version.String(),
 		HelpWriter:  env.Stdout,
 		ErrorWriter: env.Stderr,
+		// Shell completion: bash and zsh run the binary with COMP_LINE set
+		// (packaging/completion). The -autocomplete-install flags, which
+		// edit a user's shell rc, are left out: the package installs the
+		// completion files.
+		Autocomplete:               true,
+		AutocompleteNoDefaultFlags: true,
 		Commands: map[string]cli.CommandFactory{
 			"daemon":          func() (cli.Command, error) { return &daemonCommand{env: env}, nil },
 			"shutdown":        func() (cli.Command, error) { return &shutdownCommand{env: env}, nil },
@@ -52,6 +58,7 @@ func Run(args []string, env Env) int {
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
 		},
 	}
+	withCompletion(c.Commands)
 	code, err := c.Run()
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "spiderpool-agent: %v\n", err)

@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"os"
@@ -32,20 +33,29 @@ type debEntry struct {
 
 // wantFiles are the package's files and their modes.
 var wantFiles = map[string]string{
-	"/usr/bin/spiderpool-agent":                                      "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":     "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":      "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector": "-rwxr-xr-x",
-	"/etc/spiderpool/config.hcl":                                     "-rw-r--r--",
-	"/etc/default/spiderpool-agent":                                  "-rw-r--r--",
-	"/lib/systemd/system/spiderpool-agent.service":                   "-rw-r--r--",
-	"/usr/share/doc/spiderpool-agent/README.md":                      "-rw-r--r--",
-	"/usr/share/doc/spiderpool-agent/config.hcl.example":             "-rw-r--r--",
-	"/usr/share/doc/spiderpool-agent/copyright":                      "-rw-r--r--",
-	"/etc/spiderpool":                 "drwxr-xr-x",
-	"/usr/lib/spiderpool/plugins":     "drwxr-xr-x",
-	"/usr/lib/spiderpool":             "drwxr-xr-x",
-	"/usr/share/doc/spiderpool-agent": "drwxr-xr-x",
+	"/usr/bin/spiderpool-agent":                                                  "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":                 "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":                  "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector":             "-rwxr-xr-x",
+	"/etc/spiderpool/config.hcl":                                                 "-rw-r--r--",
+	"/etc/default/spiderpool-agent":                                              "-rw-r--r--",
+	"/lib/systemd/system/spiderpool-agent.service":                               "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/README.md":                                  "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/config.hcl.example":                         "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/copyright":                                  "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/changelog.gz":                               "-rw-r--r--",
+	"/usr/share/man/man8/spiderpool-agent.8.gz":                                  "-rw-r--r--",
+	"/usr/share/bash-completion/completions/spiderpool-agent":                    "-rw-r--r--",
+	"/usr/share/zsh/vendor-completions/_spiderpool-agent":                        "-rw-r--r--",
+	"/usr/share/lintian/overrides/spiderpool-agent":                              "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/monitoring/README.md":                       "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/monitoring/spiderpool-agent.rules.yml":      "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/monitoring/spiderpool-agent.dashboard.json": "-rw-r--r--",
+	"/etc/spiderpool":                            "drwxr-xr-x",
+	"/usr/lib/spiderpool/plugins":                "drwxr-xr-x",
+	"/usr/lib/spiderpool":                        "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent":            "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent/monitoring": "drwxr-xr-x",
 }
 
 var wantConffiles = []string{"/etc/default/spiderpool-agent", "/etc/spiderpool/config.hcl"}
@@ -259,6 +269,61 @@ func TestDebPackage(t *testing.T) {
 		out, err = cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "configuration is valid") || !strings.Contains(string(out), "3 plugins enabled") {
 			t.Errorf("spiderpool-agent config validate --config-dir /etc/spiderpool: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("lintian", func(t *testing.T) {
+		lintian := requireTool(t, "lintian", "lintian")
+		// Errors fail; warnings are reported. --allow-root: this test runs
+		// as root to install the package.
+		out, err := exec.Command(lintian, "--allow-root", "--fail-on", "error", deb).CombinedOutput()
+		if err != nil {
+			t.Errorf("lintian %s: %v\n%s", filepath.Base(deb), err, out)
+		}
+		if bytes.Contains(out, []byte("E: ")) {
+			t.Errorf("lintian reports errors:\n%s", out)
+		}
+		t.Logf("lintian:\n%s", out)
+	})
+
+	t.Run("man page", func(t *testing.T) {
+		requireTool(t, "man", "man-db")
+		cmd := exec.Command("man", "-P", "cat", "spiderpool-agent")
+		cmd.Env = append(cleanCommand("true").Env, "MANWIDTH=100", "LC_ALL=C.UTF-8")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("man spiderpool-agent after dpkg -i: %v\n%s", err, out)
+		}
+		for _, want := range []string{"SPIDERPOOL-AGENT(8)", "COMMANDS", "check --interface IF", "ENVIRONMENT", "SPIDERPOOL_HEALTH_PORT", "CONFIGURATION"} {
+			if !bytes.Contains(out, []byte(want)) {
+				t.Errorf("man spiderpool-agent lacks %q", want)
+			}
+		}
+		// The page's warnings (groff -ww) are errors here.
+		w := exec.Command("sh", "-c", "zcat /usr/share/man/man8/spiderpool-agent.8.gz | groff -man -ww -z")
+		w.Env = append(cleanCommand("true").Env, "LC_ALL=C.UTF-8")
+		if out, err := w.CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("groff -man -ww: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("shell completion", func(t *testing.T) {
+		cmd := exec.Command("bash", "-c", "source /usr/share/bash-completion/completions/spiderpool-agent && complete -p spiderpool-agent")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !regexp.MustCompile(`complete -C '?spiderpool-agent'? spiderpool-agent`).Match(out) {
+			t.Errorf("bash completion not registered: %v\n%s", err, out)
+		}
+		for line, want := range map[string]string{
+			"spiderpool-agent con":          "config",
+			"spiderpool-agent check --inte": "--interface",
+			"spiderpool-agent config v":     "validate",
+		} {
+			c := cleanCommand("/usr/bin/spiderpool-agent")
+			c.Env = append(c.Env, "COMP_LINE="+line)
+			out, err := c.Output()
+			if err != nil || !strings.Contains(string(out), want) {
+				t.Errorf("COMP_LINE=%q: %v %q, want %q", line, err, out, want)
+			}
 		}
 	})
 

@@ -22,15 +22,19 @@ func TestMakeInstall(t *testing.T) {
 	run(t, repoRoot(t), "make", args...)
 
 	for p, mode := range map[string]string{
-		"/usr/local/bin/spiderpool-agent":                                      "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":     "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":      "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector": "-rwxr-xr-x",
-		"/usr/local/lib/systemd/system/spiderpool-agent.service":               "-rw-r--r--",
-		"/usr/local/share/doc/spiderpool-agent/README.md":                      "-rw-r--r--",
-		"/usr/local/share/doc/spiderpool-agent/config.hcl.example":             "-rw-r--r--",
-		"/etc/spiderpool/config.hcl":                                           "-rw-r--r--",
-		"/etc/default/spiderpool-agent":                                        "-rw-r--r--",
+		"/usr/local/bin/spiderpool-agent":                                             "-rwxr-xr-x",
+		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":            "-rwxr-xr-x",
+		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":             "-rwxr-xr-x",
+		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector":        "-rwxr-xr-x",
+		"/usr/local/lib/systemd/system/spiderpool-agent.service":                      "-rw-r--r--",
+		"/usr/local/share/doc/spiderpool-agent/README.md":                             "-rw-r--r--",
+		"/usr/local/share/doc/spiderpool-agent/config.hcl.example":                    "-rw-r--r--",
+		"/etc/spiderpool/config.hcl":                                                  "-rw-r--r--",
+		"/etc/default/spiderpool-agent":                                               "-rw-r--r--",
+		"/usr/local/share/man/man8/spiderpool-agent.8":                                "-rw-r--r--",
+		"/usr/local/share/bash-completion/completions/spiderpool-agent":               "-rw-r--r--",
+		"/usr/local/share/zsh/vendor-completions/_spiderpool-agent":                   "-rw-r--r--",
+		"/usr/local/share/doc/spiderpool-agent/monitoring/spiderpool-agent.rules.yml": "-rw-r--r--",
 	} {
 		fi, err := os.Stat(filepath.Join(dest, p))
 		if err != nil {
