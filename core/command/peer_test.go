@@ -1,0 +1,150 @@
+package command
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+)
+
+// squatEnv makes the test binary act as an impostor agent (see TestMain).
+const squatEnv = "SPIDERPOOL_TEST_SQUAT_SOCKET"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(squatEnv); path != "" {
+		os.Exit(squat(path))
+	}
+	os.Exit(m.Run())
+}
+
+// impostor answers as an agent would, and passes every check.
+type impostor struct{}
+
+func (impostor) Status(context.Context) state.Agent {
+	return state.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
+}
+func (impostor) Shutdown(context.Context) error { return nil }
+func (impostor) Reload(context.Context) error   { return nil }
+func (impostor) Check(_ context.Context, req control.ValidatedCheck) (control.CheckResponse, error) {
+	resp := control.CheckResponse{Verdict: control.VerdictPass}
+	for _, a := range req.Addresses {
+		resp.Addresses = append(resp.Addresses, control.AddressResult{Address: a.Address.String(), Verdict: control.VerdictPass,
+			Detectors: []control.DetectorResult{{Name: "ip-conflict", Verdict: control.VerdictPass, Reason: "impostor"}}})
+	}
+	return resp, nil
+}
+
+// squat listens on path (without control.Listen, which would refuse the
+// directory) and serves the control API of an impostor, until killed.
+func squat(path string) int {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Chmod(path, 0o666)
+	fmt.Println("listening")
+	http.Serve(ln, control.NewHandler(impostor{}, nil))
+	return 1
+}
+
+// Issue 10 item 10: with the socket directory world-writable, a process of
+// nobody put its own socket on the path and `check` printed its PASS. The
+// client must refuse a peer that is not root (or the client's user) with a
+// clear error, and never print PASS.
+func TestCheckRefusesSocketSquattedByNobody(t *testing.T) {
+	const nobody = 65534
+	top, err := os.MkdirTemp("", "squat-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	run := filepath.Join(top, "run")
+	if err := os.Mkdir(run, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary's own directory is root's 0700: copy it where
+	// nobody can execute it, and let nobody write the socket directory.
+	if err := os.Chmod(top, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(run, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(top, "impostor")
+	copyFile(t, self, bin, 0o755)
+	sock := filepath.Join(run, "spiderpool.sock")
+
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), squatEnv+"="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}, Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line := make([]byte, len("listening"))
+	if _, err := io.ReadFull(stdout, line); err != nil {
+		t.Fatalf("the impostor did not start: %v", err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody {
+		t.Fatalf("the impostor's socket is not nobody's: %v", err)
+	}
+
+	out, errOut, code := runCLI(t, nil, "check", "--socket", sock, "--interface", "eth0", "--ip", "10.0.0.5/24")
+	if strings.Contains(strings.ToUpper(out), "PASS") || code == ExitOK {
+		t.Fatalf("check believed the impostor: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"refusing to trust the process on " + sock, fmt.Sprintf("uid %d", nobody), "writable by group or others"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the error lacks %q:\n%s", want, errOut)
+		}
+	}
+	_, errOut, code = runCLI(t, nil, "status", "--socket", sock)
+	if code != ExitFail || !strings.Contains(errOut, "refusing to trust") {
+		t.Errorf("status: exit %d, want %d with a refusal:\n%s", code, ExitFail, errOut)
+	}
+
+	// The daemon refuses the directory outright.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if ln, err := control.Listen(ctx, filepath.Join(run, "other.sock")); err == nil {
+		ln.Close()
+		t.Error("the daemon listened in a world-writable socket directory")
+	} else if !strings.Contains(err.Error(), "writable by group or others") {
+		t.Errorf("Listen in a world-writable directory: %v", err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
