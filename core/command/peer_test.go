@@ -148,3 +148,52 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// debug pprof writes a profile fetched over the control socket to a file,
+// and never overwrites an existing one.
+func TestDebugPprof(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "agent.sock")
+	ln, err := control.Listen(context.Background(), sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- control.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	out := filepath.Join(dir, "heap.pprof")
+	_, errOut, code := runCLI(t, nil, "debug", "pprof", "heap", "--socket", sock, "-o", out)
+	if code != ExitOK {
+		t.Fatalf("debug pprof heap: exit %d: %s", code, errOut)
+	}
+	if b, err := os.ReadFile(out); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("%s is not a gzipped profile (%d bytes, %v)", out, len(b), err)
+	}
+	if _, errOut, code = runCLI(t, nil, "debug", "pprof", "heap", "--socket", sock, "-o", out); code != ExitFail || !strings.Contains(errOut, "file exists") {
+		t.Errorf("overwriting %s: exit %d: %s", out, code, errOut)
+	}
+	if _, errOut, code = runCLI(t, nil, "debug", "pprof", "cpu", "--socket", sock, "--seconds", "600"); code != ExitUsage || !strings.Contains(errOut, "--seconds 600") {
+		t.Errorf("--seconds 600: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code = runCLI(t, nil, "debug", "pprof", "cmdline", "--socket", sock); code != ExitUsage || !strings.Contains(errOut, `unknown profile "cmdline"`) {
+		t.Errorf("cmdline: exit %d: %s", code, errOut)
+	}
+}
+
+// status says when gops is on, since any local user can reach it.
+func TestStatusWarnsAboutGops(t *testing.T) {
+	var b strings.Builder
+	if err := writeStatus(&b, state.Agent{Version: "v", PID: 1, Started: true, Gops: "127.0.0.1:5712"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "warning: gops listens on 127.0.0.1:5712: any local user") {
+		t.Errorf("status with gops on does not warn:\n%s", b.String())
+	}
+	b.Reset()
+	writeStatus(&b, state.Agent{Version: "v", PID: 1, Started: true})
+	if strings.Contains(b.String(), "gops") {
+		t.Errorf("status with gops off mentions it:\n%s", b.String())
+	}
+}
