@@ -200,7 +200,12 @@ func (a *Agent) run(ctx context.Context) error {
 	serve("health", httpCtx, healthLn, health.NewHandler(a), httpserve.Limits{MaxConns: healthMaxConns})
 	if metricsLn != nil {
 		mux := http.NewServeMux()
-		mux.Handle(telemetry.MetricsPath, tel.Handler())
+		// A scraper that gives up mid-answer is normal (its timeout): one
+		// debug line, not a warning per metric family.
+		metricsLog := a.log.Named("metrics")
+		mux.Handle(telemetry.MetricsPath, httpserve.QuietWhenGone(tel.Handler(), func(r *http.Request, err error) {
+			metricsLog.Debug("the scraper went away before the answer was written", "remote", r.RemoteAddr, "error", err)
+		}))
 		serve("metrics", httpCtx, metricsLn, mux, httpserve.Limits{MaxConns: metricsMaxConns})
 		a.log.Info("serving metrics", "address", metricsLn.Addr().String())
 	}

@@ -171,3 +171,37 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option)
 	}
 	return nil
 }
+
+// QuietWhenGone wraps h for a client that may go away mid-answer (a
+// Prometheus scrape that timed out): once a write to the client fails, the
+// handler's further writes succeed without effect, and gone is called once
+// with the first error. Without it, promhttp logs one warning per metric
+// family left to write (issue 10 item 11: 8 WARN lines per abandoned
+// scrape).
+func QuietWhenGone(h http.Handler, gone func(r *http.Request, err error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		qw := &quietWriter{ResponseWriter: w}
+		h.ServeHTTP(qw, r)
+		if qw.err != nil && gone != nil {
+			gone(r, qw.err)
+		}
+	})
+}
+
+type quietWriter struct {
+	http.ResponseWriter
+	err error
+}
+
+func (q *quietWriter) Write(p []byte) (int, error) {
+	if q.err != nil {
+		return len(p), nil
+	}
+	if _, err := q.ResponseWriter.Write(p); err != nil {
+		q.err = err
+	}
+	return len(p), nil
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (q *quietWriter) Unwrap() http.ResponseWriter { return q.ResponseWriter }

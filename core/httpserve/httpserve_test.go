@@ -277,3 +277,39 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatal("the waiting client was not served 20s after a slot freed")
 	}
 }
+
+type failingWriter struct {
+	http.ResponseWriter
+	writes int
+}
+
+func (f *failingWriter) Header() http.Header { return http.Header{} }
+func (f *failingWriter) WriteHeader(int)     {}
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.writes++
+	return 0, errors.New("write: broken pipe")
+}
+
+// A handler that keeps writing to a client that went away (promhttp logs
+// each failed metric family at WARN) sees no error; gone hears of it once.
+func TestQuietWhenGone(t *testing.T) {
+	var handlerErrs int
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 8 {
+			if _, err := io.WriteString(w, "family\n"); err != nil {
+				handlerErrs++
+			}
+		}
+	})
+	var gone []error
+	fw := &failingWriter{}
+	QuietWhenGone(h, func(_ *http.Request, err error) { gone = append(gone, err) }).ServeHTTP(fw, httptestRequest())
+	if handlerErrs != 0 || len(gone) != 1 || fw.writes != 1 {
+		t.Fatalf("handler saw %d errors, gone called %d times, %d writes reached the client; want 0, 1, 1", handlerErrs, len(gone), fw.writes)
+	}
+}
+
+func httptestRequest() *http.Request {
+	r, _ := http.NewRequest(http.MethodGet, "/metrics", nil)
+	return r
+}
