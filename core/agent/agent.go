@@ -63,11 +63,14 @@ const reloadLoadTimeout = 10 * time.Second
 
 // Connection limits of the servers (httpserve.Limits); the timeouts are
 // httpserve's defaults except the control API's write timeout, which must
-// outlast the longest check, reload and CPU profile.
+// outlast the longest check, reload and CPU profile. An idle connection
+// costs about 10 KiB (goroutine and buffers), so these bound the memory a
+// flood can take to a few MiB per server; health gets the most room, since
+// slow clients holding its slots delay liveness probes (until ReadHeader).
 const (
-	controlMaxConns = 64
-	healthMaxConns  = 256
-	metricsMaxConns = 32
+	controlMaxConns = 128
+	healthMaxConns  = 1024
+	metricsMaxConns = 64
 )
 
 // Options say where the agent finds its configuration and where it logs.
