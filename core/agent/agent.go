@@ -61,16 +61,22 @@ const (
 // so this is a last guard, not an expected wait.
 const reloadLoadTimeout = 10 * time.Second
 
-// Connection limits of the servers (httpserve.Limits); the timeouts are
-// httpserve's defaults except the control API's write timeout, which must
-// outlast the longest check, reload and CPU profile. An idle connection
-// costs about 10 KiB (goroutine and buffers), so these bound the memory a
-// flood can take to a few MiB per server; health gets the most room, since
-// slow clients holding its slots delay liveness probes (until ReadHeader).
-const (
-	controlMaxConns = 128
-	healthMaxConns  = 1024
-	metricsMaxConns = 64
+// Limits of the three servers (httpserve.Limits; zero fields keep
+// httpserve.DefaultLimits). An idle connection costs about 10-20 KiB
+// (goroutine and buffers), so the connection limits bound what a flood can
+// take to a few MiB per server. A flood beyond a limit waits in the kernel's
+// backlog, and so do the legitimate requests behind it, until the header
+// timeout cuts the slow ones: hence short timeouts where requests are tiny.
+var (
+	// healthLimits: probes send a few bytes and get a few hundred back;
+	// a probe queued behind a full house waits at most ReadHeader.
+	healthLimits = httpserve.Limits{ReadHeader: 2 * time.Second, Read: 2 * time.Second,
+		Write: 5 * time.Second, Idle: 5 * time.Second, MaxConns: 1024}
+	// controlLimits: the CLI sends one request per connection (no
+	// keep-alive); Write is set per configuration (controlWriteTimeout).
+	controlLimits = httpserve.Limits{Idle: 10 * time.Second, MaxConns: 128}
+	// metricsLimits: a scrape is one small request and a larger answer.
+	metricsLimits = httpserve.Limits{MaxConns: 64}
 )
 
 // Options say where the agent finds its configuration and where it logs.
@@ -198,9 +204,10 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 		return done
 	}
-	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")),
-		httpserve.Limits{MaxConns: controlMaxConns, Write: controlWriteTimeout(cfg)})
-	serve("health", httpCtx, healthLn, health.NewHandler(a), httpserve.Limits{MaxConns: healthMaxConns})
+	ctlLimits := controlLimits
+	ctlLimits.Write = controlWriteTimeout(cfg)
+	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")), ctlLimits)
+	serve("health", httpCtx, healthLn, health.NewHandler(a), healthLimits)
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		// A scraper that gives up mid-answer is normal (its timeout): one
@@ -209,7 +216,7 @@ func (a *Agent) run(ctx context.Context) error {
 		mux.Handle(telemetry.MetricsPath, httpserve.QuietWhenGone(tel.Handler(), func(r *http.Request, err error) {
 			metricsLog.Debug("the scraper went away before the answer was written", "remote", r.RemoteAddr, "error", err)
 		}))
-		serve("metrics", httpCtx, metricsLn, mux, httpserve.Limits{MaxConns: metricsMaxConns})
+		serve("metrics", httpCtx, metricsLn, mux, metricsLimits)
 		a.log.Info("serving metrics", "address", metricsLn.Addr().String())
 	}
 	a.log.Info("serving", "socket", cfg.SocketPath, "health", healthLn.Addr().String())
