@@ -3,7 +3,7 @@
 //
 //	GET /v1/runtime/startup    200 once initialisation has finished, else 503
 //	GET /v1/runtime/readiness  200 when every enabled plugin is ready, else 503
-//	GET /v1/runtime/liveness   200 when the agent's loops answer within 1s, else 503
+//	GET /v1/runtime/liveness   200 when Source.Live says the agent's loops run, else 503
 //
 // Every answer is a JSON document naming each plugin and its state, like
 // CoreDNS's /ready names who is not ready, so that a failing probe says why.
