@@ -197,3 +197,89 @@ func TestStatusWarnsAboutGops(t *testing.T) {
 		t.Errorf("status with gops off mentions it:\n%s", b.String())
 	}
 }
+
+// startImpostor runs this test binary as uid on sock (see squat) until the
+// test ends.
+func startImpostor(t *testing.T, bin, sock string, uid int) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), squatEnv+"="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}, Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line := make([]byte, len("listening"))
+	if _, err := io.ReadFull(stdout, line); err != nil {
+		t.Fatalf("the server as uid %d did not start: %v", uid, err)
+	}
+}
+
+// The packaged unit runs the agent as a DynamicUser= in a RuntimeDirectory=
+// that root created and handed over: the client (root) must trust that,
+// and nothing looser.
+func TestClientTrustsADynamicUserOnlyInARootGivenDirectory(t *testing.T) {
+	const dyn = 61184 // systemd's DynamicUser range starts here
+	cases := []struct {
+		name        string
+		parentOwner int
+		parentMode  os.FileMode
+		dirMode     os.FileMode
+		want        string // "" for trusted
+	}{
+		{"RuntimeDirectory", 0, 0o755, 0o750, ""},
+		{"directory writable by its group", 0, 0o755, 0o770, "writable by group or others"},
+		{"parent owned by the user", dyn, 0o755, 0o750, "belongs to uid 61184, not root"},
+		{"parent writable by others", 0, 0o1777, 0o750, "writable by group or others"},
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			top, err := os.MkdirTemp("", "dyn-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(top) })
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(os.Chmod(top, 0o755))
+			bin := filepath.Join(top, "server")
+			copyFile(t, self, bin, 0o755)
+			parent := filepath.Join(top, "run")
+			must(os.Mkdir(parent, 0o755))
+			must(os.Chown(parent, tc.parentOwner, tc.parentOwner))
+			must(os.Chmod(parent, tc.parentMode))
+			dir := filepath.Join(parent, "spidernet")
+			must(os.Mkdir(dir, 0o700))
+			must(os.Chown(dir, dyn, dyn))
+			must(os.Chmod(dir, tc.dirMode))
+			sock := filepath.Join(dir, "spiderpool.sock")
+			startImpostor(t, bin, sock, dyn)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err = (&control.Client{SocketPath: sock}).Status(ctx)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("a DynamicUser agent in a root-given directory is not trusted: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Status = %v, want a refusal saying %q", err, tc.want)
+			}
+		})
+	}
+}
