@@ -67,17 +67,22 @@ const reloadLoadTimeout = 10 * time.Second
 // take to a few MiB per server. A flood beyond a limit waits in the kernel's
 // backlog, and so do the legitimate requests behind it, until the header
 // timeout cuts the slow ones: hence short timeouts where requests are tiny.
-var (
-	// healthLimits: probes send a few bytes and get a few hundred back;
-	// a probe queued behind a full house waits at most ReadHeader.
-	healthLimits = httpserve.Limits{ReadHeader: 2 * time.Second, Read: 2 * time.Second,
+
+// healthLimits: probes send a few bytes and get a few hundred back; a probe
+// queued behind a full house waits at most ReadHeader.
+func healthLimits() httpserve.Limits {
+	return httpserve.Limits{ReadHeader: 2 * time.Second, Read: 2 * time.Second,
 		Write: 5 * time.Second, Idle: 5 * time.Second, MaxConns: 1024}
-	// controlLimits: the CLI sends one request per connection (no
-	// keep-alive); Write is set per configuration (controlWriteTimeout).
-	controlLimits = httpserve.Limits{Idle: 10 * time.Second, MaxConns: 128}
-	// metricsLimits: a scrape is one small request and a larger answer.
-	metricsLimits = httpserve.Limits{MaxConns: 64}
-)
+}
+
+// controlLimits: the CLI sends one request per connection (no keep-alive);
+// the write timeout outlasts the longest request (controlWriteTimeout).
+func controlLimits(cfg *config.Config) httpserve.Limits {
+	return httpserve.Limits{Write: controlWriteTimeout(cfg), Idle: 10 * time.Second, MaxConns: 128}
+}
+
+// metricsLimits: a scrape is one small request and a larger answer.
+func metricsLimits() httpserve.Limits { return httpserve.Limits{MaxConns: 64} }
 
 // Options say where the agent finds its configuration and where it logs.
 type Options struct {
@@ -204,10 +209,8 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 		return done
 	}
-	ctlLimits := controlLimits
-	ctlLimits.Write = controlWriteTimeout(cfg)
-	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")), ctlLimits)
-	serve("health", httpCtx, healthLn, health.NewHandler(a), healthLimits)
+	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")), controlLimits(cfg))
+	serve("health", httpCtx, healthLn, health.NewHandler(a), healthLimits())
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		// A scraper that gives up mid-answer is normal (its timeout): one
@@ -216,7 +219,7 @@ func (a *Agent) run(ctx context.Context) error {
 		mux.Handle(telemetry.MetricsPath, httpserve.QuietWhenGone(tel.Handler(), func(r *http.Request, err error) {
 			metricsLog.Debug("the scraper went away before the answer was written", "remote", r.RemoteAddr, "error", err)
 		}))
-		serve("metrics", httpCtx, metricsLn, mux, metricsLimits)
+		serve("metrics", httpCtx, metricsLn, mux, metricsLimits())
 		a.log.Info("serving metrics", "address", metricsLn.Addr().String())
 	}
 	a.log.Info("serving", "socket", cfg.SocketPath, "health", healthLn.Addr().String())

@@ -46,18 +46,20 @@ type Limits struct {
 }
 
 // DefaultLimits are the limits of a server unless Serve is told otherwise.
-var DefaultLimits = Limits{
-	ReadHeader:     5 * time.Second,
-	Read:           10 * time.Second,
-	Write:          30 * time.Second,
-	Idle:           30 * time.Second,
-	MaxHeaderBytes: 16 << 10,
-	MaxConns:       256,
+func DefaultLimits() Limits {
+	return Limits{
+		ReadHeader:     5 * time.Second,
+		Read:           10 * time.Second,
+		Write:          30 * time.Second,
+		Idle:           30 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		MaxConns:       256,
+	}
 }
 
 // withDefaults fills the zero fields of l from DefaultLimits.
 func (l Limits) withDefaults() Limits {
-	d := DefaultLimits
+	d := DefaultLimits()
 	if l.ReadHeader <= 0 {
 		l.ReadHeader = d.ReadHeader
 	}
@@ -128,7 +130,7 @@ func Listen(addr string) (net.Listener, error) {
 // the server failed before ctx ended, or when requests were still running
 // at the end of the grace period.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option) error {
-	o := options{grace: DefaultGrace, limits: DefaultLimits}
+	o := options{grace: DefaultGrace, limits: DefaultLimits()}
 	for _, opt := range opts {
 		opt(&o)
 	}
