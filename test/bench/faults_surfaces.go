@@ -110,33 +110,64 @@ func surfLivenessStorm(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "storm", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	conns, err := dialIn(ns, a.health, probes)
-	defer closeConns(conns)
+	fds, err := socketsIn(ns, probes)
 	if err != nil {
-		row.did = "could not open the connections: " + err.Error()
+		row.did = "could not make the sockets: " + err.Error()
 		return row
 	}
-	codes, took := requestAll(conns, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
+	codes, took := connectAndRequest(fds, a.health, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
 	row.did = fmt.Sprintf("answers: %v", codes)
 	row.numbers = fmt.Sprintf("%d probes in %s ms; agent RSS %d → %d KiB", probes, ms(took), rss0, rssKiB(a.pid()))
 	row.held = codes["200"] == probes
 	return row
 }
 
-// requestAll writes req on every connection at once and tallies the status
-// codes of the answers.
-func requestAll(conns []net.Conn, req string, timeout time.Duration) (map[string]int, time.Duration) {
+// socketsIn makes n TCP sockets inside nsPath, not yet connected (a socket
+// keeps its namespace), so that they can all connect at the same moment:
+// pre-connected idle sockets would be cut by the 2 s header timeout.
+func socketsIn(nsPath string, n int) ([]int, error) {
+	var fds []int
+	err := netlab.DoInNS(nsPath, func() error {
+		for i := 0; i < n; i++ {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+		}
+		return nil
+	})
+	return fds, err
+}
+
+// connectAndRequest connects every socket to 127.0.0.1:port at once,
+// writes req on each and tallies the status codes of the answers.
+func connectAndRequest(fds []int, port int, req string, timeout time.Duration) (map[string]int, time.Duration) {
 	var mu sync.Mutex
 	codes := map[string]int{}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	for _, c := range conns {
+	for _, fd := range fds {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			c.SetDeadline(time.Now().Add(timeout))
 			got := "error"
+			if err := syscall.Connect(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+				syscall.Close(fd)
+				mu.Lock()
+				codes["connect error"]++
+				mu.Unlock()
+				return
+			}
+			f := os.NewFile(uintptr(fd), "probe")
+			c, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(timeout))
 			if _, err := io.WriteString(c, req); err == nil {
 				if res, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
 					got = fmt.Sprint(res.StatusCode)
