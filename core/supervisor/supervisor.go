@@ -54,6 +54,9 @@ type Observer interface {
 	PluginRestarted(plugin string)
 	PluginCall(plugin, method string, seconds float64, err error)
 	PluginSamples(plugin string, samples []sdk.Sample)
+	// PluginLogSuppressed counts log lines of a plugin dropped by its
+	// log rate limit.
+	PluginLogSuppressed(plugin string, lines int)
 }
 
 // Options configure a Supervisor.
@@ -70,6 +73,12 @@ type Options struct {
 	Observer       Observer
 	// OnChange is called after any plugin's state changes. It must not block.
 	OnChange func()
+	// Limits bound each plugin's memory and log output.
+	Limits Limits
+
+	// testHookOpened runs after a plugin binary was opened and before it is
+	// checked and executed.
+	testHookOpened func()
 }
 
 func (o *Options) setDefaults() {
@@ -94,6 +103,7 @@ func (o *Options) setDefaults() {
 	if o.OnChange == nil {
 		o.OnChange = func() {}
 	}
+	o.Limits.setDefaults()
 }
 
 type nopObserver struct{}
@@ -102,6 +112,7 @@ func (nopObserver) PluginState(string, state.PluginState, int) {}
 func (nopObserver) PluginRestarted(string)                     {}
 func (nopObserver) PluginCall(string, string, float64, error)  {}
 func (nopObserver) PluginSamples(string, []sdk.Sample)         {}
+func (nopObserver) PluginLogSuppressed(string, int)            {}
 
 // ErrUnavailable is wrapped by calls to a plugin that is not running.
 var ErrUnavailable = errors.New("plugin unavailable")
@@ -116,7 +127,8 @@ var ErrUnknownPlugin = errors.New("unknown plugin")
 
 // Supervisor owns the plugin processes.
 type Supervisor struct {
-	opts Options
+	opts   Options
+	reaper *reaper
 
 	mu      sync.Mutex
 	agent   sdk.AgentSettings
@@ -127,7 +139,7 @@ type Supervisor struct {
 // New returns a supervisor with nothing running.
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
-	return &Supervisor{opts: opts, agent: opts.Agent, plugins: map[string]*managed{}}
+	return &Supervisor{opts: opts, reaper: newReaper(), agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
 // Apply makes the running plugins match specs: new or newly enabled ones
