@@ -86,7 +86,7 @@ func build() (Binaries, error) {
 	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
 		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})
 	}
-	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout"} {
+	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)
 		b.Faulty[mode] = out
 		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode})
