@@ -179,8 +179,7 @@ type SupervisorConfig struct {
 	StableAfter time.Duration
 	// PluginMemoryMaxMB limits each plugin process's memory, in MiB
 	// (RLIMIT_DATA; GOMEMLIMIT at 90%); 0 is unlimited. HCL
-	// plugin_memory_max_mb, env SPIDERPOOL_PLUGIN_MEMORY_MAX_MB, default
-	// 1024.
+	// plugin_memory_max_mb, default 1024.
 	PluginMemoryMaxMB int
 	// PluginLogRate and PluginLogBurst bound the log lines of each plugin
 	// (a token bucket). HCL plugin_log_rate, default 100 a second, and

@@ -193,7 +193,7 @@ var globalKeys = []*keySpec{
 		desc: "run time after which the restart backoff and budget start over",
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.Supervisor.StableAfter }},
-	{name: "supervisor.plugin_memory_max_mb", kind: kindInt, env: "SPIDERPOOL_PLUGIN_MEMORY_MAX_MB",
+	{name: "supervisor.plugin_memory_max_mb", kind: kindInt,
 		desc: "memory limit of each plugin process in MiB (RLIMIT_DATA, and GOMEMLIMIT at 90%); 0 is unlimited",
 		want: "0 (unlimited) or a whole number of MiB >= 128", check: memoryMB,
 		ptr: func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},

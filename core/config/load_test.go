@@ -725,7 +725,8 @@ func TestSettings(t *testing.T) {
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
-		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after"}
+		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
+		"supervisor.plugin_memory_max_mb", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
 		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)
