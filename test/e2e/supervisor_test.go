@@ -14,6 +14,19 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
+// sigstop stops pid and kills it when the test ends. A pid <= 0 would
+// signal this test's own process group.
+func sigstop(t *testing.T, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		t.Fatalf("no plugin process to stop (pid %d)", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
 // TestStoppedPluginIsReplaced: SIGSTOP of a real plugin under the real
 // agent takes the node out of readiness while the plugin is replaced, then
 // the agent is ready again with a new process. (The agent used to hang in
@@ -24,10 +37,7 @@ plugin "ip-conflict" { timeout = "500ms" }
 `})
 	a.WaitReady(10 * time.Second)
 	victim := pluginState(t, a, "ip-conflict")
-	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(victim.PID, syscall.SIGKILL) })
+	sigstop(t, victim.PID)
 	stopped := time.Now()
 	// 3 health checks of 500ms each, 200ms apart, are missed first.
 	a.WaitFor("/v1/runtime/readiness", http.StatusServiceUnavailable, 15*time.Second)
@@ -61,10 +71,7 @@ plugin "ip-conflict" { timeout = "10s" }
 `})
 	a.WaitReady(10 * time.Second)
 	victim := pluginState(t, a, "ip-conflict")
-	if err := syscall.Kill(victim.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(victim.PID, syscall.SIGKILL) })
+	sigstop(t, victim.PID)
 	begin := time.Now()
 	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
