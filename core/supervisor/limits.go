@@ -35,7 +35,7 @@ const (
 	// go-plugin splits longer ones.
 	maxLogLine = 8 << 10
 	// maxStdoutLogged bounds what is quoted of one write to stdout.
-	maxStdoutLogged = 512
+	maxStdoutLogged = 256
 )
 
 func (l *Limits) setDefaults() {
@@ -150,15 +150,18 @@ func (l limitedLogger) Warn(msg string, args ...any)  { l.Log(hclog.Warn, msg, a
 func (l limitedLogger) Error(msg string, args ...any) { l.Log(hclog.Error, msg, args...) }
 
 // stdoutWarner reports writes to stdout, which plugins must not make:
-// go-plugin owns stdout for its handshake. Each write is one line against
-// the plugin's log rate, quoted up to maxStdoutLogged bytes.
+// go-plugin owns stdout for its handshake. Each write is one log line
+// against the plugin's log rate, up to maxStdoutLogged bytes, its newlines
+// written as \n so that it stays one line.
 type stdoutWarner struct{ log limitedLogger }
 
 func (w stdoutWarner) Write(p []byte) (int, error) {
 	out := strings.TrimSpace(string(p))
+	more := ""
 	if len(out) > maxStdoutLogged {
-		out = out[:maxStdoutLogged] + fmt.Sprintf("... (%d bytes)", len(p))
+		out = out[:maxStdoutLogged]
+		more = fmt.Sprintf("... (%d bytes)", len(p))
 	}
-	w.log.Warn("plugin wrote to stdout, which is reserved; use the logger", "output", out)
+	w.log.Warn("plugin wrote to stdout, which is reserved; use the logger", "output", strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(out)+more)
 	return len(p), nil
 }
