@@ -416,6 +416,10 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:2:23: Invalid value for "ipam.max_allocated_ips": 0 is not a whole number >= 1.`,
 			`a.hcl:3:25: Invalid value for "ipam.max_history_records"`,
 			`a.hcl:4:24: Invalid value for "ipam.update_max_retries": -1 is not a whole number >= 0.`}},
+		{"plugin limits", "supervisor {\n  plugin_memory_max_mb = 64\n  plugin_log_rate = 0\n  plugin_log_burst = -1\n}\n", []string{
+			`a.hcl:2:26: Invalid value for "supervisor.plugin_memory_max_mb": 64 is not 0 (unlimited) or a whole number of MiB >= 128.`,
+			`a.hcl:3:21: Invalid value for "supervisor.plugin_log_rate": 0 is not a whole number >= 1.`,
+			`a.hcl:4:22: Invalid value for "supervisor.plugin_log_burst"`}},
 		{"plugin values", "plugin \"ip-conflict\" {\n  timeout = \"-1s\"\n  failure_policy = \"ignore\"\n  path = \"bin/x\"\n}\n", []string{
 			`a.hcl:2:13: Invalid value for "plugin.ip-conflict.timeout"`,
 			`a.hcl:3:20: Invalid value for "plugin.ip-conflict.failure_policy": "ignore" is not a failure policy`,
