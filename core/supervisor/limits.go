@@ -84,19 +84,25 @@ type logLimiter struct {
 	burst float64
 	now   func() time.Time
 
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	suppressed int // since the last summary
-	onDrop     func(n int)
+	mu          sync.Mutex
+	tokens      float64
+	last        time.Time
+	suppressed  int // since the last summary
+	lastSummary time.Time
+	onDrop      func(n int)
 }
+
+// summaryEvery spaces the "suppressed" summaries: under a steady flood
+// every line that passes would otherwise bring one along.
+const summaryEvery = 5 * time.Second
 
 func newLogLimiter(l Limits, onDrop func(int)) *logLimiter {
 	return &logLimiter{rate: l.LogLinesPerSecond, burst: float64(l.LogBurst), now: time.Now, tokens: float64(l.LogBurst), onDrop: onDrop}
 }
 
-// allow takes a token for one line. When it does and lines were dropped
-// before, it also returns how many, for the caller to say so first.
+// allow takes a token for one line. When it does, lines were dropped
+// before and the last summary is summaryEvery old, it also returns how
+// many, for the caller to say so first.
 func (b *logLimiter) allow() (ok bool, dropped int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -113,7 +119,10 @@ func (b *logLimiter) allow() (ok bool, dropped int) {
 		return false, 0
 	}
 	b.tokens--
-	dropped, b.suppressed = b.suppressed, 0
+	if b.suppressed > 0 && now.Sub(b.lastSummary) >= summaryEvery {
+		dropped, b.suppressed = b.suppressed, 0
+		b.lastSummary = now
+	}
 	return true, dropped
 }
 
