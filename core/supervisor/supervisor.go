@@ -2,7 +2,16 @@
 // processes: it launches each enabled plugin once, configures it, watches its
 // health, restarts it with backoff when it dies or stops answering, and stops
 // it gracefully. Every call into a plugin goes through it, bounded by the
-// plugin's timeout.
+// plugin's timeout, and so is every call into go-plugin: a stop always ends
+// in SIGKILL of the plugin's whole process tree in bounded time.
+//
+// A plugin binary is executed only when it and every directory above it
+// can be changed by no one but root or the agent's user (sshd's
+// StrictModes), and what runs is the descriptor that was checked and
+// hashed (trust.go). Each plugin's output is bounded: log lines by a token
+// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go); its orphans are
+// found by an environment mark and reaped by the agent as child subreaper
+// (reaper.go).
 package supervisor
 
 import (
