@@ -58,6 +58,13 @@ plugin "ip-conflict" { timeout = "500ms" }
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// status says which limits the plugins run under.
+	if !strings.HasPrefix(after.Limits, "memory 1024 MiB (RLIMIT_DATA; GOMEMLIMIT 921 MiB); log 100 lines/s, burst 500") {
+		t.Errorf("plugin limits %q, want the defaults", after.Limits)
+	}
+	if out, errOut, _ := a.CLI("status", "--socket", a.Socket); !strings.Contains(out, "plugin limits: memory 1024 MiB") {
+		t.Errorf("status does not show the plugin limits:\n%s%s", out, errOut)
+	}
 	t.Logf("readiness 503 %v after SIGSTOP, ready again after %v", notReady, back)
 }
 
