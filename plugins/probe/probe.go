@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,27 @@ const (
 	DefaultRetries     = 3                      // retries of a failed send
 	DefaultProbes      = 3                      // probes spread over the window
 	DefaultIdleTimeout = 30 * time.Second       // idle socket lifetime
+
+	// DefaultProbeRate is the probes per second one socket (one plugin on
+	// one interface) sends at most, in bursts of up to a fiftieth of it:
+	// 2000/s lets a burst of 1024 conflict checks (3072 probes) start
+	// within about 1.5 s, inside the agent's 5 s call timeout, while no
+	// burst on the wire exceeds 40 frames - far below the 1000-frame
+	// receive backlog of a Linux host and the ARP policers of common
+	// switches. Frames to the same gateway are shared, so gateway checks
+	// cost far less than this.
+	DefaultProbeRate = 2000
+	// DefaultReceiveBuffer is the receive buffer of a socket
+	// (SO_RCVBUFFORCE): room for about 8000 queued ARP/ND frames.
+	DefaultReceiveBuffer = 8 << 20
+
+	// maxRounds bounds how often a check probes a whole window again when
+	// its silence could not be proven (frames dropped on the socket, the
+	// queue not drained in time) before it answers ErrUnproven.
+	maxRounds = 3
+	// drainGrace bounds the wait, after a window ends, for the reader to
+	// have handled every frame that arrived before the end.
+	drainGrace = time.Second
 )
 
 // Errors a check can return, wrapped with context ("cannot probe eth0 ...").
@@ -36,6 +58,14 @@ var (
 	ErrInvalid = errors.New("invalid probe request")
 	// ErrClosed: the Engine is closed.
 	ErrClosed = errors.New("probe engine closed")
+	// ErrNetns: the network namespace path cannot be opened or entered, or
+	// is no network namespace (then ErrInvalid is wrapped too).
+	ErrNetns = errors.New("network namespace unusable")
+	// ErrUnproven: the window was silent but the engine cannot prove that
+	// no answer was lost on this host (frames dropped on the socket, or
+	// frames still unread when the window ended), in every round it tried.
+	// It happens under overload; it is never a verdict.
+	ErrUnproven = errors.New("silence not proven")
 )
 
 // Verdict is the outcome of a check that ran to completion.
@@ -161,6 +191,9 @@ type Result struct {
 	// failed send attempts (including retried ones).
 	ProbesSent int
 	SendErrors int
+	// Rounds counts the windows probed: more than 1 when the silence of an
+	// earlier one could not be proven.
+	Rounds int
 	// Elapsed is the whole time the check took, socket setup included.
 	Elapsed time.Duration
 }
@@ -171,6 +204,40 @@ type Options struct {
 	// Zero means DefaultIdleTimeout; a negative value closes a socket as
 	// soon as its last check ends.
 	IdleTimeout time.Duration
+	// ProbeRate is the most probes per second a socket sends, in bursts
+	// of up to ProbeRate/50 (at least 1). Zero means DefaultProbeRate; a
+	// negative value turns pacing off.
+	ProbeRate float64
+	// ReceiveBuffer is the socket's receive buffer in bytes. Zero means
+	// DefaultReceiveBuffer. The kernel rounds small values up to its
+	// minimum (a few frames).
+	ReceiveBuffer int
+	// OnFrame, when set, is called by a socket's reader before it handles
+	// each frame. It is a seam for tests (stall the reader to leave
+	// answers queued at a window's end) and must return.
+	OnFrame func()
+}
+
+func (o Options) withDefaults() Options {
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.ProbeRate == 0 {
+		o.ProbeRate = DefaultProbeRate
+	}
+	if o.ReceiveBuffer <= 0 {
+		o.ReceiveBuffer = DefaultReceiveBuffer
+	}
+	return o
+}
+
+// burst is the pacer's bucket size for o.ProbeRate.
+func (o Options) burst() int {
+	b := int(o.ProbeRate / 50)
+	if b < 1 {
+		b = 1
+	}
+	return b
 }
 
 // Stats are cumulative counters of an Engine, for plugins to export.
@@ -185,6 +252,12 @@ type Stats struct {
 	ProbesSent uint64 // probe frames sent
 	SendErrors uint64 // failed send attempts
 
+	// Unproven counts checks that ended with ErrUnproven (also counted in
+	// Errors); ExtraRounds counts windows probed again because the
+	// silence of one could not be proven.
+	Unproven    uint64
+	ExtraRounds uint64
+
 	FramesReceived uint64 // frames that passed the socket filter
 	FramesOwn      uint64 // of those: our own frames looped back, ignored
 	FramesInvalid  uint64 // of those: malformed, bad checksum or hop limit
@@ -197,6 +270,7 @@ type Stats struct {
 type counters struct {
 	checks, errors, free, conflicts, reachable, unreachable atomic.Uint64
 	probesSent, sendErrors                                  atomic.Uint64
+	unproven, extraRounds                                   atomic.Uint64
 	framesReceived, framesOwn, framesInvalid, kernelDrops   atomic.Uint64
 	socketsOpened                                           atomic.Uint64
 }
@@ -204,6 +278,7 @@ type counters struct {
 // Engine runs checks. It is safe for concurrent use; create one per process
 // and share it.
 type Engine struct {
+	opts Options
 	idle time.Duration
 	c    counters
 
@@ -226,11 +301,8 @@ type entry struct {
 
 // NewEngine returns an Engine. Close it to release its sockets.
 func NewEngine(o Options) *Engine {
-	idle := o.IdleTimeout
-	if idle == 0 {
-		idle = DefaultIdleTimeout
-	}
-	return &Engine{idle: idle, socks: make(map[sockKey]*entry)}
+	o = o.withDefaults()
+	return &Engine{opts: o, idle: o.IdleTimeout, socks: make(map[sockKey]*entry)}
 }
 
 // Close closes every socket. Checks still running end with an error.
@@ -290,6 +362,8 @@ func (e *Engine) Stats() Stats {
 		Unreachable:    c.unreachable.Load(),
 		ProbesSent:     c.probesSent.Load(),
 		SendErrors:     c.sendErrors.Load(),
+		Unproven:       c.unproven.Load(),
+		ExtraRounds:    c.extraRounds.Load(),
 		FramesReceived: c.framesReceived.Load(),
 		FramesOwn:      c.framesOwn.Load(),
 		FramesInvalid:  c.framesInvalid.Load(),
@@ -418,72 +492,157 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, sn
 	w := s.register(t.Addr, gateway, nonce)
 	defer s.unregister(w)
 
-	// First probe: retried, and it starts the window.
-	firstAt, err := s.sendRetry(ctx, frm, p.Retries, time.Time{}, &res)
+	var why []string
+	for round := 1; ; round++ {
+		res.Rounds = round
+		if round > 1 {
+			e.c.extraRounds.Add(1)
+		}
+		firstAt, silent, err := s.probeWindow(ctx, w, frm, p, &res)
+		switch {
+		case errors.Is(err, ErrClosed):
+			e.forget(en)
+			return res, fail(err)
+		case err != nil:
+			return res, fail(err)
+		case !silent.proven():
+			// Answered after all: the reply was among the frames the
+			// drain handled.
+			if w.answered() {
+				return e.answered(res, w, firstAt, gateway), nil
+			}
+			why = append(why, fmt.Sprintf("round %d: %s", round, silent))
+			if round < maxRounds && roomFor(ctx, p.Window) {
+				continue
+			}
+			e.c.unproven.Add(1)
+			return res, fail(fmt.Errorf("%w after %d rounds (%s)", ErrUnproven, round, strings.Join(why, "; ")))
+		case silent.hit:
+			return e.answered(res, w, firstAt, gateway), nil
+		}
+		// Silence means Free/Unreachable only if the interface was usable
+		// throughout: check it again.
+		if err := s.checkLink(ctx); err != nil {
+			if errors.Is(err, ErrInterface) {
+				e.forget(en)
+			}
+			return res, fail(err)
+		}
+		if w.answered() {
+			return e.answered(res, w, firstAt, gateway), nil
+		}
+		if gateway {
+			res.Verdict = Unreachable
+		} else {
+			res.Verdict = Free
+		}
+		return res, nil
+	}
+}
+
+// roomFor tells whether ctx leaves time for another window of w.
+func roomFor(ctx context.Context, w time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return !ok || time.Until(dl) > 2*w
+}
+
+// windowOutcome is how one probing window ended without an error.
+type windowOutcome struct {
+	hit        bool   // an answer arrived
+	notDrained bool   // the reader had not handled everything by the end
+	dropped    uint64 // frames the kernel dropped on the socket meanwhile
+}
+
+func (o windowOutcome) proven() bool { return o.hit || (!o.notDrained && o.dropped == 0) }
+
+func (o windowOutcome) String() string {
+	switch {
+	case o.notDrained:
+		return fmt.Sprintf("frames received before the window ended were still unread %s later", drainGrace)
+	case o.dropped > 0:
+		return fmt.Sprintf("the kernel dropped %d frames on the socket during the window", o.dropped)
+	}
+	return "proven"
+}
+
+// probeWindow runs one window: it sends p.Probes probes through the pacer,
+// the first starting the window, and returns at the first answer, or once
+// silence is proven or disproven. The window ends p.Window after the first
+// probe left, and never sooner than each later probe had its share of it:
+// probe k (from 0), due k*W/P after the first, gets W - k*W/P after it
+// actually left, so a probe sent late (CPU pressure, pacing) moves the end.
+// At the end the reader must have handled every frame that arrived before
+// it, and the kernel must have dropped none on the socket since before the
+// first probe.
+func (s *ifSock) probeWindow(ctx context.Context, w *waiter, frm []byte, p Params, res *Result) (firstAt time.Time, out windowOutcome, err error) {
+	drops0, err := s.drops()
 	if err != nil {
-		return res, fail(err)
+		return firstAt, out, err
 	}
-	deadline := firstAt.Add(p.Window)
+	first, err := s.sendRetry(ctx, frm, p.Retries, false, res)
+	if err != nil {
+		return firstAt, out, err
+	}
+	// RTTs count from the start of the send; the window from its end.
+	firstAt = first.before
+	deadline := first.after.Add(p.Window)
 	interval := p.Window / time.Duration(p.Probes)
-
-	windowEnd := time.NewTimer(time.Until(deadline))
-	defer windowEnd.Stop()
-	var nextProbe *time.Timer
-	var nextC <-chan time.Time
-	sentProbes := 1
-	if p.Probes > 1 {
-		nextProbe = time.NewTimer(time.Until(firstAt.Add(interval)))
-		defer nextProbe.Stop()
-		nextC = nextProbe.C
-	}
-
-	for {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	wait := func(until time.Time) (bool, error) {
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(time.Until(until))
 		select {
 		case <-w.hit:
-			return e.answered(res, w, firstAt, gateway), nil
-		case <-nextC:
-			// A later probe: failures are counted but not fatal, the
-			// first one is on the wire already.
-			_, _ = s.sendRetry(ctx, frm, p.Retries, deadline, &res)
-			sentProbes++
-			if sentProbes < p.Probes {
-				nextProbe.Reset(time.Until(firstAt.Add(time.Duration(sentProbes) * interval)))
-			} else {
-				nextC = nil
-			}
-		case <-windowEnd.C:
-			// An answer may have raced the timer.
-			select {
-			case <-w.hit:
-				return e.answered(res, w, firstAt, gateway), nil
-			default:
-			}
-			// Silence means Free/Unreachable only if the interface was
-			// usable throughout: check it again.
-			if err := s.checkLink(ctx); err != nil {
-				if errors.Is(err, ErrInterface) {
-					e.forget(en)
-				}
-				return res, fail(err)
-			}
-			select {
-			case <-w.hit:
-				return e.answered(res, w, firstAt, gateway), nil
-			default:
-			}
-			if gateway {
-				res.Verdict = Unreachable
-			} else {
-				res.Verdict = Free
-			}
-			return res, nil
+			return true, nil
+		case <-timer.C:
+			return false, nil
 		case <-ctx.Done():
-			return res, fail(ctx.Err())
+			return false, ctx.Err()
 		case <-s.done:
-			e.forget(en)
-			return res, fail(fmt.Errorf("%w: socket closed", ErrClosed))
+			return false, fmt.Errorf("%w: socket closed", ErrClosed)
 		}
 	}
+	for k := 1; k < p.Probes; k++ {
+		hit, err := wait(first.after.Add(time.Duration(k) * interval))
+		if hit || err != nil {
+			return firstAt, windowOutcome{hit: hit}, err
+		}
+		at, err := s.sendRetry(ctx, frm, p.Retries, true, res)
+		if err != nil {
+			if w.answered() {
+				return firstAt, windowOutcome{hit: true}, nil
+			}
+			return firstAt, out, err
+		}
+		if end := at.after.Add(p.Window - time.Duration(k)*interval); end.After(deadline) {
+			deadline = end
+		}
+	}
+	hit, err := wait(deadline)
+	if hit || err != nil {
+		return firstAt, windowOutcome{hit: hit}, err
+	}
+	// Everything that arrived before the deadline must have been handled.
+	if err := s.drained(ctx, deadline, deadline.Add(drainGrace)); err != nil {
+		if errors.Is(err, errNotDrained) {
+			return firstAt, windowOutcome{hit: w.answered(), notDrained: true}, nil
+		}
+		return firstAt, out, err
+	}
+	if w.answered() {
+		return firstAt, windowOutcome{hit: true}, nil
+	}
+	drops1, err := s.drops()
+	if err != nil {
+		return firstAt, out, err
+	}
+	return firstAt, windowOutcome{dropped: drops1 - drops0}, nil
 }
 
 func (e *Engine) answered(res Result, w *waiter, firstAt time.Time, gateway bool) Result {
@@ -535,10 +694,12 @@ func validate(t Target, gateway bool, snd Sender) error {
 // acquire returns the entry for t's (namespace, interface), opening its
 // socket if needed, with one more reference.
 func (e *Engine) acquire(ctx context.Context, t Target) (*entry, error) {
-	key, err := nsKey(t.Netns, t.Interface)
+	ns, err := openNetns(t.Netns, t.Interface)
 	if err != nil {
 		return nil, err
 	}
+	defer ns.close()
+	key := ns.key
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -583,7 +744,7 @@ func (e *Engine) acquire(ctx context.Context, t Target) (*entry, error) {
 	e.mu.Unlock()
 
 	// Open outside the lock; later callers for the same key wait on ready.
-	s, err := openSock(t.Netns, t.Interface, &e.c)
+	s, err := openSock(ns, t.Interface, &e.c, e.opts)
 	e.mu.Lock()
 	en.sock, en.err = s, err
 	if err != nil && e.socks[key] == en {

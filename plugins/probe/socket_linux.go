@@ -32,18 +32,6 @@ type sockKey struct {
 	ifname   string
 }
 
-func nsKey(path, ifname string) (sockKey, error) {
-	p := path
-	if p == "" {
-		p = "/proc/thread-self/ns/net"
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		return sockKey{}, fmt.Errorf("network namespace %s: %w", p, err)
-	}
-	return sockKey{dev: st.Dev, ino: st.Ino, ifname: ifname}, nil
-}
-
 // ifSock is one packet socket on one interface, shared by all checks on it.
 type ifSock struct {
 	netns   string
@@ -68,6 +56,25 @@ type ifSock struct {
 	linkMu   sync.Mutex
 	linkNext *linkQuery
 	linkBusy bool
+
+	pace    *pacer
+	onFrame func()
+
+	dropMu    sync.Mutex
+	dropTotal uint64 // PACKET_STATISTICS drops, summed (reading resets them)
+
+	// The reader's progress, for the drain barrier: idle is set when a
+	// read found the queue empty (everything that arrived before idleAt
+	// was handled) and cleared before each read; idleSeq counts the times
+	// it went idle. progress is closed and replaced when it goes idle and
+	// someone waits (progWaiting > 0).
+	idle        atomic.Bool
+	idleSeq     atomic.Uint64
+	idleAt      atomic.Int64 // time.Since(born) in ns
+	born        time.Time
+	progMu      sync.Mutex
+	progress    chan struct{}
+	progWaiting atomic.Int32
 }
 
 // waiter is one check waiting for an answer about addr.
@@ -86,17 +93,14 @@ type answer struct {
 	at       time.Time
 }
 
-// openSock opens the socket for ifname inside the namespace at nsPath ("" =
-// the calling thread's namespace).
-func openSock(nsPath, ifname string, c *counters) (*ifSock, error) {
-	if nsPath == "" {
-		return openHere(nsPath, ifname, c)
+// openSock opens the socket for ifname inside the namespace ns (checked by
+// openNetns; fd -1 is the calling thread's namespace).
+func openSock(ns *nsFile, ifname string, c *counters, o Options) (*ifSock, error) {
+	nsPath := ns.path
+	if ns.fd < 0 {
+		return openHere(nsPath, ifname, c, o)
 	}
-	target, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("open network namespace %s: %w", nsPath, err)
-	}
-	defer target.Close()
+	target := netns.NsHandle(ns.fd)
 
 	type result struct {
 		s   *ifSock
@@ -111,16 +115,16 @@ func openSock(nsPath, ifname string, c *counters) (*ifSock, error) {
 		orig, err := netns.Get()
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("get current network namespace: %w", err)}
+			ch <- result{nil, fmt.Errorf("%w: get current network namespace: %w", ErrNetns, err)}
 			return
 		}
 		defer orig.Close()
 		if err := netns.Set(target); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("enter network namespace %s: %w", nsPath, err)}
+			ch <- result{nil, fmt.Errorf("%w: enter %s: %w", ErrNetns, nsPath, err)}
 			return
 		}
-		s, err := openHere(nsPath, ifname, c)
+		s, err := openHere(nsPath, ifname, c, o)
 		if rerr := netns.Set(orig); rerr != nil {
 			// Leave the thread locked: it dies with this goroutine. The
 			// socket is bound to its namespace and stays usable.
@@ -135,7 +139,7 @@ func openSock(nsPath, ifname string, c *counters) (*ifSock, error) {
 }
 
 // openHere opens the socket in the calling thread's namespace.
-func openHere(nsPath, ifname string, c *counters) (*ifSock, error) {
+func openHere(nsPath, ifname string, c *counters, o Options) (*ifSock, error) {
 	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
@@ -172,11 +176,20 @@ func openHere(nsPath, ifname string, c *counters) (*ifSock, error) {
 		// Keep our own transmissions out of the queue altogether (Linux
 		// 4.20+; the BPF filter and the reader drop them as well).
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-		// Room for the answers to a burst of checks.
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20) != nil {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+		// Room for the answers to a burst of checks. FORCE passes
+		// net.core.rmem_max (CAP_NET_ADMIN); without it the kernel caps
+		// the size, and drops are still detected, not assumed away.
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.ReceiveBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, o.ReceiveBuffer)
 		}
 	})
+	// Start the drop count at zero: frames dropped before any check ran
+	// concern no check.
+	if _, err := conn.Stats(); err != nil {
+		conn.Close()
+		nl.Close()
+		return nil, fmt.Errorf("packet socket statistics: %w", err)
+	}
 	s := &ifSock{
 		netns:   nsPath,
 		ifname:  ifname,
@@ -188,7 +201,11 @@ func openHere(nsPath, ifname string, c *counters) (*ifSock, error) {
 		done:    make(chan struct{}),
 		waiters: make(map[netip.Addr][]*waiter),
 		groups:  make(map[[6]byte]int),
+		onFrame: o.OnFrame,
+		born:    time.Now(),
 	}
+	rate := o.ProbeRate
+	s.pace = newPacer(rate, o.burst(), s.send)
 	var m [6]byte
 	copy(m[:], attrs.HardwareAddr)
 	s.mac.Store(&m)
@@ -198,7 +215,8 @@ func openHere(nsPath, ifname string, c *counters) (*ifSock, error) {
 
 func (s *ifSock) close() error {
 	s.closeOnce.Do(func() {
-		s.collectDrops()
+		_, _ = s.drops()
+		s.pace.close()
 		s.closeErr = s.conn.Close()
 		<-s.done
 		s.nl.Close()
@@ -213,9 +231,102 @@ func (s *ifSock) hwAddr() net.HardwareAddr {
 	return append(net.HardwareAddr(nil), m[:]...)
 }
 
-func (s *ifSock) collectDrops() {
-	if st, err := s.conn.Stats(); err == nil {
-		s.c.kernelDrops.Add(uint64(st.Drops))
+// drops returns how many frames the kernel dropped on the socket since it
+// opened (the receive buffer was full). Reading PACKET_STATISTICS resets
+// the kernel's counters, so every reader goes through here.
+func (s *ifSock) drops() (uint64, error) {
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	st, err := s.conn.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("read socket drop count (PACKET_STATISTICS): %w", err)
+	}
+	s.dropTotal += uint64(st.Drops)
+	s.c.kernelDrops.Add(uint64(st.Drops))
+	return s.dropTotal, nil
+}
+
+func (s *ifSock) collectDrops() { _, _ = s.drops() }
+
+// errNotDrained: the reader did not handle every frame that arrived before
+// a window's end within the grace given.
+var errNotDrained = errors.New("receive queue not drained")
+
+// drained waits until the reader has handled every frame that arrived
+// before deadline, or until limit (errNotDrained). The reader is known to
+// have done so when it went idle (found the queue empty) at or after the
+// deadline, or when it is idle now and the queue is still empty: then no
+// frame arrived since it last looked. The second test needs no frame to
+// arrive, so a quiet link proves itself at once.
+func (s *ifSock) drained(ctx context.Context, deadline, limit time.Time) error {
+	s.progWaiting.Add(1)
+	defer s.progWaiting.Add(-1)
+	tick := time.NewTimer(time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.progMu.Lock()
+		if s.progress == nil {
+			s.progress = make(chan struct{})
+		}
+		ch := s.progress
+		s.progMu.Unlock()
+		if s.idle.Load() {
+			seq := s.idleSeq.Load()
+			if !s.born.Add(time.Duration(s.idleAt.Load())).Before(deadline) {
+				return nil
+			}
+			now := time.Now()
+			if !now.Before(deadline) && s.queueEmpty() && s.idle.Load() && s.idleSeq.Load() == seq {
+				return nil
+			}
+		}
+		if time.Now().After(limit) {
+			return errNotDrained
+		}
+		// Woken when the reader next goes idle; the tick covers a frame
+		// that arrived between the reader's last look and ours.
+		tick.Reset(time.Millisecond)
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("%w: socket closed", ErrClosed)
+		}
+	}
+}
+
+// queueEmpty tells whether no frame waits in the socket's receive queue.
+func (s *ifSock) queueEmpty() bool {
+	empty := false
+	_ = s.raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			empty = err == nil && n == 0
+			return
+		}
+	})
+	return empty
+}
+
+// wentIdle records that a read found the queue empty; at was taken before
+// that read.
+func (s *ifSock) wentIdle(at time.Time) {
+	s.idleAt.Store(int64(at.Sub(s.born)))
+	s.idleSeq.Add(1)
+	s.idle.Store(true)
+	if s.progWaiting.Load() > 0 {
+		s.progMu.Lock()
+		if s.progress != nil {
+			close(s.progress)
+			s.progress = nil
+		}
+		s.progMu.Unlock()
 	}
 }
 
@@ -411,6 +522,16 @@ func (s *ifSock) unregister(w *waiter) {
 	}
 }
 
+// answered tells whether w got its decisive answer.
+func (w *waiter) answered() bool {
+	select {
+	case <-w.hit:
+		return true
+	default:
+		return false
+	}
+}
+
 // fire records the first decisive answer of w. Called with s.mu held.
 func (w *waiter) fire(mac [6]byte, evidence string, at time.Time) {
 	if w.fired {
@@ -423,10 +544,10 @@ func (w *waiter) fire(mac [6]byte, evidence string, at time.Time) {
 
 // --- sending -----------------------------------------------------------------
 
-// sendRetry sends frm, retrying a failed send up to retries times with a
-// short pause, stopping at ctx's end or at deadline (if set). It returns the
-// time of the successful send.
-func (s *ifSock) sendRetry(ctx context.Context, frm []byte, retries int, deadline time.Time, res *Result) (time.Time, error) {
+// sendRetry sends frm through the pacer (urgent: a later probe of an open
+// window), retrying a failed send up to retries times with a short pause.
+// It returns when the frame left.
+func (s *ifSock) sendRetry(ctx context.Context, frm []byte, retries int, urgent bool, res *Result) (sendTimes, error) {
 	var last error
 	for attempt := 0; attempt <= retries; attempt++ {
 		if attempt > 0 {
@@ -434,15 +555,18 @@ func (s *ifSock) sendRetry(ctx context.Context, frm []byte, retries int, deadlin
 			select {
 			case <-ctx.Done():
 				pause.Stop()
-				return time.Time{}, ctx.Err()
+				return sendTimes{}, ctx.Err()
 			case <-pause.C:
 			}
-			if !deadline.IsZero() && time.Now().After(deadline) {
-				break
-			}
 		}
-		at := time.Now()
-		if err := s.send(frm); err != nil {
+		at, err := s.pace.sendFrame(ctx, frm, urgent)
+		if err != nil {
+			if ctx.Err() != nil {
+				return sendTimes{}, ctx.Err()
+			}
+			if errors.Is(err, ErrClosed) {
+				return sendTimes{}, fmt.Errorf("%w: socket closed", ErrClosed)
+			}
 			last = err
 			res.SendErrors++
 			s.c.sendErrors.Add(1)
@@ -452,7 +576,7 @@ func (s *ifSock) sendRetry(ctx context.Context, frm []byte, retries int, deadlin
 		s.c.probesSent.Add(1)
 		return at, nil
 	}
-	return time.Time{}, fmt.Errorf("%w after %d attempts: %w", ErrSend, retries+1, last)
+	return sendTimes{}, fmt.Errorf("%w after %d attempts: %w", ErrSend, retries+1, last)
 }
 
 // send writes one frame without ever blocking: a full socket buffer is a
@@ -501,11 +625,15 @@ func (s *ifSock) readLoop() {
 	)
 	read := func(fd uintptr) bool {
 		for {
+			s.idle.Store(false)
+			before := time.Now()
 			n, from, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
 			switch rerr {
 			case unix.EINTR:
 				continue // interrupted before anything was read: read again
 			case unix.EAGAIN:
+				// Everything that arrived before this read is handled.
+				s.wentIdle(before)
 				return false // wait for readiness
 			}
 			return true
@@ -524,6 +652,9 @@ func (s *ifSock) readLoop() {
 				return
 			}
 			continue
+		}
+		if s.onFrame != nil {
+			s.onFrame()
 		}
 		sll, _ := from.(*unix.SockaddrLinklayer)
 		s.handle(buf[:n], sll, now)
