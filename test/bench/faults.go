@@ -52,6 +52,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("third-party", func(s *scope) []faultRow { return faultThirdParty(s, b) })
 	section("sysctl", func(s *scope) []faultRow { return faultSysctl(s, b) })
 	section("bad-input", func(s *scope) []faultRow { return faultBadInput(s, b, out) })
+	section("burst", func(s *scope) []faultRow { return faultBurst(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

@@ -325,7 +325,7 @@ func (k *Kit) Metrics(context.Context) []sdk.Sample {
 	k.mu.RLock()
 	ref := k.eng
 	k.mu.RUnlock()
-	return k.m.samples(k.names, ref.e.Stats().SocketsOpen)
+	return k.m.samples(k.names, ref.e.Stats())
 }
 
 // Shutdown implements sdk.Plugin: it closes the engine; checks still running

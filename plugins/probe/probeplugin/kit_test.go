@@ -196,7 +196,7 @@ func TestKitMetrics(t *testing.T) {
 	k := newTestKit(t, true)
 	ss := k.Metrics(ctx)
 	// Every known series exists from the start, at zero.
-	if n := len(ss); n != 8+2+2+len(Reasons)+3 {
+	if n := len(ss); n != 8+2+2+len(Reasons)+3+2 {
 		t.Errorf("%d samples at start", n)
 	}
 	for _, s := range ss {
