@@ -85,7 +85,10 @@ func NewRequest(l *LAN, seq, size int) Request {
 type Tally struct {
 	Addresses int // addresses asked
 	Right     int
-	Errors    int // an address answered "error", or its request failed
+	// BusyBlocked counts busy addresses rightly blocked: the load did
+	// reach the detectors and they found the neighbour.
+	BusyBlocked int
+	Errors      int // an address answered "error", or its request failed
 	// BusyPassed: a busy address answered pass. GatewayBlocked: a free
 	// address was blocked because its answering gateway was reported
 	// unreachable. OtherWrong: any other wrong verdict.
@@ -106,6 +109,7 @@ func (t Tally) Wrong() int { return t.BusyPassed + t.GatewayBlocked + t.OtherWro
 func (t *Tally) Add(u Tally) {
 	t.Addresses += u.Addresses
 	t.Right += u.Right
+	t.BusyBlocked += u.BusyBlocked
 	t.Errors += u.Errors
 	t.BusyPassed += u.BusyPassed
 	t.GatewayBlocked += u.GatewayBlocked
@@ -187,6 +191,9 @@ func Judge(r Request, resp control.CheckResponse, code int, err error) Tally {
 		switch {
 		case a.Verdict == want:
 			t.Right++
+			if want == "block" {
+				t.BusyBlocked++
+			}
 		case a.Verdict == "error":
 			t.Errors++
 			for _, d := range a.Detectors {

@@ -35,7 +35,7 @@ type Options struct {
 }
 
 // DefaultOptions returns the defaults: a 100ms window, 3 retries, 3 probes,
-// sockets closed after 30s idle, 2000 probes per second per interface.
+// sockets closed after 30s idle, 4000 probes per second per interface.
 func DefaultOptions() Options {
 	return Options{
 		Window:      probe.DefaultWindow,
