@@ -30,7 +30,8 @@ type pacer struct {
 	mu     sync.Mutex
 	hi, lo []*sendReq
 	queued map[string]*sendReq // by priority + frame, not yet taken
-	wake   chan struct{}       // buffered 1: something was queued
+	closed bool
+	wake   chan struct{} // buffered 1: something was queued
 	stop   chan struct{}
 	done   chan struct{}
 
@@ -80,6 +81,10 @@ func (p *pacer) sendFrame(ctx context.Context, frm []byte, urgent bool) (sendTim
 		key = "." + key
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return sendTimes{}, ErrClosed
+	}
 	r := p.queued[key]
 	if r == nil {
 		r = &sendReq{key: key, frm: frm, done: make(chan struct{})}
@@ -191,4 +196,5 @@ func (p *pacer) failQueued() {
 		}
 	}
 	p.hi, p.lo, p.queued = nil, nil, map[string]*sendReq{}
+	p.closed = true
 }
