@@ -13,6 +13,7 @@ package burst
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -224,11 +225,16 @@ func Judge(r Request, resp control.CheckResponse, code int, err error) Tally {
 	return t
 }
 
-// short cuts a reason to its first 60 characters, addresses left in: enough
-// to tell the kinds apart.
+// netnsPart is the "(netns /path)" of an engine error, which differs per
+// LAN and hides the reason behind it.
+var netnsPart = regexp.MustCompile(` \(netns [^)]*\)`)
+
+// short cuts a reason to its first 80 characters, without the namespace
+// path: enough to tell the kinds apart.
 func short(s string) string {
-	if len(s) > 60 {
-		return s[:60]
+	s = netnsPart.ReplaceAllString(s, "")
+	if len(s) > 80 {
+		return s[:80]
 	}
 	return s
 }
