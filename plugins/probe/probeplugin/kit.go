@@ -296,6 +296,7 @@ type HealthDetail struct {
 	Window      string `json:"window"`
 	Retries     int    `json:"retries"`
 	Probes      int    `json:"probes"`
+	ProbeRate   int    `json:"probe_rate"`
 	IPv4        bool   `json:"ipv4"`
 	IPv6        bool   `json:"ipv6"`
 }
@@ -315,6 +316,7 @@ func (k *Kit) Health(context.Context) sdk.Health {
 		Window:      opts.Window.String(),
 		Retries:     opts.Retries,
 		Probes:      opts.Probes,
+		ProbeRate:   opts.ProbeRate,
 		IPv4:        agent.EnableIPv4,
 		IPv6:        agent.EnableIPv6,
 	}}
