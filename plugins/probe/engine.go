@@ -113,8 +113,12 @@ func (e *Engine) Stats() Stats {
 // a Neighbor Advertisement for t.Addr from another MAC, another node's DAD
 // solicitation for it, or any ND message sent from t.Addr by another MAC.
 //
-// Silence for the whole window is Free. An unusable interface, a send that
-// fails after all retries, or a cancelled ctx is an error, never Free.
+// Silence for the whole window is Free once it is proven: every probe left
+// in time, the reader handled every frame that arrived before the end, and
+// the kernel dropped none on the socket (else the window is probed again,
+// and then the check fails with ErrUnproven). An unusable interface, a
+// send that fails after all retries, a namespace path that is no network
+// namespace, or a cancelled ctx is an error, never Free.
 func (e *Engine) CheckConflict(ctx context.Context, t Target, p Params) (Result, error) {
 	return e.check(ctx, t, p, false, Sender{})
 }
@@ -125,7 +129,8 @@ func (e *Engine) CheckConflict(ctx context.Context, t Target, p Params) (Result,
 // a sender. IPv6: a Neighbor Solicitation from the interface's link-local
 // address (or s.Addr) with the source link-layer option, to the gateway's
 // solicited-node group. Reachable on an ARP reply from the gateway's IP, or
-// a solicited Neighbor Advertisement for it; Unreachable on silence.
+// a solicited Neighbor Advertisement for it; Unreachable on silence, proven
+// as for CheckConflict (else ErrUnproven).
 func (e *Engine) CheckGateway(ctx context.Context, t Target, p Params, s Sender) (Result, error) {
 	return e.check(ctx, t, p, true, s)
 }
