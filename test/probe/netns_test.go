@@ -104,9 +104,10 @@ func TestNetnsPathMustBeANetworkNamespace(t *testing.T) {
 	wg.Wait()
 	after := threads(t)
 	t.Logf("threads before %d, after 500 checks against a FIFO %d", before, after)
-	// The runtime may start a few threads for the burst of goroutines; a
-	// pinned thread per check would be 500.
-	if after > before+20 {
+	// The runtime may start threads while goroutines sit in syscalls (more
+	// on a loaded machine) and keeps them idle; a pinned thread per check
+	// would be 500 more.
+	if after > before+100 {
 		t.Fatalf("threads grew from %d to %d over 500 checks against a FIFO", before, after)
 	}
 	// And the real namespace still works, by either path.
