@@ -189,6 +189,7 @@ func (a *Agent) run(ctx context.Context) error {
 		Restart:        restartPolicy(cfg),
 		Observer:       tel,
 		OnChange:       a.pluginsChanged,
+		Limits:         pluginLimits(cfg),
 	})
 
 	// Servers: control and health at once, so that startup and liveness
@@ -534,6 +535,15 @@ func restartPolicy(cfg *config.Config) supervisor.RestartPolicy {
 	p.Budget = cfg.Supervisor.RestartBudget
 	p.StableAfter = cfg.Supervisor.StableAfter
 	return p
+}
+
+// pluginLimits are the supervisor block's bounds on each plugin.
+func pluginLimits(cfg *config.Config) supervisor.Limits {
+	return supervisor.Limits{
+		MemoryMax:         uint64(cfg.Supervisor.PluginMemoryMaxMB) << 20,
+		LogLinesPerSecond: float64(cfg.Supervisor.PluginLogRate),
+		LogBurst:          cfg.Supervisor.PluginLogBurst,
+	}
 }
 
 // builtinKinds are the kinds of the built-in plugins; any other plugin is

@@ -88,6 +88,10 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(st.Plugins) > 0 && st.Plugins[0].Limits != "" {
+		// The same for every plugin: the supervisor block sets them.
+		fmt.Fprintf(w, "\nplugin limits: %s\n", st.Plugins[0].Limits)
+	}
 	for _, p := range st.Plugins {
 		if keys := tunedKeys(p.Detail); len(keys) > 0 {
 			fmt.Fprintf(w, "\n%s keys:\n", p.Name)

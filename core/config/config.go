@@ -73,6 +73,9 @@ const (
 	DefaultRestartMaxBackoff     = 30 * time.Second
 	DefaultRestartBudget         = 10
 	DefaultStableAfter           = time.Minute
+	DefaultPluginMemoryMaxMB     = 1024
+	DefaultPluginLogRate         = 100
+	DefaultPluginLogBurst        = 500
 	DefaultMaxHistoryRecords     = 100
 	DefaultUpdateMaxRetries      = 3
 	DefaultPluginTimeout         = 5 * time.Second
@@ -174,6 +177,15 @@ type SupervisorConfig struct {
 	// StableAfter is how long a run must last for the backoff and budget
 	// to start over. HCL stable_after, default 1m.
 	StableAfter time.Duration
+	// PluginMemoryMaxMB limits each plugin process's memory, in MiB
+	// (RLIMIT_DATA; GOMEMLIMIT at 90%); 0 is unlimited. HCL
+	// plugin_memory_max_mb, default 1024.
+	PluginMemoryMaxMB int
+	// PluginLogRate and PluginLogBurst bound the log lines of each plugin
+	// (a token bucket). HCL plugin_log_rate, default 100 a second, and
+	// plugin_log_burst, default 500.
+	PluginLogRate  int
+	PluginLogBurst int
 }
 
 type IPAMConfig struct {
@@ -369,6 +381,9 @@ func Default() *Config {
 			RestartMaxBackoff:     DefaultRestartMaxBackoff,
 			RestartBudget:         DefaultRestartBudget,
 			StableAfter:           DefaultStableAfter,
+			PluginMemoryMaxMB:     DefaultPluginMemoryMaxMB,
+			PluginLogRate:         DefaultPluginLogRate,
+			PluginLogBurst:        DefaultPluginLogBurst,
 		},
 		IPAM: IPAMConfig{
 			MaxAllocatedIPs:   DefaultMaxAllocatedIPs,

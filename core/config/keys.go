@@ -195,6 +195,25 @@ var globalKeys = []*keySpec{
 		desc: "run time after which the restart backoff and budget start over",
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.Supervisor.StableAfter }},
+	{name: "supervisor.plugin_memory_max_mb", kind: kindInt,
+		desc: "memory limit of each plugin process in MiB (RLIMIT_DATA, and GOMEMLIMIT at 90%); 0 is unlimited",
+		want: "0 (unlimited) or a whole number of MiB >= 128", check: memoryMB,
+		ptr: func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},
+	{name: "supervisor.plugin_log_rate", kind: kindInt,
+		desc: "log lines a second each plugin may write to the agent's log; more are dropped and counted",
+		want: wantAtLeastOne, check: intRange(1, maxInt),
+		ptr: func(c *Config) any { return &c.Supervisor.PluginLogRate }},
+	{name: "supervisor.plugin_log_burst", kind: kindInt,
+		desc: "log lines each plugin may write at once above plugin_log_rate",
+		want: wantAtLeastOne, check: intRange(1, maxInt),
+		ptr: func(c *Config) any { return &c.Supervisor.PluginLogBurst }},
+}
+
+// memoryMB accepts 0 (no limit) or 128 MiB and more: the Go runtime alone
+// needs about 64 MiB of data segment to start.
+func memoryMB(v any) (any, bool) {
+	n := v.(int)
+	return n, n == 0 || n >= 128 && n <= 1<<30
 }
 
 const maxInt = int(^uint(0) >> 1)

@@ -417,6 +417,10 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:2:23: Invalid value for "ipam.max_allocated_ips": 0 is not a whole number >= 1.`,
 			`a.hcl:3:25: Invalid value for "ipam.max_history_records"`,
 			`a.hcl:4:24: Invalid value for "ipam.update_max_retries": -1 is not a whole number >= 0.`}},
+		{"plugin limits", "supervisor {\n  plugin_memory_max_mb = 64\n  plugin_log_rate = 0\n  plugin_log_burst = -1\n}\n", []string{
+			`a.hcl:2:26: Invalid value for "supervisor.plugin_memory_max_mb": 64 is not 0 (unlimited) or a whole number of MiB >= 128.`,
+			`a.hcl:3:21: Invalid value for "supervisor.plugin_log_rate": 0 is not a whole number >= 1.`,
+			`a.hcl:4:22: Invalid value for "supervisor.plugin_log_burst"`}},
 		{"plugin values", "plugin \"ip-conflict\" {\n  timeout = \"-1s\"\n  failure_policy = \"ignore\"\n  path = \"bin/x\"\n}\n", []string{
 			`a.hcl:2:13: Invalid value for "plugin.ip-conflict.timeout"`,
 			`a.hcl:3:20: Invalid value for "plugin.ip-conflict.failure_policy": "ignore" is not a failure policy`,
@@ -726,7 +730,8 @@ func TestSettings(t *testing.T) {
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
-		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after"}
+		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
+		"supervisor.plugin_memory_max_mb", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
 		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)

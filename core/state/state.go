@@ -38,6 +38,8 @@ type Plugin struct {
 	Detail    json.RawMessage `json:"detail,omitempty"`
 	// Policy is the failure_policy of a detector plugin.
 	Policy string `json:"failure_policy,omitempty"`
+	// Limits says which resource and output limits the plugin runs under.
+	Limits string `json:"limits,omitempty"`
 }
 
 // Agent is the whole agent at one moment.

@@ -2,8 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +9,13 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	goplugrunner "github.com/hashicorp/go-plugin/runner"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -35,6 +34,7 @@ func permanent(format string, a ...any) error { return permanentError{fmt.Errorf
 // instance is one running plugin process.
 type instance struct {
 	client   *plugin.Client
+	runner   *procRunner
 	rpc      *sdk.Client
 	info     sdk.Info
 	schema   sdk.Schema
@@ -42,48 +42,6 @@ type instance struct {
 	lifeline *os.File // the agent's end; closing it tells the plugin to exit
 	started  time.Time
 	timeout  time.Duration // bounds the Shutdown call even when ctx does not
-}
-
-// checkBinary verifies that path is an executable regular file and, when
-// want is set ("sha256:<hex>"), that its content has that digest.
-func checkBinary(path, want string) error {
-	st, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return permanent("plugin binary %s does not exist", path)
-	}
-	if err != nil {
-		return permanent("plugin binary %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return permanent("plugin binary %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o111 == 0 {
-		return permanent("plugin binary %s is not executable (mode %v)", path, st.Mode().Perm())
-	}
-	if want == "" {
-		return nil
-	}
-	got, err := fileSHA256(path)
-	if err != nil {
-		return permanent("plugin binary %s: %w", path, err)
-	}
-	if !strings.EqualFold(want, got) {
-		return permanent("checksum mismatch for %s: expected %s, actual %s", path, want, got)
-	}
-	return nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash: %w", err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // wireVersionRE finds the plugin's protocol version in go-plugin's
@@ -101,55 +59,100 @@ func wireMismatch(path, pluginVersion string) string {
 	return fmt.Sprintf("plugin %s speaks another wire protocol (version %d) than this agent (version %d): %s", path, v, sdk.ProtocolVersion, side)
 }
 
-// fixedName keeps go-plugin from renaming the logger after the binary, so
-// that a plugin's lines appear under the plugin's configured name.
-type fixedName struct{ hclog.Logger }
-
-func (f fixedName) Named(string) hclog.Logger { return f }
+// killWait bounds how long go-plugin's own Kill (which makes a Shutdown
+// call of its own, without a deadline) may take before the agent kills the
+// process tree itself; it is also what a stop waits for the tree to go.
+const killWait = 2 * time.Second
 
 // launch starts the plugin process once and asks it who it is. It does not
-// configure it. The process is started in its own process group, with the
-// read end of a lifeline pipe as fd 3.
-func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger) (*instance, error) {
-	if err := checkBinary(spec.Path, spec.Checksum); err != nil {
+// configure it. The binary is opened and checked once (see openBinary) and
+// that descriptor is executed; the process is started in its own process
+// group, with the read end of a lifeline pipe as fd 3 and a TreeEnv mark
+// that every descendant inherits. Every step is bounded by ctx: a plugin
+// that does not finish its handshake in time is killed, tree and all.
+func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim *logLimiter, rp *reaper) (*instance, error) {
+	bin, err := openBinary(spec.Path, spec.Checksum, opts.testHookOpened)
+	if err != nil {
 		return nil, err
 	}
 	lifeR, lifeW, err := os.Pipe()
 	if err != nil {
+		bin.Close()
 		return nil, fmt.Errorf("lifeline pipe: %w", err)
 	}
 	defer lifeR.Close() // the child has its own copy once started
+	defer bin.Close()   // likewise; os.File makes a second Close harmless
 
-	cmd := exec.Command(spec.Path)
-	cmd.Env = append(cmd.Environ(),
-		fmt.Sprintf("%s=3", sdk.LifelineEnv),
-		fmt.Sprintf("%s=%s", sdk.LogLevelEnv, opts.Agent.LogLevel),
-	)
-	cmd.ExtraFiles = []*os.File{lifeR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-
+	// go-plugin calls RunnerFunc from Client(), which may still run when
+	// the abort below needs the runner.
+	var runnerMu sync.Mutex
+	var runner *procRunner
+	getRunner := func() *procRunner {
+		runnerMu.Lock()
+		defer runnerMu.Unlock()
+		return runner
+	}
+	mark := rp.mark()
+	plog := limitedLogger{Logger: log, lim: lim}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.VersionedPlugins(nil, nil),
-		Cmd:              cmd,
-		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		StartTimeout:     opts.StartTimeout,
-		Logger:           fixedName{log},
-		SyncStdout:       stdoutWarner{log},
-		SyncStderr:       io.Discard,
+		RunnerFunc: func(_ hclog.Logger, spec0 *exec.Cmd, _ string) (goplugrunner.Runner, error) {
+			cmd := &exec.Cmd{
+				// The checked descriptor, not the path: what runs is what
+				// was checked, whatever happens to the path meanwhile.
+				Path: bin.execPath(),
+				Args: []string{spec.Path},
+				Env: append(append(spec0.Env,
+					fmt.Sprintf("%s=3", sdk.LifelineEnv),
+					fmt.Sprintf("%s=%s", sdk.LogLevelEnv, opts.Agent.LogLevel),
+					fmt.Sprintf("%s=%s", TreeEnv, mark),
+				), opts.Limits.env()...),
+				ExtraFiles:  []*os.File{lifeR},
+				SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+			}
+			r, err := newProcRunner(cmd, spec.Path, bin, rp, mark, opts.Limits)
+			if err != nil {
+				return nil, err
+			}
+			runnerMu.Lock()
+			runner = r
+			runnerMu.Unlock()
+			return r, nil
+		},
+		AllowedProtocols:    []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:            true,
+		StartTimeout:        opts.StartTimeout,
+		Logger:              plog,
+		SyncStdout:          stdoutWarner{plog},
+		SyncStderr:          io.Discard,
+		PluginLogBufferSize: maxLogLine,
 	})
+	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
 	fail := func(err error) (*instance, error) {
-		client.Kill()
-		lifeW.Close()
+		inst.runner = getRunner()
+		inst.kill(context.Background(), log)
 		return nil, err
 	}
-	rpcClient, err := client.Client()
+	var rpcClient plugin.ClientProtocol
+	err = bounded(ctx, func() error {
+		var err error
+		rpcClient, err = client.Client()
+		return err
+	}, func() {
+		if r := getRunner(); r != nil {
+			_ = r.Kill(context.Background())
+		}
+	})
+	inst.runner = getRunner()
 	if err != nil {
 		if m := wireVersionRE.FindStringSubmatch(err.Error()); m != nil {
 			return fail(permanent("%s", wireMismatch(spec.Path, m[1])))
 		}
 		return fail(fmt.Errorf("start %s: %w", spec.Path, err))
+	}
+	if inst.runner != nil {
+		inst.pid = inst.runner.PID()
 	}
 	raw, err := rpcClient.Dispense(sdk.PluginName)
 	if err != nil {
@@ -159,10 +162,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger) (*i
 	if !ok {
 		return fail(fmt.Errorf("dispense %s: unexpected client type %T", spec.Path, raw))
 	}
-	inst := &instance{client: client, rpc: rpc, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
-	if rc := client.ReattachConfig(); rc != nil {
-		inst.pid = rc.Pid
-	}
+	inst.rpc = rpc
 
 	callCtx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
@@ -184,30 +184,74 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger) (*i
 	return inst, nil
 }
 
-// stop asks the plugin to shut down before the deadline, then lets go-plugin
-// end the process, and kills its process group in case it left children.
-func (inst *instance) stop(ctx context.Context, log hclog.Logger) {
-	if inst.timeout > 0 {
-		// A wedged plugin must not hold a reload or a stop forever.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, inst.timeout)
-		defer cancel()
+// bounded runs fn until it returns or ctx ends. When ctx ends first it
+// calls abort (which must make fn return, e.g. by killing the process fn
+// talks to) and waits for fn a further killWait at most.
+func bounded(ctx context.Context, fn func() error, abort func()) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
 	}
-	if err := inst.rpc.Shutdown(ctx); err != nil {
-		log.Debug("shutdown call failed; killing", "error", err)
+	abort()
+	select {
+	case err := <-done:
+		if err == nil {
+			err = ctx.Err()
+		}
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	case <-time.After(killWait):
+		return fmt.Errorf("%w; the call did not return %v after the plugin was killed", ctx.Err(), killWait)
 	}
-	inst.client.Kill()
-	if inst.pid > 0 {
-		_ = syscall.Kill(-inst.pid, syscall.SIGKILL)
-	}
-	inst.lifeline.Close()
 }
 
-// stdoutWarner reports writes to stdout, which plugins must not make:
-// go-plugin owns stdout for its handshake.
-type stdoutWarner struct{ log hclog.Logger }
+// stop ends the instance in bounded time. When graceful, the plugin first
+// gets a Shutdown call bounded by ctx and the plugin's timeout; then
+// go-plugin's Kill, bounded by killWait; and in every case the process
+// group and every process of the tree are SIGKILLed. A plugin that stopped
+// answering (SIGSTOPped, wedged) is not asked: graceful is false.
+func (inst *instance) stop(ctx context.Context, log hclog.Logger, graceful bool) {
+	if graceful && inst.rpc != nil {
+		if inst.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, inst.timeout)
+			defer cancel()
+		}
+		if err := inst.rpc.Shutdown(ctx); err != nil {
+			log.Debug("shutdown call failed; killing", "error", err)
+		}
+	}
+	inst.kill(ctx, log)
+}
 
-func (w stdoutWarner) Write(p []byte) (int, error) {
-	w.log.Warn("plugin wrote to stdout, which is reserved; use the logger", "output", strings.TrimSpace(string(p)))
-	return len(p), nil
+// kill lets go-plugin close its side (bounded by killWait and ctx: its Kill
+// makes an unbounded call into the plugin), then kills the whole tree.
+func (inst *instance) kill(ctx context.Context, log hclog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		inst.client.Kill()
+		close(done)
+	}()
+	wait := time.NewTimer(killWait)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		log.Warn("no time left to let the plugin exit; killing its process tree", "pid", inst.pid)
+	case <-wait.C:
+		log.Warn("plugin did not exit when asked; killing its process tree", "pid", inst.pid)
+	}
+	if inst.runner != nil {
+		if err := inst.runner.Kill(context.Background()); err != nil {
+			log.Error("could not end the plugin's process tree", "error", err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(killWait):
+		log.Error("go-plugin's Kill did not return after the plugin's tree was killed", "pid", inst.pid)
+	}
+	inst.lifeline.Close()
 }

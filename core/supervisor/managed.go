@@ -18,6 +18,7 @@ import (
 type managed struct {
 	sup *Supervisor
 	log hclog.Logger
+	lim *logLimiter // the plugin's log lines, across its restarts
 
 	mu       sync.Mutex
 	spec     Spec
@@ -32,7 +33,8 @@ type managed struct {
 
 func newManaged(sp Spec, sup *Supervisor) *managed {
 	m := &managed{sup: sup, spec: sp, log: sup.opts.Logger.Named(sp.Name)}
-	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Policy: sp.FailurePolicy, Since: time.Now()}
+	m.lim = newLogLimiter(sup.opts.Limits, func(n int) { sup.opts.Observer.PluginLogSuppressed(sp.Name, n) })
+	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Policy: sp.FailurePolicy, Since: time.Now(), Limits: sup.opts.Limits.String()}
 	return m
 }
 
@@ -180,11 +182,11 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		m.setState(state.Starting, "", "")
 		sp := m.specCopy()
 		startCtx, cancel := context.WithTimeout(ctx, m.sup.opts.StartTimeout+sp.Timeout)
-		inst, err := launch(startCtx, sp, &m.sup.opts, m.log)
+		inst, err := launch(startCtx, sp, &m.sup.opts, m.log, m.lim, m.sup.reaper)
 		if err == nil {
 			err = m.configure(startCtx, inst)
 			if err != nil {
-				inst.stop(m.stopContext(), m.log)
+				inst.stop(m.stopContext(), m.log, true)
 			}
 		}
 		cancel()
@@ -284,24 +286,26 @@ func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
 	m.markSettled()
 	m.pollHealth(ctx, inst)
 
-	reason := m.watch(ctx, inst)
+	reason, answering := m.watch(ctx, inst)
 	m.mu.Lock()
 	m.inst = nil
 	m.st.PID = 0
 	m.mu.Unlock()
 	if ctx.Err() == nil {
 		m.log.Warn("plugin is gone; restarting it", "reason", reason)
-		m.mu.Lock()
-		m.st.LastError = reason
-		m.mu.Unlock()
+		// Not ready from this moment: no check may go to it, and
+		// readiness says so while it is replaced.
+		m.setState(state.Restarting, "stopping: "+reason, reason)
 	}
-	inst.stop(m.stopContext(), m.log)
+	// A plugin that stopped answering is not asked to shut down: the call
+	// would only wait out its timeout.
+	inst.stop(m.stopContext(), m.log, answering)
 	return time.Since(inst.started)
 }
 
 // watch returns when the process exits, misses too many health checks, or
-// ctx ends, with the reason.
-func (m *managed) watch(ctx context.Context, inst *instance) string {
+// ctx ends, with the reason and whether the plugin still answers calls.
+func (m *managed) watch(ctx context.Context, inst *instance) (string, bool) {
 	exitPoll := time.NewTicker(50 * time.Millisecond)
 	defer exitPoll.Stop()
 	health := time.NewTicker(m.sup.opts.HealthInterval)
@@ -310,19 +314,22 @@ func (m *managed) watch(ctx context.Context, inst *instance) string {
 	for {
 		select {
 		case <-ctx.Done():
-			return "stopping"
+			return "stopping", missed == 0
 		case <-exitPoll.C:
 			if inst.client.Exited() {
-				return "the plugin process exited"
+				return "the plugin process exited", false
 			}
 		case <-health.C:
+			// Orphans of any plugin tree that exited meanwhile are the
+			// agent's to collect, as subreaper.
+			m.sup.reaper.reapZombies()
 			if m.pollHealth(ctx, inst) {
 				missed = 0
 				continue
 			}
 			missed++
 			if missed >= m.sup.opts.HealthFailures {
-				return fmt.Sprintf("the plugin missed %d health checks in a row", missed)
+				return fmt.Sprintf("the plugin missed %d health checks in a row", missed), false
 			}
 		}
 	}

@@ -2,7 +2,16 @@
 // processes: it launches each enabled plugin once, configures it, watches its
 // health, restarts it with backoff when it dies or stops answering, and stops
 // it gracefully. Every call into a plugin goes through it, bounded by the
-// plugin's timeout.
+// plugin's timeout, and so is every call into go-plugin: a stop always ends
+// in SIGKILL of the plugin's whole process tree in bounded time.
+//
+// A plugin binary is executed only when it and every directory above it
+// can be changed by no one but root or the agent's user (sshd's
+// StrictModes), and what runs is the descriptor that was checked and
+// hashed (trust.go). Each plugin's output is bounded: log lines by a token
+// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go); its orphans are
+// found by an environment mark and reaped by the agent as child subreaper
+// (reaper.go).
 package supervisor
 
 import (
@@ -54,6 +63,9 @@ type Observer interface {
 	PluginRestarted(plugin string)
 	PluginCall(plugin, method string, seconds float64, err error)
 	PluginSamples(plugin string, samples []sdk.Sample)
+	// PluginLogSuppressed counts log lines of a plugin dropped by its
+	// log rate limit.
+	PluginLogSuppressed(plugin string, lines int)
 }
 
 // Options configure a Supervisor.
@@ -70,6 +82,12 @@ type Options struct {
 	Observer       Observer
 	// OnChange is called after any plugin's state changes. It must not block.
 	OnChange func()
+	// Limits bound each plugin's memory and log output.
+	Limits Limits
+
+	// testHookOpened runs after a plugin binary was opened and before it is
+	// checked and executed.
+	testHookOpened func()
 }
 
 func (o *Options) setDefaults() {
@@ -94,6 +112,7 @@ func (o *Options) setDefaults() {
 	if o.OnChange == nil {
 		o.OnChange = func() {}
 	}
+	o.Limits.setDefaults()
 }
 
 type nopObserver struct{}
@@ -102,6 +121,7 @@ func (nopObserver) PluginState(string, state.PluginState, int) {}
 func (nopObserver) PluginRestarted(string)                     {}
 func (nopObserver) PluginCall(string, string, float64, error)  {}
 func (nopObserver) PluginSamples(string, []sdk.Sample)         {}
+func (nopObserver) PluginLogSuppressed(string, int)            {}
 
 // ErrUnavailable is wrapped by calls to a plugin that is not running.
 var ErrUnavailable = errors.New("plugin unavailable")
@@ -116,7 +136,8 @@ var ErrUnknownPlugin = errors.New("unknown plugin")
 
 // Supervisor owns the plugin processes.
 type Supervisor struct {
-	opts Options
+	opts   Options
+	reaper *reaper
 
 	mu      sync.Mutex
 	agent   sdk.AgentSettings
@@ -127,7 +148,7 @@ type Supervisor struct {
 // New returns a supervisor with nothing running.
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
-	return &Supervisor{opts: opts, agent: opts.Agent, plugins: map[string]*managed{}}
+	return &Supervisor{opts: opts, reaper: newReaper(), agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
 // Apply makes the running plugins match specs: new or newly enabled ones

@@ -17,20 +17,22 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // binaries holds the fixture plugins built once for the package.
 var binaries = map[string]string{}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "supervisor-test-")
+	// Plugin binaries must sit where only root can write (StrictModes).
+	dir, err := agenttest.TrustedDir("supervisor-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute"} {
+		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute", "orphan", "logflood", "memhog", "metricflood"} {
 			out := filepath.Join(dir, "faulty-"+mode)
 			cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+mode, "-o", out, "../../test/plugins/faulty")
 			if b, err := cmd.CombinedOutput(); err != nil {
@@ -46,14 +48,15 @@ func TestMain(m *testing.M) {
 
 // recorder is an Observer that remembers what it saw.
 type recorder struct {
-	mu       sync.Mutex
-	restarts map[string]int
-	calls    map[string]int
-	samples  map[string][]sdk.Sample
+	mu         sync.Mutex
+	restarts   map[string]int
+	calls      map[string]int
+	samples    map[string][]sdk.Sample
+	suppressed map[string]int
 }
 
 func newRecorder() *recorder {
-	return &recorder{restarts: map[string]int{}, calls: map[string]int{}, samples: map[string][]sdk.Sample{}}
+	return &recorder{restarts: map[string]int{}, calls: map[string]int{}, samples: map[string][]sdk.Sample{}, suppressed: map[string]int{}}
 }
 
 func (r *recorder) PluginState(string, state.PluginState, int) {}
@@ -65,6 +68,11 @@ func (r *recorder) PluginRestarted(p string) {
 func (r *recorder) PluginCall(p, method string, _ float64, _ error) {
 	r.mu.Lock()
 	r.calls[p+"/"+method]++
+	r.mu.Unlock()
+}
+func (r *recorder) PluginLogSuppressed(p string, n int) {
+	r.mu.Lock()
+	r.suppressed[p] += n
 	r.mu.Unlock()
 }
 func (r *recorder) PluginSamples(p string, s []sdk.Sample) {

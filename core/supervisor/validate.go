@@ -13,6 +13,7 @@ import (
 // maps each plugin that failed to its error.
 func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) map[string]error {
 	opts.setDefaults()
+	rp := newReaper()
 	var mu sync.Mutex
 	errs := map[string]error{}
 	var wg sync.WaitGroup
@@ -24,7 +25,7 @@ func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) map[string
 		go func() {
 			defer wg.Done()
 			log := opts.Logger.Named(sp.Name)
-			err := validateOne(ctx, sp, &opts, log)
+			err := validateOne(ctx, sp, &opts, log, rp)
 			if err != nil {
 				mu.Lock()
 				errs[sp.Name] = err
@@ -36,13 +37,13 @@ func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) map[string
 	return errs
 }
 
-func validateOne(ctx context.Context, sp Spec, opts *Options, log hclog.Logger) error {
+func validateOne(ctx context.Context, sp Spec, opts *Options, log hclog.Logger, rp *reaper) error {
 	startCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout+sp.Timeout)
 	defer cancel()
-	inst, err := launch(startCtx, sp, opts, log)
+	inst, err := launch(startCtx, sp, opts, log, newLogLimiter(opts.Limits, nil), rp)
 	if err != nil {
 		return err
 	}
-	defer inst.stop(startCtx, log)
+	defer inst.stop(startCtx, log, true)
 	return sp.Config.Validate(inst.schema)
 }

@@ -73,6 +73,7 @@ const (
 	mPluginCallDur   = "plugin_call_duration_seconds"
 	mPluginCallErrs  = "plugin_call_errors_total"
 	mPluginRejected  = "plugin_samples_rejected_total"
+	mPluginLogDrops  = "plugin_log_lines_suppressed_total"
 	mChecks          = "checks_total"
 	mCheckDuration   = "check_duration_seconds"
 	labelResult      = "result"
@@ -100,6 +101,7 @@ var own = map[string]struct {
 	mPluginCallDur:  {sdk.Summary, "Duration of calls from the agent to a plugin, in seconds, by method."},
 	mPluginCallErrs: {sdk.Counter, "Calls from the agent to a plugin that failed, by method."},
 	mPluginRejected: {sdk.Counter, "Metric samples from a plugin that the agent dropped, by reason."},
+	mPluginLogDrops: {sdk.Counter, "Log lines of a plugin that the agent dropped because the plugin logged faster than its limit."},
 	mChecks:         {sdk.Counter, "Address checks answered, by verdict."},
 	mCheckDuration:  {sdk.Summary, "Duration of address checks, in seconds."},
 }
@@ -126,8 +128,11 @@ type Telemetry struct {
 	types    map[string]sdk.SampleType // full name -> type, once first emitted
 	last     map[seriesKey]float64     // last cumulative value of a plugin counter
 	series   map[string]map[seriesKey]struct{}
-	restarts map[string]int  // restarts counted per plugin
-	warned   map[string]bool // rejections already logged
+	restarts map[string]int // restarts counted per plugin
+	// warned holds the rejections already logged: one key per plugin and
+	// reason (never per metric name, which a plugin controls), so that
+	// a plugin sending endless unique bad names cannot grow it.
+	warned map[string]bool
 }
 
 // seriesKey names one series of one plugin: labels is the canonical form
@@ -353,6 +358,20 @@ func (t *Telemetry) PluginRestarted(plugin string) {
 	t.metrics.IncrCounterWithLabels([]string{mPluginRestarts}, 1, labels(map[string]string{PluginLabel: plugin}))
 }
 
+// PluginLogSuppressed counts log lines of a plugin that the supervisor
+// dropped, in spiderpool_plugin_log_lines_suppressed_total{plugin}.
+func (t *Telemetry) PluginLogSuppressed(plugin string, lines int) {
+	t.metrics.IncrCounterWithLabels([]string{mPluginLogDrops}, float32(lines), labels(map[string]string{PluginLabel: plugin}))
+}
+
+// truncate shortens s to n bytes for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
 // PluginCall records one call from the agent to a plugin:
 // spiderpool_plugin_call_duration_seconds{plugin,method} and, when err is
 // not nil, spiderpool_plugin_call_errors_total{plugin,method}.
@@ -477,7 +496,7 @@ func (t *Telemetry) track(key seriesKey) (reason, why string) {
 
 func (t *Telemetry) reject(plugin, name, reason, why string) {
 	t.metrics.IncrCounterWithLabels([]string{mPluginRejected}, 1, labels(map[string]string{PluginLabel: plugin, labelReason: reason}))
-	t.warnOnce("plugin:"+plugin+":"+name+":"+reason, "dropped a plugin's metric sample", "plugin", plugin, "metric", name, "reason", why)
+	t.warnOnce("plugin:"+plugin+":"+reason, "dropped a plugin's metric sample; later drops for the same reason are only counted in "+Prefix+mPluginRejected, "plugin", plugin, "metric", truncate(name, maxNameLength), "reason", why)
 }
 
 func (t *Telemetry) warnOnce(key, msg string, args ...any) {

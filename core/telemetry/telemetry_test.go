@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -666,5 +667,59 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if got := counter(t, tel, "spiderpool_checks_total", map[string]string{"verdict": "pass"}); got != 800 {
 		t.Errorf("checks_total = %v, want 800", got)
+	}
+}
+
+// TestNameFloodIsBounded: a plugin sending endless new metric names, valid
+// and invalid, grows neither the series nor the warnings the agent keeps,
+// and logs one warning per reason; every drop is counted. (The warn-once
+// map was keyed by the name: 86 MB to 360 MB in 2 minutes.)
+func TestNameFloodIsBounded(t *testing.T) {
+	var logs bytes.Buffer
+	tel, err := New(Options{Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Warn})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds, perRound = 20, 1000
+	n := 0
+	for range rounds {
+		batch := make([]sdk.Sample, 0, 2*perRound)
+		for range perRound {
+			n++
+			batch = append(batch,
+				sdk.Sample{Name: fmt.Sprintf("flood_%d", n), Type: sdk.Gauge, Value: 1},
+				sdk.Sample{Name: fmt.Sprintf("Bad-Name-%d", n), Type: sdk.Gauge, Value: 1})
+		}
+		tel.PluginSamples("p", batch)
+	}
+	tel.mu.Lock()
+	warned, series, types := len(tel.warned), len(tel.series["p"]), len(tel.types)
+	tel.mu.Unlock()
+	if warned > 2 {
+		t.Errorf("%d warn-once keys after %d distinct bad names, want at most 2 (one per reason)", warned, n)
+	}
+	if series != MaxSeriesPerPlugin {
+		t.Errorf("%d series kept, want the cap %d", series, MaxSeriesPerPlugin)
+	}
+	if types > MaxSeriesPerPlugin+len(own) {
+		t.Errorf("%d metric names known, want at most %d", types, MaxSeriesPerPlugin+len(own))
+	}
+	if lines := strings.Count(logs.String(), "\n"); lines > 2 {
+		t.Errorf("%d warning lines, want at most 2:\n%s", lines, logs.String())
+	}
+	if got := counter(t, tel, "spiderpool_plugin_samples_rejected_total", map[string]string{"plugin": "p", "reason": RejectName}); got != float64(n) {
+		t.Errorf("rejected{reason=name} = %v, want %d", got, n)
+	}
+	if got := counter(t, tel, "spiderpool_plugin_samples_rejected_total", map[string]string{"plugin": "p", "reason": RejectLimit}); got != float64(n-MaxSeriesPerPlugin) {
+		t.Errorf("rejected{reason=limit} = %v, want %d", got, n-MaxSeriesPerPlugin)
+	}
+}
+
+func TestPluginLogSuppressed(t *testing.T) {
+	tel := newT(t)
+	tel.PluginLogSuppressed("p", 3)
+	tel.PluginLogSuppressed("p", 4)
+	if got := counter(t, tel, "spiderpool_plugin_log_lines_suppressed_total", map[string]string{"plugin": "p"}); got != 7 {
+		t.Errorf("suppressed = %v, want 7", got)
 	}
 }

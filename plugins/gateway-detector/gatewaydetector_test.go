@@ -44,7 +44,7 @@ func TestInfoAndSchema(t *testing.T) {
 	for _, a := range p.ConfigSchema().Attributes {
 		names = append(names, a.Name+"="+a.Default)
 	}
-	want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "use_candidate_as_sender="}
+	want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "probe_rate=4000", "use_candidate_as_sender="}
 	if !slices.Equal(names, want) {
 		t.Errorf("schema %v, want %v", names, want)
 	}

@@ -73,7 +73,7 @@ func build() (Binaries, error) {
 	if err != nil {
 		return Binaries{}, err
 	}
-	dir, err := os.MkdirTemp("", "agenttest-")
+	dir, err := TrustedDir("agenttest-")
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -86,7 +86,7 @@ func build() (Binaries, error) {
 	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
 		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})
 	}
-	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout"} {
+	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)
 		b.Faulty[mode] = out
 		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode})
@@ -104,6 +104,45 @@ func build() (Binaries, error) {
 		}
 	}
 	return b, nil
+}
+
+// TrustedRoot is where tests put plugin binaries. The agent refuses a
+// plugin binary below a directory that anyone but root can write (sshd's
+// StrictModes), and that includes the sticky /tmp where t.TempDir and
+// os.MkdirTemp put things; this directory is root's, mode 0755, as is
+// every directory above it.
+const TrustedRoot = "/var/lib/spiderpool-agent-test"
+
+// TrustedDir makes a fresh directory below TrustedRoot, mode 0755, for
+// plugin binaries the agent will accept. The caller removes it.
+func TrustedDir(prefix string) (string, error) {
+	if err := os.MkdirAll(TrustedRoot, 0o755); err != nil {
+		return "", fmt.Errorf("trusted test directory: %w", err)
+	}
+	// MkdirAll keeps an existing directory's mode; make sure.
+	if err := os.Chmod(TrustedRoot, 0o755); err != nil {
+		return "", fmt.Errorf("trusted test directory: %w", err)
+	}
+	dir, err := os.MkdirTemp(TrustedRoot, prefix)
+	if err != nil {
+		return "", fmt.Errorf("trusted test directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("trusted test directory: %w", err)
+	}
+	return dir, nil
+}
+
+// TrustedTempDir is TrustedDir for one test, removed when it ends.
+func TrustedTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := TrustedDir("test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // Options describe one agent.

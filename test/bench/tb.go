@@ -5,6 +5,8 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // scope adapts test/netlab's testing.TB-based helpers to a program: Fatal
@@ -84,7 +86,9 @@ func (s *scope) Failed() bool {
 }
 
 func (s *scope) TempDir() string {
-	d, err := os.MkdirTemp("", "spbench-")
+	// Below a root-only directory, not /tmp: the agent refuses plugin
+	// binaries that others could swap (StrictModes).
+	d, err := agenttest.TrustedDir("spbench-")
 	if err != nil {
 		s.Fatalf("TempDir: %v", err)
 	}

@@ -295,7 +295,7 @@ func main() { sdk.Serve(func(hclog.Logger) sdk.Plugin { return &guard{} }) }
 	if err := os.WriteFile(filepath.Join(mod, "go.sum"), sum, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pluginDir := t.TempDir()
+	pluginDir := agenttest.TrustedTempDir(t)
 	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
 		if err := os.Symlink(filepath.Join(bins.PluginDir, "spiderpool-plugin-"+p), filepath.Join(pluginDir, "spiderpool-plugin-"+p)); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,8 @@ const (
 	MaxWindow  = 10 * time.Second
 	MaxRetries = 10
 	MaxProbes  = 10
+	// MaxProbeRate bounds probe_rate; pacing that loose is no pacing.
+	MaxProbeRate = 100000
 )
 
 // Options are the config { } attributes every detector built on the probe
@@ -29,16 +31,18 @@ type Options struct {
 	Retries     int           `hcl:"retries,optional" help:"Retries when sending a probe fails; when the first probe cannot be sent after them the check is an error. 0 to 10."`
 	Probes      int           `hcl:"probes,optional" help:"Probes sent, spread evenly over the window; the check stops at the first decisive answer. 1 to 10."`
 	IdleTimeout time.Duration `hcl:"idle_timeout,optional" help:"How long a packet socket stays open after its last check; \"0s\" closes it at once."`
+	ProbeRate   int           `hcl:"probe_rate,optional" help:"Most probes per second this plugin sends on one interface, in bursts of up to a fiftieth of it; checks beyond it wait for their first probe. 1 to 100000."`
 }
 
 // DefaultOptions returns the defaults: a 100ms window, 3 retries, 3 probes,
-// sockets closed after 30s idle.
+// sockets closed after 30s idle, 4000 probes per second per interface.
 func DefaultOptions() Options {
 	return Options{
 		Window:      probe.DefaultWindow,
 		Retries:     probe.DefaultRetries,
 		Probes:      probe.DefaultProbes,
 		IdleTimeout: probe.DefaultIdleTimeout,
+		ProbeRate:   probe.DefaultProbeRate,
 	}
 }
 
@@ -62,6 +66,8 @@ func (o Options) Validate() error {
 		return &AttrError{"probes", fmt.Sprintf("%d is out of range: 1 to %d probes per window", o.Probes, MaxProbes)}
 	case o.IdleTimeout < 0:
 		return &AttrError{"idle_timeout", fmt.Sprintf("%q is negative", o.IdleTimeout.String())}
+	case o.ProbeRate < 1 || o.ProbeRate > MaxProbeRate:
+		return &AttrError{"probe_rate", fmt.Sprintf("%d is out of range: 1 to %d probes per second per interface", o.ProbeRate, MaxProbeRate)}
 	}
 	return nil
 }
@@ -83,7 +89,7 @@ func (o Options) EngineOptions() probe.Options {
 	if idle == 0 {
 		idle = -1
 	}
-	return probe.Options{IdleTimeout: idle}
+	return probe.Options{IdleTimeout: idle, ProbeRate: float64(o.ProbeRate)}
 }
 
 // Schema is the config schema of a detector: the shared attributes with

@@ -9,6 +9,14 @@
 //	proto2    speaks go-plugin wire protocol version 2
 //	stdout    writes to stdout, which plugins must not do
 //	mute      stops answering Health after it is configured (a wedged plugin)
+//	orphan    once configured, starts a setsid child that sleeps for ever
+//	          (holding the plugin's stderr) and exits 300ms later
+//	logflood  once configured, logs and writes to stdout without pause
+//	memhog    from 500ms after Configure, allocates and touches 16 MiB every 10ms
+//	          and never frees it, up to 768 MiB (a bound for the tests'
+//	          sake, should no limit stop it)
+//	metricflood  returns 1000 samples with new names from every
+//	          CollectMetrics: 500 valid, 500 invalid
 //
 // Its config block takes `delay` (a duration before Check answers),
 // `verdict` ("pass" or "block") and `health` ("ready", "degraded", "failed").
@@ -18,7 +26,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -70,7 +81,56 @@ func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if mode == "stdout" {
 		fmt.Println("hello from a plugin that should not print")
 	}
+	f.misbehave()
 	return nil
+}
+
+// orphanEnv makes the binary the orphan child of mode orphan.
+const orphanEnv = "FAULTY_ORPHAN_CHILD"
+
+// misbehave starts what the modes that misbehave after Configure do.
+func (f *faulty) misbehave() {
+	switch mode {
+	case "orphan":
+		child := exec.Command(os.Args[0])
+		child.Env = append(os.Environ(), orphanEnv+"=1")
+		child.Stderr = os.Stderr // holds the pipe to the agent open
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			f.log.Error("start orphan", "error", err)
+		} else {
+			f.log.Info("started an orphan", "pid", child.Process.Pid)
+		}
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			os.Exit(1)
+		}()
+	case "logflood":
+		go func() {
+			for i := 0; ; i++ {
+				f.log.Info("flooding the log", "line", i)
+				fmt.Println("flooding stdout", i)
+			}
+		}()
+	case "memhog":
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			var hoard [][]byte
+			for len(hoard) < 48 {
+				b := make([]byte, 16<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1
+				}
+				hoard = append(hoard, b)
+				time.Sleep(10 * time.Millisecond)
+			}
+			f.log.Info("hoarded", "bytes", len(hoard)<<24)
+			for {
+				time.Sleep(time.Hour)
+				hoard[0][0]++
+			}
+		}()
+	}
 }
 
 func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
@@ -103,11 +163,29 @@ func (f *faulty) Health(context.Context) sdk.Health {
 	return sdk.Health{State: st, Message: msg, Detail: map[string]string{"mode": mode}}
 }
 
+// flooded numbers the names of metricflood's samples.
+var flooded atomic.Int64
+
 func (f *faulty) Metrics(context.Context) []sdk.Sample {
+	if mode == "metricflood" {
+		var out []sdk.Sample
+		for range 500 {
+			n := flooded.Add(1)
+			out = append(out,
+				sdk.Sample{Name: fmt.Sprintf("faulty_flood_%d", n), Type: sdk.Gauge, Value: 1},
+				sdk.Sample{Name: fmt.Sprintf("Faulty-Bad-Name-%d", n), Type: sdk.Gauge, Value: 1})
+		}
+		return out
+	}
 	return []sdk.Sample{{Name: "faulty_up", Type: sdk.Gauge, Value: 1, Help: "Always 1."}}
 }
 
 func main() {
+	if os.Getenv(orphanEnv) != "" {
+		for { // an orphan that would live for ever
+			time.Sleep(time.Hour)
+		}
+	}
 	switch mode {
 	case "crash":
 		fmt.Fprintln(os.Stderr, "faulty: crashing at start on purpose")

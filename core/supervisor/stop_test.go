@@ -1,0 +1,253 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// sigstop stops pid and kills it when the test ends. A pid <= 0 would
+// signal this test's own process group.
+func sigstop(t *testing.T, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		t.Fatalf("no plugin process to stop (pid %d)", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+// TestStoppedPluginIsRestarted: a SIGSTOPped plugin misses its health
+// checks; it must be taken out of service at once, killed, and replaced by
+// a new process. (go-plugin's Kill made a Shutdown call without a deadline
+// into the stopped process: the supervisor hung there for ever and the
+// plugin stayed "ready".)
+func TestStoppedPluginIsRestarted(t *testing.T) {
+	rec := newRecorder()
+	s := start(t, rec, spec("a", "ok"))
+	old := pluginState(t, s, "a")
+	sigstop(t, old.PID)
+	// 3 health checks of 2s each are missed first.
+	waitFor(t, 30*time.Second, "the stopped plugin to be taken out of service", func() bool {
+		st := pluginState(t, s, "a").State
+		return st != state.Ready && st != state.Degraded
+	})
+	if _, err := s.Check(context.Background(), "a", sdk.CheckRequest{}); err == nil {
+		t.Error("a check went to a plugin that is being replaced")
+	}
+	waitFor(t, 30*time.Second, "a new plugin process to be ready", func() bool {
+		p := pluginState(t, s, "a")
+		return p.State == state.Ready && p.PID != old.PID && p.PID != 0
+	})
+	waitFor(t, 5*time.Second, "the stopped process to be gone", func() bool { return gone(old.PID) })
+	if p := pluginState(t, s, "a"); !strings.Contains(p.LastError, "missed 3 health checks") {
+		t.Errorf("last error %q does not say why it was restarted", p.LastError)
+	}
+	if res, err := s.Check(context.Background(), "a", sdk.CheckRequest{}); err != nil || res.Verdict != sdk.VerdictPass {
+		t.Errorf("Check after the restart = %+v, %v; want pass", res, err)
+	}
+}
+
+// TestStopWithAStoppedPluginIsBounded: Stop must end in SIGKILL of a
+// stopped plugin within its context plus a bounded kill.
+func TestStopWithAStoppedPluginIsBounded(t *testing.T) {
+	s := start(t, nil, spec("a", "ok"))
+	p := pluginState(t, s, "a")
+	sigstop(t, p.PID)
+	const grace = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	begin := time.Now()
+	done := make(chan struct{})
+	go func() {
+		s.Stop(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Stop with a SIGSTOPped plugin did not return within 30s")
+	}
+	// The grace, then the tree kill: room for a loaded machine.
+	if took := time.Since(begin); took > grace+killWait+2*time.Second {
+		t.Errorf("Stop took %v, want about %v", took, grace)
+	}
+	waitFor(t, 5*time.Second, "the stopped plugin to be gone", func() bool { return gone(p.PID) })
+}
+
+// treeProcs lists the live (not zombie) processes whose environment holds
+// entry.
+func treeProcs(entry string) []int {
+	var out []int
+	for _, pid := range procPIDs() {
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
+			continue
+		}
+		if _, st, ok := procStat(pid); ok && st != 'Z' {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// zombieChildren lists exited children of this process nobody reaped.
+func zombieChildren() []int {
+	var out []int
+	for _, pid := range procPIDs() {
+		if ppid, st, ok := procStat(pid); ok && ppid == os.Getpid() && st == 'Z' {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// TestOrphansDoNotOutliveTheirPlugin: a plugin that starts a setsid child
+// and dies must not leave the child behind, on any of its restarts nor when
+// the supervisor stops; nor may zombies pile up. (Killing the process group
+// missed the child, which left its group: one orphan per restart.)
+func TestOrphansDoNotOutliveTheirPlugin(t *testing.T) {
+	token := fmt.Sprintf("FAULTY_TEST_TOKEN=%d-%d", os.Getpid(), time.Now().UnixNano())
+	k, v, _ := strings.Cut(token, "=")
+	t.Setenv(k, v) // the plugins inherit the agent's environment
+	rec := newRecorder()
+	s := New(testOptions(t, rec))
+	s.Apply(context.Background(), []Spec{spec("o", "orphan")}, s.opts.Agent)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			s.Stop(context.Background())
+		}
+		for _, pid := range treeProcs(token) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	most := 0
+	waitFor(t, 60*time.Second, "the plugin to spend its restart budget", func() bool {
+		most = max(most, len(treeProcs(token)))
+		return pluginState(t, s, "o").State == state.Disabled
+	})
+	rec.mu.Lock()
+	restarts := rec.restarts["o"]
+	rec.mu.Unlock()
+	if restarts < 3 {
+		t.Fatalf("%d restarts, want the budget of 3 spent", restarts)
+	}
+	// While an instance runs, it and its child are alive: at most 2.
+	if most > 2 {
+		t.Errorf("up to %d processes of the plugin's trees alive at once, want at most 2 (the plugin and its child)", most)
+	}
+	waitFor(t, 5*time.Second, "no process of the plugin's trees left", func() bool { return len(treeProcs(token)) == 0 })
+	stopped = true
+	s.Stop(context.Background())
+	if left := treeProcs(token); len(left) > 0 {
+		t.Errorf("processes left after Stop: %v", left)
+	}
+	if z := zombieChildren(); len(z) > 0 {
+		t.Errorf("unreaped children: %v", z)
+	}
+}
+
+// lineCounter is a log sink that counts lines holding a substring.
+type lineCounter struct {
+	mu     sync.Mutex
+	needle string
+	n      int
+	other  []string
+}
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if strings.Contains(l, c.needle) {
+			c.n++
+		} else if len(c.other) < 200 {
+			c.other = append(c.other, l)
+		}
+	}
+	return len(p), nil
+}
+
+func (c *lineCounter) count() (int, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n, append([]string(nil), c.other...)
+}
+
+// TestLogFloodIsBounded: a plugin that logs (stderr) and prints (stdout)
+// without pause gets LogBurst lines plus LogLinesPerSecond a second into
+// the agent's log, the rest counted and summarised.
+func TestLogFloodIsBounded(t *testing.T) {
+	rec := newRecorder()
+	sink := &lineCounter{needle: "flooding"}
+	opts := testOptions(t, rec)
+	// JSON: one line per entry, whatever newlines the plugin wrote.
+	opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "agent", Output: sink, Level: hclog.Info, JSONFormat: true})
+	opts.Limits = Limits{LogLinesPerSecond: 50, LogBurst: 100}
+	begin := time.Now()
+	s := startWith(t, opts, spec("f", "logflood"))
+	if p := pluginState(t, s, "f"); p.State != state.Ready {
+		t.Fatalf("plugin is %s: %s", p.State, p.LastError)
+	}
+	time.Sleep(2 * time.Second) // the flood runs; this is the window measured
+	n, other := sink.count()
+	elapsed := time.Since(begin)
+	bound := 100 + int(50*elapsed.Seconds()) + 1
+	if n > bound {
+		t.Errorf("%d flood lines in the agent's log after %v, want at most %d", n, elapsed, bound)
+	}
+	if n < 100 {
+		t.Errorf("only %d flood lines: the burst should pass", n)
+	}
+	rec.mu.Lock()
+	dropped := rec.suppressed["f"]
+	rec.mu.Unlock()
+	if dropped < 1000 {
+		t.Errorf("%d lines counted as suppressed, want the flood (thousands)", dropped)
+	}
+	summary := false
+	for _, l := range other {
+		summary = summary || strings.Contains(l, "plugin log lines suppressed")
+	}
+	if !summary {
+		t.Errorf("no \"suppressed\" summary line among %q", other)
+	}
+	t.Logf("%d lines logged, %d suppressed in %v", n, dropped, elapsed)
+}
+
+// TestMemoryLimitEndsAHog: a plugin that allocates without end dies at its
+// memory limit and is restarted, instead of taking the node's memory.
+func TestMemoryLimitEndsAHog(t *testing.T) {
+	rec := newRecorder()
+	opts := testOptions(t, rec)
+	opts.Limits = Limits{MemoryMax: 256 << 20}
+	s := startWith(t, opts, spec("m", "memhog"))
+	first := pluginState(t, s, "m").PID
+	waitFor(t, 30*time.Second, "the hog to be restarted", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.restarts["m"] >= 1
+	})
+	// Usually "the plugin process exited" (Go's "out of memory"); on a
+	// loaded machine the hog may first spend its time in GC at GOMEMLIMIT
+	// and miss its health checks. Either way it was ended.
+	if p := pluginState(t, s, "m"); !strings.Contains(p.LastError, "exited") && !strings.Contains(p.LastError, "health checks") {
+		t.Errorf("last error %q, want the process to have exited", p.LastError)
+	}
+	waitFor(t, 5*time.Second, "the first hog to be gone", func() bool { return gone(first) })
+}

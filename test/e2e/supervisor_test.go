@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+)
+
+// sigstop stops pid and kills it when the test ends. A pid <= 0 would
+// signal this test's own process group.
+func sigstop(t *testing.T, pid int) {
+	t.Helper()
+	if pid <= 0 {
+		t.Fatalf("no plugin process to stop (pid %d)", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+// TestStoppedPluginIsReplaced: SIGSTOP of a real plugin under the real
+// agent takes the node out of readiness while the plugin is replaced, then
+// the agent is ready again with a new process. (The agent used to hang in
+// go-plugin's Kill: the plugin stayed "ready" for ever.)
+func TestStoppedPluginIsReplaced(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts + `
+plugin "ip-conflict" { timeout = "500ms" }
+`})
+	a.WaitReady(agenttest.ReadyTimeout)
+	victim := pluginState(t, a, "ip-conflict")
+	sigstop(t, victim.PID)
+	stopped := time.Now()
+	// 3 health checks of 500ms each, 200ms apart, are missed first.
+	a.WaitFor("/v1/runtime/readiness", http.StatusServiceUnavailable, 15*time.Second)
+	notReady := time.Since(stopped)
+	a.WaitReady(15 * time.Second)
+	back := time.Since(stopped)
+	after := pluginState(t, a, "ip-conflict")
+	if after.PID == victim.PID || after.PID == 0 {
+		t.Errorf("ip-conflict still runs pid %d, want a new process", after.PID)
+	}
+	if !strings.Contains(after.LastError, "missed 3 health checks") {
+		t.Errorf("last error %q does not say why", after.LastError)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for agenttest.Alive(victim.PID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stopped plugin %d is still there 5s after its replacement", victim.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// status says which limits the plugins run under.
+	if !strings.HasPrefix(after.Limits, "memory 1024 MiB (RLIMIT_DATA; GOMEMLIMIT 921 MiB); log 100 lines/s, burst 500") {
+		t.Errorf("plugin limits %q, want the defaults", after.Limits)
+	}
+	if out, errOut, _ := a.CLI("status", "--socket", a.Socket); !strings.Contains(out, "plugin limits: memory 1024 MiB") {
+		t.Errorf("status does not show the plugin limits:\n%s%s", out, errOut)
+	}
+	t.Logf("readiness 503 %v after SIGSTOP, ready again after %v", notReady, back)
+}
+
+// TestSIGTERMWithAStoppedPlugin: the agent stops within shutdown_timeout
+// (plus the bounded tree kill) even when a plugin cannot answer, and the
+// stopped plugin is killed.
+func TestSIGTERMWithAStoppedPlugin(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: `
+shutdown_timeout = "2s"
+plugin "ip-conflict" { timeout = "10s" }
+`})
+	a.WaitReady(agenttest.ReadyTimeout)
+	victim := pluginState(t, a, "ip-conflict")
+	sigstop(t, victim.PID)
+	begin := time.Now()
+	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code, exited := a.ExitCode(12 * time.Second)
+	took := time.Since(begin)
+	if !exited {
+		t.Fatalf("the agent did not exit 12s after SIGTERM with shutdown_timeout 2s")
+	}
+	if code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	// shutdown_timeout, then the tree kill; room for a loaded machine.
+	if took > 5*time.Second {
+		t.Errorf("stopped in %v, want shutdown_timeout (2s) plus a little", took)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for agenttest.Alive(victim.PID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stopped plugin %d outlived the agent", victim.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("agent exited %v after SIGTERM with a stopped plugin", took)
+}
+
+// marked lists live processes of the binary exe whose environment holds
+// entry.
+func marked(exe, entry string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
+			continue
+		}
+		if agenttest.Alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// TestOrphansEndWithTheirPlugin: a plugin that starts a setsid child and
+// dies leaves no process behind, over its restarts and after the agent
+// stops. (One orphan per restart survived.)
+func TestOrphansEndWithTheirPlugin(t *testing.T) {
+	token := fmt.Sprintf("FAULTY_TEST_TOKEN=orphan-%d-%d", os.Getpid(), time.Now().UnixNano())
+	exe := bins.Faulty["orphan"]
+	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{token}, Config: fastRestarts + fmt.Sprintf(`
+plugin "ip-conflict" { enabled = false }
+plugin "gateway-detector" { enabled = false }
+plugin "orphan" { path = %q }
+`, bins.Faulty["orphan"])})
+	t.Cleanup(func() {
+		for _, pid := range marked(exe, token) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	a.WaitFor("/v1/runtime/startup", http.StatusOK, agenttest.ReadyTimeout)
+	most := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for pluginState(t, a, "orphan").State != "disabled" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan plugin did not spend its restart budget in 60s: %+v", pluginState(t, a, "orphan"))
+		}
+		most = max(most, len(marked(exe, token)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if most > 2 {
+		t.Errorf("up to %d processes of the plugin alive at once, want at most 2 (the plugin and its child)", most)
+	}
+	if p := pluginState(t, a, "orphan"); p.Restarts != 3 {
+		t.Errorf("%d restarts, want 3", p.Restarts)
+	}
+	end := time.Now().Add(5 * time.Second)
+	for len(marked(exe, token)) > 0 {
+		if time.Now().After(end) {
+			t.Fatalf("orphans alive 5s after the plugin was disabled: %v", marked(exe, token))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.Stop()
+	if left := marked(exe, token); len(left) > 0 {
+		t.Errorf("processes left after the agent stopped: %v", left)
+	}
+}
