@@ -56,6 +56,8 @@ func Run(args []string, env Env) int {
 			"config validate": func() (cli.Command, error) { return &configValidateCommand{env: env}, nil },
 			"config show":     func() (cli.Command, error) { return &configShowCommand{env: env}, nil },
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
+			"debug":           func() (cli.Command, error) { return &debugCommand{}, nil },
+			"debug pprof":     func() (cli.Command, error) { return &debugPprofCommand{env: env}, nil },
 		},
 	}
 	withCompletion(c.Commands)

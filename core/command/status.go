@@ -66,8 +66,12 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	} else if !ready {
 		verdict = "not ready (waiting for " + strings.Join(waiting, ", ") + ")"
 	}
-	fmt.Fprintf(w, "spiderpool-agent %s, pid %d, up %s: %s\n\n", st.Version, st.PID,
+	fmt.Fprintf(w, "spiderpool-agent %s, pid %d, up %s: %s\n", st.Version, st.PID,
 		time.Since(st.StartedAt).Round(time.Second), verdict)
+	if st.Gops != "" {
+		fmt.Fprintf(w, "warning: gops listens on %s: any local user can read stacks and profiles and change the GC (gops_port = 0 turns it off)\n", st.Gops)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tMESSAGE")
 	for _, p := range st.Plugins {

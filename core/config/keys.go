@@ -62,11 +62,6 @@ func intRange(lo, hi int) func(any) (any, bool) {
 	}
 }
 
-func nonEmpty(v any) (any, bool) {
-	s := v.(string)
-	return s, strings.TrimSpace(s) != ""
-}
-
 func positiveDuration(v any) (any, bool) {
 	d := v.(time.Duration)
 	return d, d > 0
@@ -77,6 +72,13 @@ func anyBool(v any) (any, bool) { return v, true }
 func ipAddress(v any) (any, bool) {
 	s := strings.TrimSpace(v.(string))
 	return s, net.ParseIP(s) != nil
+}
+
+// absPath accepts an absolute path only: a relative one would depend on the
+// directory the daemon happens to start in (/ under systemd).
+func absPath(v any) (any, bool) {
+	s := v.(string)
+	return s, strings.HasPrefix(s, "/") && !strings.ContainsRune(s, 0)
 }
 
 func absPathOrEmpty(v any) (any, bool) {
@@ -102,7 +104,7 @@ const (
 	wantPortOrZero  = "a port number (1-65535) or 0 to disable"
 	wantBool        = "a boolean (true/false, 1/0, yes/no)"
 	wantDuration    = `a positive duration such as "10s" or "500ms"`
-	wantPath        = "a non-empty path"
+	wantAbsPath     = "an absolute path"
 	wantAtLeastOne  = "a whole number >= 1"
 	wantAtLeastZero = "a whole number >= 0"
 )
@@ -119,11 +121,11 @@ var globalKeys = []*keySpec{
 		ptr: func(c *Config) any { return &c.LogFormat }},
 	{name: "plugin_dir", kind: kindString, env: "SPIDERPOOL_PLUGIN_DIR",
 		desc: "directory of the plugin binaries (spiderpool-plugin-NAME)",
-		want: wantPath, check: nonEmpty,
+		want: wantAbsPath, check: absPath,
 		ptr: func(c *Config) any { return &c.PluginDir }},
 	{name: "socket_path", kind: kindString, env: "SPIDERPOOL_SOCKET_PATH", confYML: "ipamUnixSocketPath",
 		desc: "unix socket of the control API",
-		want: wantPath, check: nonEmpty,
+		want: wantAbsPath, check: absPath,
 		ptr: func(c *Config) any { return &c.SocketPath }},
 	{name: "health_port", kind: kindInt, env: "SPIDERPOOL_HEALTH_PORT",
 		desc: "health HTTP port",

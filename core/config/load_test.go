@@ -339,7 +339,8 @@ clusterDefaultIPv6IPPool: []
 	}{
 		{"bad bool", "enableIPv4: true\nenableIPv6: maybe\n", []string{"conf.yml:2: enableIPv6: want a boolean"}},
 		{"bad plugin bool", "\n\ntuneSysctlConfig: [a]\n", []string{"conf.yml:3: tuneSysctlConfig: want a boolean"}},
-		{"empty socket", "ipamUnixSocketPath: \"\"\n", []string{"conf.yml:1: ipamUnixSocketPath: not a non-empty path"}},
+		{"empty socket", "ipamUnixSocketPath: \"\"\n", []string{"conf.yml:1: ipamUnixSocketPath: not an absolute path"}},
+		{"relative socket", "ipamUnixSocketPath: run/x.sock\n", []string{"conf.yml:1: ipamUnixSocketPath: not an absolute path"}},
 		{"syntax", "enableIPv4: true\n  enableIPv6: [\n", []string{"conf.yml:2: "}},
 		{"not a mapping", "- a\n- b\n", []string{"conf.yml:1: want a mapping"}},
 		{"both bad", "enableIPv4: x\nenableIPv6: perhaps\n", []string{"conf.yml:1: enableIPv4", "conf.yml:2: enableIPv6"}},
@@ -470,16 +471,16 @@ func TestHCLErrors(t *testing.T) {
 }
 
 // TestLexicalMerge: files apply in lexical order of their names, later
-// overriding earlier; other files are ignored.
+// overriding earlier; other files are ignored. (A directory named *.hcl is
+// an error: TestConfigFilesAreReadWithBounds.)
 func TestLexicalMerge(t *testing.T) {
 	dir := writeDir(t, map[string]string{
-		"10-a.hcl":      "log_level = \"debug\"\nhealth_port = 6001\ngops_port = 6100\n",
-		"2-b.hcl":       "health_port = 6002\n",
-		"20-c.hcl":      "log_level = \"warn\"\n",
-		"notes.txt":     "not = hcl = at all",
-		"x.hcl.bak":     "garbage {",
-		".hidden.hcl":   "garbage {",
-		"sub.hcl/a.hcl": "garbage {",
+		"10-a.hcl":    "log_level = \"debug\"\nhealth_port = 6001\ngops_port = 6100\n",
+		"2-b.hcl":     "health_port = 6002\n",
+		"20-c.hcl":    "log_level = \"warn\"\n",
+		"notes.txt":   "not = hcl = at all",
+		"x.hcl.bak":   "garbage {",
+		".hidden.hcl": "garbage {",
 	})
 	c := mustLoad(t, LoadOptions{ConfigDir: dir})
 	wantFiles := []string{filepath.Join(dir, "10-a.hcl"), filepath.Join(dir, "2-b.hcl"), filepath.Join(dir, "20-c.hcl")}

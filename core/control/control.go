@@ -7,6 +7,11 @@
 //	POST /v1/reload    200 {"status": "reloaded"}, or 422 {"error": ...}
 //	POST /v1/check     200 CheckResponse; 400 {"error", "field"} for a bad
 //	                   request; 503 when the agent is not ready
+//	GET  /v1/debug/pprof/NAME[?seconds=N]  a Go profile (see Profiles)
+//
+// Only root, or the agent's own user, can open the socket (mode 0600 in a
+// directory no one else can write), and the client believes only such a
+// peer (SO_PEERCRED, see trustPeer).
 //
 // Errors are JSON bodies {"error": "...", "field": "..."} (ErrorBody).
 //

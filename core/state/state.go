@@ -50,6 +50,9 @@ type Agent struct {
 	// Started is true once initialisation has finished.
 	Started bool     `json:"started"`
 	Plugins []Plugin `json:"plugins"`
+	// Gops is the address of the gops agent when it listens: any local
+	// user can reach it (see gopsagent). Empty when it is off.
+	Gops string `json:"gops,omitempty"`
 }
 
 // Ready reports whether the agent can serve, and the names of the plugins

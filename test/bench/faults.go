@@ -54,6 +54,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("bad-input", func(s *scope) []faultRow { return faultBadInput(s, b, out) })
 	section("supervisor", func(s *scope) []faultRow { return faultSupervisor(s, b) })
 	section("burst", func(s *scope) []faultRow { return faultBurst(s, b) })
+	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

@@ -19,7 +19,7 @@ import (
 func TestBurstNeverPassesABusyAddress(t *testing.T) {
 	lan := burst.NewLAN(t)
 	a := agenttest.Start(t, bins, agenttest.Options{})
-	a.WaitReady(30 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
 	c := &control.Client{SocketPath: a.Socket}
 	var total burst.Tally
 	for round := 0; round < 3; round++ {

@@ -35,7 +35,7 @@ func TestStoppedPluginIsReplaced(t *testing.T) {
 	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts + `
 plugin "ip-conflict" { timeout = "500ms" }
 `})
-	a.WaitReady(10 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
 	sigstop(t, victim.PID)
 	stopped := time.Now()
@@ -76,7 +76,7 @@ func TestSIGTERMWithAStoppedPlugin(t *testing.T) {
 shutdown_timeout = "2s"
 plugin "ip-conflict" { timeout = "10s" }
 `})
-	a.WaitReady(10 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
 	sigstop(t, victim.PID)
 	begin := time.Now()
@@ -146,7 +146,7 @@ plugin "orphan" { path = %q }
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	a.WaitFor("/v1/runtime/startup", http.StatusOK, 15*time.Second)
+	a.WaitFor("/v1/runtime/startup", http.StatusOK, agenttest.ReadyTimeout)
 	most := 0
 	deadline := time.Now().Add(60 * time.Second)
 	for pluginState(t, a, "orphan").State != "disabled" {
