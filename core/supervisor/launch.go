@@ -101,14 +101,15 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 			cmd := &exec.Cmd{
 				// The checked descriptor, not the path: what runs is what
 				// was checked, whatever happens to the path meanwhile.
-				Path: bin.execPath(),
+				Path: bin.execPath(execChildFD),
 				Args: []string{spec.Path},
 				Env: append(append(spec0.Env,
 					fmt.Sprintf("%s=3", sdk.LifelineEnv),
 					fmt.Sprintf("%s=%s", sdk.LogLevelEnv, opts.Agent.LogLevel),
 					fmt.Sprintf("%s=%s", TreeEnv, mark),
 				), opts.Limits.env()...),
-				ExtraFiles:  []*os.File{lifeR},
+				// fd 3: the lifeline; fd 4 (execChildFD): the binary.
+				ExtraFiles:  []*os.File{lifeR, bin.file},
 				SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 			}
 			r, err := newProcRunner(cmd, spec.Path, bin, rp, mark, opts.Limits)
