@@ -37,7 +37,10 @@ type Plugin struct {
 	useCandidate atomic.Bool
 }
 
-var _ sdk.Detector = (*Plugin)(nil)
+var (
+	_ sdk.Detector  = (*Plugin)(nil)
+	_ sdk.Validator = (*Plugin)(nil)
+)
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
@@ -71,6 +74,13 @@ func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	}
 	p.useCandidate.Store(c.UseCandidateAsSender)
 	return nil
+}
+
+// ValidateConfig implements sdk.Validator: the block decoded and checked as
+// Configure would, nothing applied.
+func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	opts := probeplugin.DefaultOptions()
+	return probeplugin.Decode(req.Config, &opts, &Config{})
 }
 
 // Check implements sdk.Detector: does req.Gateway answer on req.Interface?

@@ -1632,11 +1632,12 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fVERDICT_PASS\x10\x01\x12\x11\n" +
 	"\rVERDICT_BLOCK\x10\x02\x12\x10\n" +
 	"\fVERDICT_SKIP\x10\x03\x12\x11\n" +
-	"\rVERDICT_ERROR\x10\x042\xbb\x04\n" +
+	"\rVERDICT_ERROR\x10\x042\x9e\x05\n" +
 	"\x06Plugin\x12Q\n" +
 	"\aGetInfo\x12$.spiderpool.plugin.v1.GetInfoRequest\x1a .spiderpool.plugin.v1.PluginInfo\x12c\n" +
 	"\x0fGetConfigSchema\x12,.spiderpool.plugin.v1.GetConfigSchemaRequest\x1a\".spiderpool.plugin.v1.ConfigSchema\x12\\\n" +
-	"\tConfigure\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12S\n" +
+	"\tConfigure\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12a\n" +
+	"\x0eValidateConfig\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12S\n" +
 	"\x06Health\x12#.spiderpool.plugin.v1.HealthRequest\x1a$.spiderpool.plugin.v1.HealthResponse\x12k\n" +
 	"\x0eCollectMetrics\x12+.spiderpool.plugin.v1.CollectMetricsRequest\x1a,.spiderpool.plugin.v1.CollectMetricsResponse\x12Y\n" +
 	"\bShutdown\x12%.spiderpool.plugin.v1.ShutdownRequest\x1a&.spiderpool.plugin.v1.ShutdownResponse2\\\n" +
@@ -1708,23 +1709,25 @@ var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	4,  // 13: spiderpool.plugin.v1.Plugin.GetInfo:input_type -> spiderpool.plugin.v1.GetInfoRequest
 	6,  // 14: spiderpool.plugin.v1.Plugin.GetConfigSchema:input_type -> spiderpool.plugin.v1.GetConfigSchemaRequest
 	12, // 15: spiderpool.plugin.v1.Plugin.Configure:input_type -> spiderpool.plugin.v1.ConfigureRequest
-	14, // 16: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
-	17, // 17: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
-	19, // 18: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
-	21, // 19: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
-	23, // 20: spiderpool.plugin.v1.Tuner.Apply:input_type -> spiderpool.plugin.v1.ApplyRequest
-	24, // 21: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
-	5,  // 22: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
-	7,  // 23: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
-	13, // 24: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	15, // 25: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
-	18, // 26: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
-	20, // 27: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
-	22, // 28: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
-	26, // 29: spiderpool.plugin.v1.Tuner.Apply:output_type -> spiderpool.plugin.v1.TunerStatus
-	26, // 30: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
+	12, // 16: spiderpool.plugin.v1.Plugin.ValidateConfig:input_type -> spiderpool.plugin.v1.ConfigureRequest
+	14, // 17: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
+	17, // 18: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
+	19, // 19: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
+	21, // 20: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
+	23, // 21: spiderpool.plugin.v1.Tuner.Apply:input_type -> spiderpool.plugin.v1.ApplyRequest
+	24, // 22: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
+	5,  // 23: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
+	7,  // 24: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
+	13, // 25: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	13, // 26: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	15, // 27: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
+	18, // 28: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
+	20, // 29: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
+	22, // 30: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
+	26, // 31: spiderpool.plugin.v1.Tuner.Apply:output_type -> spiderpool.plugin.v1.TunerStatus
+	26, // 32: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
+	23, // [23:33] is the sub-list for method output_type
+	13, // [13:23] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name

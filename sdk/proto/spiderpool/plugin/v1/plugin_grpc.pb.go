@@ -28,6 +28,7 @@ const (
 	Plugin_GetInfo_FullMethodName         = "/spiderpool.plugin.v1.Plugin/GetInfo"
 	Plugin_GetConfigSchema_FullMethodName = "/spiderpool.plugin.v1.Plugin/GetConfigSchema"
 	Plugin_Configure_FullMethodName       = "/spiderpool.plugin.v1.Plugin/Configure"
+	Plugin_ValidateConfig_FullMethodName  = "/spiderpool.plugin.v1.Plugin/ValidateConfig"
 	Plugin_Health_FullMethodName          = "/spiderpool.plugin.v1.Plugin/Health"
 	Plugin_CollectMetrics_FullMethodName  = "/spiderpool.plugin.v1.Plugin/CollectMetrics"
 	Plugin_Shutdown_FullMethodName        = "/spiderpool.plugin.v1.Plugin/Shutdown"
@@ -43,6 +44,10 @@ type PluginClient interface {
 	GetConfigSchema(ctx context.Context, in *GetConfigSchemaRequest, opts ...grpc.CallOption) (*ConfigSchema, error)
 	// Configure applies a config block. It is idempotent: a reload calls it again.
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
+	// ValidateConfig checks a config block as Configure would and applies
+	// nothing (a dry run). The agent calls it on every plugin before a reload
+	// changes any, and for `config validate`.
+	ValidateConfig(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	// Health reports the plugin's own health, separate from any check result.
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// CollectMetrics returns the plugin's metrics as typed samples.
@@ -89,6 +94,16 @@ func (c *pluginClient) Configure(ctx context.Context, in *ConfigureRequest, opts
 	return out, nil
 }
 
+func (c *pluginClient) ValidateConfig(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigureResponse)
+	err := c.cc.Invoke(ctx, Plugin_ValidateConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pluginClient) Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HealthResponse)
@@ -129,6 +144,10 @@ type PluginServer interface {
 	GetConfigSchema(context.Context, *GetConfigSchemaRequest) (*ConfigSchema, error)
 	// Configure applies a config block. It is idempotent: a reload calls it again.
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
+	// ValidateConfig checks a config block as Configure would and applies
+	// nothing (a dry run). The agent calls it on every plugin before a reload
+	// changes any, and for `config validate`.
+	ValidateConfig(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	// Health reports the plugin's own health, separate from any check result.
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// CollectMetrics returns the plugin's metrics as typed samples.
@@ -153,6 +172,9 @@ func (UnimplementedPluginServer) GetConfigSchema(context.Context, *GetConfigSche
 }
 func (UnimplementedPluginServer) Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedPluginServer) ValidateConfig(context.Context, *ConfigureRequest) (*ConfigureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ValidateConfig not implemented")
 }
 func (UnimplementedPluginServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Health not implemented")
@@ -238,6 +260,24 @@ func _Plugin_Configure_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_ValidateConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).ValidateConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_ValidateConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).ValidateConfig(ctx, req.(*ConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Plugin_Health_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HealthRequest)
 	if err := dec(in); err != nil {
@@ -310,6 +350,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Configure",
 			Handler:    _Plugin_Configure_Handler,
+		},
+		{
+			MethodName: "ValidateConfig",
+			Handler:    _Plugin_ValidateConfig_Handler,
 		},
 		{
 			MethodName: "Health",
