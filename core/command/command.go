@@ -48,6 +48,7 @@ func Run(args []string, env Env) int {
 		AutocompleteNoDefaultFlags: true,
 		Commands: map[string]cli.CommandFactory{
 			"daemon":          func() (cli.Command, error) { return &daemonCommand{env: env}, nil },
+			"reload":          func() (cli.Command, error) { return &reloadCommand{env: env}, nil },
 			"shutdown":        func() (cli.Command, error) { return &shutdownCommand{env: env}, nil },
 			"metric":          func() (cli.Command, error) { return &metricCommand{env: env}, nil },
 			"status":          func() (cli.Command, error) { return &statusCommand{env: env}, nil },

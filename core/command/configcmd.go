@@ -42,9 +42,12 @@ func (c *configValidateCommand) Help() string {
 	return helpText("config validate [options]", `
 Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
 environment) and reports every problem with its file:line:column. Each enabled
-plugin is started just long enough to read the schema of its config block,
-which is then checked too; no plugin is configured, so nothing on the node
-changes. Exits 0 when everything is valid, 1 otherwise.`, fs)
+plugin is started just long enough to check its config block: against the
+schema the plugin reports, then by the plugin itself (a dry run, which finds
+values that parse but are wrong, at their file:line:column). No plugin is
+configured, so nothing on the node changes. A plugin that calls itself by
+another name than its block is a warning. Exits 0 when everything is valid,
+1 otherwise.`, fs)
 }
 
 func (c *configValidateCommand) Run(args []string) int {
@@ -59,19 +62,20 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	errs := supervisor.ValidateConfigs(ctx, agent.PluginSpecs(cfg), supervisor.Options{
+	res := supervisor.ValidateConfigs(ctx, agent.PluginSpecs(cfg), supervisor.Options{
 		Logger:       hclog.New(&hclog.LoggerOptions{Name: "validate", Output: c.env.Stderr, Level: hclog.Error}),
+		Agent:        agent.Settings(cfg),
 		StartTimeout: cfg.Supervisor.StartTimeout,
 	})
-	if len(errs) > 0 {
-		names := make([]string, 0, len(errs))
-		for n := range errs {
-			names = append(names, n)
+	for _, n := range sortedNames(res.Warnings) {
+		for _, w := range res.Warnings[n] {
+			fmt.Fprintf(c.env.Stderr, "warning: plugin %q: %s\n", n, w)
 		}
-		sort.Strings(names)
+	}
+	if !res.OK() {
 		fmt.Fprintln(c.env.Stderr, "invalid plugin configuration:")
-		for _, n := range names {
-			fmt.Fprintf(c.env.Stderr, "plugin %q: %v\n", n, errs[n])
+		for _, n := range sortedNames(res.Errors) {
+			fmt.Fprintf(c.env.Stderr, "plugin %q: %v\n", n, res.Errors[n])
 		}
 		return ExitFail
 	}
@@ -87,6 +91,15 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled)\n", enabled)
 	return ExitOK
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type configShowCommand struct{ env Env }

@@ -71,9 +71,9 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	if st.Gops != "" {
 		fmt.Fprintf(w, "warning: gops listens on %s: any local user can read stacks and profiles and change the GC (gops_port = 0 turns it off)\n", st.Gops)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "configuration generation %d, loaded %s\n\n", st.ConfigGeneration, st.ConfigLoadedAt.Local().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tMESSAGE")
+	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tCONFIG\tMESSAGE")
 	for _, p := range st.Plugins {
 		msg := p.Message
 		if p.LastError != "" && p.State != state.Ready {
@@ -83,7 +83,16 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		if p.PID > 0 {
 			pid = fmt.Sprint(p.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Name, dash(p.Kind), p.State, pid, p.Restarts, dash(p.Version), msg)
+		// The generation whose block the plugin runs; a lower one than the
+		// agent's says a reload could not reconfigure it.
+		gen := "-"
+		if p.ConfigGeneration > 0 {
+			gen = fmt.Sprint(p.ConfigGeneration)
+			if p.ConfigGeneration != st.ConfigGeneration {
+				gen += " (stale)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, dash(p.Kind), p.State, pid, p.Restarts, dash(p.Version), gen, msg)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -91,6 +100,21 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	if len(st.Plugins) > 0 && st.Plugins[0].Limits != "" {
 		// The same for every plugin: the supervisor block sets them.
 		fmt.Fprintf(w, "\nplugin limits: %s\n", st.Plugins[0].Limits)
+	}
+	first := true
+	for _, p := range st.Plugins {
+		if p.Description == "" && len(p.Capabilities) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		line := p.Name + ": " + dash(p.Description)
+		if len(p.Capabilities) > 0 {
+			line += " (needs " + strings.Join(p.Capabilities, ", ") + ")"
+		}
+		fmt.Fprintln(w, line)
 	}
 	for _, p := range st.Plugins {
 		if keys := tunedKeys(p.Detail); len(keys) > 0 {

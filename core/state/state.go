@@ -40,6 +40,15 @@ type Plugin struct {
 	Policy string `json:"failure_policy,omitempty"`
 	// Limits says which resource and output limits the plugin runs under.
 	Limits string `json:"limits,omitempty"`
+	// Description and Capabilities are what the plugin says of itself.
+	// Capabilities are informational: the agent does not grant or drop
+	// any per plugin.
+	Description  string   `json:"description,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	// ConfigGeneration is the agent configuration (Agent.ConfigGeneration)
+	// whose block the plugin runs; lower than the agent's when a reload
+	// could not reconfigure it. 0: never configured.
+	ConfigGeneration uint64 `json:"config_generation"`
 }
 
 // Agent is the whole agent at one moment.
@@ -48,8 +57,13 @@ type Agent struct {
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
 	// Started is true once initialisation has finished.
-	Started bool     `json:"started"`
-	Plugins []Plugin `json:"plugins"`
+	Started bool `json:"started"`
+	// ConfigGeneration counts the configurations the agent has loaded: 1
+	// at start, one more for every reload that was accepted.
+	ConfigGeneration uint64 `json:"config_generation"`
+	// ConfigLoadedAt is when the running configuration was loaded.
+	ConfigLoadedAt time.Time `json:"config_loaded_at"`
+	Plugins        []Plugin  `json:"plugins"`
 	// Gops is the address of the gops agent when it listens: any local
 	// user can reach it (see gopsagent). Empty when it is off.
 	Gops string `json:"gops,omitempty"`

@@ -91,23 +91,42 @@ func (m *managed) update(sp Spec, agentChanged bool) bool {
 		return true
 	case !sp.sameConfig(old) || agentChanged:
 		m.mu.Lock()
+		inst := m.inst
+		if inst == nil {
+			// Between runs: the next start uses the new spec.
+			m.spec = sp
+			m.st.Policy = sp.FailurePolicy
+		}
+		m.mu.Unlock()
+		if inst == nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), sp.Timeout)
+		defer cancel()
+		if err := m.configure(ctx, inst, sp); err != nil {
+			// The process keeps its previous config, and so does the spec,
+			// so that a restart (after a crash, a kill -9) starts it with
+			// the config it ran, never the refused one.
+			m.log.Error("reconfigure failed; the plugin keeps its previous config", "error", err, "generation", old.Generation)
+			m.mu.Lock()
+			m.st.LastError = err.Error()
+			m.mu.Unlock()
+			return false
+		}
+		m.mu.Lock()
 		m.spec = sp
 		m.st.Policy = sp.FailurePolicy
-		inst := m.inst
+		m.st.ConfigGeneration = sp.Generation
 		m.mu.Unlock()
-		if inst != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), sp.Timeout)
-			defer cancel()
-			if err := m.configure(ctx, inst); err != nil {
-				// The process keeps its previous config; say so.
-				m.log.Error("reconfigure failed; the plugin keeps its previous config", "error", err)
-				m.mu.Lock()
-				m.st.LastError = err.Error()
-				m.mu.Unlock()
-			} else {
-				m.log.Info("reconfigured")
-			}
+		m.log.Info("reconfigured", "generation", sp.Generation)
+	default:
+		// Nothing changed for this plugin: it runs the new generation too.
+		m.mu.Lock()
+		if m.st.ConfigGeneration == old.Generation {
+			m.st.ConfigGeneration = sp.Generation
 		}
+		m.spec.Generation = sp.Generation
+		m.mu.Unlock()
 	}
 	return false
 }
@@ -184,9 +203,13 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		startCtx, cancel := context.WithTimeout(ctx, m.sup.opts.StartTimeout+sp.Timeout)
 		inst, err := launch(startCtx, sp, &m.sup.opts, m.log, m.lim, m.sup.reaper)
 		if err == nil {
-			err = m.configure(startCtx, inst)
+			err = m.configure(startCtx, inst, sp)
 			if err != nil {
 				inst.stop(m.stopContext(), m.log, true)
+			} else {
+				m.mu.Lock()
+				m.st.ConfigGeneration = sp.Generation
+				m.mu.Unlock()
 			}
 		}
 		cancel()
@@ -252,10 +275,9 @@ func (m *managed) stopContext() context.Context {
 	return m.stopCtx
 }
 
-// configure validates the plugin's config block against the schema the
-// plugin reported, then sends it.
-func (m *managed) configure(ctx context.Context, inst *instance) error {
-	sp := m.specCopy()
+// configure validates sp's config block against the schema the plugin
+// reported, then sends it.
+func (m *managed) configure(ctx context.Context, inst *instance, sp Spec) error {
 	if err := sp.Config.Validate(inst.schema); err != nil {
 		return err
 	}
@@ -280,6 +302,8 @@ func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
 	m.st.PID = inst.pid
 	m.st.Version = inst.info.Version
 	m.st.Kind = string(inst.info.Kind)
+	m.st.Description = inst.info.Description
+	m.st.Capabilities = inst.info.Capabilities
 	m.mu.Unlock()
 	m.log.Info("plugin started", "pid", inst.pid, "version", inst.info.Version, "kind", inst.info.Kind)
 	m.setState(state.Ready, "", "")

@@ -45,6 +45,9 @@ type Spec struct {
 	// Kind is what the plugin is expected to be until it says for itself;
 	// it decides whether a plugin that never started holds checks back.
 	Kind sdk.Kind
+	// Generation numbers the agent configuration this spec came from;
+	// status shows which one each plugin runs.
+	Generation uint64
 }
 
 func (s Spec) sameProcess(o Spec) bool {
