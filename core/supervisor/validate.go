@@ -102,7 +102,7 @@ func dryRun(ctx context.Context, inst *instance, sp Spec, agent sdk.AgentSetting
 // nameWarnings says when a plugin calls itself something else than its
 // block: legitimate for a renamed copy, a mistake otherwise.
 func nameWarnings(sp Spec, info sdk.Info) []string {
-	if info.Name == sp.Name {
+	if sp.Name == "" || info.Name == sp.Name {
 		return nil
 	}
 	return []string{fmt.Sprintf("the plugin at %s calls itself %q, but its block is plugin %q: fine for a renamed copy, otherwise a wrong path", sp.Path, info.Name, sp.Name)}

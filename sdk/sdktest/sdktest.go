@@ -101,6 +101,14 @@ func Start(t testing.TB, p sdk.Plugin) *sdk.Client {
 	return raw.(*sdk.Client)
 }
 
+// Logger returns a logger for the plugin under test that, like the kit,
+// shows its lines only when the test fails.
+func Logger(t testing.TB) sdk.Logger {
+	out := &heldLog{}
+	t.Cleanup(func() { out.flush(t) })
+	return hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Debug, Output: out})
+}
+
 // heldLog keeps log lines and shows them only when the test failed: a
 // passing run prints nothing (go-plugin logs an ERROR when its test server's
 // listener closes, which is how every run ends).
