@@ -268,7 +268,7 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 					t.Errorf("Check returned %v after it was called, with a deadline of %v: it must watch ctx", took, opts.CheckDeadline)
 				}
 			case <-time.After(limit + time.Second):
-				t.Fatalf("Check has not returned %v after its deadline of %v: it ignores ctx, and every such call leaks a goroutine in the plugin", limit+time.Second-opts.CheckDeadline, opts.CheckDeadline)
+				t.Fatalf("Check has not returned %v after its deadline of %v: it must watch ctx; every call that ignores it leaks a goroutine in the plugin", limit+time.Second-opts.CheckDeadline, opts.CheckDeadline)
 			}
 			if err == nil {
 				switch res.Verdict {
