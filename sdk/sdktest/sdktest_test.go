@@ -107,4 +107,3 @@ func TestARefusalWithoutAPositionFails(t *testing.T) {
 		t.Errorf("a refusal without a position passed the kit:\n%s", out)
 	}
 }
-
