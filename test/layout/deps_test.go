@@ -53,7 +53,9 @@ type rule struct {
 }
 
 func under(prefix string) func(string) bool {
-	return func(dep string) bool { return dep == module+"/"+prefix || strings.HasPrefix(dep, module+"/"+prefix+"/") }
+	return func(dep string) bool {
+		return dep == module+"/"+prefix || strings.HasPrefix(dep, module+"/"+prefix+"/")
+	}
 }
 
 func violations(pkgs []pkg, r rule) []string {
