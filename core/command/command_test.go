@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, string, int) {
@@ -91,7 +92,7 @@ func TestCheckExit(t *testing.T) {
 	for _, tt := range tests {
 		var resp control.CheckResponse
 		for _, v := range tt.verdicts {
-			resp.Addresses = append(resp.Addresses, control.AddressResult{Verdict: v})
+			resp.Addresses = append(resp.Addresses, control.AddressResult{Verdict: state.Verdict(v)})
 		}
 		if got := checkExit(resp); got != tt.want {
 			t.Errorf("checkExit(%v) = %d, want %d", tt.verdicts, got, tt.want)

@@ -21,6 +21,8 @@ package config
 
 import (
 	"bytes"
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"path/filepath"
 	"sort"
 	"time"
@@ -59,7 +61,7 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 	DefaultPluginDir       = "/usr/lib/spiderpool/plugins"
-	DefaultSocketPath      = "/var/run/spidernet/spiderpool.sock"
+	DefaultSocketPath      = control.DefaultSocketPath
 	DefaultHealthPort      = 5710
 	DefaultGopsPort        = 5712
 	DefaultShutdownTimeout = 10 * time.Second
@@ -67,12 +69,14 @@ const (
 	DefaultMetricsAddress  = "0.0.0.0"
 	DefaultMaxAllocatedIPs = 5000
 
-	DefaultStartTimeout          = 10 * time.Second
-	DefaultHealthInterval        = 2 * time.Second
-	DefaultRestartInitialBackoff = 500 * time.Millisecond
-	DefaultRestartMaxBackoff     = 30 * time.Second
-	DefaultRestartBudget         = 10
-	DefaultStableAfter           = time.Minute
+	// The supervisor's settings default to the supervisor's own defaults,
+	// defined there once.
+	DefaultStartTimeout          = supervisor.DefaultStartTimeout
+	DefaultHealthInterval        = supervisor.DefaultHealthInterval
+	DefaultRestartInitialBackoff = supervisor.DefaultInitialBackoff
+	DefaultRestartMaxBackoff     = supervisor.DefaultMaxBackoff
+	DefaultRestartBudget         = supervisor.DefaultBudget
+	DefaultStableAfter           = supervisor.DefaultStableAfter
 	DefaultPluginMemoryMaxMB     = 1024
 	DefaultPluginLogRate         = 100
 	DefaultPluginLogBurst        = 500

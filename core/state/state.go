@@ -8,6 +8,26 @@ import (
 	"time"
 )
 
+// Verdict is a check's answer, for one detector, one address or a whole
+// request: the one vocabulary of the control API, the CLI and metrics. (The
+// plugin protocol has its own, sdk.Verdict, with the same words: the core
+// maps one onto the other in core/check.)
+type Verdict string
+
+const (
+	// VerdictPass: the address may be given out.
+	VerdictPass Verdict = "pass"
+	// VerdictBlock: a detector found a reason not to (a conflict, a silent
+	// gateway); the address is not given out.
+	VerdictBlock Verdict = "block"
+	// VerdictSkip: a detector had nothing to say (no gateway given) or was
+	// unavailable under failure_policy fail-open. Never blocks.
+	VerdictSkip Verdict = "skip"
+	// VerdictError: a detector could not decide; the address is not given
+	// out (never a pass).
+	VerdictError Verdict = "error"
+)
+
 // PluginState is where a plugin is in its life.
 type PluginState string
 

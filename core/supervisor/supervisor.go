@@ -93,18 +93,25 @@ type Options struct {
 	testHookOpened func()
 }
 
+// Defaults of Options, also the agent config's defaults for them.
+const (
+	DefaultStartTimeout   = 10 * time.Second
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthFailures = 3
+)
+
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.StartTimeout == 0 {
-		o.StartTimeout = 10 * time.Second
+		o.StartTimeout = DefaultStartTimeout
 	}
 	if o.HealthInterval == 0 {
-		o.HealthInterval = 2 * time.Second
+		o.HealthInterval = DefaultHealthInterval
 	}
 	if o.HealthFailures == 0 {
-		o.HealthFailures = 3
+		o.HealthFailures = DefaultHealthFailures
 	}
 	if o.Restart == (RestartPolicy{}) {
 		o.Restart = DefaultRestartPolicy

@@ -99,7 +99,7 @@ plugin "mtu-guard" {
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("check: %d %v", code, err)
 		}
-		return resp.Verdict
+		return string(resp.Verdict)
 	}
 	if v := verdict(); v != "pass" {
 		t.Fatalf("min_mtu 1280, w0 at 1400: %s, want pass", v)

@@ -261,7 +261,7 @@ plugin "slow" {
 			verdict := ""
 			if err == nil && len(resp.Addresses) == 1 && len(resp.Addresses[0].Detectors) == 1 {
 				d := resp.Addresses[0].Detectors[0]
-				verdict = d.Verdict + ": " + d.Reason
+				verdict = string(d.Verdict) + ": " + d.Reason
 			}
 			answers <- answer{verdict, err}
 		}()
