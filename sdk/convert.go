@@ -148,7 +148,7 @@ func samplesFromProto(ps []*pb.Sample) ([]Sample, error) {
 }
 
 func checkRequestToProto(r CheckRequest) *pb.CheckRequest {
-	out := &pb.CheckRequest{Interface: r.Interface, Netns: r.Netns, ConflictChecked: r.ConflictChecked}
+	out := &pb.CheckRequest{Interface: r.Interface, Netns: r.Netns}
 	if r.Address.IsValid() {
 		out.Address = r.Address.String()
 	}
@@ -159,7 +159,7 @@ func checkRequestToProto(r CheckRequest) *pb.CheckRequest {
 }
 
 func checkRequestFromProto(p *pb.CheckRequest) (CheckRequest, error) {
-	r := CheckRequest{Interface: p.GetInterface(), Netns: p.GetNetns(), ConflictChecked: p.GetConflictChecked()}
+	r := CheckRequest{Interface: p.GetInterface(), Netns: p.GetNetns()}
 	if a := p.GetAddress(); a != "" {
 		pfx, err := netip.ParsePrefix(a)
 		if err != nil {

@@ -211,7 +211,10 @@ func (a *Agent) run(ctx context.Context) error {
 		go func() {
 			defer servers.Done()
 			defer close(done)
-			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim)); err != nil {
+			// The servers' own errors (a panic in a handler, accept
+			// errors) go to the agent's log, not to stderr unformatted.
+			errLog := a.log.Named(name).StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Error})
+			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim), httpserve.WithErrorLog(errLog)); err != nil {
 				a.log.Error("server stopped", "server", name, "error", err)
 			}
 		}()

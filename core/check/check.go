@@ -33,9 +33,8 @@ type Metrics interface {
 // Run checks every address of req with every detector, in parallel: the
 // families and the detectors do not wait for each other, so a dual-stack
 // address with conflict and gateway detection costs about one reply window.
-// No detector is asked to use the candidate as a sender address
-// (ConflictChecked stays false): the gateway probe in flight beside the
-// conflict probe must not write an unchecked address into a gateway's cache.
+// (So no gateway probe can use the candidate as its sender: it would write
+// an address not yet checked for conflicts into the gateway's cache.)
 func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck) control.CheckResponse {
 	start := time.Now()
 	detectors := d.Detectors()

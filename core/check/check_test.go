@@ -92,7 +92,7 @@ func fail(err error) func(sdk.CheckRequest) (sdk.CheckResult, error) {
 }
 
 func det(name, policy string, available bool) supervisor.Detector {
-	return supervisor.Detector{Name: name, FailurePolicy: policy, Timeout: time.Second, Available: available}
+	return supervisor.Detector{Name: name, FailurePolicy: policy, Available: available}
 }
 
 func request(addrs ...string) control.ValidatedCheck {
@@ -194,9 +194,6 @@ func TestRunIsParallelAcrossAddressesAndDetectors(t *testing.T) {
 		t.Fatalf("verdict %q: %+v", resp.Verdict, resp)
 	}
 	for _, req := range f.seen {
-		if req.ConflictChecked {
-			t.Errorf("request %+v asks to use the candidate as sender before its conflict check", req)
-		}
 		if req.Interface != "eth0" || req.Netns != "/var/run/netns/w" {
 			t.Errorf("request %+v lost the interface or netns", req)
 		}

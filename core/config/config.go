@@ -20,7 +20,6 @@
 package config
 
 import (
-	"bytes"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"path/filepath"
@@ -246,24 +245,6 @@ func (p *PluginConfig) BinaryPath(pluginDir string) string {
 		return p.Path
 	}
 	return filepath.Join(pluginDir, PluginBinaryPrefix+p.Name)
-}
-
-// Equal reports whether p and q configure the plugin the same way, so that a
-// reload can tell whether a plugin's settings changed. It compares every
-// setting and the text of the config block; where the blocks stand (file,
-// position, DeclRange) is not compared, so moving a block unchanged is not a
-// change. Two nil plugins are equal.
-func (p *PluginConfig) Equal(q *PluginConfig) bool {
-	if p == nil || q == nil {
-		return p == q
-	}
-	return p.Name == q.Name &&
-		p.Enabled == q.Enabled &&
-		p.Path == q.Path &&
-		p.Checksum == q.Checksum &&
-		p.Timeout == q.Timeout &&
-		p.FailurePolicy == q.FailurePolicy &&
-		bytes.Equal(p.Config.Body, q.Config.Body)
 }
 
 // Plugin returns the named plugin, or nil.

@@ -261,7 +261,6 @@ func (s *Supervisor) Snapshot() []state.Plugin {
 type Detector struct {
 	Name          string
 	FailurePolicy string
-	Timeout       time.Duration
 	// Available is false when the plugin is not running or not ready.
 	Available bool
 }
@@ -287,7 +286,7 @@ func (s *Supervisor) Detectors() []Detector {
 			continue
 		}
 		out = append(out, Detector{
-			Name: sp.Name, FailurePolicy: sp.FailurePolicy, Timeout: sp.Timeout,
+			Name: sp.Name, FailurePolicy: sp.FailurePolicy,
 			Available: p.State == state.Ready || p.State == state.Degraded,
 		})
 	}

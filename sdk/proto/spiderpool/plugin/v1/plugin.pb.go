@@ -1157,12 +1157,9 @@ type CheckRequest struct {
 	// address is the candidate address in CIDR form, e.g. 10.0.0.7/24.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// gateway is the address's gateway, empty when none.
-	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	// conflict_checked is true when the address has already passed conflict detection,
-	// so a probe may use it as its sender address.
-	ConflictChecked bool `protobuf:"varint,5,opt,name=conflict_checked,json=conflictChecked,proto3" json:"conflict_checked,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	Gateway       string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -1221,13 +1218,6 @@ func (x *CheckRequest) GetGateway() string {
 		return x.Gateway
 	}
 	return ""
-}
-
-func (x *CheckRequest) GetConflictChecked() bool {
-	if x != nil {
-		return x.ConflictChecked
-	}
-	return false
 }
 
 type CheckResponse struct {
@@ -1583,13 +1573,12 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x16CollectMetricsResponse\x126\n" +
 	"\asamples\x18\x01 \x03(\v2\x1c.spiderpool.plugin.v1.SampleR\asamples\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse\"\xa1\x01\n" +
+	"\x10ShutdownResponse\"\x8e\x01\n" +
 	"\fCheckRequest\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x14\n" +
 	"\x05netns\x18\x02 \x01(\tR\x05netns\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
-	"\agateway\x18\x04 \x01(\tR\agateway\x12)\n" +
-	"\x10conflict_checked\x18\x05 \x01(\bR\x0fconflictChecked\"\x93\x02\n" +
+	"\agateway\x18\x04 \x01(\tR\agatewayJ\x04\b\x05\x10\x06R\x10conflict_checked\"\x93\x02\n" +
 	"\rCheckResponse\x127\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1d.spiderpool.plugin.v1.VerdictR\averdict\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12M\n" +
