@@ -434,7 +434,7 @@ func (a *Agent) Status(context.Context) state.Agent {
 
 // Shutdown implements control.Backend: it begins a graceful stop.
 func (a *Agent) Shutdown(context.Context) error {
-	a.log.Info("shutdown requested over the control socket")
+	// The control handler has logged the request.
 	a.stopOnce.Do(func() { close(a.stopCh) })
 	return nil
 }

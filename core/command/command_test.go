@@ -2,6 +2,9 @@ package command
 
 import (
 	"bytes"
+	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,7 +50,8 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"gateway before ip", nil, []string{"check", "--interface", "eth0", "--gateway", "10.0.0.1"}, ExitUsage, "--gateway must follow the --ip"},
 		{"two gateways", nil, []string{"check", "--interface", "eth0", "--ip", "10.0.0.5/24", "--gateway", "10.0.0.1", "--gateway", "10.0.0.2"}, ExitUsage, "already has --gateway"},
 		{"check without daemon", nil, []string{"check", "--socket", missing, "--interface", "eth0", "--ip", "10.0.0.5/24"}, ExitUsage, "no spiderpool-agent answers"},
-		{"metric bad port", nil, []string{"metric", "--port", "70000"}, ExitFail, "--port 70000 is not a port number"},
+		{"metric bad port", nil, []string{"metric", "--port", "70000"}, ExitUsage, "--port 70000 is not a port number"},
+		{"metric port 0 is a usage error", nil, []string{"metric", "--port", "0"}, ExitUsage, "--port 0 is not a port number"},
 		{"config validate bad file", nil, []string{"config", "validate", "--config-dir", bad}, ExitFail, `bad.hcl:1:1: Unsupported argument: An argument named "helth_port" is not expected here. Did you mean "health_port"?`},
 		{"config show with sources", map[string]string{"SPIDERPOOL_LOG_LEVEL": "debug"}, []string{"config", "show", "--config-dir", good}, ExitOK, "good.hcl:1:1"},
 		{"config show bad env", map[string]string{"SPIDERPOOL_HEALTH_PORT": "abc"}, []string{"config", "show", "--config-dir", good}, ExitFail, "SPIDERPOOL_HEALTH_PORT"},
@@ -111,5 +115,25 @@ func TestTunedKeys(t *testing.T) {
 	}
 	if k := tunedKeys([]byte(`{"sockets_open":1}`)); len(k) != 0 {
 		t.Errorf("a detector's detail is not keys: %+v", k)
+	}
+}
+
+// Without --port, metric scrapes the port the configuration sets.
+func TestMetricUsesTheConfiguredPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "spiderpool_test_up 1")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	cfg := filepath.Join(t.TempDir(), "agent.hcl")
+	writeFile(t, cfg, fmt.Sprintf("metrics {\n  enabled = true\n  port = %d\n}\n", port))
+	out, errOut, code := runCLI(t, nil, "metric", "--config-dir", cfg)
+	if code != ExitOK || !strings.Contains(out, "spiderpool_test_up 1") {
+		t.Errorf("metric with metrics.port = %d: exit %d\n%s%s", port, code, out, errOut)
 	}
 }
