@@ -608,8 +608,9 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 		if !ok {
 			kind = sdk.KindDetector
 		}
+		path, _ := p.BinaryPath(cfg.PluginDirs())
 		specs = append(specs, supervisor.Spec{
-			Name: p.Name, Enabled: p.Enabled, Path: p.BinaryPath(cfg.PluginDir), Checksum: p.Checksum,
+			Name: p.Name, Enabled: p.Enabled, Path: path, Checksum: p.Checksum,
 			Timeout: p.Timeout, FailurePolicy: p.FailurePolicy, Config: p.Config, Kind: kind,
 		})
 	}

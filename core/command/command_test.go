@@ -137,3 +137,16 @@ func TestMetricUsesTheConfiguredPort(t *testing.T) {
 		t.Errorf("metric with metrics.port = %d: exit %d\n%s%s", port, code, out, errOut)
 	}
 }
+
+// A built-in missing from plugin_dir is a warning that says what it costs;
+// the configuration itself is valid.
+func TestConfigValidateWarnsOfAMissingBuiltin(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "agent.hcl")
+	writeFile(t, cfg, fmt.Sprintf("plugin_dir = %q\nplugin \"gateway-detector\" { enabled = false }\n", dir+":"+filepath.Join(dir, "vendor")))
+	out, errOut, code := runCLI(t, nil, "config", "validate", "--config-dir", cfg)
+	if code != ExitOK || !strings.Contains(errOut, `warning: plugin "ip-conflict": built-in enabled but not found in plugin_dir (`+dir+":"+filepath.Join(dir, "vendor")+`); the agent would run with it disabled, and under fail-closed every check would be blocked`) ||
+		!strings.Contains(errOut, `warning: plugin "sysctl-tuner": built-in enabled but not found`) || strings.Contains(errOut, `"gateway-detector"`) {
+		t.Errorf("config validate: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -62,7 +64,18 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res := supervisor.ValidateConfigs(ctx, agent.PluginSpecs(cfg), supervisor.Options{
+	// A built-in that is not in plugin_dir: the daemon runs with it
+	// disabled, which under fail-closed blocks every check - worth a
+	// warning, not a refusal (it may be on purpose).
+	specs := agent.PluginSpecs(cfg)
+	for i, p := range cfg.Plugins {
+		if _, found := p.BinaryPath(cfg.PluginDirs()); p.Enabled && !found && slices.Contains(config.BuiltinPlugins, p.Name) {
+			fmt.Fprintf(c.env.Stderr, "warning: plugin %q: built-in enabled but not found in plugin_dir (%s); the agent would run with it disabled%s\n",
+				p.Name, strings.Join(cfg.PluginDirs(), ":"), failClosedNote(p))
+			specs[i].Enabled = false
+		}
+	}
+	res := supervisor.ValidateConfigs(ctx, specs, supervisor.Options{
 		Logger:       hclog.New(&hclog.LoggerOptions{Name: "validate", Output: c.env.Stderr, Level: hclog.Error}),
 		Agent:        agent.Settings(cfg),
 		StartTimeout: cfg.Supervisor.StartTimeout,
@@ -91,6 +104,13 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled)\n", enabled)
 	return ExitOK
+}
+
+func failClosedNote(p *config.PluginConfig) string {
+	if p.FailurePolicy == config.FailClosed && p.Name != config.PluginSysctlTuner {
+		return ", and under fail-closed every check would be blocked"
+	}
+	return ""
 }
 
 func sortedNames[V any](m map[string]V) []string {

@@ -22,8 +22,10 @@ package config
 import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -93,9 +95,11 @@ type Config struct {
 	// LogFormat is "text" or "json". HCL log_format, env
 	// SPIDERPOOL_LOG_FORMAT, default "text".
 	LogFormat string
-	// PluginDir holds the plugin binaries, named spiderpool-plugin-NAME.
-	// HCL plugin_dir, env SPIDERPOOL_PLUGIN_DIR, default
-	// "/usr/lib/spiderpool/plugins".
+	// PluginDir is where the plugin binaries, named spiderpool-plugin-NAME,
+	// are found: one directory or several separated by ":" (like $PATH),
+	// searched in order, so that a vendor's folder can stand beside the
+	// built-ins' (see PluginDirs). HCL plugin_dir, env
+	// SPIDERPOOL_PLUGIN_DIR, default "/usr/lib/spiderpool/plugins".
 	PluginDir string
 	// SocketPath is the control API's unix socket. HCL socket_path, env
 	// SPIDERPOOL_SOCKET_PATH, conf.yml ipamUnixSocketPath, default
@@ -238,13 +242,34 @@ type PluginConfig struct {
 	DeclRange hcl.Range
 }
 
-// BinaryPath is the plugin binary to run: Path when set, otherwise
-// pluginDir/spiderpool-plugin-NAME.
-func (p *PluginConfig) BinaryPath(pluginDir string) string {
-	if p.Path != "" {
-		return p.Path
+// PluginDirs splits PluginDir into its directories, in search order.
+func (c *Config) PluginDirs() []string {
+	var out []string
+	for _, d := range strings.Split(c.PluginDir, ":") {
+		if d != "" {
+			out = append(out, d)
+		}
 	}
-	return filepath.Join(pluginDir, PluginBinaryPrefix+p.Name)
+	return out
+}
+
+// BinaryPath is the plugin binary to run: Path when set, otherwise
+// DIR/spiderpool-plugin-NAME in the first of dirs that has it; found is
+// false when none has, and the path is then the one in the first dir.
+func (p *PluginConfig) BinaryPath(dirs []string) (path string, found bool) {
+	if p.Path != "" {
+		return p.Path, true
+	}
+	for _, d := range dirs {
+		path := filepath.Join(d, PluginBinaryPrefix+p.Name)
+		if _, err := os.Stat(path); err == nil {
+			return path, true
+		}
+	}
+	if len(dirs) == 0 {
+		return PluginBinaryPrefix + p.Name, false
+	}
+	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), false
 }
 
 // Plugin returns the named plugin, or nil.

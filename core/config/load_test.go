@@ -570,11 +570,11 @@ plugin "zz-third" {
 	if !zz.Enabled || zz.Path != "/opt/zz" || zz.Timeout != DefaultPluginTimeout || zz.FailurePolicy != FailClosed {
 		t.Errorf("zz-third = %+v", zz)
 	}
-	if zz.BinaryPath(c.PluginDir) != "/opt/zz" {
-		t.Errorf("BinaryPath = %q", zz.BinaryPath(c.PluginDir))
-	}
-	if got := c.Plugin("aa-third").BinaryPath("/p"); got != "/p/spiderpool-plugin-aa-third" {
+	if got, _ := zz.BinaryPath(c.PluginDirs()); got != "/opt/zz" {
 		t.Errorf("BinaryPath = %q", got)
+	}
+	if got, found := c.Plugin("aa-third").BinaryPath([]string{"/p"}); got != "/p/spiderpool-plugin-aa-third" || found {
+		t.Errorf("BinaryPath = %q, %v", got, found)
 	}
 	if s := setting(t, c, "plugin.gateway-detector.enabled").Source; s.Kind != KindDefault {
 		t.Errorf("untouched built-in source = %v", s)
