@@ -182,14 +182,6 @@ type tunerServer struct {
 	impl Tuner
 }
 
-func (s *tunerServer) Apply(ctx context.Context, _ *pb.ApplyRequest) (*pb.TunerStatus, error) {
-	st, err := s.impl.Apply(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return tunerStatusToProto(st), nil
-}
-
 func (s *tunerServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.TunerStatus, error) {
 	return tunerStatusToProto(s.impl.Status(ctx)), nil
 }
@@ -300,15 +292,6 @@ func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, erro
 		return CheckResult{}, fmt.Errorf("Check: %w", err)
 	}
 	return res, nil
-}
-
-// Apply asks a tuner to apply its settings now.
-func (c *Client) Apply(ctx context.Context) (TunerStatus, error) {
-	p, err := c.tuner.Apply(ctx, &pb.ApplyRequest{})
-	if err != nil {
-		return TunerStatus{}, rpcError("Apply", err)
-	}
-	return tunerStatusFromProto(p), nil
 }
 
 // Status asks a tuner for its last known state.

@@ -56,10 +56,12 @@ type Detector interface {
 	Check(ctx context.Context, req CheckRequest) (CheckResult, error)
 }
 
-// Tuner is a plugin that keeps node settings in a desired state.
+// Tuner is a plugin that keeps node settings in a desired state: it applies
+// them in Configure and keeps them there (a reconcile loop of its own).
 type Tuner interface {
 	Plugin
-	Apply(ctx context.Context) (TunerStatus, error)
+	// Status reports every setting the tuner manages; the agent asks with
+	// every health poll and shows the keys in `status`.
 	Status(ctx context.Context) TunerStatus
 }
 

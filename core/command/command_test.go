@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
@@ -104,17 +105,30 @@ func TestCheckExit(t *testing.T) {
 	}
 }
 
-func TestTunedKeys(t *testing.T) {
-	list := `[{"key":"a","desired":"1","actual":"1","state":"applied"}]`
-	wrapped := `{"keys":[{"key":"b","state":"failed","error":"EACCES"}]}`
-	if k := tunedKeys([]byte(list)); len(k) != 1 || k[0].Key != "a" {
-		t.Errorf("list: %+v", k)
+// status shows what the agent knows of each plugin: the generation it runs
+// (stale after a reload it could not take), what it says of itself, and a
+// tuner's keys from its Status call.
+func TestWriteStatus(t *testing.T) {
+	st := state.Agent{Version: "v1", PID: 7, Started: true, ConfigGeneration: 3, StartedAt: time.Now(), ConfigLoadedAt: time.Now(),
+		Plugins: []state.Plugin{
+			{Name: "sysctl-tuner", Kind: "tuner", State: state.Ready, ConfigGeneration: 3, Description: "sets sysctls", Capabilities: []string{"CAP_NET_ADMIN"},
+				Tuned: &state.Tuned{Keys: []state.TunedKey{{Key: "net.ipv4.conf.all.forwarding", Desired: "1", Actual: "1", State: "applied"}}}},
+			{Name: "mtu-guard", Kind: "detector", State: state.Ready, ConfigGeneration: 2},
+		}}
+	var b bytes.Buffer
+	if err := writeStatus(&b, st); err != nil {
+		t.Fatal(err)
 	}
-	if k := tunedKeys([]byte(wrapped)); len(k) != 1 || k[0].Error != "EACCES" {
-		t.Errorf("wrapped: %+v", k)
-	}
-	if k := tunedKeys([]byte(`{"sockets_open":1}`)); len(k) != 0 {
-		t.Errorf("a detector's detail is not keys: %+v", k)
+	out := b.String()
+	for _, want := range []string{
+		"configuration generation 3, loaded ",
+		"mtu-guard", "2 (stale)",
+		"sysctl-tuner: sets sysctls (needs CAP_NET_ADMIN)",
+		"sysctl-tuner keys:", "net.ipv4.conf.all.forwarding  1        1       applied",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

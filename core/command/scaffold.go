@@ -304,12 +304,13 @@ func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error 
 	p.mu.Lock()
 	p.cfg = cfg
 	p.mu.Unlock()
-	_, err = p.Apply(ctx)
+	_, err = p.apply(ctx)
 	return err
 }
 
-// Apply implements sdk.Tuner.
-func (p *Plugin) Apply(context.Context) (sdk.TunerStatus, error) {
+// apply brings the settings to the desired state; call it from Configure
+// and from a reconcile loop of your own.
+func (p *Plugin) apply(context.Context) (sdk.TunerStatus, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.status.LastReconcile = time.Now()

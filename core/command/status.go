@@ -117,13 +117,17 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		fmt.Fprintln(w, line)
 	}
 	for _, p := range st.Plugins {
-		if keys := tunedKeys(p.Detail); len(keys) > 0 {
+		if p.Tuned != nil && len(p.Tuned.Keys) > 0 {
 			fmt.Fprintf(w, "\n%s keys:\n", p.Name)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tDESIRED\tACTUAL\tSTATE\tPREVIOUS\tLAST DRIFT\tERROR")
-			for _, k := range keys {
+			for _, k := range p.Tuned.Keys {
+				drift := "-"
+				if !k.LastDrift.IsZero() {
+					drift = k.LastDrift.Format(time.RFC3339)
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Key, k.Desired, dash(k.Actual), k.State,
-					dash(k.Previous), dash(k.LastDrift), k.Error)
+					dash(k.Previous), drift, k.Error)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -131,42 +135,6 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		}
 	}
 	return nil
-}
-
-// tunedKey is the per-key health detail a tuner reports.
-type tunedKey struct {
-	Key       string `json:"key"`
-	Desired   string `json:"desired"`
-	Actual    string `json:"actual"`
-	State     string `json:"state"`
-	Previous  string `json:"previous"`
-	Error     string `json:"error"`
-	LastDrift string `json:"last_drift"`
-}
-
-// tunedKeys reads a detail that is a list of keys or an object with a
-// "keys" list; anything else is not a tuner's.
-func tunedKeys(detail json.RawMessage) []tunedKey {
-	if len(detail) == 0 {
-		return nil
-	}
-	var keys []tunedKey
-	if json.Unmarshal(detail, &keys) != nil {
-		var wrapped struct {
-			Keys []tunedKey `json:"keys"`
-		}
-		if json.Unmarshal(detail, &wrapped) != nil {
-			return nil
-		}
-		keys = wrapped.Keys
-	}
-	out := keys[:0]
-	for _, k := range keys {
-		if k.Key != "" {
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 func dash(s string) string {

@@ -69,6 +69,27 @@ type Plugin struct {
 	// whose block the plugin runs; lower than the agent's when a reload
 	// could not reconfigure it. 0: never configured.
 	ConfigGeneration uint64 `json:"config_generation"`
+	// Tuned is what a tuner plugin manages, from its Status call; nil for
+	// a detector.
+	Tuned *Tuned `json:"tuned,omitempty"`
+}
+
+// Tuned is a tuner's report: every setting it manages.
+type Tuned struct {
+	Keys          []TunedKey `json:"keys"`
+	LastReconcile time.Time  `json:"last_reconcile,omitzero"`
+}
+
+// TunedKey is one setting a tuner manages.
+type TunedKey struct {
+	Key     string `json:"key"`
+	Desired string `json:"desired"`
+	Actual  string `json:"actual"`
+	// State is applied, unchanged, unsupported or failed.
+	State     string    `json:"state"`
+	Previous  string    `json:"previous,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	LastDrift time.Time `json:"last_drift,omitzero"`
 }
 
 // Agent is the whole agent at one moment.

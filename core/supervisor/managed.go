@@ -386,6 +386,17 @@ func (m *managed) pollHealth(ctx context.Context, inst *instance) bool {
 	m.mu.Unlock()
 	m.setState(st, h.Message, "")
 
+	if inst.info.Kind == sdk.KindTuner {
+		start = time.Now()
+		ts, err := inst.rpc.Status(cctx)
+		m.sup.opts.Observer.PluginCall(sp.Name, "Status", time.Since(start).Seconds(), err)
+		if err == nil {
+			m.mu.Lock()
+			m.st.Tuned = tunedState(ts)
+			m.mu.Unlock()
+		}
+	}
+
 	start = time.Now()
 	samples, err := inst.rpc.Metrics(cctx)
 	m.sup.opts.Observer.PluginCall(sp.Name, "CollectMetrics", time.Since(start).Seconds(), err)
@@ -422,4 +433,16 @@ func (m *managed) call(ctx context.Context, method string, fn func(context.Conte
 		return fmt.Errorf("%s: %w", sp.Name, errors.Join(ErrUnavailable, err))
 	}
 	return fmt.Errorf("%s: %w", sp.Name, err)
+}
+
+// tunedState is a tuner's report as status shows it.
+func tunedState(ts sdk.TunerStatus) *state.Tuned {
+	out := &state.Tuned{Keys: make([]state.TunedKey, 0, len(ts.Keys)), LastReconcile: ts.LastReconcile}
+	for _, k := range ts.Keys {
+		out.Keys = append(out.Keys, state.TunedKey{
+			Key: k.Key, Desired: k.Desired, Actual: k.Actual, State: k.State,
+			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
+		})
+	}
+	return out
 }

@@ -281,15 +281,6 @@ func (p *Plugin) hasPending() bool {
 	return false
 }
 
-// Apply implements sdk.Tuner: it runs a pass now.
-func (p *Plugin) Apply(ctx context.Context) (sdk.TunerStatus, error) {
-	rep, ok := p.pass(ctx)
-	if !ok {
-		return sdk.TunerStatus{}, ctx.Err()
-	}
-	return toSDK(rep), nil
-}
-
 // Status implements sdk.Tuner: the state left by the last pass. A key not
 // visited yet (Configure's pass was cut short by its deadline and the loop
 // has not caught up) makes Status run a pass first, so that every key has

@@ -463,7 +463,7 @@ func TestFailedKeyDegrades(t *testing.T) {
 	if v := mustSample(t, p, MetricKeys, map[string]string{"state": "failed"}); v != 1 {
 		t.Errorf("keys{failed} = %v", v)
 	}
-	if _, err := p.Apply(context.Background()); err != nil {
+	if _, err := p.applyNow(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if v := mustSample(t, p, MetricWriteFailures, map[string]string{"key": key}); v != 2 {
@@ -475,7 +475,7 @@ func TestFailedKeyDegrades(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeKey(t, root, "net/ipv4/conf/all/rp_filter", "2")
-	st, err := p.Apply(context.Background())
+	st, err := p.applyNow(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,7 +712,7 @@ func TestMetricsShape(t *testing.T) {
 // without errors.
 func TestBeforeConfigure(t *testing.T) {
 	p := newPlugin(t)
-	st, err := p.Apply(context.Background())
+	st, err := p.applyNow(context.Background())
 	if err != nil || len(st.Keys) != 0 {
 		t.Errorf("Apply before Configure: %+v, %v", st, err)
 	}
@@ -812,4 +812,13 @@ func TestREADMEExamples(t *testing.T) {
 	if n < 3 {
 		t.Errorf("only %d README examples found", n)
 	}
+}
+
+// applyNow runs a pass now, as the reconcile loop would.
+func (p *Plugin) applyNow(ctx context.Context) (sdk.TunerStatus, error) {
+	rep, ok := p.pass(ctx)
+	if !ok {
+		return sdk.TunerStatus{}, ctx.Err()
+	}
+	return toSDK(rep), nil
 }

@@ -180,3 +180,39 @@ func newLines(skeleton, filled string) int {
 	}
 	return n
 }
+
+// plugin new writes modules that build and pass their test as generated,
+// for both kinds.
+func TestPluginNewSkeletonsPassAsGenerated(t *testing.T) {
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkDir := filepath.Join(strings.TrimSpace(string(root)), "sdk")
+	for _, kind := range []string{"detector", "tuner"} {
+		t.Run(kind, func(t *testing.T) {
+			mod := filepath.Join(t.TempDir(), "my-"+kind)
+			if out, errOut, code := agenttest.RunCLI(bins, "", "plugin", "new", "my-"+kind, "--kind", kind, "--dir", mod, "--sdk-dir", sdkDir); code != 0 {
+				t.Fatalf("plugin new: exit %d\n%s%s", code, out, errOut)
+			}
+			for _, args := range [][]string{{"mod", "tidy"}, {"vet", "./..."}, {"test", "-count=1", "./..."}} {
+				cmd := exec.Command("go", args...)
+				cmd.Dir = mod
+				cmd.Env = append(os.Environ(), "GOPROXY=off", "GOFLAGS=-mod=mod")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+			}
+			// plugin docs reads the built binary's schema.
+			bin := filepath.Join(t.TempDir(), "spiderpool-plugin-my-"+kind)
+			build := exec.Command("go", "build", "-o", bin, "./cmd/spiderpool-plugin-my-"+kind)
+			build.Dir = mod
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("go build: %v\n%s", err, out)
+			}
+			if out, errOut, code := agenttest.RunCLI(bins, "", "plugin", "docs", bin); code != 0 || !strings.Contains(out, "# my-"+kind) || !strings.Contains(out, "Kind "+kind) {
+				t.Errorf("plugin docs: exit %d\n%s%s", code, out, errOut)
+			}
+		})
+	}
+}

@@ -1288,42 +1288,6 @@ func (x *CheckResponse) GetDurationNanos() int64 {
 	return 0
 }
 
-type ApplyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ApplyRequest) Reset() {
-	*x = ApplyRequest{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ApplyRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ApplyRequest) ProtoMessage() {}
-
-func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
-func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
-}
-
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1332,7 +1296,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1308,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1321,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 type TunedKey struct {
@@ -1376,7 +1340,7 @@ type TunedKey struct {
 
 func (x *TunedKey) Reset() {
 	*x = TunedKey{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1352,7 @@ func (x *TunedKey) String() string {
 func (*TunedKey) ProtoMessage() {}
 
 func (x *TunedKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1365,7 @@ func (x *TunedKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunedKey.ProtoReflect.Descriptor instead.
 func (*TunedKey) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TunedKey) GetKey() string {
@@ -1463,7 +1427,7 @@ type TunerStatus struct {
 
 func (x *TunerStatus) Reset() {
 	*x = TunerStatus{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1439,7 @@ func (x *TunerStatus) String() string {
 func (*TunerStatus) ProtoMessage() {}
 
 func (x *TunerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1452,7 @@ func (x *TunerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunerStatus.ProtoReflect.Descriptor instead.
 func (*TunerStatus) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TunerStatus) GetKeys() []*TunedKey {
@@ -1586,8 +1550,7 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eduration_nanos\x18\x04 \x01(\x03R\rdurationNanos\x1a;\n" +
 	"\rEvidenceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0e\n" +
-	"\fApplyRequest\"\x0f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
 	"\rStatusRequest\"\xc9\x01\n" +
 	"\bTunedKey\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -1631,9 +1594,8 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eCollectMetrics\x12+.spiderpool.plugin.v1.CollectMetricsRequest\x1a,.spiderpool.plugin.v1.CollectMetricsResponse\x12Y\n" +
 	"\bShutdown\x12%.spiderpool.plugin.v1.ShutdownRequest\x1a&.spiderpool.plugin.v1.ShutdownResponse2\\\n" +
 	"\bDetector\x12P\n" +
-	"\x05Check\x12\".spiderpool.plugin.v1.CheckRequest\x1a#.spiderpool.plugin.v1.CheckResponse2\xa9\x01\n" +
-	"\x05Tuner\x12N\n" +
-	"\x05Apply\x12\".spiderpool.plugin.v1.ApplyRequest\x1a!.spiderpool.plugin.v1.TunerStatus\x12P\n" +
+	"\x05Check\x12\".spiderpool.plugin.v1.CheckRequest\x1a#.spiderpool.plugin.v1.CheckResponse2Y\n" +
+	"\x05Tuner\x12P\n" +
 	"\x06Status\x12#.spiderpool.plugin.v1.StatusRequest\x1a!.spiderpool.plugin.v1.TunerStatusBVZTgithub.com/spiderpool-agent/spiderpool-agent/sdk/proto/spiderpool/plugin/v1;pluginv1b\x06proto3"
 
 var (
@@ -1649,7 +1611,7 @@ func file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_spiderpool_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_spiderpool_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_spiderpool_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_spiderpool_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: spiderpool.plugin.v1.Kind
 	(HealthState)(0),               // 1: spiderpool.plugin.v1.HealthState
@@ -1674,12 +1636,11 @@ var file_spiderpool_plugin_v1_plugin_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),       // 20: spiderpool.plugin.v1.ShutdownResponse
 	(*CheckRequest)(nil),           // 21: spiderpool.plugin.v1.CheckRequest
 	(*CheckResponse)(nil),          // 22: spiderpool.plugin.v1.CheckResponse
-	(*ApplyRequest)(nil),           // 23: spiderpool.plugin.v1.ApplyRequest
-	(*StatusRequest)(nil),          // 24: spiderpool.plugin.v1.StatusRequest
-	(*TunedKey)(nil),               // 25: spiderpool.plugin.v1.TunedKey
-	(*TunerStatus)(nil),            // 26: spiderpool.plugin.v1.TunerStatus
-	nil,                            // 27: spiderpool.plugin.v1.Sample.LabelsEntry
-	nil,                            // 28: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	(*StatusRequest)(nil),          // 23: spiderpool.plugin.v1.StatusRequest
+	(*TunedKey)(nil),               // 24: spiderpool.plugin.v1.TunedKey
+	(*TunerStatus)(nil),            // 25: spiderpool.plugin.v1.TunerStatus
+	nil,                            // 26: spiderpool.plugin.v1.Sample.LabelsEntry
+	nil,                            // 27: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
 }
 var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: spiderpool.plugin.v1.PluginInfo.kind:type_name -> spiderpool.plugin.v1.Kind
@@ -1690,11 +1651,11 @@ var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	10, // 5: spiderpool.plugin.v1.ConfigureResponse.diagnostics:type_name -> spiderpool.plugin.v1.Diagnostic
 	1,  // 6: spiderpool.plugin.v1.HealthResponse.state:type_name -> spiderpool.plugin.v1.HealthState
 	2,  // 7: spiderpool.plugin.v1.Sample.type:type_name -> spiderpool.plugin.v1.SampleType
-	27, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
+	26, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
 	16, // 9: spiderpool.plugin.v1.CollectMetricsResponse.samples:type_name -> spiderpool.plugin.v1.Sample
 	3,  // 10: spiderpool.plugin.v1.CheckResponse.verdict:type_name -> spiderpool.plugin.v1.Verdict
-	28, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
-	25, // 12: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
+	27, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	24, // 12: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
 	4,  // 13: spiderpool.plugin.v1.Plugin.GetInfo:input_type -> spiderpool.plugin.v1.GetInfoRequest
 	6,  // 14: spiderpool.plugin.v1.Plugin.GetConfigSchema:input_type -> spiderpool.plugin.v1.GetConfigSchemaRequest
 	12, // 15: spiderpool.plugin.v1.Plugin.Configure:input_type -> spiderpool.plugin.v1.ConfigureRequest
@@ -1703,20 +1664,18 @@ var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	17, // 18: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
 	19, // 19: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
 	21, // 20: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
-	23, // 21: spiderpool.plugin.v1.Tuner.Apply:input_type -> spiderpool.plugin.v1.ApplyRequest
-	24, // 22: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
-	5,  // 23: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
-	7,  // 24: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
-	13, // 25: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	13, // 26: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	15, // 27: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
-	18, // 28: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
-	20, // 29: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
-	22, // 30: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
-	26, // 31: spiderpool.plugin.v1.Tuner.Apply:output_type -> spiderpool.plugin.v1.TunerStatus
-	26, // 32: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
+	23, // 21: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
+	5,  // 22: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
+	7,  // 23: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
+	13, // 24: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	13, // 25: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	15, // 26: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
+	18, // 27: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
+	20, // 28: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
+	22, // 29: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
+	25, // 30: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1733,7 +1692,7 @@ func file_spiderpool_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spiderpool_plugin_v1_plugin_proto_rawDesc), len(file_spiderpool_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -477,7 +477,6 @@ var Detector_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Tuner_Apply_FullMethodName  = "/spiderpool.plugin.v1.Tuner/Apply"
 	Tuner_Status_FullMethodName = "/spiderpool.plugin.v1.Tuner/Status"
 )
 
@@ -485,9 +484,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type TunerClient interface {
-	// Apply brings the node to the desired state now.
-	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*TunerStatus, error)
-	// Status reports the last known state without changing anything.
+	// Status reports the state of every setting the tuner manages. The agent
+	// calls it with every health poll and shows it in `status`. (A tuner
+	// applies its settings in Configure and keeps them in its own loop.)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*TunerStatus, error)
 }
 
@@ -497,16 +496,6 @@ type tunerClient struct {
 
 func NewTunerClient(cc grpc.ClientConnInterface) TunerClient {
 	return &tunerClient{cc}
-}
-
-func (c *tunerClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*TunerStatus, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(TunerStatus)
-	err := c.cc.Invoke(ctx, Tuner_Apply_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (c *tunerClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*TunerStatus, error) {
@@ -523,9 +512,9 @@ func (c *tunerClient) Status(ctx context.Context, in *StatusRequest, opts ...grp
 // All implementations must embed UnimplementedTunerServer
 // for forward compatibility.
 type TunerServer interface {
-	// Apply brings the node to the desired state now.
-	Apply(context.Context, *ApplyRequest) (*TunerStatus, error)
-	// Status reports the last known state without changing anything.
+	// Status reports the state of every setting the tuner manages. The agent
+	// calls it with every health poll and shows it in `status`. (A tuner
+	// applies its settings in Configure and keeps them in its own loop.)
 	Status(context.Context, *StatusRequest) (*TunerStatus, error)
 	mustEmbedUnimplementedTunerServer()
 }
@@ -537,9 +526,6 @@ type TunerServer interface {
 // pointer dereference when methods are called.
 type UnimplementedTunerServer struct{}
 
-func (UnimplementedTunerServer) Apply(context.Context, *ApplyRequest) (*TunerStatus, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Apply not implemented")
-}
 func (UnimplementedTunerServer) Status(context.Context, *StatusRequest) (*TunerStatus, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
 }
@@ -562,24 +548,6 @@ func RegisterTunerServer(s grpc.ServiceRegistrar, srv TunerServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Tuner_ServiceDesc, srv)
-}
-
-func _Tuner_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ApplyRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TunerServer).Apply(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Tuner_Apply_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TunerServer).Apply(ctx, req.(*ApplyRequest))
-	}
-	return interceptor(ctx, in, info, handler)
 }
 
 func _Tuner_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -607,10 +575,6 @@ var Tuner_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "spiderpool.plugin.v1.Tuner",
 	HandlerType: (*TunerServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "Apply",
-			Handler:    _Tuner_Apply_Handler,
-		},
 		{
 			MethodName: "Status",
 			Handler:    _Tuner_Status_Handler,
