@@ -36,9 +36,9 @@ func (p *shimPlugin) ConfigSchema() Schema { return MustSchemaOf(&shimConfig{}) 
 func (p *shimPlugin) Configure(context.Context, ConfigureRequest) error {
 	return nil
 }
-func (p *shimPlugin) Health(context.Context) Health              { return Health{State: p.health, Message: "m"} }
-func (p *shimPlugin) Metrics(context.Context) []Sample           { return p.samples }
-func (p *shimPlugin) Status(context.Context) TunerStatus         { return TunerStatus{} }
+func (p *shimPlugin) Health(context.Context) Health      { return Health{State: p.health, Message: "m"} }
+func (p *shimPlugin) Metrics(context.Context) []Sample   { return p.samples }
+func (p *shimPlugin) Status(context.Context) TunerStatus { return TunerStatus{} }
 func (p *shimPlugin) Check(_ context.Context, req CheckRequest) (CheckResult, error) {
 	return CheckResult{Verdict: p.verdict, Reason: req.Address.String()}, p.checkErr
 }
