@@ -26,7 +26,7 @@ type Conn struct {
 func Dial(ctx context.Context, path string, timeout time.Duration, agent sdk.AgentSettings, log hclog.Logger) (*Conn, error) {
 	opts := Options{Logger: log, Agent: agent}
 	opts.setDefaults()
-	inst, err := launch(ctx, Spec{Path: path, Timeout: timeout}, &opts, opts.Logger)
+	inst, err := launch(ctx, Spec{Path: path, Timeout: timeout}, &opts, opts.Logger, newLogLimiter(opts.Limits, nil), newReaper())
 	if err != nil {
 		return nil, err
 	}
@@ -34,4 +34,4 @@ func Dial(ctx context.Context, path string, timeout time.Duration, agent sdk.Age
 }
 
 // Close asks the plugin to shut down within ctx and ends its process.
-func (c *Conn) Close(ctx context.Context) { c.inst.stop(ctx, c.log) }
+func (c *Conn) Close(ctx context.Context) { c.inst.stop(ctx, c.log, true) }
