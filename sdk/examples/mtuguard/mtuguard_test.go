@@ -19,17 +19,17 @@ func TestConformance(t *testing.T) {
 }
 
 // The verdict table, on a LAN of namespaces of the test's own (sdktest/lan;
-// as root): the workload's eth0 at MTU 1400.
+// as root): the workload's eth0 at MTU 1234.
 func TestCheckInANamespace(t *testing.T) {
 	l := lan.New(t, "10.0.0.7/24")
-	l.SetMTU(t, 1400)
+	l.SetMTU(t, 1234) // an MTU the host is unlikely to have
 	p := New(sdktest.Logger(t))
 	ctx := context.Background()
 	tests := []struct {
 		minMTU, iface string
 		want          sdk.Verdict
 	}{
-		{"1280", l.Interface, sdk.VerdictPass},
+		{"1200", l.Interface, sdk.VerdictPass},
 		{"1500", l.Interface, sdk.VerdictBlock},
 		{"1500", "lo", sdk.VerdictPass}, // lo's MTU is 65536
 	}
@@ -44,7 +44,7 @@ func TestCheckInANamespace(t *testing.T) {
 	}
 	// Outside the namespace eth0 is another interface or none: the
 	// namespace must be used.
-	if res, err := p.Check(ctx, sdk.CheckRequest{Interface: "eth0", Address: netip.MustParsePrefix("10.0.0.7/24")}); err == nil && strings.Contains(res.Reason, "MTU 1400") {
+	if res, err := p.Check(ctx, sdk.CheckRequest{Interface: "eth0", Address: netip.MustParsePrefix("10.0.0.7/24")}); err == nil && strings.Contains(res.Reason, "MTU 1234") {
 		t.Error("Check without Netns saw the workload's eth0")
 	}
 }
