@@ -18,6 +18,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // binaries holds the fixture plugins built once for the package.
@@ -130,16 +131,10 @@ func pluginState(t *testing.T, s *Supervisor, name string) state.Plugin {
 	return state.Plugin{}
 }
 
-// waitFor polls cond every 10ms until it holds or the timeout passes.
+// waitFor polls cond until it holds or the timeout passes (test/poll).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, timeout, what, poll.Bool(cond))
 }
 
 // gone reports whether pid no longer exists, not even as a zombie.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // TestMain makes every proc_sys_root outside the temporary directory an
@@ -188,18 +189,10 @@ func mustSample(t *testing.T, p *Plugin, name string, labels map[string]string) 
 	return v
 }
 
-// eventually polls cond until it holds or 5s pass.
+// eventually polls cond until it holds or 5s pass (test/poll).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		<-tick.C
-	}
+	poll.Until(t, 5*time.Second, what, poll.Bool(cond))
 }
 
 func TestConformance(t *testing.T) {
