@@ -113,6 +113,13 @@ func (c *pluginNewCommand) Run(args []string) int {
 
 // dial starts a plugin binary for one-off use, logging to stderr.
 func dial(ctx context.Context, env Env, path string, timeout time.Duration, level string) (*supervisor.Conn, error) {
+	// The agent runs only absolute paths, checked like sshd's StrictModes
+	// (no directory above writable by others: not /tmp).
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	path = abs
 	log := hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: env.Stderr, Level: hclog.LevelFromString(level)})
 	agent := sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: level}
 	return supervisor.Dial(ctx, path, timeout, agent, log)

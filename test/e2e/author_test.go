@@ -59,7 +59,7 @@ func TestNewAuthorMTUGuard(t *testing.T) {
 	}
 	gocmd("mod", "tidy")
 	gocmd("test", "-count=1", "./...")
-	pluginDir := t.TempDir()
+	pluginDir := agenttest.TrustedTempDir(t) // the agent refuses plugins under /tmp
 	gocmd("build", "-o", filepath.Join(pluginDir, "spiderpool-plugin-mtu-guard"), "./cmd/spiderpool-plugin-mtu-guard")
 
 	config := func(minMTU int) string {
@@ -204,7 +204,7 @@ func TestPluginNewSkeletonsPassAsGenerated(t *testing.T) {
 				}
 			}
 			// plugin docs reads the built binary's schema.
-			bin := filepath.Join(t.TempDir(), "spiderpool-plugin-my-"+kind)
+			bin := filepath.Join(agenttest.TrustedTempDir(t), "spiderpool-plugin-my-"+kind)
 			build := exec.Command("go", "build", "-o", bin, "./cmd/spiderpool-plugin-my-"+kind)
 			build.Dir = mod
 			if out, err := build.CombinedOutput(); err != nil {
