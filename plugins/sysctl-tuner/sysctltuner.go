@@ -38,7 +38,8 @@ var states = []tuner.State{
 type keySeen struct {
 	state    tuner.State
 	err      string
-	failures uint64 // the tuner's cumulative count, to turn it into increments
+	failures uint64 // the tuner's cumulative counts, to turn them into increments
+	drifts   uint64
 }
 
 // loop is the running reconcile goroutine.
@@ -164,7 +165,7 @@ func (p *Plugin) rebaseLocked() {
 	defer p.mu.Unlock()
 	seen := make(map[string]keySeen, len(st.Keys))
 	for _, k := range st.Keys {
-		seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: k.Failures}
+		seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: k.Failures, drifts: k.Drifts}
 		p.everKeys[k.Key] = true
 	}
 	p.seen = seen
@@ -202,15 +203,16 @@ func (p *Plugin) observe(rep tuner.Report) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.passes++
-	for _, c := range rep.Changes {
-		if c.Drift {
-			p.drifts[c.Key]++
-		}
-	}
+	// Drifts and failures are counted once, by the tuner, per key; the
+	// plugin turns its counts into increments of counters that stay
+	// monotonic across reconfigures.
 	for _, k := range rep.Keys {
 		prev := p.seen[k.Key]
 		if k.Failures > prev.failures {
 			p.failures[k.Key] += k.Failures - prev.failures
+		}
+		if k.Drifts > prev.drifts {
+			p.drifts[k.Key] += k.Drifts - prev.drifts
 		}
 		switch {
 		case k.State == tuner.StateFailed && (prev.state != tuner.StateFailed || prev.err != k.Error):
@@ -220,7 +222,7 @@ func (p *Plugin) observe(rep tuner.Report) {
 		case prev.state == tuner.StateFailed && k.State != tuner.StateFailed:
 			p.log.Info("sysctl recovered", "key", k.Key, "path", k.Path, "state", string(k.State), "actual", k.Actual)
 		}
-		p.seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: max(k.Failures, prev.failures)}
+		p.seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: max(k.Failures, prev.failures), drifts: max(k.Drifts, prev.drifts)}
 	}
 	if rep.Err != "" && rep.Err != p.lastErr {
 		p.log.Warn("reconcile pass incomplete", "error", rep.Err)
