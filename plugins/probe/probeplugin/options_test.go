@@ -95,7 +95,7 @@ func TestSchema(t *testing.T) {
 		{Name: "retries", Type: sdk.TypeInteger, Default: "3"},
 		{Name: "probes", Type: sdk.TypeInteger, Default: "3"},
 		{Name: "idle_timeout", Type: sdk.TypeDuration, Default: `"30s"`},
-		{Name: "probe_rate", Type: sdk.TypeNumber, Default: "4000"},
+		{Name: "probe_rate", Type: sdk.TypeInteger, Default: "4000"},
 		{Name: "flag", Type: sdk.TypeBool, Description: "a flag"},
 		{Name: "name", Type: sdk.TypeString, Default: `"x"`},
 	}
