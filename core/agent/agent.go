@@ -6,6 +6,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -101,6 +102,10 @@ type Agent struct {
 
 	cfgMu sync.Mutex // also serialises reloads
 	cfg   *config.Config
+	// generation counts accepted configurations (1 at start); loadedAt is
+	// when the running one was loaded. Both under cfgMu.
+	generation uint64
+	loadedAt   time.Time
 
 	startedAt time.Time
 	started   atomic.Bool
@@ -127,13 +132,15 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	a := &Agent{
-		opts:      opts,
-		cfg:       cfg,
-		log:       logging.New(opts.LogOutput, cfg.LogLevel, cfg.LogFormat),
-		notify:    sdnotify.New(),
-		startedAt: time.Now(),
-		stopCh:    make(chan struct{}),
-		changed:   make(chan struct{}, 1),
+		opts:       opts,
+		cfg:        cfg,
+		generation: 1,
+		loadedAt:   time.Now(),
+		log:        logging.New(opts.LogOutput, cfg.LogLevel, cfg.LogFormat),
+		notify:     sdnotify.New(),
+		startedAt:  time.Now(),
+		stopCh:     make(chan struct{}),
+		changed:    make(chan struct{}, 1),
 	}
 	return a.run(ctx)
 }
@@ -183,7 +190,7 @@ func (a *Agent) run(ctx context.Context) error {
 
 	a.sup = supervisor.New(supervisor.Options{
 		Logger:         a.log.Named("plugin"),
-		Agent:          agentSettings(cfg),
+		Agent:          Settings(cfg),
 		StartTimeout:   cfg.Supervisor.StartTimeout,
 		HealthInterval: cfg.Supervisor.HealthInterval,
 		Restart:        restartPolicy(cfg),
@@ -204,7 +211,10 @@ func (a *Agent) run(ctx context.Context) error {
 		go func() {
 			defer servers.Done()
 			defer close(done)
-			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim)); err != nil {
+			// The servers' own errors (a panic in a handler, accept
+			// errors) go to the agent's log, not to stderr unformatted.
+			errLog := a.log.Named(name).StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Error})
+			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim), httpserve.WithErrorLog(errLog)); err != nil {
 				a.log.Error("server stopped", "server", name, "error", err)
 			}
 		}()
@@ -241,7 +251,7 @@ func (a *Agent) run(ctx context.Context) error {
 	defer cancelStart()
 	go func() {
 		defer close(startDone)
-		a.sup.Apply(startCtx, PluginSpecs(cfg), agentSettings(cfg))
+		a.sup.Apply(startCtx, specsOf(cfg, 1), Settings(cfg))
 	}()
 	reloadCtx, stopReloads := context.WithCancel(ctx)
 	defer stopReloads()
@@ -413,21 +423,27 @@ func (a *Agent) Status(context.Context) state.Agent {
 	if a.sup != nil {
 		plugins = a.sup.Snapshot()
 	}
+	a.cfgMu.Lock()
+	gen, loaded := a.generation, a.loadedAt
+	a.cfgMu.Unlock()
 	return state.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
-		Started: a.started.Load(), Plugins: plugins, Gops: a.gops,
+		Started: a.started.Load(), ConfigGeneration: gen, ConfigLoadedAt: loaded, Plugins: plugins, Gops: a.gops,
 	}
 }
 
 // Shutdown implements control.Backend: it begins a graceful stop.
 func (a *Agent) Shutdown(context.Context) error {
-	a.log.Info("shutdown requested over the control socket")
+	// The control handler has logged the request.
 	a.stopOnce.Do(func() { close(a.stopCh) })
 	return nil
 }
 
-// Reload implements control.Backend: the configuration is loaded and
-// validated again; only a good one replaces the running one.
+// Reload implements control.Backend. It is atomic: the configuration is
+// loaded and validated, then every enabled plugin is asked whether it
+// accepts its new block (a dry run) before any plugin is changed. If one
+// refuses, the reload is refused as a whole with the refusals' file:line:col
+// and the running configuration stays - also for plugins restarted later.
 func (a *Agent) Reload(ctx context.Context) error {
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
@@ -438,6 +454,21 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.tel.ConfigReloaded(false)
 		return err
 	}
+	// Bounded, since the reload runs on the main loop, whose beat feeds
+	// liveness and the systemd watchdog.
+	applyCtx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
+	defer cancel()
+	specs := specsOf(cfg, a.generation+1)
+	v := a.sup.Validate(applyCtx, specs, Settings(cfg))
+	if !v.OK() {
+		a.tel.ConfigReloaded(false)
+		return fmt.Errorf("%w: nothing was changed, the running configuration (generation %d) stays:\n%w", ErrReloadRefused, a.generation, v.Err())
+	}
+	for _, name := range sortedKeys(v.Warnings) {
+		for _, w := range v.Warnings[name] {
+			a.log.Warn(w, "plugin", name)
+		}
+	}
 	old := a.cfg
 	for _, restart := range restartOnly(old, cfg) {
 		a.log.Warn("this setting changes only with a restart of the agent", "setting", restart)
@@ -447,13 +478,11 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.log.Info("log level changed", "level", cfg.LogLevel)
 	}
 	a.cfg = cfg
-	// Bounded, since the reload runs on the main loop, whose beat feeds
-	// liveness and the systemd watchdog.
-	applyCtx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
-	defer cancel()
-	a.sup.Apply(applyCtx, PluginSpecs(cfg), agentSettings(cfg))
+	a.generation++
+	a.loadedAt = time.Now()
+	a.sup.Apply(applyCtx, specs, Settings(cfg))
 	a.tel.ConfigReloaded(true)
-	a.log.Info("configuration reloaded", "files", strings.Join(cfg.Files, ","))
+	a.log.Info("configuration reloaded", "files", strings.Join(cfg.Files, ","), "generation", a.generation)
 	return nil
 }
 
@@ -495,6 +524,26 @@ func controlWriteTimeout(cfg *config.Config) time.Duration {
 	return longest + 30*time.Second
 }
 
+// ErrReloadRefused is wrapped by a reload that a plugin's dry run refused.
+var ErrReloadRefused = errors.New("reload refused")
+
+func specsOf(cfg *config.Config, generation uint64) []supervisor.Spec {
+	specs := PluginSpecs(cfg)
+	for i := range specs {
+		specs[i].Generation = generation
+	}
+	return specs
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // restartOnly names the settings that differ between old and new but are
 // not applied by a reload.
 func restartOnly(old, cfg *config.Config) []string {
@@ -524,7 +573,8 @@ func (a *Agent) Check(ctx context.Context, req control.ValidatedCheck) (control.
 	return check.Run(ctx, a.sup, a.tel, req), nil
 }
 
-func agentSettings(cfg *config.Config) sdk.AgentSettings {
+// Settings are the agent-wide settings every plugin receives with its config.
+func Settings(cfg *config.Config) sdk.AgentSettings {
 	return sdk.AgentSettings{EnableIPv4: cfg.EnableIPv4, EnableIPv6: cfg.EnableIPv6, LogLevel: logging.Level(cfg.LogLevel).String()}
 }
 
@@ -558,8 +608,9 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 		if !ok {
 			kind = sdk.KindDetector
 		}
+		path, _ := p.BinaryPath(cfg.PluginDirs())
 		specs = append(specs, supervisor.Spec{
-			Name: p.Name, Enabled: p.Enabled, Path: p.BinaryPath(cfg.PluginDir), Checksum: p.Checksum,
+			Name: p.Name, Enabled: p.Enabled, Path: path, Checksum: p.Checksum,
 			Timeout: p.Timeout, FailurePolicy: p.FailurePolicy, Config: p.Config, Kind: kind,
 		})
 	}

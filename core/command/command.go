@@ -48,6 +48,7 @@ func Run(args []string, env Env) int {
 		AutocompleteNoDefaultFlags: true,
 		Commands: map[string]cli.CommandFactory{
 			"daemon":          func() (cli.Command, error) { return &daemonCommand{env: env}, nil },
+			"reload":          func() (cli.Command, error) { return &reloadCommand{env: env}, nil },
 			"shutdown":        func() (cli.Command, error) { return &shutdownCommand{env: env}, nil },
 			"metric":          func() (cli.Command, error) { return &metricCommand{env: env}, nil },
 			"status":          func() (cli.Command, error) { return &statusCommand{env: env}, nil },
@@ -58,6 +59,10 @@ func Run(args []string, env Env) int {
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
 			"debug":           func() (cli.Command, error) { return &debugCommand{}, nil },
 			"debug pprof":     func() (cli.Command, error) { return &debugPprofCommand{env: env}, nil },
+			"plugin":          func() (cli.Command, error) { return &pluginCommand{}, nil },
+			"plugin new":      func() (cli.Command, error) { return &pluginNewCommand{env: env}, nil },
+			"plugin run":      func() (cli.Command, error) { return &pluginRunCommand{env: env}, nil },
+			"plugin docs":     func() (cli.Command, error) { return &pluginDocsCommand{env: env}, nil },
 		},
 	}
 	withCompletion(c.Commands)

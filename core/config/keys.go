@@ -81,6 +81,17 @@ func absPath(v any) (any, bool) {
 	return s, strings.HasPrefix(s, "/") && !strings.ContainsRune(s, 0)
 }
 
+// absPathList accepts absolute paths separated by ":" (like $PATH).
+func absPathList(v any) (any, bool) {
+	s := v.(string)
+	for _, p := range strings.Split(s, ":") {
+		if _, ok := absPath(p); !ok {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
 func absPathOrEmpty(v any) (any, bool) {
 	s := v.(string)
 	return s, s == "" || strings.HasPrefix(s, "/")
@@ -120,8 +131,8 @@ var globalKeys = []*keySpec{
 		want: `a log format ("text" or "json")`, check: oneOf("text", "json"),
 		ptr: func(c *Config) any { return &c.LogFormat }},
 	{name: "plugin_dir", kind: kindString, env: "SPIDERPOOL_PLUGIN_DIR",
-		desc: "directory of the plugin binaries (spiderpool-plugin-NAME)",
-		want: wantAbsPath, check: absPath,
+		desc: `directories of the plugin binaries (spiderpool-plugin-NAME), separated by ":" and searched in order`,
+		want: "absolute paths separated by \":\"", check: absPathList,
 		ptr: func(c *Config) any { return &c.PluginDir }},
 	{name: "socket_path", kind: kindString, env: "SPIDERPOOL_SOCKET_PATH", confYML: "ipamUnixSocketPath",
 		desc: "unix socket of the control API",

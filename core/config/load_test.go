@@ -570,11 +570,11 @@ plugin "zz-third" {
 	if !zz.Enabled || zz.Path != "/opt/zz" || zz.Timeout != DefaultPluginTimeout || zz.FailurePolicy != FailClosed {
 		t.Errorf("zz-third = %+v", zz)
 	}
-	if zz.BinaryPath(c.PluginDir) != "/opt/zz" {
-		t.Errorf("BinaryPath = %q", zz.BinaryPath(c.PluginDir))
-	}
-	if got := c.Plugin("aa-third").BinaryPath("/p"); got != "/p/spiderpool-plugin-aa-third" {
+	if got, _ := zz.BinaryPath(c.PluginDirs()); got != "/opt/zz" {
 		t.Errorf("BinaryPath = %q", got)
+	}
+	if got, found := c.Plugin("aa-third").BinaryPath([]string{"/p"}); got != "/p/spiderpool-plugin-aa-third" || found {
+		t.Errorf("BinaryPath = %q, %v", got, found)
 	}
 	if s := setting(t, c, "plugin.gateway-detector.enabled").Source; s.Kind != KindDefault {
 		t.Errorf("untouched built-in source = %v", s)
@@ -770,39 +770,6 @@ func TestSettings(t *testing.T) {
 	})
 	if !reflect.DeepEqual(c2.Settings(), got) {
 		t.Errorf("Settings not stable")
-	}
-}
-
-func TestPluginEqual(t *testing.T) {
-	load := func(body string) *PluginConfig {
-		t.Helper()
-		return mustLoad(t, LoadOptions{ConfigDir: writeDir(t, map[string]string{"a.hcl": body})}).Plugin("ip-conflict")
-	}
-	base := load("plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n")
-	tests := []struct {
-		name string
-		hcl  string
-		want bool
-	}{
-		{"same", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", true},
-		{"moved", "\n\n# moved down\nplugin \"ip-conflict\" {\n  config {\n    window = \"1s\"\n  }\n  timeout = \"2000ms\"\n}\n", true},
-		{"timeout", "plugin \"ip-conflict\" {\n  timeout = \"3s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-		{"config", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"2s\"\n  }\n}\n", false},
-		{"no config", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n}\n", false},
-		{"disabled", "plugin \"ip-conflict\" {\n  enabled = false\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-		{"policy", "plugin \"ip-conflict\" {\n  failure_policy = \"fail-open\"\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-	}
-	for _, tt := range tests {
-		if got := base.Equal(load(tt.hcl)); got != tt.want {
-			t.Errorf("%s: Equal = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-	var nilP *PluginConfig
-	if !nilP.Equal(nil) || nilP.Equal(base) || base.Equal(nil) {
-		t.Errorf("nil handling")
-	}
-	if !Default().Plugin("ip-conflict").Equal(Default().Plugin("ip-conflict")) {
-		t.Errorf("defaults differ")
 	}
 }
 

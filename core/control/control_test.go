@@ -391,12 +391,12 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	resp := CheckResponse{Verdict: VerdictBlock, DurationMs: 101.5, Addresses: []AddressResult{{
-		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: VerdictBlock,
+	resp := CheckResponse{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []AddressResult{{
+		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: state.VerdictBlock,
 		Detectors: []DetectorResult{
 			{Name: "ip-conflict", Verdict: "block", Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0",
 				Evidence: map[string]string{"mac": "52:54:00:12:34:56"}, DurationMs: 0.02},
-			{Name: "gateway-detector", Verdict: "skip", Skipped: true},
+			{Name: "gateway-detector", Verdict: state.VerdictSkip},
 		},
 	}}}
 	b := &fakeBackend{checkResp: resp}

@@ -2,7 +2,11 @@
 // on Spiderpool's paths:
 //
 //	GET /v1/runtime/startup    200 once initialisation has finished, else 503
-//	GET /v1/runtime/readiness  200 when every enabled plugin is ready, else 503
+//	GET /v1/runtime/readiness  200 when no plugin holds readiness back, else 503:
+//	                           ready and degraded plugins answer calls, and a
+//	                           disabled one was turned off on purpose (or by
+//	                           its checksum); starting, failed and restarting
+//	                           ones hold it back (state.Agent.Ready)
 //	GET /v1/runtime/liveness   200 when Source.Live says the agent's loops run, else 503
 //
 // Every answer is a JSON document naming each plugin and its state, like

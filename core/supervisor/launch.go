@@ -174,9 +174,9 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 	if err := sdk.CheckAPIVersion(sdk.APIVersion, inst.info.APIVersion); err != nil {
 		return fail(permanent("plugin %s: %w", spec.Path, err))
 	}
-	if inst.info.Name != spec.Name {
+	for _, w := range nameWarnings(spec, inst.info) {
 		// Not fatal: a renamed copy of a plugin is a legitimate setup.
-		log.Debug("plugin reports another name than its block", "reported", inst.info.Name)
+		log.Warn(w)
 	}
 	inst.schema, err = rpc.ConfigSchema(callCtx)
 	if err != nil {

@@ -45,6 +45,9 @@ type Spec struct {
 	// Kind is what the plugin is expected to be until it says for itself;
 	// it decides whether a plugin that never started holds checks back.
 	Kind sdk.Kind
+	// Generation numbers the agent configuration this spec came from;
+	// status shows which one each plugin runs.
+	Generation uint64
 }
 
 func (s Spec) sameProcess(o Spec) bool {
@@ -90,18 +93,25 @@ type Options struct {
 	testHookOpened func()
 }
 
+// Defaults of Options, also the agent config's defaults for them.
+const (
+	DefaultStartTimeout   = 10 * time.Second
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthFailures = 3
+)
+
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.StartTimeout == 0 {
-		o.StartTimeout = 10 * time.Second
+		o.StartTimeout = DefaultStartTimeout
 	}
 	if o.HealthInterval == 0 {
-		o.HealthInterval = 2 * time.Second
+		o.HealthInterval = DefaultHealthInterval
 	}
 	if o.HealthFailures == 0 {
-		o.HealthFailures = 3
+		o.HealthFailures = DefaultHealthFailures
 	}
 	if o.Restart == (RestartPolicy{}) {
 		o.Restart = DefaultRestartPolicy
@@ -251,7 +261,6 @@ func (s *Supervisor) Snapshot() []state.Plugin {
 type Detector struct {
 	Name          string
 	FailurePolicy string
-	Timeout       time.Duration
 	// Available is false when the plugin is not running or not ready.
 	Available bool
 }
@@ -277,7 +286,7 @@ func (s *Supervisor) Detectors() []Detector {
 			continue
 		}
 		out = append(out, Detector{
-			Name: sp.Name, FailurePolicy: sp.FailurePolicy, Timeout: sp.Timeout,
+			Name: sp.Name, FailurePolicy: sp.FailurePolicy,
 			Available: p.State == state.Ready || p.State == state.Degraded,
 		})
 	}

@@ -81,7 +81,7 @@ func build() (Binaries, error) {
 	type target struct{ out, pkg, ldflags string }
 	targets := []target{
 		{b.Agent, "./core/cmd/spiderpool-agent", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
-		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "./sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
+		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
 	}
 	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
 		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})

@@ -190,7 +190,7 @@ func Judge(r Request, resp control.CheckResponse, code int, err error) Tally {
 	for i, a := range resp.Addresses {
 		want := r.Want[i]
 		switch {
-		case a.Verdict == want:
+		case string(a.Verdict) == want:
 			t.Right++
 			if want == "block" {
 				t.BusyBlocked++

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // The "done when", as a new user would do it: one HCL file, ports
@@ -211,13 +212,7 @@ plugin "denylist" {
 
 func waitLog(t *testing.T, a *agenttest.Agent, want string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(a.Log(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log never said %q:\n%s", want, a.Log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 30*time.Second, fmt.Sprintf("the log to say %q", want), poll.Bool(func() bool { return strings.Contains(a.Log(), want) }))
 }
 
 func grep(s, sub string) string {
@@ -261,7 +256,7 @@ plugin "slow" {
 			verdict := ""
 			if err == nil && len(resp.Addresses) == 1 && len(resp.Addresses[0].Detectors) == 1 {
 				d := resp.Addresses[0].Detectors[0]
-				verdict = d.Verdict + ": " + d.Reason
+				verdict = string(d.Verdict) + ": " + d.Reason
 			}
 			answers <- answer{verdict, err}
 		}()

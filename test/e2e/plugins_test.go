@@ -107,12 +107,12 @@ plugin "hang-open" {
 	}
 	byName := map[string]string{}
 	for _, d := range resp.Addresses[0].Detectors {
-		byName[d.Name] = d.Verdict + ": " + d.Reason
+		byName[d.Name] = string(d.Verdict) + ": " + d.Reason
 	}
 	if !strings.HasPrefix(byName["hang"], "error: ") || !strings.Contains(byName["hang"], "did not answer within its timeout of 300ms") {
 		t.Errorf("fail-closed hang: %q", byName["hang"])
 	}
-	if !strings.HasPrefix(byName["hang-open"], "pass: skipped (failure_policy fail-open)") {
+	if !strings.HasPrefix(byName["hang-open"], "skip: skipped (failure_policy fail-open)") {
 		t.Errorf("fail-open hang: %q", byName["hang-open"])
 	}
 	if resp.Verdict != "block" {
@@ -245,7 +245,9 @@ func TestThirdPartyPluginFromASeparateModule(t *testing.T) {
 	repo := strings.TrimSpace(string(root))
 	mod := t.TempDir()
 	files := map[string]string{
-		"go.mod": fmt.Sprintf("module example.com/rackguard\n\ngo 1.26\n\nrequire github.com/spiderpool-agent/spiderpool-agent v0.0.0\n\nreplace github.com/spiderpool-agent/spiderpool-agent => %s\n", repo),
+		// One require line: the sdk module (the replace stands in for a
+		// published sdk/vX.Y.Z tag).
+		"go.mod": fmt.Sprintf("module example.com/rackguard\n\ngo 1.26.0\n\nrequire github.com/spiderpool-agent/spiderpool-agent/sdk v0.0.0\n\nreplace github.com/spiderpool-agent/spiderpool-agent/sdk => %s\n", filepath.Join(repo, "sdk")),
 		"main.go": `package main
 
 import (
@@ -288,7 +290,7 @@ func main() { sdk.Serve(func(hclog.Logger) sdk.Plugin { return &guard{} }) }
 			t.Fatal(err)
 		}
 	}
-	sum, err := os.ReadFile(filepath.Join(repo, "go.sum"))
+	sum, err := os.ReadFile(filepath.Join(repo, "sdk", "go.sum"))
 	if err != nil {
 		t.Fatal(err)
 	}

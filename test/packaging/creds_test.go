@@ -434,7 +434,7 @@ func detector(r control.CheckResponse, name string) string {
 	for _, a := range r.Addresses {
 		for _, d := range a.Detectors {
 			if d.Name == name {
-				return d.Verdict
+				return string(d.Verdict)
 			}
 		}
 	}

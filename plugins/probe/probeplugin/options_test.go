@@ -92,10 +92,10 @@ func TestSchema(t *testing.T) {
 	s := Schema(&extraConfig{Name: "x"})
 	want := []sdk.Attribute{
 		{Name: "window", Type: sdk.TypeDuration, Default: `"100ms"`},
-		{Name: "retries", Type: sdk.TypeNumber, Default: "3"},
-		{Name: "probes", Type: sdk.TypeNumber, Default: "3"},
+		{Name: "retries", Type: sdk.TypeInteger, Default: "3"},
+		{Name: "probes", Type: sdk.TypeInteger, Default: "3"},
 		{Name: "idle_timeout", Type: sdk.TypeDuration, Default: `"30s"`},
-		{Name: "probe_rate", Type: sdk.TypeNumber, Default: "4000"},
+		{Name: "probe_rate", Type: sdk.TypeInteger, Default: "4000"},
 		{Name: "flag", Type: sdk.TypeBool, Description: "a flag"},
 		{Name: "name", Type: sdk.TypeString, Default: `"x"`},
 	}

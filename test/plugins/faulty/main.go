@@ -19,7 +19,9 @@
 //	          CollectMetrics: 500 valid, 500 invalid
 //
 // Its config block takes `delay` (a duration before Check answers),
-// `verdict` ("pass" or "block") and `health` ("ready", "degraded", "failed").
+// `verdict` ("pass", "block", "skip" or "error"; anything else is refused at
+// its position by ValidateConfig and Configure) and `health` ("ready",
+// "degraded", "failed").
 package main
 
 import (
@@ -71,9 +73,27 @@ func (f *faulty) Info() sdk.Info {
 
 func (f *faulty) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&config{}) }
 
-func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+func parse(raw sdk.RawConfig) (config, error) {
 	cfg := config{Verdict: "pass", Health: "ready"}
-	if err := req.Config.Decode(&cfg); err != nil {
+	if err := raw.Decode(&cfg); err != nil {
+		return config{}, err
+	}
+	switch sdk.Verdict(cfg.Verdict) {
+	case sdk.VerdictPass, sdk.VerdictBlock, sdk.VerdictSkip, sdk.VerdictError:
+	default:
+		return config{}, raw.AttrError("verdict", fmt.Sprintf("%q is none of pass, block, skip, error", cfg.Verdict))
+	}
+	return cfg, nil
+}
+
+func (f *faulty) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	_, err := parse(req.Config)
+	return err
+}
+
+func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	cfg, err := parse(req.Config)
+	if err != nil {
 		return err
 	}
 	f.cfg = cfg
