@@ -148,7 +148,10 @@ type Supervisor struct {
 // New returns a supervisor with nothing running.
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
-	return &Supervisor{opts: opts, reaper: newReaper(), agent: opts.Agent, plugins: map[string]*managed{}}
+	rp := newReaper()
+	opts.Limits.cgroup = rp.cgroups
+	opts.Logger.Info("plugin limits", "limits", opts.Limits.String())
+	return &Supervisor{opts: opts, reaper: rp, agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
 // Apply makes the running plugins match specs: new or newly enabled ones
