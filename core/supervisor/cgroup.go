@@ -59,6 +59,8 @@ type cgroupSetup struct {
 	// v2: the parent of the plugin cgroups. v1: the parents in the pids
 	// and the memory hierarchies ("" when that controller is missing).
 	v2, pids, memory string
+	// v2: which controllers are enabled for the plugin cgroups.
+	v2Pids, v2Memory bool
 	// why no cgroups are used, or what is missing, for the log.
 	note string
 }
@@ -69,7 +71,11 @@ func (c *cgroupSetup) describe() string {
 	case c == nil || c.kind == cgroupNone:
 		return "no cgroup (" + c.noteOr("not detected") + ")"
 	case c.kind == cgroupV2:
-		return "cgroup v2 " + c.v2
+		s := "cgroup v2 " + c.v2
+		if !c.v2Pids || !c.v2Memory {
+			s += " (" + c.note + ")"
+		}
+		return s
 	default:
 		var parts []string
 		if c.pids != "" {
@@ -260,8 +266,14 @@ func setupV2(dir string) *cgroupSetup {
 		c.note = fmt.Sprintf("controllers available in %s: %q", parent, strings.TrimSpace(string(avail)))
 	}
 	if len(enable) > 0 {
+		// Fails (EBUSY) while another process than the agent is in
+		// parent: then there are no limits, but cgroup.kill still ends
+		// a plugin's tree.
 		if err := writeCgroupFile(parent, "cgroup.subtree_control", strings.Join(enable, " ")); err != nil {
 			c.note = fmt.Sprintf("enable %s in %s: %v", strings.Join(enable, " "), parent, err)
+		} else {
+			c.v2Pids = hasWord(strings.Join(enable, " "), "+pids")
+			c.v2Memory = hasWord(strings.Join(enable, " "), "+memory")
 		}
 	}
 	if err := probeDir(parent); err != nil {
@@ -313,7 +325,13 @@ func (c *cgroupSetup) create(name, mark string, l Limits) (*pluginCgroup, error)
 	base := "spiderpool-plugin-" + name + "-" + mark
 	if c.kind == cgroupV2 {
 		d := filepath.Join(c.v2, "plugin-"+name+"-"+mark)
-		pc.dirs, pc.pids, pc.mem = []string{d}, d, d
+		pc.dirs = []string{d}
+		if c.v2Pids {
+			pc.pids = d
+		}
+		if c.v2Memory {
+			pc.mem = d
+		}
 	} else {
 		if c.pids != "" {
 			pc.pids = filepath.Join(c.pids, base)

@@ -71,7 +71,7 @@ func TestCgroupCreateLeavesNothingOnError(t *testing.T) {
 func requireCgroups(t *testing.T, s *Supervisor) {
 	t.Helper()
 	c := s.reaper.cgroups
-	if c.kind == cgroupNone || (c.kind == cgroupV1 && (c.pids == "" || c.memory == "")) {
+	if c.kind == cgroupNone || (c.kind == cgroupV1 && (c.pids == "" || c.memory == "")) || (c.kind == cgroupV2 && c.v2 == "") {
 		t.Fatalf("no pids and memory cgroups for plugins here: %s", c.describe())
 	}
 	t.Logf("cgroups: %s", c.describe())
@@ -192,10 +192,51 @@ func escapedProcs(token string) []int {
 // restarts and when the supervisor stops. (The environment mark and the
 // process group missed it: it lived on.)
 func TestEscapedChildIsKilled(t *testing.T) {
+	testEscapedChild(t, nil)
+}
+
+// TestEscapedChildIsKilledV2: the same with plugin cgroups on cgroup v2:
+// this machine's v2 hierarchy (hybrid, at /sys/fs/cgroup/unified) has no
+// pids or memory controller, but CLONE_INTO_CGROUP and cgroup.kill work
+// without them.
+func TestEscapedChildIsKilledV2(t *testing.T) {
+	const unified = "/sys/fs/cgroup/unified"
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(b), " "+unified+" ") {
+		t.Fatalf("no cgroup2 mount at %s: %v", unified, err)
+	}
+	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-%d", os.Getpid()))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(parent); err != nil {
+			t.Error(err)
+		}
+	})
+	testEscapedChild(t, &cgroupSetup{kind: cgroupV2, v2: parent})
+}
+
+func testEscapedChild(t *testing.T, cg *cgroupSetup) {
 	token := setToken(t)
 	rec := newRecorder()
-	s := start(t, rec, spec("e", "escape"))
+	opts := testOptions(t, rec)
+	s := New(opts)
+	if cg != nil {
+		s.reaper.cgroups = cg
+	}
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel0()
+	s.Apply(ctx0, []Spec{spec("e", "escape")}, s.opts.Agent)
+	t.Cleanup(func() { s.Stop(context.Background()) })
 	requireCgroups(t, s)
+	if cg != nil {
+		// Born inside: the plugin process is in its cgroup already.
+		pid := pluginState(t, s, "e").PID
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.v2, "/sys/fs/cgroup/unified")+"/plugin-e-") {
+			t.Fatalf("plugin %d is not in its v2 cgroup: %s", pid, b)
+		}
+	}
 	var first int
 	waitFor(t, 20*time.Second, "the escaped grandchild", func() bool {
 		e := escapedProcs(token)

@@ -85,8 +85,8 @@ func (l Limits) apply(pid int) error {
 // String says which limits are in force, for status and the log.
 func (l Limits) String() string {
 	cg := l.cgroup
-	memCg := cg != nil && (cg.kind == cgroupV2 || cg.memory != "")
-	pidsCg := cg != nil && (cg.kind == cgroupV2 || cg.pids != "")
+	memCg := cg != nil && (cg.v2Memory || cg.kind == cgroupV1 && cg.memory != "")
+	pidsCg := cg != nil && (cg.v2Pids || cg.kind == cgroupV1 && cg.pids != "")
 	mem := "unlimited"
 	if l.MemoryMax > 0 {
 		how := "RLIMIT_DATA per process"
