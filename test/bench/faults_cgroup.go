@@ -49,13 +49,26 @@ func faultForkBomb(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "forkbomb", nsPath: l.node, env: []string{token}, config: onlyFaulty + fmt.Sprintf(quickRestarts, "plugin_pids_max = 64") + fmt.Sprintf(`
 plugin "bomb" { path = %q }
 `, b.faulty["forkbomb"])})
+	// Live first (the health server starts a moment after the agent).
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if code, _, err := a.healthGet("/v1/runtime/liveness"); err == nil && code == http.StatusOK {
+			break
+		}
+	}
 	most, probes, live := 0, 0, 0
+	var failed []string
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		most = max(most, len(withEntry(token, false)))
 		probes++
-		if code, _, err := a.healthGet("/v1/runtime/liveness"); err == nil && code == http.StatusOK {
+		code, body, err := a.healthGet("/v1/runtime/liveness")
+		if err == nil && code == http.StatusOK {
 			live++
+		} else if len(failed) < 3 {
+			failed = append(failed, fmt.Sprintf("%d %q %v", code, body, err))
 		}
+	}
+	if len(failed) > 0 {
+		s.Logf("fork bomb: liveness failures: %q", failed)
 	}
 	p, _ := a.plugin("bomb")
 	a.stop()
