@@ -140,6 +140,56 @@ func detectCgroups() *cgroupSetup {
 	return c
 }
 
+// sweep ends what an agent that died without stopping its plugins (kill
+// -9, a crash) left in plugin cgroups below parents: the processes of its
+// plugins, however they escaped, and the cgroups. An agent that still
+// runs (its pid is alive: another agent sharing this cgroup, as in
+// tests) is left alone. It returns how many cgroups it removed.
+func (c *cgroupSetup) sweep(reap func()) int {
+	if c == nil || c.kind == cgroupNone {
+		return 0
+	}
+	n := 0
+	for _, parent := range []string{c.v2, c.pids, c.memory} {
+		if parent == "" {
+			continue
+		}
+		ents, _ := os.ReadDir(parent)
+		for _, e := range ents {
+			pid, ok := sweptAgentPID(e.Name(), c.kind)
+			if !e.IsDir() || !ok || pid == os.Getpid() || unix.Kill(pid, 0) != unix.ESRCH {
+				continue
+			}
+			pc := &pluginCgroup{kind: c.kind, dirs: []string{filepath.Join(parent, e.Name())}}
+			if _, err := pc.kill(2*time.Second, reap); err == nil && pc.remove(time.Second) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// sweptAgentPID reads the agent's pid from the name of a plugin cgroup:
+// [spiderpool-]plugin-<name>-<agent pid>-<n>.
+func sweptAgentPID(name string, kind cgroupKind) (int, bool) {
+	prefix := "spiderpool-plugin-"
+	if kind == cgroupV2 {
+		prefix = "plugin-"
+	}
+	if !strings.HasPrefix(name, prefix) {
+		return 0, false
+	}
+	f := strings.Split(name, "-")
+	if len(f) < 4 {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(f[len(f)-2])
+	if _, err2 := strconv.Atoi(f[len(f)-1]); err != nil || err2 != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, true
+}
+
 // parseProcCgroup maps each controller of /proc/self/cgroup (and "" for
 // the v2 hierarchy) to this process's path in it.
 func parseProcCgroup(b []byte) map[string]string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -63,6 +64,55 @@ func TestCgroupCreateLeavesNothingOnError(t *testing.T) {
 	}
 	if err := pc.remove(time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSweepEndsWhatADeadAgentLeft: a plugin cgroup of an agent that died
+// without stopping its plugins is emptied and removed by the next one,
+// the escaped process in it included; one of a live agent is left alone.
+func TestSweepEndsWhatADeadAgentLeft(t *testing.T) {
+	c := detectCgroups()
+	if c.kind != cgroupV1 || c.pids == "" {
+		t.Fatalf("no v1 pids cgroup here: %s", c.describe())
+	}
+	// A dead agent: a process that has exited (and been reaped).
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadDir := filepath.Join(c.pids, fmt.Sprintf("spiderpool-plugin-x-y-%d-1", dead.Process.Pid))
+	liveDir := filepath.Join(c.pids, fmt.Sprintf("spiderpool-plugin-x-%d-1", os.Getppid()))
+	for _, d := range []string{deadDir, liveDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(d) })
+	}
+	left := exec.Command("sleep", "600")
+	left.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := left.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = left.Process.Kill(); _ = left.Wait() })
+	if err := writeCgroupFile(deadDir, "cgroup.procs", strconv.Itoa(left.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- left.Wait() }()
+	only := &cgroupSetup{kind: cgroupV1, pids: c.pids}
+	if n := only.sweep(nil); n < 1 {
+		t.Errorf("sweep removed %d cgroups, want the dead agent's", n)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Error("the process left in the dead agent's plugin cgroup is alive")
+	}
+	if _, err := os.Stat(deadDir); !os.IsNotExist(err) {
+		t.Errorf("%s: %v, want it removed", deadDir, err)
+	}
+	if _, err := os.Stat(liveDir); err != nil {
+		t.Errorf("the live agent's cgroup: %v", err)
 	}
 }
 
