@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,10 @@ type cgroupSetup struct {
 	v2, pids, memory string
 	// v2: which controllers are enabled for the plugin cgroups.
 	v2Pids, v2Memory bool
+	// noClone3 is set once clone3 was refused (systemd's seccomp filter
+	// for RestrictNamespaces= answers it with ENOSYS): plugins are then
+	// moved into their v2 cgroup right after they start.
+	noClone3 atomic.Bool
 	// why no cgroups are used, or what is missing, for the log.
 	note string
 }
@@ -161,7 +166,7 @@ func (c *cgroupSetup) sweep(reap func()) int {
 				continue
 			}
 			pc := &pluginCgroup{kind: c.kind, dirs: []string{filepath.Join(parent, e.Name())}}
-			if _, err := pc.kill(2*time.Second, reap); err == nil && pc.remove(time.Second) == nil {
+			if _, err := pc.kill(2*time.Second, 0, reap); err == nil && pc.remove(time.Second) == nil {
 				n++
 			}
 		}
@@ -482,9 +487,10 @@ func (pc *pluginCgroup) startIn(start func() error) error {
 	return <-done
 }
 
-// dirFD opens the v2 cgroup directory for CLONE_INTO_CGROUP; nil on v1.
-func (pc *pluginCgroup) dirFD() (*os.File, error) {
-	if pc == nil || pc.kind != cgroupV2 {
+// dirFD opens the v2 cgroup directory for CLONE_INTO_CGROUP; nil on v1
+// and where clone3 is refused.
+func (pc *pluginCgroup) dirFD(c *cgroupSetup) (*os.File, error) {
+	if pc == nil || pc.kind != cgroupV2 || c.noClone3.Load() {
 		return nil, nil
 	}
 	f, err := os.OpenFile(pc.dirs[0], os.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -517,8 +523,10 @@ func (pc *pluginCgroup) procs() ([]int, error) {
 }
 
 // kill ends every process in the cgroup and waits, up to bound, until
-// none is left. reap collects those that were the agent's children.
-func (pc *pluginCgroup) kill(bound time.Duration, reap func()) (int, error) {
+// none is left and those it killed are gone or reaped: reap collects the
+// ones that became the agent's children (orphans, as subreaper); leader,
+// the plugin process os/exec waits for, is left to it.
+func (pc *pluginCgroup) kill(bound time.Duration, leader int, reap func()) (int, error) {
 	if pc == nil {
 		return 0, nil
 	}
@@ -526,19 +534,21 @@ func (pc *pluginCgroup) kill(bound time.Duration, reap func()) (int, error) {
 	killed := map[int]bool{}
 	self := os.Getpid()
 	for {
+		// Listed before cgroup.kill: it is asynchronous, and a process
+		// that left cgroup.procs may still be a zombie to reap.
+		pids, err := pc.procs()
+		if err != nil {
+			return len(killed), fmt.Errorf("list plugin cgroup: %w", err)
+		}
 		if pc.kind == cgroupV2 {
 			// Kills every process, including ones forked meanwhile.
 			if err := writeCgroupFile(pc.dirs[0], "cgroup.kill", "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return len(killed), fmt.Errorf("kill plugin cgroup: %w", err)
 			}
 		}
-		pids, err := pc.procs()
-		if err != nil {
-			return len(killed), fmt.Errorf("list plugin cgroup: %w", err)
-		}
 		live := 0
 		for _, pid := range pids {
-			if pid == self || pid == 0 {
+			if pid == self || pid <= 0 {
 				continue // never: the agent is not in a plugin cgroup
 			}
 			live++
@@ -548,7 +558,7 @@ func (pc *pluginCgroup) kill(bound time.Duration, reap func()) (int, error) {
 		if reap != nil {
 			reap()
 		}
-		if live == 0 {
+		if live == 0 && settled(killed, self, leader) {
 			return len(killed), nil
 		}
 		if time.Now().After(deadline) {
@@ -556,6 +566,21 @@ func (pc *pluginCgroup) kill(bound time.Duration, reap func()) (int, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// settled reports whether every killed process is gone, or a zombie that
+// is not the agent's to reap (its parent, not one of the killed, will).
+func settled(killed map[int]bool, self, leader int) bool {
+	for pid := range killed {
+		ppid, st, ok := procStat(pid)
+		if !ok || pid == leader {
+			continue
+		}
+		if st != 'Z' || ppid == self || killed[ppid] {
+			return false
+		}
+	}
+	return true
 }
 
 // remove deletes the cgroup's directories, retrying up to bound while the

@@ -266,6 +266,25 @@ func TestEscapedChildIsKilledV2(t *testing.T) {
 	testEscapedChild(t, &cgroupSetup{kind: cgroupV2, v2: parent})
 }
 
+// TestEscapedChildIsKilledV2NoClone3: the same where clone3 is refused
+// (systemd's seccomp filter for RestrictNamespaces= answers ENOSYS): the
+// plugin is moved into its cgroup right after it starts.
+func TestEscapedChildIsKilledV2NoClone3(t *testing.T) {
+	const unified = "/sys/fs/cgroup/unified"
+	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-noclone3-%d", os.Getpid()))
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(parent); err != nil {
+			t.Error(err)
+		}
+	})
+	cg := &cgroupSetup{kind: cgroupV2, v2: parent}
+	cg.noClone3.Store(true)
+	testEscapedChild(t, cg)
+}
+
 func testEscapedChild(t *testing.T, cg *cgroupSetup) {
 	token := setToken(t)
 	rec := newRecorder()

@@ -66,7 +66,7 @@ func (r *procRunner) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("plugin %s: %w", r.plugin, err)
 	}
-	fd, err := cg.dirFD()
+	fd, err := cg.dirFD(r.reaper.cgroups)
 	if err != nil {
 		_ = cg.remove(0)
 		return err
@@ -79,8 +79,27 @@ func (r *procRunner) Start(context.Context) error {
 	r.mu.Lock()
 	r.cg = cg
 	r.mu.Unlock()
-	if err := cg.startIn(func() error { return r.reaper.start(r.cmd) }); err != nil {
-		_ = cg.remove(0)
+	err = cg.startIn(func() error { return r.reaper.start(r.cmd) })
+	if err != nil && fd != nil && (errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM)) {
+		r.reaper.cgroups.noClone3.Store(true)
+		r.log.Warn("cannot start plugins inside their cgroup (clone3 refused); moving them in right after start", "error", err)
+		fd = nil
+		if err = r.renew(); err == nil {
+			err = r.reaper.start(r.cmd)
+		}
+	}
+	if err == nil && cg != nil && cg.kind == cgroupV2 && fd == nil {
+		// Not born inside: move it in at once (v2 moves all its
+		// threads; it has forked nothing yet unless it did so within
+		// these microseconds).
+		if werr := writeCgroupFile(cg.dirs[0], "cgroup.procs", strconv.Itoa(r.cmd.Process.Pid)); werr != nil {
+			_ = unix.Kill(-r.cmd.Process.Pid, unix.SIGKILL)
+			go func() { _ = r.Wait(context.Background()) }()
+			err = fmt.Errorf("move plugin into its cgroup: %w", werr)
+		}
+	}
+	if err != nil {
+		_ = cg.remove(time.Second)
 		return err
 	}
 	pid := r.cmd.Process.Pid
@@ -95,6 +114,26 @@ func (r *procRunner) Start(context.Context) error {
 	if cg != nil && cg.mem != "" && r.limits.MemoryMax > 0 {
 		go r.watchOOM(cg)
 	}
+	return nil
+}
+
+// renew replaces a command whose Start failed (which closed its pipes)
+// by a fresh one, without CLONE_INTO_CGROUP. go-plugin asks for Stdout
+// and Stderr only after Start.
+func (r *procRunner) renew() error {
+	old := r.cmd
+	attr := *old.SysProcAttr
+	attr.UseCgroupFD, attr.CgroupFD = false, 0
+	cmd := &exec.Cmd{Path: old.Path, Args: old.Args, Env: old.Env, ExtraFiles: old.ExtraFiles, SysProcAttr: &attr}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	r.cmd, r.stdout, r.stderr = cmd, stdout, stderr
 	return nil
 }
 
@@ -151,7 +190,7 @@ func (r *procRunner) Kill(context.Context) error {
 	r.stopOnce.Do(func() { close(r.stopOOM) })
 	// The cgroup first: nothing in it can escape, however it forks or
 	// whatever it does to its environment.
-	_, cgErr := cg.kill(2*time.Second, func() { r.reaper.reapZombies() })
+	_, cgErr := cg.kill(2*time.Second, pid, func() { r.reaper.reapZombies() })
 	_ = unix.Kill(-pid, unix.SIGKILL)
 	_, err := r.reaper.killTree(r.mark, 2*time.Second)
 	return errors.Join(cgErr, err, cg.remove(2*time.Second))
