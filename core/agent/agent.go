@@ -591,6 +591,7 @@ func restartPolicy(cfg *config.Config) supervisor.RestartPolicy {
 func pluginLimits(cfg *config.Config) supervisor.Limits {
 	return supervisor.Limits{
 		MemoryMax:         uint64(cfg.Supervisor.PluginMemoryMaxMB) << 20,
+		PidsMax:           int64(cfg.Supervisor.PluginPidsMax),
 		LogLinesPerSecond: float64(cfg.Supervisor.PluginLogRate),
 		LogBurst:          cfg.Supervisor.PluginLogBurst,
 	}

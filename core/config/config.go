@@ -79,6 +79,7 @@ const (
 	DefaultRestartBudget         = supervisor.DefaultBudget
 	DefaultStableAfter           = supervisor.DefaultStableAfter
 	DefaultPluginMemoryMaxMB     = 1024
+	DefaultPluginPidsMax         = 256
 	DefaultPluginLogRate         = 100
 	DefaultPluginLogBurst        = 500
 	DefaultMaxHistoryRecords     = 100
@@ -184,10 +185,15 @@ type SupervisorConfig struct {
 	// StableAfter is how long a run must last for the backoff and budget
 	// to start over. HCL stable_after, default 1m.
 	StableAfter time.Duration
-	// PluginMemoryMaxMB limits each plugin process's memory, in MiB
-	// (RLIMIT_DATA; GOMEMLIMIT at 90%); 0 is unlimited. HCL
+	// PluginMemoryMaxMB limits each plugin's memory, in MiB: its cgroup's
+	// (the whole tree, where the agent can make cgroups), RLIMIT_DATA per
+	// process and GOMEMLIMIT at 90%; 0 is unlimited. HCL
 	// plugin_memory_max_mb, default 1024.
 	PluginMemoryMaxMB int
+	// PluginPidsMax limits the processes and threads of each plugin's
+	// tree (its cgroup's pids.max); 0 is no limit. HCL plugin_pids_max,
+	// default 256.
+	PluginPidsMax int
 	// PluginLogRate and PluginLogBurst bound the log lines of each plugin
 	// (a token bucket). HCL plugin_log_rate, default 100 a second, and
 	// plugin_log_burst, default 500.
@@ -392,6 +398,7 @@ func Default() *Config {
 			RestartBudget:         DefaultRestartBudget,
 			StableAfter:           DefaultStableAfter,
 			PluginMemoryMaxMB:     DefaultPluginMemoryMaxMB,
+			PluginPidsMax:         DefaultPluginPidsMax,
 			PluginLogRate:         DefaultPluginLogRate,
 			PluginLogBurst:        DefaultPluginLogBurst,
 		},

@@ -207,9 +207,13 @@ var globalKeys = []*keySpec{
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.Supervisor.StableAfter }},
 	{name: "supervisor.plugin_memory_max_mb", kind: kindInt,
-		desc: "memory limit of each plugin process in MiB (RLIMIT_DATA, and GOMEMLIMIT at 90%); 0 is unlimited",
+		desc: "memory limit of each plugin in MiB (its cgroup's, children included, where cgroups are available; RLIMIT_DATA per process; GOMEMLIMIT at 90%); 0 is unlimited",
 		want: "0 (unlimited) or a whole number of MiB >= 128", check: memoryMB,
 		ptr: func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},
+	{name: "supervisor.plugin_pids_max", kind: kindInt,
+		desc: "processes and threads each plugin may have, children included (its cgroup's pids.max; needs cgroups); 0 is no limit",
+		want: "0 (no limit) or a number of processes >= 32", check: pidsMax,
+		ptr: func(c *Config) any { return &c.Supervisor.PluginPidsMax }},
 	{name: "supervisor.plugin_log_rate", kind: kindInt,
 		desc: "log lines a second each plugin may write to the agent's log; more are dropped and counted",
 		want: wantAtLeastOne, check: intRange(1, maxInt),
@@ -225,6 +229,13 @@ var globalKeys = []*keySpec{
 func memoryMB(v any) (any, bool) {
 	n := v.(int)
 	return n, n == 0 || n >= 128 && n <= 1<<30
+}
+
+// pidsMax allows 0 or room for a Go plugin's own threads (a dozen or so)
+// and some children.
+func pidsMax(v any) (any, bool) {
+	n := v.(int)
+	return n, n == 0 || n >= 32 && n <= 1<<22
 }
 
 const maxInt = int(^uint(0) >> 1)

@@ -421,6 +421,8 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:2:26: Invalid value for "supervisor.plugin_memory_max_mb": 64 is not 0 (unlimited) or a whole number of MiB >= 128.`,
 			`a.hcl:3:21: Invalid value for "supervisor.plugin_log_rate": 0 is not a whole number >= 1.`,
 			`a.hcl:4:22: Invalid value for "supervisor.plugin_log_burst"`}},
+		{"plugin pids", "supervisor {\n  plugin_pids_max = 8\n}\n", []string{
+			`a.hcl:2:21: Invalid value for "supervisor.plugin_pids_max": 8 is not 0 (no limit) or a number of processes >= 32.`}},
 		{"plugin values", "plugin \"ip-conflict\" {\n  timeout = \"-1s\"\n  failure_policy = \"ignore\"\n  path = \"bin/x\"\n}\n", []string{
 			`a.hcl:2:13: Invalid value for "plugin.ip-conflict.timeout"`,
 			`a.hcl:3:20: Invalid value for "plugin.ip-conflict.failure_policy": "ignore" is not a failure policy`,
@@ -731,7 +733,7 @@ func TestSettings(t *testing.T) {
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
-		"supervisor.plugin_memory_max_mb", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
+		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
 		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)

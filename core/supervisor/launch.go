@@ -112,7 +112,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 				ExtraFiles:  []*os.File{lifeR, bin.file},
 				SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 			}
-			r, err := newProcRunner(cmd, spec.Path, bin, rp, mark, opts.Limits)
+			r, err := newProcRunner(cmd, spec.Path, spec.Name, bin, rp, mark, opts.Limits, log)
 			if err != nil {
 				return nil, err
 			}

@@ -341,6 +341,9 @@ func (m *managed) watch(ctx context.Context, inst *instance) (string, bool) {
 			return "stopping", missed == 0
 		case <-exitPoll.C:
 			if inst.client.Exited() {
+				if why := inst.runner.exitReason(); why != "" {
+					return why, false
+				}
 				return "the plugin process exited", false
 			}
 		case <-health.C:

@@ -9,9 +9,12 @@
 // can be changed by no one but root or the agent's user (sshd's
 // StrictModes), and what runs is the descriptor that was checked and
 // hashed (trust.go). Each plugin's output is bounded: log lines by a token
-// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go); its orphans are
-// found by an environment mark and reaped by the agent as child subreaper
-// (reaper.go).
+// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go). Where the node
+// lets the agent make cgroups, each plugin instance is born in a cgroup of
+// its own that bounds its processes and the memory of its whole tree and
+// that no descendant can leave; stopping the plugin empties and removes it
+// (cgroup.go). Besides, its orphans are found by an environment mark and
+// reaped by the agent as child subreaper (reaper.go).
 package supervisor
 
 import (
@@ -158,7 +161,13 @@ type Supervisor struct {
 // New returns a supervisor with nothing running.
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
-	return &Supervisor{opts: opts, reaper: newReaper(), agent: opts.Agent, plugins: map[string]*managed{}}
+	rp := newReaper()
+	opts.Limits.cgroup = rp.cgroups
+	opts.Logger.Info("plugin limits", "limits", opts.Limits.String())
+	if n := rp.cgroups.sweep(func() { rp.reapZombies() }); n > 0 {
+		opts.Logger.Warn("ended what an earlier agent left in plugin cgroups", "cgroups", n)
+	}
+	return &Supervisor{opts: opts, reaper: rp, agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
 // Apply makes the running plugins match specs: new or newly enabled ones

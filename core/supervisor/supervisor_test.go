@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute", "orphan", "logflood", "memhog", "metricflood"} {
+		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute", "orphan", "logflood", "memhog", "metricflood", "forkbomb", "escape", "childhog"} {
 			out := filepath.Join(dir, "faulty-"+mode)
 			cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+mode, "-o", out, "../../test/plugins/faulty")
 			if b, err := cmd.CombinedOutput(); err != nil {

@@ -56,6 +56,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("supervisor", func(s *scope) []faultRow { return faultSupervisor(s, b) })
 	section("burst", func(s *scope) []faultRow { return faultBurst(s, b) })
 	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
+	section("cgroup", func(s *scope) []faultRow { return faultCgroups(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0
