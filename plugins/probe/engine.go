@@ -164,19 +164,12 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, sn
 	p = p.withDefaults()
 	fail := func(err error) error { return fmt.Errorf("cannot probe %s: %w", t, err) }
 
-	en, err := e.acquire(ctx, t)
+	en, err := e.acquireLink(ctx, t)
 	if err != nil {
 		return res, fail(err)
 	}
 	defer e.release(en)
 	s := en.sock
-
-	if err := s.checkLink(ctx); err != nil {
-		if errors.Is(err, ErrInterface) {
-			e.forget(en)
-		}
-		return res, fail(err)
-	}
 	mac := s.hwAddr()
 
 	var (
@@ -323,4 +316,30 @@ func validate(t Target, gateway bool, snd Sender) error {
 		}
 	}
 	return nil
+}
+
+// acquireLink returns the socket entry for t with its link checked usable.
+// A socket whose interface vanished or was renamed is dropped and opened
+// afresh once, since the name may now belong to a new interface: a
+// workload's interface deleted and created again in the same namespace
+// (CNI DEL then ADD) must not cost a failed check.
+func (e *Engine) acquireLink(ctx context.Context, t Target) (*entry, error) {
+	for attempt := 0; ; attempt++ {
+		en, err := e.acquire(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		err = en.sock.checkLink(ctx)
+		if err == nil {
+			return en, nil
+		}
+		if errors.Is(err, ErrInterface) {
+			e.forget(en)
+		}
+		broken := en.sock.isBroken()
+		e.release(en)
+		if !broken || attempt > 0 {
+			return nil, err
+		}
+	}
 }

@@ -75,6 +75,21 @@ func TestInterfaceUnusable(t *testing.T) {
 			t.Fatalf("no new socket for the new interface (opened %d, before %d)", got, opened)
 		}
 	})
+	t.Run("replaced between checks", func(t *testing.T) {
+		// CNI DEL then ADD in one namespace: the interface is deleted and
+		// created again under the same name with no check in between. The
+		// first check after must use the new interface, not fail on the
+		// old socket.
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port)
+		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
+		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
+		l.WaitReady(l.Node)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
+	})
 }
 
 // Our own probes come back to us through a hairpinned bridge port. They must
