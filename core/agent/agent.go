@@ -99,6 +99,8 @@ type Agent struct {
 	tel    *telemetry.Telemetry
 	sup    *supervisor.Supervisor
 	notify *sdnotify.Notifier
+	// ipam is nil when IPAM is off (no --ipam-config-dir).
+	ipam *ipamService
 
 	cfgMu sync.Mutex // also serialises reloads
 	cfg   *config.Config
@@ -168,6 +170,15 @@ func (a *Agent) run(ctx context.Context) error {
 		for _, ln := range listeners {
 			ln.Close()
 		}
+	}
+	// IPAM next: its store is locked per node, and a bad pool file stops
+	// the start like any bad configuration.
+	if a.ipam, err = a.startIPAM(ctx, cfg); err != nil {
+		closeAll()
+		return fmt.Errorf("IPAM: %w", err)
+	}
+	if a.ipam != nil {
+		defer a.ipam.close()
 	}
 	healthLn, err := httpserve.Listen(fmt.Sprintf(":%d", cfg.HealthPort))
 	if err != nil {
@@ -429,6 +440,7 @@ func (a *Agent) Status(context.Context) state.Agent {
 	return state.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
 		Started: a.started.Load(), ConfigGeneration: gen, ConfigLoadedAt: loaded, Plugins: plugins, Gops: a.gops,
+		IPAM: a.ipamStatus(context.Background()),
 	}
 }
 
@@ -467,6 +479,15 @@ func (a *Agent) Reload(ctx context.Context) error {
 	for _, name := range sortedKeys(v.Warnings) {
 		for _, w := range v.Warnings[name] {
 			a.log.Warn(w, "plugin", name)
+		}
+	}
+	if a.ipam != nil {
+		// Pools after the plugins' dry run and before anything is applied:
+		// a refused pool change refuses the whole reload, so nothing is
+		// half-applied.
+		if err := a.ipam.reload(ctx, cfg); err != nil {
+			a.tel.ConfigReloaded(false)
+			return fmt.Errorf("%w: IPAM: %w", ErrReloadRefused, err)
 		}
 	}
 	old := a.cfg

@@ -65,6 +65,9 @@ func Run(args []string, env Env) int {
 			"plugin docs":     func() (cli.Command, error) { return &pluginDocsCommand{env: env}, nil },
 		},
 	}
+	for name, f := range ipamCommands(env) {
+		c.Commands[name] = f
+	}
 	withCompletion(c.Commands)
 	code, err := c.Run()
 	if err != nil {

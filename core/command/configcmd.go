@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -39,8 +40,13 @@ type configValidateCommand struct{ env Env }
 
 func (c *configValidateCommand) Synopsis() string { return "Check the configuration" }
 
+func (c *configValidateCommand) flags() (*flag.FlagSet, *string, *string) {
+	fs, dir := loadFlags("config validate", c.env)
+	return fs, dir, fs.String("ipam-config-dir", "", "also check the IPAM pools of this directory (*.hcl), as the daemon would load them")
+}
+
 func (c *configValidateCommand) Help() string {
-	fs, _ := loadFlags("config validate", c.env)
+	fs, _, _ := c.flags()
 	return helpText("config validate [options]", `
 Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
 environment) and reports every problem with its file:line:column. Each enabled
@@ -48,19 +54,29 @@ plugin is started just long enough to check its config block: against the
 schema the plugin reports, then by the plugin itself (a dry run, which finds
 values that parse but are wrong, at their file:line:column). No plugin is
 configured, so nothing on the node changes. A plugin that calls itself by
-another name than its block is a warning. Exits 0 when everything is valid,
-1 otherwise.`, fs)
+another name than its block is a warning. With --ipam-config-dir the IPAM
+pools are checked too (sizes against ipam.max_allocated_ips). Exits 0 when
+everything is valid, 1 otherwise.`, fs)
 }
 
 func (c *configValidateCommand) Run(args []string) int {
-	fs, dir := loadFlags("config validate", c.env)
+	fs, dir, ipamDir := c.flags()
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, Lookup: c.env.Lookup})
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, IPAMConfigDir: *ipamDir, Lookup: c.env.Lookup})
 	if err != nil {
 		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
 		return ExitFail
+	}
+	pools := -1
+	if *ipamDir != "" {
+		res, err := ipamconfig.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
+		if err != nil {
+			fmt.Fprintf(c.env.Stderr, "%v\n", err)
+			return ExitFail
+		}
+		pools = len(res.Pools)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -102,7 +118,11 @@ func (c *configValidateCommand) Run(args []string) int {
 			enabled++
 		}
 	}
-	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled)\n", enabled)
+	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled", enabled)
+	if pools >= 0 {
+		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", pools)
+	}
+	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK
 }
 

@@ -101,6 +101,7 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		// The same for every plugin: the supervisor block sets them.
 		fmt.Fprintf(w, "\nplugin limits: %s\n", st.Plugins[0].Limits)
 	}
+	writeIPAMStatus(w, st.IPAM)
 	first := true
 	for _, p := range st.Plugins {
 		if p.Description == "" && len(p.Capabilities) == 0 {

@@ -6,6 +6,8 @@ package state
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // Verdict is a check's answer, for one detector, one address or a whole
@@ -108,6 +110,8 @@ type Agent struct {
 	// Gops is the address of the gops agent when it listens: any local
 	// user can reach it (see gopsagent). Empty when it is off.
 	Gops string `json:"gops,omitempty"`
+	// IPAM is the IPAM service's state; nil from a backend without one.
+	IPAM *ipamapi.Status `json:"ipam,omitempty"`
 }
 
 // Ready reports whether the agent can serve, and the names of the plugins

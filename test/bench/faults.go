@@ -57,6 +57,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("burst", func(s *scope) []faultRow { return faultBurst(s, b) })
 	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
 	section("cgroup", func(s *scope) []faultRow { return faultCgroups(s, b) })
+	section("ipam-kill", func(s *scope) []faultRow { return faultIPAMKill(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

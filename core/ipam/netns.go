@@ -1,0 +1,146 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// LinkUpper brings a workload's interface up so that it can be probed. A
+// CNI main plugin (macvlan, ipvlan) calls IPAM while the interface it made
+// is still down, and a down interface cannot send an ARP probe.
+type LinkUpper interface {
+	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
+	// up when it is down, and then waits (bounded by ctx and LinkWait)
+	// for carrier and, when linkLocal is set, for a usable IPv6
+	// link-local address (the source of a gateway probe; the kernel runs
+	// DAD on it first). restore puts the interface down again if EnsureUp
+	// raised it.
+	EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (restore func(), err error)
+}
+
+// LinkWait bounds the wait for an interface raised for a probe: carrier
+// and the IPv6 link-local's DAD (1 probe after up to 1s of delay, by the
+// kernel's defaults). When it passes, the probe runs anyway and the
+// detector says what is missing.
+const LinkWait = 3 * time.Second
+
+// linkPoll is how often the raised interface's state is read: state the
+// kernel reaches on its own, so there is nothing to wait on but time.
+const linkPoll = 10 * time.Millisecond
+
+// NetlinkUpper is the LinkUpper of the daemon: netlink on a handle opened
+// inside the namespace, from a locked OS thread.
+type NetlinkUpper struct{}
+
+// EnsureUp implements LinkUpper.
+func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (func(), error) {
+	h, err := handleIn(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	link, err := h.LinkByName(iface)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("interface %s: %w", iface, err)
+	}
+	if link.Attrs().Flags&unix.IFF_UP != 0 {
+		h.Close()
+		return func() {}, nil
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("bring %s up for the probe: %w", iface, err)
+	}
+	restore := func() {
+		defer h.Close()
+		_ = h.LinkSetDown(link)
+	}
+	wctx, cancel := context.WithTimeout(ctx, LinkWait)
+	defer cancel()
+	for !usable(h, iface, linkLocal) {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				restore()
+				return nil, ctx.Err()
+			}
+			return restore, nil
+		case <-time.After(linkPoll):
+		}
+	}
+	return restore, nil
+}
+
+// usable: carrier, and a link-local past DAD when asked for.
+func usable(h *netlink.Handle, iface string, linkLocal bool) bool {
+	link, err := h.LinkByName(iface)
+	if err != nil || link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+		return false
+	}
+	if !linkLocal {
+		return true
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// handleIn opens a netlink handle bound to the namespace at path. The
+// socket keeps working in that namespace after the thread has left it.
+func handleIn(path string) (*netlink.Handle, error) {
+	if path == "" {
+		return netlink.NewHandle()
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	// NewHandleAt switches this locked thread into ns and back.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// NetnsGone reports whether the namespace at path is gone: the path no
+// longer exists, or it is no longer a namespace (a /var/run/netns file
+// whose bind mount was removed, a /proc/PID/ns/net of a dead process).
+// Any other error is returned: GC never frees on a doubt.
+func NetnsGone(path string) (bool, error) {
+	var st unix.Statfs_t
+	err := unix.Statfs(path, &st)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	if st.Type == unix.NSFS_MAGIC || st.Type == unix.PROC_SUPER_MAGIC {
+		return false, nil
+	}
+	// A plain file left behind where a namespace was bind-mounted.
+	if _, err := os.Stat(path); err != nil {
+		return false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return true, nil
+}
