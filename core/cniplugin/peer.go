@@ -1,0 +1,99 @@
+package cniplugin
+
+import (
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Who may answer on the control socket: the same rule as the agent's CLI
+// (core/control on the surfaces branch), restated here because importing
+// core/control would link the agent's logging into this small binary. With
+// a socket directory that others can write, anyone could put a socket of
+// their own on the path and hand workloads addresses; so the plugin asks
+// the kernel who the peer is (SO_PEERCRED) and trusts it only when:
+//
+//   - it runs as root or as the plugin's own user; or
+//   - it runs as another user U (systemd's DynamicUser=) and the socket
+//     file and its directory belong to U, the directory is writable by U
+//     alone, and the directory's parent belongs to root and is writable by
+//     root alone (only root can have handed that directory to U).
+
+// UntrustedPeerError is the plugin's error when the process on the socket
+// is not one it may believe.
+type UntrustedPeerError struct {
+	Path     string
+	PID, UID int
+	Reason   string
+}
+
+func (e *UntrustedPeerError) Error() string {
+	return fmt.Sprintf("refusing to trust the process on %s (pid %d, uid %d): %s; "+
+		"a spiderpool-agent runs as root, or under its own user in a directory root gave it", e.Path, e.PID, e.UID, e.Reason)
+}
+
+func trustPeer(c *net.UnixConn, path string) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("read the credentials of the process on %s: %w", path, err)
+	}
+	var cred *unix.Ucred
+	var gerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return fmt.Errorf("read the credentials of the process on %s: %w", path, err)
+	}
+	if gerr != nil {
+		return fmt.Errorf("read the credentials of the process on %s: %w", path, gerr)
+	}
+	uid := int(cred.Uid)
+	if uid == 0 || uid == os.Geteuid() {
+		return nil
+	}
+	untrusted := func(format string, a ...any) error {
+		return &UntrustedPeerError{Path: path, PID: int(cred.Pid), UID: uid, Reason: fmt.Sprintf(format, a...)}
+	}
+	sock, err := os.Lstat(path)
+	if err != nil {
+		return untrusted("cannot inspect the socket file: %v", err)
+	}
+	if owner(sock) != uid {
+		return untrusted("the socket file belongs to uid %d", owner(sock))
+	}
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return untrusted("cannot inspect the socket directory: %v", err)
+	}
+	switch {
+	case di.Mode().Perm()&0o022 != 0:
+		return untrusted("the socket directory %s is writable by group or others (mode %04o)", dir, di.Mode().Perm())
+	case owner(di) != uid:
+		return untrusted("the socket directory %s belongs to uid %d, not to the process's user", dir, owner(di))
+	}
+	parent := filepath.Dir(dir)
+	pi, err := os.Stat(parent)
+	if err != nil {
+		return untrusted("cannot inspect %s: %v", parent, err)
+	}
+	switch {
+	case owner(pi) != 0:
+		return untrusted("%s, which holds the socket directory, belongs to uid %d, not root", parent, owner(pi))
+	case pi.Mode().Perm()&0o022 != 0:
+		return untrusted("%s, which holds the socket directory, is writable by group or others (mode %04o)", parent, pi.Mode().Perm())
+	}
+	return nil
+}
+
+func owner(fi fs.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
