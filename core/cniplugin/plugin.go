@@ -380,6 +380,13 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	for _, pool := range nc.IPAM.Pools {
 		ours[pool] = true
 	}
+	// This node's allocations only: with a store shared by several nodes
+	// the list holds theirs too, and this runtime's list says nothing about
+	// them. The agent names its node by the host name, as the plugin does.
+	node, err := os.Hostname()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "spiderpool IPAM: GC: this node's name: "+err.Error(), "")
+	}
 	stale := map[ipamapi.AttachmentKey]bool{}
 	now := p.Now()
 	for _, pool := range nc.IPAM.Pools {
@@ -388,7 +395,8 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			return cniError("list the allocations of pool "+pool, err)
 		}
 		for _, a := range atts {
-			if valid[a.AttachmentKey] || a.State != "allocated" || now.Sub(a.Created) < gcMinAge || !allPools(a, ours) {
+			if valid[a.AttachmentKey] || a.State != "allocated" || now.Sub(a.Created) < gcMinAge ||
+				(a.Node != "" && a.Node != node) || !allPools(a, ours) {
 				continue
 			}
 			stale[a.AttachmentKey] = true
