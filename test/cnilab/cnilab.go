@@ -39,10 +39,16 @@ const PluginsVersion = "v1.9.1"
 var Upstream = []string{"plugins/main/macvlan", "plugins/main/ipvlan", "plugins/main/bridge", "plugins/ipam/host-local"}
 
 // Build compiles the spiderpool plugin of this checkout (with the race
-// detector when race is set) and the upstream plugins into dir. The
-// upstream plugins come from the Go module proxy (or the module cache) at
-// PluginsVersion.
+// detector when race is set) and the upstream plugins into dir.
 func Build(dir string, race bool) error {
+	if err := BuildSpiderpool(dir, race); err != nil {
+		return err
+	}
+	return BuildUpstream(dir)
+}
+
+// BuildSpiderpool compiles the spiderpool plugin of this checkout into dir.
+func BuildSpiderpool(dir string, race bool) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
@@ -56,12 +62,19 @@ func Build(dir string, race bool) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build the spiderpool CNI plugin: %v\n%s", err, out)
 	}
+	return nil
+}
+
+// BuildUpstream installs the upstream plugins at PluginsVersion into dir,
+// from the Go module proxy or the module cache, with the flags of a release
+// build (static, stripped).
+func BuildUpstream(dir string) error {
 	var pkgs []string
 	for _, p := range Upstream {
 		pkgs = append(pkgs, "github.com/containernetworking/plugins/"+p+"@"+PluginsVersion)
 	}
 	// Outside this module, so that the plugins build with their own go.mod.
-	cmd = exec.Command("go", append([]string{"install"}, pkgs...)...)
+	cmd := exec.Command("go", append([]string{"install", "-trimpath", "-ldflags", "-s -w"}, pkgs...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -168,6 +181,12 @@ func (r *Runtime) IPAMGC(ctx context.Context, list *libcni.NetworkConfigList, va
 			&invoke.Args{Command: "GC", Path: r.BinDir}, ex)
 	})
 	return buf.String(), err
+}
+
+// IPAMDel runs DEL of the list's IPAM plugin directly for a.
+func (r *Runtime) IPAMDel(ctx context.Context, list *libcni.NetworkConfigList, a Attachment) error {
+	_, err := r.IPAM(ctx, list, "DEL", a)
+	return err
 }
 
 // IPAM runs the list's IPAM plugin directly with command cmd for a, as its
