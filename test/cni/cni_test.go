@@ -35,6 +35,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(serveEnv); path != "" {
+		serveImpostor(path) // TestUntrustedAgent, as another user
+		return
+	}
 	netlab.Sweep()
 	var err error
 	if bins, err = agenttest.Build(); err != nil {
