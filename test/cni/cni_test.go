@@ -488,7 +488,8 @@ func TestEcosystem(t *testing.T) {
 		nogw := network(t, "nogw", l.withSocket(`"pools": ["nogw-v4"]`))
 		w := workload(t, "nogw")
 		_, err := l.rt.Add(ctx, nogw, w)
-		cniErr(t, err, cniplugin.CodeGateway, nogwGW4)
+		e := cniErr(t, err, cniplugin.CodeGateway, nogwGW4)
+		t.Logf("the runtime's error: %v", e)
 		// Nothing leaks in the agent: no allocation, no reservation.
 		if att, ok := l.held(key(w)); ok {
 			t.Errorf("the agent holds %+v after the failed ADD", att)
@@ -570,6 +571,32 @@ func TestEcosystem(t *testing.T) {
 		}
 		if err := l.rt.Del(ctx, underlay, other); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("older spec versions", func(t *testing.T) {
+		// The IPAM plugin exec'd by a main plugin of an older runtime: the
+		// result comes back in the configuration's version.
+		ctx := ctxFor(t, time.Minute)
+		for _, ver := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0"} {
+			list := network(t, "old", l.withSocket(`"pools": ["gc-v4"]`))
+			list.CNIVersion = ver
+			list.Plugins[0].Network.CNIVersion = ver
+			w := workload(t, "v"+strings.ReplaceAll(ver, ".", ""))
+			res, err := l.rt.IPAM(ctx, list, "ADD", w)
+			if err != nil {
+				t.Errorf("ADD with cniVersion %s: %v", ver, err)
+				continue
+			}
+			if v4, _ := addrs(t, res); res.Version() != ver || !v4.IsValid() {
+				t.Errorf("ADD with cniVersion %s: a %s result with %v", ver, res.Version(), v4)
+			}
+			if err := l.rt.IPAMDel(ctx, list, w); err != nil {
+				t.Errorf("DEL with cniVersion %s: %v", ver, err)
+			}
+			if _, ok := l.held(key(w)); ok {
+				t.Errorf("DEL with cniVersion %s released nothing", ver)
+			}
 		}
 	})
 
