@@ -23,6 +23,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -102,7 +103,10 @@ type Runtime struct {
 // NewRuntime returns a runtime whose plugins are in binDir, with its
 // result cache in cacheDir, running plugins in the namespace at nodeNS.
 func NewRuntime(binDir, cacheDir, nodeNS string) *Runtime {
-	return &Runtime{BinDir: binDir, NodeNS: nodeNS, CNI: libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, nil)}
+	// An explicit Exec: with nil, libcni sets its default on first use,
+	// and concurrent first calls race on it.
+	ex := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	return &Runtime{BinDir: binDir, NodeNS: nodeNS, CNI: libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, ex)}
 }
 
 // in runs fn on a thread inside the node's namespace; the plugin processes
