@@ -62,16 +62,6 @@ const (
 	nogwGW4          = "10.0.2.1" // nobody owns it
 )
 
-// v6GatewayDetection: the IPv6 pools here probe for conflicts (DAD from ::,
-// which needs no address of our own) but not for their gateway. The agent
-// raises the fresh macvlan interface for its probes, and its IPv6
-// link-local address is tentative until the kernel's DAD for it is over
-// (a second with the defaults of a workload's namespace; a moment even with
-// DAD off): the gateway detector then refuses to probe ("no usable IPv6
-// link-local address"), and the ADD fails. core/ipam does not wait for the
-// link-local address yet; with gateway_detection on for IPv6 every
-// dual-stack ADD here fails or flakes. IPv4 gateway detection is on.
-
 // pools is the agent's IPAM configuration. underlay-v4/v6 are the pools the
 // packaged conflists name.
 const pools = `
@@ -87,7 +77,7 @@ pool "underlay-v6" {
   ranges             = ["fd00::100-fd00::1ff"]
   gateway            = "fd00::1"
   conflict_detection = true
-  gateway_detection  = false # see v6GatewayDetection
+  gateway_detection  = true
 }
 pool "skip-v4" {
   subnet             = "10.0.1.0/24"
@@ -101,7 +91,7 @@ pool "skip-v6" {
   ranges             = ["fd00:1::20-fd00:1::27"]
   gateway            = "fd00:1::1"
   conflict_detection = true
-  gateway_detection  = false # see v6GatewayDetection
+  gateway_detection  = true
 }
 pool "nogw-v4" {
   subnet             = "10.0.2.0/24"
