@@ -12,8 +12,8 @@ import (
 )
 
 // Who may answer on the control socket: the same rule as the agent's CLI
-// (core/control on the surfaces branch), restated here because importing
-// core/control would link the agent's logging into this small binary. With
+// (core/control's trustPeer), restated here because importing core/control
+// would link the agent's logging into this small binary. With
 // a socket directory that others can write, anyone could put a socket of
 // their own on the path and hand workloads addresses; so the plugin asks
 // the kernel who the peer is (SO_PEERCRED) and trusts it only when:

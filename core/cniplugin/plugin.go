@@ -395,11 +395,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			return cniError("list the allocations of pool "+pool, err)
 		}
 		for _, a := range atts {
-			if valid[a.AttachmentKey] || a.State != "allocated" || now.Sub(a.Created) < gcMinAge ||
-				(a.Node != "" && a.Node != node) || !allPools(a, ours) {
-				continue
+			if gcStale(a, valid, ours, node, now) {
+				stale[a.AttachmentKey] = true
 			}
-			stale[a.AttachmentKey] = true
 		}
 	}
 	keys := make([]ipamapi.AttachmentKey, 0, len(stale))
@@ -420,6 +418,15 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return cniError(fmt.Sprintf("GC of network %q (%d stale allocations)", nc.Name, len(keys)), errors.Join(errs...))
 	}
 	return nil
+}
+
+// gcStale decides whether GC releases a: not in the runtime's valid list,
+// allocated (a reservation is an ADD in flight, not yet in any list), old
+// enough that the list cannot predate it, made on this node, and holding
+// only addresses of this network's pools.
+func gcStale(a ipamapi.Attachment, valid map[ipamapi.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
+	return !valid[a.AttachmentKey] && a.State == "allocated" && now.Sub(a.Created) >= gcMinAge &&
+		(a.Node == "" || a.Node == node) && allPools(a, ours)
 }
 
 // allPools: every address of a comes from one of this network's pools, so
