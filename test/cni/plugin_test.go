@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -145,5 +147,45 @@ func TestUntrustedAgent(t *testing.T) {
 	if e.Code != cniplugin.CodeUntrustedAgent || !strings.Contains(e.Msg, fmt.Sprintf("pid %d, uid %d", cmd.Process.Pid, nobody)) ||
 		!strings.Contains(e.Msg, "writable by group or others") {
 		t.Errorf("ADD with an impostor on the socket: %+v, want error %d naming pid %d and uid %d and why", e, cniplugin.CodeUntrustedAgent, cmd.Process.Pid, nobody)
+	}
+}
+
+// TestPackagedConflists: the conflists of packaging/cni load with libcni,
+// and their IPAM blocks are what the plugin accepts, naming the pools of
+// the README. (The macvlan one runs in TestEcosystem; this machine's kernel
+// may lack ipvlan, so the ipvlan one is checked here as configuration.)
+func TestPackagedConflists(t *testing.T) {
+	for file, mainType := range map[string]string{"macvlan.conflist": "macvlan", "ipvlan.conflist": "ipvlan"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := libcni.ConfListFromBytes(data)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != mainType {
+			t.Errorf("%s: version %s, plugins %d; want one %s plugin at 1.1.0", file, list.CNIVersion, len(list.Plugins), mainType)
+			continue
+		}
+		conf, err := libcni.InjectConf(list.Plugins[0], map[string]any{"name": list.Name, "cniVersion": list.CNIVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := cniplugin.ParseNetConf(conf.Bytes)
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if got := strings.Join(nc.IPAM.Pools, ","); got != "underlay-v4,underlay-v6" || nc.IPAM.Socket != cniplugin.DefaultSocketPath {
+			t.Errorf("%s: pools %s, socket %s", file, got, nc.IPAM.Socket)
+		}
+	}
+}
+
+// TestDefaultSocketPath: the plugin's default is the agent's.
+func TestDefaultSocketPath(t *testing.T) {
+	if cniplugin.DefaultSocketPath != control.DefaultSocketPath {
+		t.Errorf("the plugin's default socket %s is not the agent's %s", cniplugin.DefaultSocketPath, control.DefaultSocketPath)
 	}
 }
