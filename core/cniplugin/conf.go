@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -295,9 +297,29 @@ func Workload(cniArgs string) (string, error) {
 	default:
 		name = kv["SPIDERPOOL_WORKLOAD"]
 	}
+	name = fitWorkload(name)
 	var fe *ipamapi.FieldError
 	if err := ipamapi.ValidateWorkload("CNI_ARGS workload", name); errors.As(err, &fe) {
 		return "", confErr("CNI_ARGS", "the workload name %s", fe.Msg)
 	}
 	return name, nil
+}
+
+// fitWorkload shortens a name longer than the agent takes: Kubernetes
+// allows a 63-byte namespace and a 253-byte pod name, so "namespace/name"
+// can exceed ipamapi.MaxWorkload. The same long name always gives the same
+// short one (a prefix and a hash of the whole), so the workload keeps its
+// history and its sticky addresses.
+func fitWorkload(name string) string {
+	if len(name) <= ipamapi.MaxWorkload {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	suffix := fmt.Sprintf("~%016x", h.Sum64())
+	prefix := name[:ipamapi.MaxWorkload-len(suffix)]
+	for !utf8.ValidString(prefix) { // do not cut a character in two
+		prefix = prefix[:len(prefix)-1]
+	}
+	return prefix + suffix
 }

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 func TestParseNetConf(t *testing.T) {
@@ -117,11 +120,39 @@ func TestWorkload(t *testing.T) {
 			t.Errorf("Workload(%q) = %q, %v; want %q", args, got, err, want)
 		}
 	}
-	for _, args := range []string{"K8S_POD_NAME", "=x", "SPIDERPOOL_WORKLOAD=a\x01b", "K8S_POD_NAME=" + strings.Repeat("p", 300)} {
+	for _, args := range []string{"K8S_POD_NAME", "=x", "SPIDERPOOL_WORKLOAD=a\x01b"} {
 		var ce *ConfError
 		if _, err := Workload(args); !errors.As(err, &ce) || ce.Field != "CNI_ARGS" {
 			t.Errorf("Workload(%q): err %v, want a CNI_ARGS error", args, err)
 		}
+	}
+}
+
+// TestLongWorkloadName: Kubernetes allows a 63-byte namespace and a
+// 253-byte pod name; the agent takes 253 bytes. A longer name is shortened
+// the same way every time, and two long names stay apart.
+func TestLongWorkloadName(t *testing.T) {
+	ns, pod := strings.Repeat("n", 63), strings.Repeat("p", 253)
+	args := "K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + pod
+	got, err := Workload(args)
+	if err != nil {
+		t.Fatalf("Workload of a %d-byte name: %v", len(ns)+1+len(pod), err)
+	}
+	if len(got) > ipamapi.MaxWorkload || !strings.HasPrefix(got, ns+"/ppp") {
+		t.Errorf("shortened to %q (%d bytes)", got, len(got))
+	}
+	if again, _ := Workload(args); again != got {
+		t.Errorf("the same name shortened to %q and %q", got, again)
+	}
+	other, _ := Workload("K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + pod[:252] + "q")
+	if other == got {
+		t.Errorf("two long names shortened to the same %q", got)
+	}
+	// Multi-byte characters are not cut in two.
+	long := strings.Repeat("é", 200)
+	w, err := Workload("SPIDERPOOL_WORKLOAD=" + long)
+	if err != nil || !utf8.ValidString(w) || len(w) > ipamapi.MaxWorkload {
+		t.Errorf("Workload of %d bytes of é: %q, %v", len(long), w, err)
 	}
 }
 
