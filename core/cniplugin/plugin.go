@@ -67,6 +67,8 @@ const (
 const (
 	AllocateTimeout = 30 * time.Second
 	CallTimeout     = 10 * time.Second
+	// StdinTimeout bounds the read of the network configuration.
+	StdinTimeout = 10 * time.Second
 	// gcMinAge: GC leaves allocations younger than this alone. The
 	// runtime's list of valid attachments was made before GC ran, so a
 	// workload whose ADD finished just after is missing from it.
@@ -96,7 +98,15 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 func Main() {
 	cmd := os.Getenv("CNI_COMMAND")
 	if cmd != "" && cmd != "VERSION" {
+		// A runtime writes the configuration and closes stdin at once; a
+		// stdin that never ends must not hold the plugin (and the workload's
+		// start) forever.
+		timer := time.AfterFunc(StdinTimeout, func() {
+			exitWith(types.NewError(types.ErrIOFailure,
+				fmt.Sprintf("the network configuration on stdin did not end within %v", StdinTimeout), ""))
+		})
 		data, err := io.ReadAll(io.LimitReader(os.Stdin, MaxNetconfBytes+1))
+		timer.Stop()
 		switch {
 		case err != nil:
 			exitWith(types.NewError(types.ErrIOFailure, "read the network configuration from stdin: "+err.Error(), ""))

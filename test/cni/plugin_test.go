@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -70,6 +71,30 @@ func TestNetconfOnStdin(t *testing.T) {
 	e, out := execPlugin(t, "VERSION", strings.NewReader(""))
 	if e != nil || !strings.Contains(out, `"1.1.0"`) || !strings.Contains(out, `"0.3.0"`) {
 		t.Errorf("VERSION: %+v %s", e, out)
+	}
+}
+
+// TestStdinThatNeverEnds: a stdin that is never closed does not hold the
+// plugin: it gives up after cniplugin.StdinTimeout with error 5.
+func TestStdinThatNeverEnds(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.WriteString(`{"cniVersion": "1.1.0", "name": "n", `); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	e, _ := execPlugin(t, "ADD", r)
+	took := time.Since(start)
+	r.Close()
+	if e == nil || e.Code != types.ErrIOFailure || !strings.Contains(e.Msg, "did not end within") {
+		t.Errorf("ADD with a stdin that never ends: %+v, want error 5", e)
+	}
+	// Room for a loaded machine above the timeout, far below forever.
+	if took < cniplugin.StdinTimeout || took > cniplugin.StdinTimeout+20*time.Second {
+		t.Errorf("the plugin gave up after %v; its bound is %v", took, cniplugin.StdinTimeout)
 	}
 }
 
