@@ -16,10 +16,8 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
-// DefaultSocketPath is the agent's default control socket (the same as
-// core/control.DefaultSocketPath, which this package does not import: it
-// would link the agent's logging into a binary exec'd per workload).
-const DefaultSocketPath = "/var/run/spidernet/spiderpool.sock"
+// DefaultSocketPath is the agent's default control socket.
+const DefaultSocketPath = ipamapi.DefaultSocketPath
 
 // MaxNetconfBytes bounds the network configuration read from stdin. A
 // conflist with a prevResult of a few addresses is a few KiB.

@@ -26,6 +26,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -136,12 +137,14 @@ func exitWith(e *types.Error) {
 
 // parse reads the network configuration; a malformed one is the spec's
 // error 7 naming the field.
-func parse(args *skel.CmdArgs) (*NetConf, *client, error) {
+func parse(args *skel.CmdArgs) (*NetConf, *ipamapi.Client, error) {
 	nc, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "spiderpool IPAM: "+err.Error(), "")
 	}
-	return nc, &client{socket: nc.IPAM.Socket}, nil
+	// ipamapi's client believes only a trusted peer (SO_PEERCRED: root, or
+	// the agent's own user in a directory root gave it), like the CLI.
+	return nc, &ipamapi.Client{SocketPath: nc.IPAM.Socket}, nil
 }
 
 // Add asks the agent for one address per configured pool and prints the
@@ -161,7 +164,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), AllocateTimeout)
 	defer cancel()
-	att, err := c.allocate(ctx, req)
+	att, err := c.Allocate(ctx, req)
 	if err != nil {
 		return cniError("allocate "+describeKey(args.ContainerID, args.IfName)+" from "+strings.Join(nc.IPAM.Pools, ", "), err)
 	}
@@ -170,7 +173,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		// The agent handed out something unusable: give it back.
 		rctx, rcancel := context.WithTimeout(context.Background(), CallTimeout)
 		defer rcancel()
-		_, _ = c.release(rctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
+		_, _ = c.Release(rctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
 		return types.NewError(types.ErrInternal, "spiderpool IPAM: "+err.Error(), "")
 	}
 	out, err := res.GetAsVersion(nc.CNIVersion)
@@ -225,7 +228,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
-	if _, err := c.release(ctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName}); err != nil {
+	if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName}); err != nil {
 		return cniError("release "+describeKey(args.ContainerID, args.IfName), err)
 	}
 	return nil
@@ -242,14 +245,13 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	key := ipamapi.AttachmentKey{ContainerID: args.ContainerID, Interface: args.IfName}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
-	att, err := c.allocation(ctx, key)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-		return types.NewError(types.ErrUnknownContainer,
-			fmt.Sprintf("spiderpool IPAM: the agent holds no allocation for %s (released, or never made)", describeKey(key.ContainerID, key.Interface)), "")
-	}
+	att, ok, err := c.Get(ctx, key)
 	if err != nil {
 		return cniError("look up "+describeKey(key.ContainerID, key.Interface), err)
+	}
+	if !ok {
+		return types.NewError(types.ErrUnknownContainer,
+			fmt.Sprintf("spiderpool IPAM: the agent holds no allocation for %s (released, or never made)", describeKey(key.ContainerID, key.Interface)), "")
 	}
 	notOurs := func(format string, a ...any) error {
 		return types.NewError(CodeNotAllocated, "spiderpool IPAM: "+describeKey(key.ContainerID, key.Interface)+": "+fmt.Sprintf(format, a...), "")
@@ -340,9 +342,9 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
-	usage, err := c.pools(ctx)
+	usage, err := c.Pools(ctx)
 	if err != nil {
-		return types.NewError(CodeUnavailable, "spiderpool IPAM cannot serve ADD: "+err.Error(), "")
+		return types.NewError(CodeUnavailable, "spiderpool IPAM cannot serve ADD: "+agentError(err).Msg, "")
 	}
 	byName := map[string]ipamapi.PoolUsage{}
 	for _, u := range usage {
@@ -352,7 +354,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		u, ok := byName[name]
 		switch {
 		case !ok:
-			return types.NewError(CodeUnavailable, fmt.Sprintf("spiderpool IPAM cannot serve ADD: the agent on %s has no pool %q", c.socket, name), "")
+			return types.NewError(CodeUnavailable, fmt.Sprintf("spiderpool IPAM cannot serve ADD: the agent on %s has no pool %q", c.SocketPath, name), "")
 		case u.Free <= 0:
 			return types.NewError(CodeUnavailable, fmt.Sprintf("spiderpool IPAM cannot serve ADD: pool %s is full: %d addresses, %d allocated, %d reserved, %d quarantined",
 				name, u.Size, u.Allocated, u.Reserved, u.Quarantined), "")
@@ -400,7 +402,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	stale := map[ipamapi.AttachmentKey]bool{}
 	now := p.Now()
 	for _, pool := range nc.IPAM.Pools {
-		atts, err := c.allocations(ctx, pool)
+		atts, err := c.List(ctx, pool, "")
 		if err != nil {
 			return cniError("list the allocations of pool "+pool, err)
 		}
@@ -420,7 +422,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	// The spec: remove as much as possible, and report the errors.
 	var errs []error
 	for _, k := range keys {
-		if _, err := c.release(ctx, ipamapi.ReleaseRequest(k)); err != nil {
+		if _, err := c.Release(ctx, ipamapi.ReleaseRequest(k)); err != nil {
 			errs = append(errs, fmt.Errorf("release %s: %w", describeKey(k.ContainerID, k.Interface), err))
 		}
 	}
@@ -454,56 +456,73 @@ func describeKey(container, iface string) string {
 	return fmt.Sprintf("container %s interface %s", container, iface)
 }
 
-// cniError maps an error of the agent onto a CNI error: the spec's code
-// where one fits, else this plugin's; the agent's verdict as the message.
+// cniError maps an error of the agent onto a CNI error for what: the spec's
+// code where one fits, else this plugin's; the agent's verdict as the
+// message.
 func cniError(what string, err error) error {
+	e := agentError(err)
+	e.Msg = "spiderpool IPAM: " + what + ": " + e.Msg
+	return e
+}
+
+// agentError classifies an error of ipamapi.Client.
+func agentError(err error) *types.Error {
 	var (
-		ue *UnreachableError
-		pe *UntrustedPeerError
-		ae *APIError
+		nr *ipamapi.NotRunningError
+		up *ipamapi.UntrustedPeerError
+		ae *ipamapi.APIError
+		ne net.Error
 	)
-	msg := "spiderpool IPAM: " + what + ": "
 	switch {
-	case errors.As(err, &ue):
-		return types.NewError(types.ErrTryAgainLater, msg+ue.Error(), "")
-	case errors.As(err, &pe):
-		return types.NewError(CodeUntrustedAgent, msg+pe.Error(), "")
+	case errors.As(err, &nr):
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf(
+			"spiderpool-agent is not running: nothing answers on %s (start it: systemctl start spiderpool-agent)", nr.Path), "")
+	case errors.As(err, &up):
+		return types.NewError(CodeUntrustedAgent, up.Error(), "")
 	case errors.As(err, &ae):
-		code := types.ErrInternal
-		switch ae.Body.Code {
-		case ipamapi.CodeTryAgain, ipamapi.CodeNotReady:
-			code = types.ErrTryAgainLater
-		case ipamapi.CodeBadRequest:
-			code = types.ErrInvalidEnvironmentVariables
-			if strings.HasPrefix(ae.Body.Field, "pools") {
-				code = types.ErrInvalidNetworkConfig
-			}
-		case ipamapi.CodePoolFull:
-			code = CodePoolFull
-		case ipamapi.CodeConflict:
-			code = CodeConflict
-		case ipamapi.CodeGateway:
-			code = CodeGateway
-		case ipamapi.CodeBlocked:
-			code = CodeBlocked
-		case ipamapi.CodeCheckFailed:
-			code = CodeCheckFailed
-		case ipamapi.CodeUnknownPool:
-			code = CodeUnknownPool
-		case ipamapi.CodeDisabled:
-			code = CodeIPAMDisabled
-		case ipamapi.CodeMismatch:
-			code = CodeMismatch
-		case ipamapi.CodeNotFound:
-			code = types.ErrUnknownContainer
-		default:
-			if ae.Status == http.StatusServiceUnavailable {
-				code = types.ErrTryAgainLater
-			}
-		}
-		return types.NewError(code, msg+ae.Body.Error, skippedDetails(ae.Body.Skipped))
+		return types.NewError(apiCode(ae), ae.ErrorBody.Error, skippedDetails(ae.Skipped))
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne):
+		// No answer in time, or the connection broke: the agent may be
+		// busy, restarting or stopping.
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
-	return types.NewError(types.ErrInternal, msg+err.Error(), "")
+	return types.NewError(types.ErrInternal, err.Error(), "")
+}
+
+// apiCode is the CNI code of an error answer of the agent.
+func apiCode(ae *ipamapi.APIError) uint {
+	switch ae.Code {
+	case ipamapi.CodeTryAgain, ipamapi.CodeNotReady:
+		return types.ErrTryAgainLater
+	case ipamapi.CodeBadRequest:
+		if strings.HasPrefix(ae.Field, "pools") {
+			return types.ErrInvalidNetworkConfig
+		}
+		return types.ErrInvalidEnvironmentVariables
+	case ipamapi.CodePoolFull:
+		return CodePoolFull
+	case ipamapi.CodeConflict:
+		return CodeConflict
+	case ipamapi.CodeGateway:
+		return CodeGateway
+	case ipamapi.CodeBlocked:
+		return CodeBlocked
+	case ipamapi.CodeCheckFailed:
+		return CodeCheckFailed
+	case ipamapi.CodeUnknownPool:
+		return CodeUnknownPool
+	case ipamapi.CodeDisabled:
+		return CodeIPAMDisabled
+	case ipamapi.CodeMismatch:
+		return CodeMismatch
+	case ipamapi.CodeNotFound:
+		return types.ErrUnknownContainer
+	}
+	if ae.Status == http.StatusServiceUnavailable {
+		return types.ErrTryAgainLater
+	}
+	return types.ErrInternal
 }
 
 // skippedDetails lists the candidates the agent passed over, for the
