@@ -97,6 +97,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("ipam") {
 		must(run("ipam", func(s *scope) { targets = append(targets, benchIPAM(s, b, out)...) }))
 	}
+	if selected("cni") {
+		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out)...) }))
+	}
 
 	t := newTable("Targets", "case", "target", "measured", "met")
 	for _, tg := range targets {
