@@ -36,11 +36,11 @@ func (impostor) Status(context.Context) state.Agent {
 }
 func (impostor) Shutdown(context.Context) error { return nil }
 func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req control.ValidatedCheck) (control.CheckResponse, error) {
-	resp := control.CheckResponse{Verdict: state.VerdictPass}
+func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
+	resp := state.CheckResult{Verdict: state.VerdictPass}
 	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, control.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []control.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
+		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
+			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
 	}
 	return resp, nil
 }

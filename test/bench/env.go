@@ -381,7 +381,7 @@ func (a *agent) goroutines() (int, error) {
 }
 
 // check is one call through the control socket.
-func (a *agent) check(ctx context.Context, req control.CheckRequest) (control.CheckResponse, int, error) {
+func (a *agent) check(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error) {
 	return a.client().Check(ctx, req)
 }
 

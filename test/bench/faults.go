@@ -97,7 +97,7 @@ type result struct {
 }
 
 // classify compares an answer with what the request deserves.
-func classify(k loadKind, resp control.CheckResponse, code int, err error) (string, string) {
+func classify(k loadKind, resp state.CheckResult, code int, err error) (string, string) {
 	if err != nil || code != 200 {
 		return outError, fmt.Sprintf("%d %v", code, err)
 	}
@@ -857,7 +857,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	errVerdicts := 0
 	for _, v := range valid {
 		code, body, err := a.rawRequest("POST", "/v1/check", "application/json", []byte(v.body))
-		var resp control.CheckResponse
+		var resp state.CheckResult
 		if err == nil && code == 200 && json.Unmarshal(body, &resp) == nil && len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "error" {
 			if *verbose {
 				progress("api %q: %.300s", v.name, body)
@@ -1002,7 +1002,7 @@ func badFrames(s *scope, l *lab, evilHost *netlab.Host, a *agent, out io.Writer)
 		frame := c.build(evil.mac, cand)
 		before := seen.count(len(frame))
 		done := make(chan struct{})
-		var resp control.CheckResponse
+		var resp state.CheckResult
 		var code int
 		var err error
 		go func() {
