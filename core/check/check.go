@@ -1,7 +1,7 @@
-// Package check runs a check (state.Check, which the control API validates
-// and hands over): every address against every enabled detector, all at once, each detector bounded by its
-// own timeout, with the plugin's failure_policy deciding what a detector that
-// cannot answer means.
+// Package check runs a check (a state.Check, which the control API validates
+// and hands over): every address against every enabled detector, all at
+// once, each detector bounded by its own timeout, with the plugin's
+// failure_policy deciding what a detector that cannot answer means.
 package check
 
 import (
