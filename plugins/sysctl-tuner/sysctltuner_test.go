@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -430,16 +431,16 @@ func TestFailedKeyDegrades(t *testing.T) {
 	if h.State != sdk.HealthDegraded || !strings.Contains(h.Message, key) || !strings.Contains(h.Message, "1 of 6") {
 		t.Errorf("health %s %q, want degraded naming %s", h.State, h.Message, key)
 	}
-	detail, ok := h.Detail.([]KeyDetail)
+	detail, ok := h.Detail.([]tuner.KeyStatus)
 	if !ok || len(detail) != 6 {
 		t.Fatalf("detail %#v", h.Detail)
 	}
 	for _, d := range detail {
-		want := "applied"
+		want := tuner.StateApplied
 		if d.Key == key {
-			want = "failed"
+			want = tuner.StateFailed
 		}
-		if d.State != want || (want == "failed") != (d.Error != "") {
+		if d.State != want || (want == tuner.StateFailed) != (d.Error != "") {
 			t.Errorf("detail %+v, want state %s", d, want)
 		}
 	}
@@ -636,7 +637,7 @@ func TestHealthDetailJSON(t *testing.T) {
 		t.Fatalf("detail %s", b)
 	}
 	first := keys[0]
-	for _, f := range []string{"key", "path", "desired", "actual", "state", "previous"} {
+	for _, f := range []string{"key", "path", "desired", "actual", "state", "previous", "drifts_total", "failures_total"} {
 		if _, ok := first[f]; !ok {
 			t.Errorf("detail entry %v lacks %q", first, f)
 		}
@@ -728,7 +729,7 @@ func TestCutShortConfigurePass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := p.Health(context.Background()); h.Detail.([]KeyDetail)[0].State != "pending" {
+	if h := p.Health(context.Background()); h.Detail.([]tuner.KeyStatus)[0].State != "pending" {
 		t.Errorf("health detail after a cut-short pass: %+v", h.Detail)
 	}
 	st := p.Status(context.Background())
