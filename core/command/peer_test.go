@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -160,7 +161,7 @@ func TestDebugPprof(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	out := filepath.Join(dir, "heap.pprof")

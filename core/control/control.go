@@ -15,7 +15,8 @@
 //
 // Errors are JSON bodies {"error": "...", "field": "..."} (ErrorBody).
 //
-// The server side is Listen, NewHandler over a Backend, and Serve; the
+// The server side is Listen and NewHandler over a Backend, served with
+// httpserve.Serve (closing the listener removes the socket file); the
 // client side is Client. A check request is validated here
 // (CheckRequest.Validate) and the backend receives the parsed form
 // (state.Check), so it never sees a malformed address.

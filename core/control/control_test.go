@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -94,7 +95,7 @@ func startAgent(t *testing.T, b Backend) (path string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(b, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(b, nil)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -153,7 +154,7 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
 	a, err := (&Client{SocketPath: path}).Status(context.Background())
 	if err != nil || a.PID != 77 {
 		t.Errorf("status after replacing a stale socket = %+v, %v", a, err)
@@ -331,7 +332,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(b, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(b, nil)) }()
 
 	pid, err := (&Client{SocketPath: path}).Shutdown(context.Background())
 	if err != nil || pid != os.Getpid() {
