@@ -756,60 +756,6 @@ func TestCanceledContext(t *testing.T) {
 	}
 }
 
-func TestRun(t *testing.T) {
-	root := mkTree(t, initNS)
-	tu := configured(t, root, DefaultSettings())
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu      sync.Mutex
-		reports []Report
-	)
-	drifted := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tu.Run(ctx, 5*time.Millisecond, func(r Report) {
-			mu.Lock()
-			defer mu.Unlock()
-			reports = append(reports, r)
-			if len(reports) == 2 {
-				// Drift between the second and third pass.
-				if err := os.WriteFile(filepath.Join(root, "net/ipv4/conf/all/forwarding"), []byte("0\n"), 0o644); err != nil {
-					t.Error(err)
-				}
-			}
-			for _, c := range r.Changes {
-				if c.Drift {
-					close(drifted)
-				}
-			}
-		})
-	}()
-	select {
-	case <-drifted:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not correct the drift")
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(reports[0].Changes) != 6 {
-		t.Errorf("first report: %+v", reports[0].Changes)
-	}
-
-	// interval <= 0: one pass.
-	n := 0
-	tu.Run(context.Background(), 0, func(Report) { n++ })
-	if n != 1 {
-		t.Errorf("Run with no interval made %d passes", n)
-	}
-}
-
 // TestConcurrent runs passes, reconfigurations and status reads at once;
 // meant for -race.
 func TestConcurrent(t *testing.T) {
