@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -49,14 +50,7 @@ func TestMain(m *testing.M) {
 
 // initNS is a sysctl tree like the initial network namespace's, with the
 // kernel's defaults for the six tuned keys.
-var initNS = map[string]string{
-	"net/ipv4/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv6/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv4/conf/all/arp_notify":      "0\n",
-	"net/ipv4/conf/all/forwarding":      "0\n",
-	"net/ipv6/conf/all/forwarding":      "0\n",
-	"net/ipv4/conf/all/rp_filter":       "2\n",
-}
+var initNS = tunertest.InitNS()
 
 // the six defaults and their values.
 var defaultKeys = map[string]string{
@@ -73,45 +67,14 @@ func keyPath(key string) string { return strings.ReplaceAll(key, ".", "/") }
 // mkTree builds a sysctl tree in a temporary directory from initNS plus
 // extra (an empty value removes a file).
 func mkTree(t *testing.T, extra map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	files := map[string]string{}
-	for k, v := range initNS {
-		files[k] = v
-	}
-	for k, v := range extra {
-		files[k] = v
-	}
-	for rel, content := range files {
-		if content == "" {
-			continue
-		}
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
+	return tunertest.Tree(t, initNS, extra)
 }
 
 func readKey(t *testing.T, root, rel string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return strings.TrimSpace(tunertest.Read(t, root, rel))
 }
 
-func writeKey(t *testing.T, root, rel, v string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(rel)), []byte(v+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeKey(t *testing.T, root, rel, v string) { tunertest.Write(t, root, rel, v+"\n") }
 
 var both = sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: "info"}
 

@@ -10,21 +10,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 )
 
 // initNS is a sysctl tree like the initial network namespace's, with the
 // kernel's defaults for the six tuned keys, an interface whose name has a
 // dot and a multi-value key printed with tabs.
-var initNS = map[string]string{
-	"net/ipv4/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv6/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv4/conf/all/arp_notify":      "0\n",
-	"net/ipv4/conf/all/forwarding":      "0\n",
-	"net/ipv6/conf/all/forwarding":      "0\n",
-	"net/ipv4/conf/all/rp_filter":       "2\n",
+var initNS = withTree(tunertest.InitNS(), map[string]string{
 	"net/ipv4/conf/eth0.100/rp_filter":  "1\n",
 	"net/ipv4/conf/eth0.100/arp_ignore": "0\n",
 	"net/ipv4/tcp_rmem":                 "4096\t131072\t6291456\n",
+})
+
+func withTree(m, more map[string]string) map[string]string {
+	for k, v := range more {
+		m[k] = v
+	}
+	return m
 }
 
 // childNS is the same without neigh/default, as in any other namespace.
@@ -39,36 +42,11 @@ func childNS() map[string]string {
 }
 
 // mkTree builds a sysctl tree in a temporary directory.
-func mkTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	for rel, content := range files {
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
+func mkTree(t *testing.T, files map[string]string) string { return tunertest.Tree(t, files) }
 
-func readFile(t *testing.T, root, rel string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func readFile(t *testing.T, root, rel string) string { return tunertest.Read(t, root, rel) }
 
-func writeFile(t *testing.T, root, rel, v string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(rel)), []byte(v), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeFile(t *testing.T, root, rel, v string) { tunertest.Write(t, root, rel, v) }
 
 func byKey(t *testing.T, r Report, key string) KeyStatus {
 	t.Helper()
