@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // Binaries are built once per test binary.
@@ -399,28 +400,33 @@ func (a *Agent) Get(port int, path string) (int, []byte, error) {
 }
 
 // WaitFor polls the health endpoint path until it answers want, or fails
-// the test after timeout. It returns how long that took.
+// the test after timeout (at once if the agent exits). It returns how long
+// that took.
 func (a *Agent) WaitFor(path string, want int, timeout time.Duration) time.Duration {
 	a.t.Helper()
 	start := time.Now()
-	deadline := start.Add(timeout)
 	last := ""
-	for {
+	// poll.Until fails with runtime.Goexit (or the bench's panic), which
+	// runs this: the last answer is what says why.
+	defer func() {
+		if a.t.Failed() && last != "" {
+			a.t.Logf("%s last answered: %s", path, last)
+		}
+	}()
+	poll.Until(a.t, timeout, fmt.Sprintf("%s to answer %d", path, want), func() (bool, error) {
 		code, body, err := a.Get(a.Health, path)
 		if err == nil && code == want {
-			return time.Since(start)
+			return true, nil
 		}
 		last = fmt.Sprintf("%d %s %v", code, body, err)
 		select {
 		case <-a.done:
-			a.t.Fatalf("agent exited (%v) while waiting for %s to answer %d; last answer: %s\nlog:\n%s", a.exitErr, path, want, last, a.Log())
+			return false, fmt.Errorf("agent exited (%v); last answer: %s\nlog:\n%s", a.exitErr, last, a.Log())
 		default:
+			return false, nil
 		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("%s did not answer %d within %v; last answer: %s", path, want, timeout, last)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
+	return time.Since(start)
 }
 
 // WaitReady waits for readiness 200.
