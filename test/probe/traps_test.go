@@ -88,7 +88,7 @@ func TestInterfaceUnusable(t *testing.T) {
 		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
 		l.WaitReady(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
-		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
+		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}), probe.Reachable, netlab.GwMAC)
 	})
 }
 
