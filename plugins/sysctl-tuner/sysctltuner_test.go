@@ -115,14 +115,7 @@ func newPlugin(t *testing.T) *Plugin {
 }
 
 func statusKey(t *testing.T, st sdk.TunerStatus, key string) sdk.TunedKey {
-	t.Helper()
-	for _, k := range st.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in status %+v", key, st.Keys)
-	return sdk.TunedKey{}
+	return tunertest.Key(t, st.Keys, key, func(k sdk.TunedKey) string { return k.Key })
 }
 
 func statusKeys(st sdk.TunerStatus) []string {

@@ -49,14 +49,7 @@ func readFile(t *testing.T, root, rel string) string { return tunertest.Read(t, 
 func writeFile(t *testing.T, root, rel, v string) { tunertest.Write(t, root, rel, v) }
 
 func byKey(t *testing.T, r Report, key string) KeyStatus {
-	t.Helper()
-	for _, k := range r.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in report %+v", key, r.Keys)
-	return KeyStatus{}
+	return tunertest.Key(t, r.Keys, key, func(k KeyStatus) string { return k.Key })
 }
 
 // newTest returns a tuner on root that refuses, and fails the test, if a

@@ -70,3 +70,18 @@ func Write(t testing.TB, root, rel, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Key returns the entry of keys that name says is key (a tuner.KeyStatus,
+// an sdk.TunedKey: this package imports neither), failing the test when
+// there is none.
+func Key[K any](t testing.TB, keys []K, key string, name func(K) string) K {
+	t.Helper()
+	for _, k := range keys {
+		if name(k) == key {
+			return k
+		}
+	}
+	t.Fatalf("key %q not in %+v", key, keys)
+	var zero K
+	return zero
+}
