@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"io"
 	"net/netip"
 	"os"
@@ -294,7 +295,7 @@ func benchCNIStart(s *scope, dir, emptyGo string, out io.Writer) target {
 		var sp sample
 		for i := -10; i < n; i++ {
 			cmd := exec.Command(c.path)
-			cmd.Env = append(cleanEnv(), c.env...)
+			cmd.Env = append(agenttest.CleanEnv(), c.env...)
 			var outb bytes.Buffer
 			cmd.Stdout = &outb
 			t0 := time.Now()
