@@ -630,11 +630,10 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 		if !ok {
 			kind = sdk.KindDetector
 		}
-		path, _ := p.BinaryPath(cfg.PluginDirs())
-		specs = append(specs, supervisor.Spec{
-			Name: p.Name, Enabled: p.Enabled, Path: path, Checksum: p.Checksum,
-			Timeout: p.Timeout, FailurePolicy: p.FailurePolicy, Config: p.Config, Kind: kind,
-		})
+		sp := p.Spec
+		sp.Path, _ = p.BinaryPath(cfg.PluginDirs())
+		sp.Kind = kind
+		specs = append(specs, sp)
 	}
 	return specs
 }

@@ -31,7 +31,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
-	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
 // Built-in plugin names.
@@ -227,32 +226,20 @@ type IPAMConfig struct {
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
-// defaults.
+// defaults: the supervisor's Spec, as the operator wrote it, and where.
+//
+// Of the Spec, the configuration sets Name (^[a-z0-9][a-z0-9-]*$),
+// Enabled (default true; for the built-ins conf.yml tuneSysctlConfig,
+// enableIPConflictDetection and enableGatewayDetection set it), Path (an
+// explicit absolute path of the binary; empty means a search of plugin_dir,
+// see BinaryPath), Checksum ("sha256:" and 64 lowercase hex digits, or
+// empty), Timeout (default 5s), FailurePolicy (state.FailClosed by default,
+// or state.FailOpen) and Config (the raw config { } block with its start
+// position, so that decoding errors name the operator's file, line and
+// column; of several blocks for one plugin the last replaces the others).
+// Kind and Generation are the agent's to fill in.
 type PluginConfig struct {
-	// Name matches ^[a-z0-9][a-z0-9-]*$.
-	Name string
-	// Enabled starts the plugin. Default true; for the built-ins conf.yml
-	// tuneSysctlConfig, enableIPConflictDetection and enableGatewayDetection
-	// set it.
-	Enabled bool
-	// Path is an explicit absolute path of the plugin binary; empty means
-	// PluginDir/spiderpool-plugin-NAME (see BinaryPath).
-	Path string
-	// Checksum is "sha256:" and 64 lowercase hex digits, or empty for no
-	// check. A mismatch disables the plugin.
-	Checksum string
-	// Timeout bounds each call to the plugin. Default 5s.
-	Timeout time.Duration
-	// FailurePolicy is state.FailClosed (default) or state.FailOpen: what a check
-	// answers when the plugin cannot.
-	FailurePolicy string
-	// Config is the raw text of the plugin's config { } block, to be checked
-	// against the schema the plugin reports. Body is the source strictly
-	// between the braces and Start the position right after the opening
-	// brace, so that decoding errors name the operator's file, line and
-	// column. Empty when there is no block. Of several config blocks for one
-	// plugin (in several files), the last replaces the others entirely.
-	Config sdk.RawConfig
+	supervisor.Spec
 	// DeclRange is where the plugin block that first declared the plugin
 	// is; zero for a plugin that has only its built-in defaults.
 	DeclRange hcl.Range
@@ -433,12 +420,12 @@ func Default() *Config {
 
 // addPlugin adds a plugin with its defaults, keeping Plugins in name order.
 func (c *Config) addPlugin(name string) *PluginConfig {
-	p := &PluginConfig{
+	p := &PluginConfig{Spec: supervisor.Spec{
 		Name:          name,
 		Enabled:       true,
 		Timeout:       DefaultPluginTimeout,
 		FailurePolicy: state.FailClosed,
-	}
+	}}
 	for _, k := range pluginKeys {
 		c.setSource(pluginKey(name, k.name), Source{Kind: KindDefault})
 	}
