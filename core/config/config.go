@@ -81,6 +81,15 @@ const (
 	DefaultPluginTimeout         = 5 * time.Second
 )
 
+// Defaults of the IPAM service's own settings.
+const (
+	DefaultIPAMDBPath        = "/var/lib/spiderpool/ipam.db"
+	DefaultIPAMGCInterval    = time.Minute
+	DefaultIPAMGCGracePeriod = 30 * time.Second
+	// DefaultIPAMConfigDir is the packaged --ipam-config-dir.
+	DefaultIPAMConfigDir = "/etc/spiderpool/ipam.d"
+)
+
 // Config is the agent's effective configuration.
 type Config struct {
 	// LogLevel is one of debug, info, warn, error, fatal, panic; fatal and
@@ -201,6 +210,15 @@ type IPAMConfig struct {
 	// record is retried (>= 0). HCL update_max_retries, env
 	// SPIDERPOOL_UPDATE_CR_MAX_RETRIES, default 3.
 	UpdateMaxRetries int
+	// DBPath is the embedded store's file. HCL db_path, default
+	// /var/lib/spiderpool/ipam.db (the unit's StateDirectory).
+	DBPath string
+	// GCInterval is how often allocations whose namespace is gone are
+	// looked for. HCL gc_interval, default 1m.
+	GCInterval time.Duration
+	// GCGracePeriod is the wait between GC's two looks. HCL
+	// gc_grace_period, default 30s.
+	GCGracePeriod time.Duration
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -389,6 +407,9 @@ func Default() *Config {
 			MaxAllocatedIPs:   DefaultMaxAllocatedIPs,
 			MaxHistoryRecords: DefaultMaxHistoryRecords,
 			UpdateMaxRetries:  DefaultUpdateMaxRetries,
+			DBPath:            DefaultIPAMDBPath,
+			GCInterval:        DefaultIPAMGCInterval,
+			GCGracePeriod:     DefaultIPAMGCGracePeriod,
 		},
 		sources: map[string]Source{},
 	}

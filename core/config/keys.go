@@ -79,6 +79,11 @@ func ipAddress(v any) (any, bool) {
 	return s, net.ParseIP(s) != nil
 }
 
+func absPath(v any) (any, bool) {
+	s := v.(string)
+	return s, strings.HasPrefix(s, "/")
+}
+
 func absPathOrEmpty(v any) (any, bool) {
 	s := v.(string)
 	return s, s == "" || strings.HasPrefix(s, "/")
@@ -169,6 +174,18 @@ var globalKeys = []*keySpec{
 		desc: "retries of optimistic updates of shared IPAM records",
 		want: wantAtLeastZero, check: intRange(0, maxInt),
 		ptr: func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
+	{name: "ipam.db_path", kind: kindString,
+		desc: "file of the embedded IPAM store (bbolt)",
+		want: "an absolute path", check: absPath,
+		ptr: func(c *Config) any { return &c.IPAM.DBPath }},
+	{name: "ipam.gc_interval", kind: kindDuration,
+		desc: "how often IPAM looks for allocations whose network namespace is gone",
+		want: wantDuration, check: positiveDuration,
+		ptr: func(c *Config) any { return &c.IPAM.GCInterval }},
+	{name: "ipam.gc_grace_period", kind: kindDuration,
+		desc: "wait between IPAM GC's two looks at a namespace before its allocation is released",
+		want: wantDuration, check: positiveDuration,
+		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
 	{name: "supervisor.start_timeout", kind: kindDuration,
 		desc: "bound of a plugin's start and handshake",
 		want: wantDuration, check: positiveDuration,

@@ -1,0 +1,128 @@
+package ipamconfig
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoadGood(t *testing.T) {
+	dir := write(t, map[string]string{
+		"10-v4.hcl": `
+pool "lan4" {
+  subnet             = "10.20.0.0/24"
+  ranges             = ["10.20.0.10-10.20.0.19", "10.20.0.32/30"]
+  exclude            = ["10.20.0.12"]
+  gateway            = "10.20.0.1"
+  vlan               = 20
+  gateway_detection  = true
+  quarantine         = "5m"
+  route { dst = "0.0.0.0/0" }
+  route {
+    dst = "192.168.0.0/16"
+    gw  = "10.20.0.254"
+  }
+}
+`,
+		"20-v6.hcl": `pool "lan6" {
+  subnet = "fd00:20::/64"
+  ranges = ["fd00:20::100-fd00:20::1ff"]
+  conflict_detection = false
+}
+`,
+		"notes.txt": "not read",
+	})
+	res, err := Load(dir, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Pools) != 2 || len(res.Files) != 2 {
+		t.Fatalf("%d pools from %v", len(res.Pools), res.Files)
+	}
+	p4, p6 := res.Pools[0], res.Pools[1]
+	if p4.Name != "lan4" || p4.Size() != 13 || p4.VLAN != 20 || !p4.ConflictDetection || !p4.GatewayDetection || p4.Quarantine.String() != "5m0s" || len(p4.Routes) != 2 || p4.Routes[1].GW.String() != "10.20.0.254" {
+		t.Fatalf("lan4 %+v", p4)
+	}
+	if p6.Size() != 256 || p6.ConflictDetection || p6.GatewayDetection || p6.Quarantine.String() != "10m0s" || p6.Store != "local" {
+		t.Fatalf("lan6 %+v", p6)
+	}
+}
+
+func TestLoadEmptyDir(t *testing.T) {
+	res, err := Load(t.TempDir(), 5000)
+	if err != nil || len(res.Pools) != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"did you mean", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  gatway = \"10.0.0.1\"\n}\n",
+			[]string{"a.hcl:3:3", `Did you mean "gateway"?`}},
+		{"missing subnet", "pool \"a\" {\n  ranges = []\n}\n", []string{"a.hcl:1:", `"subnet" is required`}},
+		{"bad range element", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  ranges = [\"10.0.0.5\", \"10.0.9.1-10.0.9.2\"]\n}\n",
+			[]string{"a.hcl:3:25", "ranges[1]: 10.0.9.1 is outside the subnet 10.0.0.0/24"}},
+		{"too large", "pool \"big\" {\n  subnet = \"10.0.0.0/16\"\n}\n",
+			[]string{"a.hcl:1:1", "Pool too large", "65534 addresses, more than max_allocated_ips (SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS) = 5000"}},
+		{"v6 /64", "pool \"six\" {\n  subnet = \"fd00::/64\"\n}\n", []string{"Pool \"six\" has 18446744073709551616 addresses", "Pool too large"}},
+		{"wrong type", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  conflict_detection = \"maybe\"\n}\n", []string{"a.hcl:3:24", "A boolean is required"}},
+		{"bad quarantine", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  quarantine = \"soon\"\n}\n", []string{"a.hcl:3:16", `"soon" is not a positive duration`}},
+		{"bad name", "pool \"-x\" {\n  subnet = \"10.0.0.0/24\"\n}\n", []string{"a.hcl:1:6", "Invalid pool name"}},
+		{"syntax", "pool \"a\" {\n  subnet = \n}\n", []string{"a.hcl:2:"}},
+		{"unknown block", "pools \"a\" {\n}\n", []string{"a.hcl:1:1", `Did you mean "pool"?`}},
+		{"gateway field", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  gateway = \"10.1.0.1\"\n}\n", []string{"a.hcl:3:13", "gateway: 10.1.0.1 is outside"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := write(t, map[string]string{"a.hcl": tc.body, "b.hcl": "pool \"fine\" {\n  subnet = \"10.9.0.0/24\"\n}\n"})
+			res, err := Load(dir, 5000)
+			if err == nil {
+				t.Fatalf("accepted: %+v", res)
+			}
+			if len(res.Pools) != 0 {
+				t.Fatal("a directory with a problem gave pools")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%s\nlacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDuplicatePoolAcrossFiles(t *testing.T) {
+	dir := write(t, map[string]string{
+		"a.hcl": "pool \"p\" {\n  subnet = \"10.0.0.0/24\"\n}\n",
+		"b.hcl": "\npool \"p\" {\n  subnet = \"10.1.0.0/24\"\n}\n",
+	})
+	_, err := Load(dir, 5000)
+	if err == nil || !strings.Contains(err.Error(), "b.hcl:2:1") || !strings.Contains(err.Error(), "a.hcl:1:1") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestRefusesFIFO(t *testing.T) {
+	dir := t.TempDir()
+	if err := mkfifo(filepath.Join(dir, "x.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(dir, 5000)
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("%v", err)
+	}
+}
