@@ -55,6 +55,8 @@ type Agent struct {
 	tel    *telemetry.Telemetry
 	sup    *supervisor.Supervisor
 	notify *sdnotify.Notifier
+	// ipam is nil when IPAM is off (no --ipam-config-dir).
+	ipam *ipamService
 
 	cfgMu sync.Mutex // also serialises reloads
 	cfg   *config.Config
@@ -114,6 +116,15 @@ func (a *Agent) run(ctx context.Context) error {
 		for _, ln := range listeners {
 			ln.Close()
 		}
+	}
+	// IPAM next: its store is locked per node, and a bad pool file stops
+	// the start like any bad configuration.
+	if a.ipam, err = a.startIPAM(ctx, cfg); err != nil {
+		closeAll()
+		return fmt.Errorf("IPAM: %w", err)
+	}
+	if a.ipam != nil {
+		defer a.ipam.close()
 	}
 	healthLn, err := httpserve.Listen(fmt.Sprintf(":%d", cfg.HealthPort))
 	if err != nil {
@@ -322,7 +333,7 @@ func (a *Agent) Status(context.Context) state.Agent {
 	}
 	return state.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
-		Started: a.started.Load(), Plugins: plugins,
+		Started: a.started.Load(), Plugins: plugins, IPAM: a.ipamStatus(context.Background()),
 	}
 }
 
@@ -344,6 +355,14 @@ func (a *Agent) Reload(ctx context.Context) error {
 	if err != nil {
 		a.tel.ConfigReloaded(false)
 		return err
+	}
+	if a.ipam != nil {
+		// Pools first: a refused pool change refuses the whole reload, so
+		// nothing is half-applied.
+		if err := a.ipam.reload(ctx, cfg); err != nil {
+			a.tel.ConfigReloaded(false)
+			return fmt.Errorf("IPAM: %w", err)
+		}
 	}
 	old := a.cfg
 	for _, restart := range restartOnly(old, cfg) {

@@ -30,6 +30,9 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 	h.route(ShutdownPath, http.MethodPost, h.shutdown)
 	h.route(ReloadPath, http.MethodPost, h.reload)
 	h.route(CheckPath, http.MethodPost, h.check)
+	if ib, ok := b.(IPAMBackend); ok {
+		h.routeIPAM(ib)
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})
 	})

@@ -111,6 +111,12 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
+// IPAMCode and IPAMSkipped let the control API answer with the code.
+func (e *Error) IPAMCode() string { return e.Code }
+
+// IPAMSkipped lists the candidates skipped before the failure.
+func (e *Error) IPAMSkipped() []SkippedIP { return e.Skipped }
+
 func ipamErr(code string, skipped []SkippedIP, format string, a ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, a...), Skipped: skipped}
 }

@@ -6,6 +6,8 @@ package state
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // PluginState is where a plugin is in its life.
@@ -50,6 +52,8 @@ type Agent struct {
 	// Started is true once initialisation has finished.
 	Started bool     `json:"started"`
 	Plugins []Plugin `json:"plugins"`
+	// IPAM is the IPAM service's state; nil from a backend without one.
+	IPAM *ipamapi.Status `json:"ipam,omitempty"`
 }
 
 // Ready reports whether the agent can serve, and the names of the plugins

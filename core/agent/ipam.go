@@ -1,0 +1,297 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
+)
+
+// ipamService is the IPAM of a running daemon: the pools of
+// --ipam-config-dir over the embedded store, a GC loop, and the usage
+// gauges kept fresh.
+type ipamService struct {
+	m       *ipam.IPAM
+	store   *boltstore.Store
+	metrics *telemetry.IPAMMetrics
+	dir     string
+	dbPath  string
+	dirty   atomic.Bool
+	usage   atomic.Pointer[[]ipamapi.PoolUsage] // last computed
+	stop    context.CancelFunc
+	done    chan struct{}
+	mu      sync.Mutex // serialises reloads
+}
+
+// usageRefresh is how often the pool gauges are recomputed after a change.
+const usageRefresh = 5 * time.Second
+
+// startIPAM opens the store, loads the pools and releases reservations a
+// killed agent left; nil when --ipam-config-dir is not given (IPAM off).
+func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService, error) {
+	if cfg.IPAMConfigDir == "" {
+		return nil, nil
+	}
+	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	if err != nil {
+		return nil, err
+	}
+	store, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := telemetry.NewIPAMMetrics(a.tel)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	node, err := os.Hostname()
+	if err != nil {
+		node = "unknown"
+	}
+	m, err := ipam.New(ipam.Options{
+		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
+		Logger: a.log.Named("ipam"), Node: node,
+		MaxHistory: cfg.IPAM.MaxHistoryRecords, MaxRetries: cfg.IPAM.UpdateMaxRetries,
+		GCGrace: cfg.IPAM.GCGracePeriod,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	n, err := m.Recover(ctx)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("IPAM: %w", err)
+	}
+	s := &ipamService{m: m, store: store, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
+	if _, err := s.poolUsage(ctx); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("IPAM: %w", err)
+	}
+	var names []string
+	for _, p := range res.Pools {
+		names = append(names, p.Name)
+	}
+	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "db", cfg.IPAM.DBPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n)
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.loop(loopCtx, a, cfg.IPAM.GCInterval)
+	return s, nil
+}
+
+// loop runs GC every interval and refreshes the usage gauges after changes.
+func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration) {
+	defer close(s.done)
+	gc := time.NewTicker(interval)
+	defer gc.Stop()
+	usage := time.NewTicker(usageRefresh)
+	defer usage.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gc.C:
+			res, err := s.m.GC(ctx)
+			if err != nil && ctx.Err() == nil {
+				a.log.Named("ipam").Warn("GC pass failed", "error", err)
+			} else if len(res.Reclaimed) > 0 {
+				s.dirty.Store(true)
+			}
+		case <-usage.C:
+			if s.dirty.Load() {
+				_, _ = s.poolUsage(ctx)
+			}
+		}
+	}
+}
+
+func (s *ipamService) close() {
+	s.stop()
+	<-s.done
+	s.store.Close()
+}
+
+// reload reads the pools again; a refused change leaves the running pools.
+func (s *ipamService) reload(ctx context.Context, cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	if err != nil {
+		return err
+	}
+	old := s.m.Pools()
+	if err := s.m.SetPools(ctx, res.Pools); err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, p := range res.Pools {
+		keep[p.Name] = true
+	}
+	for _, p := range old {
+		if !keep[p.Name] {
+			s.metrics.ForgetPool(p.Name)
+		}
+	}
+	_, err = s.poolUsage(ctx)
+	return err
+}
+
+// poolUsage computes every pool's usage (and the gauges) and caches it.
+func (s *ipamService) poolUsage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
+	s.dirty.Store(false)
+	u, err := s.m.Usage(ctx)
+	if err != nil {
+		s.dirty.Store(true)
+		return nil, err
+	}
+	s.usage.Store(&u)
+	return u, nil
+}
+
+// status is cheap when nothing changed: health and liveness ask often.
+func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
+	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath}
+	if p := s.usage.Load(); p != nil && !s.dirty.Load() {
+		st.Pools = *p
+		return st
+	}
+	pools, err := s.poolUsage(ctx)
+	if err != nil {
+		st.Error = err.Error()
+	}
+	st.Pools = pools
+	return st
+}
+
+// errIPAMOff answers IPAM calls when --ipam-config-dir was not given.
+var errIPAMOff = &ipam.Error{Code: ipamapi.CodeDisabled, Msg: "IPAM is off: start the agent with --ipam-config-dir (packaged: /etc/spiderpool/ipam.d)"}
+
+func (a *Agent) ipamOn() (*ipam.IPAM, error) {
+	if a.ipam == nil {
+		return nil, errIPAMOff
+	}
+	if a.stopping.Load() {
+		return nil, &ipam.Error{Code: ipamapi.CodeNotReady, Msg: "spiderpool-agent is stopping; try again", Err: control.ErrNotReady}
+	}
+	return a.ipam.m, nil
+}
+
+func (a *Agent) ipamStatus(ctx context.Context) *ipamapi.Status {
+	if a.ipam == nil {
+		return &ipamapi.Status{Enabled: false, Reason: "no --ipam-config-dir given"}
+	}
+	return a.ipam.status(ctx)
+}
+
+// IPAMAllocate implements control.IPAMBackend.
+func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (ipamapi.Attachment, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.Attachment{}, err
+	}
+	defer a.ipam.dirty.Store(true)
+	return m.Allocate(ctx, req)
+}
+
+// IPAMRelease implements control.IPAMBackend.
+func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.ReleaseResponse{}, err
+	}
+	defer a.ipam.dirty.Store(true)
+	att, ok, err := m.Release(ctx, ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface})
+	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
+	if ok {
+		out.Released = append(out.Released, att)
+	}
+	return out, err
+}
+
+// IPAMReleaseWorkload implements control.IPAMBackend.
+func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (ipamapi.ReleaseResponse, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.ReleaseResponse{}, err
+	}
+	defer a.ipam.dirty.Store(true)
+	list, err := m.ReleaseWorkload(ctx, workload)
+	if list == nil {
+		list = []ipamapi.Attachment{}
+	}
+	return ipamapi.ReleaseResponse{Released: list}, err
+}
+
+// IPAMGet implements control.IPAMBackend.
+func (a *Agent) IPAMGet(ctx context.Context, key ipamapi.AttachmentKey) (ipamapi.Attachment, bool, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.Attachment{}, false, err
+	}
+	return m.Get(ctx, key)
+}
+
+// IPAMList implements control.IPAMBackend.
+func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.Attachment, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return nil, err
+	}
+	return m.List(ctx, pool, workload)
+}
+
+// IPAMGC implements control.IPAMBackend.
+func (a *Agent) IPAMGC(ctx context.Context) (ipamapi.GCResult, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.GCResult{}, err
+	}
+	defer a.ipam.dirty.Store(true)
+	return m.GC(ctx)
+}
+
+// IPAMPools implements control.IPAMBackend.
+func (a *Agent) IPAMPools(ctx context.Context) ([]ipamapi.PoolUsage, error) {
+	if _, err := a.ipamOn(); err != nil {
+		return nil, err
+	}
+	u, err := a.ipam.poolUsage(ctx)
+	if u == nil {
+		u = []ipamapi.PoolUsage{}
+	}
+	return u, err
+}
+
+// IPAMHistory implements control.IPAMBackend.
+func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]ipamapi.HistoryRecord, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return nil, err
+	}
+	if workload == "" {
+		return m.WhoHad(ctx, addr)
+	}
+	ep, err := m.History(ctx, workload)
+	if err != nil {
+		return nil, err
+	}
+	out := []ipamapi.HistoryRecord{}
+	for _, h := range ep.History {
+		out = append(out, ipamapi.HistoryRecord{Workload: ep.Workload, HistoryEntry: h})
+	}
+	return out, nil
+}
+
+var _ control.IPAMBackend = (*Agent)(nil)

@@ -1,0 +1,97 @@
+package telemetry
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// IPAMMetrics are the IPAM service's metrics. They are plain Prometheus
+// collectors on the agent's registry (go-metrics has no histogram), named
+// spiderpool_ipam_*. It implements ipam.Metrics.
+type IPAMMetrics struct {
+	allocations *prometheus.CounterVec
+	releases    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	conflicts   *prometheus.CounterVec
+	quarantines *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	gc          *prometheus.CounterVec
+	size        *prometheus.GaugeVec
+	allocated   *prometheus.GaugeVec
+	reserved    *prometheus.GaugeVec
+	quarantined *prometheus.GaugeVec
+}
+
+// NewIPAMMetrics registers the IPAM metrics on t's registry. Call it once
+// per Telemetry: a second call fails on the duplicate registration.
+func NewIPAMMetrics(t *Telemetry) (*IPAMMetrics, error) {
+	pool := []string{"pool"}
+	m := &IPAMMetrics{
+		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "allocations_total",
+			Help: "IPAM allocations by pool and result (ok, or the error code: pool_full, conflict, gateway_unreachable, try_again, ...)."}, []string{"pool", "result"}),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "releases_total",
+			Help: "Addresses released, by pool and result (ok or error)."}, []string{"pool", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "ipam", Name: "allocation_duration_seconds",
+			Help:    "Duration of IPAM allocations, reservation and checks included, in seconds.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5}}, pool),
+		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "conflicts_skipped_total",
+			Help: "Candidate addresses skipped because someone on the wire used them."}, pool),
+		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "quarantines_total",
+			Help: "Addresses put in quarantine after a conflict."}, pool),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "update_retries_total",
+			Help: "Store updates retried after losing a race (optimistic concurrency)."}, pool),
+		gc: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "gc_reclaimed_total",
+			Help: "Addresses released by garbage collection because their network namespace was gone."}, pool),
+		size: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_size",
+			Help: "Addresses a pool can hand out."}, pool),
+		allocated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_allocated",
+			Help: "Addresses of a pool given to workloads."}, pool),
+		reserved: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_reserved",
+			Help: "Addresses of a pool reserved by allocations still being checked."}, pool),
+		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_quarantined",
+			Help: "Addresses of a pool in quarantine after a conflict."}, pool),
+	}
+	for _, c := range []prometheus.Collector{m.allocations, m.releases, m.duration, m.conflicts, m.quarantines, m.retries, m.gc, m.size, m.allocated, m.reserved, m.quarantined} {
+		if err := t.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register the IPAM metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Allocation implements ipam.Metrics.
+func (m *IPAMMetrics) Allocation(pool, result string, seconds float64) {
+	m.allocations.WithLabelValues(pool, result).Inc()
+	m.duration.WithLabelValues(pool).Observe(seconds)
+}
+
+// Release implements ipam.Metrics.
+func (m *IPAMMetrics) Release(pool, result string) { m.releases.WithLabelValues(pool, result).Inc() }
+
+// ConflictSkipped implements ipam.Metrics.
+func (m *IPAMMetrics) ConflictSkipped(pool string) { m.conflicts.WithLabelValues(pool).Inc() }
+
+// Quarantined implements ipam.Metrics.
+func (m *IPAMMetrics) Quarantined(pool string) { m.quarantines.WithLabelValues(pool).Inc() }
+
+// RetrySpent implements ipam.Metrics.
+func (m *IPAMMetrics) RetrySpent(pool string) { m.retries.WithLabelValues(pool).Inc() }
+
+// GCReclaimed implements ipam.Metrics.
+func (m *IPAMMetrics) GCReclaimed(pool string) { m.gc.WithLabelValues(pool).Inc() }
+
+// PoolUsage implements ipam.Metrics.
+func (m *IPAMMetrics) PoolUsage(pool string, size, allocated, reserved, quarantined int) {
+	m.size.WithLabelValues(pool).Set(float64(size))
+	m.allocated.WithLabelValues(pool).Set(float64(allocated))
+	m.reserved.WithLabelValues(pool).Set(float64(reserved))
+	m.quarantined.WithLabelValues(pool).Set(float64(quarantined))
+}
+
+// ForgetPool drops the gauges of a pool removed by a reload.
+func (m *IPAMMetrics) ForgetPool(pool string) {
+	for _, g := range []*prometheus.GaugeVec{m.size, m.allocated, m.reserved, m.quarantined} {
+		g.DeleteLabelValues(pool)
+	}
+}
