@@ -58,6 +58,9 @@ func Run(args []string, env Env) int {
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
 		},
 	}
+	for name, f := range ipamCommands(env) {
+		c.Commands[name] = f
+	}
 	withCompletion(c.Commands)
 	code, err := c.Run()
 	if err != nil {

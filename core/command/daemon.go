@@ -29,7 +29,7 @@ var daemonFlags = []struct{ name, key, usage string }{
 func (c *daemonCommand) flags() (*flag.FlagSet, *string, *string) {
 	fs := newFlags("daemon")
 	dir := fs.String("config-dir", DefaultConfigDir, "config file path: a directory of *.hcl files (and conf.yml) or one HCL file")
-	ipam := fs.String("ipam-config-dir", "", "config directory of the IPAM service; must exist when given")
+	ipam := fs.String("ipam-config-dir", "", "directory of the IPAM pool files (*.hcl); empty: IPAM is off")
 	for _, f := range daemonFlags {
 		fs.String(f.name, "", f.usage+" (overrides config and environment)")
 	}

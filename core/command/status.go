@@ -88,6 +88,7 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		// The same for every plugin: the supervisor block sets them.
 		fmt.Fprintf(w, "\nplugin limits: %s\n", st.Plugins[0].Limits)
 	}
+	writeIPAMStatus(w, st.IPAM)
 	for _, p := range st.Plugins {
 		if keys := tunedKeys(p.Detail); len(keys) > 0 {
 			fmt.Fprintf(w, "\n%s keys:\n", p.Name)

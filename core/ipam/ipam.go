@@ -508,7 +508,11 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
+		linkLocal := false
+		for _, p := range a.pools {
+			linkLocal = linkLocal || (p.GatewayDetection && p.Family() == "ipv6")
+		}
+		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface, linkLocal)
 		if err != nil {
 			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
 		}
@@ -670,6 +674,14 @@ func (m *IPAM) mayQuarantine(ctx context.Context, p *Pool) (bool, error) {
 func (a *allocation) commit(ctx context.Context) error {
 	m := a.m
 	final := a.att
+	// In the order the pools were asked for: a replaced candidate was
+	// appended at the end.
+	rank := map[string]int{}
+	for i, p := range a.pools {
+		rank[p.Name] = i
+	}
+	final.Addresses = append([]AllocatedIP(nil), a.att.Addresses...)
+	sort.SliceStable(final.Addresses, func(i, j int) bool { return rank[final.Addresses[i].Pool] < rank[final.Addresses[j].Pool] })
 	final.State = StateAllocated
 	final.Skipped = a.skipped
 	now := m.now().UTC()

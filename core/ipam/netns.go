@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -18,16 +19,30 @@ import (
 // is still down, and a down interface cannot send an ARP probe.
 type LinkUpper interface {
 	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
-	// up when it is down; restore puts it down again if EnsureUp raised it.
-	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
+	// up when it is down, and then waits (bounded by ctx and LinkWait)
+	// for carrier and, when linkLocal is set, for a usable IPv6
+	// link-local address (the source of a gateway probe; the kernel runs
+	// DAD on it first). restore puts the interface down again if EnsureUp
+	// raised it.
+	EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (restore func(), err error)
 }
+
+// LinkWait bounds the wait for an interface raised for a probe: carrier
+// and the IPv6 link-local's DAD (1 probe after up to 1s of delay, by the
+// kernel's defaults). When it passes, the probe runs anyway and the
+// detector says what is missing.
+const LinkWait = 3 * time.Second
+
+// linkPoll is how often the raised interface's state is read: state the
+// kernel reaches on its own, so there is nothing to wait on but time.
+const linkPoll = 10 * time.Millisecond
 
 // NetlinkUpper is the LinkUpper of the daemon: netlink on a handle opened
 // inside the namespace, from a locked OS thread.
 type NetlinkUpper struct{}
 
 // EnsureUp implements LinkUpper.
-func (NetlinkUpper) EnsureUp(_ context.Context, netnsPath, iface string) (func(), error) {
+func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (func(), error) {
 	h, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
@@ -45,10 +60,45 @@ func (NetlinkUpper) EnsureUp(_ context.Context, netnsPath, iface string) (func()
 		h.Close()
 		return nil, fmt.Errorf("bring %s up for the probe: %w", iface, err)
 	}
-	return func() {
+	restore := func() {
 		defer h.Close()
 		_ = h.LinkSetDown(link)
-	}, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, LinkWait)
+	defer cancel()
+	for !usable(h, iface, linkLocal) {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				restore()
+				return nil, ctx.Err()
+			}
+			return restore, nil
+		case <-time.After(linkPoll):
+		}
+	}
+	return restore, nil
+}
+
+// usable: carrier, and a link-local past DAD when asked for.
+func usable(h *netlink.Handle, iface string, linkLocal bool) bool {
+	link, err := h.LinkByName(iface)
+	if err != nil || link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
+		return false
+	}
+	if !linkLocal {
+		return true
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // handleIn opens a netlink handle bound to the namespace at path. The

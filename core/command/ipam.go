@@ -1,0 +1,434 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// ipamTimeout bounds one IPAM command: an allocation with conflicts costs
+// a reply window per candidate tried.
+const ipamTimeout = 30 * time.Second
+
+// ipamCommands are the `ipam ...` subcommands, for Run's table.
+func ipamCommands(env Env) map[string]cli.CommandFactory {
+	return map[string]cli.CommandFactory{
+		"ipam":          func() (cli.Command, error) { return &ipamCommand{}, nil },
+		"ipam pools":    func() (cli.Command, error) { return &ipamPoolsCommand{env: env}, nil },
+		"ipam allocate": func() (cli.Command, error) { return &ipamAllocateCommand{env: env}, nil },
+		"ipam list":     func() (cli.Command, error) { return &ipamListCommand{env: env}, nil },
+		"ipam show":     func() (cli.Command, error) { return &ipamShowCommand{env: env}, nil },
+		"ipam release":  func() (cli.Command, error) { return &ipamReleaseCommand{env: env}, nil },
+		"ipam gc":       func() (cli.Command, error) { return &ipamGCCommand{env: env}, nil },
+	}
+}
+
+type ipamCommand struct{}
+
+func (c *ipamCommand) Synopsis() string { return "Address pools and allocations (IPAM)" }
+func (c *ipamCommand) Help() string {
+	return `Usage: spiderpool-agent ipam <subcommand> [options]
+
+Talks to the running agent's IPAM over the control socket. The agent needs
+--ipam-config-dir (packaged: /etc/spiderpool/ipam.d) for IPAM to be on.
+
+  pools      size, allocated, reserved, quarantined and free of each pool
+  allocate   allocate addresses (for scripts and VMs that do not use CNI)
+  list       allocations, optionally of one pool or workload
+  show       the history of an address or a workload
+  release    release an allocation, or all of a workload's
+  gc         run garbage collection now
+
+Each takes --json and --socket.`
+}
+func (c *ipamCommand) Run([]string) int { return cli.RunResultHelp }
+
+// ipamFlags adds the options every ipam subcommand has.
+func ipamFlags(name string, env Env) (*flag.FlagSet, *string, *bool) {
+	fs := newFlags(name)
+	return fs, fs.String("socket", socketDefault(env), "control API unix socket"), fs.Bool("json", false, "print JSON")
+}
+
+func ipamCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), ipamTimeout)
+}
+
+// ipamFail prints an API error with what the agent said; a skipped list
+// explains a conflict.
+func ipamFail(env Env, err error) int {
+	var ae *ipamapi.APIError
+	if errors.As(err, &ae) {
+		msg := ae.ErrorBody.Error
+		if ae.Field != "" && !strings.HasPrefix(msg, ae.Field) {
+			msg = ae.Field + ": " + msg
+		}
+		fmt.Fprintf(env.Stderr, "spiderpool-agent: %s\n", msg)
+		for _, s := range ae.Skipped {
+			fmt.Fprintf(env.Stderr, "  skipped %s (pool %s): %s\n", s.Address, s.Pool, s.Reason)
+		}
+		return ExitFail
+	}
+	return fail(env, "%v", err)
+}
+
+func printJSON(env Env, v any) int {
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fail(env, "write: %v", err)
+	}
+	return ExitOK
+}
+
+// --- pools
+
+type ipamPoolsCommand struct{ env Env }
+
+func (c *ipamPoolsCommand) Synopsis() string { return "Show each pool's size and usage" }
+func (c *ipamPoolsCommand) Help() string {
+	fs, _, _ := ipamFlags("ipam pools", c.env)
+	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free.", fs)
+}
+func (c *ipamPoolsCommand) Run(args []string) int {
+	fs, socket, asJSON := ipamFlags("ipam pools", c.env)
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	pools, err := (&ipamapi.Client{SocketPath: *socket}).Pools(ctx)
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, pools)
+	}
+	writePools(c.env.Stdout, pools)
+	return ExitOK
+}
+
+func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION")
+	for _, p := range pools {
+		var det []string
+		if p.ConflictDetection {
+			det = append(det, "conflict")
+		}
+		if p.GatewayDetection {
+			det = append(det, "gateway")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
+			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")))
+	}
+	tw.Flush()
+}
+
+// --- allocate
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
+
+type ipamAllocateCommand struct{ env Env }
+
+func (c *ipamAllocateCommand) Synopsis() string { return "Allocate addresses for a workload" }
+func (c *ipamAllocateCommand) flags() (*flag.FlagSet, *string, *bool, *ipamapi.AllocateRequest, *multi) {
+	fs, socket, asJSON := ipamFlags("ipam allocate", c.env)
+	r := &ipamapi.AllocateRequest{}
+	pools := &multi{}
+	fs.StringVar(&r.ContainerID, "container-id", "", "key of the allocation, with --interface (CNI's container id; for a VM, its name)")
+	fs.StringVar(&r.Interface, "interface", "", "the workload's interface, as seen in --netns")
+	fs.StringVar(&r.Netns, "netns", "", "the workload's network namespace path; empty: the agent's own")
+	fs.StringVar(&r.Workload, "workload", "", "workload name for history and sticky addresses; default the container id")
+	fs.Var(pools, "pool", "pool to allocate from; repeat once for dual stack (one per family)")
+	return fs, socket, asJSON, r, pools
+}
+func (c *ipamAllocateCommand) Help() string {
+	fs, _, _, _, _ := c.flags()
+	return helpText("ipam allocate --container-id ID --interface IF --pool POOL [--pool POOL6] [options]", `
+Allocates one address from each pool, checked on the wire by the detectors
+the pool enables, and prints them. Repeating the same container id and
+interface prints the same addresses. Exit 0 allocated, 1 failed.`, fs)
+}
+func (c *ipamAllocateCommand) Run(args []string) int {
+	fs, socket, asJSON, r, pools := c.flags()
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	r.Pools = *pools
+	if err := r.Validate(); err != nil {
+		var fe *ipamapi.FieldError
+		if errors.As(err, &fe) {
+			flagName := map[string]string{"container_id": "--container-id", "interface": "--interface", "netns": "--netns", "workload": "--workload", "pools": "--pool"}[strings.SplitN(fe.Field, "[", 2)[0]]
+			if flagName != "" {
+				fmt.Fprintf(c.env.Stderr, "%s: %s\n\n%s\n", flagName, fe.Msg, c.Help())
+				return ExitUsage
+			}
+		}
+		fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", err, c.Help())
+		return ExitUsage
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	att, err := (&ipamapi.Client{SocketPath: *socket}).Allocate(ctx, *r)
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, att)
+	}
+	writeAttachment(c.env.Stdout, att)
+	return ExitOK
+}
+
+func writeAttachment(w io.Writer, att ipamapi.Attachment) {
+	for _, ip := range att.Addresses {
+		gw := ""
+		if ip.Gateway.IsValid() {
+			gw = " via " + ip.Gateway.String()
+		}
+		fmt.Fprintf(w, "%s%s (pool %s)\n", ip.Address, gw, ip.Pool)
+	}
+	for _, s := range att.Skipped {
+		q := "skipped"
+		if s.Quarantined {
+			q = "quarantined"
+		}
+		fmt.Fprintf(w, "  %s %s (pool %s): %s\n", q, s.Address, s.Pool, s.Reason)
+	}
+}
+
+// --- list
+
+type ipamListCommand struct{ env Env }
+
+func (c *ipamListCommand) Synopsis() string { return "List allocations" }
+func (c *ipamListCommand) flags() (*flag.FlagSet, *string, *bool, *string, *string) {
+	fs, socket, asJSON := ipamFlags("ipam list", c.env)
+	return fs, socket, asJSON, fs.String("pool", "", "only allocations from this pool"), fs.String("workload", "", "only this workload's allocations")
+}
+func (c *ipamListCommand) Help() string {
+	fs, _, _, _, _ := c.flags()
+	return helpText("ipam list [--pool POOL] [--workload NAME] [options]", "Lists the allocations: addresses, container id, interface, workload, namespace.", fs)
+}
+func (c *ipamListCommand) Run(args []string) int {
+	fs, socket, asJSON, pool, workload := c.flags()
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	list, err := (&ipamapi.Client{SocketPath: *socket}).List(ctx, *pool, *workload)
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, list)
+	}
+	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tSINCE")
+	for _, a := range list {
+		var addrs []string
+		for _, ip := range a.Addresses {
+			addrs = append(addrs, ip.Address.String())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns), a.Created.Format(time.RFC3339))
+	}
+	tw.Flush()
+	return ExitOK
+}
+
+// --- show
+
+type ipamShowCommand struct{ env Env }
+
+func (c *ipamShowCommand) Synopsis() string { return "Who had an address, or a workload's history" }
+func (c *ipamShowCommand) Help() string {
+	fs, _, _ := ipamFlags("ipam show", c.env)
+	return helpText("ipam show ADDRESS|WORKLOAD [options]", `
+With an address: every workload that held it, and when (newest first).
+With a workload name: its allocation history (newest first, at most
+ipam.max_history_records entries).`, fs)
+}
+func (c *ipamShowCommand) Run(args []string) int {
+	fs, socket, asJSON := ipamFlags("ipam show", c.env)
+	// The operand may come before the options.
+	var operand string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		operand, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(c.env.Stdout, c.Help())
+			return ExitOK
+		}
+		fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", err, c.Help())
+		return ExitUsage
+	}
+	rest := fs.Args()
+	if operand == "" && len(rest) > 0 {
+		operand, rest = rest[0], rest[1:]
+	}
+	if operand == "" || len(rest) > 0 {
+		fmt.Fprintf(c.env.Stderr, "give one ADDRESS or WORKLOAD\n\n%s\n", c.Help())
+		return ExitUsage
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	cl := &ipamapi.Client{SocketPath: *socket}
+	var recs []ipamapi.HistoryRecord
+	var err error
+	if addr, perr := netip.ParseAddr(operand); perr == nil {
+		recs, err = cl.HistoryOfAddress(ctx, addr)
+	} else {
+		recs, err = cl.HistoryOfWorkload(ctx, operand)
+	}
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, recs)
+	}
+	if len(recs) == 0 {
+		fmt.Fprintf(c.env.Stdout, "no history for %s\n", operand)
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tCONTAINER ID\tINTERFACE\tALLOCATED\tRELEASED\tSKIPPED")
+	for _, r := range recs {
+		rel := "-"
+		if !r.ReleasedAt.IsZero() {
+			rel = r.ReleasedAt.Format(time.RFC3339)
+		}
+		var sk []string
+		for _, s := range r.Skipped {
+			sk = append(sk, s.Address.String())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.Workload, r.ContainerID, r.Interface,
+			r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
+	}
+	tw.Flush()
+	return ExitOK
+}
+
+// --- release
+
+type ipamReleaseCommand struct{ env Env }
+
+func (c *ipamReleaseCommand) Synopsis() string { return "Release an allocation or a workload's" }
+func (c *ipamReleaseCommand) flags() (*flag.FlagSet, *string, *bool, *string, *string, *string) {
+	fs, socket, asJSON := ipamFlags("ipam release", c.env)
+	return fs, socket, asJSON, fs.String("container-id", "", "key of the allocation, with --interface"),
+		fs.String("interface", "", "interface of the allocation"), fs.String("workload", "", "release every allocation of this workload instead")
+}
+func (c *ipamReleaseCommand) Help() string {
+	fs, _, _, _, _, _ := c.flags()
+	return helpText("ipam release (--container-id ID --interface IF | --workload NAME) [options]", `
+Releases the addresses. Releasing what is not held succeeds (and says so).`, fs)
+}
+func (c *ipamReleaseCommand) Run(args []string) int {
+	fs, socket, asJSON, cid, iface, workload := c.flags()
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	byKey := *cid != "" || *iface != ""
+	if byKey == (*workload != "") {
+		fmt.Fprintf(c.env.Stderr, "give either --container-id and --interface, or --workload\n\n%s\n", c.Help())
+		return ExitUsage
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	cl := &ipamapi.Client{SocketPath: *socket}
+	var res ipamapi.ReleaseResponse
+	var err error
+	if byKey {
+		req := ipamapi.ReleaseRequest{ContainerID: *cid, Interface: *iface}
+		if verr := req.Validate(); verr != nil {
+			fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", verr, c.Help())
+			return ExitUsage
+		}
+		res, err = cl.Release(ctx, req)
+	} else {
+		res, err = cl.ReleaseWorkload(ctx, *workload)
+	}
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, res)
+	}
+	if len(res.Released) == 0 {
+		fmt.Fprintln(c.env.Stdout, "nothing was held")
+	}
+	for _, a := range res.Released {
+		for _, ip := range a.Addresses {
+			fmt.Fprintf(c.env.Stdout, "released %s (pool %s) of container %s interface %s\n", ip.Address, ip.Pool, a.ContainerID, a.Interface)
+		}
+	}
+	return ExitOK
+}
+
+// --- gc
+
+type ipamGCCommand struct{ env Env }
+
+func (c *ipamGCCommand) Synopsis() string { return "Run IPAM garbage collection now" }
+func (c *ipamGCCommand) Help() string {
+	fs, _, _ := ipamFlags("ipam gc", c.env)
+	return helpText("ipam gc [options]", `
+Runs one garbage collection pass: an allocation whose network namespace is
+gone is suspected at its first look and released at a later pass, at least
+ipam.gc_grace_period after, if still gone and unchanged.`, fs)
+}
+func (c *ipamGCCommand) Run(args []string) int {
+	fs, socket, asJSON := ipamFlags("ipam gc", c.env)
+	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
+		return code
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	res, err := (&ipamapi.Client{SocketPath: *socket}).GC(ctx)
+	if err != nil {
+		return ipamFail(c.env, err)
+	}
+	if *asJSON {
+		return printJSON(c.env, res)
+	}
+	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v)\n",
+		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod)
+	for _, k := range res.Reclaimed {
+		fmt.Fprintf(c.env.Stdout, "  reclaimed container %s interface %s\n", k.ContainerID, k.Interface)
+	}
+	return ExitOK
+}
+
+// writeIPAMStatus is status's IPAM section.
+func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
+	if st == nil {
+		return
+	}
+	if !st.Enabled {
+		fmt.Fprintf(w, "\nIPAM: off (%s)\n", st.Reason)
+		return
+	}
+	fmt.Fprintf(w, "\nIPAM: on, pools from %s, store %s\n", st.Dir, st.DBPath)
+	if st.Error != "" {
+		fmt.Fprintf(w, "  error: %s\n", st.Error)
+	}
+	if len(st.Pools) > 0 {
+		writePools(w, st.Pools)
+	}
+}
