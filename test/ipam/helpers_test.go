@@ -30,6 +30,7 @@ type ipamAgent struct {
 type agentOpts struct {
 	pools  string // HCL of the pool file
 	extra  string // more agent HCL
+	ipam   string // more attributes of the ipam block
 	env    []string
 	db     string // reuse a store file
 	netns  string // reuse the agent's namespace
@@ -51,7 +52,7 @@ func startWithDir(t *testing.T, o agentOpts, poolDir string) *ipamAgent {
 	if db == "" {
 		db = filepath.Join(t.TempDir(), "ipam.db")
 	}
-	cfg := fmt.Sprintf("ipam {\n  db_path = %q\n}\n", db) + o.extra
+	cfg := fmt.Sprintf("ipam {\n  db_path = %q\n%s}\n", db, o.ipam) + o.extra
 	a := agenttest.Start(t, bins, agenttest.Options{Config: cfg, Env: o.env, Netns: o.netns, Args: []string{"--ipam-config-dir", poolDir}})
 	ia := &ipamAgent{Agent: a, PoolDir: poolDir, DB: db, Client: &ipamapi.Client{SocketPath: a.Socket}}
 	if !o.noWait {
