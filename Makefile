@@ -117,6 +117,8 @@ install: build man
 		install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p || exit 1; \
 	done
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool/ipam.d
+	install -D -m 0644 packaging/ipam.d/pools.hcl.example $(DESTDIR)$(DOCDIR)/ipam.d/pools.hcl.example
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl ]; then \
 		echo "keeping $(DESTDIR)$(SYSCONFDIR)/spiderpool/config.hcl"; \
 	else \

@@ -20,7 +20,7 @@ func ReserveForTest(ctx context.Context, m *IPAM, r AllocateRequest) error {
 	a := &allocation{m: m, req: r, key: key, addrRev: map[netip.Addr]int64{}, tried: map[string]map[netip.Addr]bool{}}
 	a.att = Attachment{AttachmentKey: key, Workload: r.Workload, Node: m.node, State: StateReserved}
 	for _, name := range r.Pools {
-		p, _, _ := m.pool(name)
+		p, _ := m.pool(name)
 		if err := a.reserve(ctx, p); err != nil {
 			return err
 		}

@@ -87,9 +87,9 @@ type IPAM struct {
 	grace   time.Duration
 	now     func() time.Time
 
-	mu       sync.RWMutex
-	pools    map[string]*Pool
-	poolLock map[string]*sync.Mutex // serialises candidate choice per pool
+	mu     sync.RWMutex
+	pools  map[string]*Pool
+	claims claims // candidates being reserved by this agent
 
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
@@ -168,10 +168,7 @@ func New(opts Options) (*IPAM, error) {
 		return nil, err
 	}
 	m.pools = pools
-	m.poolLock = map[string]*sync.Mutex{}
-	for name := range pools {
-		m.poolLock[name] = &sync.Mutex{}
-	}
+	m.claims.m = map[claimKey]struct{}{}
 	return m, nil
 }
 
@@ -198,11 +195,40 @@ func (m *IPAM) Pools() []*Pool {
 	return out
 }
 
-func (m *IPAM) pool(name string) (*Pool, *sync.Mutex, bool) {
+func (m *IPAM) pool(name string) (*Pool, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	p, ok := m.pools[name]
-	return p, m.poolLock[name], ok
+	return p, ok
+}
+
+type claimKey struct {
+	pool string
+	addr netip.Addr
+}
+
+// claims are the candidates this agent is reserving right now.
+type claims struct {
+	mu sync.Mutex
+	m  map[claimKey]struct{}
+}
+
+// take claims addr; false when another allocation holds the claim.
+func (c *claims) take(pool string, addr netip.Addr) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := claimKey{pool, addr}
+	if _, held := c.m[k]; held {
+		return false
+	}
+	c.m[k] = struct{}{}
+	return true
+}
+
+func (c *claims) release(pool string, addr netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, claimKey{pool, addr})
 }
 
 // AllocateRequest is ipamapi.AllocateRequest.
@@ -224,7 +250,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
 	for i, name := range req.Pools {
-		p, _, ok := m.pool(name)
+		p, ok := m.pool(name)
 		if !ok {
 			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
 		}
@@ -373,21 +399,19 @@ func (a *allocation) spendRetry(pool, what string) error {
 // attachment in one commit.
 func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 	m := a.m
-	_, lock, ok := m.pool(p.Name)
-	if !ok {
+	if _, ok := m.pool(p.Name); !ok {
 		return ipamErr(ipamapi.CodeUnknownPool, a.skipped, "pool %q was removed", p.Name)
 	}
 	if a.tried[p.Name] == nil {
 		a.tried[p.Name] = map[netip.Addr]bool{}
 	}
-	// The lock keeps this agent's own allocations from racing for one
-	// candidate; compare conditions catch everybody else.
-	lock.Lock()
-	defer lock.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// candidate claims the address in this process: this agent's own
+		// allocations never race for one candidate (and their commits can
+		// share an fsync); compare conditions catch everybody else.
 		addr, rev, err := a.candidate(ctx, p)
 		if err != nil {
 			return err
@@ -398,17 +422,17 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 		next.Addresses = append(append([]AllocatedIP(nil), a.att.Addresses...), AllocatedIP{
 			Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN,
 		})
-		attVal, err := json.Marshal(next)
-		if err != nil {
-			return err
-		}
-		recVal, err := json.Marshal(rec)
-		if err != nil {
+		attVal, err1 := json.Marshal(next)
+		recVal, err2 := json.Marshal(rec)
+		if err := errors.Join(err1, err2); err != nil {
+			m.claims.release(p.Name, addr)
 			return err
 		}
 		rev, err = m.store.Commit(ctx,
 			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: rev}},
 			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Name, addr), Value: recVal}})
+		// Committed or not, the store now says whether it is taken.
+		m.claims.release(p.Name, addr)
 		if errors.Is(err, ErrCompareFailed) {
 			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
 			if gerr != nil {
@@ -441,12 +465,16 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64, error) {
 	m := a.m
 	now := m.now()
+	// free claims addr and reads it; a claim held by another allocation of
+	// this agent means taken. The claim comes before the read, so a claim
+	// released after a commit is always followed by a read that sees it.
 	free := func(addr netip.Addr) (int64, bool, error) {
-		if a.tried[p.Name][addr] {
+		if a.tried[p.Name][addr] || !m.claims.take(p.Name, addr) {
 			return 0, false, nil
 		}
 		e, err := m.store.Get(ctx, addrKey(p.Name, addr))
 		if err != nil {
+			m.claims.release(p.Name, addr)
 			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
 		}
 		if e.Revision == 0 {
@@ -456,6 +484,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
 			return e.Revision, true, nil
 		}
+		m.claims.release(p.Name, addr)
 		return 0, false, nil
 	}
 	if s, ok := a.sticky[p.Name]; ok && p.Contains(s) {

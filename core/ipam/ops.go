@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
@@ -412,15 +411,7 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	locks := map[string]*sync.Mutex{}
-	for name := range next {
-		if l, ok := m.poolLock[name]; ok {
-			locks[name] = l
-		} else {
-			locks[name] = &sync.Mutex{}
-		}
-	}
-	m.pools, m.poolLock = next, locks
+	m.pools = next
 	return nil
 }
 

@@ -94,6 +94,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("startup") {
 		must(run("startup", func(s *scope) { targets = append(targets, benchStartup(s, b, out)...) }))
 	}
+	if selected("ipam") {
+		must(run("ipam", func(s *scope) { targets = append(targets, benchIPAM(s, b, out)...) }))
+	}
 
 	t := newTable("Targets", "case", "target", "measured", "met")
 	for _, tg := range targets {

@@ -147,7 +147,8 @@ type agentOpts struct {
 	health int    // default 5710
 	gops   int    // default 5712
 	env    []string
-	dir    string // reuse this config dir (and its socket); default a new one
+	dir    string   // reuse this config dir (and its socket); default a new one
+	args   []string // after "daemon --config-dir DIR"
 }
 
 // agent is one spiderpool-agent daemon process, forked inside a namespace.
@@ -200,7 +201,7 @@ func startAgent(s *scope, b *bins, o agentOpts) *agent {
 		s.Fatal(err)
 	}
 	a.config = cfg
-	a.cmd = exec.Command(b.agent, "daemon", "--config-dir", dir)
+	a.cmd = exec.Command(b.agent, append([]string{"daemon", "--config-dir", dir}, o.args...)...)
 	a.cmd.Env = append(cleanEnv(), o.env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	// The agent dies with this program even if it is killed.

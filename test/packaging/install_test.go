@@ -47,7 +47,7 @@ func TestMakeInstall(t *testing.T) {
 	}
 
 	u := parseUnit(t, filepath.Join(dest, "usr/local/lib/systemd/system", unitName))
-	if got, want := u.get("Service", "ExecStart"), "/usr/local/bin/spiderpool-agent daemon --config-dir /etc/spiderpool"; got != want {
+	if got, want := u.get("Service", "ExecStart"), "/usr/local/bin/spiderpool-agent daemon --config-dir /etc/spiderpool --ipam-config-dir /etc/spiderpool/ipam.d"; got != want {
 		t.Errorf("installed unit: ExecStart=%q, want %q", got, want)
 	}
 	cfg, err := config.Load(config.LoadOptions{ConfigDir: filepath.Join(dest, "etc/spiderpool")})

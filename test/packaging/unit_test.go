@@ -169,7 +169,8 @@ func TestUnitSettings(t *testing.T) {
 	want := map[string]string{
 		"Type":            "notify",
 		"NotifyAccess":    "main",
-		"ExecStart":       "/usr/bin/spiderpool-agent daemon --config-dir /etc/spiderpool",
+		"ExecStart":       "/usr/bin/spiderpool-agent daemon --config-dir /etc/spiderpool --ipam-config-dir /etc/spiderpool/ipam.d",
+		"StateDirectory":  "spiderpool",
 		"ExecReload":      "/bin/kill -HUP $MAINPID",
 		"EnvironmentFile": "-/etc/default/spiderpool-agent",
 		"KillMode":        "mixed",

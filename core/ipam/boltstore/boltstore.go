@@ -1,9 +1,11 @@
 // Package boltstore is IPAM's embedded store: one bbolt file per node
 // (default /var/lib/spiderpool/ipam.db), implementing ipam.Store.
 //
-// Every Commit is one bbolt read-write transaction, fsync'd before it
-// returns, so a kill -9 at any point leaves either the whole commit or
-// none of it. Revisions are a store-wide counter kept in the same file,
+// Every Commit is applied in one bbolt read-write transaction, fsync'd
+// before it returns, so a kill -9 at any point leaves either the whole
+// commit or none of it. Commits that run at the same time share a
+// transaction (bbolt's Batch) and so one fsync; each still sees the ones
+// before it, and a failed condition fails only its own commit. Revisions are a store-wide counter kept in the same file,
 // bumped once per commit, like etcd's. The file is locked (flock) while
 // open: a second agent on the same file waits OpenTimeout and then fails
 // with an error naming the process that holds it.
@@ -20,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,7 +53,14 @@ var (
 type Store struct {
 	db   *bolt.DB
 	path string
+	// inflight counts Commits running: when there are several, they go
+	// through bbolt's Batch and share one fsync.
+	inflight atomic.Int64
 }
+
+// batchDelay is how long a commit waits for others to join its batch,
+// only when other commits are in flight: an fsync costs more.
+const batchDelay = time.Millisecond
 
 var _ ipam.Store = (*Store)(nil)
 
@@ -102,6 +112,7 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
+	db.MaxBatchDelay = batchDelay
 	return &Store{db: db, path: path}, nil
 }
 
@@ -220,8 +231,15 @@ func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (i
 			return 0, fmt.Errorf("IPAM store: invalid key %q", op.Key)
 		}
 	}
+	update := s.db.Update
+	if s.inflight.Add(1) > 1 {
+		// Batch may run fn more than once (and rolls a batch back when
+		// one fn fails, re-running that one alone): fn only sets rev.
+		update = s.db.Batch
+	}
+	defer s.inflight.Add(-1)
 	var rev int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := update(func(tx *bolt.Tx) error {
 		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
 		for _, c := range conds {
 			var have int64

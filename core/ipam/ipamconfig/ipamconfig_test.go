@@ -126,3 +126,19 @@ func TestRefusesFIFO(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestPackagedExample: the example shipped in the package loads as is.
+func TestPackagedExample(t *testing.T) {
+	src, err := os.ReadFile("../../../packaging/ipam.d/pools.hcl.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := write(t, map[string]string{"pools.hcl": string(src)})
+	res, err := Load(dir, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Pools) != 2 || res.Pools[0].Size() != 190 || res.Pools[1].Size() != 256 {
+		t.Fatalf("%d pools", len(res.Pools))
+	}
+}
