@@ -51,11 +51,13 @@ var wantFiles = map[string]string{
 	"/usr/share/doc/spiderpool-agent/monitoring/README.md":                       "-rw-r--r--",
 	"/usr/share/doc/spiderpool-agent/monitoring/spiderpool-agent.rules.yml":      "-rw-r--r--",
 	"/usr/share/doc/spiderpool-agent/monitoring/spiderpool-agent.dashboard.json": "-rw-r--r--",
-	"/etc/spiderpool":                            "drwxr-xr-x",
-	"/usr/lib/spiderpool/plugins":                "drwxr-xr-x",
-	"/usr/lib/spiderpool":                        "drwxr-xr-x",
-	"/usr/share/doc/spiderpool-agent":            "drwxr-xr-x",
-	"/usr/share/doc/spiderpool-agent/monitoring": "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent/ipam.d/pools.hcl.example":                   "-rw-r--r--",
+	"/etc/spiderpool/ipam.d":                                                     "drwxr-xr-x",
+	"/etc/spiderpool":                                                            "drwxr-xr-x",
+	"/usr/lib/spiderpool/plugins":                                                "drwxr-xr-x",
+	"/usr/lib/spiderpool":                                                        "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent":                                            "drwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent/monitoring":                                 "drwxr-xr-x",
 }
 
 var wantConffiles = []string{"/etc/default/spiderpool-agent", "/etc/spiderpool/config.hcl"}
