@@ -1,0 +1,104 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// ipamFake is a Backend with IPAM whose answers the test sets.
+type ipamFake struct {
+	fakeBackend
+	allocErr error
+	got      []ipamapi.AllocateRequest
+}
+
+type codedErr struct{ code string }
+
+func (e codedErr) Error() string                    { return "coded: " + e.code }
+func (e codedErr) IPAMCode() string                 { return e.code }
+func (e codedErr) IPAMSkipped() []ipamapi.SkippedIP { return nil }
+
+func (f *ipamFake) IPAMAllocate(_ context.Context, r ipamapi.AllocateRequest) (ipamapi.Attachment, error) {
+	f.got = append(f.got, r)
+	return ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}}, f.allocErr
+}
+func (f *ipamFake) IPAMRelease(context.Context, ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error) {
+	return ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}, nil
+}
+func (f *ipamFake) IPAMReleaseWorkload(context.Context, string) (ipamapi.ReleaseResponse, error) {
+	return ipamapi.ReleaseResponse{}, nil
+}
+func (f *ipamFake) IPAMGet(context.Context, ipamapi.AttachmentKey) (ipamapi.Attachment, bool, error) {
+	return ipamapi.Attachment{}, false, nil
+}
+func (f *ipamFake) IPAMList(context.Context, string, string) ([]ipamapi.Attachment, error) {
+	return []ipamapi.Attachment{}, nil
+}
+func (f *ipamFake) IPAMGC(context.Context) (ipamapi.GCResult, error) { return ipamapi.GCResult{}, nil }
+func (f *ipamFake) IPAMPools(context.Context) ([]ipamapi.PoolUsage, error) {
+	return []ipamapi.PoolUsage{}, nil
+}
+func (f *ipamFake) IPAMHistory(context.Context, string, netip.Addr) ([]ipamapi.HistoryRecord, error) {
+	return []ipamapi.HistoryRecord{}, nil
+}
+
+func TestIPAMBadRequestsNameTheField(t *testing.T) {
+	f := &ipamFake{}
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		field              string
+	}{
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["p"],"pool":"x"}`, 400, "pool"},
+		{"POST", ipamapi.AllocatePath, `{"container_id":7,"interface":"eth0","pools":["p"]}`, 400, "container_id"},
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0"}`, 400, "pools"},
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["p"]} {}`, 400, ""},
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["-p"]}`, 400, "pools[0]"},
+		{"POST", ipamapi.ReleasePath, `{"container_id":"c"}`, 400, "interface"},
+		{"POST", ipamapi.ReleaseWorkloadPath, `{}`, 400, "workload"},
+		{"GET", ipamapi.AllocationPath + "?container_id=c", "", 400, "interface"},
+		{"GET", ipamapi.AllocationsPath + "?pool=%2F", "", 400, "pool"},
+		{"GET", ipamapi.HistoryPath, "", 400, "workload"},
+		{"GET", ipamapi.HistoryPath + "?address=10.0.0.300", "", 400, "address"},
+		{"GET", ipamapi.AllocationPath + "?container_id=c&interface=eth0", "", 404, ""},
+		{"GET", ipamapi.AllocatePath, "", 405, ""},
+	} {
+		rec := serveOnce(t, f, tc.method, tc.path, tc.body)
+		var body ipamapi.ErrorBody
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != tc.code || body.Field != tc.field || body.Error == "" {
+			t.Errorf("%s %s %s: %d %s, want %d field %q", tc.method, tc.path, tc.body, rec.Code, rec.Body, tc.code, tc.field)
+		}
+	}
+	if len(f.got) != 0 {
+		t.Errorf("the backend saw malformed requests: %+v", f.got)
+	}
+}
+
+func TestIPAMErrorCodes(t *testing.T) {
+	for code, status := range map[string]int{
+		ipamapi.CodePoolFull: 409, ipamapi.CodeConflict: 409, ipamapi.CodeGateway: 422,
+		ipamapi.CodeTryAgain: 503, ipamapi.CodeCheckFailed: 502, ipamapi.CodeDisabled: 409,
+	} {
+		f := &ipamFake{allocErr: codedErr{code}}
+		rec := serveOnce(t, f, "POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["p"]}`)
+		var body ipamapi.ErrorBody
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != status || body.Code != code || !strings.Contains(body.Error, code) {
+			t.Errorf("%s: %d %s, want %d", code, rec.Code, rec.Body, status)
+		}
+	}
+}
+
+// A backend without IPAM has no IPAM routes.
+func TestNoIPAMRoutesWithoutIPAMBackend(t *testing.T) {
+	rec := serveOnce(t, &fakeBackend{}, "GET", ipamapi.PoolsPath, "")
+	if rec.Code != 404 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
