@@ -45,10 +45,10 @@ func (d detectorsFor) Detectors() []supervisor.Detector {
 func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.CheckResult, error) {
 	a := c.a
 	if !a.started.Load() {
-		return nil, fmt.Errorf("%w: still starting", control.ErrNotReady)
+		return nil, fmt.Errorf("%w: spiderpool-agent is still starting; try again", ipam.ErrNotReady)
 	}
 	if a.stopping.Load() {
-		return nil, fmt.Errorf("%w: stopping", control.ErrNotReady)
+		return nil, fmt.Errorf("%w: spiderpool-agent is stopping; try again", ipam.ErrNotReady)
 	}
 	vc := control.ValidatedCheck{Interface: req.Interface, Netns: req.Netns}
 	wantConflict, wantGateway := false, false

@@ -124,6 +124,11 @@ func ipamErr(code string, skipped []SkippedIP, format string, a ...any) *Error {
 // ErrTryAgain is wrapped when retries of an optimistic update were spent.
 var ErrTryAgain = errors.New("try again")
 
+// ErrNotReady is what a Checker wraps when it cannot check yet (the agent
+// is starting or stopping): the allocation fails with CodeNotReady, which
+// a caller may retry, rather than CodeCheckFailed.
+var ErrNotReady = errors.New("the detectors are not ready")
+
 // New builds an IPAM over opts.Store with opts.Pools. Call Recover before
 // serving, so that reservations left by a killed agent are released.
 func New(opts Options) (*IPAM, error) {
@@ -565,7 +570,11 @@ func (a *allocation) vet(ctx context.Context) error {
 		}
 		res, err := m.checker.Check(ctx, creq)
 		if err != nil {
-			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Skipped: a.skipped, Msg: fmt.Sprintf("check on %s: %v", where(a.req.Netns, a.req.Interface), err)}
+			code := ipamapi.CodeCheckFailed
+			if errors.Is(err, ErrNotReady) {
+				code = ipamapi.CodeNotReady
+			}
+			return &Error{Code: code, Err: err, Skipped: a.skipped, Msg: fmt.Sprintf("check on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))

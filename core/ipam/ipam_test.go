@@ -368,6 +368,21 @@ func TestGatewayDownFailsAtOnceAndLeaksNothing(t *testing.T) {
 	assertEmpty(t, f)
 }
 
+func TestCheckerNotReadyIsRetryable(t *testing.T) {
+	f := newFixtureOpts(t, Options{Checker: notReady{}}, v4)
+	_, err := f.m.Allocate(context.Background(), req("c1", "lan4"))
+	if code(err) != ipamapi.CodeNotReady {
+		t.Fatalf("%v (code %q), want %s", err, code(err), ipamapi.CodeNotReady)
+	}
+	assertEmpty(t, f)
+}
+
+type notReady struct{}
+
+func (notReady) Check(context.Context, CheckRequest) ([]CheckResult, error) {
+	return nil, fmt.Errorf("%w: still starting", ErrNotReady)
+}
+
 type errChecker struct{}
 
 func (errChecker) Check(context.Context, CheckRequest) ([]CheckResult, error) {
