@@ -44,6 +44,7 @@ func faultIPAMKill(s *scope, b *bins) []faultRow {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			prev := ""
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -60,19 +61,22 @@ func faultIPAMKill(s *scope, b *bins) []faultRow {
 				mu.Lock()
 				answered[cid] = att.Addresses[0].Address.Addr()
 				mu.Unlock()
-				if i%2 == 1 { // keep the pool from filling: release every other one
-					// Forgotten before the release: one cut short by the
-					// kill may or may not have committed.
+				// Each client holds one address at most, so the pool
+				// never fills: release the one before. It is forgotten
+				// first, since a release cut short by the kill may or may
+				// not have committed.
+				if prev != "" {
 					mu.Lock()
-					delete(answered, cid)
+					delete(answered, prev)
 					mu.Unlock()
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					_, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"})
+					_, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: prev, Interface: "eth0"})
 					cancel()
 					if err != nil {
 						return
 					}
 				}
+				prev = cid
 			}
 		}()
 	}
