@@ -112,3 +112,19 @@ func TestTunedKeys(t *testing.T) {
 		t.Errorf("a detector's detail is not keys: %+v", k)
 	}
 }
+
+func TestConfigValidateIPAMPools(t *testing.T) {
+	cfgDir, poolDir := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(cfgDir, "a.hcl"), "plugin \"ip-conflict\" { enabled = false }\nplugin \"gateway-detector\" { enabled = false }\nplugin \"sysctl-tuner\" { enabled = false }\n")
+	pools := filepath.Join(poolDir, "p.hcl")
+	writeFile(t, pools, "pool \"p\" {\n  subnet = \"10.0.0.0/20\"\n}\n")
+	args := []string{"config", "validate", "--config-dir", cfgDir, "--ipam-config-dir", poolDir}
+	out, errOut, code := runCLI(t, map[string]string{"SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS": "100"}, args...)
+	if code != ExitFail || !strings.Contains(errOut, pools+":1:1") || !strings.Contains(errOut, "4094 addresses, more than max_allocated_ips") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, nil, args...)
+	if code != ExitOK || !strings.Contains(out, "1 IPAM pools") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}

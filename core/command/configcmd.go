@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -37,25 +38,40 @@ type configValidateCommand struct{ env Env }
 
 func (c *configValidateCommand) Synopsis() string { return "Check the configuration" }
 
+func (c *configValidateCommand) flags() (*flag.FlagSet, *string, *string) {
+	fs, dir := loadFlags("config validate", c.env)
+	return fs, dir, fs.String("ipam-config-dir", "", "also check the IPAM pools of this directory (*.hcl), as the daemon would load them")
+}
+
 func (c *configValidateCommand) Help() string {
-	fs, _ := loadFlags("config validate", c.env)
+	fs, _, _ := c.flags()
 	return helpText("config validate [options]", `
 Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
 environment) and reports every problem with its file:line:column. Each enabled
 plugin is started just long enough to read the schema of its config block,
 which is then checked too; no plugin is configured, so nothing on the node
-changes. Exits 0 when everything is valid, 1 otherwise.`, fs)
+changes. With --ipam-config-dir the IPAM pools are checked too (sizes against
+ipam.max_allocated_ips). Exits 0 when everything is valid, 1 otherwise.`, fs)
 }
 
 func (c *configValidateCommand) Run(args []string) int {
-	fs, dir := loadFlags("config validate", c.env)
+	fs, dir, ipamDir := c.flags()
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, Lookup: c.env.Lookup})
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, IPAMConfigDir: *ipamDir, Lookup: c.env.Lookup})
 	if err != nil {
 		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
 		return ExitFail
+	}
+	pools := -1
+	if *ipamDir != "" {
+		res, err := ipamconfig.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
+		if err != nil {
+			fmt.Fprintf(c.env.Stderr, "%v\n", err)
+			return ExitFail
+		}
+		pools = len(res.Pools)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -85,7 +101,11 @@ func (c *configValidateCommand) Run(args []string) int {
 			enabled++
 		}
 	}
-	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled)\n", enabled)
+	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled", enabled)
+	if pools >= 0 {
+		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", pools)
+	}
+	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK
 }
 
