@@ -87,6 +87,10 @@ type IPAM struct {
 	grace   time.Duration
 	now     func() time.Time
 
+	// reload is held shared by every allocation and exclusively by
+	// SetPools, so that no reservation lands in a range a reload is
+	// checking for live addresses.
+	reload sync.RWMutex
 	mu     sync.RWMutex
 	pools  map[string]*Pool
 	claims claims // candidates being reserved by this agent
@@ -252,6 +256,8 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	if err := req.Validate(); err != nil {
 		return Attachment{}, err
 	}
+	m.reload.RLock()
+	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
 	for i, name := range req.Pools {

@@ -380,6 +380,10 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	if err != nil {
 		return err
 	}
+	// No allocation runs while the live addresses are checked and the
+	// pools swapped.
+	m.reload.Lock()
+	defer m.reload.Unlock()
 	var problems []string
 	for _, old := range m.Pools() {
 		es, err := m.store.List(ctx, poolAddrPrefix(old.Name))
