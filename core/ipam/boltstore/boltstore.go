@@ -1,0 +1,264 @@
+// Package boltstore is IPAM's embedded store: one bbolt file per node
+// (default /var/lib/spiderpool/ipam.db), implementing ipam.Store.
+//
+// Every Commit is one bbolt read-write transaction, fsync'd before it
+// returns, so a kill -9 at any point leaves either the whole commit or
+// none of it. Revisions are a store-wide counter kept in the same file,
+// bumped once per commit, like etcd's. The file is locked (flock) while
+// open: a second agent on the same file waits OpenTimeout and then fails
+// with an error naming the process that holds it.
+package boltstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+)
+
+// DefaultPath is the store file of the packaged agent (systemd's
+// StateDirectory=spiderpool).
+const DefaultPath = "/var/lib/spiderpool/ipam.db"
+
+// DefaultOpenTimeout bounds the wait for another process's lock.
+const DefaultOpenTimeout = 2 * time.Second
+
+// formatVersion is the layout of the file; a newer one is refused.
+const formatVersion = 1
+
+var (
+	bucketKV   = []byte("kv")
+	bucketMeta = []byte("meta")
+	keyRev     = []byte("revision")
+	keyFormat  = []byte("format")
+)
+
+// Store is an open bbolt file.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+var _ ipam.Store = (*Store)(nil)
+
+// Options of Open.
+type Options struct {
+	// OpenTimeout bounds the wait for the file lock; 0 is DefaultOpenTimeout.
+	OpenTimeout time.Duration
+}
+
+// Open opens (creating when missing, with its directory, mode 0700) the
+// store at path.
+func Open(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("IPAM store: no path (ipam.db_path)")
+	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = DefaultOpenTimeout
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("IPAM store %s: create its directory: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("IPAM store %s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("IPAM store %s is locked by %s; waited %v (is another spiderpool-agent running with the same ipam.db_path?)", path, holder(path), opts.OpenTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keyFormat); v != nil {
+			if f := binary.BigEndian.Uint64(v); f > formatVersion {
+				return fmt.Errorf("the file has format %d; this agent reads format %d: upgrade the agent", f, formatVersion)
+			}
+			return nil
+		}
+		return meta.Put(keyFormat, u64(formatVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.path }
+
+// holder names the process holding a lock on path, from /proc/locks.
+func holder(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "another process"
+	}
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		return "another process"
+	}
+	defer f.Close()
+	// "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+	want := fmt.Sprintf(":%d", st.Ino)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[1] == "->" || !strings.HasSuffix(fields[5], want) {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[4])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if name := strings.TrimSpace(string(comm)); name != "" {
+			return fmt.Sprintf("pid %d (%s)", pid, name)
+		}
+		return fmt.Sprintf("pid %d", pid)
+	}
+	return "another process"
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// value layout: 8 bytes revision, then the value.
+func encode(rev int64, v []byte) []byte {
+	out := make([]byte, 8+len(v))
+	binary.BigEndian.PutUint64(out, uint64(rev))
+	copy(out[8:], v)
+	return out
+}
+
+func decode(key, raw []byte) (ipam.Entry, error) {
+	if len(raw) < 8 {
+		return ipam.Entry{}, fmt.Errorf("record %q is corrupt (%d bytes)", key, len(raw))
+	}
+	return ipam.Entry{Key: string(key), Revision: int64(binary.BigEndian.Uint64(raw)), Value: bytes.Clone(raw[8:])}, nil
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.db.View(fn)
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%w: %s", ipam.ErrStoreClosed, s.path)
+	}
+	return err
+}
+
+// Get implements ipam.Store.
+func (s *Store) Get(ctx context.Context, key string) (ipam.Entry, error) {
+	var e ipam.Entry
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketKV).Get([]byte(key))
+		if raw == nil {
+			e = ipam.Entry{Key: key}
+			return nil
+		}
+		var err error
+		e, err = decode([]byte(key), raw)
+		return err
+	})
+	return e, err
+}
+
+// List implements ipam.Store.
+func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
+	var out []ipam.Entry
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			e, err := decode(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Commit implements ipam.Store: one read-write transaction, durable when
+// it returns.
+func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	for _, op := range ops {
+		if op.Key == "" || strings.IndexByte(op.Key, 0) >= 0 {
+			return 0, fmt.Errorf("IPAM store: invalid key %q", op.Key)
+		}
+	}
+	var rev int64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
+		for _, c := range conds {
+			var have int64
+			if raw := kv.Get([]byte(c.Key)); raw != nil {
+				e, err := decode([]byte(c.Key), raw)
+				if err != nil {
+					return err
+				}
+				have = e.Revision
+			}
+			if have != c.Revision {
+				return fmt.Errorf("%w: %s is at revision %d, expected %d", ipam.ErrCompareFailed, c.Key, have, c.Revision)
+			}
+		}
+		var cur uint64
+		if v := meta.Get(keyRev); v != nil {
+			cur = binary.BigEndian.Uint64(v)
+		}
+		rev = int64(cur + 1)
+		for _, op := range ops {
+			if op.Delete {
+				if err := kv.Delete([]byte(op.Key)); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := kv.Put([]byte(op.Key), encode(rev, op.Value)); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyRev, u64(uint64(rev)))
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return 0, fmt.Errorf("%w: %s", ipam.ErrStoreClosed, s.path)
+	}
+	if err != nil && !errors.Is(err, ipam.ErrCompareFailed) {
+		return 0, fmt.Errorf("IPAM store %s: commit: %w", s.path, err)
+	}
+	return rev, err
+}

@@ -1,0 +1,82 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Checker vets candidate addresses on the wire before they are given out.
+// IPAM owns this interface; the daemon adapts its check orchestration (the
+// same one that answers POST /v1/check) to it.
+type Checker interface {
+	// Check vets every address of req at once (one reply window for all)
+	// and returns one result per address, in order. An error means no
+	// answer at all; an address that could not be decided is OutcomeError.
+	Check(ctx context.Context, req CheckRequest) ([]CheckResult, error)
+}
+
+// CheckRequest is what to vet, and where.
+type CheckRequest struct {
+	// Netns is the workload's namespace path; empty is the agent's own.
+	Netns     string
+	Interface string
+	Addresses []CheckAddress
+}
+
+// CheckAddress is one candidate.
+type CheckAddress struct {
+	Address netip.Prefix
+	// Conflict asks whether someone on the wire uses Address.
+	Conflict bool
+	// Gateway, when valid, asks whether it answers.
+	Gateway netip.Addr
+}
+
+// Outcome is a Checker's answer for one address.
+type Outcome string
+
+const (
+	// OutcomeFree: every check asked for passed.
+	OutcomeFree Outcome = "free"
+	// OutcomeConflict: someone on the wire uses the address; another
+	// candidate may do.
+	OutcomeConflict Outcome = "conflict"
+	// OutcomeGateway: the gateway did not answer; no address of the pool
+	// will do.
+	OutcomeGateway Outcome = "gateway_unreachable"
+	// OutcomeBlocked: another detector blocked the address.
+	OutcomeBlocked Outcome = "blocked"
+	// OutcomeError: a detector could not decide; never a pass.
+	OutcomeError Outcome = "error"
+)
+
+// CheckResult is the answer for one address, with the detectors' reasons
+// ("10.20.0.57 is in use by 02:00:00:00:00:10 on eth0").
+type CheckResult struct {
+	Outcome Outcome
+	Reason  string
+}
+
+// Metrics receives what IPAM does. Implementations must not block.
+type Metrics interface {
+	// Allocation is one Allocate for pool: result "ok" or an ipamapi code.
+	Allocation(pool, result string, seconds float64)
+	// Release is one address released: result "ok" or "error".
+	Release(pool, result string)
+	ConflictSkipped(pool string)
+	Quarantined(pool string)
+	RetrySpent(pool string)
+	GCReclaimed(pool string)
+	// PoolUsage reports a pool's size and state counts.
+	PoolUsage(pool string, size, allocated, reserved, quarantined int)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Allocation(string, string, float64)   {}
+func (nopMetrics) Release(string, string)               {}
+func (nopMetrics) ConflictSkipped(string)               {}
+func (nopMetrics) Quarantined(string)                   {}
+func (nopMetrics) RetrySpent(string)                    {}
+func (nopMetrics) GCReclaimed(string)                   {}
+func (nopMetrics) PoolUsage(string, int, int, int, int) {}

@@ -1,0 +1,808 @@
+// Package ipam is the agent's address management: pools of IPv4 and IPv6
+// addresses, allocations keyed by CNI's (container id, interface), each
+// address reserved in a Store and then vetted on the wire by a Checker
+// before it is returned, workload endpoints with their history, and
+// garbage collection of allocations whose network namespace is gone.
+//
+// The Store interface is IPAM's own (store.go): a revisioned key-value
+// store with atomic, compare-guarded commits, so that the embedded bbolt
+// store (core/ipam/boltstore) and a shared etcd store fit it unchanged.
+// core/ipam/storetest is the conformance suite every store runs.
+// The Checker interface is IPAM's too: the daemon adapts its check
+// orchestration to it, so this package does not depend on it.
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxHistory = 100
+	DefaultMaxRetries = 3
+	// DefaultMaxTries bounds the candidates tried per pool when addresses
+	// turn out to be in use on the wire.
+	DefaultMaxTries = 5
+	DefaultGCGrace  = 30 * time.Second
+	// rollbackTimeout bounds the clean-up of a failed allocation, which
+	// runs even when the request's context has ended.
+	rollbackTimeout = 5 * time.Second
+)
+
+// Options configure New.
+type Options struct {
+	Store Store
+	Pools []*Pool
+	// Checker vets addresses on the wire; nil vets nothing (a pool with
+	// detection on is then refused at allocation: never an unchecked pass).
+	Checker Checker
+	// Links brings a workload's interface up for the probe; nil uses
+	// netlink in the workload's namespace.
+	Links LinkUpper
+	// NetnsGone tells GC whether a namespace path is gone; nil uses
+	// NetnsExists.
+	NetnsGone func(path string) (bool, error)
+	Metrics   Metrics
+	Logger    hclog.Logger
+	// Node is this agent's name, recorded with each allocation and mixed
+	// into the candidate order.
+	Node string
+	// MaxHistory is ipam.max_history_records.
+	MaxHistory int
+	// MaxRetries is ipam.update_max_retries.
+	MaxRetries int
+	// MaxTries bounds candidates per pool on conflicts.
+	MaxTries int
+	// GCGrace is the wait between GC's two looks.
+	GCGrace time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// IPAM allocates addresses. Safe for concurrent use.
+type IPAM struct {
+	store   Store
+	checker Checker
+	links   LinkUpper
+	gone    func(string) (bool, error)
+	metrics Metrics
+	log     hclog.Logger
+	node    string
+	maxHist int
+	retries int
+	tries   int
+	grace   time.Duration
+	now     func() time.Time
+
+	mu       sync.RWMutex
+	pools    map[string]*Pool
+	poolLock map[string]*sync.Mutex // serialises candidate choice per pool
+
+	gcMu     sync.Mutex
+	suspects map[AttachmentKey]suspect
+}
+
+type suspect struct {
+	rev   int64
+	first time.Time
+}
+
+// Error is an IPAM failure with a code from ipamapi (CodePoolFull, ...).
+type Error struct {
+	Code    string
+	Msg     string
+	Skipped []SkippedIP
+	Err     error
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Err }
+
+func ipamErr(code string, skipped []SkippedIP, format string, a ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, a...), Skipped: skipped}
+}
+
+// ErrTryAgain is wrapped when retries of an optimistic update were spent.
+var ErrTryAgain = errors.New("try again")
+
+// New builds an IPAM over opts.Store with opts.Pools. Call Recover before
+// serving, so that reservations left by a killed agent are released.
+func New(opts Options) (*IPAM, error) {
+	if opts.Store == nil {
+		return nil, errors.New("ipam: no store")
+	}
+	m := &IPAM{
+		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
+		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
+		maxHist: opts.MaxHistory, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
+		now: opts.Now, suspects: map[AttachmentKey]suspect{},
+	}
+	if m.links == nil {
+		m.links = NetlinkUpper{}
+	}
+	if m.gone == nil {
+		m.gone = NetnsGone
+	}
+	if m.metrics == nil {
+		m.metrics = nopMetrics{}
+	}
+	if m.log == nil {
+		m.log = hclog.NewNullLogger()
+	}
+	if m.maxHist <= 0 {
+		m.maxHist = DefaultMaxHistory
+	}
+	if m.retries < 0 {
+		m.retries = 0
+	}
+	if m.tries <= 0 {
+		m.tries = DefaultMaxTries
+	}
+	if m.grace <= 0 {
+		m.grace = DefaultGCGrace
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	pools, err := poolMap(opts.Pools)
+	if err != nil {
+		return nil, err
+	}
+	m.pools = pools
+	m.poolLock = map[string]*sync.Mutex{}
+	for name := range pools {
+		m.poolLock[name] = &sync.Mutex{}
+	}
+	return m, nil
+}
+
+func poolMap(list []*Pool) (map[string]*Pool, error) {
+	out := make(map[string]*Pool, len(list))
+	for _, p := range list {
+		if _, dup := out[p.Name]; dup {
+			return nil, fmt.Errorf("pool %q is defined twice", p.Name)
+		}
+		out[p.Name] = p
+	}
+	return out, nil
+}
+
+// Pools returns the pools, sorted by name.
+func (m *IPAM) Pools() []*Pool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*Pool, 0, len(m.pools))
+	for _, p := range m.pools {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (m *IPAM) pool(name string) (*Pool, *sync.Mutex, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	p, ok := m.pools[name]
+	return p, m.poolLock[name], ok
+}
+
+// AllocateRequest is ipamapi.AllocateRequest.
+type AllocateRequest = ipamapi.AllocateRequest
+
+// Allocate gives the workload interface req names one address from each
+// of req.Pools. A repeated call for the same key returns what it holds.
+// Each address is reserved in the store, then vetted by the detectors its
+// pool enables, on the workload's interface in the workload's namespace:
+// an address in use is quarantined (or, past the pool's quarantine share,
+// only skipped) and the next candidate tried, up to MaxTries per pool; an
+// unreachable gateway fails at once. Every failure releases what it
+// reserved.
+func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
+	start := m.now()
+	if err := req.Validate(); err != nil {
+		return Attachment{}, err
+	}
+	pools := make([]*Pool, len(req.Pools))
+	families := map[string]string{}
+	for i, name := range req.Pools {
+		p, _, ok := m.pool(name)
+		if !ok {
+			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
+		}
+		if other, dup := families[p.Family()]; dup {
+			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
+		}
+		families[p.Family()] = name
+		pools[i] = p
+	}
+	if req.Workload == "" {
+		req.Workload = req.ContainerID
+	}
+	defer func() {
+		res := "ok"
+		if err != nil {
+			res = errCode(err)
+		}
+		secs := m.now().Sub(start).Seconds()
+		for _, p := range pools {
+			m.metrics.Allocation(p.Name, res, secs)
+		}
+	}()
+	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
+	return a.run(ctx)
+}
+
+func (m *IPAM) poolNames() []string {
+	var out []string
+	for _, p := range m.Pools() {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func errCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	var fe *ipamapi.FieldError
+	if errors.As(err, &fe) {
+		return ipamapi.CodeBadRequest
+	}
+	return ipamapi.CodeInternal
+}
+
+// allocation is one Allocate in progress.
+type allocation struct {
+	m     *IPAM
+	req   AllocateRequest
+	key   AttachmentKey
+	pools []*Pool
+
+	att     Attachment
+	attRev  int64
+	addrRev map[netip.Addr]int64 // revisions of the reserved address keys
+	tried   map[string]map[netip.Addr]bool
+	skipped []SkippedIP
+	sticky  map[string]netip.Addr
+	retries int
+}
+
+func (a *allocation) run(ctx context.Context) (Attachment, error) {
+	m := a.m
+	existing, err := m.getAttachment(ctx, a.key)
+	if err != nil {
+		return Attachment{}, err
+	}
+	if existing.rev != 0 {
+		return a.repeat(existing.att)
+	}
+	ep, _, err := m.getEndpoint(ctx, a.req.Workload)
+	if err != nil {
+		return Attachment{}, err
+	}
+	a.sticky = map[string]netip.Addr{}
+	for _, h := range ep.History {
+		if _, seen := a.sticky[h.Pool]; !seen {
+			a.sticky[h.Pool] = h.Address
+		}
+	}
+	a.addrRev = map[netip.Addr]int64{}
+	a.tried = map[string]map[netip.Addr]bool{}
+	a.att = Attachment{
+		AttachmentKey: a.key, Netns: a.req.Netns, Workload: a.req.Workload, Node: m.node,
+		State: StateReserved, Created: m.now().UTC(),
+	}
+	ok := false
+	defer func() {
+		if !ok && a.attRev != 0 {
+			a.rollback()
+		}
+	}()
+	for _, p := range a.pools {
+		if err := a.reserve(ctx, p); err != nil {
+			return Attachment{}, err
+		}
+	}
+	if err := a.vet(ctx); err != nil {
+		return Attachment{}, err
+	}
+	if err := a.commit(ctx); err != nil {
+		return Attachment{}, err
+	}
+	ok = true
+	return a.att, nil
+}
+
+// repeat answers an allocate for a key that already holds addresses.
+func (a *allocation) repeat(att Attachment) (Attachment, error) {
+	if att.State != StateAllocated {
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+	}
+	have := map[string]bool{}
+	for _, ip := range att.Addresses {
+		have[ip.Pool] = true
+	}
+	same := len(have) == len(a.pools)
+	for _, p := range a.pools {
+		same = same && have[p.Name]
+	}
+	if !same {
+		var names []string
+		for n := range have {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	}
+	return att, nil
+}
+
+// spendRetry counts a lost compare; past MaxRetries the caller may only
+// try again later.
+func (a *allocation) spendRetry(pool, what string) error {
+	a.retries++
+	a.m.metrics.RetrySpent(pool)
+	if a.retries > a.m.retries {
+		return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: a.skipped,
+			Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, a.retries, a.m.retries)}
+	}
+	return nil
+}
+
+// reserve picks a free candidate of p and writes it, reserved, with the
+// attachment in one commit.
+func (a *allocation) reserve(ctx context.Context, p *Pool) error {
+	m := a.m
+	_, lock, ok := m.pool(p.Name)
+	if !ok {
+		return ipamErr(ipamapi.CodeUnknownPool, a.skipped, "pool %q was removed", p.Name)
+	}
+	if a.tried[p.Name] == nil {
+		a.tried[p.Name] = map[netip.Addr]bool{}
+	}
+	// The lock keeps this agent's own allocations from racing for one
+	// candidate; compare conditions catch everybody else.
+	lock.Lock()
+	defer lock.Unlock()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		addr, rev, err := a.candidate(ctx, p)
+		if err != nil {
+			return err
+		}
+		a.tried[p.Name][addr] = true
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateReserved, Owner: a.key, Node: m.node, Since: m.now().UTC()}
+		next := a.att
+		next.Addresses = append(append([]AllocatedIP(nil), a.att.Addresses...), AllocatedIP{
+			Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN,
+		})
+		attVal, err := json.Marshal(next)
+		if err != nil {
+			return err
+		}
+		recVal, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		rev, err = m.store.Commit(ctx,
+			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: rev}},
+			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Name, addr), Value: recVal}})
+		if errors.Is(err, ErrCompareFailed) {
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			if gerr != nil {
+				return fmt.Errorf("pool %q: re-read after a lost race: %w", p.Name, gerr)
+			}
+			if cur.Revision != a.attRev {
+				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+			}
+			if err := a.spendRetry(p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pool %q: reserve %s: %w", p.Name, addr, err)
+		}
+		// Both keys were written by the same commit: same revision.
+		a.att, a.attRev = next, rev
+		a.addrRev[addr] = rev
+		return nil
+	}
+}
+
+// candidate returns the first free address of p in this allocation's
+// order with the revision to compare against (0: absent; or that of an
+// expired quarantine record). The order starts with the workload's last
+// address in the pool (sticky), then runs from a point hashed from the
+// node and the key, so that concurrent allocations - here and on other
+// nodes - do not fight over the lowest free address.
+func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64, error) {
+	m := a.m
+	now := m.now()
+	free := func(addr netip.Addr) (int64, bool, error) {
+		if a.tried[p.Name][addr] {
+			return 0, false, nil
+		}
+		e, err := m.store.Get(ctx, addrKey(p.Name, addr))
+		if err != nil {
+			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
+		}
+		if e.Revision == 0 {
+			return 0, true, nil
+		}
+		var rec AddressRecord
+		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
+			return e.Revision, true, nil
+		}
+		return 0, false, nil
+	}
+	if s, ok := a.sticky[p.Name]; ok && p.Contains(s) {
+		rev, ok, err := free(s)
+		if err != nil {
+			return netip.Addr{}, 0, err
+		}
+		if ok {
+			return s, rev, nil
+		}
+	}
+	n := p.Size()
+	h := fnv.New64a()
+	h.Write([]byte(m.node + "\x00" + a.key.ContainerID + "\x00" + a.key.Interface))
+	start := int(h.Sum64() % uint64(n))
+	for i := 0; i < n; i++ {
+		if i%64 == 63 {
+			if err := ctx.Err(); err != nil {
+				return netip.Addr{}, 0, err
+			}
+		}
+		addr := p.At((start + i) % n)
+		rev, ok, err := free(addr)
+		if err != nil {
+			return netip.Addr{}, 0, err
+		}
+		if ok {
+			return addr, rev, nil
+		}
+	}
+	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined", p.Name, n)
+}
+
+// vet checks the reserved addresses on the wire until each passed, one was
+// blocked, or a pool ran out of tries.
+func (a *allocation) vet(ctx context.Context) error {
+	m := a.m
+	pending := map[string]bool{}
+	for _, p := range a.pools {
+		if p.ConflictDetection || p.GatewayDetection {
+			pending[p.Name] = true
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	if m.checker == nil {
+		return ipamErr(ipamapi.CodeCheckFailed, nil, "pool(s) need detection but no detector is available")
+	}
+	if a.req.Netns != "" || a.req.Interface != "" {
+		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
+		if err != nil {
+			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
+		}
+		defer restore()
+	}
+	for len(pending) > 0 {
+		var creq CheckRequest
+		creq.Netns, creq.Interface = a.req.Netns, a.req.Interface
+		var order []*Pool
+		for _, p := range a.pools {
+			if !pending[p.Name] {
+				continue
+			}
+			ip := a.addressOf(p.Name)
+			ca := CheckAddress{Address: ip.Address, Conflict: p.ConflictDetection}
+			if p.GatewayDetection {
+				ca.Gateway = p.Gateway
+			}
+			creq.Addresses = append(creq.Addresses, ca)
+			order = append(order, p)
+		}
+		res, err := m.checker.Check(ctx, creq)
+		if err != nil {
+			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Skipped: a.skipped, Msg: fmt.Sprintf("check on %s: %v", where(a.req.Netns, a.req.Interface), err)}
+		}
+		if len(res) != len(order) {
+			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
+		}
+		// Blocked and errors first: another address would not help.
+		for i, r := range res {
+			ip := a.addressOf(order[i].Name)
+			switch r.Outcome {
+			case OutcomeGateway:
+				return ipamErr(ipamapi.CodeGateway, a.skipped, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr())
+			case OutcomeBlocked:
+				return ipamErr(ipamapi.CodeBlocked, a.skipped, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+			case OutcomeError:
+				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+			case OutcomeFree, OutcomeConflict:
+			default:
+				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome)
+			}
+		}
+		for i, r := range res {
+			p := order[i]
+			if r.Outcome == OutcomeFree {
+				delete(pending, p.Name)
+				continue
+			}
+			if err := a.skip(ctx, p, r.Reason); err != nil {
+				return err
+			}
+			if len(a.tried[p.Name]) >= m.tries {
+				return ipamErr(ipamapi.CodeConflict, a.skipped, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name))
+			}
+			if err := a.reserve(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func where(netns, iface string) string {
+	if netns == "" {
+		return iface
+	}
+	return iface + " in " + netns
+}
+
+func skippedText(s []SkippedIP, pool string) string {
+	var parts []string
+	for _, x := range s {
+		if x.Pool == pool {
+			parts = append(parts, x.Reason)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (a *allocation) addressOf(pool string) AllocatedIP {
+	for _, ip := range a.att.Addresses {
+		if ip.Pool == pool {
+			return ip
+		}
+	}
+	return AllocatedIP{}
+}
+
+// skip takes the conflicting address of p out of the attachment and
+// quarantines it, unless the pool's quarantine share is used up: then the
+// address is only freed, and this allocation does not try it again.
+func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
+	m := a.m
+	ip := a.addressOf(p.Name)
+	addr := ip.Address.Addr()
+	m.metrics.ConflictSkipped(p.Name)
+	quarantine, err := m.mayQuarantine(ctx, p)
+	if err != nil {
+		return err
+	}
+	next := a.att
+	next.Addresses = nil
+	for _, x := range a.att.Addresses {
+		if x.Pool != p.Name {
+			next.Addresses = append(next.Addresses, x)
+		}
+	}
+	sk := SkippedIP{Pool: p.Name, Address: addr, Reason: reason, Quarantined: quarantine}
+	next.Skipped = append(append([]SkippedIP(nil), a.att.Skipped...), sk)
+	attVal, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	ops := []Op{{Key: attachmentKey(a.key), Value: attVal}}
+	if quarantine {
+		now := m.now().UTC()
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason}
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val, TTL: p.Quarantine})
+	} else {
+		ops = append(ops, Op{Key: addrKey(p.Name, addr), Delete: true})
+	}
+	conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: a.addrRev[addr]}}
+	rev, err := m.store.Commit(ctx, conds, ops)
+	if err != nil {
+		return fmt.Errorf("pool %q: quarantine %s: %w", p.Name, addr, err)
+	}
+	delete(a.addrRev, addr)
+	a.att, a.attRev = next, rev
+	a.skipped = append(a.skipped, sk)
+	if quarantine {
+		m.metrics.Quarantined(p.Name)
+		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "reason", reason)
+	} else {
+		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
+	}
+	return nil
+}
+
+// mayQuarantine says whether p can take one more quarantined address.
+func (m *IPAM) mayQuarantine(ctx context.Context, p *Pool) (bool, error) {
+	limit := p.Size() / QuarantineShare
+	if limit == 0 {
+		return false, nil
+	}
+	u, err := m.usage(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	return u.Quarantined < limit, nil
+}
+
+// commit turns the reservation into an allocation and records it in the
+// workload's history, in one commit.
+func (a *allocation) commit(ctx context.Context) error {
+	m := a.m
+	final := a.att
+	final.State = StateAllocated
+	final.Skipped = a.skipped
+	now := m.now().UTC()
+	for {
+		ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
+		if err != nil {
+			return err
+		}
+		var entries []HistoryEntry
+		for _, ip := range final.Addresses {
+			var sk []SkippedIP
+			for _, s := range a.skipped {
+				if s.Pool == ip.Pool {
+					sk = append(sk, s)
+				}
+			}
+			entries = append(entries, HistoryEntry{
+				Address: ip.Address.Addr(), Pool: ip.Pool, ContainerID: a.key.ContainerID, Interface: a.key.Interface,
+				Node: m.node, AllocatedAt: now, Skipped: sk,
+			})
+		}
+		ep.Workload = a.req.Workload
+		ep.History = append(entries, ep.History...)
+		if len(ep.History) > m.maxHist {
+			ep.History = ep.History[:m.maxHist]
+		}
+		conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: workloadKey(a.req.Workload), Revision: epRev}}
+		attVal, err := json.Marshal(final)
+		if err != nil {
+			return err
+		}
+		epVal, err := json.Marshal(ep)
+		if err != nil {
+			return err
+		}
+		ops := []Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: workloadKey(a.req.Workload), Value: epVal}}
+		for _, ip := range final.Addresses {
+			addr := ip.Address.Addr()
+			rec := AddressRecord{Pool: ip.Pool, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
+			val, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			conds = append(conds, Cond{Key: addrKey(ip.Pool, addr), Revision: a.addrRev[addr]})
+			ops = append(ops, Op{Key: addrKey(ip.Pool, addr), Value: val})
+		}
+		_, err = m.store.Commit(ctx, conds, ops)
+		if errors.Is(err, ErrCompareFailed) {
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			if gerr != nil {
+				return fmt.Errorf("re-read after a lost race: %w", gerr)
+			}
+			if cur.Revision != a.attRev {
+				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "the reservation of container %s interface %s was released meanwhile; try again", a.key.ContainerID, a.key.Interface)
+			}
+			// Most likely the workload's endpoint changed under us.
+			if err := a.spendRetry(final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("record the allocation: %w", err)
+		}
+		a.att = final
+		return nil
+	}
+}
+
+// rollback releases what this allocation reserved, with a context of its
+// own: a request that was cancelled still cleans up.
+func (a *allocation) rollback() {
+	ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+	defer cancel()
+	if err := a.m.dropReservation(ctx, a.key, a.attRev, a.att); err != nil {
+		a.m.log.Error("could not release a failed allocation's reservation; GC and the next start will", "container_id", a.key.ContainerID, "interface", a.key.Interface, "error", err)
+	}
+}
+
+// dropReservation deletes a reserved attachment and its reserved address
+// records, only if the attachment is still at rev.
+func (m *IPAM) dropReservation(ctx context.Context, key AttachmentKey, rev int64, att Attachment) error {
+	conds := []Cond{{Key: attachmentKey(key), Revision: rev}}
+	ops := []Op{{Key: attachmentKey(key), Delete: true}}
+	for _, ip := range att.Addresses {
+		k := addrKey(ip.Pool, ip.Address.Addr())
+		e, err := m.store.Get(ctx, k)
+		if err != nil {
+			return err
+		}
+		if owned(e, key) {
+			conds = append(conds, Cond{Key: k, Revision: e.Revision})
+			ops = append(ops, Op{Key: k, Delete: true})
+		}
+	}
+	_, err := m.store.Commit(ctx, conds, ops)
+	return err
+}
+
+func owned(e Entry, key AttachmentKey) bool {
+	if e.Revision == 0 {
+		return false
+	}
+	var rec AddressRecord
+	if json.Unmarshal(e.Value, &rec) != nil {
+		return false
+	}
+	return rec.Owner == key && rec.State != StateQuarantined
+}
+
+type attEntry struct {
+	att Attachment
+	rev int64
+}
+
+func (m *IPAM) getAttachment(ctx context.Context, key AttachmentKey) (attEntry, error) {
+	e, err := m.store.Get(ctx, attachmentKey(key))
+	if err != nil {
+		return attEntry{}, fmt.Errorf("read the allocation of container %s interface %s: %w", key.ContainerID, key.Interface, err)
+	}
+	if e.Revision == 0 {
+		return attEntry{}, nil
+	}
+	var att Attachment
+	if err := json.Unmarshal(e.Value, &att); err != nil {
+		return attEntry{}, fmt.Errorf("decode %s: %w", e.Key, err)
+	}
+	return attEntry{att: att, rev: e.Revision}, nil
+}
+
+func (m *IPAM) getEndpoint(ctx context.Context, workload string) (Endpoint, int64, error) {
+	e, err := m.store.Get(ctx, workloadKey(workload))
+	if err != nil {
+		return Endpoint{}, 0, fmt.Errorf("read workload %q: %w", workload, err)
+	}
+	if e.Revision == 0 {
+		return Endpoint{Workload: workload}, 0, nil
+	}
+	var ep Endpoint
+	if err := json.Unmarshal(e.Value, &ep); err != nil {
+		return Endpoint{}, 0, fmt.Errorf("decode %s: %w", e.Key, err)
+	}
+	return ep, e.Revision, nil
+}

@@ -1,0 +1,214 @@
+// Package ipamapi is the IPAM part of the agent's control API as plain
+// types and a small HTTP-over-unix-socket client. It imports only the
+// standard library, so that the CNI plugin (a binary exec'd once per
+// workload interface) can use it without linking HCL, gRPC or go-plugin:
+// `go list -deps` of this package lists no module outside the standard
+// library.
+//
+//	POST /v1/ipam/allocate          AllocateRequest -> 200 Attachment
+//	POST /v1/ipam/release           ReleaseRequest  -> 200 ReleaseResponse
+//	GET  /v1/ipam/allocation?container_id=&interface= -> 200 Attachment, 404
+//	GET  /v1/ipam/allocations[?pool=&workload=]       -> 200 []Attachment
+//	POST /v1/ipam/release-workload  ReleaseWorkloadRequest -> 200 ReleaseResponse
+//	POST /v1/ipam/gc                -> 200 GCResult
+//	GET  /v1/ipam/pools             -> 200 []PoolUsage
+//	GET  /v1/ipam/history?workload= | ?address=        -> 200 []HistoryRecord
+//
+// Errors are ErrorBody: a 400 names the field; other errors carry a Code
+// a caller can act on (CodeTryAgain: retry later; CodePoolFull, ...).
+package ipamapi
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Paths of the IPAM API.
+const (
+	AllocatePath        = "/v1/ipam/allocate"
+	ReleasePath         = "/v1/ipam/release"
+	AllocationPath      = "/v1/ipam/allocation"
+	AllocationsPath     = "/v1/ipam/allocations"
+	ReleaseWorkloadPath = "/v1/ipam/release-workload"
+	GCPath              = "/v1/ipam/gc"
+	PoolsPath           = "/v1/ipam/pools"
+	HistoryPath         = "/v1/ipam/history"
+)
+
+// Error codes of ErrorBody.Code.
+const (
+	CodeBadRequest  = "bad_request" // a field is malformed (400, Field set)
+	CodeDisabled    = "ipam_disabled"
+	CodeUnknownPool = "unknown_pool"
+	CodePoolFull    = "pool_full"
+	// CodeConflict: every candidate tried was in use on the wire.
+	CodeConflict = "conflict"
+	// CodeGateway: the pool's gateway did not answer; another address
+	// would not help.
+	CodeGateway = "gateway_unreachable"
+	// CodeBlocked: a detector blocked the address for another reason.
+	CodeBlocked = "blocked"
+	// CodeCheckFailed: a detector could not decide (never a pass).
+	CodeCheckFailed = "check_failed"
+	// CodeTryAgain: retries of an optimistic update were spent, or another
+	// request for the same key is in flight; the caller may try again.
+	CodeTryAgain = "try_again"
+	// CodeMismatch: the key already holds addresses from other pools.
+	CodeMismatch = "mismatch"
+	CodeNotFound = "not_found"
+	CodeNotReady = "not_ready"
+	CodeInternal = "internal"
+)
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	// Field names the offending request field on a 400.
+	Field string `json:"field,omitempty"`
+	Code  string `json:"code,omitempty"`
+	// Skipped lists candidates passed over before the failure.
+	Skipped []SkippedIP `json:"skipped,omitempty"`
+}
+
+// AllocateRequest asks for one address from each pool named.
+type AllocateRequest struct {
+	ContainerID string `json:"container_id"`
+	Interface   string `json:"interface"`
+	// Netns is the workload's network namespace as a path; the address is
+	// checked there on Interface. Empty: the agent's own namespace.
+	Netns string `json:"netns,omitempty"`
+	// Workload names the workload for its history and sticky addresses
+	// ("default/web-0", a Nomad allocation id); empty = the container id.
+	Workload string `json:"workload,omitempty"`
+	// Pools: one per family at most (dual stack = one IPv4 and one IPv6).
+	Pools []string `json:"pools"`
+}
+
+// ReleaseRequest releases what (container id, interface) holds. Releasing
+// an unknown key succeeds.
+type ReleaseRequest struct {
+	ContainerID string `json:"container_id"`
+	Interface   string `json:"interface"`
+}
+
+// ReleaseWorkloadRequest releases every allocation of a workload.
+type ReleaseWorkloadRequest struct {
+	Workload string `json:"workload"`
+}
+
+// ReleaseResponse lists what was released (empty when nothing was held).
+type ReleaseResponse struct {
+	Released []Attachment `json:"released"`
+}
+
+// GCResult is what a garbage collection pass did.
+type GCResult struct {
+	// Checked allocations of this node with a namespace path.
+	Checked int `json:"checked"`
+	// Suspected: namespace gone at this look, waiting for the grace period
+	// and a second look.
+	Suspected []AttachmentKey `json:"suspected"`
+	// Reclaimed: namespace gone at two looks a grace period apart and the
+	// record unchanged in between; released.
+	Reclaimed []AttachmentKey `json:"reclaimed"`
+	// QuarantineExpired counts quarantine records removed.
+	QuarantineExpired int           `json:"quarantine_expired"`
+	GracePeriod       time.Duration `json:"grace_period_ns"`
+}
+
+// Route is a route given to the workload with its address.
+type Route struct {
+	Dst netip.Prefix `json:"dst"`
+	// GW is the next hop; absent = the pool's gateway.
+	GW netip.Addr `json:"gw,omitzero"`
+}
+
+// AttachmentKey identifies an allocation: CNI's (container id, interface).
+type AttachmentKey struct {
+	ContainerID string `json:"container_id"`
+	Interface   string `json:"interface"`
+}
+
+// Attachment is an allocation: the addresses one workload interface holds.
+type Attachment struct {
+	AttachmentKey
+	Netns     string        `json:"netns,omitempty"`
+	Workload  string        `json:"workload"`
+	Node      string        `json:"node,omitempty"`
+	State     string        `json:"state"` // "reserved" while checked, then "allocated"
+	Addresses []AllocatedIP `json:"addresses"`
+	Created   time.Time     `json:"created"`
+	// Skipped lists candidates passed over because they were in use.
+	Skipped []SkippedIP `json:"skipped,omitempty"`
+}
+
+// AllocatedIP is one address of an attachment with what the workload needs
+// to use it.
+type AllocatedIP struct {
+	Pool    string       `json:"pool"`
+	Address netip.Prefix `json:"address"` // with the subnet's length
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+	Routes  []Route      `json:"routes,omitempty"`
+	VLAN    int          `json:"vlan,omitempty"`
+}
+
+// SkippedIP is a candidate passed over because it was in use on the wire.
+type SkippedIP struct {
+	Pool        string     `json:"pool"`
+	Address     netip.Addr `json:"address"`
+	Reason      string     `json:"reason"`
+	Quarantined bool       `json:"quarantined"`
+}
+
+// Endpoint is a workload's allocation history, newest first.
+type Endpoint struct {
+	Workload string         `json:"workload"`
+	History  []HistoryEntry `json:"history"`
+}
+
+// HistoryEntry is one address a workload held.
+type HistoryEntry struct {
+	Address     netip.Addr  `json:"address"`
+	Pool        string      `json:"pool"`
+	ContainerID string      `json:"container_id"`
+	Interface   string      `json:"interface"`
+	Node        string      `json:"node,omitempty"`
+	AllocatedAt time.Time   `json:"allocated_at"`
+	ReleasedAt  time.Time   `json:"released_at,omitzero"`
+	Skipped     []SkippedIP `json:"conflicts_skipped,omitempty"`
+}
+
+// HistoryRecord is a HistoryEntry with its workload, the answer to "who
+// had this address, and when?".
+type HistoryRecord struct {
+	Workload string `json:"workload"`
+	HistoryEntry
+}
+
+// PoolUsage is one pool's state.
+type PoolUsage struct {
+	Name              string   `json:"name"`
+	Family            string   `json:"family"`
+	Subnet            string   `json:"subnet"`
+	Ranges            []string `json:"ranges"`
+	Gateway           string   `json:"gateway,omitempty"`
+	VLAN              int      `json:"vlan,omitempty"`
+	Store             string   `json:"store"`
+	ConflictDetection bool     `json:"conflict_detection"`
+	GatewayDetection  bool     `json:"gateway_detection"`
+	Size              int      `json:"size"`
+	Allocated         int      `json:"allocated"`
+	Reserved          int      `json:"reserved"`
+	Quarantined       int      `json:"quarantined"`
+	Free              int      `json:"free"`
+}
+
+// Status is IPAM's line in the agent's status.
+type Status struct {
+	Enabled bool        `json:"enabled"`
+	Reason  string      `json:"reason,omitempty"` // why it is off
+	Dir     string      `json:"config_dir,omitempty"`
+	DBPath  string      `json:"db_path,omitempty"`
+	Pools   []PoolUsage `json:"pools,omitempty"`
+	Error   string      `json:"error,omitempty"`
+}

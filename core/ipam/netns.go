@@ -1,0 +1,96 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// LinkUpper brings a workload's interface up so that it can be probed. A
+// CNI main plugin (macvlan, ipvlan) calls IPAM while the interface it made
+// is still down, and a down interface cannot send an ARP probe.
+type LinkUpper interface {
+	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
+	// up when it is down; restore puts it down again if EnsureUp raised it.
+	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
+}
+
+// NetlinkUpper is the LinkUpper of the daemon: netlink on a handle opened
+// inside the namespace, from a locked OS thread.
+type NetlinkUpper struct{}
+
+// EnsureUp implements LinkUpper.
+func (NetlinkUpper) EnsureUp(_ context.Context, netnsPath, iface string) (func(), error) {
+	h, err := handleIn(netnsPath)
+	if err != nil {
+		return nil, err
+	}
+	link, err := h.LinkByName(iface)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("interface %s: %w", iface, err)
+	}
+	if link.Attrs().Flags&unix.IFF_UP != 0 {
+		h.Close()
+		return func() {}, nil
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("bring %s up for the probe: %w", iface, err)
+	}
+	return func() {
+		defer h.Close()
+		_ = h.LinkSetDown(link)
+	}, nil
+}
+
+// handleIn opens a netlink handle bound to the namespace at path. The
+// socket keeps working in that namespace after the thread has left it.
+func handleIn(path string) (*netlink.Handle, error) {
+	if path == "" {
+		return netlink.NewHandle()
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	defer ns.Close()
+	// NewHandleAt switches this locked thread into ns and back.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", path, err)
+	}
+	return h, nil
+}
+
+// NetnsGone reports whether the namespace at path is gone: the path no
+// longer exists, or it is no longer a namespace (a /var/run/netns file
+// whose bind mount was removed, a /proc/PID/ns/net of a dead process).
+// Any other error is returned: GC never frees on a doubt.
+func NetnsGone(path string) (bool, error) {
+	var st unix.Statfs_t
+	err := unix.Statfs(path, &st)
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	if st.Type == unix.NSFS_MAGIC || st.Type == unix.PROC_SUPER_MAGIC {
+		return false, nil
+	}
+	// A plain file left behind where a namespace was bind-mounted.
+	if _, err := os.Stat(path); err != nil {
+		return false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,384 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Store names a pool can use.
+const (
+	// StoreLocal is the embedded bbolt file of this node (the default).
+	StoreLocal = "local"
+)
+
+// DefaultQuarantine is how long an address that answered on the wire is
+// kept out of allocation.
+const DefaultQuarantine = 10 * time.Minute
+
+// QuarantineShare is the most of a pool (size / QuarantineShare addresses)
+// that may be quarantined at once: beyond it a conflicting address is only
+// skipped for the allocation that met it, so conflicts can never exhaust a
+// pool (Kea's decline storm once burned 91 addresses in 5 hours).
+const QuarantineShare = 10
+
+// PoolSpec is a pool as written in the configuration, before it is checked.
+type PoolSpec struct {
+	Name    string
+	Subnet  string
+	Ranges  []string // "a-b" (inclusive) or a CIDR inside Subnet
+	Exclude []string // addresses, "a-b" or CIDRs
+	Gateway string
+	Routes  []RouteSpec
+	VLAN    int // informational
+	// ConflictDetection and GatewayDetection say which detectors vet an
+	// address of this pool before it is returned.
+	ConflictDetection bool
+	GatewayDetection  bool
+	Quarantine        time.Duration
+	Store             string
+}
+
+// RouteSpec is a route as written.
+type RouteSpec struct {
+	Dst string
+	GW  string
+}
+
+// Pool is a checked pool: its addresses are the ranges minus the excludes,
+// the gateway and (IPv4) the network and broadcast addresses.
+type Pool struct {
+	Name              string
+	Subnet            netip.Prefix
+	Gateway           netip.Addr // zero when none
+	Routes            []Route
+	VLAN              int
+	ConflictDetection bool
+	GatewayDetection  bool
+	Quarantine        time.Duration
+	Store             string
+	// Spec is what the pool was built from, to compare on reload.
+	Spec PoolSpec
+
+	spans []span // sorted, disjoint
+	size  uint64
+}
+
+// span is an inclusive run of addresses [lo, hi] with off = the index of lo
+// among the pool's addresses.
+type span struct {
+	lo, hi u128
+	off    uint64
+}
+
+// FieldError is a pool definition problem naming the attribute.
+type FieldError struct {
+	Pool  string
+	Field string // "ranges[1]", "gateway"
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("pool %q: %s: %s", e.Pool, e.Field, e.Msg)
+}
+
+// ErrPoolTooLarge is wrapped by NewPool when a pool holds more addresses
+// than max_allocated_ips allows.
+var ErrPoolTooLarge = errors.New("pool too large")
+
+// Family is "ipv4" or "ipv6".
+func (p *Pool) Family() string { return family(p.Subnet.Addr()) }
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+// Size is how many addresses the pool can hand out.
+func (p *Pool) Size() int { return int(p.size) }
+
+// Contains reports whether a is one of the pool's addresses.
+func (p *Pool) Contains(a netip.Addr) bool {
+	_, ok := p.index(a)
+	return ok
+}
+
+// At returns the i-th address of the pool, 0 <= i < Size.
+func (p *Pool) At(i int) netip.Addr {
+	n := uint64(i)
+	k := sort.Search(len(p.spans), func(j int) bool { return p.spans[j].off > n }) - 1
+	s := p.spans[k]
+	return s.lo.add(n - s.off).addr(p.Subnet.Addr().Is4())
+}
+
+func (p *Pool) index(a netip.Addr) (int, bool) {
+	if !a.IsValid() || a.Is4() != p.Subnet.Addr().Is4() || a.Zone() != "" {
+		return 0, false
+	}
+	v := fromAddr(a)
+	k := sort.Search(len(p.spans), func(j int) bool { return !p.spans[j].hi.less(v) })
+	if k == len(p.spans) || v.less(p.spans[k].lo) {
+		return 0, false
+	}
+	return int(p.spans[k].off + v.sub(p.spans[k].lo)), true
+}
+
+// Ranges renders the pool's address runs, for display.
+func (p *Pool) Ranges() []string {
+	out := make([]string, len(p.spans))
+	is4 := p.Subnet.Addr().Is4()
+	for i, s := range p.spans {
+		lo, hi := s.lo.addr(is4), s.hi.addr(is4)
+		if lo == hi {
+			out[i] = lo.String()
+		} else {
+			out[i] = lo.String() + "-" + hi.String()
+		}
+	}
+	return out
+}
+
+// NewPool checks spec and builds the pool. maxSize is max_allocated_ips: a
+// pool with more addresses is refused with its size and the limit. IPv6
+// pools are sized by their ranges: a /64 without ranges is refused, never
+// counted as 2^64.
+func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
+	bad := func(field, format string, a ...any) error {
+		return &FieldError{Pool: spec.Name, Field: field, Msg: fmt.Sprintf(format, a...)}
+	}
+	if spec.Name == "" {
+		return nil, errors.New("pool: no name")
+	}
+	subnet, err := netip.ParsePrefix(strings.TrimSpace(spec.Subnet))
+	if err != nil {
+		return nil, bad("subnet", "%q is not a CIDR such as 10.20.0.0/24 or fd00::/64", spec.Subnet)
+	}
+	if subnet.Addr().Zone() != "" {
+		return nil, bad("subnet", "%q: a zone is not allowed", spec.Subnet)
+	}
+	if subnet.Addr().Is4In6() {
+		return nil, bad("subnet", "%q: write an IPv4 subnet in IPv4 form", spec.Subnet)
+	}
+	if subnet != subnet.Masked() {
+		return nil, bad("subnet", "%q has host bits set; the subnet is %s", spec.Subnet, subnet.Masked())
+	}
+	p := &Pool{
+		Name: spec.Name, Subnet: subnet, VLAN: spec.VLAN,
+		ConflictDetection: spec.ConflictDetection, GatewayDetection: spec.GatewayDetection,
+		Quarantine: spec.Quarantine, Store: spec.Store, Spec: spec,
+	}
+	if p.Quarantine == 0 {
+		p.Quarantine = DefaultQuarantine
+	}
+	if p.Quarantine < 0 {
+		return nil, bad("quarantine", "%v is negative", p.Quarantine)
+	}
+	if p.Store == "" {
+		p.Store = StoreLocal
+	}
+	if p.Store != StoreLocal {
+		return nil, bad("store", "%q is not a store of this agent (known: %q)", spec.Store, StoreLocal)
+	}
+	if spec.VLAN < 0 || spec.VLAN > 4094 {
+		return nil, bad("vlan", "%d is not a VLAN id (0-4094)", spec.VLAN)
+	}
+	if g := strings.TrimSpace(spec.Gateway); g != "" {
+		gw, err := netip.ParseAddr(g)
+		if err != nil || gw.Zone() != "" {
+			return nil, bad("gateway", "%q is not an IP address", spec.Gateway)
+		}
+		if !subnet.Contains(gw) {
+			return nil, bad("gateway", "%s is outside the subnet %s", gw, subnet)
+		}
+		p.Gateway = gw
+	}
+	if spec.GatewayDetection && !p.Gateway.IsValid() {
+		return nil, bad("gateway_detection", "needs a gateway")
+	}
+	for i, r := range spec.Routes {
+		dst, err := netip.ParsePrefix(strings.TrimSpace(r.Dst))
+		if err != nil || dst.Addr().Is4() != subnet.Addr().Is4() {
+			return nil, bad(fmt.Sprintf("routes[%d].dst", i), "%q is not a %s CIDR", r.Dst, family(subnet.Addr()))
+		}
+		rt := Route{Dst: dst.Masked()}
+		if g := strings.TrimSpace(r.GW); g != "" {
+			gw, err := netip.ParseAddr(g)
+			if err != nil || gw.Is4() != subnet.Addr().Is4() {
+				return nil, bad(fmt.Sprintf("routes[%d].gw", i), "%q is not an %s address", r.GW, family(subnet.Addr()))
+			}
+			rt.GW = gw
+		} else if !p.Gateway.IsValid() {
+			return nil, bad(fmt.Sprintf("routes[%d].gw", i), "no gw and the pool has no gateway")
+		}
+		p.Routes = append(p.Routes, rt)
+	}
+
+	var include []span
+	if len(spec.Ranges) == 0 {
+		include = []span{prefixSpan(subnet)}
+	}
+	for i, r := range spec.Ranges {
+		s, err := ParseRange(r, subnet)
+		if err != nil {
+			return nil, bad(fmt.Sprintf("ranges[%d]", i), "%v", err)
+		}
+		include = append(include, s)
+	}
+	var exclude []span
+	for i, r := range spec.Exclude {
+		s, err := ParseRange(r, subnet)
+		if err != nil {
+			return nil, bad(fmt.Sprintf("exclude[%d]", i), "%v", err)
+		}
+		exclude = append(exclude, s)
+	}
+	if p.Gateway.IsValid() {
+		g := fromAddr(p.Gateway)
+		exclude = append(exclude, span{lo: g, hi: g})
+	}
+	if subnet.Addr().Is4() && subnet.Bits() < 31 {
+		// The network and broadcast addresses are never a host's.
+		all := prefixSpan(subnet)
+		exclude = append(exclude, span{lo: all.lo, hi: all.lo}, span{lo: all.hi, hi: all.hi})
+	}
+	spans := subtract(merge(include), merge(exclude))
+	size := new(big.Int)
+	for _, s := range spans {
+		size.Add(size, s.hi.sub128(s.lo).big())
+		size.Add(size, big.NewInt(1))
+	}
+	if size.Sign() == 0 {
+		return nil, bad("ranges", "the pool has no address left after excludes, gateway and network/broadcast")
+	}
+	if !size.IsInt64() || size.Int64() > int64(maxSize) {
+		return nil, fmt.Errorf("%w: pool %q has %s addresses, more than max_allocated_ips (SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS) = %d; narrow its ranges", ErrPoolTooLarge, spec.Name, size.String(), maxSize)
+	}
+	var off uint64
+	for i := range spans {
+		spans[i].off = off
+		off += spans[i].hi.sub(spans[i].lo) + 1
+	}
+	p.spans, p.size = spans, off
+	return p, nil
+}
+
+// ParseRange reads "a-b" (inclusive, a <= b), a single address, or a CIDR,
+// all inside subnet.
+func ParseRange(s string, subnet netip.Prefix) (span, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return span{}, errors.New("empty range")
+	}
+	in := func(a netip.Addr) error {
+		if a.Zone() != "" {
+			return fmt.Errorf("%s: a zone is not allowed", a)
+		}
+		if !subnet.Contains(a) {
+			return fmt.Errorf("%s is outside the subnet %s", a, subnet)
+		}
+		return nil
+	}
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return span{}, fmt.Errorf("%q is not a CIDR", s)
+		}
+		pfx = pfx.Masked()
+		if pfx.Bits() < subnet.Bits() || in(pfx.Addr()) != nil {
+			return span{}, fmt.Errorf("%s is not inside the subnet %s", pfx, subnet)
+		}
+		return prefixSpan(pfx), nil
+	}
+	if a, b, ok := strings.Cut(s, "-"); ok {
+		lo, err1 := netip.ParseAddr(strings.TrimSpace(a))
+		hi, err2 := netip.ParseAddr(strings.TrimSpace(b))
+		if err1 != nil || err2 != nil {
+			return span{}, fmt.Errorf("%q is not a range \"FIRST-LAST\" of two addresses", s)
+		}
+		if err := in(lo); err != nil {
+			return span{}, err
+		}
+		if err := in(hi); err != nil {
+			return span{}, err
+		}
+		if hi.Less(lo) {
+			return span{}, fmt.Errorf("%q: %s comes after %s", s, lo, hi)
+		}
+		return span{lo: fromAddr(lo), hi: fromAddr(hi)}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return span{}, fmt.Errorf("%q is not an address, a range \"FIRST-LAST\" or a CIDR", s)
+	}
+	if err := in(a); err != nil {
+		return span{}, err
+	}
+	v := fromAddr(a)
+	return span{lo: v, hi: v}, nil
+}
+
+func prefixSpan(p netip.Prefix) span {
+	lo := fromAddr(p.Masked().Addr())
+	width := 128
+	if p.Addr().Is4() {
+		width = 32
+	}
+	host := width - p.Bits()
+	return span{lo: lo, hi: lo.or(onesLow(host))}
+}
+
+// merge sorts and joins overlapping or adjacent spans.
+func merge(in []span) []span {
+	if len(in) == 0 {
+		return nil
+	}
+	s := append([]span(nil), in...)
+	sort.Slice(s, func(i, j int) bool { return s[i].lo.less(s[j].lo) })
+	out := []span{s[0]}
+	for _, x := range s[1:] {
+		last := &out[len(out)-1]
+		if !last.hi.isMax() && !last.hi.add(1).less(x.lo) {
+			if last.hi.less(x.hi) {
+				last.hi = x.hi
+			}
+			continue
+		}
+		if last.hi.isMax() {
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// subtract removes ex from in; both merged.
+func subtract(in, ex []span) []span {
+	var out []span
+	for _, s := range in {
+		cur := []span{s}
+		for _, e := range ex {
+			var next []span
+			for _, c := range cur {
+				if e.hi.less(c.lo) || c.hi.less(e.lo) {
+					next = append(next, c)
+					continue
+				}
+				if c.lo.less(e.lo) {
+					next = append(next, span{lo: c.lo, hi: e.lo.subOne()})
+				}
+				if e.hi.less(c.hi) {
+					next = append(next, span{lo: e.hi.add(1), hi: c.hi})
+				}
+			}
+			cur = next
+		}
+		out = append(out, cur...)
+	}
+	return out
+}
