@@ -499,7 +499,9 @@ func (a *allocation) vet(ctx context.Context) error {
 	if m.checker == nil {
 		return ipamErr(ipamapi.CodeCheckFailed, nil, "pool(s) need detection but no detector is available")
 	}
-	if a.req.Netns != "" || a.req.Interface != "" {
+	// Only inside a workload's namespace: the agent never changes the
+	// state of the node's own interfaces.
+	if a.req.Netns != "" {
 		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
 		if err != nil {
 			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)

@@ -1,0 +1,29 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Hooks for the external tests (package ipam_test, which can use the real
+// bbolt store without an import cycle).
+
+const (
+	PrefixAttachments = prefixAttachments
+	PrefixPools       = prefixPools
+)
+
+// ReserveForTest reserves one address of each pool of r and stops there,
+// as an agent killed in the middle of the check leaves it.
+func ReserveForTest(ctx context.Context, m *IPAM, r AllocateRequest) error {
+	key := AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}
+	a := &allocation{m: m, req: r, key: key, addrRev: map[netip.Addr]int64{}, tried: map[string]map[netip.Addr]bool{}}
+	a.att = Attachment{AttachmentKey: key, Workload: r.Workload, Node: m.node, State: StateReserved}
+	for _, name := range r.Pools {
+		p, _, _ := m.pool(name)
+		if err := a.reserve(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
