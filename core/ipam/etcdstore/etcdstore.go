@@ -90,9 +90,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	cc := clientv3.Config{
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
-		// Keepalive pings find a dead or partitioned member within a few
-		// seconds, so that the connection leaves READY and calls fail fast.
-		DialKeepAliveTime:    5 * time.Second,
+		// Keepalive pings find a silent (partitioned) member: after 10 s
+		// (gRPC's minimum) + 3 s the connection is dropped, a reconnection
+		// waits out DialTimeout, and from then on calls fail fast instead
+		// of each waiting RequestTimeout. A member that died is noticed at
+		// once (its sockets close).
+		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		TLS:                  tc,
 		Username:             cfg.Username,
@@ -154,7 +157,10 @@ func (s *Store) call(ctx context.Context, what string) (context.Context, context
 		return nil, nil, fmt.Errorf("%s: %s: %w: no member answers (retrying in the background)", s.desc, what, ErrUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	return ctx, cancel, nil
+	// A member that has lost its leader answers "no leader" at once instead
+	// of holding the request until the timeout: during an election calls
+	// fail fast and, unlike a timeout, certainly unapplied.
+	return clientv3.WithRequireLeader(ctx), cancel, nil
 }
 
 // wrap names the call and the endpoints, and says when the request timeout
