@@ -411,3 +411,17 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Version is the etcd server's version ("3.4.23"), or "?".
+func Version() string {
+	out, err := exec.Command(Binary, "--version").Output()
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "etcd Version: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
