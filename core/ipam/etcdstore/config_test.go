@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,6 +132,24 @@ func TestAuth(t *testing.T) {
 	if _, err := anon.Commit(ctx, nil, []ipam.Op{{Key: "k", Value: []byte("v")}}); err == nil {
 		t.Fatal("an anonymous commit succeeded with auth on")
 	}
+
+	// etcd down when the agent starts: New cannot log in, but returns a
+	// store whose calls say etcd is unreachable, and which logs in and
+	// works once etcd is back - no restart of the agent.
+	c.Members[0].Stop()
+	late, err := etcdstore.New(ctx, etcdstore.Config{Endpoints: c.Endpoints(), Username: "root", PasswordFile: good, DialTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("New with auth while etcd is down: %v", err)
+	}
+	t.Cleanup(func() { late.Close() })
+	if _, err := late.Commit(ctx, nil, []ipam.Op{{Key: "late", Value: []byte("v")}}); !errors.Is(err, etcdstore.ErrUnavailable) || !strings.Contains(err.Error(), "not connected yet") {
+		t.Fatalf("commit before the first login: %v", err)
+	}
+	c.Members[0].Restart()
+	waitFor(t, 30*time.Second, "the store logs in once etcd is back", func() bool {
+		_, err := late.Commit(ctx, nil, []ipam.Op{{Key: "late", Value: []byte("v")}})
+		return err == nil
+	})
 }
 
 // TestDefaults are the documented ones.

@@ -31,7 +31,9 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 )
@@ -49,9 +51,11 @@ var ErrOutcomeUnknown = errors.New("etcd commit outcome unknown")
 // Store is ipam.Store on etcd.
 type Store struct {
 	cfg    Config
-	cli    *clientv3.Client
+	cli    atomic.Pointer[clientv3.Client] // nil until connected (see New)
 	closed atomic.Bool
-	desc   string // "etcd [endpoints]" for errors
+	// connErr is why cli is still nil.
+	connErr atomic.Pointer[error]
+	desc    string // "etcd [endpoints]" for errors
 
 	leaseMu sync.Mutex
 	leases  map[int64]*ttlLease // by TTL in seconds
@@ -71,10 +75,15 @@ type ttlLease struct {
 	usableUntil time.Time
 }
 
-// New validates cfg, reads its files and returns a store connected lazily:
-// an etcd that is down when the agent starts is not an error here (the
-// calls fail with ErrUnavailable until it is back), a bad config is.
+// New validates cfg, reads its files and returns a store: an etcd that is
+// down when the agent starts is not an error here (calls fail with
+// ErrUnavailable until it is back), a bad config or a refused login is.
+// The client lives until Close, not until ctx ends. With authentication,
+// New waits up to DialTimeout for a member to log in to.
 func New(ctx context.Context, cfg Config) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("etcd store: %w", err)
+	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -100,7 +109,6 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		TLS:                  tc,
 		Username:             cfg.Username,
 		Password:             pw,
-		Context:              ctx,
 		// The agent reports etcd's failures through its own errors; the
 		// client's zap logger would print JSON past hclog.
 		Logger: zap.NewNop(),
@@ -114,22 +122,67 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			}),
 		},
 	}
+	bg, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		cfg: cfg, desc: fmt.Sprintf("etcd %v", cfg.Endpoints),
+		leases: map[int64]*ttlLease{}, bgCtx: bg, bgCancel: cancel,
+	}
+	cc.Context = bg // Close aborts a connection attempt
 	cli, err := clientv3.New(cc)
-	if err != nil {
+	if err == nil {
+		s.cli.Store(cli)
+		return s, nil
+	}
+	if !unreachable(err) {
+		cancel()
 		return nil, fmt.Errorf("etcd %v: %w", cfg.Endpoints, err)
 	}
-	bg, cancel := context.WithCancel(context.Background())
-	return &Store{
-		cfg: cfg, cli: cli, desc: fmt.Sprintf("etcd %v", cfg.Endpoints),
-		leases: map[int64]*ttlLease{}, bgCtx: bg, bgCancel: cancel,
-	}, nil
+	// Only with authentication does the client talk to etcd in New (it
+	// logs in). etcd being down at the agent's start must not keep IPAM
+	// down once it is back: keep trying in the background, and fail calls
+	// with ErrUnavailable meanwhile.
+	s.connErr.Store(&err)
+	s.bgWG.Add(1)
+	go s.connect(cc)
+	return s, nil
 }
+
+// unreachable: New failed for want of an answer, not for a wrong password.
+func unreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	return ok && (st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded)
+}
+
+// connect retries clientv3.New until it succeeds or the store is closed.
+func (s *Store) connect(cc clientv3.Config) {
+	defer s.bgWG.Done()
+	for {
+		select {
+		case <-s.bgCtx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		cli, err := clientv3.New(cc)
+		if err == nil {
+			s.cli.Store(cli)
+			return
+		}
+		s.connErr.Store(&err)
+	}
+}
+
+// c is the client; nil before the first connection succeeded (call checks).
+func (s *Store) c() *clientv3.Client { return s.cli.Load() }
 
 // Config is the store's configuration with defaults filled in.
 func (s *Store) Config() Config { return s.cfg }
 
-// Client is the underlying etcd client, for tests and tools.
-func (s *Store) Client() *clientv3.Client { return s.cli }
+// Client is the underlying etcd client, for tests and tools; nil until
+// connected.
+func (s *Store) Client() *clientv3.Client { return s.c() }
 
 // Close stops the heartbeats (revoking their leases) and closes the client.
 func (s *Store) Close() error {
@@ -138,7 +191,7 @@ func (s *Store) Close() error {
 	}
 	s.bgCancel()
 	s.bgWG.Wait()
-	return s.cli.Close()
+	return s.c().Close()
 }
 
 // call starts a call: it refuses a closed store, fails fast while no member
@@ -153,7 +206,15 @@ func (s *Store) call(ctx context.Context, what string) (context.Context, context
 	// TRANSIENT_FAILURE: every member failed its last connection attempt
 	// (gRPC keeps retrying in the background). Waiting for the timeout
 	// would only make every allocation on the node slow to fail.
-	if st := s.cli.ActiveConnection().GetState(); st == connectivity.TransientFailure {
+	cli := s.c()
+	if cli == nil {
+		why := "not connected yet"
+		if e := s.connErr.Load(); e != nil {
+			why += ": " + (*e).Error()
+		}
+		return nil, nil, fmt.Errorf("%s: %s: %w: %s (retrying in the background)", s.desc, what, ErrUnavailable, why)
+	}
+	if st := cli.ActiveConnection().GetState(); st == connectivity.TransientFailure {
 		return nil, nil, fmt.Errorf("%s: %s: %w: no member answers (retrying in the background)", s.desc, what, ErrUnavailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -194,7 +255,7 @@ func (s *Store) Get(ctx context.Context, key string) (ipam.Entry, error) {
 		return ipam.Entry{}, err
 	}
 	defer cancel()
-	resp, err := s.cli.Get(cctx, s.key(key))
+	resp, err := s.c().Get(cctx, s.key(key))
 	if err != nil {
 		return ipam.Entry{}, s.wrap(cctx, "get "+key, err)
 	}
@@ -213,7 +274,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
 		return nil, err
 	}
 	defer cancel()
-	resp, err := s.cli.Get(cctx, s.key(prefix), clientv3.WithPrefix(),
+	resp, err := s.c().Get(cctx, s.key(prefix), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, s.wrap(cctx, "list "+prefix, err)
@@ -276,7 +337,7 @@ func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (i
 			thens = append(thens, clientv3.OpPut(s.key(op.Key), string(op.Value)))
 		}
 	}
-	resp, err := s.cli.Txn(cctx).If(cmps...).Then(thens...).Commit()
+	resp, err := s.c().Txn(cctx).If(cmps...).Then(thens...).Commit()
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			// Only possible if someone revoked our lease or etcd lost it;
@@ -309,7 +370,7 @@ func (s *Store) lease(ctx context.Context, ttl time.Duration) (clientv3.LeaseID,
 	}
 	// now is taken before the grant: the lease starts on the server no
 	// earlier, so it outlives usableUntil+ttl.
-	resp, err := s.cli.Grant(ctx, secs+int64((window+time.Second-1)/time.Second))
+	resp, err := s.c().Grant(ctx, secs+int64((window+time.Second-1)/time.Second))
 	if err != nil {
 		return 0, secs, fmt.Errorf("grant a %ds lease: %w", secs, err)
 	}

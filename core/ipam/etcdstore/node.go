@@ -211,12 +211,12 @@ func (h *Heartbeat) stop() {
 	h.mu.Lock()
 	lease, ok := h.lease, h.leaseOK
 	h.mu.Unlock()
-	if !ok {
+	if !ok || h.s.c() == nil {
 		return
 	}
-	live, err := h.s.cli.Get(ctx, h.s.key(nodeKey(h.node, "live")))
+	live, err := h.s.c().Get(ctx, h.s.key(nodeKey(h.node, "live")))
 	held := err == nil && len(live.Kvs) == 1 && live.Kvs[0].Lease == int64(lease)
-	h.s.cli.Revoke(ctx, lease)
+	h.s.c().Revoke(ctx, lease)
 	if held {
 		h.writeSeen(ctx, true)
 	}
@@ -225,7 +225,7 @@ func (h *Heartbeat) stop() {
 func (h *Heartbeat) writeSeen(ctx context.Context, stopped bool) error {
 	rec, _ := json.Marshal(SeenRecord{Instance: h.info.Instance, At: time.Now().UTC(), TTLSeconds: h.info.TTLSeconds,
 		IntervalSeconds: int64(SeenInterval / time.Second), Stopped: stopped})
-	_, err := h.s.cli.Put(ctx, h.s.key(nodeKey(h.node, "seen")), string(rec))
+	_, err := h.s.c().Put(ctx, h.s.key(nodeKey(h.node, "seen")), string(rec))
 	if err == nil {
 		h.mu.Lock()
 		h.lastSeen = time.Now()
@@ -252,12 +252,12 @@ func (h *Heartbeat) roundErr(ctx context.Context) error {
 	lease, ok := h.lease, h.leaseOK
 	h.mu.Unlock()
 	if !ok {
-		g, err := h.s.cli.Grant(cctx, h.info.TTLSeconds)
+		g, err := h.s.c().Grant(cctx, h.info.TTLSeconds)
 		if err != nil {
 			return h.s.wrap(cctx, "heartbeat: grant lease", err)
 		}
 		// The keepalive lives as long as the heartbeat, not this round.
-		ka, err := h.s.cli.KeepAlive(h.kaCtx, g.ID)
+		ka, err := h.s.c().KeepAlive(h.kaCtx, g.ID)
 		if err != nil {
 			return h.s.wrap(cctx, "heartbeat: keep the lease alive", err)
 		}
@@ -269,7 +269,7 @@ func (h *Heartbeat) roundErr(ctx context.Context) error {
 	liveKey := h.s.key(nodeKey(h.node, "live"))
 	me, _ := json.Marshal(h.info)
 	for attempt := 0; ; attempt++ {
-		resp, err := h.s.cli.Txn(cctx).
+		resp, err := h.s.c().Txn(cctx).
 			If(clientv3.Compare(clientv3.CreateRevision(liveKey), "=", 0)).
 			Then(clientv3.OpPut(liveKey, string(me), clientv3.WithLease(lease))).
 			Else(clientv3.OpGet(liveKey)).Commit()
@@ -293,7 +293,7 @@ func (h *Heartbeat) roundErr(ctx context.Context) error {
 		if other.Instance == h.info.Instance {
 			if kvs[0].Lease != int64(lease) {
 				// Ours, but from a lease that is gone: re-attach.
-				if _, err := h.s.cli.Put(cctx, liveKey, string(me), clientv3.WithLease(lease)); err != nil {
+				if _, err := h.s.c().Put(cctx, liveKey, string(me), clientv3.WithLease(lease)); err != nil {
 					return h.s.wrap(cctx, "heartbeat: renew node key", err)
 				}
 			}
@@ -302,21 +302,21 @@ func (h *Heartbeat) roundErr(ctx context.Context) error {
 		if attempt == 0 && h.deadTwin(other) {
 			// kill -9 and restarted on this host: the old record is ours
 			// in all but instance. Delete it only if unchanged.
-			if _, err := h.s.cli.Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(liveKey), "=", kvs[0].ModRevision)).
+			if _, err := h.s.c().Txn(cctx).If(clientv3.Compare(clientv3.ModRevision(liveKey), "=", kvs[0].ModRevision)).
 				Then(clientv3.OpDelete(liveKey)).Commit(); err != nil {
 				return h.s.wrap(cctx, "heartbeat: remove the record of a dead agent", err)
 			}
 			continue
 		}
 		// A live twin: record our claim, so that it reports us too.
-		if _, err := h.s.cli.Put(cctx, h.s.key(nodeKey(h.node, "claims/"+h.info.Instance)), string(me), clientv3.WithLease(lease)); err != nil {
+		if _, err := h.s.c().Put(cctx, h.s.key(nodeKey(h.node, "claims/"+h.info.Instance)), string(me), clientv3.WithLease(lease)); err != nil {
 			return h.s.wrap(cctx, "heartbeat: record claim", err)
 		}
 		return &DuplicateNodeError{Node: h.node, Other: other}
 	}
 	// We hold the name. Drop a claim we may have made before taking over,
 	// refresh the seen record, and look for claims of others.
-	h.s.cli.Delete(cctx, h.s.key(nodeKey(h.node, "claims/"+h.info.Instance)))
+	h.s.c().Delete(cctx, h.s.key(nodeKey(h.node, "claims/"+h.info.Instance)))
 	h.mu.Lock()
 	due := time.Since(h.lastSeen) >= SeenInterval
 	h.mu.Unlock()
@@ -325,7 +325,7 @@ func (h *Heartbeat) roundErr(ctx context.Context) error {
 			return h.s.wrap(cctx, "heartbeat: write seen record", err)
 		}
 	}
-	claims, err := h.s.cli.Get(cctx, h.s.key(nodeKey(h.node, "claims/")), clientv3.WithPrefix())
+	claims, err := h.s.c().Get(cctx, h.s.key(nodeKey(h.node, "claims/")), clientv3.WithPrefix())
 	if err != nil {
 		return h.s.wrap(cctx, "heartbeat: read claims", err)
 	}
@@ -361,7 +361,7 @@ func (s *Store) NodeAlive(ctx context.Context, node string) (alive bool, expired
 		return false, time.Time{}, err
 	}
 	defer cancel()
-	resp, err := s.cli.Txn(cctx).Then(
+	resp, err := s.c().Txn(cctx).Then(
 		clientv3.OpGet(s.key(nodeKey(node, "live"))),
 		clientv3.OpGet(s.key(nodeKey(node, "seen")))).Commit()
 	if err != nil {

@@ -115,7 +115,7 @@ func (s *Store) PoolHash(ctx context.Context, pool, node, def string) error {
 	key := s.key(poolHashKey(pool))
 	hash := HashDefinition(def)
 	rec, _ := json.Marshal(PoolHashRecord{Hash: hash, Node: node, Definition: def, At: time.Now().UTC()})
-	resp, err := s.cli.Txn(cctx).
+	resp, err := s.c().Txn(cctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(rec))).
 		Else(clientv3.OpGet(key)).Commit()
@@ -152,7 +152,7 @@ func (s *Store) SetPoolHash(ctx context.Context, pool, node, def string) error {
 	}
 	defer cancel()
 	rec, _ := json.Marshal(PoolHashRecord{Hash: HashDefinition(def), Node: node, Definition: def, At: time.Now().UTC()})
-	if _, err := s.cli.Put(cctx, s.key(poolHashKey(pool)), string(rec)); err != nil {
+	if _, err := s.c().Put(cctx, s.key(poolHashKey(pool)), string(rec)); err != nil {
 		return s.wrap(cctx, what, err)
 	}
 	return nil
