@@ -348,12 +348,40 @@ func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (i
 		if errors.Is(err, rpctypes.ErrNoLeader) {
 			return 0, fmt.Errorf("%s: commit: %w: %w", s.desc, ErrUnavailable, err)
 		}
+		if !ambiguous(err) {
+			return 0, s.wrap(cctx, "commit", err) // refused: nothing applied
+		}
 		return 0, fmt.Errorf("%w (re-read before retrying): %w", ErrOutcomeUnknown, s.wrap(cctx, "commit", err))
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("%s: commit: %w", s.desc, ipam.ErrCompareFailed)
 	}
 	return resp.Header.Revision, nil
+}
+
+// ambiguous: the request may have reached etcd and been applied, although
+// the answer is an error (timeouts, lost connections, a leader lost during
+// the request). An error etcd answered with a definite refusal (a bad
+// request, no space, permission denied, an unknown lease) is not.
+func ambiguous(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var code codes.Code
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	} else {
+		return true
+	}
+	switch code {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.PermissionDenied, codes.Unauthenticated,
+		codes.ResourceExhausted, codes.NotFound, codes.OutOfRange, codes.Unimplemented, codes.AlreadyExists:
+		return false
+	}
+	return true
 }
 
 // lease returns a lease under which a key lives at least ttl, reusing one

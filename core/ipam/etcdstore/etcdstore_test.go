@@ -100,6 +100,29 @@ func TestRepeatedKeyInOneCommit(t *testing.T) {
 	}
 }
 
+// TestRefusedCommitIsNotAmbiguous: a commit etcd refuses outright (here
+// more operations than its --max-txn-ops, 128) was certainly not applied
+// and must not be reported as "outcome unknown", which would send the
+// caller re-reading for nothing.
+func TestRefusedCommitIsNotAmbiguous(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	s := newStore(t, c.Endpoints(), uniquePrefix())
+	var ops []ipam.Op
+	for i := range 200 {
+		ops = append(ops, ipam.Op{Key: fmt.Sprintf("k/%d", i), Value: []byte("v")})
+	}
+	_, err := s.Commit(context.Background(), nil, ops)
+	if err == nil {
+		t.Fatal("a commit of 200 ops was accepted; etcd's default limit is 128")
+	}
+	if errors.Is(err, etcdstore.ErrOutcomeUnknown) || errors.Is(err, ipam.ErrCompareFailed) {
+		t.Fatalf("a refused commit reported as %v", err)
+	}
+	if !strings.Contains(err.Error(), "too many operations") {
+		t.Errorf("error %q does not say why", err)
+	}
+}
+
 // TestTTLSharesLeasesAndExpires: a burst of keys with one TTL costs one
 // lease, and the keys disappear once it runs out - never before the TTL.
 func TestTTLSharesLeasesAndExpires(t *testing.T) {
