@@ -253,3 +253,27 @@ func TestPoolHash(t *testing.T) {
 		t.Fatalf("the old definition after SetPoolHash: %v", err)
 	}
 }
+
+// TestHeartbeatSurvivesOutage: etcd down for longer than the heartbeat's
+// TTL; the heartbeat reports etcd unreachable meanwhile and holds its node
+// name again once etcd is back, by itself.
+func TestHeartbeatSurvivesOutage(t *testing.T) {
+	c := etcdlab.Start(t, 1)
+	s := newStore(t, c.Endpoints(), uniquePrefix())
+	const ttl = 2 * time.Second
+	hb := heartbeat(t, s, "n1", ttl)
+	if err := hb.Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Members[0].Stop()
+	waitFor(t, 15*time.Second, "the heartbeat reports etcd unreachable", func() bool {
+		return errors.Is(hb.Err(), etcdstore.ErrUnavailable)
+	})
+	time.Sleep(2 * ttl) // longer than the lease: its keepalive gives up
+	c.Members[0].Restart()
+	took := waitFor(t, 30*time.Second, "the heartbeat holds its name again", func() bool {
+		alive, _, err := s.NodeAlive(context.Background(), "n1")
+		return hb.Err() == nil && err == nil && alive
+	})
+	t.Logf("heartbeat back %v after the restart of etcd", took.Round(time.Millisecond))
+}
