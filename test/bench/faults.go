@@ -53,6 +53,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("sysctl", func(s *scope) []faultRow { return faultSysctl(s, b) })
 	section("bad-input", func(s *scope) []faultRow { return faultBadInput(s, b, out) })
 	section("supervisor", func(s *scope) []faultRow { return faultSupervisor(s, b) })
+	section("ipam-etcd", faultEtcd)
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,136 +13,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/etcdlab"
 )
 
-// burst is a set of writers allocating "addresses" (keys addr/<n>) from a
-// shared space the way IPAM does: one commit creates the address key and
-// the writer's attachment key together, both create-if-absent. A writer
-// retries an error that is not a lost race on the same address; a lost
-// race after an error whose outcome was unknown is resolved by reading the
-// address back. acked is what every writer believes it holds.
-type burst struct {
-	stores []*etcdstore.Store
-	each   int
-
-	mu       sync.Mutex
-	acked    map[string]string // attachment -> address
-	errs     map[string]int    // error class -> count
-	maxGap   time.Duration     // longest a writer went without a success
-	progress atomic.Int64
-}
-
-func (b *burst) run(t *testing.T, deadline time.Duration) {
-	b.acked, b.errs = map[string]string{}, map[string]int{}
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	var wg sync.WaitGroup
-	for w, s := range b.stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			next := w * 50 // overlapping walks: the writers race
-			lastOK := time.Now()
-			for seq := range b.each {
-				att := fmt.Sprintf("att/%d-%d", w, seq)
-				for {
-					if ctx.Err() != nil {
-						t.Errorf("writer %d: burst not done within %v", w, deadline)
-						return
-					}
-					addr := fmt.Sprintf("addr/%05d", next)
-					_, err := s.Commit(ctx, []ipam.Cond{{Key: addr}, {Key: att}}, []ipam.Op{{Key: addr, Value: []byte(att)}, {Key: att, Value: []byte(addr)}})
-					if err == nil {
-						b.ack(att, addr, &lastOK)
-						break
-					}
-					if errors.Is(err, ipam.ErrCompareFailed) {
-						// Ours from an earlier attempt whose answer was lost?
-						e, gerr := s.Get(ctx, addr)
-						if gerr == nil && string(e.Value) == att {
-							b.ack(att, addr, &lastOK)
-							b.count("unknown outcome that had been applied")
-							break
-						}
-						next++
-						continue
-					}
-					switch {
-					case errors.Is(err, etcdstore.ErrUnavailable):
-						b.count("unavailable (not sent)")
-					case errors.Is(err, etcdstore.ErrOutcomeUnknown):
-						b.count("outcome unknown")
-					default:
-						t.Errorf("writer %d: an error that is neither unavailable nor outcome-unknown: %v", w, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-func (b *burst) ack(att, addr string, lastOK *time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if prev, dup := b.acked[att]; dup {
-		panic(fmt.Sprintf("%s acked twice (%s, %s)", att, prev, addr))
-	}
-	b.acked[att] = addr
-	if g := time.Since(*lastOK); g > b.maxGap {
-		b.maxGap = g
-	}
-	*lastOK = time.Now()
-	b.progress.Add(1)
-}
-
-func (b *burst) count(class string) {
-	b.mu.Lock()
-	b.errs[class]++
-	b.mu.Unlock()
-}
-
-// verify reads the store back: every acked allocation is there, no address
-// has two holders, and address and attachment keys agree.
-func (b *burst) verify(t *testing.T, s *etcdstore.Store) {
-	t.Helper()
-	ctx := context.Background()
-	addrs, err := s.List(ctx, "addr/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	atts, err := s.List(ctx, "att/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder := map[string]string{}
-	for _, e := range addrs {
-		holder[e.Key] = string(e.Value)
-	}
-	seen := map[string]string{}
-	for _, e := range atts {
-		addr := string(e.Value)
-		if holder[addr] != e.Key {
-			t.Errorf("%s says %s, but %s is held by %q", e.Key, addr, addr, holder[addr])
-		}
-		if other, dup := seen[addr]; dup {
-			t.Errorf("%s given to %s and %s", addr, other, e.Key)
-		}
-		seen[addr] = e.Key
-	}
-	if len(addrs) != len(atts) {
-		t.Errorf("%d address keys but %d attachments: a half-written allocation", len(addrs), len(atts))
-	}
-	for att, addr := range b.acked {
-		if holder[addr] != att {
-			t.Errorf("lost: %s was acknowledged with %s, which now holds %q", att, addr, holder[addr])
-		}
-	}
-	if want := len(b.stores) * b.each; len(b.acked) != want || len(atts) != want {
-		t.Errorf("%d acknowledged, %d attachments read back, want %d", len(b.acked), len(atts), want)
-	}
-}
-
 // TestLeaderKilledMidBurst: three clients allocate 3 x 200 from one space
 // on a 3-member cluster; the leader is killed with -9 a third of the way
 // in. The commits resume after the election; read back, nothing
@@ -152,29 +20,45 @@ func (b *burst) verify(t *testing.T, s *etcdstore.Store) {
 func TestLeaderKilledMidBurst(t *testing.T) {
 	c := etcdlab.Start(t, 3)
 	p := uniquePrefix()
-	b := &burst{each: 200}
+	b := &etcdlab.Burst{Each: 200}
 	for range 3 {
-		b.stores = append(b.stores, newStore(t, c.Endpoints(), p))
+		b.Stores = append(b.Stores, newStore(t, c.Endpoints(), p))
 	}
 	done := make(chan struct{})
 	var killed *etcdlab.Member
 	var killedAt time.Time
+	stop := make(chan struct{})
 	go func() {
 		defer close(done)
-		for b.progress.Load() < 200 {
-			time.Sleep(5 * time.Millisecond)
+		for b.Done() < 200 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
-		killed = c.KillLeader()
-		killedAt = time.Now()
+		// Not KillLeader: t.Fatal must not run off the test's goroutine.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if m, err := c.Leader(ctx); err == nil {
+			m.Kill()
+			killed, killedAt = m, time.Now()
+		}
 	}()
 	start := time.Now()
-	b.run(t, 90*time.Second)
+	err := b.Run(90 * time.Second)
+	close(stop)
 	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
 	if killed == nil {
 		t.Fatal("the leader was never killed")
 	}
 	el := time.Since(start)
-	b.verify(t, b.stores[0])
+	for _, bad := range b.Verify(b.Stores[0]) {
+		t.Error(bad)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	leader, err := c.Leader(ctx)
@@ -182,7 +66,7 @@ func TestLeaderKilledMidBurst(t *testing.T) {
 		t.Fatalf("leader after the kill: %v %v", leader, err)
 	}
 	t.Logf("leader %s killed at %v; 600 allocations in %v; longest a writer waited for a success: %v; errors: %v; new leader %s",
-		killed.Name, killedAt.Sub(start).Round(time.Millisecond), el.Round(time.Millisecond), b.maxGap.Round(time.Millisecond), b.errs, leader.Name)
+		killed.Name, killedAt.Sub(start).Round(time.Millisecond), el.Round(time.Millisecond), b.MaxGap.Round(time.Millisecond), b.Errs, leader.Name)
 }
 
 // TestStoppedAndStarted: with etcd stopped the store fails fast with an
