@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,7 +55,38 @@ type Cluster struct {
 	Members []*Member
 	initial string // --initial-cluster
 	token   string
+	spawn   *spawner
+	// stopAll runs twice when a start attempt fails after its cleanup was
+	// registered; the spawner closes once.
+	spawnOnce sync.Once
 }
+
+// spawner forks the members from one OS thread that it keeps locked for
+// the cluster's life. Pdeathsig fires when the forking *thread* exits, not
+// the process: a member forked from an ordinary goroutine's thread would be
+// killed whenever the Go runtime retired that thread (it does, when a
+// goroutine that locked it - netlab's namespace work - ends locked).
+type spawner struct{ req chan func() }
+
+func newSpawner() *spawner {
+	sp := &spawner{req: make(chan func())}
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		for f := range sp.req {
+			f()
+		}
+	}()
+	return sp
+}
+
+func (sp *spawner) do(f func()) {
+	done := make(chan struct{})
+	sp.req <- func() { f(); close(done) }
+	<-done
+}
+
+// close ends the thread; members still running get SIGKILL from Pdeathsig.
+func (sp *spawner) close() { close(sp.req) }
 
 // Start starts an n-member cluster and waits until it has a leader.
 func Start(t testing.TB, n int) *Cluster {
@@ -82,7 +114,7 @@ func tryStart(t testing.TB, n int) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{t: t, token: fmt.Sprintf("etcdlab-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	c := &Cluster{t: t, token: fmt.Sprintf("etcdlab-%d-%d", os.Getpid(), time.Now().UnixNano()), spawn: newSpawner()}
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &Member{
@@ -168,7 +200,9 @@ func (m *Member) start() error {
 	cmd.Stdout, cmd.Stderr = m.out, m.out
 	// The member dies with the test binary even on kill -9 of the test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	var err error
+	m.c.spawn.do(func() { err = cmd.Start() })
+	if err != nil {
 		return fmt.Errorf("start etcd member %s: %w", m.Name, err)
 	}
 	m.cmd = cmd
@@ -248,6 +282,7 @@ func (c *Cluster) stopAll() {
 	for _, m := range c.Members {
 		m.Kill()
 	}
+	c.spawnOnce.Do(c.spawn.close)
 }
 
 // Logs of every member, for a failure message.
