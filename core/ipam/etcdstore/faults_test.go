@@ -105,6 +105,9 @@ func TestStoppedAndStarted(t *testing.T) {
 			t.Fatalf("get while down: %v", err)
 		}
 	}
+	if err := s.Ping(ctx); !errors.Is(err, etcdstore.ErrUnavailable) {
+		t.Errorf("Ping while down (what readiness asks): %v", err)
+	}
 	// Fast means well below the request timeout (3s here).
 	if slowest > time.Second {
 		t.Errorf("a commit while down took %v; fail fast means well under the request timeout", slowest)
@@ -117,6 +120,9 @@ func TestStoppedAndStarted(t *testing.T) {
 	})
 	if e, err := s.Get(ctx, "before"); err != nil || string(e.Value) != "1" {
 		t.Fatalf("data after restart: %+v %v", e, err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping after the restart: %v", err)
 	}
 	if e, _ := s.Get(ctx, "during"); e.Revision != 0 {
 		t.Fatal("a commit that failed as unavailable was applied")
