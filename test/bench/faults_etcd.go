@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -71,6 +72,10 @@ func faultEtcdLeaderKill(s *scope) faultRow {
 	for k, v := range b.Errs {
 		errs = append(errs, fmt.Sprintf("%d %s", v, k))
 	}
+	if len(errs) == 0 {
+		errs = []string{"no commit failed"}
+	}
+	sort.Strings(errs)
 	row.numbers = fmt.Sprintf("600 in %v; longest wait for a success %v; %s", el.Round(time.Millisecond), b.MaxGap.Round(time.Millisecond), strings.Join(errs, ", "))
 	switch {
 	case err != nil:
