@@ -91,6 +91,9 @@ func runBench(s *scope, out io.Writer) {
 			must(run("memory", func(s *scope) { targets = append(targets, benchMemory(s, l, out)...) }))
 		}
 	}
+	if selected("ipam-store") {
+		must(run("ipam-store", func(s *scope) { targets = append(targets, benchIPAMStore(s, out)...) }))
+	}
 	if selected("startup") {
 		must(run("startup", func(s *scope) { targets = append(targets, benchStartup(s, b, out)...) }))
 	}

@@ -54,6 +54,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("bad-input", func(s *scope) []faultRow { return faultBadInput(s, b, out) })
 	section("supervisor", func(s *scope) []faultRow { return faultSupervisor(s, b) })
 	section("ipam-kill", func(s *scope) []faultRow { return faultIPAMKill(s, b) })
+	section("ipam-etcd", faultEtcd)
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0
