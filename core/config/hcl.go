@@ -46,6 +46,7 @@ var (
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "metrics"},
 			{Type: "ipam"},
+			{Type: "etcd"},
 			{Type: "supervisor"},
 			{Type: "plugin", LabelNames: []string{"name"}},
 		},
@@ -133,6 +134,8 @@ func (l *loader) loadHCL(path string) {
 			l.applyBlock(blk, ipamSchema, ipamKeys)
 		case "supervisor":
 			l.applyBlock(blk, superSchema, superKeys)
+		case "etcd":
+			l.applyEtcd(blk)
 		case "plugin":
 			l.applyPlugin(blk, src, path)
 		}

@@ -66,8 +66,14 @@ type Options struct {
 	MaxRetries int
 	// MaxTries bounds candidates per pool on conflicts.
 	MaxTries int
-	// GCGrace is the wait between GC's two looks.
+	// GCGrace is the wait between GC's two looks, and the grace after
+	// another node's heartbeat expired before GC reclaims its allocations.
 	GCGrace time.Duration
+	// NodeAlive, for a store shared by several nodes, tells whether node's
+	// heartbeat is live and, when not, the latest time it may still have
+	// been alive (zero: never seen). nil: GC never touches another node's
+	// allocations.
+	NodeAlive func(ctx context.Context, node string) (alive bool, expiredAt time.Time, err error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -86,6 +92,7 @@ type IPAM struct {
 	tries   int
 	grace   time.Duration
 	now     func() time.Time
+	alive   func(context.Context, string) (bool, time.Time, error)
 
 	// reload is held shared by every allocation and exclusively by
 	// SetPools, so that no reservation lands in a range a reload is
@@ -143,7 +150,7 @@ func New(opts Options) (*IPAM, error) {
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
-		now: opts.Now, suspects: map[AttachmentKey]suspect{},
+		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
 		m.links = NetlinkUpper{}
@@ -456,6 +463,24 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 				return err
 			}
 			continue
+		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// The commit may or may not have landed: the attachment key
+			// says which (its revision is compared by every writer of it).
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("pool %q: reserve %s: %w (and the re-read failed: %v)", p.Name, addr, err, gerr)
+			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
+				err, rev = nil, cur.Revision
+			case cur.Revision == a.attRev:
+				if err := a.spendRetry(p.Name, fmt.Sprintf("pool %q: reserve %s (outcome unknown)", p.Name, addr)); err != nil {
+					return err
+				}
+				continue
+			default:
+				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("pool %q: reserve %s: %w", p.Name, addr, err)
@@ -786,6 +811,21 @@ func (a *allocation) commit(ctx context.Context) error {
 				return err
 			}
 			continue
+		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("record the allocation: %w (and the re-read failed: %v)", err, gerr)
+			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
+				a.att = final
+				return nil
+			case cur.Revision == a.attRev:
+				if err := a.spendRetry(final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("record the allocation: %w", err)

@@ -46,7 +46,7 @@ var ErrUnavailable = errors.New("etcd unreachable")
 // (timeout, connection lost, leader lost mid-request): etcd may or may not
 // have applied it. Re-read before deciding; a create-if-absent retried
 // blindly would see its own earlier write as a lost race.
-var ErrOutcomeUnknown = errors.New("etcd commit outcome unknown")
+var ErrOutcomeUnknown = ipam.ErrOutcomeUnknown
 
 // Store is ipam.Store on etcd.
 type Store struct {
