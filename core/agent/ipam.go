@@ -124,10 +124,18 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 	defer gc.Stop()
 	usage := time.NewTicker(usageRefresh)
 	defer usage.Stop()
+	var watch <-chan time.Time
+	if s.shared != nil {
+		w := time.NewTicker(time.Second)
+		defer w.Stop()
+		watch = w.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-watch:
+			s.shared.logChange()
 		case <-gc.C:
 			res, err := s.m.GC(ctx)
 			if err != nil && ctx.Err() == nil {

@@ -32,6 +32,7 @@ type sharedStore struct {
 	verified map[string]bool   // pool -> definition agrees with the store
 	refused  map[string]string // pool -> why (another node's definition differs)
 	checkErr string            // the last check that could not be made
+	lastLog  string            // the store state last logged
 }
 
 // poolsStore says which store the pools use. One agent uses one store for
@@ -179,4 +180,23 @@ func (s *sharedStore) status() *ipamapi.StoreStatus {
 		st.Up, st.Error = false, strings.Join(why, "; ")
 	}
 	return st
+}
+
+// logChange logs the store going down (and why) or coming back, once per
+// change: a duplicate node name or a refused pool must be in the log of
+// every agent concerned, not only in the one that found it.
+func (s *sharedStore) logChange() {
+	st := s.status()
+	now := st.Error
+	s.mu.Lock()
+	prev := s.lastLog
+	s.lastLog = now
+	s.mu.Unlock()
+	switch {
+	case now == prev:
+	case now != "":
+		s.log.Error("IPAM store is down: allocations fail until it is back", "node", s.node, "error", now)
+	default:
+		s.log.Info("IPAM store is back", "node", s.node)
+	}
 }

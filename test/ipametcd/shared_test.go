@@ -1,8 +1,8 @@
 package ipametcd
 
 import (
+	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -166,26 +166,37 @@ func readiness(n *node) (int, string) {
 	return code, string(body)
 }
 
-// waitReadiness waits until n's readiness answers want with a body
-// containing all of contains.
-func waitReadiness(t *testing.T, n *node, want int, timeout time.Duration, contains ...string) string {
+// storeState is the state of the ipam-store component in a readiness
+// body, and its error.
+func storeState(body string) (string, string) {
+	var r struct {
+		Components []struct{ Name, State, Error string }
+	}
+	if json.Unmarshal([]byte(body), &r) != nil {
+		return "", ""
+	}
+	for _, c := range r.Components {
+		if c.Name == "ipam-store" {
+			return c.State, c.Error
+		}
+	}
+	return "", ""
+}
+
+// waitReadiness waits until n's readiness answers want with the ipam-store
+// component in state store, and returns the component's error.
+func waitReadiness(t *testing.T, n *node, want int, store string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var code int
 	var body string
 	for time.Now().Before(deadline) {
 		code, body = readiness(n)
-		ok := code == want
-		for _, c := range contains {
-			ok = ok && strings.Contains(body, c)
-		}
-		if ok {
-			return body
+		if st, why := storeState(body); code == want && st == store {
+			return why
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("%s: readiness %d %s after %v, want %d with %q", n.Name, code, body, timeout, want, contains)
+	t.Fatalf("%s: readiness %d %s after %v, want %d with ipam-store %s", n.Name, code, body, timeout, want, store)
 	return ""
 }
-
-var _ = http.StatusOK
