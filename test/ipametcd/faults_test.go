@@ -1,6 +1,7 @@
 package ipametcd
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -149,4 +150,71 @@ func TestPoolDefinitionMismatch(t *testing.T) {
 		t.Fatalf("the node that recorded the pool: %v", err)
 	}
 	good.WaitReady(10 * time.Second)
+}
+
+// TestAgentKilledMidBurst: an agent killed -9 with allocations in flight
+// loses nothing of the other node's, and its own allocations and
+// reservations are reclaimed by the other node's GC only after its
+// heartbeat lease expired (10s) plus the grace period, never before.
+func TestAgentKilledMidBurst(t *testing.T) {
+	const perNode, workers = 60, 8
+	l := newLab(t, 1)
+	pool := sharedPool("10.80.0.10-10.80.1.250")
+	live := l.startNode(nodeOpts{name: "survivor", pools: pool})
+	doomed := l.startNode(nodeOpts{name: "doomed", pools: pool})
+	ctx := ctxT(t, 150*time.Second)
+	var killedAt time.Time
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := burst(ctx, live, perNode, workers, nil)
+		done <- err
+	}()
+	// The doomed node's burst ends with its death: its errors are expected.
+	bctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	burst(bctx, doomed, perNode, workers, func(k int) {
+		if k == perNode/2 && killedAt.IsZero() {
+			doomed.Cmd.Process.Kill()
+			killedAt = time.Now()
+			cancel()
+		}
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	held := func() int {
+		n := 0
+		for k, a := range l.consistent(ctx) {
+			if a.Node == "doomed" {
+				n++
+			} else if a.State != "allocated" || a.Node != "survivor" {
+				t.Errorf("%v: %+v", k, a)
+			}
+		}
+		return n
+	}
+	left := held()
+	if left == 0 {
+		t.Fatal("the doomed node held nothing when killed: the test proves nothing")
+	}
+	t.Logf("killed with %d attachments held in the store", left)
+	var gone time.Time
+	for deadline := time.Now().Add(100 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if held() == 0 {
+			gone = time.Now()
+			break
+		}
+	}
+	if gone.IsZero() {
+		t.Fatal("the dead node's allocations were not reclaimed within 100s")
+	}
+	// The lease TTL (10s) plus the grace period (2s) is the earliest.
+	if d := gone.Sub(killedAt); d < 12*time.Second {
+		t.Errorf("reclaimed %v after the kill, before the lease could expire", d)
+	} else {
+		t.Logf("reclaimed %v after the kill", d.Round(time.Second))
+	}
+	if u := cliPools(t, live); u.Allocated != perNode || u.Reserved != 0 {
+		t.Errorf("survivor: ipam pools: %+v", u)
+	}
 }

@@ -271,7 +271,8 @@ func (l *lab) consistent(ctx context.Context) map[ipamapi.AttachmentKey]ipamapi.
 			listed[k] = a.AttachmentKey
 		}
 	}
-	resp, err = l.cli.Get(ctx, prefix+"pools/shared/addrs/", clientv3.WithPrefix())
+	// The same revision: one snapshot of the store, not two moments.
+	resp, err = l.cli.Get(ctx, prefix+"pools/shared/addrs/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
 	if err != nil {
 		t.Fatal(err)
 	}
