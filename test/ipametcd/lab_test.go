@@ -13,8 +13,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,17 +64,7 @@ func newLab(t *testing.T, members int) *lab {
 	t.Helper()
 	l := &lab{t: t, cluster: etcdlab.Start(t, members), lan: netlab.NewLAN(t)}
 	l.gw = l.lan.AddHost("etcdgw", "02:77:00:00:00:fa", gwAddr+"/24")
-	for _, m := range l.cluster.Members {
-		target := strings.TrimPrefix(m.ClientURL, "http://")
-		var ln net.Listener
-		netlab.InNS(t, l.gw.NS, func() (err error) {
-			ln, err = net.Listen("tcp", gwAddr+":0")
-			return err
-		})
-		t.Cleanup(func() { ln.Close() })
-		go forward(ln, target)
-		l.endpoints = append(l.endpoints, "http://"+ln.Addr().String())
-	}
+	l.endpoints = l.cluster.Gateway(t, l.gw.Path, gwAddr)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: l.cluster.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -84,34 +72,6 @@ func newLab(t *testing.T, members int) *lab {
 	t.Cleanup(func() { cli.Close() })
 	l.cli = cli
 	return l
-}
-
-// forward copies each connection accepted on ln to target (dialled from
-// the host namespace: only the listening socket lives in the gateway).
-func forward(ln net.Listener, target string) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			u, err := net.DialTimeout("tcp", target, 2*time.Second)
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			go func() { io.Copy(c, u); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-			<-done
-			<-done
-		}()
-	}
 }
 
 type node struct {
