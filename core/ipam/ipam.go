@@ -102,6 +102,12 @@ type IPAM struct {
 	pools  map[string]*Pool
 	claims claims // candidates being reserved by this agent
 
+	// inflight are the attachment keys this process is allocating now: a
+	// reservation of this node for any other key is dangling (its
+	// allocation failed and the rollback could not reach the store).
+	flightMu sync.Mutex
+	inflight map[AttachmentKey]bool
+
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
 }
@@ -185,6 +191,7 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m.pools = pools
 	m.claims.m = map[claimKey]struct{}{}
+	m.inflight = map[AttachmentKey]bool{}
 	return m, nil
 }
 
@@ -292,7 +299,41 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 		}
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
+	if !m.takeFlight(a.key) {
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+	}
+	defer m.endFlight(a.key)
 	return a.run(ctx)
+}
+
+func (m *IPAM) takeFlight(k AttachmentKey) bool {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	if m.inflight[k] {
+		return false
+	}
+	m.inflight[k] = true
+	return true
+}
+
+func (m *IPAM) endFlight(k AttachmentKey) {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	delete(m.inflight, k)
+}
+
+func (m *IPAM) inFlight(k AttachmentKey) bool {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	return m.inflight[k]
+}
+
+// dangling says whether e is a reservation of this node that no
+// allocation of this process is making: one whose allocation failed while
+// the store could not be reached to roll it back (a shared store that was
+// down, a commit whose outcome was unknown).
+func (m *IPAM) dangling(e attEntry) bool {
+	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && !m.inFlight(e.att.AttachmentKey)
 }
 
 func (m *IPAM) poolNames() []string {
@@ -336,6 +377,16 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	existing, err := m.getAttachment(ctx, a.key)
 	if err != nil {
 		return Attachment{}, err
+	}
+	if existing.rev != 0 && existing.att.State == StateReserved && existing.att.Node == m.node {
+		// This key is being allocated here and now (the caller holds its
+		// flight), so the reservation is a leftover of an earlier attempt:
+		// drop it, with the revision check, and start afresh.
+		if err := m.dropReservation(ctx, a.key, existing.rev, existing.att); err != nil {
+			return Attachment{}, fmt.Errorf("release the reservation left by an earlier attempt: %w", err)
+		}
+		m.log.Info("released a reservation left by an earlier failed attempt", "container_id", a.key.ContainerID, "interface", a.key.Interface)
+		existing = attEntry{}
 	}
 	if existing.rev != 0 {
 		return a.repeat(existing.att)

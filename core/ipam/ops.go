@@ -326,6 +326,15 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 			continue
 		}
+		if m.dangling(e) && now.Sub(att.Created) > m.grace {
+			if err := m.dropReservation(ctx, att.AttachmentKey, e.rev, att); err == nil {
+				res.Reclaimed = append(res.Reclaimed, att.AttachmentKey)
+				m.log.Info("GC released a reservation left by a failed allocation", "container_id", att.ContainerID, "interface", att.Interface)
+			} else if !errors.Is(err, ErrCompareFailed) {
+				return res, err
+			}
+			continue
+		}
 		if att.State != StateAllocated || att.Netns == "" || (att.Node != "" && att.Node != m.node) {
 			continue
 		}

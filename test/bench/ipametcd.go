@@ -27,29 +27,8 @@ const ipamEtcdAllocs = 900
 // pool in that etcd (issue 15's setup), in the same run. Detection is off:
 // the store is what is measured.
 func benchIPAMEtcdAgents(s *scope, b *bins, out io.Writer) []target {
-	lan := netlab.NewLAN(s)
-	gw := lan.AddHost("etcdgw", "02:77:00:00:00:fa", "10.77.0.250/24")
-	cluster := etcdlab.Start(s, 3)
-	endpoints := cluster.Gateway(s, gw.Path, "10.77.0.250")
-	var eps []string
-	for _, e := range endpoints {
-		eps = append(eps, strconv.Quote(e))
-	}
-	nodes := 0
-	start := func(row, node, store string) *agent {
-		nodes++
-		h := lan.AddHost(fmt.Sprintf("bn%d", nodes), fmt.Sprintf("02:77:00:00:01:%02x", nodes), fmt.Sprintf("10.77.0.%d/24", 10+nodes))
-		poolDir := s.TempDir()
-		pool := fmt.Sprintf("pool \"bench\" {\n  subnet = \"10.80.0.0/22\"\n  ranges = [\"10.80.0.10-10.80.3.250\"]\n  conflict_detection = false\n  gateway_detection = false\n  store = %q\n}\n", store)
-		if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(pool), 0o644); err != nil {
-			s.Fatal(err)
-		}
-		cfg := fmt.Sprintf("node_name = %q\nmetrics {\n  enabled = true\n}\nipam {\n  db_path = %q\n}\netcd {\n  endpoints = [%s]\n  prefix = \"/bench-%s/\"\n}\nplugin \"sysctl-tuner\" { enabled = false }\n",
-			node, filepath.Join(s.TempDir(), "ipam.db"), strings.Join(eps, ", "), row)
-		a := startAgent(s, b, agentOpts{name: node, nsPath: h.Path, args: []string{"--ipam-config-dir", poolDir}, config: cfg})
-		a.waitReady(30 * time.Second)
-		return a
-	}
+	l := newEtcdAgentLab(s, b)
+	start := func(row, node, store string) *agent { return l.start(row, node, store, "") }
 	t := newTable("IPAM on etcd: allocations through the control API of real agents (detection off)",
 		"store", "agents", "concurrency per agent", "allocations", "allocations/s", "p50 ms", "p99 ms", "retries", "retries/allocation", "errors", "duplicates")
 	var targets []target
@@ -179,4 +158,43 @@ func retriesOf(a *agent) int64 {
 		}
 	}
 	return n
+}
+
+// etcdAgentLab is a 3-member etcd reachable from a LAN of node namespaces
+// through a gateway namespace, and the agents started on it.
+type etcdAgentLab struct {
+	s       *scope
+	b       *bins
+	lan     *netlab.LAN
+	cluster *etcdlab.Cluster
+	eps     []string // quoted client URLs as the nodes reach them
+	nodes   int
+}
+
+func newEtcdAgentLab(s *scope, b *bins) *etcdAgentLab {
+	l := &etcdAgentLab{s: s, b: b, lan: netlab.NewLAN(s)}
+	gw := l.lan.AddHost("etcdgw", "02:77:00:00:00:fa", "10.77.0.250/24")
+	l.cluster = etcdlab.Start(s, 3)
+	for _, e := range l.cluster.Gateway(s, gw.Path, "10.77.0.250") {
+		l.eps = append(l.eps, strconv.Quote(e))
+	}
+	return l
+}
+
+// start runs an agent named node in a new node namespace, with one pool
+// "bench" in store, keys under /bench-<row>/; ipam adds to the ipam block.
+func (l *etcdAgentLab) start(row, node, store, ipam string) *agent {
+	s := l.s
+	l.nodes++
+	h := l.lan.AddHost(fmt.Sprintf("bn%d", l.nodes), fmt.Sprintf("02:77:00:00:01:%02x", l.nodes), fmt.Sprintf("10.77.0.%d/24", 10+l.nodes))
+	poolDir := s.TempDir()
+	pool := fmt.Sprintf("pool \"bench\" {\n  subnet = \"10.80.0.0/22\"\n  ranges = [\"10.80.0.10-10.80.3.250\"]\n  conflict_detection = false\n  gateway_detection = false\n  store = %q\n}\n", store)
+	if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(pool), 0o644); err != nil {
+		s.Fatal(err)
+	}
+	cfg := fmt.Sprintf("node_name = %q\nmetrics {\n  enabled = true\n}\nipam {\n  db_path = %q\n%s}\netcd {\n  endpoints = [%s]\n  prefix = \"/bench-%s/\"\n  request_timeout = \"1s\"\n}\nplugin \"sysctl-tuner\" { enabled = false }\n",
+		node, filepath.Join(s.TempDir(), "ipam.db"), ipam, strings.Join(l.eps, ", "), row)
+	a := startAgent(s, l.b, agentOpts{name: node, nsPath: h.Path, args: []string{"--ipam-config-dir", poolDir}, config: cfg})
+	a.waitReady(30 * time.Second)
+	return a
 }
