@@ -27,7 +27,7 @@ build:
 		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p"; \
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p || exit 1; \
 	done
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist ./sdk/examples/denylist/cmd/spiderpool-plugin-denylist
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist
 
 ## run: build, then start the real agent in a sandbox: a namespace LAN (node,
 ## gateway, a neighbour owning an address) that Ctrl-C removes. It never
@@ -41,19 +41,23 @@ run-clean:
 	bash test/sandbox/sandbox.sh --clean
 
 ## test: the whole suite, unit and network-namespace tests, with -race (as root),
-## then a brief run of the config and frame parser fuzz targets
+## for the agent's module and the sdk module (sdk/ has a go.mod of its own, so
+## the root's ./... does not reach it), then a brief run of the config and
+## frame parser fuzz targets
 test:
 	@sh test/prereq.sh test
 	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
 	AGENTTEST_RACE=1 $(GO) test -race -count=1 -timeout 15m ./...
+	cd sdk && $(GO) test -race -count=1 ./...
 	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime 10s ./core/config/
-	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime 5s ./sdk/
+	cd sdk && $(GO) test -run XXX -fuzz FuzzDecode -fuzztime 5s .
 	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime 5s ./plugins/probe/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 10m) - by hand, not in CI
 FUZZTIME ?= 10m
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./sdk/
+	cd sdk && $(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) .
 	$(GO) test -run XXX -fuzz FuzzLoadHCL -fuzztime $(FUZZTIME) ./core/config/
 	$(GO) test -run XXX -fuzz FuzzParseFrame -fuzztime $(FUZZTIME) ./plugins/probe/
 	$(GO) test -run XXX -fuzz FuzzHandle -fuzztime $(FUZZTIME) ./plugins/probe/
@@ -150,6 +154,7 @@ install: build man
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
 
 clean:
 	rm -rf $(BIN) dist

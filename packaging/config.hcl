@@ -26,6 +26,14 @@ plugin_dir = "/usr/lib/spiderpool/plugins"
 # RuntimeDirectory=; a socket elsewhere needs a drop-in with ReadWritePaths=.
 # socket_path = "/var/run/spidernet/spiderpool.sock"
 
+# gops is off in the package. It has no authentication: any local user can
+# read this root daemon's stacks and profiles and change its GC through
+# 127.0.0.1 (e.g. `gops setgc` to switch the GC off). Use the root-only
+# control socket instead:  spiderpool-agent debug pprof heap|cpu|goroutine|...
+# To turn gops on anyway (the agent then warns in its log and in `status`),
+# set a port here or SPIDERPOOL_GOPS_LISTEN_PORT in /etc/default/spiderpool-agent.
+gops_port = 0
+
 # log_level = "info"      # debug, info, warn, error
 # health_port = 5710      # /v1/runtime/startup, /readiness, /liveness
 

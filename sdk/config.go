@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"fmt"
+	"math"
 	"math/big"
 	"reflect"
 	"sort"
@@ -16,8 +17,11 @@ import (
 
 // Attribute types a config schema may use.
 const (
-	TypeString     = "string"
-	TypeNumber     = "number"
+	TypeString = "string"
+	TypeNumber = "number"
+	// TypeInteger is a whole number; a Go field of an integer kind has it,
+	// and Decode range-checks it against the field's kind.
+	TypeInteger    = "integer"
 	TypeBool       = "bool"
 	TypeDuration   = "duration"
 	TypeStringList = "list(string)"
@@ -93,12 +97,21 @@ func (r RawConfig) Parse() (hcl.Body, hcl.Diagnostics) {
 	return f.Body, nil
 }
 
-// Decode decodes the block into target, a pointer to a struct whose fields
-// carry `hcl:"name"` or `hcl:"name,optional"` tags (see SchemaOf). Fields the
-// block does not set keep their values, so fill target with defaults first.
-// A non-nil error is a *ConfigError.
-func (r RawConfig) Decode(target any) error {
-	schema, err := SchemaOf(target)
+// Decode decodes the block into targets, pointers to structs whose fields
+// carry `hcl:"name"` or `hcl:"name,optional"` tags (see SchemaOf). Several
+// targets share one block: a plugin's own struct beside a shared options
+// struct, say; an attribute name may appear in only one of them. Fields the
+// block does not set keep their values, so fill targets with defaults
+// first. Nothing is assigned unless the whole block decodes.
+//
+// A non-nil error is a *ConfigError whose every diagnostic names
+// file:line:column: a syntax error, an unknown attribute (with HCL's
+// did-you-mean), a value of the wrong type, a fraction for an integer field
+// or a number out of the field's range. A bad target (not a pointer to a
+// struct, an unsupported field type) is a programming error and comes back
+// as a plain error.
+func (r RawConfig) Decode(targets ...any) error {
+	schema, fields, err := schemaOf(targets)
 	if err != nil {
 		return err
 	}
@@ -106,19 +119,115 @@ func (r RawConfig) Decode(target any) error {
 	if diags.HasErrors() {
 		return &ConfigError{Diagnostics: diags}
 	}
-	values, diags := DecodeBody(body, schema)
+	values, diags := decodeBody(body, schema)
 	if diags.HasErrors() {
 		return &ConfigError{Diagnostics: diags}
 	}
-	return assign(target, values)
+	// Convert every value first and assign only when all fit.
+	type set struct {
+		fv reflect.Value
+		v  reflect.Value
+	}
+	var sets []set
+	for _, f := range fields {
+		av, ok := values[f.name]
+		if !ok {
+			continue
+		}
+		v, d := convertTo(f.name, f.value.Type(), av)
+		if d != nil {
+			diags = append(diags, d)
+			continue
+		}
+		sets = append(sets, set{f.value, v})
+	}
+	if diags.HasErrors() {
+		return &ConfigError{Diagnostics: diags}
+	}
+	for _, s := range sets {
+		s.fv.Set(s.v)
+	}
+	return nil
+}
+
+// AttrError reports a value that parses but is wrong - out of the range the
+// plugin accepts, say - at the attribute's position in the agent's config,
+// so that `config validate` and a refused reload name file:line:column.
+// When the block does not set the attribute (its default is wrong), the
+// position is the block's start. detail is a sentence for the operator.
+func (r RawConfig) AttrError(attr, detail string) *ConfigError {
+	return r.EntryError(attr, "", false, detail)
+}
+
+// EntryError is AttrError for one entry of a list(string) or map(string)
+// attribute: the list element equal to entry, or the map key entry (its
+// value instead when atValue is set). Without such an entry it points at
+// the attribute.
+func (r RawConfig) EntryError(attr, entry string, atValue bool, detail string) *ConfigError {
+	rng := r.attrRange(attr, entry, atValue)
+	return &ConfigError{Diagnostics: hcl.Diagnostics{{
+		Severity: hcl.DiagError,
+		Summary:  fmt.Sprintf("Invalid value for %q", attr),
+		Detail:   detail,
+		Subject:  &rng,
+	}}}
+}
+
+// attrRange finds where attr (and entry, see EntryError) stands in the
+// block, or the block's start.
+func (r RawConfig) attrRange(attr, entry string, atValue bool) hcl.Range {
+	start := r.Start
+	if start.Line == 0 {
+		start = hcl.InitialPos
+	}
+	whole := hcl.Range{Filename: r.Filename, Start: start, End: start}
+	body, diags := r.Parse()
+	if diags.HasErrors() {
+		return whole
+	}
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return whole
+	}
+	a, ok := sb.Attributes[attr]
+	if !ok {
+		return whole
+	}
+	rng := a.Expr.Range()
+	if entry == "" {
+		return rng
+	}
+	is := func(e hclsyntax.Expression) bool {
+		v, d := e.Value(nil)
+		return !d.HasErrors() && v.IsKnown() && !v.IsNull() && v.Type() == cty.String && v.AsString() == entry
+	}
+	switch e := a.Expr.(type) {
+	case *hclsyntax.ObjectConsExpr:
+		for _, item := range e.Items {
+			if is(item.KeyExpr) {
+				if atValue {
+					return item.ValueExpr.Range()
+				}
+				return item.KeyExpr.Range()
+			}
+		}
+	case *hclsyntax.TupleConsExpr:
+		for _, x := range e.Exprs {
+			if is(x) {
+				return x.Range()
+			}
+		}
+	}
+	return rng
 }
 
 // Validate checks the block against a schema without decoding it into a Go
-// value. The agent uses it with the schema a plugin reports.
+// value. The agent uses it with the schema a plugin reports, before it asks
+// the plugin itself (ValidateConfig) about what only the plugin knows.
 func (r RawConfig) Validate(schema Schema) error {
 	body, diags := r.Parse()
 	if !diags.HasErrors() {
-		_, diags = DecodeBody(body, schema)
+		_, diags = decodeBody(body, schema)
 	}
 	if diags.HasErrors() {
 		return &ConfigError{Diagnostics: diags}
@@ -126,10 +235,16 @@ func (r RawConfig) Validate(schema Schema) error {
 	return nil
 }
 
-// DecodeBody checks body against schema and returns the Go value of every
-// attribute it sets: string, float64, bool, time.Duration, []string or
-// map[string]string. Unknown attributes get HCL's did-you-mean.
-func DecodeBody(body hcl.Body, schema Schema) (map[string]any, hcl.Diagnostics) {
+// attrValue is one decoded attribute: its value converted to the schema's
+// type and where it stands.
+type attrValue struct {
+	v   any // string, *big.Float, bool, time.Duration, []string, map[string]string
+	rng hcl.Range
+}
+
+// decodeBody checks body against schema and returns every attribute it
+// sets. Unknown attributes get HCL's did-you-mean.
+func decodeBody(body hcl.Body, schema Schema) (map[string]attrValue, hcl.Diagnostics) {
 	bs := &hcl.BodySchema{}
 	byName := make(map[string]Attribute, len(schema.Attributes))
 	for _, a := range schema.Attributes {
@@ -137,7 +252,7 @@ func DecodeBody(body hcl.Body, schema Schema) (map[string]any, hcl.Diagnostics) 
 		byName[a.Name] = a
 	}
 	content, diags := body.Content(bs)
-	values := make(map[string]any, len(content.Attributes))
+	values := make(map[string]attrValue, len(content.Attributes))
 	names := make([]string, 0, len(content.Attributes))
 	for name := range content.Attributes {
 		names = append(names, name)
@@ -148,7 +263,7 @@ func DecodeBody(body hcl.Body, schema Schema) (map[string]any, hcl.Diagnostics) 
 		v, d := attributeValue(attr, byName[name])
 		diags = append(diags, d...)
 		if v != nil {
-			values[name] = v
+			values[name] = attrValue{v: v, rng: attr.Expr.Range()}
 		}
 	}
 	return values, diags
@@ -172,7 +287,7 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 		}}
 	}
 	want := map[string]cty.Type{
-		TypeString: cty.String, TypeDuration: cty.String, TypeNumber: cty.Number, TypeBool: cty.Bool,
+		TypeString: cty.String, TypeDuration: cty.String, TypeNumber: cty.Number, TypeInteger: cty.Number, TypeBool: cty.Bool,
 		TypeStringList: cty.List(cty.String), TypeStringMap: cty.Map(cty.String),
 	}[spec.Type]
 	if want == cty.NilType {
@@ -180,7 +295,8 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 	}
 	conv, err := convert.Convert(val, want)
 	if err != nil {
-		return nil, bad(fmt.Sprintf("a %s is required: %s", spec.Type, err))
+		// cty's own message ("a number is required") says no more.
+		return nil, bad(fmt.Sprintf("%s is required, not %s", article(spec.Type), val.Type().FriendlyName()))
 	}
 	if !conv.IsWhollyKnown() {
 		return nil, bad("the value must be known without variables")
@@ -194,8 +310,14 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 			return nil, bad(fmt.Sprintf("%q is not a duration such as \"100ms\" or \"30s\"", conv.AsString()))
 		}
 		return d, nil
-	case TypeNumber:
-		f, _ := conv.AsBigFloat().Float64()
+	case TypeNumber, TypeInteger:
+		f := conv.AsBigFloat()
+		if f.IsInf() {
+			return nil, bad("the number is out of range")
+		}
+		if spec.Type == TypeInteger && !f.IsInt() {
+			return nil, bad(fmt.Sprintf("%s is not a whole number", numText(f)))
+		}
 		return f, nil
 	case TypeBool:
 		return conv.True(), nil
@@ -262,8 +384,9 @@ func typeName(t reflect.Type) (string, bool) {
 	case reflect.Bool:
 		return TypeBool, true
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return TypeInteger, true
+	case reflect.Float32, reflect.Float64:
 		return TypeNumber, true
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.String {
@@ -277,36 +400,59 @@ func typeName(t reflect.Type) (string, bool) {
 	return "", false
 }
 
-// SchemaOf derives a schema from a pointer to a struct. Fields tagged
-// `hcl:"name"` are required, `hcl:"name,optional"` optional; a `help:"..."`
-// tag is the description. Supported field types: string, bool, integers,
-// floats, time.Duration, []string and map[string]string. Non-zero values in
-// v are reported as defaults.
-func SchemaOf(v any) (Schema, error) {
-	rv := reflect.ValueOf(v)
-	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
-		return Schema{}, fmt.Errorf("sdk.SchemaOf: want a pointer to a struct, got %T", v)
-	}
-	rv = rv.Elem()
+// SchemaOf derives a schema from pointers to structs, in order (see Decode
+// for several). Fields tagged `hcl:"name"` are required,
+// `hcl:"name,optional"` optional; a `help:"..."` tag is the description.
+// Supported field types: string, bool, integers, floats, time.Duration,
+// []string and map[string]string. Non-zero values are reported as defaults.
+func SchemaOf(targets ...any) (Schema, error) {
+	s, _, err := schemaOf(targets)
+	return s, err
+}
+
+// boundField is a tagged field of one of Decode's targets.
+type boundField struct {
+	field
+	value reflect.Value
+}
+
+func schemaOf(targets []any) (Schema, []boundField, error) {
 	var s Schema
-	for _, f := range taggedFields(rv.Type()) {
-		fv := rv.Field(f.index)
-		tn, ok := typeName(fv.Type())
-		if !ok {
-			return Schema{}, fmt.Errorf("sdk.SchemaOf: field %s (%q) has unsupported type %s", rv.Type().Field(f.index).Name, f.name, fv.Type())
-		}
-		a := Attribute{Name: f.name, Type: tn, Required: !f.optional, Description: f.help}
-		if !fv.IsZero() {
-			a.Default = renderHCL(fv)
-		}
-		s.Attributes = append(s.Attributes, a)
+	var fields []boundField
+	seen := map[string]bool{}
+	if len(targets) == 0 {
+		return Schema{}, nil, fmt.Errorf("sdk: no config struct given")
 	}
-	return s, nil
+	for _, v := range targets {
+		rv := reflect.ValueOf(v)
+		if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+			return Schema{}, nil, fmt.Errorf("sdk: want a pointer to a struct, got %T", v)
+		}
+		rv = rv.Elem()
+		for _, f := range taggedFields(rv.Type()) {
+			fv := rv.Field(f.index)
+			tn, ok := typeName(fv.Type())
+			if !ok {
+				return Schema{}, nil, fmt.Errorf("sdk: field %s (%q) has unsupported type %s", rv.Type().Field(f.index).Name, f.name, fv.Type())
+			}
+			if seen[f.name] {
+				return Schema{}, nil, fmt.Errorf("sdk: attribute %q is defined twice", f.name)
+			}
+			seen[f.name] = true
+			a := Attribute{Name: f.name, Type: tn, Required: !f.optional, Description: f.help}
+			if !fv.IsZero() {
+				a.Default = renderHCL(fv)
+			}
+			s.Attributes = append(s.Attributes, a)
+			fields = append(fields, boundField{f, fv})
+		}
+	}
+	return s, fields, nil
 }
 
 // MustSchemaOf is SchemaOf for package-level use with a known-good struct.
-func MustSchemaOf(v any) Schema {
-	s, err := SchemaOf(v)
+func MustSchemaOf(targets ...any) Schema {
+	s, err := SchemaOf(targets...)
 	if err != nil {
 		panic(err)
 	}
@@ -342,47 +488,69 @@ func renderHCL(v reflect.Value) string {
 	}
 }
 
-func assign(target any, values map[string]any) error {
-	rv := reflect.ValueOf(target).Elem()
-	for _, f := range taggedFields(rv.Type()) {
-		v, ok := values[f.name]
-		if !ok {
-			continue
-		}
-		fv := rv.Field(f.index)
-		switch x := v.(type) {
-		case float64:
-			if err := setNumber(fv, x); err != nil {
-				return fmt.Errorf("config attribute %q: %w", f.name, err)
-			}
-		default:
-			fv.Set(reflect.ValueOf(x).Convert(fv.Type()))
-		}
+// convertTo turns a decoded value into a value of Go type t, or says at
+// the attribute's position why it does not fit.
+func convertTo(name string, t reflect.Type, av attrValue) (reflect.Value, *hcl.Diagnostic) {
+	bf, ok := av.v.(*big.Float)
+	if !ok {
+		return reflect.ValueOf(av.v).Convert(t), nil
 	}
-	return nil
+	rng := av.rng
+	bad := func(detail string) *hcl.Diagnostic {
+		return &hcl.Diagnostic{Severity: hcl.DiagError, Summary: fmt.Sprintf("Invalid value for %q", name), Detail: detail, Subject: &rng}
+	}
+	out := reflect.New(t).Elem()
+	text := numText(bf)
+	switch t.Kind() {
+	case reflect.Float32, reflect.Float64:
+		f, _ := bf.Float64()
+		if math.IsInf(f, 0) || out.OverflowFloat(f) {
+			return out, bad(fmt.Sprintf("%s is out of range", text))
+		}
+		out.SetFloat(f)
+		return out, nil
+	}
+	if !bf.IsInt() {
+		return out, bad(fmt.Sprintf("%s is not a whole number", text))
+	}
+	switch t.Kind() {
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		u, acc := bf.Uint64()
+		if bf.Sign() < 0 || acc != big.Exact || out.OverflowUint(u) {
+			return out, bad(fmt.Sprintf("%s is out of range: 0 to %d", text, maxUint(t)))
+		}
+		out.SetUint(u)
+	default:
+		i, acc := bf.Int64()
+		if acc != big.Exact || out.OverflowInt(i) {
+			lo, hi := intRange(t)
+			return out, bad(fmt.Sprintf("%s is out of range: %d to %d", text, lo, hi))
+		}
+		out.SetInt(i)
+	}
+	return out, nil
 }
 
-func setNumber(fv reflect.Value, x float64) error {
-	switch fv.Kind() {
-	case reflect.Float32, reflect.Float64:
-		fv.SetFloat(x)
-		return nil
+// numText renders a number for a message: whole numbers of sensible size
+// in full, others short.
+func numText(f *big.Float) string {
+	if f.IsInt() && f.MantExp(nil) <= 70 {
+		return f.Text('f', 0)
 	}
-	bf := big.NewFloat(x)
-	if !bf.IsInt() {
-		return fmt.Errorf("%v is not a whole number", x)
+	return f.Text('g', 10)
+}
+
+func maxUint(t reflect.Type) uint64 { return math.MaxUint64 >> (64 - t.Bits()) }
+
+func intRange(t reflect.Type) (int64, int64) {
+	hi := int64(math.MaxInt64 >> (64 - t.Bits()))
+	return -hi - 1, hi
+}
+
+// article puts "a" or "an" before a schema type for a message.
+func article(typ string) string {
+	if strings.IndexByte("aeiou", typ[0]) >= 0 {
+		return "an " + typ
 	}
-	switch fv.Kind() {
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if x < 0 || fv.OverflowUint(uint64(x)) {
-			return fmt.Errorf("%v is out of range", x)
-		}
-		fv.SetUint(uint64(x))
-	default:
-		if fv.OverflowInt(int64(x)) {
-			return fmt.Errorf("%v is out of range", x)
-		}
-		fv.SetInt(int64(x))
-	}
-	return nil
+	return "a " + typ
 }

@@ -28,7 +28,7 @@ func TestSchemaOf(t *testing.T) {
 	}
 	want := []Attribute{
 		{Name: "window", Type: TypeDuration, Description: "reply window", Default: `"100ms"`},
-		{Name: "retries", Type: TypeNumber, Default: "3"},
+		{Name: "retries", Type: TypeInteger, Default: "3"},
 		{Name: "ratio", Type: TypeNumber},
 		{Name: "name", Type: TypeString, Required: true},
 		{Name: "on", Type: TypeBool},
@@ -98,7 +98,11 @@ on = "maybe"`, `agent.hcl:8:6: Invalid value for "on": a bool is required`},
 		{"missing required", `on = true`, `Missing required argument: The argument "name" is required`},
 		{"syntax error", `name = `, `agent.hcl:7:`},
 		{"variables are not allowed", `name = var.x`, `agent.hcl:7:19: Variables not allowed`},
-		{"not a whole number", "name = \"x\"\nretries = 1.5", `"retries": 1.5 is not a whole number`},
+		{"not a whole number", "name = \"x\"\nretries = 1.5", `agent.hcl:8:11: Invalid value for "retries": 1.5 is not a whole number`},
+		{"string into a number", "name = \"x\"\nretries = \"many\"", `agent.hcl:8:11: Invalid value for "retries": an integer is required, not string`},
+		{"beyond int64", "name = \"x\"\nretries = 99999999999999999999", `agent.hcl:8:11: Invalid value for "retries": 99999999999999999999 is out of range: -9223372036854775808 to 9223372036854775807`},
+		{"infinite", "name = \"x\"\nretries = 1e400", `agent.hcl:8:11: Invalid value for "retries": 1e+400 is out of range`},
+		{"infinite float", "name = \"x\"\nratio = -1e400", `agent.hcl:8:9: Invalid value for "ratio": -1e+400 is out of range`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +111,7 @@ on = "maybe"`, `agent.hcl:8:6: Invalid value for "on": a bool is required`},
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Decode = %v\nwant an error containing %q", err, tt.want)
 			}
+			requirePositioned(t, err)
 		})
 	}
 }
@@ -132,8 +137,120 @@ window = "1s"
 set = { a = "b" }`))
 	f.Add([]byte(`keys = [1, null]`))
 	f.Add([]byte(`retries = 1e400`))
+	f.Add([]byte(`retries = 99999999999999999999`))
+	f.Add([]byte(`small = 2.5`))
+	f.Add([]byte(`small = -129`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var cfg testConfig
-		_ = RawConfig{Filename: "fuzz.hcl", Body: body}.Decode(&cfg)
+		var ints intConfig
+		err := RawConfig{Filename: "fuzz.hcl", Body: body, Start: hcl.Pos{Line: 3, Column: 1, Byte: 9}}.Decode(&cfg, &ints)
+		if err != nil {
+			requirePositioned(t, err)
+		}
 	})
+}
+
+// requirePositioned fails unless err is a *ConfigError whose every
+// diagnostic names a file, line and column.
+func requirePositioned(t *testing.T, err error) {
+	t.Helper()
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %q (%T) is not a *ConfigError", err, err)
+	}
+	for _, d := range ce.Diagnostics {
+		if d.Subject == nil || d.Subject.Filename == "" || d.Subject.Start.Line < 1 || d.Subject.Start.Column < 1 {
+			if d.Summary == "Missing required argument" {
+				continue // HCL puts these on the block, which has no range here
+			}
+			t.Fatalf("diagnostic %q has no position: %+v", d.Summary, d.Subject)
+		}
+	}
+}
+
+type intConfig struct {
+	Small int8    `hcl:"small,optional"`
+	Port  uint16  `hcl:"port,optional"`
+	Big   uint64  `hcl:"big,optional"`
+	F32   float32 `hcl:"f32,optional"`
+}
+
+// Every integer kind is range-checked on its own bounds, with the
+// attribute's position; nothing is assigned when one value does not fit.
+func TestDecodeRangeChecksEveryKind(t *testing.T) {
+	tests := []struct{ body, want string }{
+		{"small = 127", ""},
+		{"small = -128", ""},
+		{"small = 128", `a.hcl:1:9: Invalid value for "small": 128 is out of range: -128 to 127`},
+		{"small = -129", `-129 is out of range: -128 to 127`},
+		{"port = 65535", ""},
+		{"port = 65536", `"port": 65536 is out of range: 0 to 65535`},
+		{"port = -1", `"port": -1 is out of range: 0 to 65535`},
+		{"big = 18446744073709551615", ""},
+		{"big = 18446744073709551616", `is out of range: 0 to 18446744073709551615`},
+		{"f32 = 1e39", `"f32": 1e+39 is out of range`},
+		{"port = 2.5", `"port": 2.5 is not a whole number`},
+	}
+	for _, tt := range tests {
+		cfg := intConfig{Small: 7, Port: 7}
+		err := RawConfig{Filename: "a.hcl", Body: []byte(tt.body)}.Decode(&cfg)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("Decode(%s) = %v", tt.body, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Decode(%s) = %v, want %q", tt.body, err, tt.want)
+			continue
+		}
+		requirePositioned(t, err)
+		if cfg.Small != 7 || cfg.Port != 7 {
+			t.Errorf("Decode(%s) assigned a value although it failed: %+v", tt.body, cfg)
+		}
+	}
+}
+
+func TestDecodeSeveralTargets(t *testing.T) {
+	type shared struct {
+		Window time.Duration `hcl:"window,optional"`
+	}
+	type own struct {
+		Deny []string `hcl:"deny,optional"`
+	}
+	s, o := shared{Window: time.Second}, own{}
+	if err := (RawConfig{Filename: "a.hcl", Body: []byte("deny = [\"x\"]\nwindow = \"2s\"")}).Decode(&s, &o); err != nil {
+		t.Fatal(err)
+	}
+	if s.Window != 2*time.Second || len(o.Deny) != 1 {
+		t.Errorf("got %+v %+v", s, o)
+	}
+	err := RawConfig{Filename: "a.hcl", Body: []byte("windw = \"2s\"")}.Decode(&s, &o)
+	if err == nil || !strings.Contains(err.Error(), `Did you mean "window"?`) {
+		t.Errorf("unknown attribute across targets = %v", err)
+	}
+	if _, err := SchemaOf(&s, &shared{}); err == nil || !strings.Contains(err.Error(), `"window" is defined twice`) {
+		t.Errorf("SchemaOf with a repeated attribute = %v", err)
+	}
+}
+
+func TestAttrErrorPointsAtTheValue(t *testing.T) {
+	raw := RawConfig{Filename: "agent.hcl", Start: hcl.Pos{Line: 20, Column: 3, Byte: 400}, Body: []byte(`min_mtu = 70000
+set = { "a.b" = "1", "c.d" = "x" }
+keys = ["p", "q"]`)}
+	tests := []struct {
+		err  *ConfigError
+		want string
+	}{
+		{raw.AttrError("min_mtu", "70000 is above 65535"), `agent.hcl:20:13: Invalid value for "min_mtu": 70000 is above 65535`},
+		{raw.EntryError("set", "c.d", false, "bad key"), `agent.hcl:21:22: Invalid value for "set": bad key`},
+		{raw.EntryError("set", "c.d", true, "bad value"), `agent.hcl:21:30: Invalid value for "set": bad value`},
+		{raw.EntryError("keys", "q", false, "bad"), `agent.hcl:22:14:`},
+		{raw.AttrError("unset", "the default is wrong"), `agent.hcl:20:3: Invalid value for "unset"`},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("got %q, want prefix %q", got, tt.want)
+		}
+	}
 }

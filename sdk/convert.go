@@ -22,17 +22,30 @@ func infoToProto(i Info) *pb.PluginInfo {
 	}
 }
 
-func infoFromProto(p *pb.PluginInfo) Info {
-	var kind Kind
-	for k, v := range kindToProto {
-		if v == p.GetKind() {
-			kind = k
-		}
+// Enum values the other side sent that this side does not know are errors,
+// never coerced into a known value: a newer plugin's new verdict must not
+// read as something it did not say.
+
+func infoFromProto(p *pb.PluginInfo) (Info, error) {
+	kind, ok := fromProto(kindToProto, p.GetKind())
+	if !ok {
+		return Info{}, fmt.Errorf("the plugin reports kind %s, which is neither detector nor tuner", p.GetKind())
 	}
 	return Info{
 		Name: p.GetName(), Kind: kind, Version: p.GetVersion(), APIVersion: p.GetApiVersion(),
 		Capabilities: p.GetCapabilities(), Description: p.GetDescription(),
+	}, nil
+}
+
+// fromProto finds the Go value of a protobuf enum value.
+func fromProto[G comparable, P comparable](m map[G]P, v P) (G, bool) {
+	for k, pv := range m {
+		if pv == v {
+			return k, true
+		}
 	}
+	var zero G
+	return zero, false
 }
 
 func schemaToProto(s Schema) *pb.ConfigSchema {
@@ -92,49 +105,50 @@ var healthToProto = map[HealthState]pb.HealthState{
 	HealthReady: pb.HealthState_HEALTH_STATE_READY, HealthDegraded: pb.HealthState_HEALTH_STATE_DEGRADED, HealthFailed: pb.HealthState_HEALTH_STATE_FAILED,
 }
 
-func healthStateFromProto(s pb.HealthState) HealthState {
-	for k, v := range healthToProto {
-		if v == s {
-			return k
-		}
+func healthStateFromProto(s pb.HealthState) (HealthState, error) {
+	st, ok := fromProto(healthToProto, s)
+	if !ok {
+		return "", fmt.Errorf("the plugin reports health state %s, which is none of ready, degraded, failed", s)
 	}
-	return HealthFailed
+	return st, nil
 }
 
 var sampleTypeToProto = map[SampleType]pb.SampleType{
 	Counter: pb.SampleType_SAMPLE_TYPE_COUNTER, Gauge: pb.SampleType_SAMPLE_TYPE_GAUGE, Summary: pb.SampleType_SAMPLE_TYPE_SUMMARY,
 }
 
-func samplesToProto(ss []Sample) []*pb.Sample {
+func samplesToProto(ss []Sample) ([]*pb.Sample, error) {
 	out := make([]*pb.Sample, 0, len(ss))
 	for _, s := range ss {
+		t, ok := sampleTypeToProto[s.Type]
+		if !ok {
+			return nil, fmt.Errorf("sample %q has type %q, which is none of counter, gauge, summary", s.Name, s.Type)
+		}
 		out = append(out, &pb.Sample{
-			Name: s.Name, Type: sampleTypeToProto[s.Type], Labels: s.Labels, Value: s.Value,
+			Name: s.Name, Type: t, Labels: s.Labels, Value: s.Value,
 			Observations: s.Observations, Help: s.Help,
 		})
 	}
-	return out
+	return out, nil
 }
 
-func samplesFromProto(ps []*pb.Sample) []Sample {
+func samplesFromProto(ps []*pb.Sample) ([]Sample, error) {
 	out := make([]Sample, 0, len(ps))
 	for _, p := range ps {
-		var t SampleType
-		for k, v := range sampleTypeToProto {
-			if v == p.GetType() {
-				t = k
-			}
+		t, ok := fromProto(sampleTypeToProto, p.GetType())
+		if !ok {
+			return nil, fmt.Errorf("sample %q has type %s, which is none of counter, gauge, summary", p.GetName(), p.GetType())
 		}
 		out = append(out, Sample{
 			Name: p.GetName(), Type: t, Labels: p.GetLabels(), Value: p.GetValue(),
 			Observations: p.GetObservations(), Help: p.GetHelp(),
 		})
 	}
-	return out
+	return out, nil
 }
 
 func checkRequestToProto(r CheckRequest) *pb.CheckRequest {
-	out := &pb.CheckRequest{Interface: r.Interface, Netns: r.Netns, ConflictChecked: r.ConflictChecked}
+	out := &pb.CheckRequest{Interface: r.Interface, Netns: r.Netns}
 	if r.Address.IsValid() {
 		out.Address = r.Address.String()
 	}
@@ -145,7 +159,7 @@ func checkRequestToProto(r CheckRequest) *pb.CheckRequest {
 }
 
 func checkRequestFromProto(p *pb.CheckRequest) (CheckRequest, error) {
-	r := CheckRequest{Interface: p.GetInterface(), Netns: p.GetNetns(), ConflictChecked: p.GetConflictChecked()}
+	r := CheckRequest{Interface: p.GetInterface(), Netns: p.GetNetns()}
 	if a := p.GetAddress(); a != "" {
 		pfx, err := netip.ParsePrefix(a)
 		if err != nil {
@@ -168,26 +182,28 @@ var verdictToProto = map[Verdict]pb.Verdict{
 	VerdictSkip: pb.Verdict_VERDICT_SKIP, VerdictError: pb.Verdict_VERDICT_ERROR,
 }
 
-func checkResultToProto(r CheckResult) *pb.CheckResponse {
+func checkResultToProto(r CheckResult) (*pb.CheckResponse, error) {
 	v, ok := verdictToProto[r.Verdict]
 	if !ok {
-		v = pb.Verdict_VERDICT_ERROR
+		return nil, fmt.Errorf("verdict %q is none of pass, block, skip, error", r.Verdict)
 	}
-	return &pb.CheckResponse{Verdict: v, Reason: r.Reason, Evidence: r.Evidence, DurationNanos: int64(r.Duration)}
+	return &pb.CheckResponse{Verdict: v, Reason: r.Reason, Evidence: r.Evidence, DurationNanos: int64(r.Duration)}, nil
 }
 
-func checkResultFromProto(p *pb.CheckResponse) CheckResult {
-	verdict := VerdictError
-	for k, v := range verdictToProto {
-		if v == p.GetVerdict() {
-			verdict = k
-		}
+func checkResultFromProto(p *pb.CheckResponse) (CheckResult, error) {
+	verdict, ok := fromProto(verdictToProto, p.GetVerdict())
+	if !ok {
+		return CheckResult{}, fmt.Errorf("the detector answered verdict %s, which is none of pass, block, skip, error", p.GetVerdict())
 	}
-	reason := p.GetReason()
-	if verdict == VerdictError && p.GetVerdict() != pb.Verdict_VERDICT_ERROR && reason == "" {
-		reason = fmt.Sprintf("detector returned an unknown verdict %d", p.GetVerdict())
+	return CheckResult{Verdict: verdict, Reason: p.GetReason(), Evidence: p.GetEvidence(), Duration: time.Duration(p.GetDurationNanos())}, nil
+}
+
+func configureRequestToProto(req ConfigureRequest) *pb.ConfigureRequest {
+	return &pb.ConfigureRequest{
+		Body:  req.Config.Body,
+		Start: posToProto(req.Config.Filename, req.Config.Start),
+		Agent: &pb.AgentSettings{EnableIpv4: req.Agent.EnableIPv4, EnableIpv6: req.Agent.EnableIPv6, LogLevel: req.Agent.LogLevel},
 	}
-	return CheckResult{Verdict: verdict, Reason: reason, Evidence: p.GetEvidence(), Duration: time.Duration(p.GetDurationNanos())}
 }
 
 func tunerStatusToProto(s TunerStatus) *pb.TunerStatus {

@@ -69,9 +69,9 @@ func (s *server) GetConfigSchema(context.Context, *pb.GetConfigSchemaRequest) (*
 	return schemaToProto(s.impl.ConfigSchema()), nil
 }
 
-func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+func configureRequestFromProto(req *pb.ConfigureRequest) ConfigureRequest {
 	start := req.GetStart()
-	cr := ConfigureRequest{
+	return ConfigureRequest{
 		Config: RawConfig{Filename: start.GetFilename(), Body: req.GetBody(), Start: posFromProto(start)},
 		Agent: AgentSettings{
 			EnableIPv4: req.GetAgent().GetEnableIpv4(),
@@ -79,6 +79,10 @@ func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.C
 			LogLevel:   req.GetAgent().GetLogLevel(),
 		},
 	}
+}
+
+func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	cr := configureRequestFromProto(req)
 	if lvl := hclog.LevelFromString(cr.Agent.LogLevel); s.logger != nil && lvl != hclog.NoLevel {
 		s.logger.SetLevel(lvl)
 	}
@@ -93,6 +97,31 @@ func (s *server) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.C
 	return &pb.ConfigureResponse{}, nil
 }
 
+func (s *server) ValidateConfig(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	cr := configureRequestFromProto(req)
+	err := ValidateWith(ctx, s.impl, cr)
+	if err == nil {
+		return &pb.ConfigureResponse{}, nil
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		// A refusal is about the block even when the plugin did not say
+		// where: point at the block rather than lose the position.
+		ce = cr.Config.AttrError("", err.Error())
+		ce.Diagnostics[0].Summary = "Invalid configuration"
+	}
+	return &pb.ConfigureResponse{Diagnostics: diagsToProto(ce.Diagnostics)}, nil
+}
+
+// ValidateWith runs p's dry run on req: p's ValidateConfig when p is a
+// Validator, else a check of the block against p's schema.
+func ValidateWith(ctx context.Context, p Plugin, req ConfigureRequest) error {
+	if v, ok := p.(Validator); ok {
+		return v.ValidateConfig(ctx, req)
+	}
+	return req.Config.Validate(p.ConfigSchema())
+}
+
 func (s *server) Health(ctx context.Context, _ *pb.HealthRequest) (*pb.HealthResponse, error) {
 	h := s.impl.Health(ctx)
 	detail, err := healthDetailJSON(h.Detail)
@@ -101,13 +130,17 @@ func (s *server) Health(ctx context.Context, _ *pb.HealthRequest) (*pb.HealthRes
 	}
 	st, ok := healthToProto[h.State]
 	if !ok {
-		st = pb.HealthState_HEALTH_STATE_FAILED
+		return nil, status.Errorf(codes.Internal, "health state %q is none of ready, degraded, failed", h.State)
 	}
 	return &pb.HealthResponse{State: st, Message: h.Message, DetailJson: detail}, nil
 }
 
 func (s *server) CollectMetrics(ctx context.Context, _ *pb.CollectMetricsRequest) (*pb.CollectMetricsResponse, error) {
-	return &pb.CollectMetricsResponse{Samples: samplesToProto(s.impl.Metrics(ctx))}, nil
+	samples, err := samplesToProto(s.impl.Metrics(ctx))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pb.CollectMetricsResponse{Samples: samples}, nil
 }
 
 func (s *server) Shutdown(ctx context.Context, _ *pb.ShutdownRequest) (*pb.ShutdownResponse, error) {
@@ -130,25 +163,23 @@ func (s *detectorServer) Check(ctx context.Context, req *pb.CheckRequest) (*pb.C
 	start := time.Now()
 	res, err := s.impl.Check(ctx, cr)
 	if err != nil {
+		// Documented on Detector.Check: an error is a VerdictError whose
+		// reason is the error's text.
 		res = CheckResult{Verdict: VerdictError, Reason: err.Error()}
 	}
 	if res.Duration == 0 {
 		res.Duration = time.Since(start)
 	}
-	return checkResultToProto(res), nil
+	out, err := checkResultToProto(res)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return out, nil
 }
 
 type tunerServer struct {
 	pb.UnimplementedTunerServer
 	impl Tuner
-}
-
-func (s *tunerServer) Apply(ctx context.Context, _ *pb.ApplyRequest) (*pb.TunerStatus, error) {
-	st, err := s.impl.Apply(ctx)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return tunerStatusToProto(st), nil
 }
 
 func (s *tunerServer) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.TunerStatus, error) {
@@ -169,7 +200,11 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, rpcError("GetInfo", err)
 	}
-	return infoFromProto(p), nil
+	info, err := infoFromProto(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("GetInfo: %w", err)
+	}
+	return info, nil
 }
 
 // ConfigSchema asks the plugin for its config schema.
@@ -184,13 +219,23 @@ func (c *Client) ConfigSchema(ctx context.Context) (Schema, error) {
 // Configure sends a config block. A block the plugin rejects comes back as
 // a *ConfigError with the positions of the agent's config file.
 func (c *Client) Configure(ctx context.Context, req ConfigureRequest) error {
-	resp, err := c.plugin.Configure(ctx, &pb.ConfigureRequest{
-		Body:  req.Config.Body,
-		Start: posToProto(req.Config.Filename, req.Config.Start),
-		Agent: &pb.AgentSettings{EnableIpv4: req.Agent.EnableIPv4, EnableIpv6: req.Agent.EnableIPv6, LogLevel: req.Agent.LogLevel},
-	})
+	resp, err := c.plugin.Configure(ctx, configureRequestToProto(req))
 	if err != nil {
 		return rpcError("Configure", err)
+	}
+	if len(resp.GetDiagnostics()) > 0 {
+		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
+	}
+	return nil
+}
+
+// ValidateConfig asks the plugin whether it would accept a config block,
+// without applying it. A refusal is a *ConfigError with positions; a plugin
+// built before the call existed answers ErrUnimplemented.
+func (c *Client) ValidateConfig(ctx context.Context, req ConfigureRequest) error {
+	resp, err := c.plugin.ValidateConfig(ctx, configureRequestToProto(req))
+	if err != nil {
+		return rpcError("ValidateConfig", err)
 	}
 	if len(resp.GetDiagnostics()) > 0 {
 		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
@@ -204,7 +249,11 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	if err != nil {
 		return Health{}, rpcError("Health", err)
 	}
-	h := Health{State: healthStateFromProto(p.GetState()), Message: p.GetMessage()}
+	st, err := healthStateFromProto(p.GetState())
+	if err != nil {
+		return Health{}, fmt.Errorf("Health: %w", err)
+	}
+	h := Health{State: st, Message: p.GetMessage()}
 	if len(p.GetDetailJson()) > 0 {
 		h.Detail = rawDetail(p.GetDetailJson())
 	}
@@ -217,7 +266,11 @@ func (c *Client) Metrics(ctx context.Context) ([]Sample, error) {
 	if err != nil {
 		return nil, rpcError("CollectMetrics", err)
 	}
-	return samplesFromProto(p.GetSamples()), nil
+	samples, err := samplesFromProto(p.GetSamples())
+	if err != nil {
+		return nil, fmt.Errorf("CollectMetrics: %w", err)
+	}
+	return samples, nil
 }
 
 // Shutdown asks the plugin to release its resources before ctx's deadline.
@@ -234,16 +287,11 @@ func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, erro
 	if err != nil {
 		return CheckResult{}, rpcError("Check", err)
 	}
-	return checkResultFromProto(p), nil
-}
-
-// Apply asks a tuner to apply its settings now.
-func (c *Client) Apply(ctx context.Context) (TunerStatus, error) {
-	p, err := c.tuner.Apply(ctx, &pb.ApplyRequest{})
+	res, err := checkResultFromProto(p)
 	if err != nil {
-		return TunerStatus{}, rpcError("Apply", err)
+		return CheckResult{}, fmt.Errorf("Check: %w", err)
 	}
-	return tunerStatusFromProto(p), nil
+	return res, nil
 }
 
 // Status asks a tuner for its last known state.
@@ -258,6 +306,10 @@ func (c *Client) Status(ctx context.Context) (TunerStatus, error) {
 // ErrDeadline is wrapped by a call that ran out of time.
 var ErrDeadline = errors.New("deadline exceeded")
 
+// ErrUnimplemented is wrapped by a call the plugin does not serve (one built
+// against an older SDK).
+var ErrUnimplemented = errors.New("not implemented by the plugin")
+
 // ErrUnavailable is wrapped by a call whose plugin is gone or not answering.
 var ErrUnavailable = errors.New("plugin unavailable")
 
@@ -268,7 +320,7 @@ func rpcError(method string, err error) error {
 	case codes.Unavailable, codes.Canceled:
 		return fmt.Errorf("%s: %w: %s", method, ErrUnavailable, status.Convert(err).Message())
 	case codes.Unimplemented:
-		return fmt.Errorf("%s: the plugin does not implement it", method)
+		return fmt.Errorf("%s: %w", method, ErrUnimplemented)
 	}
 	if st, ok := status.FromError(err); ok {
 		return fmt.Errorf("%s: %s", method, st.Message())

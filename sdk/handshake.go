@@ -15,7 +15,7 @@ const ProtocolVersion = 1
 // APIVersion is the semantic version of the plugin API, "MAJOR.MINOR". A
 // plugin reports the one it was built with in Info.APIVersion. The agent
 // accepts a plugin with the same major and a minor no newer than its own.
-const APIVersion = "1.0"
+const APIVersion = "1.1"
 
 // PluginName is the name under which every plugin serves its gRPC services in
 // go-plugin's plugin set.

@@ -23,17 +23,45 @@ type Plugin interface {
 	Shutdown(ctx context.Context) error
 }
 
+// Validator is a plugin that can check a config block without applying it
+// (Caddy's Provision/Validate split). The agent calls ValidateConfig on
+// every plugin before a reload changes any of them, and for `config
+// validate`: a block it accepts, Configure must accept too. Report a value
+// that parses but is wrong with RawConfig.AttrError so that the operator
+// gets file:line:column. The usual shape is one function that decodes and
+// checks, called by both:
+//
+//	func (p *P) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+//		_, err := parse(req.Config)
+//		return err
+//	}
+//
+// A plugin that is not a Validator gets its block checked against its
+// schema only; whatever else its Configure refuses is found at apply time,
+// when the reload can no longer be refused as a whole.
+type Validator interface {
+	ValidateConfig(ctx context.Context, req ConfigureRequest) error
+}
+
 // Detector is a plugin that answers checks about an address.
 type Detector interface {
 	Plugin
-	// Check must return by ctx's deadline.
+	// Check answers one request. It must return by ctx's deadline: the
+	// agent stops waiting then, and a call that goes on leaks a goroutine
+	// in the plugin (sdktest fails a Check that overruns). It runs in the
+	// agent's network namespace; when req.Netns is set, do the work in
+	// that namespace with sdk/netns. A returned error becomes a
+	// VerdictError whose reason is the error's text: the address is not
+	// given out, whatever the plugin's failure_policy.
 	Check(ctx context.Context, req CheckRequest) (CheckResult, error)
 }
 
-// Tuner is a plugin that keeps node settings in a desired state.
+// Tuner is a plugin that keeps node settings in a desired state: it applies
+// them in Configure and keeps them there (a reconcile loop of its own).
 type Tuner interface {
 	Plugin
-	Apply(ctx context.Context) (TunerStatus, error)
+	// Status reports every setting the tuner manages; the agent asks with
+	// every health poll and shows the keys in `status`.
 	Status(ctx context.Context) TunerStatus
 }
 

@@ -22,6 +22,10 @@ const LifelineEnv = "SPIDERPOOL_PLUGIN_LIFELINE_FD"
 // changes arrive with Configure.
 const LogLevelEnv = "SPIDERPOOL_PLUGIN_LOG_LEVEL"
 
+// Logger is the logger a plugin receives from Serve: hashicorp/go-hclog's,
+// named here so that a plugin's own module needs no require line for it.
+type Logger = hclog.Logger
+
 // Serve runs a plugin process. It never returns while the plugin serves:
 // call it from main. newPlugin receives the logger to use; the logger writes
 // JSON to stderr, which the agent shows under the plugin's name.

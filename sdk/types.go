@@ -90,9 +90,6 @@ type CheckRequest struct {
 	Address netip.Prefix
 	// Gateway is invalid (the zero Addr) when the address has none.
 	Gateway netip.Addr
-	// ConflictChecked is true once the address passed conflict detection, so
-	// a probe may use it as its sender address.
-	ConflictChecked bool
 }
 
 // Verdict is a detector's answer.

@@ -9,6 +9,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -85,12 +86,12 @@ func outcome(req ipam.CheckAddress, res control.AddressResult) ipam.CheckResult 
 	for _, d := range res.Detectors {
 		reason := d.Reason
 		if reason == "" {
-			reason = d.Name + " said " + d.Verdict
+			reason = d.Name + " said " + string(d.Verdict)
 		}
 		switch {
-		case d.Verdict == check.VerdictError:
+		case d.Verdict == state.VerdictError:
 			errs = append(errs, d.Name+": "+reason)
-		case d.Verdict != check.VerdictBlock:
+		case d.Verdict != state.VerdictBlock:
 		case d.Name == config.PluginIPConflict:
 			conflict = append(conflict, reason)
 		case d.Name == config.PluginGatewayDetector:

@@ -11,24 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
-
-// Verdicts of an address. The response as a whole is control.VerdictPass
-// only when every address passed; otherwise control.VerdictBlock.
-const (
-	VerdictPass  = "pass"
-	VerdictBlock = "block"
-	// VerdictError: no detector blocked, but one could not decide, so the
-	// address is not given out (never a pass).
-	VerdictError = "error"
-)
-
-// FailOpen is the failure_policy under which an unavailable detector is
-// skipped instead of failing the check.
-const FailOpen = "fail-open"
 
 // Detectors is what a check needs from the supervisor.
 type Detectors interface {
@@ -45,13 +33,12 @@ type Metrics interface {
 // Run checks every address of req with every detector, in parallel: the
 // families and the detectors do not wait for each other, so a dual-stack
 // address with conflict and gateway detection costs about one reply window.
-// No detector is asked to use the candidate as a sender address
-// (ConflictChecked stays false): the gateway probe in flight beside the
-// conflict probe must not write an unchecked address into a gateway's cache.
+// (So no gateway probe can use the candidate as its sender: it would write
+// an address not yet checked for conflicts into the gateway's cache.)
 func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck) control.CheckResponse {
 	start := time.Now()
 	detectors := d.Detectors()
-	resp := control.CheckResponse{Verdict: control.VerdictPass, Addresses: make([]control.AddressResult, len(req.Addresses))}
+	resp := control.CheckResponse{Verdict: state.VerdictPass, Addresses: make([]control.AddressResult, len(req.Addresses))}
 	var wg sync.WaitGroup
 	for i, addr := range req.Addresses {
 		res := &resp.Addresses[i]
@@ -73,13 +60,13 @@ func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck
 	for i := range resp.Addresses {
 		a := &resp.Addresses[i]
 		a.Verdict = addressVerdict(a.Detectors)
-		if a.Verdict != VerdictPass {
-			resp.Verdict = control.VerdictBlock
+		if a.Verdict != state.VerdictPass {
+			resp.Verdict = state.VerdictBlock
 		}
 	}
 	took := time.Since(start)
 	resp.DurationMs = ms(took)
-	m.Check(resp.Verdict, took.Seconds())
+	m.Check(string(resp.Verdict), took.Seconds())
 	return resp
 }
 
@@ -93,31 +80,31 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 	}
 	out.DurationMs = ms(time.Since(start))
 	switch {
-	case err != nil && det.FailurePolicy == FailOpen && errors.Is(err, supervisor.ErrUnavailable):
-		out.Verdict, out.Skipped = VerdictPass, true
+	case err != nil && det.FailurePolicy == config.FailOpen && errors.Is(err, supervisor.ErrUnavailable):
+		out.Verdict = state.VerdictSkip
 		out.Reason = fmt.Sprintf("skipped (failure_policy fail-open): %v", err)
 		m.IncrCounter("check_detector_skipped_total", 1, map[string]string{"detector": det.Name})
 	case err != nil:
-		out.Verdict, out.Reason = VerdictError, err.Error()
+		out.Verdict, out.Reason = state.VerdictError, err.Error()
 		m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": errorReason(err)})
 	default:
-		out.Reason, out.Evidence = res.Reason, res.Evidence
+		out.Reason, out.Evidence, out.PluginMs = res.Reason, res.Evidence, ms(res.Duration)
 		switch res.Verdict {
 		case sdk.VerdictPass:
-			out.Verdict = VerdictPass
+			out.Verdict = state.VerdictPass
 		case sdk.VerdictBlock:
-			out.Verdict = VerdictBlock
+			out.Verdict = state.VerdictBlock
 		case sdk.VerdictSkip:
-			out.Verdict, out.Skipped = VerdictPass, true
+			out.Verdict = state.VerdictSkip
 		default:
 			// The detector ran but could not decide (an interface that is
 			// down, a send that kept failing): never a pass, whatever the
 			// failure policy, which is about detectors that are unavailable.
-			out.Verdict = VerdictError
+			out.Verdict = state.VerdictError
 			m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": "detector"})
 		}
 	}
-	m.IncrCounter("check_detector_results_total", 1, map[string]string{"detector": det.Name, "verdict": out.Verdict})
+	m.IncrCounter("check_detector_results_total", 1, map[string]string{"detector": det.Name, "verdict": string(out.Verdict)})
 	return out
 }
 
@@ -132,15 +119,15 @@ func errorReason(err error) string {
 }
 
 // addressVerdict is block when any detector blocked, else error when any
-// could not decide, else pass.
-func addressVerdict(rs []control.DetectorResult) string {
-	v := VerdictPass
+// could not decide, else pass: a skip says nothing either way.
+func addressVerdict(rs []control.DetectorResult) state.Verdict {
+	v := state.VerdictPass
 	for _, r := range rs {
 		switch r.Verdict {
-		case VerdictBlock:
-			return VerdictBlock
-		case VerdictError:
-			v = VerdictError
+		case state.VerdictBlock:
+			return state.VerdictBlock
+		case state.VerdictError:
+			v = state.VerdictError
 		}
 	}
 	return v

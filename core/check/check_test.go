@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -91,7 +92,7 @@ func fail(err error) func(sdk.CheckRequest) (sdk.CheckResult, error) {
 }
 
 func det(name, policy string, available bool) supervisor.Detector {
-	return supervisor.Detector{Name: name, FailurePolicy: policy, Timeout: time.Second, Available: available}
+	return supervisor.Detector{Name: name, FailurePolicy: policy, Available: available}
 }
 
 func request(addrs ...string) control.ValidatedCheck {
@@ -125,9 +126,9 @@ func TestRun(t *testing.T) {
 		{"one blocks", []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictBlock, "in use"), "b": answer(sdk.VerdictPass, "")},
 			"block", []string{"block", "pass"}, []bool{false, false}, "check_detector_results_total map[detector:a verdict:block]"},
-		{"skip counts as pass", []supervisor.Detector{det("a", "fail-closed", true)},
+		{"skip stays skip and does not block", []supervisor.Detector{det("a", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictSkip, "no gateway")},
-			"pass", []string{"pass"}, []bool{true}, ""},
+			"pass", []string{"skip"}, []bool{true}, ""},
 		{"detector cannot decide: never a pass, even fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictError, "cannot probe eth0: down")},
 			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:detector]"},
@@ -136,17 +137,17 @@ func TestRun(t *testing.T) {
 			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:unavailable]"},
 		{"unavailable, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(unavailable)},
-			"pass", []string{"pass"}, []bool{true}, "check_detector_skipped_total map[detector:a]"},
+			"pass", []string{"skip"}, []bool{true}, "check_detector_skipped_total map[detector:a]"},
 		{"timeout, fail-closed", []supervisor.Detector{det("a", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
 			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:timeout]"},
 		{"timeout, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
-			"pass", []string{"pass"}, []bool{true}, ""},
+			"pass", []string{"skip"}, []bool{true}, ""},
 		{"not running, fail-closed", []supervisor.Detector{det("a", "fail-closed", false)},
 			nil, "block", []string{"error"}, []bool{false}, ""},
 		{"not running, fail-open", []supervisor.Detector{det("a", "fail-open", false)},
-			nil, "pass", []string{"pass"}, []bool{true}, ""},
+			nil, "pass", []string{"skip"}, []bool{true}, ""},
 		{"other call error is not skipped by fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(fmt.Errorf("Check: bad request"))},
 			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:call]"},
@@ -155,7 +156,7 @@ func TestRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := &nopMetrics{}
 			resp := Run(context.Background(), &fakeDetectors{list: tt.detectors, answers: tt.answers}, m, request("10.0.0.7/24 via 10.0.0.1"))
-			if resp.Verdict != tt.want || m.verdict != tt.want {
+			if string(resp.Verdict) != tt.want || m.verdict != tt.want {
 				t.Errorf("verdict %q (metrics %q), want %q: %+v", resp.Verdict, m.verdict, tt.want, resp)
 			}
 			got := resp.Addresses[0]
@@ -164,7 +165,7 @@ func TestRun(t *testing.T) {
 			}
 			for i, want := range tt.wantEach {
 				d := got.Detectors[i]
-				if d.Verdict != want || d.Skipped != tt.wantSkip[i] || d.Name != tt.detectors[i].Name {
+				if string(d.Verdict) != want || (d.Verdict == state.VerdictSkip) != tt.wantSkip[i] || d.Name != tt.detectors[i].Name {
 					t.Errorf("detector %d: %+v, want verdict %q skipped %v", i, d, want, tt.wantSkip[i])
 				}
 				if d.Verdict != "pass" && d.Reason == "" {
@@ -193,9 +194,6 @@ func TestRunIsParallelAcrossAddressesAndDetectors(t *testing.T) {
 		t.Fatalf("verdict %q: %+v", resp.Verdict, resp)
 	}
 	for _, req := range f.seen {
-		if req.ConflictChecked {
-			t.Errorf("request %+v asks to use the candidate as sender before its conflict check", req)
-		}
 		if req.Interface != "eth0" || req.Netns != "/var/run/netns/w" {
 			t.Errorf("request %+v lost the interface or netns", req)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 type checkCommand struct{ env Env }
@@ -117,9 +118,9 @@ func checkExit(resp control.CheckResponse) int {
 	code := ExitOK
 	for _, a := range resp.Addresses {
 		switch a.Verdict {
-		case "block":
+		case state.VerdictBlock:
 			return ExitFail
-		case "error":
+		case state.VerdictError:
 			code = ExitUsage
 		}
 	}
@@ -132,13 +133,9 @@ func writeCheck(env Env, resp control.CheckResponse) {
 		if a.Gateway != "" {
 			what += " via " + a.Gateway
 		}
-		fmt.Fprintf(env.Stdout, "%s %s\n", strings.ToUpper(a.Verdict), what)
+		fmt.Fprintf(env.Stdout, "%s %s\n", strings.ToUpper(string(a.Verdict)), what)
 		for _, d := range a.Detectors {
-			verdict := d.Verdict
-			if d.Skipped {
-				verdict = "skip"
-			}
-			fmt.Fprintf(env.Stdout, "  %-16s %-5s %s (%.1fms)\n", d.Name, verdict, d.Reason, d.DurationMs)
+			fmt.Fprintf(env.Stdout, "  %-16s %-5s %s (%.1fms)\n", d.Name, d.Verdict, d.Reason, d.DurationMs)
 		}
 	}
 	fmt.Fprintf(env.Stdout, "verdict: %s (%.1fms)\n", resp.Verdict, resp.DurationMs)

@@ -48,6 +48,7 @@ func Run(args []string, env Env) int {
 		AutocompleteNoDefaultFlags: true,
 		Commands: map[string]cli.CommandFactory{
 			"daemon":          func() (cli.Command, error) { return &daemonCommand{env: env}, nil },
+			"reload":          func() (cli.Command, error) { return &reloadCommand{env: env}, nil },
 			"shutdown":        func() (cli.Command, error) { return &shutdownCommand{env: env}, nil },
 			"metric":          func() (cli.Command, error) { return &metricCommand{env: env}, nil },
 			"status":          func() (cli.Command, error) { return &statusCommand{env: env}, nil },
@@ -56,6 +57,12 @@ func Run(args []string, env Env) int {
 			"config validate": func() (cli.Command, error) { return &configValidateCommand{env: env}, nil },
 			"config show":     func() (cli.Command, error) { return &configShowCommand{env: env}, nil },
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
+			"debug":           func() (cli.Command, error) { return &debugCommand{}, nil },
+			"debug pprof":     func() (cli.Command, error) { return &debugPprofCommand{env: env}, nil },
+			"plugin":          func() (cli.Command, error) { return &pluginCommand{}, nil },
+			"plugin new":      func() (cli.Command, error) { return &pluginNewCommand{env: env}, nil },
+			"plugin run":      func() (cli.Command, error) { return &pluginRunCommand{env: env}, nil },
+			"plugin docs":     func() (cli.Command, error) { return &pluginDocsCommand{env: env}, nil },
 		},
 	}
 	for name, f := range ipamCommands(env) {

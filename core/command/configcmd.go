@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -48,10 +50,13 @@ func (c *configValidateCommand) Help() string {
 	return helpText("config validate [options]", `
 Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
 environment) and reports every problem with its file:line:column. Each enabled
-plugin is started just long enough to read the schema of its config block,
-which is then checked too; no plugin is configured, so nothing on the node
-changes. With --ipam-config-dir the IPAM pools are checked too (sizes against
-ipam.max_allocated_ips). Exits 0 when everything is valid, 1 otherwise.`, fs)
+plugin is started just long enough to check its config block: against the
+schema the plugin reports, then by the plugin itself (a dry run, which finds
+values that parse but are wrong, at their file:line:column). No plugin is
+configured, so nothing on the node changes. A plugin that calls itself by
+another name than its block is a warning. With --ipam-config-dir the IPAM
+pools are checked too (sizes against ipam.max_allocated_ips). Exits 0 when
+everything is valid, 1 otherwise.`, fs)
 }
 
 func (c *configValidateCommand) Run(args []string) int {
@@ -75,19 +80,31 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	errs := supervisor.ValidateConfigs(ctx, agent.PluginSpecs(cfg), supervisor.Options{
+	// A built-in that is not in plugin_dir: the daemon runs with it
+	// disabled, which under fail-closed blocks every check - worth a
+	// warning, not a refusal (it may be on purpose).
+	specs := agent.PluginSpecs(cfg)
+	for i, p := range cfg.Plugins {
+		if _, found := p.BinaryPath(cfg.PluginDirs()); p.Enabled && !found && slices.Contains(config.BuiltinPlugins, p.Name) {
+			fmt.Fprintf(c.env.Stderr, "warning: plugin %q: built-in enabled but not found in plugin_dir (%s); the agent would run with it disabled%s\n",
+				p.Name, strings.Join(cfg.PluginDirs(), ":"), failClosedNote(p))
+			specs[i].Enabled = false
+		}
+	}
+	res := supervisor.ValidateConfigs(ctx, specs, supervisor.Options{
 		Logger:       hclog.New(&hclog.LoggerOptions{Name: "validate", Output: c.env.Stderr, Level: hclog.Error}),
+		Agent:        agent.Settings(cfg),
 		StartTimeout: cfg.Supervisor.StartTimeout,
 	})
-	if len(errs) > 0 {
-		names := make([]string, 0, len(errs))
-		for n := range errs {
-			names = append(names, n)
+	for _, n := range sortedNames(res.Warnings) {
+		for _, w := range res.Warnings[n] {
+			fmt.Fprintf(c.env.Stderr, "warning: plugin %q: %s\n", n, w)
 		}
-		sort.Strings(names)
+	}
+	if !res.OK() {
 		fmt.Fprintln(c.env.Stderr, "invalid plugin configuration:")
-		for _, n := range names {
-			fmt.Fprintf(c.env.Stderr, "plugin %q: %v\n", n, errs[n])
+		for _, n := range sortedNames(res.Errors) {
+			fmt.Fprintf(c.env.Stderr, "plugin %q: %v\n", n, res.Errors[n])
 		}
 		return ExitFail
 	}
@@ -107,6 +124,22 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK
+}
+
+func failClosedNote(p *config.PluginConfig) string {
+	if p.FailurePolicy == config.FailClosed && p.Name != config.PluginSysctlTuner {
+		return ", and under fail-closed every check would be blocked"
+	}
+	return ""
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type configShowCommand struct{ env Env }

@@ -21,7 +21,7 @@ type daemonCommand struct {
 // precedence over everything else.
 var daemonFlags = []struct{ name, key, usage string }{
 	{"log-level", "log_level", "log level: debug, info, warn, error, fatal, panic"},
-	{"plugin-dir", "plugin_dir", "directory of the plugin binaries"},
+	{"plugin-dir", "plugin_dir", "directories of the plugin binaries, separated by \":\""},
 	{"socket", "socket_path", "control API unix socket"},
 	{"health-port", "health_port", "health HTTP port"},
 }

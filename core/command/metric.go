@@ -3,9 +3,11 @@ package command
 import (
 	"context"
 	"flag"
+	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 )
 
@@ -13,33 +15,34 @@ type metricCommand struct{ env Env }
 
 func (c *metricCommand) Synopsis() string { return "Print the local metrics" }
 
-func (c *metricCommand) flags() (*flag.FlagSet, *int, *string) {
-	port := 5711
-	if v, ok := c.env.Lookup("SPIDERPOOL_METRIC_HTTP_PORT"); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			port = n
-		}
-	}
-	fs := newFlags("metric")
-	return fs, fs.Int("port", port, "http server port of local metric (SPIDERPOOL_METRIC_HTTP_PORT)"),
-		fs.String("address", "127.0.0.1", "address of the metrics server")
+func (c *metricCommand) flags() (*flag.FlagSet, *int, *string, *string) {
+	fs, dir := loadFlags("metric", c.env)
+	return fs, fs.Int("port", config.DefaultMetricsPort, "http server port of local metric; default: metrics.port of the configuration (HCL, SPIDERPOOL_METRIC_HTTP_PORT)"),
+		fs.String("address", "127.0.0.1", "address of the metrics server"), dir
 }
 
 func (c *metricCommand) Help() string {
-	fs, _, _ := c.flags()
+	fs, _, _, _ := c.flags()
 	return helpText("metric [options]", `
 Prints the agent's metrics in Prometheus text format. The metrics server runs
 only when metrics are enabled (SPIDERPOOL_ENABLED_METRIC=true or
-metrics { enabled = true }).`, fs)
+metrics { enabled = true }). Without --port the port is the configuration's
+metrics.port, read as the daemon reads it (--config-dir, environment).`, fs)
 }
 
 func (c *metricCommand) Run(args []string) int {
-	fs, port, address := c.flags()
+	fs, port, address, dir := c.flags()
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	if *port < 1 || *port > 65535 {
-		return fail(c.env, "--port %d is not a port number (1-65535)", *port)
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "port" })
+	if set && (*port < 1 || *port > 65535) {
+		fmt.Fprintf(c.env.Stderr, "--port %d is not a port number (1-65535)\n\n%s\n", *port, c.Help())
+		return ExitUsage
+	}
+	if !set {
+		*port = c.configuredPort(*dir)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -49,4 +52,22 @@ func (c *metricCommand) Run(args []string) int {
 	}
 	_, _ = c.env.Stdout.Write(body)
 	return ExitOK
+}
+
+// configuredPort is metrics.port as the daemon would load it; when the
+// configuration cannot be loaded, SPIDERPOOL_METRIC_HTTP_PORT or the default,
+// with a note on stderr.
+func (c *metricCommand) configuredPort(dir string) int {
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: dir, Lookup: c.env.Lookup})
+	if err == nil {
+		return cfg.Metrics.Port
+	}
+	port := config.DefaultMetricsPort
+	if v, ok := c.env.Lookup("SPIDERPOOL_METRIC_HTTP_PORT"); ok {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65536 {
+			port = n
+		}
+	}
+	fmt.Fprintf(c.env.Stderr, "spiderpool-agent: the configuration in %s does not load (%v); using port %d\n", dir, firstLine(err.Error()), port)
+	return port
 }

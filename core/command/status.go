@@ -66,10 +66,14 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	} else if !ready {
 		verdict = "not ready (waiting for " + strings.Join(waiting, ", ") + ")"
 	}
-	fmt.Fprintf(w, "spiderpool-agent %s, pid %d, up %s: %s\n\n", st.Version, st.PID,
+	fmt.Fprintf(w, "spiderpool-agent %s, pid %d, up %s: %s\n", st.Version, st.PID,
 		time.Since(st.StartedAt).Round(time.Second), verdict)
+	if st.Gops != "" {
+		fmt.Fprintf(w, "warning: gops listens on %s: any local user can read stacks and profiles and change the GC (gops_port = 0 turns it off)\n", st.Gops)
+	}
+	fmt.Fprintf(w, "configuration generation %d, loaded %s\n\n", st.ConfigGeneration, st.ConfigLoadedAt.Local().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tMESSAGE")
+	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tCONFIG\tMESSAGE")
 	for _, p := range st.Plugins {
 		msg := p.Message
 		if p.LastError != "" && p.State != state.Ready {
@@ -79,7 +83,16 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		if p.PID > 0 {
 			pid = fmt.Sprint(p.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Name, dash(p.Kind), p.State, pid, p.Restarts, dash(p.Version), msg)
+		// The generation whose block the plugin runs; a lower one than the
+		// agent's says a reload could not reconfigure it.
+		gen := "-"
+		if p.ConfigGeneration > 0 {
+			gen = fmt.Sprint(p.ConfigGeneration)
+			if p.ConfigGeneration != st.ConfigGeneration {
+				gen += " (stale)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, dash(p.Kind), p.State, pid, p.Restarts, dash(p.Version), gen, msg)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -89,14 +102,33 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		fmt.Fprintf(w, "\nplugin limits: %s\n", st.Plugins[0].Limits)
 	}
 	writeIPAMStatus(w, st.IPAM)
+	first := true
 	for _, p := range st.Plugins {
-		if keys := tunedKeys(p.Detail); len(keys) > 0 {
+		if p.Description == "" && len(p.Capabilities) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w)
+			first = false
+		}
+		line := p.Name + ": " + dash(p.Description)
+		if len(p.Capabilities) > 0 {
+			line += " (needs " + strings.Join(p.Capabilities, ", ") + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	for _, p := range st.Plugins {
+		if p.Tuned != nil && len(p.Tuned.Keys) > 0 {
 			fmt.Fprintf(w, "\n%s keys:\n", p.Name)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "KEY\tDESIRED\tACTUAL\tSTATE\tPREVIOUS\tLAST DRIFT\tERROR")
-			for _, k := range keys {
+			for _, k := range p.Tuned.Keys {
+				drift := "-"
+				if !k.LastDrift.IsZero() {
+					drift = k.LastDrift.Format(time.RFC3339)
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Key, k.Desired, dash(k.Actual), k.State,
-					dash(k.Previous), dash(k.LastDrift), k.Error)
+					dash(k.Previous), drift, k.Error)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -104,42 +136,6 @@ func writeStatus(w io.Writer, st state.Agent) error {
 		}
 	}
 	return nil
-}
-
-// tunedKey is the per-key health detail a tuner reports.
-type tunedKey struct {
-	Key       string `json:"key"`
-	Desired   string `json:"desired"`
-	Actual    string `json:"actual"`
-	State     string `json:"state"`
-	Previous  string `json:"previous"`
-	Error     string `json:"error"`
-	LastDrift string `json:"last_drift"`
-}
-
-// tunedKeys reads a detail that is a list of keys or an object with a
-// "keys" list; anything else is not a tuner's.
-func tunedKeys(detail json.RawMessage) []tunedKey {
-	if len(detail) == 0 {
-		return nil
-	}
-	var keys []tunedKey
-	if json.Unmarshal(detail, &keys) != nil {
-		var wrapped struct {
-			Keys []tunedKey `json:"keys"`
-		}
-		if json.Unmarshal(detail, &wrapped) != nil {
-			return nil
-		}
-		keys = wrapped.Keys
-	}
-	out := keys[:0]
-	for _, k := range keys {
-		if k.Key != "" {
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 func dash(s string) string {

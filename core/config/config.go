@@ -20,11 +20,13 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -61,7 +63,7 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 	DefaultPluginDir       = "/usr/lib/spiderpool/plugins"
-	DefaultSocketPath      = "/var/run/spidernet/spiderpool.sock"
+	DefaultSocketPath      = control.DefaultSocketPath
 	DefaultHealthPort      = 5710
 	DefaultGopsPort        = 5712
 	DefaultShutdownTimeout = 10 * time.Second
@@ -69,13 +71,16 @@ const (
 	DefaultMetricsAddress  = "0.0.0.0"
 	DefaultMaxAllocatedIPs = 5000
 
-	DefaultStartTimeout          = 10 * time.Second
-	DefaultHealthInterval        = 2 * time.Second
-	DefaultRestartInitialBackoff = 500 * time.Millisecond
-	DefaultRestartMaxBackoff     = 30 * time.Second
-	DefaultRestartBudget         = 10
-	DefaultStableAfter           = time.Minute
+	// The supervisor's settings default to the supervisor's own defaults,
+	// defined there once.
+	DefaultStartTimeout          = supervisor.DefaultStartTimeout
+	DefaultHealthInterval        = supervisor.DefaultHealthInterval
+	DefaultRestartInitialBackoff = supervisor.DefaultInitialBackoff
+	DefaultRestartMaxBackoff     = supervisor.DefaultMaxBackoff
+	DefaultRestartBudget         = supervisor.DefaultBudget
+	DefaultStableAfter           = supervisor.DefaultStableAfter
 	DefaultPluginMemoryMaxMB     = 1024
+	DefaultPluginPidsMax         = 256
 	DefaultPluginLogRate         = 100
 	DefaultPluginLogBurst        = 500
 	DefaultMaxHistoryRecords     = 100
@@ -101,9 +106,11 @@ type Config struct {
 	// LogFormat is "text" or "json". HCL log_format, env
 	// SPIDERPOOL_LOG_FORMAT, default "text".
 	LogFormat string
-	// PluginDir holds the plugin binaries, named spiderpool-plugin-NAME.
-	// HCL plugin_dir, env SPIDERPOOL_PLUGIN_DIR, default
-	// "/usr/lib/spiderpool/plugins".
+	// PluginDir is where the plugin binaries, named spiderpool-plugin-NAME,
+	// are found: one directory or several separated by ":" (like $PATH),
+	// searched in order, so that a vendor's folder can stand beside the
+	// built-ins' (see PluginDirs). HCL plugin_dir, env
+	// SPIDERPOOL_PLUGIN_DIR, default "/usr/lib/spiderpool/plugins".
 	PluginDir string
 	// SocketPath is the control API's unix socket. HCL socket_path, env
 	// SPIDERPOOL_SOCKET_PATH, conf.yml ipamUnixSocketPath, default
@@ -195,10 +202,15 @@ type SupervisorConfig struct {
 	// StableAfter is how long a run must last for the backoff and budget
 	// to start over. HCL stable_after, default 1m.
 	StableAfter time.Duration
-	// PluginMemoryMaxMB limits each plugin process's memory, in MiB
-	// (RLIMIT_DATA; GOMEMLIMIT at 90%); 0 is unlimited. HCL
+	// PluginMemoryMaxMB limits each plugin's memory, in MiB: its cgroup's
+	// (the whole tree, where the agent can make cgroups), RLIMIT_DATA per
+	// process and GOMEMLIMIT at 90%; 0 is unlimited. HCL
 	// plugin_memory_max_mb, default 1024.
 	PluginMemoryMaxMB int
+	// PluginPidsMax limits the processes and threads of each plugin's
+	// tree (its cgroup's pids.max); 0 is no limit. HCL plugin_pids_max,
+	// default 256.
+	PluginPidsMax int
 	// PluginLogRate and PluginLogBurst bound the log lines of each plugin
 	// (a token bucket). HCL plugin_log_rate, default 100 a second, and
 	// plugin_log_burst, default 500.
@@ -262,31 +274,34 @@ type PluginConfig struct {
 	DeclRange hcl.Range
 }
 
-// BinaryPath is the plugin binary to run: Path when set, otherwise
-// pluginDir/spiderpool-plugin-NAME.
-func (p *PluginConfig) BinaryPath(pluginDir string) string {
-	if p.Path != "" {
-		return p.Path
+// PluginDirs splits PluginDir into its directories, in search order.
+func (c *Config) PluginDirs() []string {
+	var out []string
+	for _, d := range strings.Split(c.PluginDir, ":") {
+		if d != "" {
+			out = append(out, d)
+		}
 	}
-	return filepath.Join(pluginDir, PluginBinaryPrefix+p.Name)
+	return out
 }
 
-// Equal reports whether p and q configure the plugin the same way, so that a
-// reload can tell whether a plugin's settings changed. It compares every
-// setting and the text of the config block; where the blocks stand (file,
-// position, DeclRange) is not compared, so moving a block unchanged is not a
-// change. Two nil plugins are equal.
-func (p *PluginConfig) Equal(q *PluginConfig) bool {
-	if p == nil || q == nil {
-		return p == q
+// BinaryPath is the plugin binary to run: Path when set, otherwise
+// DIR/spiderpool-plugin-NAME in the first of dirs that has it; found is
+// false when none has, and the path is then the one in the first dir.
+func (p *PluginConfig) BinaryPath(dirs []string) (path string, found bool) {
+	if p.Path != "" {
+		return p.Path, true
 	}
-	return p.Name == q.Name &&
-		p.Enabled == q.Enabled &&
-		p.Path == q.Path &&
-		p.Checksum == q.Checksum &&
-		p.Timeout == q.Timeout &&
-		p.FailurePolicy == q.FailurePolicy &&
-		bytes.Equal(p.Config.Body, q.Config.Body)
+	for _, d := range dirs {
+		path := filepath.Join(d, PluginBinaryPrefix+p.Name)
+		if _, err := os.Stat(path); err == nil {
+			return path, true
+		}
+	}
+	if len(dirs) == 0 {
+		return PluginBinaryPrefix + p.Name, false
+	}
+	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), false
 }
 
 // Plugin returns the named plugin, or nil.
@@ -409,6 +424,7 @@ func Default() *Config {
 			RestartBudget:         DefaultRestartBudget,
 			StableAfter:           DefaultStableAfter,
 			PluginMemoryMaxMB:     DefaultPluginMemoryMaxMB,
+			PluginPidsMax:         DefaultPluginPidsMax,
 			PluginLogRate:         DefaultPluginLogRate,
 			PluginLogBurst:        DefaultPluginLogBurst,
 		},

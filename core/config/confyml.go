@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 
 	"gopkg.in/yaml.v3"
@@ -24,9 +23,9 @@ var yamlLineRE = regexp.MustCompile(`line (\d+): (.*)`)
 // and records the others in IgnoredConfYMLKeys.
 func (l *loader) loadConfYML(path string) {
 	fileSrc := Source{Kind: KindConfYML, Where: path}
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		l.problem(fileSrc, "%s: %v", path, err)
+		l.problem(fileSrc, "%s", fileErr(path, err))
 		return
 	}
 	l.c.Files = append(l.c.Files, path)

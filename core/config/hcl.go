@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/big"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -87,9 +86,9 @@ func posString(file string, p hcl.Pos) string {
 
 // loadHCL applies one HCL file.
 func (l *loader) loadHCL(path string) {
-	src, err := os.ReadFile(path)
+	src, err := readFile(path)
 	if err != nil {
-		l.problem(Source{Kind: KindFile, Where: path}, "%s: %v", path, err)
+		l.problem(Source{Kind: KindFile, Where: path}, "%s", fileErr(path, err))
 		return
 	}
 	l.c.Files = append(l.c.Files, path)

@@ -62,11 +62,6 @@ func intRange(lo, hi int) func(any) (any, bool) {
 	}
 }
 
-func nonEmpty(v any) (any, bool) {
-	s := v.(string)
-	return s, strings.TrimSpace(s) != ""
-}
-
 // nodeName accepts what the etcd store can key a heartbeat by; "" means
 // the hostname.
 func nodeName(v any) (any, bool) {
@@ -86,9 +81,22 @@ func ipAddress(v any) (any, bool) {
 	return s, net.ParseIP(s) != nil
 }
 
+// absPath accepts an absolute path only: a relative one would depend on the
+// directory the daemon happens to start in (/ under systemd).
 func absPath(v any) (any, bool) {
 	s := v.(string)
-	return s, strings.HasPrefix(s, "/")
+	return s, strings.HasPrefix(s, "/") && !strings.ContainsRune(s, 0)
+}
+
+// absPathList accepts absolute paths separated by ":" (like $PATH).
+func absPathList(v any) (any, bool) {
+	s := v.(string)
+	for _, p := range strings.Split(s, ":") {
+		if _, ok := absPath(p); !ok {
+			return nil, false
+		}
+	}
+	return s, true
 }
 
 func absPathOrEmpty(v any) (any, bool) {
@@ -114,7 +122,7 @@ const (
 	wantPortOrZero  = "a port number (1-65535) or 0 to disable"
 	wantBool        = "a boolean (true/false, 1/0, yes/no)"
 	wantDuration    = `a positive duration such as "10s" or "500ms"`
-	wantPath        = "a non-empty path"
+	wantAbsPath     = "an absolute path"
 	wantAtLeastOne  = "a whole number >= 1"
 	wantAtLeastZero = "a whole number >= 0"
 )
@@ -130,12 +138,12 @@ var globalKeys = []*keySpec{
 		want: `a log format ("text" or "json")`, check: oneOf("text", "json"),
 		ptr: func(c *Config) any { return &c.LogFormat }},
 	{name: "plugin_dir", kind: kindString, env: "SPIDERPOOL_PLUGIN_DIR",
-		desc: "directory of the plugin binaries (spiderpool-plugin-NAME)",
-		want: wantPath, check: nonEmpty,
+		desc: `directories of the plugin binaries (spiderpool-plugin-NAME), separated by ":" and searched in order`,
+		want: "absolute paths separated by \":\"", check: absPathList,
 		ptr: func(c *Config) any { return &c.PluginDir }},
 	{name: "socket_path", kind: kindString, env: "SPIDERPOOL_SOCKET_PATH", confYML: "ipamUnixSocketPath",
 		desc: "unix socket of the control API",
-		want: wantPath, check: nonEmpty,
+		want: wantAbsPath, check: absPath,
 		ptr: func(c *Config) any { return &c.SocketPath }},
 	{name: "health_port", kind: kindInt, env: "SPIDERPOOL_HEALTH_PORT",
 		desc: "health HTTP port",
@@ -222,9 +230,13 @@ var globalKeys = []*keySpec{
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.Supervisor.StableAfter }},
 	{name: "supervisor.plugin_memory_max_mb", kind: kindInt,
-		desc: "memory limit of each plugin process in MiB (RLIMIT_DATA, and GOMEMLIMIT at 90%); 0 is unlimited",
+		desc: "memory limit of each plugin in MiB (its cgroup's, children included, where cgroups are available; RLIMIT_DATA per process; GOMEMLIMIT at 90%); 0 is unlimited",
 		want: "0 (unlimited) or a whole number of MiB >= 128", check: memoryMB,
 		ptr: func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},
+	{name: "supervisor.plugin_pids_max", kind: kindInt,
+		desc: "processes and threads each plugin may have, children included (its cgroup's pids.max; needs cgroups); 0 is no limit",
+		want: "0 (no limit) or a number of processes >= 32", check: pidsMax,
+		ptr: func(c *Config) any { return &c.Supervisor.PluginPidsMax }},
 	{name: "supervisor.plugin_log_rate", kind: kindInt,
 		desc: "log lines a second each plugin may write to the agent's log; more are dropped and counted",
 		want: wantAtLeastOne, check: intRange(1, maxInt),
@@ -240,6 +252,13 @@ var globalKeys = []*keySpec{
 func memoryMB(v any) (any, bool) {
 	n := v.(int)
 	return n, n == 0 || n >= 128 && n <= 1<<30
+}
+
+// pidsMax allows 0 or room for a Go plugin's own threads (a dozen or so)
+// and some children.
+func pidsMax(v any) (any, bool) {
+	n := v.(int)
+	return n, n == 0 || n >= 32 && n <= 1<<22
 }
 
 const maxInt = int(^uint(0) >> 1)

@@ -127,13 +127,9 @@ func (l *loader) discover() (hclFiles []string, confYML string) {
 		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".hcl") {
 			continue
 		}
-		path := filepath.Join(dir, name)
-		if fi, err := os.Stat(path); err != nil {
-			l.problem(Source{Kind: KindFile, Where: path}, "%s: %v", path, err)
-			continue
-		} else if fi.IsDir() {
-			continue
-		}
+		// Whatever else is named *.hcl (a directory, a FIFO, a device) is
+		// refused by readFile with an error naming it: skipping it would
+		// silently drop settings the operator meant to give.
 		names = append(names, name)
 	}
 	sort.Strings(names)
@@ -141,12 +137,12 @@ func (l *loader) discover() (hclFiles []string, confYML string) {
 		hclFiles = append(hclFiles, filepath.Join(dir, n))
 	}
 	yml := filepath.Join(dir, ConfYMLName)
-	switch fi, err := os.Stat(yml); {
+	switch _, err := os.Lstat(yml); {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		l.problem(Source{Kind: KindConfYML, Where: yml}, "%s: %v", yml, err)
-	case !fi.IsDir():
-		confYML = yml
+	default:
+		confYML = yml // readFile refuses anything but a regular file
 	}
 	return hclFiles, confYML
 }

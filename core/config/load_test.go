@@ -342,7 +342,8 @@ clusterDefaultIPv6IPPool: []
 	}{
 		{"bad bool", "enableIPv4: true\nenableIPv6: maybe\n", []string{"conf.yml:2: enableIPv6: want a boolean"}},
 		{"bad plugin bool", "\n\ntuneSysctlConfig: [a]\n", []string{"conf.yml:3: tuneSysctlConfig: want a boolean"}},
-		{"empty socket", "ipamUnixSocketPath: \"\"\n", []string{"conf.yml:1: ipamUnixSocketPath: not a non-empty path"}},
+		{"empty socket", "ipamUnixSocketPath: \"\"\n", []string{"conf.yml:1: ipamUnixSocketPath: not an absolute path"}},
+		{"relative socket", "ipamUnixSocketPath: run/x.sock\n", []string{"conf.yml:1: ipamUnixSocketPath: not an absolute path"}},
 		{"syntax", "enableIPv4: true\n  enableIPv6: [\n", []string{"conf.yml:2: "}},
 		{"not a mapping", "- a\n- b\n", []string{"conf.yml:1: want a mapping"}},
 		{"both bad", "enableIPv4: x\nenableIPv6: perhaps\n", []string{"conf.yml:1: enableIPv4", "conf.yml:2: enableIPv6"}},
@@ -423,6 +424,8 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:2:26: Invalid value for "supervisor.plugin_memory_max_mb": 64 is not 0 (unlimited) or a whole number of MiB >= 128.`,
 			`a.hcl:3:21: Invalid value for "supervisor.plugin_log_rate": 0 is not a whole number >= 1.`,
 			`a.hcl:4:22: Invalid value for "supervisor.plugin_log_burst"`}},
+		{"plugin pids", "supervisor {\n  plugin_pids_max = 8\n}\n", []string{
+			`a.hcl:2:21: Invalid value for "supervisor.plugin_pids_max": 8 is not 0 (no limit) or a number of processes >= 32.`}},
 		{"plugin values", "plugin \"ip-conflict\" {\n  timeout = \"-1s\"\n  failure_policy = \"ignore\"\n  path = \"bin/x\"\n}\n", []string{
 			`a.hcl:2:13: Invalid value for "plugin.ip-conflict.timeout"`,
 			`a.hcl:3:20: Invalid value for "plugin.ip-conflict.failure_policy": "ignore" is not a failure policy`,
@@ -480,16 +483,16 @@ func TestHCLErrors(t *testing.T) {
 }
 
 // TestLexicalMerge: files apply in lexical order of their names, later
-// overriding earlier; other files are ignored.
+// overriding earlier; other files are ignored. (A directory named *.hcl is
+// an error: TestConfigFilesAreReadWithBounds.)
 func TestLexicalMerge(t *testing.T) {
 	dir := writeDir(t, map[string]string{
-		"10-a.hcl":      "log_level = \"debug\"\nhealth_port = 6001\ngops_port = 6100\n",
-		"2-b.hcl":       "health_port = 6002\n",
-		"20-c.hcl":      "log_level = \"warn\"\n",
-		"notes.txt":     "not = hcl = at all",
-		"x.hcl.bak":     "garbage {",
-		".hidden.hcl":   "garbage {",
-		"sub.hcl/a.hcl": "garbage {",
+		"10-a.hcl":    "log_level = \"debug\"\nhealth_port = 6001\ngops_port = 6100\n",
+		"2-b.hcl":     "health_port = 6002\n",
+		"20-c.hcl":    "log_level = \"warn\"\n",
+		"notes.txt":   "not = hcl = at all",
+		"x.hcl.bak":   "garbage {",
+		".hidden.hcl": "garbage {",
 	})
 	c := mustLoad(t, LoadOptions{ConfigDir: dir})
 	wantFiles := []string{filepath.Join(dir, "10-a.hcl"), filepath.Join(dir, "2-b.hcl"), filepath.Join(dir, "20-c.hcl")}
@@ -579,11 +582,11 @@ plugin "zz-third" {
 	if !zz.Enabled || zz.Path != "/opt/zz" || zz.Timeout != DefaultPluginTimeout || zz.FailurePolicy != FailClosed {
 		t.Errorf("zz-third = %+v", zz)
 	}
-	if zz.BinaryPath(c.PluginDir) != "/opt/zz" {
-		t.Errorf("BinaryPath = %q", zz.BinaryPath(c.PluginDir))
-	}
-	if got := c.Plugin("aa-third").BinaryPath("/p"); got != "/p/spiderpool-plugin-aa-third" {
+	if got, _ := zz.BinaryPath(c.PluginDirs()); got != "/opt/zz" {
 		t.Errorf("BinaryPath = %q", got)
+	}
+	if got, found := c.Plugin("aa-third").BinaryPath([]string{"/p"}); got != "/p/spiderpool-plugin-aa-third" || found {
+		t.Errorf("BinaryPath = %q, %v", got, found)
 	}
 	if s := setting(t, c, "plugin.gateway-detector.enabled").Source; s.Kind != KindDefault {
 		t.Errorf("untouched built-in source = %v", s)
@@ -741,7 +744,7 @@ func TestSettings(t *testing.T) {
 		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
-		"supervisor.plugin_memory_max_mb", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
+		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
 		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)
@@ -780,39 +783,6 @@ func TestSettings(t *testing.T) {
 	})
 	if !reflect.DeepEqual(c2.Settings(), got) {
 		t.Errorf("Settings not stable")
-	}
-}
-
-func TestPluginEqual(t *testing.T) {
-	load := func(body string) *PluginConfig {
-		t.Helper()
-		return mustLoad(t, LoadOptions{ConfigDir: writeDir(t, map[string]string{"a.hcl": body})}).Plugin("ip-conflict")
-	}
-	base := load("plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n")
-	tests := []struct {
-		name string
-		hcl  string
-		want bool
-	}{
-		{"same", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", true},
-		{"moved", "\n\n# moved down\nplugin \"ip-conflict\" {\n  config {\n    window = \"1s\"\n  }\n  timeout = \"2000ms\"\n}\n", true},
-		{"timeout", "plugin \"ip-conflict\" {\n  timeout = \"3s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-		{"config", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n  config {\n    window = \"2s\"\n  }\n}\n", false},
-		{"no config", "plugin \"ip-conflict\" {\n  timeout = \"2s\"\n}\n", false},
-		{"disabled", "plugin \"ip-conflict\" {\n  enabled = false\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-		{"policy", "plugin \"ip-conflict\" {\n  failure_policy = \"fail-open\"\n  timeout = \"2s\"\n  config {\n    window = \"1s\"\n  }\n}\n", false},
-	}
-	for _, tt := range tests {
-		if got := base.Equal(load(tt.hcl)); got != tt.want {
-			t.Errorf("%s: Equal = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-	var nilP *PluginConfig
-	if !nilP.Equal(nil) || nilP.Equal(base) || base.Equal(nil) {
-		t.Errorf("nil handling")
-	}
-	if !Default().Plugin("ip-conflict").Equal(Default().Plugin("ip-conflict")) {
-		t.Errorf("defaults differ")
 	}
 }
 

@@ -104,50 +104,80 @@ func (c *Client) do(ctx context.Context, method, path string, in any, want int, 
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://spiderpool-agent"+path, body)
+	res, err := c.send(ctx, method, path, body)
 	if err != nil {
 		return 0, err
 	}
-	if in != nil {
+	defer res.Body.Close()
+	if res.StatusCode != want {
+		return res.StatusCode, apiError(res)
+	}
+	raw, err := io.ReadAll(io.LimitReader(res.Body, maxAnswerBytes))
+	if err != nil {
+		return res.StatusCode, fmt.Errorf("read the answer from %s: %w", c.path(), err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return res.StatusCode, fmt.Errorf("decode the answer from %s: %w", c.path(), err)
+		}
+	}
+	return res.StatusCode, nil
+}
+
+// maxAnswerBytes bounds what the client reads of a JSON answer.
+const maxAnswerBytes = 64 << 20
+
+// send sends one request over the socket, to a peer that passed
+// trustPeer, and returns the answer for the caller to read and close.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://spiderpool-agent"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	sock := c.path()
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			conn, err := d.DialContext(ctx, "unix", sock)
+			if err != nil {
+				return nil, err
+			}
+			if err := trustPeer(conn.(*net.UnixConn), sock); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
 		},
 		DisableKeepAlives: true,
 	}}
 	res, err := hc.Do(req)
 	if err != nil {
+		var untrusted *UntrustedPeerError
 		switch {
+		case errors.As(err, &untrusted):
+			return nil, untrusted
 		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
-			return 0, &NotRunningError{Path: sock, Err: err}
+			return nil, &NotRunningError{Path: sock, Err: err}
 		case errors.Is(err, fs.ErrPermission):
-			return 0, fmt.Errorf("cannot open %s (mode 0600): run as the agent's user (root): %w", sock, err)
+			return nil, fmt.Errorf("cannot open %s (mode 0600): run as the agent's user (root): %w", sock, err)
 		}
-		return 0, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+		return nil, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
 	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
-		return res.StatusCode, fmt.Errorf("read the answer from %s: %w", sock, err)
+	return res, nil
+}
+
+// apiError reads an error answer into an *APIError.
+func apiError(res *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	apiErr := &APIError{Status: res.StatusCode}
+	var eb ErrorBody
+	if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
+		apiErr.Message, apiErr.Field = eb.Error, eb.Field
+	} else {
+		apiErr.Message = string(bytes.TrimSpace(raw))
 	}
-	if res.StatusCode != want {
-		apiErr := &APIError{Status: res.StatusCode}
-		var eb ErrorBody
-		if json.Unmarshal(raw, &eb) == nil && eb.Error != "" {
-			apiErr.Message, apiErr.Field = eb.Error, eb.Field
-		} else {
-			apiErr.Message = string(bytes.TrimSpace(raw))
-		}
-		return res.StatusCode, apiErr
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return res.StatusCode, fmt.Errorf("decode the answer from %s: %w", sock, err)
-		}
-	}
-	return res.StatusCode, nil
+	return apiErr
 }

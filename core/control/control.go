@@ -7,6 +7,11 @@
 //	POST /v1/reload    200 {"status": "reloaded"}, or 422 {"error": ...}
 //	POST /v1/check     200 CheckResponse; 400 {"error", "field"} for a bad
 //	                   request; 503 when the agent is not ready
+//	GET  /v1/debug/pprof/NAME[?seconds=N]  a Go profile (see Profiles)
+//
+// Only root, or the agent's own user, can open the socket (mode 0600 in a
+// directory no one else can write), and the client believes only such a
+// peer (SO_PEERCRED, see trustPeer).
 //
 // Errors are JSON bodies {"error": "...", "field": "..."} (ErrorBody).
 //
@@ -92,36 +97,35 @@ type ValidatedAddress struct {
 	Gateway netip.Addr
 }
 
-// Verdicts of a check.
-const (
-	VerdictPass  = "pass"
-	VerdictBlock = "block"
-)
-
 // CheckResponse is the body of a 200 answer to POST /v1/check.
 type CheckResponse struct {
-	// Verdict is "pass" when every address passed, else "block".
-	Verdict    string          `json:"verdict"`
+	// Verdict is pass when no address was blocked or in error, else block.
+	Verdict    state.Verdict   `json:"verdict"`
 	Addresses  []AddressResult `json:"addresses"`
 	DurationMs float64         `json:"duration_ms"`
 }
 
 // AddressResult is the answer for one address.
 type AddressResult struct {
-	Address   string           `json:"address"`
-	Gateway   string           `json:"gateway,omitempty"`
-	Verdict   string           `json:"verdict"`
+	Address string `json:"address"`
+	Gateway string `json:"gateway,omitempty"`
+	// Verdict is block when a detector blocked, else error when one could
+	// not decide, else pass.
+	Verdict   state.Verdict    `json:"verdict"`
 	Detectors []DetectorResult `json:"detectors"`
 }
 
 // DetectorResult is one detector's answer for one address.
 type DetectorResult struct {
-	Name       string            `json:"name"`
-	Verdict    string            `json:"verdict"`
-	Reason     string            `json:"reason,omitempty"`
-	Evidence   map[string]string `json:"evidence,omitempty"`
-	DurationMs float64           `json:"duration_ms"`
-	Skipped    bool              `json:"skipped,omitempty"`
+	Name string `json:"name"`
+	// Verdict is pass, block, skip or error (see state.Verdict).
+	Verdict  state.Verdict     `json:"verdict"`
+	Reason   string            `json:"reason,omitempty"`
+	Evidence map[string]string `json:"evidence,omitempty"`
+	// DurationMs is the call as the agent timed it; PluginMs is the
+	// detector's own time inside the plugin (0 when it did not answer).
+	DurationMs float64 `json:"duration_ms"`
+	PluginMs   float64 `json:"plugin_ms,omitempty"`
 }
 
 // ErrorBody is the JSON body of every error answer.

@@ -391,12 +391,12 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	resp := CheckResponse{Verdict: VerdictBlock, DurationMs: 101.5, Addresses: []AddressResult{{
-		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: VerdictBlock,
+	resp := CheckResponse{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []AddressResult{{
+		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: state.VerdictBlock,
 		Detectors: []DetectorResult{
 			{Name: "ip-conflict", Verdict: "block", Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0",
 				Evidence: map[string]string{"mac": "52:54:00:12:34:56"}, DurationMs: 0.02},
-			{Name: "gateway-detector", Verdict: "skip", Skipped: true},
+			{Name: "gateway-detector", Verdict: state.VerdictSkip},
 		},
 	}}}
 	b := &fakeBackend{checkResp: resp}
@@ -468,6 +468,18 @@ func TestMalformedCheckBodies(t *testing.T) {
 		{"address not a string", `{"interface":"eth0","addresses":[{"address":"10.0.0.7/24"},{"address":["10.0.0.8/24"]}]}`, "addresses[1].address", "want a string, got a JSON array"},
 		{"address entry not an object", `{"interface":"eth0","addresses":["10.0.0.7/24"]}`, "addresses[0]", "want an object, got a JSON string"},
 		{"no interface", `{"addresses":[{"address":"10.0.0.7/24"}]}`, "interface", "required"},
+		// Issue 10 item 11: what encoding/json accepts silently.
+		{"duplicate key", `{"interface":"eth0","interface":"eth1","addresses":[{"address":"10.0.0.7/24"}]}`, "interface", `the key "interface" is given twice`},
+		{"duplicate address key", `{"interface":"eth0","addresses":[{"address":"10.0.0.7/24","address":"10.0.0.8/24"}]}`, "addresses[0].address", "given twice"},
+		{"wrong-case key", `{"Interface":"eth0","addresses":[{"address":"10.0.0.7/24"}]}`, "Interface", `keys are case-sensitive, did you mean "interface"?`},
+		{"wrong-case address key", `{"interface":"eth0","addresses":[{"ADDRESS":"10.0.0.7/24"}]}`, "addresses[0].ADDRESS", `did you mean "address"?`},
+		{"keys differing in case", `{"interface":"eth0","addresses":[{"address":"10.0.0.7/24","Address":"10.0.0.8/24"}]}`, "addresses[0].Address", `the keys "address" and "Address" name the same field`},
+		{"network address", `{"interface":"eth0","addresses":[{"address":"10.77.0.0/24"}]}`, "addresses[0].address", "network address of 10.77.0.0/24"},
+		{"broadcast address", `{"interface":"eth0","addresses":[{"address":"10.77.0.255/24"}]}`, "addresses[0].address", "broadcast address of 10.77.0.0/24"},
+		{"slash zero", `{"interface":"eth0","addresses":[{"address":"10.77.0.5/0"}]}`, "addresses[0].address", "/0 prefix"},
+		{"IPv6 slash zero", `{"interface":"eth0","addresses":[{"address":"fd77::5/0"}]}`, "addresses[0].address", "/0 prefix"},
+		{"IPv6 subnet-router anycast", `{"interface":"eth0","addresses":[{"address":"fd77::/64"}]}`, "addresses[0].address", "subnet-router anycast address of fd77::/64"},
+		{"zone", `{"interface":"eth0","addresses":[{"address":"fe80::1%eth0/64"}]}`, "addresses[0].address", `carries a zone (%...): the interface is the request's interface field; give the address without it, e.g. "fe80::1/64"`},
 		{"interface too long", `{"interface":"abcdefghijklmnop","addresses":[{"address":"10.0.0.7/24"}]}`, "interface", "16 bytes"},
 		{"interface with a slash", `{"interface":"eth0/1","addresses":[{"address":"10.0.0.7/24"}]}`, "interface", "'/'"},
 		{"interface with a space", `{"interface":"eth 0","addresses":[{"address":"10.0.0.7/24"}]}`, "interface", "' '"},
@@ -587,6 +599,11 @@ func TestValidate(t *testing.T) {
 			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
 		{"15-byte interface with a dot", CheckRequest{Interface: "enp0s31f6.10000", Addresses: []AddressRequest{{Address: "192.168.1.5/24"}}},
 			ValidatedCheck{Interface: "enp0s31f6.10000", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
+		// Point-to-point prefixes have no network or broadcast address.
+		{"/31 and /127 ends", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.0/31"}, {Address: "10.0.0.3/31"}, {Address: "fd00::/127"}}},
+			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
+		{"IPv6 last address is a host", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "fd00::ffff:ffff:ffff:ffff/64"}, {Address: "10.0.0.254/24"}, {Address: "10.0.1.0/23"}}},
+			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
 	}
 	for _, tt := range tests {
 		got, err := tt.req.Validate()

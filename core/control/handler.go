@@ -30,6 +30,7 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 	h.route(ShutdownPath, http.MethodPost, h.shutdown)
 	h.route(ReloadPath, http.MethodPost, h.reload)
 	h.route(CheckPath, http.MethodPost, h.check)
+	h.mux.HandleFunc(PprofPath, h.pprof)
 	if ib, ok := b.(IPAMBackend); ok {
 		h.routeIPAM(ib)
 	}

@@ -36,7 +36,9 @@ func (e *AlreadyRunningError) Error() string {
 }
 
 // Listen opens the control socket at path, mode 0600, creating its
-// directory (mode 0750) when missing. When the path exists:
+// directory (mode 0750) when missing. A directory that group or others can
+// write, or that belongs to anyone but root or this process's user, is
+// refused (another user could replace the socket). When the path exists:
 //
 //   - a socket that a live agent answers on is an *AlreadyRunningError;
 //   - a socket nothing listens on (connection refused) is stale and removed;
@@ -54,6 +56,9 @@ func Listen(ctx context.Context, path string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket %s: the path is %d bytes, a unix socket path has at most %d", path, len(path), maxSocketPath)
 	}
 	if err := makeDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if err := checkSocketDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	if err := clearStale(ctx, path); err != nil {

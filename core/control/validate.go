@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"strings"
 )
 
@@ -35,9 +36,10 @@ func fieldErr(field, format string, args ...any) *FieldError {
 //   - interface: a valid Linux interface name (1 to 15 bytes, no '/', ':',
 //     whitespace or NUL, not "." or "..");
 //   - netns: empty or an absolute path;
-//   - addresses: 1 to MaxAddresses, each a CIDR (a bare IP is an error),
-//     not unspecified, loopback or multicast, not IPv4-mapped, not given
-//     twice;
+//   - addresses: 1 to MaxAddresses, each a CIDR (a bare IP is an error,
+//     and so is a zone), not unspecified, loopback or multicast, not
+//     IPv4-mapped, not a /0, not its subnet's network (IPv6: subnet-router
+//     anycast) or IPv4 broadcast address, not given twice;
 //   - gateway: empty, or an IP of its address's family that is not the
 //     address itself.
 func (r CheckRequest) Validate() (ValidatedCheck, error) {
@@ -93,6 +95,15 @@ func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
 	if a.Address == "" {
 		return ValidatedAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
 	}
+	if i := strings.IndexByte(a.Address, '%'); i >= 0 {
+		// netip.ParseAddr would take "eth0/64" in fe80::1%eth0/64 for the
+		// zone, and the hint below would then suggest ".../64/64".
+		bare := a.Address[:i]
+		if j := strings.IndexByte(a.Address[i:], '/'); j >= 0 {
+			bare += a.Address[i+j:]
+		}
+		return ValidatedAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %q", a.Address, bare)
+	}
 	p, err := netip.ParsePrefix(a.Address)
 	if err != nil {
 		if ip, ipErr := netip.ParseAddr(a.Address); ipErr == nil {
@@ -106,6 +117,9 @@ func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
 	}
 	if why := unusable(p.Addr()); why != "" {
 		return ValidatedAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
+	}
+	if why := notAHost(p); why != "" {
+		return ValidatedAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p, why)
 	}
 	v := ValidatedAddress{Address: p}
 	if a.Gateway == "" {
@@ -150,6 +164,42 @@ func unusable(ip netip.Addr) string {
 		return "it is the broadcast address"
 	}
 	return ""
+}
+
+// notAHost says why p's address is not a host of its subnet: a /0 prefix,
+// the network address of an IPv4 subnet (or IPv6's subnet-router anycast
+// address, RFC 4291 2.6.1), or the broadcast address of an IPv4 subnet.
+// Point-to-point prefixes have neither (/31 RFC 3021, /32; /127 RFC 6164,
+// /128).
+func notAHost(p netip.Prefix) string {
+	bits, max := p.Bits(), p.Addr().BitLen()
+	if bits == 0 {
+		return "a /0 prefix is the whole address space, not a subnet"
+	}
+	if bits >= max-1 {
+		return ""
+	}
+	ip := p.Addr()
+	if ip == p.Masked().Addr() {
+		if ip.Is4() {
+			return fmt.Sprintf("it is the network address of %s", p.Masked())
+		}
+		return fmt.Sprintf("it is the subnet-router anycast address of %s", p.Masked())
+	}
+	if ip.Is4() && ip == lastAddr(p) {
+		return fmt.Sprintf("it is the broadcast address of %s", p.Masked())
+	}
+	return ""
+}
+
+// lastAddr is the highest address of p's subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 func family(ip netip.Addr) string {
@@ -214,6 +264,9 @@ func decodeField(raw json.RawMessage, dst any, field string) error {
 // strictDecode decodes one JSON value into dst, rejecting unknown fields
 // and trailing data; errors name fields under prefix.
 func strictDecode(data []byte, dst any, prefix string) error {
+	if err := checkKeys(data, dst, prefix); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -221,6 +274,58 @@ func strictDecode(data []byte, dst any, prefix string) error {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fieldErr(prefix, "unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// checkKeys rejects what encoding/json lets through even with
+// DisallowUnknownFields, when data is an object decoded into a struct: a
+// key given twice (json keeps the last one silently) and a key whose case
+// differs from the field's ("Interface" for "interface": json matches
+// case-insensitively). It looks at this level only; decodeCheck decodes
+// level by level. Data that is not an object is left to the decoder.
+func checkKeys(data []byte, dst any, prefix string) error {
+	t := reflect.TypeOf(dst)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]string{} // lower case -> exact name
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			name = t.Field(i).Name
+		}
+		fields[strings.ToLower(name)] = name
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]string{} // lower case -> key as given
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the decoder words syntax errors
+		}
+		key, _ := tok.(string)
+		lower := strings.ToLower(key)
+		if prev, dup := seen[lower]; dup {
+			if prev == key {
+				return fieldErr(join(prefix, key), "the key %q is given twice", key)
+			}
+			return fieldErr(join(prefix, key), "the keys %q and %q name the same field", prev, key)
+		}
+		seen[lower] = key
+		if exact, ok := fields[lower]; ok && exact != key {
+			return fieldErr(join(prefix, key), "unknown field %q: keys are case-sensitive, did you mean %q?", key, exact)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
 	}
 	return nil
 }

@@ -46,8 +46,11 @@ func freePort(t *testing.T) int {
 
 func TestDisabled(t *testing.T) {
 	var buf syncBuffer
-	stop := Start(0, logger(&buf))
+	addr, stop := Start(0, logger(&buf))
 	stop()
+	if addr != "" {
+		t.Errorf("Start(0) address = %q, want empty", addr)
+	}
 	if !strings.Contains(buf.String(), "[DEBUG]") || !strings.Contains(buf.String(), "gops agent disabled") {
 		t.Errorf("port 0 should log at debug that gops is disabled, got:\n%s", buf.String())
 	}
@@ -55,7 +58,8 @@ func TestDisabled(t *testing.T) {
 
 func TestOutOfRange(t *testing.T) {
 	var buf syncBuffer
-	Start(70000, logger(&buf))()
+	_, stop := Start(70000, logger(&buf))
+	stop()
 	if !strings.Contains(buf.String(), "[WARN]") || !strings.Contains(buf.String(), "port=70000") {
 		t.Errorf("an invalid port should warn naming it, got:\n%s", buf.String())
 	}
@@ -71,7 +75,7 @@ func TestBusyPortWarns(t *testing.T) {
 	port := busy.Addr().(*net.TCPAddr).Port
 
 	var buf syncBuffer
-	stop := Start(port, logger(&buf)) // must not panic or exit
+	_, stop := Start(port, logger(&buf)) // must not panic or exit
 	stop()
 	stop()
 	out := buf.String()
@@ -81,7 +85,7 @@ func TestBusyPortWarns(t *testing.T) {
 
 	// The failed start left nothing behind: the agent can start elsewhere.
 	free := freePort(t)
-	stop = Start(free, logger(&buf))
+	_, stop = Start(free, logger(&buf))
 	defer stop()
 	conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(free)))
 	if err != nil {
@@ -94,8 +98,16 @@ func TestFreePortAcceptsAndStops(t *testing.T) {
 	t.Setenv("GOPS_CONFIG_DIR", t.TempDir())
 	port := freePort(t)
 	var buf syncBuffer
-	stop := Start(port, logger(&buf))
+	got, stop := Start(port, logger(&buf))
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if got != addr {
+		t.Errorf("Start address = %q, want %q", got, addr)
+	}
+	// Issue 10 item 5: gops has no authentication, so listening is a
+	// warning that says who can reach it.
+	if out := buf.String(); !strings.Contains(out, "[WARN]") || !strings.Contains(out, "any local user") {
+		t.Errorf("a listening gops agent must warn that any local user can reach it, got:\n%s", out)
+	}
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		stop()
@@ -104,7 +116,11 @@ func TestFreePortAcceptsAndStops(t *testing.T) {
 	conn.Close()
 
 	// A second Start in the same process warns and leaves the first running.
-	Start(freePort(t), logger(&buf))()
+	second, stop2 := Start(freePort(t), logger(&buf))
+	stop2()
+	if second != "" {
+		t.Errorf("a second Start returned address %q, want empty", second)
+	}
 	if !strings.Contains(buf.String(), "already listening") {
 		t.Errorf("a second Start should warn that gops already listens, got:\n%s", buf.String())
 	}

@@ -2,8 +2,12 @@
 // on Spiderpool's paths:
 //
 //	GET /v1/runtime/startup    200 once initialisation has finished, else 503
-//	GET /v1/runtime/readiness  200 when every enabled plugin is ready, else 503
-//	GET /v1/runtime/liveness   200 when the agent's loops answer within 1s, else 503
+//	GET /v1/runtime/readiness  200 when no plugin holds readiness back, else 503:
+//	                           ready and degraded plugins answer calls, and a
+//	                           disabled one was turned off on purpose (or by
+//	                           its checksum); starting, failed and restarting
+//	                           ones hold it back (state.Agent.Ready)
+//	GET /v1/runtime/liveness   200 when Source.Live says the agent's loops run, else 503
 //
 // Every answer is a JSON document naming each plugin and its state, like
 // CoreDNS's /ready names who is not ready, so that a failing probe says why.
@@ -13,7 +17,6 @@ package health
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -164,19 +167,37 @@ func (h *handler) liveness(ctx context.Context, a state.Agent) (int, Response) {
 }
 
 // live runs Source.Live bounded by LivenessTimeout, and answers at the
-// timeout even when Live ignores its context.
+// timeout even when Live ignores its context. The timeout counts from when
+// Live begins, and an answer that is ready when the timer fires wins: on a
+// starved machine (thousands of probes, -race, 2 cores) the goroutine may
+// start late, and that is not the agent being wedged (issue 10 item 6).
 func (h *handler) live(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
+	started := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- h.src.Live(ctx) }()
+	go func() {
+		lctx, cancel := context.WithTimeout(ctx, h.timeout)
+		defer cancel()
+		close(started)
+		done <- h.src.Live(lctx)
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		return fmt.Errorf("liveness probe abandoned: %w", ctx.Err())
+	}
+	t := time.NewTimer(h.timeout)
+	defer t.Stop()
 	select {
 	case err := <-done:
 		return err
-	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("the agent did not answer within %s", h.timeout)
+	case <-t.C:
+		select {
+		case err := <-done:
+			return err
+		default:
 		}
+		return fmt.Errorf("the agent did not answer within %s", h.timeout)
+	case <-ctx.Done():
 		return fmt.Errorf("liveness probe abandoned: %w", ctx.Err())
 	}
 }

@@ -1,7 +1,9 @@
 // Package httpserve runs every HTTP server of the agent (health, metrics and
 // the control API) the same way: serve until a context ends, then stop
 // taking connections and let the requests in flight finish, within a grace
-// period. It is the one place where http.Server is configured.
+// period. It is the one place where http.Server is configured, and every
+// server it runs has bounds (Limits): header, read, write and idle timeouts,
+// a header size limit and a connection limit.
 package httpserve
 
 import (
@@ -12,15 +14,72 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // DefaultGrace is how long Serve waits for in-flight requests once its
 // context has ended, unless WithGrace says otherwise.
 const DefaultGrace = 10 * time.Second
 
-// readHeaderTimeout bounds how long a client may take to send its request
-// headers (slowloris). No write timeout: a check or a scrape may take long.
-const readHeaderTimeout = 10 * time.Second
+// Limits bound what one client can hold of a server: time to send the
+// request, time to take the answer, time idle between requests, header
+// size, and the number of connections open at once. Every field has a
+// default (DefaultLimits); a zero field keeps it.
+type Limits struct {
+	// ReadHeader bounds the request line and headers (slowloris).
+	ReadHeader time.Duration
+	// Read bounds the whole request, body included.
+	Read time.Duration
+	// Write bounds the handler and the writing of its answer, counted from
+	// the end of the request headers: a client that never reads is cut
+	// when it ends. It must exceed the longest legitimate request (a check
+	// bounded by its plugins' timeouts, a CPU profile).
+	Write time.Duration
+	// Idle bounds a kept-alive connection between requests.
+	Idle time.Duration
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int
+	// MaxConns is how many connections are served at once; more wait in
+	// the kernel's listen backlog until one closes.
+	MaxConns int
+}
+
+// DefaultLimits are the limits of a server unless Serve is told otherwise.
+func DefaultLimits() Limits {
+	return Limits{
+		ReadHeader:     5 * time.Second,
+		Read:           10 * time.Second,
+		Write:          30 * time.Second,
+		Idle:           30 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		MaxConns:       256,
+	}
+}
+
+// withDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.ReadHeader <= 0 {
+		l.ReadHeader = d.ReadHeader
+	}
+	if l.Read <= 0 {
+		l.Read = d.Read
+	}
+	if l.Write <= 0 {
+		l.Write = d.Write
+	}
+	if l.Idle <= 0 {
+		l.Idle = d.Idle
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
+	}
+	return l
+}
 
 // Option changes how Serve runs its server.
 type Option func(*options)
@@ -28,6 +87,12 @@ type Option func(*options)
 type options struct {
 	grace    time.Duration
 	errorLog *log.Logger
+	limits   Limits
+}
+
+// WithLimits sets the server's limits; zero fields keep DefaultLimits.
+func WithLimits(l Limits) Option {
+	return func(o *options) { o.limits = l.withDefaults() }
 }
 
 // WithGrace sets how long in-flight requests may run after the context has
@@ -65,19 +130,26 @@ func Listen(addr string) (net.Listener, error) {
 // the server failed before ctx ended, or when requests were still running
 // at the end of the grace period.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option) error {
-	o := options{grace: DefaultGrace}
+	o := options{grace: DefaultGrace, limits: DefaultLimits()}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	base := context.WithoutCancel(ctx)
+	lim := o.limits
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       time.Minute,
+		ReadHeaderTimeout: lim.ReadHeader,
+		ReadTimeout:       lim.Read,
+		WriteTimeout:      lim.Write,
+		IdleTimeout:       lim.Idle,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          o.errorLog,
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	addr := ln.Addr().String()
+	// A connection beyond MaxConns is not accepted until one closes, so a
+	// flood of clients costs kernel backlog, not goroutines and buffers.
+	ln = netutil.LimitListener(ln, lim.MaxConns)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -101,3 +173,37 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option)
 	}
 	return nil
 }
+
+// QuietWhenGone wraps h for a client that may go away mid-answer (a
+// Prometheus scrape that timed out): once a write to the client fails, the
+// handler's further writes succeed without effect, and gone is called once
+// with the first error. Without it, promhttp logs one warning per metric
+// family left to write (issue 10 item 11: 8 WARN lines per abandoned
+// scrape).
+func QuietWhenGone(h http.Handler, gone func(r *http.Request, err error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		qw := &quietWriter{ResponseWriter: w}
+		h.ServeHTTP(qw, r)
+		if qw.err != nil && gone != nil {
+			gone(r, qw.err)
+		}
+	})
+}
+
+type quietWriter struct {
+	http.ResponseWriter
+	err error
+}
+
+func (q *quietWriter) Write(p []byte) (int, error) {
+	if q.err != nil {
+		return len(p), nil
+	}
+	if _, err := q.ResponseWriter.Write(p); err != nil {
+		q.err = err
+	}
+	return len(p), nil
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (q *quietWriter) Unwrap() http.ResponseWriter { return q.ResponseWriter }

@@ -2,6 +2,7 @@ package httpserve
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -141,4 +142,174 @@ func TestListenBusy(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "listen on "+ln.Addr().String()) {
 		t.Fatalf("Listen on a busy port = %v, want an error naming the address", err)
 	}
+}
+
+// serveLimited serves h on a fresh loopback listener with lim until the
+// test ends, and returns the address.
+func serveLimited(t *testing.T, h http.Handler, lim Limits) string {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, h, WithLimits(lim), WithGrace(time.Second)) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// closedWithin reports whether the server closes c (read returns an error)
+// within d; whatever the server sent before closing is discarded.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// A slowloris client (headers never finished) and a client that sends
+// headers and then a body that never ends are both cut after the timeouts,
+// not held for ever.
+func TestSlowClientsAreCut(t *testing.T) {
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}), Limits{ReadHeader: 300 * time.Millisecond, Read: 600 * time.Millisecond})
+
+	slowloris, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowloris.Close()
+	io.WriteString(slowloris, "GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+
+	slowBody, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowBody.Close()
+	io.WriteString(slowBody, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc")
+
+	// Generous bound for a loaded machine: the point is "cut", not "fast".
+	for name, c := range map[string]net.Conn{"slow headers": slowloris, "slow body": slowBody} {
+		if !closedWithin(c, 20*time.Second) {
+			t.Errorf("%s: connection still open 20s after a 300ms/600ms limit", name)
+		}
+	}
+}
+
+// A client that asks for a large answer and never reads it is cut at the
+// write timeout; the handler does not stay blocked for ever.
+func TestNeverReadingClientIsCut(t *testing.T) {
+	handlerDone := make(chan error, 1)
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		var err error
+		for i := 0; i < 1<<14 && err == nil; i++ { // up to 1 GiB
+			_, err = w.Write(chunk)
+		}
+		handlerDone <- err
+	}), Limits{Write: 500 * time.Millisecond})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if uc, ok := c.(*net.TCPConn); ok {
+		uc.SetReadBuffer(4096)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case err := <-handlerDone:
+		if err == nil {
+			t.Fatal("the handler wrote 1 GiB to a client that never reads")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler is still blocked writing 20s after a 500ms write timeout")
+	}
+}
+
+// No more than MaxConns connections are served at once: the others wait
+// unaccepted, so a flood of idle clients holds a bounded number of
+// goroutines and buffers. Closing one lets a waiting one in.
+func TestConnectionLimit(t *testing.T) {
+	const limit = 4
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), Limits{MaxConns: limit, ReadHeader: time.Minute, Read: time.Minute, Idle: time.Minute})
+
+	// limit idle connections hold every slot (headers never sent).
+	var idle []net.Conn
+	for i := 0; i < limit; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	// One more client gets no answer while the slots are held.
+	late := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		late <- err
+	}()
+	select {
+	case err := <-late:
+		t.Fatalf("a client beyond MaxConns=%d was served at once (err %v)", limit, err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	idle[0].Close()
+	select {
+	case err := <-late:
+		if err != nil {
+			t.Fatalf("the waiting client after a slot freed: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting client was not served 20s after a slot freed")
+	}
+}
+
+type failingWriter struct {
+	http.ResponseWriter
+	writes int
+}
+
+func (f *failingWriter) Header() http.Header { return http.Header{} }
+func (f *failingWriter) WriteHeader(int)     {}
+func (f *failingWriter) Write(p []byte) (int, error) {
+	f.writes++
+	return 0, errors.New("write: broken pipe")
+}
+
+// A handler that keeps writing to a client that went away (promhttp logs
+// each failed metric family at WARN) sees no error; gone hears of it once.
+func TestQuietWhenGone(t *testing.T) {
+	var handlerErrs int
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 8 {
+			if _, err := io.WriteString(w, "family\n"); err != nil {
+				handlerErrs++
+			}
+		}
+	})
+	var gone []error
+	fw := &failingWriter{}
+	QuietWhenGone(h, func(_ *http.Request, err error) { gone = append(gone, err) }).ServeHTTP(fw, httptestRequest())
+	if handlerErrs != 0 || len(gone) != 1 || fw.writes != 1 {
+		t.Fatalf("handler saw %d errors, gone called %d times, %d writes reached the client; want 0, 1, 1", handlerErrs, len(gone), fw.writes)
+	}
+}
+
+func httptestRequest() *http.Request {
+	r, _ := http.NewRequest(http.MethodGet, "/metrics", nil)
+	return r
 }

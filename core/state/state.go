@@ -10,6 +10,26 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
+// Verdict is a check's answer, for one detector, one address or a whole
+// request: the one vocabulary of the control API, the CLI and metrics. (The
+// plugin protocol has its own, sdk.Verdict, with the same words: the core
+// maps one onto the other in core/check.)
+type Verdict string
+
+const (
+	// VerdictPass: the address may be given out.
+	VerdictPass Verdict = "pass"
+	// VerdictBlock: a detector found a reason not to (a conflict, a silent
+	// gateway); the address is not given out.
+	VerdictBlock Verdict = "block"
+	// VerdictSkip: a detector had nothing to say (no gateway given) or was
+	// unavailable under failure_policy fail-open. Never blocks.
+	VerdictSkip Verdict = "skip"
+	// VerdictError: a detector could not decide; the address is not given
+	// out (never a pass).
+	VerdictError Verdict = "error"
+)
+
 // PluginState is where a plugin is in its life.
 type PluginState string
 
@@ -42,6 +62,36 @@ type Plugin struct {
 	Policy string `json:"failure_policy,omitempty"`
 	// Limits says which resource and output limits the plugin runs under.
 	Limits string `json:"limits,omitempty"`
+	// Description and Capabilities are what the plugin says of itself.
+	// Capabilities are informational: the agent does not grant or drop
+	// any per plugin.
+	Description  string   `json:"description,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	// ConfigGeneration is the agent configuration (Agent.ConfigGeneration)
+	// whose block the plugin runs; lower than the agent's when a reload
+	// could not reconfigure it. 0: never configured.
+	ConfigGeneration uint64 `json:"config_generation"`
+	// Tuned is what a tuner plugin manages, from its Status call; nil for
+	// a detector.
+	Tuned *Tuned `json:"tuned,omitempty"`
+}
+
+// Tuned is a tuner's report: every setting it manages.
+type Tuned struct {
+	Keys          []TunedKey `json:"keys"`
+	LastReconcile time.Time  `json:"last_reconcile,omitzero"`
+}
+
+// TunedKey is one setting a tuner manages.
+type TunedKey struct {
+	Key     string `json:"key"`
+	Desired string `json:"desired"`
+	Actual  string `json:"actual"`
+	// State is applied, unchanged, unsupported or failed.
+	State     string    `json:"state"`
+	Previous  string    `json:"previous,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	LastDrift time.Time `json:"last_drift,omitzero"`
 }
 
 // Agent is the whole agent at one moment.
@@ -50,8 +100,16 @@ type Agent struct {
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
 	// Started is true once initialisation has finished.
-	Started bool     `json:"started"`
-	Plugins []Plugin `json:"plugins"`
+	Started bool `json:"started"`
+	// ConfigGeneration counts the configurations the agent has loaded: 1
+	// at start, one more for every reload that was accepted.
+	ConfigGeneration uint64 `json:"config_generation"`
+	// ConfigLoadedAt is when the running configuration was loaded.
+	ConfigLoadedAt time.Time `json:"config_loaded_at"`
+	Plugins        []Plugin  `json:"plugins"`
+	// Gops is the address of the gops agent when it listens: any local
+	// user can reach it (see gopsagent). Empty when it is off.
+	Gops string `json:"gops,omitempty"`
 	// IPAM is the IPAM service's state; nil from a backend without one.
 	IPAM *ipamapi.Status `json:"ipam,omitempty"`
 }

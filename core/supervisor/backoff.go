@@ -22,13 +22,22 @@ type RestartPolicy struct {
 	Budget int
 }
 
+// Defaults of RestartPolicy.
+const (
+	DefaultInitialBackoff = 500 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultJitter         = 0.2
+	DefaultStableAfter    = time.Minute
+	DefaultBudget         = 10
+)
+
 // DefaultRestartPolicy is what the agent uses unless configured otherwise.
 var DefaultRestartPolicy = RestartPolicy{
-	InitialBackoff: 500 * time.Millisecond,
-	MaxBackoff:     30 * time.Second,
-	Jitter:         0.2,
-	StableAfter:    time.Minute,
-	Budget:         10,
+	InitialBackoff: DefaultInitialBackoff,
+	MaxBackoff:     DefaultMaxBackoff,
+	Jitter:         DefaultJitter,
+	StableAfter:    DefaultStableAfter,
+	Budget:         DefaultBudget,
 }
 
 // backoff tracks one plugin's restarts. It is not safe for concurrent use;

@@ -101,17 +101,18 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 			cmd := &exec.Cmd{
 				// The checked descriptor, not the path: what runs is what
 				// was checked, whatever happens to the path meanwhile.
-				Path: bin.execPath(),
+				Path: bin.execPath(execChildFD),
 				Args: []string{spec.Path},
 				Env: append(append(spec0.Env,
 					fmt.Sprintf("%s=3", sdk.LifelineEnv),
 					fmt.Sprintf("%s=%s", sdk.LogLevelEnv, opts.Agent.LogLevel),
 					fmt.Sprintf("%s=%s", TreeEnv, mark),
 				), opts.Limits.env()...),
-				ExtraFiles:  []*os.File{lifeR},
+				// fd 3: the lifeline; fd 4 (execChildFD): the binary.
+				ExtraFiles:  []*os.File{lifeR, bin.file},
 				SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 			}
-			r, err := newProcRunner(cmd, spec.Path, bin, rp, mark, opts.Limits)
+			r, err := newProcRunner(cmd, spec.Path, spec.Name, bin, rp, mark, opts.Limits, log)
 			if err != nil {
 				return nil, err
 			}
@@ -173,9 +174,9 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 	if err := sdk.CheckAPIVersion(sdk.APIVersion, inst.info.APIVersion); err != nil {
 		return fail(permanent("plugin %s: %w", spec.Path, err))
 	}
-	if inst.info.Name != spec.Name {
+	for _, w := range nameWarnings(spec, inst.info) {
 		// Not fatal: a renamed copy of a plugin is a legitimate setup.
-		log.Debug("plugin reports another name than its block", "reported", inst.info.Name)
+		log.Warn(w)
 	}
 	inst.schema, err = rpc.ConfigSchema(callCtx)
 	if err != nil {

@@ -18,13 +18,26 @@ type Limits struct {
 	// it dies with "out of memory" and is restarted like any crash. The
 	// plugin also gets GOMEMLIMIT at 90% of it, so that its garbage
 	// collector works harder before the hard limit is hit.
+	//
+	// Where the agent may make cgroups (see cgroup.go), MemoryMax is also
+	// the hard limit of the plugin's cgroup: the memory of all its
+	// processes together, children included, without swap.
 	MemoryMax uint64
+	// PidsMax bounds the processes (and threads) of one plugin instance,
+	// children included, through its cgroup's pids.max; 0 is no limit.
+	// Without cgroups there is no such bound (RLIMIT_NPROC counts every
+	// process of the user, root's included, and does not bind root).
+	PidsMax int64
 	// LogLinesPerSecond and LogBurst bound the log lines a plugin may write
 	// (stderr through hclog, and stdout): a token bucket per plugin. Lines
 	// past it are dropped and counted; a "suppressed N lines" warning says
 	// so once lines flow again. 0 means the defaults (100 and 500).
 	LogLinesPerSecond float64
 	LogBurst          int
+
+	// cgroup says which cgroup mechanism is in force, for String; set by
+	// the supervisor once it has looked.
+	cgroup *cgroupSetup
 }
 
 // Default log bounds.
@@ -71,11 +84,30 @@ func (l Limits) apply(pid int) error {
 
 // String says which limits are in force, for status and the log.
 func (l Limits) String() string {
+	cg := l.cgroup
+	memCg := cg != nil && (cg.v2Memory || cg.kind == cgroupV1 && cg.memory != "")
+	pidsCg := cg != nil && (cg.v2Pids || cg.kind == cgroupV1 && cg.pids != "")
 	mem := "unlimited"
 	if l.MemoryMax > 0 {
-		mem = fmt.Sprintf("%d MiB (RLIMIT_DATA; GOMEMLIMIT %d MiB)", l.MemoryMax>>20, l.MemoryMax/10*9>>20)
+		how := "RLIMIT_DATA per process"
+		if memCg {
+			how = "cgroup, whole tree; " + how
+		}
+		mem = fmt.Sprintf("%d MiB (%s; GOMEMLIMIT %d MiB)", l.MemoryMax>>20, how, l.MemoryMax/10*9>>20)
 	}
-	return fmt.Sprintf("memory %s; log %g lines/s, burst %d", mem, l.LogLinesPerSecond, l.LogBurst)
+	procs := "unlimited"
+	switch {
+	case l.PidsMax > 0 && pidsCg:
+		procs = fmt.Sprintf("%d (cgroup pids.max)", l.PidsMax)
+	case l.PidsMax > 0:
+		procs = fmt.Sprintf("unlimited (%d wanted, no pids cgroup)", l.PidsMax)
+	}
+	kill := "process group and environment mark"
+	if cg != nil && cg.kind != cgroupNone {
+		kill = "cgroup"
+	}
+	return fmt.Sprintf("memory %s; processes %s; tree kill by %s [%s]; log %g lines/s, burst %d",
+		mem, procs, kill, cg.describe(), l.LogLinesPerSecond, l.LogBurst)
 }
 
 // logLimiter is a token bucket over one plugin's log lines.

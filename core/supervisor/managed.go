@@ -91,23 +91,42 @@ func (m *managed) update(sp Spec, agentChanged bool) bool {
 		return true
 	case !sp.sameConfig(old) || agentChanged:
 		m.mu.Lock()
+		inst := m.inst
+		if inst == nil {
+			// Between runs: the next start uses the new spec.
+			m.spec = sp
+			m.st.Policy = sp.FailurePolicy
+		}
+		m.mu.Unlock()
+		if inst == nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), sp.Timeout)
+		defer cancel()
+		if err := m.configure(ctx, inst, sp); err != nil {
+			// The process keeps its previous config, and so does the spec,
+			// so that a restart (after a crash, a kill -9) starts it with
+			// the config it ran, never the refused one.
+			m.log.Error("reconfigure failed; the plugin keeps its previous config", "error", err, "generation", old.Generation)
+			m.mu.Lock()
+			m.st.LastError = err.Error()
+			m.mu.Unlock()
+			return false
+		}
+		m.mu.Lock()
 		m.spec = sp
 		m.st.Policy = sp.FailurePolicy
-		inst := m.inst
+		m.st.ConfigGeneration = sp.Generation
 		m.mu.Unlock()
-		if inst != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), sp.Timeout)
-			defer cancel()
-			if err := m.configure(ctx, inst); err != nil {
-				// The process keeps its previous config; say so.
-				m.log.Error("reconfigure failed; the plugin keeps its previous config", "error", err)
-				m.mu.Lock()
-				m.st.LastError = err.Error()
-				m.mu.Unlock()
-			} else {
-				m.log.Info("reconfigured")
-			}
+		m.log.Info("reconfigured", "generation", sp.Generation)
+	default:
+		// Nothing changed for this plugin: it runs the new generation too.
+		m.mu.Lock()
+		if m.st.ConfigGeneration == old.Generation {
+			m.st.ConfigGeneration = sp.Generation
 		}
+		m.spec.Generation = sp.Generation
+		m.mu.Unlock()
 	}
 	return false
 }
@@ -184,9 +203,13 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		startCtx, cancel := context.WithTimeout(ctx, m.sup.opts.StartTimeout+sp.Timeout)
 		inst, err := launch(startCtx, sp, &m.sup.opts, m.log, m.lim, m.sup.reaper)
 		if err == nil {
-			err = m.configure(startCtx, inst)
+			err = m.configure(startCtx, inst, sp)
 			if err != nil {
 				inst.stop(m.stopContext(), m.log, true)
+			} else {
+				m.mu.Lock()
+				m.st.ConfigGeneration = sp.Generation
+				m.mu.Unlock()
 			}
 		}
 		cancel()
@@ -252,10 +275,9 @@ func (m *managed) stopContext() context.Context {
 	return m.stopCtx
 }
 
-// configure validates the plugin's config block against the schema the
-// plugin reported, then sends it.
-func (m *managed) configure(ctx context.Context, inst *instance) error {
-	sp := m.specCopy()
+// configure validates sp's config block against the schema the plugin
+// reported, then sends it.
+func (m *managed) configure(ctx context.Context, inst *instance, sp Spec) error {
 	if err := sp.Config.Validate(inst.schema); err != nil {
 		return err
 	}
@@ -280,6 +302,8 @@ func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
 	m.st.PID = inst.pid
 	m.st.Version = inst.info.Version
 	m.st.Kind = string(inst.info.Kind)
+	m.st.Description = inst.info.Description
+	m.st.Capabilities = inst.info.Capabilities
 	m.mu.Unlock()
 	m.log.Info("plugin started", "pid", inst.pid, "version", inst.info.Version, "kind", inst.info.Kind)
 	m.setState(state.Ready, "", "")
@@ -317,6 +341,9 @@ func (m *managed) watch(ctx context.Context, inst *instance) (string, bool) {
 			return "stopping", missed == 0
 		case <-exitPoll.C:
 			if inst.client.Exited() {
+				if why := inst.runner.exitReason(); why != "" {
+					return why, false
+				}
 				return "the plugin process exited", false
 			}
 		case <-health.C:
@@ -362,6 +389,17 @@ func (m *managed) pollHealth(ctx context.Context, inst *instance) bool {
 	m.mu.Unlock()
 	m.setState(st, h.Message, "")
 
+	if inst.info.Kind == sdk.KindTuner {
+		start = time.Now()
+		ts, err := inst.rpc.Status(cctx)
+		m.sup.opts.Observer.PluginCall(sp.Name, "Status", time.Since(start).Seconds(), err)
+		if err == nil {
+			m.mu.Lock()
+			m.st.Tuned = tunedState(ts)
+			m.mu.Unlock()
+		}
+	}
+
 	start = time.Now()
 	samples, err := inst.rpc.Metrics(cctx)
 	m.sup.opts.Observer.PluginCall(sp.Name, "CollectMetrics", time.Since(start).Seconds(), err)
@@ -398,4 +436,16 @@ func (m *managed) call(ctx context.Context, method string, fn func(context.Conte
 		return fmt.Errorf("%s: %w", sp.Name, errors.Join(ErrUnavailable, err))
 	}
 	return fmt.Errorf("%s: %w", sp.Name, err)
+}
+
+// tunedState is a tuner's report as status shows it.
+func tunedState(ts sdk.TunerStatus) *state.Tuned {
+	out := &state.Tuned{Keys: make([]state.TunedKey, 0, len(ts.Keys)), LastReconcile: ts.LastReconcile}
+	for _, k := range ts.Keys {
+		out.Keys = append(out.Keys, state.TunedKey{
+			Key: k.Key, Desired: k.Desired, Actual: k.Actual, State: k.State,
+			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
+		})
+	}
+	return out
 }

@@ -28,6 +28,9 @@ const TreeEnv = "SPIDERPOOL_PLUGIN_TREE"
 // in this process: it reaps any zombie child that is not a plugin it knows.
 type reaper struct {
 	self int
+	// cgroups is where plugin cgroups are made; its kind is cgroupNone
+	// when the node offers none to the agent.
+	cgroups *cgroupSetup
 
 	mu      sync.Mutex
 	leaders map[int]bool // plugin processes os/exec will wait for
@@ -38,7 +41,7 @@ func newReaper() *reaper {
 	// Best effort: without it orphans go to init, which reaps them; they
 	// are still found and killed by their mark.
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	return &reaper{self: os.Getpid(), leaders: map[int]bool{}}
+	return &reaper{self: os.Getpid(), cgroups: detectCgroups(), leaders: map[int]bool{}}
 }
 
 // mark returns a fresh TreeEnv value for a new instance.

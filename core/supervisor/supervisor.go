@@ -9,9 +9,12 @@
 // can be changed by no one but root or the agent's user (sshd's
 // StrictModes), and what runs is the descriptor that was checked and
 // hashed (trust.go). Each plugin's output is bounded: log lines by a token
-// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go); its orphans are
-// found by an environment mark and reaped by the agent as child subreaper
-// (reaper.go).
+// bucket, memory by RLIMIT_DATA and GOMEMLIMIT (limits.go). Where the node
+// lets the agent make cgroups, each plugin instance is born in a cgroup of
+// its own that bounds its processes and the memory of its whole tree and
+// that no descendant can leave; stopping the plugin empties and removes it
+// (cgroup.go). Besides, its orphans are found by an environment mark and
+// reaped by the agent as child subreaper (reaper.go).
 package supervisor
 
 import (
@@ -45,6 +48,9 @@ type Spec struct {
 	// Kind is what the plugin is expected to be until it says for itself;
 	// it decides whether a plugin that never started holds checks back.
 	Kind sdk.Kind
+	// Generation numbers the agent configuration this spec came from;
+	// status shows which one each plugin runs.
+	Generation uint64
 }
 
 func (s Spec) sameProcess(o Spec) bool {
@@ -90,18 +96,25 @@ type Options struct {
 	testHookOpened func()
 }
 
+// Defaults of Options, also the agent config's defaults for them.
+const (
+	DefaultStartTimeout   = 10 * time.Second
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthFailures = 3
+)
+
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.StartTimeout == 0 {
-		o.StartTimeout = 10 * time.Second
+		o.StartTimeout = DefaultStartTimeout
 	}
 	if o.HealthInterval == 0 {
-		o.HealthInterval = 2 * time.Second
+		o.HealthInterval = DefaultHealthInterval
 	}
 	if o.HealthFailures == 0 {
-		o.HealthFailures = 3
+		o.HealthFailures = DefaultHealthFailures
 	}
 	if o.Restart == (RestartPolicy{}) {
 		o.Restart = DefaultRestartPolicy
@@ -148,7 +161,13 @@ type Supervisor struct {
 // New returns a supervisor with nothing running.
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
-	return &Supervisor{opts: opts, reaper: newReaper(), agent: opts.Agent, plugins: map[string]*managed{}}
+	rp := newReaper()
+	opts.Limits.cgroup = rp.cgroups
+	opts.Logger.Info("plugin limits", "limits", opts.Limits.String())
+	if n := rp.cgroups.sweep(func() { rp.reapZombies() }); n > 0 {
+		opts.Logger.Warn("ended what an earlier agent left in plugin cgroups", "cgroups", n)
+	}
+	return &Supervisor{opts: opts, reaper: rp, agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
 // Apply makes the running plugins match specs: new or newly enabled ones
@@ -251,7 +270,6 @@ func (s *Supervisor) Snapshot() []state.Plugin {
 type Detector struct {
 	Name          string
 	FailurePolicy string
-	Timeout       time.Duration
 	// Available is false when the plugin is not running or not ready.
 	Available bool
 }
@@ -277,7 +295,7 @@ func (s *Supervisor) Detectors() []Detector {
 			continue
 		}
 		out = append(out, Detector{
-			Name: sp.Name, FailurePolicy: sp.FailurePolicy, Timeout: sp.Timeout,
+			Name: sp.Name, FailurePolicy: sp.FailurePolicy,
 			Available: p.State == state.Ready || p.State == state.Degraded,
 		})
 	}

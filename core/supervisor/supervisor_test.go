@@ -18,6 +18,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // binaries holds the fixture plugins built once for the package.
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute", "orphan", "logflood", "memhog", "metricflood"} {
+		for _, mode := range []string{"ok", "hang", "crash", "apiv2", "proto2", "mute", "orphan", "logflood", "memhog", "metricflood", "forkbomb", "escape", "childhog"} {
 			out := filepath.Join(dir, "faulty-"+mode)
 			cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+mode, "-o", out, "../../test/plugins/faulty")
 			if b, err := cmd.CombinedOutput(); err != nil {
@@ -130,16 +131,10 @@ func pluginState(t *testing.T, s *Supervisor, name string) state.Plugin {
 	return state.Plugin{}
 }
 
-// waitFor polls cond every 10ms until it holds or the timeout passes.
+// waitFor polls cond until it holds or the timeout passes (test/poll).
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, timeout, what, poll.Bool(cond))
 }
 
 // gone reports whether pid no longer exists, not even as a zombie.
@@ -256,7 +251,7 @@ func TestPermanentFailuresDisableOnlyThatPlugin(t *testing.T) {
 		want  string
 	}{
 		{"checksum mismatch", Spec{Path: binaries["ok"], Checksum: wrongSum}, state.Disabled, "checksum mismatch for " + binaries["ok"] + ": expected " + wrongSum + ", actual " + sum},
-		{"api version", Spec{Path: binaries["apiv2"]}, state.Disabled, "plugin API version 2.0 is newer than the agent's 1.0: upgrade the agent"},
+		{"api version", Spec{Path: binaries["apiv2"]}, state.Disabled, "plugin API version 2.0 is newer than the agent's 1.1: upgrade the agent"},
 		{"wire protocol", Spec{Path: binaries["proto2"]}, state.Disabled, "speaks another wire protocol (version 2) than this agent (version 1): upgrade the agent"},
 		{"missing binary", Spec{Path: filepath.Join(dir, "nope")}, state.Disabled, "does not exist"},
 		{"not executable", Spec{Path: notExec}, state.Disabled, "is not executable"},
@@ -341,8 +336,11 @@ verdikt = "x"`), Start: hclPos(5, 3)}
 	missing.Path = "/nonexistent/plugin"
 	off := spec("off", "ok")
 	off.Enabled, off.Path = false, "/nonexistent/too"
-	errs := ValidateConfigs(context.Background(), []Spec{good, bad, missing, off}, testOptions(t, nil))
-	if len(errs) != 2 {
+	wrong := spec("wrong", "ok")
+	wrong.Config = sdk.RawConfig{Filename: "v.hcl", Body: []byte(`verdict = "maybe"`), Start: hclPos(9, 3)}
+	res := ValidateConfigs(context.Background(), []Spec{good, bad, missing, off, wrong}, testOptions(t, nil))
+	errs := res.Errors
+	if len(errs) != 3 {
 		t.Fatalf("ValidateConfigs = %v, want errors for bad and missing only", errs)
 	}
 	if err := errs["bad"]; err == nil || !strings.Contains(err.Error(), `v.hcl:6:1: Unsupported argument: An argument named "verdikt" is not expected here. Did you mean "verdict"?`) {
@@ -350,6 +348,60 @@ verdikt = "x"`), Start: hclPos(5, 3)}
 	}
 	if err := errs["missing"]; err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing: %v", err)
+	}
+	// A value that parses but is wrong is found by the plugin's dry run,
+	// at its position.
+	if err := errs["wrong"]; err == nil || err.Error() != `v.hcl:9:13: Invalid value for "verdict": "maybe" is none of pass, block, skip, error` {
+		t.Errorf("wrong: %v", err)
+	}
+	// The fixture calls itself "faulty": every block is told so.
+	if w := res.Warnings["good"]; len(w) != 1 || !strings.Contains(w[0], `calls itself "faulty", but its block is plugin "good"`) {
+		t.Errorf("name warnings = %v", res.Warnings)
+	}
+}
+
+// A reload is checked by every plugin before any changes; a block that a
+// plugin refuses at apply time anyway leaves the running config in force,
+// also for the process started after a kill -9.
+func TestRefusedConfigNeverReachesARestart(t *testing.T) {
+	s := start(t, nil)
+	good := spec("a", "ok")
+	good.Config = sdk.RawConfig{Filename: "x.hcl", Body: []byte(`verdict = "block"`)}
+	good.Generation = 1
+	s.Apply(context.Background(), []Spec{good}, s.opts.Agent)
+	first := pluginState(t, s, "a")
+	if first.State != state.Ready || first.ConfigGeneration != 1 {
+		t.Fatalf("a: %+v", first)
+	}
+	bad := good
+	bad.Config = sdk.RawConfig{Filename: "x.hcl", Body: []byte(`verdict = "maybe"`), Start: hclPos(4, 1)}
+	bad.Generation = 2
+	v := s.Validate(context.Background(), []Spec{bad}, s.opts.Agent)
+	if err := v.Errors["a"]; err == nil || !strings.HasPrefix(err.Error(), `x.hcl:4:11: Invalid value for "verdict"`) {
+		t.Fatalf("Validate = %v, want the refusal at its position", v.Err())
+	}
+	if got := pluginState(t, s, "a"); got.PID != first.PID {
+		t.Fatalf("the dry run on a running plugin restarted it: %+v", got)
+	}
+	// Applied regardless (as a caller that ignored Validate would): the
+	// plugin refuses, keeps generation 1, and so does its restart.
+	s.Apply(context.Background(), []Spec{bad}, s.opts.Agent)
+	if got := pluginState(t, s, "a"); got.ConfigGeneration != 1 || !strings.Contains(got.LastError, "x.hcl:4:11") {
+		t.Errorf("after a refused apply: %+v", got)
+	}
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a restarted and ready", func() bool {
+		p := pluginState(t, s, "a")
+		return p.PID != 0 && p.PID != first.PID && p.State == state.Ready
+	})
+	res, err := s.Check(context.Background(), "a", sdk.CheckRequest{})
+	if err != nil || res.Verdict != sdk.VerdictBlock {
+		t.Errorf("after kill -9 the plugin runs %+v, %v; want the running config's block", res, err)
+	}
+	if got := pluginState(t, s, "a"); got.ConfigGeneration != 1 {
+		t.Errorf("generation after restart = %d, want 1", got.ConfigGeneration)
 	}
 }
 

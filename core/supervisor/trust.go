@@ -22,6 +22,10 @@ import (
 // the child calls execve.
 const execFDMin = 100
 
+// execChildFD is the binary's descriptor in the plugin process: the second
+// ExtraFiles entry, after the lifeline at 3.
+const execChildFD = 4
+
 // trustedBinary is a plugin binary opened once: the descriptor that was
 // checked (and hashed) is the one that is executed, so that swapping the
 // file or a symlink to it after the check changes nothing.
@@ -31,9 +35,15 @@ type trustedBinary struct {
 	ino  uint64
 }
 
-// execPath is what exec.Cmd.Path must be to run exactly this descriptor.
-func (b *trustedBinary) execPath() string {
-	return fmt.Sprintf("/proc/self/fd/%d", b.file.Fd())
+// execPath is what exec.Cmd.Path must be to run exactly this descriptor
+// when it is handed to the child as descriptor childFD (an ExtraFiles
+// entry). execve resolves /proc/self/fd/N in the child, after the fork, so
+// the path names the checked file there. The descriptor stays open in the
+// plugin (without O_CLOEXEC): a script's interpreter opens the script by
+// that same path after execve, which a close-on-exec descriptor would not
+// survive (the fexecve-and-scripts problem).
+func (b *trustedBinary) execPath(childFD int) string {
+	return fmt.Sprintf("/proc/self/fd/%d", childFD)
 }
 
 func (b *trustedBinary) Close() error { return b.file.Close() }

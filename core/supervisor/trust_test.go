@@ -214,3 +214,28 @@ func TestExecutesTheHashedFile(t *testing.T) {
 		t.Errorf("argv[0] is %q, want the configured path %q", got, link)
 	}
 }
+
+// TestWrapperScriptRuns: a plugin may be a script that execs the real
+// binary (an environment wrapper). The kernel hands the interpreter the
+// path it executed, /proc/self/fd/N, which must still be open after
+// execve for the interpreter to read the script.
+func TestWrapperScriptRuns(t *testing.T) {
+	base := agenttest.TrustedTempDir(t)
+	real := filepath.Join(base, "real")
+	copyBinary(t, binaries["ok"], real, 0o755)
+	wrapper := filepath.Join(base, "wrapper")
+	script := "#!/bin/sh\nexec " + real + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := fileSHA256(wrapper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := spec("p", "ok")
+	sp.Path, sp.Checksum = wrapper, sum
+	s := startWith(t, testOptions(t, nil), sp)
+	if p := pluginState(t, s, "p"); p.State != state.Ready || p.Version != "0.0.1-ok" {
+		t.Fatalf("plugin behind a wrapper script: %+v; want ready", p)
+	}
+}

@@ -2,20 +2,57 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sort"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
-// ValidateConfigs starts each enabled plugin just long enough to read the
-// schema of its config block, checks the block against it and stops the
-// plugin. Nothing is configured, so nothing on the node changes. The result
-// maps each plugin that failed to its error.
-func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) map[string]error {
+// Validation is what a dry run found: the plugins that refused their
+// config block (or could not be asked), and warnings that do not stop the
+// config from being used.
+type Validation struct {
+	Errors   map[string]error
+	Warnings map[string][]string
+}
+
+// OK reports whether no plugin refused its block.
+func (v Validation) OK() bool { return len(v.Errors) == 0 }
+
+// Err joins the refusals, sorted by plugin, or is nil.
+func (v Validation) Err() error {
+	if v.OK() {
+		return nil
+	}
+	var errs []error
+	for _, name := range sortedKeys(v.Errors) {
+		errs = append(errs, fmt.Errorf("plugin %q: %w", name, v.Errors[name]))
+	}
+	return errors.Join(errs...)
+}
+
+func (v *Validation) add(name string, err error, warnings []string) {
+	if err != nil {
+		v.Errors[name] = err
+	}
+	if len(warnings) > 0 {
+		v.Warnings[name] = warnings
+	}
+}
+
+// ValidateConfigs starts each enabled plugin just long enough to ask it
+// about its config block - checked against the schema it reports, then its
+// own dry run (ValidateConfig) - and stops it. Nothing is configured, so
+// nothing on the node changes. It is `config validate`.
+func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) Validation {
 	opts.setDefaults()
 	rp := newReaper()
+	v := Validation{Errors: map[string]error{}, Warnings: map[string][]string{}}
 	var mu sync.Mutex
-	errs := map[string]error{}
 	var wg sync.WaitGroup
 	for _, sp := range specs {
 		if !sp.Enabled {
@@ -24,26 +61,102 @@ func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) map[string
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log := opts.Logger.Named(sp.Name)
-			err := validateOne(ctx, sp, &opts, log, rp)
-			if err != nil {
-				mu.Lock()
-				errs[sp.Name] = err
-				mu.Unlock()
-			}
+			warn, err := validateLaunched(ctx, sp, &opts, opts.Logger.Named(sp.Name), rp)
+			mu.Lock()
+			v.add(sp.Name, err, warn)
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return errs
+	return v
 }
 
-func validateOne(ctx context.Context, sp Spec, opts *Options, log hclog.Logger, rp *reaper) error {
+// validateLaunched runs the dry run on a process of its own.
+func validateLaunched(ctx context.Context, sp Spec, opts *Options, log hclog.Logger, rp *reaper) ([]string, error) {
 	startCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout+sp.Timeout)
 	defer cancel()
 	inst, err := launch(startCtx, sp, opts, log, newLogLimiter(opts.Limits, nil), rp)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer inst.stop(startCtx, log, true)
-	return sp.Config.Validate(inst.schema)
+	return nameWarnings(sp, inst.info), dryRun(startCtx, inst, sp, opts.Agent)
+}
+
+// dryRun checks sp's block against the instance's schema, then asks the
+// plugin. A plugin built before ValidateConfig existed gets the schema
+// check only.
+func dryRun(ctx context.Context, inst *instance, sp Spec, agent sdk.AgentSettings) error {
+	if err := sp.Config.Validate(inst.schema); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, sp.Timeout)
+	defer cancel()
+	err := inst.rpc.ValidateConfig(cctx, sdk.ConfigureRequest{Config: sp.Config, Agent: agent})
+	if errors.Is(err, sdk.ErrUnimplemented) {
+		return nil
+	}
+	return err
+}
+
+// nameWarnings says when a plugin calls itself something else than its
+// block: legitimate for a renamed copy, a mistake otherwise.
+func nameWarnings(sp Spec, info sdk.Info) []string {
+	if sp.Name == "" || info.Name == sp.Name {
+		return nil
+	}
+	return []string{fmt.Sprintf("the plugin at %s calls itself %q, but its block is plugin %q: fine for a renamed copy, otherwise a wrong path", sp.Path, info.Name, sp.Name)}
+}
+
+// Validate is a reload's first step: every enabled plugin of specs is asked
+// whether it accepts its new block, before any plugin is changed. A running
+// plugin with the same binary is asked in its own process; any other is
+// started just for the question. agent is the new agent settings.
+func (s *Supervisor) Validate(ctx context.Context, specs []Spec, agent sdk.AgentSettings) Validation {
+	v := Validation{Errors: map[string]error{}, Warnings: map[string][]string{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	opts := s.opts
+	opts.Agent = agent
+	for _, sp := range specs {
+		if !sp.Enabled {
+			continue
+		}
+		var inst *instance
+		if m, err := s.get(sp.Name); err == nil {
+			m.mu.Lock()
+			if m.inst != nil && m.spec.sameProcess(sp) {
+				inst = m.inst
+			}
+			m.mu.Unlock()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			var warn []string
+			var ce *sdk.ConfigError
+			if inst != nil {
+				err = dryRun(ctx, inst, sp, agent)
+			}
+			if inst == nil || err != nil && !errors.As(err, &ce) {
+				// Not running, or gone while asked: ask a process of its own.
+				warn, err = validateLaunched(ctx, sp, &opts, s.opts.Logger.Named(sp.Name), s.reaper)
+			}
+			mu.Lock()
+			v.add(sp.Name, err, warn)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return v
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -25,19 +24,15 @@ const Name = "gateway-detector"
 // Version is the plugin's own version.
 var Version = "0.1.0"
 
-// Config holds the attributes of this plugin besides the shared ones.
-type Config struct {
-	// UseCandidateAsSender: see README.md and Spiderpool issue 4475.
-	UseCandidateAsSender bool `hcl:"use_candidate_as_sender,optional" help:"Send the probe from the workload's address once it passed conflict detection, instead of 0.0.0.0 / the link-local address. This writes the address into the gateway's neighbour cache (Spiderpool issue 4475)."`
-}
-
 // Plugin is the detector.
 type Plugin struct {
 	*probeplugin.Kit
-	useCandidate atomic.Bool
 }
 
-var _ sdk.Detector = (*Plugin)(nil)
+var (
+	_ sdk.Detector  = (*Plugin)(nil)
+	_ sdk.Validator = (*Plugin)(nil)
+)
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
@@ -61,22 +56,27 @@ func (p *Plugin) Info() sdk.Info {
 }
 
 // ConfigSchema implements sdk.Plugin.
-func (p *Plugin) ConfigSchema() sdk.Schema { return probeplugin.Schema(&Config{}) }
+func (p *Plugin) ConfigSchema() sdk.Schema { return probeplugin.Schema(nil) }
 
 // Configure implements sdk.Plugin.
 func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	var c Config
-	if err := p.Kit.Configure(req, &c); err != nil {
-		return err
-	}
-	p.useCandidate.Store(c.UseCandidateAsSender)
-	return nil
+	return p.Kit.Configure(req, nil)
+}
+
+// ValidateConfig implements sdk.Validator: the block decoded and checked as
+// Configure would, nothing applied.
+func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	opts := probeplugin.DefaultOptions()
+	return probeplugin.Decode(req.Config, &opts, nil)
 }
 
 // Check implements sdk.Detector: does req.Gateway answer on req.Interface?
 func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
 	gw, cand := req.Gateway, req.Address.Addr()
-	sender := Sender(req, p.useCandidate.Load())
+	// The probe form: 0.0.0.0 (IPv4) or the link-local address (IPv6),
+	// never the candidate, which would write it into the gateway's
+	// neighbour cache before its conflict check (Spiderpool issue 4475).
+	sender := probe.Sender{}
 	c := probeplugin.Check{
 		Addr: gw,
 		Run: func(e *probe.Engine, ctx context.Context, t probe.Target, pp probe.Params) (probe.Result, error) {
@@ -106,17 +106,6 @@ func Judge(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 	}
 	return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: fmt.Sprintf("gateway %s did not answer within %s on %s",
 		res.Addr, probeplugin.FormatDuration(o.Window), res.Interface)}
-}
-
-// Sender is the source of the gateway probe: 0.0.0.0 (IPv4) or the
-// interface's link-local address (IPv6), unless the candidate passed its
-// conflict check and use_candidate_as_sender is set (Spiderpool issue 4475:
-// a probe from the candidate writes it into the gateway's neighbour cache).
-func Sender(req sdk.CheckRequest, useCandidate bool) probe.Sender {
-	if req.ConflictChecked && useCandidate && req.Address.IsValid() {
-		return probe.Sender{Addr: req.Address.Addr(), ConflictChecked: true}
-	}
-	return probe.Sender{}
 }
 
 func senderName(s probe.Sender, gw netip.Addr) string {

@@ -22,7 +22,7 @@ import (
 // plugin must answer VerdictError at once, without a frame sent.
 func TestConformance(t *testing.T) {
 	sdktest.Run(t, New(hclog.NewNullLogger()), sdktest.Options{
-		GoodConfig: "window = \"50ms\"\nuse_candidate_as_sender = true\n",
+		GoodConfig: "window = \"50ms\"\n",
 		Check: &sdk.CheckRequest{Interface: "lo", Address: netip.MustParsePrefix("192.0.2.7/24"),
 			Gateway: netip.MustParseAddr("192.0.2.1")},
 	})
@@ -44,7 +44,7 @@ func TestInfoAndSchema(t *testing.T) {
 	for _, a := range p.ConfigSchema().Attributes {
 		names = append(names, a.Name+"="+a.Default)
 	}
-	want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "use_candidate_as_sender="}
+	want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "probe_rate=4000"}
 	if !slices.Equal(names, want) {
 		t.Errorf("schema %v, want %v", names, want)
 	}
@@ -71,24 +71,6 @@ func TestJudge(t *testing.T) {
 		got := Judge(tt.res, o)
 		if got.Verdict != tt.verdict || got.Reason != tt.reason {
 			t.Errorf("Judge(%+v) = %s %q, want %s %q", tt.res, got.Verdict, got.Reason, tt.verdict, tt.reason)
-		}
-	}
-}
-
-func TestSender(t *testing.T) {
-	cand := netip.MustParsePrefix("10.0.0.7/24")
-	tests := []struct {
-		checked, use bool
-		want         probe.Sender
-	}{
-		{false, false, probe.Sender{}},
-		{true, false, probe.Sender{}}, // the default: never the candidate
-		{false, true, probe.Sender{}}, // not before its conflict check passed
-		{true, true, probe.Sender{Addr: cand.Addr(), ConflictChecked: true}},
-	}
-	for _, tt := range tests {
-		if got := Sender(sdk.CheckRequest{Address: cand, ConflictChecked: tt.checked}, tt.use); got != tt.want {
-			t.Errorf("Sender(checked=%v, use=%v) = %+v, want %+v", tt.checked, tt.use, got, tt.want)
 		}
 	}
 }

@@ -29,7 +29,10 @@ type Plugin struct {
 	*probeplugin.Kit
 }
 
-var _ sdk.Detector = (*Plugin)(nil)
+var (
+	_ sdk.Detector  = (*Plugin)(nil)
+	_ sdk.Validator = (*Plugin)(nil)
+)
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
@@ -57,6 +60,13 @@ func (p *Plugin) ConfigSchema() sdk.Schema { return probeplugin.Schema(nil) }
 // Configure implements sdk.Plugin.
 func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	return p.Kit.Configure(req, nil)
+}
+
+// ValidateConfig implements sdk.Validator: the block decoded and checked as
+// Configure would, nothing applied.
+func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	opts := probeplugin.DefaultOptions()
+	return probeplugin.Decode(req.Config, &opts, nil)
 }
 
 // Check implements sdk.Detector: is req.Address in use on req.Interface?

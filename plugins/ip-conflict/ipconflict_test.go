@@ -42,7 +42,7 @@ func TestInfoAndSchema(t *testing.T) {
 	for _, a := range p.ConfigSchema().Attributes {
 		names = append(names, a.Name+"="+a.Default)
 	}
-	if want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`}; !slices.Equal(names, want) {
+	if want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "probe_rate=4000"}; !slices.Equal(names, want) {
 		t.Errorf("schema %v, want %v", names, want)
 	}
 }

@@ -11,8 +11,16 @@
 // on a locked OS thread that enters the namespace and leaves it again; the
 // socket keeps working from any thread afterwards.
 //
-// Frames are built by hand: an ARP probe must be sent from 0.0.0.0 and a DAD
-// Neighbor Solicitation from ::, which no higher-level socket allows.
+// Frames are built with mdlayher/arp and mdlayher/ndp and sent on the packet
+// socket with their Ethernet (and IPv6) headers: an ARP probe must be sent
+// from 0.0.0.0 and a DAD Neighbor Solicitation from ::, which no
+// higher-level socket allows.
+//
+// Silence is a verdict only once proven: every probe left inside the
+// window, the reader handled every frame that arrived before its end, and
+// the kernel dropped none on the socket; otherwise the window is probed
+// again, and then the check fails with ErrUnproven. Probes are paced per
+// socket. See README.md, "PROVING SILENCE".
 //
 // The package is Linux-only and needs CAP_NET_RAW (and CAP_SYS_ADMIN to
 // enter other namespaces). It imports nothing from the agent: third-party

@@ -11,8 +11,12 @@ import (
 	"github.com/mdlayher/ndp"
 )
 
-// Wire constants. Frames are built and parsed by hand: we need to send from
-// 0.0.0.0 and from ::, which no socket API above AF_PACKET allows.
+// Wire constants. The ARP body is built by mdlayher/arp and the NS by
+// mdlayher/ndp; the Ethernet and IPv6 headers around them are added here,
+// because we send from 0.0.0.0 and from ::, which no socket API above
+// AF_PACKET allows. Incoming frames are parsed here, by hand, so that the
+// reader never panics on hostile input and keeps no reference to its
+// read buffer.
 const (
 	etherTypeARP  = 0x0806
 	etherTypeIPv6 = 0x86dd

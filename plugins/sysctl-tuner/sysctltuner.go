@@ -11,17 +11,12 @@ package sysctltuner
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/zclconf/go-cty/cty"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
@@ -33,28 +28,6 @@ const Name = "sysctl-tuner"
 // Version is the plugin's own version; the build may override it.
 var Version = "0.1.0"
 
-// MinReconcileInterval is the shortest reconcile_interval accepted (0 turns
-// the loop off).
-const MinReconcileInterval = 10 * time.Millisecond
-
-// Config is the plugin's config { } block.
-type Config struct {
-	ReconcileInterval time.Duration     `hcl:"reconcile_interval,optional" help:"how often every key is read again and a drifted one rewritten; \"0s\" turns the loop off (keys are then applied at configure only)"`
-	ProcSysRoot       string            `hcl:"proc_sys_root,optional" help:"absolute path of the sysctl tree; /proc/sys shows the network namespace of the plugin process"`
-	Set               map[string]string `hcl:"set,optional" help:"keys to set: a default's new value or any other key; dotted (net.ipv4.conf.all.rp_filter) or with slashes (net/ipv4/conf/eth0.100/rp_filter)"`
-	Drop              []string          `hcl:"drop,optional" help:"defaults not to touch"`
-}
-
-func defaults() Config {
-	return Config{ReconcileInterval: 30 * time.Second, ProcSysRoot: tuner.DefaultProcSysRoot}
-}
-
-// checkRoot, when set, vets every proc_sys_root before it is used. Tests
-// set it to refuse anything outside their temporary directories, so that no
-// test run can ever write the host's /proc/sys by accident. It is nil in
-// the plugin binary.
-var checkRoot func(root string) error
-
 // states are the key states, in the order metrics report them.
 var states = []tuner.State{
 	tuner.StateApplied, tuner.StateUnchanged, tuner.StateUnsupported, tuner.StateFailed, tuner.StatePending,
@@ -65,7 +38,8 @@ var states = []tuner.State{
 type keySeen struct {
 	state    tuner.State
 	err      string
-	failures uint64 // the tuner's cumulative count, to turn it into increments
+	failures uint64 // the tuner's cumulative counts, to turn them into increments
+	drifts   uint64
 }
 
 // loop is the running reconcile goroutine.
@@ -100,8 +74,11 @@ type Plugin struct {
 	lastErr    string // an incomplete pass's reason
 }
 
-// Interface guard.
-var _ sdk.Tuner = (*Plugin)(nil)
+// Interface guards.
+var (
+	_ sdk.Tuner     = (*Plugin)(nil)
+	_ sdk.Validator = (*Plugin)(nil)
+)
 
 // New returns an unconfigured plugin. It touches no sysctl until Configure.
 func New(log hclog.Logger) *Plugin {
@@ -146,18 +123,8 @@ func (p *Plugin) ConfigSchema() sdk.Schema {
 // new interval. Keys that fail to apply do not fail Configure: they make
 // the plugin degraded.
 func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
-	cfg := defaults()
-	if err := req.Config.Decode(&cfg); err != nil {
-		return err
-	}
-	settings := tuner.Settings{
-		ProcSysRoot: cfg.ProcSysRoot,
-		Set:         cfg.Set,
-		Drop:        cfg.Drop,
-		EnableIPv4:  req.Agent.EnableIPv4,
-		EnableIPv6:  req.Agent.EnableIPv6,
-	}
-	if err := validate(req.Config, cfg, settings); err != nil {
+	cfg, settings, err := parse(req)
+	if err != nil {
 		return err
 	}
 
@@ -188,115 +155,6 @@ func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error 
 	return nil
 }
 
-// validate checks what Decode cannot: the root, the interval and every key
-// and value. Its errors are *sdk.ConfigError pointing at the attribute, and
-// for set and drop at the offending entry.
-func validate(raw sdk.RawConfig, cfg Config, s tuner.Settings) error {
-	fail := func(attr, entry string, forValue bool, detail string) error {
-		d := &hcl.Diagnostic{
-			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Invalid value for %q", attr),
-			Detail:   detail,
-			Subject:  attrRange(raw, attr, entry, forValue),
-		}
-		return &sdk.ConfigError{Diagnostics: hcl.Diagnostics{d}}
-	}
-	if i := cfg.ReconcileInterval; i != 0 && i < MinReconcileInterval {
-		return fail("reconcile_interval", "", false, fmt.Sprintf("%s is shorter than %s; use \"0s\" to turn reconciliation off", i, MinReconcileInterval))
-	}
-	root := cfg.ProcSysRoot
-	if !filepath.IsAbs(root) {
-		return fail("proc_sys_root", "", false, fmt.Sprintf("%q is not an absolute path", root))
-	}
-	if checkRoot != nil {
-		if err := checkRoot(filepath.Clean(root)); err != nil {
-			return fail("proc_sys_root", "", false, err.Error())
-		}
-	}
-	if st, err := os.Stat(root); err != nil {
-		return fail("proc_sys_root", "", false, err.Error())
-	} else if !st.IsDir() {
-		return fail("proc_sys_root", "", false, fmt.Sprintf("%s is not a directory", root))
-	}
-
-	// Each entry on its own first, so that the error points at it.
-	for _, k := range s.Drop {
-		if _, err := tuner.Desired(tuner.Settings{Drop: []string{k}}); err != nil {
-			return fail("drop", k, false, strings.TrimPrefix(err.Error(), "drop: "))
-		}
-	}
-	keys := make([]string, 0, len(s.Set))
-	for k := range s.Set {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := tuner.ValidateKey(k); err != nil {
-			return fail("set", k, false, err.Error())
-		}
-		if _, err := tuner.Desired(tuner.Settings{Set: map[string]string{k: s.Set[k]}}); err != nil {
-			return fail("set", k, true, strings.TrimPrefix(err.Error(), "set: "))
-		}
-	}
-	// Then the entries together: a key both set and dropped, two
-	// spellings of one key.
-	for _, k := range keys {
-		if _, err := tuner.Desired(tuner.Settings{Set: map[string]string{k: s.Set[k]}, Drop: s.Drop}); err != nil {
-			return fail("set", k, false, strings.TrimPrefix(err.Error(), "set: "))
-		}
-	}
-	if _, err := tuner.Desired(s); err != nil {
-		return fail("set", "", false, strings.TrimPrefix(err.Error(), "set: "))
-	}
-	return nil
-}
-
-// attrRange finds where attribute attr (and, when entry is not empty, the
-// map key or list element entry; with forValue the map value) stands in the
-// block. It returns nil when the block does not set the attribute.
-func attrRange(raw sdk.RawConfig, attr, entry string, forValue bool) *hcl.Range {
-	body, diags := raw.Parse()
-	if diags.HasErrors() {
-		return nil
-	}
-	sb, ok := body.(*hclsyntax.Body)
-	if !ok {
-		return nil
-	}
-	a, ok := sb.Attributes[attr]
-	if !ok {
-		return nil
-	}
-	rng := a.Expr.Range()
-	if entry == "" {
-		return &rng
-	}
-	switch e := a.Expr.(type) {
-	case *hclsyntax.ObjectConsExpr:
-		for _, item := range e.Items {
-			v, d := item.KeyExpr.Value(nil)
-			if d.HasErrors() || !v.IsKnown() || v.IsNull() || v.Type() != cty.String || v.AsString() != entry {
-				continue
-			}
-			r := item.KeyExpr.Range()
-			if forValue {
-				r = item.ValueExpr.Range()
-			}
-			return &r
-		}
-	case *hclsyntax.TupleConsExpr:
-		for _, x := range e.Exprs {
-			v, d := x.Value(nil)
-			if d.HasErrors() || !v.IsKnown() || v.IsNull() || v.Type() != cty.String || v.AsString() != entry {
-				continue
-			}
-			r := x.Range()
-			return &r
-		}
-	}
-	return &rng
-}
-
 // rebaseLocked aligns the bookkeeping with a just-configured tuner: its
 // per-key failure counts (kept or reset by Configure) become the baseline
 // for increments, and its states the baseline for logging. The caller
@@ -307,7 +165,7 @@ func (p *Plugin) rebaseLocked() {
 	defer p.mu.Unlock()
 	seen := make(map[string]keySeen, len(st.Keys))
 	for _, k := range st.Keys {
-		seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: k.Failures}
+		seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: k.Failures, drifts: k.Drifts}
 		p.everKeys[k.Key] = true
 	}
 	p.seen = seen
@@ -345,15 +203,16 @@ func (p *Plugin) observe(rep tuner.Report) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.passes++
-	for _, c := range rep.Changes {
-		if c.Drift {
-			p.drifts[c.Key]++
-		}
-	}
+	// Drifts and failures are counted once, by the tuner, per key; the
+	// plugin turns its counts into increments of counters that stay
+	// monotonic across reconfigures.
 	for _, k := range rep.Keys {
 		prev := p.seen[k.Key]
 		if k.Failures > prev.failures {
 			p.failures[k.Key] += k.Failures - prev.failures
+		}
+		if k.Drifts > prev.drifts {
+			p.drifts[k.Key] += k.Drifts - prev.drifts
 		}
 		switch {
 		case k.State == tuner.StateFailed && (prev.state != tuner.StateFailed || prev.err != k.Error):
@@ -363,7 +222,7 @@ func (p *Plugin) observe(rep tuner.Report) {
 		case prev.state == tuner.StateFailed && k.State != tuner.StateFailed:
 			p.log.Info("sysctl recovered", "key", k.Key, "path", k.Path, "state", string(k.State), "actual", k.Actual)
 		}
-		p.seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: max(k.Failures, prev.failures)}
+		p.seen[k.Key] = keySeen{state: k.State, err: k.Error, failures: max(k.Failures, prev.failures), drifts: max(k.Drifts, prev.drifts)}
 	}
 	if rep.Err != "" && rep.Err != p.lastErr {
 		p.log.Warn("reconcile pass incomplete", "error", rep.Err)
@@ -422,15 +281,6 @@ func (p *Plugin) hasPending() bool {
 		}
 	}
 	return false
-}
-
-// Apply implements sdk.Tuner: it runs a pass now.
-func (p *Plugin) Apply(ctx context.Context) (sdk.TunerStatus, error) {
-	rep, ok := p.pass(ctx)
-	if !ok {
-		return sdk.TunerStatus{}, ctx.Err()
-	}
-	return toSDK(rep), nil
 }
 
 // Status implements sdk.Tuner: the state left by the last pass. A key not

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // TestMain makes every proc_sys_root outside the temporary directory an
@@ -188,18 +189,10 @@ func mustSample(t *testing.T, p *Plugin, name string, labels map[string]string) 
 	return v
 }
 
-// eventually polls cond until it holds or 5s pass.
+// eventually polls cond until it holds or 5s pass (test/poll).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		<-tick.C
-	}
+	poll.Until(t, 5*time.Second, what, poll.Bool(cond))
 }
 
 func TestConformance(t *testing.T) {
@@ -463,7 +456,7 @@ func TestFailedKeyDegrades(t *testing.T) {
 	if v := mustSample(t, p, MetricKeys, map[string]string{"state": "failed"}); v != 1 {
 		t.Errorf("keys{failed} = %v", v)
 	}
-	if _, err := p.Apply(context.Background()); err != nil {
+	if _, err := p.applyNow(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if v := mustSample(t, p, MetricWriteFailures, map[string]string{"key": key}); v != 2 {
@@ -475,7 +468,7 @@ func TestFailedKeyDegrades(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeKey(t, root, "net/ipv4/conf/all/rp_filter", "2")
-	st, err := p.Apply(context.Background())
+	st, err := p.applyNow(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,7 +705,7 @@ func TestMetricsShape(t *testing.T) {
 // without errors.
 func TestBeforeConfigure(t *testing.T) {
 	p := newPlugin(t)
-	st, err := p.Apply(context.Background())
+	st, err := p.applyNow(context.Background())
 	if err != nil || len(st.Keys) != 0 {
 		t.Errorf("Apply before Configure: %+v, %v", st, err)
 	}
@@ -812,4 +805,13 @@ func TestREADMEExamples(t *testing.T) {
 	if n < 3 {
 		t.Errorf("only %d README examples found", n)
 	}
+}
+
+// applyNow runs a pass now, as the reconcile loop would.
+func (p *Plugin) applyNow(ctx context.Context) (sdk.TunerStatus, error) {
+	rep, ok := p.pass(ctx)
+	if !ok {
+		return sdk.TunerStatus{}, ctx.Err()
+	}
+	return toSDK(rep), nil
 }

@@ -1,7 +1,14 @@
 // Package sdktest is the conformance kit for spiderpool-agent plugins. Call
 // Run from a plain `go test` in your plugin's package: it serves the plugin
 // in process over real gRPC (go-plugin's test/reattach mode), connects to it
-// as the agent would, and checks that it keeps the contract.
+// as the agent would, and checks that it keeps the contract: complete info,
+// a schema that survives the wire, a good config accepted and a bad one
+// refused with file:line:column by both ValidateConfig and Configure, a
+// Check that returns by its context's deadline on the plugin's side, well
+// formed health and metrics, and a Shutdown that returns.
+//
+// The kit is quiet when all is well: the plugin's and go-plugin's log lines
+// are shown only when a test fails.
 package sdktest
 
 import (
@@ -12,6 +19,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +40,14 @@ type Options struct {
 	// Check is the request used to test that Check honours its deadline.
 	// The default asks about 192.0.2.1/32 (TEST-NET-1) on "lo".
 	Check *sdk.CheckRequest
-	// CheckDeadline bounds that Check; the default is 300ms.
+	// CheckDeadline bounds that Check; the default is 300ms. The plugin's
+	// Check must return within CheckDeadline plus CheckSlack of the call,
+	// measured inside the plugin process, not at the client (which gives
+	// up at the deadline whatever the plugin does).
 	CheckDeadline time.Duration
+	// CheckSlack is the time a Check may take past its deadline to notice
+	// it and return; the default is 250ms, room for a loaded machine.
+	CheckSlack time.Duration
 	// Agent settings sent with every Configure; the default enables both
 	// families.
 	Agent *sdk.AgentSettings
@@ -46,7 +60,9 @@ func Start(t testing.TB, p sdk.Plugin) *sdk.Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	reattach := make(chan *plugin.ReattachConfig, 1)
 	closed := make(chan struct{})
-	logger := hclog.New(&hclog.LoggerOptions{Name: "sdktest", Level: hclog.Warn, Output: testWriter{t}})
+	out := &heldLog{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "sdktest", Level: hclog.Warn, Output: out})
+	t.Cleanup(func() { out.flush(t) }) // runs last: after the server is gone
 	go plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.VersionedPlugins(p, logger),
@@ -85,11 +101,40 @@ func Start(t testing.TB, p sdk.Plugin) *sdk.Client {
 	return raw.(*sdk.Client)
 }
 
-type testWriter struct{ t testing.TB }
+// Logger returns a logger for the plugin under test that, like the kit,
+// shows its lines only when the test fails.
+func Logger(t testing.TB) sdk.Logger {
+	out := &heldLog{}
+	t.Cleanup(func() { out.flush(t) })
+	return hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Debug, Output: out})
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+// heldLog keeps log lines and shows them only when the test failed: a
+// passing run prints nothing (go-plugin logs an ERROR when its test server's
+// listener closes, which is how every run ends).
+type heldLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (h *heldLog) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.lines) < 1000 {
+		h.lines = append(h.lines, strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+func (h *heldLog) flush(t testing.TB) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !t.Failed() {
+		return
+	}
+	for _, l := range h.lines {
+		t.Log(l)
+	}
 }
 
 var (
@@ -99,7 +144,7 @@ var (
 )
 
 var validTypes = map[string]bool{
-	sdk.TypeString: true, sdk.TypeNumber: true, sdk.TypeBool: true,
+	sdk.TypeString: true, sdk.TypeNumber: true, sdk.TypeInteger: true, sdk.TypeBool: true,
 	sdk.TypeDuration: true, sdk.TypeStringList: true, sdk.TypeStringMap: true,
 }
 
@@ -111,10 +156,19 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 	if opts.CheckDeadline == 0 {
 		opts.CheckDeadline = 300 * time.Millisecond
 	}
+	if opts.CheckSlack == 0 {
+		opts.CheckSlack = 250 * time.Millisecond
+	}
 	if opts.Agent == nil {
 		opts.Agent = &sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: "info"}
 	}
-	c := Start(t, p)
+	served := p
+	var timer *checkTimer
+	if d, ok := p.(sdk.Detector); ok {
+		timer = &checkTimer{Detector: d, returned: make(chan time.Duration, 1)}
+		served = timer
+	}
+	c := Start(t, served)
 	ctx := context.Background()
 
 	var info sdk.Info
@@ -172,6 +226,9 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 	})
 
 	t.Run("good config is accepted", func(t *testing.T) {
+		if err := c.ValidateConfig(ctx, sdk.ConfigureRequest{Config: raw(opts.GoodConfig), Agent: *opts.Agent}); err != nil {
+			t.Fatalf("ValidateConfig(good config): %v", err)
+		}
 		err := c.Configure(ctx, sdk.ConfigureRequest{Config: raw(opts.GoodConfig), Agent: *opts.Agent})
 		if err != nil {
 			t.Fatalf("Configure(good config): %v", err)
@@ -183,19 +240,10 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 	})
 
 	t.Run("bad config is rejected with a position", func(t *testing.T) {
-		err := c.Configure(ctx, sdk.ConfigureRequest{Config: raw(opts.BadConfig), Agent: *opts.Agent})
-		var ce *sdk.ConfigError
-		if !errors.As(err, &ce) {
-			t.Fatalf("Configure(bad config) = %v, want a *sdk.ConfigError", err)
-		}
-		for _, d := range ce.Diagnostics {
-			if d.Subject == nil || d.Subject.Filename != "sdktest.hcl" || d.Subject.Start.Line < 10 {
-				t.Errorf("diagnostic %q does not point into sdktest.hcl at line 10 or later: %+v", d.Summary, d.Subject)
-			}
-		}
-		if !strings.HasPrefix(err.Error(), "sdktest.hcl:") {
-			t.Errorf("error %q does not start with file:line:col", err)
-		}
+		// The dry run first: a reload is refused as a whole only when
+		// ValidateConfig finds what Configure would refuse.
+		requirePositioned(t, "ValidateConfig(bad config)", c.ValidateConfig(ctx, sdk.ConfigureRequest{Config: raw(opts.BadConfig), Agent: *opts.Agent}))
+		requirePositioned(t, "Configure(bad config)", c.Configure(ctx, sdk.ConfigureRequest{Config: raw(opts.BadConfig), Agent: *opts.Agent}))
 		// The plugin must still work with its good config afterwards.
 		if err := c.Configure(ctx, sdk.ConfigureRequest{Config: raw(opts.GoodConfig), Agent: *opts.Agent}); err != nil {
 			t.Fatalf("Configure(good config) after a bad one: %v", err)
@@ -210,11 +258,17 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 			}
 			cctx, cancel := context.WithTimeout(ctx, opts.CheckDeadline)
 			defer cancel()
-			start := time.Now()
 			res, err := c.Check(cctx, req)
-			took := time.Since(start)
-			if slack := opts.CheckDeadline + 200*time.Millisecond; took > slack {
-				t.Errorf("Check took %v with a deadline of %v", took, opts.CheckDeadline)
+			// The client gives up at the deadline whatever the plugin does:
+			// what counts is when the plugin's Check returned.
+			limit := opts.CheckDeadline + opts.CheckSlack
+			select {
+			case took := <-timer.returned:
+				if took > limit {
+					t.Errorf("Check returned %v after it was called, with a deadline of %v: it must watch ctx", took, opts.CheckDeadline)
+				}
+			case <-time.After(limit + time.Second):
+				t.Fatalf("Check has not returned %v after its deadline of %v: it must watch ctx; every call that ignores it leaks a goroutine in the plugin", limit+time.Second-opts.CheckDeadline, opts.CheckDeadline)
 			}
 			if err == nil {
 				switch res.Verdict {
@@ -283,6 +337,45 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 			t.Fatalf("Shutdown: %v", err)
 		}
 	})
+}
+
+// checkTimer serves a detector and reports how long each Check took inside
+// the plugin process.
+type checkTimer struct {
+	sdk.Detector
+	returned chan time.Duration
+}
+
+func (c *checkTimer) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	start := time.Now()
+	defer func() {
+		select {
+		case c.returned <- time.Since(start):
+		default:
+		}
+	}()
+	return c.Detector.Check(ctx, req)
+}
+
+// ValidateConfig forwards the dry run as the plugin itself would serve it.
+func (c *checkTimer) ValidateConfig(ctx context.Context, req sdk.ConfigureRequest) error {
+	return sdk.ValidateWith(ctx, c.Detector, req)
+}
+
+func requirePositioned(t *testing.T, what string, err error) {
+	t.Helper()
+	var ce *sdk.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("%s = %v, want a *sdk.ConfigError (return RawConfig.Decode's error, or RawConfig.AttrError for a value that parses but is wrong)", what, err)
+	}
+	for _, d := range ce.Diagnostics {
+		if d.Subject == nil || d.Subject.Filename != "sdktest.hcl" || d.Subject.Start.Line < 10 {
+			t.Errorf("%s: diagnostic %q does not point into sdktest.hcl at line 10 or later: %+v", what, d.Summary, d.Subject)
+		}
+	}
+	if !strings.HasPrefix(err.Error(), "sdktest.hcl:") {
+		t.Errorf("%s: error %q does not start with file:line:col", what, err)
+	}
 }
 
 func checkSample(t *testing.T, s sdk.Sample) {

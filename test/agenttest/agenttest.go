@@ -81,7 +81,7 @@ func build() (Binaries, error) {
 	type target struct{ out, pkg, ldflags string }
 	targets := []target{
 		{b.Agent, "./core/cmd/spiderpool-agent", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
-		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "./sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
+		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
 	}
 	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
 		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})
@@ -178,6 +178,17 @@ type Agent struct {
 
 // HealthPort is the health port every agent uses inside its namespace.
 const HealthPort = 5710
+
+// Bounds for tests. They prove that something happens (the agent gets
+// ready, stops), with room for a loaded 2-core machine where three plugins
+// built with -race take seconds to start; how fast is make bench's job.
+const (
+	// ReadyTimeout bounds an agent's start until readiness 200.
+	ReadyTimeout = 60 * time.Second
+	// StopTimeout bounds a graceful stop (shutdown_timeout, 10s by default,
+	// plus room).
+	StopTimeout = 30 * time.Second
+)
 
 // Start runs an agent and returns at once; use WaitReady.
 func Start(t testing.TB, bins Binaries, opts Options) *Agent {
@@ -290,7 +301,7 @@ func (a *Agent) Log() string { return a.log.String() }
 // HTTPClient returns a client whose connections are opened inside the
 // agent's namespace.
 func (a *Agent) HTTPClient() *http.Client {
-	return netlab.HTTPClient("/var/run/netns/"+a.Netns, 10*time.Second)
+	return netlab.HTTPClient("/var/run/netns/"+a.Netns, 30*time.Second)
 }
 
 // Get fetches http://127.0.0.1:port/path inside the agent's namespace.

@@ -292,7 +292,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 					}
 				}
 				inDet = append(inDet, time.Duration(slowest*float64(time.Millisecond)))
-				if resp.Verdict == c.want {
+				if string(resp.Verdict) == c.want {
 					right++
 				}
 			}

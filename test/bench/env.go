@@ -61,7 +61,7 @@ func prepareBins(s *scope, binDir string) *bins {
 	build(b.noop, "./test/plugins/noop", "")
 	b.minicheck = filepath.Join(dir, "test-plugins", "minicheck")
 	build(b.minicheck, "./test/bench/minicheck", "")
-	for _, mode := range []string{"ok", "hang", "crash", "orphan", "logflood", "memhog", "metricflood"} {
+	for _, mode := range []string{"ok", "hang", "crash", "orphan", "logflood", "memhog", "metricflood", "forkbomb", "escape", "childhog"} {
 		b.faulty[mode] = filepath.Join(dir, "test-plugins", "faulty-"+mode)
 		build(b.faulty[mode], "./test/plugins/faulty", "-X main.mode="+mode)
 	}

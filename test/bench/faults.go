@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -53,6 +54,9 @@ func runFaults(s *scope, out io.Writer) {
 	section("sysctl", func(s *scope) []faultRow { return faultSysctl(s, b) })
 	section("bad-input", func(s *scope) []faultRow { return faultBadInput(s, b, out) })
 	section("supervisor", func(s *scope) []faultRow { return faultSupervisor(s, b) })
+	section("burst", func(s *scope) []faultRow { return faultBurst(s, b) })
+	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
+	section("cgroup", func(s *scope) []faultRow { return faultCgroups(s, b) })
 	section("ipam-kill", func(s *scope) []faultRow { return faultIPAMKill(s, b) })
 	section("ipam-etcd", faultEtcd)
 	section("ipam-etcd-agents", func(s *scope) []faultRow { return faultIPAMEtcdAgents(s, b) })
@@ -108,13 +112,13 @@ func classify(k loadKind, resp control.CheckResponse, code int, err error) (stri
 	for i, a := range resp.Addresses {
 		o := outRight
 		switch {
-		case a.Verdict == k.want[i]:
+		case string(a.Verdict) == k.want[i]:
 		case a.Verdict == "error":
 			o = outError
 		case a.Verdict == "pass" && k.want[i] == "block":
 			o = outWrong
 			for _, d := range a.Detectors {
-				if d.Skipped && strings.Contains(d.Reason, "fail-open") {
+				if d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 					o = outFailOpen
 				}
 			}
@@ -441,16 +445,16 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 				continue
 			}
 			for _, ad := range resp.Addresses {
-				v := ad.Verdict
+				v := string(ad.Verdict)
 				for _, d := range ad.Detectors {
-					if v == "pass" && d.Skipped && strings.Contains(d.Reason, "fail-open") {
+					if v == "pass" && d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 						v = "fail-open pass"
 					}
 				}
 				verdicts[v]++
 				for _, d := range ad.Detectors {
 					if d.Name != "ip-conflict" && d.Name != "gateway-detector" && reason == "" {
-						reason = d.Verdict + ": " + d.Reason
+						reason = string(d.Verdict) + ": " + d.Reason
 					}
 				}
 			}
@@ -1016,7 +1020,7 @@ func badFrames(s *scope, l *lab, evilHost *netlab.Host, a *agent, out io.Writer)
 		got := seen.count(len(frame)) - before
 		verdict := "?"
 		if err == nil && code == 200 && len(resp.Addresses) == 1 {
-			verdict = resp.Addresses[0].Verdict
+			verdict = string(resp.Addresses[0].Verdict)
 		} else {
 			verdict = fmt.Sprintf("%d %v", code, err)
 		}

@@ -132,7 +132,7 @@ func busyChecks(a *agent, stop <-chan struct{}) <-chan map[string]int {
 			case err != nil || code != http.StatusOK:
 				v["refused"]++
 			default:
-				v[resp.Verdict]++
+				v[string(resp.Verdict)]++
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -18,10 +18,8 @@ func TestGatewayDetector(t *testing.T) {
 	t.Run("checks", func(t *testing.T) {
 		t.Run("IPv4 present", func(t *testing.T) {
 			t.Parallel()
-			// ConflictChecked, but use_candidate_as_sender is off: the
-			// probe still goes out from 0.0.0.0.
+			// The probe goes out from 0.0.0.0, never from the candidate.
 			r := req(l.Node, "10.0.0.60/24", netlab.GW4)
-			r.ConflictChecked = true
 			res := check(t, c, r, sdk.VerdictPass, "gateway 10.0.0.1 answered from "+netlab.GwMAC+" in ", "s on eth0")
 			evidence(t, res, "family", "ipv4", "responder_mac", netlab.GwMAC, "evidence", "arp-reply", "sender", "0.0.0.0")
 		})
@@ -73,25 +71,6 @@ func TestGatewayDetector(t *testing.T) {
 	if out := netlab.IP(t, l.GW.NS, "neigh", "show", "10.0.0.60"); out != "" {
 		t.Errorf("the default gateway probe wrote the candidate into the gateway's cache: %q", out)
 	}
-
-	// With use_candidate_as_sender, a conflict-checked candidate is the
-	// sender, and lands in the gateway's cache (Spiderpool issue 4475); an
-	// unchecked one is not used.
-	t.Run("use_candidate_as_sender", func(t *testing.T) {
-		cs := serve(t, gatewaydetector.New(nil), "use_candidate_as_sender = true\n", dualStack)
-		res := check(t, cs, req(l.Node, "10.0.0.61/24", netlab.GW4), sdk.VerdictPass)
-		evidence(t, res, "sender", "0.0.0.0")
-		r := req(l.Node, "10.0.0.62/24", netlab.GW4)
-		r.ConflictChecked = true
-		res = check(t, cs, r, sdk.VerdictPass, netlab.GwMAC)
-		evidence(t, res, "sender", "10.0.0.62")
-		netlab.WaitFor(t, "the gateway's neighbour entry for the sender", func() (bool, error) {
-			return netlab.IP(t, l.GW.NS, "neigh", "show", "10.0.0.62") != "", nil
-		})
-		if out := netlab.IP(t, l.GW.NS, "neigh", "show", "10.0.0.61"); out != "" {
-			t.Errorf("an unchecked candidate reached the gateway's cache: %q", out)
-		}
-	})
 
 	t.Run("IPv6 disabled", func(t *testing.T) {
 		c4 := serve(t, gatewaydetector.New(nil), "", sdk.AgentSettings{EnableIPv4: true})

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
@@ -35,7 +34,7 @@ func getHealth(t *testing.T, a *agenttest.Agent, path string) (int, healthBody) 
 
 func TestHealthEndpoints(t *testing.T) {
 	a := agenttest.Start(t, bins, agenttest.Options{})
-	took := a.WaitReady(10 * time.Second)
+	took := a.WaitReady(agenttest.ReadyTimeout)
 	t.Logf("ready after %v", took)
 	for _, path := range []string{"/v1/runtime/startup", "/v1/runtime/readiness", "/v1/runtime/liveness"} {
 		code, hb := getHealth(t, a, path)

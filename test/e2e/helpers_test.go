@@ -13,7 +13,7 @@ import (
 
 func status(t *testing.T, a *agenttest.Agent) state.Agent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := (&control.Client{SocketPath: a.Socket}).Status(ctx)
 	if err != nil {
@@ -47,7 +47,7 @@ func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) c
 		}
 		req.Addresses = append(req.Addresses, ar)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, req)
 	if err != nil || code != 200 {

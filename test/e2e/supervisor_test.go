@@ -35,7 +35,7 @@ func TestStoppedPluginIsReplaced(t *testing.T) {
 	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts + `
 plugin "ip-conflict" { timeout = "500ms" }
 `})
-	a.WaitReady(10 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
 	sigstop(t, victim.PID)
 	stopped := time.Now()
@@ -59,8 +59,17 @@ plugin "ip-conflict" { timeout = "500ms" }
 		time.Sleep(10 * time.Millisecond)
 	}
 	// status says which limits the plugins run under.
-	if !strings.HasPrefix(after.Limits, "memory 1024 MiB (RLIMIT_DATA; GOMEMLIMIT 921 MiB); log 100 lines/s, burst 500") {
-		t.Errorf("plugin limits %q, want the defaults", after.Limits)
+	// Plugin cgroups are in force where the agent sees a cgroup file
+	// system. `ip netns exec`, which starts the agent here, mounts a
+	// fresh /sys without them: then the line must say so.
+	want := "memory 1024 MiB (RLIMIT_DATA per process; GOMEMLIMIT 921 MiB); processes unlimited (256 wanted, no pids cgroup); tree kill by process group and environment mark [no cgroup ("
+	if mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", a.PID())); err != nil {
+		t.Fatal(err)
+	} else if strings.Contains(string(mi), " - cgroup2 ") || strings.Contains(string(mi), " - cgroup ") {
+		want = "memory 1024 MiB (cgroup, whole tree; RLIMIT_DATA per process; GOMEMLIMIT 921 MiB); processes 256 (cgroup pids.max); tree kill by cgroup [cgroup v"
+	}
+	if !strings.HasPrefix(after.Limits, want) || !strings.HasSuffix(after.Limits, "]; log 100 lines/s, burst 500") {
+		t.Errorf("plugin limits %q, want the defaults: %s...", after.Limits, want)
 	}
 	if out, errOut, _ := a.CLI("status", "--socket", a.Socket); !strings.Contains(out, "plugin limits: memory 1024 MiB") {
 		t.Errorf("status does not show the plugin limits:\n%s%s", out, errOut)
@@ -76,7 +85,7 @@ func TestSIGTERMWithAStoppedPlugin(t *testing.T) {
 shutdown_timeout = "2s"
 plugin "ip-conflict" { timeout = "10s" }
 `})
-	a.WaitReady(10 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
 	sigstop(t, victim.PID)
 	begin := time.Now()
@@ -146,7 +155,7 @@ plugin "orphan" { path = %q }
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	a.WaitFor("/v1/runtime/startup", http.StatusOK, 15*time.Second)
+	a.WaitFor("/v1/runtime/startup", http.StatusOK, agenttest.ReadyTimeout)
 	most := 0
 	deadline := time.Now().Add(60 * time.Second)
 	for pluginState(t, a, "orphan").State != "disabled" {

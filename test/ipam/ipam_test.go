@@ -489,3 +489,27 @@ pool "r" {
 		t.Fatalf("pools after refused removal: %+v", ps)
 	}
 }
+
+// TestFreshInterfaceWithDAD: a workload interface as a CNI main plugin
+// leaves it - down, with the kernel's DAD on - is raised for the probe;
+// the IPv6 gateway probe needs the link-local, which DAD keeps tentative
+// for about a second. The allocation waits for it rather than failing
+// with "no usable IPv6 link-local address" (it did before the wait).
+func TestFreshInterfaceWithDAD(t *testing.T) {
+	lan := netlab.NewStdLAN(t)
+	a := startIPAM(t, agentOpts{pools: lanPools})
+	wl := workload(t, lan.LAN, "wl1", "02:00:00:00:01:01", true)
+	// Flush the link-local the first up made, and turn DAD on as a fresh
+	// namespace has it.
+	netlab.IP(t, wl.NS, "addr", "flush", "dev", "eth0")
+	netlab.Sysctl(t, wl.NS, "net.ipv6.conf.eth0.accept_dad", "1", "net.ipv6.conf.eth0.dad_transmits", "1")
+	start := time.Now()
+	att, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: "dad1", Interface: "eth0", Netns: wl.Path, Pools: []string{"lan6"}})
+	if err != nil {
+		t.Fatalf("allocate on a fresh interface with DAD: %v", err)
+	}
+	t.Logf("%s after %v (the link-local's DAD included)", att.Addresses[0].Address, time.Since(start))
+	if link := netlab.IP(t, wl.NS, "-o", "link", "show", "eth0"); strings.Contains(link, ",UP") {
+		t.Errorf("eth0 left up after the probe: %s", link)
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -291,24 +292,11 @@ func (l *LAN) WaitReady(h *Host) {
 	})
 }
 
-// WaitFor polls cond every millisecond until it holds (5 s at most). It is
+// WaitFor polls cond until it holds (5 s at most; see test/poll). It is
 // for state the kernel reaches on its own, not for synchronising goroutines.
 func WaitFor(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok, err := cond()
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
+	poll.Until(t, 5*time.Second, what, cond)
 }
 
 // StdLAN is a LAN with a node (no IPv4 address, link-local IPv6 only), a

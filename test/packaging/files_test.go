@@ -84,8 +84,9 @@ func TestPackagedConfig(t *testing.T) {
 		t.Errorf("plugin_dir = %q, want the package's /usr/lib/spiderpool/plugins", cfg.PluginDir)
 	}
 	for _, s := range cfg.Settings() {
-		if s.Source.Kind == config.KindFile && s.Key != "plugin_dir" {
-			t.Errorf("config.hcl sets %s = %s (%s); keep the packaged file to plugin_dir", s.Key, s.Value, s.Source.Where)
+		// gops_port = 0: gops is off in the package (no conf.yml key sets it).
+		if s.Source.Kind == config.KindFile && s.Key != "plugin_dir" && s.Key != "gops_port" {
+			t.Errorf("config.hcl sets %s = %s (%s); keep the packaged file to plugin_dir and gops_port", s.Key, s.Value, s.Source.Where)
 		}
 	}
 	if cfg.SocketPath != "/run/other/spiderpool.sock" || cfg.EnableIPv6 {
@@ -104,6 +105,11 @@ func TestPackagedConfig(t *testing.T) {
 	}
 	if cfg.SocketPath != config.DefaultSocketPath || len(cfg.Plugins) != 3 {
 		t.Errorf("socket_path %q, %d plugins; want the defaults", cfg.SocketPath, len(cfg.Plugins))
+	}
+	// Issue 10 item 5: gops lets any local user drive the daemon; the
+	// package turns it off.
+	if cfg.GopsPort != 0 {
+		t.Errorf("gops_port = %d in the packaged config, want 0 (off)", cfg.GopsPort)
 	}
 	for _, p := range cfg.Plugins {
 		if !p.Enabled {

@@ -141,7 +141,7 @@ func has(m notifyMsg, key, value string) bool { return m.fields[key] == value }
 // is unchanged.
 func slowPlugin(t *testing.T, real string, delay time.Duration) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "slow-"+filepath.Base(real))
+	path := filepath.Join(agenttest.TrustedTempDir(t), "slow-"+filepath.Base(real))
 	script := fmt.Sprintf("#!/bin/sh\nsleep %.1f\nexec %s \"$@\"\n", delay.Seconds(), real)
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)

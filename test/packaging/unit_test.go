@@ -26,7 +26,10 @@ const unitName = "spiderpool-agent.service"
 // --offline=true packaging/spiderpool-agent.service` reported for the unit
 // as committed (systemd 252, Debian 12). A change that raises it fails
 // TestUnitSecurityExposure; one that lowers it should lower this too.
-const maxExposure = 2.6
+// 2.6 became 2.8 with Delegate=yes and ProtectControlGroups=no (0.1 each,
+// rounded): the plugins' cgroups, which bound their processes and memory
+// and end their trees, need a writable, delegated service cgroup.
+const maxExposure = 2.8
 
 // unit is a parsed unit file: section -> key -> values, in file order.
 type unit map[string]map[string][]string
@@ -178,6 +181,10 @@ func TestUnitSettings(t *testing.T) {
 		"DynamicUser":     "yes",
 		"NoNewPrivileges": "yes",
 		"ProtectSystem":   "strict",
+		// Plugin cgroups: the service's cgroup is the agent's to divide,
+		// and writable.
+		"Delegate":             "yes",
+		"ProtectControlGroups": "no",
 	}
 	for k, v := range want {
 		if got := u.get(svc, k); got != v {
@@ -192,6 +199,11 @@ func TestUnitSettings(t *testing.T) {
 	// wait longer before it kills the cgroup.
 	if stop := systemdDuration(t, u.get(svc, "TimeoutStopSec")); stop <= config.DefaultShutdownTimeout {
 		t.Errorf("TimeoutStopSec=%v is not longer than the agent's shutdown_timeout %v", stop, config.DefaultShutdownTimeout)
+	}
+	// TasksMax= is a backstop over the agent and all its plugins: it must
+	// leave room for the built-in plugins at their default pids limit.
+	if tm, err := strconv.Atoi(u.get(svc, "TasksMax")); err != nil || tm < 4*config.DefaultPluginPidsMax {
+		t.Errorf("TasksMax=%q, want a number >= %d (the agent and 3 plugins at plugin_pids_max %d)", u.get(svc, "TasksMax"), 4*config.DefaultPluginPidsMax, config.DefaultPluginPidsMax)
 	}
 	if wd := u.get(svc, "WatchdogSec"); wd == "" || systemdDuration(t, wd) <= 0 {
 		t.Errorf("WatchdogSec=%q: the agent sends WATCHDOG=1 and the unit must ask for it", wd)

@@ -75,6 +75,21 @@ func TestInterfaceUnusable(t *testing.T) {
 			t.Fatalf("no new socket for the new interface (opened %d, before %d)", got, opened)
 		}
 	})
+	t.Run("replaced between checks", func(t *testing.T) {
+		// CNI DEL then ADD in one namespace: the interface is deleted and
+		// created again under the same name with no check in between. The
+		// first check after must use the new interface, not fail on the
+		// old socket.
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port)
+		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
+		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
+		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
+		l.WaitReady(l.Node)
+		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
+		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
+	})
 }
 
 // Our own probes come back to us through a hairpinned bridge port. They must
@@ -164,7 +179,17 @@ func TestBusyTrafficDeadline(t *testing.T) {
 		return e.Stats().FramesReceived > before+1000, nil
 	})
 	for _, a := range []string{netlab.Free4, netlab.Free6} {
-		res := mustConflict(t, e, on(l.Node, a), probe.Params{})
+		res, err := e.CheckConflict(t.Context(), on(l.Node, a), probe.Params{})
+		if errors.Is(err, probe.ErrUnproven) {
+			// A reader that cannot keep up with the flood (a -race build on
+			// a loaded machine) cannot prove silence: an error, which is
+			// right; only a Free answer has a deadline to keep.
+			t.Logf("%s under the flood: %v", a, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
 		expect(t, res, probe.Free, "")
 		// A deadline that each frame pushed back would never end under
 		// the flood; the slack is for a loaded CI machine, not the engine.
@@ -172,8 +197,13 @@ func TestBusyTrafficDeadline(t *testing.T) {
 			t.Fatalf("%s: a 100ms window took %v under load", a, res.Elapsed)
 		}
 	}
-	res := mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{})
-	expect(t, res, probe.Conflict, netlab.BusyMAC)
+	res, err := e.CheckConflict(t.Context(), on(l.Node, netlab.Busy6), probe.Params{})
+	if !errors.Is(err, probe.ErrUnproven) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		expect(t, res, probe.Conflict, netlab.BusyMAC)
+	}
 	t.Logf("flood: %d frames sent, engine received %d", sent.Load(), e.Stats().FramesReceived-before)
 }
 

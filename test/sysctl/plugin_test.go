@@ -20,6 +20,7 @@ import (
 	sysctltuner "github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // serveEnv turns this test binary into the sysctl-tuner plugin: the plugin
@@ -154,18 +155,10 @@ func metricValue(t *testing.T, c *sdk.Client, name string, labels map[string]str
 	return 0
 }
 
-// waitFor polls cond every 10ms for up to 5s.
+// waitFor polls cond for up to 5s (test/poll).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		<-tick.C
-	}
+	poll.Until(t, 5*time.Second, what, poll.Bool(cond))
 }
 
 // TestPluginInNamespace serves the real plugin as a process inside a fresh

@@ -159,13 +159,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			conn, err := d.DialContext(ctx, "unix", sock)
+			if err != nil {
+				return nil, err
+			}
+			if err := trustPeer(conn.(*net.UnixConn), sock); err != nil {
+				conn.Close()
+				return nil, err
+			}
+			return conn, nil
 		},
 		DisableKeepAlives: true,
 	}}
 	res, err := hc.Do(req)
 	if err != nil {
+		var up *UntrustedPeerError
 		switch {
+		case errors.As(err, &up):
+			return up
 		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
 			return &NotRunningError{Path: sock, Err: err}
 		case errors.Is(err, fs.ErrPermission):

@@ -16,6 +16,9 @@
 //
 // Errors are ErrorBody: a 400 names the field; other errors carry a Code
 // a caller can act on (CodeTryAgain: retry later; CodePoolFull, ...).
+//
+// The client believes only a trusted process on the socket (SO_PEERCRED,
+// the rule of core/control's client; see peer.go).
 package ipamapi
 
 import (

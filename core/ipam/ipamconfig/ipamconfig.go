@@ -23,12 +23,10 @@ package ipamconfig
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -36,16 +34,17 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
-// Limits of the directory.
+// Limits of the directory. Each file has the bounds of the agent's own
+// configuration files (config.ReadFile: regular, at most 1 MiB).
 const (
-	MaxFileBytes = 1 << 20
-	MaxFiles     = 256
-	MaxPools     = 1024
+	MaxFiles = 256
+	MaxPools = 1024
 )
 
 // Error lists every problem of the directory.
@@ -122,7 +121,7 @@ func (l *loader) errAt(rng hcl.Range, summary, detail string) {
 }
 
 func (l *loader) file(path string) {
-	src, err := readBounded(path)
+	src, err := config.ReadFile(path)
 	if err != nil {
 		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unreadable file", Detail: err.Error(),
 			Subject: &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos}})
@@ -142,31 +141,6 @@ func (l *loader) file(path string) {
 	for _, blk := range content.Blocks {
 		l.pool(blk)
 	}
-}
-
-// readBounded reads a regular file of at most MaxFileBytes. It opens
-// without blocking, so a FIFO planted in the directory cannot hang a load.
-func readBounded(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxFileBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, MaxFileBytes)
-	}
-	return b, nil
 }
 
 func (l *loader) pool(blk *hcl.Block) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,13 +22,14 @@ const (
 	ReasonInterface = "interface" // missing, down, no carrier, NOARP, no MAC, no IPv6 link-local
 	ReasonSend      = "send"      // the first probe could not be sent after every retry
 	ReasonNetns     = "netns"     // the network namespace could not be opened or entered
+	ReasonUnproven  = "unproven"  // silence could not be proven: frames dropped or unread on this host (overload)
 	ReasonTimeout   = "timeout"   // the agent's deadline ran out or the check was cancelled
 	ReasonInvalid   = "invalid"   // the request itself is wrong (no address, family mismatch)
 	ReasonOther     = "other"     // anything else (e.g. the plugin is shut down)
 )
 
 // Reasons lists every error reason, in the order metrics report them.
-var Reasons = []string{ReasonInterface, ReasonSend, ReasonNetns, ReasonTimeout, ReasonInvalid, ReasonOther}
+var Reasons = []string{ReasonInterface, ReasonSend, ReasonNetns, ReasonUnproven, ReasonTimeout, ReasonInvalid, ReasonOther}
 
 // Classify maps a check's error to one of Reasons.
 func Classify(err error) string {
@@ -42,13 +42,12 @@ func Classify(err error) string {
 		return ReasonSend
 	case errors.Is(err, probe.ErrInvalid):
 		return ReasonInvalid
+	case errors.Is(err, probe.ErrNetns):
+		return ReasonNetns
+	case errors.Is(err, probe.ErrUnproven):
+		return ReasonUnproven
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return ReasonTimeout
-	case strings.Contains(err.Error(), "network namespace"):
-		// The engine has no sentinel for these; its namespace errors
-		// ("open network namespace /x: ...", "enter network namespace")
-		// all say so.
-		return ReasonNetns
 	}
 	return ReasonOther
 }
@@ -174,18 +173,18 @@ func (k *Kit) Configure(req sdk.ConfigureRequest, extra any) error {
 	if k.closed {
 		return errors.New("the plugin is shut down")
 	}
-	if opts.IdleTimeout != k.opts.IdleTimeout {
+	if opts.IdleTimeout != k.opts.IdleTimeout || opts.ProbeRate != k.opts.ProbeRate {
 		old := k.eng
 		k.eng = &engineRef{e: probe.NewEngine(opts.EngineOptions())}
 		go func() {
 			old.running.Wait()
 			_ = old.e.Close()
 		}()
-		k.log.Info("new probe engine", "idle_timeout", opts.IdleTimeout)
+		k.log.Info("new probe engine", "idle_timeout", opts.IdleTimeout, "probe_rate", opts.ProbeRate)
 	}
 	k.opts, k.agent = opts, req.Agent
 	k.log.Info("configured", "window", opts.Window.String(), "retries", opts.Retries, "probes", opts.Probes,
-		"idle_timeout", opts.IdleTimeout.String(), "ipv4", req.Agent.EnableIPv4, "ipv6", req.Agent.EnableIPv6)
+		"idle_timeout", opts.IdleTimeout.String(), "probe_rate", opts.ProbeRate, "ipv4", req.Agent.EnableIPv4, "ipv6", req.Agent.EnableIPv6)
 	return nil
 }
 
@@ -267,6 +266,9 @@ func (k *Kit) probe(ctx context.Context, req sdk.CheckRequest, c Check, fam stri
 	if res.SendErrors > 0 {
 		ev["send_errors"] = strconv.Itoa(res.SendErrors)
 	}
+	if res.Rounds > 1 {
+		ev["rounds"] = strconv.Itoa(res.Rounds)
+	}
 	if res.Responder != nil {
 		ev["responder_mac"] = res.Responder.String()
 		ev["rtt"] = FormatDuration(res.RTT)
@@ -294,6 +296,7 @@ type HealthDetail struct {
 	Window      string `json:"window"`
 	Retries     int    `json:"retries"`
 	Probes      int    `json:"probes"`
+	ProbeRate   int    `json:"probe_rate"`
 	IPv4        bool   `json:"ipv4"`
 	IPv6        bool   `json:"ipv6"`
 }
@@ -313,6 +316,7 @@ func (k *Kit) Health(context.Context) sdk.Health {
 		Window:      opts.Window.String(),
 		Retries:     opts.Retries,
 		Probes:      opts.Probes,
+		ProbeRate:   opts.ProbeRate,
 		IPv4:        agent.EnableIPv4,
 		IPv6:        agent.EnableIPv6,
 	}}
@@ -323,7 +327,7 @@ func (k *Kit) Metrics(context.Context) []sdk.Sample {
 	k.mu.RLock()
 	ref := k.eng
 	k.mu.RUnlock()
-	return k.m.samples(k.names, ref.e.Stats().SocketsOpen)
+	return k.m.samples(k.names, ref.e.Stats())
 }
 
 // Shutdown implements sdk.Plugin: it closes the engine; checks still running

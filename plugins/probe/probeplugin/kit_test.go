@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"strings"
@@ -28,8 +29,13 @@ func TestClassify(t *testing.T) {
 		{fmt.Errorf("%w: no address given", probe.ErrInvalid), ReasonInvalid},
 		{fmt.Errorf("cannot probe eth0: %w", context.DeadlineExceeded), ReasonTimeout},
 		{fmt.Errorf("cannot probe eth0: %w", context.Canceled), ReasonTimeout},
-		{errors.New("cannot probe eth0 (netns /x): network namespace /x: stat /x: no such file or directory"), ReasonNetns},
-		{errors.New("cannot probe eth0 (netns /x): enter network namespace /x: operation not permitted"), ReasonNetns},
+		// By sentinel, not by text: the old text without it is "other".
+		{fmt.Errorf("cannot probe eth0 (netns /x): %w: open /x: %w", probe.ErrNetns, fs.ErrNotExist), ReasonNetns},
+		{fmt.Errorf("cannot probe eth0 (netns /x): %w: enter /x: operation not permitted", probe.ErrNetns), ReasonNetns},
+		{errors.New("cannot probe eth0 (netns /x): enter network namespace /x: operation not permitted"), ReasonOther},
+		// A path that is no network namespace is a bad request.
+		{fmt.Errorf("cannot probe eth0 (netns /x): %w: %w: /x is a FIFO", probe.ErrNetns, probe.ErrInvalid), ReasonInvalid},
+		{fmt.Errorf("cannot probe eth0: %w after 3 rounds (dropped)", probe.ErrUnproven), ReasonUnproven},
 		{fmt.Errorf("cannot probe eth0: %w", probe.ErrClosed), ReasonOther},
 		{errors.New("something else"), ReasonOther},
 	}
@@ -190,7 +196,7 @@ func TestKitMetrics(t *testing.T) {
 	k := newTestKit(t, true)
 	ss := k.Metrics(ctx)
 	// Every known series exists from the start, at zero.
-	if n := len(ss); n != 8+2+2+len(Reasons)+3 {
+	if n := len(ss); n != 8+2+2+len(Reasons)+3+2 {
 		t.Errorf("%d samples at start", n)
 	}
 	for _, s := range ss {

@@ -88,7 +88,7 @@ func (m *metrics) checksTotal() uint64 {
 }
 
 // samples reports every series and takes the summaries' observations.
-func (m *metrics) samples(n Names, socketsOpen int) []sdk.Sample {
+func (m *metrics) samples(n Names, st probe.Stats) []sdk.Sample {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := n.Prefix + "_"
@@ -124,8 +124,11 @@ func (m *metrics) samples(n Names, socketsOpen int) []sdk.Sample {
 			Help: "Time from the first probe to the answer, in seconds (an upper bound with several probes)."})
 		m.rtts = nil
 	}
-	out = append(out, sdk.Sample{Name: p + "sockets_open", Type: sdk.Gauge, Value: float64(socketsOpen),
-		Help: "Packet sockets open now, one per network namespace and interface."})
+	out = append(out, sdk.Sample{Name: p + "sockets_open", Type: sdk.Gauge, Value: float64(st.SocketsOpen),
+		Help: "Packet sockets open now, one per network namespace and interface."},
+		counter(p+"kernel_drops_total", "Frames the kernel dropped on the probe sockets (receive buffer full); a window with a drop is probed again. Restarts from 0 when a reload replaces the engine.", st.KernelDrops),
+		counter(p+"extra_rounds_total", "Windows probed again because the silence of one could not be proven (drops, frames unread at its end). Restarts from 0 when a reload replaces the engine.", st.ExtraRounds),
+	)
 	return out
 }
 

@@ -5,11 +5,7 @@ package probeplugin
 import (
 	"errors"
 	"fmt"
-	"reflect"
-	"strconv"
 	"time"
-
-	"github.com/hashicorp/hcl/v2"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
@@ -20,6 +16,8 @@ const (
 	MaxWindow  = 10 * time.Second
 	MaxRetries = 10
 	MaxProbes  = 10
+	// MaxProbeRate bounds probe_rate; pacing that loose is no pacing.
+	MaxProbeRate = 100000
 )
 
 // Options are the config { } attributes every detector built on the probe
@@ -29,16 +27,18 @@ type Options struct {
 	Retries     int           `hcl:"retries,optional" help:"Retries when sending a probe fails; when the first probe cannot be sent after them the check is an error. 0 to 10."`
 	Probes      int           `hcl:"probes,optional" help:"Probes sent, spread evenly over the window; the check stops at the first decisive answer. 1 to 10."`
 	IdleTimeout time.Duration `hcl:"idle_timeout,optional" help:"How long a packet socket stays open after its last check; \"0s\" closes it at once."`
+	ProbeRate   int           `hcl:"probe_rate,optional" help:"Most probes per second this plugin sends on one interface, in bursts of up to a fiftieth of it; checks beyond it wait for their first probe. 1 to 100000."`
 }
 
 // DefaultOptions returns the defaults: a 100ms window, 3 retries, 3 probes,
-// sockets closed after 30s idle.
+// sockets closed after 30s idle, 4000 probes per second per interface.
 func DefaultOptions() Options {
 	return Options{
 		Window:      probe.DefaultWindow,
 		Retries:     probe.DefaultRetries,
 		Probes:      probe.DefaultProbes,
 		IdleTimeout: probe.DefaultIdleTimeout,
+		ProbeRate:   probe.DefaultProbeRate,
 	}
 }
 
@@ -62,6 +62,8 @@ func (o Options) Validate() error {
 		return &AttrError{"probes", fmt.Sprintf("%d is out of range: 1 to %d probes per window", o.Probes, MaxProbes)}
 	case o.IdleTimeout < 0:
 		return &AttrError{"idle_timeout", fmt.Sprintf("%q is negative", o.IdleTimeout.String())}
+	case o.ProbeRate < 1 || o.ProbeRate > MaxProbeRate:
+		return &AttrError{"probe_rate", fmt.Sprintf("%d is out of range: 1 to %d probes per second per interface", o.ProbeRate, MaxProbeRate)}
 	}
 	return nil
 }
@@ -83,7 +85,7 @@ func (o Options) EngineOptions() probe.Options {
 	if idle == 0 {
 		idle = -1
 	}
-	return probe.Options{IdleTimeout: idle}
+	return probe.Options{IdleTimeout: idle, ProbeRate: float64(o.ProbeRate)}
 }
 
 // Schema is the config schema of a detector: the shared attributes with
@@ -91,11 +93,7 @@ func (o Options) EngineOptions() probe.Options {
 // struct filled with its defaults (see sdk.SchemaOf). extra may be nil.
 func Schema(extra any) sdk.Schema {
 	d := DefaultOptions()
-	v, err := merged(&d, extra)
-	if err != nil {
-		panic(err)
-	}
-	return sdk.MustSchemaOf(v.Addr().Interface())
+	return sdk.MustSchemaOf(targets(&d, extra)...)
 }
 
 // Decode decodes a config block into opts (fill it with DefaultOptions
@@ -105,112 +103,22 @@ func Schema(extra any) sdk.Schema {
 // Every error is an *sdk.ConfigError naming file:line:column, a range error
 // included.
 func Decode(raw sdk.RawConfig, opts *Options, extra any) error {
-	v, err := merged(opts, extra)
-	if err != nil {
+	if err := raw.Decode(targets(opts, extra)...); err != nil {
 		return err
 	}
-	if err := raw.Decode(v.Addr().Interface()); err != nil {
-		return err
-	}
-	split(v, opts, extra)
 	if err := opts.Validate(); err != nil {
-		return positioned(raw, err)
+		var ae *AttrError
+		if errors.As(err, &ae) {
+			return raw.AttrError(ae.Attr, ae.Msg)
+		}
+		return err
 	}
 	return nil
 }
 
-// positioned turns an *AttrError into an *sdk.ConfigError pointing at the
-// attribute in the block.
-func positioned(raw sdk.RawConfig, err error) error {
-	var ae *AttrError
-	if !errors.As(err, &ae) {
-		return err
+func targets(opts *Options, extra any) []any {
+	if extra == nil {
+		return []any{opts}
 	}
-	d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: fmt.Sprintf("Invalid value for %q", ae.Attr), Detail: ae.Msg}
-	if body, diags := raw.Parse(); !diags.HasErrors() {
-		if attrs, _ := body.JustAttributes(); attrs[ae.Attr] != nil {
-			rng := attrs[ae.Attr].Expr.Range()
-			d.Subject = &rng
-		}
-	}
-	if d.Subject == nil {
-		// Not in the block (cannot happen with valid defaults): name the
-		// block itself.
-		d.Subject = &hcl.Range{Filename: raw.Filename, Start: raw.Start, End: raw.Start}
-	}
-	return &sdk.ConfigError{Diagnostics: hcl.Diagnostics{d}}
-}
-
-// merged builds one struct holding the hcl-tagged fields of *opts and of
-// extra, with their current values, so that the SDK decodes the block in one
-// pass: unknown attributes are found against both sets.
-func merged(opts *Options, extra any) (reflect.Value, error) {
-	parts := []reflect.Value{reflect.ValueOf(opts).Elem()}
-	if extra != nil {
-		ev := reflect.ValueOf(extra)
-		if ev.Kind() != reflect.Pointer || ev.IsNil() || ev.Elem().Kind() != reflect.Struct {
-			return reflect.Value{}, fmt.Errorf("probeplugin: extra config must be a pointer to a struct, got %T", extra)
-		}
-		parts = append(parts, ev.Elem())
-	}
-	var fields []reflect.StructField
-	seen := map[string]bool{}
-	for _, p := range parts {
-		for _, i := range taggedFields(p.Type()) {
-			sf := p.Type().Field(i)
-			name := hclName(sf)
-			if seen[name] {
-				return reflect.Value{}, fmt.Errorf("probeplugin: attribute %q is defined twice", name)
-			}
-			seen[name] = true
-			fields = append(fields, reflect.StructField{Name: "F" + strconv.Itoa(len(fields)), Type: sf.Type, Tag: sf.Tag})
-		}
-	}
-	v := reflect.New(reflect.StructOf(fields)).Elem()
-	n := 0
-	for _, p := range parts {
-		for _, i := range taggedFields(p.Type()) {
-			v.Field(n).Set(p.Field(i))
-			n++
-		}
-	}
-	return v, nil
-}
-
-// split copies the decoded values back.
-func split(v reflect.Value, opts *Options, extra any) {
-	parts := []reflect.Value{reflect.ValueOf(opts).Elem()}
-	if extra != nil {
-		parts = append(parts, reflect.ValueOf(extra).Elem())
-	}
-	n := 0
-	for _, p := range parts {
-		for _, i := range taggedFields(p.Type()) {
-			p.Field(i).Set(v.Field(n))
-			n++
-		}
-	}
-}
-
-func taggedFields(t reflect.Type) []int {
-	var out []int
-	for i := 0; i < t.NumField(); i++ {
-		if sf := t.Field(i); sf.IsExported() && hclName(sf) != "" {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-func hclName(sf reflect.StructField) string {
-	tag, ok := sf.Tag.Lookup("hcl")
-	if !ok {
-		return ""
-	}
-	for i := 0; i < len(tag); i++ {
-		if tag[i] == ',' {
-			return tag[:i]
-		}
-	}
-	return tag
+	return []any{opts, extra}
 }

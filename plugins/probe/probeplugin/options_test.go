@@ -35,6 +35,8 @@ func TestValidate(t *testing.T) {
 		{"eleven probes", func(o *Options) { o.Probes = 11 }, "probes", "11 is out of range"},
 		{"idle zero", func(o *Options) { o.IdleTimeout = 0 }, "", ""},
 		{"idle negative", func(o *Options) { o.IdleTimeout = -time.Second }, "idle_timeout", "negative"},
+		{"rate zero", func(o *Options) { o.ProbeRate = 0 }, "probe_rate", "out of range"},
+		{"rate too high", func(o *Options) { o.ProbeRate = MaxProbeRate + 1 }, "probe_rate", "out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,9 +92,10 @@ func TestSchema(t *testing.T) {
 	s := Schema(&extraConfig{Name: "x"})
 	want := []sdk.Attribute{
 		{Name: "window", Type: sdk.TypeDuration, Default: `"100ms"`},
-		{Name: "retries", Type: sdk.TypeNumber, Default: "3"},
-		{Name: "probes", Type: sdk.TypeNumber, Default: "3"},
+		{Name: "retries", Type: sdk.TypeInteger, Default: "3"},
+		{Name: "probes", Type: sdk.TypeInteger, Default: "3"},
 		{Name: "idle_timeout", Type: sdk.TypeDuration, Default: `"30s"`},
+		{Name: "probe_rate", Type: sdk.TypeInteger, Default: "4000"},
 		{Name: "flag", Type: sdk.TypeBool, Description: "a flag"},
 		{Name: "name", Type: sdk.TypeString, Default: `"x"`},
 	}
@@ -103,11 +106,11 @@ func TestSchema(t *testing.T) {
 		if a.Name != want[i].Name || a.Type != want[i].Type || a.Default != want[i].Default || a.Required {
 			t.Errorf("attribute %d = %+v, want %+v", i, a, want[i])
 		}
-		if i < 4 && a.Description == "" {
+		if i < 5 && a.Description == "" {
 			t.Errorf("attribute %q has no description", a.Name)
 		}
 	}
-	if got := Schema(nil); len(got.Attributes) != 4 {
+	if got := Schema(nil); len(got.Attributes) != 5 {
 		t.Errorf("Schema(nil) has %d attributes", len(got.Attributes))
 	}
 }
@@ -121,8 +124,9 @@ func TestDecode(t *testing.T) {
 		errPart string // "" = no error
 	}{
 		{"empty keeps defaults", "", DefaultOptions(), false, ""},
-		{"all set", "window = \"250ms\"\nretries = 0\nprobes = 1\nidle_timeout = \"0s\"\nflag = true\n",
-			Options{Window: 250 * time.Millisecond, Retries: 0, Probes: 1, IdleTimeout: 0}, true, ""},
+		{"all set", "window = \"250ms\"\nretries = 0\nprobes = 1\nidle_timeout = \"0s\"\nprobe_rate = 50\nflag = true\n",
+			Options{Window: 250 * time.Millisecond, Retries: 0, Probes: 1, IdleTimeout: 0, ProbeRate: 50}, true, ""},
+		{"rate out of range", "probe_rate = 0\n", Options{}, false, `agent.hcl:20:16: Invalid value for "probe_rate"`},
 		{"window out of range", "retries = 2\nwindow = \"11s\"\n", Options{}, false,
 			`agent.hcl:21:10: Invalid value for "window": "11s" is out of range`},
 		{"probes out of range", "probes = 0\n", Options{}, false, `agent.hcl:20:12: Invalid value for "probes"`},

@@ -43,16 +43,6 @@ var defaults = []builtin{
 	{"net.ipv4.conf.all.rp_filter", "0", familyIPv4 | familyIPv6},
 }
 
-// Defaults returns the built-in parameters (key and value) in their fixed
-// order, regardless of the IP family switches.
-func Defaults() []Param {
-	out := make([]Param, len(defaults))
-	for i, d := range defaults {
-		out[i] = Param{Key: d.key, Value: d.value, Default: true}
-	}
-	return out
-}
-
 // Settings is the tuner's configuration.
 //
 // The zero value disables both IP families, so that no default applies;

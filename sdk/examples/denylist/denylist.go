@@ -42,7 +42,10 @@ type Plugin struct {
 }
 
 // Interface guards: the compiler checks the contract.
-var _ sdk.Detector = (*Plugin)(nil)
+var (
+	_ sdk.Detector  = (*Plugin)(nil)
+	_ sdk.Validator = (*Plugin)(nil)
+)
 
 // New returns an unconfigured plugin.
 func New(log hclog.Logger) *Plugin { return &Plugin{log: log} }
@@ -61,20 +64,38 @@ func (p *Plugin) ConfigSchema() sdk.Schema {
 	return sdk.MustSchemaOf(&d)
 }
 
-// Configure implements sdk.Plugin. It validates everything before it
-// changes anything, so a bad reload leaves the old settings in force.
-func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+// parse decodes and checks a config block. ValidateConfig and Configure
+// both use it, so that what the dry run accepts Configure accepts too.
+func parse(raw sdk.RawConfig) (Config, []netip.Prefix, error) {
 	cfg := defaults()
-	if err := req.Config.Decode(&cfg); err != nil {
-		return err
+	if err := raw.Decode(&cfg); err != nil {
+		return Config{}, nil, err // a *sdk.ConfigError with file:line:col
 	}
 	deny := make([]netip.Prefix, 0, len(cfg.Deny))
 	for _, s := range cfg.Deny {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {
-			return fmt.Errorf("deny: %q is not a prefix such as 10.0.0.0/29: %w", s, err)
+			// Parses as HCL but is wrong: name the list element's position.
+			return Config{}, nil, raw.EntryError("deny", s, false, fmt.Sprintf("%q is not a prefix such as 10.0.0.0/29", s))
 		}
 		deny = append(deny, pfx.Masked())
+	}
+	return cfg, deny, nil
+}
+
+// ValidateConfig implements sdk.Validator: the agent's dry run before a
+// reload or in `config validate`.
+func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	_, _, err := parse(req.Config)
+	return err
+}
+
+// Configure implements sdk.Plugin. It validates everything before it
+// changes anything, so a bad reload leaves the old settings in force.
+func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	cfg, deny, err := parse(req.Config)
+	if err != nil {
+		return err
 	}
 	p.mu.Lock()
 	p.deny, p.reason = deny, cfg.Reason

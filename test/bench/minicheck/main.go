@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 func main() {
@@ -28,7 +29,7 @@ func main() {
 	switch {
 	case err != nil:
 		os.Exit(2)
-	case resp.Verdict == control.VerdictPass:
+	case resp.Verdict == state.VerdictPass:
 		os.Exit(0)
 	case len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "block":
 		os.Exit(1)

@@ -17,9 +17,21 @@
 //	          sake, should no limit stop it)
 //	metricflood  returns 1000 samples with new names from every
 //	          CollectMetrics: 500 valid, 500 invalid
+//	forkbomb  once configured, starts `sleep 600` children as fast as it
+//	          can, 2000 attempts at most (a bound for the tests' sake,
+//	          should no limit stop it), and logs how many were refused
+//	escape    once configured, double-forks a grandchild that leaves the
+//	          plugin's environment (an empty one), session and process
+//	          group and sleeps for ever; it carries FAULTY_TEST_TOKEN's
+//	          value in its argv for the tests to find it
+//	childhog  once configured, starts 4 children that each allocate and
+//	          touch 120 MiB (under any per-process limit of 128 MiB or
+//	          more) in 8 MiB steps and hold it
 //
 // Its config block takes `delay` (a duration before Check answers),
-// `verdict` ("pass" or "block") and `health` ("ready", "degraded", "failed").
+// `verdict` ("pass", "block", "skip" or "error"; anything else is refused at
+// its position by ValidateConfig and Configure) and `health` ("ready",
+// "degraded", "failed").
 package main
 
 import (
@@ -71,9 +83,27 @@ func (f *faulty) Info() sdk.Info {
 
 func (f *faulty) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&config{}) }
 
-func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+func parse(raw sdk.RawConfig) (config, error) {
 	cfg := config{Verdict: "pass", Health: "ready"}
-	if err := req.Config.Decode(&cfg); err != nil {
+	if err := raw.Decode(&cfg); err != nil {
+		return config{}, err
+	}
+	switch sdk.Verdict(cfg.Verdict) {
+	case sdk.VerdictPass, sdk.VerdictBlock, sdk.VerdictSkip, sdk.VerdictError:
+	default:
+		return config{}, raw.AttrError("verdict", fmt.Sprintf("%q is none of pass, block, skip, error", cfg.Verdict))
+	}
+	return cfg, nil
+}
+
+func (f *faulty) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	_, err := parse(req.Config)
+	return err
+}
+
+func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	cfg, err := parse(req.Config)
+	if err != nil {
 		return err
 	}
 	f.cfg = cfg
@@ -112,6 +142,26 @@ func (f *faulty) misbehave() {
 				fmt.Println("flooding stdout", i)
 			}
 		}()
+	case "forkbomb":
+		go forkbomb(f.log)
+	case "escape":
+		child := exec.Command(os.Args[0], "escape-a", os.Getenv("FAULTY_TEST_TOKEN"))
+		child.Env = []string{}
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Run(); err != nil {
+			f.log.Error("escape", "error", err)
+		} else {
+			f.log.Info("a grandchild escaped")
+		}
+	case "childhog":
+		for range 4 {
+			child := exec.Command(os.Args[0], "hog", os.Getenv("FAULTY_TEST_TOKEN"))
+			if err := child.Start(); err != nil {
+				f.log.Error("start hog", "error", err)
+				continue
+			}
+			go func() { _ = child.Wait() }()
+		}
 	case "memhog":
 		go func() {
 			time.Sleep(500 * time.Millisecond)
@@ -180,7 +230,61 @@ func (f *faulty) Metrics(context.Context) []sdk.Sample {
 	return []sdk.Sample{{Name: "faulty_up", Type: sdk.Gauge, Value: 1, Help: "Always 1."}}
 }
 
+// forkbomb starts children until 2000 attempts were made.
+func forkbomb(log hclog.Logger) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		log.Error("forkbomb", "error", err)
+		return
+	}
+	started, refused := 0, 0
+	for range 2000 {
+		c := exec.Command(sleep, "600")
+		if err := c.Start(); err != nil {
+			refused++
+			continue
+		}
+		started++
+		go func() { _ = c.Wait() }()
+	}
+	log.Info("forkbomb done", "started", started, "refused", refused)
+}
+
+// hoard allocates and touches n MiB in 8 MiB steps and holds it.
+func hoard(n int) {
+	var h [][]byte
+	for len(h)*8 < n {
+		b := make([]byte, 8<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		h = append(h, b)
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		time.Sleep(time.Hour)
+		h[0][0]++
+	}
+}
+
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "escape-a": // the middle of escape's double fork
+			gc := exec.Command(os.Args[0], append([]string{"escaped"}, os.Args[2:]...)...)
+			gc.Env = []string{}
+			if err := gc.Start(); err != nil {
+				os.Exit(1)
+			}
+			os.Exit(0)
+		case "escaped":
+			for {
+				time.Sleep(time.Hour)
+			}
+		case "hog":
+			hoard(120)
+		}
+	}
 	if os.Getenv(orphanEnv) != "" {
 		for { // an orphan that would live for ever
 			time.Sleep(time.Hour)

@@ -1157,12 +1157,9 @@ type CheckRequest struct {
 	// address is the candidate address in CIDR form, e.g. 10.0.0.7/24.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// gateway is the address's gateway, empty when none.
-	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	// conflict_checked is true when the address has already passed conflict detection,
-	// so a probe may use it as its sender address.
-	ConflictChecked bool `protobuf:"varint,5,opt,name=conflict_checked,json=conflictChecked,proto3" json:"conflict_checked,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	Gateway       string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -1221,13 +1218,6 @@ func (x *CheckRequest) GetGateway() string {
 		return x.Gateway
 	}
 	return ""
-}
-
-func (x *CheckRequest) GetConflictChecked() bool {
-	if x != nil {
-		return x.ConflictChecked
-	}
-	return false
 }
 
 type CheckResponse struct {
@@ -1298,42 +1288,6 @@ func (x *CheckResponse) GetDurationNanos() int64 {
 	return 0
 }
 
-type ApplyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ApplyRequest) Reset() {
-	*x = ApplyRequest{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ApplyRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ApplyRequest) ProtoMessage() {}
-
-func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
-func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
-}
-
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1342,7 +1296,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1308,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1321,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 type TunedKey struct {
@@ -1386,7 +1340,7 @@ type TunedKey struct {
 
 func (x *TunedKey) Reset() {
 	*x = TunedKey{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1352,7 @@ func (x *TunedKey) String() string {
 func (*TunedKey) ProtoMessage() {}
 
 func (x *TunedKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1365,7 @@ func (x *TunedKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunedKey.ProtoReflect.Descriptor instead.
 func (*TunedKey) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TunedKey) GetKey() string {
@@ -1473,7 +1427,7 @@ type TunerStatus struct {
 
 func (x *TunerStatus) Reset() {
 	*x = TunerStatus{}
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1439,7 @@ func (x *TunerStatus) String() string {
 func (*TunerStatus) ProtoMessage() {}
 
 func (x *TunerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_spiderpool_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1452,7 @@ func (x *TunerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunerStatus.ProtoReflect.Descriptor instead.
 func (*TunerStatus) Descriptor() ([]byte, []int) {
-	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TunerStatus) GetKeys() []*TunedKey {
@@ -1583,13 +1537,12 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x16CollectMetricsResponse\x126\n" +
 	"\asamples\x18\x01 \x03(\v2\x1c.spiderpool.plugin.v1.SampleR\asamples\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse\"\xa1\x01\n" +
+	"\x10ShutdownResponse\"\x8e\x01\n" +
 	"\fCheckRequest\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x14\n" +
 	"\x05netns\x18\x02 \x01(\tR\x05netns\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
-	"\agateway\x18\x04 \x01(\tR\agateway\x12)\n" +
-	"\x10conflict_checked\x18\x05 \x01(\bR\x0fconflictChecked\"\x93\x02\n" +
+	"\agateway\x18\x04 \x01(\tR\agatewayJ\x04\b\x05\x10\x06R\x10conflict_checked\"\x93\x02\n" +
 	"\rCheckResponse\x127\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1d.spiderpool.plugin.v1.VerdictR\averdict\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12M\n" +
@@ -1597,8 +1550,7 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eduration_nanos\x18\x04 \x01(\x03R\rdurationNanos\x1a;\n" +
 	"\rEvidenceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0e\n" +
-	"\fApplyRequest\"\x0f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
 	"\rStatusRequest\"\xc9\x01\n" +
 	"\bTunedKey\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -1632,18 +1584,18 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fVERDICT_PASS\x10\x01\x12\x11\n" +
 	"\rVERDICT_BLOCK\x10\x02\x12\x10\n" +
 	"\fVERDICT_SKIP\x10\x03\x12\x11\n" +
-	"\rVERDICT_ERROR\x10\x042\xbb\x04\n" +
+	"\rVERDICT_ERROR\x10\x042\x9e\x05\n" +
 	"\x06Plugin\x12Q\n" +
 	"\aGetInfo\x12$.spiderpool.plugin.v1.GetInfoRequest\x1a .spiderpool.plugin.v1.PluginInfo\x12c\n" +
 	"\x0fGetConfigSchema\x12,.spiderpool.plugin.v1.GetConfigSchemaRequest\x1a\".spiderpool.plugin.v1.ConfigSchema\x12\\\n" +
-	"\tConfigure\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12S\n" +
+	"\tConfigure\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12a\n" +
+	"\x0eValidateConfig\x12&.spiderpool.plugin.v1.ConfigureRequest\x1a'.spiderpool.plugin.v1.ConfigureResponse\x12S\n" +
 	"\x06Health\x12#.spiderpool.plugin.v1.HealthRequest\x1a$.spiderpool.plugin.v1.HealthResponse\x12k\n" +
 	"\x0eCollectMetrics\x12+.spiderpool.plugin.v1.CollectMetricsRequest\x1a,.spiderpool.plugin.v1.CollectMetricsResponse\x12Y\n" +
 	"\bShutdown\x12%.spiderpool.plugin.v1.ShutdownRequest\x1a&.spiderpool.plugin.v1.ShutdownResponse2\\\n" +
 	"\bDetector\x12P\n" +
-	"\x05Check\x12\".spiderpool.plugin.v1.CheckRequest\x1a#.spiderpool.plugin.v1.CheckResponse2\xa9\x01\n" +
-	"\x05Tuner\x12N\n" +
-	"\x05Apply\x12\".spiderpool.plugin.v1.ApplyRequest\x1a!.spiderpool.plugin.v1.TunerStatus\x12P\n" +
+	"\x05Check\x12\".spiderpool.plugin.v1.CheckRequest\x1a#.spiderpool.plugin.v1.CheckResponse2Y\n" +
+	"\x05Tuner\x12P\n" +
 	"\x06Status\x12#.spiderpool.plugin.v1.StatusRequest\x1a!.spiderpool.plugin.v1.TunerStatusBVZTgithub.com/spiderpool-agent/spiderpool-agent/sdk/proto/spiderpool/plugin/v1;pluginv1b\x06proto3"
 
 var (
@@ -1659,7 +1611,7 @@ func file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_spiderpool_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_spiderpool_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_spiderpool_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_spiderpool_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: spiderpool.plugin.v1.Kind
 	(HealthState)(0),               // 1: spiderpool.plugin.v1.HealthState
@@ -1684,12 +1636,11 @@ var file_spiderpool_plugin_v1_plugin_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),       // 20: spiderpool.plugin.v1.ShutdownResponse
 	(*CheckRequest)(nil),           // 21: spiderpool.plugin.v1.CheckRequest
 	(*CheckResponse)(nil),          // 22: spiderpool.plugin.v1.CheckResponse
-	(*ApplyRequest)(nil),           // 23: spiderpool.plugin.v1.ApplyRequest
-	(*StatusRequest)(nil),          // 24: spiderpool.plugin.v1.StatusRequest
-	(*TunedKey)(nil),               // 25: spiderpool.plugin.v1.TunedKey
-	(*TunerStatus)(nil),            // 26: spiderpool.plugin.v1.TunerStatus
-	nil,                            // 27: spiderpool.plugin.v1.Sample.LabelsEntry
-	nil,                            // 28: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	(*StatusRequest)(nil),          // 23: spiderpool.plugin.v1.StatusRequest
+	(*TunedKey)(nil),               // 24: spiderpool.plugin.v1.TunedKey
+	(*TunerStatus)(nil),            // 25: spiderpool.plugin.v1.TunerStatus
+	nil,                            // 26: spiderpool.plugin.v1.Sample.LabelsEntry
+	nil,                            // 27: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
 }
 var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: spiderpool.plugin.v1.PluginInfo.kind:type_name -> spiderpool.plugin.v1.Kind
@@ -1700,29 +1651,29 @@ var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	10, // 5: spiderpool.plugin.v1.ConfigureResponse.diagnostics:type_name -> spiderpool.plugin.v1.Diagnostic
 	1,  // 6: spiderpool.plugin.v1.HealthResponse.state:type_name -> spiderpool.plugin.v1.HealthState
 	2,  // 7: spiderpool.plugin.v1.Sample.type:type_name -> spiderpool.plugin.v1.SampleType
-	27, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
+	26, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
 	16, // 9: spiderpool.plugin.v1.CollectMetricsResponse.samples:type_name -> spiderpool.plugin.v1.Sample
 	3,  // 10: spiderpool.plugin.v1.CheckResponse.verdict:type_name -> spiderpool.plugin.v1.Verdict
-	28, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
-	25, // 12: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
+	27, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	24, // 12: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
 	4,  // 13: spiderpool.plugin.v1.Plugin.GetInfo:input_type -> spiderpool.plugin.v1.GetInfoRequest
 	6,  // 14: spiderpool.plugin.v1.Plugin.GetConfigSchema:input_type -> spiderpool.plugin.v1.GetConfigSchemaRequest
 	12, // 15: spiderpool.plugin.v1.Plugin.Configure:input_type -> spiderpool.plugin.v1.ConfigureRequest
-	14, // 16: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
-	17, // 17: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
-	19, // 18: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
-	21, // 19: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
-	23, // 20: spiderpool.plugin.v1.Tuner.Apply:input_type -> spiderpool.plugin.v1.ApplyRequest
-	24, // 21: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
+	12, // 16: spiderpool.plugin.v1.Plugin.ValidateConfig:input_type -> spiderpool.plugin.v1.ConfigureRequest
+	14, // 17: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
+	17, // 18: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
+	19, // 19: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
+	21, // 20: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
+	23, // 21: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
 	5,  // 22: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
 	7,  // 23: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
 	13, // 24: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	15, // 25: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
-	18, // 26: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
-	20, // 27: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
-	22, // 28: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
-	26, // 29: spiderpool.plugin.v1.Tuner.Apply:output_type -> spiderpool.plugin.v1.TunerStatus
-	26, // 30: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
+	13, // 25: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	15, // 26: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
+	18, // 27: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
+	20, // 28: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
+	22, // 29: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
+	25, // 30: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
 	22, // [22:31] is the sub-list for method output_type
 	13, // [13:22] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -1741,7 +1692,7 @@ func file_spiderpool_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spiderpool_plugin_v1_plugin_proto_rawDesc), len(file_spiderpool_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -28,6 +28,7 @@ const (
 	Plugin_GetInfo_FullMethodName         = "/spiderpool.plugin.v1.Plugin/GetInfo"
 	Plugin_GetConfigSchema_FullMethodName = "/spiderpool.plugin.v1.Plugin/GetConfigSchema"
 	Plugin_Configure_FullMethodName       = "/spiderpool.plugin.v1.Plugin/Configure"
+	Plugin_ValidateConfig_FullMethodName  = "/spiderpool.plugin.v1.Plugin/ValidateConfig"
 	Plugin_Health_FullMethodName          = "/spiderpool.plugin.v1.Plugin/Health"
 	Plugin_CollectMetrics_FullMethodName  = "/spiderpool.plugin.v1.Plugin/CollectMetrics"
 	Plugin_Shutdown_FullMethodName        = "/spiderpool.plugin.v1.Plugin/Shutdown"
@@ -43,6 +44,10 @@ type PluginClient interface {
 	GetConfigSchema(ctx context.Context, in *GetConfigSchemaRequest, opts ...grpc.CallOption) (*ConfigSchema, error)
 	// Configure applies a config block. It is idempotent: a reload calls it again.
 	Configure(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
+	// ValidateConfig checks a config block as Configure would and applies
+	// nothing (a dry run). The agent calls it on every plugin before a reload
+	// changes any, and for `config validate`.
+	ValidateConfig(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error)
 	// Health reports the plugin's own health, separate from any check result.
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// CollectMetrics returns the plugin's metrics as typed samples.
@@ -89,6 +94,16 @@ func (c *pluginClient) Configure(ctx context.Context, in *ConfigureRequest, opts
 	return out, nil
 }
 
+func (c *pluginClient) ValidateConfig(ctx context.Context, in *ConfigureRequest, opts ...grpc.CallOption) (*ConfigureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConfigureResponse)
+	err := c.cc.Invoke(ctx, Plugin_ValidateConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pluginClient) Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HealthResponse)
@@ -129,6 +144,10 @@ type PluginServer interface {
 	GetConfigSchema(context.Context, *GetConfigSchemaRequest) (*ConfigSchema, error)
 	// Configure applies a config block. It is idempotent: a reload calls it again.
 	Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
+	// ValidateConfig checks a config block as Configure would and applies
+	// nothing (a dry run). The agent calls it on every plugin before a reload
+	// changes any, and for `config validate`.
+	ValidateConfig(context.Context, *ConfigureRequest) (*ConfigureResponse, error)
 	// Health reports the plugin's own health, separate from any check result.
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// CollectMetrics returns the plugin's metrics as typed samples.
@@ -153,6 +172,9 @@ func (UnimplementedPluginServer) GetConfigSchema(context.Context, *GetConfigSche
 }
 func (UnimplementedPluginServer) Configure(context.Context, *ConfigureRequest) (*ConfigureResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Configure not implemented")
+}
+func (UnimplementedPluginServer) ValidateConfig(context.Context, *ConfigureRequest) (*ConfigureResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ValidateConfig not implemented")
 }
 func (UnimplementedPluginServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Health not implemented")
@@ -238,6 +260,24 @@ func _Plugin_Configure_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_ValidateConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConfigureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).ValidateConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_ValidateConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).ValidateConfig(ctx, req.(*ConfigureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Plugin_Health_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HealthRequest)
 	if err := dec(in); err != nil {
@@ -310,6 +350,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Configure",
 			Handler:    _Plugin_Configure_Handler,
+		},
+		{
+			MethodName: "ValidateConfig",
+			Handler:    _Plugin_ValidateConfig_Handler,
 		},
 		{
 			MethodName: "Health",
@@ -433,7 +477,6 @@ var Detector_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Tuner_Apply_FullMethodName  = "/spiderpool.plugin.v1.Tuner/Apply"
 	Tuner_Status_FullMethodName = "/spiderpool.plugin.v1.Tuner/Status"
 )
 
@@ -441,9 +484,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type TunerClient interface {
-	// Apply brings the node to the desired state now.
-	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*TunerStatus, error)
-	// Status reports the last known state without changing anything.
+	// Status reports the state of every setting the tuner manages. The agent
+	// calls it with every health poll and shows it in `status`. (A tuner
+	// applies its settings in Configure and keeps them in its own loop.)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*TunerStatus, error)
 }
 
@@ -453,16 +496,6 @@ type tunerClient struct {
 
 func NewTunerClient(cc grpc.ClientConnInterface) TunerClient {
 	return &tunerClient{cc}
-}
-
-func (c *tunerClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*TunerStatus, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(TunerStatus)
-	err := c.cc.Invoke(ctx, Tuner_Apply_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 func (c *tunerClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*TunerStatus, error) {
@@ -479,9 +512,9 @@ func (c *tunerClient) Status(ctx context.Context, in *StatusRequest, opts ...grp
 // All implementations must embed UnimplementedTunerServer
 // for forward compatibility.
 type TunerServer interface {
-	// Apply brings the node to the desired state now.
-	Apply(context.Context, *ApplyRequest) (*TunerStatus, error)
-	// Status reports the last known state without changing anything.
+	// Status reports the state of every setting the tuner manages. The agent
+	// calls it with every health poll and shows it in `status`. (A tuner
+	// applies its settings in Configure and keeps them in its own loop.)
 	Status(context.Context, *StatusRequest) (*TunerStatus, error)
 	mustEmbedUnimplementedTunerServer()
 }
@@ -493,9 +526,6 @@ type TunerServer interface {
 // pointer dereference when methods are called.
 type UnimplementedTunerServer struct{}
 
-func (UnimplementedTunerServer) Apply(context.Context, *ApplyRequest) (*TunerStatus, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Apply not implemented")
-}
 func (UnimplementedTunerServer) Status(context.Context, *StatusRequest) (*TunerStatus, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
 }
@@ -518,24 +548,6 @@ func RegisterTunerServer(s grpc.ServiceRegistrar, srv TunerServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Tuner_ServiceDesc, srv)
-}
-
-func _Tuner_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ApplyRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(TunerServer).Apply(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Tuner_Apply_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(TunerServer).Apply(ctx, req.(*ApplyRequest))
-	}
-	return interceptor(ctx, in, info, handler)
 }
 
 func _Tuner_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -563,10 +575,6 @@ var Tuner_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "spiderpool.plugin.v1.Tuner",
 	HandlerType: (*TunerServer)(nil),
 	Methods: []grpc.MethodDesc{
-		{
-			MethodName: "Apply",
-			Handler:    _Tuner_Apply_Handler,
-		},
 		{
 			MethodName: "Status",
 			Handler:    _Tuner_Status_Handler,

@@ -1,0 +1,245 @@
+//go:build linux
+
+// Receiving: the reader, waiters by address, and the verdict rules that
+// decide which frame answers which check.
+
+package probe
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// waiter is one check waiting for an answer about addr.
+type waiter struct {
+	addr    netip.Addr
+	gateway bool
+	nonce   []byte
+	hit     chan struct{} // closed at the first decisive answer
+	fired   bool
+	ans     answer
+}
+
+type answer struct {
+	mac      [6]byte
+	evidence string
+	at       time.Time
+}
+
+func (s *ifSock) register(addr netip.Addr, gateway bool, nonce []byte) *waiter {
+	w := &waiter{addr: addr, gateway: gateway, nonce: nonce, hit: make(chan struct{})}
+	s.mu.Lock()
+	s.waiters[addr] = append(s.waiters[addr], w)
+	s.mu.Unlock()
+	return w
+}
+
+func (s *ifSock) unregister(w *waiter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[w.addr]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(s.waiters, w.addr)
+	} else {
+		s.waiters[w.addr] = ws
+	}
+}
+
+// answered tells whether w got its decisive answer.
+func (w *waiter) answered() bool {
+	select {
+	case <-w.hit:
+		return true
+	default:
+		return false
+	}
+}
+
+// fire records the first decisive answer of w. Called with s.mu held.
+func (w *waiter) fire(mac [6]byte, evidence string, at time.Time) {
+	if w.fired {
+		return
+	}
+	w.fired = true
+	w.ans = answer{mac: mac, evidence: evidence, at: at}
+	close(w.hit)
+}
+
+func (s *ifSock) readLoop() {
+	defer func() {
+		s.broken.Store(true) // never reuse a socket nobody reads
+		close(s.done)
+	}()
+	buf := make([]byte, snapLen)
+	var (
+		n    int
+		from unix.Sockaddr
+		rerr error
+	)
+	read := func(fd uintptr) bool {
+		for {
+			s.idle.Store(false)
+			before := time.Now()
+			n, from, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			switch rerr {
+			case unix.EINTR:
+				continue // interrupted before anything was read: read again
+			case unix.EAGAIN:
+				// Everything that arrived before this read is handled.
+				s.wentIdle(before)
+				return false // wait for readiness
+			}
+			return true
+		}
+	}
+	for {
+		if err := s.raw.Read(read); err != nil {
+			return // socket closed
+		}
+		now := time.Now()
+		if rerr != nil {
+			// ENETDOWN and friends are reported once when the interface goes
+			// down; the socket resumes when it comes back. Checks learn the
+			// link state from netlink, not from here.
+			if errors.Is(rerr, unix.EBADF) {
+				return
+			}
+			continue
+		}
+		if s.onFrame != nil {
+			s.onFrame()
+		}
+		sll, _ := from.(*unix.SockaddrLinklayer)
+		s.handle(buf[:n], sll, now)
+	}
+}
+
+// handle looks at one received frame and wakes the checks it answers.
+func (s *ifSock) handle(b []byte, from *unix.SockaddrLinklayer, now time.Time) {
+	s.c.framesReceived.Add(1)
+	if from != nil && from.Pkttype == unix.PACKET_OUTGOING {
+		s.c.framesOwn.Add(1)
+		return
+	}
+	f, err := parseFrame(b)
+	if err != nil {
+		if err != errNotProbe {
+			s.c.framesInvalid.Add(1)
+		}
+		return
+	}
+	own := *s.mac.Load()
+	if f.ethSrc == own {
+		s.c.framesOwn.Add(1) // our own frame looped back (hairpin, reflection)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dispatch(&f, own, now) {
+		s.c.framesOwn.Add(1)
+	}
+}
+
+// dispatch applies the verdict rules to a parsed frame and fires the
+// matching waiters. It reports whether the frame turned out to be ours.
+// Called with s.mu held.
+func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
+	if len(s.waiters) == 0 {
+		return false
+	}
+	switch f.kind {
+	case kindARPRequest, kindARPReply:
+		if f.senderMAC == own {
+			return true
+		}
+		if !f.senderIP.IsUnspecified() {
+			for _, w := range s.waiters[f.senderIP] {
+				switch {
+				case !w.gateway:
+					w.fire(f.senderMAC, f.kind.String(), now)
+				case f.kind == kindARPReply:
+					w.fire(f.senderMAC, f.kind.String(), now)
+				}
+			}
+		} else if f.kind == kindARPRequest {
+			// Another host's RFC 5227 probe for the same address.
+			for _, w := range s.waiters[f.targetIP] {
+				if !w.gateway {
+					w.fire(f.senderMAC, EvidenceARPProbe, now)
+				}
+			}
+		}
+	case kindNS:
+		if f.hasSrcLL && f.srcLL == own {
+			return true
+		}
+		if f.ipSrc.IsUnspecified() {
+			// A DAD probe. Ours if it carries one of our nonces (RFC 7527).
+			for _, w := range s.waiters[f.target] {
+				if w.nonce != nil && bytes.Equal(w.nonce, f.nonce) {
+					return true
+				}
+			}
+			for _, w := range s.waiters[f.target] {
+				if !w.gateway {
+					w.fire(f.ethSrc, EvidenceDADProbe, now)
+				}
+			}
+			return false
+		}
+		mac := f.ethSrc
+		if f.hasSrcLL {
+			mac = f.srcLL
+		}
+		for _, w := range s.waiters[f.ipSrc] {
+			if !w.gateway {
+				w.fire(mac, EvidenceNDSource, now)
+			}
+		}
+	case kindNA:
+		mac := f.ethSrc
+		if f.hasTgtLL {
+			if f.tgtLL == own {
+				return true
+			}
+			mac = f.tgtLL
+		}
+		for _, w := range s.waiters[f.target] {
+			switch {
+			case !w.gateway:
+				w.fire(mac, f.kind.String(), now)
+			case f.solicited:
+				w.fire(mac, f.kind.String(), now)
+			}
+		}
+		if f.ipSrc != f.target && !f.ipSrc.IsUnspecified() {
+			for _, w := range s.waiters[f.ipSrc] {
+				if !w.gateway {
+					w.fire(f.ethSrc, EvidenceNDSource, now)
+				}
+			}
+		}
+	}
+	return false
+}
+
+// newNonce returns a 6-byte DAD nonce, the size Linux recognises.
+func newNonce() ([]byte, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return b, nil
+}

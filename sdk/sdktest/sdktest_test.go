@@ -1,0 +1,109 @@
+package sdktest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// detector is a small detector whose faults the test picks.
+type detector struct {
+	sdk.Base
+	ignoreCtx bool // Check sleeps 3s whatever its context says
+	plainErr  bool // Configure refuses with an error that has no position
+}
+
+type cfg struct {
+	Limit int `hcl:"limit,optional"`
+}
+
+func (d *detector) Info() sdk.Info {
+	return sdk.Info{Name: "kit", Kind: sdk.KindDetector, Version: "1", APIVersion: sdk.APIVersion}
+}
+func (d *detector) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&cfg{}) }
+func (d *detector) ValidateConfig(ctx context.Context, req sdk.ConfigureRequest) error {
+	return d.Configure(ctx, req) // it applies nothing anyway
+}
+
+func (d *detector) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	var c cfg
+	if err := req.Config.Decode(&c); err != nil {
+		return err
+	}
+	if c.Limit < 0 {
+		if d.plainErr {
+			return errors.New("limit must not be negative")
+		}
+		return req.Config.AttrError("limit", "must not be negative")
+	}
+	return nil
+}
+func (d *detector) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	if d.ignoreCtx {
+		time.Sleep(3 * time.Second)
+	} else {
+		<-ctx.Done() // slow, but it watches its context
+	}
+	return sdk.CheckResult{Verdict: sdk.VerdictError, Reason: "no answer in time"}, nil
+}
+
+// The faulty runs happen in a child process: a failing Run must fail its
+// test, which this test then observes from outside.
+const childEnv = "SDKTEST_CHILD"
+
+func TestChild(t *testing.T) {
+	switch os.Getenv(childEnv) {
+	case "":
+		t.Skip("run by the tests below in a child process")
+	case "good":
+		Run(t, &detector{}, Options{BadConfig: "limit = -1"})
+	case "ignores-ctx":
+		Run(t, &detector{ignoreCtx: true}, Options{BadConfig: "limit = -1"})
+	case "plain-error":
+		Run(t, &detector{plainErr: true}, Options{BadConfig: "limit = -1"})
+	}
+}
+
+func child(t *testing.T, mode string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestChild$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+mode)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("child: %v", err)
+	}
+	return string(out), err == nil
+}
+
+func TestAGoodPluginPassesQuietly(t *testing.T) {
+	out, ok := child(t, "good")
+	if !ok {
+		t.Fatalf("a good plugin failed the kit:\n%s", out)
+	}
+	if strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") {
+		t.Errorf("a passing run logs:\n%s", out)
+	}
+}
+
+// The client gives up at the deadline whatever the plugin does; the kit
+// must see that the plugin's Check itself overran.
+func TestACheckThatIgnoresItsContextFails(t *testing.T) {
+	out, ok := child(t, "ignores-ctx")
+	if ok || !strings.Contains(out, "it must watch ctx") {
+		t.Errorf("a Check that sleeps through its deadline passed the kit:\n%s", out)
+	}
+}
+
+func TestARefusalWithoutAPositionFails(t *testing.T) {
+	out, ok := child(t, "plain-error")
+	if ok || !strings.Contains(out, "Configure(bad config)") || !strings.Contains(out, "want a *sdk.ConfigError") {
+		t.Errorf("a refusal without a position passed the kit:\n%s", out)
+	}
+}

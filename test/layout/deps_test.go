@@ -1,0 +1,114 @@
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/spiderpool-agent/spiderpool-agent"
+
+// pkg is the part of `go list -json` this test reads.
+type pkg struct {
+	ImportPath string
+	Deps       []string
+}
+
+// list runs `go list` for every package matching patterns in
+// dir, with its transitive imports (tests' imports not included: a test
+// may use what the package may not).
+func list(t *testing.T, dir string, patterns ...string) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Deps"}, patterns...)...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %v in %s: %v\n%s", patterns, dir, err, stderr.String())
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) == 0 {
+		t.Fatalf("go list %v found no packages", patterns)
+	}
+	return pkgs
+}
+
+// rule says which repository packages a set of packages must not depend on.
+type rule struct {
+	name      string
+	forbidden func(dep string) bool
+}
+
+func under(prefix string) func(string) bool {
+	return func(dep string) bool {
+		return dep == module+"/"+prefix || strings.HasPrefix(dep, module+"/"+prefix+"/")
+	}
+}
+
+func violations(pkgs []pkg, r rule) []string {
+	var out []string
+	for _, p := range pkgs {
+		for _, d := range p.Deps {
+			if r.forbidden(d) {
+				out = append(out, fmt.Sprintf("%s imports %s (%s)", p.ImportPath, d, r.name))
+			}
+		}
+	}
+	return out
+}
+
+// The dependency rule of design.md: core -> sdk <- plugins. The core never
+// imports a plugin; a plugin never imports the core; the sdk, a module of
+// its own, imports nothing of the repository outside itself.
+func TestDependencyRule(t *testing.T) {
+	root := moduleRoot(t)
+	checks := []struct {
+		dir      string
+		patterns []string
+		rule     rule
+	}{
+		{root, []string{"./core/..."}, rule{"core must not import plugins", under("plugins")}},
+		{root, []string{"./plugins/..."}, rule{"plugins must not import core", under("core")}},
+		{filepath.Join(root, "sdk"), []string{"./..."}, rule{"sdk must not import the repository outside sdk/", func(d string) bool {
+			return strings.HasPrefix(d, module+"/") && !under("sdk")(d)
+		}}},
+	}
+	for _, c := range checks {
+		if v := violations(list(t, c.dir, c.patterns...), c.rule); len(v) > 0 {
+			t.Errorf("%s:\n%s", c.rule.name, strings.Join(v, "\n"))
+		}
+	}
+}
+
+// The rule check itself must be able to fail.
+func TestViolationsFindsAForbiddenImport(t *testing.T) {
+	pkgs := []pkg{{ImportPath: module + "/core/agent", Deps: []string{"fmt", module + "/plugins/probe"}}}
+	if v := violations(pkgs, rule{"core must not import plugins", under("plugins")}); len(v) != 1 {
+		t.Errorf("violations = %v, want the one import of plugins/probe", v)
+	}
+	if v := violations([]pkg{{ImportPath: module + "/core/x", Deps: []string{module + "/pluginsx"}}}, rule{"r", under("plugins")}); len(v) != 0 {
+		t.Errorf("a sibling with a common prefix is not under plugins/: %v", v)
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
+	if err != nil {
+		t.Fatalf("go list -m: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
