@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 	"strings"
@@ -454,15 +455,28 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 
 // spendRetry counts a lost compare; past MaxRetries the caller may only
 // try again later.
-func (a *allocation) spendRetry(pool, what string) error {
+func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	a.retries++
 	a.m.metrics.RetrySpent(pool)
 	if a.retries > a.m.retries {
 		return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: a.skipped,
 			Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, a.retries, a.m.retries)}
 	}
+	// Jitter before the retry: writers on other nodes that lost the same
+	// race would otherwise meet again at once (full jitter, growing).
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(a.retries) * int64(retryJitter))))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
 	return nil
 }
+
+// retryJitter is the upper bound of the wait before the first retry of a
+// lost race (n times it before the n-th).
+const retryJitter = 2 * time.Millisecond
 
 // reserve picks a free candidate of p and writes it, reserved, with the
 // attachment in one commit.
@@ -510,7 +524,7 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 			if cur.Revision != a.attRev {
 				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
 			}
-			if err := a.spendRetry(p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
+			if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
 				return err
 			}
 			continue
@@ -525,7 +539,7 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
 				err, rev = nil, cur.Revision
 			case cur.Revision == a.attRev:
-				if err := a.spendRetry(p.Name, fmt.Sprintf("pool %q: reserve %s (outcome unknown)", p.Name, addr)); err != nil {
+				if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s (outcome unknown)", p.Name, addr)); err != nil {
 					return err
 				}
 				continue
@@ -858,7 +872,7 @@ func (a *allocation) commit(ctx context.Context) error {
 				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "the reservation of container %s interface %s was released meanwhile; try again", a.key.ContainerID, a.key.Interface)
 			}
 			// Most likely the workload's endpoint changed under us.
-			if err := a.spendRetry(final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
+			if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
 				return err
 			}
 			continue
@@ -872,7 +886,7 @@ func (a *allocation) commit(ctx context.Context) error {
 				a.att = final
 				return nil
 			case cur.Revision == a.attRev:
-				if err := a.spendRetry(final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
+				if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
 					return err
 				}
 				continue
