@@ -157,6 +157,8 @@ func TestPoolDefinitionMismatch(t *testing.T) {
 // reservations are reclaimed by the other node's GC only after its
 // heartbeat lease expired (10s) plus the grace period, never before.
 func TestAgentKilledMidBurst(t *testing.T) {
+	// Mostly a wait for the lease: it runs beside the 900-allocation test.
+	t.Parallel()
 	const perNode, workers = 60, 8
 	l := newLab(t, 1)
 	pool := sharedPool("10.80.0.10-10.80.1.250")

@@ -17,6 +17,7 @@ import (
 // addresses, none lost (every request ends allocated), the store
 // consistent, and `ipam pools` the same on every node.
 func TestThreeNodesShareOnePool(t *testing.T) {
+	t.Parallel() // beside TestAgentKilledMidBurst, which mostly waits
 	const perNode, workers = 300, 8
 	l := newLab(t, 3)
 	pool := sharedPool("10.80.0.10-10.80.3.250")
