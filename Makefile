@@ -9,6 +9,10 @@ LDFLAGS  := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/version.V
 BIN      := bin
 PLUGINS  := sysctl-tuner ip-conflict gateway-detector
 PREFIX   ?= /usr/local
+# The CNI IPAM plugin: runtimes look for plugins in /opt/cni/bin, whatever
+# PREFIX is.
+CNI_LDFLAGS := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/cniplugin.Version=$(VERSION)
+CNIBINDIR ?= /opt/cni/bin
 DESTDIR  ?=
 
 # Pinned generator versions for `make proto`.
@@ -19,7 +23,8 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
 all: build
 
-## build: bin/spiderpool-agent and every plugin in bin/plugins/
+## build: bin/spiderpool-agent, every plugin in bin/plugins/, and the CNI
+## IPAM plugin bin/cni/spiderpool
 build:
 	@mkdir -p $(BIN)/plugins
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spiderpool-agent ./core/cmd/spiderpool-agent
@@ -28,6 +33,8 @@ build:
 		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p || exit 1; \
 	done
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist
+	@mkdir -p $(BIN)/cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CNI_LDFLAGS)' -o $(BIN)/cni/spiderpool ./core/cmd/spiderpool-cni
 
 ## run: build, then start the real agent in a sandbox: a namespace LAN (node,
 ## gateway, a neighbour owning an address) that Ctrl-C removes. It never
@@ -120,6 +127,7 @@ install: build man
 		echo "install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p"; \
 		install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p || exit 1; \
 	done
+	install -D -m 0755 $(BIN)/cni/spiderpool $(DESTDIR)$(CNIBINDIR)/spiderpool
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool/ipam.d
 	install -D -m 0644 packaging/ipam.d/pools.hcl.example $(DESTDIR)$(DOCDIR)/ipam.d/pools.hcl.example
@@ -150,6 +158,7 @@ install: build man
 	install -D -m 0644 packaging/completion/_spiderpool-agent $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_spiderpool-agent
 	install -d -m 0755 $(DESTDIR)$(DOCDIR)/monitoring
 	install -m 0644 packaging/monitoring/spiderpool-agent.rules.yml packaging/monitoring/spiderpool-agent.dashboard.json packaging/monitoring/README.md $(DESTDIR)$(DOCDIR)/monitoring/
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR)/cni packaging/cni/*
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -3,6 +3,7 @@ module github.com/spiderpool-agent/spiderpool-agent
 go 1.26.8
 
 require (
+	github.com/containernetworking/cni v1.3.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/google/gops v0.3.28
 	github.com/hashicorp/cli v1.1.7

@@ -584,12 +584,12 @@ func restartOnly(old, cfg *config.Config) []string {
 }
 
 // Check implements control.Backend.
-func (a *Agent) Check(ctx context.Context, req control.ValidatedCheck) (control.CheckResponse, error) {
+func (a *Agent) Check(ctx context.Context, req state.Check) (state.CheckResult, error) {
 	if !a.started.Load() {
-		return control.CheckResponse{}, fmt.Errorf("%w: still starting", control.ErrNotReady)
+		return state.CheckResult{}, fmt.Errorf("%w: still starting", control.ErrNotReady)
 	}
 	if a.stopping.Load() {
-		return control.CheckResponse{}, fmt.Errorf("%w: stopping", control.ErrNotReady)
+		return state.CheckResult{}, fmt.Errorf("%w: stopping", control.ErrNotReady)
 	}
 	return check.Run(ctx, a.sup, a.tel, req), nil
 }

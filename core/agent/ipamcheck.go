@@ -7,7 +7,6 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
@@ -51,10 +50,10 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 	if a.stopping.Load() {
 		return nil, fmt.Errorf("%w: spiderpool-agent is stopping; try again", ipam.ErrNotReady)
 	}
-	vc := control.ValidatedCheck{Interface: req.Interface, Netns: req.Netns}
+	vc := state.Check{Interface: req.Interface, Netns: req.Netns}
 	wantConflict, wantGateway := false, false
 	for _, ad := range req.Addresses {
-		vc.Addresses = append(vc.Addresses, control.ValidatedAddress{Address: ad.Address, Gateway: ad.Gateway})
+		vc.Addresses = append(vc.Addresses, state.CheckAddress{Address: ad.Address, Gateway: ad.Gateway})
 		wantConflict = wantConflict || ad.Conflict
 		wantGateway = wantGateway || ad.Gateway.IsValid()
 	}
@@ -81,7 +80,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 // outcome reads one address's detector results: a dead gateway, another
 // detector's block or an undecided detector end the allocation; a conflict
 // lets IPAM try the next candidate.
-func outcome(req ipam.CheckAddress, res control.AddressResult) ipam.CheckResult {
+func outcome(req ipam.CheckAddress, res state.AddressResult) ipam.CheckResult {
 	var conflict, gateway, blocked, errs []string
 	for _, d := range res.Detectors {
 		reason := d.Reason

@@ -1,7 +1,7 @@
-// Package check answers the control API's check requests: every address
-// against every enabled detector, all at once, each detector bounded by its
-// own timeout, with the plugin's failure_policy deciding what a detector that
-// cannot answer means.
+// Package check runs a check (a state.Check, which the control API validates
+// and hands over): every address against every enabled detector, all at
+// once, each detector bounded by its own timeout, with the plugin's
+// failure_policy deciding what a detector that cannot answer means.
 package check
 
 import (
@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
@@ -35,10 +33,10 @@ type Metrics interface {
 // address with conflict and gateway detection costs about one reply window.
 // (So no gateway probe can use the candidate as its sender: it would write
 // an address not yet checked for conflicts into the gateway's cache.)
-func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck) control.CheckResponse {
+func Run(ctx context.Context, d Detectors, m Metrics, req state.Check) state.CheckResult {
 	start := time.Now()
 	detectors := d.Detectors()
-	resp := control.CheckResponse{Verdict: state.VerdictPass, Addresses: make([]control.AddressResult, len(req.Addresses))}
+	resp := state.CheckResult{Verdict: state.VerdictPass, Addresses: make([]state.AddressResult, len(req.Addresses))}
 	var wg sync.WaitGroup
 	for i, addr := range req.Addresses {
 		res := &resp.Addresses[i]
@@ -46,7 +44,7 @@ func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck
 		if addr.Gateway.IsValid() {
 			res.Gateway = addr.Gateway.String()
 		}
-		res.Detectors = make([]control.DetectorResult, len(detectors))
+		res.Detectors = make([]state.DetectorResult, len(detectors))
 		creq := sdk.CheckRequest{Interface: req.Interface, Netns: req.Netns, Address: addr.Address, Gateway: addr.Gateway}
 		for j, det := range detectors {
 			wg.Add(1)
@@ -70,9 +68,9 @@ func Run(ctx context.Context, d Detectors, m Metrics, req control.ValidatedCheck
 	return resp
 }
 
-func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector, req sdk.CheckRequest) control.DetectorResult {
+func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector, req sdk.CheckRequest) state.DetectorResult {
 	start := time.Now()
-	out := control.DetectorResult{Name: det.Name}
+	out := state.DetectorResult{Name: det.Name}
 	var res sdk.CheckResult
 	err := fmt.Errorf("%w: %s is not running", supervisor.ErrUnavailable, det.Name)
 	if det.Available {
@@ -80,7 +78,7 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 	}
 	out.DurationMs = ms(time.Since(start))
 	switch {
-	case err != nil && det.FailurePolicy == config.FailOpen && errors.Is(err, supervisor.ErrUnavailable):
+	case err != nil && det.FailurePolicy == state.FailOpen && errors.Is(err, supervisor.ErrUnavailable):
 		out.Verdict = state.VerdictSkip
 		out.Reason = fmt.Sprintf("skipped (failure_policy fail-open): %v", err)
 		m.IncrCounter("check_detector_skipped_total", 1, map[string]string{"detector": det.Name})
@@ -120,7 +118,7 @@ func errorReason(err error) string {
 
 // addressVerdict is block when any detector blocked, else error when any
 // could not decide, else pass: a skip says nothing either way.
-func addressVerdict(rs []control.DetectorResult) state.Verdict {
+func addressVerdict(rs []state.DetectorResult) state.Verdict {
 	v := state.VerdictPass
 	for _, r := range rs {
 		switch r.Verdict {

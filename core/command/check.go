@@ -114,7 +114,7 @@ func (c *checkCommand) Run(args []string) int {
 
 // checkExit is 0 when everything passed, 1 when an address is blocked, 2
 // when nothing blocked but a detector could not decide.
-func checkExit(resp control.CheckResponse) int {
+func checkExit(resp state.CheckResult) int {
 	code := ExitOK
 	for _, a := range resp.Addresses {
 		switch a.Verdict {
@@ -127,7 +127,7 @@ func checkExit(resp control.CheckResponse) int {
 	return code
 }
 
-func writeCheck(env Env, resp control.CheckResponse) {
+func writeCheck(env Env, resp state.CheckResult) {
 	for _, a := range resp.Addresses {
 		what := a.Address
 		if a.Gateway != "" {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -95,9 +94,9 @@ func TestCheckExit(t *testing.T) {
 		{[]string{"error", "block"}, ExitFail},
 	}
 	for _, tt := range tests {
-		var resp control.CheckResponse
+		var resp state.CheckResult
 		for _, v := range tt.verdicts {
-			resp.Addresses = append(resp.Addresses, control.AddressResult{Verdict: state.Verdict(v)})
+			resp.Addresses = append(resp.Addresses, state.AddressResult{Verdict: state.Verdict(v)})
 		}
 		if got := checkExit(resp); got != tt.want {
 			t.Errorf("checkExit(%v) = %d, want %d", tt.verdicts, got, tt.want)

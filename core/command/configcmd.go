@@ -18,6 +18,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -127,7 +128,7 @@ func (c *configValidateCommand) Run(args []string) int {
 }
 
 func failClosedNote(p *config.PluginConfig) string {
-	if p.FailurePolicy == config.FailClosed && p.Name != config.PluginSysctlTuner {
+	if p.FailurePolicy == state.FailClosed && p.Name != config.PluginSysctlTuner {
 		return ", and under fail-closed every check would be blocked"
 	}
 	return ""

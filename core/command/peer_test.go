@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -36,11 +37,11 @@ func (impostor) Status(context.Context) state.Agent {
 }
 func (impostor) Shutdown(context.Context) error { return nil }
 func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req control.ValidatedCheck) (control.CheckResponse, error) {
-	resp := control.CheckResponse{Verdict: state.VerdictPass}
+func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
+	resp := state.CheckResult{Verdict: state.VerdictPass}
 	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, control.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []control.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
+		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
+			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
 	}
 	return resp, nil
 }
@@ -160,7 +161,7 @@ func TestDebugPprof(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	out := filepath.Join(dir, "heap.pprof")

@@ -21,8 +21,6 @@ package config
 
 import (
 	"fmt"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +29,9 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -48,15 +49,6 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 // PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
 // directory: PLUGIN_DIR/spiderpool-plugin-NAME.
 const PluginBinaryPrefix = "spiderpool-plugin-"
-
-// Failure policies of a plugin.
-const (
-	// FailClosed: when the plugin cannot answer a check, the check fails
-	// (the workload is blocked). The default.
-	FailClosed = "fail-closed"
-	// FailOpen: when the plugin cannot answer a check, the check passes.
-	FailOpen = "fail-open"
-)
 
 // Defaults.
 const (
@@ -259,7 +251,7 @@ type PluginConfig struct {
 	Checksum string
 	// Timeout bounds each call to the plugin. Default 5s.
 	Timeout time.Duration
-	// FailurePolicy is FailClosed (default) or FailOpen: what a check
+	// FailurePolicy is state.FailClosed (default) or state.FailOpen: what a check
 	// answers when the plugin cannot.
 	FailurePolicy string
 	// Config is the raw text of the plugin's config { } block, to be checked
@@ -453,7 +445,7 @@ func (c *Config) addPlugin(name string) *PluginConfig {
 		Name:          name,
 		Enabled:       true,
 		Timeout:       DefaultPluginTimeout,
-		FailurePolicy: FailClosed,
+		FailurePolicy: state.FailClosed,
 	}
 	for _, k := range pluginKeys {
 		c.setSource(pluginKey(name, k.name), Source{Kind: KindDefault})

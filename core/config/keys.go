@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -275,7 +276,7 @@ var pluginKeys = []*keySpec{
 	{name: "timeout", kind: kindDuration, want: wantDuration, check: positiveDuration,
 		pptr: func(p *PluginConfig) any { return &p.Timeout }},
 	{name: "failure_policy", kind: kindString, want: `a failure policy ("fail-closed" or "fail-open")`,
-		check: oneOf(FailClosed, FailOpen),
+		check: oneOf(state.FailClosed, state.FailOpen),
 		pptr:  func(p *PluginConfig) any { return &p.FailurePolicy }},
 }
 

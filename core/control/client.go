@@ -84,11 +84,11 @@ func (c *Client) Reload(ctx context.Context) error {
 // the answer: 200 with the response; 400 (a malformed request, with
 // APIError.Field), 503 (not ready) or another code with an *APIError; 0 when
 // no answer came.
-func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResponse, int, error) {
-	var resp CheckResponse
+func (c *Client) Check(ctx context.Context, req CheckRequest) (state.CheckResult, int, error) {
+	var resp state.CheckResult
 	code, err := c.do(ctx, http.MethodPost, CheckPath, req, http.StatusOK, &resp)
 	if err != nil {
-		return CheckResponse{}, code, fmt.Errorf("check: %w", err)
+		return state.CheckResult{}, code, fmt.Errorf("check: %w", err)
 	}
 	return resp, code, nil
 }

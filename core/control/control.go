@@ -5,7 +5,7 @@
 //	GET  /v1/status    200 state.Agent (always with the daemon's pid)
 //	POST /v1/shutdown  202 {"pid": N}: a graceful stop has begun
 //	POST /v1/reload    200 {"status": "reloaded"}, or 422 {"error": ...}
-//	POST /v1/check     200 CheckResponse; 400 {"error", "field"} for a bad
+//	POST /v1/check     200 state.CheckResult; 400 {"error", "field"} for a bad
 //	                   request; 503 when the agent is not ready
 //	GET  /v1/debug/pprof/NAME[?seconds=N]  a Go profile (see Profiles)
 //
@@ -15,16 +15,16 @@
 //
 // Errors are JSON bodies {"error": "...", "field": "..."} (ErrorBody).
 //
-// The server side is Listen, NewHandler over a Backend, and Serve; the
+// The server side is Listen and NewHandler over a Backend, served with
+// httpserve.Serve (closing the listener removes the socket file); the
 // client side is Client. A check request is validated here
 // (CheckRequest.Validate) and the backend receives the parsed form
-// (ValidatedCheck), so it never sees a malformed address.
+// (state.Check), so it never sees a malformed address.
 package control
 
 import (
 	"context"
 	"errors"
-	"net/netip"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
@@ -61,7 +61,7 @@ type Backend interface {
 	// configuration stays.
 	Reload(ctx context.Context) error
 	// Check runs the detectors on a validated request.
-	Check(ctx context.Context, req ValidatedCheck) (CheckResponse, error)
+	Check(ctx context.Context, req state.Check) (state.CheckResult, error)
 }
 
 // CheckRequest is the body of POST /v1/check.
@@ -80,52 +80,6 @@ type AddressRequest struct {
 	Address string `json:"address"`
 	// Gateway is an optional IP of the same family.
 	Gateway string `json:"gateway,omitempty"`
-}
-
-// ValidatedCheck is a CheckRequest that passed Validate, with its
-// addresses parsed.
-type ValidatedCheck struct {
-	Interface string
-	Netns     string
-	Addresses []ValidatedAddress
-}
-
-// ValidatedAddress is one parsed address.
-type ValidatedAddress struct {
-	Address netip.Prefix
-	// Gateway is the zero netip.Addr (IsValid false) when none was given.
-	Gateway netip.Addr
-}
-
-// CheckResponse is the body of a 200 answer to POST /v1/check.
-type CheckResponse struct {
-	// Verdict is pass when no address was blocked or in error, else block.
-	Verdict    state.Verdict   `json:"verdict"`
-	Addresses  []AddressResult `json:"addresses"`
-	DurationMs float64         `json:"duration_ms"`
-}
-
-// AddressResult is the answer for one address.
-type AddressResult struct {
-	Address string `json:"address"`
-	Gateway string `json:"gateway,omitempty"`
-	// Verdict is block when a detector blocked, else error when one could
-	// not decide, else pass.
-	Verdict   state.Verdict    `json:"verdict"`
-	Detectors []DetectorResult `json:"detectors"`
-}
-
-// DetectorResult is one detector's answer for one address.
-type DetectorResult struct {
-	Name string `json:"name"`
-	// Verdict is pass, block, skip or error (see state.Verdict).
-	Verdict  state.Verdict     `json:"verdict"`
-	Reason   string            `json:"reason,omitempty"`
-	Evidence map[string]string `json:"evidence,omitempty"`
-	// DurationMs is the call as the agent timed it; PluginMs is the
-	// detector's own time inside the plugin (0 when it did not answer).
-	DurationMs float64 `json:"duration_ms"`
-	PluginMs   float64 `json:"plugin_ms,omitempty"`
 }
 
 // ErrorBody is the JSON body of every error answer.

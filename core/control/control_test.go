@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -25,11 +26,11 @@ type fakeBackend struct {
 	shutdownErr error
 	reloadErr   error
 	checkErr    error
-	checkResp   CheckResponse
+	checkResp   state.CheckResult
 	onShutdown  func()
 
 	mu        sync.Mutex
-	got       []ValidatedCheck
+	got       []state.Check
 	shutdowns int
 	reloads   int
 }
@@ -53,7 +54,7 @@ func (f *fakeBackend) Reload(context.Context) error {
 	return f.reloadErr
 }
 
-func (f *fakeBackend) Check(_ context.Context, req ValidatedCheck) (CheckResponse, error) {
+func (f *fakeBackend) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
 	f.mu.Lock()
 	f.got = append(f.got, req)
 	f.mu.Unlock()
@@ -61,10 +62,10 @@ func (f *fakeBackend) Check(_ context.Context, req ValidatedCheck) (CheckRespons
 }
 
 // calls returns what the backend was asked so far.
-func (f *fakeBackend) calls() (shutdowns, reloads int, got []ValidatedCheck) {
+func (f *fakeBackend) calls() (shutdowns, reloads int, got []state.Check) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.shutdowns, f.reloads, append([]ValidatedCheck(nil), f.got...)
+	return f.shutdowns, f.reloads, append([]state.Check(nil), f.got...)
 }
 
 func jsonDecoder(s string) *json.Decoder {
@@ -94,7 +95,7 @@ func startAgent(t *testing.T, b Backend) (path string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(b, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(b, nil)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -153,7 +154,7 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
 	a, err := (&Client{SocketPath: path}).Status(context.Background())
 	if err != nil || a.PID != 77 {
 		t.Errorf("status after replacing a stale socket = %+v, %v", a, err)
@@ -331,7 +332,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, NewHandler(b, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(b, nil)) }()
 
 	pid, err := (&Client{SocketPath: path}).Shutdown(context.Background())
 	if err != nil || pid != os.Getpid() {
@@ -391,9 +392,9 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	resp := CheckResponse{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []AddressResult{{
+	resp := state.CheckResult{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []state.AddressResult{{
 		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: state.VerdictBlock,
-		Detectors: []DetectorResult{
+		Detectors: []state.DetectorResult{
 			{Name: "ip-conflict", Verdict: "block", Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0",
 				Evidence: map[string]string{"mac": "52:54:00:12:34:56"}, DurationMs: 0.02},
 			{Name: "gateway-detector", Verdict: state.VerdictSkip},
@@ -412,7 +413,7 @@ func TestCheck(t *testing.T) {
 	if !reflect.DeepEqual(got, resp) {
 		t.Errorf("response = %+v, want %+v", got, resp)
 	}
-	want := ValidatedCheck{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []ValidatedAddress{
+	want := state.Check{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []state.CheckAddress{
 		{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")},
 		{Address: netip.MustParsePrefix("fd00::7/64")},
 	}}
@@ -589,21 +590,21 @@ func TestValidate(t *testing.T) {
 	tests := []struct {
 		name string
 		req  CheckRequest
-		want ValidatedCheck
+		want state.Check
 	}{
 		{"IPv4 with gateway", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/24", Gateway: "10.0.0.1"}}},
-			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
+			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
 		{"IPv6 without gateway, netns by proc path", CheckRequest{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []AddressRequest{{Address: "fd00::7/64"}}},
-			ValidatedCheck{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
+			state.Check{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
 		{"gateway outside the prefix is allowed (on-link routes)", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/32", Gateway: "169.254.1.1"}}},
-			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
+			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
 		{"15-byte interface with a dot", CheckRequest{Interface: "enp0s31f6.10000", Addresses: []AddressRequest{{Address: "192.168.1.5/24"}}},
-			ValidatedCheck{Interface: "enp0s31f6.10000", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
+			state.Check{Interface: "enp0s31f6.10000", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
 		// Point-to-point prefixes have no network or broadcast address.
 		{"/31 and /127 ends", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.0/31"}, {Address: "10.0.0.3/31"}, {Address: "fd00::/127"}}},
-			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
+			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
 		{"IPv6 last address is a host", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "fd00::ffff:ffff:ffff:ffff/64"}, {Address: "10.0.0.254/24"}, {Address: "10.0.1.0/23"}}},
-			ValidatedCheck{Interface: "eth0", Addresses: []ValidatedAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
+			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
 	}
 	for _, tt := range tests {
 		got, err := tt.req.Validate()

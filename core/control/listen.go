@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 )
 
 // probeTimeout bounds how long Listen waits for an agent already on the
@@ -173,15 +170,4 @@ func (l *socketListener) Close() error {
 		}
 	})
 	return err
-}
-
-// Serve serves the control API handler on ln (from Listen) until ctx ends,
-// then stops taking requests, lets those in flight finish (see
-// httpserve.Serve for the grace period) and closes ln, which removes the
-// socket file.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...httpserve.Option) error {
-	if err := httpserve.Serve(ctx, ln, h, opts...); err != nil {
-		return fmt.Errorf("control API: %w", err)
-	}
-	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 // FieldError is a malformed request, naming the field at fault in the
@@ -42,28 +44,28 @@ func fieldErr(field, format string, args ...any) *FieldError {
 //     anycast) or IPv4 broadcast address, not given twice;
 //   - gateway: empty, or an IP of its address's family that is not the
 //     address itself.
-func (r CheckRequest) Validate() (ValidatedCheck, error) {
+func (r CheckRequest) Validate() (state.Check, error) {
 	if err := validInterface(r.Interface); err != nil {
-		return ValidatedCheck{}, err
+		return state.Check{}, err
 	}
 	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || strings.ContainsRune(r.Netns, 0)) {
-		return ValidatedCheck{}, fieldErr("netns", "%q must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", r.Netns)
+		return state.Check{}, fieldErr("netns", "%q must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", r.Netns)
 	}
 	switch n := len(r.Addresses); {
 	case n == 0:
-		return ValidatedCheck{}, fieldErr("addresses", "at least one address is required")
+		return state.Check{}, fieldErr("addresses", "at least one address is required")
 	case n > MaxAddresses:
-		return ValidatedCheck{}, fieldErr("addresses", "%d addresses: at most %d per check", n, MaxAddresses)
+		return state.Check{}, fieldErr("addresses", "%d addresses: at most %d per check", n, MaxAddresses)
 	}
-	out := ValidatedCheck{Interface: r.Interface, Netns: r.Netns, Addresses: make([]ValidatedAddress, 0, len(r.Addresses))}
+	out := state.Check{Interface: r.Interface, Netns: r.Netns, Addresses: make([]state.CheckAddress, 0, len(r.Addresses))}
 	seen := make(map[netip.Addr]int, len(r.Addresses))
 	for i, a := range r.Addresses {
 		v, err := a.validate(fmt.Sprintf("addresses[%d]", i))
 		if err != nil {
-			return ValidatedCheck{}, err
+			return state.Check{}, err
 		}
 		if j, dup := seen[v.Address.Addr()]; dup {
-			return ValidatedCheck{}, fieldErr(fmt.Sprintf("addresses[%d].address", i), "%s is already addresses[%d]", v.Address.Addr(), j)
+			return state.Check{}, fieldErr(fmt.Sprintf("addresses[%d].address", i), "%s is already addresses[%d]", v.Address.Addr(), j)
 		}
 		seen[v.Address.Addr()] = i
 		out.Addresses = append(out.Addresses, v)
@@ -90,10 +92,10 @@ func validInterface(name string) error {
 	return nil
 }
 
-func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
+func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 	field := prefix + ".address"
 	if a.Address == "" {
-		return ValidatedAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
+		return state.CheckAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
 	}
 	if i := strings.IndexByte(a.Address, '%'); i >= 0 {
 		// netip.ParseAddr would take "eth0/64" in fe80::1%eth0/64 for the
@@ -102,7 +104,7 @@ func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
 		if j := strings.IndexByte(a.Address[i:], '/'); j >= 0 {
 			bare += a.Address[i+j:]
 		}
-		return ValidatedAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %q", a.Address, bare)
+		return state.CheckAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %q", a.Address, bare)
 	}
 	p, err := netip.ParsePrefix(a.Address)
 	if err != nil {
@@ -111,17 +113,17 @@ func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
 			if ip.Is6() {
 				example = "/64"
 			}
-			return ValidatedAddress{}, fieldErr(field, "%q has no prefix length: give a CIDR such as %s%s", a.Address, a.Address, example)
+			return state.CheckAddress{}, fieldErr(field, "%q has no prefix length: give a CIDR such as %s%s", a.Address, a.Address, example)
 		}
-		return ValidatedAddress{}, fieldErr(field, "%q is not a CIDR: %v", a.Address, err)
+		return state.CheckAddress{}, fieldErr(field, "%q is not a CIDR: %v", a.Address, err)
 	}
 	if why := unusable(p.Addr()); why != "" {
-		return ValidatedAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
+		return state.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
 	}
 	if why := notAHost(p); why != "" {
-		return ValidatedAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p, why)
+		return state.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p, why)
 	}
-	v := ValidatedAddress{Address: p}
+	v := state.CheckAddress{Address: p}
 	if a.Gateway == "" {
 		return v, nil
 	}
@@ -130,20 +132,20 @@ func (a AddressRequest) validate(prefix string) (ValidatedAddress, error) {
 	gw, err := netip.ParseAddr(a.Gateway)
 	switch {
 	case err != nil && strings.Contains(a.Gateway, "/"):
-		return ValidatedAddress{}, fieldErr(field, "%q must be an IP address, not a CIDR", a.Gateway)
+		return state.CheckAddress{}, fieldErr(field, "%q must be an IP address, not a CIDR", a.Gateway)
 	case err != nil:
-		return ValidatedAddress{}, fieldErr(field, "%q is not an IP address: %v", a.Gateway, err)
+		return state.CheckAddress{}, fieldErr(field, "%q is not an IP address: %v", a.Gateway, err)
 	case gw.Zone() != "":
-		return ValidatedAddress{}, fieldErr(field, "%q must not carry a zone: the gateway is on the checked interface", a.Gateway)
+		return state.CheckAddress{}, fieldErr(field, "%q must not carry a zone: the gateway is on the checked interface", a.Gateway)
 	}
 	if why := unusable(gw); why != "" {
-		return ValidatedAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
+		return state.CheckAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
 	}
 	if gw.Is4() != p.Addr().Is4() {
-		return ValidatedAddress{}, fieldErr(field, "gateway %s is %s but address %s is %s", gw, family(gw), p.Addr(), family(p.Addr()))
+		return state.CheckAddress{}, fieldErr(field, "gateway %s is %s but address %s is %s", gw, family(gw), p.Addr(), family(p.Addr()))
 	}
 	if gw == p.Addr() {
-		return ValidatedAddress{}, fieldErr(field, "gateway %s is the address itself", gw)
+		return state.CheckAddress{}, fieldErr(field, "gateway %s is the address itself", gw)
 	}
 	v.Gateway = gw
 	return v, nil

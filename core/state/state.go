@@ -5,9 +5,21 @@ package state
 
 import (
 	"encoding/json"
+	"net/netip"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// Failure policies of a detector plugin (its failure_policy, Plugin.Policy):
+// what a check concludes when the plugin cannot answer. core/config checks
+// the setting, core/check applies it.
+const (
+	// FailClosed: when the plugin cannot answer a check, the check fails
+	// (the workload is blocked). The default.
+	FailClosed = "fail-closed"
+	// FailOpen: when the plugin cannot answer a check, the check passes.
+	FailOpen = "fail-open"
 )
 
 // Verdict is a check's answer, for one detector, one address or a whole
@@ -138,3 +150,51 @@ func (a Agent) Ready() (bool, []string) {
 
 // IPAMStoreComponent names the shared IPAM store in readiness.
 const IPAMStoreComponent = "ipam-store"
+
+// Check is what one check asks, parsed and validated (the control API's
+// CheckRequest after control.CheckRequest.Validate): the request core/check
+// runs, so the orchestrator never sees a malformed address.
+type Check struct {
+	Interface string
+	Netns     string
+	Addresses []CheckAddress
+}
+
+// CheckAddress is one parsed address of a Check.
+type CheckAddress struct {
+	Address netip.Prefix
+	// Gateway is the zero netip.Addr (IsValid false) when none was given.
+	Gateway netip.Addr
+}
+
+// CheckResult is what core/check concludes for a Check, and the body of a
+// 200 answer to the control API's POST /v1/check.
+type CheckResult struct {
+	// Verdict is pass when no address was blocked or in error, else block.
+	Verdict    Verdict         `json:"verdict"`
+	Addresses  []AddressResult `json:"addresses"`
+	DurationMs float64         `json:"duration_ms"`
+}
+
+// AddressResult is the answer for one address.
+type AddressResult struct {
+	Address string `json:"address"`
+	Gateway string `json:"gateway,omitempty"`
+	// Verdict is block when a detector blocked, else error when one could
+	// not decide, else pass.
+	Verdict   Verdict          `json:"verdict"`
+	Detectors []DetectorResult `json:"detectors"`
+}
+
+// DetectorResult is one detector's answer for one address.
+type DetectorResult struct {
+	Name string `json:"name"`
+	// Verdict is pass, block, skip or error (see Verdict).
+	Verdict  Verdict           `json:"verdict"`
+	Reason   string            `json:"reason,omitempty"`
+	Evidence map[string]string `json:"evidence,omitempty"`
+	// DurationMs is the call as the agent timed it; PluginMs is the
+	// detector's own time inside the plugin (0 when it did not answer).
+	DurationMs float64 `json:"duration_ms"`
+	PluginMs   float64 `json:"plugin_ms,omitempty"`
+}

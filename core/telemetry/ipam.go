@@ -81,17 +81,29 @@ func (m *IPAMMetrics) RetrySpent(pool string) { m.retries.WithLabelValues(pool).
 // GCReclaimed implements ipam.Metrics.
 func (m *IPAMMetrics) GCReclaimed(pool string) { m.gc.WithLabelValues(pool).Inc() }
 
-// PoolUsage implements ipam.Metrics.
+// PoolUsage implements ipam.Metrics. It also creates the pool's counters
+// at zero, so that a rate or increase over them works from the pool's first
+// scrape rather than from its first event.
 func (m *IPAMMetrics) PoolUsage(pool string, size, allocated, reserved, quarantined int) {
+	for _, c := range []*prometheus.CounterVec{m.conflicts, m.quarantines, m.retries, m.gc} {
+		c.WithLabelValues(pool)
+	}
+	m.allocations.WithLabelValues(pool, "ok")
+	m.releases.WithLabelValues(pool, "ok")
 	m.size.WithLabelValues(pool).Set(float64(size))
 	m.allocated.WithLabelValues(pool).Set(float64(allocated))
 	m.reserved.WithLabelValues(pool).Set(float64(reserved))
 	m.quarantined.WithLabelValues(pool).Set(float64(quarantined))
 }
 
-// ForgetPool drops the gauges of a pool removed by a reload.
+// ForgetPool drops every series of a pool removed by a reload.
 func (m *IPAMMetrics) ForgetPool(pool string) {
 	for _, g := range []*prometheus.GaugeVec{m.size, m.allocated, m.reserved, m.quarantined} {
 		g.DeleteLabelValues(pool)
 	}
+	match := prometheus.Labels{"pool": pool}
+	for _, c := range []*prometheus.CounterVec{m.allocations, m.releases, m.conflicts, m.quarantines, m.retries, m.gc} {
+		c.DeletePartialMatch(match)
+	}
+	m.duration.DeletePartialMatch(match)
 }

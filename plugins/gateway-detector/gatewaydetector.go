@@ -76,15 +76,14 @@ func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 	// The probe form: 0.0.0.0 (IPv4) or the link-local address (IPv6),
 	// never the candidate, which would write it into the gateway's
 	// neighbour cache before its conflict check (Spiderpool issue 4475).
-	sender := probe.Sender{}
 	c := probeplugin.Check{
 		Addr: gw,
 		Run: func(e *probe.Engine, ctx context.Context, t probe.Target, pp probe.Params) (probe.Result, error) {
-			return e.CheckGateway(ctx, t, pp, sender)
+			return e.CheckGateway(ctx, t, pp)
 		},
 		Judge: func(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 			r := Judge(res, o)
-			r.Evidence = map[string]string{"sender": senderName(sender, gw)}
+			r.Evidence = map[string]string{"sender": senderName(gw)}
 			return r
 		},
 	}
@@ -108,11 +107,9 @@ func Judge(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 		res.Addr, probeplugin.FormatDuration(o.Window), res.Interface)}
 }
 
-func senderName(s probe.Sender, gw netip.Addr) string {
-	switch {
-	case s.Addr.IsValid():
-		return s.Addr.String()
-	case gw.Unmap().Is4():
+// senderName is the source the engine's gateway probe uses.
+func senderName(gw netip.Addr) string {
+	if gw.Unmap().Is4() {
 		return "0.0.0.0"
 	}
 	return "link-local"

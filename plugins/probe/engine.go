@@ -120,22 +120,23 @@ func (e *Engine) Stats() Stats {
 // send that fails after all retries, a namespace path that is no network
 // namespace, or a cancelled ctx is an error, never Free.
 func (e *Engine) CheckConflict(ctx context.Context, t Target, p Params) (Result, error) {
-	return e.check(ctx, t, p, false, Sender{})
+	return e.check(ctx, t, p, false)
 }
 
 // CheckGateway tells whether the gateway t.Addr answers on t.Interface.
 //
-// IPv4: a broadcast ARP request for the gateway, from 0.0.0.0 unless s sets
-// a sender. IPv6: a Neighbor Solicitation from the interface's link-local
-// address (or s.Addr) with the source link-layer option, to the gateway's
-// solicited-node group. Reachable on an ARP reply from the gateway's IP, or
+// IPv4: a broadcast ARP request for the gateway from 0.0.0.0, which leaves
+// no entry in the gateway's ARP cache (a workload's address as sender would
+// be written there before its conflict check: Spiderpool issue 4475). IPv6:
+// a Neighbor Solicitation from the interface's link-local address with the
+// source link-layer option, to the gateway's solicited-node group. Reachable on an ARP reply from the gateway's IP, or
 // a solicited Neighbor Advertisement for it; Unreachable on silence, proven
 // as for CheckConflict (else ErrUnproven).
-func (e *Engine) CheckGateway(ctx context.Context, t Target, p Params, s Sender) (Result, error) {
-	return e.check(ctx, t, p, true, s)
+func (e *Engine) CheckGateway(ctx context.Context, t Target, p Params) (Result, error) {
+	return e.check(ctx, t, p, true)
 }
 
-func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, snd Sender) (res Result, err error) {
+func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool) (res Result, err error) {
 	start := time.Now()
 	e.c.checks.Add(1)
 	t.Addr = t.Addr.Unmap().WithZone("")
@@ -158,7 +159,7 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, sn
 			e.c.unreachable.Add(1)
 		}
 	}()
-	if err := validate(t, gateway, snd); err != nil {
+	if err := validate(t, gateway); err != nil {
 		return res, err
 	}
 	p = p.withDefaults()
@@ -178,24 +179,16 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool, sn
 	)
 	v6 := t.Addr.Is6()
 	switch {
-	case !v6 && !gateway:
+	case !v6:
 		frm, err = buildARPRequest(mac, ipv4Zero, t.Addr)
-	case !v6 && gateway:
-		sender := ipv4Zero
-		if snd.Addr.IsValid() {
-			sender = snd.Addr.Unmap().WithZone("")
-		}
-		frm, err = buildARPRequest(mac, sender, t.Addr)
 	case v6 && !gateway:
 		nonce, err = newNonce()
 		if err == nil {
 			frm, err = buildNS(mac, ipv6Zero, t.Addr, nonce, false)
 		}
 	default:
-		src := snd.Addr.Unmap().WithZone("")
-		if !src.IsValid() {
-			src, err = s.linkLocal()
-		}
+		var src netip.Addr
+		src, err = s.linkLocal()
 		if err == nil {
 			frm, err = buildNS(mac, src, t.Addr, nil, true)
 		}
@@ -287,7 +280,7 @@ func (e *Engine) answered(res Result, w *waiter, firstAt time.Time, gateway bool
 	return res
 }
 
-func validate(t Target, gateway bool, snd Sender) error {
+func validate(t Target, gateway bool) error {
 	what := "candidate"
 	if gateway {
 		what = "gateway"
@@ -301,19 +294,6 @@ func validate(t Target, gateway bool, snd Sender) error {
 	case a.IsUnspecified(), a.IsMulticast(), a.IsLoopback(),
 		a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return fmt.Errorf("%w: %s %s cannot be probed", ErrInvalid, what, a)
-	}
-	if snd.Addr.IsValid() {
-		s := snd.Addr.Unmap()
-		switch {
-		case !gateway:
-			return fmt.Errorf("%w: a conflict check has no sender", ErrInvalid)
-		case !snd.ConflictChecked:
-			return fmt.Errorf("%w: sender %s set before its conflict check passed (it would enter the gateway's neighbour cache)", ErrInvalid, s)
-		case s.Is4() != a.Is4():
-			return fmt.Errorf("%w: sender %s and gateway %s differ in family", ErrInvalid, s, a)
-		case s.IsUnspecified() || s.IsMulticast() || s.IsLoopback():
-			return fmt.Errorf("%w: sender %s is not a unicast address", ErrInvalid, s)
-		}
 	}
 	return nil
 }

@@ -197,25 +197,19 @@ func TestValidate(t *testing.T) {
 		name    string
 		t       Target
 		gateway bool
-		s       Sender
 		ok      bool
 	}{
-		{"v4", tgt("10.0.0.5"), false, Sender{}, true},
-		{"v6 link-local", tgt("fe80::5"), false, Sender{}, true},
-		{"no interface", Target{Addr: mustAddr("10.0.0.5")}, false, Sender{}, false},
-		{"no address", Target{Interface: "eth0"}, false, Sender{}, false},
-		{"unspecified", tgt("0.0.0.0"), false, Sender{}, false},
-		{"broadcast", tgt("255.255.255.255"), false, Sender{}, false},
-		{"multicast v6", tgt("ff02::1"), false, Sender{}, false},
-		{"loopback", tgt("127.0.0.1"), true, Sender{}, false},
-		{"sender on conflict check", tgt("10.0.0.5"), false, Sender{Addr: mustAddr("10.0.0.7"), ConflictChecked: true}, false},
-		{"sender unchecked", tgt("10.0.0.1"), true, Sender{Addr: mustAddr("10.0.0.7")}, false},
-		{"sender checked", tgt("10.0.0.1"), true, Sender{Addr: mustAddr("10.0.0.7"), ConflictChecked: true}, true},
-		{"sender other family", tgt("10.0.0.1"), true, Sender{Addr: mustAddr("fd00::7"), ConflictChecked: true}, false},
-		{"sender unspecified", tgt("fd00::1"), true, Sender{Addr: mustAddr("::"), ConflictChecked: true}, false},
+		{"v4", tgt("10.0.0.5"), false, true},
+		{"v6 link-local", tgt("fe80::5"), false, true},
+		{"no interface", Target{Addr: mustAddr("10.0.0.5")}, false, false},
+		{"no address", Target{Interface: "eth0"}, false, false},
+		{"unspecified", tgt("0.0.0.0"), false, false},
+		{"broadcast", tgt("255.255.255.255"), false, false},
+		{"multicast v6", tgt("ff02::1"), false, false},
+		{"loopback", tgt("127.0.0.1"), true, false},
 	}
 	for _, tc := range tests {
-		err := validate(tc.t, tc.gateway, tc.s)
+		err := validate(tc.t, tc.gateway)
 		if (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err %v, want ok=%v", tc.name, err, tc.ok)
 		}
@@ -248,9 +242,9 @@ func TestEngineErrorsWithoutNetwork(t *testing.T) {
 	if err == nil || !contains(err.Error(), "cannot probe eth0") {
 		t.Fatalf("missing netns: %v", err)
 	}
-	_, err = e.CheckGateway(t.Context(), Target{Interface: "eth0", Addr: mustAddr("10.0.0.1")}, Params{}, Sender{Addr: mustAddr("10.0.0.7")})
+	_, err = e.CheckGateway(t.Context(), Target{Interface: "eth0", Addr: mustAddr("255.255.255.255")}, Params{})
 	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("unchecked sender: %v", err)
+		t.Fatalf("broadcast gateway: %v", err)
 	}
 	if st := e.Stats(); st.Checks != 2 || st.Errors != 2 {
 		t.Fatalf("stats %+v", st)

@@ -157,21 +157,6 @@ func (p Params) withDefaults() Params {
 	return p
 }
 
-// Sender optionally sets the source address of a gateway check.
-//
-// By default an IPv4 gateway check is an ARP probe from 0.0.0.0, which
-// leaves no entry in the gateway's ARP cache, and an IPv6 gateway check is
-// sent from the interface's link-local address. Using a workload's address as
-// sender writes that address into the gateway's neighbour cache: do it only
-// after the conflict check for that address passed, and say so with
-// ConflictChecked (Spiderpool issue 4475).
-type Sender struct {
-	// Addr is the sender IP (IPv4) or the NS source (IPv6). Zero: default.
-	Addr netip.Addr
-	// ConflictChecked must be true when Addr is set.
-	ConflictChecked bool
-}
-
 // Result describes a completed check.
 type Result struct {
 	Verdict   Verdict

@@ -307,34 +307,19 @@ func toSDK(rep tuner.Report) sdk.TunerStatus {
 	return out
 }
 
-// KeyDetail is one key in the health detail.
-type KeyDetail struct {
-	Key       string    `json:"key"`
-	Path      string    `json:"path"`
-	Desired   string    `json:"desired"`
-	Actual    string    `json:"actual"`
-	State     string    `json:"state"`
-	Previous  string    `json:"previous"`
-	Error     string    `json:"error,omitempty"`
-	LastDrift time.Time `json:"last_drift,omitzero"`
-}
-
 // Health implements sdk.Plugin: ready when no key failed, degraded naming
-// the failed keys otherwise. Detail is the list of keys (KeyDetail).
+// the failed keys otherwise. Detail is the tuner's own record of every key
+// ([]tuner.KeyStatus: with the path it resolved to and its drift and failure
+// counts), which the Tuner Status RPC reduces to sdk.TunedKey.
 func (p *Plugin) Health(context.Context) sdk.Health {
 	rep := p.tu.Status()
-	detail := make([]KeyDetail, 0, len(rep.Keys))
 	var failed []string
 	for _, k := range rep.Keys {
-		detail = append(detail, KeyDetail{
-			Key: k.Key, Path: k.Path, Desired: k.Desired, Actual: k.Actual, State: string(k.State),
-			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
-		})
 		if k.State == tuner.StateFailed {
 			failed = append(failed, k.Key)
 		}
 	}
-	h := sdk.Health{State: sdk.HealthReady, Detail: detail}
+	h := sdk.Health{State: sdk.HealthReady, Detail: rep.Keys}
 	if len(failed) > 0 {
 		h.State = sdk.HealthDegraded
 		h.Message = fmt.Sprintf("%d of %d sysctl keys failed: %s", len(failed), len(rep.Keys), strings.Join(failed, ", "))

@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -48,14 +50,7 @@ func TestMain(m *testing.M) {
 
 // initNS is a sysctl tree like the initial network namespace's, with the
 // kernel's defaults for the six tuned keys.
-var initNS = map[string]string{
-	"net/ipv4/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv6/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv4/conf/all/arp_notify":      "0\n",
-	"net/ipv4/conf/all/forwarding":      "0\n",
-	"net/ipv6/conf/all/forwarding":      "0\n",
-	"net/ipv4/conf/all/rp_filter":       "2\n",
-}
+var initNS = tunertest.InitNS()
 
 // the six defaults and their values.
 var defaultKeys = map[string]string{
@@ -72,45 +67,14 @@ func keyPath(key string) string { return strings.ReplaceAll(key, ".", "/") }
 // mkTree builds a sysctl tree in a temporary directory from initNS plus
 // extra (an empty value removes a file).
 func mkTree(t *testing.T, extra map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	files := map[string]string{}
-	for k, v := range initNS {
-		files[k] = v
-	}
-	for k, v := range extra {
-		files[k] = v
-	}
-	for rel, content := range files {
-		if content == "" {
-			continue
-		}
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
+	return tunertest.Tree(t, initNS, extra)
 }
 
 func readKey(t *testing.T, root, rel string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return strings.TrimSpace(tunertest.Read(t, root, rel))
 }
 
-func writeKey(t *testing.T, root, rel, v string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(rel)), []byte(v+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeKey(t *testing.T, root, rel, v string) { tunertest.Write(t, root, rel, v+"\n") }
 
 var both = sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: "info"}
 
@@ -151,14 +115,7 @@ func newPlugin(t *testing.T) *Plugin {
 }
 
 func statusKey(t *testing.T, st sdk.TunerStatus, key string) sdk.TunedKey {
-	t.Helper()
-	for _, k := range st.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in status %+v", key, st.Keys)
-	return sdk.TunedKey{}
+	return tunertest.Key(t, st.Keys, key, func(k sdk.TunedKey) string { return k.Key })
 }
 
 func statusKeys(st sdk.TunerStatus) []string {
@@ -430,16 +387,16 @@ func TestFailedKeyDegrades(t *testing.T) {
 	if h.State != sdk.HealthDegraded || !strings.Contains(h.Message, key) || !strings.Contains(h.Message, "1 of 6") {
 		t.Errorf("health %s %q, want degraded naming %s", h.State, h.Message, key)
 	}
-	detail, ok := h.Detail.([]KeyDetail)
+	detail, ok := h.Detail.([]tuner.KeyStatus)
 	if !ok || len(detail) != 6 {
 		t.Fatalf("detail %#v", h.Detail)
 	}
 	for _, d := range detail {
-		want := "applied"
+		want := tuner.StateApplied
 		if d.Key == key {
-			want = "failed"
+			want = tuner.StateFailed
 		}
-		if d.State != want || (want == "failed") != (d.Error != "") {
+		if d.State != want || (want == tuner.StateFailed) != (d.Error != "") {
 			t.Errorf("detail %+v, want state %s", d, want)
 		}
 	}
@@ -636,7 +593,7 @@ func TestHealthDetailJSON(t *testing.T) {
 		t.Fatalf("detail %s", b)
 	}
 	first := keys[0]
-	for _, f := range []string{"key", "path", "desired", "actual", "state", "previous"} {
+	for _, f := range []string{"key", "path", "desired", "actual", "state", "previous", "drifts_total", "failures_total"} {
 		if _, ok := first[f]; !ok {
 			t.Errorf("detail entry %v lacks %q", first, f)
 		}
@@ -728,7 +685,7 @@ func TestCutShortConfigurePass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := p.Health(context.Background()); h.Detail.([]KeyDetail)[0].State != "pending" {
+	if h := p.Health(context.Background()); h.Detail.([]tuner.KeyStatus)[0].State != "pending" {
 		t.Errorf("health detail after a cut-short pass: %+v", h.Detail)
 	}
 	st := p.Status(context.Background())

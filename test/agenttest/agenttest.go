@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // Binaries are built once per test binary.
@@ -159,21 +160,42 @@ type Options struct {
 	// Netns runs the agent in an existing namespace (by name) instead of a
 	// fresh one.
 	Netns string
+	// NetnsPath runs the agent in the namespace at this path, forked from
+	// an OS thread inside it rather than through `ip netns exec`, so that
+	// Started is the agent's own fork (make bench times starts from it);
+	// the agent is killed if this process dies. Overrides Netns.
+	NetnsPath string
+	// Dir reuses a config dir (and so its socket) instead of a new one: the
+	// same agent started again once the previous process has exited.
+	Dir string
+	// HealthPort and GopsPort are written to the config unless it sets
+	// them; 0 leaves the agent's defaults (HealthPort, 5710, for Health).
+	HealthPort, GopsPort int
 }
 
 // Agent is one running agent process.
 type Agent struct {
-	t        testing.TB
-	bins     Binaries
-	Netns    string
-	Dir      string // config dir
-	Socket   string
-	Health   int
-	Cmd      *exec.Cmd
-	log      *SyncBuffer
-	done     chan struct{}
-	exitErr  error
-	exitCode int
+	t         testing.TB
+	bins      Binaries
+	Netns     string // the namespace's name; empty with Options.NetnsPath
+	NetnsPath string // the namespace's path
+	Dir       string // config dir
+	Config    string // the config file's text as written
+	Socket    string
+	Health    int
+	Cmd       *exec.Cmd
+	Started   time.Time // just before the fork
+	log       *SyncBuffer
+	done      chan struct{}
+	exitErr   error
+	exited    Exit
+}
+
+// Exit is how the agent process ended.
+type Exit struct {
+	Code   int
+	Signal string // the signal that killed it, if one did
+	At     time.Time
 }
 
 // HealthPort is the health port every agent uses inside its namespace.
@@ -193,20 +215,39 @@ const (
 // Start runs an agent and returns at once; use WaitReady.
 func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	t.Helper()
-	ns := opts.Netns
-	if ns == "" {
-		ns = netlab.NewNS(t, "agent")
-		netlab.IP(t, ns, "link", "set", "lo", "up")
+	ns, nsPath := opts.Netns, opts.NetnsPath
+	if nsPath != "" {
+		ns = ""
+	} else {
+		if ns == "" {
+			ns = netlab.NewNS(t, "agent")
+			netlab.IP(t, ns, "link", "set", "lo", "up")
+		}
+		nsPath = "/var/run/netns/" + ns
 	}
-	dir := t.TempDir()
-	a := &Agent{t: t, bins: bins, Netns: ns, Dir: dir, Socket: filepath.Join(dir, "agent.sock"), Health: HealthPort, log: &SyncBuffer{}, done: make(chan struct{})}
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	a := &Agent{t: t, bins: bins, Netns: ns, NetnsPath: nsPath, Dir: dir, Socket: filepath.Join(dir, "agent.sock"), Health: HealthPort, log: &SyncBuffer{}, done: make(chan struct{})}
+	if opts.HealthPort != 0 {
+		a.Health = opts.HealthPort
+	}
 	cfg := opts.Config
-	if !strings.Contains(cfg, "socket_path") {
-		cfg = fmt.Sprintf("socket_path = %q\n", a.Socket) + cfg
+	for _, kv := range []struct {
+		key, value string
+		set        bool
+	}{
+		{"socket_path", fmt.Sprintf("%q", a.Socket), true},
+		{"plugin_dir", fmt.Sprintf("%q", bins.PluginDir), true},
+		{"health_port", fmt.Sprint(opts.HealthPort), opts.HealthPort != 0},
+		{"gops_port", fmt.Sprint(opts.GopsPort), opts.GopsPort != 0},
+	} {
+		if kv.set && !strings.Contains(cfg, kv.key) {
+			cfg = kv.key + " = " + kv.value + "\n" + cfg
+		}
 	}
-	if !strings.Contains(cfg, "plugin_dir") {
-		cfg = fmt.Sprintf("plugin_dir = %q\n", bins.PluginDir) + cfg
-	}
+	a.Config = cfg
 	if err := os.WriteFile(filepath.Join(dir, "agent.hcl"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -215,9 +256,15 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 			t.Fatal(err)
 		}
 	}
-	args := append([]string{"netns", "exec", ns, bins.Agent, "daemon", "--config-dir", dir}, opts.Args...)
-	a.Cmd = exec.Command("ip", args...)
-	a.Cmd.Env = append(cleanEnv(), opts.Env...)
+	if ns != "" {
+		args := append([]string{"netns", "exec", ns, bins.Agent, "daemon", "--config-dir", dir}, opts.Args...)
+		a.Cmd = exec.Command("ip", args...)
+	} else {
+		a.Cmd = exec.Command(bins.Agent, append([]string{"daemon", "--config-dir", dir}, opts.Args...)...)
+		// The agent dies with this process even if it is killed.
+		a.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
+	a.Cmd.Env = append(CleanEnv(), opts.Env...)
 	raceDir := ""
 	if os.Getenv(RaceEnv) != "" {
 		// Race reports of the agent and of its plugins (which inherit the
@@ -227,12 +274,21 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	}
 	a.Cmd.Stdout = a.log
 	a.Cmd.Stderr = a.log
-	if err := a.Cmd.Start(); err != nil {
+	var err error
+	if ns != "" {
+		a.Started, err = time.Now(), a.Cmd.Start()
+	} else {
+		a.Started, err = StartIn(nsPath, a.Cmd)
+	}
+	if err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
 	go func() {
 		a.exitErr = a.Cmd.Wait()
-		a.exitCode = a.Cmd.ProcessState.ExitCode()
+		a.exited = Exit{Code: a.Cmd.ProcessState.ExitCode(), At: time.Now()}
+		if ws, ok := a.Cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			a.exited.Signal = ws.Signal().String()
+		}
 		close(a.done)
 	}()
 	t.Cleanup(func() {
@@ -251,9 +307,27 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	return a
 }
 
-// cleanEnv is the test's environment without SPIDERPOOL_ variables, so that
-// an operator's shell does not leak into a test.
-func cleanEnv() []string {
+// StartIn starts cmd inside the network namespace at nsPath (empty: this
+// process's own): it forks from an OS thread locked inside the namespace,
+// so the child starts there without `ip netns exec` and its mount
+// namespace. It returns the time just before the fork.
+func StartIn(nsPath string, cmd *exec.Cmd) (time.Time, error) {
+	var t0 time.Time
+	start := func() error {
+		t0 = time.Now()
+		return cmd.Start()
+	}
+	if nsPath == "" {
+		err := start()
+		return t0, err
+	}
+	err := netlab.DoInNS(nsPath, start)
+	return t0, err
+}
+
+// CleanEnv is the test's environment without SPIDERPOOL_ variables (and
+// NOTIFY_SOCKET), so that an operator's shell does not leak into a test.
+func CleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SPIDERPOOL_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
@@ -286,9 +360,19 @@ func (a *Agent) Done() <-chan struct{} { return a.done }
 func (a *Agent) ExitCode(timeout time.Duration) (int, bool) {
 	select {
 	case <-a.done:
-		return a.exitCode, true
+		return a.exited.Code, true
 	case <-time.After(timeout):
 		return 0, false
+	}
+}
+
+// Exited is how the agent ended: the zero Exit while it still runs.
+func (a *Agent) Exited() Exit {
+	select {
+	case <-a.done:
+		return a.exited
+	default:
+		return Exit{}
 	}
 }
 
@@ -301,7 +385,7 @@ func (a *Agent) Log() string { return a.log.String() }
 // HTTPClient returns a client whose connections are opened inside the
 // agent's namespace.
 func (a *Agent) HTTPClient() *http.Client {
-	return netlab.HTTPClient("/var/run/netns/"+a.Netns, 30*time.Second)
+	return netlab.HTTPClient(a.NetnsPath, 30*time.Second)
 }
 
 // Get fetches http://127.0.0.1:port/path inside the agent's namespace.
@@ -316,28 +400,33 @@ func (a *Agent) Get(port int, path string) (int, []byte, error) {
 }
 
 // WaitFor polls the health endpoint path until it answers want, or fails
-// the test after timeout. It returns how long that took.
+// the test after timeout (at once if the agent exits). It returns how long
+// that took.
 func (a *Agent) WaitFor(path string, want int, timeout time.Duration) time.Duration {
 	a.t.Helper()
 	start := time.Now()
-	deadline := start.Add(timeout)
 	last := ""
-	for {
+	// poll.Until fails with runtime.Goexit (or the bench's panic), which
+	// runs this: the last answer is what says why.
+	defer func() {
+		if a.t.Failed() && last != "" {
+			a.t.Logf("%s last answered: %s", path, last)
+		}
+	}()
+	poll.Until(a.t, timeout, fmt.Sprintf("%s to answer %d", path, want), func() (bool, error) {
 		code, body, err := a.Get(a.Health, path)
 		if err == nil && code == want {
-			return time.Since(start)
+			return true, nil
 		}
 		last = fmt.Sprintf("%d %s %v", code, body, err)
 		select {
 		case <-a.done:
-			a.t.Fatalf("agent exited (%v) while waiting for %s to answer %d; last answer: %s\nlog:\n%s", a.exitErr, path, want, last, a.Log())
+			return false, fmt.Errorf("agent exited (%v); last answer: %s\nlog:\n%s", a.exitErr, last, a.Log())
 		default:
+			return false, nil
 		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("%s did not answer %d within %v; last answer: %s", path, want, timeout, last)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
+	return time.Since(start)
 }
 
 // WaitReady waits for readiness 200.
@@ -349,6 +438,14 @@ func (a *Agent) WaitReady(timeout time.Duration) time.Duration {
 // CLI runs the agent binary with args (a client command) in the agent's
 // namespace and returns its output and exit code.
 func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
+	if a.Netns == "" {
+		cmd := exec.Command(a.bins.Agent, args...)
+		cmd.Env = CleanEnv()
+		return run(cmd, func() error {
+			_, err := StartIn(a.NetnsPath, cmd)
+			return err
+		})
+	}
 	return RunCLI(a.bins, a.Netns, args...)
 }
 
@@ -361,21 +458,26 @@ func RunCLI(bins Binaries, ns string, args ...string) (stdout, stderr string, co
 	} else {
 		cmd = exec.Command(bins.Agent, args...)
 	}
-	cmd.Env = cleanEnv()
-	return run(cmd)
+	cmd.Env = CleanEnv()
+	return run(cmd, cmd.Start)
 }
 
 // RunCLIEnv runs the agent binary with args and exactly the environment env.
 func RunCLIEnv(bins Binaries, env []string, args ...string) (stdout, stderr string, code int) {
 	cmd := exec.Command(bins.Agent, args...)
 	cmd.Env = env
-	return run(cmd)
+	return run(cmd, cmd.Start)
 }
 
-func run(cmd *exec.Cmd) (stdout, stderr string, code int) {
+// run starts cmd with start (cmd.Start, or a start inside a namespace)
+// and waits for it.
+func run(cmd *exec.Cmd, start func() error) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
+	err := start()
+	if err == nil {
+		err = cmd.Wait()
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return out.String(), errb.String(), ee.ExitCode()

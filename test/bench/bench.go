@@ -103,6 +103,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("ipam-etcd") {
 		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}
+	if selected("cni") {
+		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out)...) }))
+	}
 
 	t := newTable("Targets", "case", "target", "measured", "met")
 	for _, tg := range targets {

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
@@ -86,45 +85,16 @@ func moduleRoot(s *scope) string {
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
-// cleanEnv is our environment without SPIDERPOOL_ and NOTIFY_SOCKET.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPIDERPOOL_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-// spawn starts cmd inside the network namespace at nsPath (empty: ours):
-// it forks from an OS thread locked inside the namespace, so the child
-// starts there without `ip netns exec` and its mount namespace. It returns
-// the time just before the fork.
-func spawn(nsPath string, cmd *exec.Cmd) (time.Time, error) {
-	var t0 time.Time
-	start := func() error {
-		t0 = time.Now()
-		return cmd.Start()
-	}
-	if nsPath == "" {
-		err := start()
-		return t0, err
-	}
-	err := netlab.DoInNS(nsPath, start)
-	return t0, err
-}
-
 // runIn runs argv inside nsPath and returns its exit code, the time from
 // fork to exit, and its output.
 func runIn(nsPath string, timeout time.Duration, argv ...string) (int, time.Duration, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = cleanEnv()
+	cmd.Env = agenttest.CleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	t0, err := spawn(nsPath, cmd)
+	t0, err := agenttest.StartIn(nsPath, cmd)
 	if err != nil {
 		return -1, 0, err.Error()
 	}
@@ -151,8 +121,11 @@ type agentOpts struct {
 	args   []string // after "daemon --config-dir DIR"
 }
 
-// agent is one spiderpool-agent daemon process, forked inside a namespace.
+// agent is one spiderpool-agent daemon process, forked inside a namespace
+// by test/agenttest's runner (the one the e2e tests use); the fields here
+// are the bench's names for what it was started with.
 type agent struct {
+	*agenttest.Agent
 	s        *scope
 	name     string
 	nsPath   string
@@ -161,16 +134,10 @@ type agent struct {
 	health   int
 	gopsPort int
 	cmd      *exec.Cmd
-	log      *agenttest.SyncBuffer
 	started  time.Time
-	done     chan struct{}
-	exitCode int
-	// exitedAt and exitSignal are valid once done is closed.
-	exitedAt   time.Time
-	exitSignal string
-	bins       *bins
-	config     string
-	opts       agentOpts
+	bins     *bins
+	config   string
+	opts     agentOpts
 }
 
 func startAgent(s *scope, b *bins, o agentOpts) *agent {
@@ -180,48 +147,11 @@ func startAgent(s *scope, b *bins, o agentOpts) *agent {
 	if o.gops == 0 {
 		o.gops = 5712
 	}
-	dir := o.dir
-	if dir == "" {
-		dir = s.TempDir()
-	}
-	a := &agent{s: s, bins: b, opts: o, name: o.name, nsPath: o.nsPath, dir: dir, socket: filepath.Join(dir, "agent.sock"),
-		health: o.health, gopsPort: o.gops, log: &agenttest.SyncBuffer{}, done: make(chan struct{})}
-	cfg := o.config
-	for _, kv := range [][2]string{
-		{"socket_path", strconv.Quote(a.socket)},
-		{"plugin_dir", strconv.Quote(b.pluginDir)},
-		{"health_port", strconv.Itoa(o.health)},
-		{"gops_port", strconv.Itoa(o.gops)},
-	} {
-		if !strings.Contains(cfg, kv[0]) {
-			cfg = kv[0] + " = " + kv[1] + "\n" + cfg
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "agent.hcl"), []byte(cfg), 0o644); err != nil {
-		s.Fatal(err)
-	}
-	a.config = cfg
-	a.cmd = exec.Command(b.agent, append([]string{"daemon", "--config-dir", dir}, o.args...)...)
-	a.cmd.Env = append(cleanEnv(), o.env...)
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	// The agent dies with this program even if it is killed.
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	t0, err := spawn(o.nsPath, a.cmd)
-	if err != nil {
-		s.Fatalf("start agent %s: %v", o.name, err)
-	}
-	a.started = t0
-	go func() {
-		_ = a.cmd.Wait()
-		a.exitedAt = time.Now()
-		a.exitCode = a.cmd.ProcessState.ExitCode()
-		if ws, ok := a.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			a.exitSignal = ws.Signal().String()
-		}
-		close(a.done)
-	}()
-	s.Cleanup(a.stop)
-	return a
+	ag := agenttest.Start(s, agenttest.Binaries{Dir: b.dir, Agent: b.agent, PluginDir: b.pluginDir}, agenttest.Options{
+		Config: o.config, Env: o.env, Args: o.args, NetnsPath: o.nsPath, Dir: o.dir, HealthPort: o.health, GopsPort: o.gops,
+	})
+	return &agent{Agent: ag, s: s, bins: b, opts: o, name: o.name, nsPath: o.nsPath, dir: ag.Dir, socket: ag.Socket,
+		health: ag.Health, gopsPort: o.gops, cmd: ag.Cmd, started: ag.Started, config: ag.Config}
 }
 
 // restart starts a new agent process with the same config dir, socket and
@@ -233,26 +163,13 @@ func (a *agent) restart() *agent {
 }
 
 // stop ends the agent with SIGTERM, SIGKILL after 15 s.
-func (a *agent) stop() {
-	select {
-	case <-a.done:
-		return
-	default:
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(15 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-	}
-}
+func (a *agent) stop() { a.Stop() }
 
 func (a *agent) pid() int { return a.cmd.Process.Pid }
 
 func (a *agent) exited() bool {
 	select {
-	case <-a.done:
+	case <-a.Done():
 		return true
 	default:
 		return false
@@ -289,11 +206,11 @@ func (a *agent) waitReady(timeout time.Duration) time.Duration {
 			return time.Since(a.started)
 		}
 		if a.exited() {
-			a.s.Fatalf("agent %s exited (code %d) before it was ready\n%s", a.name, a.exitCode, a.log.String())
+			a.s.Fatalf("agent %s exited (code %d) before it was ready\n%s", a.name, a.Exited().Code, a.Log())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	a.s.Fatalf("agent %s not ready within %v\n%s", a.name, timeout, a.log.String())
+	a.s.Fatalf("agent %s not ready within %v\n%s", a.name, timeout, a.Log())
 	return 0
 }
 
@@ -381,7 +298,7 @@ func (a *agent) goroutines() (int, error) {
 }
 
 // check is one call through the control socket.
-func (a *agent) check(ctx context.Context, req control.CheckRequest) (control.CheckResponse, int, error) {
+func (a *agent) check(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error) {
 	return a.client().Check(ctx, req)
 }
 
@@ -413,7 +330,7 @@ func (a *agent) rawRequest(method, path, contentType string, body []byte) (int, 
 // show a Go panic or fatal runtime error.
 func (a *agent) panics() int {
 	n := 0
-	for _, line := range strings.Split(a.log.String(), "\n") {
+	for _, line := range strings.Split(a.Log(), "\n") {
 		if isPanicLine(line) {
 			n++
 		}

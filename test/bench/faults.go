@@ -99,7 +99,7 @@ type result struct {
 }
 
 // classify compares an answer with what the request deserves.
-func classify(k loadKind, resp control.CheckResponse, code int, err error) (string, string) {
+func classify(k loadKind, resp state.CheckResult, code int, err error) (string, string) {
 	if err != nil || code != 200 {
 		return outError, fmt.Sprintf("%d %v", code, err)
 	}
@@ -317,7 +317,7 @@ func faultAgentKill(s *scope, b *bins) []faultRow {
 	time.Sleep(time.Second)
 	tKill := time.Now()
 	_ = a.cmd.Process.Kill()
-	<-a.done
+	<-a.Done()
 	var gone time.Duration = -1
 	left := map[int]string{}
 	for time.Since(tKill) < 5*time.Second {
@@ -372,7 +372,7 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	exited := true
 	select {
-	case <-a.done:
+	case <-a.Done():
 	case <-time.After(20 * time.Second):
 		exited = false
 	}
@@ -408,17 +408,17 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 		}
 	}
 	row.did = fmt.Sprintf("exit code %d%s; of %d checks in flight at the signal, %d got an HTTP answer and %d right verdicts; %d checks sent after it, %d refused",
-		a.exitCode, map[bool]string{true: " (signal " + a.exitSignal + ")", false: ""}[a.exitSignal != ""],
+		a.Exited().Code, map[bool]string{true: " (signal " + a.Exited().Signal + ")", false: ""}[a.Exited().Signal != ""],
 		len(inflight), answered, in[outRight], af["all"], af[outError])
 	row.numbers = fmt.Sprintf("exit %s ms after the signal; in flight at the signal: %s; sent after it: %d (refused: %d, answered: %d); plugin processes left: %d",
-		ms(a.exitedAt.Sub(tSig)), in, af["all"], af[outError], af[outRight], left)
+		ms(a.Exited().At.Sub(tSig)), in, af["all"], af[outError], af[outRight], left)
 	for _, r := range inflight {
 		if r.outcome != outRight {
 			row.numbers += "; first in-flight answer that was not right: " + r.detail
 			break
 		}
 	}
-	row.held = a.exitCode == 0 && in[outError] == 0 && in[outWrong] == 0 && af[outWrong] == 0 && left == 0
+	row.held = a.Exited().Code == 0 && in[outError] == 0 && in[outWrong] == 0 && af[outWrong] == 0 && left == 0
 	return []faultRow{row}
 }
 
@@ -859,7 +859,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	errVerdicts := 0
 	for _, v := range valid {
 		code, body, err := a.rawRequest("POST", "/v1/check", "application/json", []byte(v.body))
-		var resp control.CheckResponse
+		var resp state.CheckResult
 		if err == nil && code == 200 && json.Unmarshal(body, &resp) == nil && len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "error" {
 			if *verbose {
 				progress("api %q: %.300s", v.name, body)
@@ -1004,7 +1004,7 @@ func badFrames(s *scope, l *lab, evilHost *netlab.Host, a *agent, out io.Writer)
 		frame := c.build(evil.mac, cand)
 		before := seen.count(len(frame))
 		done := make(chan struct{})
-		var resp control.CheckResponse
+		var resp state.CheckResult
 		var code int
 		var err error
 		go func() {

@@ -82,7 +82,7 @@ func faultIPAMKill(s *scope, b *bins) []faultRow {
 	}
 	time.Sleep(700 * time.Millisecond)
 	_ = a.cmd.Process.Kill()
-	<-a.done
+	<-a.Done()
 	close(stop)
 	wg.Wait()
 

@@ -151,7 +151,7 @@ plugin "ip-conflict" { timeout = "500ms" }
 		old, _ := a.plugin("ip-conflict")
 		if old.PID <= 0 { // kill(0) would stop this program's own group
 			st, err := a.status()
-			s.Fatalf("ip-conflict is not running: %+v (status %+v, %v)\n%s", old, st, err, a.log.String())
+			s.Fatalf("ip-conflict is not running: %+v (status %+v, %v)\n%s", old, st, err, a.Log())
 		}
 		stop := make(chan struct{})
 		verdicts := busyChecks(a, stop)
@@ -191,14 +191,14 @@ plugin "ip-conflict" { timeout = "10s" }
 		p, _ := a.plugin("ip-conflict")
 		if p.PID <= 0 {
 			st, err := a.status()
-			s.Fatalf("ip-conflict is not running: %+v (status %+v, %v)\n%s", p, st, err, a.log.String())
+			s.Fatalf("ip-conflict is not running: %+v (status %+v, %v)\n%s", p, st, err, a.Log())
 		}
 		_ = syscall.Kill(p.PID, syscall.SIGSTOP)
 		t0 := time.Now()
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 		exited := true
 		select {
-		case <-a.done:
+		case <-a.Done():
 		case <-time.After(20 * time.Second):
 			exited = false
 		}
@@ -209,7 +209,7 @@ plugin "ip-conflict" { timeout = "10s" }
 		rows = append(rows, faultRow{
 			fault:   "SIGTERM with a SIGSTOPped plugin",
 			done:    "SIGSTOP of ip-conflict (timeout 10s), then SIGTERM of the agent (shutdown_timeout 2s)",
-			did:     fmt.Sprintf("exited: %v, code %d; stopped plugin alive afterwards: %v", exited, a.exitCode, alive),
+			did:     fmt.Sprintf("exited: %v, code %d; stopped plugin alive afterwards: %v", exited, a.Exited().Code, alive),
 			numbers: fmt.Sprintf("exit %s ms after SIGTERM", ms(took)),
 			held:    exited && took < 5*time.Second && !alive,
 		})
@@ -259,7 +259,7 @@ plugin "flood" { path = %q }
 		series := len(regexp.MustCompile(`(?m)^spiderpool_faulty_flood_\d+\{`).FindAllString(text, -1))
 		byName := metricValue(text, "spiderpool_plugin_samples_rejected_total", `reason="name"`)
 		byLimit := metricValue(text, "spiderpool_plugin_samples_rejected_total", `reason="limit"`)
-		warnings := strings.Count(a.log.String(), "dropped a plugin's metric sample")
+		warnings := strings.Count(a.Log(), "dropped a plugin's metric sample")
 		rows = append(rows, faultRow{
 			fault:   "metric-name flood",
 			done:    fmt.Sprintf("a plugin returns 500 new valid and 500 new invalid metric names from every collection (every 200 ms) for %v", run),
@@ -275,9 +275,9 @@ metrics { enabled = true }
 plugin "flood" { path = %q }
 `, b.faulty["logflood"])})
 		a.waitReady(30 * time.Second)
-		before := len(a.log.String())
+		before := len(a.Log())
 		time.Sleep(run)
-		logged := a.log.String()[before:]
+		logged := a.Log()[before:]
 		lines := strings.Count(logged, "\n")
 		dropped := metricValue(metricsText(a), "spiderpool_plugin_log_lines_suppressed_total", `plugin="flood"`)
 		bound := 500 + 100*int(run.Seconds()) + 20

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -88,7 +89,7 @@ func surfGops(s *scope, b *bins) faultRow {
 	on := startAgent(s, b, agentOpts{name: "gops-on", nsPath: bareNS(s, "gopson"), config: "gops_port = 5712\n"})
 	on.waitReady(60 * time.Second)
 	st, err := on.status()
-	warned := strings.Contains(on.log.String(), "gops agent listening: any local user")
+	warned := strings.Contains(on.Log(), "gops agent listening: any local user")
 	row.did = fmt.Sprintf("gops off: connect %s; root: heap exit %d, cpu exit %d; nobody: exit %d (%s); gops on: WARN in log %v, status gops=%q",
 		errWord(dialErr), hc, cc, nc, firstLine(nout), warned, st.Gops)
 	row.numbers = fmt.Sprintf("heap %d bytes in %s ms, cpu 1 s %d bytes in %s ms", hsz, ms(ht), csz, ms(ct))
@@ -287,17 +288,17 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 			row.did = err.Error()
 			return row
 		}
-		before := strings.Count(a.log.String(), "reload failed")
+		before := strings.Count(a.Log(), "reload failed")
 		_ = a.cmd.Process.Signal(syscall.SIGHUP)
 		deadline := time.Now().Add(30 * time.Second)
-		for strings.Count(a.log.String(), "reload failed") == before && time.Now().Before(deadline) {
+		for strings.Count(a.Log(), "reload failed") == before && time.Now().Before(deadline) {
 			polls++
 			if code, _, _ := a.healthGet("/v1/runtime/liveness"); code != http.StatusOK {
 				live503++
 			}
 			time.Sleep(50 * time.Millisecond) // polling, not synchronisation
 		}
-		got := strings.Contains(a.log.String(), m.says)
+		got := strings.Contains(a.Log(), m.says)
 		said = append(said, fmt.Sprintf("%s: %v", m.name, map[bool]string{true: "refused naming it", false: "NOT refused"}[got]))
 		ok = ok && got
 	}
@@ -313,13 +314,13 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	stopped := false
 	select {
-	case <-a.done:
+	case <-a.Done():
 		stopped = true
 	case <-time.After(30 * time.Second):
 	}
 	row.did = strings.Join(said, "; ") + fmt.Sprintf("; SIGTERM: %s", map[bool]string{true: "stopped", false: "IGNORED"}[stopped])
 	row.numbers = fmt.Sprintf("liveness %d non-200 of %d polls; RSS %d → %d KiB; stop in %s ms", live503, polls, rss0, rss1, ms(time.Since(t0)))
-	row.held = ok && stopped && live503 == 0 && a.exitCode == 0
+	row.held = ok && stopped && live503 == 0 && a.Exited().Code == 0
 	return row
 }
 
@@ -342,7 +343,7 @@ func surfSquatter(s *scope, b *bins) faultRow {
 	copyExe(s, self, exe)
 	must(os.Chmod(exe, 0o755))
 	cmd := execNobody(exe)
-	cmd.Env = append(cleanEnv(), squatEnv+"="+sock)
+	cmd.Env = append(agenttest.CleanEnv(), squatEnv+"="+sock)
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		row.did = "impostor: " + err.Error()
@@ -391,7 +392,7 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 			bad = append(bad, fmt.Sprintf("%s → %d %s", body, code, strings.TrimSpace(string(resp))))
 		}
 	}
-	warns0 := strings.Count(a.log.String(), "[WARN]")
+	warns0 := strings.Count(a.Log(), "[WARN]")
 	conns, err := dialIn(ns, 5711, 20)
 	if err != nil {
 		row.did = err.Error()
@@ -412,7 +413,7 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	warns := strings.Count(a.log.String(), "[WARN]") - warns0
+	warns := strings.Count(a.Log(), "[WARN]") - warns0
 	row.did = fmt.Sprintf("%d of %d bad checks answered 400 naming the field; WARN lines after 20 abandoned scrapes: %d", good, len(bodies), warns)
 	if len(bad) > 0 {
 		row.did += "; not refused: " + strings.Join(bad, "; ")
@@ -432,11 +433,11 @@ func (impostor) Status(context.Context) state.Agent {
 }
 func (impostor) Shutdown(context.Context) error { return nil }
 func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req control.ValidatedCheck) (control.CheckResponse, error) {
-	resp := control.CheckResponse{Verdict: state.VerdictPass}
+func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
+	resp := state.CheckResult{Verdict: state.VerdictPass}
 	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, control.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []control.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
+		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
+			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
 	}
 	return resp, nil
 }

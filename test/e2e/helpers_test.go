@@ -35,7 +35,7 @@ func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
 
 // checkVia asks the agent to check addresses (CIDRs, optionally
 // "CIDR via GATEWAY") on iface in the agent's own namespace.
-func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) control.CheckResponse {
+func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) state.CheckResult {
 	t.Helper()
 	req := control.CheckRequest{Interface: iface}
 	for _, s := range addrs {

@@ -85,6 +85,16 @@ func TestDependencyRule(t *testing.T) {
 		{filepath.Join(root, "sdk"), []string{"./..."}, rule{"sdk must not import the repository outside sdk/", func(d string) bool {
 			return strings.HasPrefix(d, module+"/") && !under("sdk")(d)
 		}}},
+		// The orchestrator owns nothing of the API: the control package
+		// hands it a state.Check and serves the state.CheckResult it gets.
+		{root, []string{"./core/check"}, rule{"core/check must not import the control API", under("core/control")}},
+		// The control client is what thin callers (test/bench/minicheck,
+		// scripts' helpers) link: none of the daemon's plugin machinery.
+		{root, []string{"./core/control"}, rule{"core/control must stay a thin client", func(d string) bool {
+			return under("core/check")(d) || under("core/supervisor")(d) || under("core/config")(d) || under("sdk")(d) ||
+				strings.HasPrefix(d, "github.com/hashicorp/go-plugin") || strings.HasPrefix(d, "google.golang.org/grpc") ||
+				strings.HasPrefix(d, "github.com/hashicorp/hcl")
+		}}},
 	}
 	for _, c := range checks {
 		if v := violations(list(t, c.dir, c.patterns...), c.rule); len(v) > 0 {

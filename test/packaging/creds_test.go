@@ -166,7 +166,7 @@ func (a *credAgent) status(t *testing.T) state.Agent {
 	return st
 }
 
-func (a *credAgent) check(t *testing.T, netns, addr, gw string) control.CheckResponse {
+func (a *credAgent) check(t *testing.T, netns, addr, gw string) state.CheckResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -298,7 +298,7 @@ func testUnitCredentials(t *testing.T) {
 	}
 }
 
-func logCheck(t *testing.T, ns string, r control.CheckResponse) bool {
+func logCheck(t *testing.T, ns string, r state.CheckResult) bool {
 	t.Helper()
 	t.Logf("through %s: %+v", ns, r)
 	return true
@@ -430,7 +430,7 @@ func syscallNumbers(t *testing.T) map[string]string {
 	return out
 }
 
-func detector(r control.CheckResponse, name string) string {
+func detector(r state.CheckResult, name string) string {
 	for _, a := range r.Addresses {
 		for _, d := range a.Detectors {
 			if d.Name == name {

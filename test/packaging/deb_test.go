@@ -58,6 +58,10 @@ var wantFiles = map[string]string{
 	"/usr/lib/spiderpool":                                                        "drwxr-xr-x",
 	"/usr/share/doc/spiderpool-agent":                                            "drwxr-xr-x",
 	"/usr/share/doc/spiderpool-agent/monitoring":                                 "drwxr-xr-x",
+	"/opt/cni/bin/spiderpool":                                                    "-rwxr-xr-x",
+	"/usr/share/doc/spiderpool-agent/cni/macvlan.conflist":                       "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/cni/ipvlan.conflist":                        "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/cni/README.md":                              "-rw-r--r--",
 }
 
 var wantConffiles = []string{"/etc/default/spiderpool-agent", "/etc/spiderpool/config.hcl"}

@@ -35,6 +35,8 @@ func TestMakeInstall(t *testing.T) {
 		"/usr/local/share/bash-completion/completions/spiderpool-agent":               "-rw-r--r--",
 		"/usr/local/share/zsh/vendor-completions/_spiderpool-agent":                   "-rw-r--r--",
 		"/usr/local/share/doc/spiderpool-agent/monitoring/spiderpool-agent.rules.yml": "-rw-r--r--",
+		"/opt/cni/bin/spiderpool":                                                     "-rwxr-xr-x",
+		"/usr/local/share/doc/spiderpool-agent/cni/macvlan.conflist":                  "-rw-r--r--",
 	} {
 		fi, err := os.Stat(filepath.Join(dest, p))
 		if err != nil {

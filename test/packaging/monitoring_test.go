@@ -3,11 +3,11 @@ package packaging
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -130,11 +130,28 @@ var metricName = regexp.MustCompile(`\bspiderpool_[a-z0-9_]+`)
 func TestMonitoringUsesRealMetrics(t *testing.T) {
 	netlab.RequireRoot(t)
 	lan := netlab.NewStdLAN(t)
+	// A pool whose range holds the busy host's address, so that the IPAM
+	// series exist and one allocation may meet a conflict.
+	ipamDir := t.TempDir()
+	pool := `pool "mon4" {
+  subnet  = "10.0.0.0/24"
+  ranges  = ["10.0.0.10-10.0.0.12"]
+  gateway = "10.0.0.1"
+  gateway_detection = true
+}
+`
+	if err := os.WriteFile(filepath.Join(ipamDir, "pools.hcl"), []byte(pool), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	a := agenttest.Start(t, agentBinaries(t), agenttest.Options{
 		Netns:  lan.Node.NS,
-		Config: "gops_port = 0\nmetrics {\n enabled = true\n port = 15711\n address = \"127.0.0.1\"\n}\n",
+		Config: "gops_port = 0\nipam {\n db_path = \"" + filepath.Join(t.TempDir(), "ipam.db") + "\"\n}\nmetrics {\n enabled = true\n port = 15711\n address = \"127.0.0.1\"\n}\n",
+		Args:   []string{"--ipam-config-dir", ipamDir},
 	})
-	a.WaitReady(30 * time.Second)
+	a.WaitReady(agenttest.ReadyTimeout)
+	if out, stderr, code := a.CLI("ipam", "allocate", "--socket", a.Socket, "--container-id", "mon1", "--interface", "eth0", "--pool", "mon4"); code != 0 {
+		t.Fatalf("ipam allocate: exit %d: %s%s", code, out, stderr)
+	}
 	for _, args := range [][]string{
 		{"--interface", "eth0", "--ip", netlab.Busy4 + "/24", "--gateway", netlab.GW4},
 		{"--interface", "eth0", "--ip", netlab.Free4 + "/24", "--gateway", "10.0.0.99"},

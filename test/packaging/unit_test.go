@@ -174,7 +174,7 @@ func TestUnitSettings(t *testing.T) {
 		"NotifyAccess":    "main",
 		"ExecStart":       "/usr/bin/spiderpool-agent daemon --config-dir /etc/spiderpool --ipam-config-dir /etc/spiderpool/ipam.d",
 		"StateDirectory":  "spiderpool",
-		"ExecReload":      "/bin/kill -HUP $MAINPID",
+		"ExecReload":      "/usr/bin/spiderpool-agent reload",
 		"EnvironmentFile": "-/etc/default/spiderpool-agent",
 		"KillMode":        "mixed",
 		"Restart":         "on-failure",

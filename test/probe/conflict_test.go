@@ -102,6 +102,6 @@ func TestIPv6DisabledOnNode(t *testing.T) {
 	e := newEngine(t, probe.Options{})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{}), probe.Free, "")
-	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{})
+	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW6), probe.Params{})
 	expectErr(t, err, probe.ErrNoLinkLocal, "cannot probe eth0")
 }

@@ -83,7 +83,7 @@ func TestFrameFormat(t *testing.T) {
 	})
 
 	t.Run("IPv4 gateway probe", func(t *testing.T) {
-		expect(t, mustGateway(t, e, on(l.Node, "10.0.0.98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+		expect(t, mustGateway(t, e, on(l.Node, "10.0.0.98"), probe.Params{}), probe.Unreachable, "")
 		frames := capt.waitMatching(t, "3 ARP requests for the gateway", 3, func(f []byte) bool {
 			a, ok := parseARP(f)
 			return ok && fromNode(f) && a.tpa == netlab.Addr("10.0.0.98")
@@ -96,7 +96,7 @@ func TestFrameFormat(t *testing.T) {
 	})
 
 	t.Run("IPv6 gateway solicitation", func(t *testing.T) {
-		expect(t, mustGateway(t, e, on(l.Node, "fd00::98"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+		expect(t, mustGateway(t, e, on(l.Node, "fd00::98"), probe.Params{}), probe.Unreachable, "")
 		frames := capt.waitMatching(t, "3 NS for the gateway", 3, func(f []byte) bool {
 			nd, ok := parseIPv6ICMP(f)
 			return ok && fromNode(f) && nd.icmp[0] == 135 && len(nd.icmp) >= 24 &&

@@ -12,28 +12,17 @@ func TestGatewayIPv4(t *testing.T) {
 	l := netlab.NewStdLAN(t)
 	e := newEngine(t, probe.Options{})
 
-	res := mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{})
+	res := mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{})
 	expect(t, res, probe.Reachable, netlab.GwMAC)
 	if res.Evidence != "arp-reply" || res.RTT <= 0 {
 		t.Fatalf("present: %+v", res)
 	}
-	expect(t, mustGateway(t, e, on(l.Node, "10.0.0.99"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+	expect(t, mustGateway(t, e, on(l.Node, "10.0.0.99"), probe.Params{}), probe.Unreachable, "")
 
 	// The probe form left nothing in the gateway's ARP cache.
 	if out := netlab.Run(t, "ip", "-n", l.GW.NS, "neigh", "show", "dev", "eth0"); out != "" {
 		t.Fatalf("gateway learnt a neighbour from an ARP probe: %q", out)
 	}
-
-	// A sender address is refused until the caller vouches for its
-	// conflict check, and then written into the gateway's cache.
-	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{Addr: netlab.Addr("10.0.0.60")})
-	expectErr(t, err, probe.ErrInvalid, "conflict check")
-	res = mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{Addr: netlab.Addr("10.0.0.60"), ConflictChecked: true})
-	expect(t, res, probe.Reachable, netlab.GwMAC)
-	netlab.WaitFor(t, "gateway neighbour entry for the sender", func() (bool, error) {
-		out := netlab.Run(t, "ip", "-n", l.GW.NS, "neigh", "show", "10.0.0.60")
-		return len(out) > 0, nil
-	})
 }
 
 func TestGatewayIPv6(t *testing.T) {
@@ -42,22 +31,17 @@ func TestGatewayIPv6(t *testing.T) {
 	netlab.IP(t, l.GW.NS, "addr", "add", "fe80::1/64", "dev", "eth0", "nodad")
 	e := newEngine(t, probe.Options{})
 
-	res := mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{})
+	res := mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{})
 	expect(t, res, probe.Reachable, netlab.GwMAC)
 	if res.Evidence != "neighbor-advertisement" || res.RTT <= 0 {
 		t.Fatalf("present: %+v", res)
 	}
-	expect(t, mustGateway(t, e, on(l.Node, "fe80::1"), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
-	expect(t, mustGateway(t, e, on(l.Node, "fd00::99"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+	expect(t, mustGateway(t, e, on(l.Node, "fe80::1"), probe.Params{}), probe.Reachable, netlab.GwMAC)
+	expect(t, mustGateway(t, e, on(l.Node, "fd00::99"), probe.Params{}), probe.Unreachable, "")
 
 	// A host that owns the address but is not asked (a busy host) answers
 	// like a gateway would: reachability is about the address.
-	expect(t, mustGateway(t, e, on(l.Node, netlab.Busy6), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.BusyMAC)
-
-	// With an explicit, vouched-for source.
-	netlab.IP(t, l.Node.NS, "addr", "add", "fd00::60/64", "dev", "eth0", "nodad")
-	res = mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{Addr: netlab.Addr("fd00::60"), ConflictChecked: true})
-	expect(t, res, probe.Reachable, netlab.GwMAC)
+	expect(t, mustGateway(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Reachable, netlab.BusyMAC)
 
 	// Cross-check with ndisc6.
 	if !ndisc6Answered(t, l.Node, netlab.GW6) {
@@ -72,10 +56,8 @@ func TestGatewayIPv6(t *testing.T) {
 //   - it answers for its own address at once, whatever proxy_delay says;
 //   - it never answers RFC 5227 probes for proxied addresses (Linux skips
 //     proxying when the sender IP is 0.0.0.0), so a conflict check of such an
-//     address says free, and a probe-form gateway check says unreachable;
-//   - with a real sender IP it answers, immediately with proxy_delay=0, and
-//     after a random delay up to proxy_delay otherwise (broadcast requests are
-//     queued): past the window, so unreachable.
+//     address says free, and a gateway check (always the probe form) says
+//     unreachable, whatever proxy_delay says.
 func TestProxyARPGateway(t *testing.T) {
 	t.Parallel()
 	l := netlab.NewStdLAN(t)
@@ -91,19 +73,17 @@ func TestProxyARPGateway(t *testing.T) {
 		"net.ipv4.conf.eth0.proxy_arp", "1",
 		"net.ipv4.neigh.eth0.proxy_delay", "0")
 	e := newEngine(t, probe.Options{})
-	sender := probe.Sender{Addr: netlab.Addr("10.0.0.60"), ConflictChecked: true}
 	proxied := "203.0.113.7"
 
-	expect(t, mustGateway(t, e, on(l.Node, proxied), probe.Params{}, sender), probe.Reachable, netlab.GwMAC)
 	expect(t, mustConflict(t, e, on(l.Node, proxied), probe.Params{}), probe.Free, "")
-	expect(t, mustGateway(t, e, on(l.Node, proxied), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+	expect(t, mustGateway(t, e, on(l.Node, proxied), probe.Params{}), probe.Unreachable, "")
 	if arpingAnswered(t, l.Node, proxied) {
 		t.Error("arping -0: proxy ARP answered a probe")
 	}
 
-	// A long proxy delay (random in [0, 10000 s)): answers come too late.
+	// A long proxy delay (random in [0, 10000 s)) does not hold back the
+	// gateway's answer for its own address.
 	netlab.Sysctl(t, gw, "net.ipv4.neigh.eth0.proxy_delay", "1000000")
-	expect(t, mustGateway(t, e, on(l.Node, proxied), probe.Params{}, sender), probe.Unreachable, "")
-	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
-	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, sender), probe.Reachable, netlab.GwMAC)
+	expect(t, mustGateway(t, e, on(l.Node, proxied), probe.Params{}), probe.Unreachable, "")
+	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Reachable, netlab.GwMAC)
 }

@@ -48,9 +48,9 @@ func mustConflict(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params
 	return res
 }
 
-func mustGateway(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params, s probe.Sender) probe.Result {
+func mustGateway(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params) probe.Result {
 	t.Helper()
-	res, err := e.CheckGateway(context.Background(), tg, p, s)
+	res, err := e.CheckGateway(context.Background(), tg, p)
 	if err != nil {
 		t.Fatalf("CheckGateway(%s, %s): %v", tg, tg.Addr, err)
 	}

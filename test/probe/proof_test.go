@@ -117,7 +117,7 @@ func TestReplyQueuedAtDeadline(t *testing.T) {
 		st.arm()
 		var res probe.Result
 		if tc.gw {
-			res = mustGateway(t, e, on(l.Node, tc.addr), probe.Params{}, probe.Sender{})
+			res = mustGateway(t, e, on(l.Node, tc.addr), probe.Params{})
 		} else {
 			res = mustConflict(t, e, on(l.Node, tc.addr), probe.Params{})
 		}
@@ -149,7 +149,7 @@ func TestReaderStuckIsAnError(t *testing.T) {
 			t.Fatalf("%s: result %+v with error", a, res)
 		}
 	}
-	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{})
+	_, err := e.CheckGateway(t.Context(), on(l.Node, netlab.GW4), probe.Params{})
 	expectErr(t, err, probe.ErrUnproven)
 	if st := e.Stats(); st.Unproven != 3 || st.Free != 1 || st.ExtraRounds != 6 {
 		t.Fatalf("stats %+v", st)
@@ -195,7 +195,7 @@ func TestDropsDuringWindowProbeAgain(t *testing.T) {
 		go func() {
 			p := probe.Params{Window: 300 * time.Millisecond, Probes: 1}
 			if tc.gw {
-				r, err := e.CheckGateway(t.Context(), on(l.Node, tc.addr), p, probe.Sender{})
+				r, err := e.CheckGateway(t.Context(), on(l.Node, tc.addr), p)
 				done <- out{r, err}
 				return
 			}

@@ -26,7 +26,7 @@ func TestInterfaceUnusable(t *testing.T) {
 			tg.Addr = netlab.Addr(a)
 			_, err := e.CheckConflict(ctx, tg, probe.Params{})
 			expectErr(t, err, probe.ErrInterface, append([]string{"cannot probe " + tg.Interface}, fragments...)...)
-			_, err = e.CheckGateway(ctx, tg, probe.Params{}, probe.Sender{})
+			_, err = e.CheckGateway(ctx, tg, probe.Params{})
 			expectErr(t, err, probe.ErrInterface, fragments...)
 		}
 	}
@@ -88,7 +88,7 @@ func TestInterfaceUnusable(t *testing.T) {
 		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
 		l.WaitReady(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
-		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
+		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}), probe.Reachable, netlab.GwMAC)
 	})
 }
 
@@ -101,7 +101,7 @@ func TestHairpinOwnFrames(t *testing.T) {
 	e := newEngine(t, probe.Options{})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free6), probe.Params{}), probe.Free, "")
-	expect(t, mustGateway(t, e, on(l.Node, "10.0.0.99"), probe.Params{}, probe.Sender{}), probe.Unreachable, "")
+	expect(t, mustGateway(t, e, on(l.Node, "10.0.0.99"), probe.Params{}), probe.Unreachable, "")
 	// The loop really happened: 3 ARP probes, 3 DAD NS, 3 ARP requests.
 	if own := e.Stats().FramesOwn; own < 9 {
 		t.Fatalf("only %d own frames came back: hairpin not effective", own)
@@ -235,7 +235,7 @@ func TestContextCancel(t *testing.T) {
 	// A deadline shorter than the window is an error too, not "free".
 	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel2()
-	_, err = e.CheckGateway(ctx, on(l.Node, "10.0.0.99"), probe.Params{}, probe.Sender{})
+	_, err = e.CheckGateway(ctx, on(l.Node, "10.0.0.99"), probe.Params{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want context.DeadlineExceeded", err)
 	}
@@ -248,7 +248,7 @@ func TestSocketSharingAndIdleClose(t *testing.T) {
 	e := newEngine(t, probe.Options{IdleTimeout: 50 * time.Millisecond})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
-	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}, probe.Sender{}), probe.Reachable, netlab.GwMAC)
+	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Reachable, netlab.GwMAC)
 	if st := e.Stats(); st.SocketsOpened != 1 || st.SocketsOpen != 1 {
 		t.Fatalf("after three checks on one interface: %+v", st)
 	}

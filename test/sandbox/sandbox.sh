@@ -98,9 +98,29 @@ metrics {
   enabled = true
   address = "127.0.0.1"
 }
+ipam {
+  db_path = "$state/ipam.db"
+}
+EOF
+# A demo pool per family; the neighbour owns 10.0.0.10 and fd00::10, inside
+# the ranges, so an allocation may meet it and skip it.
+mkdir -p "$state/ipam.d"
+cat >"$state/ipam.d/demo.hcl" <<EOF
+pool "demo4" {
+  subnet            = "10.0.0.0/24"
+  ranges            = ["10.0.0.10-10.0.0.40"]
+  gateway           = "10.0.0.1"
+  gateway_detection = true
+}
+pool "demo6" {
+  subnet            = "fd00::/64"
+  ranges            = ["fd00::10-fd00::40"]
+  gateway           = "fd00::1"
+  gateway_detection = true
+}
 EOF
 
-ip netns exec $node "$agent" daemon --config-dir "$state/agent.hcl" >"$state/agent.log" 2>&1 &
+ip netns exec $node "$agent" daemon --config-dir "$state/agent.hcl" --ipam-config-dir "$state/ipam.d" >"$state/agent.log" 2>&1 &
 echo $! >"$state/agent.pid"
 
 in_node() { ip netns exec $node "$@"; }
@@ -128,6 +148,12 @@ if [ "${SANDBOX_DEMO:-}" = 1 ]; then
 	echo "== check free"
 	$a check --socket "$sock" --interface eth0 --ip 10.0.0.50/24 --gateway 10.0.0.1 --ip fd00::50/64 --gateway fd00::1
 	echo "exit=$?"
+	echo "== ipam allocate"
+	$a ipam allocate --socket "$sock" --container-id demo1 --interface eth0 --pool demo4 --pool demo6
+	echo "exit=$?"
+	echo "== ipam pools"
+	$a ipam pools --socket "$sock"
+	echo "exit=$?"
 	echo "== status"
 	$a status --socket "$sock"
 	echo "exit=$?"
@@ -146,6 +172,10 @@ Try, in another terminal (as root):
       the neighbour owns it: BLOCK, exit 1
   $a check --socket $sock --interface eth0 --ip 10.0.0.50/24 --gateway 10.0.0.1 --ip fd00::50/64 --gateway fd00::1
       free, and both gateways answer: PASS, exit 0
+  $a ipam allocate --socket $sock --container-id demo1 --interface eth0 --pool demo4 --pool demo6
+      a dual-stack pair from the demo pools, checked on the wire (10.0.0.10 and
+      fd00::10 belong to the neighbour and are skipped if met)
+  $a ipam pools --socket $sock
   $a status --socket $sock
   ip netns exec $node curl -s localhost:5710/v1/runtime/readiness
   $a metric

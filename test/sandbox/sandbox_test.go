@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -100,12 +101,22 @@ func TestSandboxBlocksTheNeighbourAndLeavesTheHostAlone(t *testing.T) {
 		}
 	}
 	// The busy check must exit 1 (block) and the free one 0.
-	for what, want := range map[string]string{"busy": "exit=1", "free": "exit=0"} {
-		i := strings.Index(s, "== check "+what)
+	for what, want := range map[string]string{"check busy": "exit=1", "check free": "exit=0", "ipam allocate": "exit=0", "ipam pools": "exit=0"} {
+		i := strings.Index(s, "== "+what)
 		j := strings.Index(s[max(i, 0):], "exit=")
 		if i < 0 || j < 0 || !strings.HasPrefix(s[i+j:], want) {
 			t.Errorf("%s check: want %s:\n%s", what, want, s)
 		}
+	}
+	// The demo allocation is a dual-stack pair from the demo pools, never
+	// the neighbour's addresses.
+	alloc := s[strings.Index(s, "== ipam allocate"):]
+	alloc = alloc[:strings.Index(alloc, "exit=")]
+	if !regexp.MustCompile(`10\.0\.0\.(1[1-9]|[23][0-9]|40)/24`).MatchString(alloc) || !regexp.MustCompile(`fd00::(1[1-9a-f]|[23][0-9a-f]|40)/64`).MatchString(alloc) {
+		t.Errorf("ipam allocate did not print a free dual-stack pair from the demo pools:\n%s", alloc)
+	}
+	if strings.Contains(alloc, "10.0.0.10/") || strings.Contains(alloc, "fd00::10/") {
+		t.Errorf("ipam allocate gave out the neighbour's address:\n%s", alloc)
 	}
 	after := readHost(t)
 	for k, v := range before {

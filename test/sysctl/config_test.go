@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	sysctltuner "github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -34,20 +35,8 @@ func configureInProcess(t *testing.T, p *sysctltuner.Plugin, raw sdk.RawConfig, 
 	return p.Configure(context.Background(), sdk.ConfigureRequest{Config: raw, Agent: agent})
 }
 
-func writeFiles(t *testing.T, files map[string]string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
+// writeFiles writes files into a new temporary directory.
+func writeFiles(t *testing.T, files map[string]string) string { return tunertest.Tree(t, files) }
 
 // sysTree is a sysctl tree like the initial namespace's.
 func sysTree(t *testing.T) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 )
 
 // hostKeys are read in the host namespace before and after every test:
@@ -187,14 +188,7 @@ func (n *testNS) run(t *testing.T, fn func() error) {
 }
 
 func byKey(t *testing.T, r tuner.Report, key string) tuner.KeyStatus {
-	t.Helper()
-	for _, k := range r.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in report %+v", key, r.Keys)
-	return tuner.KeyStatus{}
+	return tunertest.Key(t, r.Keys, key, func(k tuner.KeyStatus) string { return k.Key })
 }
 
 // perNS are the defaults that every network namespace has, with a value

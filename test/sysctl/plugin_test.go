@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	sysctltuner "github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -123,14 +124,7 @@ func startPlugin(t *testing.T, ns *testNS) (*sdk.Client, *agenttest.SyncBuffer) 
 }
 
 func tunedKey(t *testing.T, st sdk.TunerStatus, key string) sdk.TunedKey {
-	t.Helper()
-	for _, k := range st.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in status %+v", key, st.Keys)
-	return sdk.TunedKey{}
+	return tunertest.Key(t, st.Keys, key, func(k sdk.TunedKey) string { return k.Key })
 }
 
 func metricValue(t *testing.T, c *sdk.Client, name string, labels map[string]string) float64 {

@@ -10,7 +10,7 @@
 //
 // All file I/O happens on the calling goroutine, and /proc/sys/net shows
 // the network namespace of the thread that opens it. To tune another
-// namespace, call Apply, Reconcile or Run from a goroutine locked to an OS
+// namespace, call Apply or Reconcile from a goroutine locked to an OS
 // thread that has joined that namespace.
 //
 // The package depends on nothing but the standard library; the plugin glue
@@ -238,32 +238,6 @@ func (t *Tuner) Status() Report {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.reportLocked(nil)
-}
-
-// Run applies the configuration at once and then reconciles every
-// interval until ctx ends, handing each report to onResult (which may be
-// nil) on Run's goroutine. With interval <= 0 it applies once and returns.
-func (t *Tuner) Run(ctx context.Context, interval time.Duration, onResult func(Report)) {
-	if onResult == nil {
-		onResult = func(Report) {}
-	}
-	onResult(t.Apply(ctx))
-	if interval <= 0 {
-		return
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if ctx.Err() != nil {
-				return
-			}
-			onResult(t.Reconcile(ctx))
-		}
-	}
 }
 
 // outcome is what visiting one key found and did.

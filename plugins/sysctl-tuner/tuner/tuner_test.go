@@ -10,21 +10,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner/tuner/tunertest"
 )
 
 // initNS is a sysctl tree like the initial network namespace's, with the
 // kernel's defaults for the six tuned keys, an interface whose name has a
 // dot and a multi-value key printed with tabs.
-var initNS = map[string]string{
-	"net/ipv4/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv6/neigh/default/gc_thresh3": "1024\n",
-	"net/ipv4/conf/all/arp_notify":      "0\n",
-	"net/ipv4/conf/all/forwarding":      "0\n",
-	"net/ipv6/conf/all/forwarding":      "0\n",
-	"net/ipv4/conf/all/rp_filter":       "2\n",
+var initNS = withTree(tunertest.InitNS(), map[string]string{
 	"net/ipv4/conf/eth0.100/rp_filter":  "1\n",
 	"net/ipv4/conf/eth0.100/arp_ignore": "0\n",
 	"net/ipv4/tcp_rmem":                 "4096\t131072\t6291456\n",
+})
+
+func withTree(m, more map[string]string) map[string]string {
+	for k, v := range more {
+		m[k] = v
+	}
+	return m
 }
 
 // childNS is the same without neigh/default, as in any other namespace.
@@ -39,46 +42,14 @@ func childNS() map[string]string {
 }
 
 // mkTree builds a sysctl tree in a temporary directory.
-func mkTree(t *testing.T, files map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	for rel, content := range files {
-		p := filepath.Join(root, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
+func mkTree(t *testing.T, files map[string]string) string { return tunertest.Tree(t, files) }
 
-func readFile(t *testing.T, root, rel string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(rel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func readFile(t *testing.T, root, rel string) string { return tunertest.Read(t, root, rel) }
 
-func writeFile(t *testing.T, root, rel, v string) {
-	t.Helper()
-	if err := os.WriteFile(filepath.Join(root, filepath.FromSlash(rel)), []byte(v), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeFile(t *testing.T, root, rel, v string) { tunertest.Write(t, root, rel, v) }
 
 func byKey(t *testing.T, r Report, key string) KeyStatus {
-	t.Helper()
-	for _, k := range r.Keys {
-		if k.Key == key {
-			return k
-		}
-	}
-	t.Fatalf("key %q not in report %+v", key, r.Keys)
-	return KeyStatus{}
+	return tunertest.Key(t, r.Keys, key, func(k KeyStatus) string { return k.Key })
 }
 
 // newTest returns a tuner on root that refuses, and fails the test, if a
@@ -753,60 +724,6 @@ func TestCanceledContext(t *testing.T) {
 	}
 	if rep := tu.Apply(context.Background()); rep.Err != "" {
 		t.Errorf("Err survives a full pass: %q", rep.Err)
-	}
-}
-
-func TestRun(t *testing.T) {
-	root := mkTree(t, initNS)
-	tu := configured(t, root, DefaultSettings())
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu      sync.Mutex
-		reports []Report
-	)
-	drifted := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tu.Run(ctx, 5*time.Millisecond, func(r Report) {
-			mu.Lock()
-			defer mu.Unlock()
-			reports = append(reports, r)
-			if len(reports) == 2 {
-				// Drift between the second and third pass.
-				if err := os.WriteFile(filepath.Join(root, "net/ipv4/conf/all/forwarding"), []byte("0\n"), 0o644); err != nil {
-					t.Error(err)
-				}
-			}
-			for _, c := range r.Changes {
-				if c.Drift {
-					close(drifted)
-				}
-			}
-		})
-	}()
-	select {
-	case <-drifted:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not correct the drift")
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(reports[0].Changes) != 6 {
-		t.Errorf("first report: %+v", reports[0].Changes)
-	}
-
-	// interval <= 0: one pass.
-	n := 0
-	tu.Run(context.Background(), 0, func(Report) { n++ })
-	if n != 1 {
-		t.Errorf("Run with no interval made %d passes", n)
 	}
 }
 

@@ -1,0 +1,323 @@
+package cniplugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// DefaultSocketPath is the agent's default control socket.
+const DefaultSocketPath = ipamapi.DefaultSocketPath
+
+// MaxNetconfBytes bounds the network configuration read from stdin. A
+// conflist with a prevResult of a few addresses is a few KiB.
+const MaxNetconfBytes = 1 << 20
+
+// IPAMConf is the "ipam" block of a network configuration:
+//
+//	"ipam": {"type": "spiderpool", "pools": ["v4", "v6"], "socket": "/path"}
+//	"ipam": {"type": "spiderpool", "ipv4_pool": "v4", "ipv6_pool": "v6"}
+type IPAMConf struct {
+	Type     string
+	Pools    []string // in request order: one pool per family at most
+	Socket   string
+	IPv4Pool string
+	IPv6Pool string
+}
+
+// NetConf is what the plugin reads of the network configuration. Fields
+// outside "ipam" belong to the main plugin and the runtime, so only the ones
+// used here are decoded, and only "ipam" is decoded strictly.
+type NetConf struct {
+	CNIVersion string
+	Name       string
+	IPAM       IPAMConf
+	// PrevResult is the main plugin's result (CHECK, DEL); nil if absent.
+	PrevResult json.RawMessage
+	// ValidAttachments is GC's cni.dev/valid-attachments, or the legacy
+	// cni.dev/attachments when only that is present. HasValid says whether
+	// either key was present with a list (null counts as absent).
+	ValidAttachments []types.GCAttachment
+	HasValid         bool
+}
+
+// ConfError is a malformed network configuration: Field names where, as a
+// JSON path ("ipam.pools[1]").
+type ConfError struct {
+	Field string
+	Msg   string
+}
+
+func (e *ConfError) Error() string { return e.Field + ": " + e.Msg }
+
+func confErr(field, format string, a ...any) error {
+	return &ConfError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// ParseNetConf decodes and checks a network configuration.
+func ParseNetConf(data []byte) (*NetConf, error) {
+	var top struct {
+		CNIVersion string                `json:"cniVersion"`
+		Name       string                `json:"name"`
+		IPAM       json.RawMessage       `json:"ipam"`
+		PrevResult json.RawMessage       `json:"prevResult"`
+		Valid      *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+		Legacy     *[]types.GCAttachment `json:"cni.dev/attachments"`
+	}
+	if err := json.Unmarshal(data, &top); err != nil {
+		return nil, describeJSONError("", err)
+	}
+	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name}
+	if len(top.PrevResult) > 0 && !bytes.Equal(bytes.TrimSpace(top.PrevResult), []byte("null")) {
+		nc.PrevResult = top.PrevResult
+	}
+	switch {
+	case top.Valid != nil:
+		nc.ValidAttachments, nc.HasValid = *top.Valid, true
+	case top.Legacy != nil:
+		nc.ValidAttachments, nc.HasValid = *top.Legacy, true
+	}
+	for i, a := range nc.ValidAttachments {
+		if a.ContainerID == "" || a.IfName == "" {
+			return nil, confErr(fmt.Sprintf("cni.dev/valid-attachments[%d]", i), "needs both containerID and ifname")
+		}
+	}
+	if len(top.IPAM) == 0 || bytes.Equal(bytes.TrimSpace(top.IPAM), []byte("null")) {
+		return nil, confErr("ipam", `is missing: the network needs "ipam": {"type": "spiderpool", "pools": [...]}`)
+	}
+	ic, err := parseIPAM(top.IPAM)
+	if err != nil {
+		return nil, err
+	}
+	nc.IPAM = *ic
+	return nc, nil
+}
+
+// parseIPAM decodes the ipam object key by key, so that an unknown key, a
+// key spelt in another case (encoding/json would accept "Pools") and a key
+// given twice are errors that name it.
+func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, describeJSONError("ipam", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, confErr("ipam", "must be an object, not %s", jsonKind(tok))
+	}
+	ic := &IPAMConf{}
+	seen := map[string]bool{}
+	var pools *[]string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, describeJSONError("ipam", err)
+		}
+		key := tok.(string) // object keys are strings
+		field := "ipam." + key
+		if seen[key] {
+			return nil, confErr(field, "is given twice")
+		}
+		seen[key] = true
+		var target any
+		switch key {
+		case "type":
+			target = &ic.Type
+		case "pools":
+			pools = &[]string{}
+			target = pools
+		case "ipv4_pool":
+			target = &ic.IPv4Pool
+		case "ipv6_pool":
+			target = &ic.IPv6Pool
+		case "socket":
+			target = &ic.Socket
+		default:
+			return nil, confErr(field, "is not a field of the spiderpool IPAM block (known: type, pools, ipv4_pool, ipv6_pool, socket)")
+		}
+		if err := dec.Decode(target); err != nil {
+			return nil, describeJSONError(field, err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, describeJSONError("ipam", err)
+	}
+	if ic.Type != "spiderpool" {
+		return nil, confErr("ipam.type", "is %q; this plugin is \"spiderpool\"", ic.Type)
+	}
+	var fields []string // the field each pool came from, for errors
+	switch {
+	case pools != nil && (seen["ipv4_pool"] || seen["ipv6_pool"]):
+		return nil, confErr("ipam.pools", `give either "pools" or "ipv4_pool"/"ipv6_pool", not both`)
+	case pools != nil:
+		if len(*pools) == 0 {
+			return nil, confErr("ipam.pools", "is empty: name one pool, or one IPv4 and one IPv6 pool")
+		}
+		ic.Pools = *pools
+		for i := range ic.Pools {
+			fields = append(fields, fmt.Sprintf("ipam.pools[%d]", i))
+		}
+	default:
+		if seen["ipv4_pool"] {
+			ic.Pools, fields = append(ic.Pools, ic.IPv4Pool), append(fields, "ipam.ipv4_pool")
+		}
+		if seen["ipv6_pool"] {
+			ic.Pools, fields = append(ic.Pools, ic.IPv6Pool), append(fields, "ipam.ipv6_pool")
+		}
+		if len(ic.Pools) == 0 {
+			return nil, confErr("ipam.pools", `is missing: name the pools ("pools": ["v4", "v6"], or "ipv4_pool"/"ipv6_pool")`)
+		}
+	}
+	if len(ic.Pools) > ipamapi.MaxPools {
+		return nil, confErr("ipam.pools", "names %d pools; at most %d (one per family)", len(ic.Pools), ipamapi.MaxPools)
+	}
+	for i, p := range ic.Pools {
+		field := fields[i]
+		var fe *ipamapi.FieldError
+		if err := ipamapi.ValidatePoolName(field, p); errors.As(err, &fe) {
+			return nil, confErr(fe.Field, "%s", fe.Msg)
+		}
+		for j := 0; j < i; j++ {
+			if ic.Pools[j] == p {
+				return nil, confErr(field, "%q is named twice", p)
+			}
+		}
+	}
+	if seen["socket"] {
+		s := ic.Socket
+		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 107 {
+			return nil, confErr("ipam.socket", "%q is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", s, DefaultSocketPath)
+		}
+	} else {
+		ic.Socket = DefaultSocketPath
+	}
+	return ic, nil
+}
+
+// describeJSONError turns encoding/json's errors into one that names the
+// field and says what was expected.
+func describeJSONError(field string, err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		f := field
+		if te.Field != "" {
+			if f != "" {
+				f += "."
+			}
+			f += te.Field
+		}
+		if f == "" {
+			f = "netconf"
+		}
+		return confErr(f, "is a JSON %s; want %s", te.Value, goTypeName(te.Type.String()))
+	case errors.As(err, &se):
+		if field == "" {
+			field = "netconf"
+		}
+		return confErr(field, "is not valid JSON (at byte %d): %v", se.Offset, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		if field == "" {
+			field = "netconf"
+		}
+		return confErr(field, "ends early: the JSON is cut off")
+	}
+	if field == "" {
+		field = "netconf"
+	}
+	return confErr(field, "%v", err)
+}
+
+func goTypeName(t string) string {
+	switch t {
+	case "string":
+		return "a string"
+	case "[]string":
+		return "a list of strings"
+	case "[]types.GCAttachment":
+		return `a list of {"containerID", "ifname"} objects`
+	}
+	return t
+}
+
+func jsonKind(tok json.Token) string {
+	switch tok.(type) {
+	case json.Delim:
+		return "a list"
+	case string:
+		return "a string"
+	case float64, json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", tok)
+}
+
+// Workload derives the workload name from CNI_ARGS: K8S_POD_NAMESPACE and
+// K8S_POD_NAME ("namespace/name"), else SPIDERPOOL_WORKLOAD (what a runtime
+// without Kubernetes, such as Nomad's cni args, can pass), else "" (the
+// agent then uses the container id). Other keys are ignored: runtimes pass
+// many (K8S_POD_UID, IgnoreUnknown, ...).
+func Workload(cniArgs string) (string, error) {
+	kv := map[string]string{}
+	if cniArgs != "" {
+		for i, pair := range strings.Split(cniArgs, ";") {
+			if pair == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(pair, "=")
+			if !ok || k == "" {
+				return "", confErr("CNI_ARGS", "item %d (%q) is not KEY=VALUE", i+1, pair)
+			}
+			kv[k] = v
+		}
+	}
+	name := ""
+	switch ns, pod := kv["K8S_POD_NAMESPACE"], kv["K8S_POD_NAME"]; {
+	case pod != "" && ns != "":
+		name = ns + "/" + pod
+	case pod != "":
+		name = pod
+	default:
+		name = kv["SPIDERPOOL_WORKLOAD"]
+	}
+	name = fitWorkload(name)
+	var fe *ipamapi.FieldError
+	if err := ipamapi.ValidateWorkload("CNI_ARGS workload", name); errors.As(err, &fe) {
+		return "", confErr("CNI_ARGS", "the workload name %s", fe.Msg)
+	}
+	return name, nil
+}
+
+// fitWorkload shortens a name longer than the agent takes: Kubernetes
+// allows a 63-byte namespace and a 253-byte pod name, so "namespace/name"
+// can exceed ipamapi.MaxWorkload. The same long name always gives the same
+// short one (a prefix and a hash of the whole), so the workload keeps its
+// history and its sticky addresses.
+func fitWorkload(name string) string {
+	if len(name) <= ipamapi.MaxWorkload {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	suffix := fmt.Sprintf("~%016x", h.Sum64())
+	prefix := name[:ipamapi.MaxWorkload-len(suffix)]
+	for !utf8.ValidString(prefix) { // do not cut a character in two
+		prefix = prefix[:len(prefix)-1]
+	}
+	return prefix + suffix
+}

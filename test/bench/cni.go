@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+// The CNI section: the `spiderpool` IPAM plugin from -bin (bin/cni/spiderpool)
+// exec'd as a runtime's main plugin execs it, beside host-local from
+// containernetworking/plugins (cnilab.PluginsVersion) on the same LAN in the
+// same run.
+
+const cniPools = `
+pool "bench-off" {
+  subnet             = "10.0.0.0/24"
+  ranges             = ["10.0.0.100-10.0.0.250"]
+  gateway            = "10.0.0.1"
+  conflict_detection = false
+  gateway_detection  = false
+}
+pool "bench-on" {
+  subnet             = "10.0.1.0/24"
+  ranges             = ["10.0.1.10-10.0.1.250"]
+  gateway            = "10.0.1.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+`
+
+// cniBurst is the number of concurrent ADDs of the burst row.
+const cniBurst = 100
+
+func benchCNI(s *scope, b *bins, out io.Writer) []target {
+	dir := filepath.Join(b.dir, "cni")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.Fatal(err)
+	}
+	copyExe(s, filepath.Join(*binDir, "cni", "spiderpool"), filepath.Join(dir, "spiderpool"))
+	progress("cni: go install containernetworking/plugins %s", cnilab.PluginsVersion)
+	if err := cnilab.BuildUpstream(dir); err != nil {
+		s.Fatal(err)
+	}
+	emptyGo := buildEmptyGo(s)
+
+	lan := netlab.NewStdLAN(s)
+	netlab.IP(s, lan.GW.NS, "addr", "add", "10.0.1.1/24", "dev", "eth0")
+	ipamDir, dataDir := s.TempDir(), s.TempDir()
+	if err := os.WriteFile(filepath.Join(ipamDir, "pools.hcl"), []byte(cniPools), 0o644); err != nil {
+		s.Fatal(err)
+	}
+	a := startAgent(s, b, agentOpts{name: "cni", nsPath: lan.Node.Path,
+		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\n", filepath.Join(dataDir, "ipam.db")),
+		args:   []string{"--ipam-config-dir", ipamDir}})
+	a.waitReady(30 * time.Second)
+
+	spiderpool := func(name, pool string) string {
+		return fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
+			"ipam": {"type": "spiderpool", "pools": [%q], "socket": %q}}]}`, name, pool, a.socket)
+	}
+	hostLocal := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "bench-hl", "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
+		"ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.0.2.0/24", "rangeStart": "10.0.2.10", "rangeEnd": "10.0.2.250"}]]}}]}`,
+		filepath.Join(dataDir, "host-local"))
+	lists := map[string]*libcni.NetworkConfigList{}
+	for name, conf := range map[string]string{"off": spiderpool("bench-off", "bench-off"), "on": spiderpool("bench-on", "bench-on"), "hl": hostLocal} {
+		l, err := libcni.ConfListFromBytes([]byte(conf))
+		if err != nil {
+			s.Fatalf("conflist %s: %v", name, err)
+		}
+		lists[name] = l
+	}
+	rt := cnilab.NewRuntime(dir, s.TempDir(), lan.Node.Path)
+	wl := netlab.NewNS(s, "w")
+	wlPath := "/var/run/netns/" + wl
+
+	var targets []target
+	n := *runs
+
+	// 1. The IPAM plugin alone, exec'd with the main plugin's configuration
+	// as macvlan execs it: what the IPAM itself costs.
+	t := newTable("CNI IPAM: ADD and DEL of one address, detection off, sequential",
+		"IPAM", "exec'd", "runs", "errors", "ADD p50 ms", "ADD p99 ms", "ADD max ms", "DEL p50 ms", "DEL p99 ms", "others' CPU")
+	direct := map[string]sample{}
+	for _, c := range []struct{ label, list string }{{"`spiderpool` (agent, bbolt)", "off"}, {"`host-local` " + cnilab.PluginsVersion, "hl"}} {
+		progress("cni: %s alone, %d ADD+DEL", c.label, n)
+		m := markCPU()
+		var add, del sample
+		errs := 0
+		for i := -10; i < n; i++ {
+			att := cnilab.Attachment{ContainerID: fmt.Sprintf("direct-%s-%d", c.list, i+10), Netns: wlPath, IfName: "net1"}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			t0 := time.Now()
+			_, err := rt.IPAM(ctx, lists[c.list], "ADD", att)
+			dAdd := time.Since(t0)
+			t0 = time.Now()
+			derr := rt.IPAMDel(ctx, lists[c.list], att)
+			dDel := time.Since(t0)
+			cancel()
+			if i < 0 {
+				continue
+			}
+			if err != nil || derr != nil {
+				errs++
+				if *verbose {
+					progress("cni: %s: %v %v", c.label, err, derr)
+				}
+				continue
+			}
+			add, del = append(add, dAdd), append(del, dDel)
+		}
+		direct[c.list] = add
+		t.add(c.label, "alone, as macvlan execs it", len(add)+errs, errs, add.p50(), add.p99(), add.max(), del.p50(), del.p99(), m.otherLoad())
+	}
+
+	// 2. The whole chain, macvlan execing the IPAM plugin, libcni as the
+	// runtime: one workload namespace, ADD then DEL.
+	nChain := n / 2
+	chain := map[string]sample{}
+	firstErr := map[string]string{}
+	for _, c := range []struct {
+		label, list string
+		fresh       bool // a new workload namespace per ADD, as each pod has
+		runs        int
+	}{
+		{"`spiderpool`, detection off", "off", false, nChain}, {"`host-local` " + cnilab.PluginsVersion, "hl", false, nChain},
+		{"`spiderpool`, detection on", "on", true, nChain},
+		{"`spiderpool`, detection on, one namespace re-used", "on", false, 20},
+	} {
+		progress("cni: macvlan + %s, %d ADD+DEL", c.label, c.runs)
+		m := markCPU()
+		var add, del sample
+		errs := 0
+		for i := -5; i < c.runs; i++ {
+			att := cnilab.Attachment{ContainerID: fmt.Sprintf("chain-%s-%v-%d", c.list, c.fresh, i+5), Netns: wlPath, IfName: "net1"}
+			if c.fresh {
+				att.Netns = "/var/run/netns/" + netlab.NewNS(s, "c")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			t0 := time.Now()
+			_, err := rt.Add(ctx, lists[c.list], att)
+			dAdd := time.Since(t0)
+			t0 = time.Now()
+			derr := rt.Del(ctx, lists[c.list], att)
+			dDel := time.Since(t0)
+			cancel()
+			if i < 0 {
+				continue
+			}
+			if err != nil || derr != nil {
+				errs++
+				if firstErr[c.label] == "" {
+					firstErr[c.label] = fmt.Sprint(err, "; ", derr)
+				}
+				if *verbose {
+					progress("cni: %s: %v %v", c.label, err, derr)
+				}
+				continue
+			}
+			add, del = append(add, dAdd), append(del, dDel)
+		}
+		if c.fresh || c.list != "on" {
+			chain[c.list] = add
+		}
+		t.add(c.label, "by macvlan, libcni as the runtime", len(add)+errs, errs, add.p50(), add.p99(), add.max(), del.p50(), del.p99(), m.otherLoad())
+	}
+	for label, e := range firstErr {
+		t.note("First error of %s: %s", label, e)
+	}
+	t.note("Every ADD is followed by its DEL, so each run allocates afresh; the rows with detection off share one workload namespace, the detection-on row makes a new one per ADD (each pod has its own), and the last row re-uses one, as a runtime that retries an ADD in the same sandbox does. `alone` execs the IPAM binary with the main plugin's configuration on stdin, as macvlan does; `by macvlan` is the whole chain through libcni. Detection on is the built-in detectors as shipped (ARP probe window %v and the gateway's ARP reply) on the fresh macvlan interface. host-local keeps its state in files under a lock.", window)
+	t.write(out)
+	offP99, hlP99 := direct["off"].p99(), direct["hl"].p99()
+	targets = append(targets, target{what: "CNI ADD, detection off, vs host-local (p99, IPAM exec'd alone)", want: "no slower than host-local",
+		got: fmt.Sprintf("spiderpool %s ms, host-local %s ms", ms(offP99), ms(hlP99)), met: len(direct["off"]) > 0 && offP99 <= hlP99,
+		why: "the plugin's exec plus one HTTP request over the unix socket and the agent's bbolt commits (fsync) against host-local's file write"})
+	onP99 := chain["on"].p99()
+	targets = append(targets, target{what: "CNI ADD, detection on (p99, through macvlan)", want: fmt.Sprintf("<= %s ms (one window + 10 ms)", ms(window+10*time.Millisecond)),
+		got: fmt.Sprintf("%s ms (macvlan + host-local alone: p50 %s ms)", ms(onP99), ms(chain["hl"].p50())), met: len(chain["on"]) > 0 && onP99 <= window+10*time.Millisecond,
+		why: "silence for a whole reply window is the proof that an address is free; the rest is macvlan's and the plugin's process starts and the agent's commits"})
+
+	// 3. A burst: cniBurst workloads started at once, detection on, and
+	// the same burst with host-local for what the chain costs without it.
+	bt := newTable(fmt.Sprintf("CNI IPAM: %d workloads started at once through macvlan", cniBurst),
+		"IPAM", "ADDs", "errors", "duplicate addresses", "all done ms", "ADD p50 ms", "ADD p99 ms", "ADD max ms", "target", "met", "others' CPU")
+	targets = append(targets, benchCNIBurst(s, rt, lists["on"], "`spiderpool`, detection on", true, bt))
+	benchCNIBurst(s, rt, lists["hl"], "`host-local` "+cnilab.PluginsVersion, false, bt)
+	bt.note("Each ADD is libcni execing macvlan, which execs the IPAM plugin (`spiderpool` then asks the agent, whose detectors probe on the new interface in the workload's namespace): %d macvlan and %d IPAM processes on this machine at once, each workload in a namespace of its own.", cniBurst, cniBurst)
+	bt.write(out)
+
+	// 4. What the binary costs to start.
+	targets = append(targets, benchCNIStart(s, dir, emptyGo, out))
+	return targets
+}
+
+func benchCNIBurst(s *scope, rt *cnilab.Runtime, list *libcni.NetworkConfigList, label string, judge bool, t *table) target {
+	progress("cni: %d concurrent ADDs, %s", cniBurst, label)
+	ws := make([]cnilab.Attachment, cniBurst)
+	for i := range ws {
+		ns := netlab.NewNS(s, "b")
+		ws[i] = cnilab.Attachment{ContainerID: fmt.Sprintf("burst-%s-%d", list.Name, i), Netns: "/var/run/netns/" + ns, IfName: "net1"}
+	}
+	type res struct {
+		addr netip.Addr
+		took time.Duration
+		err  error
+	}
+	results := make([]res, cniBurst)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	m := markCPU()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range ws {
+		wg.Go(func() {
+			t0 := time.Now()
+			r, err := rt.Add(ctx, list, ws[i])
+			results[i].took, results[i].err = time.Since(t0), err
+			if err == nil {
+				if cr, cerr := current.NewResultFromResult(r); cerr == nil && len(cr.IPs) == 1 {
+					results[i].addr, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
+				} else {
+					results[i].err = fmt.Errorf("result %v: %v", r, cerr)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	all := time.Since(start)
+	load := m.otherLoad()
+	var took sample
+	errs, dups := 0, 0
+	seen := map[netip.Addr]bool{}
+	firstErr := ""
+	for _, r := range results {
+		if r.err != nil {
+			errs++
+			if firstErr == "" {
+				firstErr = r.err.Error()
+			}
+			continue
+		}
+		took = append(took, r.took)
+		if seen[r.addr] {
+			dups++
+		}
+		seen[r.addr] = true
+	}
+	for i := range ws {
+		wg.Go(func() { _ = rt.Del(ctx, list, ws[i]) })
+	}
+	wg.Wait()
+	want := 3 * window
+	ok := errs == 0 && dups == 0 && all <= want
+	goal, met := fmt.Sprintf("all within %s ms, 0 errors, 0 duplicates", ms(want)), metStr(ok)
+	if !judge {
+		goal, met = "(comparison)", ""
+	}
+	t.add(label, cniBurst, errs, dups, all, took.p50(), took.p99(), took.max(), goal, met, load)
+	if firstErr != "" {
+		t.note("First error of %s: %s", label, firstErr)
+	}
+	return target{what: fmt.Sprintf("%d concurrent CNI ADDs, detection on", cniBurst), want: fmt.Sprintf("all within %s ms (3 windows), 0 errors, 0 duplicates", ms(want)),
+		got: fmt.Sprintf("%s ms, %d errors, %d duplicates", ms(all), errs, dups), met: ok,
+		why: "200 process starts and 100 interfaces made and moved on 2 CPUs before any probe: the host-local row of the same table is the chain without the agent"}
+}
+
+func benchCNIStart(s *scope, dir, emptyGo string, out io.Writer) target {
+	const n = 200
+	t := newTable("CNI IPAM plugin: size and start cost (fork to exit)", "binary", "size MB", "runs", "p50 ms", "p99 ms", "max ms")
+	p50 := map[string]time.Duration{}
+	for _, c := range []struct {
+		name, path string
+		env        []string
+	}{
+		{"`spiderpool` (CNI_COMMAND=VERSION)", filepath.Join(dir, "spiderpool"), []string{"CNI_COMMAND=VERSION"}},
+		{"`host-local` (CNI_COMMAND=VERSION)", filepath.Join(dir, "host-local"), []string{"CNI_COMMAND=VERSION"}},
+		{"empty Go program", emptyGo, nil},
+		{"`/bin/true`", "/bin/true", nil},
+	} {
+		progress("cni: start of %s, %d runs", c.name, n)
+		var sp sample
+		for i := -10; i < n; i++ {
+			cmd := exec.Command(c.path)
+			cmd.Env = append(agenttest.CleanEnv(), c.env...)
+			var outb bytes.Buffer
+			cmd.Stdout = &outb
+			t0 := time.Now()
+			err := cmd.Run()
+			d := time.Since(t0)
+			if err != nil {
+				s.Fatalf("%s: %v", c.path, err)
+			}
+			if i >= 0 {
+				sp = append(sp, d)
+			}
+			if c.env != nil && i == 0 {
+				var v struct {
+					Supported []string `json:"supportedVersions"`
+				}
+				if json.Unmarshal(outb.Bytes(), &v) != nil || len(v.Supported) == 0 {
+					s.Fatalf("%s VERSION printed %q", c.path, outb.String())
+				}
+			}
+		}
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			s.Fatal(err)
+		}
+		p50[c.path] = sp.p50()
+		t.add(c.name, fmt.Sprintf("%.1f", float64(fi.Size())/1e6), len(sp), sp.p50(), sp.p99(), sp.max())
+	}
+	t.note("`spiderpool` is bin/cni/spiderpool as `make build` leaves it (static, stripped); the empty Go program is built with the same flags; host-local is built from containernetworking/plugins %s with the same flags.", cnilab.PluginsVersion)
+	t.write(out)
+	diff := p50[filepath.Join(dir, "spiderpool")] - p50[emptyGo]
+	return target{what: "`spiderpool` CNI plugin start (p50)", want: "within 3 ms of an empty Go program",
+		got: fmt.Sprintf("%s ms over the empty Go program", ms(diff)), met: diff <= 3*time.Millisecond,
+		why: "the runtime's and the packages' init (net/http, the CNI types) in a larger binary"}
+}
+
+// buildEmptyGo builds `func main() {}` with the flags of `make build`.
+func buildEmptyGo(s *scope) string {
+	dir := s.TempDir()
+	src := filepath.Join(dir, "main.go")
+	if err := os.WriteFile(src, []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		s.Fatal(err)
+	}
+	bin := filepath.Join(dir, "empty")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, src)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.Fatalf("go build an empty program: %v\n%s", err, out)
+	}
+	return bin
+}
