@@ -341,9 +341,10 @@ pool "k" {
 			}
 		}()
 		if i == n/2 {
-			// Half launched: reservations are in flight (each check holds
-			// one for a 100ms window).
-			time.Sleep(150 * time.Millisecond)
+			// Half launched: kill as soon as reservations are in flight
+			// (each check holds one for a 100ms window), however slow
+			// the machine is to get there.
+			waitReserved(t, a.Client)
 			if err := a.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -512,4 +513,24 @@ func TestFreshInterfaceWithDAD(t *testing.T) {
 	if link := netlab.IP(t, wl.NS, "-o", "link", "show", "eth0"); strings.Contains(link, ",UP") {
 		t.Errorf("eth0 left up after the probe: %s", link)
 	}
+}
+
+// waitReserved polls the agent until it holds at least one reservation (an
+// allocation under its check), so that a kill lands mid-allocation.
+func waitReserved(t *testing.T, c *ipamapi.Client) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		list, err := c.List(ctx(t), "", "")
+		if err != nil {
+			t.Fatalf("list while waiting for a reservation: %v", err)
+		}
+		for _, at := range list {
+			if at.State == "reserved" {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no reservation in flight within 60s")
 }
