@@ -13,14 +13,16 @@ target=${1:-test}
 # tool:package pairs each target needs. The namespace tests need iproute2;
 # tcpdump, arping and ndisc6 are the independent witnesses in test/probe and
 # test/e2e; systemd-analyze checks the unit; promtool tests the alert rules;
-# lintian and groff check the package and its man page; dpkg-deb reads it.
+# lintian and groff check the package and its man page; dpkg-deb reads it;
+# etcd (etcd-server) is the real etcd that test/etcdlab starts for the IPAM
+# etcd store's tests and the benchmark's ipam-store rows.
 common="ip:iproute2 bridge:iproute2 tcpdump:tcpdump arping:iputils-arping ndisc6:ndisc6 git:git"
 case "$target" in
 test)
-	need="$common systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux"
+	need="$common systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux etcd:etcd-server"
 	;;
 bench | faults)
-	need="$common"
+	need="$common etcd:etcd-server"
 	;;
 run)
 	need="ip:iproute2 bridge:iproute2"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,8 @@ import (
 // gauges kept fresh.
 type ipamService struct {
 	m       *ipam.IPAM
-	store   *boltstore.Store
+	store   ipam.Store
+	shared  *sharedStore // nil with the embedded store
 	metrics *telemetry.IPAMMetrics
 	dir     string
 	dbPath  string
@@ -47,22 +47,41 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	if err != nil {
 		return nil, err
 	}
-	store, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
+	node, err := cfg.ResolvedNodeName()
 	if err != nil {
 		return nil, err
+	}
+	kind, err := poolsStore(cfg, res.Pools)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		store  ipam.Store
+		shared *sharedStore
+		alive  func(context.Context, string) (bool, time.Time, error)
+	)
+	if kind == ipam.StoreEtcd {
+		shared, err = openShared(ctx, cfg, node, a.log.Named("ipam.etcd"))
+		if err != nil {
+			return nil, err
+		}
+		shared.checkPools(ctx, res.Pools)
+		store, alive = shared.store, shared.store.NodeAlive
+	} else {
+		bs, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
+		if err != nil {
+			return nil, err
+		}
+		store = bs
 	}
 	metrics, err := telemetry.NewIPAMMetrics(a.tel)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	node, err := os.Hostname()
-	if err != nil {
-		node = "unknown"
-	}
 	m, err := ipam.New(ipam.Options{
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
-		Logger: a.log.Named("ipam"), Node: node,
+		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, MaxRetries: cfg.IPAM.UpdateMaxRetries,
 		GCGrace: cfg.IPAM.GCGracePeriod,
 	})
@@ -71,12 +90,19 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		return nil, err
 	}
 	n, err := m.Recover(ctx)
-	if err != nil {
+	if err != nil && shared == nil {
 		store.Close()
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
-	s := &ipamService{m: m, store: store, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
-	if _, err := s.poolUsage(ctx); err != nil {
+	if err != nil {
+		// etcd down at start: IPAM starts without it and says so.
+		a.log.Named("ipam").Warn("cannot release this node's dangling reservations yet", "error", err)
+	}
+	s := &ipamService{m: m, store: store, shared: shared, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
+	if shared != nil {
+		s.dbPath = ""
+	}
+	if _, err := s.poolUsage(ctx); err != nil && shared == nil {
 		store.Close()
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
@@ -84,7 +110,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	for _, p := range res.Pools {
 		names = append(names, p.Name)
 	}
-	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "db", cfg.IPAM.DBPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n)
+	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "store", kind, "node", node, "db", s.dbPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n)
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.loop(loopCtx, a, cfg.IPAM.GCInterval)
@@ -98,10 +124,18 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 	defer gc.Stop()
 	usage := time.NewTicker(usageRefresh)
 	defer usage.Stop()
+	var watch <-chan time.Time
+	if s.shared != nil {
+		w := time.NewTicker(time.Second)
+		defer w.Stop()
+		watch = w.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-watch:
+			s.shared.logChange()
 		case <-gc.C:
 			res, err := s.m.GC(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -110,6 +144,12 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 				s.dirty.Store(true)
 			}
 		case <-usage.C:
+			if s.shared != nil {
+				// Other nodes change a shared pool: usage is never cached for
+				// long; pool definitions not yet checked are checked again.
+				s.shared.checkPools(ctx, s.m.Pools())
+				s.dirty.Store(true)
+			}
 			if s.dirty.Load() {
 				_, _ = s.poolUsage(ctx)
 			}
@@ -120,6 +160,10 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 func (s *ipamService) close() {
 	s.stop()
 	<-s.done
+	if s.shared != nil {
+		s.shared.close()
+		return
+	}
 	s.store.Close()
 }
 
@@ -130,6 +174,17 @@ func (s *ipamService) reload(ctx context.Context, cfg *config.Config) error {
 	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
 	if err != nil {
 		return err
+	}
+	kind, err := poolsStore(cfg, res.Pools)
+	if err != nil {
+		return err
+	}
+	if (kind == ipam.StoreEtcd) != (s.shared != nil) {
+		return fmt.Errorf("IPAM: a reload cannot move the pools between the embedded store and etcd; restart the agent")
+	}
+	if s.shared != nil {
+		s.shared.forget()
+		s.shared.checkPools(ctx, res.Pools)
 	}
 	old := s.m.Pools()
 	if err := s.m.SetPools(ctx, res.Pools); err != nil {
@@ -163,6 +218,9 @@ func (s *ipamService) poolUsage(ctx context.Context) ([]ipamapi.PoolUsage, error
 // status is cheap when nothing changed: health and liveness ask often.
 func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
 	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath}
+	if s.shared != nil {
+		st.Store = s.shared.status()
+	}
 	if p := s.usage.Load(); p != nil && !s.dirty.Load() {
 		st.Pools = *p
 		return st
@@ -202,6 +260,11 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 		return ipamapi.Attachment{}, err
 	}
 	defer a.ipam.dirty.Store(true)
+	if sh := a.ipam.shared; sh != nil {
+		if err := sh.usable(req.Pools); err != nil {
+			return ipamapi.Attachment{}, err
+		}
+	}
 	return m.Allocate(ctx, req)
 }
 

@@ -424,7 +424,18 @@ func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
 		fmt.Fprintf(w, "\nIPAM: off (%s)\n", st.Reason)
 		return
 	}
-	fmt.Fprintf(w, "\nIPAM: on, pools from %s, store %s\n", st.Dir, st.DBPath)
+	if s := st.Store; s != nil {
+		state := "up"
+		if !s.Up {
+			state = "DOWN"
+		}
+		fmt.Fprintf(w, "\nIPAM: on, pools from %s, store %s (node %s): %s\n", st.Dir, s.Kind, s.Node, state)
+		if s.Error != "" {
+			fmt.Fprintf(w, "  store: %s\n", s.Error)
+		}
+	} else {
+		fmt.Fprintf(w, "\nIPAM: on, pools from %s, store %s\n", st.Dir, st.DBPath)
+	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Error)
 	}

@@ -20,6 +20,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -126,6 +127,13 @@ type Config struct {
 	Metrics MetricsConfig
 	// IPAM configures the IPAM service (HCL block ipam).
 	IPAM IPAMConfig
+	// NodeName is this agent's name in a shared IPAM store, recorded with
+	// each allocation. HCL node_name, env SPIDERPOOL_NODE_NAME, default ""
+	// = the hostname (ResolvedNodeName).
+	NodeName string
+	// Etcd is the etcd { } block: the shared store of the pools with
+	// store = "etcd". Zero (no endpoints) when the block is absent.
+	Etcd EtcdConfig
 	// Supervisor says how plugins are started, watched and restarted (HCL
 	// block supervisor).
 	Supervisor SupervisorConfig
@@ -435,4 +443,33 @@ func (c *Config) addPlugin(name string) *PluginConfig {
 	copy(c.Plugins[i+1:], c.Plugins[i:])
 	c.Plugins[i] = p
 	return p
+}
+
+// EtcdConfig is the top-level etcd { } block (see core/ipam/etcdstore's
+// Config, which it is turned into). Every field has the position it was
+// set at in DeclRange's file for errors raised later.
+type EtcdConfig struct {
+	Endpoints      []string
+	Prefix         string
+	DialTimeout    time.Duration
+	RequestTimeout time.Duration
+	CAFile         string
+	CertFile       string
+	KeyFile        string
+	Username       string
+	PasswordFile   string
+	// DeclRange is where the block was declared; zero when absent.
+	DeclRange hcl.Range
+}
+
+// ResolvedNodeName is NodeName, or the hostname when it is empty.
+func (c *Config) ResolvedNodeName() (string, error) {
+	if c.NodeName != "" {
+		return c.NodeName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", fmt.Errorf("node_name is not set and the hostname is unknown (%v): set node_name or SPIDERPOOL_NODE_NAME", err)
+	}
+	return h, nil
 }

@@ -45,6 +45,7 @@ var (
 		Blocks: []hcl.BlockHeaderSchema{
 			{Type: "metrics"},
 			{Type: "ipam"},
+			{Type: "etcd"},
 			{Type: "supervisor"},
 			{Type: "plugin", LabelNames: []string{"name"}},
 		},
@@ -132,6 +133,8 @@ func (l *loader) loadHCL(path string) {
 			l.applyBlock(blk, ipamSchema, ipamKeys)
 		case "supervisor":
 			l.applyBlock(blk, superSchema, superKeys)
+		case "etcd":
+			l.applyEtcd(blk)
 		case "plugin":
 			l.applyPlugin(blk, src, path)
 		}

@@ -63,6 +63,13 @@ func intRange(lo, hi int) func(any) (any, bool) {
 	}
 }
 
+// nodeName accepts what the etcd store can key a heartbeat by; "" means
+// the hostname.
+func nodeName(v any) (any, bool) {
+	s := strings.TrimSpace(v.(string))
+	return s, len(s) <= 253 && !strings.ContainsAny(s, "/\x00 \t\n")
+}
+
 func positiveDuration(v any) (any, bool) {
 	d := v.(time.Duration)
 	return d, d > 0
@@ -147,6 +154,10 @@ var globalKeys = []*keySpec{
 		desc: "port of the gops agent on 127.0.0.1; 0 (or the variable set but empty) disables it",
 		want: wantPortOrZero, check: intRange(0, 65535),
 		ptr: func(c *Config) any { return &c.GopsPort }},
+	{name: "node_name", kind: kindString, env: "SPIDERPOOL_NODE_NAME",
+		desc: "this agent's name in a shared (etcd) IPAM store, recorded with each allocation; empty: the hostname",
+		want: "a node name (no '/', at most 253 characters)", check: nodeName,
+		ptr: func(c *Config) any { return &c.NodeName }},
 	{name: "enable_ipv4", kind: kindBool, confYML: "enableIPv4",
 		desc: "handle IPv4",
 		want: wantBool, check: anyBool,

@@ -74,6 +74,7 @@ func TestEnvVarsTable(t *testing.T) {
 		{Name: "SPIDERPOOL_SOCKET_PATH", Key: "socket_path", Default: "/var/run/spidernet/spiderpool.sock"},
 		{Name: "SPIDERPOOL_HEALTH_PORT", Key: "health_port", Default: "5710"},
 		{Name: "SPIDERPOOL_GOPS_LISTEN_PORT", Key: "gops_port", Default: "5712"},
+		{Name: "SPIDERPOOL_NODE_NAME", Key: "node_name", Default: ""},
 		{Name: "SPIDERPOOL_ENABLED_METRIC", Key: "metrics.enabled", Default: "false"},
 		{Name: "SPIDERPOOL_METRIC_HTTP_PORT", Key: "metrics.port", Default: "5711"},
 		{Name: "SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS", Key: "ipam.max_allocated_ips", Default: "5000"},
@@ -121,6 +122,8 @@ func TestEnvParsing(t *testing.T) {
 		{"SPIDERPOOL_GOPS_LISTEN_PORT", "", func(c *Config) any { return c.GopsPort }, 0, ""},
 		{"SPIDERPOOL_GOPS_LISTEN_PORT", "0", func(c *Config) any { return c.GopsPort }, 0, ""},
 		{"SPIDERPOOL_GOPS_LISTEN_PORT", "-1", nil, nil, `SPIDERPOOL_GOPS_LISTEN_PORT="-1": not a port number (1-65535) or 0 to disable`},
+		{"SPIDERPOOL_NODE_NAME", "rack1-n7", func(c *Config) any { return c.NodeName }, "rack1-n7", ""},
+		{"SPIDERPOOL_NODE_NAME", "a/b", nil, nil, `SPIDERPOOL_NODE_NAME="a/b": not a node name`},
 		{"SPIDERPOOL_ENABLED_METRIC", "true", func(c *Config) any { return c.Metrics.Enabled }, true, ""},
 		{"SPIDERPOOL_ENABLED_METRIC", "maybe", nil, nil, `SPIDERPOOL_ENABLED_METRIC="maybe": not a boolean (true/false, 1/0, yes/no)`},
 		{"SPIDERPOOL_METRIC_HTTP_PORT", "9100", func(c *Config) any { return c.Metrics.Port }, 9100, ""},
@@ -436,6 +439,13 @@ func TestHCLErrors(t *testing.T) {
 		{"duplicate block", "metrics {\n}\nmetrics {\n}\n", []string{`a.hcl:3:1: Duplicate metrics block`, `a.hcl:1:1`}},
 		{"duplicate plugin", "plugin \"x\" {\n}\nplugin \"x\" {\n}\n", []string{`a.hcl:3:1: Duplicate plugin block`}},
 		{"duplicate config", "plugin \"x\" {\n  config {\n  }\n  config {\n  }\n}\n", []string{`a.hcl:4:3: Duplicate config block`}},
+		{"etcd", "etcd {\n  endpoints = [\"10.0.0.1:2379\"]\n  request_timeout = \"0s\"\n  password_file = \"pw\"\n  tls {\n    cert_file = \"/c.pem\"\n  }\n}\n", []string{
+			`a.hcl:2:15: Invalid value for "etcd.endpoints": "10.0.0.1:2379" is not a client URL`,
+			`a.hcl:3:21: Invalid value for "etcd.request_timeout": "0s" is not a positive duration`,
+			`a.hcl:4:19: Invalid value for "etcd.password_file": "pw" is not an absolute path.`,
+			`a.hcl:5:3: Incomplete etcd client certificate`}},
+		{"etcd no endpoints", "etcd {\n  prefix = \"/x/\"\n}\n", []string{`a.hcl:1:6: Missing required argument`}},
+		{"node name", "node_name = \"a/b\"\n", []string{`a.hcl:1:13: Invalid value for "node_name"`}},
 		{"many at once", "health_port = 0\nlog_level = \"x\"\nhelth = 1\n", []string{`a.hcl:1:15`, `a.hcl:2:13`, `a.hcl:3:1`}},
 	}
 	for _, tt := range tests {
@@ -730,7 +740,7 @@ func TestSettings(t *testing.T) {
 	for _, s := range got {
 		keys = append(keys, s.Key)
 	}
-	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port",
+	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port", "node_name",
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
 		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period",
@@ -797,5 +807,38 @@ func TestDeepNestingIsAnError(t *testing.T) {
 	got := loadErr(t, LoadOptions{ConfigDir: dir})
 	if !strings.Contains(got, "a.hcl:2:") || !strings.Contains(got, "Nesting too deep") {
 		t.Errorf("Load = %q", got)
+	}
+}
+
+// TestEtcdBlock checks that the etcd block reaches the Config whole.
+func TestEtcdBlock(t *testing.T) {
+	dir := t.TempDir()
+	src := `node_name = "n1"
+etcd {
+  endpoints       = ["http://10.0.0.1:2379", "https://10.0.0.2:2379"]
+  prefix          = "/rack1/"
+  dial_timeout    = "3s"
+  request_timeout = "1s"
+  username        = "sp"
+  password_file   = "/etc/pw"
+  tls {
+    ca_file   = "/ca.pem"
+    cert_file = "/c.pem"
+    key_file  = "/k.pem"
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "a.hcl"), []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := mustLoad(t, LoadOptions{ConfigDir: dir})
+	e := c.Etcd
+	if c.NodeName != "n1" || len(e.Endpoints) != 2 || e.Endpoints[1] != "https://10.0.0.2:2379" || e.Prefix != "/rack1/" ||
+		e.DialTimeout != 3*time.Second || e.RequestTimeout != time.Second || e.Username != "sp" || e.PasswordFile != "/etc/pw" ||
+		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" {
+		t.Fatalf("node %q etcd %+v", c.NodeName, e)
+	}
+	if n, err := (&Config{}).ResolvedNodeName(); err != nil || n == "" {
+		t.Fatalf("default node name %q, %v; want the hostname", n, err)
 	}
 }

@@ -71,6 +71,16 @@ type Response struct {
 	PID           int      `json:"pid,omitempty"`
 	UptimeSeconds float64  `json:"uptime_seconds"`
 	Plugins       []Plugin `json:"plugins"`
+	// Components are the parts of the agent other than plugins that
+	// readiness depends on (the shared IPAM store, "ipam-store").
+	Components []Component `json:"components,omitempty"`
+}
+
+// Component is one non-plugin part of the agent in a Response.
+type Component struct {
+	Name  string `json:"name"`
+	State string `json:"state"` // "up" or "down"
+	Error string `json:"error,omitempty"`
 }
 
 // Plugin is one plugin's line in a Response.
@@ -203,6 +213,13 @@ func (h *handler) base(a state.Agent) Response {
 		if up := h.now().Sub(a.StartedAt).Seconds(); up > 0 {
 			resp.UptimeSeconds = up
 		}
+	}
+	if a.IPAM != nil && a.IPAM.Store != nil {
+		c := Component{Name: state.IPAMStoreComponent, State: "up"}
+		if !a.IPAM.Store.Up {
+			c.State, c.Error = "down", a.IPAM.Store.Error
+		}
+		resp.Components = append(resp.Components, c)
 	}
 	for _, p := range a.Plugins {
 		resp.Plugins = append(resp.Plugins, Plugin{

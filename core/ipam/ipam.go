@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 	"strings"
@@ -66,8 +67,14 @@ type Options struct {
 	MaxRetries int
 	// MaxTries bounds candidates per pool on conflicts.
 	MaxTries int
-	// GCGrace is the wait between GC's two looks.
+	// GCGrace is the wait between GC's two looks, and the grace after
+	// another node's heartbeat expired before GC reclaims its allocations.
 	GCGrace time.Duration
+	// NodeAlive, for a store shared by several nodes, tells whether node's
+	// heartbeat is live and, when not, the latest time it may still have
+	// been alive (zero: never seen). nil: GC never touches another node's
+	// allocations.
+	NodeAlive func(ctx context.Context, node string) (alive bool, expiredAt time.Time, err error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -86,6 +93,7 @@ type IPAM struct {
 	tries   int
 	grace   time.Duration
 	now     func() time.Time
+	alive   func(context.Context, string) (bool, time.Time, error)
 
 	// reload is held shared by every allocation and exclusively by
 	// SetPools, so that no reservation lands in a range a reload is
@@ -94,6 +102,12 @@ type IPAM struct {
 	mu     sync.RWMutex
 	pools  map[string]*Pool
 	claims claims // candidates being reserved by this agent
+
+	// inflight are the attachment keys this process is allocating now: a
+	// reservation of this node for any other key is dangling (its
+	// allocation failed and the rollback could not reach the store).
+	flightMu sync.Mutex
+	inflight map[AttachmentKey]bool
 
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
@@ -143,7 +157,7 @@ func New(opts Options) (*IPAM, error) {
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
-		now: opts.Now, suspects: map[AttachmentKey]suspect{},
+		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
 		m.links = NetlinkUpper{}
@@ -178,6 +192,7 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m.pools = pools
 	m.claims.m = map[claimKey]struct{}{}
+	m.inflight = map[AttachmentKey]bool{}
 	return m, nil
 }
 
@@ -285,7 +300,41 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 		}
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
+	if !m.takeFlight(a.key) {
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+	}
+	defer m.endFlight(a.key)
 	return a.run(ctx)
+}
+
+func (m *IPAM) takeFlight(k AttachmentKey) bool {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	if m.inflight[k] {
+		return false
+	}
+	m.inflight[k] = true
+	return true
+}
+
+func (m *IPAM) endFlight(k AttachmentKey) {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	delete(m.inflight, k)
+}
+
+func (m *IPAM) inFlight(k AttachmentKey) bool {
+	m.flightMu.Lock()
+	defer m.flightMu.Unlock()
+	return m.inflight[k]
+}
+
+// dangling says whether e is a reservation of this node that no
+// allocation of this process is making: one whose allocation failed while
+// the store could not be reached to roll it back (a shared store that was
+// down, a commit whose outcome was unknown).
+func (m *IPAM) dangling(e attEntry) bool {
+	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && !m.inFlight(e.att.AttachmentKey)
 }
 
 func (m *IPAM) poolNames() []string {
@@ -329,6 +378,16 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	existing, err := m.getAttachment(ctx, a.key)
 	if err != nil {
 		return Attachment{}, err
+	}
+	if existing.rev != 0 && existing.att.State == StateReserved && existing.att.Node == m.node {
+		// This key is being allocated here and now (the caller holds its
+		// flight), so the reservation is a leftover of an earlier attempt:
+		// drop it, with the revision check, and start afresh.
+		if err := m.dropReservation(ctx, a.key, existing.rev, existing.att); err != nil {
+			return Attachment{}, fmt.Errorf("release the reservation left by an earlier attempt: %w", err)
+		}
+		m.log.Info("released a reservation left by an earlier failed attempt", "container_id", a.key.ContainerID, "interface", a.key.Interface)
+		existing = attEntry{}
 	}
 	if existing.rev != 0 {
 		return a.repeat(existing.att)
@@ -396,15 +455,28 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 
 // spendRetry counts a lost compare; past MaxRetries the caller may only
 // try again later.
-func (a *allocation) spendRetry(pool, what string) error {
+func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	a.retries++
 	a.m.metrics.RetrySpent(pool)
 	if a.retries > a.m.retries {
 		return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: a.skipped,
 			Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, a.retries, a.m.retries)}
 	}
+	// Jitter before the retry: writers on other nodes that lost the same
+	// race would otherwise meet again at once (full jitter, growing).
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(a.retries) * int64(retryJitter))))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
 	return nil
 }
+
+// retryJitter is the upper bound of the wait before the first retry of a
+// lost race (n times it before the n-th).
+const retryJitter = 2 * time.Millisecond
 
 // reserve picks a free candidate of p and writes it, reserved, with the
 // attachment in one commit.
@@ -452,10 +524,28 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 			if cur.Revision != a.attRev {
 				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
 			}
-			if err := a.spendRetry(p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
+			if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
 				return err
 			}
 			continue
+		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// The commit may or may not have landed: the attachment key
+			// says which (its revision is compared by every writer of it).
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("pool %q: reserve %s: %w (and the re-read failed: %v)", p.Name, addr, err, gerr)
+			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
+				err, rev = nil, cur.Revision
+			case cur.Revision == a.attRev:
+				if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s (outcome unknown)", p.Name, addr)); err != nil {
+					return err
+				}
+				continue
+			default:
+				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("pool %q: reserve %s: %w", p.Name, addr, err)
@@ -782,10 +872,25 @@ func (a *allocation) commit(ctx context.Context) error {
 				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "the reservation of container %s interface %s was released meanwhile; try again", a.key.ContainerID, a.key.Interface)
 			}
 			// Most likely the workload's endpoint changed under us.
-			if err := a.spendRetry(final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
+			if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
 				return err
 			}
 			continue
+		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("record the allocation: %w (and the re-read failed: %v)", err, gerr)
+			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
+				a.att = final
+				return nil
+			case cur.Revision == a.attRev:
+				if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("record the allocation: %w", err)

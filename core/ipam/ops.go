@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
@@ -306,8 +307,34 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 	}
 	now := m.now()
 	live := map[AttachmentKey]bool{}
+	dead := map[string]bool{} // other nodes, asked once per pass
 	for _, e := range all {
 		att := e.att
+		if att.Node != "" && att.Node != m.node {
+			if m.reclaimable(ctx, att.Node, now, dead) {
+				got, ok, err := m.release(ctx, att.AttachmentKey, e.rev)
+				if err != nil {
+					return res, err
+				}
+				if ok {
+					res.Reclaimed = append(res.Reclaimed, att.AttachmentKey)
+					for _, ip := range got.Addresses {
+						m.metrics.GCReclaimed(ip.Pool)
+					}
+					m.log.Info("GC released an allocation of a node whose heartbeat expired", "node", att.Node, "container_id", att.ContainerID, "interface", att.Interface, "state", att.State)
+				}
+			}
+			continue
+		}
+		if m.dangling(e) && now.Sub(att.Created) > m.grace {
+			if err := m.dropReservation(ctx, att.AttachmentKey, e.rev, att); err == nil {
+				res.Reclaimed = append(res.Reclaimed, att.AttachmentKey)
+				m.log.Info("GC released a reservation left by a failed allocation", "container_id", att.ContainerID, "interface", att.Interface)
+			} else if !errors.Is(err, ErrCompareFailed) {
+				return res, err
+			}
+			continue
+		}
 		if att.State != StateAllocated || att.Netns == "" || (att.Node != "" && att.Node != m.node) {
 			continue
 		}
@@ -424,4 +451,23 @@ func listSome(s []string, n int) string {
 		return strings.Join(s, ", ")
 	}
 	return strings.Join(s[:n], ", ") + fmt.Sprintf(" and %d more", len(s)-n)
+}
+
+// reclaimable says whether another node's allocations may be reclaimed:
+// the store says its heartbeat expired, longer than the grace period ago.
+// A node never seen, or an error, keeps them (never free a live address).
+func (m *IPAM) reclaimable(ctx context.Context, node string, now time.Time, memo map[string]bool) bool {
+	if m.alive == nil {
+		return false
+	}
+	if v, ok := memo[node]; ok {
+		return v
+	}
+	alive, expiredAt, err := m.alive(ctx, node)
+	if err != nil {
+		m.log.Warn("GC: cannot tell whether a node is alive; keeping its allocations", "node", node, "error", err)
+	}
+	v := err == nil && !alive && !expiredAt.IsZero() && now.Sub(expiredAt) > m.grace
+	memo[node] = v
+	return v
 }

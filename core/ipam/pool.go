@@ -14,6 +14,8 @@ import (
 const (
 	// StoreLocal is the embedded bbolt file of this node (the default).
 	StoreLocal = "local"
+	// StoreEtcd is the etcd of the agent's etcd { } block, shared by nodes.
+	StoreEtcd = "etcd"
 )
 
 // DefaultQuarantine is how long an address that answered on the wire is
@@ -182,8 +184,8 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	if p.Store == "" {
 		p.Store = StoreLocal
 	}
-	if p.Store != StoreLocal {
-		return nil, bad("store", "%q is not a store of this agent (known: %q)", spec.Store, StoreLocal)
+	if p.Store != StoreLocal && p.Store != StoreEtcd {
+		return nil, bad("store", "%q is not a store of this agent (known: %q, %q)", spec.Store, StoreLocal, StoreEtcd)
 	}
 	if spec.VLAN < 0 || spec.VLAN > 4094 {
 		return nil, bad("vlan", "%d is not a VLAN id (0-4094)", spec.VLAN)

@@ -73,3 +73,9 @@ var ErrCompareFailed = errors.New("store: a compare condition failed")
 
 // ErrStoreClosed is wrapped by calls on a closed store.
 var ErrStoreClosed = errors.New("store: closed")
+
+// ErrOutcomeUnknown is wrapped by a Commit that was sent but got no
+// answer: it may or may not have been applied. IPAM re-reads the key every
+// writer compares (the attachment) before retrying, so that an allocation
+// is neither duplicated nor lost.
+var ErrOutcomeUnknown = errors.New("store: commit outcome unknown")

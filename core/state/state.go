@@ -139,8 +139,17 @@ func (a Agent) Ready() (bool, []string) {
 			waiting = append(waiting, p.Name)
 		}
 	}
+	if a.IPAM != nil && a.IPAM.Store != nil && !a.IPAM.Store.Up {
+		// A shared IPAM store that is down holds readiness back: a
+		// scheduler should not place workloads whose addresses it cannot
+		// allocate. The detectors and the tuner keep working.
+		waiting = append(waiting, IPAMStoreComponent)
+	}
 	return a.Started && len(waiting) == 0, waiting
 }
+
+// IPAMStoreComponent names the shared IPAM store in readiness.
+const IPAMStoreComponent = "ipam-store"
 
 // Check is what one check asks, parsed and validated (the control API's
 // CheckRequest after control.CheckRequest.Validate): the request core/check

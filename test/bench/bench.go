@@ -91,11 +91,17 @@ func runBench(s *scope, out io.Writer) {
 			must(run("memory", func(s *scope) { targets = append(targets, benchMemory(s, l, out)...) }))
 		}
 	}
+	if selected("ipam-store") {
+		must(run("ipam-store", func(s *scope) { targets = append(targets, benchIPAMStore(s, out)...) }))
+	}
 	if selected("startup") {
 		must(run("startup", func(s *scope) { targets = append(targets, benchStartup(s, b, out)...) }))
 	}
 	if selected("ipam") {
 		must(run("ipam", func(s *scope) { targets = append(targets, benchIPAM(s, b, out)...) }))
+	}
+	if selected("ipam-etcd") {
+		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}
 	if selected("cni") {
 		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out)...) }))

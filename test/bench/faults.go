@@ -58,6 +58,8 @@ func runFaults(s *scope, out io.Writer) {
 	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
 	section("cgroup", func(s *scope) []faultRow { return faultCgroups(s, b) })
 	section("ipam-kill", func(s *scope) []faultRow { return faultIPAMKill(s, b) })
+	section("ipam-etcd", faultEtcd)
+	section("ipam-etcd-agents", func(s *scope) []faultRow { return faultIPAMEtcdAgents(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

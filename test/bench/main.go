@@ -28,7 +28,7 @@ var (
 	binDir  = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
 	faults  = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
 	runs    = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
-	only    = flag.String("only", "", "comma-separated sections to run (latency,scale,hop,sustained,memory,startup,ipam,cni; faults: plugin-kill,agent-kill,sigterm,third-party,sysctl,bad-input,supervisor,burst,surfaces,cgroup,ipam-kill); empty: all")
+	only    = flag.String("only", "", "comma-separated sections to run (latency,scale,hop,sustained,memory,startup,ipam,ipam-store,ipam-etcd,cni; faults: plugin-kill,agent-kill,sigterm,third-party,sysctl,bad-input,supervisor,burst,surfaces,cgroup,ipam-kill,ipam-etcd,ipam-etcd-agents); empty: all")
 	arping  = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
 	verbose = flag.Bool("v", false, "log progress details to stderr")
 	mdOut   = flag.String("o", "", "also write the markdown to this file")

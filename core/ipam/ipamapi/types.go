@@ -214,4 +214,17 @@ type Status struct {
 	DBPath  string      `json:"db_path,omitempty"`
 	Pools   []PoolUsage `json:"pools,omitempty"`
 	Error   string      `json:"error,omitempty"`
+	// Store is the shared store's state; nil with the embedded store.
+	Store *StoreStatus `json:"store,omitempty"`
+}
+
+// StoreStatus is a shared IPAM store as this node sees it.
+type StoreStatus struct {
+	Kind string `json:"kind"` // "etcd"
+	Node string `json:"node"` // this agent's node name
+	// Up is false while the store is unreachable, this node's name is held
+	// by another live agent, or a pool's definition differs from another
+	// node's; Error says which.
+	Up    bool   `json:"up"`
+	Error string `json:"error,omitempty"`
 }

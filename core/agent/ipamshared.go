@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/etcdstore"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+)
+
+// sharedStore is the etcd store of the pools with store = "etcd", with
+// this node's heartbeat and the pool definitions checked against the
+// other nodes'.
+type sharedStore struct {
+	store *etcdstore.Store
+	hb    *etcdstore.Heartbeat
+	node  string
+	log   hclog.Logger
+
+	mu       sync.Mutex
+	verified map[string]bool   // pool -> definition agrees with the store
+	refused  map[string]string // pool -> why (another node's definition differs)
+	checkErr string            // the last check that could not be made
+	lastLog  string            // the store state last logged
+}
+
+// poolsStore says which store the pools use. One agent uses one store for
+// all its pools: an allocation writes its attachment and every address in
+// one atomic commit, which cannot span two stores.
+func poolsStore(cfg *config.Config, pools []*ipam.Pool) (string, error) {
+	kind, first := "", ""
+	for _, p := range pools {
+		if kind == "" {
+			kind, first = p.Store, p.Name
+			continue
+		}
+		if p.Store != kind {
+			return "", fmt.Errorf("IPAM config dir %s: pool %q uses store %q but pool %q uses %q: all pools of an agent must use one store", cfg.IPAMConfigDir, first, kind, p.Name, p.Store)
+		}
+	}
+	if kind == ipam.StoreEtcd && len(cfg.Etcd.Endpoints) == 0 {
+		return "", fmt.Errorf("IPAM config dir %s: pool %q has store = \"etcd\" but the agent's configuration has no etcd { endpoints = [...] } block", cfg.IPAMConfigDir, first)
+	}
+	if kind == "" {
+		kind = ipam.StoreLocal
+	}
+	return kind, nil
+}
+
+// openShared connects to etcd (an etcd that is down is not an error: the
+// store connects in the background) and starts this node's heartbeat.
+func openShared(ctx context.Context, cfg *config.Config, node string, log hclog.Logger) (*sharedStore, error) {
+	e := cfg.Etcd
+	st, err := etcdstore.New(ctx, etcdstore.Config{
+		Endpoints: e.Endpoints, Prefix: e.Prefix, DialTimeout: e.DialTimeout, RequestTimeout: e.RequestTimeout,
+		TLS:      etcdstore.TLSConfig{CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile},
+		Username: e.Username, PasswordFile: e.PasswordFile,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("IPAM: etcd block at %s: %w", e.DeclRange, err)
+	}
+	hb, err := st.Heartbeat(ctx, node, 0)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("IPAM: %w", err)
+	}
+	if err := hb.Err(); err != nil {
+		log.Error("IPAM store: this node's heartbeat is not held", "node", node, "error", err)
+	}
+	return &sharedStore{store: st, hb: hb, node: node, log: log, verified: map[string]bool{}, refused: map[string]string{}}, nil
+}
+
+func (s *sharedStore) close() {
+	s.hb.Stop()
+	s.store.Close()
+}
+
+// definition is the pool as every node must define it, for the hash.
+func definition(p *ipam.Pool) string {
+	sp := p.Spec
+	var routes []string
+	for _, r := range p.Routes {
+		routes = append(routes, fmt.Sprint(r))
+	}
+	return etcdstore.CanonicalDefinition(map[string]string{
+		"subnet":             p.Subnet.String(),
+		"ranges":             strings.Join(sp.Ranges, ","),
+		"exclude":            strings.Join(sp.Exclude, ","),
+		"gateway":            sp.Gateway,
+		"routes":             strings.Join(routes, ","),
+		"vlan":               strconv.Itoa(p.VLAN),
+		"conflict_detection": strconv.FormatBool(p.ConflictDetection),
+		"gateway_detection":  strconv.FormatBool(p.GatewayDetection),
+		"quarantine":         p.Quarantine.String(),
+	})
+}
+
+// forget drops what was checked (a reload brings new definitions).
+func (s *sharedStore) forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.verified, s.refused = map[string]bool{}, map[string]string{}
+}
+
+// checkPools checks each pool not yet checked against the definition the
+// store records; etcd being down leaves it for the next round.
+func (s *sharedStore) checkPools(ctx context.Context, pools []*ipam.Pool) {
+	for _, p := range pools {
+		s.mu.Lock()
+		done := s.verified[p.Name] || s.refused[p.Name] != ""
+		s.mu.Unlock()
+		if done {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.store.PoolHash(cctx, p.Name, s.node, definition(p))
+		cancel()
+		s.mu.Lock()
+		var mis *etcdstore.PoolMismatchError
+		switch {
+		case err == nil:
+			s.verified[p.Name] = true
+		case errors.As(err, &mis):
+			s.refused[p.Name] = err.Error()
+			s.log.Error("IPAM: refusing a pool whose definition differs from another node's", "pool", p.Name, "error", err)
+		default:
+			s.checkErr = err.Error()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// usable says why an allocation from pools cannot be made now, or nil.
+func (s *sharedStore) usable(pools []string) error {
+	if err := s.hb.Err(); err != nil {
+		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd) is not usable on node %s: %v; try again", s.node, err), Err: control.ErrNotReady}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range pools {
+		if why := s.refused[p]; why != "" {
+			return &ipam.Error{Code: ipamapi.CodeMismatch, Msg: why}
+		}
+	}
+	for _, p := range pools {
+		if !s.verified[p] {
+			return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("pool %q: its definition is not yet checked against the etcd store (%s); try again", p, s.checkErr), Err: control.ErrNotReady}
+		}
+	}
+	return nil
+}
+
+// status is the store's line in the IPAM status and readiness.
+func (s *sharedStore) status() *ipamapi.StoreStatus {
+	st := &ipamapi.StoreStatus{Kind: ipam.StoreEtcd, Node: s.node, Up: true}
+	var why []string
+	if err := s.hb.Err(); err != nil {
+		why = append(why, err.Error())
+	}
+	s.mu.Lock()
+	var refused []string
+	for p, r := range s.refused {
+		refused = append(refused, p+": "+r)
+	}
+	s.mu.Unlock()
+	sort.Strings(refused)
+	why = append(why, refused...)
+	if len(why) > 0 {
+		st.Up, st.Error = false, strings.Join(why, "; ")
+	}
+	return st
+}
+
+// logChange logs the store going down (and why) or coming back, once per
+// change: a duplicate node name or a refused pool must be in the log of
+// every agent concerned, not only in the one that found it.
+func (s *sharedStore) logChange() {
+	st := s.status()
+	now := st.Error
+	s.mu.Lock()
+	prev := s.lastLog
+	s.lastLog = now
+	s.mu.Unlock()
+	switch {
+	case now == prev:
+	case now != "":
+		s.log.Error("IPAM store is down: allocations fail until it is back", "node", s.node, "error", now)
+	default:
+		s.log.Info("IPAM store is back", "node", s.node)
+	}
+}
