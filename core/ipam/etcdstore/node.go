@@ -217,6 +217,16 @@ func (h *Heartbeat) stop() {
 	live, err := h.s.c().Get(ctx, h.s.key(nodeKey(h.node, "live")))
 	held := err == nil && len(live.Kvs) == 1 && live.Kvs[0].Lease == int64(lease)
 	h.s.c().Revoke(ctx, lease)
+	// The record may be ours under another lease of this heartbeat (a
+	// round that re-attached it raced the one that set h.lease): end that
+	// one too, or the node would look alive until it expires.
+	if err == nil && len(live.Kvs) == 1 && !held {
+		var rec NodeInfo
+		if json.Unmarshal(live.Kvs[0].Value, &rec) == nil && rec.Instance == h.info.Instance && live.Kvs[0].Lease != 0 {
+			h.s.c().Revoke(ctx, clientv3.LeaseID(live.Kvs[0].Lease))
+			held = true
+		}
+	}
 	if held {
 		h.writeSeen(ctx, true)
 	}
