@@ -630,9 +630,9 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 		if !ok {
 			kind = sdk.KindDetector
 		}
-		path, _ := p.BinaryPath(cfg.PluginDirs())
+		path, component, _ := p.Binary(cfg.PluginDirs())
 		specs = append(specs, supervisor.Spec{
-			Name: p.Name, Enabled: p.Enabled, Path: path, Checksum: p.Checksum,
+			Name: p.Name, Enabled: p.Enabled, Path: path, Component: component, Checksum: p.Checksum,
 			Timeout: p.Timeout, FailurePolicy: p.FailurePolicy, Config: p.Config, Kind: kind,
 		})
 	}

@@ -22,6 +22,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -48,6 +49,11 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 // PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
 // directory: PLUGIN_DIR/spiderpool-plugin-NAME.
 const PluginBinaryPrefix = "spiderpool-plugin-"
+
+// PluginSetBinary is the built-ins' plugin set (an sdk.Set): one executable
+// that serves each built-in as "spiderpool-plugins serve NAME". The default
+// resolution of a built-in falls back to it (see Binary).
+const PluginSetBinary = "spiderpool-plugins"
 
 // Defaults.
 const (
@@ -236,8 +242,13 @@ type PluginConfig struct {
 	// set it.
 	Enabled bool
 	// Path is an explicit absolute path of the plugin binary; empty means
-	// PluginDir/spiderpool-plugin-NAME (see BinaryPath).
+	// PluginDir/spiderpool-plugin-NAME (see Binary).
 	Path string
+	// Component names the component of a plugin set (an sdk.Set) that Path
+	// is: the agent runs "PATH serve COMPONENT". Empty for a plain plugin
+	// binary. Without Path it is a component of the built-ins' set,
+	// PluginDir/spiderpool-plugins. HCL component, default "".
+	Component string
 	// Checksum is "sha256:" and 64 lowercase hex digits, or empty for no
 	// check. A mismatch disables the plugin.
 	Checksum string
@@ -269,23 +280,55 @@ func (c *Config) PluginDirs() []string {
 	return out
 }
 
-// BinaryPath is the plugin binary to run: Path when set, otherwise
-// DIR/spiderpool-plugin-NAME in the first of dirs that has it; found is
-// false when none has, and the path is then the one in the first dir.
+// BinaryPath is Binary without the component, for callers that only need
+// to know where the file is.
 func (p *PluginConfig) BinaryPath(dirs []string) (path string, found bool) {
+	path, _, found = p.Binary(dirs)
+	return path, found
+}
+
+// Binary is the executable to run for the plugin and, when it is a plugin
+// set, the component to serve from it:
+//   - Path when set, with Component (which may be empty);
+//   - a Component without Path: the built-ins' set, spiderpool-plugins, in
+//     the first of dirs that has it;
+//   - otherwise, for each of dirs in order, DIR/spiderpool-plugin-NAME and,
+//     for a built-in, DIR/spiderpool-plugins serving NAME: so a separately
+//     installed binary (an old layout, or an operator's own build) still
+//     wins over the set in the same directory, and an earlier directory
+//     still wins over a later one.
+//
+// found is false when no directory has it; the path is then the one the
+// first directory would have had.
+func (p *PluginConfig) Binary(dirs []string) (path, component string, found bool) {
 	if p.Path != "" {
-		return p.Path, true
+		return p.Path, p.Component, true
 	}
+	exists := func(path string) bool { _, err := os.Stat(path); return err == nil }
+	if p.Component != "" {
+		for _, d := range dirs {
+			if path := filepath.Join(d, PluginSetBinary); exists(path) {
+				return path, p.Component, true
+			}
+		}
+		if len(dirs) == 0 {
+			return PluginSetBinary, p.Component, false
+		}
+		return filepath.Join(dirs[0], PluginSetBinary), p.Component, false
+	}
+	builtin := slices.Contains(BuiltinPlugins, p.Name)
 	for _, d := range dirs {
-		path := filepath.Join(d, PluginBinaryPrefix+p.Name)
-		if _, err := os.Stat(path); err == nil {
-			return path, true
+		if path := filepath.Join(d, PluginBinaryPrefix+p.Name); exists(path) {
+			return path, "", true
+		}
+		if path := filepath.Join(d, PluginSetBinary); builtin && exists(path) {
+			return path, p.Name, true
 		}
 	}
 	if len(dirs) == 0 {
-		return PluginBinaryPrefix + p.Name, false
+		return PluginBinaryPrefix + p.Name, "", false
 	}
-	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), false
+	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), "", false
 }
 
 // Plugin returns the named plugin, or nil.
