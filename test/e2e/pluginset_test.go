@@ -113,3 +113,18 @@ plugin "ip-conflict" {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPluginDocsOfASetComponent: plugin docs (and plugin run) take
+// --component to start one component of a set, as the daemon does.
+func TestPluginDocsOfASetComponent(t *testing.T) {
+	set := filepath.Join(bins.PluginDir, "spiderpool-plugins")
+	for _, n := range []string{"ip-conflict", "gateway-detector"} {
+		out, errOut, code := agenttest.RunCLI(bins, "", "plugin", "docs", set, "--component", n)
+		if code != 0 || !strings.Contains(out, "# "+n) || !strings.Contains(out, "window") {
+			t.Errorf("plugin docs %s --component %s: exit %d\n%s\n%s", set, n, code, out, errOut)
+		}
+	}
+	if _, errOut, code := agenttest.RunCLI(bins, "", "plugin", "docs", set, "--component", "nope"); code == 0 {
+		t.Errorf("plugin docs of an unknown component succeeded: %s", errOut)
+	}
+}
