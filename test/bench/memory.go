@@ -177,10 +177,10 @@ func benchMemory(s *scope, l *lab, out io.Writer) []target {
 	sepTotal, sepParts := executables(append([]string{l.b.agent}, builtinPaths(l.b.separateDir)...)...)
 	setTotal, setParts := executables(l.b.agent, filepath.Join(l.b.pluginDir, setBinary))
 	cniBytes, _ := executables(cni)
-	cniNote := fmt.Sprintf("the CNI plugin %s, %.1f MB", cni, float64(cniBytes)/1e6)
+	cniNote := fmt.Sprintf("The CNI plugin %s, %.1f MB", cni, float64(cniBytes)/1e6)
 	if cniBytes == 0 {
 		cniBytes = int64(cniSizeMB * 1e6)
-		cniNote = fmt.Sprintf("the CNI plugin spiderpool, not built in this tree yet: counted as %.1f MB", cniSizeMB)
+		cniNote = fmt.Sprintf("The CNI plugin spiderpool, not built in this tree yet: counted as %.1f MB", cniSizeMB)
 	}
 	pt := newTable("Package size: executables in the deb", "layout", "executables", "total MB", "with the CNI plugin MB")
 	pt.add("separate", strings.Join(sepParts, ", "), fmt.Sprintf("%.1f", float64(sepTotal)/1e6), fmt.Sprintf("%.1f", float64(sepTotal+cniBytes)/1e6))
