@@ -7,6 +7,8 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=$(VERSION) \
             -X github.com/spiderpool-agent/spiderpool-agent/core/version.Commit=$(COMMIT)
 BIN      := bin
+# The built-ins ship as one plugin set, bin/plugins/spiderpool-plugins; their
+# per-plugin mains (plugins/NAME/cmd) still build for anyone who wants them.
 PLUGINS  := sysctl-tuner ip-conflict gateway-detector
 PREFIX   ?= /usr/local
 # The CNI IPAM plugin: runtimes look for plugins in /opt/cni/bin, whatever
@@ -23,15 +25,12 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
 all: build
 
-## build: bin/spiderpool-agent, every plugin in bin/plugins/, and the CNI
-## IPAM plugin bin/cni/spiderpool
+## build: bin/spiderpool-agent, the built-ins' set bin/plugins/spiderpool-plugins,
+## the denylist example in bin/plugins/, and the CNI IPAM plugin bin/cni/spiderpool
 build:
 	@mkdir -p $(BIN)/plugins
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spiderpool-agent ./core/cmd/spiderpool-agent
-	@for p in $(PLUGINS); do \
-		echo "CGO_ENABLED=0 $(GO) build -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p"; \
-		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-$$p ./plugins/$$p/cmd/spiderpool-plugin-$$p || exit 1; \
-	done
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugins ./plugins/cmd/spiderpool-plugins
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist
 	@mkdir -p $(BIN)/cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CNI_LDFLAGS)' -o $(BIN)/cni/spiderpool ./core/cmd/spiderpool-cni
@@ -123,10 +122,7 @@ DOCDIR     ?= $(PREFIX)/share/doc/spiderpool-agent
 MANDIR     ?= $(PREFIX)/share/man
 install: build man
 	install -D -m 0755 $(BIN)/spiderpool-agent $(DESTDIR)$(PREFIX)/bin/spiderpool-agent
-	@for p in $(PLUGINS); do \
-		echo "install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p"; \
-		install -D -m 0755 $(BIN)/plugins/spiderpool-plugin-$$p $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugin-$$p || exit 1; \
-	done
+	install -D -m 0755 $(BIN)/plugins/spiderpool-plugins $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugins
 	install -D -m 0755 $(BIN)/cni/spiderpool $(DESTDIR)$(CNIBINDIR)/spiderpool
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool/ipam.d

@@ -631,7 +631,7 @@ func PluginSpecs(cfg *config.Config) []supervisor.Spec {
 			kind = sdk.KindDetector
 		}
 		sp := p.Spec
-		sp.Path, _ = p.BinaryPath(cfg.PluginDirs())
+		sp.Path, sp.Component, _ = p.Binary(cfg.PluginDirs())
 		sp.Kind = kind
 		specs = append(specs, sp)
 	}

@@ -112,7 +112,7 @@ func (c *pluginNewCommand) Run(args []string) int {
 }
 
 // dial starts a plugin binary for one-off use, logging to stderr.
-func dial(ctx context.Context, env Env, path string, timeout time.Duration, level string) (*supervisor.Conn, error) {
+func dial(ctx context.Context, env Env, path, component string, timeout time.Duration, level string) (*supervisor.Conn, error) {
 	// The agent runs only absolute paths, checked like sshd's StrictModes
 	// (no directory above writable by others: not /tmp).
 	abs, err := filepath.Abs(path)
@@ -122,7 +122,7 @@ func dial(ctx context.Context, env Env, path string, timeout time.Duration, leve
 	path = abs
 	log := hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: env.Stderr, Level: hclog.LevelFromString(level)})
 	agent := sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: level}
-	return supervisor.Dial(ctx, path, timeout, agent, log)
+	return supervisor.Dial(ctx, path, component, timeout, agent, log)
 }
 
 type pluginRunCommand struct{ env Env }
@@ -131,6 +131,7 @@ func (c *pluginRunCommand) Synopsis() string { return "Run a plugin binary witho
 
 type pluginRunFlags struct {
 	iface, netns, config, level string
+	component                   string
 	timeout                     time.Duration
 	asJSON                      bool
 	list                        addressList
@@ -145,6 +146,7 @@ func (c *pluginRunCommand) flags() (*flag.FlagSet, *pluginRunFlags) {
 	fs.Var(gatewayFlag{&f.list}, "gateway", "the gateway of the --ip before it")
 	fs.StringVar(&f.config, "config", "", "a file holding the body of the plugin's config { } block")
 	fs.StringVar(&f.level, "log-level", "warn", "the plugin's log level")
+	fs.StringVar(&f.component, "component", "", "the component to serve when PATH is a plugin set (PATH list names them)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "bound of each call, as the block's timeout")
 	fs.BoolVar(&f.asJSON, "json", false, "print the results as JSON")
 	return fs, f
@@ -199,7 +201,7 @@ func (c *pluginRunCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+f.timeout*time.Duration(len(reqs)+3))
 	defer cancel()
-	conn, err := dial(ctx, c.env, pos[0], f.timeout, f.level)
+	conn, err := dial(ctx, c.env, pos[0], f.component, f.timeout, f.level)
 	if err != nil {
 		return fail(c.env, "%v", err)
 	}
@@ -270,16 +272,23 @@ type pluginDocsCommand struct{ env Env }
 
 func (c *pluginDocsCommand) Synopsis() string { return "Print a plugin's config reference" }
 
+func (c *pluginDocsCommand) flags() (*flag.FlagSet, *string) {
+	fs := newFlags("plugin docs")
+	return fs, fs.String("component", "", "the component to document when PATH is a plugin set (PATH list names them)")
+}
+
 func (c *pluginDocsCommand) Help() string {
-	return helpText("plugin docs PATH", `
+	fs, _ := c.flags()
+	return helpText("plugin docs PATH [--component NAME]", `
 Starts the plugin binary at PATH just long enough to read its info and
 config schema, and prints its config reference in Markdown, in the style of
-the built-in plugins' READMEs.`, nil)
+the built-in plugins' READMEs.`, fs)
 }
 
 func (c *pluginDocsCommand) Run(args []string) int {
+	fs, component := c.flags()
 	pos, rest := positional(args, 1)
-	if code, ok := parse(newFlags("plugin docs"), rest, c.env, c.Help()); !ok {
+	if code, ok := parse(fs, rest, c.env, c.Help()); !ok {
 		return code
 	}
 	if len(pos) != 1 {
@@ -288,7 +297,7 @@ func (c *pluginDocsCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := dial(ctx, c.env, pos[0], 5*time.Second, "warn")
+	conn, err := dial(ctx, c.env, pos[0], *component, 5*time.Second, "warn")
 	if err != nil {
 		return fail(c.env, "%v", err)
 	}

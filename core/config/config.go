@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -48,6 +49,11 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 // PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
 // directory: PLUGIN_DIR/spiderpool-plugin-NAME.
 const PluginBinaryPrefix = "spiderpool-plugin-"
+
+// PluginSetBinary is the built-ins' plugin set (an sdk.Set): one executable
+// that serves each built-in as "spiderpool-plugins serve NAME". The default
+// resolution of a built-in falls back to it (see Binary).
+const PluginSetBinary = "spiderpool-plugins"
 
 // Defaults.
 const (
@@ -240,7 +246,9 @@ type IPAMConfig struct {
 // Enabled (default true; for the built-ins conf.yml tuneSysctlConfig,
 // enableIPConflictDetection and enableGatewayDetection set it), Path (an
 // explicit absolute path of the binary; empty means a search of plugin_dir,
-// see BinaryPath), Checksum ("sha256:" and 64 lowercase hex digits, or
+// see Binary), Component (the component of a plugin set that Path is, run
+// as "PATH serve COMPONENT"; without Path, a component of the built-ins'
+// set PluginDir/spiderpool-plugins; HCL component, default ""), Checksum ("sha256:" and 64 lowercase hex digits, or
 // empty), Timeout (default 5s), FailurePolicy (state.FailClosed by default,
 // or state.FailOpen) and Config (the raw config { } block with its start
 // position, so that decoding errors name the operator's file, line and
@@ -264,23 +272,55 @@ func (c *Config) PluginDirs() []string {
 	return out
 }
 
-// BinaryPath is the plugin binary to run: Path when set, otherwise
-// DIR/spiderpool-plugin-NAME in the first of dirs that has it; found is
-// false when none has, and the path is then the one in the first dir.
+// BinaryPath is Binary without the component, for callers that only need
+// to know where the file is.
 func (p *PluginConfig) BinaryPath(dirs []string) (path string, found bool) {
+	path, _, found = p.Binary(dirs)
+	return path, found
+}
+
+// Binary is the executable to run for the plugin and, when it is a plugin
+// set, the component to serve from it:
+//   - Path when set, with Component (which may be empty);
+//   - a Component without Path: the built-ins' set, spiderpool-plugins, in
+//     the first of dirs that has it;
+//   - otherwise, for each of dirs in order, DIR/spiderpool-plugin-NAME and,
+//     for a built-in, DIR/spiderpool-plugins serving NAME: so a separately
+//     installed binary (an old layout, or an operator's own build) still
+//     wins over the set in the same directory, and an earlier directory
+//     still wins over a later one.
+//
+// found is false when no directory has it; the path is then the one the
+// first directory would have had.
+func (p *PluginConfig) Binary(dirs []string) (path, component string, found bool) {
 	if p.Path != "" {
-		return p.Path, true
+		return p.Path, p.Component, true
 	}
+	exists := func(path string) bool { _, err := os.Stat(path); return err == nil }
+	if p.Component != "" {
+		for _, d := range dirs {
+			if path := filepath.Join(d, PluginSetBinary); exists(path) {
+				return path, p.Component, true
+			}
+		}
+		if len(dirs) == 0 {
+			return PluginSetBinary, p.Component, false
+		}
+		return filepath.Join(dirs[0], PluginSetBinary), p.Component, false
+	}
+	builtin := slices.Contains(BuiltinPlugins, p.Name)
 	for _, d := range dirs {
-		path := filepath.Join(d, PluginBinaryPrefix+p.Name)
-		if _, err := os.Stat(path); err == nil {
-			return path, true
+		if path := filepath.Join(d, PluginBinaryPrefix+p.Name); exists(path) {
+			return path, "", true
+		}
+		if path := filepath.Join(d, PluginSetBinary); builtin && exists(path) {
+			return path, p.Name, true
 		}
 	}
 	if len(dirs) == 0 {
-		return PluginBinaryPrefix + p.Name, false
+		return PluginBinaryPrefix + p.Name, "", false
 	}
-	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), false
+	return filepath.Join(dirs[0], PluginBinaryPrefix+p.Name), "", false
 }
 
 // Plugin returns the named plugin, or nil.

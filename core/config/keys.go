@@ -105,6 +105,12 @@ func absPathOrEmpty(v any) (any, bool) {
 	return s, s == "" || strings.HasPrefix(s, "/")
 }
 
+// componentName accepts "" (not a set) or a name a plugin set can serve.
+func componentName(v any) (any, bool) {
+	s := v.(string)
+	return s, s == "" || PluginNameRE.MatchString(s)
+}
+
 var checksumRE = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
 
 func checksum(v any) (any, bool) {
@@ -278,6 +284,8 @@ var pluginKeys = []*keySpec{
 	{name: "failure_policy", kind: kindString, want: `a failure policy ("fail-closed" or "fail-open")`,
 		check: oneOf(state.FailClosed, state.FailOpen),
 		pptr:  func(p *PluginConfig) any { return &p.FailurePolicy }},
+	{name: "component", kind: kindString, want: "a component name (lowercase letters, digits and dashes)", check: componentName,
+		pptr: func(p *PluginConfig) any { return &p.Component }},
 }
 
 // keysIn returns the specs of the keys under prefix ("" for top level,

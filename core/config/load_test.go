@@ -748,7 +748,7 @@ func TestSettings(t *testing.T) {
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
 		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
 	for _, name := range []string{"gateway-detector", "ip-conflict", "sysctl-tuner"} {
-		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "config"} {
+		for _, a := range []string{"enabled", "path", "checksum", "timeout", "failure_policy", "component", "config"} {
 			wantKeys = append(wantKeys, "plugin."+name+"."+a)
 		}
 	}

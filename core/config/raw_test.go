@@ -147,7 +147,7 @@ func TestExample(t *testing.T) {
 		if s.Key != def[i].Key || (s.Value != def[i].Value && !pluginBlock) {
 			t.Errorf("example %s = %q, default %q", s.Key, s.Value, def[i].Value)
 		}
-		optional := strings.HasSuffix(s.Key, ".config") || strings.HasSuffix(s.Key, ".path") || strings.HasSuffix(s.Key, ".checksum") ||
+		optional := strings.HasSuffix(s.Key, ".config") || strings.HasSuffix(s.Key, ".path") || strings.HasSuffix(s.Key, ".checksum") || strings.HasSuffix(s.Key, ".component") ||
 			// failure_policy is about checks: it means nothing for a tuner.
 			s.Key == "plugin.sysctl-tuner.failure_policy"
 		if s.Source.Kind != KindFile && !optional {

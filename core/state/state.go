@@ -63,6 +63,7 @@ type Plugin struct {
 	Kind      string          `json:"kind"`
 	Version   string          `json:"version,omitempty"`
 	Path      string          `json:"path,omitempty"`
+	Component string          `json:"component,omitempty"` // of the plugin set at Path
 	State     PluginState     `json:"state"`
 	PID       int             `json:"pid,omitempty"`
 	Restarts  int             `json:"restarts"`

@@ -21,12 +21,13 @@ type Conn struct {
 }
 
 // Dial starts the plugin binary at path as the daemon does (process group,
-// lifeline, handshake, API version check) and asks who it is. timeout
-// bounds each call; the caller must Close the Conn.
-func Dial(ctx context.Context, path string, timeout time.Duration, agent sdk.AgentSettings, log hclog.Logger) (*Conn, error) {
+// lifeline, handshake, API version check) and asks who it is; component,
+// when not empty, is the component of the plugin set at path to serve.
+// timeout bounds each call; the caller must Close the Conn.
+func Dial(ctx context.Context, path, component string, timeout time.Duration, agent sdk.AgentSettings, log hclog.Logger) (*Conn, error) {
 	opts := Options{Logger: log, Agent: agent}
 	opts.setDefaults()
-	inst, err := launch(ctx, Spec{Path: path, Timeout: timeout}, &opts, opts.Logger, newLogLimiter(opts.Limits, nil), newReaper())
+	inst, err := launch(ctx, Spec{Path: path, Component: component, Timeout: timeout}, &opts, opts.Logger, newLogLimiter(opts.Limits, nil), newReaper())
 	if err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 				// The checked descriptor, not the path: what runs is what
 				// was checked, whatever happens to the path meanwhile.
 				Path: bin.execPath(execChildFD),
-				Args: []string{spec.Path},
+				Args: spec.args(),
 				Env: append(append(spec0.Env,
 					fmt.Sprintf("%s=3", sdk.LifelineEnv),
 					fmt.Sprintf("%s=%s", sdk.LogLevelEnv, opts.Agent.LogLevel),
@@ -183,6 +183,15 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 		return fail(fmt.Errorf("GetConfigSchema: %w", err))
 	}
 	return inst, nil
+}
+
+// args is the plugin's argv: its path, and for a component of a plugin set
+// the set's command to serve that component.
+func (s Spec) args() []string {
+	if s.Component == "" {
+		return []string{s.Path}
+	}
+	return []string{s.Path, sdk.SetServeCommand, s.Component}
 }
 
 // bounded runs fn until it returns or ctx ends. When ctx ends first it

@@ -34,7 +34,7 @@ type managed struct {
 func newManaged(sp Spec, sup *Supervisor) *managed {
 	m := &managed{sup: sup, spec: sp, log: sup.opts.Logger.Named(sp.Name)}
 	m.lim = newLogLimiter(sup.opts.Limits, func(n int) { sup.opts.Observer.PluginLogSuppressed(sp.Name, n) })
-	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Policy: sp.FailurePolicy, Since: time.Now(), Limits: sup.opts.Limits.String()}
+	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Component: sp.Component, Policy: sp.FailurePolicy, Since: time.Now(), Limits: sup.opts.Limits.String()}
 	return m
 }
 
@@ -85,7 +85,7 @@ func (m *managed) update(sp Spec, agentChanged bool) bool {
 		m.shutdown(context.Background())
 		m.mu.Lock()
 		m.spec = sp
-		m.st.Path, m.st.Policy = sp.Path, sp.FailurePolicy
+		m.st.Path, m.st.Component, m.st.Policy = sp.Path, sp.Component, sp.FailurePolicy
 		m.mu.Unlock()
 		m.start()
 		return true

@@ -38,6 +38,10 @@ type Spec struct {
 	Enabled bool
 	// Path is the plugin binary.
 	Path string
+	// Component, when set, makes Path a plugin set (sdk.Set) run as
+	// "PATH serve COMPONENT": still one process, handshake, checksum and
+	// restart budget per plugin, only the file is shared.
+	Component string
 	// Checksum is "sha256:<hex>" or empty.
 	Checksum string
 	// Timeout bounds each call into the plugin.
@@ -54,7 +58,7 @@ type Spec struct {
 }
 
 func (s Spec) sameProcess(o Spec) bool {
-	return s.Path == o.Path && s.Checksum == o.Checksum
+	return s.Path == o.Path && s.Component == o.Component && s.Checksum == o.Checksum
 }
 
 func (s Spec) sameConfig(o Spec) bool {

@@ -29,7 +29,7 @@ import (
 type Binaries struct {
 	Dir       string // holds everything below
 	Agent     string // spiderpool-agent
-	PluginDir string // the built-in plugins and the denylist example
+	PluginDir string // spiderpool-plugins (the built-ins' set, as shipped) and the denylist example
 	// Faulty maps a mode of test/plugins/faulty to its binary.
 	Faulty map[string]string
 }
@@ -84,9 +84,9 @@ func build() (Binaries, error) {
 		{b.Agent, "./core/cmd/spiderpool-agent", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
 		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
 	}
-	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
-		targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugin-"+p), "./plugins/" + p + "/cmd/spiderpool-plugin-" + p, ""})
-	}
+	// The built-ins as the package ships them: one set binary that the
+	// agent's default resolution runs once per built-in.
+	targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugins"), "./plugins/cmd/spiderpool-plugins", ""})
 	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)
 		b.Faulty[mode] = out

@@ -767,26 +767,6 @@ func benchHop(s *scope, l *lab, out io.Writer) []target {
 
 // ---- memory and leaks ----------------------------------------------------
 
-type procSnap struct {
-	rss, anon, file, fds, thr, gor int
-}
-
-func snapshot(a *agent) map[string]procSnap {
-	out := map[string]procSnap{}
-	g, err := a.goroutines()
-	if err != nil {
-		g = -1
-	}
-	snap := func(pid, g int) procSnap {
-		return procSnap{rssKiB(pid), anonKiB(pid), fileKiB(pid), fds(pid), threads(pid), g}
-	}
-	out["agent"] = snap(a.pid(), g)
-	for name, pid := range a.pluginPIDs() {
-		out[name] = snap(pid, -1)
-	}
-	return out
-}
-
 // mixReq is the checks of the memory run: every kind in turn.
 func mixReq(i int) control.CheckRequest {
 	switch i % 5 {
@@ -832,71 +812,7 @@ func load(a *agent, n, conc int, mk func(int) control.CheckRequest) int {
 	return int(failed.Load())
 }
 
-func benchMemory(s *scope, l *lab, out io.Writer) []target {
-	progress("memory: fresh agent, idle")
-	mOther := markCPU()
-	a := startAgent(s, l.b, agentOpts{name: "memory", nsPath: l.node, config: cfgDetect})
-	a.waitReady(30 * time.Second)
-	time.Sleep(2 * time.Second)
-	idle := snapshot(a)
-	progress("memory: warm-up 500 checks")
-	failed := load(a, 500, 64, mixReq)
-	time.Sleep(2 * time.Second)
-	before := snapshot(a)
-	progress("memory: 10,000 checks")
-	t0 := time.Now()
-	failed += load(a, 10000, 128, mixReq)
-	took := time.Since(t0)
-	time.Sleep(2 * time.Second)
-	after := snapshot(a)
-	heap := ""
-	if m, err := a.gops(gopsMemStats); err == nil {
-		heap = fmt.Sprintf(" The agent's Go runtime after the run (gops memstats): sys %s, heap in use %s, heap idle %s of which released %s, stacks %s, next GC at %s.",
-			m["sys"], m["heap-in-use"], m["heap-idle"], m["heap-released"], m["stack-sys"], strings.TrimPrefix(m["next-gc"], "when heap-alloc >= "))
-	}
-
-	t := newTable("Memory and leaks: resident memory at idle and after 10,000 checks; fds, threads and goroutines before and after",
-		"process", "RSS idle MiB", "RSS after 10k MiB", "of which anon / file MiB", "fds before → after", "threads before → after", "goroutines before → after")
-	names := []string{"agent", "sysctl-tuner", "ip-conflict", "gateway-detector"}
-	var totIdle, totAfter int
-	grew := []string{}
-	for _, n := range names {
-		i, b, af := idle[n], before[n], after[n]
-		totIdle += i.rss
-		totAfter += af.rss
-		gor := "n/a (no gops in plugins)"
-		if n == "agent" {
-			gor = fmt.Sprintf("%d → %d", b.gor, af.gor)
-			if af.gor > b.gor {
-				grew = append(grew, fmt.Sprintf("agent goroutines %d → %d", b.gor, af.gor))
-			}
-		}
-		if af.fds > b.fds {
-			grew = append(grew, fmt.Sprintf("%s fds %d → %d", n, b.fds, af.fds))
-		}
-		t.add(n, mib(i.rss), mib(af.rss), mib(af.anon)+" / "+mib(af.file), fmt.Sprintf("%d → %d", b.fds, af.fds), fmt.Sprintf("%d → %d", b.thr, af.thr), gor)
-	}
-	t.add("**total**", mib(totIdle), mib(totAfter), "", "", "", "")
-	t.note("10,000 checks (IPv4 free, IPv6 free, IPv4 busy, IPv6 busy, dual stack with gateways, in turn) by 128 clients took %v; %d failed. \"before\" is after a 500-check warm-up and 2 s of rest, \"after\" 2 s after the last check. Plugin goroutines are not counted: plugins serve no gops; their thread count is shown instead. RSS is VmRSS from /proc/PID/status; \"file\" is the mapped binary's pages, \"anon\" the Go heap, stacks and runtime.%s Others' CPU during this table: %s.", took.Round(time.Millisecond), failed, heap, mOther.otherLoad())
-	t.write(out)
-	peak := max(totIdle, totAfter)
-	var idleFile, afterAnon, afterFile int
-	for _, n := range names {
-		idleFile += idle[n].file
-		afterAnon += after[n].anon
-		afterFile += after[n].file
-	}
-	memT := target{what: "memory, agent + plugins", want: "< 80 MiB", got: fmt.Sprintf("%s MiB idle, %s MiB after 10k checks", mib(totIdle), mib(totAfter)), met: peak < 80*1024}
-	if !memT.met {
-		memT.why = fmt.Sprintf("four separate Go processes: at idle %s MiB of the %s MiB are their binaries' mapped pages (each links its own runtime, gRPC and protobuf); after the load the anonymous part (Go heaps and stacks the runtime keeps for reuse) is %s MiB and the file part %s MiB; see README", mib(idleFile), mib(totIdle), mib(afterAnon), mib(afterFile))
-	}
-	return []target{
-		memT,
-		{what: "fds and goroutines after 10k checks", want: "no growth", got: map[bool]string{true: "no growth", false: strings.Join(grew, "; ")}[len(grew) == 0], met: len(grew) == 0 && failed == 0},
-	}
-}
-
-func mib(kib int) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
+// benchMemory is in memory.go.
 
 // ---- start-up ------------------------------------------------------------
 

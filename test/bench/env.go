@@ -28,13 +28,20 @@ import (
 type bins struct {
 	dir       string
 	agent     string
-	pluginDir string
-	noop      string
-	minicheck string            // test/bench/minicheck
-	faulty    map[string]string // mode -> binary
+	pluginDir string // the built-ins as shipped: the set binary spiderpool-plugins
+	// separateDir holds the built-ins as three separate binaries, the layout
+	// before the set, built with make build's flags: the memory table
+	// measures both side by side.
+	separateDir string
+	noop        string
+	minicheck   string            // test/bench/minicheck
+	faulty      map[string]string // mode -> binary
 }
 
 var builtins = []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
+
+// setBinary is the built-ins' plugin set, as make build and the deb ship it.
+const setBinary = "spiderpool-plugins"
 
 func prepareBins(s *scope, binDir string) *bins {
 	dir := s.TempDir()
@@ -43,10 +50,7 @@ func prepareBins(s *scope, binDir string) *bins {
 		s.Fatal(err)
 	}
 	copyExe(s, filepath.Join(binDir, "spiderpool-agent"), b.agent)
-	for _, p := range builtins {
-		name := "spiderpool-plugin-" + p
-		copyExe(s, filepath.Join(binDir, "plugins", name), filepath.Join(b.pluginDir, name))
-	}
+	copyExe(s, filepath.Join(binDir, "plugins", setBinary), filepath.Join(b.pluginDir, setBinary))
 	root := moduleRoot(s)
 	build := func(out, pkg, ldflags string) {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
@@ -55,6 +59,10 @@ func prepareBins(s *scope, binDir string) *bins {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			s.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
+	}
+	b.separateDir = filepath.Join(dir, "separate-plugins")
+	for _, p := range builtins {
+		build(filepath.Join(b.separateDir, "spiderpool-plugin-"+p), "./plugins/"+p+"/cmd/spiderpool-plugin-"+p, "")
 	}
 	b.noop = filepath.Join(dir, "test-plugins", "noop")
 	build(b.noop, "./test/plugins/noop", "")

@@ -298,10 +298,8 @@ func main() { sdk.Serve(func(hclog.Logger) sdk.Plugin { return &guard{} }) }
 		t.Fatal(err)
 	}
 	pluginDir := agenttest.TrustedTempDir(t)
-	for _, p := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
-		if err := os.Symlink(filepath.Join(bins.PluginDir, "spiderpool-plugin-"+p), filepath.Join(pluginDir, "spiderpool-plugin-"+p)); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Symlink(filepath.Join(bins.PluginDir, "spiderpool-plugins"), filepath.Join(pluginDir, "spiderpool-plugins")); err != nil {
+		t.Fatal(err)
 	}
 	out := filepath.Join(pluginDir, "spiderpool-plugin-rackguard")
 	build := exec.Command("go", "build", "-mod=mod", "-o", out, ".")

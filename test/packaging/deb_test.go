@@ -34,9 +34,7 @@ type debEntry struct {
 // wantFiles are the package's files and their modes.
 var wantFiles = map[string]string{
 	"/usr/bin/spiderpool-agent":                                                  "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":                 "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":                  "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector":             "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugins":                             "-rwxr-xr-x",
 	"/etc/spiderpool/config.hcl":                                                 "-rw-r--r--",
 	"/etc/default/spiderpool-agent":                                              "-rw-r--r--",
 	"/lib/systemd/system/spiderpool-agent.service":                               "-rw-r--r--",

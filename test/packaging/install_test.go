@@ -23,9 +23,7 @@ func TestMakeInstall(t *testing.T) {
 
 	for p, mode := range map[string]string{
 		"/usr/local/bin/spiderpool-agent":                                             "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-sysctl-tuner":            "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-ip-conflict":             "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugin-gateway-detector":        "-rwxr-xr-x",
+		"/usr/local/lib/spiderpool/plugins/spiderpool-plugins":                        "-rwxr-xr-x",
 		"/usr/local/lib/systemd/system/spiderpool-agent.service":                      "-rw-r--r--",
 		"/usr/local/share/doc/spiderpool-agent/README.md":                             "-rw-r--r--",
 		"/usr/local/share/doc/spiderpool-agent/config.hcl.example":                    "-rw-r--r--",

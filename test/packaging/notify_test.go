@@ -161,10 +161,10 @@ func TestSdNotify(t *testing.T) {
 
 	const watchdogUsec = 200000
 	const slowStart = 1500 * time.Millisecond
-	slow := slowPlugin(t, filepath.Join(b.PluginDir, "spiderpool-plugin-ip-conflict"), slowStart)
+	slow := slowPlugin(t, filepath.Join(b.PluginDir, "spiderpool-plugins"), slowStart)
 	start := time.Now()
 	a := agenttest.Start(t, b, agenttest.Options{
-		Config: fmt.Sprintf("gops_port = 0\nplugin \"ip-conflict\" {\n  path = %q\n}\n", slow),
+		Config: fmt.Sprintf("gops_port = 0\nplugin \"ip-conflict\" {\n  path = %q\n  component = \"ip-conflict\"\n}\n", slow),
 		// WATCHDOG_PID empty: go-systemd honours WATCHDOG_USEC for any pid.
 		Env: []string{"NOTIFY_SOCKET=" + sock.path, "WATCHDOG_USEC=" + strconv.Itoa(watchdogUsec), "WATCHDOG_PID="},
 	})
