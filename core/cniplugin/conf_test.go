@@ -164,6 +164,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi",
+		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/containernetworking/cni/pkg/",
 		"github.com/vishvananda/netns", // skel's netns check (cni/pkg/ns)
 		"golang.org/x/sys/unix",
