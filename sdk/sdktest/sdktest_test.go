@@ -53,26 +53,52 @@ func (d *detector) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckRe
 	return sdk.CheckResult{Verdict: sdk.VerdictError, Reason: "no answer in time"}, nil
 }
 
-// The faulty runs happen in a child process: a failing Run must fail its
-// test, which this test then observes from outside.
+// The kit's runs happen in a child process (this test binary again, with
+// childEnv naming the plugin to run): a failing Run must fail its test,
+// which the parent observes from outside. TestKit is both: the parent when
+// childEnv is unset, the child when it is set.
 const childEnv = "SDKTEST_CHILD"
 
-func TestChild(t *testing.T) {
+func TestKit(t *testing.T) {
 	switch os.Getenv(childEnv) {
-	case "":
-		t.Skip("run by the tests below in a child process")
 	case "good":
 		Run(t, &detector{}, Options{BadConfig: "limit = -1"})
+		return
 	case "ignores-ctx":
 		Run(t, &detector{ignoreCtx: true}, Options{BadConfig: "limit = -1"})
+		return
 	case "plain-error":
 		Run(t, &detector{plainErr: true}, Options{BadConfig: "limit = -1"})
+		return
 	}
+	t.Run("a good plugin passes quietly", func(t *testing.T) {
+		out, ok := child(t, "good")
+		if !ok {
+			t.Fatalf("a good plugin failed the kit:\n%s", out)
+		}
+		if strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") {
+			t.Errorf("a passing run logs:\n%s", out)
+		}
+	})
+	// The client gives up at the deadline whatever the plugin does; the
+	// kit must see that the plugin's Check itself overran.
+	t.Run("a Check that ignores its context fails", func(t *testing.T) {
+		out, ok := child(t, "ignores-ctx")
+		if ok || !strings.Contains(out, "it must watch ctx") {
+			t.Errorf("a Check that sleeps through its deadline passed the kit:\n%s", out)
+		}
+	})
+	t.Run("a refusal without a position fails", func(t *testing.T) {
+		out, ok := child(t, "plain-error")
+		if ok || !strings.Contains(out, "Configure(bad config)") || !strings.Contains(out, "want a *sdk.ConfigError") {
+			t.Errorf("a refusal without a position passed the kit:\n%s", out)
+		}
+	})
 }
 
 func child(t *testing.T, mode string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestChild$", "-test.v", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKit$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
@@ -80,30 +106,4 @@ func child(t *testing.T, mode string) (string, bool) {
 		t.Fatalf("child: %v", err)
 	}
 	return string(out), err == nil
-}
-
-func TestAGoodPluginPassesQuietly(t *testing.T) {
-	out, ok := child(t, "good")
-	if !ok {
-		t.Fatalf("a good plugin failed the kit:\n%s", out)
-	}
-	if strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") {
-		t.Errorf("a passing run logs:\n%s", out)
-	}
-}
-
-// The client gives up at the deadline whatever the plugin does; the kit
-// must see that the plugin's Check itself overran.
-func TestACheckThatIgnoresItsContextFails(t *testing.T) {
-	out, ok := child(t, "ignores-ctx")
-	if ok || !strings.Contains(out, "it must watch ctx") {
-		t.Errorf("a Check that sleeps through its deadline passed the kit:\n%s", out)
-	}
-}
-
-func TestARefusalWithoutAPositionFails(t *testing.T) {
-	out, ok := child(t, "plain-error")
-	if ok || !strings.Contains(out, "Configure(bad config)") || !strings.Contains(out, "want a *sdk.ConfigError") {
-		t.Errorf("a refusal without a position passed the kit:\n%s", out)
-	}
 }
