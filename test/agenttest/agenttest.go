@@ -543,3 +543,21 @@ func (s *SyncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Main is a test package's TestMain for tests that run the agent: it
+// removes namespaces earlier runs left, builds the binaries into *bins,
+// runs the tests, removes the binaries and returns the exit code.
+//
+//	func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, &bins)) }
+func Main(m *testing.M, bins *Binaries) int {
+	netlab.Sweep()
+	b, err := Build()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*bins = b
+	code := m.Run()
+	Cleanup()
+	return code
+}

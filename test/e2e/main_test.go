@@ -5,25 +5,12 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 var bins agenttest.Binaries
 
-func TestMain(m *testing.M) {
-	netlab.Sweep()
-	var err error
-	bins, err = agenttest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, &bins)) }

@@ -30,18 +30,7 @@ import (
 
 var bins agenttest.Binaries
 
-func TestMain(m *testing.M) {
-	netlab.Sweep()
-	var err error
-	bins, err = agenttest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, &bins)) }
 
 const (
 	gwAddr = "10.77.0.250"
