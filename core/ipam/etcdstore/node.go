@@ -211,21 +211,26 @@ func (h *Heartbeat) stop() {
 	h.mu.Lock()
 	lease, ok := h.lease, h.leaseOK
 	h.mu.Unlock()
-	if !ok || h.s.c() == nil {
+	if h.s.c() == nil {
 		return
 	}
+	// Judge by the record's instance, not by h.lease: the record may be
+	// ours under a lease this heartbeat no longer names (a round cut short
+	// by the stop, or two rounds that re-attached it). End that lease too,
+	// or the node would look alive until it expires.
 	live, err := h.s.c().Get(ctx, h.s.key(nodeKey(h.node, "live")))
-	held := err == nil && len(live.Kvs) == 1 && live.Kvs[0].Lease == int64(lease)
-	h.s.c().Revoke(ctx, lease)
-	// The record may be ours under another lease of this heartbeat (a
-	// round that re-attached it raced the one that set h.lease): end that
-	// one too, or the node would look alive until it expires.
-	if err == nil && len(live.Kvs) == 1 && !held {
+	held := false
+	if err == nil && len(live.Kvs) == 1 {
 		var rec NodeInfo
-		if json.Unmarshal(live.Kvs[0].Value, &rec) == nil && rec.Instance == h.info.Instance && live.Kvs[0].Lease != 0 {
-			h.s.c().Revoke(ctx, clientv3.LeaseID(live.Kvs[0].Lease))
+		if json.Unmarshal(live.Kvs[0].Value, &rec) == nil && rec.Instance == h.info.Instance {
 			held = true
+			if l := clientv3.LeaseID(live.Kvs[0].Lease); l != 0 && (!ok || l != lease) {
+				h.s.c().Revoke(ctx, l)
+			}
 		}
+	}
+	if ok {
+		h.s.c().Revoke(ctx, lease)
 	}
 	if held {
 		h.writeSeen(ctx, true)
