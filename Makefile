@@ -7,8 +7,11 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=$(VERSION) \
             -X github.com/spiderpool-agent/spiderpool-agent/core/version.Commit=$(COMMIT)
 BIN      := bin
-# The built-ins ship as one plugin set, bin/plugins/spiderpool-plugins; their
-# per-plugin mains (plugins/NAME/cmd) still build for anyone who wants them.
+# The built-ins ship inside the agent's executable (the module's root package
+# links both): bin/plugins/spiderpool-plugins is a symlink to it, which the
+# agent runs once per built-in. plugins/cmd/spiderpool-plugins (the set alone)
+# and the per-plugin mains (plugins/NAME/cmd) still build for anyone who
+# wants them apart.
 PLUGINS  := sysctl-tuner ip-conflict gateway-detector
 PREFIX   ?= /usr/local
 # The CNI IPAM plugin: runtimes look for plugins in /opt/cni/bin, whatever
@@ -25,12 +28,13 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
 all: build
 
-## build: bin/spiderpool-agent, the built-ins' set bin/plugins/spiderpool-plugins,
-## the denylist example in bin/plugins/, and the CNI IPAM plugin bin/cni/spiderpool
+## build: bin/spiderpool-agent (the agent and the built-ins in one executable),
+## the symlink bin/plugins/spiderpool-plugins to it, the denylist example in
+## bin/plugins/, and the CNI IPAM plugin bin/cni/spiderpool
 build:
 	@mkdir -p $(BIN)/plugins
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spiderpool-agent ./core/cmd/spiderpool-agent
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugins ./plugins/cmd/spiderpool-plugins
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spiderpool-agent .
+	ln -sfn ../spiderpool-agent $(BIN)/plugins/spiderpool-plugins
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/plugins/spiderpool-plugin-denylist github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist
 	@mkdir -p $(BIN)/cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(CNI_LDFLAGS)' -o $(BIN)/cni/spiderpool ./core/cmd/spiderpool-cni
@@ -122,7 +126,8 @@ DOCDIR     ?= $(PREFIX)/share/doc/spiderpool-agent
 MANDIR     ?= $(PREFIX)/share/man
 install: build man
 	install -D -m 0755 $(BIN)/spiderpool-agent $(DESTDIR)$(PREFIX)/bin/spiderpool-agent
-	install -D -m 0755 $(BIN)/plugins/spiderpool-plugins $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugins
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins
+	ln -sfn ../../../bin/spiderpool-agent $(DESTDIR)$(PREFIX)/lib/spiderpool/plugins/spiderpool-plugins
 	install -D -m 0755 $(BIN)/cni/spiderpool $(DESTDIR)$(CNIBINDIR)/spiderpool
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/spiderpool/ipam.d

@@ -51,8 +51,9 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 const PluginBinaryPrefix = "spiderpool-plugin-"
 
 // PluginSetBinary is the built-ins' plugin set (an sdk.Set): one executable
-// that serves each built-in as "spiderpool-plugins serve NAME". The default
-// resolution of a built-in falls back to it (see Binary).
+// that serves each built-in as "spiderpool-plugins serve NAME" (as shipped,
+// a symlink to the agent's executable, which serves the set when run by this
+// name). The default resolution of a built-in falls back to it (see Binary).
 const PluginSetBinary = "spiderpool-plugins"
 
 // Defaults.

@@ -29,7 +29,7 @@ import (
 type Binaries struct {
 	Dir       string // holds everything below
 	Agent     string // spiderpool-agent
-	PluginDir string // spiderpool-plugins (the built-ins' set, as shipped) and the denylist example
+	PluginDir string // spiderpool-plugins (a symlink to Agent, which serves the built-ins, as shipped) and the denylist example
 	// Faulty maps a mode of test/plugins/faulty to its binary.
 	Faulty map[string]string
 }
@@ -81,12 +81,9 @@ func build() (Binaries, error) {
 	b := Binaries{Dir: dir, Agent: filepath.Join(dir, "spiderpool-agent"), PluginDir: filepath.Join(dir, "plugins"), Faulty: map[string]string{}}
 	type target struct{ out, pkg, ldflags string }
 	targets := []target{
-		{b.Agent, "./core/cmd/spiderpool-agent", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
+		{b.Agent, ".", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
 		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
 	}
-	// The built-ins as the package ships them: one set binary that the
-	// agent's default resolution runs once per built-in.
-	targets = append(targets, target{filepath.Join(b.PluginDir, "spiderpool-plugins"), "./plugins/cmd/spiderpool-plugins", ""})
 	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)
 		b.Faulty[mode] = out
@@ -103,6 +100,13 @@ func build() (Binaries, error) {
 			os.RemoveAll(dir)
 			return Binaries{}, fmt.Errorf("go build %s: %v\n%s", t.pkg, err, out)
 		}
+	}
+	// The built-ins as the package ships them: the agent's own executable,
+	// which serves them when run by the set's name, reached through a
+	// symlink that the agent's default resolution runs once per built-in.
+	if err := os.Symlink(b.Agent, filepath.Join(b.PluginDir, "spiderpool-plugins")); err != nil {
+		os.RemoveAll(dir)
+		return Binaries{}, fmt.Errorf("link the built-ins' set: %w", err)
 	}
 	return b, nil
 }

@@ -15,14 +15,22 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-// TestBuiltinsRunFromOneSetBinary: with only the set binary in plugin_dir
-// (the layout make build and the deb ship), the three built-ins run as
-// three processes of spiderpool-plugins, one component each; each has its
-// own restart (a kill -9 brings back that one alone) and the checksum pinned
-// in each block is the set binary's.
+// TestBuiltinsRunFromOneSetBinary: with only the set in plugin_dir (the
+// layout make build and the deb ship: spiderpool-plugins, a symlink to the
+// agent's executable), the three built-ins run as three processes of the
+// agent's own executable, one component each; each has its own restart (a
+// kill -9 brings back that one alone) and the checksum pinned in each block
+// is the set's, which is the agent's.
 func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 	set := filepath.Join(bins.PluginDir, "spiderpool-plugins")
 	sum := fileDigest(t, set)
+	if agentSum := fileDigest(t, bins.Agent); sum != agentSum {
+		t.Fatalf("%s is not the agent's executable: %s against %s", set, sum, agentSum)
+	}
+	agentExe, err := os.Stat(bins.Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
 	names := []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
 	cfg := fastRestarts
 	for _, n := range names {
@@ -43,6 +51,11 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 		}
 		if got, want := strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "), set+" serve "+n; got != want {
 			t.Errorf("%s runs as %q, want %q", n, got, want)
+		}
+		// The same file as the agent: its text is the same page-cache
+		// pages in all four processes.
+		if exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", p.PID)); err != nil || !os.SameFile(exe, agentExe) {
+			t.Errorf("%s (pid %d) does not run the agent's executable %s: %v", n, p.PID, bins.Agent, err)
 		}
 		pids[n] = p.PID
 	}
@@ -85,6 +98,30 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 		}
 	}
 	a.WaitReady(agenttest.ReadyTimeout)
+}
+
+// TestBuiltinFromTheAgentsPath: a plugin block may name the agent's
+// executable itself with a component; it runs as "spiderpool-agent serve
+// NAME", which the executable answers as the set (not as its CLI).
+func TestBuiltinFromTheAgentsPath(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
+plugin "ip-conflict" {
+  path      = %q
+  component = "ip-conflict"
+}
+`, bins.Agent)})
+	a.WaitReady(agenttest.ReadyTimeout)
+	p := pluginState(t, a, "ip-conflict")
+	if p.State != state.Ready || p.Path != bins.Agent || p.Component != "ip-conflict" {
+		t.Fatalf("ip-conflict: state %s, path %q, component %q; want ready, %q, ip-conflict", p.State, p.Path, p.Component, bins.Agent)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "), bins.Agent+" serve ip-conflict"; got != want {
+		t.Errorf("ip-conflict runs as %q, want %q", got, want)
+	}
 }
 
 // TestSetComponentChecksumMismatchDisablesOnlyThatBlock: a checksum is per

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,6 +16,7 @@ const module = "github.com/spiderpool-agent/spiderpool-agent"
 // pkg is the part of `go list -json` this test reads.
 type pkg struct {
 	ImportPath string
+	Imports    []string
 	Deps       []string
 }
 
@@ -23,7 +25,7 @@ type pkg struct {
 // may use what the package may not).
 func list(t *testing.T, dir string, patterns ...string) []pkg {
 	t.Helper()
-	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Deps"}, patterns...)...)
+	cmd := exec.Command("go", append([]string{"list", "-json=ImportPath,Imports,Deps"}, patterns...)...)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -99,6 +101,25 @@ func TestDependencyRule(t *testing.T) {
 	for _, c := range checks {
 		if v := violations(list(t, c.dir, c.patterns...), c.rule); len(v) > 0 {
 			t.Errorf("%s:\n%s", c.rule.name, strings.Join(v, "\n"))
+		}
+	}
+}
+
+// The module's root package is the one place that links core and plugins
+// together (the multi-call spiderpool-agent): it is wiring only, so of the
+// repository it may import the agent's CLI, the built-ins' set and the sdk,
+// nothing else - a plugin's own package or an internal of core would make it
+// a back door around the rule above.
+func TestRootIsOnlyWiring(t *testing.T) {
+	allowed := []string{module + "/core/command", module + "/plugins/builtins", module + "/sdk"}
+	for _, p := range list(t, moduleRoot(t), ".") {
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, module+"/") && !slices.Contains(allowed, imp) {
+				t.Errorf("%s imports %s; the root may import only %v", p.ImportPath, imp, allowed)
+			}
+		}
+		if !slices.Contains(p.Imports, module+"/plugins/builtins") {
+			t.Errorf("%s does not link the built-ins (%v): the shipped executable would not serve them", p.ImportPath, p.Imports)
 		}
 	}
 }

@@ -34,7 +34,7 @@ type debEntry struct {
 // wantFiles are the package's files and their modes.
 var wantFiles = map[string]string{
 	"/usr/bin/spiderpool-agent":                                                  "-rwxr-xr-x",
-	"/usr/lib/spiderpool/plugins/spiderpool-plugins":                             "-rwxr-xr-x",
+	"/usr/lib/spiderpool/plugins/spiderpool-plugins":                             "lrwxrwxrwx",
 	"/etc/spiderpool/config.hcl":                                                 "-rw-r--r--",
 	"/etc/default/spiderpool-agent":                                              "-rw-r--r--",
 	"/lib/systemd/system/spiderpool-agent.service":                               "-rw-r--r--",
@@ -230,7 +230,7 @@ func TestDebPackage(t *testing.T) {
 		t.Errorf("the install started spiderpool-agent %v although systemd is not running", pids)
 	}
 	for p, mode := range wantFiles {
-		fi, err := os.Stat(p)
+		fi, err := os.Lstat(p)
 		if err != nil {
 			t.Errorf("installed: %v", err)
 			continue
@@ -239,6 +239,7 @@ func TestDebPackage(t *testing.T) {
 			t.Errorf("installed %s is %s, want %s", p, got, mode)
 		}
 	}
+	checkSetLink(t, "/usr/lib/spiderpool/plugins/spiderpool-plugins", "/usr/bin/spiderpool-agent")
 	listed := strings.Fields(run(t, "", "dpkg-query", "--listfiles", pkgName))
 	for p := range contents {
 		if !slices.Contains(listed, p) {
@@ -449,11 +450,34 @@ func sorted(s []string) []string {
 	return s
 }
 
+// checkSetLink: the built-ins' set is the agent's own executable, reached
+// through a relative symlink (within /usr, as Debian policy asks), so that
+// the agent and its three plugins share one file's pages.
+func checkSetLink(t *testing.T, link, agent string) {
+	t.Helper()
+	target, err := os.Readlink(link)
+	if err != nil {
+		t.Errorf("%s: %v", link, err)
+		return
+	}
+	if filepath.IsAbs(target) {
+		t.Errorf("%s -> %s: want a relative link", link, target)
+	}
+	a, err1 := os.Stat(agent)
+	l, err2 := os.Stat(link)
+	if err1 != nil || err2 != nil || !os.SameFile(a, l) {
+		t.Errorf("%s -> %s is not %s (%v, %v)", link, target, agent, err1, err2)
+	}
+}
+
 // modeString renders a FileMode as ls and dpkg-deb do.
 func modeString(fi fs.FileInfo) string {
 	s := fi.Mode().Perm().String() // "-rwxr-xr-x"
-	if fi.IsDir() {
+	switch {
+	case fi.IsDir():
 		return "d" + s[1:]
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return "l" + s[1:]
 	}
 	return s
 }

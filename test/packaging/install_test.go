@@ -23,7 +23,7 @@ func TestMakeInstall(t *testing.T) {
 
 	for p, mode := range map[string]string{
 		"/usr/local/bin/spiderpool-agent":                                             "-rwxr-xr-x",
-		"/usr/local/lib/spiderpool/plugins/spiderpool-plugins":                        "-rwxr-xr-x",
+		"/usr/local/lib/spiderpool/plugins/spiderpool-plugins":                        "lrwxrwxrwx",
 		"/usr/local/lib/systemd/system/spiderpool-agent.service":                      "-rw-r--r--",
 		"/usr/local/share/doc/spiderpool-agent/README.md":                             "-rw-r--r--",
 		"/usr/local/share/doc/spiderpool-agent/config.hcl.example":                    "-rw-r--r--",
@@ -36,7 +36,7 @@ func TestMakeInstall(t *testing.T) {
 		"/opt/cni/bin/spiderpool":                                                     "-rwxr-xr-x",
 		"/usr/local/share/doc/spiderpool-agent/cni/macvlan.conflist":                  "-rw-r--r--",
 	} {
-		fi, err := os.Stat(filepath.Join(dest, p))
+		fi, err := os.Lstat(filepath.Join(dest, p))
 		if err != nil {
 			t.Errorf("make install: %v", err)
 			continue
@@ -45,6 +45,7 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("%s is %s, want %s", p, got, mode)
 		}
 	}
+	checkSetLink(t, filepath.Join(dest, "usr/local/lib/spiderpool/plugins/spiderpool-plugins"), filepath.Join(dest, "usr/local/bin/spiderpool-agent"))
 
 	u := parseUnit(t, filepath.Join(dest, "usr/local/lib/systemd/system", unitName))
 	if got, want := u.get("Service", "ExecStart"), "/usr/local/bin/spiderpool-agent daemon --config-dir /etc/spiderpool --ipam-config-dir /etc/spiderpool/ipam.d"; got != want {

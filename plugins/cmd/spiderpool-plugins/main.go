@@ -1,24 +1,15 @@
 // Command spiderpool-plugins is the three built-in plugins in one
-// executable (an sdk.Set): spiderpool-agent runs it once per component, as
-// "spiderpool-plugins serve ip-conflict" and so on, each still its own
-// process. One binary instead of three saves two copies of the Go runtime,
-// gRPC and go-plugin on disk and in the page cache (see test/bench/README.md).
+// executable (an sdk.Set), on its own. The package ships the same set
+// inside spiderpool-agent (the multi-call executable at the module's root,
+// reached through the symlink PLUGIN_DIR/spiderpool-plugins); this build is
+// for an operator who wants the built-ins apart from the agent, and for the
+// memory table of make bench that compares the layouts.
 // "spiderpool-plugins list" prints the components.
 package main
 
 import (
-	gatewaydetector "github.com/spiderpool-agent/spiderpool-agent/plugins/gateway-detector"
-	ipconflict "github.com/spiderpool-agent/spiderpool-agent/plugins/ip-conflict"
-	sysctltuner "github.com/spiderpool-agent/spiderpool-agent/plugins/sysctl-tuner"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/builtins"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
-// builtins are the components; the names are the plugin block names the
-// agent's default resolution looks for.
-var builtins = sdk.Set{
-	"sysctl-tuner":     func(log sdk.Logger) sdk.Plugin { return sysctltuner.New(log) },
-	"ip-conflict":      func(log sdk.Logger) sdk.Plugin { return ipconflict.New(log) },
-	"gateway-detector": func(log sdk.Logger) sdk.Plugin { return gatewaydetector.New(log) },
-}
-
-func main() { sdk.ServeSet(builtins) }
+func main() { sdk.ServeSet(builtins.Set()) }
