@@ -28,19 +28,22 @@ import (
 type bins struct {
 	dir       string
 	agent     string
-	pluginDir string // the built-ins as shipped: the set binary spiderpool-plugins
-	// separateDir holds the built-ins as three separate binaries, the layout
-	// before the set, built with make build's flags: the memory table
-	// measures both side by side.
-	separateDir string
-	noop        string
-	minicheck   string            // test/bench/minicheck
-	faulty      map[string]string // mode -> binary
+	pluginDir string // the built-ins as shipped: spiderpool-plugins, a symlink to agent
+	// separateDir holds the built-ins as three separate binaries and setDir
+	// as one set binary apart from the agent (plugins/cmd/spiderpool-plugins),
+	// the two layouts before the built-ins moved into the agent's
+	// executable, built with make build's flags: the memory table measures
+	// the three side by side.
+	separateDir, setDir string
+	noop                string
+	minicheck           string            // test/bench/minicheck
+	faulty              map[string]string // mode -> binary
 }
 
 var builtins = []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
 
-// setBinary is the built-ins' plugin set, as make build and the deb ship it.
+// setBinary is the name the agent runs the built-ins' set by: in make
+// build's bin/ and in the deb, a symlink to the agent's executable.
 const setBinary = "spiderpool-plugins"
 
 func prepareBins(s *scope, binDir string) *bins {
@@ -50,7 +53,12 @@ func prepareBins(s *scope, binDir string) *bins {
 		s.Fatal(err)
 	}
 	copyExe(s, filepath.Join(binDir, "spiderpool-agent"), b.agent)
-	copyExe(s, filepath.Join(binDir, "plugins", setBinary), filepath.Join(b.pluginDir, setBinary))
+	// As make build leaves it: the set is the agent's own file (a copy
+	// would be a file of its own, whose pages the plugins would not share
+	// with the agent).
+	if err := os.Symlink(b.agent, filepath.Join(b.pluginDir, setBinary)); err != nil {
+		s.Fatal(err)
+	}
 	root := moduleRoot(s)
 	build := func(out, pkg, ldflags string) {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
@@ -60,6 +68,8 @@ func prepareBins(s *scope, binDir string) *bins {
 			s.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
+	b.setDir = filepath.Join(dir, "set-plugins")
+	build(filepath.Join(b.setDir, setBinary), "./plugins/cmd/spiderpool-plugins", "")
 	b.separateDir = filepath.Join(dir, "separate-plugins")
 	for _, p := range builtins {
 		build(filepath.Join(b.separateDir, "spiderpool-plugin-"+p), "./plugins/"+p+"/cmd/spiderpool-plugin-"+p, "")
