@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/spiderpool-agent/spiderpool-agent/sdk/proto/spiderpool/plugin/v1"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/reclaim"
 )
 
 // GRPCPlugin is the go-plugin glue: on the plugin side it serves Impl, on the
@@ -23,6 +24,9 @@ type GRPCPlugin struct {
 	// Logger, when set, takes the agent's log level from every Configure, so
 	// that a reload that changes log_level reaches plugins at once.
 	Logger hclog.Logger
+	// work, when set, sees every Check, so that a plugin process returns a
+	// burst's memory once the burst is over (Serve sets it).
+	work *reclaim.Reclaimer
 }
 
 var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
@@ -32,7 +36,7 @@ func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 	srv := &server{impl: p.Impl, logger: p.Logger}
 	pb.RegisterPluginServer(s, srv)
 	if d, ok := p.Impl.(Detector); ok {
-		pb.RegisterDetectorServer(s, &detectorServer{impl: d})
+		pb.RegisterDetectorServer(s, &detectorServer{impl: d, work: p.work})
 	}
 	if t, ok := p.Impl.(Tuner); ok {
 		pb.RegisterTunerServer(s, &tunerServer{impl: t})
@@ -52,7 +56,11 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *g
 // VersionedPlugins is what both sides give go-plugin so that it negotiates
 // the wire protocol. The agent passes nil for impl and logger.
 func VersionedPlugins(impl Plugin, logger hclog.Logger) map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{ProtocolVersion: {PluginName: &GRPCPlugin{Impl: impl, Logger: logger}}}
+	return versionedPlugins(&GRPCPlugin{Impl: impl, Logger: logger})
+}
+
+func versionedPlugins(p *GRPCPlugin) map[int]plugin.PluginSet {
+	return map[int]plugin.PluginSet{ProtocolVersion: {PluginName: p}}
 }
 
 type server struct {
@@ -153,9 +161,11 @@ func (s *server) Shutdown(ctx context.Context, _ *pb.ShutdownRequest) (*pb.Shutd
 type detectorServer struct {
 	pb.UnimplementedDetectorServer
 	impl Detector
+	work *reclaim.Reclaimer
 }
 
 func (s *detectorServer) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	defer s.work.Begin()()
 	cr, err := checkRequestFromProto(req)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/reclaim"
 )
 
 // LifelineEnv names the environment variable through which the agent tells a
@@ -41,9 +43,15 @@ func Serve(newPlugin func(log hclog.Logger) Plugin) {
 	})
 	p := newPlugin(logger)
 	watchLifeline(logger)
+	// A burst of checks leaves garbage and free heap that an idle process
+	// would keep for minutes; return it once the burst is over. The start
+	// counts as a burst too: it leaves the init garbage of every package
+	// the executable links (as shipped, the agent's too).
+	work := reclaim.New(reclaim.DefaultQuiet)
+	work.Begin()()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
-		VersionedPlugins: VersionedPlugins(p, logger),
+		VersionedPlugins: versionedPlugins(&GRPCPlugin{Impl: p, Logger: logger, work: work}),
 		GRPCServer:       plugin.DefaultGRPCServer,
 		Logger:           logger,
 	})

@@ -36,6 +36,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 	"github.com/spiderpool-agent/spiderpool-agent/core/version"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/reclaim"
 )
 
 // loopTick is how often the main loop beats.
@@ -120,6 +121,9 @@ type Agent struct {
 	stopOnce  sync.Once
 	stopCh    chan struct{}
 	changed   chan struct{} // plugin states changed
+	// work sees checks and IPAM calls, so that the agent returns a burst's
+	// memory once the burst is over (the plugins do the same, in the sdk).
+	work *reclaim.Reclaimer
 }
 
 // Run loads the configuration and runs the daemon until it is told to stop.
@@ -143,7 +147,9 @@ func Run(ctx context.Context, opts Options) error {
 		startedAt:  time.Now(),
 		stopCh:     make(chan struct{}),
 		changed:    make(chan struct{}, 1),
+		work:       reclaim.New(reclaim.DefaultQuiet),
 	}
+	defer a.work.Stop()
 	return a.run(ctx)
 }
 
@@ -335,6 +341,8 @@ func (a *Agent) loop(ctx context.Context, signals chan os.Signal, startDone chan
 		case <-startDone:
 			startDone = nil
 			a.started.Store(true)
+			// The start is a burst too: config, plugins and stores.
+			a.work.Begin()()
 			ready, waiting := a.Status(ctx).Ready()
 			a.log.Info("started", "ready", ready, "waiting_for", strings.Join(waiting, ","), "took", time.Since(a.startedAt).Round(time.Millisecond))
 			lastStatus = a.statusLine()
@@ -591,6 +599,7 @@ func (a *Agent) Check(ctx context.Context, req state.Check) (state.CheckResult, 
 	if a.stopping.Load() {
 		return state.CheckResult{}, fmt.Errorf("%w: stopping", control.ErrNotReady)
 	}
+	defer a.work.Begin()()
 	return check.Run(ctx, a.sup, a.tel, req), nil
 }
 

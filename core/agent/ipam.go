@@ -255,6 +255,7 @@ func (a *Agent) ipamStatus(ctx context.Context) *ipamapi.Status {
 
 // IPAMAllocate implements control.IPAMBackend.
 func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (ipamapi.Attachment, error) {
+	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
 		return ipamapi.Attachment{}, err
@@ -270,6 +271,7 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 
 // IPAMRelease implements control.IPAMBackend.
 func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error) {
+	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
 		return ipamapi.ReleaseResponse{}, err
@@ -285,6 +287,7 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 
 // IPAMReleaseWorkload implements control.IPAMBackend.
 func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (ipamapi.ReleaseResponse, error) {
+	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
 		return ipamapi.ReleaseResponse{}, err
@@ -317,6 +320,7 @@ func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.
 
 // IPAMGC implements control.IPAMBackend.
 func (a *Agent) IPAMGC(ctx context.Context) (ipamapi.GCResult, error) {
+	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
 		return ipamapi.GCResult{}, err

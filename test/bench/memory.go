@@ -76,9 +76,9 @@ var memProcs = []string{"agent", "sysctl-tuner", "ip-conflict", "gateway-detecto
 // measureMemory runs a fresh agent with the built-ins from pluginDir:
 // idle, a 500-check warm-up, 10,000 checks, and 10,000 more, each followed
 // by 2 s of rest. Memory is judged after the first 10,000; handles over the
-// second: the Go runtime keeps the threads it once needed (an M is never
-// freed), so a thread added in the first round that the second does not
-// add to is a plateau, and one the second adds to again is a leak.
+// second: fds and goroutines must not grow at all, threads by at most one
+// per process (the Go runtime keeps the threads it once needed: an M is
+// never freed, so the count is a high-water mark).
 func measureMemory(s *scope, l *lab, layout, pluginDir string) memRun {
 	progress("memory (%s): fresh agent, idle", layout)
 	a := startAgent(s, l.b, agentOpts{name: "memory-" + layout, nsPath: l.node, config: fmt.Sprintf("plugin_dir = %q\n", pluginDir) + cfgDetect})
@@ -121,9 +121,18 @@ func measureMemory(s *scope, l *lab, layout, pluginDir string) memRun {
 		add(&r.totAfter, af)
 		add(&r.totAgain, ag)
 		grow := func(what string, b, af, ag int) {
-			if ag > af {
+			// A thread is the exception: the runtime never frees an M, so
+			// its count is the high-water mark of blocking calls at once,
+			// which a second round on a loaded machine may raise by one.
+			// A leaked thread (a locked thread per check, say) would
+			// raise it by thousands.
+			slack := 0
+			if what == "threads" {
+				slack = 1
+			}
+			if ag > af+slack {
 				r.grew = append(r.grew, fmt.Sprintf("%s: %s %s %d → %d → %d", layout, n, what, b, af, ag))
-			} else if af > b {
+			} else if ag > b {
 				r.plateau = append(r.plateau, fmt.Sprintf("%s: %s %s %d → %d → %d", layout, n, what, b, af, ag))
 			}
 		}
@@ -185,7 +194,7 @@ func benchMemory(s *scope, l *lab, out io.Writer) []target {
 		t.note("%s: the first 10,000 checks took %v; %d of all checks failed; the agent's Go runtime after the first 10,000 (gops memstats): %s.", r.layout, r.took.Round(time.Millisecond), r.failed, r.heap)
 	}
 	if len(plateau) > 0 {
-		t.note("Added in the first 10,000 checks and not again in the second (the runtime's plateau, not a leak): %s.", strings.Join(plateau, "; "))
+		t.note("Added in the first 10,000 checks and not again in the second, or one thread more in the second (the runtime's high-water mark, not a leak): %s.", strings.Join(plateau, "; "))
 	}
 	t.note("Checks: IPv4 free, IPv6 free, IPv4 busy, IPv6 busy, dual stack with gateways, in turn, by 128 clients. \"before\" is after a 500-check warm-up by as many clients and 2 s of rest, \"10k\" 2 s after the first 10,000 checks, \"20k\" 2 s after 10,000 more. RSS counts a shared page in full in every process; PSS divides it among the processes that map it, so the PSS total is what agent + plugins cost the machine together. Plugins serve no gops: their goroutines are not counted, their threads are. Others' CPU during this table: %s.", mOther.otherLoad())
 	t.write(out)
@@ -222,7 +231,7 @@ func benchMemory(s *scope, l *lab, out io.Writer) []target {
 	if !pkgT.met {
 		pkgT.why = "the agent links the Go runtime, gRPC, protobuf, go-plugin, HCL and the etcd client; see README"
 	}
-	handles := target{what: "fds, threads and goroutines over a second 10k checks", want: "no growth",
+	handles := target{what: "fds, threads and goroutines over a second 10k checks", want: "no growth (threads: at most +1, the runtime's high-water mark)",
 		got: map[bool]string{true: "no growth", false: strings.Join(grew, "; ")}[len(grew) == 0], met: len(grew) == 0 && failed == 0}
 	if failed > 0 {
 		handles.got += fmt.Sprintf(" (%d checks failed)", failed)
