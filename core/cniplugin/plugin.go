@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -519,7 +518,9 @@ func apiCode(ae *ipamapi.APIError) uint {
 	case ipamapi.CodeNotFound:
 		return types.ErrUnknownContainer
 	}
-	if ae.Status == http.StatusServiceUnavailable {
+	// 503 (net/http's StatusServiceUnavailable; net/http is not linked,
+	// see ipamapi's wire.go): the agent is up but cannot serve yet.
+	if ae.Status == 503 {
 		return types.ErrTryAgainLater
 	}
 	return types.ErrInternal
