@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // Status codes the package acts on (net/http's values; it is not linked).
@@ -52,7 +53,7 @@ func writeRequest(w io.Writer, method, target string, body []byte) error {
 	if !validToken(method) {
 		return fmt.Errorf("request method %q is not an HTTP token", method)
 	}
-	if len(target) == 0 || target[0] != '/' || bytes.ContainsAny([]byte(target), " \r\n\x00") {
+	if len(target) == 0 || target[0] != '/' || strings.ContainsAny(target, " \r\n\x00") {
 		return fmt.Errorf("request target %q must start with / and hold no spaces or line breaks", target)
 	}
 	var b bytes.Buffer
@@ -124,7 +125,9 @@ func readResponse(r io.Reader, maxHeader int, maxBody int64) (status int, body [
 			}
 		}
 	}
-	// 1xx, 204 and 304 never carry a body (RFC 9112 section 6.3).
+	// 1xx, 204 and 304 never carry a body (RFC 9112 section 6.3). A 1xx is
+	// returned as the answer rather than skipped: we send no Expect, and
+	// the agent's handlers send no interim answers.
 	if status < 200 || status == 204 || status == 304 {
 		return status, nil, nil
 	}
@@ -241,7 +244,7 @@ func validToken(s string) bool {
 		c := s[i]
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', isDigit(c):
-		case bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0:
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
 		default:
 			return false
 		}
