@@ -9,8 +9,10 @@
 // It is built on containernetworking/cni's skel and types/100 and speaks
 // CNI 0.3.0 to 1.1.0: ADD, DEL, CHECK, STATUS, GC and VERSION. It links only
 // the standard library, the CNI types and core/ipam/ipamapi: no HCL, gRPC or
-// go-plugin (TestLinksNoHeavyDependencies enforces it), so that it starts
-// about as fast as an empty Go program.
+// go-plugin (TestLinksNoHeavyDependencies enforces it), and not net/http with
+// its TLS and x509 (ipamapi speaks HTTP/1.0 itself; test/layout's
+// TestDependencyRule enforces it), so that it is small and starts about as
+// fast as an empty Go program.
 package cniplugin
 
 import (
@@ -20,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -519,7 +520,9 @@ func apiCode(ae *ipamapi.APIError) uint {
 	case ipamapi.CodeNotFound:
 		return types.ErrUnknownContainer
 	}
-	if ae.Status == http.StatusServiceUnavailable {
+	// 503 (net/http's StatusServiceUnavailable; net/http is not linked,
+	// see ipamapi's wire.go): the agent is up but cannot serve yet.
+	if ae.Status == 503 {
 		return types.ErrTryAgainLater
 	}
 	return types.ErrInternal

@@ -328,7 +328,7 @@ func benchCNIStart(s *scope, dir, emptyGo string, out io.Writer) target {
 	diff := p50[filepath.Join(dir, "spiderpool")] - p50[emptyGo]
 	return target{what: "`spiderpool` CNI plugin start (p50)", want: "within 3 ms of an empty Go program",
 		got: fmt.Sprintf("%s ms over the empty Go program", ms(diff)), met: diff <= 3*time.Millisecond,
-		why: "the runtime's and the packages' init (net/http, the CNI types) in a larger binary"}
+		why: "the runtime's and the packages' init (encoding/json, the CNI types) in a larger binary"}
 }
 
 // buildEmptyGo builds `func main() {}` with the flags of `make build`.

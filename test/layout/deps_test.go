@@ -97,6 +97,12 @@ func TestDependencyRule(t *testing.T) {
 				strings.HasPrefix(d, "github.com/hashicorp/go-plugin") || strings.HasPrefix(d, "google.golang.org/grpc") ||
 				strings.HasPrefix(d, "github.com/hashicorp/hcl")
 		}}},
+		// The CNI plugin is exec'd once per workload interface and ships
+		// in the deb's 30 MB budget (issue 16): a thin HTTP/1.0 client of
+		// the control socket (core/ipam/ipamapi's wire.go), none of
+		// net/http's TLS, x509, gzip and HTTP/2, and none of the daemon's
+		// gRPC, go-plugin or HCL (design.md "Layout").
+		{root, []string{"./core/cmd/spiderpool-cni"}, rule{"core/cmd/spiderpool-cni must stay small", cniForbidden}},
 	}
 	for _, c := range checks {
 		if v := violations(list(t, c.dir, c.patterns...), c.rule); len(v) > 0 {
@@ -124,6 +130,16 @@ func TestRootIsOnlyWiring(t *testing.T) {
 	}
 }
 
+// cniForbidden is what the CNI plugin must not link.
+func cniForbidden(d string) bool {
+	for _, p := range []string{"net/http", "crypto/tls", "crypto/x509", "compress/gzip", "google.golang.org/grpc", "google.golang.org/protobuf"} {
+		if d == p || strings.HasPrefix(d, p+"/") {
+			return true
+		}
+	}
+	return strings.HasPrefix(d, "github.com/hashicorp/") || under("core/config")(d) || under("core/supervisor")(d) || under("sdk")(d)
+}
+
 // The rule check itself must be able to fail.
 func TestViolationsFindsAForbiddenImport(t *testing.T) {
 	pkgs := []pkg{{ImportPath: module + "/core/agent", Deps: []string{"fmt", module + "/plugins/probe"}}}
@@ -132,6 +148,10 @@ func TestViolationsFindsAForbiddenImport(t *testing.T) {
 	}
 	if v := violations([]pkg{{ImportPath: module + "/core/x", Deps: []string{module + "/pluginsx"}}}, rule{"r", under("plugins")}); len(v) != 0 {
 		t.Errorf("a sibling with a common prefix is not under plugins/: %v", v)
+	}
+	cni := []pkg{{ImportPath: module + "/core/cmd/spiderpool-cni", Deps: []string{"fmt", "net", "net/url", "net/http", "net/http/internal", "crypto/tls", "github.com/hashicorp/go-plugin", "net/httpx"}}}
+	if v := violations(cni, rule{"cni", cniForbidden}); len(v) != 4 {
+		t.Errorf("the CNI rule found %v, want net/http, net/http/internal, crypto/tls and go-plugin", v)
 	}
 }
 

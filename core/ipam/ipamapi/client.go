@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"syscall"
+	"time"
 )
 
 // DefaultSocketPath is the agent's control socket unless configured
@@ -50,7 +50,7 @@ func (e *APIError) Error() string { return e.ErrorBody.Error }
 
 // TryAgain reports whether the caller may retry later (CNI error 11).
 func (e *APIError) TryAgain() bool {
-	return e.Code == CodeTryAgain || e.Code == CodeNotReady || e.Status == http.StatusServiceUnavailable
+	return e.Code == CodeTryAgain || e.Code == CodeNotReady || e.Status == statusServiceUnavailable
 }
 
 func (c *Client) path() string {
@@ -63,21 +63,21 @@ func (c *Client) path() string {
 // Allocate asks for addresses; see AllocateRequest.
 func (c *Client) Allocate(ctx context.Context, req AllocateRequest) (Attachment, error) {
 	var out Attachment
-	err := c.do(ctx, http.MethodPost, AllocatePath, req, &out)
+	err := c.do(ctx, "POST", AllocatePath, req, &out)
 	return out, err
 }
 
 // Release releases what (container id, interface) holds.
 func (c *Client) Release(ctx context.Context, req ReleaseRequest) (ReleaseResponse, error) {
 	var out ReleaseResponse
-	err := c.do(ctx, http.MethodPost, ReleasePath, req, &out)
+	err := c.do(ctx, "POST", ReleasePath, req, &out)
 	return out, err
 }
 
 // ReleaseWorkload releases every allocation of a workload.
 func (c *Client) ReleaseWorkload(ctx context.Context, workload string) (ReleaseResponse, error) {
 	var out ReleaseResponse
-	err := c.do(ctx, http.MethodPost, ReleaseWorkloadPath, ReleaseWorkloadRequest{Workload: workload}, &out)
+	err := c.do(ctx, "POST", ReleaseWorkloadPath, ReleaseWorkloadRequest{Workload: workload}, &out)
 	return out, err
 }
 
@@ -85,9 +85,9 @@ func (c *Client) ReleaseWorkload(ctx context.Context, workload string) (ReleaseR
 // when there is none.
 func (c *Client) Get(ctx context.Context, key AttachmentKey) (att Attachment, ok bool, err error) {
 	q := url.Values{"container_id": {key.ContainerID}, "interface": {key.Interface}}
-	err = c.do(ctx, http.MethodGet, AllocationPath+"?"+q.Encode(), nil, &att)
+	err = c.do(ctx, "GET", AllocationPath+"?"+q.Encode(), nil, &att)
 	var ae *APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+	if errors.As(err, &ae) && ae.Status == statusNotFound {
 		return Attachment{}, false, nil
 	}
 	return att, err == nil, err
@@ -107,92 +107,56 @@ func (c *Client) List(ctx context.Context, pool, workload string) ([]Attachment,
 	if len(q) > 0 {
 		p += "?" + q.Encode()
 	}
-	err := c.do(ctx, http.MethodGet, p, nil, &out)
+	err := c.do(ctx, "GET", p, nil, &out)
 	return out, err
 }
 
 // GC runs a garbage collection pass now.
 func (c *Client) GC(ctx context.Context) (GCResult, error) {
 	var out GCResult
-	err := c.do(ctx, http.MethodPost, GCPath, nil, &out)
+	err := c.do(ctx, "POST", GCPath, nil, &out)
 	return out, err
 }
 
 // Pools returns every pool's usage.
 func (c *Client) Pools(ctx context.Context) ([]PoolUsage, error) {
 	var out []PoolUsage
-	err := c.do(ctx, http.MethodGet, PoolsPath, nil, &out)
+	err := c.do(ctx, "GET", PoolsPath, nil, &out)
 	return out, err
 }
 
 // HistoryOfWorkload returns a workload's history, newest first.
 func (c *Client) HistoryOfWorkload(ctx context.Context, workload string) ([]HistoryRecord, error) {
 	var out []HistoryRecord
-	err := c.do(ctx, http.MethodGet, HistoryPath+"?"+url.Values{"workload": {workload}}.Encode(), nil, &out)
+	err := c.do(ctx, "GET", HistoryPath+"?"+url.Values{"workload": {workload}}.Encode(), nil, &out)
 	return out, err
 }
 
 // HistoryOfAddress answers "who had this address, and when?".
 func (c *Client) HistoryOfAddress(ctx context.Context, addr netip.Addr) ([]HistoryRecord, error) {
 	var out []HistoryRecord
-	err := c.do(ctx, http.MethodGet, HistoryPath+"?"+url.Values{"address": {addr.String()}}.Encode(), nil, &out)
+	err := c.do(ctx, "GET", HistoryPath+"?"+url.Values{"address": {addr.String()}}.Encode(), nil, &out)
 	return out, err
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://spiderpool-agent"+path, body)
+	sock := c.path()
+	status, raw, err := c.roundTrip(ctx, sock, method, path, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	sock := c.path()
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			conn, err := d.DialContext(ctx, "unix", sock)
-			if err != nil {
-				return nil, err
-			}
-			if err := trustPeer(conn.(*net.UnixConn), sock); err != nil {
-				conn.Close()
-				return nil, err
-			}
-			return conn, nil
-		},
-		DisableKeepAlives: true,
-	}}
-	res, err := hc.Do(req)
-	if err != nil {
-		var up *UntrustedPeerError
-		switch {
-		case errors.As(err, &up):
-			return up
-		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
-			return &NotRunningError{Path: sock, Err: err}
-		case errors.Is(err, fs.ErrPermission):
-			return fmt.Errorf("cannot open %s: run as the agent's user (root): %w", sock, err)
-		}
-		return fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
-	if err != nil {
-		return fmt.Errorf("read the answer from %s: %w", sock, err)
-	}
-	if res.StatusCode != http.StatusOK {
-		ae := &APIError{Status: res.StatusCode}
+	if status != statusOK {
+		ae := &APIError{Status: status}
 		if json.Unmarshal(raw, &ae.ErrorBody) != nil || ae.ErrorBody.Error == "" {
-			ae.ErrorBody.Error = fmt.Sprintf("spiderpool-agent answered %d: %s", res.StatusCode, bytes.TrimSpace(raw))
+			ae.ErrorBody.Error = fmt.Sprintf("spiderpool-agent answered %d: %s", status, bytes.TrimSpace(raw))
 		}
 		return ae
 	}
@@ -202,4 +166,55 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	return nil
+}
+
+// roundTrip makes one request on a connection of its own (see wire.go)
+// and returns the answer's status and body. ctx bounds all of it: its
+// deadline becomes the connection's, and its cancellation cuts the
+// connection short; an error after either wraps ctx.Err().
+func (c *Client) roundTrip(ctx context.Context, sock, method, path string, body []byte) (int, []byte, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
+			return 0, nil, &NotRunningError{Path: sock, Err: err}
+		case errors.Is(err, fs.ErrPermission):
+			return 0, nil, fmt.Errorf("cannot open %s: run as the agent's user (root): %w", sock, err)
+		}
+		return 0, nil, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+	}
+	defer conn.Close()
+	if err := trustPeer(conn.(*net.UnixConn), sock); err != nil {
+		return 0, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if err := conn.SetDeadline(dl); err != nil {
+			return 0, nil, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+		}
+	}
+	// A cancellation without a deadline still unblocks the read: a deadline
+	// in the past fails it at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	// The connection's deadline can fire a moment before ctx's own timer
+	// marks ctx done: a timeout at or after ctx's deadline is ctx's.
+	ctxErr := func(err error) error {
+		cerr := ctx.Err()
+		if dl, ok := ctx.Deadline(); cerr == nil && ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+			cerr = context.DeadlineExceeded
+		}
+		if cerr != nil {
+			return fmt.Errorf("%w (%v)", cerr, err)
+		}
+		return err
+	}
+	if err := writeRequest(conn, method, path, body); err != nil {
+		return 0, nil, fmt.Errorf("send %s %s to spiderpool-agent on %s: %w", method, path, sock, ctxErr(err))
+	}
+	status, raw, err := readResponse(conn, maxHeaderBytes, maxAnswer)
+	if err != nil {
+		return 0, nil, fmt.Errorf("read the answer to %s %s from %s: %w", method, path, sock, ctxErr(err))
+	}
+	return status, raw, nil
 }
