@@ -34,6 +34,10 @@ type Binaries struct {
 	Faulty map[string]string
 }
 
+// AgentTags are the build tags of the agent's executable, as the Makefile's
+// AGENT_TAGS: the tests run what ships.
+const AgentTags = "grpcnotrace,nethttpomithttp2"
+
 // RaceEnv, when set (make test sets it), builds the agent and plugins with
 // the race detector, so that end-to-end tests catch races in the real
 // processes too. Benchmarks leave it unset.
@@ -79,18 +83,18 @@ func build() (Binaries, error) {
 		return Binaries{}, err
 	}
 	b := Binaries{Dir: dir, Agent: filepath.Join(dir, "spiderpool-agent"), PluginDir: filepath.Join(dir, "plugins"), Faulty: map[string]string{}}
-	type target struct{ out, pkg, ldflags string }
+	type target struct{ out, pkg, ldflags, tags string }
 	targets := []target{
-		{b.Agent, ".", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test"},
-		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", ""},
+		{b.Agent, ".", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test", AgentTags},
+		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", "", ""},
 	}
 	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)
 		b.Faulty[mode] = out
-		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode})
+		targets = append(targets, target{out, "./test/plugins/faulty", "-X main.mode=" + mode, ""})
 	}
 	for _, t := range targets {
-		args := []string{"build", "-ldflags", t.ldflags, "-o", t.out}
+		args := []string{"build", "-ldflags", t.ldflags, "-tags", t.tags, "-o", t.out}
 		if os.Getenv(RaceEnv) != "" {
 			args = append(args, "-race")
 		}

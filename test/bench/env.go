@@ -61,7 +61,9 @@ func prepareBins(s *scope, binDir string) *bins {
 	}
 	root := moduleRoot(s)
 	build := func(out, pkg, ldflags string) {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
+		// The agent's tags for every layout: the memory table compares
+		// layouts, not build flags.
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", agenttest.AgentTags, "-ldflags", "-s -w "+ldflags, "-o", out, pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

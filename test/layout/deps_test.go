@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 const module = "github.com/spiderpool-agent/spiderpool-agent"
@@ -162,4 +166,36 @@ func moduleRoot(t *testing.T) string {
 		t.Fatalf("go list -m: %v", err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// The agent's executable is built with AGENT_TAGS (Makefile), and the tests
+// build it with agenttest.AgentTags: both must be the same, so that the tests
+// run what ships; and with them the executable must leave out what the tags
+// are for (gRPC's x/net/trace).
+func TestAgentBuildTags(t *testing.T) {
+	root := moduleRoot(t)
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^AGENT_TAGS\s*:=\s*(\S+)\s*$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("Makefile: no AGENT_TAGS := line")
+	}
+	if got := string(m[1]); got != agenttest.AgentTags {
+		t.Errorf("Makefile AGENT_TAGS = %q, agenttest.AgentTags = %q: the tests would not run what ships", got, agenttest.AgentTags)
+	}
+	cmd := exec.Command("go", "list", "-tags", agenttest.AgentTags, "-deps", ".")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if slices.Contains(deps, "golang.org/x/net/trace") {
+		t.Errorf("with tags %s the agent still links golang.org/x/net/trace", agenttest.AgentTags)
+	}
+	if !slices.Contains(deps, "google.golang.org/grpc") {
+		t.Errorf("go list found no gRPC in the agent: the check above proves nothing")
+	}
 }
