@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,10 +29,18 @@ var (
 	binDir  = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
 	faults  = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
 	runs    = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
-	only    = flag.String("only", "", "comma-separated sections to run (latency,scale,hop,sustained,memory,startup,ipam,ipam-store,ipam-etcd,cni; faults: plugin-kill,agent-kill,sigterm,third-party,sysctl,bad-input,supervisor,burst,surfaces,cgroup,ipam-kill,ipam-etcd,ipam-etcd-agents); empty: all")
+	only    = flag.String("only", "", "comma-separated sections to run ("+strings.Join(benchSections, ",")+"; with -faults: "+strings.Join(faultSections, ",")+"); empty: all")
 	arping  = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
 	verbose = flag.Bool("v", false, "log progress details to stderr")
 	mdOut   = flag.String("o", "", "also write the markdown to this file")
+)
+
+// benchSections and faultSections are the sections, in the order they
+// run: the one list that -only's help, its check and the runners use (a
+// runner asking for a name that is not here is a bug, and says so).
+var (
+	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-etcd", "cni"}
+	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-etcd", "ipam-etcd-agents"}
 )
 
 // iputilsExtracted is where test/bench/README.md suggests unpacking Debian's
@@ -43,6 +52,10 @@ func main() {
 		os.Exit(squat(path)) // the impostor of the surfaces faults
 	}
 	flag.Parse()
+	if err := checkOnly(*only, *faults); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench: must run as root: it builds network namespaces and opens packet sockets")
 		os.Exit(2)
@@ -82,8 +95,36 @@ func main() {
 	}
 }
 
+// sections are the sections of this run's mode.
+func sections() []string {
+	if *faults {
+		return faultSections
+	}
+	return benchSections
+}
+
+// checkOnly refuses an -only that names a section the mode does not have:
+// a typo would otherwise run nothing and print empty tables.
+func checkOnly(only string, faults bool) error {
+	known := benchSections
+	mode := "make bench"
+	if faults {
+		known, mode = faultSections, "make faults"
+	}
+	for _, n := range strings.Split(only, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(known, n) {
+			return fmt.Errorf("-only: %s has no section %q; its sections: %s", mode, n, strings.Join(known, ","))
+		}
+	}
+	return nil
+}
+
 // selected reports whether a section runs under -only.
 func selected(name string) bool {
+	if !slices.Contains(sections(), name) {
+		fmt.Fprintf(os.Stderr, "bench: section %q is not in the list of sections (main.go): add it there\n", name)
+		os.Exit(2)
+	}
 	if *only == "" {
 		return true
 	}
