@@ -201,7 +201,11 @@ the packaged configuration
 SPIDERPOOL_* variables for the systemd unit
 .TP
 .I /usr/lib/spiderpool/plugins/
-the built\-in plugins
+the plugin directory:
+.I spiderpool\-plugins
+is a symlink to
+.IR /usr/bin/spiderpool\-agent ,
+which serves the built\-in plugins when run by that name
 .TP
 .I /run/spidernet/spiderpool.sock
 the control socket (mode 0600)
