@@ -1,8 +1,9 @@
 // Package ipam is the agent's address management: pools of IPv4 and IPv6
 // addresses, allocations keyed by CNI's (container id, interface), each
-// address reserved in a Store and then vetted on the wire by a Checker
-// before it is returned, workload endpoints with their history, and
-// garbage collection of allocations whose network namespace is gone.
+// address of a pool with detection reserved in a Store and then vetted on
+// the wire by a Checker before it is returned (an allocation with nothing
+// to vet is written in one commit), workload endpoints with their history,
+// and garbage collection of allocations whose network namespace is gone.
 //
 // The Store interface is IPAM's own (store.go): a revisioned key-value
 // store with atomic, compare-guarded commits, so that the embedded bbolt
@@ -265,7 +266,8 @@ type AllocateRequest = ipamapi.AllocateRequest
 // an address in use is quarantined (or, past the pool's quarantine share,
 // only skipped) and the next candidate tried, up to MaxTries per pool; an
 // unreachable gateway fails at once. Every failure releases what it
-// reserved.
+// reserved. When no pool of req enables a detector, nothing is reserved:
+// the allocation is one commit (allocateAtOnce).
 func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
 	start := m.now()
 	if err := req.Validate(); err != nil {
