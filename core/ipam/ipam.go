@@ -373,6 +373,15 @@ type allocation struct {
 	skipped []SkippedIP
 	sticky  map[string]netip.Addr
 	retries int
+	// ep is the workload's endpoint as read for the sticky addresses, for
+	// the first history write of a one-commit allocation (which follows at
+	// once: its compare catches a change); nil once used.
+	ep *endpointRead
+}
+
+type endpointRead struct {
+	ep  Endpoint
+	rev int64
 }
 
 func (a *allocation) run(ctx context.Context) (Attachment, error) {
@@ -394,10 +403,11 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	if existing.rev != 0 {
 		return a.repeat(existing.att)
 	}
-	ep, _, err := m.getEndpoint(ctx, a.req.Workload)
+	ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
 	if err != nil {
 		return Attachment{}, err
 	}
+	a.ep = &endpointRead{ep: ep, rev: epRev}
 	a.sticky = map[string]netip.Addr{}
 	for _, h := range ep.History {
 		if _, seen := a.sticky[h.Pool]; !seen {
@@ -844,7 +854,7 @@ func (a *allocation) commit(ctx context.Context) error {
 	final.Skipped = a.skipped
 	now := m.now().UTC()
 	for {
-		epCond, epOp, err := a.history(ctx, final.Addresses, now)
+		epCond, epOp, err := a.history(ctx, final.Addresses, now, nil)
 		if err != nil {
 			return err
 		}
@@ -932,7 +942,12 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		if err == nil {
 			var epCond Cond
 			var epOp Op
-			if epCond, epOp, err = a.history(ctx, att.Addresses, now); err == nil {
+			// The first round reuses the endpoint read for the sticky
+			// addresses (one read less, a round trip on etcd); after a
+			// lost compare it is read afresh.
+			cached := a.ep
+			a.ep = nil
+			if epCond, epOp, err = a.history(ctx, att.Addresses, now, cached); err == nil {
 				conds = append(conds, Cond{Key: attachmentKey(a.key), Revision: 0}, epCond)
 				ops = append(ops, Op{Key: attachmentKey(a.key), Value: attVal}, epOp)
 			}
@@ -1027,13 +1042,20 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 	return att, conds, ops, claimed, nil
 }
 
-// history reads the workload's endpoint and returns the compare and the
-// write that prepend an entry for each of addrs to its history (capped at
-// MaxHistory), for the commit that makes the allocation.
-func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time) (Cond, Op, error) {
+// history reads the workload's endpoint (or takes cached, when not nil)
+// and returns the compare and the write that prepend an entry for each of
+// addrs to its history (capped at MaxHistory), for the commit that makes
+// the allocation.
+func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, Op, error) {
 	m := a.m
-	ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
-	if err != nil {
+	var (
+		ep    Endpoint
+		epRev int64
+		err   error
+	)
+	if cached != nil {
+		ep, epRev = cached.ep, cached.rev
+	} else if ep, epRev, err = m.getEndpoint(ctx, a.req.Workload); err != nil {
 		return Cond{}, Op{}, err
 	}
 	var entries []HistoryEntry
