@@ -28,12 +28,15 @@ func BenchmarkAllocateRelease(b *testing.B) {
 		{"detection=off/dual-stack", []PoolSpec{plain4, plain6}},
 		{"detection=on/one-pool", []PoolSpec{v4}},
 	} {
-		// 1: one allocation at a time (a CNI ADD on a quiet node); 0: 16
-		// per CPU, so that commits can share an fsync.
-		for _, par := range []int{1, 0} {
-			goroutines := par
-			if par == 0 {
-				goroutines = 16 * runtime.GOMAXPROCS(0)
+		// 1: one allocation at a time (a CNI ADD on a quiet node); more:
+		// as many goroutines as the benchmark's concurrency rows (rounded
+		// to a multiple of the CPUs), whose commits share fsyncs.
+		for _, conc := range []int{1, 16, 128} {
+			procs := runtime.GOMAXPROCS(0)
+			par := (conc + procs - 1) / procs
+			goroutines := par * procs
+			if conc == 1 {
+				goroutines = 1
 			}
 			b.Run(fmt.Sprintf("%s/goroutines=%d", bc.name, goroutines), func(b *testing.B) {
 				s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
@@ -71,11 +74,11 @@ func BenchmarkAllocateRelease(b *testing.B) {
 					return true
 				}
 				b.ResetTimer()
-				if par == 1 {
+				if conc == 1 {
 					for i := 0; i < b.N && one(); i++ {
 					}
 				} else {
-					b.SetParallelism(16)
+					b.SetParallelism(par)
 					b.RunParallel(func(pb *testing.PB) {
 						for pb.Next() && one() {
 						}
