@@ -1,8 +1,9 @@
 // Package ipam is the agent's address management: pools of IPv4 and IPv6
 // addresses, allocations keyed by CNI's (container id, interface), each
-// address reserved in a Store and then vetted on the wire by a Checker
-// before it is returned, workload endpoints with their history, and
-// garbage collection of allocations whose network namespace is gone.
+// address of a pool with detection reserved in a Store and then vetted on
+// the wire by a Checker before it is returned (an allocation with nothing
+// to vet is written in one commit), workload endpoints with their history,
+// and garbage collection of allocations whose network namespace is gone.
 //
 // The Store interface is IPAM's own (store.go): a revisioned key-value
 // store with atomic, compare-guarded commits, so that the embedded bbolt
@@ -265,7 +266,8 @@ type AllocateRequest = ipamapi.AllocateRequest
 // an address in use is quarantined (or, past the pool's quarantine share,
 // only skipped) and the next candidate tried, up to MaxTries per pool; an
 // unreachable gateway fails at once. Every failure releases what it
-// reserved.
+// reserved. When no pool of req enables a detector, nothing is reserved:
+// the allocation is one commit (allocateAtOnce).
 func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
 	start := m.now()
 	if err := req.Validate(); err != nil {
@@ -371,6 +373,15 @@ type allocation struct {
 	skipped []SkippedIP
 	sticky  map[string]netip.Addr
 	retries int
+	// ep is the workload's endpoint as read for the sticky addresses, for
+	// the first history write of a one-commit allocation (which follows at
+	// once: its compare catches a change); nil once used.
+	ep *endpointRead
+}
+
+type endpointRead struct {
+	ep  Endpoint
+	rev int64
 }
 
 func (a *allocation) run(ctx context.Context) (Attachment, error) {
@@ -392,10 +403,11 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	if existing.rev != 0 {
 		return a.repeat(existing.att)
 	}
-	ep, _, err := m.getEndpoint(ctx, a.req.Workload)
+	ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
 	if err != nil {
 		return Attachment{}, err
 	}
+	a.ep = &endpointRead{ep: ep, rev: epRev}
 	a.sticky = map[string]netip.Addr{}
 	for _, h := range ep.History {
 		if _, seen := a.sticky[h.Pool]; !seen {
@@ -414,6 +426,17 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 			a.rollback()
 		}
 	}()
+	if !a.needsCheck() {
+		// Nothing to vet on the wire: no reservation has to keep other
+		// allocators off the addresses while they are probed, so the
+		// allocation is written whole in one commit (one fsync, or one etcd
+		// Txn, instead of two or more).
+		if err := a.allocateAtOnce(ctx); err != nil {
+			return Attachment{}, err
+		}
+		ok = true
+		return a.att, nil
+	}
 	for _, p := range a.pools {
 		if err := a.reserve(ctx, p); err != nil {
 			return Attachment{}, err
@@ -502,9 +525,7 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 		a.tried[p.Name][addr] = true
 		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateReserved, Owner: a.key, Node: m.node, Since: m.now().UTC()}
 		next := a.att
-		next.Addresses = append(append([]AllocatedIP(nil), a.att.Addresses...), AllocatedIP{
-			Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN,
-		})
+		next.Addresses = append(append([]AllocatedIP(nil), a.att.Addresses...), allocatedIP(p, addr))
 		attVal, err1 := json.Marshal(next)
 		recVal, err2 := json.Marshal(rec)
 		if err := errors.Join(err1, err2); err != nil {
@@ -619,13 +640,26 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined", p.Name, n)
 }
 
+// needsCheck says whether vet has anything to check for this allocation:
+// whether any of its pools enables a detector.
+func (a *allocation) needsCheck() bool {
+	for _, p := range a.pools {
+		if needsCheck(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func needsCheck(p *Pool) bool { return p.ConflictDetection || p.GatewayDetection }
+
 // vet checks the reserved addresses on the wire until each passed, one was
 // blocked, or a pool ran out of tries.
 func (a *allocation) vet(ctx context.Context) error {
 	m := a.m
 	pending := map[string]bool{}
 	for _, p := range a.pools {
-		if p.ConflictDetection || p.GatewayDetection {
+		if needsCheck(p) {
 			pending[p.Name] = true
 		}
 	}
@@ -820,38 +854,16 @@ func (a *allocation) commit(ctx context.Context) error {
 	final.Skipped = a.skipped
 	now := m.now().UTC()
 	for {
-		ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
+		epCond, epOp, err := a.history(ctx, final.Addresses, now, nil)
 		if err != nil {
 			return err
 		}
-		var entries []HistoryEntry
-		for _, ip := range final.Addresses {
-			var sk []SkippedIP
-			for _, s := range a.skipped {
-				if s.Pool == ip.Pool {
-					sk = append(sk, s)
-				}
-			}
-			entries = append(entries, HistoryEntry{
-				Address: ip.Address.Addr(), Pool: ip.Pool, ContainerID: a.key.ContainerID, Interface: a.key.Interface,
-				Node: m.node, AllocatedAt: now, Skipped: sk,
-			})
-		}
-		ep.Workload = a.req.Workload
-		ep.History = append(entries, ep.History...)
-		if len(ep.History) > m.maxHist {
-			ep.History = ep.History[:m.maxHist]
-		}
-		conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: workloadKey(a.req.Workload), Revision: epRev}}
+		conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, epCond}
 		attVal, err := json.Marshal(final)
 		if err != nil {
 			return err
 		}
-		epVal, err := json.Marshal(ep)
-		if err != nil {
-			return err
-		}
-		ops := []Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: workloadKey(a.req.Workload), Value: epVal}}
+		ops := []Op{{Key: attachmentKey(a.key), Value: attVal}, epOp}
 		for _, ip := range final.Addresses {
 			addr := ip.Address.Addr()
 			rec := AddressRecord{Pool: ip.Pool, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
@@ -898,6 +910,181 @@ func (a *allocation) commit(ctx context.Context) error {
 		a.att = final
 		return nil
 	}
+}
+
+// allocateAtOnce makes an allocation that has nothing to vet in one
+// commit: the attachment (allocated), an allocated record for each
+// address, and the workload's history, under the compares the reserve and
+// the final commit of a vetted allocation make (the attachment key absent,
+// each address key absent or at its expired quarantine's revision, the
+// endpoint unchanged). One commit is all or nothing, so a crash at any
+// point leaves no trace or a complete allocation, never a reservation for
+// Recover. A lost race is retried within MaxRetries with fresh candidates;
+// an answer lost in transit (ErrOutcomeUnknown) is settled by re-reading
+// the attachment key, as for the reserve.
+func (a *allocation) allocateAtOnce(ctx context.Context) error {
+	m := a.m
+	names := make([]string, len(a.pools))
+	for i, p := range a.pools {
+		names[i] = p.Name
+	}
+	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := m.now().UTC()
+		att, conds, ops, claimed, err := a.pickAll(ctx, now)
+		if err != nil {
+			return err
+		}
+		attVal, err := json.Marshal(att)
+		if err == nil {
+			var epCond Cond
+			var epOp Op
+			// The first round reuses the endpoint read for the sticky
+			// addresses (one read less, a round trip on etcd); after a
+			// lost compare it is read afresh.
+			cached := a.ep
+			a.ep = nil
+			if epCond, epOp, err = a.history(ctx, att.Addresses, now, cached); err == nil {
+				conds = append(conds, Cond{Key: attachmentKey(a.key), Revision: 0}, epCond)
+				ops = append(ops, Op{Key: attachmentKey(a.key), Value: attVal}, epOp)
+			}
+		}
+		var rev int64
+		if err == nil {
+			rev, err = m.store.Commit(ctx, conds, ops)
+		}
+		// Committed or not, the store now says whether they are taken.
+		for _, c := range claimed {
+			m.claims.release(c.pool, c.addr)
+		}
+		if errors.Is(err, ErrCompareFailed) {
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			if gerr != nil {
+				return fmt.Errorf("%s: re-read after a lost race: %w", what, gerr)
+			}
+			if cur.Revision != 0 {
+				return ipamErr(ipamapi.CodeTryAgain, nil, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+			}
+			// An address was taken by another node, or the workload's
+			// endpoint changed: the next round reads both afresh.
+			if err := a.spendRetry(ctx, a.pools[0].Name, what); err != nil {
+				return err
+			}
+			continue
+		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// The commit may or may not have landed: the attachment key
+			// says which (every writer of it compares its revision).
+			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
+			switch {
+			case gerr != nil:
+				return fmt.Errorf("%s: %w (and the re-read failed: %v)", what, err, gerr)
+			case cur.Revision != 0 && string(cur.Value) == string(attVal):
+				err, rev = nil, cur.Revision
+			case cur.Revision == 0:
+				if err := a.spendRetry(ctx, a.pools[0].Name, what+" (outcome unknown)"); err != nil {
+					return err
+				}
+				continue
+			default:
+				return ipamErr(ipamapi.CodeTryAgain, nil, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		a.att, a.attRev = att, rev
+		return nil
+	}
+}
+
+// pickAll claims a free candidate in each pool and returns the allocated
+// attachment with the address records' compares and writes, and the
+// claims, which the caller releases once its commit has answered. On an
+// error nothing stays claimed.
+func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []Cond, []Op, []claimKey, error) {
+	m := a.m
+	att := a.att
+	att.State = StateAllocated
+	att.Addresses = nil
+	var (
+		conds   []Cond
+		ops     []Op
+		claimed []claimKey
+	)
+	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
+		for _, c := range claimed {
+			m.claims.release(c.pool, c.addr)
+		}
+		return Attachment{}, nil, nil, nil, err
+	}
+	for _, p := range a.pools {
+		if _, ok := m.pool(p.Name); !ok {
+			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
+		}
+		addr, rev, err := a.candidate(ctx, p)
+		if err != nil {
+			return fail(err)
+		}
+		claimed = append(claimed, claimKey{p.Name, addr})
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return fail(fmt.Errorf("pool %q: encode %s: %w", p.Name, addr, err))
+		}
+		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
+		conds = append(conds, Cond{Key: addrKey(p.Name, addr), Revision: rev})
+		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val})
+	}
+	return att, conds, ops, claimed, nil
+}
+
+// history reads the workload's endpoint (or takes cached, when not nil)
+// and returns the compare and the write that prepend an entry for each of
+// addrs to its history (capped at MaxHistory), for the commit that makes
+// the allocation.
+func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, Op, error) {
+	m := a.m
+	var (
+		ep    Endpoint
+		epRev int64
+		err   error
+	)
+	if cached != nil {
+		ep, epRev = cached.ep, cached.rev
+	} else if ep, epRev, err = m.getEndpoint(ctx, a.req.Workload); err != nil {
+		return Cond{}, Op{}, err
+	}
+	var entries []HistoryEntry
+	for _, ip := range addrs {
+		var sk []SkippedIP
+		for _, s := range a.skipped {
+			if s.Pool == ip.Pool {
+				sk = append(sk, s)
+			}
+		}
+		entries = append(entries, HistoryEntry{
+			Address: ip.Address.Addr(), Pool: ip.Pool, ContainerID: a.key.ContainerID, Interface: a.key.Interface,
+			Node: m.node, AllocatedAt: now, Skipped: sk,
+		})
+	}
+	ep.Workload = a.req.Workload
+	ep.History = append(entries, ep.History...)
+	if len(ep.History) > m.maxHist {
+		ep.History = ep.History[:m.maxHist]
+	}
+	epVal, err := json.Marshal(ep)
+	if err != nil {
+		return Cond{}, Op{}, fmt.Errorf("encode workload %q: %w", a.req.Workload, err)
+	}
+	return Cond{Key: workloadKey(a.req.Workload), Revision: epRev}, Op{Key: workloadKey(a.req.Workload), Value: epVal}, nil
+}
+
+func allocatedIP(p *Pool, addr netip.Addr) AllocatedIP {
+	return AllocatedIP{Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN}
 }
 
 // rollback releases what this allocation reserved, with a context of its

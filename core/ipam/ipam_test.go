@@ -402,10 +402,12 @@ func TestCheckErrorLeaksNothing(t *testing.T) {
 // another writer had won.
 type racyStore struct {
 	Store
-	left atomic.Int64
+	left    atomic.Int64
+	commits atomic.Int64 // every Commit call, lost or not
 }
 
 func (s *racyStore) Commit(ctx context.Context, conds []Cond, ops []Op) (int64, error) {
+	s.commits.Add(1)
 	if len(conds) > 0 && s.left.Add(-1) >= 0 {
 		return 0, fmt.Errorf("%w: simulated", ErrCompareFailed)
 	}

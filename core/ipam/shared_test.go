@@ -3,7 +3,9 @@ package ipam_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ var errDown = errors.New("simulated: store unreachable")
 // after applying it, or without applying it.
 type flakyStore struct {
 	Store
+	commits    atomic.Int64 // every Commit call
 	down       atomic.Bool
 	okFirst    atomic.Int64
 	lieApplied atomic.Int64
@@ -31,6 +34,7 @@ type flakyStore struct {
 }
 
 func (s *flakyStore) Commit(ctx context.Context, conds []Cond, ops []Op) (int64, error) {
+	s.commits.Add(1)
 	if s.down.Load() && s.okFirst.Add(-1) < 0 {
 		return 0, errDown
 	}
@@ -48,6 +52,10 @@ type sharedFixture struct {
 	bolt  *boltstore.Store
 	store *flakyStore
 	now   atomic.Pointer[time.Time]
+	// detect turns conflict detection on for the pool of the next ipam():
+	// an allocation is then a reserve, a check and a final commit; without
+	// it, one commit.
+	detect bool
 }
 
 func newShared(t *testing.T) *sharedFixture {
@@ -65,7 +73,7 @@ func newShared(t *testing.T) *sharedFixture {
 
 func (f *sharedFixture) ipam(t *testing.T, node string, alive func(context.Context, string) (bool, time.Time, error)) *IPAM {
 	t.Helper()
-	p, err := NewPool(PoolSpec{Name: "p", Subnet: "10.7.0.0/24"}, 5000)
+	p, err := NewPool(PoolSpec{Name: "p", Subnet: "10.7.0.0/24", ConflictDetection: f.detect}, 5000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +102,10 @@ func usage(t *testing.T, m *IPAM) (allocated, reserved int) {
 // A reservation whose rollback could not reach the store must not block
 // the key: the client's retry (same container and interface) succeeds.
 // Before the fix it got "in progress; try again" until the agent restarted.
+// (Only a vetted allocation reserves: the pool detects conflicts.)
 func TestRetryAfterUnreachableRollback(t *testing.T) {
 	f := newShared(t)
+	f.detect = true
 	m := f.ipam(t, "n1", nil)
 	ctx := context.Background()
 	f.store.okFirst.Store(1) // the reservation lands; the commit and the rollback do not
@@ -119,6 +129,7 @@ func TestRetryAfterUnreachableRollback(t *testing.T) {
 // GC drops such a reservation when nobody retries, after the grace period.
 func TestGCDropsDanglingReservation(t *testing.T) {
 	f := newShared(t)
+	f.detect = true
 	m := f.ipam(t, "n1", nil)
 	ctx := context.Background()
 	f.store.okFirst.Store(1)
@@ -138,32 +149,101 @@ func TestGCDropsDanglingReservation(t *testing.T) {
 }
 
 // A commit applied whose answer was lost: the allocation must succeed with
-// exactly one address, neither duplicated nor left reserved.
+// exactly one address, neither duplicated nor left reserved, and without
+// another commit when the lie was the last one (the re-read settles it).
 func TestOutcomeUnknownButApplied(t *testing.T) {
-	for _, n := range []int64{1, 2} { // the reservation, then the final commit
-		f := newShared(t)
-		m := f.ipam(t, "n1", nil)
-		f.store.lieApplied.Store(n)
-		att, err := m.Allocate(context.Background(), req("c1", "p"))
-		if err != nil {
-			t.Fatalf("lie %d: %v", n, err)
-		}
-		if a, r := usage(t, m); a != 1 || r != 0 || len(att.Addresses) != 1 {
-			t.Fatalf("lie %d: %d allocated, %d reserved", n, a, r)
-		}
+	for _, tc := range []struct {
+		name    string
+		detect  bool
+		lie     int64 // which commit lies
+		commits int64
+	}{
+		{"detection off, the one commit", false, 1, 1},
+		{"detection on, the reservation", true, 1, 2},
+		{"detection on, the final commit", true, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newShared(t)
+			f.detect = tc.detect
+			m := f.ipam(t, "n1", nil)
+			f.store.lieApplied.Store(tc.lie)
+			att, err := m.Allocate(context.Background(), req("c1", "p"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, r := usage(t, m); a != 1 || r != 0 || len(att.Addresses) != 1 || att.State != StateAllocated {
+				t.Fatalf("%d allocated, %d reserved, %+v", a, r, att)
+			}
+			if n := f.store.commits.Load(); n != tc.commits {
+				t.Errorf("%d commits, want %d", n, tc.commits)
+			}
+			assertSharedConsistent(t, f, m, "c1")
+		})
 	}
 }
 
 // A commit not applied whose answer was lost: retried, not lost.
 func TestOutcomeUnknownNotApplied(t *testing.T) {
+	for _, detect := range []bool{false, true} {
+		t.Run(fmt.Sprint("detection=", detect), func(t *testing.T) {
+			f := newShared(t)
+			f.detect = detect
+			m := f.ipam(t, "n1", nil)
+			f.store.lieDropped.Store(1)
+			if _, err := m.Allocate(context.Background(), req("c1", "p")); err != nil {
+				t.Fatal(err)
+			}
+			if a, r := usage(t, m); a != 1 || r != 0 {
+				t.Fatalf("%d allocated, %d reserved", a, r)
+			}
+			assertSharedConsistent(t, f, m, "c1")
+		})
+	}
+}
+
+// With nothing to check, a failed commit leaves nothing at all: no
+// reservation for Recover or GC, no rollback commit; the retry succeeds.
+func TestOneCommitStoreDownLeavesNothing(t *testing.T) {
 	f := newShared(t)
 	m := f.ipam(t, "n1", nil)
-	f.store.lieDropped.Store(1)
-	if _, err := m.Allocate(context.Background(), req("c1", "p")); err != nil {
+	ctx := context.Background()
+	f.store.down.Store(true)
+	if _, err := m.Allocate(ctx, req("c1", "p")); !errors.Is(err, errDown) || !strings.Contains(err.Error(), `container c1 interface eth0 from pool(s) p`) {
+		t.Fatalf("allocation while the store fails: %v", err)
+	}
+	if n := f.store.commits.Load(); n != 1 {
+		t.Errorf("%d commits for a failed allocation with nothing to check, want 1 (no rollback needed)", n)
+	}
+	if a, r := usage(t, m); a != 0 || r != 0 {
+		t.Fatalf("%d allocated, %d reserved after a failed one-commit allocation", a, r)
+	}
+	if es, err := f.bolt.List(ctx, ""); err != nil || len(es) != 0 {
+		t.Fatalf("left in the store: %+v %v", es, err)
+	}
+	f.store.down.Store(false)
+	if n, err := m.Recover(ctx); n != 0 || err != nil {
+		t.Fatalf("Recover: %d %v", n, err)
+	}
+	if _, err := m.Allocate(ctx, req("c1", "p")); err != nil {
+		t.Fatalf("retry once the store is back: %v", err)
+	}
+	assertSharedConsistent(t, f, m, "c1")
+}
+
+// assertSharedConsistent: the records agree, and the workload's history
+// holds exactly one open entry for cid.
+func assertSharedConsistent(t *testing.T, f *sharedFixture, m *IPAM, cid string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := Consistent(ctx, f.bolt); err != nil {
 		t.Fatal(err)
 	}
-	if a, r := usage(t, m); a != 1 || r != 0 {
-		t.Fatalf("%d allocated, %d reserved", a, r)
+	ep, err := m.History(ctx, "default/"+cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ep.History) != 1 || ep.History[0].ContainerID != cid {
+		t.Fatalf("history of default/%s: %+v", cid, ep.History)
 	}
 }
 

@@ -74,7 +74,7 @@ func benchIPAM(s *scope, b *bins, out io.Writer) []target {
 			got: fmt.Sprintf("%d and %d", res.errors, res.duplicates), met: res.errors == 0 && res.duplicates == 0,
 		})
 	}
-	t.note("Each allocation is one POST /v1/ipam/allocate (reserve in the bbolt file, check, commit with the workload's history: two fsync'd transactions) and one POST /v1/ipam/release; a duplicate is an address returned while another workload held it.")
+	t.note("Each allocation is one POST /v1/ipam/allocate and one POST /v1/ipam/release. Detection off: the allocation is one fsync'd bbolt transaction (attachment, address and the workload's history together); detection on: reserve in the bbolt file, check, commit with the workload's history (two fsync'd transactions). A duplicate is an address returned while another workload held it.")
 	t.note("Numbers to compare (design notes): Spiderpool ~5 pods/s cluster-wide, whereabouts ~10 allocations/s.")
 	t.write(out)
 	return targets

@@ -1,0 +1,93 @@
+package ipam_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
+)
+
+// BenchmarkAllocateRelease: one Allocate and one Release on the real bbolt
+// file (fsync on every commit), without the control API around them, for
+// a pool without and with detection (a table that answers at once: the
+// cost of the commits, not of a reply window). It reports the commits per
+// allocation, which is what the one-commit path changes:
+//
+//	go test -run '^$' -bench AllocateRelease -count 5 ./core/ipam/
+func BenchmarkAllocateRelease(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		pools []PoolSpec
+	}{
+		{"detection=off/one-pool", []PoolSpec{plain4}},
+		{"detection=off/dual-stack", []PoolSpec{plain4, plain6}},
+		{"detection=on/one-pool", []PoolSpec{v4}},
+	} {
+		// 1: one allocation at a time (a CNI ADD on a quiet node); more:
+		// as many goroutines as the benchmark's concurrency rows (rounded
+		// to a multiple of the CPUs), whose commits share fsyncs.
+		for _, conc := range []int{1, 16, 128} {
+			procs := runtime.GOMAXPROCS(0)
+			par := (conc + procs - 1) / procs
+			goroutines := par * procs
+			if conc == 1 {
+				goroutines = 1
+			}
+			b.Run(fmt.Sprintf("%s/goroutines=%d", bc.name, goroutines), func(b *testing.B) {
+				s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				st := &racyStore{Store: s}
+				var pools []*Pool
+				var names []string
+				for _, sp := range bc.pools {
+					p, err := NewPool(sp, 5000)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pools = append(pools, p)
+					names = append(names, sp.Name)
+				}
+				m, err := New(Options{Store: st, Pools: pools, Node: "node-a", Checker: &tableChecker{}, Links: noLinks{}, MaxRetries: 100})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				var seq atomic.Int64
+				one := func() bool {
+					cid := fmt.Sprint("c", seq.Add(1))
+					att, err := m.Allocate(ctx, req(cid, names...))
+					if err == nil {
+						_, _, err = m.Release(ctx, att.AttachmentKey)
+					}
+					if err != nil {
+						b.Error(err)
+						return false
+					}
+					return true
+				}
+				b.ResetTimer()
+				if conc == 1 {
+					for i := 0; i < b.N && one(); i++ {
+					}
+				} else {
+					b.SetParallelism(par)
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() && one() {
+						}
+					})
+				}
+				b.StopTimer()
+				// Less the release's one commit.
+				b.ReportMetric(float64(st.commits.Load()-seq.Load())/float64(seq.Load()), "alloc-commits/op")
+			})
+		}
+	}
+}
