@@ -57,6 +57,15 @@ plugin "gateway-detector" { enabled = false }
 `
 )
 
+// cfgProbeRate is cfgDetect with both detectors' probe_rate set (0: as
+// shipped).
+func cfgProbeRate(rate int) string {
+	if rate <= 0 {
+		return cfgDetect
+	}
+	return fmt.Sprintf("plugin \"ip-conflict\" {\n  config {\n    probe_rate = %d\n  }\n}\nplugin \"gateway-detector\" {\n  config {\n    probe_rate = %d\n  }\n}\n", rate, rate)
+}
+
 func cfgNoop(path string) string {
 	return cfgNone + fmt.Sprintf("plugin \"noop\" {\n  path = %q\n}\n", path)
 }
@@ -74,7 +83,7 @@ func runBench(s *scope, out io.Writer) {
 		}
 		if selected("scale") || selected("sustained") {
 			must(run("load", func(s *scope) {
-				a := startAgent(s, b, agentOpts{name: "detect", nsPath: l.node, config: cfgDetect})
+				a := startAgent(s, b, agentOpts{name: "detect", nsPath: l.node, config: cfgProbeRate(*probeRate)})
 				a.waitReady(30 * time.Second)
 				if selected("scale") {
 					targets = append(targets, benchScale(s, a, out)...)
@@ -629,6 +638,11 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 			per.p50(), per.p99(), (srv1-srv0)/time.Duration(total), (cli1-cli0)/time.Duration(total), "(reference)", "")
 	}
 	t.note("Each burst starts N goroutines at once, each sending one check of its own address; wall is from the start to the last answer. The client runs on the same 2 CPUs as the agent and its plugins. CPU is utime+stime from /proc (10 ms ticks) over all bursts of the row, divided by the checks (addresses). The last two rows send the same 1024 addresses as 4 requests of 256 addresses each (per-check columns are then per request). Others' CPU during this table: %s.", mAll.otherLoad())
+	rate := "4000 per second per interface, as shipped"
+	if *probeRate > 0 {
+		rate = fmt.Sprintf("%d per second per interface (-probe-rate)", *probeRate)
+	}
+	t.note("Both detectors' probe_rate: %s. A free address costs 3 probes (ip-conflict), so N concurrent checks need at least 3N / probe_rate seconds of sending before the last window can start.", rate)
 	t.write(out)
 	return targets
 }

@@ -26,13 +26,14 @@ import (
 )
 
 var (
-	binDir  = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
-	faults  = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
-	runs    = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
-	only    = flag.String("only", "", "comma-separated sections to run ("+strings.Join(benchSections, ",")+"; with -faults: "+strings.Join(faultSections, ",")+"); empty: all")
-	arping  = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
-	verbose = flag.Bool("v", false, "log progress details to stderr")
-	mdOut   = flag.String("o", "", "also write the markdown to this file")
+	binDir    = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
+	faults    = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
+	runs      = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
+	only      = flag.String("only", "", "comma-separated sections to run ("+strings.Join(benchSections, ",")+"; with -faults: "+strings.Join(faultSections, ",")+"); empty: all")
+	probeRate = flag.Int("probe-rate", 0, "probe_rate of both detectors for the scale and sustained sections (0: the plugins' default, 4000 per second per interface); shows how much of a burst's time is the pacing")
+	arping    = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
+	verbose   = flag.Bool("v", false, "log progress details to stderr")
+	mdOut     = flag.String("o", "", "also write the markdown to this file")
 )
 
 // benchSections and faultSections are the sections, in the order they
