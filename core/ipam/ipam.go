@@ -537,39 +537,14 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Name, addr), Value: recVal}})
 		// Committed or not, the store now says whether it is taken.
 		m.claims.release(p.Name, addr)
-		if errors.Is(err, ErrCompareFailed) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			if gerr != nil {
-				return fmt.Errorf("pool %q: re-read after a lost race: %w", p.Name, gerr)
+		if err != nil {
+			rev, err = a.settle(ctx, err, attVal, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr))
+			if errors.Is(err, errRetry) {
+				continue
 			}
-			if cur.Revision != a.attRev {
-				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
-			}
-			if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr)); err != nil {
+			if err != nil {
 				return err
 			}
-			continue
-		}
-		if errors.Is(err, ErrOutcomeUnknown) {
-			// The commit may or may not have landed: the attachment key
-			// says which (its revision is compared by every writer of it).
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			switch {
-			case gerr != nil:
-				return fmt.Errorf("pool %q: reserve %s: %w (and the re-read failed: %v)", p.Name, addr, err, gerr)
-			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
-				err, rev = nil, cur.Revision
-			case cur.Revision == a.attRev:
-				if err := a.spendRetry(ctx, p.Name, fmt.Sprintf("pool %q: reserve %s (outcome unknown)", p.Name, addr)); err != nil {
-					return err
-				}
-				continue
-			default:
-				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("pool %q: reserve %s: %w", p.Name, addr, err)
 		}
 		// Both keys were written by the same commit: same revision.
 		a.att, a.attRev = next, rev
@@ -960,45 +935,68 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		for _, c := range claimed {
 			m.claims.release(c.pool, c.addr)
 		}
-		if errors.Is(err, ErrCompareFailed) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			if gerr != nil {
-				return fmt.Errorf("%s: re-read after a lost race: %w", what, gerr)
+		if err != nil {
+			// A lost compare here means an address was taken by another
+			// node or the workload's endpoint changed (unless the
+			// attachment itself did): the next round reads both afresh.
+			rev, err = a.settle(ctx, err, attVal, a.pools[0].Name, what)
+			if errors.Is(err, errRetry) {
+				continue
 			}
-			if cur.Revision != 0 {
-				return ipamErr(ipamapi.CodeTryAgain, nil, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
-			}
-			// An address was taken by another node, or the workload's
-			// endpoint changed: the next round reads both afresh.
-			if err := a.spendRetry(ctx, a.pools[0].Name, what); err != nil {
+			if err != nil {
 				return err
 			}
-			continue
-		}
-		if errors.Is(err, ErrOutcomeUnknown) {
-			// The commit may or may not have landed: the attachment key
-			// says which (every writer of it compares its revision).
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			switch {
-			case gerr != nil:
-				return fmt.Errorf("%s: %w (and the re-read failed: %v)", what, err, gerr)
-			case cur.Revision != 0 && string(cur.Value) == string(attVal):
-				err, rev = nil, cur.Revision
-			case cur.Revision == 0:
-				if err := a.spendRetry(ctx, a.pools[0].Name, what+" (outcome unknown)"); err != nil {
-					return err
-				}
-				continue
-			default:
-				return ipamErr(ipamapi.CodeTryAgain, nil, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
 		}
 		a.att, a.attRev = att, rev
 		return nil
 	}
+}
+
+// errRetry is settle's "spend no more thought: pick afresh and commit
+// again" (a retry has been spent).
+var errRetry = errors.New("retry the allocation's commit")
+
+// settle decides what a failed commit of the attachment (expected at
+// a.attRev, attVal its new value) means, from the attachment key, which
+// every writer of it compares: a lost compare on another key, or a commit
+// that did not land, is retried (errRetry, a retry spent); a commit whose
+// outcome was unknown but that did land returns its revision; a changed
+// attachment means another request for the same key (try again); anything
+// else is an error naming what was being committed.
+func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
+	busy := func() error {
+		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+	}
+	switch {
+	case errors.Is(err, ErrCompareFailed):
+		cur, gerr := a.m.store.Get(ctx, attachmentKey(a.key))
+		if gerr != nil {
+			return 0, fmt.Errorf("%s: re-read after a lost race: %w", what, gerr)
+		}
+		if cur.Revision != a.attRev {
+			return 0, busy()
+		}
+		if err := a.spendRetry(ctx, pool, what); err != nil {
+			return 0, err
+		}
+		return 0, errRetry
+	case errors.Is(err, ErrOutcomeUnknown):
+		cur, gerr := a.m.store.Get(ctx, attachmentKey(a.key))
+		switch {
+		case gerr != nil:
+			return 0, fmt.Errorf("%s: %w (and the re-read failed: %v)", what, err, gerr)
+		case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
+			return cur.Revision, nil
+		case cur.Revision == a.attRev:
+			if err := a.spendRetry(ctx, pool, what+" (outcome unknown)"); err != nil {
+				return 0, err
+			}
+			return 0, errRetry
+		default:
+			return 0, busy()
+		}
+	}
+	return 0, fmt.Errorf("%s: %w", what, err)
 }
 
 // pickAll claims a free candidate in each pool and returns the allocated
