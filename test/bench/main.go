@@ -16,9 +16,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -155,6 +157,37 @@ func loadavg() string {
 	return "load average " + strings.Join(f[:3], " ")
 }
 
+// stamp is the line under every table: when, what and where.
+func stamp() string {
+	kernel, _ := exec.Command("uname", "-r").Output()
+	return fmt.Sprintf("%s; %s; bench code %s; nproc %d; kernel %s; %s",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), measured(), benchCommit(), runtime.NumCPU(), strings.TrimSpace(string(kernel)), loadavg())
+}
+
+// measured is what `spiderpool-agent version` of -bin says (its version
+// and commit, as make build stamps them), read once.
+var measured = sync.OnceValue(func() string {
+	out, err := exec.Command(filepath.Join(*binDir, "spiderpool-agent"), "version").Output()
+	if err != nil {
+		return "agent version unknown (" + err.Error() + ")"
+	}
+	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+})
+
+// benchCommit is the commit of the tree the bench runs from, "+dirty" when
+// it has changes: the tables' code, which may differ from the agent's.
+var benchCommit = sync.OnceValue(func() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "+dirty"
+	}
+	return c
+})
+
 // machine describes where the run happened.
 func machine() string {
 	mem := "?"
@@ -177,7 +210,7 @@ func machine() string {
 		}
 	}
 	kernel, _ := exec.Command("uname", "-r").Output()
-	return fmt.Sprintf("%s; nproc %d (%s); memory %s; kernel %s; %s; agent binaries from %s; %s",
+	return fmt.Sprintf("%s; nproc %d (%s); memory %s; kernel %s; %s; %s from %s; bench code %s; %s",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), model, mem,
-		strings.TrimSpace(string(kernel)), runtime.Version(), *binDir, loadavg())
+		strings.TrimSpace(string(kernel)), runtime.Version(), measured(), *binDir, benchCommit(), loadavg())
 }

@@ -94,9 +94,9 @@ func (t *table) write(w io.Writer) {
 	for _, n := range t.notes {
 		fmt.Fprintf(w, "%s\n", n)
 	}
-	if len(t.notes) > 0 {
-		fmt.Fprintln(w)
-	}
+	// Every table carries where, when and what it measured, so that a
+	// table copied into a README or an issue can be compared with another.
+	fmt.Fprintf(w, "_%s_\n\n", stamp())
 }
 
 // target is one of the issue's targets and what was measured.
