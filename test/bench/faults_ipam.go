@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,15 +16,66 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
-// faultIPAMKill: kill -9 of the agent while 64 clients allocate with
-// conflict detection on (so reservations are in the store, waiting for
-// their probe), then a restart on the same store file. Held when no
-// answered allocation was lost, no address is held twice, and no
-// reservation is left after the restart.
+// ipamKillRounds is how many times each mode of faultIPAMKill runs.
+var ipamKillRounds = flag.Int("ipam-kill-rounds", 3, "kill -9 rounds per mode (detection on and off) in the \"ipam-kill\" fault rows")
+
+// faultIPAMKill: kill -9 of the agent while 64 clients allocate, then a
+// restart on the same store file; -ipam-kill-rounds times in each of two
+// modes: conflict detection on (the allocator reserves, probes for 100 ms,
+// then commits, so reservations are in the store at the kill) and off (one
+// commit per allocation, issue 16). Held when no answered allocation was
+// lost, no address is held twice, and nothing is left reserved after the
+// restart, counted in the file itself.
 func faultIPAMKill(s *scope, b *bins) []faultRow {
 	l := newLab(s, b)
+	var rows []faultRow
+	for _, detect := range []bool{true, false} {
+		var agg ipamKillRound
+		for range *ipamKillRounds {
+			agg.add(ipamKillOnce(s, b, l, detect))
+		}
+		mode := "with conflict detection (a reservation, a 100 ms probe, a commit)"
+		if !detect {
+			mode = "without detection (one commit per allocation)"
+		}
+		row := faultRow{fault: "kill -9 the agent mid-allocation (IPAM), " + map[bool]string{true: "detection on", false: "detection off"}[detect],
+			done: fmt.Sprintf("64 clients allocating and releasing %s, SIGKILL after 0.7 s, restart on the same bbolt file; %d rounds", mode, *ipamKillRounds),
+			did:  "the restart released the dead agent's reservations; every answered allocation kept; no address held twice",
+			numbers: fmt.Sprintf("over %d rounds: reserved in the file at the kill %d; after the restarts: %d allocations, reserved in the file %d, addresses held twice %d, answered but lost %d, stores inconsistent %d; ready again in at most %s ms",
+				*ipamKillRounds, agg.reservedAtKill, agg.allocations, agg.reservedAfter, agg.twice, agg.lost, agg.inconsistent, ms(agg.slowestReady))}
+		row.held = agg.reservedAfter == 0 && agg.twice == 0 && agg.lost == 0 && agg.inconsistent == 0 && agg.allocations > 0
+		if agg.firstProblem != "" {
+			row.did = agg.firstProblem
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// ipamKillRound is what one kill -9 round found (and, added up, all of a
+// mode's rounds).
+type ipamKillRound struct {
+	reservedAtKill, allocations, reservedAfter, twice, lost, inconsistent int
+	slowestReady                                                          time.Duration
+	firstProblem                                                          string
+}
+
+func (r *ipamKillRound) add(o ipamKillRound) {
+	r.reservedAtKill += o.reservedAtKill
+	r.allocations += o.allocations
+	r.reservedAfter += o.reservedAfter
+	r.twice += o.twice
+	r.lost += o.lost
+	r.inconsistent += o.inconsistent
+	r.slowestReady = max(r.slowestReady, o.slowestReady)
+	if r.firstProblem == "" {
+		r.firstProblem = o.firstProblem
+	}
+}
+
+func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 	poolDir := s.TempDir()
-	pools := "pool \"k\" {\n  subnet = \"10.0.0.0/24\"\n  ranges = [\"10.0.0.100-10.0.0.250\"]\n}\n"
+	pools := fmt.Sprintf("pool \"k\" {\n  subnet = \"10.0.0.0/24\"\n  ranges = [\"10.0.0.100-10.0.0.250\"]\n  conflict_detection = %v\n}\n", detect)
 	if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		s.Fatal(err)
 	}
@@ -86,13 +138,14 @@ func faultIPAMKill(s *scope, b *bins) []faultRow {
 	close(stop)
 	wg.Wait()
 
+	var r ipamKillRound
 	// The file as the killed agent left it.
-	reserved, err := countReserved(db)
-	if err != nil {
+	var err error
+	if r.reservedAtKill, err = countReserved(db); err != nil {
 		s.Fatal(err)
 	}
 	a2 := a.restart()
-	took := a2.waitReady(30 * time.Second)
+	r.slowestReady = a2.waitReady(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	list, err := (&ipamapi.Client{SocketPath: a2.socket}).List(ctx, "", "")
@@ -100,52 +153,60 @@ func faultIPAMKill(s *scope, b *bins) []faultRow {
 		s.Fatal(err)
 	}
 	a2.stop()
+	r.allocations = len(list)
 	held := map[string]netip.Addr{}
-	dangling := 0
+	holders := map[netip.Addr]int{}
 	for _, att := range list {
-		if att.State != coreipam.StateAllocated {
-			dangling++
+		for _, ip := range att.Addresses {
+			holders[ip.Address.Addr()]++
 		}
 		held[att.ContainerID] = att.Addresses[0].Address.Addr()
 	}
-	lost := 0
+	for _, n := range holders {
+		if n > 1 {
+			r.twice++
+		}
+	}
 	for cid, ad := range answered {
 		if held[cid] != ad {
-			lost++
+			r.lost++
 		}
+	}
+	// The file as the restarted agent left it: no reservation may remain,
+	// in an attachment or in an address record.
+	if r.reservedAfter, err = countReserved(db); err != nil {
+		s.Fatal(err)
 	}
 	st, err := boltstore.Open(db, boltstore.Options{})
 	if err != nil {
 		s.Fatal(err)
 	}
-	consistency := coreipam.Consistent(context.Background(), st)
-	st.Close()
-	row := faultRow{fault: "kill -9 the agent mid-allocation (IPAM)",
-		done: "64 clients allocating with conflict detection (one 100 ms probe each), SIGKILL after 0.7 s, restart on the same bbolt file",
-		did:  "the restart released the dead agent's reservations; every answered allocation kept",
-		numbers: fmt.Sprintf("reservations in the file at the kill: %d; after restart: %d allocations, dangling %d, answered but lost %d, store consistent: %v; ready again in %s ms",
-			reserved, len(list), dangling, lost, consistency == nil, ms(took))}
-	row.held = dangling == 0 && lost == 0 && consistency == nil
-	if consistency != nil {
-		row.did = consistency.Error()
+	if cerr := coreipam.Consistent(context.Background(), st); cerr != nil {
+		r.inconsistent = 1
+		r.firstProblem = cerr.Error()
 	}
-	return []faultRow{row}
+	st.Close()
+	return r
 }
 
+// countReserved counts the records in state reserved in a store file:
+// attachments and address records.
 func countReserved(db string) (int, error) {
 	st, err := boltstore.Open(db, boltstore.Options{})
 	if err != nil {
 		return 0, err
 	}
 	defer st.Close()
-	es, err := st.List(context.Background(), "attachments/")
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, e := range es {
-		if bytes.Contains(e.Value, []byte(`"state":"reserved"`)) {
-			n++
+	for _, prefix := range []string{"attachments/", "pools/"} {
+		es, err := st.List(context.Background(), prefix)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range es {
+			if bytes.Contains(e.Value, []byte(`"state":"reserved"`)) {
+				n++
+			}
 		}
 	}
 	return n, nil
