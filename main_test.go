@@ -1,6 +1,20 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/builtins"
+)
+
+// The name the agent runs the set by (core) and the name this executable
+// answers to (plugins) are two constants, one on each side of the
+// dependency rule; this package is where they meet.
+func TestSetNamesAgree(t *testing.T) {
+	if builtins.SetBinary != config.PluginSetBinary {
+		t.Errorf("plugins/builtins.SetBinary %q != core/config.PluginSetBinary %q: the agent would run a name this executable does not serve", builtins.SetBinary, config.PluginSetBinary)
+	}
+}
 
 func TestServesPlugins(t *testing.T) {
 	for _, c := range []struct {

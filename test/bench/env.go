@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
@@ -44,7 +45,7 @@ var builtins = []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
 
 // setBinary is the name the agent runs the built-ins' set by: in make
 // build's bin/ and in the deb, a symlink to the agent's executable.
-const setBinary = "spiderpool-plugins"
+const setBinary = config.PluginSetBinary
 
 func prepareBins(s *scope, binDir string) *bins {
 	dir := s.TempDir()
