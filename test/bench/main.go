@@ -159,10 +159,15 @@ func loadavg() string {
 
 // stamp is the line under every table: when, what and where.
 func stamp() string {
-	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("%s; %s; bench code %s; nproc %d; kernel %s; %s",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), measured(), benchCommit(), runtime.NumCPU(), strings.TrimSpace(string(kernel)), loadavg())
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), measured(), benchCommit(), runtime.NumCPU(), kernel(), loadavg())
 }
+
+// kernel is `uname -r`, read once.
+var kernel = sync.OnceValue(func() string {
+	out, _ := exec.Command("uname", "-r").Output()
+	return strings.TrimSpace(string(out))
+})
 
 // measured is what `spiderpool-agent version` of -bin says (its version
 // and commit, as make build stamps them), read once.
@@ -209,8 +214,7 @@ func machine() string {
 			}
 		}
 	}
-	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("%s; nproc %d (%s); memory %s; kernel %s; %s; %s from %s; bench code %s; %s",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), model, mem,
-		strings.TrimSpace(string(kernel)), runtime.Version(), measured(), *binDir, benchCommit(), loadavg())
+		kernel(), runtime.Version(), measured(), *binDir, benchCommit(), loadavg())
 }
