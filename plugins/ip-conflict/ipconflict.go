@@ -65,8 +65,7 @@ func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 // ValidateConfig implements sdk.Validator: the block decoded and checked as
 // Configure would, nothing applied.
 func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	opts := probeplugin.DefaultOptions()
-	return probeplugin.Decode(req.Config, &opts, nil)
+	return p.Kit.Validate(req, nil)
 }
 
 // Check implements sdk.Detector: is req.Address in use on req.Interface?

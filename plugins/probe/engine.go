@@ -19,7 +19,6 @@ import (
 // and share it.
 type Engine struct {
 	opts Options
-	idle time.Duration
 	c    counters
 
 	mu     sync.Mutex
@@ -30,7 +29,7 @@ type Engine struct {
 // NewEngine returns an Engine. Close it to release its sockets.
 func NewEngine(o Options) *Engine {
 	o = o.withDefaults()
-	return &Engine{opts: o, idle: o.IdleTimeout, socks: make(map[sockKey]*entry)}
+	return &Engine{opts: o, socks: make(map[sockKey]*entry)}
 }
 
 // Close closes every socket. Checks still running end with an error.

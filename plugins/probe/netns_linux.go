@@ -9,11 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nsGetNSType is NS_GET_NSTYPE from <linux/nsfs.h>, _IO(0xb7, 0x3): the
-// CLONE_NEW* type of the namespace a nsfs file descriptor refers to (Linux
-// 4.11+).
-const nsGetNSType = 0xb703
-
 // nsFile is an open network namespace file and the key of its namespace.
 type nsFile struct {
 	path string
@@ -54,14 +49,10 @@ func openNetns(path, ifname string) (*nsFile, error) {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrNetns, path, err)
 	}
 	n := &nsFile{path: path, fd: fd}
-	if err := n.verify(); err != nil {
+	st, err := n.verify()
+	if err != nil {
 		n.close()
 		return nil, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		n.close()
-		return nil, fmt.Errorf("%w: stat %s: %w", ErrNetns, path, err)
 	}
 	n.key = sockKey{dev: st.Dev, ino: st.Ino, ifname: ifname}
 	return n, nil
@@ -76,30 +67,31 @@ func openNonblock(path string) (int, error) {
 	}
 }
 
-// verify checks that n.fd is a network namespace.
-func (n *nsFile) verify() error {
+// verify checks that n.fd is a network namespace and returns its stat,
+// whose device and inode name the namespace.
+func (n *nsFile) verify() (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(n.fd, &st); err != nil {
-		return fmt.Errorf("%w: stat %s: %w", ErrNetns, n.path, err)
+		return st, fmt.Errorf("%w: stat %s: %w", ErrNetns, n.path, err)
 	}
 	var sfs unix.Statfs_t
 	if err := unix.Fstatfs(n.fd, &sfs); err != nil {
-		return fmt.Errorf("%w: statfs %s: %w", ErrNetns, n.path, err)
+		return st, fmt.Errorf("%w: statfs %s: %w", ErrNetns, n.path, err)
 	}
 	if sfs.Type != unix.NSFS_MAGIC {
-		return fmt.Errorf("%w: %w: %s is %s, not a namespace file (nsfs)", ErrNetns, ErrInvalid, n.path, fileKind(st.Mode))
+		return st, fmt.Errorf("%w: %w: %s is %s, not a namespace file (nsfs)", ErrNetns, ErrInvalid, n.path, fileKind(st.Mode))
 	}
-	t, err := unix.IoctlRetInt(n.fd, nsGetNSType)
+	t, err := unix.IoctlRetInt(n.fd, unix.NS_GET_NSTYPE)
 	switch {
 	case errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL):
 		// A kernel before 4.11: nsfs, but of unknown type; setns with
 		// CLONE_NEWNET refuses any other type.
 	case err != nil:
-		return fmt.Errorf("%w: namespace type of %s: %w", ErrNetns, n.path, err)
+		return st, fmt.Errorf("%w: namespace type of %s: %w", ErrNetns, n.path, err)
 	case t != unix.CLONE_NEWNET:
-		return fmt.Errorf("%w: %w: %s is a %s namespace, not a network namespace", ErrNetns, ErrInvalid, n.path, nsTypeName(t))
+		return st, fmt.Errorf("%w: %w: %s is a %s namespace, not a network namespace", ErrNetns, ErrInvalid, n.path, nsTypeName(t))
 	}
-	return nil
+	return st, nil
 }
 
 func fileKind(mode uint32) string {

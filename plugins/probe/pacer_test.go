@@ -85,6 +85,7 @@ func TestPacerPriorityAndSharing(t *testing.T) {
 	}
 	send("late", true)
 	waitQueued(t, p, 2)
+	waitJoined(t, p, ".gw", 5) // else a late joiner gets a frame of its own
 	r.open()
 	wg.Wait()
 	if want := []string{"block", "late", "gw"}; len(r.sent) != 3 || r.sent[1] != want[1] || r.sent[2] != want[2] {
@@ -118,6 +119,28 @@ func waitQueued(t *testing.T, p *pacer, n int) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d frames queued, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond) // polling a state, not synchronising
+	}
+}
+
+// waitJoined waits until n callers wait for the queued request key
+// (priority mark + frame, as sendFrame keys it).
+func waitJoined(t *testing.T, p *pacer, key string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		got := 0
+		if r := p.queued[key]; r != nil {
+			got = r.waiters
+		}
+		p.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callers wait for %q, want %d", got, key, n)
 		}
 		time.Sleep(time.Millisecond) // polling a state, not synchronising
 	}

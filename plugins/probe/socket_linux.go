@@ -33,7 +33,6 @@ type sockKey struct {
 
 // ifSock is one packet socket on one interface, shared by all checks on it.
 type ifSock struct {
-	netns   string
 	ifname  string
 	ifindex int
 	conn    *packet.Conn
@@ -81,7 +80,7 @@ type ifSock struct {
 func openSock(ns *nsFile, ifname string, c *counters, o Options) (*ifSock, error) {
 	nsPath := ns.path
 	if ns.fd < 0 {
-		return openHere(nsPath, ifname, c, o)
+		return openHere(ifname, c, o)
 	}
 	target := netns.NsHandle(ns.fd)
 
@@ -107,7 +106,7 @@ func openSock(ns *nsFile, ifname string, c *counters, o Options) (*ifSock, error
 			ch <- result{nil, fmt.Errorf("%w: enter %s: %w", ErrNetns, nsPath, err)}
 			return
 		}
-		s, err := openHere(nsPath, ifname, c, o)
+		s, err := openHere(ifname, c, o)
 		if rerr := netns.Set(orig); rerr != nil {
 			// Leave the thread locked: it dies with this goroutine. The
 			// socket is bound to its namespace and stays usable.
@@ -122,7 +121,7 @@ func openSock(ns *nsFile, ifname string, c *counters, o Options) (*ifSock, error
 }
 
 // openHere opens the socket in the calling thread's namespace.
-func openHere(nsPath, ifname string, c *counters, o Options) (*ifSock, error) {
+func openHere(ifname string, c *counters, o Options) (*ifSock, error) {
 	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
@@ -174,7 +173,6 @@ func openHere(nsPath, ifname string, c *counters, o Options) (*ifSock, error) {
 		return nil, fmt.Errorf("packet socket statistics: %w", err)
 	}
 	s := &ifSock{
-		netns:   nsPath,
 		ifname:  ifname,
 		ifindex: attrs.Index,
 		conn:    conn,
@@ -187,8 +185,7 @@ func openHere(nsPath, ifname string, c *counters, o Options) (*ifSock, error) {
 		onFrame: o.OnFrame,
 		born:    time.Now(),
 	}
-	rate := o.ProbeRate
-	s.pace = newPacer(rate, o.burst(), s.send)
+	s.pace = newPacer(o.ProbeRate, o.burst(), s.send)
 	var m [6]byte
 	copy(m[:], attrs.HardwareAddr)
 	s.mac.Store(&m)

@@ -65,9 +65,7 @@ func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) err
 // and value. Its errors are *sdk.ConfigError pointing at the attribute, and
 // for set and drop at the offending entry.
 func validate(raw sdk.RawConfig, cfg Config, s tuner.Settings) error {
-	fail := func(attr, entry string, forValue bool, detail string) error {
-		return raw.EntryError(attr, entry, forValue, detail)
-	}
+	fail := raw.EntryError // (attr, entry, atValue, detail)
 	if i := cfg.ReconcileInterval; i != 0 && i < MinReconcileInterval {
 		return fail("reconcile_interval", "", false, fmt.Sprintf("%s is shorter than %s; use \"0s\" to turn reconciliation off", i, MinReconcileInterval))
 	}

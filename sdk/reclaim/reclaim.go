@@ -11,7 +11,7 @@
 // after some did, collects and returns the free memory once
 // (debug.FreeOSMemory): one full collection per burst, none while idle.
 //
-// sdk.Serve uses one around every Check and Tune of a plugin; the agent
+// sdk.Serve uses one around every Check of a detector; the agent
 // uses one around checks and IPAM calls. Periodic calls that are not work
 // (health, metrics) must not be wrapped: each would end a "burst".
 package reclaim

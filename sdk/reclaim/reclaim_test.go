@@ -1,6 +1,8 @@
 package reclaim
 
 import (
+	"reflect"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -137,11 +139,14 @@ func TestReclaimerConcurrent(t *testing.T) {
 	}
 }
 
-// With the real clock and the real release: the process's free heap goes
-// back to the kernel after the quiet period.
+// With the real clock: New releases through debug.FreeOSMemory, and does
+// so after the quiet period.
 func TestNewReleasesWithTheRealClock(t *testing.T) {
 	done := make(chan struct{})
 	r := New(10 * time.Millisecond)
+	if reflect.ValueOf(r.release).Pointer() != reflect.ValueOf(debug.FreeOSMemory).Pointer() {
+		t.Fatal("New does not release through debug.FreeOSMemory")
+	}
 	r.release = func() { close(done) }
 	r.Begin()()
 	select {

@@ -6,9 +6,7 @@ package probe_test
 // decide - never Free, never Unreachable.
 
 import (
-	"encoding/binary"
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -75,20 +73,9 @@ func arpBurst(t testing.TB, h *netlab.Host, n int) {
 	t.Helper()
 	conn := listenIn(t, h)
 	defer conn.Close()
-	frame := make([]byte, 60)
-	copy(frame[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(frame[6:12], h.MAC)
-	binary.BigEndian.PutUint16(frame[12:14], 0x0806)
-	r := frame[14:]
-	binary.BigEndian.PutUint16(r[0:2], 1)
-	binary.BigEndian.PutUint16(r[2:4], 0x0800)
-	r[4], r[5] = 6, 4
-	binary.BigEndian.PutUint16(r[6:8], 1)
-	copy(r[8:14], h.MAC)
 	for i := 0; i < n; i++ {
-		copy(r[14:18], []byte{10, 3, byte(i >> 8), byte(i)})
-		copy(r[24:28], []byte{10, 3, byte(i >> 8), byte(i)})
-		if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: frame[0:6]}); err != nil {
+		a := netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)})
+		if _, err := conn.WriteTo(arpFrame(broadcast, h.MAC, 1, h.MAC, a, nil, a), &packet.Addr{HardwareAddr: broadcast}); err != nil {
 			t.Fatalf("arp burst: %v", err)
 		}
 	}
@@ -250,20 +237,7 @@ func nthResponder(t testing.TB, h *netlab.Host, n int, v4 netip.Addr) *atomic.In
 			if seen.Add(1) != int64(n) {
 				continue
 			}
-			reply := make([]byte, 60)
-			copy(reply[0:6], a.sha)
-			copy(reply[6:12], h.MAC)
-			binary.BigEndian.PutUint16(reply[12:14], 0x0806)
-			r := reply[14:]
-			binary.BigEndian.PutUint16(r[0:2], 1)
-			binary.BigEndian.PutUint16(r[2:4], 0x0800)
-			r[4], r[5] = 6, 4
-			binary.BigEndian.PutUint16(r[6:8], 2)
-			copy(r[8:14], h.MAC)
-			v := v4.As4()
-			copy(r[14:18], v[:])
-			copy(r[18:24], a.sha)
-			_, _ = conn.WriteTo(reply, &packet.Addr{HardwareAddr: net.HardwareAddr(a.sha)})
+			_, _ = conn.WriteTo(arpReply(h, v4, a), &packet.Addr{HardwareAddr: a.sha})
 		}
 	}()
 	return seen

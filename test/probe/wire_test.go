@@ -101,6 +101,40 @@ type arpFields struct {
 	spa, tpa netip.Addr
 }
 
+// broadcast is the Ethernet broadcast address.
+var broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// arpFrame builds an Ethernet/IPv4 ARP frame of the minimum Ethernet size
+// (60 bytes without FCS) from src to dst; an invalid tpa leaves the target
+// protocol address zero.
+func arpFrame(dst, src net.HardwareAddr, op uint16, sha net.HardwareAddr, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) []byte {
+	frame := make([]byte, 60)
+	copy(frame[0:6], dst)
+	copy(frame[6:12], src)
+	binary.BigEndian.PutUint16(frame[12:14], 0x0806)
+	r := frame[14:]
+	binary.BigEndian.PutUint16(r[0:2], 1)
+	binary.BigEndian.PutUint16(r[2:4], 0x0800)
+	r[4], r[5] = 6, 4
+	binary.BigEndian.PutUint16(r[6:8], op)
+	copy(r[8:14], sha)
+	if spa.IsValid() {
+		v := spa.As4()
+		copy(r[14:18], v[:])
+	}
+	copy(r[18:24], tha)
+	if tpa.IsValid() {
+		v := tpa.As4()
+		copy(r[24:28], v[:])
+	}
+	return frame
+}
+
+// arpReply is h's ARP reply, as the owner of v4, to the request a.
+func arpReply(h *netlab.Host, v4 netip.Addr, a arpFields) []byte {
+	return arpFrame(a.sha, h.MAC, 2, h.MAC, v4, a.sha, netip.Addr{})
+}
+
 func parseARP(f []byte) (arpFields, bool) {
 	if ethType(f) != 0x0806 || len(f) < 42 {
 		return arpFields{}, false
@@ -204,20 +238,7 @@ func lateResponder(t testing.TB, h *netlab.Host, delay time.Duration, v4, v6 net
 			}
 			f := buf[:n]
 			if a, ok := parseARP(f); ok && a.op == 1 && a.tpa == v4 && a.spa.IsUnspecified() {
-				reply := make([]byte, 60)
-				copy(reply[0:6], a.sha)
-				copy(reply[6:12], h.MAC)
-				binary.BigEndian.PutUint16(reply[12:14], 0x0806)
-				r := reply[14:]
-				binary.BigEndian.PutUint16(r[0:2], 1)
-				binary.BigEndian.PutUint16(r[2:4], 0x0800)
-				r[4], r[5] = 6, 4
-				binary.BigEndian.PutUint16(r[6:8], 2)
-				copy(r[8:14], h.MAC)
-				v := v4.As4()
-				copy(r[14:18], v[:])
-				copy(r[18:24], a.sha)
-				send(append(net.HardwareAddr(nil), a.sha...), reply)
+				send(append(net.HardwareAddr(nil), a.sha...), arpReply(h, v4, a))
 				continue
 			}
 			if nd, ok := parseIPv6ICMP(f); ok && nd.icmp[0] == 135 && len(nd.icmp) >= 24 && nd.src.IsUnspecified() &&
@@ -258,25 +279,15 @@ func flood(t testing.TB, h *netlab.Host) *atomic.Int64 {
 	sent := new(atomic.Int64)
 	go func() {
 		defer close(done)
-		frame := make([]byte, 60)
-		copy(frame[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		copy(frame[6:12], h.MAC)
-		binary.BigEndian.PutUint16(frame[12:14], 0x0806)
-		r := frame[14:]
-		binary.BigEndian.PutUint16(r[0:2], 1)
-		binary.BigEndian.PutUint16(r[2:4], 0x0800)
-		r[4], r[5] = 6, 4
-		binary.BigEndian.PutUint16(r[6:8], 1)
-		copy(r[8:14], h.MAC)
-		copy(r[14:18], []byte{10, 0, 0, 10})
+		sender := netip.AddrFrom4([4]byte{10, 0, 0, 10})
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			copy(r[24:28], []byte{10, 3, byte(i >> 8), byte(i)})
-			if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: frame[0:6]}); err == nil {
+			frame := arpFrame(broadcast, h.MAC, 1, h.MAC, sender, nil, netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}))
+			if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: broadcast}); err == nil {
 				sent.Add(1)
 			}
 		}

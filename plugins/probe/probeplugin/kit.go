@@ -188,6 +188,14 @@ func (k *Kit) Configure(req sdk.ConfigureRequest, extra any) error {
 	return nil
 }
 
+// Validate decodes and validates the block as Configure does (extra as
+// there) and applies nothing: the body of a detector's ValidateConfig, so
+// that a block it accepts Configure accepts too.
+func (k *Kit) Validate(req sdk.ConfigureRequest, extra any) error {
+	opts := DefaultOptions()
+	return Decode(req.Config, &opts, extra)
+}
+
 // Options returns the options in force.
 func (k *Kit) Options() Options {
 	k.mu.RLock()
