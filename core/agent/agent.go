@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -484,7 +486,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.tel.ConfigReloaded(false)
 		return fmt.Errorf("%w: nothing was changed, the running configuration (generation %d) stays:\n%w", ErrReloadRefused, a.generation, v.Err())
 	}
-	for _, name := range sortedKeys(v.Warnings) {
+	for _, name := range slices.Sorted(maps.Keys(v.Warnings)) {
 		for _, w := range v.Warnings[name] {
 			a.log.Warn(w, "plugin", name)
 		}
@@ -562,15 +564,6 @@ func specsOf(cfg *config.Config, generation uint64) []supervisor.Spec {
 		specs[i].Generation = generation
 	}
 	return specs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // restartOnly names the settings that differ between old and new but are

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,7 +30,7 @@ func (v Validation) Err() error {
 		return nil
 	}
 	var errs []error
-	for _, name := range sortedKeys(v.Errors) {
+	for _, name := range slices.Sorted(maps.Keys(v.Errors)) {
 		errs = append(errs, fmt.Errorf("plugin %q: %w", name, v.Errors[name]))
 	}
 	return errors.Join(errs...)
@@ -150,13 +151,4 @@ func (s *Supervisor) Validate(ctx context.Context, specs []Spec, agent sdk.Agent
 	}
 	wg.Wait()
 	return v
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
