@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -149,32 +148,6 @@ func setToken(t *testing.T) string {
 	return v
 }
 
-// grepSink is a log sink that keeps the lines holding needle.
-type grepSink struct {
-	mu     sync.Mutex
-	needle string
-	lines  []string
-	t      *testing.T
-}
-
-func (g *grepSink) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if strings.Contains(l, g.needle) {
-			g.lines = append(g.lines, l)
-		}
-	}
-	g.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func (g *grepSink) got() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]string(nil), g.lines...)
-}
-
 // TestForkBombIsBounded: a plugin that forks as fast as it can has at most
 // PidsMax processes at any time, and the agent and its other plugins are
 // unaffected. (Before plugin cgroups nothing bounded it: 2000 children.)
@@ -182,7 +155,7 @@ func TestForkBombIsBounded(t *testing.T) {
 	token := setToken(t)
 	rec := newRecorder()
 	opts := testOptions(t, rec)
-	sink := &grepSink{needle: "forkbomb done", t: t}
+	sink := &lineSink{needle: "forkbomb done", t: t}
 	opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "agent", Output: sink, Level: hclog.Info})
 	const limit = 64
 	opts.Limits = Limits{PidsMax: limit}
@@ -194,13 +167,13 @@ func TestForkBombIsBounded(t *testing.T) {
 		rec.mu.Lock()
 		restarted := rec.restarts["b"] > 0
 		rec.mu.Unlock()
-		return len(sink.got()) > 0 || restarted
+		return len(sink.matched()) > 0 || restarted
 	})
 	for range 20 { // what is left of it, a while longer
 		most = max(most, len(treeProcs("FAULTY_TEST_TOKEN="+token)))
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("at most %d processes of the bomb's tree; %q", most, sink.got())
+	t.Logf("at most %d processes of the bomb's tree; %q", most, sink.matched())
 	if most > limit {
 		t.Errorf("%d processes of the plugin's tree alive at once, want at most plugin_pids_max = %d", most, limit)
 	}
