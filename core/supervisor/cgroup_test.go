@@ -223,28 +223,29 @@ func TestEscapedChildIsKilled(t *testing.T) {
 // pids or memory controller, but CLONE_INTO_CGROUP and cgroup.kill work
 // without them.
 func TestEscapedChildIsKilledV2(t *testing.T) {
-	const unified = "/sys/fs/cgroup/unified"
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(b), " "+unified+" ") {
-		t.Fatalf("no cgroup2 mount at %s: %v", unified, err)
-	}
-	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-%d", os.Getpid()))
-	if err := os.Mkdir(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Remove(parent); err != nil {
-			t.Error(err)
-		}
-	})
-	testEscapedChild(t, &cgroupSetup{kind: cgroupV2, v2: parent})
+	testEscapedChild(t, v2TestSetup(t, "spiderpool-test"))
 }
 
 // TestEscapedChildIsKilledV2NoClone3: the same where clone3 is refused
 // (systemd's seccomp filter for RestrictNamespaces= answers ENOSYS): the
 // plugin is moved into its cgroup right after it starts.
 func TestEscapedChildIsKilledV2NoClone3(t *testing.T) {
-	const unified = "/sys/fs/cgroup/unified"
-	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-noclone3-%d", os.Getpid()))
+	cg := v2TestSetup(t, "spiderpool-test-noclone3")
+	cg.noClone3.Store(true)
+	testEscapedChild(t, cg)
+}
+
+// unifiedV2 is where this machine mounts its cgroup v2 hierarchy (hybrid).
+const unifiedV2 = "/sys/fs/cgroup/unified"
+
+// v2TestSetup makes the cgroup <name>-<pid> below unifiedV2, removed when
+// the test ends, and returns a v2 setup that puts plugin cgroups in it.
+func v2TestSetup(t *testing.T, name string) *cgroupSetup {
+	t.Helper()
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(b), " "+unifiedV2+" ") {
+		t.Fatalf("no cgroup2 mount at %s: %v", unifiedV2, err)
+	}
+	parent := filepath.Join(unifiedV2, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	if err := os.Mkdir(parent, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -253,9 +254,7 @@ func TestEscapedChildIsKilledV2NoClone3(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	cg := &cgroupSetup{kind: cgroupV2, v2: parent}
-	cg.noClone3.Store(true)
-	testEscapedChild(t, cg)
+	return &cgroupSetup{kind: cgroupV2, v2: parent}
 }
 
 func testEscapedChild(t *testing.T, cg *cgroupSetup) {
@@ -275,7 +274,7 @@ func testEscapedChild(t *testing.T, cg *cgroupSetup) {
 		// Born inside: the plugin process is in its cgroup already.
 		pid := pluginState(t, s, "e").PID
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.v2, "/sys/fs/cgroup/unified")+"/plugin-e-") {
+		if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.v2, unifiedV2)+"/plugin-e-") {
 			t.Fatalf("plugin %d is not in its v2 cgroup: %s", pid, b)
 		}
 	}
