@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,13 +57,28 @@ func TestCgroupCreateLeavesNothingOnError(t *testing.T) {
 			t.Errorf("%s holds %v after a failed create", d, ents)
 		}
 	}
-	// No limits asked: the directories are all it takes.
+	// No limits asked: the directories are all it takes, one per
+	// hierarchy, and remove takes them away again.
 	pc, err := c.create("p", "1-2", Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := []string{filepath.Join(pids, "spiderpool-plugin-p-1-2"), filepath.Join(mem, "spiderpool-plugin-p-1-2")}
+	if !slices.Equal(pc.dirs, want) {
+		t.Errorf("cgroup dirs = %v, want %v", pc.dirs, want)
+	}
+	for _, d := range want {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Errorf("%s after create: %v", d, err)
+		}
+	}
 	if err := pc.remove(time.Second); err != nil {
 		t.Fatal(err)
+	}
+	for _, d := range []string{pids, mem} {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("%s holds %v after remove", d, ents)
+		}
 	}
 }
 
