@@ -473,8 +473,8 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.tel.ConfigReloaded(false)
 		return err
 	}
-	// Bounded, since the reload runs on the main loop, whose beat feeds
-	// liveness and the systemd watchdog.
+	// Bounded: a reload holds cfgMu, so the next reload waits for it, and
+	// a stop waits for a SIGHUP reload still running (a.reloading).
 	applyCtx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
 	defer cancel()
 	gen := a.loaded.Load().generation
