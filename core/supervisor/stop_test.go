@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,8 +92,7 @@ func TestStopWithAStoppedPluginIsBounded(t *testing.T) {
 func treeProcs(entry string) []int {
 	var out []int
 	for _, pid := range procPIDs() {
-		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
+		if !carries(pid, entry) {
 			continue
 		}
 		if _, st, ok := procStat(pid); ok && st != 'Z' {
