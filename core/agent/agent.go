@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,10 +107,10 @@ type Agent struct {
 
 	cfgMu sync.Mutex // also serialises reloads
 	cfg   *config.Config
-	// generation counts accepted configurations (1 at start); loadedAt is
-	// when the running one was loaded. Both under cfgMu.
-	generation uint64
-	loadedAt   time.Time
+	// loaded says which configuration runs. Replaced (under cfgMu) when a
+	// reload is accepted, read without cfgMu: Status must not wait for a
+	// reload, which holds cfgMu for as long as plugins take to answer.
+	loaded atomic.Pointer[configLoad]
 
 	startedAt time.Time
 	started   atomic.Bool
@@ -138,17 +140,16 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	a := &Agent{
-		opts:       opts,
-		cfg:        cfg,
-		generation: 1,
-		loadedAt:   time.Now(),
-		log:        logging.New(opts.LogOutput, cfg.LogLevel, cfg.LogFormat),
-		notify:     sdnotify.New(),
-		startedAt:  time.Now(),
-		stopCh:     make(chan struct{}),
-		changed:    make(chan struct{}, 1),
-		work:       reclaim.New(reclaim.DefaultQuiet),
+		opts:      opts,
+		cfg:       cfg,
+		log:       logging.New(opts.LogOutput, cfg.LogLevel, cfg.LogFormat),
+		notify:    sdnotify.New(),
+		startedAt: time.Now(),
+		stopCh:    make(chan struct{}),
+		changed:   make(chan struct{}, 1),
+		work:      reclaim.New(reclaim.DefaultQuiet),
 	}
+	a.loaded.Store(&configLoad{generation: 1, at: time.Now()})
 	defer a.work.Stop()
 	return a.run(ctx)
 }
@@ -442,12 +443,10 @@ func (a *Agent) Status(context.Context) state.Agent {
 	if a.sup != nil {
 		plugins = a.sup.Snapshot()
 	}
-	a.cfgMu.Lock()
-	gen, loaded := a.generation, a.loadedAt
-	a.cfgMu.Unlock()
+	loaded := a.loaded.Load()
 	return state.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
-		Started: a.started.Load(), ConfigGeneration: gen, ConfigLoadedAt: loaded, Plugins: plugins, Gops: a.gops,
+		Started: a.started.Load(), ConfigGeneration: loaded.generation, ConfigLoadedAt: loaded.at, Plugins: plugins, Gops: a.gops,
 		IPAM: a.ipamStatus(context.Background()),
 	}
 }
@@ -474,17 +473,18 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.tel.ConfigReloaded(false)
 		return err
 	}
-	// Bounded, since the reload runs on the main loop, whose beat feeds
-	// liveness and the systemd watchdog.
+	// Bounded: a reload holds cfgMu, so the next reload waits for it, and
+	// a stop waits for a SIGHUP reload still running (a.reloading).
 	applyCtx, cancel := context.WithTimeout(ctx, cfg.ShutdownTimeout)
 	defer cancel()
-	specs := specsOf(cfg, a.generation+1)
+	gen := a.loaded.Load().generation
+	specs := specsOf(cfg, gen+1)
 	v := a.sup.Validate(applyCtx, specs, Settings(cfg))
 	if !v.OK() {
 		a.tel.ConfigReloaded(false)
-		return fmt.Errorf("%w: nothing was changed, the running configuration (generation %d) stays:\n%w", ErrReloadRefused, a.generation, v.Err())
+		return fmt.Errorf("%w: nothing was changed, the running configuration (generation %d) stays:\n%w", ErrReloadRefused, gen, v.Err())
 	}
-	for _, name := range sortedKeys(v.Warnings) {
+	for _, name := range slices.Sorted(maps.Keys(v.Warnings)) {
 		for _, w := range v.Warnings[name] {
 			a.log.Warn(w, "plugin", name)
 		}
@@ -507,11 +507,10 @@ func (a *Agent) Reload(ctx context.Context) error {
 		a.log.Info("log level changed", "level", cfg.LogLevel)
 	}
 	a.cfg = cfg
-	a.generation++
-	a.loadedAt = time.Now()
+	a.loaded.Store(&configLoad{generation: gen + 1, at: time.Now()})
 	a.sup.Apply(applyCtx, specs, Settings(cfg))
 	a.tel.ConfigReloaded(true)
-	a.log.Info("configuration reloaded", "files", strings.Join(cfg.Files, ","), "generation", a.generation)
+	a.log.Info("configuration reloaded", "files", strings.Join(cfg.Files, ","), "generation", gen+1)
 	return nil
 }
 
@@ -553,6 +552,13 @@ func controlWriteTimeout(cfg *config.Config) time.Duration {
 	return longest + 30*time.Second
 }
 
+// configLoad is one accepted configuration: generation counts them (1 at
+// start), at is when it was loaded.
+type configLoad struct {
+	generation uint64
+	at         time.Time
+}
+
 // ErrReloadRefused is wrapped by a reload that a plugin's dry run refused.
 var ErrReloadRefused = errors.New("reload refused")
 
@@ -562,15 +568,6 @@ func specsOf(cfg *config.Config, generation uint64) []supervisor.Spec {
 		specs[i].Generation = generation
 	}
 	return specs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // restartOnly names the settings that differ between old and new but are

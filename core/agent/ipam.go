@@ -74,9 +74,14 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		}
 		store = bs
 	}
+	started := false
+	defer func() {
+		if !started {
+			store.Close()
+		}
+	}()
 	metrics, err := telemetry.NewIPAMMetrics(a.tel)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	m, err := ipam.New(ipam.Options{
@@ -86,12 +91,10 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		GCGrace: cfg.IPAM.GCGracePeriod,
 	})
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
 	n, err := m.Recover(ctx)
 	if err != nil && shared == nil {
-		store.Close()
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	if err != nil {
@@ -103,7 +106,6 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		s.dbPath = ""
 	}
 	if _, err := s.poolUsage(ctx); err != nil && shared == nil {
-		store.Close()
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	var names []string
@@ -114,6 +116,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.loop(loopCtx, a, cfg.IPAM.GCInterval)
+	started = true
 	return s, nil
 }
 

@@ -116,40 +116,39 @@ func TestRun(t *testing.T) {
 		answers   map[string]func(sdk.CheckRequest) (sdk.CheckResult, error)
 		want      string   // overall
 		wantEach  []string // per detector of the first address
-		wantSkip  []bool
 		counter   string
 	}{
 		{"all pass", []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictPass, ""), "b": answer(sdk.VerdictPass, "")},
-			"pass", []string{"pass", "pass"}, []bool{false, false}, ""},
+			"pass", []string{"pass", "pass"}, ""},
 		{"one blocks", []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictBlock, "in use"), "b": answer(sdk.VerdictPass, "")},
-			"block", []string{"block", "pass"}, []bool{false, false}, "check_detector_results_total map[detector:a verdict:block]"},
+			"block", []string{"block", "pass"}, "check_detector_results_total map[detector:a verdict:block]"},
 		{"skip stays skip and does not block", []supervisor.Detector{det("a", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictSkip, "no gateway")},
-			"pass", []string{"skip"}, []bool{true}, ""},
+			"pass", []string{"skip"}, ""},
 		{"detector cannot decide: never a pass, even fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictError, "cannot probe eth0: down")},
-			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:detector]"},
+			"block", []string{"error"}, "check_errors_total map[detector:a reason:detector]"},
 		{"unavailable, fail-closed", []supervisor.Detector{det("a", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(unavailable)},
-			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:unavailable]"},
+			"block", []string{"error"}, "check_errors_total map[detector:a reason:unavailable]"},
 		{"unavailable, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(unavailable)},
-			"pass", []string{"skip"}, []bool{true}, "check_detector_skipped_total map[detector:a]"},
+			"pass", []string{"skip"}, "check_detector_skipped_total map[detector:a]"},
 		{"timeout, fail-closed", []supervisor.Detector{det("a", "fail-closed", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
-			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:timeout]"},
+			"block", []string{"error"}, "check_errors_total map[detector:a reason:timeout]"},
 		{"timeout, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
-			"pass", []string{"skip"}, []bool{true}, ""},
+			"pass", []string{"skip"}, ""},
 		{"not running, fail-closed", []supervisor.Detector{det("a", "fail-closed", false)},
-			nil, "block", []string{"error"}, []bool{false}, ""},
+			nil, "block", []string{"error"}, ""},
 		{"not running, fail-open", []supervisor.Detector{det("a", "fail-open", false)},
-			nil, "pass", []string{"skip"}, []bool{true}, ""},
+			nil, "pass", []string{"skip"}, ""},
 		{"other call error is not skipped by fail-open", []supervisor.Detector{det("a", "fail-open", true)},
 			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(fmt.Errorf("Check: bad request"))},
-			"block", []string{"error"}, []bool{false}, "check_errors_total map[detector:a reason:call]"},
+			"block", []string{"error"}, "check_errors_total map[detector:a reason:call]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,8 +163,8 @@ func TestRun(t *testing.T) {
 			}
 			for i, want := range tt.wantEach {
 				d := got.Detectors[i]
-				if string(d.Verdict) != want || (d.Verdict == state.VerdictSkip) != tt.wantSkip[i] || d.Name != tt.detectors[i].Name {
-					t.Errorf("detector %d: %+v, want verdict %q skipped %v", i, d, want, tt.wantSkip[i])
+				if string(d.Verdict) != want || d.Name != tt.detectors[i].Name {
+					t.Errorf("detector %d: %+v, want verdict %q", i, d, want)
 				}
 				if d.Verdict != "pass" && d.Reason == "" {
 					t.Errorf("detector %d: verdict %q without a reason", i, d.Verdict)

@@ -55,30 +55,27 @@ var ipamStatus = map[string]int{
 	ipamapi.CodeInternal:    http.StatusInternalServerError,
 }
 
+// postIPAM routes POST path: the body, decoded and validated as a Req
+// (decodeIPAM), goes to call, whose answer answerIPAM writes.
+func postIPAM[Req any, PReq interface {
+	*Req
+	Validate() error
+}, Res any](h *handler, path, op string, call func(context.Context, Req) (Res, error)) {
+	h.route(path, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !h.decodeIPAM(w, r, PReq(&req)) {
+			return
+		}
+		res, err := call(r.Context(), req)
+		h.answerIPAM(w, op, res, err)
+	})
+}
+
 func (h *handler) routeIPAM(b IPAMBackend) {
-	h.route(ipamapi.AllocatePath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
-		var req ipamapi.AllocateRequest
-		if !h.decodeIPAM(w, r, &req) {
-			return
-		}
-		att, err := b.IPAMAllocate(r.Context(), req)
-		h.answerIPAM(w, "allocate", att, err)
-	})
-	h.route(ipamapi.ReleasePath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
-		var req ipamapi.ReleaseRequest
-		if !h.decodeIPAM(w, r, &req) {
-			return
-		}
-		res, err := b.IPAMRelease(r.Context(), req)
-		h.answerIPAM(w, "release", res, err)
-	})
-	h.route(ipamapi.ReleaseWorkloadPath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
-		var req ipamapi.ReleaseWorkloadRequest
-		if !h.decodeIPAM(w, r, &req) {
-			return
-		}
-		res, err := b.IPAMReleaseWorkload(r.Context(), req.Workload)
-		h.answerIPAM(w, "release-workload", res, err)
+	postIPAM(h, ipamapi.AllocatePath, "allocate", b.IPAMAllocate)
+	postIPAM(h, ipamapi.ReleasePath, "release", b.IPAMRelease)
+	postIPAM(h, ipamapi.ReleaseWorkloadPath, "release-workload", func(ctx context.Context, req ipamapi.ReleaseWorkloadRequest) (ipamapi.ReleaseResponse, error) {
+		return b.IPAMReleaseWorkload(ctx, req.Workload)
 	})
 	h.route(ipamapi.AllocationPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

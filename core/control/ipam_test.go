@@ -13,8 +13,9 @@ import (
 // ipamFake is a Backend with IPAM whose answers the test sets.
 type ipamFake struct {
 	fakeBackend
-	allocErr error
-	got      []ipamapi.AllocateRequest
+	allocErr  error
+	got       []ipamapi.AllocateRequest
+	workloads []string // asked of IPAMReleaseWorkload
 }
 
 type codedErr struct{ code string }
@@ -30,8 +31,9 @@ func (f *ipamFake) IPAMAllocate(_ context.Context, r ipamapi.AllocateRequest) (i
 func (f *ipamFake) IPAMRelease(context.Context, ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error) {
 	return ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}, nil
 }
-func (f *ipamFake) IPAMReleaseWorkload(context.Context, string) (ipamapi.ReleaseResponse, error) {
-	return ipamapi.ReleaseResponse{}, nil
+func (f *ipamFake) IPAMReleaseWorkload(_ context.Context, workload string) (ipamapi.ReleaseResponse, error) {
+	f.workloads = append(f.workloads, workload)
+	return ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}, nil
 }
 func (f *ipamFake) IPAMGet(context.Context, ipamapi.AttachmentKey) (ipamapi.Attachment, bool, error) {
 	return ipamapi.Attachment{}, false, nil
@@ -100,5 +102,26 @@ func TestNoIPAMRoutesWithoutIPAMBackend(t *testing.T) {
 	rec := serveOnce(t, &fakeBackend{}, "GET", ipamapi.PoolsPath, "")
 	if rec.Code != 404 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+// Valid POST bodies reach the backend as sent, and its answer is the 200
+// body.
+func TestIPAMPostsReachTheBackend(t *testing.T) {
+	f := &ipamFake{}
+	rec := serveOnce(t, f, "POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["p"]}`)
+	var att ipamapi.Attachment
+	if err := json.Unmarshal(rec.Body.Bytes(), &att); rec.Code != 200 || err != nil || att.ContainerID != "c" || att.Interface != "eth0" {
+		t.Errorf("allocate: %d %s", rec.Code, rec.Body)
+	}
+	if len(f.got) != 1 || f.got[0].ContainerID != "c" || len(f.got[0].Pools) != 1 || f.got[0].Pools[0] != "p" {
+		t.Errorf("the backend was asked to allocate %+v", f.got)
+	}
+	rec = serveOnce(t, f, "POST", ipamapi.ReleaseWorkloadPath, `{"workload":"ns/pod-1"}`)
+	if rec.Code != 200 || strings.TrimSpace(rec.Body.String()) != `{"released":[]}` {
+		t.Errorf("release-workload: %d %s", rec.Code, rec.Body)
+	}
+	if len(f.workloads) != 1 || f.workloads[0] != "ns/pod-1" {
+		t.Errorf("the backend was asked to release workloads %q, want [ns/pod-1]", f.workloads)
 	}
 }

@@ -2,7 +2,6 @@ package control
 
 import (
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 
@@ -22,8 +21,6 @@ type UntrustedPeerError = peercred.UntrustedPeerError
 // path, is one the client may believe.
 func trustPeer(c *net.UnixConn, path string) error { return peercred.Trust(c, path) }
 
-func owner(fi fs.FileInfo) int { return peercred.Owner(fi) }
-
 // checkSocketDir refuses a socket directory that someone other than root or
 // the daemon's own user could write to: another user could then remove the
 // socket and put their own in its place, for clients to believe.
@@ -35,7 +32,7 @@ func checkSocketDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("control socket directory %s is not a directory", dir)
 	}
-	if o := owner(fi); o != 0 && o != os.Geteuid() {
+	if o := peercred.Owner(fi); o != 0 && o != os.Geteuid() {
 		return fmt.Errorf("control socket directory %s belongs to uid %d: it must belong to root or to the agent's user (uid %d)", dir, o, os.Geteuid())
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {

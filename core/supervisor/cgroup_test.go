@@ -7,9 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,13 +57,28 @@ func TestCgroupCreateLeavesNothingOnError(t *testing.T) {
 			t.Errorf("%s holds %v after a failed create", d, ents)
 		}
 	}
-	// No limits asked: the directories are all it takes.
+	// No limits asked: the directories are all it takes, one per
+	// hierarchy, and remove takes them away again.
 	pc, err := c.create("p", "1-2", Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := []string{filepath.Join(pids, "spiderpool-plugin-p-1-2"), filepath.Join(mem, "spiderpool-plugin-p-1-2")}
+	if !slices.Equal(pc.dirs, want) {
+		t.Errorf("cgroup dirs = %v, want %v", pc.dirs, want)
+	}
+	for _, d := range want {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			t.Errorf("%s after create: %v", d, err)
+		}
+	}
 	if err := pc.remove(time.Second); err != nil {
 		t.Fatal(err)
+	}
+	for _, d := range []string{pids, mem} {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("%s holds %v after remove", d, ents)
+		}
 	}
 }
 
@@ -149,32 +164,6 @@ func setToken(t *testing.T) string {
 	return v
 }
 
-// grepSink is a log sink that keeps the lines holding needle.
-type grepSink struct {
-	mu     sync.Mutex
-	needle string
-	lines  []string
-	t      *testing.T
-}
-
-func (g *grepSink) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if strings.Contains(l, g.needle) {
-			g.lines = append(g.lines, l)
-		}
-	}
-	g.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func (g *grepSink) got() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]string(nil), g.lines...)
-}
-
 // TestForkBombIsBounded: a plugin that forks as fast as it can has at most
 // PidsMax processes at any time, and the agent and its other plugins are
 // unaffected. (Before plugin cgroups nothing bounded it: 2000 children.)
@@ -182,7 +171,7 @@ func TestForkBombIsBounded(t *testing.T) {
 	token := setToken(t)
 	rec := newRecorder()
 	opts := testOptions(t, rec)
-	sink := &grepSink{needle: "forkbomb done", t: t}
+	sink := &lineSink{needle: "forkbomb done", t: t}
 	opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "agent", Output: sink, Level: hclog.Info})
 	const limit = 64
 	opts.Limits = Limits{PidsMax: limit}
@@ -194,13 +183,13 @@ func TestForkBombIsBounded(t *testing.T) {
 		rec.mu.Lock()
 		restarted := rec.restarts["b"] > 0
 		rec.mu.Unlock()
-		return len(sink.got()) > 0 || restarted
+		return len(sink.matched()) > 0 || restarted
 	})
 	for range 20 { // what is left of it, a while longer
 		most = max(most, len(treeProcs("FAULTY_TEST_TOKEN="+token)))
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("at most %d processes of the bomb's tree; %q", most, sink.got())
+	t.Logf("at most %d processes of the bomb's tree; %q", most, sink.matched())
 	if most > limit {
 		t.Errorf("%d processes of the plugin's tree alive at once, want at most plugin_pids_max = %d", most, limit)
 	}
@@ -250,28 +239,29 @@ func TestEscapedChildIsKilled(t *testing.T) {
 // pids or memory controller, but CLONE_INTO_CGROUP and cgroup.kill work
 // without them.
 func TestEscapedChildIsKilledV2(t *testing.T) {
-	const unified = "/sys/fs/cgroup/unified"
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(b), " "+unified+" ") {
-		t.Fatalf("no cgroup2 mount at %s: %v", unified, err)
-	}
-	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-%d", os.Getpid()))
-	if err := os.Mkdir(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.Remove(parent); err != nil {
-			t.Error(err)
-		}
-	})
-	testEscapedChild(t, &cgroupSetup{kind: cgroupV2, v2: parent})
+	testEscapedChild(t, v2TestSetup(t, "spiderpool-test"))
 }
 
 // TestEscapedChildIsKilledV2NoClone3: the same where clone3 is refused
 // (systemd's seccomp filter for RestrictNamespaces= answers ENOSYS): the
 // plugin is moved into its cgroup right after it starts.
 func TestEscapedChildIsKilledV2NoClone3(t *testing.T) {
-	const unified = "/sys/fs/cgroup/unified"
-	parent := filepath.Join(unified, fmt.Sprintf("spiderpool-test-noclone3-%d", os.Getpid()))
+	cg := v2TestSetup(t, "spiderpool-test-noclone3")
+	cg.noClone3.Store(true)
+	testEscapedChild(t, cg)
+}
+
+// unifiedV2 is where this machine mounts its cgroup v2 hierarchy (hybrid).
+const unifiedV2 = "/sys/fs/cgroup/unified"
+
+// v2TestSetup makes the cgroup <name>-<pid> below unifiedV2, removed when
+// the test ends, and returns a v2 setup that puts plugin cgroups in it.
+func v2TestSetup(t *testing.T, name string) *cgroupSetup {
+	t.Helper()
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || !strings.Contains(string(b), " "+unifiedV2+" ") {
+		t.Fatalf("no cgroup2 mount at %s: %v", unifiedV2, err)
+	}
+	parent := filepath.Join(unifiedV2, fmt.Sprintf("%s-%d", name, os.Getpid()))
 	if err := os.Mkdir(parent, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -280,9 +270,7 @@ func TestEscapedChildIsKilledV2NoClone3(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	cg := &cgroupSetup{kind: cgroupV2, v2: parent}
-	cg.noClone3.Store(true)
-	testEscapedChild(t, cg)
+	return &cgroupSetup{kind: cgroupV2, v2: parent}
 }
 
 func testEscapedChild(t *testing.T, cg *cgroupSetup) {
@@ -302,7 +290,7 @@ func testEscapedChild(t *testing.T, cg *cgroupSetup) {
 		// Born inside: the plugin process is in its cgroup already.
 		pid := pluginState(t, s, "e").PID
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.v2, "/sys/fs/cgroup/unified")+"/plugin-e-") {
+		if !strings.Contains(string(b), "0::"+strings.TrimPrefix(cg.v2, unifiedV2)+"/plugin-e-") {
 			t.Fatalf("plugin %d is not in its v2 cgroup: %s", pid, b)
 		}
 	}

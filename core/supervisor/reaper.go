@@ -75,17 +75,13 @@ func (r *reaper) waited(pid int) {
 // the bound runs out, and reaps those that were reparented to the agent.
 // It returns how many processes it killed, and an error naming survivors.
 func (r *reaper) killTree(mark string, bound time.Duration) (int, error) {
-	needle := []byte(TreeEnv + "=" + mark + "\x00")
+	entry := TreeEnv + "=" + mark
 	deadline := time.Now().Add(bound)
 	killed := map[int]bool{}
 	for {
 		live := 0
 		for _, pid := range procPIDs() {
-			if pid == r.self {
-				continue
-			}
-			env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-			if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, needle...)) {
+			if pid == r.self || !carries(pid, entry) {
 				continue
 			}
 			live++
@@ -123,6 +119,13 @@ func (r *reaper) reapZombies() int {
 		}
 	}
 	return n
+}
+
+// carries reports whether process pid's environment holds entry
+// ("NAME=value"), whole.
+func carries(pid int, entry string) bool {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	return err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00"))
 }
 
 // procPIDs lists the processes in /proc.

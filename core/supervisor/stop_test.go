@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -94,8 +92,7 @@ func TestStopWithAStoppedPluginIsBounded(t *testing.T) {
 func treeProcs(entry string) []int {
 	var out []int
 	for _, pid := range procPIDs() {
-		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
+		if !carries(pid, entry) {
 			continue
 		}
 		if _, st, ok := procStat(pid); ok && st != 'Z' {
@@ -162,31 +159,44 @@ func TestOrphansDoNotOutliveTheirPlugin(t *testing.T) {
 	}
 }
 
-// lineCounter is a log sink that counts lines holding a substring.
-type lineCounter struct {
+// lineSink is a log sink that keeps the lines holding needle, and the
+// first 200 others; with t set it also logs every line to the test.
+type lineSink struct {
 	mu     sync.Mutex
 	needle string
-	n      int
+	t      *testing.T
+	match  []string
 	other  []string
 }
 
-func (c *lineCounter) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (s *lineSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		if strings.Contains(l, c.needle) {
-			c.n++
-		} else if len(c.other) < 200 {
-			c.other = append(c.other, l)
+		if strings.Contains(l, s.needle) {
+			s.match = append(s.match, l)
+		} else if len(s.other) < 200 {
+			s.other = append(s.other, l)
 		}
+	}
+	if s.t != nil {
+		s.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
 }
 
-func (c *lineCounter) count() (int, []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n, append([]string(nil), c.other...)
+// matched returns the lines holding needle so far.
+func (s *lineSink) matched() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.match...)
+}
+
+// count returns how many lines held needle so far, and the others kept.
+func (s *lineSink) count() (int, []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.match), append([]string(nil), s.other...)
 }
 
 // TestLogFloodIsBounded: a plugin that logs (stderr) and prints (stdout)
@@ -194,7 +204,7 @@ func (c *lineCounter) count() (int, []string) {
 // the agent's log, the rest counted and summarised.
 func TestLogFloodIsBounded(t *testing.T) {
 	rec := newRecorder()
-	sink := &lineCounter{needle: "flooding"}
+	sink := &lineSink{needle: "flooding"}
 	opts := testOptions(t, rec)
 	// JSON: one line per entry, whatever newlines the plugin wrote.
 	opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "agent", Output: sink, Level: hclog.Info, JSONFormat: true})

@@ -103,12 +103,20 @@ func spec(name, mode string) Spec {
 	return Spec{Name: name, Enabled: true, Path: binaries[mode], Timeout: 2 * time.Second, FailurePolicy: "fail-closed", Kind: sdk.KindDetector}
 }
 
+// start runs specs under testOptions with obs (a fresh recorder when nil).
 func start(t *testing.T, obs Observer, specs ...Spec) *Supervisor {
 	t.Helper()
 	if obs == nil {
 		obs = newRecorder()
 	}
-	s := New(testOptions(t, obs))
+	return startWith(t, testOptions(t, obs), specs...)
+}
+
+// startWith runs specs under opts and stops the supervisor when the test
+// ends.
+func startWith(t *testing.T, opts Options, specs ...Spec) *Supervisor {
+	t.Helper()
+	s := New(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s.Apply(ctx, specs, s.opts.Agent)

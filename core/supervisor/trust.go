@@ -31,8 +31,6 @@ const execChildFD = 4
 // file or a symlink to it after the check changes nothing.
 type trustedBinary struct {
 	file *os.File // O_RDONLY|O_CLOEXEC, at execFDMin or above
-	dev  uint64
-	ino  uint64
 }
 
 // execPath is what exec.Cmd.Path must be to run exactly this descriptor
@@ -98,7 +96,6 @@ func openBinary(path, want string, opened func()) (*trustedBinary, error) {
 	if err := unix.Fstat(high, &st); err != nil {
 		return fail(fmt.Errorf("plugin binary %s: fstat: %w", path, err))
 	}
-	bin.dev, bin.ino = st.Dev, st.Ino
 	mode := fs.FileMode(st.Mode & 0o777)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fail(permanent("plugin binary %s is not a regular file", path))

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
@@ -48,20 +46,6 @@ func mkdir(t *testing.T, dir string, mode os.FileMode) {
 	if err := syscall.Chmod(dir, uint32(mode)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func startWith(t *testing.T, opts Options, specs ...Spec) *Supervisor {
-	t.Helper()
-	s := New(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s.Apply(ctx, specs, s.opts.Agent)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Stop(ctx)
-	})
-	return s
 }
 
 // TestStrictModes: a plugin binary, or a directory above it, that someone

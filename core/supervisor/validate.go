@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,7 +30,7 @@ func (v Validation) Err() error {
 		return nil
 	}
 	var errs []error
-	for _, name := range sortedKeys(v.Errors) {
+	for _, name := range slices.Sorted(maps.Keys(v.Errors)) {
 		errs = append(errs, fmt.Errorf("plugin %q: %w", name, v.Errors[name]))
 	}
 	return errors.Join(errs...)
@@ -51,6 +52,13 @@ func (v *Validation) add(name string, err error, warnings []string) {
 func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) Validation {
 	opts.setDefaults()
 	rp := newReaper()
+	return askEach(specs, func(sp Spec) ([]string, error) {
+		return validateLaunched(ctx, sp, &opts, opts.Logger.Named(sp.Name), rp)
+	})
+}
+
+// askEach asks about every enabled spec at once and collects the answers.
+func askEach(specs []Spec, ask func(Spec) (warnings []string, err error)) Validation {
 	v := Validation{Errors: map[string]error{}, Warnings: map[string][]string{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -58,14 +66,12 @@ func ValidateConfigs(ctx context.Context, specs []Spec, opts Options) Validation
 		if !sp.Enabled {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			warn, err := validateLaunched(ctx, sp, &opts, opts.Logger.Named(sp.Name), rp)
+		wg.Go(func() {
+			warn, err := ask(sp)
 			mu.Lock()
 			v.add(sp.Name, err, warn)
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	return v
@@ -113,50 +119,32 @@ func nameWarnings(sp Spec, info sdk.Info) []string {
 // plugin with the same binary is asked in its own process; any other is
 // started just for the question. agent is the new agent settings.
 func (s *Supervisor) Validate(ctx context.Context, specs []Spec, agent sdk.AgentSettings) Validation {
-	v := Validation{Errors: map[string]error{}, Warnings: map[string][]string{}}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	opts := s.opts
 	opts.Agent = agent
-	for _, sp := range specs {
-		if !sp.Enabled {
-			continue
-		}
-		var inst *instance
-		if m, err := s.get(sp.Name); err == nil {
-			m.mu.Lock()
-			if m.inst != nil && m.spec.sameProcess(sp) {
-				inst = m.inst
-			}
-			m.mu.Unlock()
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			var warn []string
+	return askEach(specs, func(sp Spec) ([]string, error) {
+		if inst := s.runningAs(sp); inst != nil {
+			err := dryRun(ctx, inst, sp, agent)
 			var ce *sdk.ConfigError
-			if inst != nil {
-				err = dryRun(ctx, inst, sp, agent)
+			if err == nil || errors.As(err, &ce) {
+				return nil, err
 			}
-			if inst == nil || err != nil && !errors.As(err, &ce) {
-				// Not running, or gone while asked: ask a process of its own.
-				warn, err = validateLaunched(ctx, sp, &opts, s.opts.Logger.Named(sp.Name), s.reaper)
-			}
-			mu.Lock()
-			v.add(sp.Name, err, warn)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return v
+		}
+		// Not running, or gone while asked: ask a process of its own.
+		return validateLaunched(ctx, sp, &opts, s.opts.Logger.Named(sp.Name), s.reaper)
+	})
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+// runningAs is the running instance of sp's plugin when it runs sp's
+// binary, else nil.
+func (s *Supervisor) runningAs(sp Spec) *instance {
+	m, err := s.get(sp.Name)
+	if err != nil {
+		return nil
 	}
-	sort.Strings(out)
-	return out
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inst != nil && m.spec.sameProcess(sp) {
+		return m.inst
+	}
+	return nil
 }
