@@ -34,7 +34,6 @@ import (
 // Defaults of Options.
 const (
 	DefaultMaxHistory = 100
-	DefaultMaxRetries = 3
 	// DefaultMaxTries bounds the candidates tried per pool when addresses
 	// turn out to be in use on the wire.
 	DefaultMaxTries = 5
