@@ -335,7 +335,8 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 			continue
 		}
-		if att.State != StateAllocated || att.Netns == "" || (att.Node != "" && att.Node != m.node) {
+		// Another node's allocations were dealt with above.
+		if att.State != StateAllocated || att.Netns == "" {
 			continue
 		}
 		res.Checked++
