@@ -1097,21 +1097,32 @@ func (a *allocation) rollback() {
 // dropReservation deletes a reserved attachment and its reserved address
 // records, only if the attachment is still at rev.
 func (m *IPAM) dropReservation(ctx context.Context, key AttachmentKey, rev int64, att Attachment) error {
+	conds, ops, err := m.dropOps(ctx, key, rev, att)
+	if err != nil {
+		return err
+	}
+	_, err = m.store.Commit(ctx, conds, ops)
+	return err
+}
+
+// dropOps returns the compares and deletes that remove key's attachment
+// att, only if it is still at rev, with the address records it still owns
+// (each at the revision read now).
+func (m *IPAM) dropOps(ctx context.Context, key AttachmentKey, rev int64, att Attachment) ([]Cond, []Op, error) {
 	conds := []Cond{{Key: attachmentKey(key), Revision: rev}}
 	ops := []Op{{Key: attachmentKey(key), Delete: true}}
 	for _, ip := range att.Addresses {
 		k := addrKey(ip.Pool, ip.Address.Addr())
 		e, err := m.store.Get(ctx, k)
 		if err != nil {
-			return err
+			return nil, nil, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)
 		}
 		if owned(e, key) {
 			conds = append(conds, Cond{Key: k, Revision: e.Revision})
 			ops = append(ops, Op{Key: k, Delete: true})
 		}
 	}
-	_, err := m.store.Commit(ctx, conds, ops)
-	return err
+	return conds, ops, nil
 }
 
 func owned(e Entry, key AttachmentKey) bool {

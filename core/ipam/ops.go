@@ -34,18 +34,9 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 			return Attachment{}, false, nil
 		}
 		att := cur.att
-		conds := []Cond{{Key: attachmentKey(key), Revision: cur.rev}}
-		ops := []Op{{Key: attachmentKey(key), Delete: true}}
-		for _, ip := range att.Addresses {
-			k := addrKey(ip.Pool, ip.Address.Addr())
-			e, err := m.store.Get(ctx, k)
-			if err != nil {
-				return Attachment{}, false, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)
-			}
-			if owned(e, key) {
-				conds = append(conds, Cond{Key: k, Revision: e.Revision})
-				ops = append(ops, Op{Key: k, Delete: true})
-			}
+		conds, ops, err := m.dropOps(ctx, key, cur.rev, att)
+		if err != nil {
+			return Attachment{}, false, err
 		}
 		if att.State == StateAllocated && att.Workload != "" {
 			ep, epRev, err := m.getEndpoint(ctx, att.Workload)
