@@ -848,38 +848,17 @@ func (a *allocation) commit(ctx context.Context) error {
 			conds = append(conds, Cond{Key: addrKey(ip.Pool, addr), Revision: a.addrRev[addr]})
 			ops = append(ops, Op{Key: addrKey(ip.Pool, addr), Value: val})
 		}
-		_, err = m.store.Commit(ctx, conds, ops)
-		if errors.Is(err, ErrCompareFailed) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			if gerr != nil {
-				return fmt.Errorf("re-read after a lost race: %w", gerr)
-			}
-			if cur.Revision != a.attRev {
-				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "the reservation of container %s interface %s was released meanwhile; try again", a.key.ContainerID, a.key.Interface)
-			}
-			// Most likely the workload's endpoint changed under us.
-			if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
-				return err
-			}
-			continue
-		}
-		if errors.Is(err, ErrOutcomeUnknown) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			switch {
-			case gerr != nil:
-				return fmt.Errorf("record the allocation: %w (and the re-read failed: %v)", err, gerr)
-			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
-				a.att = final
-				return nil
-			case cur.Revision == a.attRev:
-				if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
-					return err
-				}
+		if _, err := m.store.Commit(ctx, conds, ops); err != nil {
+			// A lost compare is most likely the workload's endpoint changed
+			// under us: settle retries it, as an answer lost in transit of
+			// a commit that did not land.
+			_, err = a.settle(ctx, err, attVal, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload)
+			if errors.Is(err, errRetry) {
 				continue
 			}
-		}
-		if err != nil {
-			return fmt.Errorf("record the allocation: %w", err)
+			if err != nil {
+				return err
+			}
 		}
 		a.att = final
 		return nil
