@@ -481,8 +481,7 @@ func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	a.retries++
 	a.m.metrics.RetrySpent(pool)
 	if a.retries > a.m.retries {
-		return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: a.skipped,
-			Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, a.retries, a.m.retries)}
+		return a.m.retriesSpent(what, a.retries, a.skipped)
 	}
 	// Jitter before the retry: writers on other nodes that lost the same
 	// race would otherwise meet again at once (full jitter, growing).
@@ -494,6 +493,13 @@ func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	case <-t.C:
 	}
 	return nil
+}
+
+// retriesSpent is the try-again answer once another writer won lost
+// compares in a row and ipam.update_max_retries allows no more.
+func (m *IPAM) retriesSpent(what string, lost int, skipped []SkippedIP) *Error {
+	return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: skipped,
+		Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, lost, m.retries)}
 }
 
 // retryJitter is the upper bound of the wait before the first retry of a

@@ -68,8 +68,7 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 			}
 			m.metrics.RetrySpent(pool)
 			if try >= m.retries {
-				return Attachment{}, false, &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain,
-					Msg: fmt.Sprintf("release container %s interface %s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", key.ContainerID, key.Interface, try+1, m.retries)}
+				return Attachment{}, false, m.retriesSpent(fmt.Sprintf("release container %s interface %s", key.ContainerID, key.Interface), try+1, nil)
 			}
 			continue
 		}
