@@ -209,32 +209,23 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 func describeJSONError(field string, err error) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
-	switch {
-	case errors.As(err, &te):
-		f := field
-		if te.Field != "" {
-			if f != "" {
-				f += "."
-			}
-			f += te.Field
+	isType := errors.As(err, &te)
+	if isType && te.Field != "" {
+		if field != "" {
+			field += "."
 		}
-		if f == "" {
-			f = "netconf"
-		}
-		return confErr(f, "is a JSON %s; want %s", te.Value, goTypeName(te.Type.String()))
-	case errors.As(err, &se):
-		if field == "" {
-			field = "netconf"
-		}
-		return confErr(field, "is not valid JSON (at byte %d): %v", se.Offset, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		if field == "" {
-			field = "netconf"
-		}
-		return confErr(field, "ends early: the JSON is cut off")
+		field += te.Field
 	}
 	if field == "" {
 		field = "netconf"
+	}
+	switch {
+	case isType:
+		return confErr(field, "is a JSON %s; want %s", te.Value, goTypeName(te.Type.String()))
+	case errors.As(err, &se):
+		return confErr(field, "is not valid JSON (at byte %d): %v", se.Offset, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return confErr(field, "ends early: the JSON is cut off")
 	}
 	return confErr(field, "%v", err)
 }

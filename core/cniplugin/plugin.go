@@ -494,8 +494,6 @@ func agentError(err error) *types.Error {
 // apiCode is the CNI code of an error answer of the agent.
 func apiCode(ae *ipamapi.APIError) uint {
 	switch ae.Code {
-	case ipamapi.CodeTryAgain, ipamapi.CodeNotReady:
-		return types.ErrTryAgainLater
 	case ipamapi.CodeBadRequest:
 		if strings.HasPrefix(ae.Field, "pools") {
 			return types.ErrInvalidNetworkConfig
@@ -520,9 +518,9 @@ func apiCode(ae *ipamapi.APIError) uint {
 	case ipamapi.CodeNotFound:
 		return types.ErrUnknownContainer
 	}
-	// 503 (net/http's StatusServiceUnavailable; net/http is not linked,
-	// see ipamapi's wire.go): the agent is up but cannot serve yet.
-	if ae.Status == 503 {
+	// try_again, not_ready or a 503: the agent is up but cannot serve yet
+	// (ipamapi's one rule for what a caller may retry).
+	if ae.TryAgain() {
 		return types.ErrTryAgainLater
 	}
 	return types.ErrInternal

@@ -34,7 +34,6 @@ import (
 // Defaults of Options.
 const (
 	DefaultMaxHistory = 100
-	DefaultMaxRetries = 3
 	// DefaultMaxTries bounds the candidates tried per pool when addresses
 	// turn out to be in use on the wire.
 	DefaultMaxTries = 5
@@ -482,8 +481,7 @@ func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	a.retries++
 	a.m.metrics.RetrySpent(pool)
 	if a.retries > a.m.retries {
-		return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: a.skipped,
-			Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, a.retries, a.m.retries)}
+		return a.m.retriesSpent(what, a.retries, a.skipped)
 	}
 	// Jitter before the retry: writers on other nodes that lost the same
 	// race would otherwise meet again at once (full jitter, growing).
@@ -495,6 +493,13 @@ func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 	case <-t.C:
 	}
 	return nil
+}
+
+// retriesSpent is the try-again answer once another writer won lost
+// compares in a row and ipam.update_max_retries allows no more.
+func (m *IPAM) retriesSpent(what string, lost int, skipped []SkippedIP) *Error {
+	return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: skipped,
+		Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, lost, m.retries)}
 }
 
 // retryJitter is the upper bound of the wait before the first retry of a
@@ -849,38 +854,17 @@ func (a *allocation) commit(ctx context.Context) error {
 			conds = append(conds, Cond{Key: addrKey(ip.Pool, addr), Revision: a.addrRev[addr]})
 			ops = append(ops, Op{Key: addrKey(ip.Pool, addr), Value: val})
 		}
-		_, err = m.store.Commit(ctx, conds, ops)
-		if errors.Is(err, ErrCompareFailed) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			if gerr != nil {
-				return fmt.Errorf("re-read after a lost race: %w", gerr)
-			}
-			if cur.Revision != a.attRev {
-				return ipamErr(ipamapi.CodeTryAgain, a.skipped, "the reservation of container %s interface %s was released meanwhile; try again", a.key.ContainerID, a.key.Interface)
-			}
-			// Most likely the workload's endpoint changed under us.
-			if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload); err != nil {
-				return err
-			}
-			continue
-		}
-		if errors.Is(err, ErrOutcomeUnknown) {
-			cur, gerr := m.store.Get(ctx, attachmentKey(a.key))
-			switch {
-			case gerr != nil:
-				return fmt.Errorf("record the allocation: %w (and the re-read failed: %v)", err, gerr)
-			case cur.Revision != a.attRev && string(cur.Value) == string(attVal):
-				a.att = final
-				return nil
-			case cur.Revision == a.attRev:
-				if err := a.spendRetry(ctx, final.Addresses[0].Pool, "record the allocation (outcome unknown)"); err != nil {
-					return err
-				}
+		if _, err := m.store.Commit(ctx, conds, ops); err != nil {
+			// A lost compare is most likely the workload's endpoint changed
+			// under us: settle retries it, as an answer lost in transit of
+			// a commit that did not land.
+			_, err = a.settle(ctx, err, attVal, final.Addresses[0].Pool, "record the allocation in workload "+a.req.Workload)
+			if errors.Is(err, errRetry) {
 				continue
 			}
-		}
-		if err != nil {
-			return fmt.Errorf("record the allocation: %w", err)
+			if err != nil {
+				return err
+			}
 		}
 		a.att = final
 		return nil
@@ -1098,21 +1082,32 @@ func (a *allocation) rollback() {
 // dropReservation deletes a reserved attachment and its reserved address
 // records, only if the attachment is still at rev.
 func (m *IPAM) dropReservation(ctx context.Context, key AttachmentKey, rev int64, att Attachment) error {
+	conds, ops, err := m.dropOps(ctx, key, rev, att)
+	if err != nil {
+		return err
+	}
+	_, err = m.store.Commit(ctx, conds, ops)
+	return err
+}
+
+// dropOps returns the compares and deletes that remove key's attachment
+// att, only if it is still at rev, with the address records it still owns
+// (each at the revision read now).
+func (m *IPAM) dropOps(ctx context.Context, key AttachmentKey, rev int64, att Attachment) ([]Cond, []Op, error) {
 	conds := []Cond{{Key: attachmentKey(key), Revision: rev}}
 	ops := []Op{{Key: attachmentKey(key), Delete: true}}
 	for _, ip := range att.Addresses {
 		k := addrKey(ip.Pool, ip.Address.Addr())
 		e, err := m.store.Get(ctx, k)
 		if err != nil {
-			return err
+			return nil, nil, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)
 		}
 		if owned(e, key) {
 			conds = append(conds, Cond{Key: k, Revision: e.Revision})
 			ops = append(ops, Op{Key: k, Delete: true})
 		}
 	}
-	_, err := m.store.Commit(ctx, conds, ops)
-	return err
+	return conds, ops, nil
 }
 
 func owned(e Entry, key AttachmentKey) bool {

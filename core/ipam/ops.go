@@ -34,18 +34,9 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 			return Attachment{}, false, nil
 		}
 		att := cur.att
-		conds := []Cond{{Key: attachmentKey(key), Revision: cur.rev}}
-		ops := []Op{{Key: attachmentKey(key), Delete: true}}
-		for _, ip := range att.Addresses {
-			k := addrKey(ip.Pool, ip.Address.Addr())
-			e, err := m.store.Get(ctx, k)
-			if err != nil {
-				return Attachment{}, false, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)
-			}
-			if owned(e, key) {
-				conds = append(conds, Cond{Key: k, Revision: e.Revision})
-				ops = append(ops, Op{Key: k, Delete: true})
-			}
+		conds, ops, err := m.dropOps(ctx, key, cur.rev, att)
+		if err != nil {
+			return Attachment{}, false, err
 		}
 		if att.State == StateAllocated && att.Workload != "" {
 			ep, epRev, err := m.getEndpoint(ctx, att.Workload)
@@ -77,8 +68,7 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 			}
 			m.metrics.RetrySpent(pool)
 			if try >= m.retries {
-				return Attachment{}, false, &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain,
-					Msg: fmt.Sprintf("release container %s interface %s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", key.ContainerID, key.Interface, try+1, m.retries)}
+				return Attachment{}, false, m.retriesSpent(fmt.Sprintf("release container %s interface %s", key.ContainerID, key.Interface), try+1, nil)
 			}
 			continue
 		}
@@ -335,7 +325,8 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 			continue
 		}
-		if att.State != StateAllocated || att.Netns == "" || (att.Node != "" && att.Node != m.node) {
+		// Another node's allocations were dealt with above.
+		if att.State != StateAllocated || att.Netns == "" {
 			continue
 		}
 		res.Checked++

@@ -226,7 +226,7 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 		include = []span{prefixSpan(subnet)}
 	}
 	for i, r := range spec.Ranges {
-		s, err := ParseRange(r, subnet)
+		s, err := parseRange(r, subnet)
 		if err != nil {
 			return nil, bad(fmt.Sprintf("ranges[%d]", i), "%v", err)
 		}
@@ -234,7 +234,7 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	}
 	var exclude []span
 	for i, r := range spec.Exclude {
-		s, err := ParseRange(r, subnet)
+		s, err := parseRange(r, subnet)
 		if err != nil {
 			return nil, bad(fmt.Sprintf("exclude[%d]", i), "%v", err)
 		}
@@ -270,9 +270,9 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	return p, nil
 }
 
-// ParseRange reads "a-b" (inclusive, a <= b), a single address, or a CIDR,
+// parseRange reads "a-b" (inclusive, a <= b), a single address, or a CIDR,
 // all inside subnet.
-func ParseRange(s string, subnet netip.Prefix) (span, error) {
+func parseRange(s string, subnet netip.Prefix) (span, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return span{}, errors.New("empty range")

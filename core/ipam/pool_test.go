@@ -101,13 +101,13 @@ func FuzzParseRange(f *testing.F) {
 			return
 		}
 		sn = sn.Masked()
-		s, err := ParseRange(r, sn)
+		s, err := parseRange(r, sn)
 		if err != nil {
 			return
 		}
 		is4 := sn.Addr().Is4()
 		if s.hi.less(s.lo) || !sn.Contains(s.lo.addr(is4)) || !sn.Contains(s.hi.addr(is4)) {
-			t.Fatalf("ParseRange(%q, %s) = [%s, %s]", r, sn, s.lo.addr(is4), s.hi.addr(is4))
+			t.Fatalf("parseRange(%q, %s) = [%s, %s]", r, sn, s.lo.addr(is4), s.hi.addr(is4))
 		}
 		p, err := NewPool(PoolSpec{Name: "f", Subnet: sn.String(), Ranges: []string{r}}, 4096)
 		if err != nil {

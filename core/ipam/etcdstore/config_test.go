@@ -164,3 +164,24 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// TestCloseBeforeConnected: with authentication on, New returns a store
+// that is not connected yet when no member answers (the agent starts while
+// etcd is down); closing it then (the agent stops before etcd is back)
+// must not panic on the missing client.
+func TestCloseBeforeConnected(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := etcdstore.New(context.Background(), etcdstore.Config{Endpoints: []string{"http://127.0.0.1:1"}, Username: "root", PasswordFile: pw, DialTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New while etcd is down: %v", err)
+	}
+	if s.Client() != nil {
+		t.Fatal("connected to nothing")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}

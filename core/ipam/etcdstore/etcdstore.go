@@ -184,14 +184,18 @@ func (s *Store) Config() Config { return s.cfg }
 // connected.
 func (s *Store) Client() *clientv3.Client { return s.c() }
 
-// Close stops the heartbeats (revoking their leases) and closes the client.
+// Close stops the heartbeats (revoking their leases) and closes the client,
+// if it ever connected.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
 	s.bgCancel()
 	s.bgWG.Wait()
-	return s.c().Close()
+	if cli := s.c(); cli != nil {
+		return cli.Close()
+	}
+	return nil
 }
 
 // call starts a call: it refuses a closed store, fails fast while no member

@@ -13,7 +13,3 @@ import (
 type UntrustedPeerError = peercred.UntrustedPeerError
 
 func trustPeer(c *net.UnixConn, path string) error { return peercred.Trust(c, path) }
-
-func trustCred(pid, uid, euid int, path string) error {
-	return peercred.TrustCred(pid, uid, euid, path)
-}

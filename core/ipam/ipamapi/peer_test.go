@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/peercred"
 )
 
 // TestTrustRule: root and our own user are believed; another user only
@@ -28,12 +30,12 @@ func TestTrustRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, uid := range []int{0, 1000} {
-		if err := trustCred(1, uid, 1000, sock); err != nil {
+		if err := peercred.TrustCred(1, uid, 1000, sock); err != nil {
 			t.Errorf("uid %d for a client of uid 1000: %v", uid, err)
 		}
 	}
 	// Another user, files still root's: refused.
-	err := trustCred(42, other, 0, sock)
+	err := peercred.TrustCred(42, other, 0, sock)
 	var up *UntrustedPeerError
 	if !errors.As(err, &up) || up.PID != 42 || !strings.Contains(err.Error(), "socket file belongs to uid 0") {
 		t.Fatalf("%v", err)
@@ -44,14 +46,14 @@ func TestTrustRule(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := trustCred(42, other, 0, sock); err != nil {
+	if err := peercred.TrustCred(42, other, 0, sock); err != nil {
 		t.Fatalf("a directory root handed over: %v", err)
 	}
 	// The directory writable by others: refused.
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if err := trustCred(42, other, 0, sock); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+	if err := peercred.TrustCred(42, other, 0, sock); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
 		t.Fatalf("%v", err)
 	}
 }
