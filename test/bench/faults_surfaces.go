@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -425,34 +422,6 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 // squatEnv makes this program the impostor: it serves the control API on
 // the socket named by the variable and passes every check.
 const squatEnv = "SPIDERPOOL_BENCH_SQUAT_SOCKET"
-
-type impostor struct{}
-
-func (impostor) Status(context.Context) state.Agent {
-	return state.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
-}
-func (impostor) Shutdown(context.Context) error { return nil }
-func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
-	resp := state.CheckResult{Verdict: state.VerdictPass}
-	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
-	}
-	return resp, nil
-}
-
-func squat(path string) int {
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	os.Chmod(path, 0o666)
-	fmt.Println("listening")
-	_ = http.Serve(ln, control.NewHandler(impostor{}, nil))
-	return 1
-}
 
 func execNobody(argv ...string) *exec.Cmd {
 	cmd := exec.Command(argv[0], argv[1:]...)
