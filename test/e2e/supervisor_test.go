@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,31 +112,6 @@ plugin "ip-conflict" { timeout = "10s" }
 	t.Logf("agent exited %v after SIGTERM with a stopped plugin", took)
 }
 
-// marked lists live processes of the binary exe whose environment holds
-// entry.
-func marked(exe, entry string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
-			continue
-		}
-		if agenttest.Alive(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // TestOrphansEndWithTheirPlugin: a plugin that starts a setsid child and
 // dies leaves no process behind, over its restarts and after the agent
 // stops. (One orphan per restart survived.)
@@ -151,7 +124,7 @@ plugin "gateway-detector" { enabled = false }
 plugin "orphan" { path = %q }
 `, bins.Faulty["orphan"])})
 	t.Cleanup(func() {
-		for _, pid := range marked(exe, token) {
+		for _, pid := range agenttest.Marked(exe, token) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -162,7 +135,7 @@ plugin "orphan" { path = %q }
 		if time.Now().After(deadline) {
 			t.Fatalf("the orphan plugin did not spend its restart budget in 60s: %+v", pluginState(t, a, "orphan"))
 		}
-		most = max(most, len(marked(exe, token)))
+		most = max(most, len(agenttest.Marked(exe, token)))
 		time.Sleep(20 * time.Millisecond)
 	}
 	if most > 2 {
@@ -172,14 +145,14 @@ plugin "orphan" { path = %q }
 		t.Errorf("%d restarts, want 3", p.Restarts)
 	}
 	end := time.Now().Add(5 * time.Second)
-	for len(marked(exe, token)) > 0 {
+	for len(agenttest.Marked(exe, token)) > 0 {
 		if time.Now().After(end) {
-			t.Fatalf("orphans alive 5s after the plugin was disabled: %v", marked(exe, token))
+			t.Fatalf("orphans alive 5s after the plugin was disabled: %v", agenttest.Marked(exe, token))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	a.Stop()
-	if left := marked(exe, token); len(left) > 0 {
+	if left := agenttest.Marked(exe, token); len(left) > 0 {
 		t.Errorf("processes left after the agent stopped: %v", left)
 	}
 }
