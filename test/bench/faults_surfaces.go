@@ -40,22 +40,6 @@ func bareNS(s *scope, role string) string {
 	return "/var/run/netns/" + ns
 }
 
-// dialIn opens n TCP connections to 127.0.0.1:port inside nsPath.
-func dialIn(nsPath string, port, n int) ([]net.Conn, error) {
-	var conns []net.Conn
-	err := netlab.DoInNS(nsPath, func() error {
-		for i := 0; i < n; i++ {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second)
-			if err != nil {
-				return fmt.Errorf("connection %d: %w", i, err)
-			}
-			conns = append(conns, c)
-		}
-		return nil
-	})
-	return conns, err
-}
-
 func closeConns(conns []net.Conn) {
 	for _, c := range conns {
 		c.Close()
@@ -74,7 +58,7 @@ func surfGops(s *scope, b *bins) faultRow {
 	ns := bareNS(s, "gops")
 	a := startAgent(s, b, agentOpts{name: "gops-off", nsPath: ns, config: "gops_port = 0\n"})
 	a.waitReady(60 * time.Second)
-	_, dialErr := dialIn(ns, 5712, 1)
+	_, dialErr := netlab.DialIn(ns, 5712, 1)
 	heap := filepath.Join(s.TempDir(), "heap.pprof")
 	hc, ht, hout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "heap", "--socket", a.socket, "-o", heap)
 	cpu := filepath.Join(s.TempDir(), "cpu.pprof")
@@ -193,7 +177,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "slow", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	conns, err := dialIn(ns, a.health, slowHealth)
+	conns, err := netlab.DialIn(ns, a.health, slowHealth)
 	defer closeConns(conns)
 	if err != nil {
 		row.did = "could not open the connections: " + err.Error()
@@ -390,7 +374,7 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 		}
 	}
 	warns0 := strings.Count(a.Log(), "[WARN]")
-	conns, err := dialIn(ns, 5711, 20)
+	conns, err := netlab.DialIn(ns, 5711, 20)
 	if err != nil {
 		row.did = err.Error()
 		return row
