@@ -59,25 +59,7 @@ func TestCheckRefusesSocketSquattedByNobody(t *testing.T) {
 	copyFile(t, self, bin, 0o755)
 	sock := filepath.Join(run, "spiderpool.sock")
 
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), squatEnv+"="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	line := make([]byte, len("listening"))
-	if _, err := io.ReadFull(stdout, line); err != nil {
-		t.Fatalf("the impostor did not start: %v", err)
-	}
+	startImpostor(t, bin, sock, nobody)
 	if fi, err := os.Lstat(sock); err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody {
 		t.Fatalf("the impostor's socket is not nobody's: %v", err)
 	}
@@ -167,8 +149,8 @@ func TestStatusWarnsAboutGops(t *testing.T) {
 	}
 }
 
-// startImpostor runs this test binary as uid on sock (see squat) until the
-// test ends.
+// startImpostor runs this test binary as uid on sock (see TestMain and
+// agenttest.Squat) until the test ends.
 func startImpostor(t *testing.T, bin, sock string, uid int) {
 	t.Helper()
 	cmd := exec.Command(bin)
