@@ -194,7 +194,7 @@ plugin "ip-conflict" { timeout = "10s" }
 		}
 		_ = syscall.Kill(p.PID, syscall.SIGSTOP)
 		t0 := time.Now()
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		_ = a.Cmd.Process.Signal(syscall.SIGTERM)
 		exited := true
 		select {
 		case <-a.Done():

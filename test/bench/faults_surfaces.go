@@ -60,10 +60,10 @@ func surfGops(s *scope, b *bins) faultRow {
 	a.waitReady(60 * time.Second)
 	_, dialErr := netlab.DialIn(ns, 5712, 1)
 	heap := filepath.Join(s.TempDir(), "heap.pprof")
-	hc, ht, hout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "heap", "--socket", a.socket, "-o", heap)
+	hc, ht, hout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "heap", "--socket", a.Socket, "-o", heap)
 	cpu := filepath.Join(s.TempDir(), "cpu.pprof")
-	cc, ct, cout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "cpu", "--seconds", "1", "--socket", a.socket, "-o", cpu)
-	nc, _, nout := asNobody(ns, b.agent, "debug", "pprof", "heap", "--socket", a.socket, "-o", "-")
+	cc, ct, cout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "cpu", "--seconds", "1", "--socket", a.Socket, "-o", cpu)
+	nc, _, nout := asNobody(ns, b.agent, "debug", "pprof", "heap", "--socket", a.Socket, "-o", "-")
 	hsz, csz := fileSize(heap), fileSize(cpu)
 	a.stop()
 
@@ -97,7 +97,7 @@ func surfLivenessStorm(s *scope, b *bins) faultRow {
 		row.did = "could not make the sockets: " + err.Error()
 		return row
 	}
-	codes, took := connectAndRequest(fds, a.health, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
+	codes, took := connectAndRequest(fds, a.Health, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
 	row.did = fmt.Sprintf("answers: %v", codes)
 	row.numbers = fmt.Sprintf("%d probes in %s ms; agent RSS %d → %d KiB", probes, ms(took), rss0, rssKiB(a.pid()))
 	row.held = codes["200"] == probes
@@ -177,7 +177,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "slow", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	conns, err := netlab.DialIn(ns, a.health, slowHealth)
+	conns, err := netlab.DialIn(ns, a.Health, slowHealth)
 	defer closeConns(conns)
 	if err != nil {
 		row.did = "could not open the connections: " + err.Error()
@@ -187,7 +187,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 		io.WriteString(c, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nX-Slow: ")
 	}
 	for i := 0; i < slowControl; i++ {
-		c, err := net.Dial("unix", a.socket)
+		c, err := net.Dial("unix", a.Socket)
 		if err != nil {
 			row.did = "control socket: " + err.Error()
 			return row
@@ -224,7 +224,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 	// Liveness while they are held (the probes queue behind at most
 	// 1024 held health connections, cut after 5 s).
 	lt0 := time.Now()
-	lres, lerr := a.httpClient(30 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/v1/runtime/liveness", a.health))
+	lres, lerr := a.httpClient(30 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/v1/runtime/liveness", a.Health))
 	lcode, ltook := 0, time.Since(lt0)
 	if lerr == nil {
 		lcode = lres.StatusCode
@@ -250,7 +250,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "hup", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	zz := filepath.Join(a.dir, "zz.hcl")
+	zz := filepath.Join(a.Dir, "zz.hcl")
 	makers := []struct {
 		name string
 		make func() error
@@ -270,7 +270,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 			return row
 		}
 		before := strings.Count(a.Log(), "reload failed")
-		_ = a.cmd.Process.Signal(syscall.SIGHUP)
+		_ = a.Cmd.Process.Signal(syscall.SIGHUP)
 		deadline := time.Now().Add(30 * time.Second)
 		for strings.Count(a.Log(), "reload failed") == before && time.Now().Before(deadline) {
 			polls++
@@ -292,7 +292,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	}
 	rss1 := rssKiB(a.pid())
 	t0 := time.Now()
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
 	stopped := false
 	select {
 	case <-a.Done():
