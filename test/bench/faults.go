@@ -370,12 +370,7 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 	time.Sleep(time.Second)
 	tSig := time.Now()
 	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
-	exited := true
-	select {
-	case <-a.Done():
-	case <-time.After(20 * time.Second):
-		exited = false
-	}
+	_, exited := a.ExitCode(20 * time.Second)
 	time.Sleep(100 * time.Millisecond)
 	rs := g.stopLoad()
 	var inflight, after []result

@@ -195,12 +195,7 @@ plugin "ip-conflict" { timeout = "10s" }
 		_ = syscall.Kill(p.PID, syscall.SIGSTOP)
 		t0 := time.Now()
 		_ = a.Cmd.Process.Signal(syscall.SIGTERM)
-		exited := true
-		select {
-		case <-a.Done():
-		case <-time.After(20 * time.Second):
-			exited = false
-		}
+		_, exited := a.ExitCode(20 * time.Second)
 		took := time.Since(t0)
 		time.Sleep(100 * time.Millisecond)
 		alive := agenttest.Alive(p.PID)

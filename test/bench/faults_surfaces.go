@@ -293,12 +293,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	rss1 := rssKiB(a.pid())
 	t0 := time.Now()
 	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
-	stopped := false
-	select {
-	case <-a.Done():
-		stopped = true
-	case <-time.After(30 * time.Second):
-	}
+	_, stopped := a.ExitCode(30 * time.Second)
 	row.did = strings.Join(said, "; ") + fmt.Sprintf("; SIGTERM: %s", map[bool]string{true: "stopped", false: "IGNORED"}[stopped])
 	row.numbers = fmt.Sprintf("liveness %d non-200 of %d polls; RSS %d → %d KiB; stop in %s ms", live503, polls, rss0, rss1, ms(time.Since(t0)))
 	row.held = ok && stopped && live503 == 0 && a.Exited().Code == 0
