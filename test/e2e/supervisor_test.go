@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // sigstop stops pid and kills it when the test ends. A pid <= 0 would
@@ -23,6 +24,13 @@ func sigstop(t *testing.T, pid int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+// waitGone fails the test unless the stopped plugin pid has ended within
+// 5s; when says after what.
+func waitGone(t *testing.T, pid int, when string) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, fmt.Sprintf("the stopped plugin %d to end %s", pid, when), poll.Bool(func() bool { return !agenttest.Alive(pid) }))
 }
 
 // TestStoppedPluginIsReplaced: SIGSTOP of a real plugin under the real
@@ -49,13 +57,7 @@ plugin "ip-conflict" { timeout = "500ms" }
 	if !strings.Contains(after.LastError, "missed 3 health checks") {
 		t.Errorf("last error %q does not say why", after.LastError)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for agenttest.Alive(victim.PID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stopped plugin %d is still there 5s after its replacement", victim.PID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGone(t, victim.PID, "after its replacement")
 	// status says which limits the plugins run under.
 	// Plugin cgroups are in force where the agent sees a cgroup file
 	// system. `ip netns exec`, which starts the agent here, mounts a
@@ -102,13 +104,7 @@ plugin "ip-conflict" { timeout = "10s" }
 	if took > 5*time.Second {
 		t.Errorf("stopped in %v, want shutdown_timeout (2s) plus a little", took)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for agenttest.Alive(victim.PID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stopped plugin %d outlived the agent", victim.PID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGone(t, victim.PID, "after the agent exited")
 	t.Logf("agent exited %v after SIGTERM with a stopped plugin", took)
 }
 
