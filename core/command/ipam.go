@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -41,7 +42,7 @@ func (c *ipamCommand) Help() string {
 	return `Usage: spiderpool-agent ipam <subcommand> [options]
 
 Talks to the running agent's IPAM over the control socket. The agent needs
---ipam-config-dir (packaged: /etc/spiderpool/ipam.d) for IPAM to be on.
+--ipam-config-dir (packaged: ` + config.DefaultIPAMConfigDir + `) for IPAM to be on.
 
   pools      size, allocated, reserved, quarantined and free of each pool
   allocate   allocate addresses (for scripts and VMs that do not use CNI)
