@@ -271,13 +271,8 @@ func (c *ipamShowCommand) Run(args []string) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		operand, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(c.env.Stdout, c.Help())
-			return ExitOK
-		}
-		fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", err, c.Help())
-		return ExitUsage
+	if code, ok := parseFlags(fs, args, c.env, c.Help()); !ok {
+		return code
 	}
 	rest := fs.Args()
 	if operand == "" && len(rest) > 0 {
