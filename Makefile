@@ -12,10 +12,7 @@ BIN      := bin
 # agent runs once per built-in. plugins/cmd/spiderpool-plugins (the set alone)
 # and the per-plugin mains (plugins/NAME/cmd) still build for anyone who
 # wants them apart.
-PLUGINS  := sysctl-tuner ip-conflict gateway-detector
 PREFIX   ?= /usr/local
-# The CNI IPAM plugin: runtimes look for plugins in /opt/cni/bin, whatever
-# PREFIX is.
 # Build tags of the agent's executable: leave out what it links but never
 # uses - gRPC's x/net/trace event log (off unless a program turns it on) and
 # net/http's bundled HTTP/2 (every server of the agent speaks HTTP/1.1; gRPC
@@ -23,6 +20,8 @@ PREFIX   ?= /usr/local
 # test/agenttest builds the agent with the same tags (test/layout checks).
 AGENT_TAGS := grpcnotrace,nethttpomithttp2
 CNI_LDFLAGS := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/cniplugin.Version=$(VERSION)
+# The CNI IPAM plugin: runtimes look for plugins in /opt/cni/bin, whatever
+# PREFIX is.
 CNIBINDIR ?= /opt/cni/bin
 DESTDIR  ?=
 

@@ -94,16 +94,25 @@ func newFlags(name string) *flag.FlagSet {
 // parse parses args and reports a usage error (exit 2) with the command's
 // help. It also refuses stray arguments.
 func parse(fs *flag.FlagSet, args []string, env Env, help string) (int, bool) {
+	if code, ok := parseFlags(fs, args, env, help); !ok {
+		return code, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.Stderr, "unexpected argument %q\n\n%s\n", fs.Arg(0), help)
+		return ExitUsage, false
+	}
+	return 0, true
+}
+
+// parseFlags is parse for a command that takes operands: the arguments
+// after the flags are left in fs.Args().
+func parseFlags(fs *flag.FlagSet, args []string, env Env, help string) (int, bool) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(env.Stdout, help)
 			return ExitOK, false
 		}
 		fmt.Fprintf(env.Stderr, "%v\n\n%s\n", err, help)
-		return ExitUsage, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(env.Stderr, "unexpected argument %q\n\n%s\n", fs.Arg(0), help)
 		return ExitUsage, false
 	}
 	return 0, true

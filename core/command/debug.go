@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,11 +63,7 @@ func (c *debugPprofCommand) Run(args []string) int {
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	known := false
-	for _, p := range control.Profiles {
-		known = known || p == name
-	}
-	if !known {
+	if !slices.Contains(control.Profiles, name) {
 		fmt.Fprintf(c.env.Stderr, "unknown profile %q: want one of %s\n\n%s\n", name, strings.Join(control.Profiles, ", "), c.Help())
 		return ExitUsage
 	}

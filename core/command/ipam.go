@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -41,7 +42,7 @@ func (c *ipamCommand) Help() string {
 	return `Usage: spiderpool-agent ipam <subcommand> [options]
 
 Talks to the running agent's IPAM over the control socket. The agent needs
---ipam-config-dir (packaged: /etc/spiderpool/ipam.d) for IPAM to be on.
+--ipam-config-dir (packaged: ` + config.DefaultIPAMConfigDir + `) for IPAM to be on.
 
   pools      size, allocated, reserved, quarantined and free of each pool
   allocate   allocate addresses (for scripts and VMs that do not use CNI)
@@ -270,13 +271,8 @@ func (c *ipamShowCommand) Run(args []string) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		operand, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(c.env.Stdout, c.Help())
-			return ExitOK
-		}
-		fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", err, c.Help())
-		return ExitUsage
+	if code, ok := parseFlags(fs, args, c.env, c.Help()); !ok {
+		return code
 	}
 	rest := fs.Args()
 	if operand == "" && len(rest) > 0 {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // squatEnv makes the test binary act as an impostor agent (see TestMain).
@@ -24,40 +23,9 @@ const squatEnv = "SPIDERPOOL_TEST_SQUAT_SOCKET"
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(squatEnv); path != "" {
-		os.Exit(squat(path))
+		os.Exit(agenttest.Squat(path))
 	}
 	os.Exit(m.Run())
-}
-
-// impostor answers as an agent would, and passes every check.
-type impostor struct{}
-
-func (impostor) Status(context.Context) state.Agent {
-	return state.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
-}
-func (impostor) Shutdown(context.Context) error { return nil }
-func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
-	resp := state.CheckResult{Verdict: state.VerdictPass}
-	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
-	}
-	return resp, nil
-}
-
-// squat listens on path (without control.Listen, which would refuse the
-// directory) and serves the control API of an impostor, until killed.
-func squat(path string) int {
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	os.Chmod(path, 0o666)
-	fmt.Println("listening")
-	http.Serve(ln, control.NewHandler(impostor{}, nil))
-	return 1
 }
 
 // Issue 10 item 10: with the socket directory world-writable, a process of
@@ -91,25 +59,7 @@ func TestCheckRefusesSocketSquattedByNobody(t *testing.T) {
 	copyFile(t, self, bin, 0o755)
 	sock := filepath.Join(run, "spiderpool.sock")
 
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), squatEnv+"="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}, Pdeathsig: syscall.SIGKILL}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	line := make([]byte, len("listening"))
-	if _, err := io.ReadFull(stdout, line); err != nil {
-		t.Fatalf("the impostor did not start: %v", err)
-	}
+	startImpostor(t, bin, sock, nobody)
 	if fi, err := os.Lstat(sock); err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody {
 		t.Fatalf("the impostor's socket is not nobody's: %v", err)
 	}
@@ -161,7 +111,7 @@ func TestDebugPprof(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- httpserve.Serve(ctx, ln, control.NewHandler(impostor{}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, control.NewHandler(agenttest.Impostor{}, nil)) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	out := filepath.Join(dir, "heap.pprof")
@@ -199,8 +149,8 @@ func TestStatusWarnsAboutGops(t *testing.T) {
 	}
 }
 
-// startImpostor runs this test binary as uid on sock (see squat) until the
-// test ends.
+// startImpostor runs this test binary as uid on sock (see TestMain and
+// agenttest.Squat) until the test ends.
 func startImpostor(t *testing.T, bin, sock string, uid int) {
 	t.Helper()
 	cmd := exec.Command(bin)

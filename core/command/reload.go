@@ -36,10 +36,11 @@ func (c *reloadCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	if err := (&control.Client{SocketPath: *socket}).Reload(ctx); err != nil {
+	cl := &control.Client{SocketPath: *socket}
+	if err := cl.Reload(ctx); err != nil {
 		return fail(c.env, "%v", err)
 	}
-	st, err := (&control.Client{SocketPath: *socket}).Status(ctx)
+	st, err := cl.Status(ctx)
 	if err != nil {
 		fmt.Fprintln(c.env.Stdout, "configuration reloaded")
 		return ExitOK

@@ -23,7 +23,7 @@ var yamlLineRE = regexp.MustCompile(`line (\d+): (.*)`)
 // and records the others in IgnoredConfYMLKeys.
 func (l *loader) loadConfYML(path string) {
 	fileSrc := Source{Kind: KindConfYML, Where: path}
-	data, err := readFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		l.problem(fileSrc, "%s", fileErr(path, err))
 		return

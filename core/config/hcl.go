@@ -86,7 +86,7 @@ func posString(file string, p hcl.Pos) string {
 
 // loadHCL applies one HCL file.
 func (l *loader) loadHCL(path string) {
-	src, err := readFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
 		l.problem(Source{Kind: KindFile, Where: path}, "%s", fileErr(path, err))
 		return

@@ -202,7 +202,7 @@ var globalKeys = []*keySpec{
 		ptr: func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
 	{name: "ipam.db_path", kind: kindString,
 		desc: "file of the embedded IPAM store (bbolt)",
-		want: "an absolute path", check: absPath,
+		want: wantAbsPath, check: absPath,
 		ptr: func(c *Config) any { return &c.IPAM.DBPath }},
 	{name: "ipam.gc_interval", kind: kindDuration,
 		desc: "how often IPAM looks for allocations whose network namespace is gone",
@@ -275,7 +275,7 @@ const maxInt = int(^uint(0) >> 1)
 var pluginKeys = []*keySpec{
 	{name: "enabled", kind: kindBool, want: wantBool, check: anyBool,
 		pptr: func(p *PluginConfig) any { return &p.Enabled }},
-	{name: "path", kind: kindString, want: "an absolute path", check: absPathOrEmpty,
+	{name: "path", kind: kindString, want: wantAbsPath, check: absPathOrEmpty,
 		pptr: func(p *PluginConfig) any { return &p.Path }},
 	{name: "checksum", kind: kindString, want: `a checksum "sha256:" followed by 64 hex digits`, check: checksum,
 		pptr: func(p *PluginConfig) any { return &p.Checksum }},

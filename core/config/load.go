@@ -128,7 +128,7 @@ func (l *loader) discover() (hclFiles []string, confYML string) {
 			continue
 		}
 		// Whatever else is named *.hcl (a directory, a FIFO, a device) is
-		// refused by readFile with an error naming it: skipping it would
+		// refused by ReadFile with an error naming it: skipping it would
 		// silently drop settings the operator meant to give.
 		names = append(names, name)
 	}
@@ -142,7 +142,7 @@ func (l *loader) discover() (hclFiles []string, confYML string) {
 	case err != nil:
 		l.problem(Source{Kind: KindConfYML, Where: yml}, "%s: %v", yml, err)
 	default:
-		confYML = yml // readFile refuses anything but a regular file
+		confYML = yml // ReadFile refuses anything but a regular file
 	}
 	return hclFiles, confYML
 }

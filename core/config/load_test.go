@@ -838,7 +838,14 @@ etcd {
 		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" {
 		t.Fatalf("node %q etcd %+v", c.NodeName, e)
 	}
-	if n, err := (&Config{}).ResolvedNodeName(); err != nil || n == "" {
-		t.Fatalf("default node name %q, %v; want the hostname", n, err)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := (&Config{}).ResolvedNodeName(); err != nil || n != host {
+		t.Fatalf("default node name %q, %v; want the hostname %q", n, err, host)
+	}
+	if n, err := c.ResolvedNodeName(); err != nil || n != "n1" {
+		t.Fatalf("node name %q, %v; want node_name's n1", n, err)
 	}
 }

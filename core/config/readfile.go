@@ -13,11 +13,13 @@ import (
 // huge file or a symlink to /dev/zero cannot exhaust the daemon's memory.
 const MaxFileBytes = 1 << 20 // 1 MiB
 
-// readFile reads one configuration file with bounds: it must be a regular
+// ReadFile reads one configuration file with bounds: it must be a regular
 // file (a symlink to one is fine) of at most MaxFileBytes. It is opened
 // non-blocking, so that a FIFO or a device fails at once with an error
-// naming it instead of hanging the reader (config show, a reload).
-func readFile(path string) ([]byte, error) {
+// naming it instead of hanging the reader (config show, a reload). The IPAM
+// pool files (core/ipam/ipamconfig) are read with it too, so both follow
+// one rule.
+func ReadFile(path string) ([]byte, error) {
 	// O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
@@ -64,7 +66,7 @@ func describeMode(m os.FileMode) string {
 	return "a special file (" + m.Type().String() + ")"
 }
 
-// fileErr words a readFile error so that it names path once.
+// fileErr words a ReadFile error so that it names path once.
 func fileErr(path string, err error) string {
 	if s := err.Error(); strings.Contains(s, path) {
 		return s

@@ -186,11 +186,12 @@ could not be made.`)
 		fmt.Fprintf(w, ".TP\n.B %s\nsets \\fB%s\\fR (default %s).\n", esc(v[0]), esc(v[1]), esc(v[2]))
 	}
 	fmt.Fprintln(w, ".SH CONFIGURATION")
-	fmt.Fprintln(w, `The daemon reads every *.hcl file of \fB\-\-config\-dir\fR (default /tmp/spiderpool/config\-map;
+	fmt.Fprintf(w, `The daemon reads every *.hcl file of \fB\-\-config\-dir\fR (default %s;
 the package passes /etc/spiderpool), merged in lexical order, over a Spiderpool conf.yml
 in the same directory; environment variables override the files and flags override both.
 \fBspiderpool\-agent config show\fR prints every effective value and its source.
-The reference, every option with its default:`)
+The reference, every option with its default:
+`, esc(command.DefaultConfigDir))
 	literal(w, cfg)
 	fmt.Fprintln(w, ".SH FILES")
 	fmt.Fprintln(w, `.TP

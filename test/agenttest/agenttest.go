@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -517,6 +518,33 @@ func Children(pid int) []int {
 		var ppid int
 		if _, err := fmt.Sscanf(string(b[i+2:]), "%s %d", &st, &ppid); err == nil && ppid == pid {
 			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// Marked returns the live processes of the binary exe whose environment
+// holds entry (one whole NAME=value): a test puts a token in its agent's
+// environment, which every plugin and its children inherit, and finds them
+// again by it, orphans included.
+func Marked(exe, entry string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
+			continue
+		}
+		if Alive(pid) {
+			out = append(out, pid)
 		}
 	}
 	return out

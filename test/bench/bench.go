@@ -332,7 +332,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			wantCode = 1
 		}
 		for i := -warm; i < nCLI; i++ {
-			code, d, _ := runIn(l.node, 10*time.Second, append([]string{l.b.agent}, cliArgs(a.socket, c.req(i+warm))...)...)
+			code, d, _ := runIn(l.node, 10*time.Second, append([]string{l.b.agent}, cliArgs(a.Socket, c.req(i+warm))...)...)
 			if i < 0 {
 				continue
 			}
@@ -356,7 +356,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 			right = 0
 			for i := -warm; i < nCLI; i++ {
 				r := c.req(i + warm)
-				argv := []string{l.b.minicheck, a.socket, r.Interface, r.Addresses[0].Address}
+				argv := []string{l.b.minicheck, a.Socket, r.Interface, r.Addresses[0].Address}
 				if r.Addresses[0].Gateway != "" {
 					argv = append(argv, r.Addresses[0].Gateway)
 				}

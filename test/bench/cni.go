@@ -71,7 +71,7 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 
 	spiderpool := func(name, pool string) string {
 		return fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
-			"ipam": {"type": "spiderpool", "pools": [%q], "socket": %q}}]}`, name, pool, a.socket)
+			"ipam": {"type": "spiderpool", "pools": [%q], "socket": %q}}]}`, name, pool, a.Socket)
 	}
 	hostLocal := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "bench-hl", "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
 		"ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.0.2.0/24", "rangeStart": "10.0.2.10", "rangeEnd": "10.0.2.250"}]]}}]}`,

@@ -143,21 +143,14 @@ type agentOpts struct {
 }
 
 // agent is one spiderpool-agent daemon process, forked inside a namespace
-// by test/agenttest's runner (the one the e2e tests use); the fields here
-// are the bench's names for what it was started with.
+// by test/agenttest's runner (the one the e2e tests use), whose Agent has
+// its socket, config dir and text, health port, command and start time.
 type agent struct {
 	*agenttest.Agent
 	s        *scope
 	name     string
-	nsPath   string
-	dir      string
-	socket   string
-	health   int
 	gopsPort int
-	cmd      *exec.Cmd
-	started  time.Time
 	bins     *bins
-	config   string
 	opts     agentOpts
 }
 
@@ -171,22 +164,21 @@ func startAgent(s *scope, b *bins, o agentOpts) *agent {
 	ag := agenttest.Start(s, agenttest.Binaries{Dir: b.dir, Agent: b.agent, PluginDir: b.pluginDir}, agenttest.Options{
 		Config: o.config, Env: o.env, Args: o.args, NetnsPath: o.nsPath, Dir: o.dir, HealthPort: o.health, GopsPort: o.gops,
 	})
-	return &agent{Agent: ag, s: s, bins: b, opts: o, name: o.name, nsPath: o.nsPath, dir: ag.Dir, socket: ag.Socket,
-		health: ag.Health, gopsPort: o.gops, cmd: ag.Cmd, started: ag.Started, config: ag.Config}
+	return &agent{Agent: ag, s: s, bins: b, opts: o, name: o.name, gopsPort: o.gops}
 }
 
 // restart starts a new agent process with the same config dir, socket and
 // ports (the old one must have exited).
 func (a *agent) restart() *agent {
 	o := a.opts
-	o.dir = a.dir
+	o.dir = a.Dir
 	return startAgent(a.s, a.bins, o)
 }
 
 // stop ends the agent with SIGTERM, SIGKILL after 15 s.
 func (a *agent) stop() { a.Stop() }
 
-func (a *agent) pid() int { return a.cmd.Process.Pid }
+func (a *agent) pid() int { return a.Cmd.Process.Pid }
 
 func (a *agent) exited() bool {
 	select {
@@ -199,12 +191,12 @@ func (a *agent) exited() bool {
 
 // httpClient dials inside the agent's namespace.
 func (a *agent) httpClient(timeout time.Duration) *http.Client {
-	return netlab.HTTPClient(a.nsPath, timeout)
+	return netlab.HTTPClient(a.NetnsPath, timeout)
 }
 
 // healthGet fetches a health path: its status code and body.
 func (a *agent) healthGet(path string) (int, []byte, error) {
-	resp, err := a.httpClient(2 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d%s", a.health, path))
+	resp, err := a.httpClient(2 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d%s", a.Health, path))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -224,7 +216,7 @@ func (a *agent) waitReady(timeout time.Duration) time.Duration {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if a.ready() {
-			return time.Since(a.started)
+			return time.Since(a.Started)
 		}
 		if a.exited() {
 			a.s.Fatalf("agent %s exited (code %d) before it was ready\n%s", a.name, a.Exited().Code, a.Log())
@@ -235,7 +227,7 @@ func (a *agent) waitReady(timeout time.Duration) time.Duration {
 	return 0
 }
 
-func (a *agent) client() *control.Client { return &control.Client{SocketPath: a.socket} }
+func (a *agent) client() *control.Client { return &control.Client{SocketPath: a.Socket} }
 
 // status returns the agent's state over the control socket.
 func (a *agent) status() (state.Agent, error) {
@@ -277,7 +269,7 @@ func (a *agent) pluginPIDs() map[string]int {
 // in its namespace) and returns the "key: value" lines of the answer.
 func (a *agent) gops(sig byte) (map[string]string, error) {
 	var conn net.Conn
-	err := netlab.DoInNS(a.nsPath, func() error {
+	err := netlab.DoInNS(a.NetnsPath, func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", a.gopsPort), 2*time.Second)
 		return err
@@ -328,7 +320,7 @@ func (a *agent) rawRequest(method, path, contentType string, body []byte) (int, 
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", a.socket)
+			return (&net.Dialer{}).DialContext(ctx, "unix", a.Socket)
 		},
 	}}
 	req, err := http.NewRequest(method, "http://spiderpool-agent"+path, bytes.NewReader(body))

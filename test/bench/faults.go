@@ -316,7 +316,7 @@ func faultAgentKill(s *scope, b *bins) []faultRow {
 	g := startLoad(a, 16, lanKinds())
 	time.Sleep(time.Second)
 	tKill := time.Now()
-	_ = a.cmd.Process.Kill()
+	_ = a.Cmd.Process.Kill()
 	<-a.Done()
 	var gone time.Duration = -1
 	left := map[int]string{}
@@ -369,13 +369,8 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 	g := startLoad(a, 32, kinds)
 	time.Sleep(time.Second)
 	tSig := time.Now()
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	exited := true
-	select {
-	case <-a.Done():
-	case <-time.After(20 * time.Second):
-		exited = false
-	}
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
+	_, exited := a.ExitCode(20 * time.Second)
 	time.Sleep(100 * time.Millisecond)
 	rs := g.stopLoad()
 	var inflight, after []result
@@ -841,7 +836,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	// client reports as a broken pipe instead of the answer.
 	{
 		big := `{"interface":"eth0","x":"` + strings.Repeat("a", 2<<20) + `"}`
-		code, body := rawHTTP(a.socket, fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+		code, body := rawHTTP(a.Socket, fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
 		var eb control.ErrorBody
 		_ = json.Unmarshal(body, &eb)
 		corpusN++
@@ -876,7 +871,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	rawOK := 0
 	rawJunk := [][]byte{junk(512, 9), []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), []byte("POST /v1/check HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"), []byte("GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-A: b\r\n", 20000) + "\r\n")}
 	for _, j := range rawJunk {
-		c, err := net.DialTimeout("unix", a.socket, 2*time.Second)
+		c, err := net.DialTimeout("unix", a.Socket, 2*time.Second)
 		if err != nil {
 			continue
 		}
@@ -925,7 +920,7 @@ func rawHTTP(socket, req string) (int, []byte) {
 
 // badCLI runs the CLI with bad arguments.
 func badCLI(s *scope, b *bins, a *agent, out io.Writer) faultRow {
-	sock := a.socket
+	sock := a.Socket
 	corpus := [][]string{
 		{},
 		{"frobnicate"},
@@ -956,7 +951,7 @@ func badCLI(s *scope, b *bins, a *agent, out io.Writer) faultRow {
 	var notClear []string
 	var lat sample
 	for _, args := range corpus {
-		code, took, output := runIn(a.nsPath, 20*time.Second, append([]string{b.agent}, args...)...)
+		code, took, output := runIn(a.NetnsPath, 20*time.Second, append([]string{b.agent}, args...)...)
 		lat = append(lat, took)
 		if hasPanic(output) {
 			panics++

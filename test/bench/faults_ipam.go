@@ -84,7 +84,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)}
 	a := startAgent(s, b, o)
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.socket}
+	c := &ipamapi.Client{SocketPath: a.Socket}
 
 	var (
 		mu       sync.Mutex
@@ -133,7 +133,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 		}()
 	}
 	time.Sleep(700 * time.Millisecond)
-	_ = a.cmd.Process.Kill()
+	_ = a.Cmd.Process.Kill()
 	<-a.Done()
 	close(stop)
 	wg.Wait()
@@ -148,7 +148,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 	r.slowestReady = a2.waitReady(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	list, err := (&ipamapi.Client{SocketPath: a2.socket}).List(ctx, "", "")
+	list, err := (&ipamapi.Client{SocketPath: a2.Socket}).List(ctx, "", "")
 	if err != nil {
 		s.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 	var leaderOnce, agentOnce sync.Once
 	start := time.Now()
 	for ai, a := range agents {
-		c := &ipamapi.Client{SocketPath: a.socket}
+		c := &ipamapi.Client{SocketPath: a.Socket}
 		actx := ctx
 		if ai == 2 {
 			actx = doomedCtx
@@ -91,7 +91,7 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 						}
 						if ai == 2 && mine.Add(1) == 100 {
 							agentOnce.Do(func() {
-								agents[2].cmd.Process.Kill()
+								agents[2].Cmd.Process.Kill()
 								killedAt = time.Now()
 								killDoomed()
 							})
@@ -105,8 +105,8 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 	wg.Wait()
 	burst := time.Since(start)
 	survivors := int(total.Load())
-	c0 := &ipamapi.Client{SocketPath: agents[0].socket}
-	c1 := &ipamapi.Client{SocketPath: agents[1].socket}
+	c0 := &ipamapi.Client{SocketPath: agents[0].Socket}
+	c1 := &ipamapi.Client{SocketPath: agents[1].Socket}
 	// The dead agent's allocations: gone only after its lease expired.
 	var reclaimed time.Duration
 	var usage0, usage1 ipamapi.PoolUsage

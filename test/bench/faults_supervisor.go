@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -195,13 +194,8 @@ plugin "ip-conflict" { timeout = "10s" }
 		}
 		_ = syscall.Kill(p.PID, syscall.SIGSTOP)
 		t0 := time.Now()
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		exited := true
-		select {
-		case <-a.Done():
-		case <-time.After(20 * time.Second):
-			exited = false
-		}
+		_ = a.Cmd.Process.Signal(syscall.SIGTERM)
+		_, exited := a.ExitCode(20 * time.Second)
 		took := time.Since(t0)
 		time.Sleep(100 * time.Millisecond)
 		alive := agenttest.Alive(p.PID)
@@ -314,28 +308,6 @@ plugin "hog" { path = %q }
 	return rows
 }
 
-// processesOf counts live processes of binary exe whose environment
-// holds entry.
-func processesOf(exe, entry string) int {
-	n := 0
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
-			continue
-		}
-		env, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if bytes.Contains(env, []byte(entry)) && agenttest.Alive(pid) {
-			n++
-		}
-	}
-	return n
-}
-
 func faultOrphans(s *scope, b *bins) faultRow {
 	l := newLab(s, b)
 	token := fmt.Sprintf("FAULTY_BENCH_TOKEN=%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -349,7 +321,7 @@ plugin "orphan" { path = %q }
 		restarts int
 	}
 	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		most = max(most, processesOf(exe, token))
+		most = max(most, len(agenttest.Marked(exe, token)))
 		if st, ok := a.plugin("orphan"); ok {
 			p.state, p.restarts = string(st.State), st.Restarts
 			if st.State == "disabled" {
@@ -358,9 +330,9 @@ plugin "orphan" { path = %q }
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	afterDisable := processesOf(exe, token)
+	afterDisable := len(agenttest.Marked(exe, token))
 	a.stop()
-	afterStop := processesOf(exe, token)
+	afterStop := len(agenttest.Marked(exe, token))
 	return faultRow{
 		fault:   "orphans",
 		done:    "a plugin starts a setsid child (holding its stderr) and exits 300 ms after it is configured; restart budget 3",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -43,22 +40,6 @@ func bareNS(s *scope, role string) string {
 	return "/var/run/netns/" + ns
 }
 
-// dialIn opens n TCP connections to 127.0.0.1:port inside nsPath.
-func dialIn(nsPath string, port, n int) ([]net.Conn, error) {
-	var conns []net.Conn
-	err := netlab.DoInNS(nsPath, func() error {
-		for i := 0; i < n; i++ {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second)
-			if err != nil {
-				return fmt.Errorf("connection %d: %w", i, err)
-			}
-			conns = append(conns, c)
-		}
-		return nil
-	})
-	return conns, err
-}
-
 func closeConns(conns []net.Conn) {
 	for _, c := range conns {
 		c.Close()
@@ -77,12 +58,12 @@ func surfGops(s *scope, b *bins) faultRow {
 	ns := bareNS(s, "gops")
 	a := startAgent(s, b, agentOpts{name: "gops-off", nsPath: ns, config: "gops_port = 0\n"})
 	a.waitReady(60 * time.Second)
-	_, dialErr := dialIn(ns, 5712, 1)
+	_, dialErr := netlab.DialIn(ns, 5712, 1)
 	heap := filepath.Join(s.TempDir(), "heap.pprof")
-	hc, ht, hout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "heap", "--socket", a.socket, "-o", heap)
+	hc, ht, hout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "heap", "--socket", a.Socket, "-o", heap)
 	cpu := filepath.Join(s.TempDir(), "cpu.pprof")
-	cc, ct, cout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "cpu", "--seconds", "1", "--socket", a.socket, "-o", cpu)
-	nc, _, nout := asNobody(ns, b.agent, "debug", "pprof", "heap", "--socket", a.socket, "-o", "-")
+	cc, ct, cout := runIn(ns, 60*time.Second, b.agent, "debug", "pprof", "cpu", "--seconds", "1", "--socket", a.Socket, "-o", cpu)
+	nc, _, nout := asNobody(ns, b.agent, "debug", "pprof", "heap", "--socket", a.Socket, "-o", "-")
 	hsz, csz := fileSize(heap), fileSize(cpu)
 	a.stop()
 
@@ -116,7 +97,7 @@ func surfLivenessStorm(s *scope, b *bins) faultRow {
 		row.did = "could not make the sockets: " + err.Error()
 		return row
 	}
-	codes, took := connectAndRequest(fds, a.health, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
+	codes, took := connectAndRequest(fds, a.Health, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 60*time.Second)
 	row.did = fmt.Sprintf("answers: %v", codes)
 	row.numbers = fmt.Sprintf("%d probes in %s ms; agent RSS %d → %d KiB", probes, ms(took), rss0, rssKiB(a.pid()))
 	row.held = codes["200"] == probes
@@ -196,7 +177,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "slow", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	conns, err := dialIn(ns, a.health, slowHealth)
+	conns, err := netlab.DialIn(ns, a.Health, slowHealth)
 	defer closeConns(conns)
 	if err != nil {
 		row.did = "could not open the connections: " + err.Error()
@@ -206,7 +187,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 		io.WriteString(c, "GET /v1/runtime/liveness HTTP/1.1\r\nHost: a\r\nX-Slow: ")
 	}
 	for i := 0; i < slowControl; i++ {
-		c, err := net.Dial("unix", a.socket)
+		c, err := net.Dial("unix", a.Socket)
 		if err != nil {
 			row.did = "control socket: " + err.Error()
 			return row
@@ -243,7 +224,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 	// Liveness while they are held (the probes queue behind at most
 	// 1024 held health connections, cut after 5 s).
 	lt0 := time.Now()
-	lres, lerr := a.httpClient(30 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/v1/runtime/liveness", a.health))
+	lres, lerr := a.httpClient(30 * time.Second).Get(fmt.Sprintf("http://127.0.0.1:%d/v1/runtime/liveness", a.Health))
 	lcode, ltook := 0, time.Since(lt0)
 	if lerr == nil {
 		lcode = lres.StatusCode
@@ -269,7 +250,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	a := startAgent(s, b, agentOpts{name: "hup", nsPath: ns})
 	a.waitReady(60 * time.Second)
 	rss0 := rssKiB(a.pid())
-	zz := filepath.Join(a.dir, "zz.hcl")
+	zz := filepath.Join(a.Dir, "zz.hcl")
 	makers := []struct {
 		name string
 		make func() error
@@ -289,7 +270,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 			return row
 		}
 		before := strings.Count(a.Log(), "reload failed")
-		_ = a.cmd.Process.Signal(syscall.SIGHUP)
+		_ = a.Cmd.Process.Signal(syscall.SIGHUP)
 		deadline := time.Now().Add(30 * time.Second)
 		for strings.Count(a.Log(), "reload failed") == before && time.Now().Before(deadline) {
 			polls++
@@ -311,13 +292,8 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 	}
 	rss1 := rssKiB(a.pid())
 	t0 := time.Now()
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	stopped := false
-	select {
-	case <-a.Done():
-		stopped = true
-	case <-time.After(30 * time.Second):
-	}
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
+	_, stopped := a.ExitCode(30 * time.Second)
 	row.did = strings.Join(said, "; ") + fmt.Sprintf("; SIGTERM: %s", map[bool]string{true: "stopped", false: "IGNORED"}[stopped])
 	row.numbers = fmt.Sprintf("liveness %d non-200 of %d polls; RSS %d → %d KiB; stop in %s ms", live503, polls, rss0, rss1, ms(time.Since(t0)))
 	row.held = ok && stopped && live503 == 0 && a.Exited().Code == 0
@@ -393,7 +369,7 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 		}
 	}
 	warns0 := strings.Count(a.Log(), "[WARN]")
-	conns, err := dialIn(ns, 5711, 20)
+	conns, err := netlab.DialIn(ns, 5711, 20)
 	if err != nil {
 		row.did = err.Error()
 		return row
@@ -425,34 +401,6 @@ func surfSmallInputs(s *scope, b *bins) faultRow {
 // squatEnv makes this program the impostor: it serves the control API on
 // the socket named by the variable and passes every check.
 const squatEnv = "SPIDERPOOL_BENCH_SQUAT_SOCKET"
-
-type impostor struct{}
-
-func (impostor) Status(context.Context) state.Agent {
-	return state.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
-}
-func (impostor) Shutdown(context.Context) error { return nil }
-func (impostor) Reload(context.Context) error   { return nil }
-func (impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
-	resp := state.CheckResult{Verdict: state.VerdictPass}
-	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
-	}
-	return resp, nil
-}
-
-func squat(path string) int {
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	os.Chmod(path, 0o666)
-	fmt.Println("listening")
-	_ = http.Serve(ln, control.NewHandler(impostor{}, nil))
-	return 1
-}
 
 func execNobody(argv ...string) *exec.Cmd {
 	cmd := exec.Command(argv[0], argv[1:]...)

@@ -49,7 +49,7 @@ func benchIPAM(s *scope, b *bins, out io.Writer) []target {
 	a := startAgent(s, b, agentOpts{name: "ipam", nsPath: lan.Node.Path, args: []string{"--ipam-config-dir", poolDir},
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.socket}
+	c := &ipamapi.Client{SocketPath: a.Socket}
 
 	rows := []ipamRow{
 		{"nodetect", 1, 300}, {"nodetect", 16, 2000}, {"nodetect", 128, 3000},

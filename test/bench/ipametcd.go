@@ -91,7 +91,7 @@ func etcdAgentsLoad(agents []*agent, per, conc int) etcdAgentsRun {
 	}
 	t0 := time.Now()
 	for ai, a := range agents {
-		c := &ipamapi.Client{SocketPath: a.socket}
+		c := &ipamapi.Client{SocketPath: a.Socket}
 		next := make(chan int, per)
 		for i := 0; i < per; i++ {
 			next <- i

@@ -99,11 +99,8 @@ func benchIPAMStore(s *scope, out io.Writer) []target {
 // etcdClientVersion is the pinned go.etcd.io/etcd/client/v3 (go.mod).
 const etcdClientVersion = "v3.6.16"
 
-var etcdVersionOnce = sync.OnceValue(func() string {
-	return etcdlab.Version()
-})
-
-func etcdVersion() string { return etcdVersionOnce() }
+// etcdVersion is etcdlab.Version, asked once per run.
+var etcdVersion = sync.OnceValue(etcdlab.Version)
 
 // storeLoad runs storeCommits allocation commits over the stores with conc
 // workers in all, spread over the stores.

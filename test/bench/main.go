@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -52,7 +53,7 @@ const iputilsExtracted = "/opt/iputils-arping/usr/bin/arping"
 
 func main() {
 	if path := os.Getenv(squatEnv); path != "" {
-		os.Exit(squat(path)) // the impostor of the surfaces faults
+		os.Exit(agenttest.Squat(path)) // the impostor of the surfaces faults
 	}
 	flag.Parse()
 	if err := checkOnly(*only, *faults); err != nil {

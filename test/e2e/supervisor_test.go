@@ -1,17 +1,16 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // sigstop stops pid and kills it when the test ends. A pid <= 0 would
@@ -25,6 +24,13 @@ func sigstop(t *testing.T, pid int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+// waitGone fails the test unless the stopped plugin pid has ended within
+// 5s; when says after what.
+func waitGone(t *testing.T, pid int, when string) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, fmt.Sprintf("the stopped plugin %d to end %s", pid, when), poll.Bool(func() bool { return !agenttest.Alive(pid) }))
 }
 
 // TestStoppedPluginIsReplaced: SIGSTOP of a real plugin under the real
@@ -51,13 +57,7 @@ plugin "ip-conflict" { timeout = "500ms" }
 	if !strings.Contains(after.LastError, "missed 3 health checks") {
 		t.Errorf("last error %q does not say why", after.LastError)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for agenttest.Alive(victim.PID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stopped plugin %d is still there 5s after its replacement", victim.PID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGone(t, victim.PID, "after its replacement")
 	// status says which limits the plugins run under.
 	// Plugin cgroups are in force where the agent sees a cgroup file
 	// system. `ip netns exec`, which starts the agent here, mounts a
@@ -104,39 +104,8 @@ plugin "ip-conflict" { timeout = "10s" }
 	if took > 5*time.Second {
 		t.Errorf("stopped in %v, want shutdown_timeout (2s) plus a little", took)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for agenttest.Alive(victim.PID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stopped plugin %d outlived the agent", victim.PID)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitGone(t, victim.PID, "after the agent exited")
 	t.Logf("agent exited %v after SIGTERM with a stopped plugin", took)
-}
-
-// marked lists live processes of the binary exe whose environment holds
-// entry.
-func marked(exe, entry string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
-			continue
-		}
-		if agenttest.Alive(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 // TestOrphansEndWithTheirPlugin: a plugin that starts a setsid child and
@@ -151,7 +120,7 @@ plugin "gateway-detector" { enabled = false }
 plugin "orphan" { path = %q }
 `, bins.Faulty["orphan"])})
 	t.Cleanup(func() {
-		for _, pid := range marked(exe, token) {
+		for _, pid := range agenttest.Marked(exe, token) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -162,7 +131,7 @@ plugin "orphan" { path = %q }
 		if time.Now().After(deadline) {
 			t.Fatalf("the orphan plugin did not spend its restart budget in 60s: %+v", pluginState(t, a, "orphan"))
 		}
-		most = max(most, len(marked(exe, token)))
+		most = max(most, len(agenttest.Marked(exe, token)))
 		time.Sleep(20 * time.Millisecond)
 	}
 	if most > 2 {
@@ -172,14 +141,14 @@ plugin "orphan" { path = %q }
 		t.Errorf("%d restarts, want 3", p.Restarts)
 	}
 	end := time.Now().Add(5 * time.Second)
-	for len(marked(exe, token)) > 0 {
+	for len(agenttest.Marked(exe, token)) > 0 {
 		if time.Now().After(end) {
-			t.Fatalf("orphans alive 5s after the plugin was disabled: %v", marked(exe, token))
+			t.Fatalf("orphans alive 5s after the plugin was disabled: %v", agenttest.Marked(exe, token))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	a.Stop()
-	if left := marked(exe, token); len(left) > 0 {
+	if left := agenttest.Marked(exe, token); len(left) > 0 {
 		t.Errorf("processes left after the agent stopped: %v", left)
 	}
 }

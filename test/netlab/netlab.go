@@ -187,6 +187,24 @@ func DoInNS(path string, fn func() error) error {
 	return <-errc
 }
 
+// DialIn opens n TCP connections to 127.0.0.1:port inside the namespace at
+// path, so that they can be used all at once without n namespace switches.
+// On an error it returns the connections opened so far with it.
+func DialIn(path string, port, n int) ([]net.Conn, error) {
+	var conns []net.Conn
+	err := DoInNS(path, func() error {
+		for i := 0; i < n; i++ {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second)
+			if err != nil {
+				return fmt.Errorf("connection %d: %w", i, err)
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	})
+	return conns, err
+}
+
 // Sysctl sets net.* keys inside a namespace (/proc/sys/net is per namespace
 // of the writing thread): Sysctl(t, ns, "net.ipv4.conf.all.arp_ignore", "8").
 func Sysctl(t testing.TB, ns string, kv ...string) {
