@@ -19,12 +19,20 @@ import (
 // Check is the whole check of a store: bbolt's consistency check, then
 // IPAM's (ipam.Consistent: no address held twice, every record agrees with
 // its attachment) on one snapshot, so that commits running meanwhile cannot
-// show as a disagreement.
-func (s *Store) Check(ctx context.Context) error {
+// show as a disagreement. It returns how many records the snapshot holds.
+func (s *Store) Check(ctx context.Context) (records int, err error) {
 	if err := s.Verify(ctx); err != nil {
-		return err
+		return 0, err
 	}
-	return s.Snapshot(ctx, func(snap ipam.Store) error { return ipam.Consistent(ctx, snap) })
+	err = s.Snapshot(ctx, func(snap ipam.Store) error {
+		all, err := snap.List(ctx, "")
+		records = len(all)
+		if err != nil {
+			return err
+		}
+		return ipam.Consistent(ctx, snap)
+	})
+	return records, err
 }
 
 // Snapshot calls fn with a read-only Store over one read transaction: what
@@ -240,7 +248,22 @@ func Restore(backup, dbPath string, check func(ipam.Store) error) (err error) {
 		return fmt.Errorf("IPAM store %s: lock: %w", dbPath, err)
 	}
 	err = installFile(dbPath, func(tmp *os.File) error {
-		_, err := io.Copy(tmp, src)
+		// The agent may run as another user than the one restoring
+		// (systemd's DynamicUser): the copy gets the owner of the file it
+		// replaces, or of the directory.
+		owner, err := os.Stat(dbPath)
+		if err != nil || owner.Size() == 0 {
+			owner, err = os.Stat(filepath.Dir(dbPath))
+		}
+		if err != nil {
+			return err
+		}
+		if st, ok := owner.Sys().(*syscall.Stat_t); ok {
+			if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+		_, err = io.Copy(tmp, src)
 		return err
 	}, func(tmp string) error {
 		if check == nil {

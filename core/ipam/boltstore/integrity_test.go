@@ -337,7 +337,7 @@ func TestBackupUnderCommitsAndRestore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Check(ctx); err != nil {
+		if _, err := c.Check(ctx); err != nil {
 			t.Errorf("backup %s: %v", b, err)
 		}
 		es, err := allocator(t, c).List(ctx, "", "")
