@@ -32,6 +32,9 @@ func ipamCommands(env Env) map[string]cli.CommandFactory {
 		"ipam show":     func() (cli.Command, error) { return &ipamShowCommand{env: env}, nil },
 		"ipam release":  func() (cli.Command, error) { return &ipamReleaseCommand{env: env}, nil },
 		"ipam gc":       func() (cli.Command, error) { return &ipamGCCommand{env: env}, nil },
+		"ipam backup":   func() (cli.Command, error) { return &ipamBackupCommand{env: env}, nil },
+		"ipam restore":  func() (cli.Command, error) { return &ipamRestoreCommand{env: env}, nil },
+		"ipam check":    func() (cli.Command, error) { return &ipamCheckCommand{env: env}, nil },
 	}
 }
 
@@ -50,8 +53,11 @@ Talks to the running agent's IPAM over the control socket. The agent needs
   show       the history of an address or a workload
   release    release an allocation, or all of a workload's
   gc         run garbage collection now
+  backup     a consistent copy of the running agent's store into a file
+  restore    install a backup as the store (offline: the agent stopped)
+  check      the store's consistency: bbolt's check and one holder per address
 
-Each takes --json and --socket.`
+Each takes --json and --socket, except restore (offline).`
 }
 func (c *ipamCommand) Run([]string) int { return cli.RunResultHelp }
 
