@@ -114,7 +114,7 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 			!regexp.MustCompile(`(?m)\spod-n\s+net1\s+cni/pod-n\s+allocated\s+\S+\s+cni:net-n\s`).MatchString(out) {
 			t.Errorf("ipam list (exit %d, %s) does not show vm-17 of origin api and pod-n of cni:net-n:\n%s", code, errOut, out)
 		}
-		out, errOut, code = l.agent.CLI("ipam", "show", "--socket", l.sock, "cni/next-n", "--json")
+		out, errOut, code = l.agent.CLI("ipam", "show", "cni/next-n", "--socket", l.sock, "--json")
 		var recs []ipamapi.HistoryRecord
 		if err := json.Unmarshal([]byte(out), &recs); code != 0 || err != nil || len(recs) != 1 || recs[0].Origin == nil ||
 			*recs[0].Origin != (ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}) {
