@@ -309,8 +309,19 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	att, ok, err := m.Release(ctx, ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface})
+	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
+	if req.IfNetwork != "" {
+		att, released, err := m.ReleaseIfNetwork(ctx, key, req.IfNetwork)
+		switch {
+		case released:
+			out.Released = append(out.Released, att)
+		case att.ContainerID != "":
+			out.Kept = append(out.Kept, att)
+		}
+		return out, err
+	}
+	att, ok, err := m.Release(ctx, key)
 	if ok {
 		out.Released = append(out.Released, att)
 	}

@@ -229,7 +229,10 @@ func (c *ipamListCommand) flags() (*flag.FlagSet, *string, *bool, *string, *stri
 }
 func (c *ipamListCommand) Help() string {
 	fs, _, _, _, _ := c.flags()
-	return helpText("ipam list [--pool POOL] [--workload NAME] [options]", "Lists the allocations: addresses, container id, interface, workload, namespace.", fs)
+	return helpText("ipam list [--pool POOL] [--workload NAME] [options]", `
+Lists the allocations: addresses, container id, interface, workload, state,
+namespace, origin (cni:NETWORK for a CNI ADD of that network, api for the
+control API and this CLI, - when recorded before origins were) and since.`, fs)
 }
 func (c *ipamListCommand) Run(args []string) int {
 	fs, socket, asJSON, pool, workload := c.flags()
@@ -246,13 +249,14 @@ func (c *ipamListCommand) Run(args []string) int {
 		return printJSON(c.env, list)
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tSINCE")
+	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tORIGIN\tSINCE")
 	for _, a := range list {
 		var addrs []string
 		for _, ip := range a.Addresses {
 			addrs = append(addrs, ip.Address.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns), a.Created.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns),
+			a.Origin, a.Created.Format(time.RFC3339))
 	}
 	tw.Flush()
 	return ExitOK
@@ -268,7 +272,8 @@ func (c *ipamShowCommand) Help() string {
 	return helpText("ipam show ADDRESS|WORKLOAD [options]", `
 With an address: every workload that held it, and when (newest first).
 With a workload name: its allocation history (newest first, at most
-ipam.max_history_records entries).`, fs)
+ipam.max_history_records entries). ORIGIN is who allocated it: cni:NETWORK,
+api, or - (recorded before origins were).`, fs)
 }
 func (c *ipamShowCommand) Run(args []string) int {
 	fs, socket, asJSON := ipamFlags("ipam show", c.env)
@@ -309,7 +314,7 @@ func (c *ipamShowCommand) Run(args []string) int {
 		return ExitOK
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tCONTAINER ID\tINTERFACE\tALLOCATED\tRELEASED\tSKIPPED")
+	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tCONTAINER ID\tINTERFACE\tORIGIN\tALLOCATED\tRELEASED\tSKIPPED")
 	for _, r := range recs {
 		rel := "-"
 		if !r.ReleasedAt.IsZero() {
@@ -319,8 +324,8 @@ func (c *ipamShowCommand) Run(args []string) int {
 		for _, s := range r.Skipped {
 			sk = append(sk, s.Address.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.Workload, r.ContainerID, r.Interface,
-			r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.Workload, r.ContainerID, r.Interface,
+			r.Origin, r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
 	}
 	tw.Flush()
 	return ExitOK

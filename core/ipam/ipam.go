@@ -290,6 +290,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	if req.Workload == "" {
 		req.Workload = req.ContainerID
 	}
+	req.Origin = recordedOrigin(req)
 	defer func() {
 		res := "ok"
 		if err != nil {
@@ -306,6 +307,18 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
+}
+
+// recordedOrigin is the origin an allocation for req records: the
+// request's (a CNI ADD says its network), else the API's; with the
+// interface always filled in. A copy: the caller's request is not changed.
+func recordedOrigin(req AllocateRequest) *ipamapi.Origin {
+	o := ipamapi.Origin{Kind: ipamapi.OriginAPI}
+	if req.Origin != nil {
+		o = *req.Origin
+	}
+	o.Interface = req.Interface
+	return &o
 }
 
 func (m *IPAM) takeFlight(k AttachmentKey) bool {
@@ -417,7 +430,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	a.tried = map[string]map[netip.Addr]bool{}
 	a.att = Attachment{
 		AttachmentKey: a.key, Netns: a.req.Netns, Workload: a.req.Workload, Node: m.node,
-		State: StateReserved, Created: m.now().UTC(),
+		State: StateReserved, Created: m.now().UTC(), Origin: a.req.Origin,
 	}
 	ok := false
 	defer func() {
@@ -471,6 +484,13 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 		}
 		sort.Strings(names)
 		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	}
+	// Another origin asking for the key is not a repeat: answering would
+	// give a CNI network addresses that another network's (or the API's)
+	// allocation holds, which then neither side's GC accounts for. A record
+	// without an origin predates them and cannot be told apart.
+	if o, want := att.Origin, a.req.Origin; o != nil && (o.Kind != want.Kind || o.Network != want.Network) {
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s is held by an allocation of origin %s, not %s; release it first", a.key.ContainerID, a.key.Interface, o, want)
 	}
 	return att, nil
 }
@@ -1050,7 +1070,7 @@ func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.
 		}
 		entries = append(entries, HistoryEntry{
 			Address: ip.Address.Addr(), Pool: ip.Pool, ContainerID: a.key.ContainerID, Interface: a.key.Interface,
-			Node: m.node, AllocatedAt: now, Skipped: sk,
+			Node: m.node, AllocatedAt: now, Skipped: sk, Origin: a.req.Origin,
 		})
 	}
 	ep.Workload = a.req.Workload

@@ -22,9 +22,31 @@ func (m *IPAM) Release(ctx context.Context, key AttachmentKey) (att Attachment, 
 	return m.release(ctx, key, 0)
 }
 
+// ReleaseIfNetwork frees what key holds only when a CNI ADD of network made
+// it (Attachment.MadeByNetwork): a CNI GC's release. The record decided on
+// is the one the release's commit compares, so an allocation that changed
+// hands since GC listed it is kept. att is what key held: released when
+// released is true, else kept (zero when nothing was held).
+func (m *IPAM) ReleaseIfNetwork(ctx context.Context, key AttachmentKey, network string) (att Attachment, released bool, err error) {
+	req := ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface, IfNetwork: network}
+	if network == "" {
+		return Attachment{}, false, &ipamapi.FieldError{Field: "if_network", Msg: "is required"}
+	}
+	if err := req.Validate(); err != nil {
+		return Attachment{}, false, err
+	}
+	return m.releaseIf(ctx, key, 0, func(a Attachment) bool { return !a.MadeByNetwork(network) })
+}
+
 // release frees key; when wantRev is not 0 only if the attachment is still
 // at that revision (GC).
 func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (Attachment, bool, error) {
+	return m.releaseIf(ctx, key, wantRev, nil)
+}
+
+// releaseIf is release that keeps, and returns with false, an attachment
+// for which keep (when not nil) says so.
+func (m *IPAM) releaseIf(ctx context.Context, key AttachmentKey, wantRev int64, keep func(Attachment) bool) (Attachment, bool, error) {
 	for try := 0; ; try++ {
 		cur, err := m.getAttachment(ctx, key)
 		if err != nil {
@@ -32,6 +54,9 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 		}
 		if cur.rev == 0 || (wantRev != 0 && cur.rev != wantRev) {
 			return Attachment{}, false, nil
+		}
+		if keep != nil && keep(cur.att) {
+			return cur.att, false, nil
 		}
 		att := cur.att
 		conds, ops, err := m.dropOps(ctx, key, cur.rev, att)

@@ -112,6 +112,18 @@ pool "gc-v4" {
   conflict_detection = false
   gateway_detection  = false
 }
+pool "vm-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.10-10.0.5.12"]
+  conflict_detection = false
+  gateway_detection  = false
+}
+pool "shared-v4" {
+  subnet             = "10.0.6.0/24"
+  ranges             = ["10.0.6.10-10.0.6.50"]
+  conflict_detection = false
+  gateway_detection  = false
+}
 `
 
 // lab is the LAN, the agent on the node and a runtime there.
@@ -383,7 +395,7 @@ func TestEcosystem(t *testing.T) {
 			t.Fatalf("CHECK after the address was put back: %v", err)
 		}
 		// Tampered in the agent: released behind the runtime's back.
-		if _, err := l.api.Release(ctx, ipamapi.ReleaseRequest(key(dual))); err != nil {
+		if _, err := l.api.Release(ctx, ipamapi.ReleaseRequest{ContainerID: dual.ContainerID, Interface: dual.IfName}); err != nil {
 			t.Fatal(err)
 		}
 		err := l.rt.Check(ctx, underlay, dual)

@@ -388,7 +388,8 @@ pool "k" {
 }
 
 // TestGCDeletedAndLiveNamespace: only the allocation whose namespace is
-// gone is released, and only at the second look.
+// gone is released, and only at the second look. A VM's allocation, which
+// has no namespace, is never examined nor released.
 func TestGCDeletedAndLiveNamespace(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: `
 pool "gc" {
@@ -402,6 +403,9 @@ pool "gc" {
 		if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c-" + ns[len(ns)-4:], Interface: "eth0", Netns: "/var/run/netns/" + ns, Pools: []string{"gc"}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "vm-17", Interface: "eth0", Pools: []string{"gc"}}); err != nil {
+		t.Fatal(err)
 	}
 	netlab.Run(t, "ip", "netns", "del", dead)
 	first, err := a.Client.GC(c)
@@ -426,10 +430,10 @@ pool "gc" {
 		t.Fatalf("second look: %+v", second)
 	}
 	list, _ := a.Client.List(c, "gc", "")
-	if len(list) != 1 || list[0].ContainerID != "c-live" {
+	if len(list) != 2 || list[0].ContainerID != "c-live" || list[1].ContainerID != "vm-17" {
 		t.Fatalf("after GC: %+v", list)
 	}
-	// The live one survives any number of passes.
+	// The live one, and the VM, survive any number of passes.
 	for range 3 {
 		if res, _ := a.Client.GC(c); len(res.Reclaimed) != 0 {
 			t.Fatalf("GC freed a live allocation: %+v", res)

@@ -87,6 +87,51 @@ type AllocateRequest struct {
 	Workload string `json:"workload,omitempty"`
 	// Pools: one per family at most (dual stack = one IPv4 and one IPv6).
 	Pools []string `json:"pools"`
+	// Origin says who asks: the CNI plugin sends kind "cni" with its
+	// network's name. Absent: the control API itself (the CLI, a script,
+	// a VM's hook), recorded as kind "api".
+	Origin *Origin `json:"origin,omitempty"`
+}
+
+// Origin kinds.
+const (
+	// OriginCNI: a CNI ADD of the network Origin.Network.
+	OriginCNI = "cni"
+	// OriginAPI: the control API or the CLI (VMs, scripts).
+	OriginAPI = "api"
+)
+
+// Origin is who made an allocation. A runtime's CNI GC names the network
+// it collects for and knows only that network's attachments, so it may
+// release only what ADDs of that network made (MadeByNetwork); an API
+// allocation is released only explicitly (or by the agent's namespace GC
+// when it has a namespace). An allocation recorded before origins were
+// (Origin nil) is nobody's: no CNI GC releases it.
+type Origin struct {
+	Kind string `json:"kind"`
+	// Network is the CNI network's name (the netconf's "name"); kind cni
+	// only.
+	Network string `json:"network,omitempty"`
+	// Interface is the workload interface the allocation was made for.
+	Interface string `json:"interface,omitempty"`
+}
+
+// String is the origin as the CLI prints it: "cni:NETWORK", "api", or
+// "-" when none was recorded.
+func (o *Origin) String() string {
+	switch {
+	case o == nil:
+		return "-"
+	case o.Kind == OriginCNI:
+		return OriginCNI + ":" + o.Network
+	}
+	return o.Kind
+}
+
+// MadeByNetwork says whether a was allocated by a CNI ADD of network: the
+// only allocations a CNI GC of that network may release.
+func (a Attachment) MadeByNetwork(network string) bool {
+	return network != "" && a.Origin != nil && a.Origin.Kind == OriginCNI && a.Origin.Network == network
 }
 
 // ReleaseRequest releases what (container id, interface) holds. Releasing
@@ -94,6 +139,11 @@ type AllocateRequest struct {
 type ReleaseRequest struct {
 	ContainerID string `json:"container_id"`
 	Interface   string `json:"interface"`
+	// IfNetwork, when set, releases only an allocation that a CNI ADD of
+	// this network made (Attachment.MadeByNetwork); any other is kept and
+	// returned in Kept. A CNI GC sets it, so that what the agent holds
+	// at the moment of the release, not what GC listed earlier, decides.
+	IfNetwork string `json:"if_network,omitempty"`
 }
 
 // ReleaseWorkloadRequest releases every allocation of a workload.
@@ -104,6 +154,9 @@ type ReleaseWorkloadRequest struct {
 // ReleaseResponse lists what was released (empty when nothing was held).
 type ReleaseResponse struct {
 	Released []Attachment `json:"released"`
+	// Kept is the allocation a ReleaseRequest.IfNetwork left alone
+	// because another origin made it.
+	Kept []Attachment `json:"kept,omitempty"`
 }
 
 // GCResult is what a garbage collection pass did.
@@ -143,6 +196,9 @@ type Attachment struct {
 	State     string        `json:"state"` // "reserved" while checked, then "allocated"
 	Addresses []AllocatedIP `json:"addresses"`
 	Created   time.Time     `json:"created"`
+	// Origin is who made the allocation; nil for one recorded before
+	// origins were.
+	Origin *Origin `json:"origin,omitempty"`
 	// Skipped lists candidates passed over because they were in use.
 	Skipped []SkippedIP `json:"skipped,omitempty"`
 }
@@ -181,6 +237,8 @@ type HistoryEntry struct {
 	AllocatedAt time.Time   `json:"allocated_at"`
 	ReleasedAt  time.Time   `json:"released_at,omitzero"`
 	Skipped     []SkippedIP `json:"conflicts_skipped,omitempty"`
+	// Origin is who made the allocation (Attachment.Origin).
+	Origin *Origin `json:"origin,omitempty"`
 }
 
 // HistoryRecord is a HistoryEntry with its workload, the answer to "who

@@ -15,6 +15,9 @@ const (
 	MaxNetns       = 4096
 	MaxPoolName    = 63
 	MaxPools       = 2 // one per family
+	// MaxNetworkName bounds a CNI network name; the spec sets no bound,
+	// and a name longer than a host name is a mistake or an attack.
+	MaxNetworkName = 253
 )
 
 // FieldError is a malformed request field.
@@ -94,6 +97,59 @@ func ValidatePoolName(field, s string) error {
 	return nil
 }
 
+// ValidateNetworkName applies CNI's rule for a network name (libcni's
+// ValidateNetworkName): letters, digits, '_', '.' and '-', starting with a
+// letter or digit; and at most MaxNetworkName bytes.
+func ValidateNetworkName(field, s string) error {
+	if s == "" {
+		return fieldErr(field, "is required")
+	}
+	if len(s) > MaxNetworkName {
+		return fieldErr(field, "is %d bytes, at most %d", len(s), MaxNetworkName)
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && strings.ContainsRune("_.-", r)) {
+			return fieldErr(field, "%q: a CNI network name has letters, digits, '_', '.' and '-' (not first)", s)
+		}
+	}
+	return nil
+}
+
+// Validate checks the origin of a request for interface iface; errors
+// name field ("origin") and the member.
+func (o Origin) Validate(field, iface string) error {
+	switch o.Kind {
+	case OriginCNI:
+		if o.Network == "" {
+			return fieldErr(field+".network", "is required with kind %q: the CNI network's name", OriginCNI)
+		}
+		if err := ValidateNetworkName(field+".network", o.Network); err != nil {
+			return err
+		}
+	case OriginAPI:
+		if o.Network != "" {
+			return fieldErr(field+".network", "is only for kind %q, not %q", OriginCNI, OriginAPI)
+		}
+	case "":
+		return fieldErr(field+".kind", "is required: %q or %q", OriginCNI, OriginAPI)
+	default:
+		k := o.Kind
+		if len(k) > 16 {
+			k = k[:16] + "..."
+		}
+		return fieldErr(field+".kind", "%q is not an origin: %q or %q", k, OriginCNI, OriginAPI)
+	}
+	if o.Interface != "" {
+		if err := ValidateInterface(field+".interface", o.Interface); err != nil {
+			return err
+		}
+		if o.Interface != iface {
+			return fieldErr(field+".interface", "%q differs from interface %q, the one allocated for", o.Interface, iface)
+		}
+	}
+	return nil
+}
+
 // Validate checks the request; an error is a *FieldError naming the field.
 func (r AllocateRequest) Validate() error {
 	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
@@ -130,6 +186,9 @@ func (r AllocateRequest) Validate() error {
 			}
 		}
 	}
+	if r.Origin != nil {
+		return r.Origin.Validate("origin", r.Interface)
+	}
 	return nil
 }
 
@@ -138,7 +197,13 @@ func (r ReleaseRequest) Validate() error {
 	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
 		return err
 	}
-	return ValidateInterface("interface", r.Interface)
+	if err := ValidateInterface("interface", r.Interface); err != nil {
+		return err
+	}
+	if r.IfNetwork != "" {
+		return ValidateNetworkName("if_network", r.IfNetwork)
+	}
+	return nil
 }
 
 // Validate checks the request.
