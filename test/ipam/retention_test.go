@@ -22,9 +22,10 @@ import (
 // a time, from pool; it returns the workload names.
 func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]string, error) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
-	names := make([]string, n)
+	names, cids := make([]string, n), make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("podman_%d_%08x", i, rng.Uint32())
+		cids[i] = fmt.Sprintf("%016x%016x", rng.Uint64(), uint64(i))
 	}
 	sem := make(chan struct{}, 10)
 	errs := make(chan error, n)
@@ -35,7 +36,7 @@ func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cid := fmt.Sprintf("%016x%016x", rng.Uint64(), uint64(i))
+			cid := cids[i]
 			if _, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
 				errs <- fmt.Errorf("allocate %s: %w", name, err)
 				return
