@@ -94,7 +94,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	m, err := ipam.New(ipam.Options{
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
-		MaxHistory: cfg.IPAM.MaxHistoryRecords, MaxRetries: cfg.IPAM.UpdateMaxRetries,
+		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
 		GCGrace: cfg.IPAM.GCGracePeriod,
 	})
 	if err != nil {
@@ -239,7 +239,8 @@ func (s *ipamService) failed() error {
 
 // status is cheap when nothing changed: health and liveness ask often.
 func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
-	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath}
+	w := s.m.Workloads()
+	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w}
 	if s.shared != nil {
 		st.Store = s.shared.status()
 	}

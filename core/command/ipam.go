@@ -414,8 +414,8 @@ func (c *ipamGCCommand) Run(args []string) int {
 	if *asJSON {
 		return printJSON(c.env, res)
 	}
-	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v)\n",
-		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod)
+	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v), workloads pruned %d (%d records)\n",
+		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod, res.WorkloadsPruned, res.RecordsPruned)
 	for _, k := range res.Reclaimed {
 		fmt.Fprintf(c.env.Stdout, "  reclaimed container %s interface %s\n", k.ContainerID, k.Interface)
 	}
@@ -445,6 +445,13 @@ func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
 	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Error)
+	}
+	if ws := st.Workloads; ws != nil {
+		counted := "not counted yet (at the first GC pass)"
+		if !ws.CountedAt.IsZero() {
+			counted = fmt.Sprintf("%d live, %d retained", ws.Live, ws.Retained)
+		}
+		fmt.Fprintf(w, "  workloads: %s; retention %v; pruned %d (%d records) since start\n", counted, ws.Retention, ws.Pruned, ws.RecordsPruned)
 	}
 	if len(st.Pools) > 0 {
 		writePools(w, st.Pools)

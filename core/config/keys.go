@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -73,6 +74,13 @@ func nodeName(v any) (any, bool) {
 func positiveDuration(v any) (any, bool) {
 	d := v.(time.Duration)
 	return d, d > 0
+}
+
+func durationRange(lo, hi time.Duration) func(any) (any, bool) {
+	return func(v any) (any, bool) {
+		d := v.(time.Duration)
+		return d, d >= lo && d <= hi
+	}
 }
 
 func anyBool(v any) (any, bool) { return v, true }
@@ -193,13 +201,18 @@ var globalKeys = []*keySpec{
 		want: wantAtLeastOne, check: intRange(1, maxInt),
 		ptr: func(c *Config) any { return &c.IPAM.MaxAllocatedIPs }},
 	{name: "ipam.max_history_records", kind: kindInt, env: "SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS",
-		desc: "allocation history kept per workload",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
+		desc: fmt.Sprintf("allocation history kept per workload (at most %d)", ipam.MaxHistoryCap),
+		want: fmt.Sprintf("a whole number from 1 to %d", ipam.MaxHistoryCap), check: intRange(1, ipam.MaxHistoryCap),
 		ptr: func(c *Config) any { return &c.IPAM.MaxHistoryRecords }},
 	{name: "ipam.update_max_retries", kind: kindInt, env: "SPIDERPOOL_UPDATE_CR_MAX_RETRIES",
 		desc: "retries of optimistic updates of shared IPAM records",
 		want: wantAtLeastZero, check: intRange(0, maxInt),
 		ptr: func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
+	{name: "ipam.workload_retention", kind: kindDuration,
+		desc:  "how long the endpoint and history of a workload that holds no address are kept after its last release",
+		want:  fmt.Sprintf("a duration from %v to %v", ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
+		check: durationRange(ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
+		ptr:   func(c *Config) any { return &c.IPAM.WorkloadRetention }},
 	{name: "ipam.db_path", kind: kindString,
 		desc: "file of the embedded IPAM store (bbolt)",
 		want: wantAbsPath, check: absPath,

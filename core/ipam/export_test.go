@@ -27,3 +27,6 @@ func ReserveForTest(ctx context.Context, m *IPAM, r AllocateRequest) error {
 	}
 	return nil
 }
+
+// WorkloadKeyForTest is the key of a workload's endpoint record.
+func WorkloadKeyForTest(w string) string { return workloadKey(w) }

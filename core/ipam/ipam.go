@@ -61,8 +61,12 @@ type Options struct {
 	// Node is this agent's name, recorded with each allocation and mixed
 	// into the candidate order.
 	Node string
-	// MaxHistory is ipam.max_history_records.
+	// MaxHistory is ipam.max_history_records (at most MaxHistoryCap).
 	MaxHistory int
+	// Retention is ipam.workload_retention: GC prunes a workload no
+	// allocation names once its last allocation or release is older.
+	// 0 is DefaultWorkloadRetention.
+	Retention time.Duration
 	// MaxRetries is ipam.update_max_retries.
 	MaxRetries int
 	// MaxTries bounds candidates per pool on conflicts.
@@ -89,6 +93,7 @@ type IPAM struct {
 	log     hclog.Logger
 	node    string
 	maxHist int
+	retain  time.Duration
 	retries int
 	tries   int
 	grace   time.Duration
@@ -111,6 +116,9 @@ type IPAM struct {
 
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
+
+	statsMu sync.Mutex
+	stats   WorkloadStats
 }
 
 type suspect struct {
@@ -156,7 +164,7 @@ func New(opts Options) (*IPAM, error) {
 	m := &IPAM{
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
-		maxHist: opts.MaxHistory, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
+		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
@@ -173,6 +181,12 @@ func New(opts Options) (*IPAM, error) {
 	}
 	if m.maxHist <= 0 {
 		m.maxHist = DefaultMaxHistory
+	}
+	if m.maxHist > MaxHistoryCap {
+		return nil, fmt.Errorf("ipam: a history of %d records per workload is more than the cap %d", m.maxHist, MaxHistoryCap)
+	}
+	if m.retain <= 0 {
+		m.retain = DefaultWorkloadRetention
 	}
 	if m.retries < 0 {
 		m.retries = 0
@@ -392,8 +406,8 @@ type allocation struct {
 }
 
 type endpointRead struct {
-	ep  Endpoint
-	rev int64
+	head endpointHead
+	rev  int64
 }
 
 func (a *allocation) run(ctx context.Context) (Attachment, error) {
@@ -415,16 +429,14 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	if existing.rev != 0 {
 		return a.repeat(existing.att)
 	}
-	ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
+	head, headRev, err := m.headForWrite(ctx, a.req.Workload)
 	if err != nil {
 		return Attachment{}, err
 	}
-	a.ep = &endpointRead{ep: ep, rev: epRev}
+	a.ep = &endpointRead{head: head, rev: headRev}
 	a.sticky = map[string]netip.Addr{}
-	for _, h := range ep.History {
-		if _, seen := a.sticky[h.Pool]; !seen {
-			a.sticky[h.Pool] = h.Address
-		}
+	for _, l := range head.Last {
+		a.sticky[l.Pool] = l.Address
 	}
 	a.addrRev = map[netip.Addr]int64{}
 	a.tried = map[string]map[netip.Addr]bool{}
@@ -854,7 +866,7 @@ func (a *allocation) commit(ctx context.Context) error {
 	final.Skipped = a.skipped
 	now := m.now().UTC()
 	for {
-		epCond, epOp, err := a.history(ctx, final.Addresses, now, nil)
+		epCond, epOps, err := a.history(ctx, final.Addresses, now, nil)
 		if err != nil {
 			return err
 		}
@@ -863,7 +875,7 @@ func (a *allocation) commit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ops := []Op{{Key: attachmentKey(a.key), Value: attVal}, epOp}
+		ops := append([]Op{{Key: attachmentKey(a.key), Value: attVal}}, epOps...)
 		for _, ip := range final.Addresses {
 			addr := ip.Address.Addr()
 			rec := AddressRecord{Pool: ip.Pool, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
@@ -920,15 +932,15 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		attVal, err := json.Marshal(att)
 		if err == nil {
 			var epCond Cond
-			var epOp Op
+			var epOps []Op
 			// The first round reuses the endpoint read for the sticky
 			// addresses (one read less, a round trip on etcd); after a
 			// lost compare it is read afresh.
 			cached := a.ep
 			a.ep = nil
-			if epCond, epOp, err = a.history(ctx, att.Addresses, now, cached); err == nil {
+			if epCond, epOps, err = a.history(ctx, att.Addresses, now, cached); err == nil {
 				conds = append(conds, Cond{Key: attachmentKey(a.key), Revision: 0}, epCond)
-				ops = append(ops, Op{Key: attachmentKey(a.key), Value: attVal}, epOp)
+				ops = append(append(ops, Op{Key: attachmentKey(a.key), Value: attVal}), epOps...)
 			}
 		}
 		var rev int64
@@ -1045,20 +1057,21 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 }
 
 // history reads the workload's endpoint (or takes cached, when not nil)
-// and returns the compare and the write that prepend an entry for each of
-// addrs to its history (capped at MaxHistory), for the commit that makes
-// the allocation.
-func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, Op, error) {
+// and returns the compare and the writes that add an entry for each of
+// addrs to its history (one key each; the oldest beyond MaxHistory
+// deleted) and update the endpoint, for the commit that makes the
+// allocation. What it writes does not grow with the history.
+func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, []Op, error) {
 	m := a.m
 	var (
-		ep    Endpoint
-		epRev int64
-		err   error
+		h   endpointHead
+		rev int64
+		err error
 	)
 	if cached != nil {
-		ep, epRev = cached.ep, cached.rev
-	} else if ep, epRev, err = m.getEndpoint(ctx, a.req.Workload); err != nil {
-		return Cond{}, Op{}, err
+		h, rev = cached.head, cached.rev
+	} else if h, rev, err = m.headForWrite(ctx, a.req.Workload); err != nil {
+		return Cond{}, nil, err
 	}
 	var entries []HistoryEntry
 	for _, ip := range addrs {
@@ -1073,16 +1086,19 @@ func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.
 			Node: m.node, AllocatedAt: now, Skipped: sk, Origin: a.req.Origin,
 		})
 	}
-	ep.Workload = a.req.Workload
-	ep.History = append(entries, ep.History...)
-	if len(ep.History) > m.maxHist {
-		ep.History = ep.History[:m.maxHist]
-	}
-	epVal, err := json.Marshal(ep)
+	h.Workload = a.req.Workload
+	h.Last = append([]lastAddr(nil), h.Last...)
+	h.Open = append([]openEntry(nil), h.Open...)
+	ops, err := appendHistory(a.req.Workload, &h, entries, m.maxHist)
 	if err != nil {
-		return Cond{}, Op{}, fmt.Errorf("encode workload %q: %w", a.req.Workload, err)
+		return Cond{}, nil, err
 	}
-	return Cond{Key: workloadKey(a.req.Workload), Revision: epRev}, Op{Key: workloadKey(a.req.Workload), Value: epVal}, nil
+	val, err := json.Marshal(h)
+	if err != nil {
+		return Cond{}, nil, fmt.Errorf("encode workload %q: %w", a.req.Workload, err)
+	}
+	ops = append(ops, Op{Key: workloadKey(a.req.Workload), Value: val})
+	return Cond{Key: workloadKey(a.req.Workload), Revision: rev}, ops, nil
 }
 
 func allocatedIP(p *Pool, addr netip.Addr) AllocatedIP {
@@ -1159,19 +1175,4 @@ func (m *IPAM) getAttachment(ctx context.Context, key AttachmentKey) (attEntry, 
 		return attEntry{}, fmt.Errorf("decode %s: %w", e.Key, err)
 	}
 	return attEntry{att: att, rev: e.Revision}, nil
-}
-
-func (m *IPAM) getEndpoint(ctx context.Context, workload string) (Endpoint, int64, error) {
-	e, err := m.store.Get(ctx, workloadKey(workload))
-	if err != nil {
-		return Endpoint{}, 0, fmt.Errorf("read workload %q: %w", workload, err)
-	}
-	if e.Revision == 0 {
-		return Endpoint{Workload: workload}, 0, nil
-	}
-	var ep Endpoint
-	if err := json.Unmarshal(e.Value, &ep); err != nil {
-		return Endpoint{}, 0, fmt.Errorf("decode %s: %w", e.Key, err)
-	}
-	return ep, e.Revision, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"time"
 
@@ -64,26 +63,11 @@ func (m *IPAM) releaseIf(ctx context.Context, key AttachmentKey, wantRev int64, 
 			return Attachment{}, false, err
 		}
 		if att.State == StateAllocated && att.Workload != "" {
-			ep, epRev, err := m.getEndpoint(ctx, att.Workload)
+			hc, hops, err := m.closeHistory(ctx, att.Workload, key, m.now().UTC())
 			if err != nil {
 				return Attachment{}, false, err
 			}
-			now := m.now().UTC()
-			changed := false
-			for i := range ep.History {
-				h := &ep.History[i]
-				if h.ContainerID == key.ContainerID && h.Interface == key.Interface && h.ReleasedAt.IsZero() {
-					h.ReleasedAt, changed = now, true
-				}
-			}
-			if changed {
-				val, err := json.Marshal(ep)
-				if err != nil {
-					return Attachment{}, false, err
-				}
-				conds = append(conds, Cond{Key: workloadKey(att.Workload), Revision: epRev})
-				ops = append(ops, Op{Key: workloadKey(att.Workload), Value: val})
-			}
+			conds, ops = append(conds, hc...), append(ops, hops...)
 		}
 		_, err = m.store.Commit(ctx, conds, ops)
 		if errors.Is(err, ErrCompareFailed) {
@@ -180,32 +164,15 @@ func (m *IPAM) attachments(ctx context.Context) ([]attEntry, error) {
 	return out, nil
 }
 
-// History returns a workload's endpoint (newest first).
+// History returns a workload's history (newest first, at most
+// MaxHistory entries).
 func (m *IPAM) History(ctx context.Context, workload string) (Endpoint, error) {
-	ep, _, err := m.getEndpoint(ctx, workload)
-	return ep, err
+	return m.workloadHistory(ctx, workload)
 }
 
 // WhoHad answers "who had this address, and when?", newest first.
 func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRecord, error) {
-	es, err := m.store.List(ctx, prefixWorkloads)
-	if err != nil {
-		return nil, fmt.Errorf("list workloads: %w", err)
-	}
-	out := []ipamapi.HistoryRecord{}
-	for _, e := range es {
-		var ep Endpoint
-		if err := json.Unmarshal(e.Value, &ep); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
-		}
-		for _, h := range ep.History {
-			if h.Address == addr {
-				out = append(out, ipamapi.HistoryRecord{Workload: ep.Workload, HistoryEntry: h})
-			}
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].AllocatedAt.After(out[j].AllocatedAt) })
-	return out, nil
+	return m.whoHad(ctx, func(h HistoryEntry) bool { return h.Address == addr })
 }
 
 // Usage reports every pool's state.
@@ -311,7 +278,8 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 // released (a compare on the revision, so an address re-allocated in
 // between is never freed). Allocations without a namespace path, or whose
 // namespace cannot be examined, are never collected. Expired quarantine
-// records are removed.
+// records are removed, and workloads no allocation names whose last
+// activity is older than the retention are pruned (pruneWorkloads).
 func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
@@ -411,6 +379,9 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 				return res, err
 			}
 		}
+	}
+	if err := m.pruneWorkloads(ctx, now, all, &res); err != nil {
+		return res, err
 	}
 	return res, nil
 }

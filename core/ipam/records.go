@@ -13,12 +13,14 @@ import (
 //
 //	pools/<pool>/addrs/<address>            AddressRecord
 //	attachments/<container id>/<interface>  Attachment
-//	workloads/<workload>                    Endpoint
+//	workloads/<workload>                    endpointHead
+//	history/<workload>/<seq>                HistoryEntry (seq zero-padded)
 //	meta/format                             store format version
 const (
 	prefixPools       = "pools/"
 	prefixAttachments = "attachments/"
 	prefixWorkloads   = "workloads/"
+	prefixHistory     = "history/"
 )
 
 func esc(s string) string { return url.PathEscape(s) }

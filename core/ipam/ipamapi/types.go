@@ -172,6 +172,11 @@ type GCResult struct {
 	// QuarantineExpired counts quarantine records removed.
 	QuarantineExpired int           `json:"quarantine_expired"`
 	GracePeriod       time.Duration `json:"grace_period_ns"`
+	// WorkloadsPruned counts workloads whose endpoint and history were
+	// deleted: no allocation named them for longer than the retention.
+	WorkloadsPruned int `json:"workloads_pruned"`
+	// RecordsPruned counts the records those deletions removed.
+	RecordsPruned int `json:"records_pruned"`
 }
 
 // Route is a route given to the workload with its address.
@@ -276,6 +281,21 @@ type Status struct {
 	Error   string      `json:"error,omitempty"`
 	// Store is the shared store's state; nil with the embedded store.
 	Store *StoreStatus `json:"store,omitempty"`
+	// Workloads are the workload records (endpoint and history).
+	Workloads *WorkloadStatus `json:"workloads,omitempty"`
+}
+
+// WorkloadStatus counts the workload records as the last GC pass saw them:
+// those an allocation names, and those kept for the retention after their
+// last release; and what GC pruned since the agent started.
+type WorkloadStatus struct {
+	Retention time.Duration `json:"retention_ns"`
+	// CountedAt is when the counts were taken; zero before the first GC.
+	CountedAt     time.Time `json:"counted_at,omitzero"`
+	Live          int       `json:"live"`
+	Retained      int       `json:"retained"`
+	Pruned        int       `json:"pruned"`
+	RecordsPruned int       `json:"records_pruned"`
 }
 
 // StoreStatus is a shared IPAM store as this node sees it.
