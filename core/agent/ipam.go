@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -67,10 +68,26 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		}
 		shared.checkPools(ctx, res.Pools)
 		store, alive = shared.store, shared.store.NodeAlive
+		// The shared store has no file format to bump: every agent moves
+		// what the old per-pool layout left (idempotent, compare-guarded).
+		n, err := ipam.MigrateKeys(ctx, store)
+		var dup *ipam.DuplicateError
+		if errors.As(err, &dup) {
+			shared.close()
+			return nil, err
+		}
+		if err != nil {
+			a.log.Named("ipam").Warn("cannot move address records to the per-domain layout yet", "error", err)
+		} else if n > 0 {
+			a.log.Named("ipam").Info("moved address records to the per-domain layout", "records", n)
+		}
 	} else {
 		bs, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
 		if err != nil {
 			return nil, err
+		}
+		if n := bs.Migrated(); n > 0 {
+			a.log.Named("ipam").Info("moved address records to the per-domain layout", "records", n, "db", cfg.IPAM.DBPath)
 		}
 		store = bs
 	}
@@ -92,6 +109,12 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := m.CheckDomains(ctx); err != nil {
+		if errors.Is(err, ipam.ErrDomainMoved) || shared == nil {
+			return nil, fmt.Errorf("IPAM: %w", err)
+		}
+		a.log.Named("ipam").Warn("cannot check where the pools' addresses are recorded yet", "error", err)
 	}
 	n, err := m.Recover(ctx)
 	if err != nil && shared == nil {

@@ -93,7 +93,7 @@ func definition(p *ipam.Pool) string {
 	for _, r := range p.Routes {
 		routes = append(routes, fmt.Sprint(r))
 	}
-	return etcdstore.CanonicalDefinition(map[string]string{
+	fields := map[string]string{
 		"subnet":             p.Subnet.String(),
 		"ranges":             strings.Join(sp.Ranges, ","),
 		"exclude":            strings.Join(sp.Exclude, ","),
@@ -103,7 +103,14 @@ func definition(p *ipam.Pool) string {
 		"conflict_detection": strconv.FormatBool(p.ConflictDetection),
 		"gateway_detection":  strconv.FormatBool(p.GatewayDetection),
 		"quarantine":         p.Quarantine.String(),
-	})
+	}
+	// Nodes must agree on the domain: it is where the pool's addresses are
+	// keyed. Absent for the default domain, so a definition recorded before
+	// domains existed still matches.
+	if p.Domain != ipam.DefaultDomain {
+		fields["domain"] = p.Domain
+	}
+	return etcdstore.CanonicalDefinition(fields)
 }
 
 // forget drops what was checked (a reload brings new definitions).

@@ -40,7 +40,18 @@ const DefaultPath = "/var/lib/spiderpool/ipam.db"
 const DefaultOpenTimeout = 2 * time.Second
 
 // formatVersion is the layout of the file; a newer one is refused.
-const formatVersion = 1
+//
+//	1: address records keyed per pool (pools/<pool>/addrs/<address>)
+//	2: address records keyed per layer-2 domain (domains/<domain>/addrs/<address>)
+//
+// Open moves a format 1 file's records (ipam.MigrateKeys) and only then
+// writes 2, so an agent that reads only format 1 refuses a moved file
+// rather than seeing every address free, and a file whose move was refused
+// is still a format 1 file the previous agent can open.
+const formatVersion = 2
+
+// formatPerPool is the format whose address records MigrateKeys moves.
+const formatPerPool = 1
 
 var (
 	bucketKV   = []byte("kv")
@@ -56,6 +67,9 @@ type Store struct {
 	// inflight counts Commits running: when there are several, they go
 	// through bbolt's Batch and share one fsync.
 	inflight atomic.Int64
+	// migrated counts the address records Open moved to the per-domain
+	// layout.
+	migrated int
 }
 
 // batchDelay is how long a commit waits for others to join its batch,
@@ -92,6 +106,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
+	var format uint64
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
 			return err
@@ -101,11 +116,16 @@ func Open(path string, opts Options) (*Store, error) {
 			return err
 		}
 		if v := meta.Get(keyFormat); v != nil {
-			if f := binary.BigEndian.Uint64(v); f > formatVersion {
-				return fmt.Errorf("the file has format %d; this agent reads format %d: upgrade the agent", f, formatVersion)
+			if len(v) != 8 {
+				return fmt.Errorf("the format record is corrupt (%d bytes)", len(v))
+			}
+			format = binary.BigEndian.Uint64(v)
+			if format > formatVersion || format < formatPerPool {
+				return fmt.Errorf("the file has format %d; this agent reads formats %d-%d: upgrade the agent", format, formatPerPool, formatVersion)
 			}
 			return nil
 		}
+		format = formatVersion
 		return meta.Put(keyFormat, u64(formatVersion))
 	})
 	if err != nil {
@@ -113,8 +133,32 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
 	db.MaxBatchDelay = batchDelay
-	return &Store{db: db, path: path}, nil
+	s := &Store{db: db, path: path}
+	if format == formatPerPool {
+		if err := s.migrate(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("IPAM store %s: %w", path, err)
+		}
+	}
+	return s, nil
 }
+
+// migrate moves a format 1 file's address records to the per-domain
+// layout, then records format 2.
+func (s *Store) migrate() error {
+	n, err := ipam.MigrateKeys(context.Background(), s)
+	s.migrated = n
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyFormat, u64(formatVersion))
+	})
+}
+
+// Migrated is how many address records Open moved from the per-pool to the
+// per-domain layout (0 for a file already in it).
+func (s *Store) Migrated() int { return s.migrated }
 
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }
