@@ -14,7 +14,7 @@ import (
 //	domains/<domain>/addrs/<address>        AddressRecord (naming its pool)
 //	attachments/<container id>/<interface>  Attachment
 //	workloads/<workload>                    Endpoint
-//	meta/format                             store format version
+//	meta/format                             (boltstore, its meta bucket) file format
 //
 // An address record is keyed by the address within its layer-2 domain, not
 // by its pool: two pools of one domain whose ranges overlap (a
