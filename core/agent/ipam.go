@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -68,19 +67,6 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		}
 		shared.checkPools(ctx, res.Pools)
 		store, alive = shared.store, shared.store.NodeAlive
-		// The shared store has no file format to bump: every agent moves
-		// what the old per-pool layout left (idempotent, compare-guarded).
-		n, err := ipam.MigrateKeys(ctx, store)
-		var dup *ipam.DuplicateError
-		if errors.As(err, &dup) {
-			shared.close()
-			return nil, err
-		}
-		if err != nil {
-			a.log.Named("ipam").Warn("cannot move address records to the per-domain layout yet", "error", err)
-		} else if n > 0 {
-			a.log.Named("ipam").Info("moved address records to the per-domain layout", "records", n)
-		}
 	} else {
 		bs, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
 		if err != nil {
@@ -110,11 +96,16 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	if err != nil {
 		return nil, err
 	}
-	if err := m.CheckDomains(ctx); err != nil {
-		if errors.Is(err, ipam.ErrDomainMoved) || shared == nil {
-			return nil, fmt.Errorf("IPAM: %w", err)
+	if shared != nil {
+		// The shared store has no file format to bump: every agent moves
+		// what the old per-pool layout left (idempotent, compare-guarded)
+		// and allocates only once it is moved; etcd down leaves it to the
+		// loop.
+		if err := shared.migrate(ctx, m); err != nil {
+			return nil, err
 		}
-		a.log.Named("ipam").Warn("cannot check where the pools' addresses are recorded yet", "error", err)
+	} else if err := m.CheckDomains(ctx); err != nil {
+		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	n, err := m.Recover(ctx)
 	if err != nil && shared == nil {
@@ -173,6 +164,7 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 			if s.shared != nil {
 				// Other nodes change a shared pool: usage is never cached for
 				// long; pool definitions not yet checked are checked again.
+				_ = s.shared.migrate(ctx, s.m) // a refusal is logged and blocks allocations
 				s.shared.checkPools(ctx, s.m.Pools())
 				s.dirty.Store(true)
 			}

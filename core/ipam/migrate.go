@@ -33,7 +33,7 @@ func (e *DuplicateError) Error() string {
 	if e.Moved > 0 {
 		moved = fmt.Sprintf("%d other record(s) were already moved; the conflicting ones were left as they are", e.Moved)
 	}
-	return fmt.Sprintf("IPAM store: cannot move the address records to one key per address in domain %q: %d address(es) are held twice (two pools' ranges overlapped): %s; %s. "+
+	return fmt.Sprintf("cannot move the address records to one key per address in domain %q: %d address(es) are held twice (two pools' ranges overlapped): %s; %s. "+
 		"Release one holder of each with the agent version that wrote this store (spiderpool-agent ipam release --container-id ID --interface IF), remove the overlap from the pools, then start this agent again",
 		e.Domain, len(e.Conflicts), listSome(e.Conflicts, 10), moved)
 }
@@ -78,14 +78,14 @@ func MigrateKeys(ctx context.Context, s Store) (int, error) {
 			case errors.Is(err, ErrCompareFailed):
 				lost = true
 			case err != nil:
-				return moved, fmt.Errorf("IPAM store: move address records to the per-domain layout: %w", err)
+				return moved, fmt.Errorf("move address records to the per-domain layout: %w", err)
 			default:
 				moved += count
 				plan = plan[n:]
 			}
 		}
 	}
-	return moved, fmt.Errorf("IPAM store: move address records to the per-domain layout: the records kept changing under %d attempts; is another agent writing this store?", migrateRounds)
+	return moved, fmt.Errorf("move address records to the per-domain layout: the records kept changing under %d attempts; is another agent writing this store?", migrateRounds)
 }
 
 // migrationStep is what moves one address: compares and writes of one key
@@ -105,7 +105,7 @@ type migrationSlot struct {
 func planMigration(ctx context.Context, s Store) ([]migrationStep, error) {
 	olds, err := s.List(ctx, prefixPools)
 	if err != nil {
-		return nil, fmt.Errorf("IPAM store: list address records of the old layout: %w", err)
+		return nil, fmt.Errorf("list address records of the old layout: %w", err)
 	}
 	byKey := map[string][]migrationSlot{}
 	var keys []string
@@ -121,10 +121,10 @@ func planMigration(ctx context.Context, s Store) ([]migrationStep, error) {
 		}
 		var rec AddressRecord
 		if err := json.Unmarshal(e.Value, &rec); err != nil {
-			return nil, fmt.Errorf("IPAM store: %s: a damaged address record (%v); restore the store from a backup", e.Key, err)
+			return nil, fmt.Errorf("%s: a damaged address record (%v); restore the store from a backup", e.Key, err)
 		}
 		if a, ok := addrFromKey(e.Key); !ok || a != rec.Address {
-			return nil, fmt.Errorf("IPAM store: %s: the record is for address %s, not the key's; restore the store from a backup", e.Key, rec.Address)
+			return nil, fmt.Errorf("%s: the record is for address %s, not the key's; restore the store from a backup", e.Key, rec.Address)
 		}
 		add(addrKey(DefaultDomain, rec.Address), migrationSlot{e: e, rec: rec, legacy: true})
 	}
@@ -135,14 +135,14 @@ func planMigration(ctx context.Context, s Store) ([]migrationStep, error) {
 	for _, k := range keys {
 		cur, err := s.Get(ctx, k)
 		if err != nil {
-			return nil, fmt.Errorf("IPAM store: read %s: %w", k, err)
+			return nil, fmt.Errorf("read %s: %w", k, err)
 		}
 		if cur.Revision == 0 {
 			continue
 		}
 		var rec AddressRecord
 		if err := json.Unmarshal(cur.Value, &rec); err != nil {
-			return nil, fmt.Errorf("IPAM store: %s: a damaged address record (%v); restore the store from a backup", k, err)
+			return nil, fmt.Errorf("%s: a damaged address record (%v); restore the store from a backup", k, err)
 		}
 		byKey[k] = append([]migrationSlot{{e: cur, rec: rec}}, byKey[k]...)
 	}
@@ -155,6 +155,12 @@ func planMigration(ctx context.Context, s Store) ([]migrationStep, error) {
 		var live []migrationSlot
 		keep := -1
 		for i, sl := range slots {
+			// The listing and the reads are not one snapshot: another
+			// agent of a shared store may have moved this very record
+			// in between. The same record twice is one holder.
+			if sl.legacy && !slots[0].legacy && string(sl.e.Value) == string(slots[0].e.Value) {
+				continue
+			}
 			if sl.rec.State != StateQuarantined {
 				live = append(live, sl)
 				keep = i

@@ -1,7 +1,10 @@
 package ipam
 
 import (
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -141,3 +147,110 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 func TestOverlappingPoolsRefusedAtStart(t *testing.T) { scenarioOverlapAtStart(t) }
 
 func TestReloadAddingOverlappingPoolRefused(t *testing.T) { scenarioReloadAddsOverlap(t) }
+
+// oldStore writes, with bbolt itself, a store file as an agent that keyed
+// addresses per pool (format 1) left it: one allocation per holder given.
+func oldStore(t *testing.T, holders map[string]string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ipam.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u64 := func(v uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, v); return b }
+	err = db.Update(func(tx *bolt.Tx) error {
+		kv, err := tx.CreateBucket([]byte("kv"))
+		if err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		rev := uint64(1)
+		for cid, poolAddr := range holders {
+			pool, addr, _ := strings.Cut(poolAddr, " ")
+			a := netip.MustParseAddr(addr)
+			owner := ipamapi.AttachmentKey{ContainerID: cid, Interface: "eth0"}
+			rec, _ := json.Marshal(coreipam.AddressRecord{Pool: pool, Address: a, State: "allocated", Owner: owner, Node: "old-node"})
+			att, _ := json.Marshal(ipamapi.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
+				Addresses: []ipamapi.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
+			if err := kv.Put([]byte("pools/"+pool+"/addrs/"+addr), append(u64(rev), rec...)); err != nil {
+				return err
+			}
+			if err := kv.Put([]byte("attachments/"+cid+"/eth0"), append(u64(rev), att...)); err != nil {
+				return err
+			}
+			rev++
+		}
+		if err := meta.Put([]byte("revision"), u64(rev)); err != nil {
+			return err
+		}
+		return meta.Put([]byte("format"), u64(1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// An agent started on a store of the per-pool layout moves it and keeps
+// every allocation; a store in which the old layout gave one address to two
+// pools' holders stops the agent, naming both, with the file unchanged.
+func TestOldStoreMovedAtStart(t *testing.T) {
+	db := oldStore(t, map[string]string{"old1": "ovA 10.90.0.10", "old2": "ovA 10.90.0.11"})
+	a := startIPAM(t, agentOpts{pools: poolOvA, db: db})
+	if !strings.Contains(a.Log(), "moved address records to the per-domain layout: records=2") {
+		t.Errorf("log lacks the move:\n%s", a.Log())
+	}
+	if u := poolUsage(t, a, "ovA"); u.Allocated != 2 || u.Free != 29 {
+		t.Fatalf("%+v", u)
+	}
+	got := fillPool(t, a, "ovA")
+	if len(got) != 29 || got["10.90.0.10"] || got["10.90.0.11"] {
+		t.Fatalf("after the move ovA gave %d addresses: %v", len(got), got)
+	}
+	if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: "old1", Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if u := poolUsage(t, a, "ovA"); u.Allocated != 30 || u.Free != 1 {
+		t.Fatalf("releasing a moved allocation: %+v", u)
+	}
+	a.Stop()
+	consistent(t, db)
+
+	dup := oldStore(t, map[string]string{"c1": "ovA 10.90.0.20", "c2": "ovB 10.90.0.20"})
+	before := dump(t, dup)
+	b := startIPAM(t, agentOpts{pools: poolOvA, db: dup, noWait: true})
+	if code, ok := b.ExitCode(15 * time.Second); !ok || code != 1 {
+		t.Fatalf("agent on a store holding an address twice: exit %d %v", code, ok)
+	}
+	want := `IPAM store ` + dup + `: cannot move the address records to one key per address in domain "default": 1 address(es) are held twice (two pools' ranges overlapped): 10.90.0.20: pool "ovA" (container c1 interface eth0, allocated, node old-node) and pool "ovB" (container c2 interface eth0, allocated, node old-node); nothing was changed.`
+	if !strings.Contains(b.Log(), want) {
+		t.Errorf("log lacks\n%s\n%s", want, b.Log())
+	}
+	if after := dump(t, dup); after != before {
+		t.Errorf("the refused store file was changed:\n%s\nwas\n%s", after, before)
+	}
+}
+
+// dump renders every key and value of a store file, its format included.
+func dump(t *testing.T, path string) string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var b strings.Builder
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, bk *bolt.Bucket) error {
+			return bk.ForEach(func(k, v []byte) error { fmt.Fprintf(&b, "%s/%s = %x\n", name, k, v); return nil })
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
