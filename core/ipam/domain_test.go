@@ -167,7 +167,7 @@ func TestPoolDomainMoveWithLiveAddressesRefused(t *testing.T) {
 	}
 	err = f.m.SetPools(ctx, []*Pool{moved})
 	held := att.Addresses[0].Address.Addr().String()
-	if err == nil || !strings.Contains(err.Error(), `moving from domain "default" to "vlan9" pool "p"`) || !strings.Contains(err.Error(), held) {
+	if err == nil || !strings.Contains(err.Error(), `moving pool "p" from domain "default" to "vlan9" would orphan 1 live allocation(s)`) || !strings.Contains(err.Error(), held) {
 		t.Fatalf("reload moving a pool's domain: %v", err)
 	}
 	if f.m.Pools()[0].Domain != DefaultDomain {

@@ -421,14 +421,14 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 		if len(orphans) == 0 {
 			continue
 		}
-		what := "shrinking"
+		what := fmt.Sprintf("shrinking pool %q", old.Name)
 		switch {
 		case np == nil:
-			what = "removing"
+			what = fmt.Sprintf("removing pool %q", old.Name)
 		case np.Domain != old.Domain:
-			what = fmt.Sprintf("moving from domain %q to %q", old.Domain, np.Domain)
+			what = fmt.Sprintf("moving pool %q from domain %q to %q", old.Name, old.Domain, np.Domain)
 		}
-		problems = append(problems, fmt.Sprintf("%s pool %q would orphan %d live allocation(s): %s", what, old.Name, len(orphans), listSome(orphans, 20)))
+		problems = append(problems, fmt.Sprintf("%s would orphan %d live allocation(s): %s", what, len(orphans), listSome(orphans, 20)))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("IPAM pools not reloaded; the running pools stay: %s (release those addresses first)", strings.Join(problems, "; "))
