@@ -79,6 +79,9 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		if err != nil {
 			return nil, err
 		}
+		if n := bs.Migrated(); n > 0 {
+			a.log.Named("ipam").Info("moved address records to the per-domain layout", "records", n, "db", cfg.IPAM.DBPath)
+		}
 		store, bolt = bs, bs
 	}
 	started := false
@@ -99,6 +102,17 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	})
 	if err != nil {
 		return nil, err
+	}
+	if shared != nil {
+		// The shared store has no file format to bump: every agent moves
+		// what the old per-pool layout left (idempotent, compare-guarded)
+		// and allocates only once it is moved; etcd down leaves it to the
+		// loop.
+		if err := shared.migrate(ctx, m); err != nil {
+			return nil, err
+		}
+	} else if err := m.CheckDomains(ctx); err != nil {
+		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	n, err := m.Recover(ctx)
 	if err != nil && shared == nil {
@@ -160,6 +174,7 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 			if s.shared != nil {
 				// Other nodes change a shared pool: usage is never cached for
 				// long; pool definitions not yet checked are checked again.
+				_ = s.shared.migrate(ctx, s.m) // a refusal is logged and blocks allocations
 				s.shared.checkPools(ctx, s.m.Pools())
 				s.dirty.Store(true)
 			}

@@ -105,7 +105,7 @@ type ipamPoolsCommand struct{ env Env }
 func (c *ipamPoolsCommand) Synopsis() string { return "Show each pool's size and usage" }
 func (c *ipamPoolsCommand) Help() string {
 	fs, _, _ := ipamFlags("ipam pools", c.env)
-	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free.", fs)
+	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free, layer-2 domain.", fs)
 }
 func (c *ipamPoolsCommand) Run(args []string) int {
 	fs, socket, asJSON := ipamFlags("ipam pools", c.env)
@@ -127,7 +127,7 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 
 func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION")
+	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION\tDOMAIN")
 	for _, p := range pools {
 		var det []string
 		if p.ConflictDetection {
@@ -136,8 +136,8 @@ func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 		if p.GatewayDetection {
 			det = append(det, "gateway")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
-			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
+			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")), dash(p.Domain))
 	}
 	tw.Flush()
 }

@@ -11,6 +11,7 @@ import (
 const (
 	PrefixAttachments = prefixAttachments
 	PrefixPools       = prefixPools
+	PrefixDomains     = prefixDomains
 )
 
 // ReserveForTest reserves one address of each pool of r and stops there,

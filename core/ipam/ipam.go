@@ -241,21 +241,22 @@ func (m *IPAM) pool(name string) (*Pool, bool) {
 }
 
 type claimKey struct {
-	pool string
-	addr netip.Addr
+	domain string
+	addr   netip.Addr
 }
 
-// claims are the candidates this agent is reserving right now.
+// claims are the candidates this agent is reserving right now, by address
+// within its domain (the key of its record), whichever pool offers it.
 type claims struct {
 	mu sync.Mutex
 	m  map[claimKey]struct{}
 }
 
 // take claims addr; false when another allocation holds the claim.
-func (c *claims) take(pool string, addr netip.Addr) bool {
+func (c *claims) take(domain string, addr netip.Addr) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := claimKey{pool, addr}
+	k := claimKey{domain, addr}
 	if _, held := c.m[k]; held {
 		return false
 	}
@@ -263,10 +264,10 @@ func (c *claims) take(pool string, addr netip.Addr) bool {
 	return true
 }
 
-func (c *claims) release(pool string, addr netip.Addr) {
+func (c *claims) release(domain string, addr netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.m, claimKey{pool, addr})
+	delete(c.m, claimKey{domain, addr})
 }
 
 // AllocateRequest is ipamapi.AllocateRequest.
@@ -566,14 +567,14 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 		attVal, err1 := json.Marshal(next)
 		recVal, err2 := json.Marshal(rec)
 		if err := errors.Join(err1, err2); err != nil {
-			m.claims.release(p.Name, addr)
+			m.claims.release(p.Domain, addr)
 			return err
 		}
 		rev, err = m.store.Commit(ctx,
-			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: rev}},
-			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Name, addr), Value: recVal}})
+			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Domain, addr), Revision: rev}},
+			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Domain, addr), Value: recVal}})
 		// Committed or not, the store now says whether it is taken.
-		m.claims.release(p.Name, addr)
+		m.claims.release(p.Domain, addr)
 		if err != nil {
 			rev, err = a.settle(ctx, err, attVal, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr))
 			if errors.Is(err, errRetry) {
@@ -603,12 +604,12 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 	// this agent means taken. The claim comes before the read, so a claim
 	// released after a commit is always followed by a read that sees it.
 	free := func(addr netip.Addr) (int64, bool, error) {
-		if a.tried[p.Name][addr] || !m.claims.take(p.Name, addr) {
+		if a.tried[p.Name][addr] || !m.claims.take(p.Domain, addr) {
 			return 0, false, nil
 		}
-		e, err := m.store.Get(ctx, addrKey(p.Name, addr))
+		e, err := m.store.Get(ctx, addrKey(p.Domain, addr))
 		if err != nil {
-			m.claims.release(p.Name, addr)
+			m.claims.release(p.Domain, addr)
 			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
 		}
 		if e.Revision == 0 {
@@ -618,7 +619,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
 			return e.Revision, true, nil
 		}
-		m.claims.release(p.Name, addr)
+		m.claims.release(p.Domain, addr)
 		return 0, false, nil
 	}
 	if s, ok := a.sticky[p.Name]; ok && p.Contains(s) {
@@ -815,11 +816,11 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 		if err != nil {
 			return err
 		}
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val, TTL: p.Quarantine})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val, TTL: p.Quarantine})
 	} else {
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Delete: true})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Delete: true})
 	}
-	conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: a.addrRev[addr]}}
+	conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Domain, addr), Revision: a.addrRev[addr]}}
 	rev, err := m.store.Commit(ctx, conds, ops)
 	if err != nil {
 		return fmt.Errorf("pool %q: quarantine %s: %w", p.Name, addr, err)
@@ -883,8 +884,8 @@ func (a *allocation) commit(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			conds = append(conds, Cond{Key: addrKey(ip.Pool, addr), Revision: a.addrRev[addr]})
-			ops = append(ops, Op{Key: addrKey(ip.Pool, addr), Value: val})
+			conds = append(conds, Cond{Key: addrKey(domainOf(ip), addr), Revision: a.addrRev[addr]})
+			ops = append(ops, Op{Key: addrKey(domainOf(ip), addr), Value: val})
 		}
 		if _, err := m.store.Commit(ctx, conds, ops); err != nil {
 			// A lost compare is most likely the workload's endpoint changed
@@ -949,7 +950,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		}
 		// Committed or not, the store now says whether they are taken.
 		for _, c := range claimed {
-			m.claims.release(c.pool, c.addr)
+			m.claims.release(c.domain, c.addr)
 		}
 		if err != nil {
 			// A lost compare here means an address was taken by another
@@ -1031,7 +1032,7 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 	)
 	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
 		for _, c := range claimed {
-			m.claims.release(c.pool, c.addr)
+			m.claims.release(c.domain, c.addr)
 		}
 		return Attachment{}, nil, nil, nil, err
 	}
@@ -1043,15 +1044,15 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		if err != nil {
 			return fail(err)
 		}
-		claimed = append(claimed, claimKey{p.Name, addr})
+		claimed = append(claimed, claimKey{p.Domain, addr})
 		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return fail(fmt.Errorf("pool %q: encode %s: %w", p.Name, addr, err))
 		}
 		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
-		conds = append(conds, Cond{Key: addrKey(p.Name, addr), Revision: rev})
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val})
+		conds = append(conds, Cond{Key: addrKey(p.Domain, addr), Revision: rev})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val})
 	}
 	return att, conds, ops, claimed, nil
 }
@@ -1102,7 +1103,7 @@ func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.
 }
 
 func allocatedIP(p *Pool, addr netip.Addr) AllocatedIP {
-	return AllocatedIP{Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN}
+	return AllocatedIP{Pool: p.Name, Domain: p.Domain, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN}
 }
 
 // rollback releases what this allocation reserved, with a context of its
@@ -1133,7 +1134,7 @@ func (m *IPAM) dropOps(ctx context.Context, key AttachmentKey, rev int64, att At
 	conds := []Cond{{Key: attachmentKey(key), Revision: rev}}
 	ops := []Op{{Key: attachmentKey(key), Delete: true}}
 	for _, ip := range att.Addresses {
-		k := addrKey(ip.Pool, ip.Address.Addr())
+		k := addrKey(domainOf(ip), ip.Address.Addr())
 		e, err := m.store.Get(ctx, k)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)

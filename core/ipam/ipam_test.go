@@ -620,7 +620,7 @@ func TestSetPools(t *testing.T) {
 func assertEmpty(t *testing.T, f *fixture) {
 	t.Helper()
 	ctx := context.Background()
-	for _, prefix := range []string{PrefixAttachments, PrefixPools} {
+	for _, prefix := range []string{PrefixAttachments, PrefixDomains, PrefixPools} {
 		es, err := f.store.List(ctx, prefix)
 		if err != nil {
 			t.Fatal(err)

@@ -153,7 +153,7 @@ func TestOneCommitLostRace(t *testing.T) {
 	}{
 		{"address taken by another node", func(t *testing.T, st Store, conds []Cond) netip.Addr {
 			for _, c := range conds {
-				if !strings.HasPrefix(c.Key, PrefixPools) {
+				if !strings.HasPrefix(c.Key, PrefixDomains) {
 					continue
 				}
 				addr := netip.MustParseAddr(c.Key[strings.LastIndexByte(c.Key, '/')+1:])

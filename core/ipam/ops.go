@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -190,22 +191,19 @@ func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 
 func (m *IPAM) usage(ctx context.Context, p *Pool) (ipamapi.PoolUsage, error) {
 	u := ipamapi.PoolUsage{
-		Name: p.Name, Family: p.Family(), Subnet: p.Subnet.String(), Ranges: p.Ranges(), VLAN: p.VLAN,
+		Name: p.Name, Family: p.Family(), Subnet: p.Subnet.String(), Ranges: p.Ranges(), VLAN: p.VLAN, Domain: p.Domain,
 		Store: p.Store, ConflictDetection: p.ConflictDetection, GatewayDetection: p.GatewayDetection, Size: p.Size(),
 	}
 	if p.Gateway.IsValid() {
 		u.Gateway = p.Gateway.String()
 	}
-	es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+	rs, err := m.poolRecords(ctx, p)
 	if err != nil {
-		return u, fmt.Errorf("pool %q: list addresses: %w", p.Name, err)
+		return u, err
 	}
 	now := m.now()
-	for _, e := range es {
-		var rec AddressRecord
-		if err := json.Unmarshal(e.Value, &rec); err != nil {
-			return u, fmt.Errorf("decode %s: %w", e.Key, err)
-		}
+	for _, r := range rs {
+		rec := r.rec
 		if !p.Contains(rec.Address) {
 			continue // left from a wider definition; not part of the pool now
 		}
@@ -248,13 +246,13 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 	// Address records whose owner does not list them (cannot happen with
 	// atomic commits, but a store written by an older build might).
 	for _, p := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+		rs, err := m.poolRecords(ctx, p)
 		if err != nil {
 			return n, err
 		}
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State != StateReserved || rec.Node != m.node {
+		for _, r := range rs {
+			e, rec := r.e, r.rec
+			if rec.State != StateReserved || rec.Node != m.node {
 				continue
 			}
 			owner, err := m.getAttachment(ctx, rec.Owner)
@@ -364,13 +362,13 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 		}
 	}
 	for _, p := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+		rs, err := m.poolRecords(ctx, p)
 		if err != nil {
 			return res, err
 		}
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State != StateQuarantined || now.Before(rec.Until) {
+		for _, r := range rs {
+			e, rec := r.e, r.rec
+			if rec.State != StateQuarantined || now.Before(rec.Until) {
 				continue
 			}
 			if _, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}}); err == nil {
@@ -400,29 +398,34 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	defer m.reload.Unlock()
 	var problems []string
 	for _, old := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(old.Name))
+		rs, err := m.poolRecords(ctx, old)
 		if err != nil {
-			return fmt.Errorf("pool %q: list addresses: %w", old.Name, err)
+			return err
 		}
 		np := next[old.Name]
 		var orphans []string
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State == StateQuarantined {
+		for _, r := range rs {
+			rec := r.rec
+			if rec.State == StateQuarantined {
 				continue
 			}
-			if np == nil || !np.Contains(rec.Address) || np.Subnet.Bits() != old.Subnet.Bits() {
+			// A pool moved to another domain would hand its held
+			// addresses out again there: they are keyed in the old one.
+			if np == nil || !np.Contains(rec.Address) || np.Subnet.Bits() != old.Subnet.Bits() || np.Domain != old.Domain {
 				orphans = append(orphans, rec.Address.String())
 			}
 		}
 		if len(orphans) == 0 {
 			continue
 		}
-		what := "shrinking"
-		if np == nil {
-			what = "removing"
+		what := fmt.Sprintf("shrinking pool %q", old.Name)
+		switch {
+		case np == nil:
+			what = fmt.Sprintf("removing pool %q", old.Name)
+		case np.Domain != old.Domain:
+			what = fmt.Sprintf("moving pool %q from domain %q to %q", old.Name, old.Domain, np.Domain)
 		}
-		problems = append(problems, fmt.Sprintf("%s pool %q would orphan %d live allocation(s): %s", what, old.Name, len(orphans), listSome(orphans, 20)))
+		problems = append(problems, fmt.Sprintf("%s would orphan %d live allocation(s): %s", what, len(orphans), listSome(orphans, 20)))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("IPAM pools not reloaded; the running pools stay: %s (release those addresses first)", strings.Join(problems, "; "))
@@ -431,6 +434,83 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	defer m.mu.Unlock()
 	m.pools = next
 	return nil
+}
+
+// ErrDomainMoved is wrapped by CheckDomains when a pool's configured domain
+// is not where its live addresses are recorded.
+var ErrDomainMoved = errors.New("pool moved to another domain while holding addresses")
+
+// CheckDomains refuses pools whose live addresses are recorded in another
+// layer-2 domain than the one configured now (the domain attribute was
+// changed, or added for a pool the old per-pool layout held, while it held
+// addresses): the pool would hand those addresses out a second time in its
+// new domain. Call it at start, before serving; a reload checks the same
+// in SetPools.
+func (m *IPAM) CheckDomains(ctx context.Context) error {
+	es, err := m.store.List(ctx, prefixDomains)
+	if err != nil {
+		return fmt.Errorf("list address records: %w", err)
+	}
+	type moved struct {
+		from  string
+		addrs []string
+	}
+	found := map[string]*moved{}
+	for _, e := range es {
+		var rec AddressRecord
+		if json.Unmarshal(e.Value, &rec) != nil || rec.State == StateQuarantined {
+			continue
+		}
+		p, ok := m.pool(rec.Pool)
+		domain, _, kok := splitAddrKey(e.Key)
+		if !ok || !kok || domain == p.Domain {
+			continue
+		}
+		mv := found[rec.Pool+"\x00"+domain]
+		if mv == nil {
+			mv = &moved{from: domain}
+			found[rec.Pool+"\x00"+domain] = mv
+		}
+		mv.addrs = append(mv.addrs, rec.Address.String())
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	var problems []string
+	for k, mv := range found {
+		pool, _, _ := strings.Cut(k, "\x00")
+		p, _ := m.pool(pool)
+		problems = append(problems, fmt.Sprintf("pool %q is configured in domain %q but holds %d live allocation(s) in domain %q: %s", pool, p.Domain, len(mv.addrs), mv.from, listSome(mv.addrs, 20)))
+	}
+	sort.Strings(problems)
+	return fmt.Errorf("%w: %s (set the pool's domain back to where they are, or release them first)", ErrDomainMoved, strings.Join(problems, "; "))
+}
+
+// poolRecord is an address record of a pool with its store entry.
+type poolRecord struct {
+	e   Entry
+	rec AddressRecord
+}
+
+// poolRecords lists p's address records: those of its domain that name
+// it. Records are keyed per domain, so a domain's other pools' records
+// are in the same listing and are left out here.
+func (m *IPAM) poolRecords(ctx context.Context, p *Pool) ([]poolRecord, error) {
+	es, err := m.store.List(ctx, domainAddrPrefix(p.Domain))
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: list the addresses of domain %q: %w", p.Name, p.Domain, err)
+	}
+	var out []poolRecord
+	for _, e := range es {
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
+		}
+		if rec.Pool == p.Name {
+			out = append(out, poolRecord{e: e, rec: rec})
+		}
+	}
+	return out, nil
 }
 
 func listSome(s []string, n int) string {

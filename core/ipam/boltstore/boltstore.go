@@ -40,7 +40,18 @@ const DefaultPath = "/var/lib/spiderpool/ipam.db"
 const DefaultOpenTimeout = 2 * time.Second
 
 // formatVersion is the layout of the file; a newer one is refused.
-const formatVersion = 1
+//
+//	1: address records keyed per pool (pools/<pool>/addrs/<address>)
+//	2: address records keyed per layer-2 domain (domains/<domain>/addrs/<address>)
+//
+// Open moves a format 1 file's records (ipam.MigrateKeys) and only then
+// writes 2, so an agent that reads only format 1 refuses a moved file
+// rather than seeing every address free, and a file whose move was refused
+// is still a format 1 file the previous agent can open.
+const formatVersion = 2
+
+// formatPerPool is the format whose address records MigrateKeys moves.
+const formatPerPool = 1
 
 var (
 	bucketKV   = []byte("kv")
@@ -60,6 +71,9 @@ type Store struct {
 	// failed is set, for good, by the first panic bbolt raised on this
 	// file (a damaged page): every later call returns it.
 	failed atomic.Pointer[error]
+	// migrated counts the address records Open moved to the per-domain
+	// layout.
+	migrated int
 }
 
 // batchDelay is how long a commit waits for others to join its batch,
@@ -138,11 +152,14 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return s, nil
 	}
+	format := uint64(formatVersion)
 	err = s.guard(func() error {
 		return db.Update(func(tx *bolt.Tx) error {
 			if !fresh {
 				// verify saw both buckets.
-				return checkFormat(tx.Bucket(bucketMeta))
+				var ferr error
+				format, ferr = checkFormat(tx.Bucket(bucketMeta))
+				return ferr
 			}
 			if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
 				return err
@@ -154,6 +171,9 @@ func Open(path string, opts Options) (*Store, error) {
 			return meta.Put(keyFormat, u64(formatVersion))
 		})
 	})
+	if err == nil && format == formatPerPool {
+		err = s.migrate()
+	}
 	if err != nil {
 		db.Close()
 		if errors.Is(err, ErrDamaged) {
@@ -165,16 +185,38 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func checkFormat(meta *bolt.Bucket) error {
+// checkFormat reads the file's format version: one this agent reads
+// (formatPerPool files are migrated by Open), or an error.
+func checkFormat(meta *bolt.Bucket) (uint64, error) {
 	v := meta.Get(keyFormat)
 	if len(v) != 8 {
-		return errors.New("the file has no valid format version")
+		return 0, errors.New("the file has no valid format version")
 	}
-	if f := binary.BigEndian.Uint64(v); f > formatVersion {
-		return fmt.Errorf("the file has format %d; this agent reads format %d: upgrade the agent", f, formatVersion)
+	f := binary.BigEndian.Uint64(v)
+	if f > formatVersion || f < formatPerPool {
+		return 0, fmt.Errorf("the file has format %d; this agent reads formats %d-%d: upgrade the agent", f, formatPerPool, formatVersion)
 	}
-	return nil
+	return f, nil
 }
+
+// migrate moves a format 1 file's address records to the per-domain
+// layout, then records format 2.
+func (s *Store) migrate() error {
+	n, err := ipam.MigrateKeys(context.Background(), s)
+	s.migrated = n
+	if err != nil {
+		return err
+	}
+	return s.guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyFormat, u64(formatVersion))
+		})
+	})
+}
+
+// Migrated is how many address records Open moved from the per-pool to the
+// per-domain layout (0 for a file already in it).
+func (s *Store) Migrated() int { return s.migrated }
 
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }

@@ -130,7 +130,7 @@ func (s *Store) verify(ctx context.Context) (fresh bool, err error) {
 				problems = append(problems, err.Error())
 				return nil
 			}
-			if err := checkFormat(tx.Bucket(bucketMeta)); err != nil {
+			if _, err := checkFormat(tx.Bucket(bucketMeta)); err != nil {
 				problems = append(problems, err.Error())
 				return nil
 			}

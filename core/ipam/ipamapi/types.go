@@ -211,7 +211,11 @@ type Attachment struct {
 // AllocatedIP is one address of an attachment with what the workload needs
 // to use it.
 type AllocatedIP struct {
-	Pool    string       `json:"pool"`
+	Pool string `json:"pool"`
+	// Domain is the pool's layer-2 domain when the address was given, the
+	// space its address record is keyed in (empty in a record written
+	// before domains existed: "default").
+	Domain  string       `json:"domain,omitempty"`
 	Address netip.Prefix `json:"address"` // with the subnet's length
 	Gateway netip.Addr   `json:"gateway,omitzero"`
 	Routes  []Route      `json:"routes,omitempty"`
@@ -261,6 +265,7 @@ type PoolUsage struct {
 	Ranges            []string `json:"ranges"`
 	Gateway           string   `json:"gateway,omitempty"`
 	VLAN              int      `json:"vlan,omitempty"`
+	Domain            string   `json:"domain"`
 	Store             string   `json:"store"`
 	ConflictDetection bool     `json:"conflict_detection"`
 	GatewayDetection  bool     `json:"gateway_detection"`
