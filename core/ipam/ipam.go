@@ -652,11 +652,7 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		linkLocal := false
-		for _, p := range a.pools {
-			linkLocal = linkLocal || (p.GatewayDetection && p.Family() == "ipv6")
-		}
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface, linkLocal)
+		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
 		if err != nil {
 			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
 		}

@@ -47,7 +47,7 @@ func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult
 
 type noLinks struct{}
 
-func (noLinks) EnsureUp(context.Context, string, string, bool) (func(), error) { return func() {}, nil }
+func (noLinks) EnsureUp(context.Context, string, string) (func(), error) { return func() {}, nil }
 
 type fixture struct {
 	m     *IPAM
