@@ -161,7 +161,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	req := ipamapi.AllocateRequest{
 		ContainerID: args.ContainerID, Interface: args.IfName, Netns: args.Netns,
-		Workload: workload, Pools: nc.IPAM.Pools,
+		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), AllocateTimeout)
 	defer cancel()

@@ -87,6 +87,30 @@ type AllocateRequest struct {
 	Workload string `json:"workload,omitempty"`
 	// Pools: one per family at most (dual stack = one IPv4 and one IPv6).
 	Pools []string `json:"pools"`
+	// SkipDetection names detections that cannot work for this
+	// allocation, with why: the CNI plugin sets it from the main plugin's
+	// configuration (a bridge that becomes the gateway itself after IPAM
+	// answers, ptp, ipvlan in L3 mode). A detection a pool enables and
+	// this lists does not run for it; the attachment's NotChecked says
+	// so.
+	SkipDetection []DetectionSkip `json:"skip_detection,omitempty"`
+}
+
+// Detections a request may skip.
+const (
+	DetectionConflict = "conflict"
+	DetectionGateway  = "gateway"
+)
+
+// DetectionSkip is one detection not run, and why.
+type DetectionSkip struct {
+	// Pool is the pool it applies to; in a request, empty means every
+	// pool named.
+	Pool string `json:"pool,omitempty"`
+	// Detection is DetectionConflict or DetectionGateway.
+	Detection string `json:"detection"`
+	// Reason says why, for the operator ("the bridge is the gateway").
+	Reason string `json:"reason"`
 }
 
 // ReleaseRequest releases what (container id, interface) holds. Releasing
@@ -145,6 +169,9 @@ type Attachment struct {
 	Created   time.Time     `json:"created"`
 	// Skipped lists candidates passed over because they were in use.
 	Skipped []SkippedIP `json:"skipped,omitempty"`
+	// NotChecked lists the detections its pools enable that the request
+	// asked to skip, one per pool and detection.
+	NotChecked []DetectionSkip `json:"not_checked,omitempty"`
 }
 
 // AllocatedIP is one address of an attachment with what the workload needs

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -15,6 +16,7 @@ const (
 	MaxNetns       = 4096
 	MaxPoolName    = 63
 	MaxPools       = 2 // one per family
+	MaxSkipReason  = 256
 )
 
 // FieldError is a malformed request field.
@@ -129,6 +131,42 @@ func (r AllocateRequest) Validate() error {
 				return fieldErr(f, "%q is named twice", p)
 			}
 		}
+	}
+	return validateSkips(r.SkipDetection, r.Pools)
+}
+
+// validateSkips checks skip_detection: known detections, a reason, pools
+// of the request, nothing twice.
+func validateSkips(skips []DetectionSkip, pools []string) error {
+	// Each detection once for all pools, or once per pool.
+	if len(skips) > 2*MaxPools {
+		return fieldErr("skip_detection", "has %d entries; at most %d", len(skips), 2*MaxPools)
+	}
+	seen := map[[2]string]bool{}
+	for i, sk := range skips {
+		f := fmt.Sprintf("skip_detection[%d]", i)
+		if sk.Detection != DetectionConflict && sk.Detection != DetectionGateway {
+			return fieldErr(f+".detection", "%q is not a detection (conflict, gateway)", sk.Detection)
+		}
+		if sk.Pool != "" && !slices.Contains(pools, sk.Pool) {
+			return fieldErr(f+".pool", "%q is not a pool of the request", sk.Pool)
+		}
+		switch {
+		case strings.TrimSpace(sk.Reason) == "":
+			return fieldErr(f+".reason", "is required: say why the detection cannot work")
+		case len(sk.Reason) > MaxSkipReason:
+			return fieldErr(f+".reason", "is %d bytes, at most %d", len(sk.Reason), MaxSkipReason)
+		}
+		for _, r := range sk.Reason {
+			if !unicode.IsPrint(r) {
+				return fieldErr(f+".reason", "contains a character that is not printable")
+			}
+		}
+		k := [2]string{sk.Pool, sk.Detection}
+		if seen[k] {
+			return fieldErr(f, "skips %s detection twice", sk.Detection)
+		}
+		seen[k] = true
 	}
 	return nil
 }
