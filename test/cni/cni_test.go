@@ -127,6 +127,20 @@ pool "br-busy-v4" {
   conflict_detection = true
   gateway_detection  = true
 }
+pool "ptp-v4" {
+  subnet             = "10.0.6.0/24"
+  ranges             = ["10.0.6.10-10.0.6.19"]
+  gateway            = "10.0.6.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "ptp-v6" {
+  subnet             = "fd00:6::/64"
+  ranges             = ["fd00:6::10-fd00:6::1f"]
+  gateway            = "fd00:6::1"
+  conflict_detection = true
+  gateway_detection  = true
+}
 pool "gc-v4" {
   subnet             = "10.0.4.0/24"
   ranges             = ["10.0.4.10-10.0.4.50"]

@@ -97,3 +97,42 @@ func TestBridgeIsGateway(t *testing.T) {
 		t.Error("DEL left the allocation")
 	}
 }
+
+// TestPtpSkipsDetection: ptp calls IPAM before it creates the veth, and
+// gives the veth's host side the gateway address afterwards. With
+// detection on, every ADD failed (the interface to probe did not exist).
+// The CNI plugin asks the agent to skip both detections, the attachment
+// says so, and the workload reaches its gateway (the node).
+func TestPtpSkipsDetection(t *testing.T) {
+	l := newLab(t)
+	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "ptpnet", "plugins": [
+		{"type": "ptp", "ipMasq": false, "ipam": %s}]}`, l.withSocket(`"pools": ["ptp-v4", "ptp-v6"]`))
+	list, err := libcni.ConfListFromBytes([]byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := workload(t, "ptp1")
+	ctx := ctxFor(t, 60*time.Second)
+	res, err := l.rt.Add(ctx, list, w)
+	if err != nil {
+		t.Fatalf("ADD through ptp with detection on: %v", err)
+	}
+	v4, _ := addrs(t, res)
+	att, ok := l.held(key(w))
+	if !ok {
+		t.Fatal("the agent holds no allocation")
+	}
+	var got []string
+	for _, n := range att.NotChecked {
+		got = append(got, n.Pool+"/"+n.Detection)
+	}
+	if strings.Join(got, " ") != "ptp-v4/conflict ptp-v4/gateway ptp-v6/conflict ptp-v6/gateway" {
+		t.Errorf("attachment says not checked %q, want both detections of both pools", got)
+	}
+	if err := cnilab.Ping(w.Netns, v4.Addr(), netip.MustParseAddr("10.0.6.1"), 5*time.Second); err != nil {
+		t.Errorf("the workload cannot reach the ptp gateway: %v", err)
+	}
+	if err := l.rt.Del(ctx, list, w); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+}
