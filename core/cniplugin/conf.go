@@ -49,6 +49,85 @@ type NetConf struct {
 	// either key was present with a list (null counts as absent).
 	ValidAttachments []types.GCAttachment
 	HasValid         bool
+	// Skips are the detections the main plugin's configuration makes
+	// impossible or pointless (see mainPluginSkips).
+	Skips []ipamapi.DetectionSkip
+}
+
+// mainPlugin is what the IPAM plugin reads of the main plugin's own
+// configuration (the same object on stdin): enough to know whether the
+// main plugin will itself be the gateway, or leaves nothing to probe.
+// Its fields are decoded leniently - they are the main plugin's, which
+// has parsed them before it ran IPAM - and a value of another type counts
+// as absent.
+type mainPlugin struct {
+	Type             string
+	IsGateway        bool // bridge: the bridge gets the gateway address
+	IsDefaultGateway bool // bridge: implies isGateway
+	Mode             string
+}
+
+func decodeMainPlugin(top map[string]json.RawMessage) mainPlugin {
+	var mp mainPlugin
+	_ = json.Unmarshal(top["type"], &mp.Type)
+	_ = json.Unmarshal(top["isGateway"], &mp.IsGateway)
+	_ = json.Unmarshal(top["isDefaultGateway"], &mp.IsDefaultGateway)
+	_ = json.Unmarshal(top["mode"], &mp.Mode)
+	return mp
+}
+
+// mainPluginSkips says which detections cannot work for an interface the
+// main plugin mp sets up, and why; each reason is what the operator reads
+// in the allocation. The containernetworking/plugins main plugins, in the
+// order their cmdAdd runs things:
+//
+//   - bridge with isGateway (or isDefaultGateway, which sets isGateway):
+//     the plugin calls IPAM, then gives the bridge the gateway address
+//     (calcGateways, then ensureAddr). Nobody holds the gateway address
+//     while IPAM runs - the first workload of the network would always
+//     fail gateway detection - and afterwards the gateway is this host.
+//     Skip gateway detection; keep conflict detection: the veth is in
+//     the bridge already, and other hosts or VMs on the bridge (or the
+//     LAN behind an enslaved NIC) may use the address.
+//   - ptp: IPAM runs before the veth pair exists, and the host side of the
+//     pair gets the gateway address afterwards (setupHostVeth); the link
+//     has no one else on it. There is no interface to probe on and nobody
+//     to find: skip both.
+//   - ipvlan in mode l3 or l3s: the kernel sets NOARP on the slave
+//     (ipvlan_set_port_mode) and drops the broadcast and multicast it
+//     sends, so neither ARP nor NDP exists on it - the workload reaches
+//     its gateway through a device route, not a neighbour. A duplicate
+//     among slaves of one master the kernel refuses itself (EADDRINUSE);
+//     a duplicate elsewhere is a routing matter of the host, invisible
+//     from the slave. Skip both.
+//   - dummy: NOARP and no wire at all. Skip both.
+//   - macvlan, ipvlan l2, host-device, vlan, bridge without isGateway, and
+//     anything else: the interface is on a real layer-2 segment with the
+//     gateway somewhere on it. Keep both.
+func mainPluginSkips(mp mainPlugin) []ipamapi.DetectionSkip {
+	skip := func(reason string, ds ...string) []ipamapi.DetectionSkip {
+		var out []ipamapi.DetectionSkip
+		for _, d := range ds {
+			out = append(out, ipamapi.DetectionSkip{Detection: d, Reason: reason})
+		}
+		return out
+	}
+	const gw, conflict = ipamapi.DetectionGateway, ipamapi.DetectionConflict
+	switch mp.Type {
+	case "bridge":
+		if mp.IsGateway || mp.IsDefaultGateway {
+			return skip("the bridge plugin (isGateway) gives the bridge the gateway address after IPAM answers", gw)
+		}
+	case "ptp":
+		return skip("the ptp plugin creates the veth after IPAM answers and gives its host side the gateway address", gw, conflict)
+	case "ipvlan":
+		if mp.Mode == "l3" || mp.Mode == "l3s" {
+			return skip("ipvlan in "+mp.Mode+" mode has no ARP or neighbour discovery (NOARP)", gw, conflict)
+		}
+	case "dummy":
+		return skip("a dummy interface has no link to probe (NOARP)", gw, conflict)
+	}
+	return nil
 }
 
 // ConfError is a malformed network configuration: Field names where, as a
@@ -77,7 +156,11 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, describeJSONError("", err)
 	}
-	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return nil, describeJSONError("", err)
+	}
+	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name, Skips: mainPluginSkips(decodeMainPlugin(all))}
 	if len(top.PrevResult) > 0 && !bytes.Equal(bytes.TrimSpace(top.PrevResult), []byte("null")) {
 		nc.PrevResult = top.PrevResult
 	}

@@ -185,3 +185,50 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 		t.Fatalf("go list -deps listed %d packages: %s", n, out)
 	}
 }
+
+// The main plugin's configuration decides which detections cannot work:
+// a bridge that becomes the gateway (isGateway, or isDefaultGateway which
+// implies it) skips gateway detection only; ptp, ipvlan l3/l3s and dummy
+// skip both; everything else keeps both. A main-plugin field of another
+// type is the main plugin's error, not ours: it counts as absent.
+func TestMainPluginSkips(t *testing.T) {
+	const ipam = `"ipam": {"type": "spiderpool", "pools": ["v4", "v6"]}`
+	for _, tc := range []struct {
+		main string
+		want string // detections skipped, in order
+	}{
+		{`"type": "bridge", "isGateway": true`, "gateway"},
+		{`"type": "bridge", "isDefaultGateway": true`, "gateway"},
+		{`"type": "bridge", "isGateway": false`, ""},
+		{`"type": "bridge"`, ""},
+		{`"type": "bridge", "isGateway": "yes"`, ""},
+		{`"type": "ptp"`, "gateway conflict"},
+		{`"type": "ipvlan", "mode": "l3"`, "gateway conflict"},
+		{`"type": "ipvlan", "mode": "l3s"`, "gateway conflict"},
+		{`"type": "ipvlan", "mode": "l2"`, ""},
+		{`"type": "ipvlan"`, ""},
+		{`"type": "macvlan", "mode": "bridge", "isGateway": true`, ""},
+		{`"type": "host-device"`, ""},
+		{`"type": "dummy"`, "gateway conflict"},
+		{`"isGateway": true`, ""},
+	} {
+		nc, err := ParseNetConf([]byte(`{"cniVersion": "1.0.0", "name": "n", ` + tc.main + `, ` + ipam + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.main, err)
+		}
+		var got []string
+		for _, s := range nc.Skips {
+			if s.Pool != "" || s.Reason == "" {
+				t.Errorf("%s: skip %+v, want all pools and a reason", tc.main, s)
+			}
+			got = append(got, s.Detection)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("%s: skips %q, want %q", tc.main, got, tc.want)
+		}
+		req := ipamapi.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: nc.IPAM.Pools, SkipDetection: nc.Skips}
+		if err := req.Validate(); err != nil {
+			t.Errorf("%s: the request the plugin sends is invalid: %v", tc.main, err)
+		}
+	}
+}

@@ -175,7 +175,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	req := ipamapi.AllocateRequest{
 		ContainerID: args.ContainerID, Interface: args.IfName, Netns: args.Netns,
-		Workload: workload, Pools: nc.IPAM.Pools,
+		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips,
 		// What this network's GC compares: it releases only what ADDs of
 		// this network made.
 		Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: nc.Name, Interface: args.IfName},

@@ -216,6 +216,9 @@ func writeAttachment(w io.Writer, att ipamapi.Attachment) {
 		}
 		fmt.Fprintf(w, "  %s %s (pool %s): %s\n", q, s.Address, s.Pool, s.Reason)
 	}
+	for _, n := range att.NotChecked {
+		fmt.Fprintf(w, "  %s detection not run (pool %s): %s\n", n.Detection, n.Pool, n.Reason)
+	}
 }
 
 // --- list

@@ -443,7 +443,11 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	a.tried = map[string]map[netip.Addr]bool{}
 	a.att = Attachment{
 		AttachmentKey: a.key, Netns: a.req.Netns, Workload: a.req.Workload, Node: m.node,
-		State: StateReserved, Created: m.now().UTC(), Origin: a.req.Origin,
+		State: StateReserved, Created: m.now().UTC(), NotChecked: a.notChecked(), Origin: a.req.Origin,
+	}
+	for _, sk := range a.att.NotChecked {
+		m.log.Info("detection skipped at the caller's request", "container_id", a.key.ContainerID, "interface", a.key.Interface,
+			"pool", sk.Pool, "detection", sk.Detection, "reason", sk.Reason)
 	}
 	ok := false
 	defer func() {
@@ -654,17 +658,60 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 }
 
 // needsCheck says whether vet has anything to check for this allocation:
-// whether any of its pools enables a detector.
+// whether any of its pools enables a detector the request does not skip.
 func (a *allocation) needsCheck() bool {
 	for _, p := range a.pools {
-		if needsCheck(p) {
+		if a.needsCheckIn(p) {
 			return true
 		}
 	}
 	return false
 }
 
-func needsCheck(p *Pool) bool { return p.ConflictDetection || p.GatewayDetection }
+func (a *allocation) needsCheckIn(p *Pool) bool {
+	return a.detects(p, ipamapi.DetectionConflict) || a.detects(p, ipamapi.DetectionGateway)
+}
+
+// detects says whether vet runs detection d for p: the pool enables it
+// and the request does not skip it.
+func (a *allocation) detects(p *Pool, d string) bool {
+	return a.poolEnables(p, d) && a.skipOf(p, d) == nil
+}
+
+func (a *allocation) poolEnables(p *Pool, d string) bool {
+	switch d {
+	case ipamapi.DetectionConflict:
+		return p.ConflictDetection
+	case ipamapi.DetectionGateway:
+		return p.GatewayDetection
+	}
+	return false
+}
+
+// skipOf is the request's skip of detection d for p, or nil.
+func (a *allocation) skipOf(p *Pool, d string) *ipamapi.DetectionSkip {
+	for i, sk := range a.req.SkipDetection {
+		if sk.Detection == d && (sk.Pool == "" || sk.Pool == p.Name) {
+			return &a.req.SkipDetection[i]
+		}
+	}
+	return nil
+}
+
+// notChecked lists, per pool, the detections the pool enables that the
+// request skips: what the attachment records as not checked. A skip of a
+// detection the pool does not enable changes nothing and is not listed.
+func (a *allocation) notChecked() []ipamapi.DetectionSkip {
+	var out []ipamapi.DetectionSkip
+	for _, p := range a.pools {
+		for _, d := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+			if sk := a.skipOf(p, d); sk != nil && a.poolEnables(p, d) {
+				out = append(out, ipamapi.DetectionSkip{Pool: p.Name, Detection: d, Reason: sk.Reason})
+			}
+		}
+	}
+	return out
+}
 
 // vet checks the reserved addresses on the wire until each passed, one was
 // blocked, or a pool ran out of tries.
@@ -672,7 +719,7 @@ func (a *allocation) vet(ctx context.Context) error {
 	m := a.m
 	pending := map[string]bool{}
 	for _, p := range a.pools {
-		if needsCheck(p) {
+		if a.needsCheckIn(p) {
 			pending[p.Name] = true
 		}
 	}
@@ -685,11 +732,7 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		linkLocal := false
-		for _, p := range a.pools {
-			linkLocal = linkLocal || (p.GatewayDetection && p.Family() == "ipv6")
-		}
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface, linkLocal)
+		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
 		if err != nil {
 			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
 		}
@@ -704,8 +747,8 @@ func (a *allocation) vet(ctx context.Context) error {
 				continue
 			}
 			ip := a.addressOf(p.Name)
-			ca := CheckAddress{Address: ip.Address, Conflict: p.ConflictDetection}
-			if p.GatewayDetection {
+			ca := CheckAddress{Address: ip.Address, Conflict: a.detects(p, ipamapi.DetectionConflict)}
+			if a.detects(p, ipamapi.DetectionGateway) {
 				ca.Gateway = p.Gateway
 			}
 			creq.Addresses = append(creq.Addresses, ca)

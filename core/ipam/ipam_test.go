@@ -47,7 +47,7 @@ func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult
 
 type noLinks struct{}
 
-func (noLinks) EnsureUp(context.Context, string, string, bool) (func(), error) { return func() {}, nil }
+func (noLinks) EnsureUp(context.Context, string, string) (func(), error) { return func() {}, nil }
 
 type fixture struct {
 	m     *IPAM
@@ -641,5 +641,71 @@ func assertConsistent(t *testing.T, f *fixture) {
 	t.Helper()
 	if err := Consistent(context.Background(), f.store); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A request that skips gateway detection (the CNI plugin, when the bridge
+// becomes the gateway after IPAM answers) is not failed by a gateway that
+// does not answer yet; conflicts are still checked, and the attachment
+// says what was not checked. Skipping every detection a request's pools
+// enable takes the one-commit path: no check at all.
+func TestSkipDetection(t *testing.T) {
+	f := newFixture(t, v4, v6)
+	ctx := context.Background()
+	f.chk.gwDown = true
+	if _, err := f.m.Allocate(ctx, req("gw", "lan4")); code(err) != ipamapi.CodeGateway {
+		t.Fatalf("without the skip: %v, want %s", err, ipamapi.CodeGateway)
+	}
+
+	// Conflict detection still runs: with every address busy on the wire,
+	// the answer is a conflict, not the gateway.
+	for i := 10; i < 50; i++ {
+		f.chk.conflict[netip.AddrFrom4([4]byte{10, 20, 0, byte(i)})] = true
+	}
+	r := req("bridge", "lan4", "lan6")
+	r.SkipDetection = []ipamapi.DetectionSkip{{Detection: ipamapi.DetectionGateway, Reason: "the bridge is the gateway"}}
+	if _, err := f.m.Allocate(ctx, r); code(err) != ipamapi.CodeConflict {
+		t.Fatalf("gateway skipped, every address busy: %v, want %s", err, ipamapi.CodeConflict)
+	}
+	clear(f.chk.conflict)
+	att, err := f.m.Allocate(ctx, r)
+	if err != nil {
+		t.Fatalf("gateway detection skipped: %v", err)
+	}
+	// lan6 enables no gateway detection: nothing to record for it.
+	want := []ipamapi.DetectionSkip{{Pool: "lan4", Detection: "gateway", Reason: "the bridge is the gateway"}}
+	if fmt.Sprint(att.NotChecked) != fmt.Sprint(want) {
+		t.Errorf("not checked %+v, want %+v", att.NotChecked, want)
+	}
+	if got, _, _ := f.m.Get(ctx, att.AttachmentKey); fmt.Sprint(got.NotChecked) != fmt.Sprint(want) {
+		t.Errorf("stored attachment says not checked %+v", got.NotChecked)
+	}
+
+	calls := f.chk.calls
+	r = req("ptp", "lan4")
+	r.SkipDetection = []ipamapi.DetectionSkip{
+		{Detection: ipamapi.DetectionGateway, Reason: "ptp"},
+		{Pool: "lan4", Detection: ipamapi.DetectionConflict, Reason: "ptp"},
+	}
+	att, err = f.m.Allocate(ctx, r)
+	if err != nil || f.chk.calls != calls || len(att.NotChecked) != 2 {
+		t.Fatalf("everything skipped: %+v %v, %d checks", att, err, f.chk.calls-calls)
+	}
+
+	for _, bad := range []struct {
+		skip  ipamapi.DetectionSkip
+		field string
+	}{
+		{ipamapi.DetectionSkip{Detection: "dhcp", Reason: "x"}, "skip_detection[0].detection"},
+		{ipamapi.DetectionSkip{Detection: "gateway"}, "skip_detection[0].reason"},
+		{ipamapi.DetectionSkip{Detection: "gateway", Pool: "other", Reason: "x"}, "skip_detection[0].pool"},
+		{ipamapi.DetectionSkip{Detection: "gateway", Reason: "a\x00b"}, "skip_detection[0].reason"},
+	} {
+		r := req("bad", "lan4")
+		r.SkipDetection = []ipamapi.DetectionSkip{bad.skip}
+		var fe *ipamapi.FieldError
+		if _, err := f.m.Allocate(ctx, r); !errors.As(err, &fe) || fe.Field != bad.field {
+			t.Errorf("skip %+v: %v, want an error naming %s", bad.skip, err, bad.field)
+		}
 	}
 }

@@ -20,17 +20,17 @@ import (
 type LinkUpper interface {
 	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
 	// up when it is down, and then waits (bounded by ctx and LinkWait)
-	// for carrier and, when linkLocal is set, for a usable IPv6
-	// link-local address (the source of a gateway probe; the kernel runs
-	// DAD on it first). restore puts the interface down again if EnsureUp
-	// raised it.
-	EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (restore func(), err error)
+	// for carrier. It does not wait for the IPv6 link-local address to
+	// pass DAD: an IPv6 gateway probe goes from :: when there is no
+	// usable link-local yet. restore puts the interface down again if
+	// EnsureUp raised it.
+	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
 }
 
-// LinkWait bounds the wait for an interface raised for a probe: carrier
-// and the IPv6 link-local's DAD (1 probe after up to 1s of delay, by the
-// kernel's defaults). When it passes, the probe runs anyway and the
-// detector says what is missing.
+// LinkWait bounds the wait for carrier on an interface raised for a probe
+// (a veth or macvlan has it at once; a physical port may take seconds to
+// negotiate). When it passes, the probe runs anyway and the detector says
+// what is missing.
 const LinkWait = 3 * time.Second
 
 // linkPoll is how often the raised interface's state is read: state the
@@ -42,7 +42,7 @@ const linkPoll = 10 * time.Millisecond
 type NetlinkUpper struct{}
 
 // EnsureUp implements LinkUpper.
-func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string, linkLocal bool) (func(), error) {
+func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
 	h, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string, linkL
 	}
 	wctx, cancel := context.WithTimeout(ctx, LinkWait)
 	defer cancel()
-	for !usable(h, iface, linkLocal) {
+	for !hasCarrier(h, iface) {
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
@@ -80,25 +80,10 @@ func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string, linkL
 	return restore, nil
 }
 
-// usable: carrier, and a link-local past DAD when asked for.
-func usable(h *netlink.Handle, iface string, linkLocal bool) bool {
+// hasCarrier: the raised interface reports carrier (IFF_LOWER_UP).
+func hasCarrier(h *netlink.Handle, iface string) bool {
 	link, err := h.LinkByName(iface)
-	if err != nil || link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0 {
-		return false
-	}
-	if !linkLocal {
-		return true
-	}
-	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
-			return true
-		}
-	}
-	return false
+	return err == nil && link.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
 }
 
 // handleIn opens a netlink handle bound to the namespace at path. The

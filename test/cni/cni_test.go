@@ -106,6 +106,41 @@ pool "tiny-v4" {
   conflict_detection = false
   gateway_detection  = false
 }
+pool "br-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.10-10.0.5.19"]
+  gateway            = "10.0.5.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "br-v6" {
+  subnet             = "fd00:5::/64"
+  ranges             = ["fd00:5::10-fd00:5::1f"]
+  gateway            = "fd00:5::1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "br-busy-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.20-10.0.5.20"]
+  gateway            = "10.0.5.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "ptp-v4" {
+  subnet             = "10.0.6.0/24"
+  ranges             = ["10.0.6.10-10.0.6.19"]
+  gateway            = "10.0.6.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "ptp-v6" {
+  subnet             = "fd00:6::/64"
+  ranges             = ["fd00:6::10-fd00:6::1f"]
+  gateway            = "fd00:6::1"
+  conflict_detection = true
+  gateway_detection  = true
+}
 pool "gc-v4" {
   subnet             = "10.0.4.0/24"
   ranges             = ["10.0.4.10-10.0.4.50"]

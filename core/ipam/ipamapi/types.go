@@ -91,6 +91,30 @@ type AllocateRequest struct {
 	// network's name. Absent: the control API itself (the CLI, a script,
 	// a VM's hook), recorded as kind "api".
 	Origin *Origin `json:"origin,omitempty"`
+	// SkipDetection names detections that cannot work for this
+	// allocation, with why: the CNI plugin sets it from the main plugin's
+	// configuration (a bridge that becomes the gateway itself after IPAM
+	// answers, ptp, ipvlan in L3 mode). A detection a pool enables and
+	// this lists does not run for it; the attachment's NotChecked says
+	// so.
+	SkipDetection []DetectionSkip `json:"skip_detection,omitempty"`
+}
+
+// Detections a request may skip.
+const (
+	DetectionConflict = "conflict"
+	DetectionGateway  = "gateway"
+)
+
+// DetectionSkip is one detection not run, and why.
+type DetectionSkip struct {
+	// Pool is the pool it applies to; in a request, empty means every
+	// pool named.
+	Pool string `json:"pool,omitempty"`
+	// Detection is DetectionConflict or DetectionGateway.
+	Detection string `json:"detection"`
+	// Reason says why, for the operator ("the bridge is the gateway").
+	Reason string `json:"reason"`
 }
 
 // Origin kinds.
@@ -206,6 +230,9 @@ type Attachment struct {
 	Origin *Origin `json:"origin,omitempty"`
 	// Skipped lists candidates passed over because they were in use.
 	Skipped []SkippedIP `json:"skipped,omitempty"`
+	// NotChecked lists the detections its pools enable that the request
+	// asked to skip, one per pool and detection.
+	NotChecked []DetectionSkip `json:"not_checked,omitempty"`
 }
 
 // AllocatedIP is one address of an attachment with what the workload needs

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -18,6 +19,7 @@ const (
 	// MaxNetworkName bounds a CNI network name; the spec sets no bound,
 	// and a name longer than a host name is a mistake or an attack.
 	MaxNetworkName = 253
+	MaxSkipReason  = 256
 )
 
 // FieldError is a malformed request field.
@@ -187,7 +189,45 @@ func (r AllocateRequest) Validate() error {
 		}
 	}
 	if r.Origin != nil {
-		return r.Origin.Validate("origin", r.Interface)
+		if err := r.Origin.Validate("origin", r.Interface); err != nil {
+			return err
+		}
+	}
+	return validateSkips(r.SkipDetection, r.Pools)
+}
+
+// validateSkips checks skip_detection: known detections, a reason, pools
+// of the request, nothing twice.
+func validateSkips(skips []DetectionSkip, pools []string) error {
+	// Each detection once for all pools, or once per pool.
+	if len(skips) > 2*MaxPools {
+		return fieldErr("skip_detection", "has %d entries; at most %d", len(skips), 2*MaxPools)
+	}
+	seen := map[[2]string]bool{}
+	for i, sk := range skips {
+		f := fmt.Sprintf("skip_detection[%d]", i)
+		if sk.Detection != DetectionConflict && sk.Detection != DetectionGateway {
+			return fieldErr(f+".detection", "%q is not a detection (conflict, gateway)", sk.Detection)
+		}
+		if sk.Pool != "" && !slices.Contains(pools, sk.Pool) {
+			return fieldErr(f+".pool", "%q is not a pool of the request", sk.Pool)
+		}
+		switch {
+		case strings.TrimSpace(sk.Reason) == "":
+			return fieldErr(f+".reason", "is required: say why the detection cannot work")
+		case len(sk.Reason) > MaxSkipReason:
+			return fieldErr(f+".reason", "is %d bytes, at most %d", len(sk.Reason), MaxSkipReason)
+		}
+		for _, r := range sk.Reason {
+			if !unicode.IsPrint(r) {
+				return fieldErr(f+".reason", "contains a character that is not printable")
+			}
+		}
+		k := [2]string{sk.Pool, sk.Detection}
+		if seen[k] {
+			return fieldErr(f, "skips %s detection twice", sk.Detection)
+		}
+		seen[k] = true
 	}
 	return nil
 }
