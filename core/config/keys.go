@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -73,6 +74,13 @@ func nodeName(v any) (any, bool) {
 func positiveDuration(v any) (any, bool) {
 	d := v.(time.Duration)
 	return d, d > 0
+}
+
+func durationRange(lo, hi time.Duration) func(any) (any, bool) {
+	return func(v any) (any, bool) {
+		d := v.(time.Duration)
+		return d, d >= lo && d <= hi
+	}
 }
 
 func anyBool(v any) (any, bool) { return v, true }
@@ -212,6 +220,11 @@ var globalKeys = []*keySpec{
 		desc: "wait between IPAM GC's two looks at a namespace before its allocation is released",
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
+	{name: "ipam.allocation_timeout", kind: kindDuration,
+		desc:  "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
+		want:  fmt.Sprintf("a duration between %s and %s", ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		check: durationRange(ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		ptr:   func(c *Config) any { return &c.IPAM.AllocationTimeout }},
 	{name: "supervisor.start_timeout", kind: kindDuration,
 		desc: "bound of a plugin's start and handshake",
 		want: wantDuration, check: positiveDuration,
