@@ -98,7 +98,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
-		GCGrace: cfg.IPAM.GCGracePeriod,
+		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout,
 	})
 	if err != nil {
 		return nil, err

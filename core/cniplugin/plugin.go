@@ -67,7 +67,9 @@ const (
 // few 100 ms reply windows; under a burst of workloads it queues behind
 // others. Runtimes have their own, longer, deadlines.
 const (
-	AllocateTimeout = 30 * time.Second
+	// AllocateTimeout outlasts the agent's own deadline of an allocation
+	// (ipam.allocation_timeout, at most ipamapi.MaxAllocationTimeout).
+	AllocateTimeout = ipamapi.AllocateWait
 	CallTimeout     = 10 * time.Second
 	// StdinTimeout bounds the read of the network configuration.
 	StdinTimeout = 10 * time.Second

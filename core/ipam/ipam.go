@@ -56,8 +56,14 @@ type Options struct {
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
 	// NetnsExists.
 	NetnsGone func(path string) (bool, error)
-	Metrics   Metrics
-	Logger    hclog.Logger
+	// CheckNetns vets a request's namespace path before anything is
+	// reserved (an error names the field); nil uses CheckNetns.
+	CheckNetns func(path string) error
+	// AllocationTimeout is the deadline of an allocation
+	// (ipam.allocation_timeout); 0 uses ipamapi.DefaultAllocationTimeout.
+	AllocationTimeout time.Duration
+	Metrics           Metrics
+	Logger            hclog.Logger
 	// Node is this agent's name, recorded with each allocation and mixed
 	// into the candidate order.
 	Node string
@@ -89,6 +95,8 @@ type IPAM struct {
 	checker Checker
 	links   LinkUpper
 	gone    func(string) (bool, error)
+	vetNS   func(string) error
+	timeout time.Duration
 	metrics Metrics
 	log     hclog.Logger
 	node    string
@@ -163,6 +171,7 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m := &IPAM{
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
+		vetNS: opts.CheckNetns, timeout: opts.AllocationTimeout,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
@@ -172,6 +181,12 @@ func New(opts Options) (*IPAM, error) {
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone
+	}
+	if m.vetNS == nil {
+		m.vetNS = CheckNetns
+	}
+	if m.timeout <= 0 {
+		m.timeout = ipamapi.DefaultAllocationTimeout
 	}
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
@@ -282,11 +297,34 @@ type AllocateRequest = ipamapi.AllocateRequest
 // unreachable gateway fails at once. Every failure releases what it
 // reserved. When no pool of req enables a detector, nothing is reserved:
 // the allocation is one commit (allocateAtOnce).
+//
+// The namespace path is vetted before anything is reserved (CheckNetns).
+// Every allocation has a deadline (AllocationTimeout): past it, the
+// allocation stops waiting for whatever it was waiting on - a call stuck
+// in the kernel or a detector included (bounded) - releases what it
+// reserved and fails with CodeTryAgain; the stuck call is left behind and
+// holds nothing of IPAM's.
 func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
 	start := m.now()
 	if err := req.Validate(); err != nil {
 		return Attachment{}, err
 	}
+	if err := m.vetNS(req.Netns); err != nil {
+		return Attachment{}, err
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, errAllocationTimeout)
+	defer cancel()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errAllocationTimeout) && (!isCoded(err) || errors.Is(err, errAllocationTimeout)) {
+			var skipped []SkippedIP
+			var e *Error
+			if errors.As(err, &e) {
+				skipped = e.Skipped
+			}
+			err = &Error{Code: ipamapi.CodeTryAgain, Err: err, Skipped: skipped,
+				Msg: fmt.Sprintf("the allocation for container %s interface %s did not finish within ipam.allocation_timeout (%s): %v; nothing is held, try again", req.ContainerID, req.Interface, m.timeout, err)}
+		}
+	}()
 	m.reload.RLock()
 	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
@@ -334,6 +372,57 @@ func recordedOrigin(req AllocateRequest) *ipamapi.Origin {
 	}
 	o.Interface = req.Interface
 	return &o
+}
+
+// errAllocationTimeout is the cause of an allocation's context ending at
+// its deadline.
+var errAllocationTimeout = errors.New("ipam.allocation_timeout passed")
+
+func isCoded(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// bounded runs fn and returns its answer, or ctx's error as soon as ctx
+// ends, even when fn is stuck in a call that does not look at ctx (a
+// syscall on a path that never answers, a detector that hangs). fn then
+// finishes on its own goroutine and late receives its answer, to undo what
+// fn did; fn must not touch the allocation's state.
+func bounded[T any](ctx context.Context, fn func() (T, error), late func(T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	// Unbuffered: once abandoned is closed, an answer goes either to the
+	// receive below or to late, never nowhere.
+	done := make(chan answer)
+	abandoned := make(chan struct{})
+	go func() {
+		v, err := fn()
+		select {
+		case done <- answer{v, err}:
+		case <-abandoned:
+			if late != nil {
+				late(v, err)
+			}
+		}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		close(abandoned)
+		// An answer offered at the same moment is undone here.
+		select {
+		case a := <-done:
+			if late != nil {
+				late(a.v, a.err)
+			}
+		default:
+		}
+		var zero T
+		return zero, context.Cause(ctx)
+	}
 }
 
 func (m *IPAM) takeFlight(k AttachmentKey) bool {
@@ -732,9 +821,16 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
+		netnsPath, iface := a.req.Netns, a.req.Interface
+		restore, err := bounded(ctx, func() (func(), error) {
+			return m.links.EnsureUp(ctx, netnsPath, iface)
+		}, func(restore func(), err error) {
+			if err == nil {
+				restore()
+			}
+		})
 		if err != nil {
-			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
+			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		defer restore()
 	}
@@ -754,7 +850,7 @@ func (a *allocation) vet(ctx context.Context) error {
 			creq.Addresses = append(creq.Addresses, ca)
 			order = append(order, p)
 		}
-		res, err := m.checker.Check(ctx, creq)
+		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
 		if err != nil {
 			code := ipamapi.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {

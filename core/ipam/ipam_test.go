@@ -84,7 +84,14 @@ func newFixtureOpts(t *testing.T, opts Options, specs ...PoolSpec) *fixture {
 	if opts.Checker == nil {
 		opts.Checker = f.chk
 	}
-	opts.Links = noLinks{}
+	if opts.Links == nil {
+		opts.Links = noLinks{}
+	}
+	if opts.CheckNetns == nil {
+		// The tables name namespace paths that do not exist; the real
+		// vetting has tests of its own (deadline_test.go).
+		opts.CheckNetns = func(string) error { return nil }
+	}
 	opts.Node = "node-a"
 	opts.Now = func() time.Time { return *f.now.Load() }
 	m, err := New(opts)

@@ -12,6 +12,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	sdknetns "github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // LinkUpper brings a workload's interface up so that it can be probed. A
@@ -87,15 +90,18 @@ func hasCarrier(h *netlink.Handle, iface string) bool {
 }
 
 // handleIn opens a netlink handle bound to the namespace at path. The
+// path is opened as every request's namespace path is (CheckNetns): a FIFO
+// or anything else that is not a network namespace is refused at once. The
 // socket keeps working in that namespace after the thread has left it.
 func handleIn(path string) (*netlink.Handle, error) {
 	if path == "" {
 		return netlink.NewHandle()
 	}
-	ns, err := netns.GetFromPath(path)
+	fd, err := sdknetns.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+		return nil, fmt.Errorf("network namespace: %w", err)
 	}
+	ns := netns.NsHandle(fd)
 	defer ns.Close()
 	// NewHandleAt switches this locked thread into ns and back.
 	runtime.LockOSThread()
@@ -105,6 +111,22 @@ func handleIn(path string) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("netlink in %s: %w", path, err)
 	}
 	return h, nil
+}
+
+// CheckNetns is the default Options.CheckNetns: the path must open, without
+// blocking, as a network namespace file of nsfs (sdk/netns.Open). A request
+// is refused with it before anything is reserved, so that a FIFO, a device
+// or another kind of namespace named as a workload's namespace costs
+// nothing; an empty path (the agent's own namespace) passes.
+func CheckNetns(path string) error {
+	if path == "" {
+		return nil
+	}
+	fd, err := sdknetns.Open(path)
+	if err != nil {
+		return &ipamapi.FieldError{Field: "netns", Msg: err.Error()}
+	}
+	return unix.Close(fd)
 }
 
 // NetnsGone reports whether the namespace at path is gone: the path no

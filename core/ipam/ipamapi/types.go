@@ -40,6 +40,20 @@ const (
 	HistoryPath         = "/v1/ipam/history"
 )
 
+// How long an allocation may take. The agent gives every allocation a
+// deadline (ipam.allocation_timeout, between MinAllocationTimeout and
+// MaxAllocationTimeout), after which it releases what the allocation
+// reserved and answers; the CNI plugin waits AllocateWait for that answer.
+// The margin between the longest deadline and AllocateWait is for the
+// release and the answer, so that a runtime gets the agent's own error,
+// never a timeout of its own with an address still held.
+const (
+	AllocateWait             = 30 * time.Second
+	DefaultAllocationTimeout = 25 * time.Second
+	MinAllocationTimeout     = time.Second
+	MaxAllocationTimeout     = AllocateWait - 3*time.Second
+)
+
 // Error codes of ErrorBody.Code.
 const (
 	CodeBadRequest  = "bad_request" // a field is malformed (400, Field set)
