@@ -28,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -302,7 +303,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
 	if !m.takeFlight(a.key) {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
@@ -454,7 +455,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 // repeat answers an allocate for a key that already holds addresses.
 func (a *allocation) repeat(att Attachment) (Attachment, error) {
 	if att.State != StateAllocated {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	have := map[string]bool{}
 	for _, ip := range att.Addresses {
@@ -470,7 +471,7 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	}
 	return att, nil
 }
@@ -887,7 +888,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 	for i, p := range a.pools {
 		names[i] = p.Name
 	}
-	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -949,7 +950,7 @@ var errRetry = errors.New("retry the allocation's commit")
 // else is an error naming what was being committed.
 func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
 	busy := func() error {
-		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	switch {
 	case errors.Is(err, ErrCompareFailed):
