@@ -277,11 +277,17 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
-	for i, name := range req.Pools {
-		p, ok := m.pool(name)
-		if !ok {
-			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
+	var unknown []*Error
+	for _, name := range req.Pools {
+		if _, ok := m.pool(name); !ok {
+			unknown = append(unknown, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
 		}
+	}
+	if len(unknown) > 0 {
+		return Attachment{}, poolsFailed(nil, unknown)
+	}
+	for i, name := range req.Pools {
+		p, _ := m.pool(name)
 		if other, dup := families[p.Family()]; dup {
 			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
 		}
@@ -437,10 +443,20 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 		ok = true
 		return a.att, nil
 	}
+	// A full pool does not hide the others' state: the rest are still
+	// tried, so that the error names every pool that failed.
+	var full []*Error
 	for _, p := range a.pools {
 		if err := a.reserve(ctx, p); err != nil {
+			if e := poolFull(err); e != nil {
+				full = append(full, e)
+				continue
+			}
 			return Attachment{}, err
 		}
+	}
+	if len(full) > 0 {
+		return Attachment{}, poolsFailed(a.skipped, full)
 	}
 	if err := a.vet(ctx); err != nil {
 		return Attachment{}, err
@@ -690,20 +706,25 @@ func (a *allocation) vet(ctx context.Context) error {
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
-		// Blocked and errors first: another address would not help.
+		// Blocked and errors first: another address would not help. Every
+		// pool that failed is named, each with its reason.
+		var failed []*Error
 		for i, r := range res {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
 			case OutcomeGateway:
-				return ipamErr(ipamapi.CodeGateway, a.skipped, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr())
+				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
-				return ipamErr(ipamapi.CodeBlocked, a.skipped, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeFree, OutcomeConflict:
 			default:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
+		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
 		}
 		for i, r := range res {
 			p := order[i]
@@ -715,14 +736,45 @@ func (a *allocation) vet(ctx context.Context) error {
 				return err
 			}
 			if len(a.tried[p.Name]) >= m.tries {
-				return ipamErr(ipamapi.CodeConflict, a.skipped, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name))
+				failed = append(failed, ipamErr(ipamapi.CodeConflict, nil, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name)))
+				delete(pending, p.Name)
+				continue
 			}
 			if err := a.reserve(ctx, p); err != nil {
+				if e := poolFull(err); e != nil {
+					failed = append(failed, e)
+					delete(pending, p.Name)
+					continue
+				}
 				return err
 			}
 		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
+		}
 	}
 	return nil
+}
+
+// poolFull returns err as an *Error when it says a pool is full: a failure
+// of that pool alone, which does not stop the others being tried.
+func poolFull(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == ipamapi.CodePoolFull {
+		return e
+	}
+	return nil
+}
+
+// poolsFailed is the error of an allocation that failed in one or more of
+// its pools: each is named with its reason, in the request's order; the
+// code is the first one's (a caller acts on one code).
+func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Msg
+	}
+	return &Error{Code: errs[0].Code, Msg: strings.Join(msgs, "; "), Skipped: skipped, Err: errs[0].Err}
 }
 
 func where(netns, iface string) string {
@@ -997,6 +1049,7 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		conds   []Cond
 		ops     []Op
 		claimed []claimKey
+		full    []*Error // pools found full: every one is named
 	)
 	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
 		for _, c := range claimed {
@@ -1009,6 +1062,10 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
 		}
 		addr, rev, err := a.candidate(ctx, p)
+		if e := poolFull(err); e != nil {
+			full = append(full, e)
+			continue
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -1021,6 +1078,9 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
 		conds = append(conds, Cond{Key: addrKey(p.Name, addr), Revision: rev})
 		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val})
+	}
+	if len(full) > 0 {
+		return fail(poolsFailed(a.skipped, full))
 	}
 	return att, conds, ops, claimed, nil
 }

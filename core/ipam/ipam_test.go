@@ -643,3 +643,58 @@ func assertConsistent(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 }
+
+// An allocation that fails in several pools names each of them with its
+// reason, not only the first.
+func TestFailureNamesEveryFailingPool(t *testing.T) {
+	ctx := context.Background()
+	v6gw := v6
+	v6gw.GatewayDetection = true
+	t.Run("gateways", func(t *testing.T) {
+		f := newFixture(t, v4, v6gw)
+		f.chk.gwDown = true
+		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
+		if code(err) != ipamapi.CodeGateway || !strings.Contains(err.Error(), `pool "lan4": gateway 10.20.0.1 did not answer`) ||
+			!strings.Contains(err.Error(), `pool "lan6": gateway fd00:20::1 did not answer`) {
+			t.Fatalf("%v", err)
+		}
+		assertEmpty(t, f)
+	})
+	t.Run("unknown", func(t *testing.T) {
+		f := newFixture(t, v4)
+		_, err := f.m.Allocate(ctx, req("c1", "nope4", "nope6"))
+		if code(err) != ipamapi.CodeUnknownPool || !strings.Contains(err.Error(), `pool "nope4"`) || !strings.Contains(err.Error(), `pool "nope6"`) {
+			t.Fatalf("%v", err)
+		}
+	})
+	small4 := PoolSpec{Name: "s4", Subnet: "10.30.0.0/24", Ranges: []string{"10.30.0.10-10.30.0.10"}}
+	small6 := PoolSpec{Name: "s6", Subnet: "fd00:30::/64", Ranges: []string{"fd00:30::10-fd00:30::10"}}
+	for _, detect := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full, detection %v", detect), func(t *testing.T) {
+			a, b := small4, small6
+			a.ConflictDetection, b.ConflictDetection = detect, detect
+			f := newFixture(t, a, b)
+			if _, err := f.m.Allocate(ctx, req("c1", "s4", "s6")); err != nil {
+				t.Fatal(err)
+			}
+			_, err := f.m.Allocate(ctx, req("c2", "s4", "s6"))
+			if code(err) != ipamapi.CodePoolFull || !strings.Contains(err.Error(), `pool "s4" is full`) || !strings.Contains(err.Error(), `pool "s6" is full`) {
+				t.Fatalf("%v", err)
+			}
+			assertConsistent(t, f)
+		})
+	}
+	t.Run("both in conflict", func(t *testing.T) {
+		f := newFixtureOpts(t, Options{MaxTries: 1}, v4, v6)
+		for _, p := range f.m.Pools() {
+			for i := range p.Size() {
+				f.chk.conflict[p.At(i)] = true
+			}
+		}
+		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
+		if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), `pool "lan4": 1 addresses tried, all in use`) || !strings.Contains(err.Error(), `pool "lan6": 1 addresses tried, all in use`) {
+			t.Fatalf("%v", err)
+		}
+		assertConsistent(t, f)
+	})
+}
