@@ -161,7 +161,7 @@ func New(opts Options) (*IPAM, error) {
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
-		m.links = NetlinkUpper{}
+		m.links = &NetlinkUpper{}
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone
