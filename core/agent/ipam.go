@@ -364,4 +364,21 @@ func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Add
 	return out, nil
 }
 
+// IPAMAddress implements control.IPAMBackend.
+func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	recs, err := m.AddressState(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	hist, err := m.WhoHad(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	return ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}, nil
+}
+
 var _ control.IPAMBackend = (*Agent)(nil)

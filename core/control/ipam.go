@@ -26,6 +26,8 @@ type IPAMBackend interface {
 	IPAMPools(ctx context.Context) ([]ipamapi.PoolUsage, error)
 	// IPAMHistory: by workload, or by address when workload is empty.
 	IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]ipamapi.HistoryRecord, error)
+	// IPAMAddress: an address's records in the pools and its history.
+	IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error)
 }
 
 // CodedError is an IPAM failure with an ipamapi code; the API answers with
@@ -137,6 +139,15 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		}
 		res, err := b.IPAMHistory(r.Context(), workload, addr)
 		h.answerIPAM(w, "history", res, err)
+	})
+	h.route(ipamapi.AddressPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+		addr, err := ipamapi.ParseAddress("address", r.URL.Query().Get("address"))
+		if err != nil {
+			ipamBadRequest(w, err)
+			return
+		}
+		res, err := b.IPAMAddress(r.Context(), addr)
+		h.answerIPAM(w, "address", res, err)
 	})
 }
 

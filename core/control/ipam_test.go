@@ -48,6 +48,9 @@ func (f *ipamFake) IPAMPools(context.Context) ([]ipamapi.PoolUsage, error) {
 func (f *ipamFake) IPAMHistory(context.Context, string, netip.Addr) ([]ipamapi.HistoryRecord, error) {
 	return []ipamapi.HistoryRecord{}, nil
 }
+func (f *ipamFake) IPAMAddress(_ context.Context, a netip.Addr) (ipamapi.AddressInfo, error) {
+	return ipamapi.AddressInfo{Address: a, Records: []ipamapi.AddressRecord{}, History: []ipamapi.HistoryRecord{}}, nil
+}
 
 func TestIPAMBadRequestsNameTheField(t *testing.T) {
 	f := &ipamFake{}

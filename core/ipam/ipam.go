@@ -732,7 +732,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r.Reason); err != nil {
+			if err := a.skip(ctx, p, r); err != nil {
 				return err
 			}
 			if len(a.tried[p.Name]) >= m.tries {
@@ -806,8 +806,9 @@ func (a *allocation) addressOf(pool string) AllocatedIP {
 // skip takes the conflicting address of p out of the attachment and
 // quarantines it, unless the pool's quarantine share is used up: then the
 // address is only freed, and this allocation does not try it again.
-func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
+func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	m := a.m
+	reason := res.Reason
 	ip := a.addressOf(p.Name)
 	addr := ip.Address.Addr()
 	m.metrics.ConflictSkipped(p.Name)
@@ -831,7 +832,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	ops := []Op{{Key: attachmentKey(a.key), Value: attVal}}
 	if quarantine {
 		now := m.now().UTC()
-		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason}
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason, MAC: res.MAC}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
@@ -850,7 +851,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	a.skipped = append(a.skipped, sk)
 	if quarantine {
 		m.metrics.Quarantined(p.Name)
-		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "reason", reason)
+		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
 	} else {
 		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
 	}

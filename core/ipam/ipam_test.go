@@ -37,7 +37,7 @@ func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult
 		case a.Gateway.IsValid() && c.gwDown:
 			out[i] = CheckResult{Outcome: OutcomeGateway, Reason: fmt.Sprintf("gateway %s did not answer within 100ms", a.Gateway)}
 		case a.Conflict && c.conflict[a.Address.Addr()]:
-			out[i] = CheckResult{Outcome: OutcomeConflict, Reason: fmt.Sprintf("%s is in use by 02:00:00:00:00:10", a.Address.Addr())}
+			out[i] = CheckResult{Outcome: OutcomeConflict, Reason: fmt.Sprintf("%s is in use by 02:00:00:00:00:10", a.Address.Addr()), MAC: "02:00:00:00:00:10"}
 		default:
 			out[i] = CheckResult{Outcome: OutcomeFree}
 		}
@@ -306,6 +306,17 @@ func TestConflictQuarantineNext(t *testing.T) {
 	if us[0].Quarantined != 1 {
 		t.Fatalf("usage %+v, want 1 quarantined", us[0])
 	}
+	// The quarantine is visible with its cause, the MAC that answered and
+	// its end.
+	recs, err := f.m.AddressState(ctx, busy)
+	until := f.now.Load().Add(DefaultQuarantine)
+	if err != nil || len(recs) != 1 || recs[0].State != StateQuarantined || recs[0].MAC != "02:00:00:00:00:10" ||
+		!recs[0].Until.Equal(until) || !strings.Contains(recs[0].Reason, "in use by") || recs[0].Pool != "lan4" {
+		t.Fatalf("AddressState(%s) = %+v %v, want quarantined by 02:00:00:00:00:10 until %v", busy, recs, err, until)
+	}
+	if recs, err := f.m.AddressState(ctx, got); err != nil || len(recs) != 1 || recs[0].State != StateAllocated || recs[0].Owner.ContainerID != "c1" {
+		t.Fatalf("AddressState(%s) = %+v %v, want allocated to c1", got, recs, err)
+	}
 	ep, _ := f.m.History(ctx, "fresh")
 	if len(ep.History[0].Skipped) != 1 {
 		t.Fatalf("history does not record the skipped address: %+v", ep.History[0])
@@ -327,6 +338,9 @@ func TestConflictQuarantineNext(t *testing.T) {
 	}
 	// ...and back after it.
 	f.advance(DefaultQuarantine + time.Second)
+	if recs, err := f.m.AddressState(ctx, busy); err != nil || len(recs) != 0 {
+		t.Fatalf("AddressState(%s) after the quarantine = %+v %v, want none (free)", busy, recs, err)
+	}
 	a, err := f.m.Allocate(ctx, req("y", "lan4"))
 	if err != nil || a.Addresses[0].Address.Addr() != busy {
 		t.Fatalf("after the quarantine: %+v %v", a, err)

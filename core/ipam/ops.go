@@ -183,6 +183,34 @@ func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRe
 	return out, nil
 }
 
+// AddressState returns the record of addr in each pool holding one now: an
+// address free, or whose quarantine has ended (it is free too), has none.
+func (m *IPAM) AddressState(ctx context.Context, addr netip.Addr) ([]AddressRecord, error) {
+	out := []AddressRecord{}
+	now := m.now()
+	for _, p := range m.Pools() {
+		if !p.Contains(addr) {
+			continue
+		}
+		e, err := m.store.Get(ctx, addrKey(p.Name, addr))
+		if err != nil {
+			return nil, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
+		}
+		if e.Revision == 0 {
+			continue
+		}
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
+		}
+		if rec.State == StateQuarantined && !now.Before(rec.Until) {
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
 // Usage reports every pool's state.
 func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 	var out []ipamapi.PoolUsage
