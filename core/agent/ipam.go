@@ -461,6 +461,23 @@ func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
 	return ipam.CheckReport(ipam.StoreEtcd, len(all), err, time.Since(start))
 }
 
+// IPAMAddress implements control.IPAMBackend.
+func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	recs, err := m.AddressState(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	hist, err := m.WhoHad(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	return ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}, nil
+}
+
 var (
 	_ control.IPAMBackend      = (*Agent)(nil)
 	_ control.IPAMStoreBackend = (*Agent)(nil)

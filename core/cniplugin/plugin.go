@@ -35,6 +35,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -490,7 +491,7 @@ func allPools(a ipamapi.Attachment, ours map[string]bool) bool {
 }
 
 func describeKey(container, iface string) string {
-	return fmt.Sprintf("container %s interface %s", container, iface)
+	return fmt.Sprintf("container %s interface %s", input.Cut(container), input.Cut(iface))
 }
 
 // cniError maps an error of the agent onto a CNI error for what: the spec's

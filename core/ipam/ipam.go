@@ -28,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -177,7 +178,7 @@ func New(opts Options) (*IPAM, error) {
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
-		m.links = NetlinkUpper{}
+		m.links = &NetlinkUpper{}
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone
@@ -329,11 +330,17 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
-	for i, name := range req.Pools {
-		p, ok := m.pool(name)
-		if !ok {
-			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
+	var unknown []*Error
+	for _, name := range req.Pools {
+		if _, ok := m.pool(name); !ok {
+			unknown = append(unknown, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
 		}
+	}
+	if len(unknown) > 0 {
+		return Attachment{}, poolsFailed(nil, unknown)
+	}
+	for i, name := range req.Pools {
+		p, _ := m.pool(name)
 		if other, dup := families[p.Family()]; dup {
 			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
 		}
@@ -356,7 +363,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
 	if !m.takeFlight(a.key) {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
@@ -555,10 +562,20 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 		ok = true
 		return a.att, nil
 	}
+	// A full pool does not hide the others' state: the rest are still
+	// tried, so that the error names every pool that failed.
+	var full []*Error
 	for _, p := range a.pools {
 		if err := a.reserve(ctx, p); err != nil {
+			if e := poolFull(err); e != nil {
+				full = append(full, e)
+				continue
+			}
 			return Attachment{}, err
 		}
+	}
+	if len(full) > 0 {
+		return Attachment{}, poolsFailed(a.skipped, full)
 	}
 	if err := a.vet(ctx); err != nil {
 		return Attachment{}, err
@@ -573,7 +590,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 // repeat answers an allocate for a key that already holds addresses.
 func (a *allocation) repeat(att Attachment) (Attachment, error) {
 	if att.State != StateAllocated {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	have := map[string]bool{}
 	for _, ip := range att.Addresses {
@@ -589,7 +606,7 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	}
 	// Another origin asking for the key is not a repeat: answering would
 	// give a CNI network addresses that another network's (or the API's)
@@ -861,20 +878,25 @@ func (a *allocation) vet(ctx context.Context) error {
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
-		// Blocked and errors first: another address would not help.
+		// Blocked and errors first: another address would not help. Every
+		// pool that failed is named, each with its reason.
+		var failed []*Error
 		for i, r := range res {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
 			case OutcomeGateway:
-				return ipamErr(ipamapi.CodeGateway, a.skipped, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr())
+				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
-				return ipamErr(ipamapi.CodeBlocked, a.skipped, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeFree, OutcomeConflict:
 			default:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
+		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
 		}
 		for i, r := range res {
 			p := order[i]
@@ -882,18 +904,49 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r.Reason); err != nil {
+			if err := a.skip(ctx, p, r); err != nil {
 				return err
 			}
 			if len(a.tried[p.Name]) >= m.tries {
-				return ipamErr(ipamapi.CodeConflict, a.skipped, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name))
+				failed = append(failed, ipamErr(ipamapi.CodeConflict, nil, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name)))
+				delete(pending, p.Name)
+				continue
 			}
 			if err := a.reserve(ctx, p); err != nil {
+				if e := poolFull(err); e != nil {
+					failed = append(failed, e)
+					delete(pending, p.Name)
+					continue
+				}
 				return err
 			}
 		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
+		}
 	}
 	return nil
+}
+
+// poolFull returns err as an *Error when it says a pool is full: a failure
+// of that pool alone, which does not stop the others being tried.
+func poolFull(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == ipamapi.CodePoolFull {
+		return e
+	}
+	return nil
+}
+
+// poolsFailed is the error of an allocation that failed in one or more of
+// its pools: each is named with its reason, in the request's order; the
+// code is the first one's (a caller acts on one code).
+func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Msg
+	}
+	return &Error{Code: errs[0].Code, Msg: strings.Join(msgs, "; "), Skipped: skipped, Err: errs[0].Err}
 }
 
 func where(netns, iface string) string {
@@ -925,8 +978,9 @@ func (a *allocation) addressOf(pool string) AllocatedIP {
 // skip takes the conflicting address of p out of the attachment and
 // quarantines it, unless the pool's quarantine share is used up: then the
 // address is only freed, and this allocation does not try it again.
-func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
+func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	m := a.m
+	reason := res.Reason
 	ip := a.addressOf(p.Name)
 	addr := ip.Address.Addr()
 	m.metrics.ConflictSkipped(p.Name)
@@ -950,7 +1004,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	ops := []Op{{Key: attachmentKey(a.key), Value: attVal}}
 	if quarantine {
 		now := m.now().UTC()
-		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason}
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason, MAC: res.MAC}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
@@ -969,7 +1023,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	a.skipped = append(a.skipped, sk)
 	if quarantine {
 		m.metrics.Quarantined(p.Name)
-		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "reason", reason)
+		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
 	} else {
 		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
 	}
@@ -1059,7 +1113,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 	for i, p := range a.pools {
 		names[i] = p.Name
 	}
-	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -1121,7 +1175,7 @@ var errRetry = errors.New("retry the allocation's commit")
 // else is an error naming what was being committed.
 func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
 	busy := func() error {
-		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	switch {
 	case errors.Is(err, ErrCompareFailed):
@@ -1168,6 +1222,7 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		conds   []Cond
 		ops     []Op
 		claimed []claimKey
+		full    []*Error // pools found full: every one is named
 	)
 	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
 		for _, c := range claimed {
@@ -1180,6 +1235,10 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
 		}
 		addr, rev, err := a.candidate(ctx, p)
+		if e := poolFull(err); e != nil {
+			full = append(full, e)
+			continue
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -1192,6 +1251,9 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
 		conds = append(conds, Cond{Key: addrKey(p.Domain, addr), Revision: rev})
 		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val})
+	}
+	if len(full) > 0 {
+		return fail(poolsFailed(a.skipped, full))
 	}
 	return att, conds, ops, claimed, nil
 }

@@ -176,6 +176,38 @@ func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRe
 	return m.whoHad(ctx, func(h HistoryEntry) bool { return h.Address == addr })
 }
 
+// AddressState returns the record of addr in each pool holding one now: an
+// address free, or whose quarantine has ended (it is free too), has none.
+func (m *IPAM) AddressState(ctx context.Context, addr netip.Addr) ([]AddressRecord, error) {
+	out := []AddressRecord{}
+	now := m.now()
+	// One key per address and domain, whichever of the domain's pools
+	// holds it (the record names that pool).
+	seen := map[string]bool{}
+	for _, p := range m.Pools() {
+		if !p.Contains(addr) || seen[p.Domain] {
+			continue
+		}
+		seen[p.Domain] = true
+		e, err := m.store.Get(ctx, addrKey(p.Domain, addr))
+		if err != nil {
+			return nil, fmt.Errorf("domain %q: read %s: %w", p.Domain, addr, err)
+		}
+		if e.Revision == 0 {
+			continue
+		}
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
+		}
+		if rec.State == StateQuarantined && !now.Before(rec.Until) {
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
 // Usage reports every pool's state.
 func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 	var out []ipamapi.PoolUsage
