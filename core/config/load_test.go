@@ -743,7 +743,7 @@ func TestSettings(t *testing.T) {
 	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port", "node_name",
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries",
-		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period",
+		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period", "ipam.cni_spool_dir",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
 		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
