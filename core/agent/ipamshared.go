@@ -142,13 +142,14 @@ func (s *sharedStore) checkPools(ctx context.Context, pools []*ipam.Pool) {
 }
 
 // usable says why an allocation from pools cannot be made now, or nil.
-// A heartbeat that failed only because etcd did not answer does not stop
-// an allocation: the store's own calls say whether etcd answers now, and
-// the next heartbeat round (within a third of its TTL) holds the name
-// again. Refusing here would keep allocations failing for seconds after
-// etcd is back.
+// Of the heartbeat's errors only a second agent with this node's name
+// stops an allocation. One that failed because etcd did not answer does
+// not: the store's own calls say whether etcd answers now (and wait for
+// it, see rideOutage), and the next heartbeat round (within a third of its
+// TTL) holds the name again. Refusing here would keep allocations failing
+// for seconds after etcd is back.
 func (s *sharedStore) usable(pools []string) error {
-	if err := s.hb.Err(); err != nil && !errors.Is(err, etcdstore.ErrUnavailable) {
+	if err := s.hb.Err(); err != nil && errors.Is(err, etcdstore.ErrDuplicateNode) {
 		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd) is not usable on node %s: %v; try again", s.node, err), Err: control.ErrNotReady}
 	}
 	s.mu.Lock()
