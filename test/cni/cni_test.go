@@ -120,6 +120,7 @@ type lab struct {
 	lan     *netlab.StdLAN
 	sockDir string
 	sock    string
+	spool   string // the agent's ipam.cni_spool_dir
 	db      string
 	ipamDir string
 	agent   *agenttest.Agent
@@ -138,7 +139,7 @@ func newLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"),
+	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"),
 		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir()}
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func newLab(t *testing.T) *lab {
 // pools, and waits until it is ready.
 func (l *lab) startAgent() {
 	l.t.Helper()
-	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n}\n", l.sock, l.db)
+	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool)
 	l.agent = agenttest.Start(l.t, bins, agenttest.Options{Config: cfg, Netns: l.lan.Node.NS,
 		Args: []string{"--ipam-config-dir", l.ipamDir}})
 	l.agent.WaitReady(60 * time.Second)
@@ -181,6 +182,13 @@ func (l *lab) withSocket(pools string) string {
 // only the socket added (the lab's agent does not use the default path).
 func (l *lab) packaged(name string) *libcni.NetworkConfigList {
 	l.t.Helper()
+	return l.packagedAt(name, "")
+}
+
+// packagedAt is packaged with the conflist's cniVersion set to version
+// (unless empty), as the README tells users of newer plugins to do.
+func (l *lab) packagedAt(name, version string) *libcni.NetworkConfigList {
+	l.t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		l.t.Fatal(err)
@@ -201,6 +209,9 @@ func (l *lab) packaged(name string) *libcni.NetworkConfigList {
 		l.t.Fatalf("%s: no spiderpool IPAM block: %s", name, p.Bytes)
 	}
 	fixed := strings.Replace(string(data), `"type": "spiderpool",`, fmt.Sprintf(`"type": "spiderpool", "socket": %q,`, l.sock), 1)
+	if version != "" {
+		fixed = strings.Replace(fixed, fmt.Sprintf(`"cniVersion": %q`, list.CNIVersion), fmt.Sprintf(`"cniVersion": %q`, version), 1)
+	}
 	list, err = libcni.ConfListFromBytes([]byte(fixed))
 	if err != nil {
 		l.t.Fatalf("%s with the socket: %v", name, err)
@@ -492,6 +503,9 @@ func TestEcosystem(t *testing.T) {
 
 	t.Run("STATUS", func(t *testing.T) {
 		ctx := ctxFor(t, time.Minute)
+		// STATUS exists from CNI 1.1.0 on (libcni skips it below); the
+		// packaged conflists say 0.4.0 for the distributions' plugins.
+		underlay := l.packagedAt("macvlan.conflist", "1.1.0")
 		if err := l.rt.Status(ctx, underlay); err != nil {
 			t.Errorf("STATUS with the agent running: %v", err)
 		}
