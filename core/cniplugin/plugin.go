@@ -33,6 +33,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
@@ -413,9 +414,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// prevAddresses reads the addresses of the previous result, in any version.
+// prevAddresses reads the addresses of the previous result, in any version
+// (a 0.4.0 network's prevResult is a 0.4.0 result: types/100 alone would
+// refuse it).
 func prevAddresses(nc *NetConf) ([]netip.Addr, error) {
-	res, err := current.NewResult(injectVersion(nc.PrevResult, nc.CNIVersion))
+	res, err := create.CreateFromBytes(injectVersion(nc.PrevResult, nc.CNIVersion))
 	if err != nil {
 		return nil, err
 	}
