@@ -445,6 +445,9 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:4:19: Invalid value for "etcd.password_file": "pw" is not an absolute path.`,
 			`a.hcl:5:3: Incomplete etcd client certificate`}},
 		{"etcd no endpoints", "etcd {\n  prefix = \"/x/\"\n}\n", []string{`a.hcl:1:6: Missing required argument`}},
+		{"etcd outage_wait", "etcd {\n  endpoints = [\"http://10.0.0.1:2379\"]\n  outage_wait = \"21s\"\n}\n", []string{
+			`a.hcl:3:17: Invalid value for "etcd.outage_wait": "21s" is not a duration from "0s" to 20s`}},
+		{"ipam cni_spool_dir", "ipam {\n  cni_spool_dir = \"spool\"\n}\n", []string{`a.hcl:2:19: Invalid value for "ipam.cni_spool_dir"`}},
 		{"node name", "node_name = \"a/b\"\n", []string{`a.hcl:1:13: Invalid value for "node_name"`}},
 		{"many at once", "health_port = 0\nlog_level = \"x\"\nhelth = 1\n", []string{`a.hcl:1:15`, `a.hcl:2:13`, `a.hcl:3:1`}},
 	}
@@ -819,6 +822,7 @@ etcd {
   prefix          = "/rack1/"
   dial_timeout    = "3s"
   request_timeout = "1s"
+  outage_wait     = "0s"
   username        = "sp"
   password_file   = "/etc/pw"
   tls {
@@ -835,7 +839,7 @@ etcd {
 	e := c.Etcd
 	if c.NodeName != "n1" || len(e.Endpoints) != 2 || e.Endpoints[1] != "https://10.0.0.2:2379" || e.Prefix != "/rack1/" ||
 		e.DialTimeout != 3*time.Second || e.RequestTimeout != time.Second || e.Username != "sp" || e.PasswordFile != "/etc/pw" ||
-		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" {
+		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" || e.OutageWait != 0 {
 		t.Fatalf("node %q etcd %+v", c.NodeName, e)
 	}
 	host, err := os.Hostname()
