@@ -34,6 +34,10 @@ const BusyboxPath = "/bin/busybox"
 // macvlan and the rest: the plugins Podman users run.
 const DistroCNIDir = "/usr/lib/cni"
 
+// maxRunRoot is the longest run root Podman accepts (its libpod refuses
+// longer ones: the path ends up in a unix socket's address).
+const maxRunRoot = 50
+
 // Podman is one private Podman installation.
 type Podman struct {
 	// Store holds the images and containers and the run state; several
@@ -54,6 +58,9 @@ type Podman struct {
 // test process's hard limits: runc refuses to raise them (Podman's default
 // nofile is 1048576) in a sandbox whose own hard limit is lower.
 func New(store, dir, netnsPath string, pluginDirs ...string) (*Podman, error) {
+	if run := filepath.Join(store, "run"); len(run) > maxRunRoot {
+		return nil, fmt.Errorf("podman's run root %s is longer than the %d characters Podman accepts: use a shorter store directory (os.MkdirTemp(\"\", ...))", run, maxRunRoot)
+	}
 	p := &Podman{Store: store, Dir: dir, NetDir: filepath.Join(dir, "net.d"), NetnsPath: netnsPath, conf: filepath.Join(dir, "containers.conf")}
 	if err := os.MkdirAll(p.NetDir, 0o755); err != nil {
 		return nil, err
@@ -132,7 +139,7 @@ func writeBusyboxTar(path string) error {
 		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
 		{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))},
 	}
-	for _, applet := range []string{"sh", "ip", "sleep", "cat", "ping"} {
+	for _, applet := range []string{"sh", "ip", "sleep", "cat", "ping", "true"} {
 		hdrs = append(hdrs, &tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	for _, h := range hdrs {
