@@ -21,17 +21,21 @@ import (
 // --ipam-config-dir over the embedded store, a GC loop, and the usage
 // gauges kept fresh.
 type ipamService struct {
-	m       *ipam.IPAM
-	store   ipam.Store
-	shared  *sharedStore // nil with the embedded store
-	metrics *telemetry.IPAMMetrics
-	dir     string
-	dbPath  string
-	dirty   atomic.Bool
-	usage   atomic.Pointer[[]ipamapi.PoolUsage] // last computed
-	stop    context.CancelFunc
-	done    chan struct{}
-	mu      sync.Mutex // serialises reloads
+	m      *ipam.IPAM
+	store  ipam.Store
+	bolt   *boltstore.Store // the embedded store; nil with etcd
+	shared *sharedStore     // nil with the embedded store
+	node   string
+	// failLogged: the embedded store's failure was logged.
+	failLogged atomic.Bool
+	metrics    *telemetry.IPAMMetrics
+	dir        string
+	dbPath     string
+	dirty      atomic.Bool
+	usage      atomic.Pointer[[]ipamapi.PoolUsage] // last computed
+	stop       context.CancelFunc
+	done       chan struct{}
+	mu         sync.Mutex // serialises reloads
 }
 
 // usageRefresh is how often the pool gauges are recomputed after a change.
@@ -57,6 +61,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	}
 	var (
 		store  ipam.Store
+		bolt   *boltstore.Store
 		shared *sharedStore
 		alive  func(context.Context, string) (bool, time.Time, error)
 	)
@@ -68,11 +73,16 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		shared.checkPools(ctx, res.Pools)
 		store, alive = shared.store, shared.store.NodeAlive
 	} else {
+		// A damaged file stops the start here, naming the file and what
+		// to do: the agent never starts on an emptied store.
 		bs, err := boltstore.Open(cfg.IPAM.DBPath, boltstore.Options{})
 		if err != nil {
 			return nil, err
 		}
-		store = bs
+		if n := bs.Migrated(); n > 0 {
+			a.log.Named("ipam").Info("moved address records to the per-domain layout", "records", n, "db", cfg.IPAM.DBPath)
+		}
+		store, bolt = bs, bs
 	}
 	started := false
 	defer func() {
@@ -87,11 +97,22 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	m, err := ipam.New(ipam.Options{
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
-		MaxHistory: cfg.IPAM.MaxHistoryRecords, MaxRetries: cfg.IPAM.UpdateMaxRetries,
-		GCGrace: cfg.IPAM.GCGracePeriod,
+		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
+		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if shared != nil {
+		// The shared store has no file format to bump: every agent moves
+		// what the old per-pool layout left (idempotent, compare-guarded)
+		// and allocates only once it is moved; etcd down leaves it to the
+		// loop.
+		if err := shared.migrate(ctx, m); err != nil {
+			return nil, err
+		}
+	} else if err := m.CheckDomains(ctx); err != nil {
+		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	n, err := m.Recover(ctx)
 	if err != nil && shared == nil {
@@ -101,7 +122,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		// etcd down at start: IPAM starts without it and says so.
 		a.log.Named("ipam").Warn("cannot release this node's dangling reservations yet", "error", err)
 	}
-	s := &ipamService{m: m, store: store, shared: shared, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
+	s := &ipamService{m: m, store: store, bolt: bolt, node: node, shared: shared, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
 	if shared != nil {
 		s.dbPath = ""
 	}
@@ -147,9 +168,13 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 				s.dirty.Store(true)
 			}
 		case <-usage.C:
+			if err := s.failed(); err != nil && !s.failLogged.Swap(true) {
+				a.log.Named("ipam").Error("the IPAM store failed; IPAM answers not ready until the agent is restarted on a good store", "error", err)
+			}
 			if s.shared != nil {
 				// Other nodes change a shared pool: usage is never cached for
 				// long; pool definitions not yet checked are checked again.
+				_ = s.shared.migrate(ctx, s.m) // a refusal is logged and blocks allocations
 				s.shared.checkPools(ctx, s.m.Pools())
 				s.dirty.Store(true)
 			}
@@ -218,11 +243,28 @@ func (s *ipamService) poolUsage(ctx context.Context) ([]ipamapi.PoolUsage, error
 	return u, nil
 }
 
+// failed is the embedded store's failure (a damaged page met while
+// running), or nil.
+func (s *ipamService) failed() error {
+	if s.bolt == nil {
+		return nil
+	}
+	return s.bolt.Failed()
+}
+
 // status is cheap when nothing changed: health and liveness ask often.
 func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
-	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath}
+	w := s.m.Workloads()
+	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w}
 	if s.shared != nil {
 		st.Store = s.shared.status()
+	}
+	if err := s.failed(); err != nil {
+		// Readiness holds back (ipam-store) like a shared store that is
+		// down: no allocation is made on a file bbolt cannot read.
+		st.Store = &ipamapi.StoreStatus{Kind: ipam.StoreLocal, Node: s.node, Up: false, Error: err.Error()}
+		st.Error = err.Error()
+		return st
 	}
 	if p := s.usage.Load(); p != nil && !s.dirty.Load() {
 		st.Pools = *p
@@ -245,6 +287,9 @@ func (a *Agent) ipamOn() (*ipam.IPAM, error) {
 	}
 	if a.stopping.Load() {
 		return nil, &ipam.Error{Code: ipamapi.CodeNotReady, Msg: "spiderpool-agent is stopping; try again", Err: control.ErrNotReady}
+	}
+	if err := a.ipam.failed(); err != nil {
+		return nil, &ipam.Error{Code: ipamapi.CodeNotReady, Msg: err.Error(), Err: control.ErrNotReady}
 	}
 	return a.ipam.m, nil
 }
@@ -280,8 +325,19 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	att, ok, err := m.Release(ctx, ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface})
+	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
+	if req.IfNetwork != "" {
+		att, released, err := m.ReleaseIfNetwork(ctx, key, req.IfNetwork)
+		switch {
+		case released:
+			out.Released = append(out.Released, att)
+		case att.ContainerID != "":
+			out.Kept = append(out.Kept, att)
+		}
+		return out, err
+	}
+	att, ok, err := m.Release(ctx, key)
 	if ok {
 		out.Released = append(out.Released, att)
 	}
@@ -364,4 +420,65 @@ func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Add
 	return out, nil
 }
 
-var _ control.IPAMBackend = (*Agent)(nil)
+// IPAMBackup implements control.IPAMStoreBackend: a consistent copy of
+// the embedded store while allocations go on.
+func (a *Agent) IPAMBackup(ctx context.Context, req ipamapi.BackupRequest) (ipamapi.BackupResult, error) {
+	defer a.work.Begin()()
+	if _, err := a.ipamOn(); err != nil {
+		return ipamapi.BackupResult{}, err
+	}
+	if a.ipam.bolt == nil {
+		return ipamapi.BackupResult{}, &ipam.Error{Code: ipamapi.CodeBadRequest, Msg: "the pools are in etcd: back up etcd itself (etcdctl snapshot save FILE, on an etcd member); ipam backup copies the embedded store (ipam.db_path)"}
+	}
+	start := time.Now()
+	info, err := a.ipam.bolt.Backup(ctx, req.Path, req.Force)
+	if err != nil {
+		return ipamapi.BackupResult{}, &ipam.Error{Code: ipamapi.CodeBadRequest, Msg: err.Error(), Err: err}
+	}
+	a.log.Named("ipam").Info("store backed up", "file", info.Path, "bytes", info.Bytes, "revision", info.Revision)
+	return ipamapi.BackupResult{Path: info.Path, Store: a.ipam.dbPath, Bytes: info.Bytes, Revision: info.Revision,
+		DurationMs: float64(time.Since(start).Microseconds()) / 1000}, nil
+}
+
+// IPAMCheck implements control.IPAMStoreBackend: bbolt's check and
+// ipam.Consistent on one snapshot of the embedded store; Consistent on
+// etcd (read key range by key range: an allocation committed meanwhile
+// can show as a problem that a second check no longer finds).
+func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
+	if a.ipam == nil {
+		return ipamapi.CheckResult{}, errIPAMOff
+	}
+	start := time.Now()
+	if bs := a.ipam.bolt; bs != nil {
+		n, err := bs.Check(ctx)
+		return ipam.CheckReport(bs.Path(), n, err, time.Since(start))
+	}
+	all, err := a.ipam.store.List(ctx, "")
+	if err != nil {
+		return ipamapi.CheckResult{}, err
+	}
+	err = ipam.Consistent(ctx, a.ipam.store)
+	return ipam.CheckReport(ipam.StoreEtcd, len(all), err, time.Since(start))
+}
+
+// IPAMAddress implements control.IPAMBackend.
+func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	recs, err := m.AddressState(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	hist, err := m.WhoHad(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	return ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}, nil
+}
+
+var (
+	_ control.IPAMBackend      = (*Agent)(nil)
+	_ control.IPAMStoreBackend = (*Agent)(nil)
+)

@@ -33,6 +33,14 @@ type sharedStore struct {
 	refused  map[string]string // pool -> why (another node's definition differs)
 	checkErr string            // the last check that could not be made
 	lastLog  string            // the store state last logged
+	// moved is set once the address records of the old per-pool layout
+	// are moved (ipam.MigrateKeys): until then no allocation is made, as
+	// it could take an address an old record holds. blocked says why the
+	// records cannot be used at all (an address held twice, a pool whose
+	// domain moved); moveErr why the last attempt did not finish.
+	moved   bool
+	blocked string
+	moveErr string
 }
 
 // poolsStore says which store the pools use. One agent uses one store for
@@ -93,7 +101,7 @@ func definition(p *ipam.Pool) string {
 	for _, r := range p.Routes {
 		routes = append(routes, fmt.Sprint(r))
 	}
-	return etcdstore.CanonicalDefinition(map[string]string{
+	fields := map[string]string{
 		"subnet":             p.Subnet.String(),
 		"ranges":             strings.Join(sp.Ranges, ","),
 		"exclude":            strings.Join(sp.Exclude, ","),
@@ -103,7 +111,14 @@ func definition(p *ipam.Pool) string {
 		"conflict_detection": strconv.FormatBool(p.ConflictDetection),
 		"gateway_detection":  strconv.FormatBool(p.GatewayDetection),
 		"quarantine":         p.Quarantine.String(),
-	})
+	}
+	// Nodes must agree on the domain: it is where the pool's addresses are
+	// keyed. Absent for the default domain, so a definition recorded before
+	// domains existed still matches.
+	if p.Domain != ipam.DefaultDomain {
+		fields["domain"] = p.Domain
+	}
+	return etcdstore.CanonicalDefinition(fields)
 }
 
 // forget drops what was checked (a reload brings new definitions).
@@ -141,6 +156,46 @@ func (s *sharedStore) checkPools(ctx context.Context, pools []*ipam.Pool) {
 	}
 }
 
+// migrate moves the address records of the old per-pool layout once
+// (every agent of a shared store tries; the move is idempotent), then
+// checks the pools' domains against where their addresses are. It returns
+// the error that must stop the agent (an address held twice, a pool moved
+// to another domain); an unreachable etcd is left for the next round.
+func (s *sharedStore) migrate(ctx context.Context, m *ipam.IPAM) error {
+	s.mu.Lock()
+	done := s.moved || s.blocked != ""
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	n, err := ipam.MigrateKeys(cctx, s.store)
+	var dup *ipam.DuplicateError
+	if err == nil && m != nil {
+		if err = m.CheckDomains(cctx); err != nil && !errors.Is(err, ipam.ErrDomainMoved) {
+			err = fmt.Errorf("check the pools' domains: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.moved, s.moveErr = true, ""
+		if n > 0 {
+			s.log.Info("moved address records to the per-domain layout", "records", n)
+		}
+		return nil
+	case errors.As(err, &dup) || errors.Is(err, ipam.ErrDomainMoved):
+		s.blocked = err.Error()
+		s.log.Error("IPAM store cannot be used: allocations are refused", "error", err)
+		return fmt.Errorf("IPAM store etcd: %w", err)
+	default:
+		s.moveErr = err.Error()
+		return nil
+	}
+}
+
 // usable says why an allocation from pools cannot be made now, or nil.
 func (s *sharedStore) usable(pools []string) error {
 	if err := s.hb.Err(); err != nil {
@@ -148,6 +203,12 @@ func (s *sharedStore) usable(pools []string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.blocked != "" {
+		return &ipam.Error{Code: ipamapi.CodeInternal, Msg: s.blocked}
+	}
+	if !s.moved {
+		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd): the address records of the old per-pool layout are not moved yet (%s); try again", s.moveErr), Err: control.ErrNotReady}
+	}
 	for _, p := range pools {
 		if why := s.refused[p]; why != "" {
 			return &ipam.Error{Code: ipamapi.CodeMismatch, Msg: why}
@@ -169,6 +230,9 @@ func (s *sharedStore) status() *ipamapi.StoreStatus {
 		why = append(why, err.Error())
 	}
 	s.mu.Lock()
+	if s.blocked != "" {
+		why = append(why, s.blocked)
+	}
 	var refused []string
 	for p, r := range s.refused {
 		refused = append(refused, p+": "+r)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -49,6 +50,85 @@ type NetConf struct {
 	// either key was present with a list (null counts as absent).
 	ValidAttachments []types.GCAttachment
 	HasValid         bool
+	// Skips are the detections the main plugin's configuration makes
+	// impossible or pointless (see mainPluginSkips).
+	Skips []ipamapi.DetectionSkip
+}
+
+// mainPlugin is what the IPAM plugin reads of the main plugin's own
+// configuration (the same object on stdin): enough to know whether the
+// main plugin will itself be the gateway, or leaves nothing to probe.
+// Its fields are decoded leniently - they are the main plugin's, which
+// has parsed them before it ran IPAM - and a value of another type counts
+// as absent.
+type mainPlugin struct {
+	Type             string
+	IsGateway        bool // bridge: the bridge gets the gateway address
+	IsDefaultGateway bool // bridge: implies isGateway
+	Mode             string
+}
+
+func decodeMainPlugin(top map[string]json.RawMessage) mainPlugin {
+	var mp mainPlugin
+	_ = json.Unmarshal(top["type"], &mp.Type)
+	_ = json.Unmarshal(top["isGateway"], &mp.IsGateway)
+	_ = json.Unmarshal(top["isDefaultGateway"], &mp.IsDefaultGateway)
+	_ = json.Unmarshal(top["mode"], &mp.Mode)
+	return mp
+}
+
+// mainPluginSkips says which detections cannot work for an interface the
+// main plugin mp sets up, and why; each reason is what the operator reads
+// in the allocation. The containernetworking/plugins main plugins, in the
+// order their cmdAdd runs things:
+//
+//   - bridge with isGateway (or isDefaultGateway, which sets isGateway):
+//     the plugin calls IPAM, then gives the bridge the gateway address
+//     (calcGateways, then ensureAddr). Nobody holds the gateway address
+//     while IPAM runs - the first workload of the network would always
+//     fail gateway detection - and afterwards the gateway is this host.
+//     Skip gateway detection; keep conflict detection: the veth is in
+//     the bridge already, and other hosts or VMs on the bridge (or the
+//     LAN behind an enslaved NIC) may use the address.
+//   - ptp: IPAM runs before the veth pair exists, and the host side of the
+//     pair gets the gateway address afterwards (setupHostVeth); the link
+//     has no one else on it. There is no interface to probe on and nobody
+//     to find: skip both.
+//   - ipvlan in mode l3 or l3s: the kernel sets NOARP on the slave
+//     (ipvlan_set_port_mode) and drops the broadcast and multicast it
+//     sends, so neither ARP nor NDP exists on it - the workload reaches
+//     its gateway through a device route, not a neighbour. A duplicate
+//     among slaves of one master the kernel refuses itself (EADDRINUSE);
+//     a duplicate elsewhere is a routing matter of the host, invisible
+//     from the slave. Skip both.
+//   - dummy: NOARP and no wire at all. Skip both.
+//   - macvlan, ipvlan l2, host-device, vlan, bridge without isGateway, and
+//     anything else: the interface is on a real layer-2 segment with the
+//     gateway somewhere on it. Keep both.
+func mainPluginSkips(mp mainPlugin) []ipamapi.DetectionSkip {
+	skip := func(reason string, ds ...string) []ipamapi.DetectionSkip {
+		var out []ipamapi.DetectionSkip
+		for _, d := range ds {
+			out = append(out, ipamapi.DetectionSkip{Detection: d, Reason: reason})
+		}
+		return out
+	}
+	const gw, conflict = ipamapi.DetectionGateway, ipamapi.DetectionConflict
+	switch mp.Type {
+	case "bridge":
+		if mp.IsGateway || mp.IsDefaultGateway {
+			return skip("the bridge plugin (isGateway) gives the bridge the gateway address after IPAM answers", gw)
+		}
+	case "ptp":
+		return skip("the ptp plugin creates the veth after IPAM answers and gives its host side the gateway address", gw, conflict)
+	case "ipvlan":
+		if mp.Mode == "l3" || mp.Mode == "l3s" {
+			return skip("ipvlan in "+mp.Mode+" mode has no ARP or neighbour discovery (NOARP)", gw, conflict)
+		}
+	case "dummy":
+		return skip("a dummy interface has no link to probe (NOARP)", gw, conflict)
+	}
+	return nil
 }
 
 // ConfError is a malformed network configuration: Field names where, as a
@@ -74,10 +154,26 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 		Valid      *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
 		Legacy     *[]types.GCAttachment `json:"cni.dev/attachments"`
 	}
-	if err := json.Unmarshal(data, &top); err != nil {
+	// Keys outside "ipam" may belong to the main plugin, but the ones
+	// read here follow the agent's one rule for input (no key twice, no
+	// key in another case): the main plugin and this one must not read
+	// two different networks out of one document.
+	if err := input.Decode(data, &top, input.Options{AllowUnknown: true}); err != nil {
+		var fe *input.FieldError
+		if errors.As(err, &fe) {
+			field := fe.Field
+			if field == "" {
+				field = "netconf"
+			}
+			return nil, confErr(field, "%s", fe.Msg)
+		}
+		return nil, err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
 		return nil, describeJSONError("", err)
 	}
-	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name}
+	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name, Skips: mainPluginSkips(decodeMainPlugin(all))}
 	if len(top.PrevResult) > 0 && !bytes.Equal(bytes.TrimSpace(top.PrevResult), []byte("null")) {
 		nc.PrevResult = top.PrevResult
 	}
@@ -124,7 +220,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 			return nil, describeJSONError("ipam", err)
 		}
 		key := tok.(string) // object keys are strings
-		field := "ipam." + key
+		field := "ipam." + input.Cut(key)
 		if seen[key] {
 			return nil, confErr(field, "is given twice")
 		}
@@ -153,7 +249,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 		return nil, describeJSONError("ipam", err)
 	}
 	if ic.Type != "spiderpool" {
-		return nil, confErr("ipam.type", "is %q; this plugin is \"spiderpool\"", ic.Type)
+		return nil, confErr("ipam.type", "is %s; this plugin is \"spiderpool\"", input.Quote(ic.Type))
 	}
 	var fields []string // the field each pool came from, for errors
 	switch {
@@ -196,7 +292,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 	if seen["socket"] {
 		s := ic.Socket
 		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 107 {
-			return nil, confErr("ipam.socket", "%q is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", s, DefaultSocketPath)
+			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), DefaultSocketPath)
 		}
 	} else {
 		ic.Socket = DefaultSocketPath
@@ -272,7 +368,7 @@ func Workload(cniArgs string) (string, error) {
 			}
 			k, v, ok := strings.Cut(pair, "=")
 			if !ok || k == "" {
-				return "", confErr("CNI_ARGS", "item %d (%q) is not KEY=VALUE", i+1, pair)
+				return "", confErr("CNI_ARGS", "item %d (%s) is not KEY=VALUE", i+1, input.Quote(pair))
 			}
 			kv[k] = v
 		}

@@ -1,9 +1,22 @@
 package cniplugin
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
@@ -19,7 +32,8 @@ func TestGCStale(t *testing.T) {
 	}
 	stale := func() ipamapi.Attachment {
 		return ipamapi.Attachment{AttachmentKey: key, State: "allocated", Node: "node-a",
-			Created: now.Add(-time.Minute), Addresses: []ipamapi.AllocatedIP{addr("v4"), addr("v6")}}
+			Created: now.Add(-time.Minute), Addresses: []ipamapi.AllocatedIP{addr("v4"), addr("v6")},
+			Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}}
 	}
 	for _, tc := range []struct {
 		name  string
@@ -28,7 +42,7 @@ func TestGCStale(t *testing.T) {
 	}{
 		{"not in the list", func(*ipamapi.Attachment, map[ipamapi.AttachmentKey]bool) {}, true},
 		{"no node recorded", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Node = "" }, true},
-		{"exactly the minimum age", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Created = now.Add(-gcMinAge) }, true},
+		{"exactly the minimum age", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Created = now.Add(-GCMinAge) }, true},
 		{"in the list", func(_ *ipamapi.Attachment, v map[ipamapi.AttachmentKey]bool) { v[key] = true }, false},
 		{"reserved: an ADD in flight", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.State = "reserved" }, false},
 		{"younger than the list may be", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Created = now.Add(-time.Second) }, false},
@@ -37,11 +51,166 @@ func TestGCStale(t *testing.T) {
 			a.Addresses = append(a.Addresses, addr("other"))
 		}, false},
 		{"no address", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Addresses = nil }, false},
+		// Who made it: only an ADD of this very network.
+		{"made by the API (a VM, a script)", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+			a.Origin = &ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "net1"}
+		}, false},
+		{"made by another network from the same pools", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+			a.Origin.Network = "net-m"
+		}, false},
+		{"another network whose name only differs in case", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+			a.Origin.Network = "Net-N"
+		}, false},
+		{"recorded before origins were", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Origin = nil }, false},
+		{"an origin of an unknown kind", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Origin.Kind = "cni2" }, false},
 	} {
 		a, valid := stale(), map[ipamapi.AttachmentKey]bool{{ContainerID: "c2", Interface: "net1"}: true}
 		tc.edit(&a, valid)
-		if got := gcStale(a, valid, ours, "node-a", now); got != tc.stale {
+		if got := gcStale(a, "net-n", valid, ours, "node-a", now); got != tc.stale {
 			t.Errorf("%s: gcStale = %v, want %v", tc.name, got, tc.stale)
 		}
+	}
+}
+
+// fakeAgent serves the IPAM routes GC and ADD use on a unix socket, with
+// net/http (the agent's own server), as root so that the client's peer
+// check believes it. It answers List with list and records each release
+// and allocate request.
+type fakeAgent struct {
+	sock string
+
+	mu        sync.Mutex
+	releases  []ipamapi.ReleaseRequest
+	allocates []ipamapi.AllocateRequest
+}
+
+func newFakeAgent(t *testing.T, list []ipamapi.Attachment) *fakeAgent {
+	t.Helper()
+	f := &fakeAgent{sock: filepath.Join(t.TempDir(), "agent.sock")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+ipamapi.AllocationsPath, func(w http.ResponseWriter, r *http.Request) {
+		pool := r.URL.Query().Get("pool")
+		out := []ipamapi.Attachment{}
+		for _, a := range list {
+			for _, ip := range a.Addresses {
+				if ip.Pool == pool {
+					out = append(out, a)
+					break
+				}
+			}
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST "+ipamapi.ReleasePath, func(w http.ResponseWriter, r *http.Request) {
+		var req ipamapi.ReleaseRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Errorf("release body: %v", err)
+		}
+		f.mu.Lock()
+		f.releases = append(f.releases, req)
+		f.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}})
+	})
+	mux.HandleFunc("POST "+ipamapi.AllocatePath, func(w http.ResponseWriter, r *http.Request) {
+		var req ipamapi.AllocateRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			t.Errorf("allocate body: %v", err)
+		}
+		f.mu.Lock()
+		f.allocates = append(f.allocates, req)
+		f.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface},
+			State: "allocated", Origin: req.Origin,
+			Addresses: []ipamapi.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.9/24")}}})
+	})
+	ln, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	return f
+}
+
+// seen returns the requests recorded so far.
+func (f *fakeAgent) seen() ([]ipamapi.AllocateRequest, []ipamapi.ReleaseRequest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.allocates), slices.Clone(f.releases)
+}
+
+func netconf(name, sock, extra string) []byte {
+	return fmt.Appendf(nil, `{"cniVersion": "1.1.0", "name": %q, %s "ipam": {"type": "spiderpool", "pools": ["v4"], "socket": %q}}`, name, extra, sock)
+}
+
+// TestGCReleasesOnlyItsNetwork: the plugin's GC of net-n, against an agent
+// holding a VM's API allocation, another network's and an old record
+// without an origin from the same pool, releases only net-n's stale
+// allocation, and asks the agent to release it only if net-n still made
+// it (if_network).
+func TestGCReleasesOnlyItsNetwork(t *testing.T) {
+	old := time.Now().Add(-time.Hour)
+	att := func(id string, o *ipamapi.Origin) ipamapi.Attachment {
+		return ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: id, Interface: "net1"}, State: "allocated",
+			Created: old, Origin: o, Addresses: []ipamapi.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.5/24")}}}
+	}
+	cni := func(network string) *ipamapi.Origin {
+		return &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: network, Interface: "net1"}
+	}
+	f := newFakeAgent(t, []ipamapi.Attachment{
+		att("pod", cni("net-n")),
+		att("stale", cni("net-n")),
+		att("vm-17", &ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "net1"}),
+		att("other", cni("net-m")),
+		att("before-origins", nil),
+	})
+	var stderr strings.Builder
+	p := &Plugin{Stdout: io.Discard, Stderr: &stderr, Now: time.Now}
+	valid := `"cni.dev/valid-attachments": [{"containerID": "pod", "ifname": "net1"}],`
+	if err := p.GC(&skel.CmdArgs{StdinData: netconf("net-n", f.sock, valid)}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	want := []ipamapi.ReleaseRequest{{ContainerID: "stale", Interface: "net1", IfNetwork: "net-n"}}
+	if _, rel := f.seen(); !slices.Equal(rel, want) {
+		t.Errorf("GC of net-n asked to release %+v, want %+v", rel, want)
+	}
+}
+
+// TestNetworkNameRequired: ADD records the network's name as the origin
+// and GC compares it, so both refuse a configuration without a valid one,
+// naming the field, before asking the agent anything.
+func TestNetworkNameRequired(t *testing.T) {
+	f := newFakeAgent(t, nil)
+	p := &Plugin{Stdout: io.Discard, Stderr: io.Discard, Now: time.Now}
+	valid := `"cni.dev/valid-attachments": [{"containerID": "pod", "ifname": "net1"}],`
+	for _, name := range []string{"", "-lead", "a/b", strings.Repeat("n", ipamapi.MaxNetworkName+1)} {
+		args := &skel.CmdArgs{ContainerID: "c1", IfName: "net1", StdinData: netconf(name, f.sock, "")}
+		err := p.Add(args)
+		var e *types.Error
+		if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, "name:") {
+			t.Errorf("ADD with network name %.20q: %v, want error %d naming the field", name, err, types.ErrInvalidNetworkConfig)
+		}
+		args.StdinData = netconf(name, f.sock, valid)
+		if err := p.GC(args); !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig {
+			t.Errorf("GC with network name %.20q: %v, want error %d", name, err, types.ErrInvalidNetworkConfig)
+		}
+	}
+	if alloc, rel := f.seen(); len(alloc)+len(rel) != 0 {
+		t.Errorf("the agent was asked %+v %+v", alloc, rel)
+	}
+}
+
+// TestAddSendsOrigin: ADD tells the agent which network asks.
+func TestAddSendsOrigin(t *testing.T) {
+	f := newFakeAgent(t, nil)
+	p := &Plugin{Stdout: io.Discard, Stderr: io.Discard, Now: time.Now}
+	if err := p.Add(&skel.CmdArgs{ContainerID: "c1", IfName: "net1", Netns: "/var/run/netns/x", StdinData: netconf("net-n", f.sock, "")}); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	want := ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}
+	if alloc, _ := f.seen(); len(alloc) != 1 || alloc[0].Origin == nil || *alloc[0].Origin != want {
+		t.Fatalf("ADD asked %+v, want origin %+v", alloc, want)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -67,14 +68,16 @@ const (
 // few 100 ms reply windows; under a burst of workloads it queues behind
 // others. Runtimes have their own, longer, deadlines.
 const (
-	AllocateTimeout = 30 * time.Second
+	// AllocateTimeout outlasts the agent's own deadline of an allocation
+	// (ipam.allocation_timeout, at most ipamapi.MaxAllocationTimeout).
+	AllocateTimeout = ipamapi.AllocateWait
 	CallTimeout     = 10 * time.Second
 	// StdinTimeout bounds the read of the network configuration.
 	StdinTimeout = 10 * time.Second
-	// gcMinAge: GC leaves allocations younger than this alone. The
+	// GCMinAge: GC leaves allocations younger than this alone. The
 	// runtime's list of valid attachments was made before GC ran, so a
 	// workload whose ADD finished just after is missing from it.
-	gcMinAge = 5 * time.Second
+	GCMinAge = 5 * time.Second
 )
 
 // Plugin runs the commands. The zero value is not usable; see New.
@@ -136,6 +139,17 @@ func exitWith(e *types.Error) {
 	os.Exit(1)
 }
 
+// networkName checks the network's name, which ADD records as the
+// allocation's origin and GC compares with it: without a usable one, GC
+// could not tell this network's allocations from another's.
+func networkName(nc *NetConf) error {
+	var fe *ipamapi.FieldError
+	if err := ipamapi.ValidateNetworkName("name", nc.Name); errors.As(err, &fe) {
+		return types.NewError(types.ErrInvalidNetworkConfig, "spiderpool IPAM: "+confErr("name", "the network's name %s", fe.Msg).Error(), "")
+	}
+	return nil
+}
+
 // parse reads the network configuration; a malformed one is the spec's
 // error 7 naming the field.
 func parse(args *skel.CmdArgs) (*NetConf, *ipamapi.Client, error) {
@@ -155,13 +169,19 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := networkName(nc); err != nil {
+		return err
+	}
 	workload, err := Workload(args.Args)
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "spiderpool IPAM: "+err.Error(), "")
 	}
 	req := ipamapi.AllocateRequest{
 		ContainerID: args.ContainerID, Interface: args.IfName, Netns: args.Netns,
-		Workload: workload, Pools: nc.IPAM.Pools,
+		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips,
+		// What this network's GC compares: it releases only what ADDs of
+		// this network made.
+		Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: nc.Name, Interface: args.IfName},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), AllocateTimeout)
 	defer cancel()
@@ -364,14 +384,21 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return nil
 }
 
-// GC releases the allocations from this network's pools whose (container,
-// interface) is not in cni.dev/valid-attachments. Without a list, or with
-// an empty one, it releases nothing and says so on stderr: a runtime that
-// did not say what is valid has not said that everything is invalid (the
-// agent's own GC reclaims allocations whose namespace is gone).
+// GC releases the allocations that ADDs of this network (its "name") made
+// and whose (container, interface) is not in cni.dev/valid-attachments.
+// The list names this network's attachments only, so nothing else is
+// touched: not the API's allocations (VMs, scripts), not another network's
+// even from the same pool, not one recorded without an origin. Without a
+// list, or with an empty one, it releases nothing and says so on stderr: a
+// runtime that did not say what is valid has not said that everything is
+// invalid (the agent's own GC reclaims allocations whose namespace is
+// gone).
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	nc, c, err := parse(args)
 	if err != nil {
+		return err
+	}
+	if err := networkName(nc); err != nil {
 		return err
 	}
 	if !nc.HasValid || len(nc.ValidAttachments) == 0 {
@@ -408,7 +435,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			return cniError("list the allocations of pool "+pool, err)
 		}
 		for _, a := range atts {
-			if gcStale(a, valid, ours, node, now) {
+			if gcStale(a, nc.Name, valid, ours, node, now) {
 				stale[a.AttachmentKey] = true
 			}
 		}
@@ -420,11 +447,19 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	sort.Slice(keys, func(i, j int) bool {
 		return keys[i].ContainerID+"/"+keys[i].Interface < keys[j].ContainerID+"/"+keys[j].Interface
 	})
-	// The spec: remove as much as possible, and report the errors.
+	// The spec: remove as much as possible, and report the errors. Each
+	// release is conditional on the origin the agent holds at that moment:
+	// the key may have been released and allocated afresh since the list.
 	var errs []error
 	for _, k := range keys {
-		if _, err := c.Release(ctx, ipamapi.ReleaseRequest(k)); err != nil {
+		res, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: k.ContainerID, Interface: k.Interface, IfNetwork: nc.Name})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("release %s: %w", describeKey(k.ContainerID, k.Interface), err))
+			continue
+		}
+		for _, kept := range res.Kept {
+			fmt.Fprintf(p.Stderr, "spiderpool IPAM: GC of network %q kept %s: it is now an allocation of origin %s\n",
+				nc.Name, describeKey(kept.ContainerID, kept.Interface), kept.Origin)
 		}
 	}
 	if len(errs) > 0 {
@@ -433,12 +468,14 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// gcStale decides whether GC releases a: not in the runtime's valid list,
-// allocated (a reservation is an ADD in flight, not yet in any list), old
-// enough that the list cannot predate it, made on this node, and holding
-// only addresses of this network's pools.
-func gcStale(a ipamapi.Attachment, valid map[ipamapi.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
-	return !valid[a.AttachmentKey] && a.State == "allocated" && now.Sub(a.Created) >= gcMinAge &&
+// gcStale decides whether GC of network releases a: made by an ADD of
+// that network (the runtime's list names that network's attachments and
+// nothing else), not in the list, allocated (a reservation is an ADD in
+// flight, not yet in any list), old enough that the list cannot predate
+// it, made on this node, and holding only addresses of this network's
+// pools.
+func gcStale(a ipamapi.Attachment, network string, valid map[ipamapi.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
+	return a.MadeByNetwork(network) && !valid[a.AttachmentKey] && a.State == "allocated" && now.Sub(a.Created) >= GCMinAge &&
 		(a.Node == "" || a.Node == node) && allPools(a, ours)
 }
 
@@ -454,7 +491,7 @@ func allPools(a ipamapi.Attachment, ours map[string]bool) bool {
 }
 
 func describeKey(container, iface string) string {
-	return fmt.Sprintf("container %s interface %s", container, iface)
+	return fmt.Sprintf("container %s interface %s", input.Cut(container), input.Cut(iface))
 }
 
 // cniError maps an error of the agent onto a CNI error for what: the spec's
@@ -495,7 +532,7 @@ func agentError(err error) *types.Error {
 func apiCode(ae *ipamapi.APIError) uint {
 	switch ae.Code {
 	case ipamapi.CodeBadRequest:
-		if strings.HasPrefix(ae.Field, "pools") {
+		if strings.HasPrefix(ae.Field, "pools") || strings.HasPrefix(ae.Field, "origin") {
 			return types.ErrInvalidNetworkConfig
 		}
 		return types.ErrInvalidEnvironmentVariables

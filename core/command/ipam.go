@@ -32,6 +32,9 @@ func ipamCommands(env Env) map[string]cli.CommandFactory {
 		"ipam show":     func() (cli.Command, error) { return &ipamShowCommand{env: env}, nil },
 		"ipam release":  func() (cli.Command, error) { return &ipamReleaseCommand{env: env}, nil },
 		"ipam gc":       func() (cli.Command, error) { return &ipamGCCommand{env: env}, nil },
+		"ipam backup":   func() (cli.Command, error) { return &ipamBackupCommand{env: env}, nil },
+		"ipam restore":  func() (cli.Command, error) { return &ipamRestoreCommand{env: env}, nil },
+		"ipam check":    func() (cli.Command, error) { return &ipamCheckCommand{env: env}, nil },
 	}
 }
 
@@ -50,8 +53,11 @@ Talks to the running agent's IPAM over the control socket. The agent needs
   show       the history of an address or a workload
   release    release an allocation, or all of a workload's
   gc         run garbage collection now
+  backup     a consistent copy of the running agent's store into a file
+  restore    install a backup as the store (offline: the agent stopped)
+  check      the store's consistency: bbolt's check and one holder per address
 
-Each takes --json and --socket.`
+Each takes --json and --socket, except restore (offline).`
 }
 func (c *ipamCommand) Run([]string) int { return cli.RunResultHelp }
 
@@ -99,7 +105,7 @@ type ipamPoolsCommand struct{ env Env }
 func (c *ipamPoolsCommand) Synopsis() string { return "Show each pool's size and usage" }
 func (c *ipamPoolsCommand) Help() string {
 	fs, _, _ := ipamFlags("ipam pools", c.env)
-	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free.", fs)
+	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free, layer-2 domain.", fs)
 }
 func (c *ipamPoolsCommand) Run(args []string) int {
 	fs, socket, asJSON := ipamFlags("ipam pools", c.env)
@@ -121,7 +127,7 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 
 func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION")
+	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION\tDOMAIN")
 	for _, p := range pools {
 		var det []string
 		if p.ConflictDetection {
@@ -130,8 +136,8 @@ func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 		if p.GatewayDetection {
 			det = append(det, "gateway")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
-			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
+			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")), dash(p.Domain))
 	}
 	tw.Flush()
 }
@@ -210,6 +216,9 @@ func writeAttachment(w io.Writer, att ipamapi.Attachment) {
 		}
 		fmt.Fprintf(w, "  %s %s (pool %s): %s\n", q, s.Address, s.Pool, s.Reason)
 	}
+	for _, n := range att.NotChecked {
+		fmt.Fprintf(w, "  %s detection not run (pool %s): %s\n", n.Detection, n.Pool, n.Reason)
+	}
 }
 
 // --- list
@@ -223,7 +232,10 @@ func (c *ipamListCommand) flags() (*flag.FlagSet, *string, *bool, *string, *stri
 }
 func (c *ipamListCommand) Help() string {
 	fs, _, _, _, _ := c.flags()
-	return helpText("ipam list [--pool POOL] [--workload NAME] [options]", "Lists the allocations: addresses, container id, interface, workload, namespace.", fs)
+	return helpText("ipam list [--pool POOL] [--workload NAME] [options]", `
+Lists the allocations: addresses, container id, interface, workload, state,
+namespace, origin (cni:NETWORK for a CNI ADD of that network, api for the
+control API and this CLI, - when recorded before origins were) and since.`, fs)
 }
 func (c *ipamListCommand) Run(args []string) int {
 	fs, socket, asJSON, pool, workload := c.flags()
@@ -240,13 +252,14 @@ func (c *ipamListCommand) Run(args []string) int {
 		return printJSON(c.env, list)
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tSINCE")
+	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tORIGIN\tSINCE")
 	for _, a := range list {
 		var addrs []string
 		for _, ip := range a.Addresses {
 			addrs = append(addrs, ip.Address.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns), a.Created.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns),
+			a.Origin, a.Created.Format(time.RFC3339))
 	}
 	tw.Flush()
 	return ExitOK
@@ -260,9 +273,13 @@ func (c *ipamShowCommand) Synopsis() string { return "Who had an address, or a w
 func (c *ipamShowCommand) Help() string {
 	fs, _, _ := ipamFlags("ipam show", c.env)
 	return helpText("ipam show ADDRESS|WORKLOAD [options]", `
-With an address: every workload that held it, and when (newest first).
+With an address: its state now in each pool that holds a record of it
+(allocated, reserved, or quarantined with the cause, the MAC that answered
+for it and until when), then every workload that held it, and when (newest
+first); --json prints {"address", "records", "history"}.
 With a workload name: its allocation history (newest first, at most
-ipam.max_history_records entries).`, fs)
+ipam.max_history_records entries). ORIGIN is who allocated it: cni:NETWORK,
+api, or - (recorded before origins were).`, fs)
 }
 func (c *ipamShowCommand) Run(args []string) int {
 	fs, socket, asJSON := ipamFlags("ipam show", c.env)
@@ -288,22 +305,30 @@ func (c *ipamShowCommand) Run(args []string) int {
 	var recs []ipamapi.HistoryRecord
 	var err error
 	if addr, perr := netip.ParseAddr(operand); perr == nil {
-		recs, err = cl.HistoryOfAddress(ctx, addr)
+		info, err := cl.Address(ctx, addr)
+		if err != nil {
+			return ipamFail(c.env, err)
+		}
+		if *asJSON {
+			return printJSON(c.env, info)
+		}
+		printAddressRecords(c.env, info)
+		recs = info.History
 	} else {
 		recs, err = cl.HistoryOfWorkload(ctx, operand)
-	}
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, recs)
+		if err != nil {
+			return ipamFail(c.env, err)
+		}
+		if *asJSON {
+			return printJSON(c.env, recs)
+		}
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(c.env.Stdout, "no history for %s\n", operand)
 		return ExitOK
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tCONTAINER ID\tINTERFACE\tALLOCATED\tRELEASED\tSKIPPED")
+	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tCONTAINER ID\tINTERFACE\tORIGIN\tALLOCATED\tRELEASED\tSKIPPED")
 	for _, r := range recs {
 		rel := "-"
 		if !r.ReleasedAt.IsZero() {
@@ -313,11 +338,35 @@ func (c *ipamShowCommand) Run(args []string) int {
 		for _, s := range r.Skipped {
 			sk = append(sk, s.Address.String())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.Workload, r.ContainerID, r.Interface,
-			r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.Workload, r.ContainerID, r.Interface,
+			r.Origin, r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// printAddressRecords prints an address's state in the pools: free, or
+// one line per pool holding a record of it.
+func printAddressRecords(env Env, info ipamapi.AddressInfo) {
+	if len(info.Records) == 0 {
+		fmt.Fprintf(env.Stdout, "%s: free\n\n", info.Address)
+		return
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tPOOL\tSTATE\tHOLDER\tMAC\tSINCE\tUNTIL\tCAUSE")
+	for _, r := range info.Records {
+		holder, until := "-", "-"
+		if r.Owner.ContainerID != "" {
+			holder = r.Owner.ContainerID + "/" + r.Owner.Interface
+		}
+		if !r.Until.IsZero() {
+			until = r.Until.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.State, holder, dash(r.MAC),
+			r.Since.Format(time.RFC3339), until, dash(r.Reason))
+	}
+	tw.Flush()
+	fmt.Fprintln(env.Stdout)
 }
 
 // --- release
@@ -403,8 +452,8 @@ func (c *ipamGCCommand) Run(args []string) int {
 	if *asJSON {
 		return printJSON(c.env, res)
 	}
-	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v)\n",
-		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod)
+	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v), workloads pruned %d (%d records)\n",
+		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod, res.WorkloadsPruned, res.RecordsPruned)
 	for _, k := range res.Reclaimed {
 		fmt.Fprintf(c.env.Stdout, "  reclaimed container %s interface %s\n", k.ContainerID, k.Interface)
 	}
@@ -434,6 +483,13 @@ func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
 	}
 	if st.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Error)
+	}
+	if ws := st.Workloads; ws != nil {
+		counted := "not counted yet (at the first GC pass)"
+		if !ws.CountedAt.IsZero() {
+			counted = fmt.Sprintf("%d live, %d retained", ws.Live, ws.Retained)
+		}
+		fmt.Fprintf(w, "  workloads: %s; retention %v; pruned %d (%d records) since start\n", counted, ws.Retention, ws.Pruned, ws.RecordsPruned)
 	}
 	if len(st.Pools) > 0 {
 		writePools(w, st.Pools)

@@ -31,6 +31,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -221,10 +223,15 @@ type IPAMConfig struct {
 	// HCL max_allocated_ips, env SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS,
 	// default 5000.
 	MaxAllocatedIPs int
-	// MaxHistoryRecords is the allocation history kept per workload (>= 1).
-	// HCL max_history_records, env
+	// MaxHistoryRecords is the allocation history kept per workload (1 to
+	// ipam.MaxHistoryCap). HCL max_history_records, env
 	// SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS, default 100.
 	MaxHistoryRecords int
+	// WorkloadRetention is how long the endpoint and history of a workload
+	// that holds no address are kept after its last release
+	// (ipam.MinWorkloadRetention to ipam.MaxWorkloadRetention). HCL
+	// workload_retention, default 24h.
+	WorkloadRetention time.Duration
 	// UpdateMaxRetries is how often an optimistic update of a shared IPAM
 	// record is retried (>= 0). HCL update_max_retries, env
 	// SPIDERPOOL_UPDATE_CR_MAX_RETRIES, default 3.
@@ -238,6 +245,11 @@ type IPAMConfig struct {
 	// GCGracePeriod is the wait between GC's two looks. HCL
 	// gc_grace_period, default 30s.
 	GCGracePeriod time.Duration
+	// AllocationTimeout is the deadline of one allocation: past it, what
+	// the allocation reserved is released and it fails with "try again".
+	// HCL allocation_timeout, default 25s, between 1s and 27s (below the
+	// CNI plugin's 30s wait for the answer, ipamapi.AllocateWait).
+	AllocationTimeout time.Duration
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -451,10 +463,12 @@ func Default() *Config {
 		IPAM: IPAMConfig{
 			MaxAllocatedIPs:   DefaultMaxAllocatedIPs,
 			MaxHistoryRecords: DefaultMaxHistoryRecords,
+			WorkloadRetention: ipam.DefaultWorkloadRetention,
 			UpdateMaxRetries:  DefaultUpdateMaxRetries,
 			DBPath:            DefaultIPAMDBPath,
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
+			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
 		},
 		sources: map[string]Source{},
 	}

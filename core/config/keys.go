@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -73,6 +75,13 @@ func nodeName(v any) (any, bool) {
 func positiveDuration(v any) (any, bool) {
 	d := v.(time.Duration)
 	return d, d > 0
+}
+
+func durationRange(lo, hi time.Duration) func(any) (any, bool) {
+	return func(v any) (any, bool) {
+		d := v.(time.Duration)
+		return d, d >= lo && d <= hi
+	}
 }
 
 func anyBool(v any) (any, bool) { return v, true }
@@ -193,13 +202,18 @@ var globalKeys = []*keySpec{
 		want: wantAtLeastOne, check: intRange(1, maxInt),
 		ptr: func(c *Config) any { return &c.IPAM.MaxAllocatedIPs }},
 	{name: "ipam.max_history_records", kind: kindInt, env: "SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS",
-		desc: "allocation history kept per workload",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
+		desc: fmt.Sprintf("allocation history kept per workload (at most %d)", ipam.MaxHistoryCap),
+		want: fmt.Sprintf("a whole number from 1 to %d", ipam.MaxHistoryCap), check: intRange(1, ipam.MaxHistoryCap),
 		ptr: func(c *Config) any { return &c.IPAM.MaxHistoryRecords }},
 	{name: "ipam.update_max_retries", kind: kindInt, env: "SPIDERPOOL_UPDATE_CR_MAX_RETRIES",
 		desc: "retries of optimistic updates of shared IPAM records",
 		want: wantAtLeastZero, check: intRange(0, maxInt),
 		ptr: func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
+	{name: "ipam.workload_retention", kind: kindDuration,
+		desc:  "how long the endpoint and history of a workload that holds no address are kept after its last release",
+		want:  fmt.Sprintf("a duration from %v to %v", ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
+		check: durationRange(ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
+		ptr:   func(c *Config) any { return &c.IPAM.WorkloadRetention }},
 	{name: "ipam.db_path", kind: kindString,
 		desc: "file of the embedded IPAM store (bbolt)",
 		want: wantAbsPath, check: absPath,
@@ -212,6 +226,11 @@ var globalKeys = []*keySpec{
 		desc: "wait between IPAM GC's two looks at a namespace before its allocation is released",
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
+	{name: "ipam.allocation_timeout", kind: kindDuration,
+		desc:  "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
+		want:  fmt.Sprintf("a duration between %s and %s", ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		check: durationRange(ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		ptr:   func(c *Config) any { return &c.IPAM.AllocationTimeout }},
 	{name: "supervisor.start_timeout", kind: kindDuration,
 		desc: "bound of a plugin's start and handshake",
 		want: wantDuration, check: positiveDuration,

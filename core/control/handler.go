@@ -33,6 +33,9 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 	h.mux.HandleFunc(PprofPath, h.pprof)
 	if ib, ok := b.(IPAMBackend); ok {
 		h.routeIPAM(ib)
+		if sb, ok := b.(IPAMStoreBackend); ok {
+			h.routeIPAMStore(sb)
+		}
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})

@@ -91,3 +91,34 @@ func BenchmarkAllocateRelease(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAllocateReleaseHistory: one workload's allocate+release cycle
+// on the real bbolt file when the workload already has a history of n
+// entries (written as a build before per-entry history keys left it, so
+// the same benchmark measures the old layout; the first cycle, which
+// moves such a history, is not timed). An allocation's cost must not grow
+// with the history:
+//
+//	go test -run '^$' -bench AllocateReleaseHistory -benchtime 200x ./core/ipam/
+func BenchmarkAllocateReleaseHistory(b *testing.B) {
+	for _, n := range []int{10, 1000, 3000} {
+		b.Run(fmt.Sprintf("history=%d", n), func(b *testing.B) {
+			m, _ := historyFixture(b, n)
+			ctx := context.Background()
+			cycle := func(i int) {
+				att, err := m.Allocate(ctx, AllocateRequest{ContainerID: fmt.Sprint("c", i), Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}})
+				if err == nil {
+					_, _, err = m.Release(ctx, att.AttachmentKey)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			cycle(-1)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				cycle(i)
+			}
+		})
+	}
+}

@@ -55,6 +55,9 @@ const (
 type CheckResult struct {
 	Outcome Outcome
 	Reason  string
+	// MAC is the hardware address that answered for a conflicting
+	// address, when the detector said; the quarantine records it.
+	MAC string
 }
 
 // Metrics receives what IPAM does. Implementations must not block.
@@ -69,6 +72,11 @@ type Metrics interface {
 	GCReclaimed(pool string)
 	// PoolUsage reports a pool's size and state counts.
 	PoolUsage(pool string, size, allocated, reserved, quarantined int)
+	// Workloads reports the workload records a GC pass counted: named by
+	// an allocation, and kept for the retention.
+	Workloads(live, retained int)
+	// WorkloadsPruned is what one GC pass pruned.
+	WorkloadsPruned(workloads, records int)
 }
 
 type nopMetrics struct{}
@@ -79,4 +87,6 @@ func (nopMetrics) ConflictSkipped(string)               {}
 func (nopMetrics) Quarantined(string)                   {}
 func (nopMetrics) RetrySpent(string)                    {}
 func (nopMetrics) GCReclaimed(string)                   {}
+func (nopMetrics) Workloads(int, int)                   {}
+func (nopMetrics) WorkloadsPruned(int, int)             {}
 func (nopMetrics) PoolUsage(string, int, int, int, int) {}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -56,13 +57,23 @@ type Options struct {
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
 	// NetnsExists.
 	NetnsGone func(path string) (bool, error)
-	Metrics   Metrics
-	Logger    hclog.Logger
+	// CheckNetns vets a request's namespace path before anything is
+	// reserved (an error names the field); nil uses CheckNetns.
+	CheckNetns func(path string) error
+	// AllocationTimeout is the deadline of an allocation
+	// (ipam.allocation_timeout); 0 uses ipamapi.DefaultAllocationTimeout.
+	AllocationTimeout time.Duration
+	Metrics           Metrics
+	Logger            hclog.Logger
 	// Node is this agent's name, recorded with each allocation and mixed
 	// into the candidate order.
 	Node string
-	// MaxHistory is ipam.max_history_records.
+	// MaxHistory is ipam.max_history_records (at most MaxHistoryCap).
 	MaxHistory int
+	// Retention is ipam.workload_retention: GC prunes a workload no
+	// allocation names once its last allocation or release is older.
+	// 0 is DefaultWorkloadRetention.
+	Retention time.Duration
 	// MaxRetries is ipam.update_max_retries.
 	MaxRetries int
 	// MaxTries bounds candidates per pool on conflicts.
@@ -85,10 +96,13 @@ type IPAM struct {
 	checker Checker
 	links   LinkUpper
 	gone    func(string) (bool, error)
+	vetNS   func(string) error
+	timeout time.Duration
 	metrics Metrics
 	log     hclog.Logger
 	node    string
 	maxHist int
+	retain  time.Duration
 	retries int
 	tries   int
 	grace   time.Duration
@@ -111,6 +125,9 @@ type IPAM struct {
 
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
+
+	statsMu sync.Mutex
+	stats   WorkloadStats
 }
 
 type suspect struct {
@@ -155,15 +172,22 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m := &IPAM{
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
+		vetNS: opts.CheckNetns, timeout: opts.AllocationTimeout,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
-		maxHist: opts.MaxHistory, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
+		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
-		m.links = NetlinkUpper{}
+		m.links = &NetlinkUpper{}
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone
+	}
+	if m.vetNS == nil {
+		m.vetNS = CheckNetns
+	}
+	if m.timeout <= 0 {
+		m.timeout = ipamapi.DefaultAllocationTimeout
 	}
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
@@ -173,6 +197,12 @@ func New(opts Options) (*IPAM, error) {
 	}
 	if m.maxHist <= 0 {
 		m.maxHist = DefaultMaxHistory
+	}
+	if m.maxHist > MaxHistoryCap {
+		return nil, fmt.Errorf("ipam: a history of %d records per workload is more than the cap %d", m.maxHist, MaxHistoryCap)
+	}
+	if m.retain <= 0 {
+		m.retain = DefaultWorkloadRetention
 	}
 	if m.retries < 0 {
 		m.retries = 0
@@ -227,21 +257,22 @@ func (m *IPAM) pool(name string) (*Pool, bool) {
 }
 
 type claimKey struct {
-	pool string
-	addr netip.Addr
+	domain string
+	addr   netip.Addr
 }
 
-// claims are the candidates this agent is reserving right now.
+// claims are the candidates this agent is reserving right now, by address
+// within its domain (the key of its record), whichever pool offers it.
 type claims struct {
 	mu sync.Mutex
 	m  map[claimKey]struct{}
 }
 
 // take claims addr; false when another allocation holds the claim.
-func (c *claims) take(pool string, addr netip.Addr) bool {
+func (c *claims) take(domain string, addr netip.Addr) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := claimKey{pool, addr}
+	k := claimKey{domain, addr}
 	if _, held := c.m[k]; held {
 		return false
 	}
@@ -249,10 +280,10 @@ func (c *claims) take(pool string, addr netip.Addr) bool {
 	return true
 }
 
-func (c *claims) release(pool string, addr netip.Addr) {
+func (c *claims) release(domain string, addr netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.m, claimKey{pool, addr})
+	delete(c.m, claimKey{domain, addr})
 }
 
 // AllocateRequest is ipamapi.AllocateRequest.
@@ -267,20 +298,49 @@ type AllocateRequest = ipamapi.AllocateRequest
 // unreachable gateway fails at once. Every failure releases what it
 // reserved. When no pool of req enables a detector, nothing is reserved:
 // the allocation is one commit (allocateAtOnce).
+//
+// The namespace path is vetted before anything is reserved (CheckNetns).
+// Every allocation has a deadline (AllocationTimeout): past it, the
+// allocation stops waiting for whatever it was waiting on - a call stuck
+// in the kernel or a detector included (bounded) - releases what it
+// reserved and fails with CodeTryAgain; the stuck call is left behind and
+// holds nothing of IPAM's.
 func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
 	start := m.now()
 	if err := req.Validate(); err != nil {
 		return Attachment{}, err
 	}
+	if err := m.vetNS(req.Netns); err != nil {
+		return Attachment{}, err
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, errAllocationTimeout)
+	defer cancel()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errAllocationTimeout) && (!isCoded(err) || errors.Is(err, errAllocationTimeout)) {
+			var skipped []SkippedIP
+			var e *Error
+			if errors.As(err, &e) {
+				skipped = e.Skipped
+			}
+			err = &Error{Code: ipamapi.CodeTryAgain, Err: err, Skipped: skipped,
+				Msg: fmt.Sprintf("the allocation for container %s interface %s did not finish within ipam.allocation_timeout (%s): %v; nothing is held, try again", req.ContainerID, req.Interface, m.timeout, err)}
+		}
+	}()
 	m.reload.RLock()
 	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
-	for i, name := range req.Pools {
-		p, ok := m.pool(name)
-		if !ok {
-			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
+	var unknown []*Error
+	for _, name := range req.Pools {
+		if _, ok := m.pool(name); !ok {
+			unknown = append(unknown, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
 		}
+	}
+	if len(unknown) > 0 {
+		return Attachment{}, poolsFailed(nil, unknown)
+	}
+	for i, name := range req.Pools {
+		p, _ := m.pool(name)
 		if other, dup := families[p.Family()]; dup {
 			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
 		}
@@ -290,6 +350,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	if req.Workload == "" {
 		req.Workload = req.ContainerID
 	}
+	req.Origin = recordedOrigin(req)
 	defer func() {
 		res := "ok"
 		if err != nil {
@@ -302,10 +363,73 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
 	if !m.takeFlight(a.key) {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
+}
+
+// recordedOrigin is the origin an allocation for req records: the
+// request's (a CNI ADD says its network), else the API's; with the
+// interface always filled in. A copy: the caller's request is not changed.
+func recordedOrigin(req AllocateRequest) *ipamapi.Origin {
+	o := ipamapi.Origin{Kind: ipamapi.OriginAPI}
+	if req.Origin != nil {
+		o = *req.Origin
+	}
+	o.Interface = req.Interface
+	return &o
+}
+
+// errAllocationTimeout is the cause of an allocation's context ending at
+// its deadline.
+var errAllocationTimeout = errors.New("ipam.allocation_timeout passed")
+
+func isCoded(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// bounded runs fn and returns its answer, or ctx's error as soon as ctx
+// ends, even when fn is stuck in a call that does not look at ctx (a
+// syscall on a path that never answers, a detector that hangs). fn then
+// finishes on its own goroutine and late receives its answer, to undo what
+// fn did; fn must not touch the allocation's state.
+func bounded[T any](ctx context.Context, fn func() (T, error), late func(T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	// Unbuffered: once abandoned is closed, an answer goes either to the
+	// receive below or to late, never nowhere.
+	done := make(chan answer)
+	abandoned := make(chan struct{})
+	go func() {
+		v, err := fn()
+		select {
+		case done <- answer{v, err}:
+		case <-abandoned:
+			if late != nil {
+				late(v, err)
+			}
+		}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		close(abandoned)
+		// An answer offered at the same moment is undone here.
+		select {
+		case a := <-done:
+			if late != nil {
+				late(a.v, a.err)
+			}
+		default:
+		}
+		var zero T
+		return zero, context.Cause(ctx)
+	}
 }
 
 func (m *IPAM) takeFlight(k AttachmentKey) bool {
@@ -379,8 +503,8 @@ type allocation struct {
 }
 
 type endpointRead struct {
-	ep  Endpoint
-	rev int64
+	head endpointHead
+	rev  int64
 }
 
 func (a *allocation) run(ctx context.Context) (Attachment, error) {
@@ -402,22 +526,24 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	if existing.rev != 0 {
 		return a.repeat(existing.att)
 	}
-	ep, epRev, err := m.getEndpoint(ctx, a.req.Workload)
+	head, headRev, err := m.headForWrite(ctx, a.req.Workload)
 	if err != nil {
 		return Attachment{}, err
 	}
-	a.ep = &endpointRead{ep: ep, rev: epRev}
+	a.ep = &endpointRead{head: head, rev: headRev}
 	a.sticky = map[string]netip.Addr{}
-	for _, h := range ep.History {
-		if _, seen := a.sticky[h.Pool]; !seen {
-			a.sticky[h.Pool] = h.Address
-		}
+	for _, l := range head.Last {
+		a.sticky[l.Pool] = l.Address
 	}
 	a.addrRev = map[netip.Addr]int64{}
 	a.tried = map[string]map[netip.Addr]bool{}
 	a.att = Attachment{
 		AttachmentKey: a.key, Netns: a.req.Netns, Workload: a.req.Workload, Node: m.node,
-		State: StateReserved, Created: m.now().UTC(),
+		State: StateReserved, Created: m.now().UTC(), NotChecked: a.notChecked(), Origin: a.req.Origin,
+	}
+	for _, sk := range a.att.NotChecked {
+		m.log.Info("detection skipped at the caller's request", "container_id", a.key.ContainerID, "interface", a.key.Interface,
+			"pool", sk.Pool, "detection", sk.Detection, "reason", sk.Reason)
 	}
 	ok := false
 	defer func() {
@@ -436,10 +562,20 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 		ok = true
 		return a.att, nil
 	}
+	// A full pool does not hide the others' state: the rest are still
+	// tried, so that the error names every pool that failed.
+	var full []*Error
 	for _, p := range a.pools {
 		if err := a.reserve(ctx, p); err != nil {
+			if e := poolFull(err); e != nil {
+				full = append(full, e)
+				continue
+			}
 			return Attachment{}, err
 		}
+	}
+	if len(full) > 0 {
+		return Attachment{}, poolsFailed(a.skipped, full)
 	}
 	if err := a.vet(ctx); err != nil {
 		return Attachment{}, err
@@ -454,7 +590,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 // repeat answers an allocate for a key that already holds addresses.
 func (a *allocation) repeat(att Attachment) (Attachment, error) {
 	if att.State != StateAllocated {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	have := map[string]bool{}
 	for _, ip := range att.Addresses {
@@ -470,7 +606,14 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
+	}
+	// Another origin asking for the key is not a repeat: answering would
+	// give a CNI network addresses that another network's (or the API's)
+	// allocation holds, which then neither side's GC accounts for. A record
+	// without an origin predates them and cannot be told apart.
+	if o, want := att.Origin, a.req.Origin; o != nil && (o.Kind != want.Kind || o.Network != want.Network) {
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s is held by an allocation of origin %s, not %s; release it first", a.key.ContainerID, a.key.Interface, o, want)
 	}
 	return att, nil
 }
@@ -534,14 +677,14 @@ func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 		attVal, err1 := json.Marshal(next)
 		recVal, err2 := json.Marshal(rec)
 		if err := errors.Join(err1, err2); err != nil {
-			m.claims.release(p.Name, addr)
+			m.claims.release(p.Domain, addr)
 			return err
 		}
 		rev, err = m.store.Commit(ctx,
-			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: rev}},
-			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Name, addr), Value: recVal}})
+			[]Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Domain, addr), Revision: rev}},
+			[]Op{{Key: attachmentKey(a.key), Value: attVal}, {Key: addrKey(p.Domain, addr), Value: recVal}})
 		// Committed or not, the store now says whether it is taken.
-		m.claims.release(p.Name, addr)
+		m.claims.release(p.Domain, addr)
 		if err != nil {
 			rev, err = a.settle(ctx, err, attVal, p.Name, fmt.Sprintf("pool %q: reserve %s", p.Name, addr))
 			if errors.Is(err, errRetry) {
@@ -571,12 +714,12 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 	// this agent means taken. The claim comes before the read, so a claim
 	// released after a commit is always followed by a read that sees it.
 	free := func(addr netip.Addr) (int64, bool, error) {
-		if a.tried[p.Name][addr] || !m.claims.take(p.Name, addr) {
+		if a.tried[p.Name][addr] || !m.claims.take(p.Domain, addr) {
 			return 0, false, nil
 		}
-		e, err := m.store.Get(ctx, addrKey(p.Name, addr))
+		e, err := m.store.Get(ctx, addrKey(p.Domain, addr))
 		if err != nil {
-			m.claims.release(p.Name, addr)
+			m.claims.release(p.Domain, addr)
 			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
 		}
 		if e.Revision == 0 {
@@ -586,7 +729,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
 			return e.Revision, true, nil
 		}
-		m.claims.release(p.Name, addr)
+		m.claims.release(p.Domain, addr)
 		return 0, false, nil
 	}
 	if s, ok := a.sticky[p.Name]; ok && p.Contains(s) {
@@ -621,17 +764,60 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 }
 
 // needsCheck says whether vet has anything to check for this allocation:
-// whether any of its pools enables a detector.
+// whether any of its pools enables a detector the request does not skip.
 func (a *allocation) needsCheck() bool {
 	for _, p := range a.pools {
-		if needsCheck(p) {
+		if a.needsCheckIn(p) {
 			return true
 		}
 	}
 	return false
 }
 
-func needsCheck(p *Pool) bool { return p.ConflictDetection || p.GatewayDetection }
+func (a *allocation) needsCheckIn(p *Pool) bool {
+	return a.detects(p, ipamapi.DetectionConflict) || a.detects(p, ipamapi.DetectionGateway)
+}
+
+// detects says whether vet runs detection d for p: the pool enables it
+// and the request does not skip it.
+func (a *allocation) detects(p *Pool, d string) bool {
+	return a.poolEnables(p, d) && a.skipOf(p, d) == nil
+}
+
+func (a *allocation) poolEnables(p *Pool, d string) bool {
+	switch d {
+	case ipamapi.DetectionConflict:
+		return p.ConflictDetection
+	case ipamapi.DetectionGateway:
+		return p.GatewayDetection
+	}
+	return false
+}
+
+// skipOf is the request's skip of detection d for p, or nil.
+func (a *allocation) skipOf(p *Pool, d string) *ipamapi.DetectionSkip {
+	for i, sk := range a.req.SkipDetection {
+		if sk.Detection == d && (sk.Pool == "" || sk.Pool == p.Name) {
+			return &a.req.SkipDetection[i]
+		}
+	}
+	return nil
+}
+
+// notChecked lists, per pool, the detections the pool enables that the
+// request skips: what the attachment records as not checked. A skip of a
+// detection the pool does not enable changes nothing and is not listed.
+func (a *allocation) notChecked() []ipamapi.DetectionSkip {
+	var out []ipamapi.DetectionSkip
+	for _, p := range a.pools {
+		for _, d := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+			if sk := a.skipOf(p, d); sk != nil && a.poolEnables(p, d) {
+				out = append(out, ipamapi.DetectionSkip{Pool: p.Name, Detection: d, Reason: sk.Reason})
+			}
+		}
+	}
+	return out
+}
 
 // vet checks the reserved addresses on the wire until each passed, one was
 // blocked, or a pool ran out of tries.
@@ -639,7 +825,7 @@ func (a *allocation) vet(ctx context.Context) error {
 	m := a.m
 	pending := map[string]bool{}
 	for _, p := range a.pools {
-		if needsCheck(p) {
+		if a.needsCheckIn(p) {
 			pending[p.Name] = true
 		}
 	}
@@ -652,13 +838,16 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		linkLocal := false
-		for _, p := range a.pools {
-			linkLocal = linkLocal || (p.GatewayDetection && p.Family() == "ipv6")
-		}
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface, linkLocal)
+		netnsPath, iface := a.req.Netns, a.req.Interface
+		restore, err := bounded(ctx, func() (func(), error) {
+			return m.links.EnsureUp(ctx, netnsPath, iface)
+		}, func(restore func(), err error) {
+			if err == nil {
+				restore()
+			}
+		})
 		if err != nil {
-			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
+			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		defer restore()
 	}
@@ -671,14 +860,14 @@ func (a *allocation) vet(ctx context.Context) error {
 				continue
 			}
 			ip := a.addressOf(p.Name)
-			ca := CheckAddress{Address: ip.Address, Conflict: p.ConflictDetection}
-			if p.GatewayDetection {
+			ca := CheckAddress{Address: ip.Address, Conflict: a.detects(p, ipamapi.DetectionConflict)}
+			if a.detects(p, ipamapi.DetectionGateway) {
 				ca.Gateway = p.Gateway
 			}
 			creq.Addresses = append(creq.Addresses, ca)
 			order = append(order, p)
 		}
-		res, err := m.checker.Check(ctx, creq)
+		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
 		if err != nil {
 			code := ipamapi.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {
@@ -689,20 +878,25 @@ func (a *allocation) vet(ctx context.Context) error {
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
-		// Blocked and errors first: another address would not help.
+		// Blocked and errors first: another address would not help. Every
+		// pool that failed is named, each with its reason.
+		var failed []*Error
 		for i, r := range res {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
 			case OutcomeGateway:
-				return ipamErr(ipamapi.CodeGateway, a.skipped, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr())
+				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
-				return ipamErr(ipamapi.CodeBlocked, a.skipped, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeFree, OutcomeConflict:
 			default:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
+		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
 		}
 		for i, r := range res {
 			p := order[i]
@@ -710,18 +904,49 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r.Reason); err != nil {
+			if err := a.skip(ctx, p, r); err != nil {
 				return err
 			}
 			if len(a.tried[p.Name]) >= m.tries {
-				return ipamErr(ipamapi.CodeConflict, a.skipped, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name))
+				failed = append(failed, ipamErr(ipamapi.CodeConflict, nil, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name)))
+				delete(pending, p.Name)
+				continue
 			}
 			if err := a.reserve(ctx, p); err != nil {
+				if e := poolFull(err); e != nil {
+					failed = append(failed, e)
+					delete(pending, p.Name)
+					continue
+				}
 				return err
 			}
 		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
+		}
 	}
 	return nil
+}
+
+// poolFull returns err as an *Error when it says a pool is full: a failure
+// of that pool alone, which does not stop the others being tried.
+func poolFull(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == ipamapi.CodePoolFull {
+		return e
+	}
+	return nil
+}
+
+// poolsFailed is the error of an allocation that failed in one or more of
+// its pools: each is named with its reason, in the request's order; the
+// code is the first one's (a caller acts on one code).
+func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Msg
+	}
+	return &Error{Code: errs[0].Code, Msg: strings.Join(msgs, "; "), Skipped: skipped, Err: errs[0].Err}
 }
 
 func where(netns, iface string) string {
@@ -753,8 +978,9 @@ func (a *allocation) addressOf(pool string) AllocatedIP {
 // skip takes the conflicting address of p out of the attachment and
 // quarantines it, unless the pool's quarantine share is used up: then the
 // address is only freed, and this allocation does not try it again.
-func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
+func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	m := a.m
+	reason := res.Reason
 	ip := a.addressOf(p.Name)
 	addr := ip.Address.Addr()
 	m.metrics.ConflictSkipped(p.Name)
@@ -778,16 +1004,16 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	ops := []Op{{Key: attachmentKey(a.key), Value: attVal}}
 	if quarantine {
 		now := m.now().UTC()
-		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason}
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason, MAC: res.MAC}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
 		}
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val, TTL: p.Quarantine})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val, TTL: p.Quarantine})
 	} else {
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Delete: true})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Delete: true})
 	}
-	conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Name, addr), Revision: a.addrRev[addr]}}
+	conds := []Cond{{Key: attachmentKey(a.key), Revision: a.attRev}, {Key: addrKey(p.Domain, addr), Revision: a.addrRev[addr]}}
 	rev, err := m.store.Commit(ctx, conds, ops)
 	if err != nil {
 		return fmt.Errorf("pool %q: quarantine %s: %w", p.Name, addr, err)
@@ -797,7 +1023,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	a.skipped = append(a.skipped, sk)
 	if quarantine {
 		m.metrics.Quarantined(p.Name)
-		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "reason", reason)
+		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
 	} else {
 		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
 	}
@@ -834,7 +1060,7 @@ func (a *allocation) commit(ctx context.Context) error {
 	final.Skipped = a.skipped
 	now := m.now().UTC()
 	for {
-		epCond, epOp, err := a.history(ctx, final.Addresses, now, nil)
+		epCond, epOps, err := a.history(ctx, final.Addresses, now, nil)
 		if err != nil {
 			return err
 		}
@@ -843,7 +1069,7 @@ func (a *allocation) commit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ops := []Op{{Key: attachmentKey(a.key), Value: attVal}, epOp}
+		ops := append([]Op{{Key: attachmentKey(a.key), Value: attVal}}, epOps...)
 		for _, ip := range final.Addresses {
 			addr := ip.Address.Addr()
 			rec := AddressRecord{Pool: ip.Pool, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
@@ -851,8 +1077,8 @@ func (a *allocation) commit(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			conds = append(conds, Cond{Key: addrKey(ip.Pool, addr), Revision: a.addrRev[addr]})
-			ops = append(ops, Op{Key: addrKey(ip.Pool, addr), Value: val})
+			conds = append(conds, Cond{Key: addrKey(domainOf(ip), addr), Revision: a.addrRev[addr]})
+			ops = append(ops, Op{Key: addrKey(domainOf(ip), addr), Value: val})
 		}
 		if _, err := m.store.Commit(ctx, conds, ops); err != nil {
 			// A lost compare is most likely the workload's endpoint changed
@@ -887,7 +1113,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 	for i, p := range a.pools {
 		names[i] = p.Name
 	}
-	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -900,15 +1126,15 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		attVal, err := json.Marshal(att)
 		if err == nil {
 			var epCond Cond
-			var epOp Op
+			var epOps []Op
 			// The first round reuses the endpoint read for the sticky
 			// addresses (one read less, a round trip on etcd); after a
 			// lost compare it is read afresh.
 			cached := a.ep
 			a.ep = nil
-			if epCond, epOp, err = a.history(ctx, att.Addresses, now, cached); err == nil {
+			if epCond, epOps, err = a.history(ctx, att.Addresses, now, cached); err == nil {
 				conds = append(conds, Cond{Key: attachmentKey(a.key), Revision: 0}, epCond)
-				ops = append(ops, Op{Key: attachmentKey(a.key), Value: attVal}, epOp)
+				ops = append(append(ops, Op{Key: attachmentKey(a.key), Value: attVal}), epOps...)
 			}
 		}
 		var rev int64
@@ -917,7 +1143,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 		}
 		// Committed or not, the store now says whether they are taken.
 		for _, c := range claimed {
-			m.claims.release(c.pool, c.addr)
+			m.claims.release(c.domain, c.addr)
 		}
 		if err != nil {
 			// A lost compare here means an address was taken by another
@@ -949,7 +1175,7 @@ var errRetry = errors.New("retry the allocation's commit")
 // else is an error naming what was being committed.
 func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
 	busy := func() error {
-		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	switch {
 	case errors.Is(err, ErrCompareFailed):
@@ -996,10 +1222,11 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		conds   []Cond
 		ops     []Op
 		claimed []claimKey
+		full    []*Error // pools found full: every one is named
 	)
 	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
 		for _, c := range claimed {
-			m.claims.release(c.pool, c.addr)
+			m.claims.release(c.domain, c.addr)
 		}
 		return Attachment{}, nil, nil, nil, err
 	}
@@ -1008,37 +1235,45 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
 		}
 		addr, rev, err := a.candidate(ctx, p)
+		if e := poolFull(err); e != nil {
+			full = append(full, e)
+			continue
+		}
 		if err != nil {
 			return fail(err)
 		}
-		claimed = append(claimed, claimKey{p.Name, addr})
+		claimed = append(claimed, claimKey{p.Domain, addr})
 		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateAllocated, Owner: a.key, Node: m.node, Since: now}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return fail(fmt.Errorf("pool %q: encode %s: %w", p.Name, addr, err))
 		}
 		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
-		conds = append(conds, Cond{Key: addrKey(p.Name, addr), Revision: rev})
-		ops = append(ops, Op{Key: addrKey(p.Name, addr), Value: val})
+		conds = append(conds, Cond{Key: addrKey(p.Domain, addr), Revision: rev})
+		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val})
+	}
+	if len(full) > 0 {
+		return fail(poolsFailed(a.skipped, full))
 	}
 	return att, conds, ops, claimed, nil
 }
 
 // history reads the workload's endpoint (or takes cached, when not nil)
-// and returns the compare and the write that prepend an entry for each of
-// addrs to its history (capped at MaxHistory), for the commit that makes
-// the allocation.
-func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, Op, error) {
+// and returns the compare and the writes that add an entry for each of
+// addrs to its history (one key each; the oldest beyond MaxHistory
+// deleted) and update the endpoint, for the commit that makes the
+// allocation. What it writes does not grow with the history.
+func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.Time, cached *endpointRead) (Cond, []Op, error) {
 	m := a.m
 	var (
-		ep    Endpoint
-		epRev int64
-		err   error
+		h   endpointHead
+		rev int64
+		err error
 	)
 	if cached != nil {
-		ep, epRev = cached.ep, cached.rev
-	} else if ep, epRev, err = m.getEndpoint(ctx, a.req.Workload); err != nil {
-		return Cond{}, Op{}, err
+		h, rev = cached.head, cached.rev
+	} else if h, rev, err = m.headForWrite(ctx, a.req.Workload); err != nil {
+		return Cond{}, nil, err
 	}
 	var entries []HistoryEntry
 	for _, ip := range addrs {
@@ -1050,23 +1285,26 @@ func (a *allocation) history(ctx context.Context, addrs []AllocatedIP, now time.
 		}
 		entries = append(entries, HistoryEntry{
 			Address: ip.Address.Addr(), Pool: ip.Pool, ContainerID: a.key.ContainerID, Interface: a.key.Interface,
-			Node: m.node, AllocatedAt: now, Skipped: sk,
+			Node: m.node, AllocatedAt: now, Skipped: sk, Origin: a.req.Origin,
 		})
 	}
-	ep.Workload = a.req.Workload
-	ep.History = append(entries, ep.History...)
-	if len(ep.History) > m.maxHist {
-		ep.History = ep.History[:m.maxHist]
-	}
-	epVal, err := json.Marshal(ep)
+	h.Workload = a.req.Workload
+	h.Last = append([]lastAddr(nil), h.Last...)
+	h.Open = append([]openEntry(nil), h.Open...)
+	ops, err := appendHistory(a.req.Workload, &h, entries, m.maxHist)
 	if err != nil {
-		return Cond{}, Op{}, fmt.Errorf("encode workload %q: %w", a.req.Workload, err)
+		return Cond{}, nil, err
 	}
-	return Cond{Key: workloadKey(a.req.Workload), Revision: epRev}, Op{Key: workloadKey(a.req.Workload), Value: epVal}, nil
+	val, err := json.Marshal(h)
+	if err != nil {
+		return Cond{}, nil, fmt.Errorf("encode workload %q: %w", a.req.Workload, err)
+	}
+	ops = append(ops, Op{Key: workloadKey(a.req.Workload), Value: val})
+	return Cond{Key: workloadKey(a.req.Workload), Revision: rev}, ops, nil
 }
 
 func allocatedIP(p *Pool, addr netip.Addr) AllocatedIP {
-	return AllocatedIP{Pool: p.Name, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN}
+	return AllocatedIP{Pool: p.Name, Domain: p.Domain, Address: netip.PrefixFrom(addr, p.Subnet.Bits()), Gateway: p.Gateway, Routes: p.Routes, VLAN: p.VLAN}
 }
 
 // rollback releases what this allocation reserved, with a context of its
@@ -1097,7 +1335,7 @@ func (m *IPAM) dropOps(ctx context.Context, key AttachmentKey, rev int64, att At
 	conds := []Cond{{Key: attachmentKey(key), Revision: rev}}
 	ops := []Op{{Key: attachmentKey(key), Delete: true}}
 	for _, ip := range att.Addresses {
-		k := addrKey(ip.Pool, ip.Address.Addr())
+		k := addrKey(domainOf(ip), ip.Address.Addr())
 		e, err := m.store.Get(ctx, k)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read %s: %w", ip.Address.Addr(), err)
@@ -1139,19 +1377,4 @@ func (m *IPAM) getAttachment(ctx context.Context, key AttachmentKey) (attEntry, 
 		return attEntry{}, fmt.Errorf("decode %s: %w", e.Key, err)
 	}
 	return attEntry{att: att, rev: e.Revision}, nil
-}
-
-func (m *IPAM) getEndpoint(ctx context.Context, workload string) (Endpoint, int64, error) {
-	e, err := m.store.Get(ctx, workloadKey(workload))
-	if err != nil {
-		return Endpoint{}, 0, fmt.Errorf("read workload %q: %w", workload, err)
-	}
-	if e.Revision == 0 {
-		return Endpoint{Workload: workload}, 0, nil
-	}
-	var ep Endpoint
-	if err := json.Unmarshal(e.Value, &ep); err != nil {
-		return Endpoint{}, 0, fmt.Errorf("decode %s: %w", e.Key, err)
-	}
-	return ep, e.Revision, nil
 }

@@ -137,6 +137,8 @@ func (m *retryMetrics) Quarantined(string)                   {}
 func (m *retryMetrics) RetrySpent(string)                    { m.retries.Add(1) }
 func (m *retryMetrics) GCReclaimed(string)                   {}
 func (m *retryMetrics) PoolUsage(string, int, int, int, int) {}
+func (m *retryMetrics) Workloads(int, int)                   {}
+func (m *retryMetrics) WorkloadsPruned(int, int)             {}
 
 // A one-commit allocation that loses its compare - its address taken by
 // another node, or the workload's endpoint written by another allocation -
@@ -151,7 +153,7 @@ func TestOneCommitLostRace(t *testing.T) {
 	}{
 		{"address taken by another node", func(t *testing.T, st Store, conds []Cond) netip.Addr {
 			for _, c := range conds {
-				if !strings.HasPrefix(c.Key, PrefixPools) {
+				if !strings.HasPrefix(c.Key, PrefixDomains) {
 					continue
 				}
 				addr := netip.MustParseAddr(c.Key[strings.LastIndexByte(c.Key, '/')+1:])
@@ -172,9 +174,18 @@ func TestOneCommitLostRace(t *testing.T) {
 				if !strings.HasPrefix(c.Key, "workloads/") {
 					continue
 				}
-				ep, _ := json.Marshal(Endpoint{Workload: "default/c1", History: []HistoryEntry{{Address: netip.MustParseAddr("10.40.0.200"), Pool: "plain4", ContainerID: "sibling", Interface: "eth0"}}})
-				if _, err := st.Commit(context.Background(), []Cond{{Key: c.Key, Revision: c.Revision}}, []Op{{Key: c.Key, Value: ep}}); err != nil {
-					t.Errorf("the sibling's commit: %v", err)
+				// A sibling allocation of the same workload by another node
+				// (whose in-process claims this one does not see).
+				p, err := NewPool(plain4, 5000)
+				if err != nil {
+					t.Fatal(err)
+				}
+				other, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-b", Links: noLinks{}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := other.Allocate(context.Background(), AllocateRequest{ContainerID: "sibling", Interface: "eth0", Workload: "default/c1", Pools: []string{"plain4"}}); err != nil {
+					t.Errorf("the sibling's allocation: %v", err)
 				}
 				return netip.Addr{}
 			}

@@ -22,9 +22,31 @@ func (m *IPAM) Release(ctx context.Context, key AttachmentKey) (att Attachment, 
 	return m.release(ctx, key, 0)
 }
 
+// ReleaseIfNetwork frees what key holds only when a CNI ADD of network made
+// it (Attachment.MadeByNetwork): a CNI GC's release. The record decided on
+// is the one the release's commit compares, so an allocation that changed
+// hands since GC listed it is kept. att is what key held: released when
+// released is true, else kept (zero when nothing was held).
+func (m *IPAM) ReleaseIfNetwork(ctx context.Context, key AttachmentKey, network string) (att Attachment, released bool, err error) {
+	req := ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface, IfNetwork: network}
+	if network == "" {
+		return Attachment{}, false, &ipamapi.FieldError{Field: "if_network", Msg: "is required"}
+	}
+	if err := req.Validate(); err != nil {
+		return Attachment{}, false, err
+	}
+	return m.releaseIf(ctx, key, 0, func(a Attachment) bool { return !a.MadeByNetwork(network) })
+}
+
 // release frees key; when wantRev is not 0 only if the attachment is still
 // at that revision (GC).
 func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (Attachment, bool, error) {
+	return m.releaseIf(ctx, key, wantRev, nil)
+}
+
+// releaseIf is release that keeps, and returns with false, an attachment
+// for which keep (when not nil) says so.
+func (m *IPAM) releaseIf(ctx context.Context, key AttachmentKey, wantRev int64, keep func(Attachment) bool) (Attachment, bool, error) {
 	for try := 0; ; try++ {
 		cur, err := m.getAttachment(ctx, key)
 		if err != nil {
@@ -33,32 +55,20 @@ func (m *IPAM) release(ctx context.Context, key AttachmentKey, wantRev int64) (A
 		if cur.rev == 0 || (wantRev != 0 && cur.rev != wantRev) {
 			return Attachment{}, false, nil
 		}
+		if keep != nil && keep(cur.att) {
+			return cur.att, false, nil
+		}
 		att := cur.att
 		conds, ops, err := m.dropOps(ctx, key, cur.rev, att)
 		if err != nil {
 			return Attachment{}, false, err
 		}
 		if att.State == StateAllocated && att.Workload != "" {
-			ep, epRev, err := m.getEndpoint(ctx, att.Workload)
+			hc, hops, err := m.closeHistory(ctx, att.Workload, key, m.now().UTC())
 			if err != nil {
 				return Attachment{}, false, err
 			}
-			now := m.now().UTC()
-			changed := false
-			for i := range ep.History {
-				h := &ep.History[i]
-				if h.ContainerID == key.ContainerID && h.Interface == key.Interface && h.ReleasedAt.IsZero() {
-					h.ReleasedAt, changed = now, true
-				}
-			}
-			if changed {
-				val, err := json.Marshal(ep)
-				if err != nil {
-					return Attachment{}, false, err
-				}
-				conds = append(conds, Cond{Key: workloadKey(att.Workload), Revision: epRev})
-				ops = append(ops, Op{Key: workloadKey(att.Workload), Value: val})
-			}
+			conds, ops = append(conds, hc...), append(ops, hops...)
 		}
 		_, err = m.store.Commit(ctx, conds, ops)
 		if errors.Is(err, ErrCompareFailed) {
@@ -155,31 +165,46 @@ func (m *IPAM) attachments(ctx context.Context) ([]attEntry, error) {
 	return out, nil
 }
 
-// History returns a workload's endpoint (newest first).
+// History returns a workload's history (newest first, at most
+// MaxHistory entries).
 func (m *IPAM) History(ctx context.Context, workload string) (Endpoint, error) {
-	ep, _, err := m.getEndpoint(ctx, workload)
-	return ep, err
+	return m.workloadHistory(ctx, workload)
 }
 
 // WhoHad answers "who had this address, and when?", newest first.
 func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRecord, error) {
-	es, err := m.store.List(ctx, prefixWorkloads)
-	if err != nil {
-		return nil, fmt.Errorf("list workloads: %w", err)
-	}
-	out := []ipamapi.HistoryRecord{}
-	for _, e := range es {
-		var ep Endpoint
-		if err := json.Unmarshal(e.Value, &ep); err != nil {
+	return m.whoHad(ctx, func(h HistoryEntry) bool { return h.Address == addr })
+}
+
+// AddressState returns the record of addr in each pool holding one now: an
+// address free, or whose quarantine has ended (it is free too), has none.
+func (m *IPAM) AddressState(ctx context.Context, addr netip.Addr) ([]AddressRecord, error) {
+	out := []AddressRecord{}
+	now := m.now()
+	// One key per address and domain, whichever of the domain's pools
+	// holds it (the record names that pool).
+	seen := map[string]bool{}
+	for _, p := range m.Pools() {
+		if !p.Contains(addr) || seen[p.Domain] {
+			continue
+		}
+		seen[p.Domain] = true
+		e, err := m.store.Get(ctx, addrKey(p.Domain, addr))
+		if err != nil {
+			return nil, fmt.Errorf("domain %q: read %s: %w", p.Domain, addr, err)
+		}
+		if e.Revision == 0 {
+			continue
+		}
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
 		}
-		for _, h := range ep.History {
-			if h.Address == addr {
-				out = append(out, ipamapi.HistoryRecord{Workload: ep.Workload, HistoryEntry: h})
-			}
+		if rec.State == StateQuarantined && !now.Before(rec.Until) {
+			continue
 		}
+		out = append(out, rec)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].AllocatedAt.After(out[j].AllocatedAt) })
 	return out, nil
 }
 
@@ -198,22 +223,19 @@ func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 
 func (m *IPAM) usage(ctx context.Context, p *Pool) (ipamapi.PoolUsage, error) {
 	u := ipamapi.PoolUsage{
-		Name: p.Name, Family: p.Family(), Subnet: p.Subnet.String(), Ranges: p.Ranges(), VLAN: p.VLAN,
+		Name: p.Name, Family: p.Family(), Subnet: p.Subnet.String(), Ranges: p.Ranges(), VLAN: p.VLAN, Domain: p.Domain,
 		Store: p.Store, ConflictDetection: p.ConflictDetection, GatewayDetection: p.GatewayDetection, Size: p.Size(),
 	}
 	if p.Gateway.IsValid() {
 		u.Gateway = p.Gateway.String()
 	}
-	es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+	rs, err := m.poolRecords(ctx, p)
 	if err != nil {
-		return u, fmt.Errorf("pool %q: list addresses: %w", p.Name, err)
+		return u, err
 	}
 	now := m.now()
-	for _, e := range es {
-		var rec AddressRecord
-		if err := json.Unmarshal(e.Value, &rec); err != nil {
-			return u, fmt.Errorf("decode %s: %w", e.Key, err)
-		}
+	for _, r := range rs {
+		rec := r.rec
 		if !p.Contains(rec.Address) {
 			continue // left from a wider definition; not part of the pool now
 		}
@@ -256,13 +278,13 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 	// Address records whose owner does not list them (cannot happen with
 	// atomic commits, but a store written by an older build might).
 	for _, p := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+		rs, err := m.poolRecords(ctx, p)
 		if err != nil {
 			return n, err
 		}
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State != StateReserved || rec.Node != m.node {
+		for _, r := range rs {
+			e, rec := r.e, r.rec
+			if rec.State != StateReserved || rec.Node != m.node {
 				continue
 			}
 			owner, err := m.getAttachment(ctx, rec.Owner)
@@ -284,9 +306,12 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 // namespace is gone becomes a suspect with its revision; a suspect seen
 // gone again at least GCGrace later, with the record unchanged, is
 // released (a compare on the revision, so an address re-allocated in
-// between is never freed). Allocations without a namespace path, or whose
+// between is never freed). This node's reservations are dropped once no
+// allocation is making them and GCGrace passed, or once they outlived the
+// allocation deadline (overdue). Allocations without a namespace path, or whose
 // namespace cannot be examined, are never collected. Expired quarantine
-// records are removed.
+// records are removed, and workloads no allocation names whose last
+// activity is older than the retention are pruned (pruneWorkloads).
 func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
@@ -316,7 +341,7 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 			continue
 		}
-		if m.dangling(e) && now.Sub(att.Created) > m.grace {
+		if m.dangling(e) && now.Sub(att.Created) > m.grace || m.overdue(e, now) {
 			if err := m.dropReservation(ctx, att.AttachmentKey, e.rev, att); err == nil {
 				res.Reclaimed = append(res.Reclaimed, att.AttachmentKey)
 				m.log.Info("GC released a reservation left by a failed allocation", "container_id", att.ContainerID, "interface", att.Interface)
@@ -371,13 +396,13 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 		}
 	}
 	for _, p := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(p.Name))
+		rs, err := m.poolRecords(ctx, p)
 		if err != nil {
 			return res, err
 		}
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State != StateQuarantined || now.Before(rec.Until) {
+		for _, r := range rs {
+			e, rec := r.e, r.rec
+			if rec.State != StateQuarantined || now.Before(rec.Until) {
 				continue
 			}
 			if _, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}}); err == nil {
@@ -387,7 +412,19 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 		}
 	}
+	if err := m.pruneWorkloads(ctx, now, all, &res); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// overdue says whether e is a reservation of this node older than any
+// allocation may live: its deadline and the rollback after it. Its
+// allocation, if still running, is stuck in a store call; whatever it
+// commits later compares the attachment's revision and fails once the
+// reservation is gone.
+func (m *IPAM) overdue(e attEntry, now time.Time) bool {
+	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && now.Sub(e.att.Created) > m.timeout+rollbackTimeout
 }
 
 // SetPools replaces the pools (a reload). A pool may grow; a pool that
@@ -404,29 +441,34 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	defer m.reload.Unlock()
 	var problems []string
 	for _, old := range m.Pools() {
-		es, err := m.store.List(ctx, poolAddrPrefix(old.Name))
+		rs, err := m.poolRecords(ctx, old)
 		if err != nil {
-			return fmt.Errorf("pool %q: list addresses: %w", old.Name, err)
+			return err
 		}
 		np := next[old.Name]
 		var orphans []string
-		for _, e := range es {
-			var rec AddressRecord
-			if json.Unmarshal(e.Value, &rec) != nil || rec.State == StateQuarantined {
+		for _, r := range rs {
+			rec := r.rec
+			if rec.State == StateQuarantined {
 				continue
 			}
-			if np == nil || !np.Contains(rec.Address) || np.Subnet.Bits() != old.Subnet.Bits() {
+			// A pool moved to another domain would hand its held
+			// addresses out again there: they are keyed in the old one.
+			if np == nil || !np.Contains(rec.Address) || np.Subnet.Bits() != old.Subnet.Bits() || np.Domain != old.Domain {
 				orphans = append(orphans, rec.Address.String())
 			}
 		}
 		if len(orphans) == 0 {
 			continue
 		}
-		what := "shrinking"
-		if np == nil {
-			what = "removing"
+		what := fmt.Sprintf("shrinking pool %q", old.Name)
+		switch {
+		case np == nil:
+			what = fmt.Sprintf("removing pool %q", old.Name)
+		case np.Domain != old.Domain:
+			what = fmt.Sprintf("moving pool %q from domain %q to %q", old.Name, old.Domain, np.Domain)
 		}
-		problems = append(problems, fmt.Sprintf("%s pool %q would orphan %d live allocation(s): %s", what, old.Name, len(orphans), listSome(orphans, 20)))
+		problems = append(problems, fmt.Sprintf("%s would orphan %d live allocation(s): %s", what, len(orphans), listSome(orphans, 20)))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("IPAM pools not reloaded; the running pools stay: %s (release those addresses first)", strings.Join(problems, "; "))
@@ -435,6 +477,83 @@ func (m *IPAM) SetPools(ctx context.Context, pools []*Pool) error {
 	defer m.mu.Unlock()
 	m.pools = next
 	return nil
+}
+
+// ErrDomainMoved is wrapped by CheckDomains when a pool's configured domain
+// is not where its live addresses are recorded.
+var ErrDomainMoved = errors.New("pool moved to another domain while holding addresses")
+
+// CheckDomains refuses pools whose live addresses are recorded in another
+// layer-2 domain than the one configured now (the domain attribute was
+// changed, or added for a pool the old per-pool layout held, while it held
+// addresses): the pool would hand those addresses out a second time in its
+// new domain. Call it at start, before serving; a reload checks the same
+// in SetPools.
+func (m *IPAM) CheckDomains(ctx context.Context) error {
+	es, err := m.store.List(ctx, prefixDomains)
+	if err != nil {
+		return fmt.Errorf("list address records: %w", err)
+	}
+	type moved struct {
+		from  string
+		addrs []string
+	}
+	found := map[string]*moved{}
+	for _, e := range es {
+		var rec AddressRecord
+		if json.Unmarshal(e.Value, &rec) != nil || rec.State == StateQuarantined {
+			continue
+		}
+		p, ok := m.pool(rec.Pool)
+		domain, _, kok := splitAddrKey(e.Key)
+		if !ok || !kok || domain == p.Domain {
+			continue
+		}
+		mv := found[rec.Pool+"\x00"+domain]
+		if mv == nil {
+			mv = &moved{from: domain}
+			found[rec.Pool+"\x00"+domain] = mv
+		}
+		mv.addrs = append(mv.addrs, rec.Address.String())
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	var problems []string
+	for k, mv := range found {
+		pool, _, _ := strings.Cut(k, "\x00")
+		p, _ := m.pool(pool)
+		problems = append(problems, fmt.Sprintf("pool %q is configured in domain %q but holds %d live allocation(s) in domain %q: %s", pool, p.Domain, len(mv.addrs), mv.from, listSome(mv.addrs, 20)))
+	}
+	sort.Strings(problems)
+	return fmt.Errorf("%w: %s (set the pool's domain back to where they are, or release them first)", ErrDomainMoved, strings.Join(problems, "; "))
+}
+
+// poolRecord is an address record of a pool with its store entry.
+type poolRecord struct {
+	e   Entry
+	rec AddressRecord
+}
+
+// poolRecords lists p's address records: those of its domain that name
+// it. Records are keyed per domain, so a domain's other pools' records
+// are in the same listing and are left out here.
+func (m *IPAM) poolRecords(ctx context.Context, p *Pool) ([]poolRecord, error) {
+	es, err := m.store.List(ctx, domainAddrPrefix(p.Domain))
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: list the addresses of domain %q: %w", p.Name, p.Domain, err)
+	}
+	var out []poolRecord
+	for _, e := range es {
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
+		}
+		if rec.Pool == p.Name {
+			out = append(out, poolRecord{e: e, rec: rec})
+		}
+	}
+	return out, nil
 }
 
 func listSome(s []string, n int) string {

@@ -43,7 +43,17 @@ type PoolSpec struct {
 	GatewayDetection  bool
 	Quarantine        time.Duration
 	Store             string
+	// Domain is the layer-2 domain (VLAN, segment) the pool's addresses
+	// live in; empty is DefaultDomain. Pools in different domains may
+	// reuse the same private addresses.
+	Domain string
 }
+
+// DefaultDomain is the layer-2 domain of a pool that names none.
+const DefaultDomain = "default"
+
+// MaxDomain bounds a domain name (it is a key segment).
+const MaxDomain = 63
 
 // RouteSpec is a route as written.
 type RouteSpec struct {
@@ -63,6 +73,9 @@ type Pool struct {
 	GatewayDetection  bool
 	Quarantine        time.Duration
 	Store             string
+	// Domain is the layer-2 domain: address records are keyed by address
+	// within it, so no two pools of one domain can hand out one address.
+	Domain string
 	// Spec is what the pool was built from, to compare on reload.
 	Spec PoolSpec
 
@@ -173,7 +186,13 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	p := &Pool{
 		Name: spec.Name, Subnet: subnet, VLAN: spec.VLAN,
 		ConflictDetection: spec.ConflictDetection, GatewayDetection: spec.GatewayDetection,
-		Quarantine: spec.Quarantine, Store: spec.Store, Spec: spec,
+		Quarantine: spec.Quarantine, Store: spec.Store, Domain: spec.Domain, Spec: spec,
+	}
+	if p.Domain == "" {
+		p.Domain = DefaultDomain
+	}
+	if err := validDomain(p.Domain); err != nil {
+		return nil, bad("domain", "%v", err)
 	}
 	if p.Quarantine == 0 {
 		p.Quarantine = DefaultQuarantine
@@ -383,4 +402,56 @@ func subtract(in, ex []span) []span {
 		out = append(out, cur...)
 	}
 	return out
+}
+
+// validDomain checks a domain name: it is a segment of every address key
+// of the domain and shows in logs and errors, so it is short and plain.
+func validDomain(d string) error {
+	if len(d) > MaxDomain {
+		return fmt.Errorf("%q is %d bytes, at most %d", d, len(d), MaxDomain)
+	}
+	for i, r := range d {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || i > 0 && (r == '-' || r == '_' || r == '.')) {
+			return fmt.Errorf("%q: a domain name has letters, digits, '-', '_' and '.' (not first)", d)
+		}
+	}
+	return nil
+}
+
+// Overlap reports the addresses p and q both hand out: how many, and the
+// first. Pools of different families, or of different domains, share none.
+func (p *Pool) Overlap(q *Pool) (n uint64, first netip.Addr) {
+	if p.Domain != q.Domain || p.Subnet.Addr().Is4() != q.Subnet.Addr().Is4() {
+		return 0, netip.Addr{}
+	}
+	is4 := p.Subnet.Addr().Is4()
+	i, j := 0, 0
+	for i < len(p.spans) && j < len(q.spans) {
+		a, b := p.spans[i], q.spans[j]
+		lo, hi := a.lo, a.hi
+		if lo.less(b.lo) {
+			lo = b.lo
+		}
+		if b.hi.less(hi) {
+			hi = b.hi
+		}
+		if !hi.less(lo) {
+			if n == 0 {
+				first = lo.addr(is4)
+			}
+			n += hi.sub(lo) + 1
+		}
+		if a.hi.less(b.hi) {
+			i++
+		} else {
+			j++
+		}
+	}
+	return n, first
+}
+
+// HoldsGatewayOf reports whether p would hand out q's gateway (same
+// domain): a workload given it would answer for the whole subnet's router.
+func (p *Pool) HoldsGatewayOf(q *Pool) bool {
+	return p.Domain == q.Domain && q.Gateway.IsValid() && p.Contains(q.Gateway)
 }

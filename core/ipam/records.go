@@ -5,29 +5,52 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // Key layout. Every segment that comes from a request is path-escaped, so a
 // workload name "default/web-0" cannot forge another key.
 //
-//	pools/<pool>/addrs/<address>            AddressRecord
+//	domains/<domain>/addrs/<address>        AddressRecord (naming its pool)
 //	attachments/<container id>/<interface>  Attachment
-//	workloads/<workload>                    Endpoint
-//	meta/format                             store format version
+//	workloads/<workload>                    endpointHead
+//	history/<workload>/<seq>                HistoryEntry (seq zero-padded)
+//	meta/format                             (boltstore, its meta bucket) file format
+//
+// An address record is keyed by the address within its layer-2 domain, not
+// by its pool: two pools of one domain whose ranges overlap (a
+// configuration mistake, a reload, another node's definition) still share
+// one key per address, so the compare of a commit that would give a held
+// address to a second holder fails. A layer-2 domain's records are listed
+// together; each record names its pool, and whoever lists a pool's
+// addresses filters on it (poolRecords).
 const (
-	prefixPools       = "pools/"
+	prefixDomains     = "domains/"
 	prefixAttachments = "attachments/"
 	prefixWorkloads   = "workloads/"
+	prefixHistory     = "history/"
+	// prefixPools held the address records before they were keyed by
+	// domain (pools/<pool>/addrs/<address>); MigrateKeys moves them. The
+	// etcd store keeps its pool definition hashes under it too.
+	prefixPools = "pools/"
 )
 
 func esc(s string) string { return url.PathEscape(s) }
 
-func addrKey(pool string, a netip.Addr) string {
-	return prefixPools + esc(pool) + "/addrs/" + a.String()
+func addrKey(domain string, a netip.Addr) string {
+	return domainAddrPrefix(domain) + a.String()
 }
 
-func poolAddrPrefix(pool string) string { return prefixPools + esc(pool) + "/addrs/" }
+func domainAddrPrefix(domain string) string { return prefixDomains + esc(domain) + "/addrs/" }
+
+// domainOf is the layer-2 domain an attachment's address is keyed in: the
+// one recorded with it; an attachment written before domains existed
+// recorded none, and its addresses were moved to DefaultDomain.
+func domainOf(ip AllocatedIP) string {
+	if ip.Domain == "" {
+		return DefaultDomain
+	}
+	return ip.Domain
+}
 
 func attachmentKey(k AttachmentKey) string {
 	return prefixAttachments + esc(k.ContainerID) + "/" + esc(k.Interface)
@@ -65,18 +88,5 @@ type (
 	Endpoint      = ipamapi.Endpoint
 	HistoryEntry  = ipamapi.HistoryEntry
 	Route         = ipamapi.Route
+	AddressRecord = ipamapi.AddressRecord
 )
-
-// AddressRecord is one address of a pool that is not free.
-type AddressRecord struct {
-	Pool    string     `json:"pool"`
-	Address netip.Addr `json:"address"`
-	State   string     `json:"state"`
-	// Owner is the attachment holding it (reserved, allocated).
-	Owner AttachmentKey `json:"owner,omitzero"`
-	Node  string        `json:"node,omitempty"`
-	Since time.Time     `json:"since"`
-	// Until ends a quarantine.
-	Until  time.Time `json:"until,omitzero"`
-	Reason string    `json:"reason,omitempty"`
-}

@@ -21,6 +21,9 @@ type IPAMMetrics struct {
 	allocated   *prometheus.GaugeVec
 	reserved    *prometheus.GaugeVec
 	quarantined *prometheus.GaugeVec
+	workloads   *prometheus.GaugeVec
+	pruned      prometheus.Counter
+	prunedRecs  prometheus.Counter
 }
 
 // NewIPAMMetrics registers the IPAM metrics on t's registry. Call it once
@@ -51,8 +54,14 @@ func NewIPAMMetrics(t *Telemetry) (*IPAMMetrics, error) {
 			Help: "Addresses of a pool reserved by allocations still being checked."}, pool),
 		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_quarantined",
 			Help: "Addresses of a pool in quarantine after a conflict."}, pool),
+		workloads: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "workloads",
+			Help: "Workload records (endpoint and history) at the last GC pass, by state: live (an allocation names it) or retained (kept for ipam.workload_retention after its last release)."}, []string{"state"}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "workloads_pruned_total",
+			Help: "Workloads whose endpoint and history GC deleted, their last release older than ipam.workload_retention."}),
+		prunedRecs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "workload_records_pruned_total",
+			Help: "Store records (endpoints and history entries) deleted with pruned workloads."}),
 	}
-	for _, c := range []prometheus.Collector{m.allocations, m.releases, m.duration, m.conflicts, m.quarantines, m.retries, m.gc, m.size, m.allocated, m.reserved, m.quarantined} {
+	for _, c := range []prometheus.Collector{m.allocations, m.releases, m.duration, m.conflicts, m.quarantines, m.retries, m.gc, m.size, m.allocated, m.reserved, m.quarantined, m.workloads, m.pruned, m.prunedRecs} {
 		if err := t.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register the IPAM metrics: %w", err)
 		}
@@ -80,6 +89,18 @@ func (m *IPAMMetrics) RetrySpent(pool string) { m.retries.WithLabelValues(pool).
 
 // GCReclaimed implements ipam.Metrics.
 func (m *IPAMMetrics) GCReclaimed(pool string) { m.gc.WithLabelValues(pool).Inc() }
+
+// Workloads implements ipam.Metrics.
+func (m *IPAMMetrics) Workloads(live, retained int) {
+	m.workloads.WithLabelValues("live").Set(float64(live))
+	m.workloads.WithLabelValues("retained").Set(float64(retained))
+}
+
+// WorkloadsPruned implements ipam.Metrics.
+func (m *IPAMMetrics) WorkloadsPruned(workloads, records int) {
+	m.pruned.Add(float64(workloads))
+	m.prunedRecs.Add(float64(records))
+}
 
 // PoolUsage implements ipam.Metrics. It also creates the pool's counters
 // at zero, so that a rate or increase over them works from the pool's first

@@ -21,6 +21,8 @@ func TestIPAMMetricsLintCleanAndNamed(t *testing.T) {
 	m.Quarantined("lan4")
 	m.RetrySpent("lan4")
 	m.GCReclaimed("lan4")
+	m.Workloads(2, 7)
+	m.WorkloadsPruned(3, 5)
 	m.PoolUsage("lan4", 190, 3, 1, 1)
 	m.PoolUsage("gone", 10, 0, 0, 0)
 	m.ForgetPool("gone")
@@ -44,6 +46,10 @@ func TestIPAMMetricsLintCleanAndNamed(t *testing.T) {
 		`spiderpool_ipam_pool_size{pool="lan4"} 190`,
 		`spiderpool_ipam_pool_allocated{pool="lan4"} 3`,
 		`spiderpool_ipam_pool_quarantined{pool="lan4"} 1`,
+		`spiderpool_ipam_workloads{state="live"} 2`,
+		`spiderpool_ipam_workloads{state="retained"} 7`,
+		`spiderpool_ipam_workloads_pruned_total 3`,
+		`spiderpool_ipam_workload_records_pruned_total 5`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %s", want)

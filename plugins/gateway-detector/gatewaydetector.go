@@ -72,7 +72,7 @@ func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) err
 // Check implements sdk.Detector: does req.Gateway answer on req.Interface?
 func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
 	gw, cand := req.Gateway, req.Address.Addr()
-	// The probe form: 0.0.0.0 (IPv4) or the link-local address (IPv6),
+	// The probe form: 0.0.0.0 (IPv4), the link-local address or :: (IPv6),
 	// never the candidate, which would write it into the gateway's
 	// neighbour cache before its conflict check (Spiderpool issue 4475).
 	c := probeplugin.Check{
@@ -82,7 +82,7 @@ func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 		},
 		Judge: func(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 			r := Judge(res, o)
-			r.Evidence = map[string]string{"sender": senderName(gw)}
+			r.Evidence = map[string]string{"sender": senderName(res.Source)}
 			return r
 		},
 	}
@@ -106,10 +106,11 @@ func Judge(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 		res.Addr, probeplugin.FormatDuration(o.Window), res.Interface)}
 }
 
-// senderName is the source the engine's gateway probe uses.
-func senderName(gw netip.Addr) string {
-	if gw.Unmap().Is4() {
-		return "0.0.0.0"
+// senderName names the source the engine's gateway probe used: "0.0.0.0",
+// "::", or "link-local" (the address itself says nothing to an operator).
+func senderName(src netip.Addr) string {
+	if src.Is6() && src.IsLinkLocalUnicast() {
+		return "link-local"
 	}
-	return "link-local"
+	return src.String()
 }

@@ -221,6 +221,18 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 			case !w.gateway:
 				w.fire(mac, f.kind.String(), now)
 			case f.solicited:
+				// The answer to a probe from our link-local address.
+				w.fire(mac, f.kind.String(), now)
+			case f.ipDst == allNodes:
+				// The answer to a probe from :: (RFC 4861 7.2.4): the
+				// owner multicasts it to all-nodes with the solicited
+				// flag clear, so it looks like any unsolicited
+				// advertisement. Whatever prompted it, an NA for the
+				// gateway's address arriving while we wait means a node
+				// holds that address on this link now - the question
+				// asked. The waiter exists only from just before the
+				// first probe to the verdict, so an old advertisement
+				// cannot answer it.
 				w.fire(mac, f.kind.String(), now)
 			}
 		}

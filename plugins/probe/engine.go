@@ -127,10 +127,12 @@ func (e *Engine) CheckConflict(ctx context.Context, t Target, p Params) (Result,
 // IPv4: a broadcast ARP request for the gateway from 0.0.0.0, which leaves
 // no entry in the gateway's ARP cache (a workload's address as sender would
 // be written there before its conflict check: Spiderpool issue 4475). IPv6:
-// a Neighbor Solicitation from the interface's link-local address with the
-// source link-layer option, to the gateway's solicited-node group. Reachable on an ARP reply from the gateway's IP, or
-// a solicited Neighbor Advertisement for it; Unreachable on silence, proven
-// as for CheckConflict (else ErrUnproven).
+// a Neighbor Solicitation to the gateway's solicited-node group, from the
+// interface's link-local address with the source link-layer option when it
+// has a usable one, else from :: without options (see gatewayNS).
+// Reachable on an ARP reply from the gateway's IP, or a Neighbor
+// Advertisement for it that is solicited or sent to all-nodes; Unreachable
+// on silence, proven as for CheckConflict (else ErrUnproven).
 func (e *Engine) CheckGateway(ctx context.Context, t Target, p Params) (Result, error) {
 	return e.check(ctx, t, p, true)
 }
@@ -179,32 +181,36 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool) (r
 	v6 := t.Addr.Is6()
 	switch {
 	case !v6:
+		res.Source = ipv4Zero
 		frm, err = buildARPRequest(mac, ipv4Zero, t.Addr)
 	case v6 && !gateway:
+		res.Source = ipv6Zero
 		nonce, err = newNonce()
 		if err == nil {
 			frm, err = buildNS(mac, ipv6Zero, t.Addr, nonce, false)
 		}
 	default:
-		var src netip.Addr
-		src, err = s.linkLocal()
-		if err == nil {
-			frm, err = buildNS(mac, src, t.Addr, nil, true)
-		}
+		res.Source, frm, err = gatewayNS(s, mac, t.Addr)
 	}
 	if err != nil {
 		return res, fail(err)
 	}
 
-	if v6 && !gateway {
+	switch {
+	case v6 && !gateway:
 		// Others' DAD probes for the candidate go to its solicited-node
 		// group; make sure the NIC lets them in. NAs answering DAD go to
-		// all-nodes, joined when the socket opened.
+		// all-nodes, joined with it.
 		_, group := solicitedNode(t.Addr)
 		if err := s.join(group); err != nil {
 			return res, fail(err)
 		}
 		defer s.leave(group)
+	case v6 && res.Source.IsUnspecified():
+		// The gateway answers a probe from :: to all-nodes.
+		if err := s.join(allNodesMAC); err != nil {
+			return res, fail(err)
+		}
 	}
 
 	w := s.register(t.Addr, gateway, nonce)
@@ -321,4 +327,36 @@ func (e *Engine) acquireLink(ctx context.Context, t Target) (*entry, error) {
 			return nil, err
 		}
 	}
+}
+
+// gatewayNS builds the IPv6 gateway probe and returns its source address.
+//
+// With a usable link-local address it is address resolution: an NS from
+// it with the source link-layer option (Linux ignores a multicast NS from
+// a unicast source without one), answered by a solicited NA to us.
+//
+// A fresh interface has no usable link-local: the kernel keeps it
+// tentative through DAD, a second or more after the interface came up,
+// and none exists with IPv6 addresses off on it. Waiting for it made every
+// IPv6 gateway check on a new workload cost that second. The probe then
+// goes from :: with no options, which is a DAD probe for the gateway's
+// address: its owner defends it with an NA to all-nodes, solicited flag
+// clear (RFC 4861 7.2.4, RFC 4862 5.4.3; Linux: ndisc_recv_ns answers
+// every NS from :: for an address it holds so, router or not, and keeps
+// no neighbour entry for the prober). The price: an owner whose address is
+// itself still tentative takes the probe for another node's DAD and gives
+// the address up (Linux: addrconf_dad_failure) - a gateway configured less
+// than its DAD time (1 s by default) before the check. The link-local
+// form, where usable, has no such effect.
+func gatewayNS(s *ifSock, mac net.HardwareAddr, gw netip.Addr) (netip.Addr, []byte, error) {
+	src, err := s.linkLocal()
+	switch {
+	case err == nil:
+		frm, err := buildNS(mac, src, gw, nil, true)
+		return src, frm, err
+	case errors.Is(err, ErrNoLinkLocal):
+		frm, err := buildNS(mac, ipv6Zero, gw, nil, false)
+		return ipv6Zero, frm, err
+	}
+	return netip.Addr{}, nil, err
 }

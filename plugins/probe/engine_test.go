@@ -85,7 +85,10 @@ func TestDispatch(t *testing.T) {
 		{name: "ns resolving the candidate", addr: cand6, frame: ndFrame(t, otherMAC, "fd00::9", "ff02::1:ff00:5", 255, &ndp.NeighborSolicitation{TargetAddress: cand6, Options: []ndp.Option{sll(otherMAC)}})},
 		{name: "ns sent from the candidate", addr: cand6, frame: ndFrame(t, thirdMAC, "fd00::5", "ff02::1:ff00:9", 255, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::9"), Options: []ndp.Option{sll(otherMAC)}}), want: true, evidence: "nd-source", mac: otherMAC},
 		{name: "gateway solicited na", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "fd00::5", "fe80::1", 255, &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: cand6, Options: []ndp.Option{tll(otherMAC)}}), want: true, evidence: "neighbor-advertisement", mac: otherMAC},
-		{name: "gateway unsolicited na", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{TargetAddress: cand6})},
+		{name: "gateway na to all-nodes (answering a probe from ::)", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: cand6, Options: []ndp.Option{tll(otherMAC)}}), want: true, evidence: "neighbor-advertisement", mac: otherMAC},
+		{name: "gateway unsolicited na to a unicast address", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "fd00::5", "fe80::1", 255, &ndp.NeighborAdvertisement{TargetAddress: cand6})},
+		{name: "gateway na for another address", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "fd00::6", "ff02::1", 255, &ndp.NeighborAdvertisement{TargetAddress: mustAddr("fd00::6")})},
+		{name: "gateway na to all-nodes naming our MAC", addr: cand6, gateway: true, frame: ndFrame(t, thirdMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{TargetAddress: cand6, Options: []ndp.Option{tll(testMAC)}})},
 		{name: "gateway dad is not an answer", addr: cand6, gateway: true, frame: ndFrame(t, otherMAC, "::", "ff02::1:ff00:5", 255, &ndp.NeighborSolicitation{TargetAddress: cand6})},
 	}
 	for _, tc := range tests {

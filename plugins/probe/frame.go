@@ -46,6 +46,7 @@ var (
 	allNodesMAC  = net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
 	ipv4Zero     = netip.IPv4Unspecified()
 	ipv6Zero     = netip.IPv6Unspecified()
+	allNodes     = netip.IPv6LinkLocalAllNodes()
 )
 
 // frameKind says what a parsed frame is.

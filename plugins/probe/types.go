@@ -48,8 +48,11 @@ var (
 	// ErrInterface: the interface is missing, down, without carrier, NOARP,
 	// without an Ethernet MAC address, or otherwise unusable for probing.
 	ErrInterface = errors.New("interface unusable")
-	// ErrNoLinkLocal: an IPv6 gateway check needs a usable link-local
-	// address on the interface and there is none.
+	// ErrNoLinkLocal: the interface has no usable IPv6 link-local
+	// address.
+	//
+	// Deprecated: no check returns it any more; an IPv6 gateway check
+	// without one probes from :: instead.
 	ErrNoLinkLocal = errors.New("no usable IPv6 link-local address")
 	// ErrSend: every attempt to send the first probe failed.
 	ErrSend = errors.New("sending probe failed")
@@ -168,6 +171,11 @@ type Result struct {
 	// Evidence names the frame that decided the verdict, one of the
 	// Evidence* constants. Empty when nobody answered.
 	Evidence string
+	// Source is the source address of the probes: 0.0.0.0 (IPv4), ::
+	// (IPv6 conflict checks, and gateway checks on an interface without
+	// a usable link-local address) or the interface's link-local
+	// address. Invalid when no probe was built.
+	Source netip.Addr
 	// RTT is the time from the first probe to the decisive answer. With
 	// several probes it is an upper bound on the real round trip.
 	RTT time.Duration

@@ -106,9 +106,56 @@ pool "tiny-v4" {
   conflict_detection = false
   gateway_detection  = false
 }
+pool "br-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.10-10.0.5.19"]
+  gateway            = "10.0.5.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "br-v6" {
+  subnet             = "fd00:5::/64"
+  ranges             = ["fd00:5::10-fd00:5::1f"]
+  gateway            = "fd00:5::1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "br-busy-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.20-10.0.5.20"]
+  gateway            = "10.0.5.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "ptp-v4" {
+  subnet             = "10.0.6.0/24"
+  ranges             = ["10.0.6.10-10.0.6.19"]
+  gateway            = "10.0.6.1"
+  conflict_detection = true
+  gateway_detection  = true
+}
+pool "ptp-v6" {
+  subnet             = "fd00:6::/64"
+  ranges             = ["fd00:6::10-fd00:6::1f"]
+  gateway            = "fd00:6::1"
+  conflict_detection = true
+  gateway_detection  = true
+}
 pool "gc-v4" {
   subnet             = "10.0.4.0/24"
   ranges             = ["10.0.4.10-10.0.4.50"]
+  conflict_detection = false
+  gateway_detection  = false
+}
+pool "vm-v4" {
+  subnet             = "10.0.5.0/24"
+  ranges             = ["10.0.5.10-10.0.5.12"]
+  conflict_detection = false
+  gateway_detection  = false
+}
+pool "shared-v4" {
+  subnet             = "10.0.6.0/24"
+  ranges             = ["10.0.6.10-10.0.6.50"]
   conflict_detection = false
   gateway_detection  = false
 }
@@ -383,7 +430,7 @@ func TestEcosystem(t *testing.T) {
 			t.Fatalf("CHECK after the address was put back: %v", err)
 		}
 		// Tampered in the agent: released behind the runtime's back.
-		if _, err := l.api.Release(ctx, ipamapi.ReleaseRequest(key(dual))); err != nil {
+		if _, err := l.api.Release(ctx, ipamapi.ReleaseRequest{ContainerID: dual.ContainerID, Interface: dual.IfName}); err != nil {
 			t.Fatal(err)
 		}
 		err := l.rt.Check(ctx, underlay, dual)

@@ -1,6 +1,6 @@
 // Package cnilab drives CNI plugins the way a container runtime does, for
 // the tests and the benchmark of the `spiderpool` IPAM plugin: it builds the
-// upstream reference plugins (macvlan, ipvlan, bridge, host-local) at a
+// upstream reference plugins (macvlan, ipvlan, bridge, ptp, host-local) at a
 // pinned version and the spiderpool plugin of this checkout into one
 // directory (the runtime's CNI_PATH), and runs libcni inside the network
 // namespace that plays the node, so that the main plugins find the node's
@@ -37,7 +37,7 @@ import (
 const PluginsVersion = "v1.9.1"
 
 // Upstream are the reference plugins built, by package path in their module.
-var Upstream = []string{"plugins/main/macvlan", "plugins/main/ipvlan", "plugins/main/bridge", "plugins/ipam/host-local"}
+var Upstream = []string{"plugins/main/macvlan", "plugins/main/ipvlan", "plugins/main/bridge", "plugins/main/ptp", "plugins/ipam/host-local"}
 
 // Build compiles the spiderpool plugin of this checkout (with the race
 // detector when race is set) and the upstream plugins into dir.

@@ -189,6 +189,7 @@ func burst(ctx context.Context, n *node, count, workers int, started func(int)) 
 }
 
 type addrRec struct {
+	Pool  string                `json:"pool"`
 	State string                `json:"state"`
 	Owner ipamapi.AttachmentKey `json:"owner"`
 	Node  string                `json:"node"`
@@ -221,7 +222,7 @@ func (l *lab) consistent(ctx context.Context) map[ipamapi.AttachmentKey]ipamapi.
 		}
 	}
 	// The same revision: one snapshot of the store, not two moments.
-	resp, err = l.cli.Get(ctx, prefix+"pools/shared/addrs/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
+	resp, err = l.cli.Get(ctx, prefix+"domains/default/addrs/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func (l *lab) consistent(ctx context.Context) map[ipamapi.AttachmentKey]ipamapi.
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			t.Fatalf("%s: %v", kv.Key, err)
 		}
-		if r.State == "quarantined" {
+		if r.State == "quarantined" || r.Pool != "shared" {
 			continue
 		}
 		keyed[addr] = true

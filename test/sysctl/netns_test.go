@@ -351,8 +351,15 @@ func TestKernelRefusalsInNamespace(t *testing.T) {
 	wantRmem := strconv.Itoa(n + 4096)
 
 	var rep tuner.Report
-	var rmemInNS string
+	var rmemInNS, fwdStart string
 	ns.run(t, func() error {
+		// A new namespace starts with the host's IPv4 conf/all values
+		// (net.core.devconf_inherit_init_net 0 or 1 copies init_net's),
+		// so on a forwarding host forwarding is 1 here already.
+		var err error
+		if fwdStart, err = procSys("net/ipv4/conf/all/forwarding"); err != nil {
+			return err
+		}
 		tu := tuner.New("")
 		s := tuner.DefaultSettings()
 		s.Set = map[string]string{
@@ -385,8 +392,12 @@ func TestKernelRefusalsInNamespace(t *testing.T) {
 	if rmemInNS != hostRmem {
 		t.Errorf("rmem_max in the namespace %q, host %q", rmemInNS, hostRmem)
 	}
-	if ks := byKey(t, rep, "net.ipv4.conf.all.forwarding"); ks.State != tuner.StateApplied {
-		t.Errorf("forwarding: %+v", ks)
+	wantFwd := tuner.StateApplied
+	if fwdStart == "1" {
+		wantFwd = tuner.StateUnchanged
+	}
+	if ks := byKey(t, rep, "net.ipv4.conf.all.forwarding"); ks.State != wantFwd || ks.Actual != "1" || ks.Previous != fwdStart {
+		t.Errorf("forwarding (starting at %s): %+v, want %s", fwdStart, ks, wantFwd)
 	}
 	if ks := byKey(t, rep, "net.ipv4.neigh.default.gc_thresh3"); ks.State != tuner.StateUnsupported {
 		t.Errorf("gc_thresh3: %+v", ks)

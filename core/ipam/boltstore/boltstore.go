@@ -40,7 +40,18 @@ const DefaultPath = "/var/lib/spiderpool/ipam.db"
 const DefaultOpenTimeout = 2 * time.Second
 
 // formatVersion is the layout of the file; a newer one is refused.
-const formatVersion = 1
+//
+//	1: address records keyed per pool (pools/<pool>/addrs/<address>)
+//	2: address records keyed per layer-2 domain (domains/<domain>/addrs/<address>)
+//
+// Open moves a format 1 file's records (ipam.MigrateKeys) and only then
+// writes 2, so an agent that reads only format 1 refuses a moved file
+// rather than seeing every address free, and a file whose move was refused
+// is still a format 1 file the previous agent can open.
+const formatVersion = 2
+
+// formatPerPool is the format whose address records MigrateKeys moves.
+const formatPerPool = 1
 
 var (
 	bucketKV   = []byte("kv")
@@ -54,8 +65,15 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	// inflight counts Commits running: when there are several, they go
-	// through bbolt's Batch and share one fsync.
+	// through the group commit (batch) and share one fsync.
 	inflight atomic.Int64
+	batch    batcher
+	// failed is set, for good, by the first panic bbolt raised on this
+	// file (a damaged page): every later call returns it.
+	failed atomic.Pointer[error]
+	// migrated counts the address records Open moved to the per-domain
+	// layout.
+	migrated int
 }
 
 // batchDelay is how long a commit waits for others to join its batch,
@@ -68,10 +86,17 @@ var _ ipam.Store = (*Store)(nil)
 type Options struct {
 	// OpenTimeout bounds the wait for the file lock; 0 is DefaultOpenTimeout.
 	OpenTimeout time.Duration
+	// ReadOnly opens an existing file for reading under a shared lock
+	// (offline checks): a running agent's exclusive lock makes it wait
+	// OpenTimeout and fail naming that agent.
+	ReadOnly bool
 }
 
-// Open opens (creating when missing, with its directory, mode 0700) the
-// store at path.
+// Open opens the store at path, creating it (with its directory, mode
+// 0700) only when the file does not exist. An existing file is verified
+// before it is used: an empty, truncated or foreign file, or one that
+// fails bbolt's consistency check, is refused with ErrDamaged - never
+// re-initialised, since an empty store would hand out every address again.
 func Open(path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("IPAM store: no path (ipam.db_path)")
@@ -79,42 +104,119 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.OpenTimeout <= 0 {
 		opts.OpenTimeout = DefaultOpenTimeout
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("IPAM store %s: create its directory: %w", path, err)
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("IPAM store %s: create its directory: %w", path, err)
+		}
 	}
 	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("IPAM store %s: not a regular file (%s)", path, fi.Mode().Type())
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout})
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	lk := &locker{timeout: opts.OpenTimeout, shared: opts.ReadOnly}
+	var db *bolt.DB
+	err := guard(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, ReadOnly: opts.ReadOnly, OpenFile: lk.open})
+		return err
+	})
+	var p *panicError
+	switch {
+	case err == nil:
+	case errors.As(err, &p):
+		// bbolt panicked half-way through Open: its *DB is lost, the file
+		// (and its lock) is ours to close.
+		lk.close()
+		return nil, damaged(path, p.Error())
+	case errors.Is(err, errLocked), errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("IPAM store %s is locked by %s; waited %v (is another spiderpool-agent running with the same ipam.db_path?)", path, holder(path), opts.OpenTimeout)
-	}
-	if err != nil {
+	case errors.Is(err, errEmpty):
+		return nil, damaged(path, "the file is empty (0 bytes)")
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch),
+		strings.Contains(err.Error(), "file size too small"):
+		return nil, damaged(path, fmt.Sprintf("not a readable bbolt file (%v)", err))
+	default:
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
-			return err
+	s := &Store{db: db, path: path}
+	fresh := lk.created
+	if !fresh {
+		if fresh, err = s.verify(context.Background()); err != nil {
+			db.Close()
+			return nil, err
 		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
+	}
+	if opts.ReadOnly {
+		if fresh {
+			db.Close()
+			return nil, fmt.Errorf("IPAM store %s holds no store yet", path)
 		}
-		if v := meta.Get(keyFormat); v != nil {
-			if f := binary.BigEndian.Uint64(v); f > formatVersion {
-				return fmt.Errorf("the file has format %d; this agent reads format %d: upgrade the agent", f, formatVersion)
+		return s, nil
+	}
+	format := uint64(formatVersion)
+	err = s.guard(func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			if !fresh {
+				// verify saw both buckets.
+				var ferr error
+				format, ferr = checkFormat(tx.Bucket(bucketMeta))
+				return ferr
 			}
-			return nil
-		}
-		return meta.Put(keyFormat, u64(formatVersion))
+			if _, err := tx.CreateBucketIfNotExists(bucketKV); err != nil {
+				return err
+			}
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			return meta.Put(keyFormat, u64(formatVersion))
+		})
 	})
+	if err == nil && format == formatPerPool {
+		err = s.migrate()
+	}
 	if err != nil {
 		db.Close()
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
 	db.MaxBatchDelay = batchDelay
-	return &Store{db: db, path: path}, nil
+	return s, nil
 }
+
+// checkFormat reads the file's format version: one this agent reads
+// (formatPerPool files are migrated by Open), or an error.
+func checkFormat(meta *bolt.Bucket) (uint64, error) {
+	v := meta.Get(keyFormat)
+	if len(v) != 8 {
+		return 0, errors.New("the file has no valid format version")
+	}
+	f := binary.BigEndian.Uint64(v)
+	if f > formatVersion || f < formatPerPool {
+		return 0, fmt.Errorf("the file has format %d; this agent reads formats %d-%d: upgrade the agent", f, formatPerPool, formatVersion)
+	}
+	return f, nil
+}
+
+// migrate moves a format 1 file's address records to the per-domain
+// layout, then records format 2.
+func (s *Store) migrate() error {
+	n, err := ipam.MigrateKeys(context.Background(), s)
+	s.migrated = n
+	if err != nil {
+		return err
+	}
+	return s.guard(func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyFormat, u64(formatVersion))
+		})
+	})
+}
+
+// Migrated is how many address records Open moved from the per-pool to the
+// per-domain layout (0 for a file already in it).
+func (s *Store) Migrated() int { return s.migrated }
 
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }
@@ -179,7 +281,11 @@ func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.View(fn)
+	return s.wrapErr(s.guard(func() error { return s.db.View(fn) }))
+}
+
+// wrapErr words bbolt's "closed" as the Store contract's.
+func (s *Store) wrapErr(err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return fmt.Errorf("%w: %s", ipam.ErrStoreClosed, s.path)
 	}
@@ -206,18 +312,28 @@ func (s *Store) Get(ctx context.Context, key string) (ipam.Entry, error) {
 func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
 	var out []ipam.Entry
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketKV).Cursor()
-		p := []byte(prefix)
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			e, err := decode(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+		var err error
+		out, err = list(ctx, tx, prefix)
+		return err
 	})
 	return out, err
+}
+
+func list(ctx context.Context, tx *bolt.Tx, prefix string) ([]ipam.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []ipam.Entry
+	c := tx.Bucket(bucketKV).Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		e, err := decode(k, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // Commit implements ipam.Store: one read-write transaction, durable when
@@ -231,11 +347,11 @@ func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (i
 			return 0, fmt.Errorf("IPAM store: invalid key %q", op.Key)
 		}
 	}
-	update := s.db.Update
+	update := s.update
 	if s.inflight.Add(1) > 1 {
-		// Batch may run fn more than once (and rolls a batch back when
+		// A batch may run fn more than once (and rolls a batch back when
 		// one fn fails, re-running that one alone): fn only sets rev.
-		update = s.db.Batch
+		update = s.batchUpdate
 	}
 	defer s.inflight.Add(-1)
 	var rev int64
@@ -272,8 +388,9 @@ func (s *Store) Commit(ctx context.Context, conds []ipam.Cond, ops []ipam.Op) (i
 		}
 		return meta.Put(keyRev, u64(uint64(rev)))
 	})
-	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return 0, fmt.Errorf("%w: %s", ipam.ErrStoreClosed, s.path)
+	err = s.wrapErr(err)
+	if errors.Is(err, ipam.ErrStoreClosed) || errors.Is(err, ErrDamaged) {
+		return 0, err
 	}
 	if err != nil && !errors.Is(err, ipam.ErrCompareFailed) {
 		return 0, fmt.Errorf("IPAM store %s: commit: %w", s.path, err)

@@ -72,7 +72,7 @@ func TestClientAgainstNetHTTP(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		_ = json.NewEncoder(w).Encode(ReleaseResponse{Released: []Attachment{{AttachmentKey: AttachmentKey(req)}}})
+		_ = json.NewEncoder(w).Encode(ReleaseResponse{Released: []Attachment{{AttachmentKey: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}}}})
 	})
 	mux.HandleFunc("GET "+PoolsPath, func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(big)
@@ -102,7 +102,7 @@ func TestClientAgainstNetHTTP(t *testing.T) {
 	if _, ok, err := c.Get(ctx, AttachmentKey{ContainerID: "gone", Interface: "eth0"}); ok || err != nil {
 		t.Errorf("Get of a missing allocation (404) = %v, %v; want false, nil", ok, err)
 	}
-	rel, err := c.Release(ctx, ReleaseRequest(key))
+	rel, err := c.Release(ctx, ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface})
 	if err != nil || len(rel.Released) != 1 || rel.Released[0].AttachmentKey != key {
 		t.Errorf("Release = %+v, %v", rel, err)
 	}

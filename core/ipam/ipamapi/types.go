@@ -15,6 +15,7 @@
 //	POST /v1/ipam/gc                -> 200 GCResult
 //	GET  /v1/ipam/pools             -> 200 []PoolUsage
 //	GET  /v1/ipam/history?workload= | ?address=        -> 200 []HistoryRecord
+//	GET  /v1/ipam/address?address=                    -> 200 AddressInfo
 //
 // Errors are ErrorBody: a 400 names the field; other errors carry a Code
 // a caller can act on (CodeTryAgain: retry later; CodePoolFull, ...).
@@ -38,6 +39,21 @@ const (
 	GCPath              = "/v1/ipam/gc"
 	PoolsPath           = "/v1/ipam/pools"
 	HistoryPath         = "/v1/ipam/history"
+	AddressPath         = "/v1/ipam/address"
+)
+
+// How long an allocation may take. The agent gives every allocation a
+// deadline (ipam.allocation_timeout, between MinAllocationTimeout and
+// MaxAllocationTimeout), after which it releases what the allocation
+// reserved and answers; the CNI plugin waits AllocateWait for that answer.
+// The margin between the longest deadline and AllocateWait is for the
+// release and the answer, so that a runtime gets the agent's own error,
+// never a timeout of its own with an address still held.
+const (
+	AllocateWait             = 30 * time.Second
+	DefaultAllocationTimeout = 25 * time.Second
+	MinAllocationTimeout     = time.Second
+	MaxAllocationTimeout     = AllocateWait - 3*time.Second
 )
 
 // Error codes of ErrorBody.Code.
@@ -87,6 +103,75 @@ type AllocateRequest struct {
 	Workload string `json:"workload,omitempty"`
 	// Pools: one per family at most (dual stack = one IPv4 and one IPv6).
 	Pools []string `json:"pools"`
+	// Origin says who asks: the CNI plugin sends kind "cni" with its
+	// network's name. Absent: the control API itself (the CLI, a script,
+	// a VM's hook), recorded as kind "api".
+	Origin *Origin `json:"origin,omitempty"`
+	// SkipDetection names detections that cannot work for this
+	// allocation, with why: the CNI plugin sets it from the main plugin's
+	// configuration (a bridge that becomes the gateway itself after IPAM
+	// answers, ptp, ipvlan in L3 mode). A detection a pool enables and
+	// this lists does not run for it; the attachment's NotChecked says
+	// so.
+	SkipDetection []DetectionSkip `json:"skip_detection,omitempty"`
+}
+
+// Detections a request may skip.
+const (
+	DetectionConflict = "conflict"
+	DetectionGateway  = "gateway"
+)
+
+// DetectionSkip is one detection not run, and why.
+type DetectionSkip struct {
+	// Pool is the pool it applies to; in a request, empty means every
+	// pool named.
+	Pool string `json:"pool,omitempty"`
+	// Detection is DetectionConflict or DetectionGateway.
+	Detection string `json:"detection"`
+	// Reason says why, for the operator ("the bridge is the gateway").
+	Reason string `json:"reason"`
+}
+
+// Origin kinds.
+const (
+	// OriginCNI: a CNI ADD of the network Origin.Network.
+	OriginCNI = "cni"
+	// OriginAPI: the control API or the CLI (VMs, scripts).
+	OriginAPI = "api"
+)
+
+// Origin is who made an allocation. A runtime's CNI GC names the network
+// it collects for and knows only that network's attachments, so it may
+// release only what ADDs of that network made (MadeByNetwork); an API
+// allocation is released only explicitly (or by the agent's namespace GC
+// when it has a namespace). An allocation recorded before origins were
+// (Origin nil) is nobody's: no CNI GC releases it.
+type Origin struct {
+	Kind string `json:"kind"`
+	// Network is the CNI network's name (the netconf's "name"); kind cni
+	// only.
+	Network string `json:"network,omitempty"`
+	// Interface is the workload interface the allocation was made for.
+	Interface string `json:"interface,omitempty"`
+}
+
+// String is the origin as the CLI prints it: "cni:NETWORK", "api", or
+// "-" when none was recorded.
+func (o *Origin) String() string {
+	switch {
+	case o == nil:
+		return "-"
+	case o.Kind == OriginCNI:
+		return OriginCNI + ":" + o.Network
+	}
+	return o.Kind
+}
+
+// MadeByNetwork says whether a was allocated by a CNI ADD of network: the
+// only allocations a CNI GC of that network may release.
+func (a Attachment) MadeByNetwork(network string) bool {
+	return network != "" && a.Origin != nil && a.Origin.Kind == OriginCNI && a.Origin.Network == network
 }
 
 // ReleaseRequest releases what (container id, interface) holds. Releasing
@@ -94,6 +179,11 @@ type AllocateRequest struct {
 type ReleaseRequest struct {
 	ContainerID string `json:"container_id"`
 	Interface   string `json:"interface"`
+	// IfNetwork, when set, releases only an allocation that a CNI ADD of
+	// this network made (Attachment.MadeByNetwork); any other is kept and
+	// returned in Kept. A CNI GC sets it, so that what the agent holds
+	// at the moment of the release, not what GC listed earlier, decides.
+	IfNetwork string `json:"if_network,omitempty"`
 }
 
 // ReleaseWorkloadRequest releases every allocation of a workload.
@@ -104,6 +194,9 @@ type ReleaseWorkloadRequest struct {
 // ReleaseResponse lists what was released (empty when nothing was held).
 type ReleaseResponse struct {
 	Released []Attachment `json:"released"`
+	// Kept is the allocation a ReleaseRequest.IfNetwork left alone
+	// because another origin made it.
+	Kept []Attachment `json:"kept,omitempty"`
 }
 
 // GCResult is what a garbage collection pass did.
@@ -119,6 +212,11 @@ type GCResult struct {
 	// QuarantineExpired counts quarantine records removed.
 	QuarantineExpired int           `json:"quarantine_expired"`
 	GracePeriod       time.Duration `json:"grace_period_ns"`
+	// WorkloadsPruned counts workloads whose endpoint and history were
+	// deleted: no allocation named them for longer than the retention.
+	WorkloadsPruned int `json:"workloads_pruned"`
+	// RecordsPruned counts the records those deletions removed.
+	RecordsPruned int `json:"records_pruned"`
 }
 
 // Route is a route given to the workload with its address.
@@ -143,14 +241,24 @@ type Attachment struct {
 	State     string        `json:"state"` // "reserved" while checked, then "allocated"
 	Addresses []AllocatedIP `json:"addresses"`
 	Created   time.Time     `json:"created"`
+	// Origin is who made the allocation; nil for one recorded before
+	// origins were.
+	Origin *Origin `json:"origin,omitempty"`
 	// Skipped lists candidates passed over because they were in use.
 	Skipped []SkippedIP `json:"skipped,omitempty"`
+	// NotChecked lists the detections its pools enable that the request
+	// asked to skip, one per pool and detection.
+	NotChecked []DetectionSkip `json:"not_checked,omitempty"`
 }
 
 // AllocatedIP is one address of an attachment with what the workload needs
 // to use it.
 type AllocatedIP struct {
-	Pool    string       `json:"pool"`
+	Pool string `json:"pool"`
+	// Domain is the pool's layer-2 domain when the address was given, the
+	// space its address record is keyed in (empty in a record written
+	// before domains existed: "default").
+	Domain  string       `json:"domain,omitempty"`
 	Address netip.Prefix `json:"address"` // with the subnet's length
 	Gateway netip.Addr   `json:"gateway,omitzero"`
 	Routes  []Route      `json:"routes,omitempty"`
@@ -181,6 +289,8 @@ type HistoryEntry struct {
 	AllocatedAt time.Time   `json:"allocated_at"`
 	ReleasedAt  time.Time   `json:"released_at,omitzero"`
 	Skipped     []SkippedIP `json:"conflicts_skipped,omitempty"`
+	// Origin is who made the allocation (Attachment.Origin).
+	Origin *Origin `json:"origin,omitempty"`
 }
 
 // HistoryRecord is a HistoryEntry with its workload, the answer to "who
@@ -188,6 +298,34 @@ type HistoryEntry struct {
 type HistoryRecord struct {
 	Workload string `json:"workload"`
 	HistoryEntry
+}
+
+// AddressRecord is one address of a pool that is not free, as the store
+// holds it.
+type AddressRecord struct {
+	Pool    string     `json:"pool"`
+	Address netip.Addr `json:"address"`
+	State   string     `json:"state"` // reserved, allocated, quarantined
+	// Owner is the attachment holding it (reserved, allocated).
+	Owner AttachmentKey `json:"owner,omitzero"`
+	Node  string        `json:"node,omitempty"`
+	Since time.Time     `json:"since"`
+	// Until ends a quarantine.
+	Until time.Time `json:"until,omitzero"`
+	// Reason is why it was quarantined, in the detector's words.
+	Reason string `json:"reason,omitempty"`
+	// MAC is the hardware address that answered for it on the wire when
+	// it was quarantined, if the detector said.
+	MAC string `json:"mac,omitempty"`
+}
+
+// AddressInfo is what the agent knows of one address: its record in each
+// pool holding one now (none: free, or a quarantine that has ended), and
+// every workload that held it, newest first.
+type AddressInfo struct {
+	Address netip.Addr      `json:"address"`
+	Records []AddressRecord `json:"records"`
+	History []HistoryRecord `json:"history"`
 }
 
 // PoolUsage is one pool's state.
@@ -198,6 +336,7 @@ type PoolUsage struct {
 	Ranges            []string `json:"ranges"`
 	Gateway           string   `json:"gateway,omitempty"`
 	VLAN              int      `json:"vlan,omitempty"`
+	Domain            string   `json:"domain"`
 	Store             string   `json:"store"`
 	ConflictDetection bool     `json:"conflict_detection"`
 	GatewayDetection  bool     `json:"gateway_detection"`
@@ -218,6 +357,21 @@ type Status struct {
 	Error   string      `json:"error,omitempty"`
 	// Store is the shared store's state; nil with the embedded store.
 	Store *StoreStatus `json:"store,omitempty"`
+	// Workloads are the workload records (endpoint and history).
+	Workloads *WorkloadStatus `json:"workloads,omitempty"`
+}
+
+// WorkloadStatus counts the workload records as the last GC pass saw them:
+// those an allocation names, and those kept for the retention after their
+// last release; and what GC pruned since the agent started.
+type WorkloadStatus struct {
+	Retention time.Duration `json:"retention_ns"`
+	// CountedAt is when the counts were taken; zero before the first GC.
+	CountedAt     time.Time `json:"counted_at,omitzero"`
+	Live          int       `json:"live"`
+	Retained      int       `json:"retained"`
+	Pruned        int       `json:"pruned"`
+	RecordsPruned int       `json:"records_pruned"`
 }
 
 // StoreStatus is a shared IPAM store as this node sees it.

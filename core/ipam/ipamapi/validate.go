@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 )
 
 // Limits of a request's fields.
@@ -15,6 +18,10 @@ const (
 	MaxNetns       = 4096
 	MaxPoolName    = 63
 	MaxPools       = 2 // one per family
+	// MaxNetworkName bounds a CNI network name; the spec sets no bound,
+	// and a name longer than a host name is a mistake or an attack.
+	MaxNetworkName = 253
+	MaxSkipReason  = 256
 )
 
 // FieldError is a malformed request field.
@@ -41,7 +48,7 @@ func ValidateContainerID(field, s string) error {
 	for i, r := range s {
 		ok := r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || (i > 0 && strings.ContainsRune("_.-", r)))
 		if !ok {
-			return fieldErr(field, "%q: only letters, digits, '_', '.' and '-' (not first) are allowed", s)
+			return fieldErr(field, "%s: only letters, digits, '_', '.' and '-' (not first) are allowed", input.Quote(s))
 		}
 	}
 	return nil
@@ -53,13 +60,13 @@ func ValidateInterface(field, s string) error {
 	case s == "":
 		return fieldErr(field, "is required")
 	case len(s) > 15:
-		return fieldErr(field, "%q is longer than 15 bytes", s)
+		return fieldErr(field, "%s is longer than 15 bytes", input.Quote(s))
 	case s == "." || s == "..":
-		return fieldErr(field, "%q is not an interface name", s)
+		return fieldErr(field, "%s is not an interface name", input.Quote(s))
 	}
 	for _, r := range s {
 		if r <= ' ' || r == '/' || r == ':' || r >= unicode.MaxASCII {
-			return fieldErr(field, "%q: an interface name has no '/', ':', spaces or control characters", s)
+			return fieldErr(field, "%s: an interface name has no '/', ':', spaces or control characters", input.Quote(s))
 		}
 	}
 	return nil
@@ -72,7 +79,7 @@ func ValidateWorkload(field, s string) error {
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return fieldErr(field, "%q contains a character that is not printable", s)
+			return fieldErr(field, "%s contains a character that is not printable", input.Quote(s))
 		}
 	}
 	return nil
@@ -88,7 +95,60 @@ func ValidatePoolName(field, s string) error {
 	}
 	for i, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || i > 0 && (r == '-' || r == '_' || r == '.')) {
-			return fieldErr(field, "%q: a pool name has letters, digits, '-', '_' and '.' (not first)", s)
+			return fieldErr(field, "%s: a pool name has letters, digits, '-', '_' and '.' (not first)", input.Quote(s))
+		}
+	}
+	return nil
+}
+
+// ValidateNetworkName applies CNI's rule for a network name (libcni's
+// ValidateNetworkName): letters, digits, '_', '.' and '-', starting with a
+// letter or digit; and at most MaxNetworkName bytes.
+func ValidateNetworkName(field, s string) error {
+	if s == "" {
+		return fieldErr(field, "is required")
+	}
+	if len(s) > MaxNetworkName {
+		return fieldErr(field, "is %d bytes, at most %d", len(s), MaxNetworkName)
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && strings.ContainsRune("_.-", r)) {
+			return fieldErr(field, "%q: a CNI network name has letters, digits, '_', '.' and '-' (not first)", s)
+		}
+	}
+	return nil
+}
+
+// Validate checks the origin of a request for interface iface; errors
+// name field ("origin") and the member.
+func (o Origin) Validate(field, iface string) error {
+	switch o.Kind {
+	case OriginCNI:
+		if o.Network == "" {
+			return fieldErr(field+".network", "is required with kind %q: the CNI network's name", OriginCNI)
+		}
+		if err := ValidateNetworkName(field+".network", o.Network); err != nil {
+			return err
+		}
+	case OriginAPI:
+		if o.Network != "" {
+			return fieldErr(field+".network", "is only for kind %q, not %q", OriginCNI, OriginAPI)
+		}
+	case "":
+		return fieldErr(field+".kind", "is required: %q or %q", OriginCNI, OriginAPI)
+	default:
+		k := o.Kind
+		if len(k) > 16 {
+			k = k[:16] + "..."
+		}
+		return fieldErr(field+".kind", "%q is not an origin: %q or %q", k, OriginCNI, OriginAPI)
+	}
+	if o.Interface != "" {
+		if err := ValidateInterface(field+".interface", o.Interface); err != nil {
+			return err
+		}
+		if o.Interface != iface {
+			return fieldErr(field+".interface", "%q differs from interface %q, the one allocated for", o.Interface, iface)
 		}
 	}
 	return nil
@@ -107,7 +167,7 @@ func (r AllocateRequest) Validate() error {
 			return fieldErr("netns", "is %d bytes, at most %d", len(r.Netns), MaxNetns)
 		}
 		if !filepath.IsAbs(r.Netns) || filepath.Clean(r.Netns) != r.Netns || strings.ContainsRune(r.Netns, 0) {
-			return fieldErr("netns", "%q is not a clean absolute path such as /var/run/netns/NAME", r.Netns)
+			return fieldErr("netns", "%s is not a clean absolute path such as /var/run/netns/NAME", input.Quote(r.Netns))
 		}
 	}
 	if err := ValidateWorkload("workload", r.Workload); err != nil {
@@ -130,6 +190,47 @@ func (r AllocateRequest) Validate() error {
 			}
 		}
 	}
+	if r.Origin != nil {
+		if err := r.Origin.Validate("origin", r.Interface); err != nil {
+			return err
+		}
+	}
+	return validateSkips(r.SkipDetection, r.Pools)
+}
+
+// validateSkips checks skip_detection: known detections, a reason, pools
+// of the request, nothing twice.
+func validateSkips(skips []DetectionSkip, pools []string) error {
+	// Each detection once for all pools, or once per pool.
+	if len(skips) > 2*MaxPools {
+		return fieldErr("skip_detection", "has %d entries; at most %d", len(skips), 2*MaxPools)
+	}
+	seen := map[[2]string]bool{}
+	for i, sk := range skips {
+		f := fmt.Sprintf("skip_detection[%d]", i)
+		if sk.Detection != DetectionConflict && sk.Detection != DetectionGateway {
+			return fieldErr(f+".detection", "%q is not a detection (conflict, gateway)", sk.Detection)
+		}
+		if sk.Pool != "" && !slices.Contains(pools, sk.Pool) {
+			return fieldErr(f+".pool", "%q is not a pool of the request", sk.Pool)
+		}
+		switch {
+		case strings.TrimSpace(sk.Reason) == "":
+			return fieldErr(f+".reason", "is required: say why the detection cannot work")
+		case len(sk.Reason) > MaxSkipReason:
+			return fieldErr(f+".reason", "is %d bytes, at most %d", len(sk.Reason), MaxSkipReason)
+		}
+		for _, r := range sk.Reason {
+			if !unicode.IsPrint(r) {
+				return fieldErr(f+".reason", "contains a character that is not printable")
+			}
+		}
+		k := [2]string{sk.Pool, sk.Detection}
+		if seen[k] {
+			return fieldErr(f, "skips %s detection twice", sk.Detection)
+		}
+		seen[k] = true
+	}
 	return nil
 }
 
@@ -138,7 +239,13 @@ func (r ReleaseRequest) Validate() error {
 	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
 		return err
 	}
-	return ValidateInterface("interface", r.Interface)
+	if err := ValidateInterface("interface", r.Interface); err != nil {
+		return err
+	}
+	if r.IfNetwork != "" {
+		return ValidateNetworkName("if_network", r.IfNetwork)
+	}
+	return nil
 }
 
 // Validate checks the request.
@@ -153,7 +260,7 @@ func (r ReleaseWorkloadRequest) Validate() error {
 func ParseAddress(field, s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fieldErr(field, "%q is not an IP address", s)
+		return netip.Addr{}, fieldErr(field, "%s is not an IP address", input.Quote(s))
 	}
 	return a.Unmap(), nil
 }

@@ -13,11 +13,16 @@
 //	  gateway_detection  = true
 //	  quarantine         = "10m"
 //	  store              = "local"
+//	  domain             = "vlan20"        # layer-2 domain, default "default"
 //	  route { dst = "0.0.0.0/0" }          # gw defaults to the gateway
 //	}
 //
 // A pool is defined once: a second definition (in any file) is an error
-// naming both places.
+// naming both places. Two pools of one domain that would hand out the same
+// address, or a pool that would hand out another one's gateway, are an
+// error naming both pools at their file:line:col (the store keys addresses
+// per domain, so such pools could never give one address twice; this is
+// the error that says so before a workload finds out).
 package ipamconfig
 
 import (
@@ -64,7 +69,7 @@ type Result struct {
 
 var (
 	topSchema  = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "pool", LabelNames: []string{"name"}}}}
-	poolAttrs  = []string{"subnet", "ranges", "exclude", "gateway", "vlan", "conflict_detection", "gateway_detection", "quarantine", "store"}
+	poolAttrs  = []string{"subnet", "ranges", "exclude", "gateway", "vlan", "conflict_detection", "gateway_detection", "quarantine", "store", "domain"}
 	poolSchema = func() *hcl.BodySchema {
 		s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "route"}}}
 		for _, a := range poolAttrs {
@@ -98,9 +103,12 @@ func Load(dir string, maxSize int) (Result, error) {
 	if len(files) > MaxFiles {
 		return Result{}, fmt.Errorf("IPAM config dir %s: %d .hcl files, at most %d", dir, len(files), MaxFiles)
 	}
-	l := &loader{max: maxSize, seen: map[string]hcl.Range{}}
+	l := &loader{max: maxSize, seen: map[string]hcl.Range{}, at: map[*ipam.Pool]poolPos{}}
 	for _, f := range files {
 		l.file(f)
+	}
+	if !l.diags.HasErrors() {
+		l.overlaps()
 	}
 	if l.diags.HasErrors() {
 		return Result{}, &Error{Diagnostics: l.diags}
@@ -113,6 +121,13 @@ type loader struct {
 	diags hcl.Diagnostics
 	pools []*ipam.Pool
 	seen  map[string]hcl.Range
+	at    map[*ipam.Pool]poolPos
+}
+
+// poolPos is where a loaded pool's addresses and gateway are written.
+type poolPos struct {
+	addrs   hcl.Range // ranges, or subnet when the pool has no ranges
+	gateway hcl.Range
 }
 
 func (l *loader) errAt(rng hcl.Range, summary, detail string) {
@@ -184,6 +199,8 @@ func (l *loader) pool(blk *hcl.Block) {
 			ok = l.str(attr, &spec.Gateway) && ok
 		case "store":
 			ok = l.str(attr, &spec.Store) && ok
+		case "domain":
+			ok = l.str(attr, &spec.Domain) && ok
 		case "ranges":
 			ok = l.list(attr, &spec.Ranges) && ok
 		case "exclude":
@@ -253,6 +270,54 @@ func (l *loader) pool(blk *hcl.Block) {
 		return
 	}
 	l.pools = append(l.pools, p)
+	pos := poolPos{addrs: ranges["subnet"], gateway: ranges["gateway"]}
+	if r, ok := ranges["ranges"]; ok {
+		pos.addrs = r
+	}
+	if pos.addrs.Filename == "" {
+		pos.addrs = blk.DefRange
+	}
+	l.at[p] = pos
+}
+
+// maxOverlaps bounds the overlaps listed: a directory of pools all on one
+// range would otherwise list every pair.
+const maxOverlaps = 20
+
+// overlaps refuses two pools of one domain that would hand out the same
+// address, and a pool that would hand out another pool's gateway, naming
+// both pools where they are written.
+func (l *loader) overlaps() {
+	at := func(r hcl.Range) string { return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column) }
+	found := 0
+	defer func() {
+		if found > maxOverlaps {
+			l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Overlapping pools",
+				Detail: fmt.Sprintf("%d more overlap(s) not listed.", found-maxOverlaps)})
+		}
+	}()
+	errAt := func(rng hcl.Range, summary, detail string) {
+		if found++; found <= maxOverlaps {
+			l.errAt(rng, summary, detail)
+		}
+	}
+	for i, p := range l.pools {
+		for _, q := range l.pools[:i] {
+			pp, qp := l.at[p], l.at[q]
+			if n, first := p.Overlap(q); n > 0 {
+				errAt(pp.addrs, "Overlapping pools", fmt.Sprintf("Pool %q (%s) and pool %q (%s) both hand out %d address(es) of domain %q, the first %s: one address would have two holders. Narrow or exclude the ranges so that they do not overlap, or, if the pools are on different layer-2 segments (VLANs), give them different domains.",
+					p.Name, at(pp.addrs), q.Name, at(qp.addrs), n, p.Domain, first))
+			}
+			for _, pair := range [][2]*ipam.Pool{{p, q}, {q, p}} {
+				holder, owner := pair[0], pair[1]
+				if holder.HoldsGatewayOf(owner) {
+					hp, op := l.at[holder], l.at[owner]
+					errAt(hp.addrs, "Pool hands out a gateway", fmt.Sprintf("Pool %q (%s) hands out %s, the gateway of pool %q (%s) in domain %q: a workload given it would answer for the router. Exclude %s from pool %q.",
+						holder.Name, at(hp.addrs), owner.Gateway, owner.Name, at(op.gateway), holder.Domain, owner.Gateway, holder.Name))
+				}
+			}
+		}
+	}
 }
 
 func (l *loader) value(attr *hcl.Attribute, want cty.Type, what string) (cty.Value, bool) {

@@ -142,3 +142,50 @@ func TestPackagedExample(t *testing.T) {
 		t.Fatalf("%d pools", len(res.Pools))
 	}
 }
+
+// Two pools of one domain that would hand out the same addresses, or one
+// that would hand out another's gateway, are refused naming both pools
+// where they are written; in different domains they are fine.
+func TestOverlappingPoolsRefused(t *testing.T) {
+	ovA := "pool \"ovA\" {\n  subnet  = \"10.90.0.0/24\"\n  ranges  = [\"10.90.0.10-10.90.0.40\"]\n  gateway = \"10.90.0.1\"\n}\n"
+	ovB := "\n\npool \"ovB\" {\n  subnet = \"10.90.0.0/24\"\n  ranges = [\"10.90.0.1-10.90.0.40\"]\n}\n"
+	dir := write(t, map[string]string{"a.hcl": ovA, "b.hcl": ovB})
+	res, err := Load(dir, 5000)
+	if err == nil || len(res.Pools) != 0 {
+		t.Fatalf("accepted: %+v", res)
+	}
+	a, b := filepath.Join(dir, "a.hcl"), filepath.Join(dir, "b.hcl")
+	for _, want := range []string{
+		b + `:5:12: Overlapping pools: Pool "ovB" (` + b + `:5:12) and pool "ovA" (` + a + `:3:13) both hand out 31 address(es) of domain "default", the first 10.90.0.10: one address would have two holders.`,
+		b + `:5:12: Pool hands out a gateway: Pool "ovB" (` + b + `:5:12) hands out 10.90.0.1, the gateway of pool "ovA" (` + a + `:4:13) in domain "default"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error\n%s\nlacks\n%s", err, want)
+		}
+	}
+	// A pool without ranges is its whole subnet: the position is the subnet.
+	dir = write(t, map[string]string{"a.hcl": ovA, "b.hcl": "pool \"all\" {\n  subnet = \"10.90.0.0/24\"\n}\n"})
+	_, err = Load(dir, 5000)
+	if err == nil || !strings.Contains(err.Error(), `Pool "all" (`+filepath.Join(dir, "b.hcl")+`:2:12) and pool "ovA" (`+filepath.Join(dir, "a.hcl")+`:3:13) both hand out 31`) {
+		t.Fatalf("%v", err)
+	}
+	// Different domains: the same ranges are two address spaces.
+	dir = write(t, map[string]string{"a.hcl": strings.Replace(ovA, "{\n", "{\n  domain = \"vlan10\"\n", 1), "b.hcl": strings.Replace(ovB, "{\n", "{\n  domain = \"vlan20\"\n", 1)})
+	res, err = Load(dir, 5000)
+	if err != nil || len(res.Pools) != 2 || res.Pools[0].Domain != "vlan10" || res.Pools[1].Domain != "vlan20" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	// Adjacent ranges do not overlap.
+	dir = write(t, map[string]string{"a.hcl": ovA, "b.hcl": strings.Replace(ovB, "10.90.0.1-10.90.0.40", "10.90.0.41-10.90.0.50", 1)})
+	if _, err := Load(dir, 5000); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDomainValidated(t *testing.T) {
+	dir := write(t, map[string]string{"a.hcl": "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  domain = \"vlan 20\"\n}\n"})
+	_, err := Load(dir, 5000)
+	if err == nil || !strings.Contains(err.Error(), `a.hcl:3:12: Invalid pool: Pool "a": domain: "vlan 20": a domain name has letters, digits`) {
+		t.Fatalf("%v", err)
+	}
+}
