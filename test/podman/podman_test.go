@@ -206,7 +206,7 @@ func (l *lab) network(name, extra string) {
   "plugins": [{
     "type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": false,
     "ipam": {"type": "spiderpool", "ipv4_pool": "pod-v4", "ipv6_pool": "pod-v6",
-             "socket": %q, "spool": %q%s}
+             "socket": %q, "spool_dir": %q%s}
   }]
 }`, name, bridgeName, l.sock, l.spool, extra)
 	if err := l.pm.Network(name, conf); err != nil {
@@ -292,7 +292,7 @@ func TestFreshBridgeNetworkFirstContainerStarts(t *testing.T) {
 	if !strings.Contains(out, "inet 10.123.0.") || !strings.Contains(out, "inet6 fd00:123::") {
 		t.Fatalf("container addresses: want one of each pool, got\n%s", out)
 	}
-	if !strings.Contains(l.agent.Log(), "gateway detection skipped") {
+	if log := l.agent.Log(); !strings.Contains(log, "detection skipped at the caller's request") || !strings.Contains(log, "detection=gateway") {
 		t.Errorf("the agent's log does not say that gateway detection was skipped for the bridge gateway:\n%s", l.agent.Log())
 	}
 }
@@ -351,7 +351,7 @@ func TestConcurrentContainersGetDistinctFreeAddresses(t *testing.T) {
 func TestRemovedWhileAgentDownIsReleasedAtStart(t *testing.T) {
 	l := newLab(t)
 	// A short wait, so that the DEL gives up and spools.
-	l.network("spooled", `"agentWait": "500ms"`)
+	l.network("spooled", `"agent_wait": "500ms"`)
 	ctx := ctxFor(t, 3*time.Minute)
 	id, err := l.runDetached(ctx, "spooled")
 	if err != nil {
@@ -384,7 +384,7 @@ func TestStartedDuringAgentRestartStarts(t *testing.T) {
 	l := newLab(t)
 	// Room for an agent whose plugins are built with -race on a loaded
 	// machine; a release build is back in about 150 ms.
-	l.network("restart", `"agentWait": "60s"`)
+	l.network("restart", `"agent_wait": "30s"`)
 	ctx := ctxFor(t, 3*time.Minute)
 	l.agent.Stop()
 	done := make(chan error, 1)
