@@ -167,28 +167,27 @@ func newLab(t *testing.T) *lab {
 		Config: fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, filepath.Join(t.TempDir(), "ipam.db"), l.spool),
 		Netns:  node, Dir: t.TempDir(), Args: []string{"--ipam-config-dir", ipamDir},
 	}
-	l.startAgent()
-
 	l.pm, err = podmanlab.New(store, t.TempDir(), "/var/run/netns/"+node, cniBin, podmanlab.DistroCNIDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		// Every container gets its DEL while the agent still runs.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.pm.RemoveAll(ctx); err != nil {
-			t.Errorf("clean up containers: %v", err)
-		}
-	})
+	l.startAgent()
 	return l
 }
 
 // startAgent starts the agent (again, on the same store and socket) and
-// waits until it is ready.
+// waits until it is ready. Cleanups run last first: every container is
+// removed, and gets its DEL, before this agent stops.
 func (l *lab) startAgent() {
 	l.t.Helper()
 	l.agent = agenttest.Start(l.t, bins, l.cfg)
+	l.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := l.pm.RemoveAll(ctx); err != nil {
+			l.t.Errorf("clean up containers: %v", err)
+		}
+	})
 	l.agent.WaitReady(agenttest.ReadyTimeout)
 }
 
@@ -389,13 +388,17 @@ func TestStartedDuringAgentRestartStarts(t *testing.T) {
 	l.agent.Stop()
 	done := make(chan error, 1)
 	var id string
+	t0 := time.Now()
 	go func() {
 		var err error
 		id, err = l.runDetached(ctx, "restart")
 		done <- err
 	}()
 	l.startAgent()
-	if err := <-done; err != nil {
+	t.Logf("agent ready %v after the container's start", time.Since(t0))
+	err := <-done
+	t.Logf("container started after %v", time.Since(t0))
+	if err != nil {
 		t.Fatalf("a container started during the agent's restart: %v", err)
 	}
 	if addrs := l.addresses(ctx, id); len(addrs) != 2 {
