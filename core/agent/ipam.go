@@ -324,7 +324,7 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 	}
 	att, err := m.Allocate(ctx, req)
 	if err == nil {
-		a.ipam.watch.added(att)
+		a.ipam.watch.added(att, req.Netns)
 	}
 	return att, err
 }

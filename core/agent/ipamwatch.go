@@ -43,6 +43,12 @@ type ipamWatch struct {
 
 	errMu   sync.Mutex
 	lastErr string // the last sync error logged, to log a changed one once
+
+	// netnsOf is the namespace of each key's last ADD where it differs
+	// from the stored attachment's (a repeated ADD does not rewrite the
+	// attachment); entries go with their attachments.
+	nsMu    sync.Mutex
+	netnsOf map[ipamapi.AttachmentKey]string
 }
 
 func startWatch(m *ipam.IPAM, node string, log hclog.Logger, tel *telemetry.Telemetry) (*ipamWatch, error) {
@@ -51,7 +57,7 @@ func startWatch(m *ipam.IPAM, node string, log hclog.Logger, tel *telemetry.Tele
 		return nil, err
 	}
 	iw := &ipamWatch{m: m, node: node, log: log, metrics: metrics,
-		queue: make(chan ipamapi.Conflict, watchQueue), kick: make(chan struct{}, 1)}
+		queue: make(chan ipamapi.Conflict, watchQueue), kick: make(chan struct{}, 1), netnsOf: map[ipamapi.AttachmentKey]string{}}
 	iw.w = watch.New(watch.Options{
 		Node: node, Reporter: iw, Log: log,
 		Pooled:   iw.pooled,
@@ -145,11 +151,20 @@ func (iw *ipamWatch) held(att ipamapi.Attachment) watch.Held {
 // added watches an allocation just made (or answered again: a restarted
 // workload's ADD may bring a new MAC). A failure is logged: the address is
 // given out whatever the watcher can do.
-func (iw *ipamWatch) added(att ipamapi.Attachment) {
+func (iw *ipamWatch) added(att ipamapi.Attachment, netns string) {
 	if att.State != ipam.StateAllocated {
 		return
 	}
-	if err := iw.w.Add(iw.held(att)); err != nil {
+	h := iw.held(att)
+	if netns != "" && netns != h.Netns {
+		// A repeated ADD answers the stored attachment, whose namespace
+		// is the first one's: a restarted workload is in the request's.
+		h.Netns = netns
+		iw.nsMu.Lock()
+		iw.netnsOf[att.AttachmentKey] = netns
+		iw.nsMu.Unlock()
+	}
+	if err := iw.w.Add(h); err != nil {
 		iw.log.Warn("cannot watch an allocated address", "container_id", att.ContainerID, "interface", att.Interface, "error", err)
 	}
 }
@@ -186,12 +201,25 @@ func (iw *ipamWatch) sync(ctx context.Context) {
 		return // the store is down: keep watching what is watched
 	}
 	var held []watch.Held
+	iw.nsMu.Lock()
+	live := map[ipamapi.AttachmentKey]bool{}
 	for _, att := range list {
 		if att.Node != "" && att.Node != iw.node || att.State != ipam.StateAllocated {
 			continue
 		}
-		held = append(held, iw.held(att))
+		live[att.AttachmentKey] = true
+		h := iw.held(att)
+		if ns := iw.netnsOf[att.AttachmentKey]; ns != "" {
+			h.Netns = ns
+		}
+		held = append(held, h)
 	}
+	for k := range iw.netnsOf {
+		if !live[k] {
+			delete(iw.netnsOf, k)
+		}
+	}
+	iw.nsMu.Unlock()
 	err = iw.w.Sync(cctx, held)
 	msg := ""
 	if err != nil {
@@ -225,6 +253,11 @@ func (a *Agent) IPAMConflicts(ctx context.Context, since time.Duration, addr net
 		return ipamapi.ConflictsResponse{}, err
 	}
 	out := ipamapi.ConflictsResponse{Conflicts: list}
+	for _, c := range a.ipam.watch.w.Contested() {
+		if !addr.IsValid() || c.Address == addr {
+			out.Contested = append(out.Contested, c)
+		}
+	}
 	for _, b := range a.ipam.watch.w.Busy() {
 		if !addr.IsValid() || b.Address == addr {
 			out.Busy = append(out.Busy, b)

@@ -72,6 +72,9 @@ type BusyAddress struct {
 // ConflictsResponse answers ConflictsPath.
 type ConflictsResponse struct {
 	Conflicts []Conflict `json:"conflicts"`
+	// Contested are this agent's live conflicts (frame counts current,
+	// not rate-limited like the records).
+	Contested []Conflict `json:"contested,omitempty"`
 	// Busy is this agent's list of addresses seen busy (not the fleet's).
 	Busy []BusyAddress `json:"busy,omitempty"`
 }

@@ -165,7 +165,7 @@ func (w *Watcher) Sync(ctx context.Context, held []Held) error {
 	}
 	var stale []*iface
 	for k, ifc := range w.ifaces {
-		if h, ok := want[k]; !ok || h.Netns != ifc.netns {
+		if h, ok := want[k]; !ok || h.Netns != ifc.netns || !ifc.sameNetns() {
 			stale = append(stale, ifc)
 			delete(w.ifaces, k)
 		}
@@ -241,7 +241,7 @@ func (w *Watcher) Add(h Held) error {
 		return errors.New("watcher closed")
 	}
 	old := w.ifaces[h.Key]
-	if old != nil && old.netns == h.Netns {
+	if old != nil && old.netns == h.Netns && old.sameNetns() {
 		old.setAddrs(h)
 		w.mu.Unlock()
 		old.refreshMAC(true)
@@ -432,6 +432,8 @@ type iface struct {
 	closeMu sync.Once
 
 	mac atomic.Pointer[[6]byte]
+	ino uint64 // the namespace's inode when opened
+
 
 	mu          sync.Mutex
 	workload    string
@@ -479,6 +481,10 @@ func (w *Watcher) open(h Held) (*iface, error) {
 			nl.Close()
 			return err
 		}
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err == nil {
+			ifc.ino = st.Ino
+		}
 		m := [6]byte(a.HardwareAddr)
 		ifc.mac.Store(&m)
 		ifc.nl, ifc.conn = nl, conn
@@ -490,6 +496,14 @@ func (w *Watcher) open(h Held) (*iface, error) {
 	ifc.setAddrs(h)
 	ifc.lastRefresh = w.now()
 	return ifc, nil
+}
+
+// sameNetns tells whether the namespace path still names the namespace the
+// socket was opened in: a workload restarted under the same path has a new
+// namespace, and the old socket sees nothing of it.
+func (ifc *iface) sameNetns() bool {
+	var st unix.Stat_t
+	return unix.Stat(ifc.netns, &st) == nil && st.Ino == ifc.ino
 }
 
 func (ifc *iface) setAddrs(h Held) {
