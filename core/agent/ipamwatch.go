@@ -194,6 +194,11 @@ func (iw *ipamWatch) syncLoop(ctx context.Context) {
 
 // sync makes the watched set this node's allocations in the store.
 func (iw *ipamWatch) sync(ctx context.Context) {
+	var names []string
+	for _, p := range iw.m.Pools() {
+		names = append(names, p.Name)
+	}
+	iw.metrics.Pools(names)
 	cctx, cancel := context.WithTimeout(ctx, watchStoreTimeout)
 	defer cancel()
 	list, err := iw.m.List(cctx, "", "")

@@ -57,3 +57,13 @@ func (m *WatchMetrics) Gauges(contested, busy, watching int) {
 
 // RecordDropped counts a conflict report the store did not get.
 func (m *WatchMetrics) RecordDropped() { m.lost.Inc() }
+
+// Pools makes the per-pool series exist at zero: increase() over a counter
+// that appears at 1 sees no increase, so the first conflict of a pool
+// would raise no alert.
+func (m *WatchMetrics) Pools(names []string) {
+	for _, p := range names {
+		m.detected.WithLabelValues(p)
+		m.defences.WithLabelValues(p)
+	}
+}

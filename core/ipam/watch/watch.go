@@ -434,7 +434,6 @@ type iface struct {
 	mac atomic.Pointer[[6]byte]
 	ino uint64 // the namespace's inode when opened
 
-
 	mu          sync.Mutex
 	workload    string
 	addrs       map[netip.Addr]*heldAddr
