@@ -32,6 +32,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -46,6 +47,16 @@ const (
 // BuiltinPlugins lists the plugins the agent knows without any config, in
 // name order. They are always present in Config.Plugins.
 var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSysctlTuner}
+
+// DefaultIPAMDetectors is IPAMConfig.Detectors: the built-in detector that
+// runs each detection a pool can switch on. This file is the one place in
+// the core that names the built-in detectors (test/layout checks it).
+func DefaultIPAMDetectors() map[string]string {
+	return map[string]string{
+		ipamapi.DetectionConflict: PluginIPConflict,
+		ipamapi.DetectionGateway:  PluginGatewayDetector,
+	}
+}
 
 // PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
 // directory: PLUGIN_DIR/spiderpool-plugin-NAME.
@@ -244,6 +255,14 @@ type IPAMConfig struct {
 	// GCGracePeriod is the wait between GC's two looks. HCL
 	// gc_grace_period, default 30s.
 	GCGracePeriod time.Duration
+	// Detectors names the plugin behind each detection a pool switches on
+	// (ipamapi.DetectionConflict for conflict_detection,
+	// ipamapi.DetectionGateway for gateway_detection): a pool that enables
+	// a detection whose plugin is not enabled gets no address, and a check
+	// that asks for neither leaves that plugin out. Not an HCL setting:
+	// DefaultIPAMDetectors. What a detector's block does to an allocation
+	// is the kind the block carries, never read from this or any name.
+	Detectors map[string]string
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -462,6 +481,7 @@ func Default() *Config {
 			DBPath:            DefaultIPAMDBPath,
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
+			Detectors:         DefaultIPAMDetectors(),
 		},
 		sources: map[string]Source{},
 	}
