@@ -259,7 +259,7 @@ func TestPermanentFailuresDisableOnlyThatPlugin(t *testing.T) {
 		want  string
 	}{
 		{"checksum mismatch", Spec{Path: binaries["ok"], Checksum: wrongSum}, state.Disabled, "checksum mismatch for " + binaries["ok"] + ": expected " + wrongSum + ", actual " + sum},
-		{"api version", Spec{Path: binaries["apiv2"]}, state.Disabled, "plugin API version 2.0 is newer than the agent's 1.1: upgrade the agent"},
+		{"api version", Spec{Path: binaries["apiv2"]}, state.Disabled, "plugin API version 2.0 is newer than the agent's " + sdk.APIVersion + ": upgrade the agent"},
 		{"wire protocol", Spec{Path: binaries["proto2"]}, state.Disabled, "speaks another wire protocol (version 2) than this agent (version 1): upgrade the agent"},
 		{"missing binary", Spec{Path: filepath.Join(dir, "nope")}, state.Disabled, "does not exist"},
 		{"not executable", Spec{Path: notExec}, state.Disabled, "is not executable"},
