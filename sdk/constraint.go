@@ -268,13 +268,19 @@ func (a Attribute) rangeText() string {
 }
 
 func (a Attribute) itemsText() string {
+	items := func(n int) string {
+		if n == 1 {
+			return "1 item"
+		}
+		return fmt.Sprintf("%d items", n)
+	}
 	switch {
 	case a.MinItems > 0 && a.MaxItems > 0:
-		return fmt.Sprintf("%d to %d items", a.MinItems, a.MaxItems)
+		return fmt.Sprintf("%d to %s", a.MinItems, items(a.MaxItems))
 	case a.MinItems > 0:
-		return fmt.Sprintf("at least %d items", a.MinItems)
+		return "at least " + items(a.MinItems)
 	case a.MaxItems > 0:
-		return fmt.Sprintf("at most %d items", a.MaxItems)
+		return "at most " + items(a.MaxItems)
 	}
 	return ""
 }

@@ -42,6 +42,8 @@ type instance struct {
 	lifeline *os.File // the agent's end; closing it tells the plugin to exit
 	started  time.Time
 	timeout  time.Duration // bounds the Shutdown call even when ctx does not
+	// wouldRefuse is why the daemon would refuse the binary (UserNamed).
+	wouldRefuse string
 }
 
 // wireVersionRE finds the plugin's protocol version in go-plugin's
@@ -71,7 +73,7 @@ const killWait = 2 * time.Second
 // that every descendant inherits. Every step is bounded by ctx: a plugin
 // that does not finish its handshake in time is killed, tree and all.
 func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim *logLimiter, rp *reaper) (*instance, error) {
-	bin, err := openBinary(spec.Path, spec.Checksum, opts.testHookOpened)
+	bin, err := openBinary(spec.Path, spec.Checksum, opts.UserNamed, opts.testHookOpened)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +131,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 		SyncStderr:          io.Discard,
 		PluginLogBufferSize: maxLogLine,
 	})
-	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
+	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout, wouldRefuse: bin.wouldRefuse}
 	fail := func(err error) (*instance, error) {
 		inst.runner = getRunner()
 		inst.kill(context.Background(), log)
