@@ -29,7 +29,7 @@ DESTDIR  ?=
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 
-.PHONY: all build run run-clean prereq test test-short fuzz bench faults proto deb install lint clean man
+.PHONY: deb-denylist all build run run-clean prereq test test-short fuzz bench faults proto deb install lint clean man
 
 all: build
 
@@ -121,6 +121,17 @@ deb: build man
 	VERSION='$(DEB_VERSION)' BIN='$(BIN)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
 		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
 		--config packaging/nfpm.yaml --packager deb --target $(DIST)/
+
+## deb-denylist: the SDK's example plugin as a package of its own, as a
+## vendor ships one (packaging/README.md), into DIST
+deb-denylist:
+	@mkdir -p $(DIST) $(BIN)/deb-denylist
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/deb-denylist/spiderpool-plugin-denylist github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist
+	printf 'plugin "denylist" {\n  path     = "/usr/lib/spiderpool-denylist/spiderpool-plugin-denylist"\n  checksum = "sha256:%s"\n}\n' \
+		"$$(sha256sum $(BIN)/deb-denylist/spiderpool-plugin-denylist | cut -d' ' -f1)" > $(BIN)/deb-denylist/50-denylist.hcl
+	VERSION='$(DEB_VERSION)' BIN='$(BIN)/deb-denylist' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION) package \
+		--config sdk/examples/denylist/nfpm.yaml --packager deb --target $(DIST)/
 
 ## install: the package's layout under DESTDIR/PREFIX, for people who do not
 ## use packages. Existing files in SYSCONFDIR are kept; the unit and the config

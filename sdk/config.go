@@ -36,6 +36,22 @@ type Attribute struct {
 	Description string
 	// Default is the default rendered as HCL; empty when there is none.
 	Default string
+
+	// Constraints, each optional. Decode and the agent's check of a block
+	// (Validate) apply them at the value's file:line:column, and `plugin
+	// docs` shows them (Constraint). SchemaOf reads them from the tags
+	// `min`, `max`, `min_items`, `max_items`, `enum` and `format`.
+
+	// Min and Max bound an integer, a number or a duration (in seconds),
+	// inclusive.
+	Min, Max *float64
+	// MinItems and MaxItems bound a list's length; 0 is no bound.
+	MinItems, MaxItems int
+	// Enum lists the values a string, or each element of a list, may take.
+	Enum []string
+	// Format is what a string, or each element of a list, must be:
+	// FormatCIDR, FormatIP, FormatMAC or FormatIfname.
+	Format string
 }
 
 // Schema describes a plugin's config { } block.
@@ -303,13 +319,13 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 	}
 	switch spec.Type {
 	case TypeString:
-		return conv.AsString(), nil
+		return conv.AsString(), checkConstraints(spec, conv.AsString(), attr.Expr)
 	case TypeDuration:
 		d, err := time.ParseDuration(conv.AsString())
 		if err != nil || d < 0 {
 			return nil, bad(fmt.Sprintf("%q is not a duration such as \"100ms\" or \"30s\"", conv.AsString()))
 		}
-		return d, nil
+		return d, checkConstraints(spec, d, attr.Expr)
 	case TypeNumber, TypeInteger:
 		f := conv.AsBigFloat()
 		if f.IsInf() {
@@ -318,7 +334,7 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 		if spec.Type == TypeInteger && !f.IsInt() {
 			return nil, bad(fmt.Sprintf("%s is not a whole number", numText(f)))
 		}
-		return f, nil
+		return f, checkConstraints(spec, f, attr.Expr)
 	case TypeBool:
 		return conv.True(), nil
 	case TypeStringList:
@@ -329,7 +345,7 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 			}
 			out = append(out, e.AsString())
 		}
-		return out, nil
+		return out, checkConstraints(spec, out, attr.Expr)
 	default: // TypeStringMap
 		out := map[string]string{}
 		for k, e := range conv.AsValueMap() {
@@ -375,6 +391,9 @@ func taggedFields(t reflect.Type) []field {
 var durationType = reflect.TypeOf(time.Duration(0))
 
 func typeName(t reflect.Type) (string, bool) {
+	if typ, _, ok := netTypeName(t); ok {
+		return typ, true
+	}
 	if t == durationType {
 		return TypeDuration, true
 	}
@@ -404,7 +423,15 @@ func typeName(t reflect.Type) (string, bool) {
 // for several). Fields tagged `hcl:"name"` are required,
 // `hcl:"name,optional"` optional; a `help:"..."` tag is the description.
 // Supported field types: string, bool, integers, floats, time.Duration,
-// []string and map[string]string. Non-zero values are reported as defaults.
+// []string, map[string]string, and netip.Prefix, netip.Addr and
+// net.HardwareAddr (schema type string with that format) and slices of
+// them (list(string)). Non-zero values are reported as defaults. The tags
+// `min`, `max`, `min_items`, `max_items`, `enum` and `format` add
+// constraints (see Attribute):
+//
+//	MaxPrefix int            `hcl:"max_prefix,optional" min:"0" max:"32"`
+//	Deny      []netip.Prefix `hcl:"deny" min_items:"1"`
+//	Mode      string         `hcl:"mode,optional" enum:"strict,loose"`
 func SchemaOf(targets ...any) (Schema, error) {
 	s, _, err := schemaOf(targets)
 	return s, err
@@ -440,6 +467,10 @@ func schemaOf(targets []any) (Schema, []boundField, error) {
 			}
 			seen[f.name] = true
 			a := Attribute{Name: f.name, Type: tn, Required: !f.optional, Description: f.help}
+			_, a.Format, _ = netTypeName(fv.Type())
+			if err := tagConstraints(rv.Type().Field(f.index), &a); err != nil {
+				return Schema{}, nil, fmt.Errorf("sdk: field %s (%q): %w", rv.Type().Field(f.index).Name, f.name, err)
+			}
 			if !fv.IsZero() {
 				a.Default = renderHCL(fv)
 			}
@@ -463,13 +494,16 @@ func renderHCL(v reflect.Value) string {
 	if v.Type() == durationType {
 		return fmt.Sprintf("%q", time.Duration(v.Int()).String())
 	}
+	if _, ok := netTypes[v.Type()]; ok {
+		return fmt.Sprintf("%q", fmt.Sprint(v.Interface()))
+	}
 	switch v.Kind() {
 	case reflect.String:
 		return fmt.Sprintf("%q", v.String())
 	case reflect.Slice:
 		parts := make([]string, v.Len())
 		for i := range parts {
-			parts[i] = fmt.Sprintf("%q", v.Index(i).String())
+			parts[i] = fmt.Sprintf("%q", fmt.Sprint(v.Index(i).Interface()))
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case reflect.Map:
@@ -491,6 +525,20 @@ func renderHCL(v reflect.Value) string {
 // convertTo turns a decoded value into a value of Go type t, or says at
 // the attribute's position why it does not fit.
 func convertTo(name string, t reflect.Type, av attrValue) (reflect.Value, *hcl.Diagnostic) {
+	switch x := av.v.(type) {
+	case string:
+		if _, ok := netTypes[t]; ok {
+			return parseNet(t, x), nil
+		}
+	case []string:
+		if _, ok := netTypes[t.Elem()]; ok {
+			out := reflect.MakeSlice(t, len(x), len(x))
+			for i, s := range x {
+				out.Index(i).Set(parseNet(t.Elem(), s))
+			}
+			return out, nil
+		}
+	}
 	bf, ok := av.v.(*big.Float)
 	if !ok {
 		return reflect.ValueOf(av.v).Convert(t), nil

@@ -53,6 +53,7 @@ func schemaToProto(s Schema) *pb.ConfigSchema {
 	for _, a := range s.Attributes {
 		out.Attributes = append(out.Attributes, &pb.Attribute{
 			Name: a.Name, Type: a.Type, Required: a.Required, Description: a.Description, DefaultValue: a.Default,
+			Min: a.Min, Max: a.Max, MinItems: int64(a.MinItems), MaxItems: int64(a.MaxItems), Enum: a.Enum, Format: a.Format,
 		})
 	}
 	return out
@@ -63,9 +64,19 @@ func schemaFromProto(p *pb.ConfigSchema) Schema {
 	for _, a := range p.GetAttributes() {
 		s.Attributes = append(s.Attributes, Attribute{
 			Name: a.GetName(), Type: a.GetType(), Required: a.GetRequired(), Description: a.GetDescription(), Default: a.GetDefaultValue(),
+			Min: a.Min, Max: a.Max, MinItems: clampCount(a.GetMinItems()), MaxItems: clampCount(a.GetMaxItems()), Enum: a.GetEnum(), Format: a.GetFormat(),
 		})
 	}
 	return s
+}
+
+// clampCount keeps a list bound from the wire within what an int holds and
+// non-negative: a plugin that sends nonsense gets no bound, not a panic.
+func clampCount(n int64) int {
+	if n < 0 || n > 1<<31 {
+		return 0
+	}
+	return int(n)
 }
 
 func posToProto(filename string, p hcl.Pos) *pb.Position {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -41,13 +42,14 @@ type configValidateCommand struct{ env Env }
 
 func (c *configValidateCommand) Synopsis() string { return "Check the configuration" }
 
-func (c *configValidateCommand) flags() (*flag.FlagSet, *string, *string) {
+func (c *configValidateCommand) flags() (*flag.FlagSet, *string, *string, *string) {
 	fs, dir := loadFlags("config validate", c.env)
-	return fs, dir, fs.String("ipam-config-dir", "", "also check the IPAM pools of this directory (*.hcl), as the daemon would load them")
+	return fs, dir, fs.String("ipam-config-dir", "", "also check the IPAM pools of this directory (*.hcl), as the daemon would load them"),
+		fs.String("plugin-dir", "", "directories of the plugin binaries, separated by \":\"; overrides the config, as the daemon's --plugin-dir")
 }
 
 func (c *configValidateCommand) Help() string {
-	fs, _, _ := c.flags()
+	fs, _, _, _ := c.flags()
 	return helpText("config validate [options]", `
 Loads the configuration as the daemon would (defaults, conf.yml, HCL files,
 environment) and reports every problem with its file:line:column. Each enabled
@@ -56,16 +58,27 @@ schema the plugin reports, then by the plugin itself (a dry run, which finds
 values that parse but are wrong, at their file:line:column). No plugin is
 configured, so nothing on the node changes. A plugin that calls itself by
 another name than its block is a warning. With --ipam-config-dir the IPAM
-pools are checked too (sizes against ipam.max_allocated_ips). Exits 0 when
-everything is valid, 1 otherwise.`, fs)
+pools are checked too (sizes against ipam.max_allocated_ips). With
+--plugin-dir the binaries there are the ones you name: they run even where
+the daemon would refuse them (a checkout's bin/plugins below /tmp, say),
+and that refusal is a warning. Exits 0 when everything is valid, 1
+otherwise.`, fs)
 }
 
 func (c *configValidateCommand) Run(args []string) int {
-	fs, dir, ipamDir := c.flags()
+	fs, dir, ipamDir, pluginDir := c.flags()
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, IPAMConfigDir: *ipamDir, Lookup: c.env.Lookup})
+	load := config.LoadOptions{ConfigDir: *dir, IPAMConfigDir: *ipamDir, Lookup: c.env.Lookup}
+	if *pluginDir != "" {
+		dirs, err := absDirs(*pluginDir)
+		if err != nil {
+			return fail(c.env, "--plugin-dir: %v", err)
+		}
+		load.Flags = append(load.Flags, config.Flag{Key: "plugin_dir", Value: dirs, Name: "--plugin-dir"})
+	}
+	cfg, err := config.Load(load)
 	if err != nil {
 		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
 		return ExitFail
@@ -96,6 +109,7 @@ func (c *configValidateCommand) Run(args []string) int {
 		Logger:       hclog.New(&hclog.LoggerOptions{Name: "validate", Output: c.env.Stderr, Level: hclog.Error}),
 		Agent:        agent.Settings(cfg),
 		StartTimeout: cfg.Supervisor.StartTimeout,
+		UserNamed:    *pluginDir != "",
 	})
 	for _, n := range sortedNames(res.Warnings) {
 		for _, w := range res.Warnings[n] {
@@ -125,6 +139,23 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK
+}
+
+// absDirs makes each directory of a ":"-separated list absolute, so that
+// `--plugin-dir bin/plugins` works from where the command is run.
+func absDirs(list string) (string, error) {
+	parts := strings.Split(list, ":")
+	for i, d := range parts {
+		if d == "" {
+			continue
+		}
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return "", err
+		}
+		parts[i] = abs
+	}
+	return strings.Join(parts, ":"), nil
 }
 
 func failClosedNote(p *config.PluginConfig) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -53,8 +54,8 @@ func (c *pluginNewCommand) flags() (*flag.FlagSet, *string, *string, *string, *s
 	return fs, fs.String("kind", "detector", "detector or tuner"),
 		fs.String("dir", "", "where to write the module (default: ./NAME)"),
 		fs.String("module", "", "the module path (default: example.com/NAME)"),
-		fs.String("sdk-version", "v0.1.0", "the sdk version to require (tags sdk/vX.Y.Z)"),
-		fs.String("sdk-dir", "", "a local sdk checkout to use through a replace directive, for development")
+		fs.String("sdk-version", "", "require this released sdk (the tag sdk/VERSION), e.g. "+sdk.Version),
+		fs.String("sdk-dir", "", "bind to the sdk of this checkout, by a replace directive with a path relative to the module")
 }
 
 func (c *pluginNewCommand) Help() string {
@@ -64,7 +65,12 @@ Writes a Go module for a new plugin called NAME (lower case, digits and
 dashes): go.mod with the SDK, the plugin with Info, a config struct, a
 shared parse for ValidateConfig and Configure, and Check (or Apply and
 Status for a tuner), its main, an sdktest conformance test, a README and a
-Makefile. It builds and passes its test as written.`, fs)
+Makefile. It builds and passes its test as written.
+
+The SDK it binds to, said in its go.mod: --sdk-dir's checkout, by a
+relative replace; else --sdk-version's release; else, when this
+spiderpool-agent is a build in a checkout (CHECKOUT/bin/spiderpool-agent),
+that checkout's sdk; else the release `+sdk.Version+` this agent was made with.`, fs)
 }
 
 func (c *pluginNewCommand) Run(args []string) int {
@@ -90,15 +96,34 @@ func (c *pluginNewCommand) Run(args []string) int {
 	if s.Module == "" {
 		s.Module = "example.com/" + name
 	}
+	if err := checkModulePath(s.Module); err != nil {
+		fmt.Fprintf(c.env.Stderr, "--module: %v\n", err)
+		return ExitUsage
+	}
 	if *dir == "" {
 		*dir = name
 	}
-	if *sdkDir != "" {
-		abs, err := filepath.Abs(*sdkDir)
+	if *sdkDir != "" && *sdkVersion != "" {
+		fmt.Fprintln(c.env.Stderr, "--sdk-dir and --sdk-version: give one (a checkout or a release)")
+		return ExitUsage
+	}
+	checkout := *sdkDir
+	if checkout == "" && *sdkVersion == "" {
+		checkout = checkoutSDK()
+	}
+	binding := "the released sdk " + sdk.Version + " (the tag sdk/" + sdk.Version + "; --sdk-dir binds to a checkout)"
+	if s.SDK == "" {
+		s.SDK = sdk.Version
+	} else {
+		binding = "the released sdk " + s.SDK
+	}
+	if checkout != "" {
+		rel, sum, err := relativeSDK(checkout, *dir)
 		if err != nil {
 			return fail(c.env, "--sdk-dir: %v", err)
 		}
-		s.SDKDir, s.SDK = abs, "v0.0.0"
+		s.SDKDir, s.SDK, s.sdkSum = rel, "v0.0.0", sum
+		binding = "the sdk of the checkout at " + rel + " (relative to the module; --sdk-version binds to a release)"
 	}
 	written, err := writeScaffold(*dir, s)
 	if err != nil {
@@ -107,14 +132,71 @@ func (c *pluginNewCommand) Run(args []string) int {
 	for _, f := range written {
 		fmt.Fprintln(c.env.Stdout, f)
 	}
-	fmt.Fprintf(c.env.Stdout, "\nnext: cd %s && go mod tidy && make test\n", *dir)
+	fmt.Fprintf(c.env.Stdout, "\nsdk: %s\nnext: cd %s && go mod tidy && make test\n", binding, *dir)
 	return ExitOK
 }
 
-// dial starts a plugin binary for one-off use, logging to stderr.
+// checkoutSDK finds the sdk of the checkout this executable was built in
+// (CHECKOUT/bin/spiderpool-agent, as `make build` leaves it), or "".
+func checkoutSDK() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return ""
+	}
+	dir := filepath.Join(filepath.Dir(filepath.Dir(exe)), "sdk")
+	if !isSDKModule(dir) {
+		return ""
+	}
+	return dir
+}
+
+// isSDKModule says whether dir holds the sdk module's go.mod.
+func isSDKModule(dir string) bool {
+	mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	first, _, _ := strings.Cut(string(mod), "\n")
+	return strings.TrimSpace(first) == "module "+SDKModule
+}
+
+// relativeSDK checks that checkout is the sdk module and returns its path
+// relative to the module directory dir, as a replace directive wants it
+// ("../x/sdk"), and its go.sum.
+func relativeSDK(checkout, dir string) (string, []byte, error) {
+	absSDK, err := filepath.Abs(checkout)
+	if err != nil {
+		return "", nil, err
+	}
+	if !isSDKModule(absSDK) {
+		return "", nil, fmt.Errorf("%s is not the sdk module (no go.mod saying module %s)", checkout, SDKModule)
+	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	rel, err := filepath.Rel(absDir, absSDK)
+	if err != nil {
+		return "", nil, err
+	}
+	if !strings.HasPrefix(rel, "..") {
+		rel = "./" + rel
+	}
+	sum, err := os.ReadFile(filepath.Join(absSDK, "go.sum"))
+	if err != nil {
+		return "", nil, err
+	}
+	return filepath.ToSlash(rel), sum, nil
+}
+
+// dial starts a plugin binary for one-off use, logging to stderr. The
+// user named the binary, so it runs wherever it was built (a scaffold's
+// bin/ below /tmp, say); when the daemon's owner and mode rule would
+// refuse it, that is said once, as a note.
 func dial(ctx context.Context, env Env, path, component string, timeout time.Duration, level string) (*supervisor.Conn, error) {
-	// The agent runs only absolute paths, checked like sshd's StrictModes
-	// (no directory above writable by others: not /tmp).
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -122,7 +204,15 @@ func dial(ctx context.Context, env Env, path, component string, timeout time.Dur
 	path = abs
 	log := hclog.New(&hclog.LoggerOptions{Name: "plugin", Output: env.Stderr, Level: hclog.LevelFromString(level)})
 	agent := sdk.AgentSettings{EnableIPv4: true, EnableIPv6: true, LogLevel: level}
-	return supervisor.Dial(ctx, path, component, timeout, agent, log)
+	conn, err := supervisor.Dial(ctx, path, component, timeout, agent, log)
+	if err != nil {
+		return nil, err
+	}
+	if conn.WouldRefuse != "" {
+		fmt.Fprintf(env.Stderr, "note: the daemon would refuse to run this binary where it is: %s\n"+
+			"      (install it into a plugin_dir that only root can write, e.g. %s)\n", conn.WouldRefuse, config.DefaultPluginDir)
+	}
+	return conn, nil
 }
 
 type pluginRunCommand struct{ env Env }
@@ -319,6 +409,15 @@ func (c *pluginDocsCommand) Run(args []string) int {
 	return ExitOK
 }
 
+// typeText is an attribute's type with what its values may be:
+// "integer: 0 to 32".
+func typeText(a sdk.Attribute) string {
+	if c := a.Constraint(); c != "" {
+		return a.Type + ": " + c
+	}
+	return a.Type
+}
+
 // writeDocs renders a plugin's reference: what it is, then one row per
 // attribute and a block with every default.
 func writeDocs(w io.Writer, info sdk.Info, schema sdk.Schema) error {
@@ -346,17 +445,17 @@ func writeDocs(w io.Writer, info sdk.Info, schema sdk.Schema) error {
 		case a.Default == "":
 			def = "-"
 		}
-		fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", a.Name, a.Type, def, strings.ReplaceAll(a.Description, "|", `\|`))
+		fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", a.Name, strings.ReplaceAll(typeText(a), "|", `\|`), def, strings.ReplaceAll(a.Description, "|", `\|`))
 	}
 	fmt.Fprintf(w, "\n```hcl\nplugin %q {\n  config {\n", info.Name)
 	for _, a := range schema.Attributes {
 		switch {
 		case a.Required:
-			fmt.Fprintf(w, "    %s = # required, %s\n", a.Name, a.Type)
+			fmt.Fprintf(w, "    %s = # required, %s\n", a.Name, typeText(a))
 		case a.Default != "":
 			fmt.Fprintf(w, "    # %s = %s\n", a.Name, a.Default)
 		default:
-			fmt.Fprintf(w, "    # %s = (%s, no default)\n", a.Name, a.Type)
+			fmt.Fprintf(w, "    # %s = (%s, no default)\n", a.Name, typeText(a))
 		}
 	}
 	_, err := fmt.Fprintln(w, "  }\n}\n```")

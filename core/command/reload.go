@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -38,6 +39,12 @@ func (c *reloadCommand) Run(args []string) int {
 	defer cancel()
 	cl := &control.Client{SocketPath: *socket}
 	if err := cl.Reload(ctx); err != nil {
+		// The daemon's reason, not HTTP's words for it: the operator
+		// wants the file:line:col of what was refused.
+		var apiErr *control.APIError
+		if errors.As(err, &apiErr) && apiErr.Message != "" {
+			return fail(c.env, "%s", apiErr.Message)
+		}
 		return fail(c.env, "%v", err)
 	}
 	st, err := cl.Status(ctx)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/template"
 
+	"golang.org/x/mod/module"
+
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -24,7 +26,27 @@ type scaffold struct {
 	Module  string // example.com/mtu-guard
 	Kind    sdk.Kind
 	SDK     string // the sdk version required
-	SDKDir  string // when set, a replace directive to a local sdk checkout
+	// SDKDir, when set, is the sdk checkout the module binds to, relative
+	// to the module's directory ("../spiderpool-agent/sdk"): a replace
+	// directive that a vendor's CI reproduces by checking the agent's
+	// repository out beside the plugin's.
+	SDKDir string
+	// sdkSum is the checkout's go.sum, so that the module builds offline.
+	sdkSum []byte
+}
+
+// checkModulePath refuses a module path Go's own tools would choke on
+// later with a less helpful message.
+func checkModulePath(path string) error {
+	if err := module.CheckPath(path); err != nil {
+		return err
+	}
+	for _, elem := range strings.Split(path, "/") {
+		if elem == "vendor" {
+			return fmt.Errorf("module path %q has an element \"vendor\": go build and go vet treat a vendor/ directory as vendored copies of other modules and refuse the plugin's own packages there; choose a path without it", path)
+		}
+	}
+	return nil
 }
 
 var pluginNameRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*$`)
@@ -60,14 +82,10 @@ func writeScaffold(dir string, s scaffold) ([]string, error) {
 		}
 		rendered[name] = out
 	}
-	if s.SDKDir != "" {
-		// The local sdk's go.sum covers its dependencies, so that the new
-		// module builds without a download.
-		sum, err := os.ReadFile(filepath.Join(s.SDKDir, "go.sum"))
-		if err != nil {
-			return nil, fmt.Errorf("--sdk-dir: %w", err)
-		}
-		rendered["go.sum"] = sum
+	if s.sdkSum != nil {
+		// The checkout's go.sum covers the sdk's dependencies, so that the
+		// new module builds without a download.
+		rendered["go.sum"] = s.sdkSum
 	}
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("%s exists and is not empty", dir)
@@ -91,13 +109,21 @@ func writeScaffold(dir string, s scaffold) ([]string, error) {
 const tmplGoMod = `module {{.Module}}
 
 go 1.26.0
-
-require {{"github.com/spiderpool-agent/spiderpool-agent/sdk"}} {{.SDK}}
-{{- if .SDKDir}}
+{{if .SDKDir}}
+// The plugin SDK comes from the checkout at {{.SDKDir}} (a path relative
+// to this directory: keep the agent's repository there, in CI too). To use
+// a released SDK instead, delete the replace line and run
+//   go get github.com/spiderpool-agent/spiderpool-agent/sdk@vX.Y.Z
+// (releases are the tags sdk/vX.Y.Z; sdk/README.md lists which agents run them).
+require github.com/spiderpool-agent/spiderpool-agent/sdk {{.SDK}}
 
 replace github.com/spiderpool-agent/spiderpool-agent/sdk => {{.SDKDir}}
-{{- end}}
-`
+{{else}}
+// The plugin SDK, release {{.SDK}} (the tag sdk/{{.SDK}} of the agent's
+// repository; sdk/README.md lists which agents run it). To build against a
+// checkout instead: go work init . ../spiderpool-agent/sdk
+require github.com/spiderpool-agent/spiderpool-agent/sdk {{.SDK}}
+{{end}}`
 
 const tmplMain = `// Command spiderpool-plugin-{{.Name}} is the {{.Name}} plugin of
 // spiderpool-agent. Install it as PLUGIN_DIR/spiderpool-plugin-{{.Name}} and
@@ -126,11 +152,15 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
-// Version is the plugin's own version.
-const Version = "0.1.0"
+// Version is the plugin's own version, stamped at build: make build
+// VERSION=1.2.0 (the Makefile passes -X; its default is git describe).
+var Version = "0.0.0-dev"
 
 // Config is the plugin's config { } block: one tagged field per attribute,
-// e.g. Limit int ` + "`" + `hcl:"limit,optional" help:"what it means"` + "`" + `.
+// e.g. Limit int ` + "`" + `hcl:"limit,optional" min:"1" max:"64" help:"what it means"` + "`" + `.
+// The tags min, max, min_items, max_items, enum and format (cidr, ip, mac,
+// ifname) and the field types netip.Prefix, netip.Addr and net.HardwareAddr
+// are checked by Decode and by the agent, at the value's file:line:col.
 type Config struct{}
 
 // defaults are the values of attributes the block does not set.
@@ -200,18 +230,23 @@ func (p *Plugin) config() Config {
 	return p.cfg
 }
 
-// Check implements sdk.Detector. Look at req.Interface inside req.Netns
-// (netns.Do) and return by ctx's deadline; an error is a VerdictError.
-func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+// Check implements sdk.Detector: it runs verdict inside the workload's
+// network namespace.
+func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (res sdk.CheckResult, err error) {
 	cfg := p.config()
-	_ = cfg
-	err := netns.Do(req.Netns, func() error {
-		return ctx.Err()
+	err = netns.Do(req.Netns, func() error {
+		res, err = verdict(ctx, cfg, req)
+		return err
 	})
-	if err != nil {
-		return sdk.CheckResult{}, err
-	}
-	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: req.Address.String() + " is fine"}, nil
+	return res, err
+}
+
+// verdict is the detector's answer about req.Address on req.Interface. It
+// runs inside req.Netns (net.InterfaceByName, netlink and sockets see the
+// workload's interfaces) and must return by ctx's deadline; an error is a
+// VerdictError.
+func verdict(ctx context.Context, cfg Config, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: req.Address.String() + " is fine"}, ctx.Err()
 }
 `
 
@@ -220,13 +255,26 @@ const tmplDetectorTest = `package {{.Package}}
 import (
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 )
 
 func TestConformance(t *testing.T) {
 	sdktest.Run(t, New(sdktest.Logger(t)), sdktest.Options{
-		// GoodConfig: a block Configure must accept.
-		// BadConfig: one it must refuse at its position (the default sets an unknown attribute).
+		GoodConfig: ` + "``" + `, // a body of the config { } block it must accept
+		// Bodies it must refuse, each at the LINE:COL of the wrong value.
+		BadConfigs: []sdktest.BadConfig{
+			{Body: ` + "`no_such_attribute = 1`" + `, At: "1:1"},
+		},
+	})
+}
+
+func TestVerdicts(t *testing.T) {
+	sdktest.Verdicts(t, New(sdktest.Logger(t)), sdktest.VerdictTable{
+		Config: ` + "``" + `, // checks run on "lo"; sdktest/lan builds a LAN when they need one
+		Want: map[string]sdk.Verdict{
+			"192.0.2.1/24": sdk.VerdictPass,
+		},
 	})
 }
 `
@@ -242,8 +290,9 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
-// Version is the plugin's own version.
-const Version = "0.1.0"
+// Version is the plugin's own version, stamped at build: make build
+// VERSION=1.2.0 (the Makefile passes -X; its default is git describe).
+var Version = "0.0.0-dev"
 
 // Config is the plugin's config { } block: one tagged field per attribute.
 type Config struct{}
@@ -325,17 +374,36 @@ func (p *Plugin) Status(context.Context) sdk.TunerStatus {
 }
 `
 
-const tmplTunerTest = tmplDetectorTest
+const tmplTunerTest = `package {{.Package}}
+
+import (
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
+)
+
+func TestConformance(t *testing.T) {
+	sdktest.Run(t, New(sdktest.Logger(t)), sdktest.Options{
+		GoodConfig: ` + "``" + `, // a body of the config { } block it must accept
+		// Bodies it must refuse, each at the LINE:COL of the wrong value.
+		BadConfigs: []sdktest.BadConfig{
+			{Body: ` + "`no_such_attribute = 1`" + `, At: "1:1"},
+		},
+	})
+}
+`
 
 const tmplMakefile = `# {{.Name}}: a spiderpool-agent plugin.
 
-BIN := bin/spiderpool-plugin-{{.Name}}
+BIN     := bin/spiderpool-plugin-{{.Name}}
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
 
 .PHONY: build test
 
-## build: the plugin binary; install it into the agent's plugin_dir
+## build: the plugin binary, stripped (-s -w) and stamped with VERSION;
+## install it into the agent's plugin_dir
 build:
-	CGO_ENABLED=0 go build -trimpath -o $(BIN) ./cmd/spiderpool-plugin-{{.Name}}
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X {{.Module}}.Version=$(VERSION)' -o $(BIN) ./cmd/spiderpool-plugin-{{.Name}}
 
 ## test: the conformance kit and your own tests
 test:
@@ -345,14 +413,15 @@ test:
 
 const tmplReadme = "# {{.Name}}\n\n" +
 	"A {{.Kind}} plugin for spiderpool-agent, written against its SDK\n" +
-	"(`" + SDKModule + "`).\n\n" +
+	"(`" + SDKModule + "`, {{if .SDKDir}}the checkout at `{{.SDKDir}}`{{else}}release {{.SDK}}{{end}}: see go.mod).\n\n" +
 	"## Develop\n\n" +
 	"```sh\nmake test     # sdktest's conformance run and your tests\nmake build    # bin/spiderpool-plugin-{{.Name}}\n" +
-	"spiderpool-agent plugin run bin/spiderpool-plugin-{{.Name}} check --interface eth0 --ip 10.0.0.7/24\n" +
+	"spiderpool-agent plugin run bin/spiderpool-plugin-{{.Name}} check --interface lo --ip 10.0.0.7/24\n" +
 	"spiderpool-agent plugin docs bin/spiderpool-plugin-{{.Name}}\n```\n\n" +
-	"Fill in `Config` (one tagged field per attribute), `parse` (values that\n" +
-	"parse but are wrong: `raw.AttrError`) and `Check`. Do the work in the\n" +
-	"request's namespace with `netns.Do` and return by the context's deadline.\n\n" +
+	"Fill in `Config` (one tagged field per attribute; constraints as tags),\n" +
+	"`parse` (values that parse but are wrong: `raw.AttrError`){{if eq .Kind \"detector\"}} and `verdict`,\n" +
+	"which runs in the request's namespace and returns by the context's\n" +
+	"deadline; then the tables of bad configs and of verdicts in the test{{end}}.\n\n" +
 	"## Install\n\n" +
 	"Copy the binary to the agent's `plugin_dir` as `spiderpool-plugin-{{.Name}}`\n" +
 	"(owned by root, not writable by others) and enable it:\n\n" +

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
@@ -383,9 +385,17 @@ func TestReload(t *testing.T) {
 			if _, n, _ := b.calls(); n != 1 {
 				t.Errorf("backend Reload called %d times", n)
 			}
-			rec := serveOnce(t, &fakeBackend{reloadErr: tt.err}, http.MethodPost, ReloadPath, "")
+			var log strings.Builder
+			rec := httptest.NewRecorder()
+			NewHandler(&fakeBackend{reloadErr: tt.err}, hclog.New(&hclog.LoggerOptions{Output: &log})).
+				ServeHTTP(rec, httptest.NewRequest(http.MethodPost, ReloadPath, nil))
 			if rec.Code != tt.wantCode {
 				t.Errorf("code = %d, want %d", rec.Code, tt.wantCode)
+			}
+			// A refusal leaves its reason in the daemon's log, as SIGHUP's does.
+			if refused := tt.wantCode == 422; refused != strings.Contains(log.String(), "reload failed; the running configuration stays") ||
+				(refused && !strings.Contains(log.String(), "agent.hcl:3:1")) {
+				t.Errorf("log after a %d reload:\n%s", tt.wantCode, log.String())
 			}
 		})
 	}

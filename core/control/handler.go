@@ -86,7 +86,14 @@ func (h *handler) shutdown(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
+	// The daemon's log says why a reload was refused whoever asked, as it
+	// does for SIGHUP: the operator who ran `reload` may not be the one
+	// reading the log.
+	h.log.Info("reload requested over the control socket")
 	if err := h.b.Reload(r.Context()); err != nil {
+		if !errors.Is(err, ErrNotReady) {
+			h.log.Error("reload failed; the running configuration stays", "error", err)
+		}
 		h.fail(w, "reload", err, http.StatusUnprocessableEntity)
 		return
 	}

@@ -16,8 +16,12 @@ type Conn struct {
 	Schema sdk.Schema
 	// Client calls the plugin; bound every call with a context.
 	Client *sdk.Client
-	inst   *instance
-	log    hclog.Logger
+	// WouldRefuse is why the daemon would refuse to run this binary (its
+	// owner and mode rule), or empty: Dial runs it anyway, since its user
+	// named it.
+	WouldRefuse string
+	inst        *instance
+	log         hclog.Logger
 }
 
 // Dial starts the plugin binary at path as the daemon does (process group,
@@ -25,13 +29,13 @@ type Conn struct {
 // when not empty, is the component of the plugin set at path to serve.
 // timeout bounds each call; the caller must Close the Conn.
 func Dial(ctx context.Context, path, component string, timeout time.Duration, agent sdk.AgentSettings, log hclog.Logger) (*Conn, error) {
-	opts := Options{Logger: log, Agent: agent}
+	opts := Options{Logger: log, Agent: agent, UserNamed: true}
 	opts.setDefaults()
 	inst, err := launch(ctx, Spec{Path: path, Component: component, Timeout: timeout}, &opts, opts.Logger, newLogLimiter(opts.Limits, nil), newReaper())
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Info: inst.info, Schema: inst.schema, Client: inst.rpc, inst: inst, log: opts.Logger}, nil
+	return &Conn{Info: inst.info, Schema: inst.schema, Client: inst.rpc, WouldRefuse: inst.wouldRefuse, inst: inst, log: opts.Logger}, nil
 }
 
 // Close asks the plugin to shut down within ctx and ends its process.

@@ -45,6 +45,8 @@ type instance struct {
 	socketDir string
 	started   time.Time
 	timeout   time.Duration // bounds the Shutdown call even when ctx does not
+	// wouldRefuse is why the daemon would refuse the binary (UserNamed).
+	wouldRefuse string
 }
 
 // wireVersionRE finds the plugin's protocol version in go-plugin's
@@ -74,7 +76,7 @@ const killWait = 2 * time.Second
 // that every descendant inherits. Every step is bounded by ctx: a plugin
 // that does not finish its handshake in time is killed, tree and all.
 func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim *logLimiter, rp *reaper) (*instance, error) {
-	bin, err := openBinary(spec.Path, spec.Checksum, opts.testHookOpened)
+	bin, err := openBinary(spec.Path, spec.Checksum, opts.UserNamed, opts.testHookOpened)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +148,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 		SyncStderr:          io.Discard,
 		PluginLogBufferSize: maxLogLine,
 	})
-	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
+	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout, wouldRefuse: bin.wouldRefuse}
 	fail := func(err error) (*instance, error) {
 		inst.runner, inst.socketDir = getRunner(), getSocketDir()
 		inst.kill(context.Background(), log)

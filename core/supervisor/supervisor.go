@@ -96,6 +96,13 @@ type Options struct {
 	// Limits bound each plugin's memory and log output.
 	Limits Limits
 
+	// UserNamed is for commands that run a binary their user named (plugin
+	// run, plugin docs, config validate --plugin-dir), not for the daemon:
+	// a binary the daemon's owner and mode rule would refuse (a build in
+	// /tmp, say) still runs, and the refusal is reported once as a note
+	// (Conn.WouldRefuse, a validation warning) instead of an error.
+	UserNamed bool
+
 	// testHookOpened runs after a plugin binary was opened and before it is
 	// checked and executed.
 	testHookOpened func()

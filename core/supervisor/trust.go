@@ -31,6 +31,10 @@ const execChildFD = 4
 // file or a symlink to it after the check changes nothing.
 type trustedBinary struct {
 	file *os.File // O_RDONLY|O_CLOEXEC, at execFDMin or above
+	// wouldRefuse is why the daemon would refuse this binary, when it was
+	// opened for a command that runs a binary its user named (see
+	// Options.UserNamed); empty when the binary passes the rule.
+	wouldRefuse string
 }
 
 // execPath is what exec.Cmd.Path must be to run exactly this descriptor
@@ -56,9 +60,14 @@ func (b *trustedBinary) Close() error { return b.file.Close() }
 // is set ("sha256:<hex>") the descriptor's content must have that digest.
 // Every failure is permanent: it names the path and what is wrong.
 //
+// userNamed relaxes the owner and mode rule into a note (wouldRefuse):
+// the rule protects a root daemon from a file someone else can change,
+// not a developer from the binary they just built and named themselves.
+// The file must still be a regular executable with the wanted digest.
+//
 // opened, when not nil, runs between the open and the checks (tests use it
 // to swap the file under the agent).
-func openBinary(path, want string, opened func()) (*trustedBinary, error) {
+func openBinary(path, want string, userNamed bool, opened func()) (*trustedBinary, error) {
 	euid := os.Geteuid()
 	if !filepath.IsAbs(path) {
 		return nil, permanent("plugin binary %s: the path must be absolute", path)
@@ -103,13 +112,25 @@ func openBinary(path, want string, opened func()) (*trustedBinary, error) {
 	if mode&0o111 == 0 {
 		return fail(permanent("plugin binary %s is not executable (mode %v)", path, mode))
 	}
+	// The owner and mode rule: a refusal, or only a note when the user
+	// named the binary.
+	var rule error
 	if why := unsafeOwnerMode(int(st.Uid), uint32(st.Mode), euid); why != "" {
-		return fail(permanent("plugin binary %s (%s) %s", path, resolved, why))
+		rule = permanent("plugin binary %s (%s) %s", path, resolved, why)
 	}
 	for _, p := range []string{path, resolved} {
-		if err := checkDirs(p, euid); err != nil {
-			return fail(permanent("plugin binary %s: %w", path, err))
+		if rule != nil {
+			break
 		}
+		if err := checkDirs(p, euid); err != nil {
+			rule = permanent("plugin binary %s: %w", path, err)
+		}
+	}
+	if rule != nil && !userNamed {
+		return fail(rule)
+	}
+	if rule != nil {
+		bin.wouldRefuse = rule.Error()
 	}
 	if want != "" {
 		got, err := hashFile(f)

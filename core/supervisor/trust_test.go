@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -8,8 +9,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -221,5 +224,34 @@ func TestWrapperScriptRuns(t *testing.T) {
 	s := startWith(t, testOptions(t, nil), sp)
 	if p := pluginState(t, s, "p"); p.State != state.Ready || p.Version != "0.0.1-ok" {
 		t.Fatalf("plugin behind a wrapper script: %+v; want ready", p)
+	}
+}
+
+// TestDialRunsAUserNamedBinary: `plugin run` and `plugin docs` run the
+// binary their user named, wherever it was built; the daemon's refusal is
+// a note on the Conn, said once, not an error. The file must still be an
+// executable regular file.
+func TestDialRunsAUserNamedBinary(t *testing.T) {
+	tmpBin := filepath.Join(t.TempDir(), "plugin") // below the sticky /tmp
+	copyBinary(t, binaries["ok"], tmpBin, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, tmpBin, "", 5*time.Second, sdk.AgentSettings{}, nil)
+	if err != nil {
+		t.Fatalf("Dial(%s) = %v, want it to run", tmpBin, err)
+	}
+	defer c.Close(context.Background())
+	if !strings.Contains(c.WouldRefuse, "directory /tmp is writable by group or others") {
+		t.Errorf("WouldRefuse = %q, want the daemon's reason", c.WouldRefuse)
+	}
+	if c.Info.Name == "" {
+		t.Error("no info from the plugin")
+	}
+
+	notExec := filepath.Join(t.TempDir(), "plugin")
+	copyBinary(t, binaries["ok"], notExec, 0o644)
+	if c, err := Dial(ctx, notExec, "", 5*time.Second, sdk.AgentSettings{}, nil); err == nil {
+		c.Close(context.Background())
+		t.Error("Dial ran a file that is not executable")
 	}
 }

@@ -86,7 +86,11 @@ func validateLaunched(ctx context.Context, sp Spec, opts *Options, log hclog.Log
 		return nil, err
 	}
 	defer inst.stop(startCtx, log, true)
-	return nameWarnings(sp, inst.info), dryRun(startCtx, inst, sp, opts.Agent)
+	warnings := nameWarnings(sp, inst.info)
+	if inst.wouldRefuse != "" {
+		warnings = append(warnings, "the daemon would refuse to run it: "+inst.wouldRefuse)
+	}
+	return warnings, dryRun(startCtx, inst, sp, opts.Agent)
 }
 
 // dryRun checks sp's block against the instance's schema, then asks the

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"math"
 	"net/netip"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -39,6 +40,9 @@ type Options struct {
 	// BadConfig is a body the plugin must reject with a position. The
 	// default sets an attribute no plugin has.
 	BadConfig string
+	// BadConfigs are more bodies the plugin must reject, each at a given
+	// place (see BadConfig): one row per wrong value the plugin must find.
+	BadConfigs []BadConfig
 	// Check is the request used to test that Check honours its deadline.
 	// The default asks about 192.0.2.1/32 (TEST-NET-1) on "lo".
 	Check *sdk.CheckRequest
@@ -151,6 +155,10 @@ var (
 	labelRE  = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 )
 
+var validFormats = map[string]bool{
+	"": true, sdk.FormatCIDR: true, sdk.FormatIP: true, sdk.FormatMAC: true, sdk.FormatIfname: true,
+}
+
 var validTypes = map[string]bool{
 	sdk.TypeString: true, sdk.TypeNumber: true, sdk.TypeInteger: true, sdk.TypeBool: true,
 	sdk.TypeDuration: true, sdk.TypeStringList: true, sdk.TypeStringMap: true,
@@ -220,7 +228,7 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 		}
 		seen := map[string]bool{}
 		for i, a := range got.Attributes {
-			if a != want.Attributes[i] {
+			if !reflect.DeepEqual(a, want.Attributes[i]) {
 				t.Errorf("attribute %d: %+v over gRPC, %+v in process", i, a, want.Attributes[i])
 			}
 			if !labelRE.MatchString(a.Name) || seen[a.Name] {
@@ -229,6 +237,9 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 			seen[a.Name] = true
 			if !validTypes[a.Type] {
 				t.Errorf("attribute %q has unknown type %q", a.Name, a.Type)
+			}
+			if !validFormats[a.Format] {
+				t.Errorf("attribute %q has unknown format %q", a.Name, a.Format)
 			}
 		}
 	})
@@ -257,6 +268,14 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 			t.Fatalf("Configure(good config) after a bad one: %v", err)
 		}
 	})
+
+	for _, bad := range opts.BadConfigs {
+		t.Run("bad config "+bad.Body, func(t *testing.T) {
+			req := sdk.ConfigureRequest{Config: raw(bad.Body), Agent: *opts.Agent}
+			requireAt(t, "ValidateConfig", c.ValidateConfig(ctx, req), bad)
+			requireAt(t, "Configure", c.Configure(ctx, req), bad)
+		})
+	}
 
 	if info.Kind == sdk.KindDetector {
 		t.Run("check honours its deadline", func(t *testing.T) {

@@ -82,6 +82,28 @@ func TestKit(t *testing.T) {
 	case "plain-error":
 		Run(t, &detector{plainErr: true}, Options{BadConfig: "limit = -1"})
 		return
+	case "bad-table":
+		Run(t, &prefixDetector{}, Options{BadConfigs: []BadConfig{
+			{Body: "max_prefix = 33", At: "1:14", Contains: "0 to 32"},
+			{Body: `deny = ["10.0.0.0/8", "10.1.0.1/16"]`, At: "1:23"},
+		}})
+		return
+	case "bad-table-wrong-place":
+		Run(t, &prefixDetector{}, Options{BadConfigs: []BadConfig{{Body: "\nmax_prefix = 33", At: "1:14"}}})
+		return
+	case "bad-table-accepted":
+		Run(t, &prefixDetector{}, Options{BadConfigs: []BadConfig{{Body: "max_prefix = 32"}}})
+		return
+	case "verdicts":
+		Verdicts(t, &prefixDetector{}, VerdictTable{Config: `deny = ["10.1.0.0/16"]` + "\nmax_prefix = 30", Want: map[string]sdk.Verdict{
+			"10.1.2.3/24": sdk.VerdictBlock, "10.2.0.1/24": sdk.VerdictPass, "10.2.0.1/31": sdk.VerdictBlock,
+		}})
+		return
+	case "verdicts-wrong":
+		Verdicts(t, &prefixDetector{}, VerdictTable{Config: `deny = ["10.1.0.0/16"]`, Want: map[string]sdk.Verdict{
+			"10.1.2.3/24": sdk.VerdictPass,
+		}})
+		return
 	}
 	t.Run("a good plugin passes quietly", func(t *testing.T) {
 		out, ok := child(t, "good")
@@ -107,12 +129,78 @@ func TestKit(t *testing.T) {
 			t.Errorf("a block without a kind passed the kit:\n%s", out)
 		}
 	})
+	t.Run("a table of bad configs refused where it says passes", func(t *testing.T) {
+		if out, ok := child(t, "bad-table"); !ok {
+			t.Fatalf("a plugin that refuses each row at its place failed the kit:\n%s", out)
+		}
+	})
+	t.Run("a bad config refused elsewhere fails", func(t *testing.T) {
+		out, ok := child(t, "bad-table-wrong-place")
+		if ok || !strings.Contains(out, "refused it at 2:14 of the body, want 1:14") {
+			t.Errorf("a refusal at another place passed the kit:\n%s", out)
+		}
+	})
+	t.Run("a bad config accepted fails", func(t *testing.T) {
+		out, ok := child(t, "bad-table-accepted")
+		if ok || !strings.Contains(out, "ValidateConfig accepted or refused without a position") {
+			t.Errorf("an accepted bad config passed the kit:\n%s", out)
+		}
+	})
+	t.Run("a verdict table that holds passes", func(t *testing.T) {
+		if out, ok := child(t, "verdicts"); !ok {
+			t.Fatalf("a correct verdict table failed:\n%s", out)
+		}
+	})
+	t.Run("a verdict table that does not hold fails with the reason", func(t *testing.T) {
+		out, ok := child(t, "verdicts-wrong")
+		if ok || !strings.Contains(out, "10.1.2.3/24 on lo: block (10.1.2.3 is in 10.1.0.0/16), want pass") {
+			t.Errorf("a wrong verdict passed:\n%s", out)
+		}
+	})
 	t.Run("a refusal without a position fails", func(t *testing.T) {
 		out, ok := child(t, "plain-error")
 		if ok || !strings.Contains(out, "Configure(bad config)") || !strings.Contains(out, "want a *sdk.ConfigError") {
 			t.Errorf("a refusal without a position passed the kit:\n%s", out)
 		}
 	})
+}
+
+// prefixDetector blocks addresses inside its deny prefixes or with a longer
+// prefix than max_prefix: a config with a list and a ranged integer.
+type prefixDetector struct {
+	sdk.Base
+	cfg prefixConfig
+}
+
+type prefixConfig struct {
+	Deny      []netip.Prefix `hcl:"deny,optional"`
+	MaxPrefix int            `hcl:"max_prefix,optional" min:"0" max:"32"`
+}
+
+func (d *prefixDetector) Info() sdk.Info {
+	return sdk.Info{Name: "prefix", Kind: sdk.KindDetector, Version: "1", APIVersion: sdk.APIVersion}
+}
+func (d *prefixDetector) ConfigSchema() sdk.Schema {
+	return sdk.MustSchemaOf(&prefixConfig{MaxPrefix: 32})
+}
+func (d *prefixDetector) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	c := prefixConfig{MaxPrefix: 32}
+	if err := req.Config.Decode(&c); err != nil {
+		return err
+	}
+	d.cfg = c
+	return nil
+}
+func (d *prefixDetector) Check(_ context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	for _, p := range d.cfg.Deny {
+		if p.Contains(req.Address.Addr()) {
+			return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: req.Address.Addr().String() + " is in " + p.String()}, nil
+		}
+	}
+	if req.Address.Bits() > d.cfg.MaxPrefix {
+		return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: "prefix too long"}, nil
+	}
+	return sdk.CheckResult{Verdict: sdk.VerdictPass}, nil
 }
 
 func child(t *testing.T, mode string) (string, bool) {

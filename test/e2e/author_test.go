@@ -79,7 +79,7 @@ plugin "mtu-guard" {
 	if err := os.WriteFile(bad, []byte(config(70000)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := `agent.hcl:7:15: Invalid value for "min_mtu": 70000 is out of range: an MTU is 68 to 65535`
+	want := `agent.hcl:7:15: Invalid value for "min_mtu": 70000 is out of range: 68 to 65535`
 	if out, errOut, code := agenttest.RunCLI(bins, "", "config", "validate", "--config-dir", bad); code != 1 || !strings.Contains(errOut, want) {
 		t.Errorf("config validate with min_mtu = 70000: exit %d\n%s%s\nwant exit 1 and %q", code, out, errOut, want)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,4 +84,41 @@ func sameHCL(t *testing.T, got cty.Value, def string) bool {
 	attrs, _ := want.JustAttributes()
 	wv, _ := attrs["v"].Expr.Value(nil)
 	return got.Equals(wv).True()
+}
+
+// A newcomer validates config.hcl.example against the plugins of a
+// checkout's build, wherever that checkout is (here below /tmp, which the
+// daemon refuses): --plugin-dir, relative to where the command runs, names
+// the binaries, which run; that the daemon would refuse them is a warning,
+// once per plugin.
+func TestExampleConfigValidatesAgainstACheckoutsBuild(t *testing.T) {
+	example, err := filepath.Abs(filepath.Join("..", "..", "config.hcl.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkout := t.TempDir()
+	plugins := filepath.Join(checkout, "bin", "plugins")
+	if err := os.MkdirAll(plugins, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The built-ins' set, as `make build` leaves it.
+	copyBinary(t, bins.Agent, filepath.Join(plugins, "spiderpool-plugins"))
+	cmd := exec.Command(bins.Agent, "config", "validate", "--config-dir", example, "--plugin-dir", "bin/plugins")
+	cmd.Dir = checkout
+	cmd.Env = agenttest.CleanEnv()
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if err != nil || !strings.Contains(out.String(), "configuration is valid") {
+		t.Fatalf("config validate --plugin-dir bin/plugins: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	for _, name := range []string{"ip-conflict", "gateway-detector", "sysctl-tuner"} {
+		line := "warning: plugin \"" + name + "\": the daemon would refuse to run it: "
+		if n := strings.Count(errOut.String(), line); n != 1 {
+			t.Errorf("%q said %d times, want once:\n%s", line, n, errOut.String())
+		}
+	}
+	if !strings.Contains(errOut.String(), "is writable by group or others") {
+		t.Errorf("the warning does not say why:\n%s", errOut.String())
+	}
 }

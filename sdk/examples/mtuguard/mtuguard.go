@@ -1,9 +1,9 @@
 // Package mtuguard is an example detector for spiderpool-agent, as an
 // author gets it from `spiderpool-agent plugin new mtu-guard` and fills it
 // in: it blocks an address whose interface has an MTU below a configured
-// minimum. It shows a config struct, a value that parses but is wrong
-// reported at its file:line:column (min_mtu = 70000), and a Check that
-// looks inside the workload's network namespace with sdk/netns.
+// minimum. It shows a config struct whose range the SDK checks (min_mtu =
+// 70000 is refused at its file:line:column) and a verdict that looks at an
+// interface inside the workload's network namespace.
 package mtuguard
 
 import (
@@ -16,13 +16,17 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
-// Version is the plugin's own version.
-const Version = "0.1.0"
+// Version is the plugin's own version, stamped at build: make build
+// VERSION=1.2.0 (the Makefile passes -X; its default is git describe).
+var Version = "0.0.0-dev"
 
 // Config is the plugin's config { } block: one tagged field per attribute,
-// e.g. Limit int `hcl:"limit,optional" help:"what it means"`.
+// e.g. Limit int `hcl:"limit,optional" min:"1" max:"64" help:"what it means"`.
+// The tags min, max, min_items, max_items, enum and format (cidr, ip, mac,
+// ifname) and the field types netip.Prefix, netip.Addr and net.HardwareAddr
+// are checked by Decode and by the agent, at the value's file:line:col.
 type Config struct {
-	MinMTU int `hcl:"min_mtu,optional" help:"the smallest MTU a workload's interface may have, 68 to 65535"`
+	MinMTU int `hcl:"min_mtu,optional" min:"68" max:"65535" help:"the smallest MTU a workload's interface may have"`
 }
 
 // defaults are the values of attributes the block does not set.
@@ -35,9 +39,8 @@ func parse(raw sdk.RawConfig) (Config, error) {
 	if err := raw.Decode(&cfg); err != nil {
 		return Config{}, err
 	}
-	if cfg.MinMTU < 68 || cfg.MinMTU > 65535 {
-		return Config{}, raw.AttrError("min_mtu", fmt.Sprintf("%d is out of range: an MTU is 68 to 65535", cfg.MinMTU))
-	}
+	// A value that parses but is wrong is reported at its position:
+	//	return Config{}, raw.AttrError("limit", "must be positive")
 	return cfg, nil
 }
 
@@ -93,23 +96,28 @@ func (p *Plugin) config() Config {
 	return p.cfg
 }
 
-// Check implements sdk.Detector. Look at req.Interface inside req.Netns
-// (netns.Do) and return by ctx's deadline; an error is a VerdictError.
-func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+// Check implements sdk.Detector: it runs verdict inside the workload's
+// network namespace.
+func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (res sdk.CheckResult, err error) {
 	cfg := p.config()
-	var mtu int
-	err := netns.Do(req.Netns, func() error {
-		ifi, err := net.InterfaceByName(req.Interface)
-		if err == nil {
-			mtu = ifi.MTU
-		}
+	err = netns.Do(req.Netns, func() error {
+		res, err = verdict(ctx, cfg, req)
 		return err
 	})
+	return res, err
+}
+
+// verdict is the detector's answer about req.Address on req.Interface. It
+// runs inside req.Netns (net.InterfaceByName, netlink and sockets see the
+// workload's interfaces) and must return by ctx's deadline; an error is a
+// VerdictError.
+func verdict(ctx context.Context, cfg Config, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	ifi, err := net.InterfaceByName(req.Interface)
 	if err != nil {
 		return sdk.CheckResult{}, err
 	}
-	if mtu < cfg.MinMTU {
-		return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: sdk.BlockFail, Reason: fmt.Sprintf("%s has MTU %d, below %d", req.Interface, mtu, cfg.MinMTU)}, nil
+	if ifi.MTU < cfg.MinMTU {
+		return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: sdk.BlockFail, Reason: fmt.Sprintf("%s has MTU %d, below %d", req.Interface, ifi.MTU, cfg.MinMTU)}, nil
 	}
-	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: fmt.Sprintf("%s has MTU %d", req.Interface, mtu)}, nil
+	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: fmt.Sprintf("%s has MTU %d", req.Interface, ifi.MTU)}, ctx.Err()
 }

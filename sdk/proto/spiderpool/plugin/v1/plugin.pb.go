@@ -514,7 +514,21 @@ type Attribute struct {
 	Required    bool   `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
 	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
 	// default_value is the default rendered as HCL, empty when none.
-	DefaultValue  string `protobuf:"bytes,5,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	DefaultValue string `protobuf:"bytes,5,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	// The constraints below are optional: an agent or plugin that
+	// does not know them checks the type only, and the plugin's own decoding
+	// still applies them. min and max bound an integer, a number or a
+	// duration (in seconds), inclusive.
+	Min *float64 `protobuf:"fixed64,6,opt,name=min,proto3,oneof" json:"min,omitempty"`
+	Max *float64 `protobuf:"fixed64,7,opt,name=max,proto3,oneof" json:"max,omitempty"`
+	// min_items and max_items bound the length of a list(string); 0 is no bound.
+	MinItems int64 `protobuf:"varint,8,opt,name=min_items,json=minItems,proto3" json:"min_items,omitempty"`
+	MaxItems int64 `protobuf:"varint,9,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	// enum lists the values a string (or each element of a list) may take.
+	Enum []string `protobuf:"bytes,10,rep,name=enum,proto3" json:"enum,omitempty"`
+	// format is what a string (or each element of a list) must be: "cidr"
+	// (a network prefix, no host bits), "ip", "mac" or "ifname".
+	Format        string `protobuf:"bytes,11,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,6 +594,48 @@ func (x *Attribute) GetDescription() string {
 func (x *Attribute) GetDefaultValue() string {
 	if x != nil {
 		return x.DefaultValue
+	}
+	return ""
+}
+
+func (x *Attribute) GetMin() float64 {
+	if x != nil && x.Min != nil {
+		return *x.Min
+	}
+	return 0
+}
+
+func (x *Attribute) GetMax() float64 {
+	if x != nil && x.Max != nil {
+		return *x.Max
+	}
+	return 0
+}
+
+func (x *Attribute) GetMinItems() int64 {
+	if x != nil {
+		return x.MinItems
+	}
+	return 0
+}
+
+func (x *Attribute) GetMaxItems() int64 {
+	if x != nil {
+		return x.MaxItems
+	}
+	return 0
+}
+
+func (x *Attribute) GetEnum() []string {
+	if x != nil {
+		return x.Enum
+	}
+	return nil
+}
+
+func (x *Attribute) GetFormat() string {
+	if x != nil {
+		return x.Format
 	}
 	return ""
 }
@@ -1562,13 +1618,22 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fConfigSchema\x12?\n" +
 	"\n" +
 	"attributes\x18\x01 \x03(\v2\x1f.spiderpool.plugin.v1.AttributeR\n" +
-	"attributes\"\x96\x01\n" +
+	"attributes\"\xba\x02\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12#\n" +
-	"\rdefault_value\x18\x05 \x01(\tR\fdefaultValue\"f\n" +
+	"\rdefault_value\x18\x05 \x01(\tR\fdefaultValue\x12\x15\n" +
+	"\x03min\x18\x06 \x01(\x01H\x00R\x03min\x88\x01\x01\x12\x15\n" +
+	"\x03max\x18\a \x01(\x01H\x01R\x03max\x88\x01\x01\x12\x1b\n" +
+	"\tmin_items\x18\b \x01(\x03R\bminItems\x12\x1b\n" +
+	"\tmax_items\x18\t \x01(\x03R\bmaxItems\x12\x12\n" +
+	"\x04enum\x18\n" +
+	" \x03(\tR\x04enum\x12\x16\n" +
+	"\x06format\x18\v \x01(\tR\x06formatB\x06\n" +
+	"\x04_minB\x06\n" +
+	"\x04_max\"f\n" +
 	"\bPosition\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x12\n" +
 	"\x04line\x18\x02 \x01(\x03R\x04line\x12\x16\n" +
@@ -1770,6 +1835,7 @@ func file_spiderpool_plugin_v1_plugin_proto_init() {
 	if File_spiderpool_plugin_v1_plugin_proto != nil {
 		return
 	}
+	file_spiderpool_plugin_v1_plugin_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
