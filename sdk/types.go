@@ -104,6 +104,11 @@ const (
 	VerdictError Verdict = "error"
 )
 
+// EvidenceResponderMAC is the CheckResult.Evidence key naming the hardware
+// address that answered for the checked address (or gateway): the agent
+// records it with the quarantine of an address in use.
+const EvidenceResponderMAC = "responder_mac"
+
 // CheckResult is a detector's answer with its reasons.
 type CheckResult struct {
 	Verdict  Verdict

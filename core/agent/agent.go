@@ -31,6 +31,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/gopsagent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/logging"
 	"github.com/spiderpool-agent/spiderpool-agent/core/sdnotify"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
@@ -53,11 +54,17 @@ const (
 	// staleBeat: the main loop has not beaten for this long.
 	staleBeat = 5 * time.Second
 	// selfProbeInterval is how often the agent asks its own control socket
-	// for its status, each time bounded by selfProbeTimeout.
+	// for its status, each time bounded by selfProbeTimeout: an answer
+	// takes milliseconds, so a longer wait is the socket not answering.
 	selfProbeInterval = time.Second
-	selfProbeTimeout  = 5 * time.Second
+	selfProbeTimeout  = 2 * time.Second
 	// staleSelfProbe: no answer on the control socket for this long.
 	staleSelfProbe = 10 * time.Second
+	// unreadySelfProbe: no answer on the control socket for this long
+	// makes the agent not ready ("control-socket"): the CNI plugin and
+	// the CLI reach it only there. Several probes, so that one refused
+	// in a burst (every connection busy) does not flap readiness.
+	unreadySelfProbe = 5 * time.Second
 )
 
 // reloadLoadTimeout bounds the reading and validating of the configuration
@@ -79,11 +86,20 @@ func healthLimits() httpserve.Limits {
 		Write: 5 * time.Second, Idle: 5 * time.Second, MaxConns: 1024}
 }
 
-// controlLimits: the CLI sends one request per connection (no keep-alive);
-// the write timeout outlasts the longest request (controlWriteTimeout).
+// controlLimits: the CLI and the CNI plugin send one small request per
+// connection (no keep-alive) at once, so a client silent for 2s is not one
+// of them; the write timeout outlasts the longest request
+// (controlWriteTimeout). Idle connections never keep a request out
+// (httpserve closes the oldest for it); the limit is the requests in
+// progress at once - every allocation ends by ipam.allocation_timeout - and
+// one beyond it is answered "try again" at once.
 func controlLimits(cfg *config.Config) httpserve.Limits {
-	return httpserve.Limits{Write: controlWriteTimeout(cfg), Idle: 10 * time.Second, MaxConns: 128}
+	return httpserve.Limits{ReadHeader: 2 * time.Second, Write: controlWriteTimeout(cfg), Idle: 5 * time.Second, MaxConns: 512}
 }
+
+// controlBusyBody answers a connection beyond the control socket's limit,
+// in both the control API's and the IPAM API's words (ipamapi.ErrorBody).
+var controlBusyBody = []byte(`{"error":"spiderpool-agent is serving as many control requests as it takes at once; try again","code":"` + ipamapi.CodeTryAgain + `"}` + "\n")
 
 // metricsLimits: a scrape is one small request and a larger answer.
 func metricsLimits() httpserve.Limits { return httpserve.Limits{MaxConns: 64} }
@@ -223,7 +239,7 @@ func (a *Agent) run(ctx context.Context) error {
 	controlCtx, stopControl := context.WithCancel(context.Background())
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
-	serve := func(name string, ctx context.Context, ln net.Listener, h http.Handler, lim httpserve.Limits) <-chan struct{} {
+	serve := func(name string, ctx context.Context, ln net.Listener, h http.Handler, lim httpserve.Limits, opts ...httpserve.Option) <-chan struct{} {
 		servers.Add(1)
 		done := make(chan struct{})
 		go func() {
@@ -232,13 +248,14 @@ func (a *Agent) run(ctx context.Context) error {
 			// The servers' own errors (a panic in a handler, accept
 			// errors) go to the agent's log, not to stderr unformatted.
 			errLog := a.log.Named(name).StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Error})
-			if err := httpserve.Serve(ctx, ln, h, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim), httpserve.WithErrorLog(errLog)); err != nil {
+			opts = append(opts, httpserve.WithGrace(cfg.ShutdownTimeout), httpserve.WithLimits(lim), httpserve.WithErrorLog(errLog))
+			if err := httpserve.Serve(ctx, ln, h, opts...); err != nil {
 				a.log.Error("server stopped", "server", name, "error", err)
 			}
 		}()
 		return done
 	}
-	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")), controlLimits(cfg))
+	controlDone := serve("control", controlCtx, controlLn, control.NewHandler(a, a.log.Named("control")), controlLimits(cfg), httpserve.WithBusyBody(controlBusyBody))
 	serve("health", httpCtx, healthLn, health.NewHandler(a), healthLimits())
 	if metricsLn != nil {
 		mux := http.NewServeMux()
@@ -447,8 +464,27 @@ func (a *Agent) Status(context.Context) state.Agent {
 	return state.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
 		Started: a.started.Load(), ConfigGeneration: loaded.generation, ConfigLoadedAt: loaded.at, Plugins: plugins, Gops: a.gops,
-		IPAM: a.ipamStatus(context.Background()),
+		IPAM: a.ipamStatus(context.Background()), ControlSocket: a.controlSocket(),
 	}
+}
+
+// controlSocket is the control socket's state for readiness, from the
+// self-probe's last answer (selfProbe): down when it has not answered for
+// unreadySelfProbe. Two timestamps, no lock.
+func (a *Agent) controlSocket() *state.Component {
+	last := a.probeOK.Load()
+	if last == 0 {
+		return nil // not serving yet
+	}
+	age := time.Since(time.Unix(0, last))
+	if age <= unreadySelfProbe {
+		return &state.Component{Up: true}
+	}
+	why := "no answer"
+	if err := a.probeErr.Load(); err != nil {
+		why = (*err).Error()
+	}
+	return &state.Component{Error: fmt.Sprintf("the control socket has not answered the agent's own status request for %v: %s", age.Round(time.Millisecond), why)}
 }
 
 // Shutdown implements control.Backend: it begins a graceful stop.

@@ -4,6 +4,11 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
 // Status must answer while a reload holds cfgMu (a reload waits for its
@@ -30,5 +35,19 @@ func TestStatusDoesNotWaitForAReload(t *testing.T) {
 	}
 	if gen != 7 || !at.Equal(loadedAt) {
 		t.Errorf("Status says generation %d loaded at %v, want 7 at %v", gen, at, loadedAt)
+	}
+}
+
+// A conflict carries the MAC the ip-conflict detector saw answer, for the
+// quarantine record.
+func TestOutcomeCarriesTheRespondersMAC(t *testing.T) {
+	res := state.AddressResult{Detectors: []state.DetectorResult{
+		{Name: config.PluginGatewayDetector, Verdict: state.VerdictPass, Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:fe"}},
+		{Name: config.PluginIPConflict, Verdict: state.VerdictBlock, Reason: "10.0.0.9 is in use by 02:00:00:00:00:10 on eth0",
+			Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:10"}},
+	}}
+	got := outcome(ipam.CheckAddress{Conflict: true}, res)
+	if got.Outcome != ipam.OutcomeConflict || got.MAC != "02:00:00:00:00:10" {
+		t.Errorf("outcome = %+v, want a conflict with MAC 02:00:00:00:00:10 (not the gateway's)", got)
 	}
 }

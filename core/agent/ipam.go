@@ -98,7 +98,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
-		GCGrace: cfg.IPAM.GCGracePeriod,
+		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -459,6 +459,23 @@ func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
 	}
 	err = ipam.Consistent(ctx, a.ipam.store)
 	return ipam.CheckReport(ipam.StoreEtcd, len(all), err, time.Since(start))
+}
+
+// IPAMAddress implements control.IPAMBackend.
+func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error) {
+	m, err := a.ipamOn()
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	recs, err := m.AddressState(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	hist, err := m.WhoHad(ctx, addr)
+	if err != nil {
+		return ipamapi.AddressInfo{}, err
+	}
+	return ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}, nil
 }
 
 var (

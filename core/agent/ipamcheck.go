@@ -82,6 +82,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 // lets IPAM try the next candidate.
 func outcome(req ipam.CheckAddress, res state.AddressResult) ipam.CheckResult {
 	var conflict, gateway, blocked, errs []string
+	mac := ""
 	for _, d := range res.Detectors {
 		reason := d.Reason
 		if reason == "" {
@@ -93,6 +94,9 @@ func outcome(req ipam.CheckAddress, res state.AddressResult) ipam.CheckResult {
 		case d.Verdict != state.VerdictBlock:
 		case d.Name == config.PluginIPConflict:
 			conflict = append(conflict, reason)
+			if mac == "" {
+				mac = d.Evidence[sdk.EvidenceResponderMAC]
+			}
 		case d.Name == config.PluginGatewayDetector:
 			gateway = append(gateway, reason)
 		default:
@@ -107,7 +111,7 @@ func outcome(req ipam.CheckAddress, res state.AddressResult) ipam.CheckResult {
 	case len(errs) > 0:
 		return ipam.CheckResult{Outcome: ipam.OutcomeError, Reason: strings.Join(errs, "; ")}
 	case len(conflict) > 0:
-		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(conflict, "; ")}
+		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(conflict, "; "), MAC: mac}
 	}
 	return ipam.CheckResult{Outcome: ipam.OutcomeFree}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -153,8 +154,20 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 		Valid      *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
 		Legacy     *[]types.GCAttachment `json:"cni.dev/attachments"`
 	}
-	if err := json.Unmarshal(data, &top); err != nil {
-		return nil, describeJSONError("", err)
+	// Keys outside "ipam" may belong to the main plugin, but the ones
+	// read here follow the agent's one rule for input (no key twice, no
+	// key in another case): the main plugin and this one must not read
+	// two different networks out of one document.
+	if err := input.Decode(data, &top, input.Options{AllowUnknown: true}); err != nil {
+		var fe *input.FieldError
+		if errors.As(err, &fe) {
+			field := fe.Field
+			if field == "" {
+				field = "netconf"
+			}
+			return nil, confErr(field, "%s", fe.Msg)
+		}
+		return nil, err
 	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(data, &all); err != nil {
@@ -207,7 +220,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 			return nil, describeJSONError("ipam", err)
 		}
 		key := tok.(string) // object keys are strings
-		field := "ipam." + key
+		field := "ipam." + input.Cut(key)
 		if seen[key] {
 			return nil, confErr(field, "is given twice")
 		}
@@ -236,7 +249,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 		return nil, describeJSONError("ipam", err)
 	}
 	if ic.Type != "spiderpool" {
-		return nil, confErr("ipam.type", "is %q; this plugin is \"spiderpool\"", ic.Type)
+		return nil, confErr("ipam.type", "is %s; this plugin is \"spiderpool\"", input.Quote(ic.Type))
 	}
 	var fields []string // the field each pool came from, for errors
 	switch {
@@ -279,7 +292,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 	if seen["socket"] {
 		s := ic.Socket
 		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 107 {
-			return nil, confErr("ipam.socket", "%q is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", s, DefaultSocketPath)
+			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), DefaultSocketPath)
 		}
 	} else {
 		ic.Socket = DefaultSocketPath
@@ -355,7 +368,7 @@ func Workload(cniArgs string) (string, error) {
 			}
 			k, v, ok := strings.Cut(pair, "=")
 			if !ok || k == "" {
-				return "", confErr("CNI_ARGS", "item %d (%q) is not KEY=VALUE", i+1, pair)
+				return "", confErr("CNI_ARGS", "item %d (%s) is not KEY=VALUE", i+1, input.Quote(pair))
 			}
 			kv[k] = v
 		}

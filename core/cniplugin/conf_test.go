@@ -62,6 +62,15 @@ func TestParseNetConf(t *testing.T) {
 		{"cut off", `{"name":"n","ipam":{"type":"spiderpool"`, "netconf", "JSON"},
 		{"bad valid-attachments", `{"name":"n","cni.dev/valid-attachments":[{"containerID":"a"}],"ipam":{"type":"spiderpool","pools":["a"]}}`, "cni.dev/valid-attachments[0]", "ifname"},
 		{"valid-attachments not a list", `{"name":"n","cni.dev/valid-attachments":{},"ipam":{"type":"spiderpool","pools":["a"]}}`, "cni.dev/valid-attachments", "list"},
+		// The keys this plugin reads follow the agent's one rule for input
+		// (core/input): encoding/json alone would keep the last of two
+		// "ipam" blocks and take "IPAM" or "Name" for its keys.
+		{"ipam twice", `{"name":"n","ipam":{"type":"spiderpool","pools":["a"]},"ipam":{"type":"spiderpool","pools":["b"]}}`, "ipam", "given twice"},
+		{"IPAM", `{"name":"n","IPAM":{"type":"spiderpool","pools":["a"]}}`, "IPAM", `did you mean "ipam"?`},
+		{"name in two cases", `{"name":"n","Name":"m","ipam":{"type":"spiderpool","pools":["a"]}}`, "Name", "name the same field"},
+		{"attachment key twice", `{"name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0","ifname":"eth1"}],"ipam":{"type":"spiderpool","pools":["a"]}}`, "cni.dev/valid-attachments[0].ifname", "given twice"},
+		{"long type cut", wrap(`{"type":"` + strings.Repeat("t", 10240) + `","pools":["a"]}`), "ipam.type", "(10240 bytes, cut)"},
+		{"long unknown key cut", wrap(`{"type":"spiderpool","pools":["a"],"` + strings.Repeat("k", 10240) + `":1}`), "ipam." + strings.Repeat("k", 128) + "... (10240 bytes, cut)", "not a field"},
 	}
 	for _, tc := range bad {
 		_, err := ParseNetConf([]byte(tc.conf))
@@ -70,7 +79,7 @@ func TestParseNetConf(t *testing.T) {
 			t.Errorf("%s: err = %v, want a *ConfError", tc.name, err)
 			continue
 		}
-		if ce.Field != tc.field || !strings.Contains(ce.Msg, tc.msg) {
+		if ce.Field != tc.field || !strings.Contains(ce.Msg, tc.msg) || len(err.Error()) > 1024 {
 			t.Errorf("%s: %q, want field %q and a message with %q", tc.name, err, tc.field, tc.msg)
 		}
 	}
@@ -165,6 +174,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
+		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only
 		"github.com/containernetworking/cni/pkg/",
 		"github.com/vishvananda/netns", // skel's netns check (cni/pkg/ns)
 		"golang.org/x/sys/unix",
@@ -230,5 +240,14 @@ func TestMainPluginSkips(t *testing.T) {
 		if err := req.Validate(); err != nil {
 			t.Errorf("%s: the request the plugin sends is invalid: %v", tc.main, err)
 		}
+	}
+}
+
+// The plugin's errors name the key of the allocation; a 10 KiB container
+// id from the runtime is cut there, as in the agent's own errors.
+func TestDescribeKeyCutsLongIDs(t *testing.T) {
+	got := describeKey(strings.Repeat("c", 10240), "eth0")
+	if len(got) > 256 || !strings.Contains(got, "(10240 bytes, cut) interface eth0") {
+		t.Errorf("describeKey = %q", got)
 	}
 }

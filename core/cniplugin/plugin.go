@@ -35,6 +35,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -67,7 +68,9 @@ const (
 // few 100 ms reply windows; under a burst of workloads it queues behind
 // others. Runtimes have their own, longer, deadlines.
 const (
-	AllocateTimeout = 30 * time.Second
+	// AllocateTimeout outlasts the agent's own deadline of an allocation
+	// (ipam.allocation_timeout, at most ipamapi.MaxAllocationTimeout).
+	AllocateTimeout = ipamapi.AllocateWait
 	CallTimeout     = 10 * time.Second
 	// StdinTimeout bounds the read of the network configuration.
 	StdinTimeout = 10 * time.Second
@@ -488,7 +491,7 @@ func allPools(a ipamapi.Attachment, ours map[string]bool) bool {
 }
 
 func describeKey(container, iface string) string {
-	return fmt.Sprintf("container %s interface %s", container, iface)
+	return fmt.Sprintf("container %s interface %s", input.Cut(container), input.Cut(iface))
 }
 
 // cniError maps an error of the agent onto a CNI error for what: the spec's

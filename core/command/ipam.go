@@ -273,7 +273,10 @@ func (c *ipamShowCommand) Synopsis() string { return "Who had an address, or a w
 func (c *ipamShowCommand) Help() string {
 	fs, _, _ := ipamFlags("ipam show", c.env)
 	return helpText("ipam show ADDRESS|WORKLOAD [options]", `
-With an address: every workload that held it, and when (newest first).
+With an address: its state now in each pool that holds a record of it
+(allocated, reserved, or quarantined with the cause, the MAC that answered
+for it and until when), then every workload that held it, and when (newest
+first); --json prints {"address", "records", "history"}.
 With a workload name: its allocation history (newest first, at most
 ipam.max_history_records entries). ORIGIN is who allocated it: cni:NETWORK,
 api, or - (recorded before origins were).`, fs)
@@ -302,15 +305,23 @@ func (c *ipamShowCommand) Run(args []string) int {
 	var recs []ipamapi.HistoryRecord
 	var err error
 	if addr, perr := netip.ParseAddr(operand); perr == nil {
-		recs, err = cl.HistoryOfAddress(ctx, addr)
+		info, err := cl.Address(ctx, addr)
+		if err != nil {
+			return ipamFail(c.env, err)
+		}
+		if *asJSON {
+			return printJSON(c.env, info)
+		}
+		printAddressRecords(c.env, info)
+		recs = info.History
 	} else {
 		recs, err = cl.HistoryOfWorkload(ctx, operand)
-	}
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, recs)
+		if err != nil {
+			return ipamFail(c.env, err)
+		}
+		if *asJSON {
+			return printJSON(c.env, recs)
+		}
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(c.env.Stdout, "no history for %s\n", operand)
@@ -332,6 +343,30 @@ func (c *ipamShowCommand) Run(args []string) int {
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// printAddressRecords prints an address's state in the pools: free, or
+// one line per pool holding a record of it.
+func printAddressRecords(env Env, info ipamapi.AddressInfo) {
+	if len(info.Records) == 0 {
+		fmt.Fprintf(env.Stdout, "%s: free\n\n", info.Address)
+		return
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tPOOL\tSTATE\tHOLDER\tMAC\tSINCE\tUNTIL\tCAUSE")
+	for _, r := range info.Records {
+		holder, until := "-", "-"
+		if r.Owner.ContainerID != "" {
+			holder = r.Owner.ContainerID + "/" + r.Owner.Interface
+		}
+		if !r.Until.IsZero() {
+			until = r.Until.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Pool, r.State, holder, dash(r.MAC),
+			r.Since.Format(time.RFC3339), until, dash(r.Reason))
+	}
+	tw.Flush()
+	fmt.Fprintln(env.Stdout)
 }
 
 // --- release

@@ -32,6 +32,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -244,6 +245,11 @@ type IPAMConfig struct {
 	// GCGracePeriod is the wait between GC's two looks. HCL
 	// gc_grace_period, default 30s.
 	GCGracePeriod time.Duration
+	// AllocationTimeout is the deadline of one allocation: past it, what
+	// the allocation reserved is released and it fails with "try again".
+	// HCL allocation_timeout, default 25s, between 1s and 27s (below the
+	// CNI plugin's 30s wait for the answer, ipamapi.AllocateWait).
+	AllocationTimeout time.Duration
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -462,6 +468,7 @@ func Default() *Config {
 			DBPath:            DefaultIPAMDBPath,
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
+			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
 		},
 		sources: map[string]Source{},
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -225,6 +226,11 @@ var globalKeys = []*keySpec{
 		desc: "wait between IPAM GC's two looks at a namespace before its allocation is released",
 		want: wantDuration, check: positiveDuration,
 		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
+	{name: "ipam.allocation_timeout", kind: kindDuration,
+		desc:  "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
+		want:  fmt.Sprintf("a duration between %s and %s", ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		check: durationRange(ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		ptr:   func(c *Config) any { return &c.IPAM.AllocationTimeout }},
 	{name: "supervisor.start_timeout", kind: kindDuration,
 		desc: "bound of a plugin's start and handshake",
 		want: wantDuration, check: positiveDuration,

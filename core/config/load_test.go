@@ -35,6 +35,7 @@ func TestDefault(t *testing.T) {
 		{"ipam.max_history_records", c.IPAM.MaxHistoryRecords, 100},
 		{"ipam.update_max_retries", c.IPAM.UpdateMaxRetries, 3},
 		{"ipam.workload_retention", c.IPAM.WorkloadRetention, 24 * time.Hour},
+		{"ipam.allocation_timeout", c.IPAM.AllocationTimeout, 25 * time.Second},
 		{"supervisor.restart_budget", c.Supervisor.RestartBudget, 10},
 		{"supervisor.restart_initial_backoff", c.Supervisor.RestartInitialBackoff, 500 * time.Millisecond},
 	}
@@ -433,6 +434,10 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:2:24: Invalid value for "ipam.workload_retention": "500ms" is not a duration from 1s to 8760h0m0s.`}},
 		{"ipam retention long", "ipam {\n  workload_retention = \"9000h\"\n}\n", []string{
 			`a.hcl:2:24: Invalid value for "ipam.workload_retention": "9000h" is not a duration from 1s to 8760h0m0s.`}},
+		{"allocation timeout", "ipam {\n  allocation_timeout = \"500ms\"\n}\n", []string{
+			`a.hcl:2:24: Invalid value for "ipam.allocation_timeout": "500ms" is not a duration between 1s and 27s.`}},
+		{"allocation timeout above the CNI wait", "ipam {\n  allocation_timeout = \"30s\"\n}\n", []string{
+			`a.hcl:2:24: Invalid value for "ipam.allocation_timeout": "30s" is not a duration between 1s and 27s.`}},
 		{"plugin limits", "supervisor {\n  plugin_memory_max_mb = 64\n  plugin_log_rate = 0\n  plugin_log_burst = -1\n}\n", []string{
 			`a.hcl:2:26: Invalid value for "supervisor.plugin_memory_max_mb": 64 is not 0 (unlimited) or a whole number of MiB >= 128.`,
 			`a.hcl:3:21: Invalid value for "supervisor.plugin_log_rate": 0 is not a whole number >= 1.`,
@@ -754,7 +759,7 @@ func TestSettings(t *testing.T) {
 	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port", "node_name",
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries", "ipam.workload_retention",
-		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period",
+		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period", "ipam.allocation_timeout",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
 		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}

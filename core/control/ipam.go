@@ -1,16 +1,14 @@
 package control
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
-	"strings"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -28,6 +26,8 @@ type IPAMBackend interface {
 	IPAMPools(ctx context.Context) ([]ipamapi.PoolUsage, error)
 	// IPAMHistory: by workload, or by address when workload is empty.
 	IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]ipamapi.HistoryRecord, error)
+	// IPAMAddress: an address's records in the pools and its history.
+	IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error)
 }
 
 // CodedError is an IPAM failure with an ipamapi code; the API answers with
@@ -87,7 +87,7 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		att, ok, err := b.IPAMGet(r.Context(), key)
 		if err == nil && !ok {
 			writeJSON(w, http.StatusNotFound, ipamapi.ErrorBody{Code: ipamapi.CodeNotFound,
-				Error: fmt.Sprintf("container %s interface %s holds no address", key.ContainerID, key.Interface)})
+				Error: fmt.Sprintf("container %s interface %s holds no address", input.Cut(key.ContainerID), input.Cut(key.Interface))})
 			return
 		}
 		h.answerIPAM(w, "get", att, err)
@@ -140,10 +140,20 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		res, err := b.IPAMHistory(r.Context(), workload, addr)
 		h.answerIPAM(w, "history", res, err)
 	})
+	h.route(ipamapi.AddressPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+		addr, err := ipamapi.ParseAddress("address", r.URL.Query().Get("address"))
+		if err != nil {
+			ipamBadRequest(w, err)
+			return
+		}
+		res, err := b.IPAMAddress(r.Context(), addr)
+		h.answerIPAM(w, "address", res, err)
+	})
 }
 
-// decodeIPAM reads a JSON body strictly (bounded, one object, no unknown
-// fields) and validates it; on failure it has answered.
+// decodeIPAM reads a JSON body (bounded) under the rule of every body
+// (input.Decode: one value, no unknown, repeated or wrong-case keys) and
+// validates it; on failure it has answered.
 func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interface{ Validate() error }) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
@@ -155,14 +165,8 @@ func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interfa
 		ipamBadRequest(w, fmt.Errorf("read the request body: %w", err))
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		ipamBadRequest(w, jsonFieldError(err))
-		return false
-	}
-	if dec.More() {
-		ipamBadRequest(w, errors.New("the request body holds more than one JSON value"))
+	if err := input.Decode(body, dst, input.Options{}); err != nil {
+		ipamBadRequest(w, ipamFieldError(err))
 		return false
 	}
 	if err := dst.Validate(); err != nil {
@@ -172,17 +176,16 @@ func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interfa
 	return true
 }
 
-// jsonFieldError names the field of a JSON decoding error.
-func jsonFieldError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return &ipamapi.FieldError{Field: te.Field, Msg: fmt.Sprintf("must be %s, not a JSON %s", te.Type, te.Value)}
+// ipamFieldError is input.Decode's refusal as the IPAM API's field error.
+func ipamFieldError(err error) error {
+	var fe *input.FieldError
+	switch {
+	case errors.As(err, &fe) && fe.Field == "":
+		return fmt.Errorf("the request body: %s", fe.Msg)
+	case errors.As(err, &fe):
+		return &ipamapi.FieldError{Field: fe.Field, Msg: fe.Msg}
 	}
-	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		f := strings.Trim(msg, `"`)
-		return &ipamapi.FieldError{Field: f, Msg: "is not a field of this request"}
-	}
-	return fmt.Errorf("the request body is not valid JSON: %w", err)
+	return err
 }
 
 func ipamBadRequest(w http.ResponseWriter, err error) {

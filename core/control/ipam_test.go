@@ -48,6 +48,9 @@ func (f *ipamFake) IPAMPools(context.Context) ([]ipamapi.PoolUsage, error) {
 func (f *ipamFake) IPAMHistory(context.Context, string, netip.Addr) ([]ipamapi.HistoryRecord, error) {
 	return []ipamapi.HistoryRecord{}, nil
 }
+func (f *ipamFake) IPAMAddress(_ context.Context, a netip.Addr) (ipamapi.AddressInfo, error) {
+	return ipamapi.AddressInfo{Address: a, Records: []ipamapi.AddressRecord{}, History: []ipamapi.HistoryRecord{}}, nil
+}
 
 func TestIPAMBadRequestsNameTheField(t *testing.T) {
 	f := &ipamFake{}
@@ -123,5 +126,65 @@ func TestIPAMPostsReachTheBackend(t *testing.T) {
 	}
 	if len(f.workloads) != 1 || f.workloads[0] != "ns/pod-1" {
 		t.Errorf("the backend was asked to release workloads %q, want [ns/pod-1]", f.workloads)
+	}
+}
+
+// The IPAM routes hold their bodies to the rule of the check route
+// (input.Decode): encoding/json alone takes a key given twice (keeping the
+// last) and a key in another case ("Pools" for "pools").
+func TestIPAMBodiesRefuseRepeatedAndWrongCaseKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, body, field, says string
+	}{
+		{"key twice", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["a"],"pools":["b"]}`, "pools", `the key "pools" is given twice`},
+		{"container id twice", ipamapi.ReleasePath, `{"container_id":"c1","interface":"eth0","container_id":"c2"}`, "container_id", "given twice"},
+		{"wrong case", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","Pools":["a"]}`, "Pools", `keys are case-sensitive, did you mean "pools"?`},
+		{"wrong case workload", ipamapi.ReleaseWorkloadPath, `{"WORKLOAD":"w"}`, "WORKLOAD", `did you mean "workload"?`},
+		{"keys differing in case", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["a"],"Interface":"eth1"}`, "Interface", `the keys "interface" and "Interface" name the same field`},
+	} {
+		f := &ipamFake{}
+		rec := serveOnce(t, f, "POST", tc.path, tc.body)
+		var body ipamapi.ErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s: %v: %s", tc.name, err, rec.Body)
+		}
+		if rec.Code != 400 || body.Field != tc.field || !strings.Contains(body.Error, tc.says) {
+			t.Errorf("%s: %d %s, want 400 field %q saying %q", tc.name, rec.Code, rec.Body, tc.field, tc.says)
+		}
+		if len(f.got) != 0 || len(f.workloads) != 0 {
+			t.Errorf("%s: the backend was called with %+v %v", tc.name, f.got, f.workloads)
+		}
+	}
+}
+
+// One rule, one wording: the same defect in a check body and an IPAM body
+// gives the same message.
+func TestCheckAndIPAMBodiesShareTheRule(t *testing.T) {
+	chk := serveOnce(t, &fakeBackend{}, "POST", CheckPath, `{"interface":"eth0","interface":"eth1","addresses":[{"address":"10.0.0.7/24"}]}`)
+	alloc := serveOnce(t, &ipamFake{}, "POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","interface":"eth1","pools":["a"]}`)
+	var a, b struct{ Error, Field string }
+	_ = json.Unmarshal(chk.Body.Bytes(), &a)
+	_ = json.Unmarshal(alloc.Body.Bytes(), &b)
+	if a.Field != "interface" || a != b {
+		t.Errorf("check answered %+v, allocate %+v: want the same field and message", a, b)
+	}
+}
+
+// A 10 KiB value is echoed cut, with its length, not whole.
+func TestIPAMErrorsEchoLongInputCut(t *testing.T) {
+	long := strings.Repeat("x", 10240)
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", ipamapi.AllocatePath, `{"container_id":"` + long[:200] + `!","interface":"eth0","pools":["a"]}`},
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","pools":["a"],"` + long + `":1}`},
+		{"POST", ipamapi.ReleaseWorkloadPath, `{"workload":"` + long[:200] + `\u0001"}`},
+		{"POST", ipamapi.AllocatePath, `{"container_id":"c","interface":"eth0","netns":"/a/../` + long[:4000] + `","pools":["a"]}`},
+		{"GET", ipamapi.HistoryPath + "?address=" + long, ""},
+		{"POST", CheckPath, `{"interface":"eth0","netns":"rel/` + long + `","addresses":[{"address":"10.0.0.7/24"}]}`},
+		{"POST", CheckPath, `{"interface":"eth0","addresses":[{"address":"` + long + `"}]}`},
+	} {
+		rec := serveOnce(t, &ipamFake{}, tc.method, tc.path, tc.body)
+		if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), " bytes, cut)") {
+			t.Errorf("%s %s: %d, %d bytes: %.300s", tc.method, tc.path, rec.Code, rec.Body.Len(), rec.Body)
+		}
 	}
 }

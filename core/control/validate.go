@@ -8,9 +8,9 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"strings"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
@@ -49,7 +49,7 @@ func (r CheckRequest) Validate() (state.Check, error) {
 		return state.Check{}, err
 	}
 	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || strings.ContainsRune(r.Netns, 0)) {
-		return state.Check{}, fieldErr("netns", "%q must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", r.Netns)
+		return state.Check{}, fieldErr("netns", "%s must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", input.Quote(r.Netns))
 	}
 	switch n := len(r.Addresses); {
 	case n == 0:
@@ -79,14 +79,14 @@ func validInterface(name string) error {
 	case name == "":
 		return fieldErr(field, "an interface name is required")
 	case len(name) > maxInterfaceName:
-		return fieldErr(field, "%q is %d bytes: Linux interface names have at most %d", name, len(name), maxInterfaceName)
+		return fieldErr(field, "%s is %d bytes: Linux interface names have at most %d", input.Quote(name), len(name), maxInterfaceName)
 	case name == "." || name == "..":
-		return fieldErr(field, "%q is not a valid interface name", name)
+		return fieldErr(field, "%s is not a valid interface name", input.Quote(name))
 	}
 	for _, c := range []byte(name) {
 		switch c {
 		case '/', ':', 0, ' ', '\t', '\n', '\v', '\f', '\r':
-			return fieldErr(field, "%q contains %q, which Linux does not allow in an interface name", name, c)
+			return fieldErr(field, "%s contains %q, which Linux does not allow in an interface name", input.Quote(name), c)
 		}
 	}
 	return nil
@@ -104,7 +104,7 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 		if j := strings.IndexByte(a.Address[i:], '/'); j >= 0 {
 			bare += a.Address[i+j:]
 		}
-		return state.CheckAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %q", a.Address, bare)
+		return state.CheckAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %s", input.Quote(a.Address), input.Quote(bare))
 	}
 	p, err := netip.ParsePrefix(a.Address)
 	if err != nil {
@@ -113,9 +113,9 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 			if ip.Is6() {
 				example = "/64"
 			}
-			return state.CheckAddress{}, fieldErr(field, "%q has no prefix length: give a CIDR such as %s%s", a.Address, a.Address, example)
+			return state.CheckAddress{}, fieldErr(field, "%s has no prefix length: give a CIDR such as %s%s", input.Quote(a.Address), a.Address, example)
 		}
-		return state.CheckAddress{}, fieldErr(field, "%q is not a CIDR: %v", a.Address, err)
+		return state.CheckAddress{}, fieldErr(field, "%s is not a CIDR: %s", input.Quote(a.Address), input.CutError(err, a.Address))
 	}
 	if why := unusable(p.Addr()); why != "" {
 		return state.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
@@ -132,11 +132,11 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 	gw, err := netip.ParseAddr(a.Gateway)
 	switch {
 	case err != nil && strings.Contains(a.Gateway, "/"):
-		return state.CheckAddress{}, fieldErr(field, "%q must be an IP address, not a CIDR", a.Gateway)
+		return state.CheckAddress{}, fieldErr(field, "%s must be an IP address, not a CIDR", input.Quote(a.Gateway))
 	case err != nil:
-		return state.CheckAddress{}, fieldErr(field, "%q is not an IP address: %v", a.Gateway, err)
+		return state.CheckAddress{}, fieldErr(field, "%s is not an IP address: %s", input.Quote(a.Gateway), input.CutError(err, a.Gateway))
 	case gw.Zone() != "":
-		return state.CheckAddress{}, fieldErr(field, "%q must not carry a zone: the gateway is on the checked interface", a.Gateway)
+		return state.CheckAddress{}, fieldErr(field, "%s must not carry a zone: the gateway is on the checked interface", input.Quote(a.Gateway))
 	}
 	if why := unusable(gw); why != "" {
 		return state.CheckAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
@@ -263,109 +263,14 @@ func decodeField(raw json.RawMessage, dst any, field string) error {
 	return strictDecode(raw, dst, field)
 }
 
-// strictDecode decodes one JSON value into dst, rejecting unknown fields
-// and trailing data; errors name fields under prefix.
+// strictDecode decodes one JSON value into dst under the agent's one
+// strict rule for input (input.Decode, which the IPAM routes apply too);
+// errors name fields under prefix.
 func strictDecode(data []byte, dst any, prefix string) error {
-	if err := checkKeys(data, dst, prefix); err != nil {
-		return err
+	err := input.Decode(data, dst, input.Options{Prefix: prefix})
+	var fe *input.FieldError
+	if errors.As(err, &fe) {
+		return &FieldError{Field: fe.Field, Message: fe.Msg}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return jsonFieldErr(err, prefix)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fieldErr(prefix, "unexpected data after the JSON value")
-	}
-	return nil
-}
-
-// checkKeys rejects what encoding/json lets through even with
-// DisallowUnknownFields, when data is an object decoded into a struct: a
-// key given twice (json keeps the last one silently) and a key whose case
-// differs from the field's ("Interface" for "interface": json matches
-// case-insensitively). It looks at this level only; decodeCheck decodes
-// level by level. Data that is not an object is left to the decoder.
-func checkKeys(data []byte, dst any, prefix string) error {
-	t := reflect.TypeOf(dst)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	fields := map[string]string{} // lower case -> exact name
-	for i := 0; i < t.NumField(); i++ {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			name = t.Field(i).Name
-		}
-		fields[strings.ToLower(name)] = name
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
-	}
-	seen := map[string]string{} // lower case -> key as given
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil // the decoder words syntax errors
-		}
-		key, _ := tok.(string)
-		lower := strings.ToLower(key)
-		if prev, dup := seen[lower]; dup {
-			if prev == key {
-				return fieldErr(join(prefix, key), "the key %q is given twice", key)
-			}
-			return fieldErr(join(prefix, key), "the keys %q and %q name the same field", prev, key)
-		}
-		seen[lower] = key
-		if exact, ok := fields[lower]; ok && exact != key {
-			return fieldErr(join(prefix, key), "unknown field %q: keys are case-sensitive, did you mean %q?", key, exact)
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil
-		}
-	}
-	return nil
-}
-
-func join(prefix, field string) string {
-	switch {
-	case prefix == "":
-		return field
-	case field == "":
-		return prefix
-	}
-	return prefix + "." + field
-}
-
-func jsonFieldErr(err error, prefix string) error {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &typeErr):
-		want := typeErr.Type.Kind().String()
-		switch want {
-		case "slice":
-			want = "a list"
-		case "struct":
-			want = "an object"
-		default:
-			want = "a " + want
-		}
-		return fieldErr(join(prefix, typeErr.Field), "want %s, got a JSON %s", want, typeErr.Value)
-	case errors.As(err, &syntaxErr):
-		return fieldErr(prefix, "invalid JSON at byte %d: %v", syntaxErr.Offset, err)
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		return fieldErr(prefix, "the JSON ends too early")
-	}
-	// encoding/json words an unknown field as: json: unknown field "NAME".
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
-		return fieldErr(join(prefix, name), "unknown field %q", name)
-	}
-	return fieldErr(prefix, "%v", err)
+	return err
 }

@@ -72,7 +72,8 @@ type Response struct {
 	UptimeSeconds float64  `json:"uptime_seconds"`
 	Plugins       []Plugin `json:"plugins"`
 	// Components are the parts of the agent other than plugins that
-	// readiness depends on (the shared IPAM store, "ipam-store").
+	// readiness depends on (the control socket, "control-socket"; the
+	// shared IPAM store, "ipam-store").
 	Components []Component `json:"components,omitempty"`
 }
 
@@ -213,6 +214,13 @@ func (h *handler) base(a state.Agent) Response {
 		if up := h.now().Sub(a.StartedAt).Seconds(); up > 0 {
 			resp.UptimeSeconds = up
 		}
+	}
+	if cs := a.ControlSocket; cs != nil {
+		c := Component{Name: state.ControlSocketComponent, State: "up"}
+		if !cs.Up {
+			c.State, c.Error = "down", cs.Error
+		}
+		resp.Components = append(resp.Components, c)
 	}
 	if a.IPAM != nil && a.IPAM.Store != nil {
 		c := Component{Name: state.IPAMStoreComponent, State: "up"}

@@ -246,3 +246,20 @@ func TestOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// A control socket that stops answering holds readiness back, named with
+// why; one that answers shows as up.
+func TestControlSocketInReadiness(t *testing.T) {
+	a := agent(true, plugin("ip-conflict", state.Ready))
+	a.ControlSocket = &state.Component{Error: "the control socket has not answered for 6s: no answer"}
+	res, body, _ := serve(t, fakeSource{agent: a}, http.MethodGet, ReadinessPath)
+	want := []Component{{Name: state.ControlSocketComponent, State: "down", Error: a.ControlSocket.Error}}
+	if res.StatusCode != http.StatusServiceUnavailable || !reflect.DeepEqual(body.WaitingFor, []string{"control-socket"}) || !reflect.DeepEqual(body.Components, want) {
+		t.Errorf("socket down: %d waiting %v components %+v", res.StatusCode, body.WaitingFor, body.Components)
+	}
+	a.ControlSocket = &state.Component{Up: true}
+	res, body, _ = serve(t, fakeSource{agent: a}, http.MethodGet, ReadinessPath)
+	if res.StatusCode != http.StatusOK || len(body.WaitingFor) != 0 || len(body.Components) != 1 || body.Components[0].State != "up" {
+		t.Errorf("socket up: %d waiting %v components %+v", res.StatusCode, body.WaitingFor, body.Components)
+	}
+}

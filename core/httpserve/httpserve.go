@@ -3,7 +3,8 @@
 // taking connections and let the requests in flight finish, within a grace
 // period. It is the one place where http.Server is configured, and every
 // server it runs has bounds (Limits): header, read, write and idle timeouts,
-// a header size limit and a connection limit.
+// a header size limit and a connection limit that idle clients cannot fill
+// (conns.go).
 package httpserve
 
 import (
@@ -14,8 +15,6 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // DefaultGrace is how long Serve waits for in-flight requests once its
@@ -40,8 +39,10 @@ type Limits struct {
 	Idle time.Duration
 	// MaxHeaderBytes bounds the request line and headers.
 	MaxHeaderBytes int
-	// MaxConns is how many connections are served at once; more wait in
-	// the kernel's listen backlog until one closes.
+	// MaxConns is how many connections are open at once. At the limit, a
+	// new connection closes the oldest one that has no request in
+	// progress (new or idle); when every one has, the new one is answered
+	// 503 with the busy body (WithBusyBody) and closed.
 	MaxConns int
 }
 
@@ -88,6 +89,17 @@ type options struct {
 	grace    time.Duration
 	errorLog *log.Logger
 	limits   Limits
+	busy     []byte
+}
+
+// DefaultBusyBody is the body of the 503 a connection beyond MaxConns gets
+// when every open connection has a request in progress.
+const DefaultBusyBody = `{"error":"the server has as many requests in progress as it serves at once; try again"}` + "\n"
+
+// WithBusyBody sets the JSON body of the 503 that a connection beyond
+// MaxConns gets, in the vocabulary of the server's clients.
+func WithBusyBody(body []byte) Option {
+	return func(o *options) { o.busy = body }
 }
 
 // WithLimits sets the server's limits; zero fields keep DefaultLimits.
@@ -130,12 +142,15 @@ func Listen(addr string) (net.Listener, error) {
 // the server failed before ctx ended, or when requests were still running
 // at the end of the grace period.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option) error {
-	o := options{grace: DefaultGrace, limits: DefaultLimits()}
+	o := options{grace: DefaultGrace, limits: DefaultLimits(), busy: []byte(DefaultBusyBody)}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	base := context.WithoutCancel(ctx)
 	lim := o.limits
+	// A connection beyond MaxConns costs a close, not a goroutine and
+	// buffers (connLimiter).
+	limited := newConnLimiter(ln, lim.MaxConns, busyAnswer("application/json", o.busy))
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -145,11 +160,10 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option)
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
 		ErrorLog:          o.errorLog,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnState:         limited.track,
 	}
 	addr := ln.Addr().String()
-	// A connection beyond MaxConns is not accepted until one closes, so a
-	// flood of clients costs kernel backlog, not goroutines and buffers.
-	ln = netutil.LimitListener(ln, lim.MaxConns)
+	ln = limited
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

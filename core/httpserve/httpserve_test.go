@@ -233,18 +233,25 @@ func TestNeverReadingClientIsCut(t *testing.T) {
 	}
 }
 
-// No more than MaxConns connections are served at once: the others wait
-// unaccepted, so a flood of idle clients holds a bounded number of
-// goroutines and buffers. Closing one lets a waiting one in.
+// No more than MaxConns connections are open at once, and idle clients
+// cannot keep a request out: a new connection closes the oldest idle one.
+// When every slot has a request in progress, a new connection is answered
+// 503 with the busy body at once, not left waiting.
 func TestConnectionLimit(t *testing.T) {
 	const limit = 4
+	release := make(chan struct{})
+	arrived := make(chan struct{}, limit)
 	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			<-release
+		}
 		io.WriteString(w, "ok")
 	}), Limits{MaxConns: limit, ReadHeader: time.Minute, Read: time.Minute, Idle: time.Minute})
 
-	// limit idle connections hold every slot (headers never sent).
+	// Many more idle connections than slots (headers never sent).
 	var idle []net.Conn
-	for i := 0; i < limit; i++ {
+	for i := 0; i < 10*limit; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -252,31 +259,64 @@ func TestConnectionLimit(t *testing.T) {
 		defer c.Close()
 		idle = append(idle, c)
 	}
-	// One more client gets no answer while the slots are held.
-	late := make(chan error, 1)
-	go func() {
-		c := &http.Client{Timeout: 30 * time.Second}
-		resp, err := c.Get("http://" + addr + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		late <- err
-	}()
-	select {
-	case err := <-late:
-		t.Fatalf("a client beyond MaxConns=%d was served at once (err %v)", limit, err)
-	case <-time.After(300 * time.Millisecond):
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("a request behind %d idle connections: %v", len(idle), err)
 	}
-	idle[0].Close()
-	select {
-	case err := <-late:
-		if err != nil {
-			t.Fatalf("the waiting client after a slot freed: %v", err)
+	resp.Body.Close()
+	t.Logf("a request behind %d idle connections answered in %v", len(idle), time.Since(start))
+	// The oldest idle ones were closed to make room.
+	if !closedWithin(idle[0], 20*time.Second) {
+		t.Error("the oldest idle connection is still open")
+	}
+
+	// Every slot busy with a request in progress: the next is refused.
+	// One at a time, so that none is still new (and may be closed for
+	// the next) when the next connects.
+	// A request just answered may hold its slot a moment longer (the
+	// server closes its connection after the answer): a held request
+	// answered busy then is asked again.
+	held := make(chan error, limit)
+	for i, tries := 0, 0; i < limit; {
+		go func() {
+			resp, err := client.Get("http://" + addr + "/hold")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					err = errBusy
+				}
+			}
+			held <- err
+		}()
+		select {
+		case <-arrived:
+			i++
+		case err := <-held:
+			if tries++; !errors.Is(err, errBusy) || tries > 100 {
+				t.Fatalf("held request %d: %v", i, err)
+			}
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the waiting client was not served 20s after a slot freed")
+	}
+	resp, err = client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "try again") {
+		t.Errorf("a request with every slot busy: %d %s, want 503 saying try again", resp.StatusCode, body)
+	}
+	close(release)
+	for i := 0; i < limit; i++ {
+		if err := <-held; err != nil {
+			t.Errorf("a held request: %v", err)
+		}
 	}
 }
+
+var errBusy = errors.New("answered busy")
 
 type failingWriter struct {
 	http.ResponseWriter

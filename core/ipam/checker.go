@@ -55,6 +55,9 @@ const (
 type CheckResult struct {
 	Outcome Outcome
 	Reason  string
+	// MAC is the hardware address that answered for a conflicting
+	// address, when the detector said; the quarantine records it.
+	MAC string
 }
 
 // Metrics receives what IPAM does. Implementations must not block.

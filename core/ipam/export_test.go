@@ -19,7 +19,7 @@ const (
 func ReserveForTest(ctx context.Context, m *IPAM, r AllocateRequest) error {
 	key := AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}
 	a := &allocation{m: m, req: r, key: key, addrRev: map[netip.Addr]int64{}, tried: map[string]map[netip.Addr]bool{}}
-	a.att = Attachment{AttachmentKey: key, Workload: r.Workload, Node: m.node, State: StateReserved}
+	a.att = Attachment{AttachmentKey: key, Workload: r.Workload, Node: m.node, State: StateReserved, Created: m.now().UTC()}
 	for _, name := range r.Pools {
 		p, _ := m.pool(name)
 		if err := a.reserve(ctx, p); err != nil {
@@ -31,3 +31,10 @@ func ReserveForTest(ctx context.Context, m *IPAM, r AllocateRequest) error {
 
 // WorkloadKeyForTest is the key of a workload's endpoint record.
 func WorkloadKeyForTest(w string) string { return workloadKey(w) }
+
+// InFlightForTest marks key as being allocated by this process now, as an
+// allocation stuck in a store call leaves it; the returned func ends it.
+func InFlightForTest(m *IPAM, key AttachmentKey) func() {
+	m.takeFlight(key)
+	return func() { m.endFlight(key) }
+}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -56,8 +57,14 @@ type Options struct {
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
 	// NetnsExists.
 	NetnsGone func(path string) (bool, error)
-	Metrics   Metrics
-	Logger    hclog.Logger
+	// CheckNetns vets a request's namespace path before anything is
+	// reserved (an error names the field); nil uses CheckNetns.
+	CheckNetns func(path string) error
+	// AllocationTimeout is the deadline of an allocation
+	// (ipam.allocation_timeout); 0 uses ipamapi.DefaultAllocationTimeout.
+	AllocationTimeout time.Duration
+	Metrics           Metrics
+	Logger            hclog.Logger
 	// Node is this agent's name, recorded with each allocation and mixed
 	// into the candidate order.
 	Node string
@@ -89,6 +96,8 @@ type IPAM struct {
 	checker Checker
 	links   LinkUpper
 	gone    func(string) (bool, error)
+	vetNS   func(string) error
+	timeout time.Duration
 	metrics Metrics
 	log     hclog.Logger
 	node    string
@@ -163,15 +172,22 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m := &IPAM{
 		store: opts.Store, checker: opts.Checker, links: opts.Links, gone: opts.NetnsGone,
+		vetNS: opts.CheckNetns, timeout: opts.AllocationTimeout,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
-		m.links = NetlinkUpper{}
+		m.links = &NetlinkUpper{}
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone
+	}
+	if m.vetNS == nil {
+		m.vetNS = CheckNetns
+	}
+	if m.timeout <= 0 {
+		m.timeout = ipamapi.DefaultAllocationTimeout
 	}
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
@@ -282,20 +298,49 @@ type AllocateRequest = ipamapi.AllocateRequest
 // unreachable gateway fails at once. Every failure releases what it
 // reserved. When no pool of req enables a detector, nothing is reserved:
 // the allocation is one commit (allocateAtOnce).
+//
+// The namespace path is vetted before anything is reserved (CheckNetns).
+// Every allocation has a deadline (AllocationTimeout): past it, the
+// allocation stops waiting for whatever it was waiting on - a call stuck
+// in the kernel or a detector included (bounded) - releases what it
+// reserved and fails with CodeTryAgain; the stuck call is left behind and
+// holds nothing of IPAM's.
 func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachment, err error) {
 	start := m.now()
 	if err := req.Validate(); err != nil {
 		return Attachment{}, err
 	}
+	if err := m.vetNS(req.Netns); err != nil {
+		return Attachment{}, err
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, errAllocationTimeout)
+	defer cancel()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), errAllocationTimeout) && (!isCoded(err) || errors.Is(err, errAllocationTimeout)) {
+			var skipped []SkippedIP
+			var e *Error
+			if errors.As(err, &e) {
+				skipped = e.Skipped
+			}
+			err = &Error{Code: ipamapi.CodeTryAgain, Err: err, Skipped: skipped,
+				Msg: fmt.Sprintf("the allocation for container %s interface %s did not finish within ipam.allocation_timeout (%s): %v; nothing is held, try again", req.ContainerID, req.Interface, m.timeout, err)}
+		}
+	}()
 	m.reload.RLock()
 	defer m.reload.RUnlock()
 	pools := make([]*Pool, len(req.Pools))
 	families := map[string]string{}
-	for i, name := range req.Pools {
-		p, ok := m.pool(name)
-		if !ok {
-			return Attachment{}, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", "))
+	var unknown []*Error
+	for _, name := range req.Pools {
+		if _, ok := m.pool(name); !ok {
+			unknown = append(unknown, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
 		}
+	}
+	if len(unknown) > 0 {
+		return Attachment{}, poolsFailed(nil, unknown)
+	}
+	for i, name := range req.Pools {
+		p, _ := m.pool(name)
 		if other, dup := families[p.Family()]; dup {
 			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
 		}
@@ -318,7 +363,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
 	if !m.takeFlight(a.key) {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
@@ -334,6 +379,57 @@ func recordedOrigin(req AllocateRequest) *ipamapi.Origin {
 	}
 	o.Interface = req.Interface
 	return &o
+}
+
+// errAllocationTimeout is the cause of an allocation's context ending at
+// its deadline.
+var errAllocationTimeout = errors.New("ipam.allocation_timeout passed")
+
+func isCoded(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+// bounded runs fn and returns its answer, or ctx's error as soon as ctx
+// ends, even when fn is stuck in a call that does not look at ctx (a
+// syscall on a path that never answers, a detector that hangs). fn then
+// finishes on its own goroutine and late receives its answer, to undo what
+// fn did; fn must not touch the allocation's state.
+func bounded[T any](ctx context.Context, fn func() (T, error), late func(T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	// Unbuffered: once abandoned is closed, an answer goes either to the
+	// receive below or to late, never nowhere.
+	done := make(chan answer)
+	abandoned := make(chan struct{})
+	go func() {
+		v, err := fn()
+		select {
+		case done <- answer{v, err}:
+		case <-abandoned:
+			if late != nil {
+				late(v, err)
+			}
+		}
+	}()
+	select {
+	case a := <-done:
+		return a.v, a.err
+	case <-ctx.Done():
+		close(abandoned)
+		// An answer offered at the same moment is undone here.
+		select {
+		case a := <-done:
+			if late != nil {
+				late(a.v, a.err)
+			}
+		default:
+		}
+		var zero T
+		return zero, context.Cause(ctx)
+	}
 }
 
 func (m *IPAM) takeFlight(k AttachmentKey) bool {
@@ -466,10 +562,20 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 		ok = true
 		return a.att, nil
 	}
+	// A full pool does not hide the others' state: the rest are still
+	// tried, so that the error names every pool that failed.
+	var full []*Error
 	for _, p := range a.pools {
 		if err := a.reserve(ctx, p); err != nil {
+			if e := poolFull(err); e != nil {
+				full = append(full, e)
+				continue
+			}
 			return Attachment{}, err
 		}
+	}
+	if len(full) > 0 {
+		return Attachment{}, poolsFailed(a.skipped, full)
 	}
 	if err := a.vet(ctx); err != nil {
 		return Attachment{}, err
@@ -484,7 +590,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 // repeat answers an allocate for a key that already holds addresses.
 func (a *allocation) repeat(att Attachment) (Attachment, error) {
 	if att.State != StateAllocated {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	have := map[string]bool{}
 	for _, ip := range att.Addresses {
@@ -500,7 +606,7 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	}
 	// Another origin asking for the key is not a repeat: answering would
 	// give a CNI network addresses that another network's (or the API's)
@@ -732,9 +838,16 @@ func (a *allocation) vet(ctx context.Context) error {
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
-		restore, err := m.links.EnsureUp(ctx, a.req.Netns, a.req.Interface)
+		netnsPath, iface := a.req.Netns, a.req.Interface
+		restore, err := bounded(ctx, func() (func(), error) {
+			return m.links.EnsureUp(ctx, netnsPath, iface)
+		}, func(restore func(), err error) {
+			if err == nil {
+				restore()
+			}
+		})
 		if err != nil {
-			return ipamErr(ipamapi.CodeCheckFailed, nil, "cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)
+			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		defer restore()
 	}
@@ -754,7 +867,7 @@ func (a *allocation) vet(ctx context.Context) error {
 			creq.Addresses = append(creq.Addresses, ca)
 			order = append(order, p)
 		}
-		res, err := m.checker.Check(ctx, creq)
+		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
 		if err != nil {
 			code := ipamapi.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {
@@ -765,20 +878,25 @@ func (a *allocation) vet(ctx context.Context) error {
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
-		// Blocked and errors first: another address would not help.
+		// Blocked and errors first: another address would not help. Every
+		// pool that failed is named, each with its reason.
+		var failed []*Error
 		for i, r := range res {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
 			case OutcomeGateway:
-				return ipamErr(ipamapi.CodeGateway, a.skipped, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr())
+				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
-				return ipamErr(ipamapi.CodeBlocked, a.skipped, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeFree, OutcomeConflict:
 			default:
-				return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome)
+				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
+		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
 		}
 		for i, r := range res {
 			p := order[i]
@@ -786,18 +904,49 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r.Reason); err != nil {
+			if err := a.skip(ctx, p, r); err != nil {
 				return err
 			}
 			if len(a.tried[p.Name]) >= m.tries {
-				return ipamErr(ipamapi.CodeConflict, a.skipped, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name))
+				failed = append(failed, ipamErr(ipamapi.CodeConflict, nil, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name)))
+				delete(pending, p.Name)
+				continue
 			}
 			if err := a.reserve(ctx, p); err != nil {
+				if e := poolFull(err); e != nil {
+					failed = append(failed, e)
+					delete(pending, p.Name)
+					continue
+				}
 				return err
 			}
 		}
+		if len(failed) > 0 {
+			return poolsFailed(a.skipped, failed)
+		}
 	}
 	return nil
+}
+
+// poolFull returns err as an *Error when it says a pool is full: a failure
+// of that pool alone, which does not stop the others being tried.
+func poolFull(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == ipamapi.CodePoolFull {
+		return e
+	}
+	return nil
+}
+
+// poolsFailed is the error of an allocation that failed in one or more of
+// its pools: each is named with its reason, in the request's order; the
+// code is the first one's (a caller acts on one code).
+func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Msg
+	}
+	return &Error{Code: errs[0].Code, Msg: strings.Join(msgs, "; "), Skipped: skipped, Err: errs[0].Err}
 }
 
 func where(netns, iface string) string {
@@ -829,8 +978,9 @@ func (a *allocation) addressOf(pool string) AllocatedIP {
 // skip takes the conflicting address of p out of the attachment and
 // quarantines it, unless the pool's quarantine share is used up: then the
 // address is only freed, and this allocation does not try it again.
-func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
+func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	m := a.m
+	reason := res.Reason
 	ip := a.addressOf(p.Name)
 	addr := ip.Address.Addr()
 	m.metrics.ConflictSkipped(p.Name)
@@ -854,7 +1004,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	ops := []Op{{Key: attachmentKey(a.key), Value: attVal}}
 	if quarantine {
 		now := m.now().UTC()
-		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason}
+		rec := AddressRecord{Pool: p.Name, Address: addr, State: StateQuarantined, Node: m.node, Since: now, Until: now.Add(p.Quarantine), Reason: reason, MAC: res.MAC}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
@@ -873,7 +1023,7 @@ func (a *allocation) skip(ctx context.Context, p *Pool, reason string) error {
 	a.skipped = append(a.skipped, sk)
 	if quarantine {
 		m.metrics.Quarantined(p.Name)
-		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "reason", reason)
+		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
 	} else {
 		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
 	}
@@ -963,7 +1113,7 @@ func (a *allocation) allocateAtOnce(ctx context.Context) error {
 	for i, p := range a.pools {
 		names[i] = p.Name
 	}
-	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", a.key.ContainerID, a.key.Interface, strings.Join(names, ", "))
+	what := fmt.Sprintf("allocate container %s interface %s from pool(s) %s", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -1025,7 +1175,7 @@ var errRetry = errors.New("retry the allocation's commit")
 // else is an error naming what was being committed.
 func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
 	busy := func() error {
-		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", a.key.ContainerID, a.key.Interface)
+		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	switch {
 	case errors.Is(err, ErrCompareFailed):
@@ -1072,6 +1222,7 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		conds   []Cond
 		ops     []Op
 		claimed []claimKey
+		full    []*Error // pools found full: every one is named
 	)
 	fail := func(err error) (Attachment, []Cond, []Op, []claimKey, error) {
 		for _, c := range claimed {
@@ -1084,6 +1235,10 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
 		}
 		addr, rev, err := a.candidate(ctx, p)
+		if e := poolFull(err); e != nil {
+			full = append(full, e)
+			continue
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -1096,6 +1251,9 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 		att.Addresses = append(att.Addresses, allocatedIP(p, addr))
 		conds = append(conds, Cond{Key: addrKey(p.Domain, addr), Revision: rev})
 		ops = append(ops, Op{Key: addrKey(p.Domain, addr), Value: val})
+	}
+	if len(full) > 0 {
+		return fail(poolsFailed(a.skipped, full))
 	}
 	return att, conds, ops, claimed, nil
 }

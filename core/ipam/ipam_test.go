@@ -37,7 +37,7 @@ func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult
 		case a.Gateway.IsValid() && c.gwDown:
 			out[i] = CheckResult{Outcome: OutcomeGateway, Reason: fmt.Sprintf("gateway %s did not answer within 100ms", a.Gateway)}
 		case a.Conflict && c.conflict[a.Address.Addr()]:
-			out[i] = CheckResult{Outcome: OutcomeConflict, Reason: fmt.Sprintf("%s is in use by 02:00:00:00:00:10", a.Address.Addr())}
+			out[i] = CheckResult{Outcome: OutcomeConflict, Reason: fmt.Sprintf("%s is in use by 02:00:00:00:00:10", a.Address.Addr()), MAC: "02:00:00:00:00:10"}
 		default:
 			out[i] = CheckResult{Outcome: OutcomeFree}
 		}
@@ -84,7 +84,14 @@ func newFixtureOpts(t *testing.T, opts Options, specs ...PoolSpec) *fixture {
 	if opts.Checker == nil {
 		opts.Checker = f.chk
 	}
-	opts.Links = noLinks{}
+	if opts.Links == nil {
+		opts.Links = noLinks{}
+	}
+	if opts.CheckNetns == nil {
+		// The tables name namespace paths that do not exist; the real
+		// vetting has tests of its own (deadline_test.go).
+		opts.CheckNetns = func(string) error { return nil }
+	}
 	opts.Node = "node-a"
 	opts.Now = func() time.Time { return *f.now.Load() }
 	m, err := New(opts)
@@ -306,6 +313,17 @@ func TestConflictQuarantineNext(t *testing.T) {
 	if us[0].Quarantined != 1 {
 		t.Fatalf("usage %+v, want 1 quarantined", us[0])
 	}
+	// The quarantine is visible with its cause, the MAC that answered and
+	// its end.
+	recs, err := f.m.AddressState(ctx, busy)
+	until := f.now.Load().Add(DefaultQuarantine)
+	if err != nil || len(recs) != 1 || recs[0].State != StateQuarantined || recs[0].MAC != "02:00:00:00:00:10" ||
+		!recs[0].Until.Equal(until) || !strings.Contains(recs[0].Reason, "in use by") || recs[0].Pool != "lan4" {
+		t.Fatalf("AddressState(%s) = %+v %v, want quarantined by 02:00:00:00:00:10 until %v", busy, recs, err, until)
+	}
+	if recs, err := f.m.AddressState(ctx, got); err != nil || len(recs) != 1 || recs[0].State != StateAllocated || recs[0].Owner.ContainerID != "c1" {
+		t.Fatalf("AddressState(%s) = %+v %v, want allocated to c1", got, recs, err)
+	}
 	ep, _ := f.m.History(ctx, "fresh")
 	if len(ep.History[0].Skipped) != 1 {
 		t.Fatalf("history does not record the skipped address: %+v", ep.History[0])
@@ -327,6 +345,9 @@ func TestConflictQuarantineNext(t *testing.T) {
 	}
 	// ...and back after it.
 	f.advance(DefaultQuarantine + time.Second)
+	if recs, err := f.m.AddressState(ctx, busy); err != nil || len(recs) != 0 {
+		t.Fatalf("AddressState(%s) after the quarantine = %+v %v, want none (free)", busy, recs, err)
+	}
 	a, err := f.m.Allocate(ctx, req("y", "lan4"))
 	if err != nil || a.Addresses[0].Address.Addr() != busy {
 		t.Fatalf("after the quarantine: %+v %v", a, err)
@@ -708,4 +729,59 @@ func TestSkipDetection(t *testing.T) {
 			t.Errorf("skip %+v: %v, want an error naming %s", bad.skip, err, bad.field)
 		}
 	}
+}
+
+// An allocation that fails in several pools names each of them with its
+// reason, not only the first.
+func TestFailureNamesEveryFailingPool(t *testing.T) {
+	ctx := context.Background()
+	v6gw := v6
+	v6gw.GatewayDetection = true
+	t.Run("gateways", func(t *testing.T) {
+		f := newFixture(t, v4, v6gw)
+		f.chk.gwDown = true
+		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
+		if code(err) != ipamapi.CodeGateway || !strings.Contains(err.Error(), `pool "lan4": gateway 10.20.0.1 did not answer`) ||
+			!strings.Contains(err.Error(), `pool "lan6": gateway fd00:20::1 did not answer`) {
+			t.Fatalf("%v", err)
+		}
+		assertEmpty(t, f)
+	})
+	t.Run("unknown", func(t *testing.T) {
+		f := newFixture(t, v4)
+		_, err := f.m.Allocate(ctx, req("c1", "nope4", "nope6"))
+		if code(err) != ipamapi.CodeUnknownPool || !strings.Contains(err.Error(), `pool "nope4"`) || !strings.Contains(err.Error(), `pool "nope6"`) {
+			t.Fatalf("%v", err)
+		}
+	})
+	small4 := PoolSpec{Name: "s4", Subnet: "10.30.0.0/24", Ranges: []string{"10.30.0.10-10.30.0.10"}}
+	small6 := PoolSpec{Name: "s6", Subnet: "fd00:30::/64", Ranges: []string{"fd00:30::10-fd00:30::10"}}
+	for _, detect := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full, detection %v", detect), func(t *testing.T) {
+			a, b := small4, small6
+			a.ConflictDetection, b.ConflictDetection = detect, detect
+			f := newFixture(t, a, b)
+			if _, err := f.m.Allocate(ctx, req("c1", "s4", "s6")); err != nil {
+				t.Fatal(err)
+			}
+			_, err := f.m.Allocate(ctx, req("c2", "s4", "s6"))
+			if code(err) != ipamapi.CodePoolFull || !strings.Contains(err.Error(), `pool "s4" is full`) || !strings.Contains(err.Error(), `pool "s6" is full`) {
+				t.Fatalf("%v", err)
+			}
+			assertConsistent(t, f)
+		})
+	}
+	t.Run("both in conflict", func(t *testing.T) {
+		f := newFixtureOpts(t, Options{MaxTries: 1}, v4, v6)
+		for _, p := range f.m.Pools() {
+			for i := range p.Size() {
+				f.chk.conflict[p.At(i)] = true
+			}
+		}
+		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
+		if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), `pool "lan4": 1 addresses tried, all in use`) || !strings.Contains(err.Error(), `pool "lan6": 1 addresses tried, all in use`) {
+			t.Fatalf("%v", err)
+		}
+		assertConsistent(t, f)
+	})
 }

@@ -7,11 +7,15 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	sdknetns "github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // LinkUpper brings a workload's interface up so that it can be probed. A
@@ -23,7 +27,7 @@ type LinkUpper interface {
 	// for carrier. It does not wait for the IPv6 link-local address to
 	// pass DAD: an IPv6 gateway probe goes from :: when there is no
 	// usable link-local yet. restore puts the interface down again if
-	// EnsureUp raised it.
+	// EnsureUp raised it and no other caller still probes on it.
 	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
 }
 
@@ -38,31 +42,48 @@ const LinkWait = 3 * time.Second
 const linkPoll = 10 * time.Millisecond
 
 // NetlinkUpper is the LinkUpper of the daemon: netlink on a handle opened
-// inside the namespace, from a locked OS thread.
-type NetlinkUpper struct{}
+// inside the namespace, from a locked OS thread. Its zero value is ready;
+// it must not be copied once used.
+//
+// Several allocations may probe on one interface at once (the API takes
+// several keys naming the same interface of one namespace): the first
+// raises it, and only the last to finish puts it down again, so that no
+// probe runs on an interface a sibling's restore has just put down.
+type NetlinkUpper struct {
+	mu sync.Mutex
+	// users counts the callers probing on each interface this upper
+	// raised and has not put down yet.
+	users map[linkID]int
+}
+
+// linkID is one interface of one namespace, whatever path named the
+// namespace (/var/run/netns/NAME, /proc/PID/ns/net).
+type linkID struct {
+	dev, ino uint64 // the namespace's nsfs inode; zero: our own
+	index    int
+}
 
 // EnsureUp implements LinkUpper.
-func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
-	h, err := handleIn(netnsPath)
+func (u *NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
+	h, ns, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
 	}
-	link, err := h.LinkByName(iface)
+	link, id, raised, err := u.raise(h, iface, ns)
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("interface %s: %w", iface, err)
+		return nil, err
 	}
-	if link.Attrs().Flags&unix.IFF_UP != 0 {
+	if !raised {
 		h.Close()
 		return func() {}, nil
 	}
-	if err := h.LinkSetUp(link); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("bring %s up for the probe: %w", iface, err)
-	}
+	var once sync.Once
 	restore := func() {
-		defer h.Close()
-		_ = h.LinkSetDown(link)
+		once.Do(func() {
+			defer h.Close()
+			u.lower(h, link, id)
+		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, LinkWait)
 	defer cancel()
@@ -80,31 +101,98 @@ func (NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func
 	return restore, nil
 }
 
+// raise counts the caller as a user of iface and sets it up when nobody
+// uses it and it is down; raised says whether the caller must call lower.
+// An interface that is up and not raised here is someone else's to keep.
+func (u *NetlinkUpper) raise(h *netlink.Handle, iface string, ns linkID) (link netlink.Link, id linkID, raised bool, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	// Read under the lock: a sibling's lower may have just put it down.
+	link, err = h.LinkByName(iface)
+	if err != nil {
+		return nil, id, false, fmt.Errorf("interface %s: %w", iface, err)
+	}
+	id = linkID{dev: ns.dev, ino: ns.ino, index: link.Attrs().Index}
+	if u.users[id] > 0 {
+		u.users[id]++
+		return link, id, true, nil
+	}
+	if link.Attrs().Flags&unix.IFF_UP != 0 {
+		return link, id, false, nil
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, id, false, fmt.Errorf("bring %s up for the probe: %w", iface, err)
+	}
+	if u.users == nil {
+		u.users = map[linkID]int{}
+	}
+	u.users[id] = 1
+	return link, id, true, nil
+}
+
+// lower ends one user's probe on link; the last user puts it down again.
+func (u *NetlinkUpper) lower(h *netlink.Handle, link netlink.Link, id linkID) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if n := u.users[id]; n > 1 {
+		u.users[id] = n - 1
+		return
+	}
+	delete(u.users, id)
+	_ = h.LinkSetDown(link)
+}
+
 // hasCarrier: the raised interface reports carrier (IFF_LOWER_UP).
 func hasCarrier(h *netlink.Handle, iface string) bool {
 	link, err := h.LinkByName(iface)
 	return err == nil && link.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
 }
 
-// handleIn opens a netlink handle bound to the namespace at path. The
-// socket keeps working in that namespace after the thread has left it.
-func handleIn(path string) (*netlink.Handle, error) {
+// handleIn opens a netlink handle bound to the namespace at path, and
+// says which namespace that is (its nsfs inode, read from the opened file,
+// so that two paths to one namespace are one). The path is opened as every
+// request's namespace path is (CheckNetns): a FIFO or anything else that is
+// not a network namespace is refused at once. The socket keeps working in
+// that namespace after the thread has left it.
+func handleIn(path string) (*netlink.Handle, linkID, error) {
 	if path == "" {
-		return netlink.NewHandle()
+		h, err := netlink.NewHandle()
+		return h, linkID{}, err
 	}
-	ns, err := netns.GetFromPath(path)
+	fd, err := sdknetns.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+		return nil, linkID{}, fmt.Errorf("network namespace: %w", err)
 	}
+	ns := netns.NsHandle(fd)
 	defer ns.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, linkID{}, fmt.Errorf("network namespace %s: %w", path, err)
+	}
 	// NewHandleAt switches this locked thread into ns and back.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return nil, fmt.Errorf("netlink in %s: %w", path, err)
+		return nil, linkID{}, fmt.Errorf("netlink in %s: %w", path, err)
 	}
-	return h, nil
+	return h, linkID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// CheckNetns is the default Options.CheckNetns: the path must open, without
+// blocking, as a network namespace file of nsfs (sdk/netns.Open). A request
+// is refused with it before anything is reserved, so that a FIFO, a device
+// or another kind of namespace named as a workload's namespace costs
+// nothing; an empty path (the agent's own namespace) passes.
+func CheckNetns(path string) error {
+	if path == "" {
+		return nil
+	}
+	fd, err := sdknetns.Open(path)
+	if err != nil {
+		return &ipamapi.FieldError{Field: "netns", Msg: err.Error()}
+	}
+	return unix.Close(fd)
 }
 
 // NetnsGone reports whether the namespace at path is gone: the path no

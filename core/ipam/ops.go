@@ -176,6 +176,38 @@ func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRe
 	return m.whoHad(ctx, func(h HistoryEntry) bool { return h.Address == addr })
 }
 
+// AddressState returns the record of addr in each pool holding one now: an
+// address free, or whose quarantine has ended (it is free too), has none.
+func (m *IPAM) AddressState(ctx context.Context, addr netip.Addr) ([]AddressRecord, error) {
+	out := []AddressRecord{}
+	now := m.now()
+	// One key per address and domain, whichever of the domain's pools
+	// holds it (the record names that pool).
+	seen := map[string]bool{}
+	for _, p := range m.Pools() {
+		if !p.Contains(addr) || seen[p.Domain] {
+			continue
+		}
+		seen[p.Domain] = true
+		e, err := m.store.Get(ctx, addrKey(p.Domain, addr))
+		if err != nil {
+			return nil, fmt.Errorf("domain %q: read %s: %w", p.Domain, addr, err)
+		}
+		if e.Revision == 0 {
+			continue
+		}
+		var rec AddressRecord
+		if err := json.Unmarshal(e.Value, &rec); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", e.Key, err)
+		}
+		if rec.State == StateQuarantined && !now.Before(rec.Until) {
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
 // Usage reports every pool's state.
 func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 	var out []ipamapi.PoolUsage
@@ -274,7 +306,9 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 // namespace is gone becomes a suspect with its revision; a suspect seen
 // gone again at least GCGrace later, with the record unchanged, is
 // released (a compare on the revision, so an address re-allocated in
-// between is never freed). Allocations without a namespace path, or whose
+// between is never freed). This node's reservations are dropped once no
+// allocation is making them and GCGrace passed, or once they outlived the
+// allocation deadline (overdue). Allocations without a namespace path, or whose
 // namespace cannot be examined, are never collected. Expired quarantine
 // records are removed, and workloads no allocation names whose last
 // activity is older than the retention are pruned (pruneWorkloads).
@@ -307,7 +341,7 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 			}
 			continue
 		}
-		if m.dangling(e) && now.Sub(att.Created) > m.grace {
+		if m.dangling(e) && now.Sub(att.Created) > m.grace || m.overdue(e, now) {
 			if err := m.dropReservation(ctx, att.AttachmentKey, e.rev, att); err == nil {
 				res.Reclaimed = append(res.Reclaimed, att.AttachmentKey)
 				m.log.Info("GC released a reservation left by a failed allocation", "container_id", att.ContainerID, "interface", att.Interface)
@@ -382,6 +416,15 @@ func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// overdue says whether e is a reservation of this node older than any
+// allocation may live: its deadline and the rollback after it. Its
+// allocation, if still running, is stuck in a store call; whatever it
+// commits later compares the attachment's revision and fails once the
+// reservation is gone.
+func (m *IPAM) overdue(e attEntry, now time.Time) bool {
+	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && now.Sub(e.att.Created) > m.timeout+rollbackTimeout
 }
 
 // SetPools replaces the pools (a reload). A pool may grow; a pool that

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // Key layout. Every segment that comes from a request is path-escaped, so a
@@ -89,18 +88,5 @@ type (
 	Endpoint      = ipamapi.Endpoint
 	HistoryEntry  = ipamapi.HistoryEntry
 	Route         = ipamapi.Route
+	AddressRecord = ipamapi.AddressRecord
 )
-
-// AddressRecord is one address of a pool that is not free.
-type AddressRecord struct {
-	Pool    string     `json:"pool"`
-	Address netip.Addr `json:"address"`
-	State   string     `json:"state"`
-	// Owner is the attachment holding it (reserved, allocated).
-	Owner AttachmentKey `json:"owner,omitzero"`
-	Node  string        `json:"node,omitempty"`
-	Since time.Time     `json:"since"`
-	// Until ends a quarantine.
-	Until  time.Time `json:"until,omitzero"`
-	Reason string    `json:"reason,omitempty"`
-}

@@ -125,6 +125,16 @@ type Agent struct {
 	Gops string `json:"gops,omitempty"`
 	// IPAM is the IPAM service's state; nil from a backend without one.
 	IPAM *ipamapi.Status `json:"ipam,omitempty"`
+	// ControlSocket says whether the control socket answers the agent's
+	// own status requests over the real socket; nil from a backend that
+	// does not ask.
+	ControlSocket *Component `json:"control_socket,omitempty"`
+}
+
+// Component is the state of a part of the agent other than a plugin.
+type Component struct {
+	Up    bool   `json:"up"`
+	Error string `json:"error,omitempty"`
 }
 
 // Ready reports whether the agent can serve, and the names of the plugins
@@ -146,11 +156,20 @@ func (a Agent) Ready() (bool, []string) {
 		// allocate. The detectors and the tuner keep working.
 		waiting = append(waiting, IPAMStoreComponent)
 	}
+	if a.ControlSocket != nil && !a.ControlSocket.Up {
+		// The CLI and the CNI plugin reach the agent only through it.
+		waiting = append(waiting, ControlSocketComponent)
+	}
 	return a.Started && len(waiting) == 0, waiting
 }
 
-// IPAMStoreComponent names the shared IPAM store in readiness.
-const IPAMStoreComponent = "ipam-store"
+// Names of the components in readiness.
+const (
+	// IPAMStoreComponent is the shared IPAM store.
+	IPAMStoreComponent = "ipam-store"
+	// ControlSocketComponent is the control socket.
+	ControlSocketComponent = "control-socket"
+)
 
 // Check is what one check asks, parsed and validated (the control API's
 // CheckRequest after control.CheckRequest.Validate): the request core/check

@@ -40,8 +40,11 @@ type instance struct {
 	schema   sdk.Schema
 	pid      int
 	lifeline *os.File // the agent's end; closing it tells the plugin to exit
-	started  time.Time
-	timeout  time.Duration // bounds the Shutdown call even when ctx does not
+	// socketDir is the directory go-plugin made for the plugin's socket;
+	// kill removes it even when go-plugin's Kill does not get to.
+	socketDir string
+	started   time.Time
+	timeout   time.Duration // bounds the Shutdown call even when ctx does not
 }
 
 // wireVersionRE finds the plugin's protocol version in go-plugin's
@@ -87,17 +90,31 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 	// the abort below needs the runner.
 	var runnerMu sync.Mutex
 	var runner *procRunner
+	var socketDir string
 	getRunner := func() *procRunner {
 		runnerMu.Lock()
 		defer runnerMu.Unlock()
 		return runner
+	}
+	getSocketDir := func() string {
+		runnerMu.Lock()
+		defer runnerMu.Unlock()
+		return socketDir
+	}
+	var sockets *plugin.UnixSocketConfig
+	if opts.socketDir != "" {
+		sockets = &plugin.UnixSocketConfig{TempDir: opts.socketDir}
 	}
 	mark := rp.mark()
 	plog := limitedLogger{Logger: log, lim: lim}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.VersionedPlugins(nil, nil),
-		RunnerFunc: func(_ hclog.Logger, spec0 *exec.Cmd, _ string) (goplugrunner.Runner, error) {
+		UnixSocketConfig: sockets,
+		RunnerFunc: func(_ hclog.Logger, spec0 *exec.Cmd, dir string) (goplugrunner.Runner, error) {
+			runnerMu.Lock()
+			socketDir = dir
+			runnerMu.Unlock()
 			cmd := &exec.Cmd{
 				// The checked descriptor, not the path: what runs is what
 				// was checked, whatever happens to the path meanwhile.
@@ -131,7 +148,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 	})
 	inst := &instance{client: client, lifeline: lifeW, started: time.Now(), timeout: spec.Timeout}
 	fail := func(err error) (*instance, error) {
-		inst.runner = getRunner()
+		inst.runner, inst.socketDir = getRunner(), getSocketDir()
 		inst.kill(context.Background(), log)
 		return nil, err
 	}
@@ -145,7 +162,7 @@ func launch(ctx context.Context, spec Spec, opts *Options, log hclog.Logger, lim
 			_ = r.Kill(context.Background())
 		}
 	})
-	inst.runner = getRunner()
+	inst.runner, inst.socketDir = getRunner(), getSocketDir()
 	if err != nil {
 		if m := wireVersionRE.FindStringSubmatch(err.Error()); m != nil {
 			return fail(permanent("%s", wireMismatch(spec.Path, m[1])))
@@ -264,4 +281,7 @@ func (inst *instance) kill(ctx context.Context, log hclog.Logger) {
 		log.Error("go-plugin's Kill did not return after the plugin's tree was killed", "pid", inst.pid)
 	}
 	inst.lifeline.Close()
+	if inst.socketDir != "" {
+		_ = os.RemoveAll(inst.socketDir)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -98,6 +99,9 @@ type Options struct {
 	// testHookOpened runs after a plugin binary was opened and before it is
 	// checked and executed.
 	testHookOpened func()
+	// socketDir holds the plugins' socket directories (makeSocketDir);
+	// empty: go-plugin's default, os.TempDir().
+	socketDir string
 }
 
 // Defaults of Options, also the agent config's defaults for them.
@@ -171,6 +175,10 @@ func New(opts Options) *Supervisor {
 	if n := rp.cgroups.sweep(func() { rp.reapZombies() }); n > 0 {
 		opts.Logger.Warn("ended what an earlier agent left in plugin cgroups", "cgroups", n)
 	}
+	if n := sweepSocketDirs(opts.Logger); n > 0 {
+		opts.Logger.Warn("removed the plugin socket directories of agents that died without stopping", "directories", n)
+	}
+	opts.socketDir = makeSocketDir(opts.Logger)
 	return &Supervisor{opts: opts, reaper: rp, agent: opts.Agent, plugins: map[string]*managed{}}
 }
 
@@ -252,6 +260,11 @@ func (s *Supervisor) Stop(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	if s.opts.socketDir != "" {
+		// Only when empty: another Supervisor of this process may still
+		// use it (each plugin's kill removed its own directory below).
+		_ = os.Remove(s.opts.socketDir)
+	}
 }
 
 // Snapshot returns every plugin's state, sorted by name.

@@ -110,3 +110,49 @@ func TestDoRefusesWhatIsNotANetworkNamespace(t *testing.T) {
 		t.Error("fn ran although the path was refused")
 	}
 }
+
+// Open names what a refused path is, so that an API can say it; it never
+// blocks on a FIFO, and follows links to what they point at.
+func TestOpenNamesWhatThePathIs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	for path, kind := range map[string]string{
+		file:                "a regular file",
+		fifo:                "a FIFO",
+		link:                "a FIFO",
+		dir:                 "a directory",
+		"/dev/zero":         "a character device",
+		"/proc/self/ns/uts": "a UTS namespace",
+		"/proc/self/ns/mnt": "a mount namespace",
+	} {
+		fd, err := Open(path)
+		var ne *NotNetnsError
+		if !errors.As(err, &ne) || !errors.Is(err, ErrNotNetns) || !strings.HasPrefix(ne.Kind, kind) || !strings.Contains(err.Error(), path) {
+			t.Errorf("Open(%s) = %d, %v; want a NotNetnsError saying %q", path, fd, err, kind)
+		}
+		if fd >= 0 {
+			syscall.Close(fd)
+		}
+	}
+	fd, err := Open(namespace(t))
+	if err != nil {
+		t.Fatalf("Open(a network namespace) = %v", err)
+	}
+	syscall.Close(fd)
+	if fd, err := Open("/proc/self/ns/net"); err != nil {
+		t.Errorf("Open(/proc/self/ns/net) = %v", err)
+	} else {
+		syscall.Close(fd)
+	}
+}

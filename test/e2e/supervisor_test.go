@@ -152,3 +152,81 @@ plugin "orphan" { path = %q }
 		t.Errorf("processes left after the agent stopped: %v", left)
 	}
 }
+
+// socketDirs returns the socket directory go-plugin gave each live plugin
+// of the agent with pid agent (PLUGIN_UNIX_SOCKET_DIR in its environment).
+func socketDirs(t *testing.T, agent int) (plugins []int, dirs []string) {
+	t.Helper()
+	for _, pid := range agenttest.Children(agent) {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if dir, ok := strings.CutPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR="); ok {
+				plugins, dirs = append(plugins, pid), append(dirs, dir)
+			}
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatalf("no plugin of agent %d has a socket directory", agent)
+	}
+	return plugins, dirs
+}
+
+// TestKilledAgentsPluginSocketsAreSwept: kill -9 of an agent and its
+// plugins left their socket directories in the temporary directory for
+// ever; the next agent removes them, and leaves a live agent's alone.
+func TestKilledAgentsPluginSocketsAreSwept(t *testing.T) {
+	// A short path of its own: a unix socket path has at most 107 bytes,
+	// and t.TempDir()'s would leave go-plugin no room.
+	tmp, err := os.MkdirTemp("/tmp", "t22f-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+	env := []string{"TMPDIR=" + tmp}
+	live := agenttest.Start(t, bins, agenttest.Options{Env: env})
+	doomed := agenttest.Start(t, bins, agenttest.Options{Env: env})
+	live.WaitReady(agenttest.ReadyTimeout)
+	doomed.WaitReady(agenttest.ReadyTimeout)
+	_, liveDirs := socketDirs(t, live.PID())
+	plugins, doomedDirs := socketDirs(t, doomed.PID())
+
+	for _, pid := range append(plugins, doomed.PID()) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	<-doomed.Done()
+	for _, pid := range plugins {
+		waitGone(t, pid, "after kill -9")
+	}
+	for _, d := range doomedDirs {
+		if _, err := os.Lstat(d); err != nil {
+			t.Fatalf("the killed plugin's socket directory %s is gone before any sweep (%v): the test proves nothing", d, err)
+		}
+	}
+
+	next := agenttest.Start(t, bins, agenttest.Options{Env: env})
+	next.WaitReady(agenttest.ReadyTimeout)
+	for _, d := range doomedDirs {
+		if _, err := os.Lstat(d); !os.IsNotExist(err) {
+			t.Errorf("the killed agent's plugin socket directory %s is still there after the next start (%v)", d, err)
+		}
+	}
+	for _, d := range liveDirs {
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			t.Errorf("the live agent's plugin socket directory %s was touched: %v", d, err)
+		}
+	}
+	if ok, why := status(t, live).Ready(); !ok {
+		t.Errorf("the live agent is not ready after the other's start: %v", why)
+	}
+	// A plugin killed alone is replaced; its directory goes with it.
+	victims, before := socketDirs(t, next.PID())
+	_ = syscall.Kill(victims[0], syscall.SIGKILL)
+	waitGone(t, victims[0], "after kill -9")
+	poll.Until(t, 30*time.Second, "the killed plugin's socket directory to be removed", poll.Bool(func() bool {
+		_, err := os.Lstat(before[0])
+		return os.IsNotExist(err)
+	}))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,4 +156,27 @@ func has(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// checkQuarantineShown asserts that `ipam show ADDRESS` (text and --json)
+// shows addr quarantined, with its cause, the MAC that answered and the
+// quarantine's end, through cli (the `ipam` CLI of the agent under test).
+func checkQuarantineShown(t *testing.T, cli func(args ...string) (string, int), addr netip.Addr, mac string) {
+	t.Helper()
+	show, code := cli("show", addr.String())
+	if code != 0 || !has(show, "quarantined", mac, "in use by") {
+		t.Errorf("show %s does not show the quarantine with its MAC %s: exit %d\n%s", addr, mac, code, show)
+	}
+	out, code := cli("show", addr.String(), "--json")
+	var info ipamapi.AddressInfo
+	if err := json.Unmarshal([]byte(out), &info); code != 0 || err != nil {
+		t.Fatalf("show %s --json: exit %d %v\n%s", addr, code, err, out)
+	}
+	if len(info.Records) != 1 {
+		t.Fatalf("show %s --json: records %+v, want the quarantine", addr, info.Records)
+	}
+	r := info.Records[0]
+	if r.State != "quarantined" || r.MAC != mac || !r.Until.After(time.Now()) || !strings.Contains(r.Reason, "in use by") || len(info.History) == 0 {
+		t.Errorf("show %s --json: %+v, want quarantined by %s until a time to come, and the history", addr, info, mac)
+	}
 }

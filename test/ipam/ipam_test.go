@@ -122,6 +122,7 @@ func TestDoneWhen(t *testing.T) {
 	if !has(show, "default/web-0", "ctr1") {
 		t.Errorf("show %s:\n%s", a4, show)
 	}
+	checkQuarantineShown(t, cli, a4, netlab.BusyMAC)
 
 	// History capped at SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS=3
 	// entries per workload, newest first.

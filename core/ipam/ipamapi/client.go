@@ -139,6 +139,15 @@ func (c *Client) HistoryOfAddress(ctx context.Context, addr netip.Addr) ([]Histo
 	return out, err
 }
 
+// Address returns what the agent knows of addr: its state in the pools
+// (a quarantine with its cause, the MAC that answered and its end) and who
+// held it.
+func (c *Client) Address(ctx context.Context, addr netip.Addr) (AddressInfo, error) {
+	var out AddressInfo
+	err := c.do(ctx, "GET", AddressPath+"?"+url.Values{"address": {addr.String()}}.Encode(), nil, &out)
+	return out, err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {

@@ -22,9 +22,10 @@ func TestStandardLibraryOnly(t *testing.T) {
 			}
 			continue
 		}
-		// core/peercred is the trust rule shared with the control client;
-		// it is standard library only itself.
-		if p != "github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi" && p != "github.com/spiderpool-agent/spiderpool-agent/core/peercred" {
+		// core/peercred is the trust rule shared with the control client,
+		// core/input the rule for input shared with the control API;
+		// both are standard library only themselves.
+		if p != "github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi" && p != "github.com/spiderpool-agent/spiderpool-agent/core/peercred" && p != "github.com/spiderpool-agent/spiderpool-agent/core/input" {
 			t.Errorf("ipamapi depends on %s", p)
 		}
 	}

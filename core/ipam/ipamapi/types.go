@@ -15,6 +15,7 @@
 //	POST /v1/ipam/gc                -> 200 GCResult
 //	GET  /v1/ipam/pools             -> 200 []PoolUsage
 //	GET  /v1/ipam/history?workload= | ?address=        -> 200 []HistoryRecord
+//	GET  /v1/ipam/address?address=                    -> 200 AddressInfo
 //
 // Errors are ErrorBody: a 400 names the field; other errors carry a Code
 // a caller can act on (CodeTryAgain: retry later; CodePoolFull, ...).
@@ -38,6 +39,21 @@ const (
 	GCPath              = "/v1/ipam/gc"
 	PoolsPath           = "/v1/ipam/pools"
 	HistoryPath         = "/v1/ipam/history"
+	AddressPath         = "/v1/ipam/address"
+)
+
+// How long an allocation may take. The agent gives every allocation a
+// deadline (ipam.allocation_timeout, between MinAllocationTimeout and
+// MaxAllocationTimeout), after which it releases what the allocation
+// reserved and answers; the CNI plugin waits AllocateWait for that answer.
+// The margin between the longest deadline and AllocateWait is for the
+// release and the answer, so that a runtime gets the agent's own error,
+// never a timeout of its own with an address still held.
+const (
+	AllocateWait             = 30 * time.Second
+	DefaultAllocationTimeout = 25 * time.Second
+	MinAllocationTimeout     = time.Second
+	MaxAllocationTimeout     = AllocateWait - 3*time.Second
 )
 
 // Error codes of ErrorBody.Code.
@@ -282,6 +298,34 @@ type HistoryEntry struct {
 type HistoryRecord struct {
 	Workload string `json:"workload"`
 	HistoryEntry
+}
+
+// AddressRecord is one address of a pool that is not free, as the store
+// holds it.
+type AddressRecord struct {
+	Pool    string     `json:"pool"`
+	Address netip.Addr `json:"address"`
+	State   string     `json:"state"` // reserved, allocated, quarantined
+	// Owner is the attachment holding it (reserved, allocated).
+	Owner AttachmentKey `json:"owner,omitzero"`
+	Node  string        `json:"node,omitempty"`
+	Since time.Time     `json:"since"`
+	// Until ends a quarantine.
+	Until time.Time `json:"until,omitzero"`
+	// Reason is why it was quarantined, in the detector's words.
+	Reason string `json:"reason,omitempty"`
+	// MAC is the hardware address that answered for it on the wire when
+	// it was quarantined, if the detector said.
+	MAC string `json:"mac,omitempty"`
+}
+
+// AddressInfo is what the agent knows of one address: its record in each
+// pool holding one now (none: free, or a quarantine that has ended), and
+// every workload that held it, newest first.
+type AddressInfo struct {
+	Address netip.Addr      `json:"address"`
+	Records []AddressRecord `json:"records"`
+	History []HistoryRecord `json:"history"`
 }
 
 // PoolUsage is one pool's state.

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 )
 
 // Limits of a request's fields.
@@ -46,7 +48,7 @@ func ValidateContainerID(field, s string) error {
 	for i, r := range s {
 		ok := r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || (i > 0 && strings.ContainsRune("_.-", r)))
 		if !ok {
-			return fieldErr(field, "%q: only letters, digits, '_', '.' and '-' (not first) are allowed", s)
+			return fieldErr(field, "%s: only letters, digits, '_', '.' and '-' (not first) are allowed", input.Quote(s))
 		}
 	}
 	return nil
@@ -58,13 +60,13 @@ func ValidateInterface(field, s string) error {
 	case s == "":
 		return fieldErr(field, "is required")
 	case len(s) > 15:
-		return fieldErr(field, "%q is longer than 15 bytes", s)
+		return fieldErr(field, "%s is longer than 15 bytes", input.Quote(s))
 	case s == "." || s == "..":
-		return fieldErr(field, "%q is not an interface name", s)
+		return fieldErr(field, "%s is not an interface name", input.Quote(s))
 	}
 	for _, r := range s {
 		if r <= ' ' || r == '/' || r == ':' || r >= unicode.MaxASCII {
-			return fieldErr(field, "%q: an interface name has no '/', ':', spaces or control characters", s)
+			return fieldErr(field, "%s: an interface name has no '/', ':', spaces or control characters", input.Quote(s))
 		}
 	}
 	return nil
@@ -77,7 +79,7 @@ func ValidateWorkload(field, s string) error {
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) {
-			return fieldErr(field, "%q contains a character that is not printable", s)
+			return fieldErr(field, "%s contains a character that is not printable", input.Quote(s))
 		}
 	}
 	return nil
@@ -93,7 +95,7 @@ func ValidatePoolName(field, s string) error {
 	}
 	for i, r := range s {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || i > 0 && (r == '-' || r == '_' || r == '.')) {
-			return fieldErr(field, "%q: a pool name has letters, digits, '-', '_' and '.' (not first)", s)
+			return fieldErr(field, "%s: a pool name has letters, digits, '-', '_' and '.' (not first)", input.Quote(s))
 		}
 	}
 	return nil
@@ -165,7 +167,7 @@ func (r AllocateRequest) Validate() error {
 			return fieldErr("netns", "is %d bytes, at most %d", len(r.Netns), MaxNetns)
 		}
 		if !filepath.IsAbs(r.Netns) || filepath.Clean(r.Netns) != r.Netns || strings.ContainsRune(r.Netns, 0) {
-			return fieldErr("netns", "%q is not a clean absolute path such as /var/run/netns/NAME", r.Netns)
+			return fieldErr("netns", "%s is not a clean absolute path such as /var/run/netns/NAME", input.Quote(r.Netns))
 		}
 	}
 	if err := ValidateWorkload("workload", r.Workload); err != nil {
@@ -258,7 +260,7 @@ func (r ReleaseWorkloadRequest) Validate() error {
 func ParseAddress(field, s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fieldErr(field, "%q is not an IP address", s)
+		return netip.Addr{}, fieldErr(field, "%s is not an IP address", input.Quote(s))
 	}
 	return a.Unmap(), nil
 }

@@ -278,7 +278,7 @@ func (k *Kit) probe(ctx context.Context, req sdk.CheckRequest, c Check, fam stri
 		ev["rounds"] = strconv.Itoa(res.Rounds)
 	}
 	if res.Responder != nil {
-		ev["responder_mac"] = res.Responder.String()
+		ev[sdk.EvidenceResponderMAC] = res.Responder.String()
 		ev["rtt"] = FormatDuration(res.RTT)
 		ev["evidence"] = res.Evidence
 	}
