@@ -44,7 +44,7 @@ func faultIPAMTrust(s *scope, b *bins, out io.Writer) []faultRow {
 		{"churn", one(func(s *scope) ipamtrust.Result { return ipamtrust.Churn(s, env, ipamtrust.ChurnContainers) })},
 		{"history cap", one(func(s *scope) ipamtrust.Result { return ipamtrust.HistoryCapRefused(s, env) })},
 		{"strict JSON", one(func(s *scope) ipamtrust.Result { return ipamtrust.StrictJSON(s, env) })},
-		{"long id", one(func(s *scope) ipamtrust.Result { return ipamtrust.LongIDCut(s, env) })},
+		{"long values", one(func(s *scope) ipamtrust.Result { return ipamtrust.LongValuesCut(s, env) })},
 		{"shared interface and quarantine", func(s *scope) []ipamtrust.Result {
 			return ipamtrust.SharedInterfaceAndQuarantine(s, env, ipamtrust.SharedAllocations)
 		}},

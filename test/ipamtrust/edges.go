@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -84,26 +87,51 @@ func StrictJSON(t testing.TB, e Env) Result {
 // echoBound is the most an answer to one bad value may repeat of it.
 const echoBound = 1 << 10
 
-// LongIDCut: a 10 KiB container id must not come back whole in the
-// answer (nor in the agent's log line about it).
-func LongIDCut(t testing.TB, e Env) Result {
+// LongValuesCut: 10 KiB values - a container id to the control API and
+// through the CNI plugin, a netns path - must not come back whole in the
+// answer, nor in one of the agent's log lines.
+func LongValuesCut(t testing.TB, e Env) Result {
 	t.Helper()
-	r := Result{Attack: "a 10 KiB container id", Tried: "POST /v1/ipam/allocate and /v1/ipam/release with a container_id of 10,240 bytes"}
+	r := Result{Attack: "10 KiB values echoed back",
+		Tried: "a container_id of 10,240 bytes to POST /v1/ipam/allocate and /v1/ipam/release, a netns of 10,240 bytes to allocate, and CNI_CONTAINERID of 10,240 bytes to the `spiderpool` CNI plugin's ADD and DEL"}
 	a := e.start(t, opts{pools: bulkPool})
-	id := strings.Repeat("x", 10240)
+	long := strings.Repeat("x", 10240)
 	var sizes []string
 	worst := 0
-	for _, path := range []string{ipamapi.AllocatePath, ipamapi.ReleasePath} {
-		code, body, err := post(a.Socket, path, fmt.Sprintf(`{"container_id":%q,"interface":"eth0","pools":["bulk"]}`, id))
+	judge := func(what string, answer []byte) {
+		sizes = append(sizes, fmt.Sprintf("%s: %d bytes", what, len(answer)))
+		worst = max(worst, len(answer))
+		if len(answer) > echoBound || bytes.Contains(answer, []byte(long)) {
+			r.Failf("%s answered with %d bytes (want at most %d, the value cut)", what, len(answer), echoBound)
+		}
+	}
+	for _, q := range []struct{ what, path, body string }{
+		{"allocate, long container_id", ipamapi.AllocatePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0","pools":["bulk"]}`, long)},
+		{"release, long container_id", ipamapi.ReleasePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0"}`, long)},
+		{"allocate, long netns", ipamapi.AllocatePath, fmt.Sprintf(`{"container_id":"long-netns","interface":"eth0","netns":"/%s","pools":["bulk"]}`, long)},
+	} {
+		code, body, err := post(a.Socket, q.path, q.body)
 		if err != nil {
-			r.Failf("%s: %v", path, err)
+			r.Failf("%s: %v", q.what, err)
 			continue
 		}
-		sizes = append(sizes, fmt.Sprintf("%s %d: %d bytes", path, code, len(body)))
-		worst = max(worst, len(body))
-		if len(body) > echoBound || bytes.Contains(body, []byte(id)) {
-			r.Failf("%s answered %d with %d bytes (want at most %d, the id cut)", path, code, len(body), echoBound)
+		judge(fmt.Sprintf("%s (%d)", q.what, code), body)
+	}
+	rt := cnilab.NewRuntime(e.CNIDir, t.TempDir(), a.NetnsPath)
+	list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "long", "plugins": [{"type": "macvlan", "master": "eth0",
+		"ipam": {"type": "spiderpool", "pools": ["bulk"], "socket": %q}}]}`, a.Socket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cnilab.Attachment{ContainerID: long, Netns: "/var/run/netns/" + netlab.NewNS(t, "w"), IfName: "net1"}
+	c := ctx(t, time.Minute)
+	for _, cmd := range []string{"ADD", "DEL"} {
+		_, err := rt.IPAM(c, list, cmd, w)
+		answer := ""
+		if err != nil {
+			answer = err.Error()
 		}
+		judge("CNI "+cmd+", long CNI_CONTAINERID", []byte(answer))
 	}
 	longest := 0
 	for _, line := range strings.Split(a.Log(), "\n") {
@@ -117,15 +145,21 @@ func LongIDCut(t testing.TB, e Env) Result {
 	return r
 }
 
-// lanPool is a detection pool on netlab's StdLAN: its range starts at the
-// busy host's address, so probing it quarantines netlab.Busy4.
-var lanPool = fmt.Sprintf(`
+// lanPools are detection pools on netlab's StdLAN: "lan" for the shared
+// interface, "q" holding nothing but the busy host's address, so that an
+// allocation from it quarantines netlab.Busy4.
+var lanPools = fmt.Sprintf(`
 pool "lan" {
   subnet             = "10.0.0.0/24"
-  ranges             = ["%s-10.0.0.99"]
+  ranges             = ["10.0.0.100-10.0.0.199"]
   conflict_detection = true
 }
-`, netlab.Busy4)
+pool "q" {
+  subnet             = "10.0.0.0/24"
+  ranges             = ["%s-%s"]
+  conflict_detection = true
+}
+`, netlab.Busy4, netlab.Busy4)
 
 // SharedInterfaceAndQuarantine runs two attacks on one LAN:
 //
@@ -141,7 +175,7 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 	lan := netlab.NewStdLAN(t)
 	wl := lan.AddHost("wl", "02:00:00:00:22:01")
 	netlab.IP(t, wl.NS, "link", "set", "eth0", "down")
-	a := e.start(t, opts{pools: lanPool})
+	a := e.start(t, opts{pools: lanPools})
 	c := ctx(t, 2*time.Minute)
 
 	shared := Result{Attack: "concurrent allocations on one shared interface",
@@ -181,7 +215,12 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 	}
 
 	quar := Result{Attack: "a quarantined address shown to the operator",
-		Tried: fmt.Sprintf("allocations from a pool whose range starts at %s, which the busy host (%s) owns; then `ipam show %s`", netlab.Busy4, netlab.BusyMAC, netlab.Busy4)}
+		Tried: fmt.Sprintf("an allocation from a pool holding only %s, which the busy host (%s) owns, for a workload on the LAN; then `ipam show %s`", netlab.Busy4, netlab.BusyMAC, netlab.Busy4)}
+	up := lan.AddHost("wlq", "02:00:00:00:22:02")
+	_, qerr := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: "q-1", Interface: "eth0", Netns: up.Path, Pools: []string{"q"}})
+	if qerr == nil {
+		quar.Failf("the busy host's address was handed out")
+	}
 	ps, err := a.API.Pools(c)
 	if err != nil {
 		t.Fatal(err)

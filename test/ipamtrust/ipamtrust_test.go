@@ -46,7 +46,7 @@ func TestBackupUnderAllocations(t *testing.T) { Check(t, BackupUnderAllocations(
 func TestChurn(t *testing.T)                  { Check(t, Churn(t, env, ChurnContainers)) }
 func TestHistoryCapRefused(t *testing.T)      { Check(t, HistoryCapRefused(t, env)) }
 func TestStrictJSON(t *testing.T)             { Check(t, StrictJSON(t, env)) }
-func TestLongIDCut(t *testing.T)              { Check(t, LongIDCut(t, env)) }
+func TestLongValuesCut(t *testing.T)          { Check(t, LongValuesCut(t, env)) }
 func TestSocketDirsSwept(t *testing.T)        { Check(t, SocketDirsSwept(t, env)) }
 
 func TestGC(t *testing.T) {
