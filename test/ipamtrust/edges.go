@@ -146,8 +146,9 @@ func LongValuesCut(t testing.TB, e Env) Result {
 }
 
 // lanPools are detection pools on netlab's StdLAN: "lan" for the shared
-// interface, "q" holding nothing but the busy host's address, so that an
-// allocation from it quarantines netlab.Busy4.
+// interface, "q" ten addresses from the busy host's on: filled, it
+// quarantines netlab.Busy4 (a pool of that address alone could not: the
+// quarantine may take only a share of a pool).
 var lanPools = fmt.Sprintf(`
 pool "lan" {
   subnet             = "10.0.0.0/24"
@@ -156,10 +157,10 @@ pool "lan" {
 }
 pool "q" {
   subnet             = "10.0.0.0/24"
-  ranges             = ["%s-%s"]
+  ranges             = ["%s-10.0.0.19"]
   conflict_detection = true
 }
-`, netlab.Busy4, netlab.Busy4)
+`, netlab.Busy4)
 
 // SharedInterfaceAndQuarantine runs two attacks on one LAN:
 //
@@ -215,11 +216,20 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 	}
 
 	quar := Result{Attack: "a quarantined address shown to the operator",
-		Tried: fmt.Sprintf("an allocation from a pool holding only %s, which the busy host (%s) owns, for a workload on the LAN; then `ipam show %s`", netlab.Busy4, netlab.BusyMAC, netlab.Busy4)}
+		Tried: fmt.Sprintf("a pool of 10 addresses from %s on, which the busy host (%s) owns, filled by a workload on the LAN; then `ipam show %s`", netlab.Busy4, netlab.BusyMAC, netlab.Busy4)}
 	up := lan.AddHost("wlq", "02:00:00:00:22:02")
-	_, qerr := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: "q-1", Interface: "eth0", Netns: up.Path, Pools: []string{"q"}})
-	if qerr == nil {
-		quar.Failf("the busy host's address was handed out")
+	granted := 0
+	var qerr error
+	for i := range 10 {
+		att, err := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("q-", i), Interface: "eth0", Netns: up.Path, Pools: []string{"q"}})
+		if err != nil {
+			qerr = err
+			break
+		}
+		granted++
+		if att.Addresses[0].Address.Addr().String() == netlab.Busy4 {
+			quar.Failf("the busy host's address was handed out")
+		}
 	}
 	ps, err := a.API.Pools(c)
 	if err != nil {
@@ -230,7 +240,7 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 		quarantined += p.Quarantined
 	}
 	show, code := a.cli("show", netlab.Busy4)
-	quar.Did = fmt.Sprintf("quarantined %d address(es); `ipam show %s` exit %d: %.200q", quarantined, netlab.Busy4, code, strings.TrimSpace(show))
+	quar.Did = fmt.Sprintf("granted %d, then %.160q; quarantined %d address(es); `ipam show %s` exit %d: %.300q", granted, fmt.Sprint(qerr), quarantined, netlab.Busy4, code, strings.TrimSpace(show))
 	quar.Numbers = fmt.Sprintf("quarantined in the pool: %d", quarantined)
 	if quarantined == 0 {
 		quar.Failf("no address quarantined: the busy address was never probed, the row proves nothing")
