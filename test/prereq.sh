@@ -15,11 +15,13 @@ target=${1:-test}
 # test/e2e; systemd-analyze checks the unit; promtool tests the alert rules;
 # lintian and groff check the package and its man page; dpkg-deb reads it;
 # etcd (etcd-server) is the real etcd that test/etcdlab starts for the IPAM
-# etcd store's tests and the benchmark's ipam-store rows.
+# etcd store's tests and the benchmark's ipam-store rows; the distribution's
+# CNI plugins (/usr/lib/cni) are what test/cni checks the shipped conflists
+# against.
 common="ip:iproute2 bridge:iproute2 tcpdump:tcpdump arping:iputils-arping ndisc6:ndisc6 git:git"
 case "$target" in
 test)
-	need="$common systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux etcd:etcd-server"
+	need="$common /usr/lib/cni/macvlan:containernetworking-plugins systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux etcd:etcd-server"
 	;;
 bench | faults)
 	need="$common etcd:etcd-server"

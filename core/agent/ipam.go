@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
@@ -31,11 +33,17 @@ type ipamService struct {
 	metrics    *telemetry.IPAMMetrics
 	dir        string
 	dbPath     string
+	spool      string // the CNI spool
+	log        hclog.Logger
 	dirty      atomic.Bool
 	usage      atomic.Pointer[[]ipamapi.PoolUsage] // last computed
 	stop       context.CancelFunc
 	done       chan struct{}
 	mu         sync.Mutex // serialises reloads
+
+	// outageWait: how long an allocation or release rides through an
+	// unreachable etcd (0 with the embedded store).
+	outageWait time.Duration
 }
 
 // usageRefresh is how often the pool gauges are recomputed after a change.
@@ -122,10 +130,16 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		// etcd down at start: IPAM starts without it and says so.
 		a.log.Named("ipam").Warn("cannot release this node's dangling reservations yet", "error", err)
 	}
-	s := &ipamService{m: m, store: store, bolt: bolt, node: node, shared: shared, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath, done: make(chan struct{})}
+	s := &ipamService{m: m, store: store, bolt: bolt, node: node, shared: shared, metrics: metrics, dir: cfg.IPAMConfigDir, dbPath: cfg.IPAM.DBPath,
+		spool: cfg.IPAM.CNISpoolDir, log: a.log.Named("ipam"), done: make(chan struct{})}
 	if shared != nil {
 		s.dbPath = ""
+		s.outageWait = cfg.Etcd.OutageWait
 	}
+	// DELs the plugin could not deliver while the agent was away are
+	// applied before any allocation is served: their addresses are free
+	// for the first ADD.
+	spooled := applySpool(ctx, m, s.spool, s.log)
 	if _, err := s.poolUsage(ctx); err != nil && shared == nil {
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
@@ -133,7 +147,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	for _, p := range res.Pools {
 		names = append(names, p.Name)
 	}
-	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "store", kind, "node", node, "db", s.dbPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n)
+	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "store", kind, "node", node, "db", s.dbPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n, "cni_spool", s.spool, "spooled_dels_released", spooled)
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.loop(loopCtx, a, cfg.IPAM.GCInterval)
@@ -148,6 +162,8 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 	defer gc.Stop()
 	usage := time.NewTicker(usageRefresh)
 	defer usage.Stop()
+	spool := time.NewTicker(spoolInterval)
+	defer spool.Stop()
 	var watch <-chan time.Time
 	if s.shared != nil {
 		w := time.NewTicker(time.Second)
@@ -160,6 +176,10 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 			return
 		case <-watch:
 			s.shared.logChange()
+		case <-spool.C:
+			if applySpool(ctx, s.m, s.spool, s.log) > 0 {
+				s.dirty.Store(true)
+			}
 		case <-gc.C:
 			res, err := s.m.GC(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -309,12 +329,18 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 		return ipamapi.Attachment{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	if sh := a.ipam.shared; sh != nil {
-		if err := sh.usable(req.Pools); err != nil {
-			return ipamapi.Attachment{}, err
+	var att ipamapi.Attachment
+	err = rideOutage(ctx, a.ipam.outageWait, func(ctx context.Context) error {
+		if sh := a.ipam.shared; sh != nil {
+			if err := sh.usable(req.Pools); err != nil {
+				return err
+			}
 		}
-	}
-	return m.Allocate(ctx, req)
+		var err error
+		att, err = m.Allocate(ctx, req)
+		return err
+	})
+	return att, err
 }
 
 // IPAMRelease implements control.IPAMBackend.
@@ -327,19 +353,25 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 	defer a.ipam.dirty.Store(true)
 	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
-	if req.IfNetwork != "" {
-		att, released, err := m.ReleaseIfNetwork(ctx, key, req.IfNetwork)
-		switch {
-		case released:
-			out.Released = append(out.Released, att)
-		case att.ContainerID != "":
-			out.Kept = append(out.Kept, att)
+	var (
+		att      ipamapi.Attachment
+		released bool
+	)
+	err = rideOutage(ctx, a.ipam.outageWait, func(ctx context.Context) error {
+		var err error
+		if req.IfNetwork != "" {
+			att, released, err = m.ReleaseIfNetwork(ctx, key, req.IfNetwork)
+		} else {
+			att, released, err = m.Release(ctx, key)
 		}
-		return out, err
-	}
-	att, ok, err := m.Release(ctx, key)
-	if ok {
+		return err
+	})
+	switch {
+	case released:
 		out.Released = append(out.Released, att)
+	case att.ContainerID != "":
+		// ReleaseIfNetwork keeps another origin's allocation.
+		out.Kept = append(out.Kept, att)
 	}
 	return out, err
 }

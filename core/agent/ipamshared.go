@@ -197,8 +197,14 @@ func (s *sharedStore) migrate(ctx context.Context, m *ipam.IPAM) error {
 }
 
 // usable says why an allocation from pools cannot be made now, or nil.
+// Of the heartbeat's errors only a second agent with this node's name
+// stops an allocation. One that failed because etcd did not answer does
+// not: the store's own calls say whether etcd answers now (and wait for
+// it, see rideOutage), and the next heartbeat round (within a third of its
+// TTL) holds the name again. Refusing here would keep allocations failing
+// for seconds after etcd is back.
 func (s *sharedStore) usable(pools []string) error {
-	if err := s.hb.Err(); err != nil {
+	if err := s.hb.Err(); err != nil && errors.Is(err, etcdstore.ErrDuplicateNode) {
 		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd) is not usable on node %s: %v; try again", s.node, err), Err: control.ErrNotReady}
 	}
 	s.mu.Lock()
@@ -262,5 +268,54 @@ func (s *sharedStore) logChange() {
 		s.log.Error("IPAM store is down: allocations fail until it is back", "node", s.node, "error", now)
 	default:
 		s.log.Info("IPAM store is back", "node", s.node)
+	}
+}
+
+// outageBackoff bounds the pause between two attempts while etcd does not
+// answer: a member restart or an election is over within a second or two,
+// and an attempt while it is not is a fast failure, not a request.
+const (
+	outageBackoffMin = 50 * time.Millisecond
+	outageBackoffMax = 250 * time.Millisecond
+)
+
+// etcdDown: err says etcd did not answer now (no member reachable, no
+// leader, no answer in time). A commit whose outcome is unknown counts:
+// repeating the whole allocation or release is safe (see rideOutage), and
+// it settles the outcome by reading the attachment again.
+func etcdDown(err error) bool {
+	return errors.Is(err, etcdstore.ErrUnavailable) || errors.Is(err, ipam.ErrOutcomeUnknown)
+}
+
+// rideOutage runs op and, while it fails because etcd cannot answer (a
+// member restarting, an election), runs it again with a short backoff for
+// at most wait; then the last error is returned, saying how long it
+// waited. op must be safe to repeat: IPAM's allocation and release are
+// idempotent per (container id, interface), and an allocation that failed
+// half-way left a reservation that the next attempt takes over.
+func rideOutage(ctx context.Context, wait time.Duration, op func(context.Context) error) error {
+	err := op(ctx)
+	if err == nil || wait <= 0 || !etcdDown(err) {
+		return err
+	}
+	start := time.Now()
+	deadline := start.Add(wait)
+	pause := outageBackoffMin
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%w (waited %v, etcd.outage_wait)", err, time.Since(start).Round(time.Millisecond))
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause = min(2*pause, outageBackoffMax)
+		if err = op(ctx); err == nil || !etcdDown(err) {
+			return err
+		}
 	}
 }

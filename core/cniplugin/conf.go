@@ -9,11 +9,13 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -28,13 +30,32 @@ const MaxNetconfBytes = 1 << 20
 //
 //	"ipam": {"type": "spiderpool", "pools": ["v4", "v6"], "socket": "/path"}
 //	"ipam": {"type": "spiderpool", "ipv4_pool": "v4", "ipv6_pool": "v6"}
+//	"ipam": {"type": "spiderpool", "pools": ["v4"], "agent_wait": "5s", "spool_dir": "/path"}
 type IPAMConf struct {
 	Type     string
 	Pools    []string // in request order: one pool per family at most
 	Socket   string
 	IPv4Pool string
 	IPv6Pool string
+	// AgentWait is how long ADD, DEL and CHECK wait for an agent that is
+	// not there (stopped, restarting) or not ready before they give up;
+	// "agent_wait", default DefaultAgentWait, at most MaxAgentWait.
+	AgentWait time.Duration
+	// SpoolDir is where a DEL that could not reach the agent within
+	// AgentWait is spooled for the agent to apply; "spool_dir", default
+	// cnispool.DefaultDir (the agent's ipam.cni_spool_dir).
+	SpoolDir string
 }
+
+// Bounds of agent_wait. An agent restart takes ~150 ms; 5 s rides through
+// it on a loaded node. The most is kept so that an ADD's whole deadline,
+// MaxAgentWait + AllocateTimeout = 60 s, stays well inside what runtimes
+// give a CNI ADD (kubelet's runtime request timeout is 2 min; Podman and
+// Nomad set none of their own).
+const (
+	DefaultAgentWait = 5 * time.Second
+	MaxAgentWait     = 30 * time.Second
+)
 
 // NetConf is what the plugin reads of the network configuration. Fields
 // outside "ipam" belong to the main plugin and the runtime, so only the ones
@@ -214,6 +235,7 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 	ic := &IPAMConf{}
 	seen := map[string]bool{}
 	var pools *[]string
+	var agentWait string
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -238,8 +260,12 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 			target = &ic.IPv6Pool
 		case "socket":
 			target = &ic.Socket
+		case "agent_wait":
+			target = &agentWait
+		case "spool_dir":
+			target = &ic.SpoolDir
 		default:
-			return nil, confErr(field, "is not a field of the spiderpool IPAM block (known: type, pools, ipv4_pool, ipv6_pool, socket)")
+			return nil, confErr(field, "is not a field of the spiderpool IPAM block (known: type, pools, ipv4_pool, ipv6_pool, socket, agent_wait, spool_dir)")
 		}
 		if err := dec.Decode(target); err != nil {
 			return nil, describeJSONError(field, err)
@@ -296,6 +322,22 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 		}
 	} else {
 		ic.Socket = DefaultSocketPath
+	}
+	ic.AgentWait = DefaultAgentWait
+	if seen["agent_wait"] {
+		d, err := time.ParseDuration(agentWait)
+		if err != nil || d < 0 || d > MaxAgentWait {
+			return nil, confErr("ipam.agent_wait", "%q is not a duration from \"0s\" to %v (such as \"5s\")", agentWait, MaxAgentWait)
+		}
+		ic.AgentWait = d
+	}
+	if seen["spool_dir"] {
+		s := ic.SpoolDir
+		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 1024 {
+			return nil, confErr("ipam.spool_dir", "%q is not a clean absolute path, such as %s", s, cnispool.DefaultDir)
+		}
+	} else {
+		ic.SpoolDir = cnispool.DefaultDir
 	}
 	return ic, nil
 }

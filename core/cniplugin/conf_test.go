@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -24,6 +25,14 @@ func TestParseNetConf(t *testing.T) {
 		{"by family", wrap(`{"type":"spiderpool","ipv6_pool":"v6","ipv4_pool":"v4"}`), []string{"v4", "v6"}, DefaultSocketPath},
 		{"v6 only", wrap(`{"type":"spiderpool","ipv6_pool":"v6"}`), []string{"v6"}, DefaultSocketPath},
 		{"socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"/run/x/s.sock"}`), []string{"a"}, "/run/x/s.sock"},
+	}
+	nc, err := ParseNetConf([]byte(wrap(`{"type":"spiderpool","pools":["a"]}`)))
+	if err != nil || nc.IPAM.AgentWait != DefaultAgentWait || nc.IPAM.SpoolDir != cnispool.DefaultDir {
+		t.Errorf("defaults: agent_wait %v, spool_dir %q, %v; want %v and %s", nc.IPAM.AgentWait, nc.IPAM.SpoolDir, err, DefaultAgentWait, cnispool.DefaultDir)
+	}
+	nc, err = ParseNetConf([]byte(wrap(`{"type":"spiderpool","pools":["a"],"agent_wait":"0s","spool_dir":"/run/spool"}`)))
+	if err != nil || nc.IPAM.AgentWait != 0 || nc.IPAM.SpoolDir != "/run/spool" {
+		t.Errorf("agent_wait 0s, spool_dir /run/spool: %+v %v", nc, err)
 	}
 	for _, tc := range good {
 		nc, err := ParseNetConf([]byte(tc.conf))
@@ -59,6 +68,12 @@ func TestParseNetConf(t *testing.T) {
 		{"relative socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"run/s.sock"}`), "ipam.socket", "absolute"},
 		{"unclean socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"/run/../s.sock"}`), "ipam.socket", "clean"},
 		{"long socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"/` + strings.Repeat("s", 120) + `"}`), "ipam.socket", "107"},
+		{"agent_wait not a duration", wrap(`{"type":"spiderpool","pools":["a"],"agent_wait":"soon"}`), "ipam.agent_wait", "not a duration"},
+		{"agent_wait a number", wrap(`{"type":"spiderpool","pools":["a"],"agent_wait":5}`), "ipam.agent_wait", "number"},
+		{"agent_wait negative", wrap(`{"type":"spiderpool","pools":["a"],"agent_wait":"-1s"}`), "ipam.agent_wait", "30s"},
+		{"agent_wait too long", wrap(`{"type":"spiderpool","pools":["a"],"agent_wait":"31s"}`), "ipam.agent_wait", "30s"},
+		{"relative spool_dir", wrap(`{"type":"spiderpool","pools":["a"],"spool_dir":"var/spool"}`), "ipam.spool_dir", "absolute"},
+		{"unclean spool_dir", wrap(`{"type":"spiderpool","pools":["a"],"spool_dir":"/var/../spool"}`), "ipam.spool_dir", "clean"},
 		{"cut off", `{"name":"n","ipam":{"type":"spiderpool"`, "netconf", "JSON"},
 		{"bad valid-attachments", `{"name":"n","cni.dev/valid-attachments":[{"containerID":"a"}],"ipam":{"type":"spiderpool","pools":["a"]}}`, "cni.dev/valid-attachments[0]", "ifname"},
 		{"valid-attachments not a list", `{"name":"n","cni.dev/valid-attachments":{},"ipam":{"type":"spiderpool","pools":["a"]}}`, "cni.dev/valid-attachments", "list"},
@@ -173,6 +188,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi",
+		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only
 		"github.com/containernetworking/cni/pkg/",

@@ -33,9 +33,11 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -66,7 +68,10 @@ const (
 
 // Bounds of the calls to the agent. An allocation with detection on takes a
 // few 100 ms reply windows; under a burst of workloads it queues behind
-// others. Runtimes have their own, longer, deadlines.
+// others, and with an etcd store it may wait out etcd.outage_wait (at most
+// 20 s). ADD, DEL and CHECK add ipam.agent_wait (at most MaxAgentWait) in
+// front of these for an agent that is away. Runtimes have their own,
+// longer, deadlines.
 const (
 	// AllocateTimeout outlasts the agent's own deadline of an allocation
 	// (ipam.allocation_timeout, at most ipamapi.MaxAllocationTimeout).
@@ -183,9 +188,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		// this network made.
 		Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: nc.Name, Interface: args.IfName},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), AllocateTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+AllocateTimeout)
 	defer cancel()
-	att, err := c.Allocate(ctx, req)
+	var att ipamapi.Attachment
+	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
+		var err error
+		att, err = c.Allocate(ctx, req)
+		return err
+	})
 	if err != nil {
 		return cniError("allocate "+describeKey(args.ContainerID, args.IfName)+" from "+strings.Join(nc.IPAM.Pools, ", "), err)
 	}
@@ -240,19 +250,121 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 // Del releases what the container's interface holds. Releasing nothing
-// succeeds (the spec's idempotent DEL); an agent that cannot be reached is
-// error 11, so that the runtime tries again rather than leak the address.
+// succeeds (the spec's idempotent DEL). An agent that is away (stopped,
+// restarting) is waited for, up to ipam.agent_wait; if it is still away
+// the DEL is spooled on the node (core/ipam/cnispool) and succeeds: the
+// agent applies the spool when it starts, before it serves an ADD.
+//
+// Success is the right answer for a spooled DEL: a runtime does not retry
+// a failed DEL (Podman logs it and forgets the container; the kubelet
+// retries only while the pod exists), so an error would leave the address
+// allocated until the agent's GC noticed the namespace was gone, minutes
+// later; the spool is what guarantees the release. Only a DEL that could
+// not be spooled either (a full or untrusted spool) fails, saying why.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	_, c, err := parse(args)
+	nc, c, err := parse(args)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+CallTimeout)
 	defer cancel()
-	if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName}); err != nil {
-		return cniError("release "+describeKey(args.ContainerID, args.IfName), err)
+	start := p.Now()
+	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
+		_, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
+		return err
+	})
+	if err == nil {
+		return nil
 	}
+	what := "release " + describeKey(args.ContainerID, args.IfName)
+	if !undelivered(err) {
+		return cniError(what, err)
+	}
+	rec := cnispool.Record{Version: 1, ContainerID: args.ContainerID, Interface: args.IfName, Network: nc.Name, DeletedAt: p.Now().UTC()}
+	if serr := cnispool.Write(nc.IPAM.SpoolDir, rec); serr != nil {
+		e := agentError(err)
+		e.Msg = fmt.Sprintf("spiderpool IPAM: %s: %s; and the DEL could not be spooled for the agent either: %v", what, e.Msg, serr)
+		return e
+	}
+	fmt.Fprintf(p.Stderr, "spiderpool IPAM: %s: the agent did not take it within %v (ipam.agent_wait %v): %s; spooled in %s, the agent releases it when it is back\n",
+		what, p.Now().Sub(start).Round(time.Millisecond), nc.IPAM.AgentWait, agentError(err).Msg, nc.IPAM.SpoolDir)
 	return nil
+}
+
+// Backoff between attempts while the agent is away: its restart takes
+// ~150 ms, so the first attempts come close together.
+const (
+	agentBackoffMin = 25 * time.Millisecond
+	agentBackoffMax = 250 * time.Millisecond
+)
+
+// withAgent runs call, and again while it fails because the agent is away
+// (agentAway), with a short backoff, until wait has passed since the first
+// attempt or ctx ends; it returns the last error. ADD, DEL and CHECK are
+// idempotent per (container id, interface), so a repeat is safe even when
+// an earlier attempt reached the agent.
+func withAgent(ctx context.Context, wait time.Duration, call func(context.Context) error) error {
+	deadline := time.Now().Add(wait)
+	pause := agentBackoffMin
+	for {
+		err := call(ctx)
+		if err == nil || !agentAway(err) {
+			return err
+		}
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause = min(2*pause, agentBackoffMax)
+	}
+}
+
+// agentAway: err says the agent is not there to answer now - nothing
+// listens on its socket (stopped, restarting), the connection was dropped
+// before any answer (it was stopping), or it answered that it is not ready
+// or busy with this key (ipamapi's rule for what a caller may retry).
+func agentAway(err error) bool {
+	var (
+		nr *ipamapi.NotRunningError
+		ae *ipamapi.APIError
+	)
+	switch {
+	case errors.As(err, &nr):
+		return true
+	case errors.As(err, &ae):
+		return ae.TryAgain()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || (errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF))
+}
+
+// undelivered: a DEL that failed this way may not have been applied by
+// the agent, and the agent may apply it later from the spool - it was
+// away, did not answer in time, broke the connection, or failed on its
+// side (a 5xx). A refusal (a bad request, an untrusted peer) is not
+// spooled: the agent would refuse it again.
+func undelivered(err error) bool {
+	var (
+		ae *ipamapi.APIError
+		up *ipamapi.UntrustedPeerError
+		ne net.Error
+	)
+	switch {
+	case errors.As(err, &up):
+		return false
+	case errors.As(err, &ae):
+		return ae.TryAgain() || ae.Status >= 500
+	}
+	return agentAway(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
 // Check verifies that the agent holds an allocation for this container and
@@ -264,9 +376,17 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	key := ipamapi.AttachmentKey{ContainerID: args.ContainerID, Interface: args.IfName}
-	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+CallTimeout)
 	defer cancel()
-	att, ok, err := c.Get(ctx, key)
+	var (
+		att ipamapi.Attachment
+		ok  bool
+	)
+	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
+		var err error
+		att, ok, err = c.Get(ctx, key)
+		return err
+	})
 	if err != nil {
 		return cniError("look up "+describeKey(key.ContainerID, key.Interface), err)
 	}
@@ -314,9 +434,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	return nil
 }
 
-// prevAddresses reads the addresses of the previous result, in any version.
+// prevAddresses reads the addresses of the previous result, in any version
+// (a 0.4.0 network's prevResult is a 0.4.0 result: types/100 alone would
+// refuse it).
 func prevAddresses(nc *NetConf) ([]netip.Addr, error) {
-	res, err := current.NewResult(injectVersion(nc.PrevResult, nc.CNIVersion))
+	res, err := create.CreateFromBytes(injectVersion(nc.PrevResult, nc.CNIVersion))
 	if err != nil {
 		return nil, err
 	}
@@ -355,7 +477,8 @@ func injectVersion(prev json.RawMessage, ver string) []byte {
 
 // Status reports whether an ADD could be served now: the agent answers,
 // IPAM is on, and each configured pool exists and has a free address.
-// Anything else is the spec's error 50.
+// Anything else is the spec's error 50. It answers at once, without
+// ipam.agent_wait: a runtime asks STATUS to decide, not to wait.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	nc, c, err := parse(args)
 	if err != nil {

@@ -93,6 +93,16 @@ const (
 	DefaultIPAMDBPath        = "/var/lib/spiderpool/ipam.db"
 	DefaultIPAMGCInterval    = time.Minute
 	DefaultIPAMGCGracePeriod = 30 * time.Second
+	// DefaultIPAMCNISpoolDir is where the CNI plugin spools the DELs it
+	// could not deliver (core/ipam/cnispool's DefaultDir; the plugin's
+	// ipam.spool_dir has the same default).
+	DefaultIPAMCNISpoolDir = "/var/lib/spiderpool/cni-spool"
+	// DefaultEtcdOutageWait is how long an allocation or release waits for
+	// an etcd that is unreachable or electing a leader before it fails.
+	DefaultEtcdOutageWait = 5 * time.Second
+	// MaxEtcdOutageWait keeps the wait, with an allocation's own work,
+	// inside the CNI plugin's 30 s allocation deadline.
+	MaxEtcdOutageWait = 20 * time.Second
 	// DefaultIPAMConfigDir is the packaged --ipam-config-dir.
 	DefaultIPAMConfigDir = "/etc/spiderpool/ipam.d"
 )
@@ -250,6 +260,12 @@ type IPAMConfig struct {
 	// HCL allocation_timeout, default 25s, between 1s and 27s (below the
 	// CNI plugin's 30s wait for the answer, ipamapi.AllocateWait).
 	AllocationTimeout time.Duration
+
+	// CNISpoolDir is the spool of CNI DELs the plugin could not deliver,
+	// applied at start before allocations are served, and every few
+	// seconds after. HCL cni_spool_dir, default
+	// /var/lib/spiderpool/cni-spool.
+	CNISpoolDir string
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -469,6 +485,7 @@ func Default() *Config {
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
 			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
+			CNISpoolDir:       DefaultIPAMCNISpoolDir,
 		},
 		sources: map[string]Source{},
 	}
@@ -515,6 +532,11 @@ type EtcdConfig struct {
 	PasswordFile   string
 	// DeclRange is where the block was declared; zero when absent.
 	DeclRange hcl.Range
+	// OutageWait is how long an allocation or release rides through an
+	// unreachable etcd or an election before failing (HCL outage_wait,
+	// default DefaultEtcdOutageWait, at most MaxEtcdOutageWait; "0s"
+	// fails at once).
+	OutageWait time.Duration
 }
 
 // ResolvedNodeName is NodeName, or the hostname when it is empty.

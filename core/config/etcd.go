@@ -19,7 +19,7 @@ var (
 	etcdSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
 			{Name: "endpoints", Required: true}, {Name: "prefix"}, {Name: "dial_timeout"},
-			{Name: "request_timeout"}, {Name: "username"}, {Name: "password_file"},
+			{Name: "request_timeout"}, {Name: "outage_wait"}, {Name: "username"}, {Name: "password_file"},
 		},
 		Blocks: []hcl.BlockHeaderSchema{{Type: "tls"}},
 	}
@@ -36,7 +36,7 @@ func (l *loader) applyEtcd(blk *hcl.Block) {
 	if ds.HasErrors() {
 		return
 	}
-	e := EtcdConfig{DeclRange: blk.DefRange}
+	e := EtcdConfig{DeclRange: blk.DefRange, OutageWait: DefaultEtcdOutageWait}
 	bad := func(attr *hcl.Attribute, format string, a ...any) {
 		rng := attr.Expr.Range()
 		l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: fmt.Sprintf("Invalid value for \"etcd.%s\"", attr.Name),
@@ -112,6 +112,17 @@ func (l *loader) applyEtcd(blk *hcl.Block) {
 			dur(attr, &e.DialTimeout)
 		case "request_timeout":
 			dur(attr, &e.RequestTimeout)
+		case "outage_wait":
+			var v string
+			if !str(attr, &v, false) {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > MaxEtcdOutageWait {
+				bad(attr, "%q is not a duration from \"0s\" to %v (such as \"5s\").", v, MaxEtcdOutageWait)
+				continue
+			}
+			e.OutageWait = d
 		case "username":
 			str(attr, &e.Username, false)
 		case "password_file":

@@ -461,6 +461,9 @@ func TestHCLErrors(t *testing.T) {
 			`a.hcl:4:19: Invalid value for "etcd.password_file": "pw" is not an absolute path.`,
 			`a.hcl:5:3: Incomplete etcd client certificate`}},
 		{"etcd no endpoints", "etcd {\n  prefix = \"/x/\"\n}\n", []string{`a.hcl:1:6: Missing required argument`}},
+		{"etcd outage_wait", "etcd {\n  endpoints = [\"http://10.0.0.1:2379\"]\n  outage_wait = \"21s\"\n}\n", []string{
+			`a.hcl:3:17: Invalid value for "etcd.outage_wait": "21s" is not a duration from "0s" to 20s`}},
+		{"ipam cni_spool_dir", "ipam {\n  cni_spool_dir = \"spool\"\n}\n", []string{`a.hcl:2:19: Invalid value for "ipam.cni_spool_dir"`}},
 		{"node name", "node_name = \"a/b\"\n", []string{`a.hcl:1:13: Invalid value for "node_name"`}},
 		{"many at once", "health_port = 0\nlog_level = \"x\"\nhelth = 1\n", []string{`a.hcl:1:15`, `a.hcl:2:13`, `a.hcl:3:1`}},
 	}
@@ -759,7 +762,7 @@ func TestSettings(t *testing.T) {
 	wantKeys := []string{"log_level", "log_format", "plugin_dir", "socket_path", "health_port", "gops_port", "node_name",
 		"enable_ipv4", "enable_ipv6", "shutdown_timeout", "metrics.enabled", "metrics.port", "metrics.address",
 		"ipam.max_allocated_ips", "ipam.max_history_records", "ipam.update_max_retries", "ipam.workload_retention",
-		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period", "ipam.allocation_timeout",
+		"ipam.db_path", "ipam.gc_interval", "ipam.gc_grace_period", "ipam.allocation_timeout", "ipam.cni_spool_dir",
 		"supervisor.start_timeout", "supervisor.health_interval", "supervisor.restart_initial_backoff",
 		"supervisor.restart_max_backoff", "supervisor.restart_budget", "supervisor.stable_after",
 		"supervisor.plugin_memory_max_mb", "supervisor.plugin_pids_max", "supervisor.plugin_log_rate", "supervisor.plugin_log_burst"}
@@ -835,6 +838,7 @@ etcd {
   prefix          = "/rack1/"
   dial_timeout    = "3s"
   request_timeout = "1s"
+  outage_wait     = "0s"
   username        = "sp"
   password_file   = "/etc/pw"
   tls {
@@ -851,7 +855,7 @@ etcd {
 	e := c.Etcd
 	if c.NodeName != "n1" || len(e.Endpoints) != 2 || e.Endpoints[1] != "https://10.0.0.2:2379" || e.Prefix != "/rack1/" ||
 		e.DialTimeout != 3*time.Second || e.RequestTimeout != time.Second || e.Username != "sp" || e.PasswordFile != "/etc/pw" ||
-		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" {
+		e.CAFile != "/ca.pem" || e.CertFile != "/c.pem" || e.KeyFile != "/k.pem" || e.OutageWait != 0 {
 		t.Fatalf("node %q etcd %+v", c.NodeName, e)
 	}
 	host, err := os.Hostname()

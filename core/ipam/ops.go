@@ -96,6 +96,50 @@ func (m *IPAM) releaseIf(ctx context.Context, key AttachmentKey, wantRev int64, 
 	}
 }
 
+// SpooledRelease is what ReleaseSpooled did.
+type SpooledRelease string
+
+const (
+	SpooledReleased  SpooledRelease = "released"
+	SpooledUnknown   SpooledRelease = "unknown"    // the key holds nothing
+	SpooledNewer     SpooledRelease = "newer"      // an ADD made after the DEL holds the key
+	SpooledOtherNode SpooledRelease = "other_node" // another node's allocation
+)
+
+// ReleaseSpooled applies a DEL that the CNI plugin spooled at deletedAt
+// because the agent was not there to take it. Unlike Release it releases
+// only this node's allocation made no later than deletedAt: the spool may
+// be applied after the runtime has ADDed the same (container id,
+// interface) again (podman restart keeps both), and that newer allocation
+// must win. The release is compare-guarded on the revision that was
+// judged.
+func (m *IPAM) ReleaseSpooled(ctx context.Context, key AttachmentKey, deletedAt time.Time) (SpooledRelease, Attachment, error) {
+	if err := (ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
+		return "", Attachment{}, err
+	}
+	cur, err := m.getAttachment(ctx, key)
+	switch {
+	case err != nil:
+		return "", Attachment{}, err
+	case cur.rev == 0:
+		return SpooledUnknown, Attachment{}, nil
+	case cur.att.Node != "" && cur.att.Node != m.node:
+		return SpooledOtherNode, cur.att, nil
+	case cur.att.Created.After(deletedAt):
+		return SpooledNewer, cur.att, nil
+	}
+	att, ok, err := m.release(ctx, key, cur.rev)
+	switch {
+	case err != nil:
+		return "", Attachment{}, err
+	case !ok:
+		// Changed since it was judged: whatever holds the key now was
+		// written after the DEL was spooled.
+		return SpooledNewer, Attachment{}, nil
+	}
+	return SpooledReleased, att, nil
+}
+
 // ReleaseWorkload releases every allocation of workload.
 func (m *IPAM) ReleaseWorkload(ctx context.Context, workload string) ([]Attachment, error) {
 	if err := (ipamapi.ReleaseWorkloadRequest{Workload: workload}).Validate(); err != nil {

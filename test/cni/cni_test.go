@@ -23,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
@@ -167,6 +168,7 @@ type lab struct {
 	lan     *netlab.StdLAN
 	sockDir string
 	sock    string
+	spool   string // the agent's ipam.cni_spool_dir
 	db      string
 	ipamDir string
 	agent   *agenttest.Agent
@@ -185,7 +187,7 @@ func newLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"),
+	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"),
 		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir()}
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		t.Fatal(err)
@@ -200,7 +202,7 @@ func newLab(t *testing.T) *lab {
 // pools, and waits until it is ready.
 func (l *lab) startAgent() {
 	l.t.Helper()
-	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n}\n", l.sock, l.db)
+	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool)
 	l.agent = agenttest.Start(l.t, bins, agenttest.Options{Config: cfg, Netns: l.lan.Node.NS,
 		Args: []string{"--ipam-config-dir", l.ipamDir}})
 	l.agent.WaitReady(60 * time.Second)
@@ -225,8 +227,16 @@ func (l *lab) withSocket(pools string) string {
 }
 
 // packaged loads a conflist of packaging/cni as a user would copy it, with
-// only the socket added (the lab's agent does not use the default path).
+// only the socket and the spool added (the lab's agent does not use the
+// default paths).
 func (l *lab) packaged(name string) *libcni.NetworkConfigList {
+	l.t.Helper()
+	return l.packagedAt(name, "")
+}
+
+// packagedAt is packaged with the conflist's cniVersion set to version
+// (unless empty), as the README tells users of newer plugins to do.
+func (l *lab) packagedAt(name, version string) *libcni.NetworkConfigList {
 	l.t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -247,7 +257,10 @@ func (l *lab) packaged(name string) *libcni.NetworkConfigList {
 	if !strings.Contains(string(p.Bytes), `"type":"spiderpool"`) {
 		l.t.Fatalf("%s: no spiderpool IPAM block: %s", name, p.Bytes)
 	}
-	fixed := strings.Replace(string(data), `"type": "spiderpool",`, fmt.Sprintf(`"type": "spiderpool", "socket": %q,`, l.sock), 1)
+	fixed := strings.Replace(string(data), `"type": "spiderpool",`, fmt.Sprintf(`"type": "spiderpool", "socket": %q, "spool_dir": %q,`, l.sock, l.spool), 1)
+	if version != "" {
+		fixed = strings.Replace(fixed, fmt.Sprintf(`"cniVersion": %q`, list.CNIVersion), fmt.Sprintf(`"cniVersion": %q`, version), 1)
+	}
 	list, err = libcni.ConfListFromBytes([]byte(fixed))
 	if err != nil {
 		l.t.Fatalf("%s with the socket: %v", name, err)
@@ -539,6 +552,9 @@ func TestEcosystem(t *testing.T) {
 
 	t.Run("STATUS", func(t *testing.T) {
 		ctx := ctxFor(t, time.Minute)
+		// STATUS exists from CNI 1.1.0 on (libcni skips it below); the
+		// packaged conflists say 0.4.0 for the distributions' plugins.
+		underlay := l.packagedAt("macvlan.conflist", "1.1.0")
 		if err := l.rt.Status(ctx, underlay); err != nil {
 			t.Errorf("STATUS with the agent running: %v", err)
 		}
@@ -663,16 +679,31 @@ func TestEcosystem(t *testing.T) {
 		}
 	})
 
-	t.Run("STATUS and ADD with the agent stopped", func(t *testing.T) {
+	t.Run("STATUS, ADD and DEL with the agent stopped", func(t *testing.T) {
 		ctx := ctxFor(t, time.Minute)
 		l.agent.Stop()
-		cniErr(t, l.rt.Status(ctx, underlay), cniplugin.CodeUnavailable, "not running", l.sock)
+		// STATUS answers at once: a runtime asks it to decide, not to wait.
+		start := time.Now()
+		cniErr(t, l.rt.Status(ctx, l.packagedAt("macvlan.conflist", "1.1.0")), cniplugin.CodeUnavailable, "not running", l.sock)
+		if took := time.Since(start); took >= cniplugin.DefaultAgentWait {
+			t.Errorf("STATUS took %v; it must not wait for the agent", took)
+		}
+		// ADD waits ipam.agent_wait for the agent, then gives up.
 		w := workload(t, "stopped")
+		start = time.Now()
 		_, err := l.rt.Add(ctx, underlay, w)
 		cniErr(t, err, types.ErrTryAgainLater, "not running")
-		// DEL cannot reach the agent either: try again later, so that the
-		// runtime retries rather than forget an address.
-		cniErr(t, l.rt.Del(ctx, underlay, w), types.ErrTryAgainLater, "not running")
+		if took := time.Since(start); took < cniplugin.DefaultAgentWait {
+			t.Errorf("ADD gave up after %v, before agent_wait (%v)", took, cniplugin.DefaultAgentWait)
+		}
+		// DEL is spooled for the agent and succeeds: runtimes do not
+		// retry a DEL (TestAgentRestart shows the agent applying it).
+		if err := l.rt.Del(ctx, underlay, w); err != nil {
+			t.Errorf("DEL with the agent stopped: %v, want it spooled", err)
+		}
+		if _, err := os.Stat(filepath.Join(l.spool, cnispool.FileName(w.ContainerID, w.IfName))); err != nil {
+			t.Errorf("the DEL was not spooled: %v", err)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package cni
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -180,7 +181,7 @@ func TestUntrustedAgent(t *testing.T) {
 // the README. (The macvlan one runs in TestEcosystem; this machine's kernel
 // may lack ipvlan, so the ipvlan one is checked here as configuration.)
 func TestPackagedConflists(t *testing.T) {
-	for file, mainType := range map[string]string{"macvlan.conflist": "macvlan", "ipvlan.conflist": "ipvlan"} {
+	for file, mainType := range map[string]string{"macvlan.conflist": "macvlan", "ipvlan.conflist": "ipvlan", "bridge.conflist": "bridge"} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", file))
 		if err != nil {
 			t.Fatal(err)
@@ -189,8 +190,11 @@ func TestPackagedConflists(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
-		if list.CNIVersion != "1.1.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != mainType {
-			t.Errorf("%s: version %s, plugins %d; want one %s plugin at 1.1.0", file, list.CNIVersion, len(list.Plugins), mainType)
+		// 0.4.0: the highest version the distributions' packaged plugins
+		// all accept (Ubuntu 22.04's 0.9.1 stop there; Debian 12/13's and
+		// Ubuntu 24.04's 1.1.1 at 1.0.0).
+		if list.CNIVersion != "0.4.0" || list.Plugins[0].Network.Type != mainType {
+			t.Errorf("%s: version %s, first plugin %s; want %s at 0.4.0", file, list.CNIVersion, list.Plugins[0].Network.Type, mainType)
 			continue
 		}
 		conf, err := libcni.InjectConf(list.Plugins[0], map[string]any{"name": list.Name, "cniVersion": list.CNIVersion})
@@ -202,8 +206,46 @@ func TestPackagedConflists(t *testing.T) {
 			t.Errorf("%s: %v", file, err)
 			continue
 		}
-		if got := strings.Join(nc.IPAM.Pools, ","); got != "underlay-v4,underlay-v6" || nc.IPAM.Socket != cniplugin.DefaultSocketPath {
+		want := "underlay-v4,underlay-v6"
+		if mainType == "bridge" {
+			want = "bridge-v4"
+		}
+		if got := strings.Join(nc.IPAM.Pools, ","); got != want || nc.IPAM.Socket != cniplugin.DefaultSocketPath {
 			t.Errorf("%s: pools %s, socket %s", file, got, nc.IPAM.Socket)
+		}
+	}
+}
+
+// distroCNI is where Debian and Ubuntu's containernetworking-plugins put
+// the plugins (test/prereq.sh installs them).
+const distroCNI = "/usr/lib/cni"
+
+// TestConflistsAcceptedByDistributionPlugins: each shipped conflist passes
+// libcni's validation against the distribution's packaged plugins and this
+// plugin - what Podman's CNI backend runs before it uses a network, and
+// drops the network with only a warning when it fails. The version the
+// conflists used to say, 1.1.0, is refused by the same plugins.
+func TestConflistsAcceptedByDistributionPlugins(t *testing.T) {
+	ctx := context.Background()
+	cni := libcni.NewCNIConfig([]string{distroCNI, cniBin}, nil)
+	for _, file := range []string{"macvlan.conflist", "ipvlan.conflist", "bridge.conflist"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := libcni.ConfListFromBytes(data)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if _, err := cni.ValidateNetworkList(ctx, list); err != nil {
+			t.Errorf("%s (cniVersion %s) with the plugins of %s: %v", file, list.CNIVersion, distroCNI, err)
+		}
+		newer, err := libcni.ConfListFromBytes([]byte(strings.Replace(string(data), `"cniVersion": "0.4.0"`, `"cniVersion": "1.1.0"`, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cni.ValidateNetworkList(ctx, newer); err == nil || !strings.Contains(err.Error(), "does not support config version") {
+			t.Errorf("%s at 1.1.0 with the plugins of %s: %v; want them to refuse it (which the README says)", file, distroCNI, err)
 		}
 	}
 }

@@ -321,7 +321,8 @@ func records(t *testing.T, s *boltstore.Store) (atts, addrs map[string]coreipam.
 			continue
 		}
 		switch {
-		case probe.Address.IsValid() && probe.Pool != "":
+		// History entries name an address and a pool too, but have no state.
+		case probe.Address.IsValid() && probe.Pool != "" && probe.State != "":
 			addrs[probe.Address.String()] = e
 		case probe.ContainerID != "" && probe.State == coreipam.StateAllocated:
 			atts[probe.ContainerID] = e

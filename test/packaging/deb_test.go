@@ -59,6 +59,7 @@ var wantFiles = map[string]string{
 	"/opt/cni/bin/spiderpool":                                                    "-rwxr-xr-x",
 	"/usr/share/doc/spiderpool-agent/cni/macvlan.conflist":                       "-rw-r--r--",
 	"/usr/share/doc/spiderpool-agent/cni/ipvlan.conflist":                        "-rw-r--r--",
+	"/usr/share/doc/spiderpool-agent/cni/bridge.conflist":                        "-rw-r--r--",
 	"/usr/share/doc/spiderpool-agent/cni/README.md":                              "-rw-r--r--",
 }
 

@@ -234,10 +234,28 @@ func (s *Store) wrap(ctx context.Context, what string, err error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %s: %w", s.desc, what, ipam.ErrStoreClosed)
 	}
+	if errors.Is(err, rpctypes.ErrNoLeader) {
+		// An election: the member refused the request, nothing was done.
+		return fmt.Errorf("%s: %s: %w: %w", s.desc, what, ErrUnavailable, err)
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %s: no answer within etcd.request_timeout %v: %w", s.desc, what, s.cfg.RequestTimeout, err)
 	}
 	return fmt.Errorf("%s: %s: %w", s.desc, what, err)
+}
+
+// wrapRead is wrap for a read (Get, List): a read that got no answer
+// within the request timeout, or whose connection failed, changed nothing,
+// and it is what reads see while a member restarts or the cluster elects a
+// leader; so, unless the caller's own context ended, it wraps
+// ErrUnavailable like a call refused at once, and callers may wait and read
+// again.
+func (s *Store) wrapRead(parent, cctx context.Context, what string, err error) error {
+	if parent.Err() == nil && !s.closed.Load() &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.Is(cctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.Unavailable) {
+		return fmt.Errorf("%s: %s: %w: no answer within etcd.request_timeout %v: %w", s.desc, what, ErrUnavailable, s.cfg.RequestTimeout, err)
+	}
+	return s.wrap(cctx, what, err)
 }
 
 func (s *Store) key(k string) string { return s.cfg.Prefix + k }
@@ -261,7 +279,7 @@ func (s *Store) Get(ctx context.Context, key string) (ipam.Entry, error) {
 	defer cancel()
 	resp, err := s.c().Get(cctx, s.key(key))
 	if err != nil {
-		return ipam.Entry{}, s.wrap(cctx, "get "+key, err)
+		return ipam.Entry{}, s.wrapRead(ctx, cctx, "get "+key, err)
 	}
 	if len(resp.Kvs) == 0 {
 		return ipam.Entry{Key: key}, nil
@@ -281,7 +299,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
 	resp, err := s.c().Get(cctx, s.key(prefix), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, s.wrap(cctx, "list "+prefix, err)
+		return nil, s.wrapRead(ctx, cctx, "list "+prefix, err)
 	}
 	out := make([]ipam.Entry, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
