@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,10 +29,10 @@ pool "f" {
 // answerBound is the documented bound of a control request under attack.
 const answerBound = time.Second
 
-// watchStatus asks status back to back (each bounded by 5s) until stop,
-// which returns the slowest answer, how many were asked and the first
-// error.
-func watchStatus(socket string) (stop func() (slowest time.Duration, asked int, err error)) {
+// watchAnswers asks status and ipam pools back to back (each bounded by
+// 5s) until stop, which returns the slowest answer of either, how many
+// rounds were asked and the first error.
+func watchAnswers(socket string) (stop func() (slowest time.Duration, asked int, err error)) {
 	done := make(chan struct{})
 	type out struct {
 		slowest time.Duration
@@ -41,7 +42,6 @@ func watchStatus(socket string) (stop func() (slowest time.Duration, asked int, 
 	res := make(chan out, 1)
 	go func() {
 		var o out
-		c := control.Client{SocketPath: socket}
 		for {
 			select {
 			case <-done:
@@ -49,11 +49,8 @@ func watchStatus(socket string) (stop func() (slowest time.Duration, asked int, 
 				return
 			default:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			start := time.Now()
-			_, err := c.Status(ctx)
-			cancel()
-			o.slowest = max(o.slowest, time.Since(start))
+			took, err := askBoth(socket)
+			o.slowest = max(o.slowest, took)
 			o.asked++
 			if o.err == nil && err != nil {
 				o.err = err
@@ -67,13 +64,29 @@ func watchStatus(socket string) (stop func() (slowest time.Duration, asked int, 
 	}
 }
 
+// askBoth asks status, then ipam pools, each bounded by 5s, and returns
+// the slower answer's time.
+func askBoth(socket string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := (&control.Client{SocketPath: socket}).Status(ctx)
+	status := time.Since(start)
+	start = time.Now()
+	_, perr := (&ipamapi.Client{SocketPath: socket}).Pools(ctx)
+	return max(status, time.Since(start)), errors.Join(err, perr)
+}
+
 // FIFONetns: n allocations at once, each naming a FIFO as its network
-// namespace. The agent must answer each (a refusal) without reserving
-// anything, and keep answering status within answerBound throughout.
+// namespace (once: each hung for ever holding a reservation, 50 filled the
+// pool, and status, ipam pools and CNI DELs timed out). The agent must
+// refuse each at once (400 on the netns field, saying the path is a FIFO)
+// without reserving anything, and keep answering status and ipam pools
+// within answerBound throughout.
 func FIFONetns(t testing.TB, e Env, n int) Result {
 	t.Helper()
 	r := Result{Attack: "allocations naming a FIFO as their netns",
-		Tried: fmt.Sprintf(`%d allocations at once with "netns": a FIFO, on a 50-address pool with detection on, each bounded by 15 s; status asked back to back meanwhile`, n)}
+		Tried: fmt.Sprintf(`%d allocations at once with "netns": a FIFO, on a 50-address pool with detection on, each bounded by 15 s; status and ipam pools asked back to back meanwhile`, n)}
 	a := e.start(t, opts{pools: fifoPool})
 	fifo := filepath.Join(t.TempDir(), "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -85,7 +98,7 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 			syscall.Close(fd)
 		}
 	})
-	stop := watchStatus(a.Socket)
+	stop := watchAnswers(a.Socket)
 	errs := make([]error, n)
 	took := make([]time.Duration, n)
 	var wg sync.WaitGroup
@@ -104,7 +117,7 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 	wg.Wait()
 	all := time.Since(start)
 	slowest, asked, statusErr := stop()
-	granted, refused, unanswered := 0, 0, 0
+	granted, refused, unanswered, unclear := 0, 0, 0, 0
 	var slowestAlloc time.Duration
 	firstRefusal := ""
 	for i, err := range errs {
@@ -117,6 +130,9 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 			refused++
 			if firstRefusal == "" {
 				firstRefusal = ae.ErrorBody.Error
+			}
+			if ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, fifo+" is a FIFO") {
+				unclear++
 			}
 		default:
 			unanswered++
@@ -137,13 +153,16 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 	if firstRefusal != "" {
 		r.Did += fmt.Sprintf(": %.120q", firstRefusal)
 	}
-	r.Numbers = fmt.Sprintf("all answered in %s, slowest allocation %s; status: slowest %s over %d asks; held or reserved after: %d (API), %d attachments in the file",
+	r.Numbers = fmt.Sprintf("all answered in %s, slowest allocation %s; status and ipam pools: slowest %s over %d rounds; held or reserved after: %d (API), %d attachments in the file",
 		ms(all), ms(slowestAlloc), ms(slowest), asked, reservedLive, inFile)
 	if unanswered > 0 || granted > 0 {
 		r.Failf("%d allocations unanswered within 15 s, %d granted on a FIFO", unanswered, granted)
 	}
+	if unclear > 0 {
+		r.Failf("%d refusals not a 400 on netns saying %s is a FIFO, the first: %q", unclear, fifo, firstRefusal)
+	}
 	if slowest >= answerBound || statusErr != nil {
-		r.Failf("status slowest %s (want < %s), error %v", ms(slowest), answerBound, statusErr)
+		r.Failf("status or ipam pools slowest %s (want < %s), error %v", ms(slowest), answerBound, statusErr)
 	}
 	if reservedLive != 0 || inFile != 0 {
 		r.Failf("left held or reserved: %d (API), %d attachments in the file", reservedLive, inFile)
@@ -152,11 +171,13 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 }
 
 // IdleConnections: n connections to the control socket that never send a
-// request, then status: it must be answered within answerBound.
+// request (once: every request waited behind them, past the CNI plugin's
+// 10s), then status and ipam pools: each must be answered within
+// answerBound.
 func IdleConnections(t testing.TB, e Env, n int) Result {
 	t.Helper()
 	r := Result{Attack: "idle connections on the control socket",
-		Tried: fmt.Sprintf("%d connections that never send a request, held open; then status, 3 times, each bounded by 15 s", n)}
+		Tried: fmt.Sprintf("%d connections that never send a request, held open; then status and ipam pools, 3 times, each bounded by 5 s", n)}
 	a := e.start(t, opts{pools: fifoPool})
 	conns := make([]net.Conn, 0, n)
 	defer func() {
@@ -173,27 +194,23 @@ func IdleConnections(t testing.TB, e Env, n int) Result {
 		}
 		conns = append(conns, c)
 	}
-	cl := control.Client{SocketPath: a.Socket}
 	var slowest time.Duration
 	var firstErr error
 	for range 3 {
-		c, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		start := time.Now()
-		_, err := cl.Status(c)
-		cancel()
-		slowest = max(slowest, time.Since(start))
+		took, err := askBoth(a.Socket)
+		slowest = max(slowest, took)
 		if firstErr == nil {
 			firstErr = err
 		}
 	}
-	r.Did = "answered status"
+	r.Did = "answered status and ipam pools"
 	if firstErr != nil {
 		r.Did = fmt.Sprintf("did not answer: %v", firstErr)
-		r.Failf("status behind %d idle connections: %v", len(conns), firstErr)
+		r.Failf("status or ipam pools behind %d idle connections: %v", len(conns), firstErr)
 	}
-	r.Numbers = fmt.Sprintf("%d connections open (dial error: %v); slowest status %s", len(conns), dialErr, ms(slowest))
+	r.Numbers = fmt.Sprintf("%d connections open (dial error: %v); slowest answer %s", len(conns), dialErr, ms(slowest))
 	if slowest >= answerBound {
-		r.Failf("status took %s behind idle connections (want < %s)", ms(slowest), answerBound)
+		r.Failf("an answer took %s behind idle connections (want < %s)", ms(slowest), answerBound)
 	}
 	return r
 }
