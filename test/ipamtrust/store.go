@@ -65,8 +65,9 @@ func (e Env) storeWith(t testing.TB, n int) string {
 }
 
 // refusedStart starts an agent on a damaged store and records in r how it
-// went: it must exit non-zero, naming the file, with no Go panic.
-func (e Env) refusedStart(t testing.TB, r *Result, db string) {
+// went: it must exit non-zero at once, naming the file, what is wrong with
+// it (what) and what to do, with no Go panic.
+func (e Env) refusedStart(t testing.TB, r *Result, db, what string) {
 	t.Helper()
 	start := time.Now()
 	a := e.start(t, opts{pools: bulkPool, db: db, noWait: true})
@@ -93,6 +94,10 @@ func (e Env) refusedStart(t testing.TB, r *Result, db string) {
 	if first == "" {
 		r.Failf("the agent's log does not name %s", db)
 	}
+	// What to do, too: restore a backup, or move the file aside.
+	if m := missing(log, "is damaged", what, "ipam restore", "mv "+db); len(m) > 0 {
+		r.Failf("the refusal lacks %q", m)
+	}
 	panicked := hasPanic(log)
 	if panicked {
 		r.Failf("the agent panicked")
@@ -110,9 +115,19 @@ func TruncatedStore(t testing.TB, e Env) Result {
 	if err := os.Truncate(db, 0); err != nil {
 		t.Fatal(err)
 	}
-	e.refusedStart(t, &r, db)
+	e.refusedStart(t, &r, db, "empty (0 bytes)")
 	if fi, err := os.Stat(db); err != nil || fi.Size() != 0 {
 		r.Failf("the refused store was re-initialised (%v)", err)
+	}
+	// The operator's way out: move it aside; the next start is a first
+	// start.
+	if err := os.Rename(db, db+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	a := e.start(t, opts{pools: bulkPool, db: db})
+	ps, err := a.API.Pools(ctx(t, 30*time.Second))
+	if err != nil || len(ps) != 1 || ps[0].Allocated != 0 {
+		r.Failf("a fresh store after moving the damaged one aside: %+v %v", ps, err)
 	}
 	return r
 }
@@ -128,7 +143,13 @@ func CorruptPage(t testing.TB, e Env) Result {
 		t.Fatal(err)
 	}
 	r.Tried = fmt.Sprintf("300 allocations, the agent stopped, the root page (%d) of the records' bucket overwritten with random bytes, the agent started", pgid)
-	e.refusedStart(t, &r, db)
+	e.refusedStart(t, &r, db, "")
+	// ipam check --file says the same, with exit 1.
+	out, errOut, code := agenttest.RunCLI(e.Bins, "", "ipam", "check", "--file", db)
+	if code != 1 || !strings.Contains(out+errOut, "is damaged") || hasPanic(out+errOut) {
+		r.Failf("ipam check --file on the damaged store: exit %d: %s%s", code, out, errOut)
+	}
+	r.Numbers += fmt.Sprintf("; ipam check --file exit %d", code)
 	return r
 }
 
@@ -139,7 +160,7 @@ func CorruptPage(t testing.TB, e Env) Result {
 func BackupUnderAllocations(t testing.TB, e Env) Result {
 	t.Helper()
 	r := Result{Attack: "backup of a live store under allocations, then restore",
-		Tried: "400 allocations by 16 clients while `ipam backup` ran 4 times; `ipam check --file` on each backup and a final one; the agent stopped, the store truncated, `ipam restore` of the final backup, the agent started"}
+		Tried: "400 allocations by 16 clients while `ipam backup` ran 4 times; a backup over an existing file; `ipam check` live and `ipam check --file` on each backup and a final one; `ipam restore` under the running agent; the agent stopped, the store truncated, `ipam restore` of the final backup, the agent started"}
 	a := e.start(t, opts{pools: bulkPool})
 	c := ctx(t, 2*time.Minute)
 	dir := t.TempDir()
@@ -157,13 +178,24 @@ func BackupUnderAllocations(t testing.TB, e Env) Result {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	if len(backups) > 0 {
+		if out, code := a.cli("backup", backups[0]); code != 1 || !strings.Contains(out, "--force") {
+			r.Failf("backup over an existing file: exit %d: %s", code, out)
+		}
+	}
 	final := filepath.Join(dir, "final.db")
 	if out, code := a.cli("backup", final); code != 0 {
 		t.Fatalf("backup: exit %d: %s", code, out)
 	}
 	backups = append(backups, final)
+	if out, code := a.cli("check"); code != 0 || !strings.Contains(out, "OK") {
+		r.Failf("ipam check of the live store: exit %d: %s", code, out)
+	}
 	checked := 0
 	for _, b := range backups {
+		if fi, err := os.Stat(b); err != nil || fi.Mode().Perm() != 0o600 {
+			r.Failf("backup %s: mode %v, want 0600 (%v)", filepath.Base(b), fi.Mode().Perm(), err)
+		}
 		out, errOut, code := agenttest.RunCLI(e.Bins, "", "ipam", "check", "--file", b)
 		if code != 0 || !strings.Contains(out, "OK") {
 			r.Failf("ipam check --file %s: exit %d: %s%s", filepath.Base(b), code, out, errOut)
@@ -175,7 +207,12 @@ func BackupUnderAllocations(t testing.TB, e Env) Result {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Restore is offline: refused while the agent holds the store.
+	if out, errOut, code := agenttest.RunCLI(e.Bins, "", "ipam", "restore", final, "--db-path", a.DB); code != 1 || !strings.Contains(errOut, "stop the agent") || !strings.Contains(errOut, "pid ") {
+		r.Failf("restore under a running agent: exit %d: %s%s", code, out, errOut)
+	}
 	a.Stop()
+	// Another state of the store, which the restore replaces.
 	if err := os.Truncate(a.DB, 0); err != nil {
 		t.Fatal(err)
 	}
