@@ -16,12 +16,14 @@ target=${1:-test}
 # lintian and groff check the package and its man page; dpkg-deb reads it;
 # etcd (etcd-server) is the real etcd that test/etcdlab starts for the IPAM
 # etcd store's tests and the benchmark's ipam-store rows; the distribution's
-# CNI plugins (/usr/lib/cni) are what test/cni checks the shipped conflists
-# against.
+# CNI plugins (/usr/lib/cni, checked by a path: they are not on PATH) are what
+# test/cni checks the shipped conflists against and what test/podman's
+# Podman runs; podman (its CNI backend, with conmon and runc), busybox-static
+# (the image) and nsenter are the rest of that runtime.
 common="ip:iproute2 bridge:iproute2 tcpdump:tcpdump arping:iputils-arping ndisc6:ndisc6 git:git"
 case "$target" in
 test)
-	need="$common /usr/lib/cni/macvlan:containernetworking-plugins systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux etcd:etcd-server"
+	need="$common /usr/lib/cni/macvlan:containernetworking-plugins /usr/lib/cni/bridge:containernetworking-plugins systemd-analyze:systemd promtool:prometheus lintian:lintian groff:groff-base man:man-db dpkg-deb:dpkg setpriv:util-linux etcd:etcd-server podman:podman conmon:conmon runc:runc nsenter:util-linux busybox:busybox-static"
 	;;
 bench | faults)
 	need="$common etcd:etcd-server"

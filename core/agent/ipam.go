@@ -40,6 +40,7 @@ type ipamService struct {
 	stop       context.CancelFunc
 	done       chan struct{}
 	mu         sync.Mutex // serialises reloads
+	watch      *ipamWatch // the watcher of allocated addresses
 
 	// outageWait: how long an allocation or release rides through an
 	// unreachable etcd (0 with the embedded store).
@@ -148,6 +149,9 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		names = append(names, p.Name)
 	}
 	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "store", kind, "node", node, "db", s.dbPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n, "cni_spool", s.spool, "spooled_dels_released", spooled)
+	if s.watch, err = startWatch(m, node, a.log.Named("ipam.watch"), a.tel); err != nil {
+		return nil, fmt.Errorf("IPAM: %w", err)
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.loop(loopCtx, a, cfg.IPAM.GCInterval)
@@ -187,6 +191,9 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 			} else if len(res.Reclaimed) > 0 {
 				s.dirty.Store(true)
 			}
+			if _, err := s.m.PruneConflicts(ctx); err != nil && ctx.Err() == nil {
+				a.log.Named("ipam").Warn("pruning old conflict records failed", "error", err)
+			}
 		case <-usage.C:
 			if err := s.failed(); err != nil && !s.failLogged.Swap(true) {
 				a.log.Named("ipam").Error("the IPAM store failed; IPAM answers not ready until the agent is restarted on a good store", "error", err)
@@ -208,6 +215,7 @@ func (s *ipamService) loop(ctx context.Context, a *Agent, interval time.Duration
 func (s *ipamService) close() {
 	s.stop()
 	<-s.done
+	s.watch.close()
 	if s.shared != nil {
 		s.shared.close()
 		return
@@ -275,7 +283,7 @@ func (s *ipamService) failed() error {
 // status is cheap when nothing changed: health and liveness ask often.
 func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
 	w := s.m.Workloads()
-	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w}
+	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w, Conflicts: s.watch.status()}
 	if s.shared != nil {
 		st.Store = s.shared.status()
 	}
@@ -340,6 +348,9 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 		att, err = m.Allocate(ctx, req)
 		return err
 	})
+	if err == nil {
+		a.ipam.watch.added(att, req.Netns)
+	}
 	return att, err
 }
 
@@ -351,6 +362,7 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
+	defer a.ipam.watch.changed()
 	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
 	var (
@@ -384,6 +396,7 @@ func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (ipama
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
+	defer a.ipam.watch.changed()
 	list, err := m.ReleaseWorkload(ctx, workload)
 	if list == nil {
 		list = []ipamapi.Attachment{}

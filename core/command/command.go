@@ -68,6 +68,7 @@ func Run(args []string, env Env) int {
 	for name, f := range ipamCommands(env) {
 		c.Commands[name] = f
 	}
+	c.Commands["ipam conflicts"] = func() (cli.Command, error) { return &ipamConflictsCommand{env: env}, nil }
 	withCompletion(c.Commands)
 	code, err := c.Run()
 	if err != nil {

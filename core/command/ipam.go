@@ -56,6 +56,7 @@ Talks to the running agent's IPAM over the control socket. The agent needs
   backup     a consistent copy of the running agent's store into a file
   restore    install a backup as the store (offline: the agent stopped)
   check      the store's consistency: bbolt's check and one holder per address
+  conflicts  allocated addresses another station claimed (the fleet's, with etcd)
 
 Each takes --json and --socket, except restore (offline).`
 }
@@ -325,6 +326,7 @@ func (c *ipamShowCommand) Run(args []string) int {
 	}
 	if len(recs) == 0 {
 		fmt.Fprintf(c.env.Stdout, "no history for %s\n", operand)
+		showConflicts(ctx, c.env.Stdout, cl, operand)
 		return ExitOK
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
@@ -342,6 +344,7 @@ func (c *ipamShowCommand) Run(args []string) int {
 			r.Origin, r.AllocatedAt.Format(time.RFC3339), rel, dash(strings.Join(sk, ",")))
 	}
 	tw.Flush()
+	showConflicts(ctx, c.env.Stdout, cl, operand)
 	return ExitOK
 }
 
@@ -491,6 +494,7 @@ func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
 		}
 		fmt.Fprintf(w, "  workloads: %s; retention %v; pruned %d (%d records) since start\n", counted, ws.Retention, ws.Pruned, ws.RecordsPruned)
 	}
+	writeConflictStatus(w, st.Conflicts)
 	if len(st.Pools) > 0 {
 		writePools(w, st.Pools)
 	}

@@ -36,6 +36,9 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 		if sb, ok := b.(IPAMStoreBackend); ok {
 			h.routeIPAMStore(sb)
 		}
+		if wb, ok := b.(IPAMWatchBackend); ok {
+			h.routeIPAMWatch(wb)
+		}
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})

@@ -47,6 +47,10 @@ type PoolSpec struct {
 	// live in; empty is DefaultDomain. Pools in different domains may
 	// reuse the same private addresses.
 	Domain string
+	// Defend answers a claim of an allocated address by another station
+	// with one announcement from the workload, at most one per 10 s per
+	// address (RFC 5227 2.4(b)); off, the claim is only reported.
+	Defend bool
 }
 
 // DefaultDomain is the layer-2 domain of a pool that names none.
@@ -76,6 +80,8 @@ type Pool struct {
 	// Domain is the layer-2 domain: address records are keyed by address
 	// within it, so no two pools of one domain can hand out one address.
 	Domain string
+	// Defend: see PoolSpec.Defend.
+	Defend bool
 	// Spec is what the pool was built from, to compare on reload.
 	Spec PoolSpec
 
@@ -186,7 +192,7 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	p := &Pool{
 		Name: spec.Name, Subnet: subnet, VLAN: spec.VLAN,
 		ConflictDetection: spec.ConflictDetection, GatewayDetection: spec.GatewayDetection,
-		Quarantine: spec.Quarantine, Store: spec.Store, Domain: spec.Domain, Spec: spec,
+		Quarantine: spec.Quarantine, Store: spec.Store, Domain: spec.Domain, Defend: spec.Defend, Spec: spec,
 	}
 	if p.Domain == "" {
 		p.Domain = DefaultDomain

@@ -5,14 +5,16 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"golang.org/x/net/bpf"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 func TestFilterBody(t *testing.T) {
-	vm, err := bpf.NewVM(filterBody())
+	vm, err := bpf.NewVM(arpnd.FilterBody())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, _ := buildNS(testMAC, ipv6Zero, mustAddr("fd00::5"), testNonce, false)
+	ns, _ := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, mustAddr("fd00::5"), testNonce, false)
 	na := ndFrame(t, otherMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{TargetAddress: mustAddr("fd00::5")})
 	rs := ndFrame(t, otherMAC, "fe80::1", "ff02::2", 255, &ndp.RouterSolicitation{})
 	udp := append([]byte(nil), ns...)
@@ -24,7 +26,7 @@ func TestFilterBody(t *testing.T) {
 		frame  []byte
 		accept bool
 	}{
-		{"arp probe", arpFrame(1, otherMAC, "0.0.0.0", zeroMAC, "10.0.0.5"), true},
+		{"arp probe", arpFrame(1, otherMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5"), true},
 		{"arp reply", arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), true},
 		{"neighbor solicitation", ns, true},
 		{"neighbor advertisement", na, true},
@@ -45,11 +47,11 @@ func TestFilterBody(t *testing.T) {
 }
 
 func TestFilterAssembles(t *testing.T) {
-	raw, err := filter()
+	raw, err := arpnd.Filter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(raw) != len(filterBody())+3 {
+	if len(raw) != len(arpnd.FilterBody())+3 {
 		t.Fatalf("program has %d instructions", len(raw))
 	}
 	// The first instruction loads the packet type (SKF_AD_OFF + SKF_AD_PKTTYPE).

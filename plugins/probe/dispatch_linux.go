@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // waiter is one check waiting for an answer about addr.
@@ -82,7 +84,7 @@ func (s *ifSock) readLoop() {
 		s.broken.Store(true) // never reuse a socket nobody reads
 		close(s.done)
 	}()
-	buf := make([]byte, snapLen)
+	buf := make([]byte, arpnd.SnapLen)
 	var (
 		n    int
 		from unix.Sockaddr
@@ -133,15 +135,15 @@ func (s *ifSock) handle(b []byte, from *unix.SockaddrLinklayer, now time.Time) {
 		s.c.framesOwn.Add(1)
 		return
 	}
-	f, err := parseFrame(b)
+	f, err := arpnd.Parse(b)
 	if err != nil {
-		if err != errNotProbe {
+		if err != arpnd.ErrNotProbe {
 			s.c.framesInvalid.Add(1)
 		}
 		return
 	}
 	own := *s.mac.Load()
-	if f.ethSrc == own {
+	if f.EthSrc == own {
 		s.c.framesOwn.Add(1) // our own frame looped back (hairpin, reflection)
 		return
 	}
@@ -155,75 +157,75 @@ func (s *ifSock) handle(b []byte, from *unix.SockaddrLinklayer, now time.Time) {
 // dispatch applies the verdict rules to a parsed frame and fires the
 // matching waiters. It reports whether the frame turned out to be ours.
 // Called with s.mu held.
-func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
+func (s *ifSock) dispatch(f *arpnd.Frame, own [6]byte, now time.Time) (ours bool) {
 	if len(s.waiters) == 0 {
 		return false
 	}
-	switch f.kind {
-	case kindARPRequest, kindARPReply:
-		if f.senderMAC == own {
+	switch f.Kind {
+	case arpnd.KindARPRequest, arpnd.KindARPReply:
+		if f.SenderMAC == own {
 			return true
 		}
-		if !f.senderIP.IsUnspecified() {
-			for _, w := range s.waiters[f.senderIP] {
+		if !f.SenderIP.IsUnspecified() {
+			for _, w := range s.waiters[f.SenderIP] {
 				switch {
 				case !w.gateway:
-					w.fire(f.senderMAC, f.kind.String(), now)
-				case f.kind == kindARPReply:
-					w.fire(f.senderMAC, f.kind.String(), now)
+					w.fire(f.SenderMAC, f.Kind.String(), now)
+				case f.Kind == arpnd.KindARPReply:
+					w.fire(f.SenderMAC, f.Kind.String(), now)
 				}
 			}
-		} else if f.kind == kindARPRequest {
+		} else if f.Kind == arpnd.KindARPRequest {
 			// Another host's RFC 5227 probe for the same address.
-			for _, w := range s.waiters[f.targetIP] {
+			for _, w := range s.waiters[f.TargetIP] {
 				if !w.gateway {
-					w.fire(f.senderMAC, EvidenceARPProbe, now)
+					w.fire(f.SenderMAC, EvidenceARPProbe, now)
 				}
 			}
 		}
-	case kindNS:
-		if f.hasSrcLL && f.srcLL == own {
+	case arpnd.KindNS:
+		if f.HasSrcLL && f.SrcLL == own {
 			return true
 		}
-		if f.ipSrc.IsUnspecified() {
+		if f.IPSrc.IsUnspecified() {
 			// A DAD probe. Ours if it carries one of our nonces (RFC 7527).
-			for _, w := range s.waiters[f.target] {
-				if w.nonce != nil && bytes.Equal(w.nonce, f.nonce) {
+			for _, w := range s.waiters[f.Target] {
+				if w.nonce != nil && bytes.Equal(w.nonce, f.Nonce) {
 					return true
 				}
 			}
-			for _, w := range s.waiters[f.target] {
+			for _, w := range s.waiters[f.Target] {
 				if !w.gateway {
-					w.fire(f.ethSrc, EvidenceDADProbe, now)
+					w.fire(f.EthSrc, EvidenceDADProbe, now)
 				}
 			}
 			return false
 		}
-		mac := f.ethSrc
-		if f.hasSrcLL {
-			mac = f.srcLL
+		mac := f.EthSrc
+		if f.HasSrcLL {
+			mac = f.SrcLL
 		}
-		for _, w := range s.waiters[f.ipSrc] {
+		for _, w := range s.waiters[f.IPSrc] {
 			if !w.gateway {
 				w.fire(mac, EvidenceNDSource, now)
 			}
 		}
-	case kindNA:
-		mac := f.ethSrc
-		if f.hasTgtLL {
-			if f.tgtLL == own {
+	case arpnd.KindNA:
+		mac := f.EthSrc
+		if f.HasTgtLL {
+			if f.TgtLL == own {
 				return true
 			}
-			mac = f.tgtLL
+			mac = f.TgtLL
 		}
-		for _, w := range s.waiters[f.target] {
+		for _, w := range s.waiters[f.Target] {
 			switch {
 			case !w.gateway:
-				w.fire(mac, f.kind.String(), now)
-			case f.solicited:
+				w.fire(mac, f.Kind.String(), now)
+			case f.Solicited:
 				// The answer to a probe from our link-local address.
-				w.fire(mac, f.kind.String(), now)
-			case f.ipDst == allNodes:
+				w.fire(mac, f.Kind.String(), now)
+			case f.IPDst == arpnd.AllNodes:
 				// The answer to a probe from :: (RFC 4861 7.2.4): the
 				// owner multicasts it to all-nodes with the solicited
 				// flag clear, so it looks like any unsolicited
@@ -233,13 +235,13 @@ func (s *ifSock) dispatch(f *frame, own [6]byte, now time.Time) (ours bool) {
 				// asked. The waiter exists only from just before the
 				// first probe to the verdict, so an old advertisement
 				// cannot answer it.
-				w.fire(mac, f.kind.String(), now)
+				w.fire(mac, f.Kind.String(), now)
 			}
 		}
-		if f.ipSrc != f.target && !f.ipSrc.IsUnspecified() {
-			for _, w := range s.waiters[f.ipSrc] {
+		if f.IPSrc != f.Target && !f.IPSrc.IsUnspecified() {
+			for _, w := range s.waiters[f.IPSrc] {
 				if !w.gateway {
-					w.fire(f.ethSrc, EvidenceNDSource, now)
+					w.fire(f.EthSrc, EvidenceNDSource, now)
 				}
 			}
 		}

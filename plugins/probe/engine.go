@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // Engine runs checks. It is safe for concurrent use; create one per process
@@ -181,13 +183,13 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool) (r
 	v6 := t.Addr.Is6()
 	switch {
 	case !v6:
-		res.Source = ipv4Zero
-		frm, err = buildARPRequest(mac, ipv4Zero, t.Addr)
+		res.Source = arpnd.IPv4Zero
+		frm, err = arpnd.BuildARPRequest(mac, arpnd.IPv4Zero, t.Addr)
 	case v6 && !gateway:
-		res.Source = ipv6Zero
+		res.Source = arpnd.IPv6Zero
 		nonce, err = newNonce()
 		if err == nil {
-			frm, err = buildNS(mac, ipv6Zero, t.Addr, nonce, false)
+			frm, err = arpnd.BuildNS(mac, arpnd.IPv6Zero, t.Addr, nonce, false)
 		}
 	default:
 		res.Source, frm, err = gatewayNS(s, mac, t.Addr)
@@ -201,14 +203,14 @@ func (e *Engine) check(ctx context.Context, t Target, p Params, gateway bool) (r
 		// Others' DAD probes for the candidate go to its solicited-node
 		// group; make sure the NIC lets them in. NAs answering DAD go to
 		// all-nodes, joined with it.
-		_, group := solicitedNode(t.Addr)
+		_, group := arpnd.SolicitedNode(t.Addr)
 		if err := s.join(group); err != nil {
 			return res, fail(err)
 		}
 		defer s.leave(group)
 	case v6 && res.Source.IsUnspecified():
 		// The gateway answers a probe from :: to all-nodes.
-		if err := s.join(allNodesMAC); err != nil {
+		if err := s.join(arpnd.AllNodesMAC); err != nil {
 			return res, fail(err)
 		}
 	}
@@ -352,11 +354,11 @@ func gatewayNS(s *ifSock, mac net.HardwareAddr, gw netip.Addr) (netip.Addr, []by
 	src, err := s.linkLocal()
 	switch {
 	case err == nil:
-		frm, err := buildNS(mac, src, gw, nil, true)
+		frm, err := arpnd.BuildNS(mac, src, gw, nil, true)
 		return src, frm, err
 	case errors.Is(err, ErrNoLinkLocal):
-		frm, err := buildNS(mac, ipv6Zero, gw, nil, false)
-		return ipv6Zero, frm, err
+		frm, err := arpnd.BuildNS(mac, arpnd.IPv6Zero, gw, nil, false)
+		return arpnd.IPv6Zero, frm, err
 	}
 	return netip.Addr{}, nil, err
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // newTestSock is an ifSock with no socket behind it, enough to drive handle
@@ -43,9 +45,9 @@ func TestDispatch(t *testing.T) {
 	thirdMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x33}
 	tll := func(m net.HardwareAddr) ndp.Option { return &ndp.LinkLayerAddress{Direction: ndp.Target, Addr: m} }
 	sll := func(m net.HardwareAddr) ndp.Option { return &ndp.LinkLayerAddress{Direction: ndp.Source, Addr: m} }
-	nonceOpt := func(n []byte) ndp.Option { return &ndp.RawOption{Type: ndOptNonce, Length: 1, Value: n} }
-	ourProbe, _ := buildARPRequest(testMAC, ipv4Zero, cand4)
-	ourNS, _ := buildNS(testMAC, ipv6Zero, cand6, testNonce, false)
+	nonceOpt := func(n []byte) ndp.Option { return &ndp.RawOption{Type: arpnd.NDOptNonce, Length: 1, Value: n} }
+	ourProbe, _ := arpnd.BuildARPRequest(testMAC, arpnd.IPv4Zero, cand4)
+	ourNS, _ := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, cand6, testNonce, false)
 
 	tests := []struct {
 		name     string
@@ -58,8 +60,8 @@ func TestDispatch(t *testing.T) {
 		mac      net.HardwareAddr
 	}{
 		{name: "arp reply from owner", addr: cand4, frame: arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), want: true, evidence: "arp-reply", mac: otherMAC},
-		{name: "arp request from owner", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.5", zeroMAC, "10.0.0.1"), want: true, evidence: "arp-request", mac: otherMAC},
-		{name: "another host probing", addr: cand4, frame: arpFrame(1, otherMAC, "0.0.0.0", zeroMAC, "10.0.0.5"), want: true, evidence: "arp-probe", mac: otherMAC},
+		{name: "arp request from owner", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.1"), want: true, evidence: "arp-request", mac: otherMAC},
+		{name: "another host probing", addr: cand4, frame: arpFrame(1, otherMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5"), want: true, evidence: "arp-probe", mac: otherMAC},
 		{name: "our probe looped back", addr: cand4, frame: ourProbe},
 		{name: "our probe as outgoing", addr: cand4, frame: arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), from: unix.PACKET_OUTGOING},
 		{name: "reflected with foreign eth src but our sender MAC", addr: cand4, frame: func() []byte {
@@ -67,11 +69,11 @@ func TestDispatch(t *testing.T) {
 			copy(b[6:12], otherMAC)
 			return b
 		}()},
-		{name: "someone else resolving the candidate", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.9", zeroMAC, "10.0.0.5")},
+		{name: "someone else resolving the candidate", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.9", arpnd.ZeroMAC, "10.0.0.5")},
 		{name: "unrelated reply", addr: cand4, frame: arpFrame(2, otherMAC, "10.0.0.6", testMAC, "0.0.0.0")},
 		{name: "gateway reply", addr: cand4, gateway: true, frame: arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), want: true, evidence: "arp-reply", mac: otherMAC},
-		{name: "gateway request is not an answer", addr: cand4, gateway: true, frame: arpFrame(1, otherMAC, "10.0.0.5", zeroMAC, "10.0.0.9")},
-		{name: "gateway probe is not an answer", addr: cand4, gateway: true, frame: arpFrame(1, otherMAC, "0.0.0.0", zeroMAC, "10.0.0.5")},
+		{name: "gateway request is not an answer", addr: cand4, gateway: true, frame: arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.9")},
+		{name: "gateway probe is not an answer", addr: cand4, gateway: true, frame: arpFrame(1, otherMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5")},
 
 		{name: "na from owner", addr: cand6, frame: ndFrame(t, otherMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: cand6, Options: []ndp.Option{tll(otherMAC)}}), want: true, evidence: "neighbor-advertisement", mac: otherMAC},
 		{name: "na names owner by tll", addr: cand6, frame: ndFrame(t, thirdMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{TargetAddress: cand6, Options: []ndp.Option{tll(otherMAC)}}), want: true, evidence: "neighbor-advertisement", mac: otherMAC},
@@ -147,7 +149,7 @@ func TestDispatchManyWaitersSameAddress(t *testing.T) {
 func TestCountersForOwnAndInvalid(t *testing.T) {
 	s := newTestSock()
 	s.register(mustAddr("10.0.0.5"), false, nil)
-	own, _ := buildARPRequest(testMAC, ipv4Zero, mustAddr("10.0.0.5"))
+	own, _ := arpnd.BuildARPRequest(testMAC, arpnd.IPv4Zero, mustAddr("10.0.0.5"))
 	s.handle(own, nil, time.Now())
 	s.handle([]byte{1, 2, 3}, nil, time.Now())
 	if s.c.framesOwn.Load() != 1 || s.c.framesInvalid.Load() != 1 || s.c.framesReceived.Load() != 2 {
@@ -170,9 +172,9 @@ func TestUsable(t *testing.T) {
 		{"dormant", netlink.LinkAttrs{Flags: up, RawFlags: lower, OperState: netlink.OperDormant, HardwareAddr: testMAC}, "not operational"},
 		{"noarp", netlink.LinkAttrs{Flags: up, RawFlags: lower | unix.IFF_NOARP, OperState: netlink.OperUp, HardwareAddr: testMAC}, "NOARP"},
 		{"no mac", netlink.LinkAttrs{Flags: up, RawFlags: lower, OperState: netlink.OperUnknown}, "no Ethernet MAC"},
-		{"zero mac", netlink.LinkAttrs{Flags: up | net.FlagLoopback, RawFlags: lower, OperState: netlink.OperUnknown, HardwareAddr: zeroMAC}, "no Ethernet MAC"},
+		{"zero mac", netlink.LinkAttrs{Flags: up | net.FlagLoopback, RawFlags: lower, OperState: netlink.OperUnknown, HardwareAddr: arpnd.ZeroMAC}, "no Ethernet MAC"},
 		{"infiniband mac", netlink.LinkAttrs{Flags: up, RawFlags: lower, OperState: netlink.OperUp, HardwareAddr: make(net.HardwareAddr, 20)}, "no Ethernet MAC"},
-		{"group mac", netlink.LinkAttrs{Flags: up, RawFlags: lower, OperState: netlink.OperUp, HardwareAddr: allNodesMAC}, "group address"},
+		{"group mac", netlink.LinkAttrs{Flags: up, RawFlags: lower, OperState: netlink.OperUp, HardwareAddr: arpnd.AllNodesMAC}, "group address"},
 	}
 	for _, tc := range tests {
 		err := usable(&tc.a)
@@ -260,7 +262,7 @@ func TestEngineErrorsWithoutNetwork(t *testing.T) {
 }
 
 func TestEvidenceNames(t *testing.T) {
-	if kindARPReply.String() != EvidenceARPReply || kindARPRequest.String() != EvidenceARPRequest || kindNA.String() != EvidenceNA {
+	if arpnd.KindARPReply.String() != EvidenceARPReply || arpnd.KindARPRequest.String() != EvidenceARPRequest || arpnd.KindNA.String() != EvidenceNA {
 		t.Fatal("frame kind names and Evidence constants differ")
 	}
 }

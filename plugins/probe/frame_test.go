@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 var (
@@ -23,7 +25,7 @@ func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 // test.
 func arpFrame(op uint16, sha net.HardwareAddr, spa string, tha net.HardwareAddr, tpa string) []byte {
 	b := make([]byte, 60)
-	copy(b[0:6], broadcastMAC)
+	copy(b[0:6], arpnd.BroadcastMAC)
 	copy(b[6:12], sha)
 	binary.BigEndian.PutUint16(b[12:14], 0x0806)
 	a := b[14:]
@@ -41,7 +43,7 @@ func arpFrame(op uint16, sha net.HardwareAddr, spa string, tha net.HardwareAddr,
 }
 
 // ndFrame builds an Ethernet/IPv6 frame holding m, with the checksum computed
-// by mdlayher/ndp (an implementation independent of icmpv6Checksum).
+// by mdlayher/ndp (an implementation independent of arpnd.ICMPv6Checksum).
 func ndFrame(t testing.TB, ethSrc net.HardwareAddr, src, dst string, hop uint8, m ndp.Message) []byte {
 	t.Helper()
 	icmp, err := ndp.MarshalMessageChecksum(m, mustAddr(src), mustAddr(dst))
@@ -49,7 +51,7 @@ func ndFrame(t testing.TB, ethSrc net.HardwareAddr, src, dst string, hop uint8, 
 		t.Fatal(err)
 	}
 	b := make([]byte, 14+40+len(icmp))
-	copy(b[0:6], multicastMAC(mustAddr(dst)))
+	copy(b[0:6], arpnd.MulticastMAC(mustAddr(dst)))
 	copy(b[6:12], ethSrc)
 	binary.BigEndian.PutUint16(b[12:14], 0x86dd)
 	ip := b[14:]
@@ -69,41 +71,45 @@ func TestParseARP(t *testing.T) {
 		name    string
 		b       []byte
 		wantErr bool
-		kind    frameKind
+		kind    arpnd.Kind
 		sender  string
 		target  string
 	}{
-		{"probe", arpFrame(1, otherMAC, "0.0.0.0", zeroMAC, "10.0.0.5"), false, kindARPRequest, "0.0.0.0", "10.0.0.5"},
-		{"reply", arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), false, kindARPReply, "10.0.0.5", "0.0.0.0"},
-		{"unpadded", arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5")[:42], false, kindARPRequest, "10.0.0.1", "10.0.0.5"},
-		{"truncated", arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5")[:41], true, 0, "", ""},
-		{"bad op", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5"); b[21] = 9; return b }(), true, 0, "", ""},
-		{"not ethernet", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5"); b[15] = 6; return b }(), true, 0, "", ""},
-		{"not ipv4", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5"); b[16] = 0x86; return b }(), true, 0, "", ""},
-		{"bad hlen", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", zeroMAC, "10.0.0.5"); b[18] = 8; return b }(), true, 0, "", ""},
+		{"probe", arpFrame(1, otherMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5"), false, arpnd.KindARPRequest, "0.0.0.0", "10.0.0.5"},
+		{"reply", arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), false, arpnd.KindARPReply, "10.0.0.5", "0.0.0.0"},
+		{"unpadded", arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5")[:42], false, arpnd.KindARPRequest, "10.0.0.1", "10.0.0.5"},
+		{"truncated", arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5")[:41], true, 0, "", ""},
+		{"bad op", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5"); b[21] = 9; return b }(), true, 0, "", ""},
+		{"not ethernet", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5"); b[15] = 6; return b }(), true, 0, "", ""},
+		{"not ipv4", func() []byte {
+			b := arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5")
+			b[16] = 0x86
+			return b
+		}(), true, 0, "", ""},
+		{"bad hlen", func() []byte { b := arpFrame(1, otherMAC, "10.0.0.1", arpnd.ZeroMAC, "10.0.0.5"); b[18] = 8; return b }(), true, 0, "", ""},
 		{"empty", nil, true, 0, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := parseFrame(tc.b)
+			f, err := arpnd.Parse(tc.b)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}
 			if err != nil {
 				return
 			}
-			if f.kind != tc.kind || f.senderIP != mustAddr(tc.sender) || f.targetIP != mustAddr(tc.target) {
-				t.Fatalf("got kind %v sender %v target %v", f.kind, f.senderIP, f.targetIP)
+			if f.Kind != tc.kind || f.SenderIP != mustAddr(tc.sender) || f.TargetIP != mustAddr(tc.target) {
+				t.Fatalf("got kind %v sender %v target %v", f.Kind, f.SenderIP, f.TargetIP)
 			}
-			if !bytes.Equal(f.senderMAC[:], otherMAC) || !bytes.Equal(f.ethSrc[:], otherMAC) {
-				t.Fatalf("sender MAC %x eth src %x", f.senderMAC, f.ethSrc)
+			if !bytes.Equal(f.SenderMAC[:], otherMAC) || !bytes.Equal(f.EthSrc[:], otherMAC) {
+				t.Fatalf("sender MAC %x eth src %x", f.SenderMAC, f.EthSrc)
 			}
 		})
 	}
 }
 
 func TestParseND(t *testing.T) {
-	nonce := &ndp.RawOption{Type: ndOptNonce, Length: 1, Value: testNonce}
+	nonce := &ndp.RawOption{Type: arpnd.NDOptNonce, Length: 1, Value: testNonce}
 	sll := &ndp.LinkLayerAddress{Direction: ndp.Source, Addr: otherMAC}
 	tll := &ndp.LinkLayerAddress{Direction: ndp.Target, Addr: otherMAC}
 	unknown := &ndp.RawOption{Type: 200, Length: 2, Value: make([]byte, 14)}
@@ -115,36 +121,36 @@ func TestParseND(t *testing.T) {
 		name     string
 		b        []byte
 		wantErr  error // nil: parses; errAny: some error
-		kind     frameKind
+		kind     arpnd.Kind
 		target   string
 		nonce    bool
 		srcLL    bool
 		tgtLL    bool
 		solicitd bool
 	}{
-		{name: "dad ns", b: dadNS, kind: kindNS, target: "fd00::5", nonce: true},
-		{name: "ns with sll", b: good(255, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{sll}}, "fe80::1", "ff02::1:ff00:1"), kind: kindNS, target: "fd00::1", srcLL: true},
-		{name: "na solicited", b: good(255, &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{tll}}, "fd00::1", "fe80::2"), kind: kindNA, target: "fd00::1", tgtLL: true, solicitd: true},
-		{name: "na unknown option", b: good(255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{unknown, tll}}, "fd00::1", "ff02::1"), kind: kindNA, target: "fd00::1", tgtLL: true},
+		{name: "dad ns", b: dadNS, kind: arpnd.KindNS, target: "fd00::5", nonce: true},
+		{name: "ns with sll", b: good(255, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{sll}}, "fe80::1", "ff02::1:ff00:1"), kind: arpnd.KindNS, target: "fd00::1", srcLL: true},
+		{name: "na solicited", b: good(255, &ndp.NeighborAdvertisement{Solicited: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{tll}}, "fd00::1", "fe80::2"), kind: arpnd.KindNA, target: "fd00::1", tgtLL: true, solicitd: true},
+		{name: "na unknown option", b: good(255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: mustAddr("fd00::1"), Options: []ndp.Option{unknown, tll}}, "fd00::1", "ff02::1"), kind: arpnd.KindNA, target: "fd00::1", tgtLL: true},
 		{name: "duplicate tll: the first counts", b: good(255, &ndp.NeighborAdvertisement{TargetAddress: mustAddr("fd00::1"),
-			Options: []ndp.Option{tll, &ndp.LinkLayerAddress{Direction: ndp.Target, Addr: testMAC}}}, "fd00::1", "ff02::1"), kind: kindNA, target: "fd00::1", tgtLL: true},
-		{name: "hop limit 64", b: good(64, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::5")}, "::", "ff02::1:ff00:5"), wantErr: errBadHop},
-		{name: "bad checksum", b: func() []byte { b := bytes.Clone(dadNS); b[14+40+2] ^= 0xff; return b }(), wantErr: errBadSum},
-		{name: "truncated payload", b: dadNS[:len(dadNS)-1], wantErr: errShort},
-		{name: "trailing padding", b: append(bytes.Clone(dadNS), 0, 0, 0, 0), kind: kindNS, target: "fd00::5", nonce: true},
+			Options: []ndp.Option{tll, &ndp.LinkLayerAddress{Direction: ndp.Target, Addr: testMAC}}}, "fd00::1", "ff02::1"), kind: arpnd.KindNA, target: "fd00::1", tgtLL: true},
+		{name: "hop limit 64", b: good(64, &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::5")}, "::", "ff02::1:ff00:5"), wantErr: arpnd.ErrBadHop},
+		{name: "bad checksum", b: func() []byte { b := bytes.Clone(dadNS); b[14+40+2] ^= 0xff; return b }(), wantErr: arpnd.ErrBadSum},
+		{name: "truncated payload", b: dadNS[:len(dadNS)-1], wantErr: arpnd.ErrShort},
+		{name: "trailing padding", b: append(bytes.Clone(dadNS), 0, 0, 0, 0), kind: arpnd.KindNS, target: "fd00::5", nonce: true},
 		{name: "zero-length option", b: func() []byte {
 			m := &ndp.NeighborSolicitation{TargetAddress: mustAddr("fd00::5"), Options: []ndp.Option{nonce}}
 			b := good(255, m, "::", "ff02::1:ff00:5")
 			b[14+40+24+1] = 0 // option length
 			fixChecksum(b)
 			return b
-		}(), wantErr: errBadOptions},
-		{name: "router solicitation", b: good(255, &ndp.RouterSolicitation{}, "::", "ff02::2"), wantErr: errShort},
-		{name: "ipv4 in ethertype ipv6", b: func() []byte { b := bytes.Clone(dadNS); b[14] = 0x45; return b }(), wantErr: errMalformed},
+		}(), wantErr: arpnd.ErrBadOptions},
+		{name: "router solicitation", b: good(255, &ndp.RouterSolicitation{}, "::", "ff02::2"), wantErr: arpnd.ErrShort},
+		{name: "ipv4 in ethertype ipv6", b: func() []byte { b := bytes.Clone(dadNS); b[14] = 0x45; return b }(), wantErr: arpnd.ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := parseFrame(tc.b)
+			f, err := arpnd.Parse(tc.b)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -154,17 +160,17 @@ func TestParseND(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unexpected error %v", err)
 			}
-			if f.kind != tc.kind || f.target != mustAddr(tc.target) {
-				t.Fatalf("kind %v target %v", f.kind, f.target)
+			if f.Kind != tc.kind || f.Target != mustAddr(tc.target) {
+				t.Fatalf("kind %v target %v", f.Kind, f.Target)
 			}
-			if (f.nonce != nil) != tc.nonce || (tc.nonce && !bytes.Equal(f.nonce, testNonce)) {
-				t.Fatalf("nonce %x", f.nonce)
+			if (f.Nonce != nil) != tc.nonce || (tc.nonce && !bytes.Equal(f.Nonce, testNonce)) {
+				t.Fatalf("nonce %x", f.Nonce)
 			}
-			if f.hasSrcLL != tc.srcLL || f.hasTgtLL != tc.tgtLL || f.solicited != tc.solicitd {
-				t.Fatalf("srcLL %v tgtLL %v solicited %v", f.hasSrcLL, f.hasTgtLL, f.solicited)
+			if f.HasSrcLL != tc.srcLL || f.HasTgtLL != tc.tgtLL || f.Solicited != tc.solicitd {
+				t.Fatalf("srcLL %v tgtLL %v solicited %v", f.HasSrcLL, f.HasTgtLL, f.Solicited)
 			}
-			if tc.srcLL && !bytes.Equal(f.srcLL[:], otherMAC) || tc.tgtLL && !bytes.Equal(f.tgtLL[:], otherMAC) {
-				t.Fatalf("link-layer options %x %x", f.srcLL, f.tgtLL)
+			if tc.srcLL && !bytes.Equal(f.SrcLL[:], otherMAC) || tc.tgtLL && !bytes.Equal(f.TgtLL[:], otherMAC) {
+				t.Fatalf("link-layer options %x %x", f.SrcLL, f.TgtLL)
 			}
 		})
 	}
@@ -184,19 +190,19 @@ func fixChecksum(b []byte) {
 	dst := netip.AddrFrom16([16]byte(b[38:54]))
 	msg := b[54 : 54+plen]
 	msg[2], msg[3] = 0, 0
-	binary.BigEndian.PutUint16(msg[2:4], icmpv6Checksum(src, dst, msg))
+	binary.BigEndian.PutUint16(msg[2:4], arpnd.ICMPv6Checksum(src, dst, msg))
 }
 
 func TestBuildARPProbe(t *testing.T) {
-	b, err := buildARPRequest(testMAC, ipv4Zero, mustAddr("10.0.0.5"))
+	b, err := arpnd.BuildARPRequest(testMAC, arpnd.IPv4Zero, mustAddr("10.0.0.5"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := arpFrame(1, testMAC, "0.0.0.0", zeroMAC, "10.0.0.5")
+	want := arpFrame(1, testMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5")
 	if !bytes.Equal(b, want) {
 		t.Fatalf("ARP probe\n got %x\nwant %x", b, want)
 	}
-	if _, err := buildARPRequest(testMAC, ipv4Zero, mustAddr("fd00::1")); err == nil {
+	if _, err := arpnd.BuildARPRequest(testMAC, arpnd.IPv4Zero, mustAddr("fd00::1")); err == nil {
 		t.Fatal("ARP request for an IPv6 target built")
 	}
 }
@@ -204,14 +210,14 @@ func TestBuildARPProbe(t *testing.T) {
 func TestBuildNS(t *testing.T) {
 	target := mustAddr("fd00::12:3456")
 	t.Run("dad", func(t *testing.T) {
-		b, err := buildNS(testMAC, ipv6Zero, target, testNonce, false)
+		b, err := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, target, testNonce, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Independent construction: ndp computes the checksum itself.
 		want := ndFrame(t, testMAC, "::", "ff02::1:ff12:3456", 255, &ndp.NeighborSolicitation{
 			TargetAddress: target,
-			Options:       []ndp.Option{&ndp.RawOption{Type: ndOptNonce, Length: 1, Value: testNonce}},
+			Options:       []ndp.Option{&ndp.RawOption{Type: arpnd.NDOptNonce, Length: 1, Value: testNonce}},
 		})
 		if !bytes.Equal(b, want) {
 			t.Fatalf("DAD NS\n got %x\nwant %x", b, want)
@@ -219,13 +225,13 @@ func TestBuildNS(t *testing.T) {
 		if !bytes.Equal(b[0:6], net.HardwareAddr{0x33, 0x33, 0xff, 0x12, 0x34, 0x56}) {
 			t.Fatalf("destination MAC %x", b[0:6])
 		}
-		f, err := parseFrame(b)
-		if err != nil || f.kind != kindNS || f.hasSrcLL || !bytes.Equal(f.nonce, testNonce) || f.ipSrc != ipv6Zero || f.hopLimit != 255 {
+		f, err := arpnd.Parse(b)
+		if err != nil || f.Kind != arpnd.KindNS || f.HasSrcLL || !bytes.Equal(f.Nonce, testNonce) || f.IPSrc != arpnd.IPv6Zero || f.HopLimit != 255 {
 			t.Fatalf("round trip: %+v %v", f, err)
 		}
 	})
 	t.Run("resolution", func(t *testing.T) {
-		b, err := buildNS(testMAC, mustAddr("fe80::1"), target, nil, true)
+		b, err := arpnd.BuildNS(testMAC, mustAddr("fe80::1"), target, nil, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,12 +244,12 @@ func TestBuildNS(t *testing.T) {
 		}
 	})
 	t.Run("bad nonce", func(t *testing.T) {
-		if _, err := buildNS(testMAC, ipv6Zero, target, []byte{1, 2, 3}, false); err == nil {
+		if _, err := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, target, []byte{1, 2, 3}, false); err == nil {
 			t.Fatal("3-byte nonce accepted")
 		}
 	})
 	t.Run("ipv4 target", func(t *testing.T) {
-		if _, err := buildNS(testMAC, ipv6Zero, mustAddr("10.0.0.1"), testNonce, false); err == nil {
+		if _, err := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, mustAddr("10.0.0.1"), testNonce, false); err == nil {
 			t.Fatal("IPv4 target accepted")
 		}
 	})
@@ -256,10 +262,10 @@ func TestSolicitedNode(t *testing.T) {
 		{"2001:db8::12:3456", "ff02::1:ff12:3456", "33:33:ff:12:34:56"},
 	}
 	for _, tc := range tests {
-		g, m := solicitedNode(mustAddr(tc.in))
+		g, m := arpnd.SolicitedNode(mustAddr(tc.in))
 		want, _ := ndp.SolicitedNodeMulticast(mustAddr(tc.in))
 		if g != mustAddr(tc.group) || g != want || m.String() != tc.mac {
-			t.Errorf("solicitedNode(%s) = %s %s, want %s %s", tc.in, g, m, tc.group, tc.mac)
+			t.Errorf("arpnd.SolicitedNode(%s) = %s %s, want %s %s", tc.in, g, m, tc.group, tc.mac)
 		}
 	}
 }
@@ -267,23 +273,23 @@ func TestSolicitedNode(t *testing.T) {
 func TestChecksumKnownValue(t *testing.T) {
 	// A message whose checksum field holds the right value sums to zero,
 	// and zeroing it gives the value back.
-	b, err := buildNS(testMAC, ipv6Zero, mustAddr("fd00::5"), testNonce, false)
+	b, err := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, mustAddr("fd00::5"), testNonce, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := b[54:]
-	src, dst := ipv6Zero, mustAddr("ff02::1:ff00:5")
-	if c := icmpv6Checksum(src, dst, msg); c != 0 {
+	src, dst := arpnd.IPv6Zero, mustAddr("ff02::1:ff00:5")
+	if c := arpnd.ICMPv6Checksum(src, dst, msg); c != 0 {
 		t.Fatalf("checksum over correct message = %#x, want 0", c)
 	}
 	stored := binary.BigEndian.Uint16(msg[2:4])
 	m := bytes.Clone(msg)
 	m[2], m[3] = 0, 0
-	if c := icmpv6Checksum(src, dst, m); c != stored {
+	if c := arpnd.ICMPv6Checksum(src, dst, m); c != stored {
 		t.Fatalf("checksum %#x, stored %#x", c, stored)
 	}
 	// Odd length.
-	if icmpv6Checksum(src, dst, []byte{0xff}) == icmpv6Checksum(src, dst, []byte{0xfe}) {
+	if arpnd.ICMPv6Checksum(src, dst, []byte{0xff}) == arpnd.ICMPv6Checksum(src, dst, []byte{0xfe}) {
 		t.Fatal("odd trailing byte ignored")
 	}
 }

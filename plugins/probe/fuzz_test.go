@@ -11,26 +11,28 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // seedFrames is the seed corpus shared by the fuzz targets: every kind of
 // frame the engine sends or acts on, plus damaged variants.
 func seedFrames(t testing.TB) [][]byte {
 	cand6 := mustAddr("fd00::5")
-	dadNS, _ := buildNS(testMAC, ipv6Zero, cand6, testNonce, false)
-	gwNS, _ := buildNS(testMAC, mustAddr("fe80::1"), mustAddr("fd00::1"), nil, true)
-	probe4, _ := buildARPRequest(testMAC, ipv4Zero, mustAddr("10.0.0.5"))
+	dadNS, _ := arpnd.BuildNS(testMAC, arpnd.IPv6Zero, cand6, testNonce, false)
+	gwNS, _ := arpnd.BuildNS(testMAC, mustAddr("fe80::1"), mustAddr("fd00::1"), nil, true)
+	probe4, _ := arpnd.BuildARPRequest(testMAC, arpnd.IPv4Zero, mustAddr("10.0.0.5"))
 	seeds := [][]byte{
 		probe4,
 		arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"),
-		arpFrame(1, otherMAC, "10.0.0.5", zeroMAC, "10.0.0.1"),
+		arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.1"),
 		dadNS,
 		gwNS,
 		ndFrame(t, otherMAC, "fd00::5", "ff02::1", 255, &ndp.NeighborAdvertisement{Override: true, TargetAddress: cand6,
 			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: otherMAC}}}),
 		ndFrame(t, otherMAC, "fd00::1", "fe80::1", 255, &ndp.NeighborAdvertisement{Solicited: true, Router: true, TargetAddress: mustAddr("fd00::1")}),
 		ndFrame(t, otherMAC, "::", "ff02::1:ff00:5", 255, &ndp.NeighborSolicitation{TargetAddress: cand6,
-			Options: []ndp.Option{&ndp.RawOption{Type: ndOptNonce, Length: 1, Value: []byte{9, 9, 9, 9, 9, 9}}, &ndp.RawOption{Type: 99, Length: 2, Value: make([]byte, 14)}}}),
+			Options: []ndp.Option{&ndp.RawOption{Type: arpnd.NDOptNonce, Length: 1, Value: []byte{9, 9, 9, 9, 9, 9}}, &ndp.RawOption{Type: 99, Length: 2, Value: make([]byte, 14)}}}),
 		ndFrame(t, otherMAC, "fe80::1", "ff02::1", 255, &ndp.RouterAdvertisement{CurrentHopLimit: 64}),
 		{},
 		{0xff},
@@ -58,21 +60,21 @@ func FuzzParseFrame(f *testing.F) {
 			fixChecksum(in)
 		}
 		orig := bytes.Clone(in)
-		fr, err := parseFrame(in)
+		fr, err := arpnd.Parse(in)
 		if !bytes.Equal(in, orig) {
 			t.Fatal("parser modified its input")
 		}
 		if err != nil {
 			return
 		}
-		switch fr.kind {
-		case kindARPRequest, kindARPReply:
-			if !fr.senderIP.Is4() || !fr.targetIP.Is4() {
-				t.Fatalf("ARP addresses %v %v", fr.senderIP, fr.targetIP)
+		switch fr.Kind {
+		case arpnd.KindARPRequest, arpnd.KindARPReply:
+			if !fr.SenderIP.Is4() || !fr.TargetIP.Is4() {
+				t.Fatalf("ARP addresses %v %v", fr.SenderIP, fr.TargetIP)
 			}
-		case kindNS, kindNA:
-			if fr.hopLimit != 255 || !fr.target.Is6() || fr.target.IsMulticast() {
-				t.Fatalf("ND frame accepted with hop %d target %v", fr.hopLimit, fr.target)
+		case arpnd.KindNS, arpnd.KindNA:
+			if fr.HopLimit != 255 || !fr.Target.Is6() || fr.Target.IsMulticast() {
+				t.Fatalf("ND frame accepted with hop %d target %v", fr.HopLimit, fr.Target)
 			}
 			// Differential check against mdlayher/ndp.
 			plen := int(in[18])<<8 | int(in[19])
@@ -87,22 +89,22 @@ func FuzzParseFrame(f *testing.F) {
 				target, opts = m.TargetAddress, m.Options
 			case *ndp.NeighborAdvertisement:
 				target, opts = m.TargetAddress, m.Options
-				if m.Solicited != fr.solicited || m.Router != fr.router || m.Override != fr.override {
+				if m.Solicited != fr.Solicited || m.Router != fr.Router || m.Override != fr.Override {
 					t.Fatalf("flags differ from ndp")
 				}
 			default:
-				t.Fatalf("ndp parsed %T where we saw %v", m, fr.kind)
+				t.Fatalf("ndp parsed %T where we saw %v", m, fr.Kind)
 			}
-			if target != fr.target {
-				t.Fatalf("target %v, ndp says %v", fr.target, target)
+			if target != fr.Target {
+				t.Fatalf("target %v, ndp says %v", fr.Target, target)
 			}
 			seen := map[ndp.Direction]bool{}
 			for _, o := range opts {
 				if lla, ok := o.(*ndp.LinkLayerAddress); ok && !seen[lla.Direction] {
 					seen[lla.Direction] = true // the first one counts
-					got, has := fr.srcLL, fr.hasSrcLL
+					got, has := fr.SrcLL, fr.HasSrcLL
 					if lla.Direction == ndp.Target {
-						got, has = fr.tgtLL, fr.hasTgtLL
+						got, has = fr.TgtLL, fr.HasTgtLL
 					}
 					if !has || !bytes.Equal(got[:], lla.Addr) {
 						t.Fatalf("link-layer option %v: we have %x (%v)", lla, got, has)
@@ -110,7 +112,7 @@ func FuzzParseFrame(f *testing.F) {
 				}
 			}
 		default:
-			t.Fatalf("parsed frame of kind %v", fr.kind)
+			t.Fatalf("parsed frame of kind %v", fr.Kind)
 		}
 	})
 }
@@ -130,7 +132,7 @@ func FuzzHandle(f *testing.F) {
 			ws = append(ws, s.register(mustAddr(a), false, testNonce), s.register(mustAddr(a), true, nil))
 		}
 		s.handle(b, &unix.SockaddrLinklayer{Pkttype: pkttype}, time.Now())
-		fr, perr := parseFrame(b)
+		fr, perr := arpnd.Parse(b)
 		for _, w := range ws {
 			if !fired(w) {
 				continue
@@ -138,10 +140,10 @@ func FuzzHandle(f *testing.F) {
 			if perr != nil || pkttype == unix.PACKET_OUTGOING {
 				t.Fatalf("waiter %v woken by an unparsable or outgoing frame", w.addr)
 			}
-			if fr.ethSrc == [6]byte(testMAC) || w.ans.mac == [6]byte(testMAC) {
+			if fr.EthSrc == [6]byte(testMAC) || w.ans.mac == [6]byte(testMAC) {
 				t.Fatalf("waiter %v woken by our own MAC", w.addr)
 			}
-			mentioned := w.addr == fr.senderIP || w.addr == fr.targetIP || w.addr == fr.target || w.addr == fr.ipSrc
+			mentioned := w.addr == fr.SenderIP || w.addr == fr.TargetIP || w.addr == fr.Target || w.addr == fr.IPSrc
 			if !mentioned {
 				t.Fatalf("waiter %v woken by a frame about something else: %+v", w.addr, fr)
 			}
@@ -159,10 +161,10 @@ func FuzzBuildParse(f *testing.F) {
 		}
 		hw := net.HardwareAddr(mac)
 		a4 := netip.AddrFrom4([4]byte(v4))
-		if b, err := buildARPRequest(hw, ipv4Zero, a4); err == nil {
-			fr, err := parseFrame(b)
-			if err != nil || fr.kind != kindARPRequest || fr.targetIP != a4 || !fr.senderIP.IsUnspecified() ||
-				fr.senderMAC != [6]byte(mac) || fr.targetMAC != [6]byte{} || fr.ethDst != [6]byte(broadcastMAC) {
+		if b, err := arpnd.BuildARPRequest(hw, arpnd.IPv4Zero, a4); err == nil {
+			fr, err := arpnd.Parse(b)
+			if err != nil || fr.Kind != arpnd.KindARPRequest || fr.TargetIP != a4 || !fr.SenderIP.IsUnspecified() ||
+				fr.SenderMAC != [6]byte(mac) || fr.TargetMAC != [6]byte{} || fr.EthDst != [6]byte(arpnd.BroadcastMAC) {
 				t.Fatalf("ARP round trip: %+v %v", fr, err)
 			}
 		}
@@ -170,21 +172,21 @@ func FuzzBuildParse(f *testing.F) {
 		if a6.IsMulticast() || a6.Is4In6() {
 			return
 		}
-		b, err := buildNS(hw, ipv6Zero, a6, nonce, withSrcLL)
+		b, err := arpnd.BuildNS(hw, arpnd.IPv6Zero, a6, nonce, withSrcLL)
 		if err != nil {
 			if len(nonce) == 0 || (len(nonce)+2)%8 == 0 && len(nonce)+2 <= 31*8 {
 				t.Fatalf("build NS: %v", err)
 			}
 			return
 		}
-		fr, err := parseFrame(b)
-		if err != nil || fr.kind != kindNS || fr.target != a6 || fr.hopLimit != 255 || fr.hasSrcLL != withSrcLL ||
-			!bytes.Equal(fr.nonce, nonce) && len(nonce) > 0 {
+		fr, err := arpnd.Parse(b)
+		if err != nil || fr.Kind != arpnd.KindNS || fr.Target != a6 || fr.HopLimit != 255 || fr.HasSrcLL != withSrcLL ||
+			!bytes.Equal(fr.Nonce, nonce) && len(nonce) > 0 {
 			t.Fatalf("NS round trip: %+v %v", fr, err)
 		}
-		group, gmac := solicitedNode(a6)
-		if fr.ipDst != group || fr.ethDst != [6]byte(gmac) {
-			t.Fatalf("NS sent to %v %x, want %v %v", fr.ipDst, fr.ethDst, group, gmac)
+		group, gmac := arpnd.SolicitedNode(a6)
+		if fr.IPDst != group || fr.EthDst != [6]byte(gmac) {
+			t.Fatalf("NS sent to %v %x, want %v %v", fr.IPDst, fr.EthDst, group, gmac)
 		}
 	})
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // linkQuery is one netlink look-up shared by every caller that asked for it
@@ -102,7 +104,7 @@ func usable(a *netlink.LinkAttrs) error {
 	switch {
 	case a.RawFlags&unix.IFF_NOARP != 0:
 		return fmt.Errorf("%w: NOARP is set", ErrInterface)
-	case len(a.HardwareAddr) != 6 || bytes.Equal(a.HardwareAddr, zeroMAC):
+	case len(a.HardwareAddr) != 6 || bytes.Equal(a.HardwareAddr, arpnd.ZeroMAC):
 		return fmt.Errorf("%w: no Ethernet MAC address", ErrInterface)
 	case a.HardwareAddr[0]&1 != 0:
 		return fmt.Errorf("%w: MAC address %s is a group address", ErrInterface, a.HardwareAddr)
@@ -144,9 +146,9 @@ func (s *ifSock) join(group net.HardwareAddr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var all [6]byte
-	copy(all[:], allNodesMAC)
+	copy(all[:], arpnd.AllNodesMAC)
 	if s.groups[all] == 0 {
-		if err := s.conn.JoinGroup(allNodesMAC); err != nil {
+		if err := s.conn.JoinGroup(arpnd.AllNodesMAC); err != nil {
 			return fmt.Errorf("join all-nodes group: %w", err)
 		}
 		s.groups[all] = 1 // kept until the socket closes
@@ -167,7 +169,7 @@ func (s *ifSock) leave(group net.HardwareAddr) {
 	defer s.mu.Unlock()
 	var g [6]byte
 	copy(g[:], group)
-	if bytes.Equal(group, allNodesMAC) {
+	if bytes.Equal(group, arpnd.AllNodesMAC) {
 		return
 	}
 	s.groups[g]--

@@ -20,6 +20,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // sockKey identifies a (network namespace, interface) pair. The namespace is
@@ -137,16 +139,12 @@ func openHere(ifname string, c *counters, o Options) (*ifSock, error) {
 		return nil, fmt.Errorf("look up interface: %w", err)
 	}
 	attrs := link.Attrs()
-	prog, err := filter()
-	if err != nil {
-		nl.Close()
-		return nil, fmt.Errorf("assemble BPF filter: %w", err)
-	}
 	ifi := &net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr, MTU: attrs.MTU}
-	conn, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: prog})
+	// Room for the answers to a burst of checks.
+	conn, err := arpnd.Listen(ifi, o.ReceiveBuffer)
 	if err != nil {
 		nl.Close()
-		return nil, fmt.Errorf("open packet socket: %w", err)
+		return nil, err
 	}
 	raw, err := conn.SyscallConn()
 	if err != nil {
@@ -154,17 +152,6 @@ func openHere(ifname string, c *counters, o Options) (*ifSock, error) {
 		nl.Close()
 		return nil, fmt.Errorf("packet socket: %w", err)
 	}
-	_ = raw.Control(func(fd uintptr) {
-		// Keep our own transmissions out of the queue altogether (Linux
-		// 4.20+; the BPF filter and the reader drop them as well).
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-		// Room for the answers to a burst of checks. FORCE passes
-		// net.core.rmem_max (CAP_NET_ADMIN); without it the kernel caps
-		// the size, and drops are still detected, not assumed away.
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, o.ReceiveBuffer) != nil {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, o.ReceiveBuffer)
-		}
-	})
 	// Start the drop count at zero: frames dropped before any check ran
 	// concern no check.
 	if _, err := conn.Stats(); err != nil {

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 )
 
 // Defaults, from spiderpool-agent's documented behaviour.
@@ -101,12 +103,12 @@ func (v Verdict) String() string {
 // Evidence values of Result.Evidence: the kind of frame that decided a
 // Conflict or Reachable verdict.
 const (
-	EvidenceARPReply   = "arp-reply"              // ARP reply from the address
-	EvidenceARPRequest = "arp-request"            // ARP request with the address as sender IP
-	EvidenceARPProbe   = "arp-probe"              // another host's RFC 5227 probe for the address
-	EvidenceNA         = "neighbor-advertisement" // NA for the address
-	EvidenceDADProbe   = "dad-probe"              // another node's DAD solicitation for the address
-	EvidenceNDSource   = "nd-source"              // an ND message sent from the address
+	EvidenceARPReply   = arpnd.EvidenceARPReply   // ARP reply from the address
+	EvidenceARPRequest = arpnd.EvidenceARPRequest // ARP request with the address as sender IP
+	EvidenceARPProbe   = arpnd.EvidenceARPProbe   // another host's RFC 5227 probe for the address
+	EvidenceNA         = arpnd.EvidenceNA         // NA for the address
+	EvidenceDADProbe   = arpnd.EvidenceDADProbe   // another node's DAD solicitation for the address
+	EvidenceNDSource   = arpnd.EvidenceNDSource   // an ND message sent from the address
 )
 
 // Target names what to probe and where.

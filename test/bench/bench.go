@@ -115,6 +115,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("cni") {
 		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out)...) }))
 	}
+	if selected("podman") {
+		must(run("podman", func(s *scope) { targets = append(targets, benchPodman(s, b, out)...) }))
+	}
 
 	t := newTable("Targets", "case", "target", "measured", "met")
 	for _, tg := range targets {

@@ -149,14 +149,14 @@ pool "gc-v4" {
   gateway_detection  = false
 }
 pool "vm-v4" {
-  subnet             = "10.0.5.0/24"
-  ranges             = ["10.0.5.10-10.0.5.12"]
+  subnet             = "10.0.7.0/24"
+  ranges             = ["10.0.7.10-10.0.7.12"]
   conflict_detection = false
   gateway_detection  = false
 }
 pool "shared-v4" {
-  subnet             = "10.0.6.0/24"
-  ranges             = ["10.0.6.10-10.0.6.50"]
+  subnet             = "10.0.8.0/24"
+  ranges             = ["10.0.8.10-10.0.8.50"]
   conflict_detection = false
   gateway_detection  = false
 }

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -571,25 +572,41 @@ pool "off6" {
 `})
 	const n = 30
 	var on, off []time.Duration
+	slowGateway := 0
 	for i := range n {
 		for _, pools := range [][]string{{"on4", "on6"}, {"off4", "off6"}} {
-			wl := freshWorkload(t, lan.LAN, fmt.Sprintf("c%s%d", pools[0][:2], i), fmt.Sprintf("02:00:00:00:%02x:%02x", len(pools[0]), i))
-			cid := fmt.Sprintf("cost-%s-%d", pools[0], i)
-			start := time.Now()
-			_, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: pools})
-			took := time.Since(start)
-			if err != nil {
-				t.Fatalf("allocate %s from %v: %v", cid, pools, err)
+			for attempt := 0; ; attempt++ {
+				wl := freshWorkload(t, lan.LAN, fmt.Sprintf("c%s%d-%d", pools[0][:2], i, attempt), fmt.Sprintf("02:00:00:%02x:%02x:%02x", attempt, len(pools[0]), i))
+				cid := fmt.Sprintf("cost-%s-%d-%d", pools[0], i, attempt)
+				start := time.Now()
+				_, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: pools})
+				took := time.Since(start)
+				var apiErr *ipamapi.APIError
+				if errors.As(err, &apiErr) && apiErr.Code == ipamapi.CodeGateway && slowGateway < 3 {
+					// The gateway namespace's kernel answers well within
+					// the 100 ms window, except on a machine busy enough
+					// to delay its softirq past it: that is the window's
+					// verdict, not the cost this test measures. Try a new
+					// workload (three times in the whole test at most).
+					slowGateway++
+					t.Logf("allocate %s: %v (a slow answer on a loaded machine; not counted)", cid, err)
+					netlab.IP(t, wl.NS, "link", "del", "eth0")
+					continue
+				}
+				if err != nil {
+					t.Fatalf("allocate %s from %v: %v", cid, pools, err)
+				}
+				if pools[0] == "on4" {
+					on = append(on, took)
+				} else {
+					off = append(off, took)
+				}
+				if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
+					t.Fatal(err)
+				}
+				netlab.IP(t, wl.NS, "link", "del", "eth0") // keep the LAN's bridge small
+				break
 			}
-			if pools[0] == "on4" {
-				on = append(on, took)
-			} else {
-				off = append(off, took)
-			}
-			if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
-				t.Fatal(err)
-			}
-			netlab.IP(t, wl.NS, "link", "del", "eth0") // keep the LAN's bridge small
 		}
 	}
 	slices.Sort(on)

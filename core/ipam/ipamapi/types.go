@@ -359,6 +359,8 @@ type Status struct {
 	Store *StoreStatus `json:"store,omitempty"`
 	// Workloads are the workload records (endpoint and history).
 	Workloads *WorkloadStatus `json:"workloads,omitempty"`
+	// Conflicts summarises the watch of allocated addresses.
+	Conflicts *ConflictStatus `json:"conflicts,omitempty"`
 }
 
 // WorkloadStatus counts the workload records as the last GC pass saw them:

@@ -14,6 +14,7 @@
 //	  quarantine         = "10m"
 //	  store              = "local"
 //	  domain             = "vlan20"        # layer-2 domain, default "default"
+//	  defend             = true            # answer a claim of a held address, default false
 //	  route { dst = "0.0.0.0/0" }          # gw defaults to the gateway
 //	}
 //
@@ -69,7 +70,7 @@ type Result struct {
 
 var (
 	topSchema  = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "pool", LabelNames: []string{"name"}}}}
-	poolAttrs  = []string{"subnet", "ranges", "exclude", "gateway", "vlan", "conflict_detection", "gateway_detection", "quarantine", "store", "domain"}
+	poolAttrs  = []string{"subnet", "ranges", "exclude", "gateway", "vlan", "conflict_detection", "gateway_detection", "quarantine", "store", "domain", "defend"}
 	poolSchema = func() *hcl.BodySchema {
 		s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "route"}}}
 		for _, a := range poolAttrs {
@@ -211,6 +212,8 @@ func (l *loader) pool(blk *hcl.Block) {
 			ok = l.bool(attr, &spec.ConflictDetection) && ok
 		case "gateway_detection":
 			ok = l.bool(attr, &spec.GatewayDetection) && ok
+		case "defend":
+			ok = l.bool(attr, &spec.Defend) && ok
 		case "quarantine":
 			var s string
 			if l.str(attr, &s) {
