@@ -182,12 +182,22 @@ var verdictToProto = map[Verdict]pb.Verdict{
 	VerdictSkip: pb.Verdict_VERDICT_SKIP, VerdictError: pb.Verdict_VERDICT_ERROR,
 }
 
+var blockKindToProto = map[BlockKind]pb.BlockKind{
+	BlockUnspecified: pb.BlockKind_BLOCK_KIND_UNSPECIFIED,
+	BlockInUse:       pb.BlockKind_BLOCK_KIND_IN_USE, BlockUnreachable: pb.BlockKind_BLOCK_KIND_UNREACHABLE,
+	BlockPolicy: pb.BlockKind_BLOCK_KIND_POLICY, BlockFail: pb.BlockKind_BLOCK_KIND_FAIL,
+}
+
 func checkResultToProto(r CheckResult) (*pb.CheckResponse, error) {
 	v, ok := verdictToProto[r.Verdict]
 	if !ok {
 		return nil, fmt.Errorf("verdict %q is none of pass, block, skip, error", r.Verdict)
 	}
-	return &pb.CheckResponse{Verdict: v, Reason: r.Reason, Evidence: r.Evidence, DurationNanos: int64(r.Duration)}, nil
+	k, ok := blockKindToProto[r.BlockKind]
+	if !ok {
+		return nil, fmt.Errorf("block kind %q is none of in_use, unreachable, policy, fail", r.BlockKind)
+	}
+	return &pb.CheckResponse{Verdict: v, BlockKind: k, Reason: r.Reason, Evidence: r.Evidence, DurationNanos: int64(r.Duration)}, nil
 }
 
 func checkResultFromProto(p *pb.CheckResponse) (CheckResult, error) {
@@ -195,7 +205,12 @@ func checkResultFromProto(p *pb.CheckResponse) (CheckResult, error) {
 	if !ok {
 		return CheckResult{}, fmt.Errorf("the detector answered verdict %s, which is none of pass, block, skip, error", p.GetVerdict())
 	}
-	return CheckResult{Verdict: verdict, Reason: p.GetReason(), Evidence: p.GetEvidence(), Duration: time.Duration(p.GetDurationNanos())}, nil
+	// A plugin older than API 1.2 leaves block_kind unset: BlockUnspecified.
+	kind, ok := fromProto(blockKindToProto, p.GetBlockKind())
+	if !ok {
+		return CheckResult{}, fmt.Errorf("the detector answered block kind %s, which is none of in_use, unreachable, policy, fail", p.GetBlockKind())
+	}
+	return CheckResult{Verdict: verdict, BlockKind: kind, Reason: p.GetReason(), Evidence: p.GetEvidence(), Duration: time.Duration(p.GetDurationNanos())}, nil
 }
 
 func configureRequestToProto(req ConfigureRequest) *pb.ConfigureRequest {

@@ -15,7 +15,10 @@ const ProtocolVersion = 1
 // APIVersion is the semantic version of the plugin API, "MAJOR.MINOR". A
 // plugin reports the one it was built with in Info.APIVersion. The agent
 // accepts a plugin with the same major and a minor no newer than its own.
-const APIVersion = "1.1"
+//
+// 1.1 added ValidateConfig; 1.2 added CheckResult.BlockKind (a 1.0 or 1.1
+// plugin's blocks arrive without one and are taken as BlockFail).
+const APIVersion = "1.2"
 
 // PluginName is the name under which every plugin serves its gRPC services in
 // go-plugin's plugin set.

@@ -109,12 +109,48 @@ const (
 // records it with the quarantine of an address in use.
 const EvidenceResponderMAC = "responder_mac"
 
+// BlockKind says what a VerdictBlock means for the allocation that asked:
+// the agent's IPAM acts on it, never on the detector's name, so a
+// third-party detector takes part in allocation as the built-ins do. Set it
+// on every block (sdktest checks); it is meaningless on other verdicts.
+//
+// A block without a kind (BlockUnspecified: every block of a plugin built
+// before API 1.2, or one that leaves the field empty) is taken as
+// BlockFail, which is what every third-party block meant before kinds.
+type BlockKind string
+
+const (
+	// BlockUnspecified: no kind given; the agent treats it as BlockFail.
+	BlockUnspecified BlockKind = ""
+	// BlockInUse: someone holds the address (it answers ARP, a DHCP lease
+	// names it). IPAM quarantines it for the pool's quarantine period and
+	// tries the next candidate.
+	BlockInUse BlockKind = "in_use"
+	// BlockUnreachable: the pool's network is unusable now (the gateway is
+	// dead, the VLAN is not trunked here): no other address of the pool
+	// would do, so the allocation fails at once.
+	BlockUnreachable BlockKind = "unreachable"
+	// BlockPolicy: this address must not be given out (a denylist, a CMDB
+	// reservation). IPAM skips it without quarantine (nothing is recorded
+	// against the address) and tries the next candidate.
+	BlockPolicy BlockKind = "policy"
+	// BlockFail: the address is refused and no other candidate is tried:
+	// the allocation fails.
+	BlockFail BlockKind = "fail"
+)
+
+// BlockKinds lists the kinds a block may carry, BlockUnspecified excepted.
+var BlockKinds = []BlockKind{BlockInUse, BlockUnreachable, BlockPolicy, BlockFail}
+
 // CheckResult is a detector's answer with its reasons.
 type CheckResult struct {
-	Verdict  Verdict
-	Reason   string
-	Evidence map[string]string
-	Duration time.Duration
+	Verdict Verdict
+	// BlockKind says what a VerdictBlock means for an allocation (see
+	// BlockKind); leave it empty with any other verdict.
+	BlockKind BlockKind
+	Reason    string
+	Evidence  map[string]string
+	Duration  time.Duration
 }
 
 // TunedKey is the state of one setting a tuner manages.

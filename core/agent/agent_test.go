@@ -38,15 +38,15 @@ func TestStatusDoesNotWaitForAReload(t *testing.T) {
 	}
 }
 
-// A conflict carries the MAC the ip-conflict detector saw answer, for the
+// An in-use block carries the MAC its detector saw answer, for the
 // quarantine record.
 func TestOutcomeCarriesTheRespondersMAC(t *testing.T) {
 	res := state.AddressResult{Detectors: []state.DetectorResult{
 		{Name: config.PluginGatewayDetector, Verdict: state.VerdictPass, Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:fe"}},
-		{Name: config.PluginIPConflict, Verdict: state.VerdictBlock, Reason: "10.0.0.9 is in use by 02:00:00:00:00:10 on eth0",
+		{Name: config.PluginIPConflict, Verdict: state.VerdictBlock, BlockKind: state.BlockInUse, Reason: "10.0.0.9 is in use by 02:00:00:00:00:10 on eth0",
 			Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:10"}},
 	}}
-	got := outcome(ipam.CheckAddress{Conflict: true}, res)
+	got := outcome(res)
 	if got.Outcome != ipam.OutcomeConflict || got.MAC != "02:00:00:00:00:10" {
 		t.Errorf("outcome = %+v, want a conflict with MAC 02:00:00:00:00:10 (not the gateway's)", got)
 	}

@@ -6,8 +6,8 @@ import (
 	"strings"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
-	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
@@ -18,13 +18,18 @@ import (
 // allocation, so a dual-stack allocation costs one reply window.
 type ipamChecker struct {
 	a *Agent
+	// detectors names the plugin behind each detection a pool switches on
+	// (config.IPAMConfig.Detectors). Which detector blocked never decides
+	// what a block does: its kind does (outcome).
+	detectors map[string]string
 }
 
-// detectorsFor hides ip-conflict from a check that asked for no conflict
-// detection (a pool with conflict_detection = false).
+// detectorsFor leaves out the plugins of the detections a check did not
+// ask for (a pool with conflict_detection = false is not probed for
+// conflicts); every other detector, a third party's included, is asked.
 type detectorsFor struct {
-	inner    check.Detectors
-	conflict bool
+	inner  check.Detectors
+	hidden map[string]bool
 }
 
 func (d detectorsFor) Check(ctx context.Context, name string, req sdk.CheckRequest) (sdk.CheckResult, error) {
@@ -34,10 +39,9 @@ func (d detectorsFor) Check(ctx context.Context, name string, req sdk.CheckReque
 func (d detectorsFor) Detectors() []supervisor.Detector {
 	var out []supervisor.Detector
 	for _, det := range d.inner.Detectors() {
-		if det.Name == config.PluginIPConflict && !d.conflict {
-			continue
+		if !d.hidden[det.Name] {
+			out = append(out, det)
 		}
-		out = append(out, det)
 	}
 	return out
 }
@@ -51,67 +55,89 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 		return nil, fmt.Errorf("%w: spiderpool-agent is stopping; try again", ipam.ErrNotReady)
 	}
 	vc := state.Check{Interface: req.Interface, Netns: req.Netns}
-	wantConflict, wantGateway := false, false
+	asked := map[string]bool{}
 	for _, ad := range req.Addresses {
 		vc.Addresses = append(vc.Addresses, state.CheckAddress{Address: ad.Address, Gateway: ad.Gateway})
-		wantConflict = wantConflict || ad.Conflict
-		wantGateway = wantGateway || ad.Gateway.IsValid()
+		asked[ipamapi.DetectionConflict] = asked[ipamapi.DetectionConflict] || ad.Conflict
+		asked[ipamapi.DetectionGateway] = asked[ipamapi.DetectionGateway] || ad.Gateway.IsValid()
 	}
-	// A pool that asks for a detector the agent does not run is never
+	// A pool that asks for a detection the agent does not run is never
 	// vetted silently.
 	have := map[string]bool{}
 	for _, det := range a.sup.Detectors() {
 		have[det.Name] = true
 	}
-	if wantConflict && !have[config.PluginIPConflict] {
-		return nil, fmt.Errorf("the pool asks for conflict detection but plugin %q is not enabled", config.PluginIPConflict)
+	hidden := map[string]bool{}
+	for _, detection := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+		plugin, ok := c.detectors[detection]
+		switch {
+		case !asked[detection]:
+			hidden[plugin] = ok
+		case !ok:
+			return nil, fmt.Errorf("the pool asks for %s detection but no plugin runs it", detection)
+		case !have[plugin]:
+			return nil, fmt.Errorf("the pool asks for %s detection but plugin %q is not enabled", detection, plugin)
+		}
 	}
-	if wantGateway && !have[config.PluginGatewayDetector] {
-		return nil, fmt.Errorf("the pool asks for gateway detection but plugin %q is not enabled", config.PluginGatewayDetector)
-	}
-	resp := check.Run(ctx, detectorsFor{inner: a.sup, conflict: wantConflict}, a.tel, vc)
+	resp := check.Run(ctx, detectorsFor{inner: a.sup, hidden: hidden}, a.tel, vc)
 	out := make([]ipam.CheckResult, len(req.Addresses))
-	for i := range req.Addresses {
-		out[i] = outcome(req.Addresses[i], resp.Addresses[i])
+	for i := range resp.Addresses {
+		out[i] = outcome(resp.Addresses[i])
 	}
 	return out, nil
 }
 
-// outcome reads one address's detector results: a dead gateway, another
-// detector's block or an undecided detector end the allocation; a conflict
-// lets IPAM try the next candidate.
-func outcome(req ipam.CheckAddress, res state.AddressResult) ipam.CheckResult {
-	var conflict, gateway, blocked, errs []string
-	mac := ""
+// outcome reads one address's detector results by the kind of each block,
+// whichever detector gave it: an unreachable network, a refusal or an
+// undecided detector end the allocation; an address in use or refused by
+// policy lets IPAM try the next candidate (in use: after quarantining
+// it). When several detectors block, the stronger meaning wins, in that
+// order. Each reason names its detector.
+func outcome(res state.AddressResult) ipam.CheckResult {
+	byKind := map[state.BlockKind][]string{}
+	var errs []string
+	mac := "" // of the first in-use block that names who answered
 	for _, d := range res.Detectors {
 		reason := d.Reason
 		if reason == "" {
-			reason = d.Name + " said " + string(d.Verdict)
+			reason = "said " + string(d.Verdict)
 		}
-		switch {
-		case d.Verdict == state.VerdictError:
-			errs = append(errs, d.Name+": "+reason)
-		case d.Verdict != state.VerdictBlock:
-		case d.Name == config.PluginIPConflict:
-			conflict = append(conflict, reason)
-			if mac == "" {
+		reason = d.Name + ": " + reason
+		switch d.Verdict {
+		case state.VerdictError:
+			errs = append(errs, reason)
+		case state.VerdictBlock:
+			kind := d.BlockKind
+			if kind == "" {
+				kind = state.BlockFail
+			}
+			byKind[kind] = append(byKind[kind], reason)
+			if kind == state.BlockInUse && mac == "" {
 				mac = d.Evidence[sdk.EvidenceResponderMAC]
 			}
-		case d.Name == config.PluginGatewayDetector:
-			gateway = append(gateway, reason)
-		default:
-			blocked = append(blocked, d.Name+": "+reason)
 		}
 	}
-	switch {
-	case len(gateway) > 0:
-		return ipam.CheckResult{Outcome: ipam.OutcomeGateway, Reason: strings.Join(gateway, "; ")}
-	case len(blocked) > 0:
-		return ipam.CheckResult{Outcome: ipam.OutcomeBlocked, Reason: strings.Join(blocked, "; ")}
-	case len(errs) > 0:
+	for _, o := range []struct {
+		kind    state.BlockKind
+		outcome ipam.Outcome
+	}{
+		{state.BlockUnreachable, ipam.OutcomeUnreachable},
+		{state.BlockFail, ipam.OutcomeBlocked},
+	} {
+		if r := byKind[o.kind]; len(r) > 0 {
+			return ipam.CheckResult{Outcome: o.outcome, Reason: strings.Join(r, "; ")}
+		}
+	}
+	if len(errs) > 0 {
 		return ipam.CheckResult{Outcome: ipam.OutcomeError, Reason: strings.Join(errs, "; ")}
-	case len(conflict) > 0:
-		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(conflict, "; "), MAC: mac}
+	}
+	// In use beats policy: quarantining an address someone holds is right
+	// whatever else refuses it.
+	if r := byKind[state.BlockInUse]; len(r) > 0 {
+		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(append(r, byKind[state.BlockPolicy]...), "; "), MAC: mac}
+	}
+	if r := byKind[state.BlockPolicy]; len(r) > 0 {
+		return ipam.CheckResult{Outcome: ipam.OutcomePolicy, Reason: strings.Join(r, "; ")}
 	}
 	return ipam.CheckResult{Outcome: ipam.OutcomeFree}
 }

@@ -91,7 +91,7 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 		case sdk.VerdictPass:
 			out.Verdict = state.VerdictPass
 		case sdk.VerdictBlock:
-			out.Verdict = state.VerdictBlock
+			out.Verdict, out.BlockKind = state.VerdictBlock, blockKind(res.BlockKind)
 		case sdk.VerdictSkip:
 			out.Verdict = state.VerdictSkip
 		default:
@@ -104,6 +104,22 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 	}
 	m.IncrCounter("check_detector_results_total", 1, map[string]string{"detector": det.Name, "verdict": string(out.Verdict)})
 	return out
+}
+
+// blockKind maps a detector's block kind onto the core's. A block that
+// names no kind (every block of a plugin older than API 1.2) fails the
+// allocation, as every third-party block did before kinds existed; the
+// sdk client refuses a kind it does not know, so none arrives here.
+func blockKind(k sdk.BlockKind) state.BlockKind {
+	switch k {
+	case sdk.BlockInUse:
+		return state.BlockInUse
+	case sdk.BlockUnreachable:
+		return state.BlockUnreachable
+	case sdk.BlockPolicy:
+		return state.BlockPolicy
+	}
+	return state.BlockFail
 }
 
 func errorReason(err error) string {

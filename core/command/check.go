@@ -68,9 +68,11 @@ func (c *checkCommand) flags() (*flag.FlagSet, *checkFlags) {
 func (c *checkCommand) Help() string {
 	fs, _ := c.flags()
 	return helpText("check --interface IF [--netns PATH] --ip CIDR [--gateway IP] [--ip ...] [options]", `
-Asks the running agent whether the addresses may be given to a workload: is
-each one already in use on the wire (ip-conflict), does its gateway answer
-(gateway-detector), and what any third-party detector says.
+Asks the running agent whether the addresses may be given to a workload:
+every enabled detector answers for each address (the built-ins: is it in use
+on the wire, does its gateway answer; and any third-party detector). A block
+shows its kind: what IPAM would do with it (in_use: quarantine and try the
+next, policy: skip and try the next, unreachable or fail: refuse).
 
 Exit codes: 0 every address passed, 1 an address is blocked, 2 the check
 could not be made (bad arguments, no agent, a detector that could not decide).`, fs)
@@ -135,7 +137,11 @@ func writeCheck(env Env, resp state.CheckResult) {
 		}
 		fmt.Fprintf(env.Stdout, "%s %s\n", strings.ToUpper(string(a.Verdict)), what)
 		for _, d := range a.Detectors {
-			fmt.Fprintf(env.Stdout, "  %-16s %-5s %s (%.1fms)\n", d.Name, d.Verdict, d.Reason, d.DurationMs)
+			reason := d.Reason
+			if d.BlockKind != "" {
+				reason += " [" + string(d.BlockKind) + "]"
+			}
+			fmt.Fprintf(env.Stdout, "  %-16s %-5s %s (%.1fms)\n", d.Name, d.Verdict, reason, d.DurationMs)
 		}
 	}
 	fmt.Fprintf(env.Stdout, "verdict: %s (%.1fms)\n", resp.Verdict, resp.DurationMs)

@@ -42,7 +42,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"help of a command", nil, []string{"check", "-h"}, ExitOK, "Usage: spiderpool-agent check"},
 		{"unknown flag", nil, []string{"status", "--bogus"}, ExitUsage, "flag provided but not defined: -bogus"},
 		{"stray argument", nil, []string{"version", "extra"}, ExitUsage, `unexpected argument "extra"`},
-		{"version", nil, []string{"version"}, ExitOK, "plugin API 1.1"},
+		{"version", nil, []string{"version"}, ExitOK, "plugin API 1.2"},
 		{"shutdown without daemon", nil, []string{"shutdown", "--socket", missing}, ExitFail, "no spiderpool-agent answers on " + missing},
 		{"status without daemon", nil, []string{"status", "--socket", missing}, ExitFail, "is it running?"},
 		{"socket from the environment", map[string]string{"SPIDERPOOL_SOCKET_PATH": missing}, []string{"status"}, ExitFail, missing},

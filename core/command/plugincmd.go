@@ -220,12 +220,13 @@ func (c *pluginRunCommand) Run(args []string) int {
 	}
 	code := ExitOK
 	type result struct {
-		Address  string            `json:"address"`
-		Verdict  sdk.Verdict       `json:"verdict"`
-		Reason   string            `json:"reason,omitempty"`
-		Evidence map[string]string `json:"evidence,omitempty"`
-		Error    string            `json:"error,omitempty"`
-		Ms       float64           `json:"duration_ms"`
+		Address   string            `json:"address"`
+		Verdict   sdk.Verdict       `json:"verdict"`
+		BlockKind sdk.BlockKind     `json:"block_kind,omitempty"`
+		Reason    string            `json:"reason,omitempty"`
+		Evidence  map[string]string `json:"evidence,omitempty"`
+		Error     string            `json:"error,omitempty"`
+		Ms        float64           `json:"duration_ms"`
 	}
 	var results []result
 	for _, r := range reqs {
@@ -233,7 +234,7 @@ func (c *pluginRunCommand) Run(args []string) int {
 		start := time.Now()
 		res, err := conn.Client.Check(cctx, r)
 		ccancel()
-		out := result{Address: r.Address.String(), Verdict: res.Verdict, Reason: res.Reason, Evidence: res.Evidence, Ms: float64(time.Since(start).Microseconds()) / 1000}
+		out := result{Address: r.Address.String(), Verdict: res.Verdict, BlockKind: res.BlockKind, Reason: res.Reason, Evidence: res.Evidence, Ms: float64(time.Since(start).Microseconds()) / 1000}
 		if err != nil {
 			out.Verdict, out.Error = sdk.VerdictError, err.Error()
 		}
@@ -260,7 +261,17 @@ func (c *pluginRunCommand) Run(args []string) int {
 		if r.Error != "" {
 			reason = r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1fms\t%s\n", r.Address, r.Verdict, r.Ms, reason)
+		verdict := string(r.Verdict)
+		if r.Verdict == sdk.VerdictBlock {
+			// The kind is what the agent's IPAM does with the block; a
+			// block without one is taken as fail.
+			kind := string(r.BlockKind)
+			if kind == "" {
+				kind = "no kind: fail"
+			}
+			verdict += " (" + kind + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.1fms\t%s\n", r.Address, verdict, r.Ms, reason)
 	}
 	if err := tw.Flush(); err != nil {
 		return fail(c.env, "write: %v", err)

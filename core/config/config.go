@@ -48,6 +48,16 @@ const (
 // name order. They are always present in Config.Plugins.
 var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSysctlTuner}
 
+// DefaultIPAMDetectors is IPAMConfig.Detectors: the built-in detector that
+// runs each detection a pool can switch on. This file is the one place in
+// the core that names the built-in detectors (test/layout checks it).
+func DefaultIPAMDetectors() map[string]string {
+	return map[string]string{
+		ipamapi.DetectionConflict: PluginIPConflict,
+		ipamapi.DetectionGateway:  PluginGatewayDetector,
+	}
+}
+
 // PluginBinaryPrefix is the file name prefix of a plugin binary in the plugin
 // directory: PLUGIN_DIR/spiderpool-plugin-NAME.
 const PluginBinaryPrefix = "spiderpool-plugin-"
@@ -266,6 +276,15 @@ type IPAMConfig struct {
 	// seconds after. HCL cni_spool_dir, default
 	// /var/lib/spiderpool/cni-spool.
 	CNISpoolDir string
+
+	// Detectors names the plugin behind each detection a pool switches on
+	// (ipamapi.DetectionConflict for conflict_detection,
+	// ipamapi.DetectionGateway for gateway_detection): a pool that enables
+	// a detection whose plugin is not enabled gets no address, and a check
+	// that asks for neither leaves that plugin out. Not an HCL setting:
+	// DefaultIPAMDetectors. What a detector's block does to an allocation
+	// is the kind the block carries, never read from this or any name.
+	Detectors map[string]string
 }
 
 // PluginConfig is one plugin "NAME" { } block merged over the plugin's
@@ -486,6 +505,7 @@ func Default() *Config {
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
 			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
 			CNISpoolDir:       DefaultIPAMCNISpoolDir,
+			Detectors:         DefaultIPAMDetectors(),
 		},
 		sources: map[string]Source{},
 	}

@@ -14,7 +14,7 @@ import (
 // Flag is one command-line flag the operator gave.
 type Flag struct {
 	// Key is the config key it sets: "log_level", "health_port",
-	// "metrics.port", "plugin.ip-conflict.enabled", ...
+	// "metrics.port", "plugin.NAME.enabled", ...
 	Key string
 	// Value is the flag's text, parsed like an environment variable.
 	Value string

@@ -32,19 +32,27 @@ type CheckAddress struct {
 	Gateway netip.Addr
 }
 
-// Outcome is a Checker's answer for one address.
+// Outcome is a Checker's answer for one address: what the detectors'
+// blocks mean for the allocation (the kind each block carries), never who
+// blocked.
 type Outcome string
 
 const (
 	// OutcomeFree: every check asked for passed.
 	OutcomeFree Outcome = "free"
-	// OutcomeConflict: someone on the wire uses the address; another
-	// candidate may do.
+	// OutcomeConflict: a detector says someone holds the address (a block
+	// of kind in_use): it is quarantined and another candidate tried.
 	OutcomeConflict Outcome = "conflict"
-	// OutcomeGateway: the gateway did not answer; no address of the pool
-	// will do.
-	OutcomeGateway Outcome = "gateway_unreachable"
-	// OutcomeBlocked: another detector blocked the address.
+	// OutcomePolicy: a detector refuses this address by policy (a block of
+	// kind policy): it is skipped without quarantine and another candidate
+	// tried.
+	OutcomePolicy Outcome = "policy"
+	// OutcomeUnreachable: a detector says the pool's network is unusable
+	// now (a block of kind unreachable: the gateway did not answer); no
+	// address of the pool will do.
+	OutcomeUnreachable Outcome = "unreachable"
+	// OutcomeBlocked: a detector refused the allocation (a block of kind
+	// fail, or of no kind); no other candidate is tried.
 	OutcomeBlocked Outcome = "blocked"
 	// OutcomeError: a detector could not decide; never a pass.
 	OutcomeError Outcome = "error"

@@ -36,7 +36,7 @@ import (
 const (
 	DefaultMaxHistory = 100
 	// DefaultMaxTries bounds the candidates tried per pool when addresses
-	// turn out to be in use on the wire.
+	// turn out to be in use or refused by policy.
 	DefaultMaxTries = 5
 	DefaultGCGrace  = 30 * time.Second
 	// rollbackTimeout bounds the clean-up of a failed allocation, which
@@ -76,7 +76,8 @@ type Options struct {
 	Retention time.Duration
 	// MaxRetries is ipam.update_max_retries.
 	MaxRetries int
-	// MaxTries bounds candidates per pool on conflicts.
+	// MaxTries bounds candidates per pool when detectors skip them (in
+	// use, or refused by policy).
 	MaxTries int
 	// GCGrace is the wait between GC's two looks, and the grace after
 	// another node's heartbeat expired before GC reclaims its allocations.
@@ -292,10 +293,13 @@ type AllocateRequest = ipamapi.AllocateRequest
 // Allocate gives the workload interface req names one address from each
 // of req.Pools. A repeated call for the same key returns what it holds.
 // Each address is reserved in the store, then vetted by the detectors its
-// pool enables, on the workload's interface in the workload's namespace:
-// an address in use is quarantined (or, past the pool's quarantine share,
-// only skipped) and the next candidate tried, up to MaxTries per pool; an
-// unreachable gateway fails at once. Every failure releases what it
+// pool enables, on the workload's interface in the workload's namespace.
+// What a detector's block does is the kind it carries (the Checker's
+// Outcome), whichever detector it is: an address in use is quarantined
+// (or, past the pool's quarantine share, only skipped) and one refused by
+// policy skipped without quarantine, and the next candidate tried, up to
+// MaxTries per pool; an unreachable network (a dead gateway) or a refusal
+// fails at once. Every failure releases what it
 // reserved. When no pool of req enables a detector, nothing is reserved:
 // the allocation is one commit (allocateAtOnce).
 //
@@ -493,6 +497,10 @@ type allocation struct {
 	attRev  int64
 	addrRev map[netip.Addr]int64 // revisions of the reserved address keys
 	tried   map[string]map[netip.Addr]bool
+	// why holds, per pool, the outcomes that skipped its candidates
+	// (OutcomeConflict, OutcomePolicy): what a pool that ran out of tries
+	// reports.
+	why     map[string]map[Outcome]bool
 	skipped []SkippedIP
 	sticky  map[string]netip.Addr
 	retries int
@@ -537,6 +545,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	}
 	a.addrRev = map[netip.Addr]int64{}
 	a.tried = map[string]map[netip.Addr]bool{}
+	a.why = map[string]map[Outcome]bool{}
 	a.att = Attachment{
 		AttachmentKey: a.key, Netns: a.req.Netns, Workload: a.req.Workload, Node: m.node,
 		State: StateReserved, Created: m.now().UTC(), NotChecked: a.notChecked(), Origin: a.req.Origin,
@@ -878,19 +887,19 @@ func (a *allocation) vet(ctx context.Context) error {
 		if len(res) != len(order) {
 			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
-		// Blocked and errors first: another address would not help. Every
-		// pool that failed is named, each with its reason.
+		// Unreachable, refusals and errors first: another address would
+		// not help. Every pool that failed is named, each with its reason.
 		var failed []*Error
 		for i, r := range res {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
-			case OutcomeGateway:
+			case OutcomeUnreachable:
 				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
 				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
 				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
-			case OutcomeFree, OutcomeConflict:
+			case OutcomeFree, OutcomeConflict, OutcomePolicy:
 			default:
 				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
@@ -907,8 +916,12 @@ func (a *allocation) vet(ctx context.Context) error {
 			if err := a.skip(ctx, p, r); err != nil {
 				return err
 			}
+			if a.why[p.Name] == nil {
+				a.why[p.Name] = map[Outcome]bool{}
+			}
+			a.why[p.Name][r.Outcome] = true
 			if len(a.tried[p.Name]) >= m.tries {
-				failed = append(failed, ipamErr(ipamapi.CodeConflict, nil, "pool %q: %d addresses tried, all in use on the wire: %s", p.Name, len(a.tried[p.Name]), skippedText(a.skipped, p.Name)))
+				failed = append(failed, a.outOfTries(p))
 				delete(pending, p.Name)
 				continue
 			}
@@ -949,6 +962,21 @@ func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
 	return &Error{Code: errs[0].Code, Msg: strings.Join(msgs, "; "), Skipped: skipped, Err: errs[0].Err}
 }
 
+// outOfTries is the error of pool p when MaxTries candidates were skipped:
+// conflict when any was in use (the network is busy), blocked when policy
+// refused them all.
+func (a *allocation) outOfTries(p *Pool) *Error {
+	why := a.why[p.Name]
+	code, what := ipamapi.CodeConflict, "all in use"
+	switch {
+	case why[OutcomeConflict] && why[OutcomePolicy]:
+		what = "in use or refused by policy"
+	case why[OutcomePolicy]:
+		code, what = ipamapi.CodeBlocked, "all refused by policy"
+	}
+	return ipamErr(code, nil, "pool %q: %d addresses tried, %s: %s", p.Name, len(a.tried[p.Name]), what, skippedText(a.skipped, p.Name))
+}
+
 func where(netns, iface string) string {
 	if netns == "" {
 		return iface
@@ -975,18 +1003,23 @@ func (a *allocation) addressOf(pool string) AllocatedIP {
 	return AllocatedIP{}
 }
 
-// skip takes the conflicting address of p out of the attachment and
-// quarantines it, unless the pool's quarantine share is used up: then the
-// address is only freed, and this allocation does not try it again.
+// skip takes the refused address of p out of the attachment. An address
+// in use (res.Outcome OutcomeConflict) is quarantined, with the MAC that
+// answered for it, unless the pool's quarantine share is used up; one
+// refused by policy, or past the share, is only freed. Either way this
+// allocation does not try it again.
 func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	m := a.m
-	reason := res.Reason
+	reason, inUse := res.Reason, res.Outcome == OutcomeConflict
 	ip := a.addressOf(p.Name)
 	addr := ip.Address.Addr()
-	m.metrics.ConflictSkipped(p.Name)
-	quarantine, err := m.mayQuarantine(ctx, p)
-	if err != nil {
-		return err
+	quarantine := false
+	if inUse {
+		m.metrics.ConflictSkipped(p.Name)
+		var err error
+		if quarantine, err = m.mayQuarantine(ctx, p); err != nil {
+			return err
+		}
 	}
 	next := a.att
 	next.Addresses = nil
@@ -1021,11 +1054,14 @@ func (a *allocation) skip(ctx context.Context, p *Pool, res CheckResult) error {
 	delete(a.addrRev, addr)
 	a.att, a.attRev = next, rev
 	a.skipped = append(a.skipped, sk)
-	if quarantine {
+	switch {
+	case quarantine:
 		m.metrics.Quarantined(p.Name)
-		m.log.Warn("address in use on the wire: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
-	} else {
-		m.log.Warn("address in use on the wire: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
+		m.log.Warn("address in use: quarantined", "pool", p.Name, "address", addr, "for", p.Quarantine, "mac", res.MAC, "reason", reason)
+	case inUse:
+		m.log.Warn("address in use: skipped (quarantine share of the pool used up)", "pool", p.Name, "address", addr, "reason", reason)
+	default:
+		m.log.Info("address refused by policy: skipped", "pool", p.Name, "address", addr, "reason", reason)
 	}
 	return nil
 }

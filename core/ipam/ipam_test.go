@@ -35,7 +35,7 @@ func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult
 	for i, a := range req.Addresses {
 		switch {
 		case a.Gateway.IsValid() && c.gwDown:
-			out[i] = CheckResult{Outcome: OutcomeGateway, Reason: fmt.Sprintf("gateway %s did not answer within 100ms", a.Gateway)}
+			out[i] = CheckResult{Outcome: OutcomeUnreachable, Reason: fmt.Sprintf("gateway %s did not answer within 100ms", a.Gateway)}
 		case a.Conflict && c.conflict[a.Address.Addr()]:
 			out[i] = CheckResult{Outcome: OutcomeConflict, Reason: fmt.Sprintf("%s is in use by 02:00:00:00:00:10", a.Address.Addr()), MAC: "02:00:00:00:00:10"}
 		default:
@@ -362,7 +362,7 @@ func TestConflictBoundAndQuarantineCap(t *testing.T) {
 		f.chk.conflict[f.m.Pools()[0].At(i)] = true
 	}
 	_, err := f.m.Allocate(ctx, req("c1", "lan4"))
-	if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), "4 addresses tried, all in use on the wire") {
+	if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), "4 addresses tried, all in use:") {
 		t.Fatalf("all busy: %v", err)
 	}
 	_, err = f.m.Allocate(ctx, req("c2", "lan4"))

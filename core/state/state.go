@@ -42,6 +42,27 @@ const (
 	VerdictError Verdict = "error"
 )
 
+// BlockKind says what a detector's block means for an allocation: the
+// control API's word for sdk.BlockKind (core/check maps one onto the
+// other). IPAM acts on it, never on which detector blocked.
+type BlockKind string
+
+const (
+	// BlockInUse: someone holds the address; IPAM quarantines it and tries
+	// the next candidate.
+	BlockInUse BlockKind = "in_use"
+	// BlockUnreachable: the pool's network is unusable now (a dead
+	// gateway); the allocation fails at once.
+	BlockUnreachable BlockKind = "unreachable"
+	// BlockPolicy: the address must not be given out; IPAM skips it
+	// without quarantine and tries the next candidate.
+	BlockPolicy BlockKind = "policy"
+	// BlockFail: the allocation fails. Also what a block that names no
+	// kind means (a plugin older than API 1.2): every third-party block
+	// meant that before kinds existed.
+	BlockFail BlockKind = "fail"
+)
+
 // PluginState is where a plugin is in its life.
 type PluginState string
 
@@ -210,9 +231,11 @@ type AddressResult struct {
 type DetectorResult struct {
 	Name string `json:"name"`
 	// Verdict is pass, block, skip or error (see Verdict).
-	Verdict  Verdict           `json:"verdict"`
-	Reason   string            `json:"reason,omitempty"`
-	Evidence map[string]string `json:"evidence,omitempty"`
+	Verdict Verdict `json:"verdict"`
+	// BlockKind is set on a block only: what it means for an allocation.
+	BlockKind BlockKind         `json:"block_kind,omitempty"`
+	Reason    string            `json:"reason,omitempty"`
+	Evidence  map[string]string `json:"evidence,omitempty"`
 	// DurationMs is the call as the agent timed it; PluginMs is the
 	// detector's own time inside the plugin (0 when it did not answer).
 	DurationMs float64 `json:"duration_ms"`

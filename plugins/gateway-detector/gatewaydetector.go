@@ -102,7 +102,9 @@ func Judge(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 		return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: fmt.Sprintf("gateway %s answered from %s in %s on %s",
 			res.Addr, res.Responder, probeplugin.FormatDuration(res.RTT), res.Interface)}
 	}
-	return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: fmt.Sprintf("gateway %s did not answer within %s on %s",
+	// A dead gateway makes every address of the pool useless: the
+	// allocation fails at once rather than trying the next candidate.
+	return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: sdk.BlockUnreachable, Reason: fmt.Sprintf("gateway %s did not answer within %s on %s",
 		res.Addr, probeplugin.FormatDuration(o.Window), res.Interface)}
 }
 

@@ -80,7 +80,8 @@ func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 // Judge turns a completed conflict check into the answer.
 func Judge(res probe.Result, o probeplugin.Options) sdk.CheckResult {
 	if res.Verdict == probe.Conflict {
-		return sdk.CheckResult{Verdict: sdk.VerdictBlock,
+		// In use: IPAM quarantines the address and tries the next one.
+		return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: sdk.BlockInUse,
 			Reason: fmt.Sprintf("%s is in use by %s on %s", res.Addr, res.Responder, res.Interface)}
 	}
 	return sdk.CheckResult{Verdict: sdk.VerdictPass,

@@ -75,6 +75,14 @@ func TestJudge(t *testing.T) {
 		if got.Verdict != tt.verdict || got.Reason != tt.reason {
 			t.Errorf("Judge(%+v) = %s %q, want %s %q", tt.res, got.Verdict, got.Reason, tt.verdict, tt.reason)
 		}
+		// a conflict is in_use: IPAM quarantines and tries the next.
+		wantKind := sdk.BlockUnspecified
+		if got.Verdict == sdk.VerdictBlock {
+			wantKind = sdk.BlockInUse
+		}
+		if got.BlockKind != wantKind {
+			t.Errorf("Judge(%+v) kind = %q, want %q", tt.res, got.BlockKind, wantKind)
+		}
 	}
 }
 

@@ -4,8 +4,9 @@
 // as the agent would, and checks that it keeps the contract: complete info,
 // a schema that survives the wire, a good config accepted and a bad one
 // refused with file:line:column by both ValidateConfig and Configure, a
-// Check that returns by its context's deadline on the plugin's side, well
-// formed health and metrics, and a Shutdown that returns.
+// Check that returns by its context's deadline on the plugin's side, blocks
+// that say what they mean (sdk.BlockKind), well formed health and metrics,
+// and a Shutdown that returns.
 //
 // The kit is quiet when all is well: the plugin's and go-plugin's log lines
 // are shown only when a test fails.
@@ -18,6 +19,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +42,12 @@ type Options struct {
 	// Check is the request used to test that Check honours its deadline.
 	// The default asks about 192.0.2.1/32 (TEST-NET-1) on "lo".
 	Check *sdk.CheckRequest
+	// Blocked are requests the detector blocks under GoodConfig, one per
+	// kind of block it gives: each must be answered block with a kind of
+	// sdk.BlockKinds, which is what the agent's IPAM acts on. Every other
+	// answer the kit sees must be well formed too (a block with a kind, no
+	// kind on any other verdict).
+	Blocked []sdk.CheckRequest
 	// CheckDeadline bounds that Check; the default is 300ms. The plugin's
 	// Check must return within CheckDeadline plus CheckSlack of the call,
 	// measured inside the plugin process, not at the client (which gives
@@ -271,16 +279,27 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 				t.Fatalf("Check has not returned %v after its deadline of %v: it must watch ctx; every call that ignores it leaks a goroutine in the plugin", limit+time.Second-opts.CheckDeadline, opts.CheckDeadline)
 			}
 			if err == nil {
-				switch res.Verdict {
-				case sdk.VerdictPass, sdk.VerdictBlock, sdk.VerdictSkip, sdk.VerdictError:
-				default:
-					t.Errorf("verdict %q is not one of pass, block, skip, error", res.Verdict)
-				}
-				if res.Verdict != sdk.VerdictPass && res.Reason == "" {
-					t.Errorf("verdict %q comes without a reason", res.Verdict)
-				}
+				checkVerdict(t, res)
 			}
 		})
+		if len(opts.Blocked) > 0 {
+			t.Run("blocks carry a kind", func(t *testing.T) {
+				for _, req := range opts.Blocked {
+					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					res, err := c.Check(cctx, req)
+					cancel()
+					if err != nil {
+						t.Errorf("Check(%s on %s): %v", req.Address, req.Interface, err)
+						continue
+					}
+					if res.Verdict != sdk.VerdictBlock {
+						t.Errorf("Check(%s on %s) = %q (%s), want a block (Options.Blocked)", req.Address, req.Interface, res.Verdict, res.Reason)
+						continue
+					}
+					checkVerdict(t, res)
+				}
+			})
+		}
 	}
 
 	if info.Kind == sdk.KindTuner {
@@ -337,6 +356,37 @@ func Run(t *testing.T, p sdk.Plugin, opts Options) {
 			t.Fatalf("Shutdown: %v", err)
 		}
 	})
+}
+
+// checkVerdict checks one answer of a detector: a known verdict, a reason
+// unless it passed, and a block kind exactly on blocks. A block without a
+// kind still works (the agent takes it as sdk.BlockFail, as it took every
+// block of a plugin older than API 1.2), but a current plugin says what
+// its block means, or IPAM cannot quarantine, skip or stop as it should.
+func checkVerdict(t *testing.T, res sdk.CheckResult) {
+	t.Helper()
+	switch res.Verdict {
+	case sdk.VerdictPass, sdk.VerdictBlock, sdk.VerdictSkip, sdk.VerdictError:
+	default:
+		t.Errorf("verdict %q is not one of pass, block, skip, error", res.Verdict)
+	}
+	if res.Verdict != sdk.VerdictPass && res.Reason == "" {
+		t.Errorf("verdict %q comes without a reason", res.Verdict)
+	}
+	switch {
+	case res.Verdict == sdk.VerdictBlock && !slices.Contains(sdk.BlockKinds, res.BlockKind):
+		t.Errorf("a block has kind %q: set CheckResult.BlockKind to one of %s (%q)", res.BlockKind, kindList(), res.Reason)
+	case res.Verdict != sdk.VerdictBlock && res.BlockKind != sdk.BlockUnspecified:
+		t.Errorf("verdict %q carries block kind %q: a kind belongs on blocks only", res.Verdict, res.BlockKind)
+	}
+}
+
+func kindList() string {
+	var out []string
+	for _, k := range sdk.BlockKinds {
+		out = append(out, string(k))
+	}
+	return strings.Join(out, ", ")
 }
 
 // checkTimer serves a detector and reports how long each Check took inside

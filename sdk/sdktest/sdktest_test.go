@@ -3,6 +3,7 @@ package sdktest
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,7 +18,12 @@ type detector struct {
 	sdk.Base
 	ignoreCtx bool // Check sleeps 3s whatever its context says
 	plainErr  bool // Configure refuses with an error that has no position
+	// kind is the block kind of its answer about blockedAddr.
+	kind sdk.BlockKind
 }
+
+// blockedAddr is the address the test detector blocks at once.
+var blockedAddr = netip.MustParsePrefix("192.0.2.99/32")
 
 type cfg struct {
 	Limit int `hcl:"limit,optional"`
@@ -45,6 +51,9 @@ func (d *detector) Configure(_ context.Context, req sdk.ConfigureRequest) error 
 	return nil
 }
 func (d *detector) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	if req.Address == blockedAddr {
+		return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: d.kind, Reason: "reserved"}, nil
+	}
 	if d.ignoreCtx {
 		time.Sleep(3 * time.Second)
 	} else {
@@ -62,7 +71,10 @@ const childEnv = "SDKTEST_CHILD"
 func TestKit(t *testing.T) {
 	switch os.Getenv(childEnv) {
 	case "good":
-		Run(t, &detector{}, Options{BadConfig: "limit = -1"})
+		Run(t, &detector{kind: sdk.BlockPolicy}, Options{BadConfig: "limit = -1", Blocked: []sdk.CheckRequest{{Interface: "lo", Address: blockedAddr}}})
+		return
+	case "kindless":
+		Run(t, &detector{}, Options{BadConfig: "limit = -1", Blocked: []sdk.CheckRequest{{Interface: "lo", Address: blockedAddr}}})
 		return
 	case "ignores-ctx":
 		Run(t, &detector{ignoreCtx: true}, Options{BadConfig: "limit = -1"})
@@ -86,6 +98,13 @@ func TestKit(t *testing.T) {
 		out, ok := child(t, "ignores-ctx")
 		if ok || !strings.Contains(out, "it must watch ctx") {
 			t.Errorf("a Check that sleeps through its deadline passed the kit:\n%s", out)
+		}
+	})
+	// IPAM acts on the kind: a block that does not say it fails the kit.
+	t.Run("a block without a kind fails", func(t *testing.T) {
+		out, ok := child(t, "kindless")
+		if ok || !strings.Contains(out, "FAIL: TestKit/blocks_carry_a_kind") || !strings.Contains(out, `a block has kind "": set CheckResult.BlockKind`) {
+			t.Errorf("a block without a kind passed the kit:\n%s", out)
 		}
 	})
 	t.Run("a refusal without a position fails", func(t *testing.T) {

@@ -30,7 +30,7 @@ import (
 type Binaries struct {
 	Dir       string // holds everything below
 	Agent     string // spiderpool-agent
-	PluginDir string // spiderpool-plugins (a symlink to Agent, which serves the built-ins, as shipped) and the denylist example
+	PluginDir string // spiderpool-plugins (a symlink to Agent, which serves the built-ins, as shipped), the denylist example and test/plugins/leasetable (spiderpool-plugin-lease-table)
 	// Faulty maps a mode of test/plugins/faulty to its binary.
 	Faulty map[string]string
 }
@@ -59,8 +59,8 @@ func moduleRoot() (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// Build compiles the agent, the built-in plugins, the example plugin and the
-// faulty test plugins into a temporary directory, once per process. Call
+// Build compiles the agent, the built-in plugins, the example plugin, the
+// lease-table test detector and the faulty test plugins into a temporary directory, once per process. Call
 // Cleanup from TestMain to remove it.
 func Build() (Binaries, error) {
 	buildOnce.Do(func() { built, buildErr = build() })
@@ -88,6 +88,7 @@ func build() (Binaries, error) {
 	targets := []target{
 		{b.Agent, ".", "-X github.com/spiderpool-agent/spiderpool-agent/core/version.Version=test", AgentTags},
 		{filepath.Join(b.PluginDir, "spiderpool-plugin-denylist"), "github.com/spiderpool-agent/spiderpool-agent/sdk/examples/denylist/cmd/spiderpool-plugin-denylist", "", ""},
+		{filepath.Join(b.PluginDir, "spiderpool-plugin-lease-table"), "./test/plugins/leasetable", "", ""},
 	}
 	for _, mode := range []string{"ok", "hang", "crash", "apiv2", "stdout", "orphan", "logflood"} {
 		out := filepath.Join(dir, "faulty", "faulty-"+mode)

@@ -108,7 +108,7 @@ func TestDoneWhen(t *testing.T) {
 	if got := att2.Addresses[0].Address.Addr(); got == a4 {
 		t.Fatalf("got %s, which the busy host owns", got)
 	}
-	want := fmt.Sprintf("quarantined %s (pool lan4): %s is in use by %s on eth0", a4, a4, netlab.BusyMAC)
+	want := fmt.Sprintf("quarantined %s (pool lan4): ip-conflict: %s is in use by %s on eth0", a4, a4, netlab.BusyMAC)
 	if !strings.Contains(out, want) {
 		t.Errorf("allocate output lacks %q:\n%s", want, out)
 	}

@@ -114,9 +114,12 @@ func (p *Plugin) Check(_ context.Context, req sdk.CheckRequest) (sdk.CheckResult
 		if pfx.Contains(addr) {
 			p.blocked.Add(1)
 			return sdk.CheckResult{
-				Verdict:  sdk.VerdictBlock,
-				Reason:   fmt.Sprintf("%s is inside %s: %s", addr, pfx, p.reason),
-				Evidence: map[string]string{"prefix": pfx.String()},
+				Verdict: sdk.VerdictBlock,
+				// Policy: the agent skips this address, without quarantine,
+				// and tries the next candidate of the pool.
+				BlockKind: sdk.BlockPolicy,
+				Reason:    fmt.Sprintf("%s is inside %s: %s", addr, pfx, p.reason),
+				Evidence:  map[string]string{"prefix": pfx.String()},
 			}, nil
 		}
 	}

@@ -15,6 +15,7 @@ func TestConformance(t *testing.T) {
 	sdktest.Run(t, New(hclog.NewNullLogger()), sdktest.Options{
 		GoodConfig: `deny = ["192.0.2.0/29"]`,
 		BadConfig:  `deny = ["192.0.2.0/29", "10.0.0.0/33"]`,
+		Blocked:    []sdk.CheckRequest{{Interface: "lo", Address: netip.MustParsePrefix("192.0.2.3/32")}},
 	})
 }
 

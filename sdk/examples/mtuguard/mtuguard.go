@@ -109,7 +109,7 @@ func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 		return sdk.CheckResult{}, err
 	}
 	if mtu < cfg.MinMTU {
-		return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: fmt.Sprintf("%s has MTU %d, below %d", req.Interface, mtu, cfg.MinMTU)}, nil
+		return sdk.CheckResult{Verdict: sdk.VerdictBlock, BlockKind: sdk.BlockFail, Reason: fmt.Sprintf("%s has MTU %d, below %d", req.Interface, mtu, cfg.MinMTU)}, nil
 	}
 	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: fmt.Sprintf("%s has MTU %d", req.Interface, mtu)}, nil
 }

@@ -239,6 +239,71 @@ func (Verdict) EnumDescriptor() ([]byte, []int) {
 	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
+// BlockKind says what a BLOCK means for the allocation that asked (API 1.2).
+// It is read only with VERDICT_BLOCK. A plugin built before API 1.2 never
+// sets it: UNSPECIFIED, which the agent treats as FAIL, as it treated every
+// block of a third-party detector before kinds existed.
+type BlockKind int32
+
+const (
+	BlockKind_BLOCK_KIND_UNSPECIFIED BlockKind = 0
+	// IN_USE: someone holds the address. IPAM quarantines it and tries the next candidate.
+	BlockKind_BLOCK_KIND_IN_USE BlockKind = 1
+	// UNREACHABLE: the pool's network is unusable now (a dead gateway, a
+	// missing VLAN). No other address of the pool would do: the allocation fails.
+	BlockKind_BLOCK_KIND_UNREACHABLE BlockKind = 2
+	// POLICY: this address must not be given out (a denylist, a CMDB
+	// reservation). IPAM skips it, without quarantine, and tries the next candidate.
+	BlockKind_BLOCK_KIND_POLICY BlockKind = 3
+	// FAIL: refuse the allocation; no other candidate is tried.
+	BlockKind_BLOCK_KIND_FAIL BlockKind = 4
+)
+
+// Enum value maps for BlockKind.
+var (
+	BlockKind_name = map[int32]string{
+		0: "BLOCK_KIND_UNSPECIFIED",
+		1: "BLOCK_KIND_IN_USE",
+		2: "BLOCK_KIND_UNREACHABLE",
+		3: "BLOCK_KIND_POLICY",
+		4: "BLOCK_KIND_FAIL",
+	}
+	BlockKind_value = map[string]int32{
+		"BLOCK_KIND_UNSPECIFIED": 0,
+		"BLOCK_KIND_IN_USE":      1,
+		"BLOCK_KIND_UNREACHABLE": 2,
+		"BLOCK_KIND_POLICY":      3,
+		"BLOCK_KIND_FAIL":        4,
+	}
+)
+
+func (x BlockKind) Enum() *BlockKind {
+	p := new(BlockKind)
+	*p = x
+	return p
+}
+
+func (x BlockKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlockKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_spiderpool_plugin_v1_plugin_proto_enumTypes[4].Descriptor()
+}
+
+func (BlockKind) Type() protoreflect.EnumType {
+	return &file_spiderpool_plugin_v1_plugin_proto_enumTypes[4]
+}
+
+func (x BlockKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlockKind.Descriptor instead.
+func (BlockKind) EnumDescriptor() ([]byte, []int) {
+	return file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+}
+
 type GetInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1226,6 +1291,8 @@ type CheckResponse struct {
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	Evidence      map[string]string      `protobuf:"bytes,3,rep,name=evidence,proto3" json:"evidence,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	DurationNanos int64                  `protobuf:"varint,4,opt,name=duration_nanos,json=durationNanos,proto3" json:"duration_nanos,omitempty"`
+	// block_kind says what a VERDICT_BLOCK means; see BlockKind.
+	BlockKind     BlockKind `protobuf:"varint,5,opt,name=block_kind,json=blockKind,proto3,enum=spiderpool.plugin.v1.BlockKind" json:"block_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1286,6 +1353,13 @@ func (x *CheckResponse) GetDurationNanos() int64 {
 		return x.DurationNanos
 	}
 	return 0
+}
+
+func (x *CheckResponse) GetBlockKind() BlockKind {
+	if x != nil {
+		return x.BlockKind
+	}
+	return BlockKind_BLOCK_KIND_UNSPECIFIED
 }
 
 type StatusRequest struct {
@@ -1542,12 +1616,14 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x14\n" +
 	"\x05netns\x18\x02 \x01(\tR\x05netns\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
-	"\agateway\x18\x04 \x01(\tR\agatewayJ\x04\b\x05\x10\x06R\x10conflict_checked\"\x93\x02\n" +
+	"\agateway\x18\x04 \x01(\tR\agatewayJ\x04\b\x05\x10\x06R\x10conflict_checked\"\xd3\x02\n" +
 	"\rCheckResponse\x127\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x1d.spiderpool.plugin.v1.VerdictR\averdict\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12M\n" +
 	"\bevidence\x18\x03 \x03(\v21.spiderpool.plugin.v1.CheckResponse.EvidenceEntryR\bevidence\x12%\n" +
-	"\x0eduration_nanos\x18\x04 \x01(\x03R\rdurationNanos\x1a;\n" +
+	"\x0eduration_nanos\x18\x04 \x01(\x03R\rdurationNanos\x12>\n" +
+	"\n" +
+	"block_kind\x18\x05 \x01(\x0e2\x1f.spiderpool.plugin.v1.BlockKindR\tblockKind\x1a;\n" +
 	"\rEvidenceEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
@@ -1584,7 +1660,13 @@ const file_spiderpool_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fVERDICT_PASS\x10\x01\x12\x11\n" +
 	"\rVERDICT_BLOCK\x10\x02\x12\x10\n" +
 	"\fVERDICT_SKIP\x10\x03\x12\x11\n" +
-	"\rVERDICT_ERROR\x10\x042\x9e\x05\n" +
+	"\rVERDICT_ERROR\x10\x04*\x86\x01\n" +
+	"\tBlockKind\x12\x1a\n" +
+	"\x16BLOCK_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11BLOCK_KIND_IN_USE\x10\x01\x12\x1a\n" +
+	"\x16BLOCK_KIND_UNREACHABLE\x10\x02\x12\x15\n" +
+	"\x11BLOCK_KIND_POLICY\x10\x03\x12\x13\n" +
+	"\x0fBLOCK_KIND_FAIL\x10\x042\x9e\x05\n" +
 	"\x06Plugin\x12Q\n" +
 	"\aGetInfo\x12$.spiderpool.plugin.v1.GetInfoRequest\x1a .spiderpool.plugin.v1.PluginInfo\x12c\n" +
 	"\x0fGetConfigSchema\x12,.spiderpool.plugin.v1.GetConfigSchemaRequest\x1a\".spiderpool.plugin.v1.ConfigSchema\x12\\\n" +
@@ -1610,75 +1692,77 @@ func file_spiderpool_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_spiderpool_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_spiderpool_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_spiderpool_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_spiderpool_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_spiderpool_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                      // 0: spiderpool.plugin.v1.Kind
 	(HealthState)(0),               // 1: spiderpool.plugin.v1.HealthState
 	(SampleType)(0),                // 2: spiderpool.plugin.v1.SampleType
 	(Verdict)(0),                   // 3: spiderpool.plugin.v1.Verdict
-	(*GetInfoRequest)(nil),         // 4: spiderpool.plugin.v1.GetInfoRequest
-	(*PluginInfo)(nil),             // 5: spiderpool.plugin.v1.PluginInfo
-	(*GetConfigSchemaRequest)(nil), // 6: spiderpool.plugin.v1.GetConfigSchemaRequest
-	(*ConfigSchema)(nil),           // 7: spiderpool.plugin.v1.ConfigSchema
-	(*Attribute)(nil),              // 8: spiderpool.plugin.v1.Attribute
-	(*Position)(nil),               // 9: spiderpool.plugin.v1.Position
-	(*Diagnostic)(nil),             // 10: spiderpool.plugin.v1.Diagnostic
-	(*AgentSettings)(nil),          // 11: spiderpool.plugin.v1.AgentSettings
-	(*ConfigureRequest)(nil),       // 12: spiderpool.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),      // 13: spiderpool.plugin.v1.ConfigureResponse
-	(*HealthRequest)(nil),          // 14: spiderpool.plugin.v1.HealthRequest
-	(*HealthResponse)(nil),         // 15: spiderpool.plugin.v1.HealthResponse
-	(*Sample)(nil),                 // 16: spiderpool.plugin.v1.Sample
-	(*CollectMetricsRequest)(nil),  // 17: spiderpool.plugin.v1.CollectMetricsRequest
-	(*CollectMetricsResponse)(nil), // 18: spiderpool.plugin.v1.CollectMetricsResponse
-	(*ShutdownRequest)(nil),        // 19: spiderpool.plugin.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),       // 20: spiderpool.plugin.v1.ShutdownResponse
-	(*CheckRequest)(nil),           // 21: spiderpool.plugin.v1.CheckRequest
-	(*CheckResponse)(nil),          // 22: spiderpool.plugin.v1.CheckResponse
-	(*StatusRequest)(nil),          // 23: spiderpool.plugin.v1.StatusRequest
-	(*TunedKey)(nil),               // 24: spiderpool.plugin.v1.TunedKey
-	(*TunerStatus)(nil),            // 25: spiderpool.plugin.v1.TunerStatus
-	nil,                            // 26: spiderpool.plugin.v1.Sample.LabelsEntry
-	nil,                            // 27: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	(BlockKind)(0),                 // 4: spiderpool.plugin.v1.BlockKind
+	(*GetInfoRequest)(nil),         // 5: spiderpool.plugin.v1.GetInfoRequest
+	(*PluginInfo)(nil),             // 6: spiderpool.plugin.v1.PluginInfo
+	(*GetConfigSchemaRequest)(nil), // 7: spiderpool.plugin.v1.GetConfigSchemaRequest
+	(*ConfigSchema)(nil),           // 8: spiderpool.plugin.v1.ConfigSchema
+	(*Attribute)(nil),              // 9: spiderpool.plugin.v1.Attribute
+	(*Position)(nil),               // 10: spiderpool.plugin.v1.Position
+	(*Diagnostic)(nil),             // 11: spiderpool.plugin.v1.Diagnostic
+	(*AgentSettings)(nil),          // 12: spiderpool.plugin.v1.AgentSettings
+	(*ConfigureRequest)(nil),       // 13: spiderpool.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),      // 14: spiderpool.plugin.v1.ConfigureResponse
+	(*HealthRequest)(nil),          // 15: spiderpool.plugin.v1.HealthRequest
+	(*HealthResponse)(nil),         // 16: spiderpool.plugin.v1.HealthResponse
+	(*Sample)(nil),                 // 17: spiderpool.plugin.v1.Sample
+	(*CollectMetricsRequest)(nil),  // 18: spiderpool.plugin.v1.CollectMetricsRequest
+	(*CollectMetricsResponse)(nil), // 19: spiderpool.plugin.v1.CollectMetricsResponse
+	(*ShutdownRequest)(nil),        // 20: spiderpool.plugin.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),       // 21: spiderpool.plugin.v1.ShutdownResponse
+	(*CheckRequest)(nil),           // 22: spiderpool.plugin.v1.CheckRequest
+	(*CheckResponse)(nil),          // 23: spiderpool.plugin.v1.CheckResponse
+	(*StatusRequest)(nil),          // 24: spiderpool.plugin.v1.StatusRequest
+	(*TunedKey)(nil),               // 25: spiderpool.plugin.v1.TunedKey
+	(*TunerStatus)(nil),            // 26: spiderpool.plugin.v1.TunerStatus
+	nil,                            // 27: spiderpool.plugin.v1.Sample.LabelsEntry
+	nil,                            // 28: spiderpool.plugin.v1.CheckResponse.EvidenceEntry
 }
 var file_spiderpool_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: spiderpool.plugin.v1.PluginInfo.kind:type_name -> spiderpool.plugin.v1.Kind
-	8,  // 1: spiderpool.plugin.v1.ConfigSchema.attributes:type_name -> spiderpool.plugin.v1.Attribute
-	9,  // 2: spiderpool.plugin.v1.Diagnostic.subject:type_name -> spiderpool.plugin.v1.Position
-	9,  // 3: spiderpool.plugin.v1.ConfigureRequest.start:type_name -> spiderpool.plugin.v1.Position
-	11, // 4: spiderpool.plugin.v1.ConfigureRequest.agent:type_name -> spiderpool.plugin.v1.AgentSettings
-	10, // 5: spiderpool.plugin.v1.ConfigureResponse.diagnostics:type_name -> spiderpool.plugin.v1.Diagnostic
+	9,  // 1: spiderpool.plugin.v1.ConfigSchema.attributes:type_name -> spiderpool.plugin.v1.Attribute
+	10, // 2: spiderpool.plugin.v1.Diagnostic.subject:type_name -> spiderpool.plugin.v1.Position
+	10, // 3: spiderpool.plugin.v1.ConfigureRequest.start:type_name -> spiderpool.plugin.v1.Position
+	12, // 4: spiderpool.plugin.v1.ConfigureRequest.agent:type_name -> spiderpool.plugin.v1.AgentSettings
+	11, // 5: spiderpool.plugin.v1.ConfigureResponse.diagnostics:type_name -> spiderpool.plugin.v1.Diagnostic
 	1,  // 6: spiderpool.plugin.v1.HealthResponse.state:type_name -> spiderpool.plugin.v1.HealthState
 	2,  // 7: spiderpool.plugin.v1.Sample.type:type_name -> spiderpool.plugin.v1.SampleType
-	26, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
-	16, // 9: spiderpool.plugin.v1.CollectMetricsResponse.samples:type_name -> spiderpool.plugin.v1.Sample
+	27, // 8: spiderpool.plugin.v1.Sample.labels:type_name -> spiderpool.plugin.v1.Sample.LabelsEntry
+	17, // 9: spiderpool.plugin.v1.CollectMetricsResponse.samples:type_name -> spiderpool.plugin.v1.Sample
 	3,  // 10: spiderpool.plugin.v1.CheckResponse.verdict:type_name -> spiderpool.plugin.v1.Verdict
-	27, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
-	24, // 12: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
-	4,  // 13: spiderpool.plugin.v1.Plugin.GetInfo:input_type -> spiderpool.plugin.v1.GetInfoRequest
-	6,  // 14: spiderpool.plugin.v1.Plugin.GetConfigSchema:input_type -> spiderpool.plugin.v1.GetConfigSchemaRequest
-	12, // 15: spiderpool.plugin.v1.Plugin.Configure:input_type -> spiderpool.plugin.v1.ConfigureRequest
-	12, // 16: spiderpool.plugin.v1.Plugin.ValidateConfig:input_type -> spiderpool.plugin.v1.ConfigureRequest
-	14, // 17: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
-	17, // 18: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
-	19, // 19: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
-	21, // 20: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
-	23, // 21: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
-	5,  // 22: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
-	7,  // 23: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
-	13, // 24: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	13, // 25: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
-	15, // 26: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
-	18, // 27: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
-	20, // 28: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
-	22, // 29: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
-	25, // 30: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	28, // 11: spiderpool.plugin.v1.CheckResponse.evidence:type_name -> spiderpool.plugin.v1.CheckResponse.EvidenceEntry
+	4,  // 12: spiderpool.plugin.v1.CheckResponse.block_kind:type_name -> spiderpool.plugin.v1.BlockKind
+	25, // 13: spiderpool.plugin.v1.TunerStatus.keys:type_name -> spiderpool.plugin.v1.TunedKey
+	5,  // 14: spiderpool.plugin.v1.Plugin.GetInfo:input_type -> spiderpool.plugin.v1.GetInfoRequest
+	7,  // 15: spiderpool.plugin.v1.Plugin.GetConfigSchema:input_type -> spiderpool.plugin.v1.GetConfigSchemaRequest
+	13, // 16: spiderpool.plugin.v1.Plugin.Configure:input_type -> spiderpool.plugin.v1.ConfigureRequest
+	13, // 17: spiderpool.plugin.v1.Plugin.ValidateConfig:input_type -> spiderpool.plugin.v1.ConfigureRequest
+	15, // 18: spiderpool.plugin.v1.Plugin.Health:input_type -> spiderpool.plugin.v1.HealthRequest
+	18, // 19: spiderpool.plugin.v1.Plugin.CollectMetrics:input_type -> spiderpool.plugin.v1.CollectMetricsRequest
+	20, // 20: spiderpool.plugin.v1.Plugin.Shutdown:input_type -> spiderpool.plugin.v1.ShutdownRequest
+	22, // 21: spiderpool.plugin.v1.Detector.Check:input_type -> spiderpool.plugin.v1.CheckRequest
+	24, // 22: spiderpool.plugin.v1.Tuner.Status:input_type -> spiderpool.plugin.v1.StatusRequest
+	6,  // 23: spiderpool.plugin.v1.Plugin.GetInfo:output_type -> spiderpool.plugin.v1.PluginInfo
+	8,  // 24: spiderpool.plugin.v1.Plugin.GetConfigSchema:output_type -> spiderpool.plugin.v1.ConfigSchema
+	14, // 25: spiderpool.plugin.v1.Plugin.Configure:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	14, // 26: spiderpool.plugin.v1.Plugin.ValidateConfig:output_type -> spiderpool.plugin.v1.ConfigureResponse
+	16, // 27: spiderpool.plugin.v1.Plugin.Health:output_type -> spiderpool.plugin.v1.HealthResponse
+	19, // 28: spiderpool.plugin.v1.Plugin.CollectMetrics:output_type -> spiderpool.plugin.v1.CollectMetricsResponse
+	21, // 29: spiderpool.plugin.v1.Plugin.Shutdown:output_type -> spiderpool.plugin.v1.ShutdownResponse
+	23, // 30: spiderpool.plugin.v1.Detector.Check:output_type -> spiderpool.plugin.v1.CheckResponse
+	26, // 31: spiderpool.plugin.v1.Tuner.Status:output_type -> spiderpool.plugin.v1.TunerStatus
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_spiderpool_plugin_v1_plugin_proto_init() }
@@ -1691,7 +1775,7 @@ func file_spiderpool_plugin_v1_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spiderpool_plugin_v1_plugin_proto_rawDesc), len(file_spiderpool_plugin_v1_plugin_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,

@@ -1,0 +1,43 @@
+package check
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// A block's kind reaches the check's result as the core's word; a block
+// without one (a plugin older than API 1.2) is fail, as such a block
+// always was; no other verdict carries a kind, whatever the plugin sent.
+func TestBlockKindMapping(t *testing.T) {
+	tests := []struct {
+		verdict sdk.Verdict
+		kind    sdk.BlockKind
+		want    state.BlockKind
+	}{
+		{sdk.VerdictBlock, sdk.BlockInUse, state.BlockInUse},
+		{sdk.VerdictBlock, sdk.BlockUnreachable, state.BlockUnreachable},
+		{sdk.VerdictBlock, sdk.BlockPolicy, state.BlockPolicy},
+		{sdk.VerdictBlock, sdk.BlockFail, state.BlockFail},
+		{sdk.VerdictBlock, sdk.BlockUnspecified, state.BlockFail},
+		{sdk.VerdictPass, sdk.BlockPolicy, ""},
+		{sdk.VerdictSkip, sdk.BlockInUse, ""},
+	}
+	for _, tt := range tests {
+		d := &fakeDetectors{
+			list: []supervisor.Detector{{Name: "cmdb", Available: true}},
+			answers: map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){
+				"cmdb": func(sdk.CheckRequest) (sdk.CheckResult, error) {
+					return sdk.CheckResult{Verdict: tt.verdict, BlockKind: tt.kind, Reason: "r"}, nil
+				},
+			},
+		}
+		res := Run(t.Context(), d, &nopMetrics{}, state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24")}}})
+		if got := res.Addresses[0].Detectors[0].BlockKind; got != tt.want {
+			t.Errorf("%s with kind %q: block kind %q, want %q", tt.verdict, tt.kind, got, tt.want)
+		}
+	}
+}
