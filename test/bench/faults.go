@@ -58,6 +58,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("surfaces", func(s *scope) []faultRow { return faultSurfaces(s, b) })
 	section("cgroup", func(s *scope) []faultRow { return faultCgroups(s, b) })
 	section("ipam-kill", func(s *scope) []faultRow { return faultIPAMKill(s, b) })
+	section("ipam-trust", func(s *scope) []faultRow { return faultIPAMTrust(s, b, out) })
 	section("ipam-etcd", faultEtcd)
 	section("ipam-etcd-agents", func(s *scope) []faultRow { return faultIPAMEtcdAgents(s, b) })
 

@@ -44,7 +44,7 @@ var (
 // runner asking for a name that is not here is a bug, and says so).
 var (
 	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-etcd", "cni", "podman"}
-	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-etcd", "ipam-etcd-agents"}
+	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-trust", "ipam-etcd", "ipam-etcd-agents"}
 )
 
 // iputilsExtracted is where test/bench/README.md suggests unpacking Debian's

@@ -1,52 +1,27 @@
 package ipam
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-// The reproduction's pools: ovB's range holds all of ovA's and ovA's
-// gateway. Line numbers matter: the refusals name them.
+// The overlapping pools and what their refusal says are test/ipamtrust's,
+// whose OverlapAtStart is the start-up half of this attack.
 const (
-	poolOvA = `pool "ovA" {
-  subnet             = "10.90.0.0/24"
-  ranges             = ["10.90.0.10-10.90.0.40"]
-  gateway            = "10.90.0.1"
-  conflict_detection = false
-}
-`
-	poolOvB = `pool "ovB" {
-  subnet             = "10.90.0.0/24"
-  ranges             = ["10.90.0.1-10.90.0.40"]
-  conflict_detection = false
-}
-`
+	poolOvA = ipamtrust.PoolOvA
+	poolOvB = ipamtrust.PoolOvB
 )
 
-// overlapRefusal is what a refused ovA+ovB configuration must say: both
-// pools at file:line:col, for the overlap and for ovA's gateway.
-func overlapRefusal(file string) []string {
-	at := func(line, col int) string { return fmt.Sprintf("%s:%d:%d", file, line, col) }
-	return []string{
-		at(10, 24) + `: Overlapping pools: Pool "ovB" (` + at(10, 24) + `) and pool "ovA" (` + at(3, 24) + `) both hand out 31 address(es) of domain "default", the first 10.90.0.10`,
-		`Pool "ovB" (` + at(10, 24) + `) hands out 10.90.0.1, the gateway of pool "ovA" (` + at(4, 24) + `) in domain "default"`,
-	}
-}
+var overlapRefusal = ipamtrust.OverlapRefusal
 
 // fillPool allocates from pool until it is full and returns the addresses
 // given, failing on one given twice.
@@ -67,24 +42,6 @@ func fillPool(t *testing.T, a *ipamAgent, pool string) map[string]bool {
 			t.Fatalf("pool %s gave %s twice", pool, addr)
 		}
 		got[addr] = true
-	}
-}
-
-// ScenarioOverlapAtStart: an agent whose pools overlap in one domain does
-// not start, and says where both pools are.
-func scenarioOverlapAtStart(t *testing.T) {
-	a := startIPAM(t, agentOpts{pools: poolOvA + "\n" + poolOvB, noWait: true})
-	if code, ok := a.ExitCode(15 * time.Second); !ok || code != 1 {
-		t.Fatalf("agent with overlapping pools: exit %d %v", code, ok)
-	}
-	file := filepath.Join(a.PoolDir, "pools.hcl")
-	for _, want := range overlapRefusal(file) {
-		if !strings.Contains(a.Log(), want) {
-			t.Errorf("log of the refused start lacks\n%s\n%s", want, a.Log())
-		}
-	}
-	if out, errOut, code := a.CLI("config", "validate", "--config-dir", t.TempDir(), "--ipam-config-dir", a.PoolDir); code != 1 || !has(errOut+out, overlapRefusal(file)...) {
-		t.Errorf("config validate: exit %d\n%s%s", code, out, errOut)
 	}
 }
 
@@ -144,60 +101,22 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 	consistent(t, a.DB)
 }
 
-func TestOverlappingPoolsRefusedAtStart(t *testing.T) { scenarioOverlapAtStart(t) }
-
 func TestReloadAddingOverlappingPoolRefused(t *testing.T) { scenarioReloadAddsOverlap(t) }
 
-// oldStore writes, with bbolt itself, a store file as an agent that keyed
-// addresses per pool (format 1) left it: one allocation per holder given.
+// oldStore writes a store file of the per-pool layout (format 1) with one
+// allocation per holder given ("POOL ADDRESS").
 func oldStore(t *testing.T, holders map[string]string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ipam.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	u64 := func(v uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, v); return b }
-	err = db.Update(func(tx *bolt.Tx) error {
-		kv, err := tx.CreateBucket([]byte("kv"))
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		rev := uint64(1)
-		for cid, poolAddr := range holders {
-			pool, addr, _ := strings.Cut(poolAddr, " ")
-			a := netip.MustParseAddr(addr)
-			owner := ipamapi.AttachmentKey{ContainerID: cid, Interface: "eth0"}
-			rec, _ := json.Marshal(coreipam.AddressRecord{Pool: pool, Address: a, State: "allocated", Owner: owner, Node: "old-node"})
-			att, _ := json.Marshal(ipamapi.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
-				Addresses: []ipamapi.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
-			if err := kv.Put([]byte("pools/"+pool+"/addrs/"+addr), append(u64(rev), rec...)); err != nil {
-				return err
-			}
-			if err := kv.Put([]byte("attachments/"+cid+"/eth0"), append(u64(rev), att...)); err != nil {
-				return err
-			}
-			rev++
-		}
-		if err := meta.Put([]byte("revision"), u64(rev)); err != nil {
-			return err
-		}
-		return meta.Put([]byte("format"), u64(1))
-	})
-	if err != nil {
+	if err := ipamtrust.OldStore(path, holders); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
 // An agent started on a store of the per-pool layout moves it and keeps
-// every allocation; a store in which the old layout gave one address to two
-// pools' holders stops the agent, naming both, with the file unchanged.
+// every allocation. (A store in which the old layout gave one address to
+// two pools' holders is test/ipamtrust's OldStoreOverlap.)
 func TestOldStoreMovedAtStart(t *testing.T) {
 	db := oldStore(t, map[string]string{"old1": "ovA 10.90.0.10", "old2": "ovA 10.90.0.11"})
 	a := startIPAM(t, agentOpts{pools: poolOvA, db: db})
@@ -219,38 +138,4 @@ func TestOldStoreMovedAtStart(t *testing.T) {
 	}
 	a.Stop()
 	consistent(t, db)
-
-	dup := oldStore(t, map[string]string{"c1": "ovA 10.90.0.20", "c2": "ovB 10.90.0.20"})
-	before := dump(t, dup)
-	b := startIPAM(t, agentOpts{pools: poolOvA, db: dup, noWait: true})
-	if code, ok := b.ExitCode(15 * time.Second); !ok || code != 1 {
-		t.Fatalf("agent on a store holding an address twice: exit %d %v", code, ok)
-	}
-	want := `IPAM store ` + dup + `: cannot move the address records to one key per address in domain "default": 1 address(es) are held twice (two pools' ranges overlapped): 10.90.0.20: pool "ovA" (container c1 interface eth0, allocated, node old-node) and pool "ovB" (container c2 interface eth0, allocated, node old-node); nothing was changed.`
-	if !strings.Contains(b.Log(), want) {
-		t.Errorf("log lacks\n%s\n%s", want, b.Log())
-	}
-	if after := dump(t, dup); after != before {
-		t.Errorf("the refused store file was changed:\n%s\nwas\n%s", after, before)
-	}
-}
-
-// dump renders every key and value of a store file, its format included.
-func dump(t *testing.T, path string) string {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var b strings.Builder
-	err = db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, bk *bolt.Bucket) error {
-			return bk.ForEach(func(k, v []byte) error { fmt.Fprintf(&b, "%s/%s = %x\n", name, k, v); return nil })
-		})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }

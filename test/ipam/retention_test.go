@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,42 +12,9 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
-
-// PodmanChurn allocates and releases n containers through a's API, each
-// with a workload name of its own as Podman's --rm containers have, ten at
-// a time, from pool; it returns the workload names.
-func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]string, error) {
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
-	names, cids := make([]string, n), make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("podman_%d_%08x", i, rng.Uint32())
-		cids[i] = fmt.Sprintf("%016x%016x", rng.Uint64(), uint64(i))
-	}
-	sem := make(chan struct{}, 10)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			cid := cids[i]
-			if _, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
-				errs <- fmt.Errorf("allocate %s: %w", name, err)
-				return
-			}
-			if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
-				errs <- fmt.Errorf("release %s: %w", name, err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return names, <-errs
-}
 
 // The real agent with workload_retention = "2s" and a GC every second:
 // after 300 Podman-style containers come and go, GC prunes every one of
@@ -67,7 +32,7 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 300
-	if _, err := PodmanChurn(c, a.Client, "churn", n); err != nil {
+	if _, err := ipamtrust.PodmanChurn(c, a.Client, "churn", n); err != nil {
 		t.Fatal(err)
 	}
 	var ws ipamapi.WorkloadStatus

@@ -67,73 +67,10 @@ func storeWithAllocations(t *testing.T, n int) string {
 	return a.DB
 }
 
-// refusedStart starts an agent on a damaged store and asserts it exits
-// non-zero at once with a message naming the file and what to do, and no
-// Go panic.
-func refusedStart(t *testing.T, db string, what string) string {
-	t.Helper()
-	a := startIPAM(t, agentOpts{pools: bulkPool, db: db, noWait: true})
-	code, ok := a.ExitCode(agenttest.ReadyTimeout)
-	if !ok {
-		t.Fatalf("the agent runs on a damaged store:\n%s", a.Log())
-	}
-	log := a.Log()
-	if code == 0 {
-		t.Errorf("exit code 0 on a damaged store")
-	}
-	for _, want := range []string{db, "is damaged", what, "ipam restore", "mv " + db} {
-		if !strings.Contains(log, want) {
-			t.Errorf("the agent's log lacks %q:\n%s", want, log)
-		}
-	}
-	for _, bad := range []string{"panic:", "goroutine "} {
-		if strings.Contains(log, bad) {
-			t.Errorf("the agent's log has a Go panic (%q):\n%s", bad, log)
-		}
-	}
-	return log
-}
-
-// An agent whose store was emptied (truncated to 0 bytes) refuses to start
-// instead of starting on an empty store that would hand out every address
-// again; the file is left as it was.
-func TestEmptiedStoreRefusedAtStart(t *testing.T) {
-	db := storeWithAllocations(t, 85)
-	if err := os.Truncate(db, 0); err != nil {
-		t.Fatal(err)
-	}
-	refusedStart(t, db, "empty (0 bytes)")
-	if fi, err := os.Stat(db); err != nil || fi.Size() != 0 {
-		t.Fatalf("the refused store was re-initialised: %d bytes, %v", fi.Size(), err)
-	}
-	// The operator's way out: move it aside; the next start is a first
-	// start.
-	if err := os.Rename(db, db+".damaged"); err != nil {
-		t.Fatal(err)
-	}
-	a := startIPAM(t, agentOpts{pools: bulkPool, db: db})
-	if u := poolUsage(t, a, "bulk"); u.Allocated != 0 {
-		t.Errorf("fresh store: %+v", u)
-	}
-}
-
-// A page of random bytes in the records' bucket: the agent refuses to
-// start, naming the file (it used to die with bbolt's "panic: assertion
-// failed" naming nothing, a restart loop under systemd).
-func TestCorruptPageRefusedAtStart(t *testing.T) {
-	db := storeWithAllocations(t, 300)
-	pgid, err := storefault.CorruptBucketPage(db, storefault.Bucket, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("overwrote page %d", pgid)
-	refusedStart(t, db, "")
-	// ipam check --file says the same, with exit 1.
-	out, errOut, code := agenttest.RunCLI(bins, "", "ipam", "check", "--file", db)
-	if code != 1 || !strings.Contains(out+errOut, "is damaged") || strings.Contains(out+errOut, "panic:") {
-		t.Errorf("ipam check --file on a damaged store: exit %d\n%s%s", code, out, errOut)
-	}
-}
+// A store emptied or with a corrupted page, refused at start naming the
+// file and what to do, is test/ipamtrust's TruncatedStore and CorruptPage;
+// backup under allocations and restore its BackupUnderAllocations: make
+// faults runs the same functions.
 
 // A page damaged under a running agent: the allocation that meets it fails
 // with the store's error (not ready), readiness reports ipam-store, and
@@ -163,80 +100,6 @@ func TestCorruptPageWhileRunning(t *testing.T) {
 	}
 	if ex := a.Exited(); !ex.At.IsZero() || strings.Contains(a.Log(), "panic:") {
 		t.Fatalf("the agent died (%+v):\n%s", ex, a.Log())
-	}
-}
-
-// ipam backup of a live agent under concurrent allocations: every backup
-// checks clean offline; the live check passes; restore refuses while the
-// agent runs, installs the backup once it is stopped, and the agent starts
-// on it with the backup's allocations.
-func TestBackupUnderAllocationsAndRestore(t *testing.T) {
-	a := startIPAM(t, agentOpts{pools: bulkPool})
-	cli := func(args ...string) (string, int) {
-		t.Helper()
-		out, errOut, code := a.CLI(append([]string{"ipam"}, append(args, "--socket", a.Socket)...)...)
-		return out + errOut, code
-	}
-	dir := t.TempDir()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		allocateN(t, a, "busy", 400)
-	}()
-	var backups []string
-	for i := range 4 {
-		b := filepath.Join(dir, fmt.Sprintf("ipam-%d.db", i))
-		if out, code := cli("backup", b); code != 0 || !strings.Contains(out, "backed up") {
-			t.Fatalf("backup: exit %d\n%s", code, out)
-		}
-		backups = append(backups, b)
-	}
-	<-done
-	if out, code := cli("backup", backups[0]); code != 1 || !strings.Contains(out, "--force") {
-		t.Errorf("backup over an existing file: exit %d\n%s", code, out)
-	}
-	final := filepath.Join(dir, "final.db")
-	if out, code := cli("backup", final); code != 0 {
-		t.Fatalf("backup: %s", out)
-	}
-	if out, code := cli("check"); code != 0 || !strings.Contains(out, "OK") {
-		t.Errorf("live check: exit %d\n%s", code, out)
-	}
-	for _, b := range append(backups, final) {
-		fi, err := os.Stat(b)
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Errorf("backup %s: %v %v", b, fi, err)
-		}
-		out, errOut, code := agenttest.RunCLI(bins, "", "ipam", "check", "--file", b)
-		if code != 0 || !strings.Contains(out, "OK") {
-			t.Errorf("ipam check --file %s: exit %d\n%s%s", b, code, out, errOut)
-		}
-	}
-	// Restore is offline: refused while the agent holds the store.
-	out, errOut, code := agenttest.RunCLI(bins, "", "ipam", "restore", final, "--db-path", a.DB)
-	if code != 1 || !strings.Contains(errOut, "stop the agent") || !strings.Contains(errOut, "pid ") {
-		t.Errorf("restore under a running agent: exit %d\n%s%s", code, out, errOut)
-	}
-	want, err := a.Client.List(ctx(t), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Stop()
-	// A different store state, then the restore brings the backup back.
-	if err := os.Truncate(a.DB, 0); err != nil {
-		t.Fatal(err)
-	}
-	out, errOut, code = agenttest.RunCLI(bins, "", "ipam", "restore", final, "--db-path", a.DB)
-	if code != 0 {
-		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
-	}
-	b := startIPAM(t, agentOpts{pools: bulkPool, db: a.DB})
-	got, err := b.Client.List(ctx(t), "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(want) || len(got) != 400 {
-		t.Errorf("restored store: %d allocations, the agent had %d", len(got), len(want))
 	}
 }
 
