@@ -55,7 +55,7 @@ type Options struct {
 	// netlink in the workload's namespace.
 	Links LinkUpper
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
-	// NetnsExists.
+	// NetnsGone (netns.go).
 	NetnsGone func(path string) (bool, error)
 	// CheckNetns vets a request's namespace path before anything is
 	// reserved (an error names the field); nil uses CheckNetns.
