@@ -78,7 +78,7 @@ func TestGroupHelpListsEachSubcommandOnce(t *testing.T) {
 		}
 		// Each subcommand appears once in the whole help.
 		for _, s := range subs[name] {
-			if n := len(regexp.MustCompile(`(?m)^\s+` + s + `\s`).FindAllString(out, -1)); n != 1 {
+			if n := len(regexp.MustCompile(`(?m)^\s+`+s+`\s`).FindAllString(out, -1)); n != 1 {
 				t.Errorf("%s -h names %q at the start of %d lines, want 1:\n%s", name, s, n, out)
 			}
 		}

@@ -25,7 +25,7 @@ const (
 	// DefaultProbeRate is the probes per second one socket (one plugin on
 	// one interface) sends at most, in bursts of up to a fiftieth of it:
 	// 4000/s lets a burst of 1024 conflict checks (3072 probes) start
-	// within 0.8 s and 3840 (11520 probes, issue 10's load) within 2.9 s,
+	// within 0.8 s and 3840 (11520 probes, the burst load of test/burst) within 2.9 s,
 	// inside the agent's 5 s call timeout, while no burst on the wire
 	// exceeds 80 frames - far below the 1000-frame receive backlog of a
 	// Linux host. Frames to the same gateway are shared, so gateway
