@@ -55,7 +55,7 @@ type Options struct {
 	// netlink in the workload's namespace.
 	Links LinkUpper
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
-	// NetnsExists.
+	// NetnsGone (netns.go).
 	NetnsGone func(path string) (bool, error)
 	// CheckNetns vets a request's namespace path before anything is
 	// reserved (an error names the field); nil uses CheckNetns.
@@ -750,12 +750,17 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return s, rev, nil
 		}
 	}
+	// A pool may have millions of free-looking candidates the store says
+	// are taken; the loop looks at ctx every candidatesPerCtxCheck of them,
+	// often enough that a cancelled allocation stops within microseconds,
+	// rarely enough that the check costs nothing per candidate.
+	const candidatesPerCtxCheck = 64
 	n := p.Size()
 	h := fnv.New64a()
 	h.Write([]byte(m.node + "\x00" + a.key.ContainerID + "\x00" + a.key.Interface))
 	start := int(h.Sum64() % uint64(n))
 	for i := 0; i < n; i++ {
-		if i%64 == 63 {
+		if i%candidatesPerCtxCheck == candidatesPerCtxCheck-1 {
 			if err := ctx.Err(); err != nil {
 				return netip.Addr{}, 0, err
 			}

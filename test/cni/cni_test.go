@@ -377,7 +377,7 @@ func (l *lab) delAfterFailedAdd(ctx context.Context, list *libcni.NetworkConfigL
 	}
 }
 
-// TestEcosystem runs the cases of issue 14 on one LAN and one agent, in an
+// TestEcosystem runs the CNI ecosystem's cases (main plugins, runtimes' GC and CHECK) on one LAN and one agent, in an
 // order where each leaves the next what it needs.
 func TestEcosystem(t *testing.T) {
 	l := newLab(t)
