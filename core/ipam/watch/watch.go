@@ -317,7 +317,6 @@ func (w *Watcher) rebuildHeld() {
 	w.busyMu.Unlock()
 }
 
-
 // Close stops every reader and closes every socket.
 func (w *Watcher) Close() {
 	w.mu.Lock()
