@@ -89,6 +89,10 @@ type Options struct {
 	NodeAlive func(ctx context.Context, node string) (alive bool, expiredAt time.Time, err error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Busy lists the addresses other stations claimed on the wire
+	// recently; candidate searches of detecting pools skip them. nil
+	// skips none.
+	Busy BusyAddresses
 }
 
 // IPAM allocates addresses. Safe for concurrent use.
@@ -109,6 +113,7 @@ type IPAM struct {
 	grace   time.Duration
 	now     func() time.Time
 	alive   func(context.Context, string) (bool, time.Time, error)
+	busy    BusyAddresses
 
 	// reload is held shared by every allocation and exclusively by
 	// SetPools, so that no reservation lands in a range a reload is
@@ -176,7 +181,7 @@ func New(opts Options) (*IPAM, error) {
 		vetNS: opts.CheckNetns, timeout: opts.AllocationTimeout,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
-		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
+		now: opts.Now, alive: opts.NodeAlive, busy: opts.Busy, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
 		m.links = &NetlinkUpper{}
@@ -504,6 +509,9 @@ type allocation struct {
 	skipped []SkippedIP
 	sticky  map[string]netip.Addr
 	retries int
+	// busy are the candidates skipped as claimed on the wire (skipBusy),
+	// with their pool.
+	busy map[claimKey]string
 	// ep is the workload's endpoint as read for the sticky addresses, for
 	// the first history write of a one-commit allocation (which follows at
 	// once: its compare catches a change); nil once used.
@@ -731,11 +739,12 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			m.claims.release(p.Domain, addr)
 			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
 		}
-		if e.Revision == 0 {
-			return 0, true, nil
-		}
 		var rec AddressRecord
-		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
+		if e.Revision == 0 || json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
+			if a.skipBusy(p, addr) {
+				m.claims.release(p.Domain, addr)
+				return 0, false, nil
+			}
 			return e.Revision, true, nil
 		}
 		m.claims.release(p.Domain, addr)
@@ -774,7 +783,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return addr, rev, nil
 		}
 	}
-	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined", p.Name, n)
+	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined%s", p.Name, n, a.busyNote(p))
 }
 
 // needsCheck says whether vet has anything to check for this allocation:
