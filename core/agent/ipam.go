@@ -489,9 +489,9 @@ func (a *Agent) IPAMBackup(ctx context.Context, req ipamapi.BackupRequest) (ipam
 // ipam.Consistent on one snapshot of the embedded store; Consistent on
 // etcd (read key range by key range: an allocation committed meanwhile
 // can show as a problem that a second check no longer finds).
-func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
+func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.StoreCheckResult, error) {
 	if a.ipam == nil {
-		return ipamapi.CheckResult{}, errIPAMOff
+		return ipamapi.StoreCheckResult{}, errIPAMOff
 	}
 	start := time.Now()
 	if bs := a.ipam.bolt; bs != nil {
@@ -500,7 +500,7 @@ func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
 	}
 	all, err := a.ipam.store.List(ctx, "")
 	if err != nil {
-		return ipamapi.CheckResult{}, err
+		return ipamapi.StoreCheckResult{}, err
 	}
 	err = ipam.Consistent(ctx, a.ipam.store)
 	return ipam.CheckReport(ipam.StoreEtcd, len(all), err, time.Since(start))

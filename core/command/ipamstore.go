@@ -196,10 +196,10 @@ func (c *ipamCheckCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	var res ipamapi.CheckResult
+	var res ipamapi.StoreCheckResult
 	if *file == "" {
 		var err error
-		if res, err = (&ipamapi.Client{SocketPath: *socket}).Check(ctx); err != nil {
+		if res, err = (&ipamapi.Client{SocketPath: *socket}).StoreCheck(ctx); err != nil {
 			return ipamFail(c.env, err)
 		}
 	} else {

@@ -12,12 +12,12 @@ import (
 // implements it gets those routes.
 type IPAMStoreBackend interface {
 	IPAMBackup(ctx context.Context, req ipamapi.BackupRequest) (ipamapi.BackupResult, error)
-	IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error)
+	IPAMCheck(ctx context.Context) (ipamapi.StoreCheckResult, error)
 }
 
 func (h *handler) routeIPAMStore(b IPAMStoreBackend) {
 	postIPAM(h, ipamapi.BackupPath, "backup", b.IPAMBackup)
-	h.route(ipamapi.CheckPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(ipamapi.StoreCheckPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.IPAMCheck(r.Context())
 		h.answerIPAM(w, "check", res, err)
 	})

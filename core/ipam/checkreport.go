@@ -13,8 +13,8 @@ import (
 // Consistent's findings) into the answer of `ipam check`; an error that
 // says nothing about the records (the store unreachable, the deadline) is
 // returned instead.
-func CheckReport(store string, records int, err error, took time.Duration) (ipamapi.CheckResult, error) {
-	res := ipamapi.CheckResult{Store: store, OK: err == nil, Records: records, DurationMs: float64(took.Microseconds()) / 1000}
+func CheckReport(store string, records int, err error, took time.Duration) (ipamapi.StoreCheckResult, error) {
+	res := ipamapi.StoreCheckResult{Store: store, OK: err == nil, Records: records, DurationMs: float64(took.Microseconds()) / 1000}
 	if err == nil {
 		return res, nil
 	}
