@@ -25,13 +25,13 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/gopsagent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/logging"
 	"github.com/spiderpool-agent/spiderpool-agent/core/sdnotify"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
@@ -98,8 +98,8 @@ func controlLimits(cfg *config.Config) httpserve.Limits {
 }
 
 // controlBusyBody answers a connection beyond the control socket's limit,
-// in both the control API's and the IPAM API's words (ipamapi.ErrorBody).
-var controlBusyBody = []byte(`{"error":"spiderpool-agent is serving as many control requests as it takes at once; try again","code":"` + ipamapi.CodeTryAgain + `"}` + "\n")
+// in both the control API's and the IPAM API's words (api.ErrorBody).
+var controlBusyBody = []byte(`{"error":"spiderpool-agent is serving as many control requests as it takes at once; try again","code":"` + api.CodeTryAgain + `"}` + "\n")
 
 // metricsLimits: a scrape is one small request and a larger answer.
 func metricsLimits() httpserve.Limits { return httpserve.Limits{MaxConns: 64} }

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
@@ -58,8 +58,8 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 	asked := map[string]bool{}
 	for _, ad := range req.Addresses {
 		vc.Addresses = append(vc.Addresses, state.CheckAddress{Address: ad.Address, Gateway: ad.Gateway})
-		asked[ipamapi.DetectionConflict] = asked[ipamapi.DetectionConflict] || ad.Conflict
-		asked[ipamapi.DetectionGateway] = asked[ipamapi.DetectionGateway] || ad.Gateway.IsValid()
+		asked[api.DetectionConflict] = asked[api.DetectionConflict] || ad.Conflict
+		asked[api.DetectionGateway] = asked[api.DetectionGateway] || ad.Gateway.IsValid()
 	}
 	// A pool that asks for a detection the agent does not run is never
 	// vetted silently.
@@ -68,7 +68,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 		have[det.Name] = true
 	}
 	hidden := map[string]bool{}
-	for _, detection := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+	for _, detection := range []string{api.DetectionConflict, api.DetectionGateway} {
 		plugin, ok := c.detectors[detection]
 		switch {
 		case !asked[detection]:

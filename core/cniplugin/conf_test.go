@@ -8,8 +8,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 func TestParseNetConf(t *testing.T) {
@@ -162,7 +162,7 @@ func TestLongWorkloadName(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Workload of a %d-byte name: %v", len(ns)+1+len(pod), err)
 	}
-	if len(got) > ipamapi.MaxWorkload || !strings.HasPrefix(got, ns+"/ppp") {
+	if len(got) > api.MaxWorkload || !strings.HasPrefix(got, ns+"/ppp") {
 		t.Errorf("shortened to %q (%d bytes)", got, len(got))
 	}
 	if again, _ := Workload(args); again != got {
@@ -175,7 +175,7 @@ func TestLongWorkloadName(t *testing.T) {
 	// Multi-byte characters are not cut in two.
 	long := strings.Repeat("é", 200)
 	w, err := Workload("SPIDERPOOL_WORKLOAD=" + long)
-	if err != nil || !utf8.ValidString(w) || len(w) > ipamapi.MaxWorkload {
+	if err != nil || !utf8.ValidString(w) || len(w) > api.MaxWorkload {
 		t.Errorf("Workload of %d bytes of é: %q, %v", len(long), w, err)
 	}
 }
@@ -187,7 +187,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	allowed := []string{
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
-		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi",
+		"github.com/spiderpool-agent/spiderpool-agent/core/api",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only
@@ -204,7 +204,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		n++
 		if !slices.ContainsFunc(allowed, func(a string) bool { return pkg == a || strings.HasSuffix(a, "/") && strings.HasPrefix(pkg, a) }) {
-			t.Errorf("the spiderpool CNI plugin links %s; keep it to the standard library, the CNI types and ipamapi", pkg)
+			t.Errorf("the spiderpool CNI plugin links %s; keep it to the standard library, the CNI types and core/api", pkg)
 		}
 	}
 	if n < 3 {
@@ -252,7 +252,7 @@ func TestMainPluginSkips(t *testing.T) {
 		if strings.Join(got, " ") != tc.want {
 			t.Errorf("%s: skips %q, want %q", tc.main, got, tc.want)
 		}
-		req := ipamapi.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: nc.IPAM.Pools, SkipDetection: nc.Skips}
+		req := api.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: nc.IPAM.Pools, SkipDetection: nc.Skips}
 		if err := req.Validate(); err != nil {
 			t.Errorf("%s: the request the plugin sends is invalid: %v", tc.main, err)
 		}

@@ -30,9 +30,9 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -53,8 +53,8 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 // the core that names the built-in detectors (test/layout checks it).
 func DefaultIPAMDetectors() map[string]string {
 	return map[string]string{
-		ipamapi.DetectionConflict: PluginIPConflict,
-		ipamapi.DetectionGateway:  PluginGatewayDetector,
+		api.DetectionConflict: PluginIPConflict,
+		api.DetectionGateway:  PluginGatewayDetector,
 	}
 }
 
@@ -268,7 +268,7 @@ type IPAMConfig struct {
 	// AllocationTimeout is the deadline of one allocation: past it, what
 	// the allocation reserved is released and it fails with "try again".
 	// HCL allocation_timeout, default 25s, between 1s and 27s (below the
-	// CNI plugin's 30s wait for the answer, ipamapi.AllocateWait).
+	// CNI plugin's 30s wait for the answer, api.AllocateWait).
 	AllocationTimeout time.Duration
 
 	// CNISpoolDir is the spool of CNI DELs the plugin could not deliver,
@@ -278,8 +278,8 @@ type IPAMConfig struct {
 	CNISpoolDir string
 
 	// Detectors names the plugin behind each detection a pool switches on
-	// (ipamapi.DetectionConflict for conflict_detection,
-	// ipamapi.DetectionGateway for gateway_detection): a pool that enables
+	// (api.DetectionConflict for conflict_detection,
+	// api.DetectionGateway for gateway_detection): a pool that enables
 	// a detection whose plugin is not enabled gets no address, and a check
 	// that asks for neither leaves that plugin out. Not an HCL setting:
 	// DefaultIPAMDetectors. What a detector's block does to an allocation
@@ -503,7 +503,7 @@ func Default() *Config {
 			DBPath:            DefaultIPAMDBPath,
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
-			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
+			AllocationTimeout: api.DefaultAllocationTimeout,
 			CNISpoolDir:       DefaultIPAMCNISpoolDir,
 			Detectors:         DefaultIPAMDetectors(),
 		},

@@ -70,7 +70,7 @@ type CheckResult struct {
 
 // Metrics receives what IPAM does. Implementations must not block.
 type Metrics interface {
-	// Allocation is one Allocate for pool: result "ok" or an ipamapi code.
+	// Allocation is one Allocate for pool: result "ok" or an core/api code.
 	Allocation(pool, result string, seconds float64)
 	// Release is one address released: result "ok" or "error".
 	Release(pool, result string)

@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Failure policies of a detector plugin (its failure_policy, Plugin.Policy):
@@ -145,7 +145,7 @@ type Agent struct {
 	// user can reach it (see gopsagent). Empty when it is off.
 	Gops string `json:"gops,omitempty"`
 	// IPAM is the IPAM service's state; nil from a backend without one.
-	IPAM *ipamapi.Status `json:"ipam,omitempty"`
+	IPAM *api.Status `json:"ipam,omitempty"`
 	// ControlSocket says whether the control socket answers the agent's
 	// own status requests over the real socket; nil from a backend that
 	// does not ask.

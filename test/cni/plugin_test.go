@@ -20,9 +20,9 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // execPlugin runs the spiderpool binary as a main plugin would, and returns
@@ -111,10 +111,10 @@ func serveImpostor(path string) {
 		os.Exit(1)
 	}
 	fmt.Println("ready")
-	att := ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: "c1", Interface: "net1"}, State: "allocated"}
+	att := api.Attachment{AttachmentKey: api.AttachmentKey{ContainerID: "c1", Interface: "net1"}, State: "allocated"}
 	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("request", r.URL.Path)
-		att.Addresses = []ipamapi.AllocatedIP{{Pool: "a"}}
+		att.Addresses = []api.AllocatedIP{{Pool: "a"}}
 		att.Addresses[0].Address.UnmarshalText([]byte("192.0.2.66/24"))
 		_ = json.NewEncoder(w).Encode(att)
 	}))

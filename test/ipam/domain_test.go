@@ -14,9 +14,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -55,9 +55,9 @@ func fillPool(t *testing.T, a *ipamAgent, pool string) map[string]bool {
 	c := ctx(t)
 	got := map[string]bool{}
 	for i := 0; ; i++ {
-		att, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", pool, i), Interface: "eth0", Pools: []string{pool}})
+		att, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", pool, i), Interface: "eth0", Pools: []string{pool}})
 		if err != nil {
-			if ae := apiErr(t, err); ae.Code != ipamapi.CodePoolFull {
+			if ae := apiErr(t, err); ae.Code != api.CodePoolFull {
 				t.Fatalf("%s #%d: %v", pool, i, err)
 			}
 			return got
@@ -94,7 +94,7 @@ func scenarioOverlapAtStart(t *testing.T) {
 func scenarioReloadAddsOverlap(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: poolOvA})
 	c := ctx(t)
-	first, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
+	first, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,10 +172,10 @@ func oldStore(t *testing.T, holders map[string]string) string {
 		for cid, poolAddr := range holders {
 			pool, addr, _ := strings.Cut(poolAddr, " ")
 			a := netip.MustParseAddr(addr)
-			owner := ipamapi.AttachmentKey{ContainerID: cid, Interface: "eth0"}
+			owner := api.AttachmentKey{ContainerID: cid, Interface: "eth0"}
 			rec, _ := json.Marshal(coreipam.AddressRecord{Pool: pool, Address: a, State: "allocated", Owner: owner, Node: "old-node"})
-			att, _ := json.Marshal(ipamapi.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
-				Addresses: []ipamapi.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
+			att, _ := json.Marshal(api.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
+				Addresses: []api.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
 			if err := kv.Put([]byte("pools/"+pool+"/addrs/"+addr), append(u64(rev), rec...)); err != nil {
 				return err
 			}
@@ -211,7 +211,7 @@ func TestOldStoreMovedAtStart(t *testing.T) {
 	if len(got) != 29 || got["10.90.0.10"] || got["10.90.0.11"] {
 		t.Fatalf("after the move ovA gave %d addresses: %v", len(got), got)
 	}
-	if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: "old1", Interface: "eth0"}); err != nil {
+	if _, err := a.Client.Release(ctx(t), api.ReleaseRequest{ContainerID: "old1", Interface: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
 	if u := poolUsage(t, a, "ovA"); u.Allocated != 30 || u.Free != 1 {

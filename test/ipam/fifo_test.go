@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
@@ -99,7 +99,7 @@ func FIFOAttack(a *ipamAgent, fifo, pool string, n int) []error {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			_, errs[i] = a.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("fifo", i), Interface: "eth0", Netns: fifo, Pools: []string{pool}})
+			_, errs[i] = a.Client.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprint("fifo", i), Interface: "eth0", Netns: fifo, Pools: []string{pool}})
 		}()
 	}
 	wg.Wait()
@@ -122,7 +122,7 @@ func TestFIFONetnsHoldsNothing(t *testing.T) {
 	l := stop()
 	t.Logf("300 FIFO allocations answered in %v; slowest status %v, slowest ipam pools %v over %d rounds", took, l.Status, l.Pools, l.Asked)
 	for i, err := range errs {
-		var ae *ipamapi.APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, fifo+" is a FIFO") {
 			t.Fatalf("allocation %d: %v, want 400 on netns saying %s is a FIFO", i, err, fifo)
 		}
@@ -164,9 +164,9 @@ func TestNetnsPathKinds(t *testing.T) {
 		{filepath.Join(dir, "missing"), "no such file or directory"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := a.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.path, Pools: []string{"f"}})
+		_, err := a.Client.Allocate(ctx, api.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.path, Pools: []string{"f"}})
 		cancel()
-		var ae *ipamapi.APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, tc.path) || !strings.Contains(ae.ErrorBody.Error, tc.says) {
 			t.Errorf("netns %s: %v, want 400 on netns saying %q", tc.path, err, tc.says)
 		}

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -20,7 +20,7 @@ import (
 // PodmanChurn allocates and releases n containers through a's API, each
 // with a workload name of its own as Podman's --rm containers have, ten at
 // a time, from pool; it returns the workload names.
-func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]string, error) {
+func PodmanChurn(ctx context.Context, c *api.Client, pool string, n int) ([]string, error) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
 	names, cids := make([]string, n), make([]string, n)
 	for i := range names {
@@ -37,11 +37,11 @@ func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]
 			defer wg.Done()
 			defer func() { <-sem }()
 			cid := cids[i]
-			if _, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
+			if _, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
 				errs <- fmt.Errorf("allocate %s: %w", name, err)
 				return
 			}
-			if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
+			if _, err := c.Release(ctx, api.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
 				errs <- fmt.Errorf("release %s: %w", name, err)
 			}
 		}()
@@ -63,14 +63,14 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 		extra: fmt.Sprintf("metrics {\n  enabled = true\n  port = %d\n}\n", config.DefaultMetricsPort),
 	})
 	c := ctx(t)
-	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
+	if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 300
 	if _, err := PodmanChurn(c, a.Client, "churn", n); err != nil {
 		t.Fatal(err)
 	}
-	var ws ipamapi.WorkloadStatus
+	var ws api.WorkloadStatus
 	poll.Until(t, 60*time.Second, "GC to prune the churned workloads", func() (bool, error) {
 		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
 		if code != 0 {

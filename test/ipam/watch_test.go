@@ -12,8 +12,8 @@ import (
 
 	"github.com/mdlayher/packet"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -129,7 +129,7 @@ func TestWatchConflict(t *testing.T) {
 	wlMAC, thiefMAC, newMAC := "02:00:00:00:02:01", "02:00:00:00:02:99", "02:00:00:00:02:02"
 	wl := workload(t, lan, "wl", wlMAC, false)
 	c := ctx(t)
-	req := ipamapi.AllocateRequest{ContainerID: "c-watch", Interface: "eth0", Netns: wl.Path, Workload: "default/web-0", Pools: []string{"w4", "w6"}}
+	req := api.AllocateRequest{ContainerID: "c-watch", Interface: "eth0", Netns: wl.Path, Workload: "default/web-0", Pools: []string{"w4", "w6"}}
 	att, err := a.Client.Allocate(c, req)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestWatchConflict(t *testing.T) {
 	}
 }
 
-func (a *ipamAgent) watchStatus(t *testing.T) ipamapi.ConflictStatus {
+func (a *ipamAgent) watchStatus(t *testing.T) api.ConflictStatus {
 	t.Helper()
 	out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
 	var st state.Agent

@@ -103,7 +103,7 @@ func TestDependencyRule(t *testing.T) {
 		}}},
 		// The CNI plugin is exec'd once per workload interface and ships
 		// in the deb's 30 MB budget (issue 16): a thin HTTP/1.0 client of
-		// the control socket (core/ipam/ipamapi's wire.go), none of
+		// the control socket (core/api's wire.go), none of
 		// net/http's TLS, x509, gzip and HTTP/2, and none of the daemon's
 		// gRPC, go-plugin or HCL (design.md "Layout").
 		{root, []string{"./core/cmd/spiderpool-cni"}, rule{"core/cmd/spiderpool-cni must stay small", cniForbidden}},

@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 // A minimal HTTP/1.0 client for the agent's control socket.
 //

@@ -1,4 +1,4 @@
-// Package ipamapi is the IPAM part of the agent's control API as plain
+// Package api is the IPAM part of the agent's control API as plain
 // types and a small HTTP-over-unix-socket client. It imports only the
 // standard library, so that the CNI plugin (a binary exec'd once per
 // workload interface) can use it without linking HCL, gRPC or go-plugin:
@@ -22,7 +22,7 @@
 //
 // The client believes only a trusted process on the socket (SO_PEERCRED,
 // the rule of core/control's client; see peer.go).
-package ipamapi
+package api
 
 import (
 	"net/netip"
