@@ -187,7 +187,6 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	allowed := []string{
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
-		"github.com/spiderpool-agent/spiderpool-agent/core/api",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only

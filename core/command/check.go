@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 type checkCommand struct{ env Env }
@@ -116,20 +116,20 @@ func (c *checkCommand) Run(args []string) int {
 
 // checkExit is 0 when everything passed, 1 when an address is blocked, 2
 // when nothing blocked but a detector could not decide.
-func checkExit(resp state.CheckResult) int {
+func checkExit(resp api.CheckResult) int {
 	code := ExitOK
 	for _, a := range resp.Addresses {
 		switch a.Verdict {
-		case state.VerdictBlock:
+		case api.VerdictBlock:
 			return ExitFail
-		case state.VerdictError:
+		case api.VerdictError:
 			code = ExitUsage
 		}
 	}
 	return code
 }
 
-func writeCheck(env Env, resp state.CheckResult) {
+func writeCheck(env Env, resp api.CheckResult) {
 	for _, a := range resp.Addresses {
 		what := a.Address
 		if a.Gateway != "" {

@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 type statusCommand struct{ env Env }
@@ -58,7 +58,7 @@ func (c *statusCommand) Run(args []string) int {
 	return ExitOK
 }
 
-func writeStatus(w io.Writer, st state.Agent) error {
+func writeStatus(w io.Writer, st api.Agent) error {
 	ready, waiting := st.Ready()
 	verdict := "ready"
 	if !st.Started {
@@ -76,7 +76,7 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tCONFIG\tMESSAGE")
 	for _, p := range st.Plugins {
 		msg := p.Message
-		if p.LastError != "" && p.State != state.Ready {
+		if p.LastError != "" && p.State != api.Ready {
 			msg = strings.TrimSpace(msg + " " + "(last error: " + firstLine(p.LastError) + ")")
 		}
 		pid := "-"

@@ -33,7 +33,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -297,8 +296,8 @@ type IPAMConfig struct {
 // see Binary), Component (the component of a plugin set that Path is, run
 // as "PATH serve COMPONENT"; without Path, a component of the built-ins'
 // set PluginDir/spiderpool-plugins; HCL component, default ""), Checksum ("sha256:" and 64 lowercase hex digits, or
-// empty), Timeout (default 5s), FailurePolicy (state.FailClosed by default,
-// or state.FailOpen) and Config (the raw config { } block with its start
+// empty), Timeout (default 5s), FailurePolicy (api.FailClosed by default,
+// or api.FailOpen) and Config (the raw config { } block with its start
 // position, so that decoding errors name the operator's file, line and
 // column; of several blocks for one plugin the last replaces the others).
 // Kind and Generation are the agent's to fill in.
@@ -524,7 +523,7 @@ func (c *Config) addPlugin(name string) *PluginConfig {
 		Name:          name,
 		Enabled:       true,
 		Timeout:       DefaultPluginTimeout,
-		FailurePolicy: state.FailClosed,
+		FailurePolicy: api.FailClosed,
 	}}
 	for _, k := range pluginKeys {
 		c.setSource(pluginKey(name, k.name), Source{Kind: KindDefault})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -305,7 +304,7 @@ var pluginKeys = []*keySpec{
 	{name: "timeout", kind: kindDuration, want: wantDuration, check: positiveDuration,
 		pptr: func(p *PluginConfig) any { return &p.Timeout }},
 	{name: "failure_policy", kind: kindString, want: `a failure policy ("fail-closed" or "fail-open")`,
-		check: oneOf(state.FailClosed, state.FailOpen),
+		check: oneOf(api.FailClosed, api.FailOpen),
 		pptr:  func(p *PluginConfig) any { return &p.FailurePolicy }},
 	{name: "component", kind: kindString, want: "a component name (lowercase letters, digits and dashes)", check: componentName,
 		pptr: func(p *PluginConfig) any { return &p.Component }},

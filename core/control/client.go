@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"syscall"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Client talks to a running agent over its control socket. The zero value
@@ -53,10 +53,10 @@ func (c *Client) path() string {
 }
 
 // Status returns the agent's state.
-func (c *Client) Status(ctx context.Context) (state.Agent, error) {
-	var a state.Agent
+func (c *Client) Status(ctx context.Context) (api.Agent, error) {
+	var a api.Agent
 	if _, err := c.do(ctx, http.MethodGet, StatusPath, nil, http.StatusOK, &a); err != nil {
-		return state.Agent{}, fmt.Errorf("status: %w", err)
+		return api.Agent{}, fmt.Errorf("status: %w", err)
 	}
 	return a, nil
 }
@@ -84,11 +84,11 @@ func (c *Client) Reload(ctx context.Context) error {
 // the answer: 200 with the response; 400 (a malformed request, with
 // APIError.Field), 503 (not ready) or another code with an *APIError; 0 when
 // no answer came.
-func (c *Client) Check(ctx context.Context, req CheckRequest) (state.CheckResult, int, error) {
-	var resp state.CheckResult
+func (c *Client) Check(ctx context.Context, req CheckRequest) (api.CheckResult, int, error) {
+	var resp api.CheckResult
 	code, err := c.do(ctx, http.MethodPost, CheckPath, req, http.StatusOK, &resp)
 	if err != nil {
-		return state.CheckResult{}, code, fmt.Errorf("check: %w", err)
+		return api.CheckResult{}, code, fmt.Errorf("check: %w", err)
 	}
 	return resp, code, nil
 }

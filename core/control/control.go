@@ -2,10 +2,10 @@
 // (DefaultSocketPath, mode 0600) that the CLI's check, status, shutdown and
 // reload commands talk to.
 //
-//	GET  /v1/status    200 state.Agent (always with the daemon's pid)
+//	GET  /v1/status    200 api.Agent (always with the daemon's pid)
 //	POST /v1/shutdown  202 {"pid": N}: a graceful stop has begun
 //	POST /v1/reload    200 {"status": "reloaded"}, or 422 {"error": ...}
-//	POST /v1/check     200 state.CheckResult; 400 {"error", "field"} for a bad
+//	POST /v1/check     200 api.CheckResult; 400 {"error", "field"} for a bad
 //	                   request; 503 when the agent is not ready
 //	GET  /v1/debug/pprof/NAME[?seconds=N]  a Go profile (see Profiles)
 //
@@ -19,14 +19,14 @@
 // httpserve.Serve (closing the listener removes the socket file); the
 // client side is Client. A check request is validated here
 // (CheckRequest.Validate) and the backend receives the parsed form
-// (state.Check), so it never sees a malformed address.
+// (api.Check), so it never sees a malformed address.
 package control
 
 import (
 	"context"
 	"errors"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // DefaultSocketPath is where the daemon listens unless configured otherwise.
@@ -54,14 +54,14 @@ var ErrNotReady = errors.New("spiderpool-agent is not ready")
 // Backend is what the control API drives. The daemon implements it.
 type Backend interface {
 	// Status returns the agent's state at this moment.
-	Status(ctx context.Context) state.Agent
+	Status(ctx context.Context) api.Agent
 	// Shutdown begins a graceful stop and returns at once.
 	Shutdown(ctx context.Context) error
 	// Reload re-reads and applies the configuration; on error the running
 	// configuration stays.
 	Reload(ctx context.Context) error
 	// Check runs the detectors on a validated request.
-	Check(ctx context.Context, req state.Check) (state.CheckResult, error)
+	Check(ctx context.Context, req api.Check) (api.CheckResult, error)
 }
 
 // CheckRequest is the body of POST /v1/check.

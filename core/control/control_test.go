@@ -18,26 +18,26 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 // fakeBackend is a Backend with scripted answers that records its calls.
 type fakeBackend struct {
-	agent       state.Agent
+	agent       api.Agent
 	shutdownErr error
 	reloadErr   error
 	checkErr    error
-	checkResp   state.CheckResult
+	checkResp   api.CheckResult
 	onShutdown  func()
 
 	mu        sync.Mutex
-	got       []state.Check
+	got       []api.Check
 	shutdowns int
 	reloads   int
 }
 
-func (f *fakeBackend) Status(context.Context) state.Agent { return f.agent }
+func (f *fakeBackend) Status(context.Context) api.Agent { return f.agent }
 
 func (f *fakeBackend) Shutdown(context.Context) error {
 	f.mu.Lock()
@@ -56,7 +56,7 @@ func (f *fakeBackend) Reload(context.Context) error {
 	return f.reloadErr
 }
 
-func (f *fakeBackend) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
+func (f *fakeBackend) Check(_ context.Context, req api.Check) (api.CheckResult, error) {
 	f.mu.Lock()
 	f.got = append(f.got, req)
 	f.mu.Unlock()
@@ -64,10 +64,10 @@ func (f *fakeBackend) Check(_ context.Context, req state.Check) (state.CheckResu
 }
 
 // calls returns what the backend was asked so far.
-func (f *fakeBackend) calls() (shutdowns, reloads int, got []state.Check) {
+func (f *fakeBackend) calls() (shutdowns, reloads int, got []api.Check) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.shutdowns, f.reloads, append([]state.Check(nil), f.got...)
+	return f.shutdowns, f.reloads, append([]api.Check(nil), f.got...)
 }
 
 func jsonDecoder(s string) *json.Decoder {
@@ -156,7 +156,7 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: api.Agent{PID: 77}}, nil)) }()
 	a, err := (&Client{SocketPath: path}).Status(context.Background())
 	if err != nil || a.PID != 77 {
 		t.Errorf("status after replacing a stale socket = %+v, %v", a, err)
@@ -171,7 +171,7 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 }
 
 func TestListenRefusesLiveAgent(t *testing.T) {
-	path := startAgent(t, &fakeBackend{agent: state.Agent{PID: 4242, Started: true}})
+	path := startAgent(t, &fakeBackend{agent: api.Agent{PID: 4242, Started: true}})
 	ln, err := Listen(context.Background(), path)
 	if err == nil {
 		ln.Close()
@@ -299,8 +299,8 @@ func TestClientNoDaemon(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	agent := state.Agent{Version: "1.0.0", PID: 31337, Started: true,
-		Plugins: []state.Plugin{{Name: "ip-conflict", Kind: "detector", State: state.Ready, PID: 99}}}
+	agent := api.Agent{Version: "1.0.0", PID: 31337, Started: true,
+		Plugins: []api.Plugin{{Name: "ip-conflict", Kind: "detector", State: api.Ready, PID: 99}}}
 	path := startAgent(t, &fakeBackend{agent: agent})
 	got, err := (&Client{SocketPath: path}).Status(context.Background())
 	if err != nil {
@@ -402,12 +402,12 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	resp := state.CheckResult{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []state.AddressResult{{
-		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: state.VerdictBlock,
-		Detectors: []state.DetectorResult{
+	resp := api.CheckResult{Verdict: api.VerdictBlock, DurationMs: 101.5, Addresses: []api.AddressResult{{
+		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: api.VerdictBlock,
+		Detectors: []api.DetectorResult{
 			{Name: "ip-conflict", Verdict: "block", Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0",
 				Evidence: map[string]string{"mac": "52:54:00:12:34:56"}, DurationMs: 0.02},
-			{Name: "gateway-detector", Verdict: state.VerdictSkip},
+			{Name: "gateway-detector", Verdict: api.VerdictSkip},
 		},
 	}}}
 	b := &fakeBackend{checkResp: resp}
@@ -423,7 +423,7 @@ func TestCheck(t *testing.T) {
 	if !reflect.DeepEqual(got, resp) {
 		t.Errorf("response = %+v, want %+v", got, resp)
 	}
-	want := state.Check{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []state.CheckAddress{
+	want := api.Check{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []api.CheckAddress{
 		{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")},
 		{Address: netip.MustParsePrefix("fd00::7/64")},
 	}}
@@ -600,21 +600,21 @@ func TestValidate(t *testing.T) {
 	tests := []struct {
 		name string
 		req  CheckRequest
-		want state.Check
+		want api.Check
 	}{
 		{"IPv4 with gateway", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/24", Gateway: "10.0.0.1"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
 		{"IPv6 without gateway, netns by proc path", CheckRequest{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []AddressRequest{{Address: "fd00::7/64"}}},
-			state.Check{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
+			api.Check{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
 		{"gateway outside the prefix is allowed (on-link routes)", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/32", Gateway: "169.254.1.1"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
 		{"15-byte interface with a dot", CheckRequest{Interface: "enp0s31f6.10000", Addresses: []AddressRequest{{Address: "192.168.1.5/24"}}},
-			state.Check{Interface: "enp0s31f6.10000", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
+			api.Check{Interface: "enp0s31f6.10000", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
 		// Point-to-point prefixes have no network or broadcast address.
 		{"/31 and /127 ends", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.0/31"}, {Address: "10.0.0.3/31"}, {Address: "fd00::/127"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
 		{"IPv6 last address is a host", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "fd00::ffff:ffff:ffff:ffff/64"}, {Address: "10.0.0.254/24"}, {Address: "10.0.1.0/23"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
 	}
 	for _, tt := range tests {
 		got, err := tt.req.Validate()

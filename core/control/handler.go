@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type handler struct {
@@ -71,7 +71,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		a.PID = os.Getpid()
 	}
 	if a.Plugins == nil {
-		a.Plugins = []state.Plugin{}
+		a.Plugins = []api.Plugin{}
 	}
 	writeJSON(w, http.StatusOK, a)
 }

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 // FieldError is a malformed request, naming the field at fault in the
@@ -44,28 +44,28 @@ func fieldErr(field, format string, args ...any) *FieldError {
 //     anycast) or IPv4 broadcast address, not given twice;
 //   - gateway: empty, or an IP of its address's family that is not the
 //     address itself.
-func (r CheckRequest) Validate() (state.Check, error) {
+func (r CheckRequest) Validate() (api.Check, error) {
 	if err := validInterface(r.Interface); err != nil {
-		return state.Check{}, err
+		return api.Check{}, err
 	}
 	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || strings.ContainsRune(r.Netns, 0)) {
-		return state.Check{}, fieldErr("netns", "%s must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", input.Quote(r.Netns))
+		return api.Check{}, fieldErr("netns", "%s must be an absolute path such as /var/run/netns/NAME or /proc/PID/ns/net", input.Quote(r.Netns))
 	}
 	switch n := len(r.Addresses); {
 	case n == 0:
-		return state.Check{}, fieldErr("addresses", "at least one address is required")
+		return api.Check{}, fieldErr("addresses", "at least one address is required")
 	case n > MaxAddresses:
-		return state.Check{}, fieldErr("addresses", "%d addresses: at most %d per check", n, MaxAddresses)
+		return api.Check{}, fieldErr("addresses", "%d addresses: at most %d per check", n, MaxAddresses)
 	}
-	out := state.Check{Interface: r.Interface, Netns: r.Netns, Addresses: make([]state.CheckAddress, 0, len(r.Addresses))}
+	out := api.Check{Interface: r.Interface, Netns: r.Netns, Addresses: make([]api.CheckAddress, 0, len(r.Addresses))}
 	seen := make(map[netip.Addr]int, len(r.Addresses))
 	for i, a := range r.Addresses {
 		v, err := a.validate(fmt.Sprintf("addresses[%d]", i))
 		if err != nil {
-			return state.Check{}, err
+			return api.Check{}, err
 		}
 		if j, dup := seen[v.Address.Addr()]; dup {
-			return state.Check{}, fieldErr(fmt.Sprintf("addresses[%d].address", i), "%s is already addresses[%d]", v.Address.Addr(), j)
+			return api.Check{}, fieldErr(fmt.Sprintf("addresses[%d].address", i), "%s is already addresses[%d]", v.Address.Addr(), j)
 		}
 		seen[v.Address.Addr()] = i
 		out.Addresses = append(out.Addresses, v)
@@ -92,10 +92,10 @@ func validInterface(name string) error {
 	return nil
 }
 
-func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
+func (a AddressRequest) validate(prefix string) (api.CheckAddress, error) {
 	field := prefix + ".address"
 	if a.Address == "" {
-		return state.CheckAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
+		return api.CheckAddress{}, fieldErr(field, "an address is required, as a CIDR such as 10.0.0.7/24")
 	}
 	if i := strings.IndexByte(a.Address, '%'); i >= 0 {
 		// netip.ParseAddr would take "eth0/64" in fe80::1%eth0/64 for the
@@ -104,7 +104,7 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 		if j := strings.IndexByte(a.Address[i:], '/'); j >= 0 {
 			bare += a.Address[i+j:]
 		}
-		return state.CheckAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %s", input.Quote(a.Address), input.Quote(bare))
+		return api.CheckAddress{}, fieldErr(field, "%q carries a zone (%%...): the interface is the request's interface field; give the address without it, e.g. %s", input.Quote(a.Address), input.Quote(bare))
 	}
 	p, err := netip.ParsePrefix(a.Address)
 	if err != nil {
@@ -113,17 +113,17 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 			if ip.Is6() {
 				example = "/64"
 			}
-			return state.CheckAddress{}, fieldErr(field, "%s has no prefix length: give a CIDR such as %s%s", input.Quote(a.Address), a.Address, example)
+			return api.CheckAddress{}, fieldErr(field, "%s has no prefix length: give a CIDR such as %s%s", input.Quote(a.Address), a.Address, example)
 		}
-		return state.CheckAddress{}, fieldErr(field, "%s is not a CIDR: %s", input.Quote(a.Address), input.CutError(err, a.Address))
+		return api.CheckAddress{}, fieldErr(field, "%s is not a CIDR: %s", input.Quote(a.Address), input.CutError(err, a.Address))
 	}
 	if why := unusable(p.Addr()); why != "" {
-		return state.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
+		return api.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p.Addr(), why)
 	}
 	if why := notAHost(p); why != "" {
-		return state.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p, why)
+		return api.CheckAddress{}, fieldErr(field, "%s cannot be a workload's address: %s", p, why)
 	}
-	v := state.CheckAddress{Address: p}
+	v := api.CheckAddress{Address: p}
 	if a.Gateway == "" {
 		return v, nil
 	}
@@ -132,20 +132,20 @@ func (a AddressRequest) validate(prefix string) (state.CheckAddress, error) {
 	gw, err := netip.ParseAddr(a.Gateway)
 	switch {
 	case err != nil && strings.Contains(a.Gateway, "/"):
-		return state.CheckAddress{}, fieldErr(field, "%s must be an IP address, not a CIDR", input.Quote(a.Gateway))
+		return api.CheckAddress{}, fieldErr(field, "%s must be an IP address, not a CIDR", input.Quote(a.Gateway))
 	case err != nil:
-		return state.CheckAddress{}, fieldErr(field, "%s is not an IP address: %s", input.Quote(a.Gateway), input.CutError(err, a.Gateway))
+		return api.CheckAddress{}, fieldErr(field, "%s is not an IP address: %s", input.Quote(a.Gateway), input.CutError(err, a.Gateway))
 	case gw.Zone() != "":
-		return state.CheckAddress{}, fieldErr(field, "%s must not carry a zone: the gateway is on the checked interface", input.Quote(a.Gateway))
+		return api.CheckAddress{}, fieldErr(field, "%s must not carry a zone: the gateway is on the checked interface", input.Quote(a.Gateway))
 	}
 	if why := unusable(gw); why != "" {
-		return state.CheckAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
+		return api.CheckAddress{}, fieldErr(field, "%s cannot be a gateway: %s", gw, why)
 	}
 	if gw.Is4() != p.Addr().Is4() {
-		return state.CheckAddress{}, fieldErr(field, "gateway %s is %s but address %s is %s", gw, family(gw), p.Addr(), family(p.Addr()))
+		return api.CheckAddress{}, fieldErr(field, "gateway %s is %s but address %s is %s", gw, family(gw), p.Addr(), family(p.Addr()))
 	}
 	if gw == p.Addr() {
-		return state.CheckAddress{}, fieldErr(field, "gateway %s is the address itself", gw)
+		return api.CheckAddress{}, fieldErr(field, "gateway %s is the address itself", gw)
 	}
 	v.Gateway = gw
 	return v, nil

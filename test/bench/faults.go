@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -99,7 +99,7 @@ type result struct {
 }
 
 // classify compares an answer with what the request deserves.
-func classify(k loadKind, resp state.CheckResult, code int, err error) (string, string) {
+func classify(k loadKind, resp api.CheckResult, code int, err error) (string, string) {
 	if err != nil || code != 200 {
 		return outError, fmt.Sprintf("%d %v", code, err)
 	}
@@ -118,7 +118,7 @@ func classify(k loadKind, resp state.CheckResult, code int, err error) (string, 
 		case a.Verdict == "pass" && k.want[i] == "block":
 			o = outWrong
 			for _, d := range a.Detectors {
-				if d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
+				if d.Verdict == api.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 					o = outFailOpen
 				}
 			}
@@ -442,7 +442,7 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 			for _, ad := range resp.Addresses {
 				v := string(ad.Verdict)
 				for _, d := range ad.Detectors {
-					if v == "pass" && d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
+					if v == "pass" && d.Verdict == api.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 						v = "fail-open pass"
 					}
 				}
@@ -857,7 +857,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	errVerdicts := 0
 	for _, v := range valid {
 		code, body, err := a.rawRequest("POST", "/v1/check", "application/json", []byte(v.body))
-		var resp state.CheckResult
+		var resp api.CheckResult
 		if err == nil && code == 200 && json.Unmarshal(body, &resp) == nil && len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "error" {
 			if *verbose {
 				progress("api %q: %.300s", v.name, body)
@@ -1002,7 +1002,7 @@ func badFrames(s *scope, l *lab, evilHost *netlab.Host, a *agent, out io.Writer)
 		frame := c.build(evil.mac, cand)
 		before := seen.count(len(frame))
 		done := make(chan struct{})
-		var resp state.CheckResult
+		var resp api.CheckResult
 		var code int
 		var err error
 		go func() {

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -148,7 +148,7 @@ func (t Tally) String() string {
 }
 
 // Checker sends one request; *control.Client's Check fits.
-type Checker func(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error)
+type Checker func(ctx context.Context, req control.CheckRequest) (api.CheckResult, int, error)
 
 // Run sends the requests all at once, each with its own timeout, and tallies
 // the answers.
@@ -176,7 +176,7 @@ func Run(check Checker, reqs []Request, timeout time.Duration) Tally {
 }
 
 // Judge tallies one answer against what its request deserves.
-func Judge(r Request, resp state.CheckResult, code int, err error) Tally {
+func Judge(r Request, resp api.CheckResult, code int, err error) Tally {
 	t := Tally{Addresses: len(r.Want), Requests: 1, ErrorReasons: map[string]int{}}
 	if err != nil || code != 200 {
 		t.Errors = len(r.Want)

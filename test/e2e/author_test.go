@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -130,7 +130,7 @@ plugin "mtu-guard" {
 	if st.ConfigGeneration != 1 {
 		t.Errorf("agent config generation %d after refused reloads, want 1", st.ConfigGeneration)
 	}
-	if p := pluginState(t, a, "mtu-guard"); p.PID != first.PID || p.ConfigGeneration != 1 || p.State != state.Ready {
+	if p := pluginState(t, a, "mtu-guard"); p.PID != first.PID || p.ConfigGeneration != 1 || p.State != api.Ready {
 		t.Errorf("after refused reloads: %+v, want the same process on generation 1", p)
 	}
 
@@ -140,7 +140,7 @@ plugin "mtu-guard" {
 	}
 	netlab.WaitFor(t, "mtu-guard restarted", func() (bool, error) {
 		p := pluginState(t, a, "mtu-guard")
-		return p.PID != 0 && p.PID != first.PID && p.State == state.Ready, nil
+		return p.PID != 0 && p.PID != first.PID && p.State == api.Ready, nil
 	})
 	if v := verdict(); v != "pass" {
 		t.Errorf("after kill -9: %s, want pass on the running config", v)

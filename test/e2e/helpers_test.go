@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-func status(t *testing.T, a *agenttest.Agent) state.Agent {
+func status(t *testing.T, a *agenttest.Agent) api.Agent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -22,7 +22,7 @@ func status(t *testing.T, a *agenttest.Agent) state.Agent {
 	return st
 }
 
-func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
+func pluginState(t *testing.T, a *agenttest.Agent, name string) api.Plugin {
 	t.Helper()
 	for _, p := range status(t, a).Plugins {
 		if p.Name == name {
@@ -30,12 +30,12 @@ func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
 		}
 	}
 	t.Fatalf("no plugin %q", name)
-	return state.Plugin{}
+	return api.Plugin{}
 }
 
 // checkVia asks the agent to check addresses (CIDRs, optionally
 // "CIDR via GATEWAY") on iface in the agent's own namespace.
-func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) state.CheckResult {
+func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) api.CheckResult {
 	t.Helper()
 	req := control.CheckRequest{Interface: iface}
 	for _, s := range addrs {

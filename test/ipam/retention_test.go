@@ -13,7 +13,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
@@ -76,7 +75,7 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 		if code != 0 {
 			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
 		}
-		var st state.Agent
+		var st api.Agent
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			return false, fmt.Errorf("status --json: %v\n%s", err, out)
 		}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -184,7 +183,7 @@ func TestWatchConflict(t *testing.T) {
 		t.Errorf("ipam conflicts lacks the NA conflict:\n%s", out)
 	}
 	out, errOut, code = a.CLI("status", "--json", "--socket", a.Socket)
-	var st state.Agent
+	var st api.Agent
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
 		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
 	}
@@ -280,7 +279,7 @@ func TestWatchConflict(t *testing.T) {
 func (a *ipamAgent) watchStatus(t *testing.T) api.ConflictStatus {
 	t.Helper()
 	out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-	var st state.Agent
+	var st api.Agent
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.IPAM == nil || st.IPAM.Conflicts == nil {
 		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
 	}

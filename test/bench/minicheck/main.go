@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 func main() {
@@ -29,7 +29,7 @@ func main() {
 	switch {
 	case err != nil:
 		os.Exit(2)
-	case resp.Verdict == state.VerdictPass:
+	case resp.Verdict == api.VerdictPass:
 		os.Exit(0)
 	case len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "block":
 		os.Exit(1)

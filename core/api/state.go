@@ -1,14 +1,14 @@
-// Package state holds the agent's view of itself and its plugins as plain
-// values: what the health endpoints, the control API, `status` and metrics
-// all render. It has no behaviour, so every surface can depend on it.
-package state
+package api
+
+// The agent's view of itself and its plugins, and a check's request and
+// answer, as plain values: what the health endpoints, the control API,
+// `status` and metrics all render. No behaviour, so every surface (and the
+// CNI plugin) can depend on them.
 
 import (
 	"encoding/json"
 	"net/netip"
 	"time"
-
-	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Failure policies of a detector plugin (its failure_policy, Plugin.Policy):
@@ -145,7 +145,7 @@ type Agent struct {
 	// user can reach it (see gopsagent). Empty when it is off.
 	Gops string `json:"gops,omitempty"`
 	// IPAM is the IPAM service's state; nil from a backend without one.
-	IPAM *api.Status `json:"ipam,omitempty"`
+	IPAM *Status `json:"ipam,omitempty"`
 	// ControlSocket says whether the control socket answers the agent's
 	// own status requests over the real socket; nil from a backend that
 	// does not ask.
