@@ -433,7 +433,7 @@ func (a *Agent) Live(context.Context) error {
 // selfProbeInterval, as the CLI would, and records when it last answered
 // for Live. One request a second, whatever the number of liveness probes.
 func (a *Agent) selfProbe(ctx context.Context, socket string) {
-	c := control.Client{SocketPath: socket}
+	c := api.Client{SocketPath: socket}
 	t := time.NewTicker(selfProbeInterval)
 	defer t.Stop()
 	for {
@@ -578,9 +578,9 @@ func loadBounded(ctx context.Context, opts config.LoadOptions, timeout time.Dura
 // controlWriteTimeout is the control API's write timeout: longer than the
 // longest request it serves - a check (bounded by its slowest plugin), a
 // reload (bounded by shutdown_timeout) or a CPU profile
-// (control.MaxProfileDuration) - plus room for a loaded machine.
+// (api.MaxProfileDuration) - plus room for a loaded machine.
 func controlWriteTimeout(cfg *config.Config) time.Duration {
-	longest := max(cfg.ShutdownTimeout+reloadLoadTimeout, control.MaxProfileDuration)
+	longest := max(cfg.ShutdownTimeout+reloadLoadTimeout, api.MaxProfileDuration)
 	for _, p := range cfg.Plugins {
 		longest = max(longest, p.Timeout)
 	}

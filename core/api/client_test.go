@@ -256,3 +256,11 @@ func TestClientNotRunning(t *testing.T) {
 		t.Errorf("a regular file: %v", err)
 	}
 }
+
+// The zero Client calls the one default socket, where the daemon listens
+// unless configured otherwise.
+func TestZeroClientUsesDefaultSocket(t *testing.T) {
+	if got := (&Client{}).path(); got != DefaultSocketPath {
+		t.Errorf("the zero Client calls %s, not %s", got, DefaultSocketPath)
+	}
+}

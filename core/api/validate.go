@@ -24,13 +24,20 @@ const (
 	MaxSkipReason  = 256
 )
 
-// FieldError is a malformed request field.
+// FieldError is a malformed request, naming the field at fault in the
+// JSON document ("interface", "addresses[1].gateway", "pools[0]"); Field
+// is empty when the document as a whole is at fault.
 type FieldError struct {
 	Field string
 	Msg   string
 }
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Msg
+	}
+	return e.Field + ": " + e.Msg
+}
 
 func fieldErr(field, format string, a ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}

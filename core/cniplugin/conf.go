@@ -19,9 +19,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 )
 
-// DefaultSocketPath is the agent's default control socket.
-const DefaultSocketPath = api.DefaultSocketPath
-
 // MaxNetconfBytes bounds the network configuration read from stdin. A
 // conflist with a prevResult of a few addresses is a few KiB.
 const MaxNetconfBytes = 1 << 20
@@ -318,10 +315,10 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 	if seen["socket"] {
 		s := ic.Socket
 		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 107 {
-			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), DefaultSocketPath)
+			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), api.DefaultSocketPath)
 		}
 	} else {
-		ic.Socket = DefaultSocketPath
+		ic.Socket = api.DefaultSocketPath
 	}
 	ic.AgentWait = DefaultAgentWait
 	if seen["agent_wait"] {

@@ -21,9 +21,9 @@ func TestParseNetConf(t *testing.T) {
 		pools      []string
 		socket     string
 	}{
-		{"pools", wrap(`{"type":"spiderpool","pools":["v4","v6"]}`), []string{"v4", "v6"}, DefaultSocketPath},
-		{"by family", wrap(`{"type":"spiderpool","ipv6_pool":"v6","ipv4_pool":"v4"}`), []string{"v4", "v6"}, DefaultSocketPath},
-		{"v6 only", wrap(`{"type":"spiderpool","ipv6_pool":"v6"}`), []string{"v6"}, DefaultSocketPath},
+		{"pools", wrap(`{"type":"spiderpool","pools":["v4","v6"]}`), []string{"v4", "v6"}, api.DefaultSocketPath},
+		{"by family", wrap(`{"type":"spiderpool","ipv6_pool":"v6","ipv4_pool":"v4"}`), []string{"v4", "v6"}, api.DefaultSocketPath},
+		{"v6 only", wrap(`{"type":"spiderpool","ipv6_pool":"v6"}`), []string{"v6"}, api.DefaultSocketPath},
 		{"socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"/run/x/s.sock"}`), []string{"a"}, "/run/x/s.sock"},
 	}
 	nc, err := ParseNetConf([]byte(wrap(`{"type":"spiderpool","pools":["a"]}`)))
@@ -187,6 +187,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	allowed := []string{
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
+		"github.com/spiderpool-agent/spiderpool-agent/core/api",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only

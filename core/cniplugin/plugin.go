@@ -135,7 +135,7 @@ func Main() {
 		}()
 		os.Stdin = r
 	}
-	about := fmt.Sprintf("CNI IPAM plugin spiderpool %s: addresses from the spiderpool-agent on this node (%s by default)", Version, DefaultSocketPath)
+	about := fmt.Sprintf("CNI IPAM plugin spiderpool %s: addresses from the spiderpool-agent on this node (%s by default)", Version, api.DefaultSocketPath)
 	skel.PluginMainFuncs(New().Funcs(), version.PluginSupports(SupportedVersions...), about)
 }
 

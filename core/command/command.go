@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/version"
 )
 
@@ -130,7 +130,7 @@ func socketDefault(env Env) string {
 	if v, ok := env.Lookup("SPIDERPOOL_SOCKET_PATH"); ok && v != "" {
 		return v
 	}
-	return config.DefaultSocketPath
+	return api.DefaultSocketPath
 }
 
 func helpText(usage, body string, fs *flag.FlagSet) string {

@@ -224,7 +224,7 @@ func TestClientTrustsADynamicUserOnlyInARootGivenDirectory(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err = (&control.Client{SocketPath: sock}).Status(ctx)
+			_, err = (&api.Client{SocketPath: sock}).Status(ctx)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("a DynamicUser agent in a root-given directory is not trusted: %v", err)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 )
 
 type statusCommand struct{ env Env }
@@ -38,7 +37,7 @@ func (c *statusCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: *socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: *socket}).Status(ctx)
 	if err != nil {
 		return fail(c.env, "%v", err)
 	}

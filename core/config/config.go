@@ -31,7 +31,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -72,7 +71,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 	DefaultPluginDir       = "/usr/lib/spiderpool/plugins"
-	DefaultSocketPath      = control.DefaultSocketPath
 	DefaultHealthPort      = 5710
 	DefaultGopsPort        = 5712
 	DefaultShutdownTimeout = 10 * time.Second
@@ -471,7 +469,7 @@ func Default() *Config {
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
 		PluginDir:       DefaultPluginDir,
-		SocketPath:      DefaultSocketPath,
+		SocketPath:      api.DefaultSocketPath,
 		HealthPort:      DefaultHealthPort,
 		GopsPort:        DefaultGopsPort,
 		EnableIPv4:      true,

@@ -212,7 +212,7 @@ func TestPrecedence(t *testing.T) {
 		value string
 	}
 	layers := []layer{
-		{KindDefault, DefaultSocketPath},
+		{KindDefault, api.DefaultSocketPath},
 		{KindConfYML, "/run/from-yml.sock"},
 		{KindFile, "/run/from-hcl.sock"},
 		{KindEnv, "/run/from-env.sock"},

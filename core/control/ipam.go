@@ -38,23 +38,6 @@ type CodedError interface {
 	IPAMSkipped() []api.SkippedIP
 }
 
-// ipamStatus maps an core/api code to an HTTP status.
-var ipamStatus = map[string]int{
-	api.CodeBadRequest:  http.StatusBadRequest,
-	api.CodeUnknownPool: http.StatusBadRequest,
-	api.CodeDisabled:    http.StatusConflict,
-	api.CodePoolFull:    http.StatusConflict,
-	api.CodeConflict:    http.StatusConflict,
-	api.CodeMismatch:    http.StatusConflict,
-	api.CodeGateway:     http.StatusUnprocessableEntity,
-	api.CodeBlocked:     http.StatusUnprocessableEntity,
-	api.CodeCheckFailed: http.StatusBadGateway,
-	api.CodeTryAgain:    http.StatusServiceUnavailable,
-	api.CodeNotReady:    http.StatusServiceUnavailable,
-	api.CodeNotFound:    http.StatusNotFound,
-	api.CodeInternal:    http.StatusInternalServerError,
-}
-
 // postIPAM routes POST path: the body, decoded and validated as a Req
 // (decodeIPAM), goes to call, whose answer answerIPAM writes.
 func postIPAM[Req any, PReq interface {
@@ -155,10 +138,10 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 // (input.Decode: one value, no unknown, repeated or wrong-case keys) and
 // validates it; on failure it has answered.
 func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interface{ Validate() error }) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		writeJSON(w, http.StatusRequestEntityTooLarge, api.ErrorBody{Code: api.CodeBadRequest, Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", MaxBodyBytes)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, api.ErrorBody{Code: api.CodeBadRequest, Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", api.MaxBodyBytes)})
 		return false
 	}
 	if err != nil {
@@ -217,10 +200,7 @@ func (h *handler) answerIPAM(w http.ResponseWriter, op string, v any, err error)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		body.Code = api.CodeTryAgain
 	}
-	code, ok := ipamStatus[body.Code]
-	if !ok {
-		code = http.StatusInternalServerError
-	}
+	code := api.StatusOf(body.Code)
 	if code >= 500 && code != http.StatusServiceUnavailable {
 		h.log.Warn("IPAM request failed", "op", op, "error", err)
 	}

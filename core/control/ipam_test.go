@@ -160,7 +160,7 @@ func TestIPAMBodiesRefuseRepeatedAndWrongCaseKeys(t *testing.T) {
 // One rule, one wording: the same defect in a check body and an IPAM body
 // gives the same message.
 func TestCheckAndIPAMBodiesShareTheRule(t *testing.T) {
-	chk := serveOnce(t, &fakeBackend{}, "POST", CheckPath, `{"interface":"eth0","interface":"eth1","addresses":[{"address":"10.0.0.7/24"}]}`)
+	chk := serveOnce(t, &fakeBackend{}, "POST", api.CheckPath, `{"interface":"eth0","interface":"eth1","addresses":[{"address":"10.0.0.7/24"}]}`)
 	alloc := serveOnce(t, &ipamFake{}, "POST", api.AllocatePath, `{"container_id":"c","interface":"eth0","interface":"eth1","pools":["a"]}`)
 	var a, b struct{ Error, Field string }
 	_ = json.Unmarshal(chk.Body.Bytes(), &a)
@@ -179,8 +179,8 @@ func TestIPAMErrorsEchoLongInputCut(t *testing.T) {
 		{"POST", api.ReleaseWorkloadPath, `{"workload":"` + long[:200] + `\u0001"}`},
 		{"POST", api.AllocatePath, `{"container_id":"c","interface":"eth0","netns":"/a/../` + long[:4000] + `","pools":["a"]}`},
 		{"GET", api.HistoryPath + "?address=" + long, ""},
-		{"POST", CheckPath, `{"interface":"eth0","netns":"rel/` + long + `","addresses":[{"address":"10.0.0.7/24"}]}`},
-		{"POST", CheckPath, `{"interface":"eth0","addresses":[{"address":"` + long + `"}]}`},
+		{"POST", api.CheckPath, `{"interface":"eth0","netns":"rel/` + long + `","addresses":[{"address":"10.0.0.7/24"}]}`},
+		{"POST", api.CheckPath, `{"interface":"eth0","addresses":[{"address":"` + long + `"}]}`},
 	} {
 		rec := serveOnce(t, &ipamFake{}, tc.method, tc.path, tc.body)
 		if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), " bytes, cut)") {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -227,7 +226,7 @@ func (a *agent) waitReady(timeout time.Duration) time.Duration {
 	return 0
 }
 
-func (a *agent) client() *control.Client { return &control.Client{SocketPath: a.Socket} }
+func (a *agent) client() *api.Client { return &api.Client{SocketPath: a.Socket} }
 
 // status returns the agent's state over the control socket.
 func (a *agent) status() (api.Agent, error) {
@@ -311,7 +310,7 @@ func (a *agent) goroutines() (int, error) {
 }
 
 // check is one call through the control socket.
-func (a *agent) check(ctx context.Context, req control.CheckRequest) (api.CheckResult, int, error) {
+func (a *agent) check(ctx context.Context, req api.CheckRequest) (api.CheckResult, int, error) {
 	return a.client().Check(ctx, req)
 }
 

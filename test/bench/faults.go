@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -78,7 +77,7 @@ func runFaults(s *scope, out io.Writer) {
 // loadKind is one request and the verdict each of its addresses deserves.
 type loadKind struct {
 	name string
-	req  control.CheckRequest
+	req  api.CheckRequest
 	want []string // per address: pass or block
 }
 
@@ -364,7 +363,7 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 		{"free IPv4", req1("10.0.0.71/24", ""), []string{"pass"}},
 		{"busy IPv4", req1(netlab.Busy4+"/24", ""), []string{"block"}},
 		{"free IPv6", req1("fd00::71/64", ""), []string{"pass"}},
-		{"dual stack", control.CheckRequest{Interface: "eth0", Addresses: []control.AddressRequest{{Address: "10.0.0.72/24", Gateway: netlab.GW4}, {Address: "fd00::72/64", Gateway: netlab.GW6}}}, []string{"pass", "pass"}},
+		{"dual stack", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.72/24", Gateway: netlab.GW4}, {Address: "fd00::72/64", Gateway: netlab.GW6}}}, []string{"pass", "pass"}},
 	}
 	g := startLoad(a, 32, kinds)
 	time.Sleep(time.Second)
@@ -425,7 +424,7 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 	// checkN sends req n times: latencies, address verdicts (a pass that a
 	// fail-open skip allowed counts as "fail-open pass"), and the first
 	// third-party detector's answer.
-	checkN := func(a *agent, n int, req control.CheckRequest) (sample, map[string]int, string) {
+	checkN := func(a *agent, n int, req api.CheckRequest) (sample, map[string]int, string) {
 		var lat sample
 		verdicts := map[string]int{}
 		reason := ""
@@ -816,7 +815,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	var notClear []string
 	for _, r := range corpus {
 		code, body, err := a.rawRequest(r.method, r.path, r.ctype, []byte(r.body))
-		var eb control.ErrorBody
+		var eb api.ErrorBody
 		jsonErr := json.Unmarshal(body, &eb)
 		ok := err == nil && code >= 400 && code < 500 && jsonErr == nil && eb.Error != "" && (r.want == 0 || code == r.want)
 		if code >= 500 {
@@ -837,7 +836,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	{
 		big := `{"interface":"eth0","x":"` + strings.Repeat("a", 2<<20) + `"}`
 		code, body := rawHTTP(a.Socket, fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
-		var eb control.ErrorBody
+		var eb api.ErrorBody
 		_ = json.Unmarshal(body, &eb)
 		corpusN++
 		if code == 413 && eb.Error != "" {

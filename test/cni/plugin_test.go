@@ -22,7 +22,6 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 )
 
 // execPlugin runs the spiderpool binary as a main plugin would, and returns
@@ -210,7 +209,7 @@ func TestPackagedConflists(t *testing.T) {
 		if mainType == "bridge" {
 			want = "bridge-v4"
 		}
-		if got := strings.Join(nc.IPAM.Pools, ","); got != want || nc.IPAM.Socket != cniplugin.DefaultSocketPath {
+		if got := strings.Join(nc.IPAM.Pools, ","); got != want || nc.IPAM.Socket != api.DefaultSocketPath {
 			t.Errorf("%s: pools %s, socket %s", file, got, nc.IPAM.Socket)
 		}
 	}
@@ -247,12 +246,5 @@ func TestConflistsAcceptedByDistributionPlugins(t *testing.T) {
 		if _, err := cni.ValidateNetworkList(ctx, newer); err == nil || !strings.Contains(err.Error(), "does not support config version") {
 			t.Errorf("%s at 1.1.0 with the plugins of %s: %v; want them to refuse it (which the README says)", file, distroCNI, err)
 		}
-	}
-}
-
-// TestDefaultSocketPath: the plugin's default is the agent's.
-func TestDefaultSocketPath(t *testing.T) {
-	if cniplugin.DefaultSocketPath != control.DefaultSocketPath {
-		t.Errorf("the plugin's default socket %s is not the agent's %s", cniplugin.DefaultSocketPath, control.DefaultSocketPath)
 	}
 }

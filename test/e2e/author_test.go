@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -93,8 +92,8 @@ plugin "mtu-guard" {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, control.CheckRequest{
-			Interface: "w0", Netns: "/var/run/netns/" + work, Addresses: []control.AddressRequest{{Address: "10.0.0.7/24"}},
+		resp, code, err := (&api.Client{SocketPath: a.Socket}).Check(ctx, api.CheckRequest{
+			Interface: "w0", Netns: "/var/run/netns/" + work, Addresses: []api.AddressRequest{{Address: "10.0.0.7/24"}},
 		})
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("check: %d %v", code, err)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -15,7 +14,7 @@ func status(t *testing.T, a *agenttest.Agent) api.Agent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: a.Socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: a.Socket}).Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -37,19 +36,19 @@ func pluginState(t *testing.T, a *agenttest.Agent, name string) api.Plugin {
 // "CIDR via GATEWAY") on iface in the agent's own namespace.
 func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) api.CheckResult {
 	t.Helper()
-	req := control.CheckRequest{Interface: iface}
+	req := api.CheckRequest{Interface: iface}
 	for _, s := range addrs {
-		var ar control.AddressRequest
+		var ar api.AddressRequest
 		if i := strings.Index(s, " via "); i >= 0 {
-			ar = control.AddressRequest{Address: s[:i], Gateway: s[i+5:]}
+			ar = api.AddressRequest{Address: s[:i], Gateway: s[i+5:]}
 		} else {
-			ar = control.AddressRequest{Address: s}
+			ar = api.AddressRequest{Address: s}
 		}
 		req.Addresses = append(req.Addresses, ar)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, req)
+	resp, code, err := (&api.Client{SocketPath: a.Socket}).Check(ctx, req)
 	if err != nil || code != 200 {
 		t.Fatalf("check %v: %d %v", addrs, code, err)
 	}

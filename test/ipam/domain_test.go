@@ -15,7 +15,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -102,7 +101,7 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 	if err := os.WriteFile(file, []byte(poolOvA+"\n"+poolOvB), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = (&control.Client{SocketPath: a.Socket}).Reload(c)
+	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
 	if err == nil {
 		t.Fatal("a reload adding an overlapping pool was accepted")
 	}
@@ -131,7 +130,7 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 	if err := os.WriteFile(file, []byte(poolOvA+"\n"+other), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&control.Client{SocketPath: a.Socket}).Reload(c); err != nil {
+	if err := (&api.Client{SocketPath: a.Socket}).Reload(c); err != nil {
 		t.Fatal(err)
 	}
 	if got := fillPool(t, a, "ovB"); len(got) != 40 {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -59,7 +58,7 @@ func watchLatency(a *ipamAgent) (stop func() latencies) {
 	out := make(chan latencies, 1)
 	go func() {
 		var l latencies
-		c := control.Client{SocketPath: a.Socket}
+		c := api.Client{SocketPath: a.Socket}
 		for {
 			select {
 			case <-done:
@@ -201,7 +200,7 @@ func IdleFlood(t *testing.T, socket string, n int) {
 func TestIdleConnectionsDelayNothing(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: fifoPool})
 	IdleFlood(t, a.Socket, 3000)
-	c := control.Client{SocketPath: a.Socket}
+	c := api.Client{SocketPath: a.Socket}
 	for round := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		start := time.Now()
@@ -239,7 +238,7 @@ func SaturateControl(t *testing.T, socket string, n int) (release func()) {
 			t.Fatalf("connection %d: %v", len(conns), err)
 		}
 		conns = append(conns, c)
-		if _, err := io.WriteString(c, "GET "+control.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET "+api.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
 			t.Fatalf("request %d: %v", len(conns), err)
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -479,7 +478,7 @@ pool "r" {
 	// Shrink away from the allocated address: refused, with the address
 	// (the control API's reload is what SIGHUP runs, with the answer).
 	write("pool \"r\" {\n  subnet = \"10.70.0.0/24\"\n  ranges = [\"10.70.0.20-10.70.0.29\"]\n  conflict_detection = false\n}\n")
-	err = (&control.Client{SocketPath: a.Socket}).Reload(c)
+	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
 	want := `shrinking pool "r" would orphan 1 live allocation(s): ` + att.Addresses[0].Address.Addr().String()
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "the running pools stay") {
 		t.Fatalf("reload: %v", err)

@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -159,7 +158,7 @@ func (a *credAgent) status(t *testing.T) api.Agent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: a.socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: a.socket}).Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
@@ -170,8 +169,8 @@ func (a *credAgent) check(t *testing.T, netns, addr, gw string) api.CheckResult 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req := control.CheckRequest{Interface: "eth0", Netns: netns, Addresses: []control.AddressRequest{{Address: addr, Gateway: gw}}}
-	resp, code, err := (&control.Client{SocketPath: a.socket}).Check(ctx, req)
+	req := api.CheckRequest{Interface: "eth0", Netns: netns, Addresses: []api.AddressRequest{{Address: addr, Gateway: gw}}}
+	resp, code, err := (&api.Client{SocketPath: a.socket}).Check(ctx, req)
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("check %s via %s in %s: %d %v", addr, gw, netns, code, err)
 	}
