@@ -45,7 +45,7 @@ func (d detectorsFor) Detectors() []supervisor.Detector {
 	return out
 }
 
-func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.CheckResult, error) {
+func (c ipamChecker) Check(ctx context.Context, req api.Check) ([]ipam.CheckResult, error) {
 	a := c.a
 	if !a.started.Load() {
 		return nil, fmt.Errorf("%w: spiderpool-agent is still starting; try again", ipam.ErrNotReady)
@@ -53,10 +53,8 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 	if a.stopping.Load() {
 		return nil, fmt.Errorf("%w: spiderpool-agent is stopping; try again", ipam.ErrNotReady)
 	}
-	vc := api.Check{Interface: req.Interface, Netns: req.Netns}
 	asked := map[string]bool{}
 	for _, ad := range req.Addresses {
-		vc.Addresses = append(vc.Addresses, api.CheckAddress{Address: ad.Address, Gateway: ad.Gateway})
 		asked[api.DetectionConflict] = asked[api.DetectionConflict] || ad.Conflict
 		asked[api.DetectionGateway] = asked[api.DetectionGateway] || ad.Gateway.IsValid()
 	}
@@ -78,7 +76,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 			return nil, fmt.Errorf("the pool asks for %s detection but plugin %q is not enabled", detection, plugin)
 		}
 	}
-	resp := check.Run(ctx, detectorsFor{inner: a.sup, hidden: hidden}, a.tel, vc)
+	resp := check.Run(ctx, detectorsFor{inner: a.sup, hidden: hidden}, a.tel, req)
 	out := make([]ipam.CheckResult, len(req.Addresses))
 	for i := range resp.Addresses {
 		out[i] = outcome(resp.Addresses[i])

@@ -192,9 +192,10 @@ const (
 	ControlSocketComponent = "control-socket"
 )
 
-// Check is what one check asks, parsed and validated (the control API's
-// CheckRequest after control.CheckRequest.Validate): the request core/check
-// runs, so the orchestrator never sees a malformed address.
+// Check is what one check asks, parsed and validated: a CheckRequest after
+// CheckRequest.Validate, or what IPAM asks of its Checker for candidate
+// addresses. It is the request core/check runs, so the orchestrator never
+// sees a malformed address.
 type Check struct {
 	Interface string
 	Netns     string
@@ -206,6 +207,10 @@ type CheckAddress struct {
 	Address netip.Prefix
 	// Gateway is the zero netip.Addr (IsValid false) when none was given.
 	Gateway netip.Addr
+	// Conflict asks for conflict detection on Address: IPAM sets it when
+	// the address's pool enables it. A POST /v1/check runs every detector
+	// and leaves it unset.
+	Conflict bool
 }
 
 // CheckResult is what core/check concludes for a Check, and the body of a

@@ -861,7 +861,7 @@ func (a *allocation) vet(ctx context.Context) error {
 		defer restore()
 	}
 	for len(pending) > 0 {
-		var creq CheckRequest
+		var creq api.Check
 		creq.Netns, creq.Interface = a.req.Netns, a.req.Interface
 		var order []*Pool
 		for _, p := range a.pools {
@@ -869,7 +869,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				continue
 			}
 			ip := a.addressOf(p.Name)
-			ca := CheckAddress{Address: ip.Address, Conflict: a.detects(p, api.DetectionConflict)}
+			ca := api.CheckAddress{Address: ip.Address, Conflict: a.detects(p, api.DetectionConflict)}
 			if a.detects(p, api.DetectionGateway) {
 				ca.Gateway = p.Gateway
 			}

@@ -27,7 +27,7 @@ type tableChecker struct {
 	calls    int
 }
 
-func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult, error) {
+func (c *tableChecker) Check(_ context.Context, req api.Check) ([]CheckResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
@@ -400,13 +400,13 @@ func TestCheckerNotReadyIsRetryable(t *testing.T) {
 
 type notReady struct{}
 
-func (notReady) Check(context.Context, CheckRequest) ([]CheckResult, error) {
+func (notReady) Check(context.Context, api.Check) ([]CheckResult, error) {
 	return nil, fmt.Errorf("%w: still starting", ErrNotReady)
 }
 
 type errChecker struct{}
 
-func (errChecker) Check(context.Context, CheckRequest) ([]CheckResult, error) {
+func (errChecker) Check(context.Context, api.Check) ([]CheckResult, error) {
 	return nil, errors.New("ip-conflict is not ready")
 }
 

@@ -18,7 +18,7 @@ type kindChecker struct {
 	calls    int
 }
 
-func (c *kindChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult, error) {
+func (c *kindChecker) Check(_ context.Context, req api.Check) ([]CheckResult, error) {
 	c.calls++
 	out := make([]CheckResult, len(req.Addresses))
 	for i, a := range req.Addresses {
