@@ -149,17 +149,10 @@ func mainPluginSkips(mp mainPlugin) []api.DetectionSkip {
 	return nil
 }
 
-// ConfError is a malformed network configuration: Field names where, as a
-// JSON path ("ipam.pools[1]").
-type ConfError struct {
-	Field string
-	Msg   string
-}
-
-func (e *ConfError) Error() string { return e.Field + ": " + e.Msg }
-
+// confErr is a malformed network configuration: an *input.FieldError
+// whose Field names where, as a JSON path ("ipam.pools[1]").
 func confErr(field, format string, a ...any) error {
-	return &ConfError{Field: field, Msg: fmt.Sprintf(format, a...)}
+	return &input.FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
 }
 
 // ParseNetConf decodes and checks a network configuration.

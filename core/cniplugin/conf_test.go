@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 )
 
@@ -89,9 +90,9 @@ func TestParseNetConf(t *testing.T) {
 	}
 	for _, tc := range bad {
 		_, err := ParseNetConf([]byte(tc.conf))
-		var ce *ConfError
+		var ce *input.FieldError
 		if !errors.As(err, &ce) {
-			t.Errorf("%s: err = %v, want a *ConfError", tc.name, err)
+			t.Errorf("%s: err = %v, want an *input.FieldError", tc.name, err)
 			continue
 		}
 		if ce.Field != tc.field || !strings.Contains(ce.Msg, tc.msg) || len(err.Error()) > 1024 {
@@ -145,7 +146,7 @@ func TestWorkload(t *testing.T) {
 		}
 	}
 	for _, args := range []string{"K8S_POD_NAME", "=x", "SPIDERPOOL_WORKLOAD=a\x01b"} {
-		var ce *ConfError
+		var ce *input.FieldError
 		if _, err := Workload(args); !errors.As(err, &ce) || ce.Field != "CNI_ARGS" {
 			t.Errorf("Workload(%q): err %v, want a CNI_ARGS error", args, err)
 		}

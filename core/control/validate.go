@@ -3,7 +3,6 @@ package control
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -73,10 +72,5 @@ func decodeField(raw json.RawMessage, dst any, field string) error {
 // strict rule for input (input.Decode, which the IPAM routes apply too);
 // errors name fields under prefix.
 func strictDecode(data []byte, dst any, prefix string) error {
-	err := input.Decode(data, dst, input.Options{Prefix: prefix})
-	var fe *input.FieldError
-	if errors.As(err, &fe) {
-		return &api.FieldError{Field: fe.Field, Msg: fe.Msg}
-	}
-	return err
+	return input.Decode(data, dst, input.Options{Prefix: prefix})
 }
