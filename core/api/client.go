@@ -54,9 +54,11 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.ErrorBody.Error }
 
-// TryAgain reports whether the caller may retry later (CNI error 11).
+// TryAgain reports whether the caller may retry later (CNI error 11): a
+// 503, or a code that StatusOf answers with 503 (try_again, not_ready)
+// whatever status carried it.
 func (e *APIError) TryAgain() bool {
-	return e.Code == CodeTryAgain || e.Code == CodeNotReady || e.Status == statusServiceUnavailable
+	return e.Status == statusServiceUnavailable || e.Code != "" && StatusOf(e.Code) == statusServiceUnavailable
 }
 
 func (c *Client) path() string {
