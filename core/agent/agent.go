@@ -25,16 +25,15 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/gopsagent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/logging"
 	"github.com/spiderpool-agent/spiderpool-agent/core/sdnotify"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 	"github.com/spiderpool-agent/spiderpool-agent/core/version"
@@ -98,8 +97,8 @@ func controlLimits(cfg *config.Config) httpserve.Limits {
 }
 
 // controlBusyBody answers a connection beyond the control socket's limit,
-// in both the control API's and the IPAM API's words (ipamapi.ErrorBody).
-var controlBusyBody = []byte(`{"error":"spiderpool-agent is serving as many control requests as it takes at once; try again","code":"` + ipamapi.CodeTryAgain + `"}` + "\n")
+// in both the control API's and the IPAM API's words (api.ErrorBody).
+var controlBusyBody = []byte(`{"error":"spiderpool-agent is serving as many control requests as it takes at once; try again","code":"` + api.CodeTryAgain + `"}` + "\n")
 
 // metricsLimits: a scrape is one small request and a larger answer.
 func metricsLimits() httpserve.Limits { return httpserve.Limits{MaxConns: 64} }
@@ -381,19 +380,19 @@ func (a *Agent) loop(ctx context.Context, signals chan os.Signal, startDone chan
 // "3 plugins: 2 ready, 1 degraded (sysctl-tuner)".
 func (a *Agent) statusLine() string {
 	plugins := a.sup.Snapshot()
-	by := map[state.PluginState][]string{}
+	by := map[api.PluginState][]string{}
 	for _, p := range plugins {
 		by[p.State] = append(by[p.State], p.Name)
 	}
 	var parts []string
-	for _, st := range state.AllPluginStates {
+	for _, st := range api.AllPluginStates {
 		names := by[st]
 		if len(names) == 0 {
 			continue
 		}
 		sort.Strings(names)
 		part := fmt.Sprintf("%d %s", len(names), st)
-		if st != state.Ready {
+		if st != api.Ready {
 			part += " (" + strings.Join(names, ", ") + ")"
 		}
 		parts = append(parts, part)
@@ -409,7 +408,7 @@ func (a *Agent) pluginsChanged() {
 }
 
 // Snapshot implements health.Source.
-func (a *Agent) Snapshot() state.Agent { return a.Status(context.Background()) }
+func (a *Agent) Snapshot() api.Agent { return a.Status(context.Background()) }
 
 // Live implements health.Source: the main loop beat within staleBeat and
 // the control socket answered the agent's own status request (selfProbe)
@@ -434,7 +433,7 @@ func (a *Agent) Live(context.Context) error {
 // selfProbeInterval, as the CLI would, and records when it last answered
 // for Live. One request a second, whatever the number of liveness probes.
 func (a *Agent) selfProbe(ctx context.Context, socket string) {
-	c := control.Client{SocketPath: socket}
+	c := api.Client{SocketPath: socket}
 	t := time.NewTicker(selfProbeInterval)
 	defer t.Stop()
 	for {
@@ -455,13 +454,13 @@ func (a *Agent) selfProbe(ctx context.Context, socket string) {
 }
 
 // Status implements control.Backend.
-func (a *Agent) Status(context.Context) state.Agent {
-	var plugins []state.Plugin
+func (a *Agent) Status(context.Context) api.Agent {
+	var plugins []api.Plugin
 	if a.sup != nil {
 		plugins = a.sup.Snapshot()
 	}
 	loaded := a.loaded.Load()
-	return state.Agent{
+	return api.Agent{
 		Version: version.Version, PID: os.Getpid(), StartedAt: a.startedAt,
 		Started: a.started.Load(), ConfigGeneration: loaded.generation, ConfigLoadedAt: loaded.at, Plugins: plugins, Gops: a.gops,
 		IPAM: a.ipamStatus(context.Background()), ControlSocket: a.controlSocket(),
@@ -471,20 +470,20 @@ func (a *Agent) Status(context.Context) state.Agent {
 // controlSocket is the control socket's state for readiness, from the
 // self-probe's last answer (selfProbe): down when it has not answered for
 // unreadySelfProbe. Two timestamps, no lock.
-func (a *Agent) controlSocket() *state.Component {
+func (a *Agent) controlSocket() *api.Component {
 	last := a.probeOK.Load()
 	if last == 0 {
 		return nil // not serving yet
 	}
 	age := time.Since(time.Unix(0, last))
 	if age <= unreadySelfProbe {
-		return &state.Component{Up: true}
+		return &api.Component{Up: true}
 	}
 	why := "no answer"
 	if err := a.probeErr.Load(); err != nil {
 		why = (*err).Error()
 	}
-	return &state.Component{Error: fmt.Sprintf("the control socket has not answered the agent's own status request for %v: %s", age.Round(time.Millisecond), why)}
+	return &api.Component{Error: fmt.Sprintf("the control socket has not answered the agent's own status request for %v: %s", age.Round(time.Millisecond), why)}
 }
 
 // Shutdown implements control.Backend: it begins a graceful stop.
@@ -579,9 +578,9 @@ func loadBounded(ctx context.Context, opts config.LoadOptions, timeout time.Dura
 // controlWriteTimeout is the control API's write timeout: longer than the
 // longest request it serves - a check (bounded by its slowest plugin), a
 // reload (bounded by shutdown_timeout) or a CPU profile
-// (control.MaxProfileDuration) - plus room for a loaded machine.
+// (api.MaxProfileDuration) - plus room for a loaded machine.
 func controlWriteTimeout(cfg *config.Config) time.Duration {
-	longest := max(cfg.ShutdownTimeout+reloadLoadTimeout, control.MaxProfileDuration)
+	longest := max(cfg.ShutdownTimeout+reloadLoadTimeout, api.MaxProfileDuration)
 	for _, p := range cfg.Plugins {
 		longest = max(longest, p.Timeout)
 	}
@@ -625,12 +624,12 @@ func restartOnly(old, cfg *config.Config) []string {
 }
 
 // Check implements control.Backend.
-func (a *Agent) Check(ctx context.Context, req state.Check) (state.CheckResult, error) {
+func (a *Agent) Check(ctx context.Context, req api.Check) (api.CheckResult, error) {
 	if !a.started.Load() {
-		return state.CheckResult{}, fmt.Errorf("%w: still starting", control.ErrNotReady)
+		return api.CheckResult{}, fmt.Errorf("%w: still starting", control.ErrNotReady)
 	}
 	if a.stopping.Load() {
-		return state.CheckResult{}, fmt.Errorf("%w: stopping", control.ErrNotReady)
+		return api.CheckResult{}, fmt.Errorf("%w: stopping", control.ErrNotReady)
 	}
 	defer a.work.Begin()()
 	return check.Run(ctx, a.sup, a.tel, req), nil

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -41,9 +41,9 @@ func TestStatusDoesNotWaitForAReload(t *testing.T) {
 // An in-use block carries the MAC its detector saw answer, for the
 // quarantine record.
 func TestOutcomeCarriesTheRespondersMAC(t *testing.T) {
-	res := state.AddressResult{Detectors: []state.DetectorResult{
-		{Name: config.PluginGatewayDetector, Verdict: state.VerdictPass, Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:fe"}},
-		{Name: config.PluginIPConflict, Verdict: state.VerdictBlock, BlockKind: state.BlockInUse, Reason: "10.0.0.9 is in use by 02:00:00:00:00:10 on eth0",
+	res := api.AddressResult{Detectors: []api.DetectorResult{
+		{Name: config.PluginGatewayDetector, Verdict: api.VerdictPass, Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:fe"}},
+		{Name: config.PluginIPConflict, Verdict: api.VerdictBlock, BlockKind: api.BlockInUse, Reason: "10.0.0.9 is in use by 02:00:00:00:00:10 on eth0",
 			Evidence: map[string]string{sdk.EvidenceResponderMAC: "02:00:00:00:00:10"}},
 	}}
 	got := outcome(res)

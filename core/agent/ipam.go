@@ -10,11 +10,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 )
@@ -36,7 +36,7 @@ type ipamService struct {
 	spool      string // the CNI spool
 	log        hclog.Logger
 	dirty      atomic.Bool
-	usage      atomic.Pointer[[]ipamapi.PoolUsage] // last computed
+	usage      atomic.Pointer[[]api.PoolUsage] // last computed
 	stop       context.CancelFunc
 	done       chan struct{}
 	mu         sync.Mutex // serialises reloads
@@ -261,7 +261,7 @@ func (s *ipamService) reload(ctx context.Context, cfg *config.Config) error {
 }
 
 // poolUsage computes every pool's usage (and the gauges) and caches it.
-func (s *ipamService) poolUsage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
+func (s *ipamService) poolUsage(ctx context.Context) ([]api.PoolUsage, error) {
 	s.dirty.Store(false)
 	u, err := s.m.Usage(ctx)
 	if err != nil {
@@ -282,16 +282,16 @@ func (s *ipamService) failed() error {
 }
 
 // status is cheap when nothing changed: health and liveness ask often.
-func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
+func (s *ipamService) status(ctx context.Context) *api.Status {
 	w := s.m.Workloads()
-	st := &ipamapi.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w, Conflicts: s.watch.status()}
+	st := &api.Status{Enabled: true, Dir: s.dir, DBPath: s.dbPath, Workloads: &w, Conflicts: s.watch.status()}
 	if s.shared != nil {
 		st.Store = s.shared.status()
 	}
 	if err := s.failed(); err != nil {
 		// Readiness holds back (ipam-store) like a shared store that is
 		// down: no allocation is made on a file bbolt cannot read.
-		st.Store = &ipamapi.StoreStatus{Kind: ipam.StoreLocal, Node: s.node, Up: false, Error: err.Error()}
+		st.Store = &api.StoreStatus{Kind: ipam.StoreLocal, Node: s.node, Up: false, Error: err.Error()}
 		st.Error = err.Error()
 		return st
 	}
@@ -308,37 +308,37 @@ func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
 }
 
 // errIPAMOff answers IPAM calls when --ipam-config-dir was not given.
-var errIPAMOff = &ipam.Error{Code: ipamapi.CodeDisabled, Msg: "IPAM is off: start the agent with --ipam-config-dir (packaged: /etc/spiderpool/ipam.d)"}
+var errIPAMOff = &ipam.Error{Code: api.CodeDisabled, Msg: "IPAM is off: start the agent with --ipam-config-dir (packaged: /etc/spiderpool/ipam.d)"}
 
 func (a *Agent) ipamOn() (*ipam.IPAM, error) {
 	if a.ipam == nil {
 		return nil, errIPAMOff
 	}
 	if a.stopping.Load() {
-		return nil, &ipam.Error{Code: ipamapi.CodeNotReady, Msg: "spiderpool-agent is stopping; try again", Err: control.ErrNotReady}
+		return nil, &ipam.Error{Code: api.CodeNotReady, Msg: "spiderpool-agent is stopping; try again", Err: control.ErrNotReady}
 	}
 	if err := a.ipam.failed(); err != nil {
-		return nil, &ipam.Error{Code: ipamapi.CodeNotReady, Msg: err.Error(), Err: control.ErrNotReady}
+		return nil, &ipam.Error{Code: api.CodeNotReady, Msg: err.Error(), Err: control.ErrNotReady}
 	}
 	return a.ipam.m, nil
 }
 
-func (a *Agent) ipamStatus(ctx context.Context) *ipamapi.Status {
+func (a *Agent) ipamStatus(ctx context.Context) *api.Status {
 	if a.ipam == nil {
-		return &ipamapi.Status{Enabled: false, Reason: "no --ipam-config-dir given"}
+		return &api.Status{Enabled: false, Reason: "no --ipam-config-dir given"}
 	}
 	return a.ipam.status(ctx)
 }
 
 // IPAMAllocate implements control.IPAMBackend.
-func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (ipamapi.Attachment, error) {
+func (a *Agent) IPAMAllocate(ctx context.Context, req api.AllocateRequest) (api.Attachment, error) {
 	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.Attachment{}, err
+		return api.Attachment{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	var att ipamapi.Attachment
+	var att api.Attachment
 	err = rideOutage(ctx, a.ipam.outageWait, func(ctx context.Context) error {
 		if sh := a.ipam.shared; sh != nil {
 			if err := sh.usable(req.Pools); err != nil {
@@ -356,18 +356,18 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (
 }
 
 // IPAMRelease implements control.IPAMBackend.
-func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error) {
+func (a *Agent) IPAMRelease(ctx context.Context, req api.ReleaseRequest) (api.ReleaseResponse, error) {
 	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.ReleaseResponse{}, err
+		return api.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
 	defer a.ipam.watch.changed()
-	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
-	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
+	key := api.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
+	out := api.ReleaseResponse{Released: []api.Attachment{}}
 	var (
-		att      ipamapi.Attachment
+		att      api.Attachment
 		released bool
 	)
 	err = rideOutage(ctx, a.ipam.outageWait, func(ctx context.Context) error {
@@ -390,32 +390,32 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 }
 
 // IPAMReleaseWorkload implements control.IPAMBackend.
-func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (ipamapi.ReleaseResponse, error) {
+func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (api.ReleaseResponse, error) {
 	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.ReleaseResponse{}, err
+		return api.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
 	defer a.ipam.watch.changed()
 	list, err := m.ReleaseWorkload(ctx, workload)
 	if list == nil {
-		list = []ipamapi.Attachment{}
+		list = []api.Attachment{}
 	}
-	return ipamapi.ReleaseResponse{Released: list}, err
+	return api.ReleaseResponse{Released: list}, err
 }
 
 // IPAMGet implements control.IPAMBackend.
-func (a *Agent) IPAMGet(ctx context.Context, key ipamapi.AttachmentKey) (ipamapi.Attachment, bool, error) {
+func (a *Agent) IPAMGet(ctx context.Context, key api.AttachmentKey) (api.Attachment, bool, error) {
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.Attachment{}, false, err
+		return api.Attachment{}, false, err
 	}
 	return m.Get(ctx, key)
 }
 
 // IPAMList implements control.IPAMBackend.
-func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.Attachment, error) {
+func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]api.Attachment, error) {
 	m, err := a.ipamOn()
 	if err != nil {
 		return nil, err
@@ -424,30 +424,30 @@ func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.
 }
 
 // IPAMGC implements control.IPAMBackend.
-func (a *Agent) IPAMGC(ctx context.Context) (ipamapi.GCResult, error) {
+func (a *Agent) IPAMGC(ctx context.Context) (api.GCResult, error) {
 	defer a.work.Begin()()
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.GCResult{}, err
+		return api.GCResult{}, err
 	}
 	defer a.ipam.dirty.Store(true)
 	return m.GC(ctx)
 }
 
 // IPAMPools implements control.IPAMBackend.
-func (a *Agent) IPAMPools(ctx context.Context) ([]ipamapi.PoolUsage, error) {
+func (a *Agent) IPAMPools(ctx context.Context) ([]api.PoolUsage, error) {
 	if _, err := a.ipamOn(); err != nil {
 		return nil, err
 	}
 	u, err := a.ipam.poolUsage(ctx)
 	if u == nil {
-		u = []ipamapi.PoolUsage{}
+		u = []api.PoolUsage{}
 	}
 	return u, err
 }
 
 // IPAMHistory implements control.IPAMBackend.
-func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]ipamapi.HistoryRecord, error) {
+func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]api.HistoryRecord, error) {
 	m, err := a.ipamOn()
 	if err != nil {
 		return nil, err
@@ -459,30 +459,30 @@ func (a *Agent) IPAMHistory(ctx context.Context, workload string, addr netip.Add
 	if err != nil {
 		return nil, err
 	}
-	out := []ipamapi.HistoryRecord{}
+	out := []api.HistoryRecord{}
 	for _, h := range ep.History {
-		out = append(out, ipamapi.HistoryRecord{Workload: ep.Workload, HistoryEntry: h})
+		out = append(out, api.HistoryRecord{Workload: ep.Workload, HistoryEntry: h})
 	}
 	return out, nil
 }
 
 // IPAMBackup implements control.IPAMStoreBackend: a consistent copy of
 // the embedded store while allocations go on.
-func (a *Agent) IPAMBackup(ctx context.Context, req ipamapi.BackupRequest) (ipamapi.BackupResult, error) {
+func (a *Agent) IPAMBackup(ctx context.Context, req api.BackupRequest) (api.BackupResult, error) {
 	defer a.work.Begin()()
 	if _, err := a.ipamOn(); err != nil {
-		return ipamapi.BackupResult{}, err
+		return api.BackupResult{}, err
 	}
 	if a.ipam.bolt == nil {
-		return ipamapi.BackupResult{}, &ipam.Error{Code: ipamapi.CodeBadRequest, Msg: "the pools are in etcd: back up etcd itself (etcdctl snapshot save FILE, on an etcd member); ipam backup copies the embedded store (ipam.db_path)"}
+		return api.BackupResult{}, &ipam.Error{Code: api.CodeBadRequest, Msg: "the pools are in etcd: back up etcd itself (etcdctl snapshot save FILE, on an etcd member); ipam backup copies the embedded store (ipam.db_path)"}
 	}
 	start := time.Now()
 	info, err := a.ipam.bolt.Backup(ctx, req.Path, req.Force)
 	if err != nil {
-		return ipamapi.BackupResult{}, &ipam.Error{Code: ipamapi.CodeBadRequest, Msg: err.Error(), Err: err}
+		return api.BackupResult{}, &ipam.Error{Code: api.CodeBadRequest, Msg: err.Error(), Err: err}
 	}
 	a.log.Named("ipam").Info("store backed up", "file", info.Path, "bytes", info.Bytes, "revision", info.Revision)
-	return ipamapi.BackupResult{Path: info.Path, Store: a.ipam.dbPath, Bytes: info.Bytes, Revision: info.Revision,
+	return api.BackupResult{Path: info.Path, Store: a.ipam.dbPath, Bytes: info.Bytes, Revision: info.Revision,
 		DurationMs: float64(time.Since(start).Microseconds()) / 1000}, nil
 }
 
@@ -490,9 +490,9 @@ func (a *Agent) IPAMBackup(ctx context.Context, req ipamapi.BackupRequest) (ipam
 // ipam.Consistent on one snapshot of the embedded store; Consistent on
 // etcd (read key range by key range: an allocation committed meanwhile
 // can show as a problem that a second check no longer finds).
-func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
+func (a *Agent) IPAMCheck(ctx context.Context) (api.StoreCheckResult, error) {
 	if a.ipam == nil {
-		return ipamapi.CheckResult{}, errIPAMOff
+		return api.StoreCheckResult{}, errIPAMOff
 	}
 	start := time.Now()
 	if bs := a.ipam.bolt; bs != nil {
@@ -501,27 +501,27 @@ func (a *Agent) IPAMCheck(ctx context.Context) (ipamapi.CheckResult, error) {
 	}
 	all, err := a.ipam.store.List(ctx, "")
 	if err != nil {
-		return ipamapi.CheckResult{}, err
+		return api.StoreCheckResult{}, err
 	}
 	err = ipam.Consistent(ctx, a.ipam.store)
 	return ipam.CheckReport(ipam.StoreEtcd, len(all), err, time.Since(start))
 }
 
 // IPAMAddress implements control.IPAMBackend.
-func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error) {
+func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (api.AddressInfo, error) {
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.AddressInfo{}, err
+		return api.AddressInfo{}, err
 	}
 	recs, err := m.AddressState(ctx, addr)
 	if err != nil {
-		return ipamapi.AddressInfo{}, err
+		return api.AddressInfo{}, err
 	}
 	hist, err := m.WhoHad(ctx, addr)
 	if err != nil {
-		return ipamapi.AddressInfo{}, err
+		return api.AddressInfo{}, err
 	}
-	info := ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}
+	info := api.AddressInfo{Address: addr, Records: recs, History: hist}
 	for _, b := range a.ipam.watch.w.Busy() {
 		if b.Address == addr {
 			info.Busy = append(info.Busy, b)

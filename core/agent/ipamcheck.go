@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/check"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -46,7 +45,7 @@ func (d detectorsFor) Detectors() []supervisor.Detector {
 	return out
 }
 
-func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.CheckResult, error) {
+func (c ipamChecker) Check(ctx context.Context, req api.Check) ([]ipam.CheckResult, error) {
 	a := c.a
 	if !a.started.Load() {
 		return nil, fmt.Errorf("%w: spiderpool-agent is still starting; try again", ipam.ErrNotReady)
@@ -54,12 +53,10 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 	if a.stopping.Load() {
 		return nil, fmt.Errorf("%w: spiderpool-agent is stopping; try again", ipam.ErrNotReady)
 	}
-	vc := state.Check{Interface: req.Interface, Netns: req.Netns}
 	asked := map[string]bool{}
 	for _, ad := range req.Addresses {
-		vc.Addresses = append(vc.Addresses, state.CheckAddress{Address: ad.Address, Gateway: ad.Gateway})
-		asked[ipamapi.DetectionConflict] = asked[ipamapi.DetectionConflict] || ad.Conflict
-		asked[ipamapi.DetectionGateway] = asked[ipamapi.DetectionGateway] || ad.Gateway.IsValid()
+		asked[api.DetectionConflict] = asked[api.DetectionConflict] || ad.Conflict
+		asked[api.DetectionGateway] = asked[api.DetectionGateway] || ad.Gateway.IsValid()
 	}
 	// A pool that asks for a detection the agent does not run is never
 	// vetted silently.
@@ -68,7 +65,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 		have[det.Name] = true
 	}
 	hidden := map[string]bool{}
-	for _, detection := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+	for _, detection := range []string{api.DetectionConflict, api.DetectionGateway} {
 		plugin, ok := c.detectors[detection]
 		switch {
 		case !asked[detection]:
@@ -79,7 +76,7 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 			return nil, fmt.Errorf("the pool asks for %s detection but plugin %q is not enabled", detection, plugin)
 		}
 	}
-	resp := check.Run(ctx, detectorsFor{inner: a.sup, hidden: hidden}, a.tel, vc)
+	resp := check.Run(ctx, detectorsFor{inner: a.sup, hidden: hidden}, a.tel, req)
 	out := make([]ipam.CheckResult, len(req.Addresses))
 	for i := range resp.Addresses {
 		out[i] = outcome(resp.Addresses[i])
@@ -93,8 +90,8 @@ func (c ipamChecker) Check(ctx context.Context, req ipam.CheckRequest) ([]ipam.C
 // policy lets IPAM try the next candidate (in use: after quarantining
 // it). When several detectors block, the stronger meaning wins, in that
 // order. Each reason names its detector.
-func outcome(res state.AddressResult) ipam.CheckResult {
-	byKind := map[state.BlockKind][]string{}
+func outcome(res api.AddressResult) ipam.CheckResult {
+	byKind := map[api.BlockKind][]string{}
 	var errs []string
 	mac := "" // of the first in-use block that names who answered
 	for _, d := range res.Detectors {
@@ -104,25 +101,25 @@ func outcome(res state.AddressResult) ipam.CheckResult {
 		}
 		reason = d.Name + ": " + reason
 		switch d.Verdict {
-		case state.VerdictError:
+		case api.VerdictError:
 			errs = append(errs, reason)
-		case state.VerdictBlock:
+		case api.VerdictBlock:
 			kind := d.BlockKind
 			if kind == "" {
-				kind = state.BlockFail
+				kind = api.BlockFail
 			}
 			byKind[kind] = append(byKind[kind], reason)
-			if kind == state.BlockInUse && mac == "" {
+			if kind == api.BlockInUse && mac == "" {
 				mac = d.Evidence[sdk.EvidenceResponderMAC]
 			}
 		}
 	}
 	for _, o := range []struct {
-		kind    state.BlockKind
+		kind    api.BlockKind
 		outcome ipam.Outcome
 	}{
-		{state.BlockUnreachable, ipam.OutcomeUnreachable},
-		{state.BlockFail, ipam.OutcomeBlocked},
+		{api.BlockUnreachable, ipam.OutcomeUnreachable},
+		{api.BlockFail, ipam.OutcomeBlocked},
 	} {
 		if r := byKind[o.kind]; len(r) > 0 {
 			return ipam.CheckResult{Outcome: o.outcome, Reason: strings.Join(r, "; ")}
@@ -133,10 +130,10 @@ func outcome(res state.AddressResult) ipam.CheckResult {
 	}
 	// In use beats policy: quarantining an address someone holds is right
 	// whatever else refuses it.
-	if r := byKind[state.BlockInUse]; len(r) > 0 {
-		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(append(r, byKind[state.BlockPolicy]...), "; "), MAC: mac}
+	if r := byKind[api.BlockInUse]; len(r) > 0 {
+		return ipam.CheckResult{Outcome: ipam.OutcomeConflict, Reason: strings.Join(append(r, byKind[api.BlockPolicy]...), "; "), MAC: mac}
 	}
-	if r := byKind[state.BlockPolicy]; len(r) > 0 {
+	if r := byKind[api.BlockPolicy]; len(r) > 0 {
 		return ipam.CheckResult{Outcome: ipam.OutcomePolicy, Reason: strings.Join(r, "; ")}
 	}
 	return ipam.CheckResult{Outcome: ipam.OutcomeFree}

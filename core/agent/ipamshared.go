@@ -12,11 +12,11 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/etcdstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // sharedStore is the etcd store of the pools with store = "etcd", with
@@ -205,32 +205,32 @@ func (s *sharedStore) migrate(ctx context.Context, m *ipam.IPAM) error {
 // for seconds after etcd is back.
 func (s *sharedStore) usable(pools []string) error {
 	if err := s.hb.Err(); err != nil && errors.Is(err, etcdstore.ErrDuplicateNode) {
-		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd) is not usable on node %s: %v; try again", s.node, err), Err: control.ErrNotReady}
+		return &ipam.Error{Code: api.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd) is not usable on node %s: %v; try again", s.node, err), Err: control.ErrNotReady}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.blocked != "" {
-		return &ipam.Error{Code: ipamapi.CodeInternal, Msg: s.blocked}
+		return &ipam.Error{Code: api.CodeInternal, Msg: s.blocked}
 	}
 	if !s.moved {
-		return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd): the address records of the old per-pool layout are not moved yet (%s); try again", s.moveErr), Err: control.ErrNotReady}
+		return &ipam.Error{Code: api.CodeNotReady, Msg: fmt.Sprintf("IPAM store (etcd): the address records of the old per-pool layout are not moved yet (%s); try again", s.moveErr), Err: control.ErrNotReady}
 	}
 	for _, p := range pools {
 		if why := s.refused[p]; why != "" {
-			return &ipam.Error{Code: ipamapi.CodeMismatch, Msg: why}
+			return &ipam.Error{Code: api.CodeMismatch, Msg: why}
 		}
 	}
 	for _, p := range pools {
 		if !s.verified[p] {
-			return &ipam.Error{Code: ipamapi.CodeNotReady, Msg: fmt.Sprintf("pool %q: its definition is not yet checked against the etcd store (%s); try again", p, s.checkErr), Err: control.ErrNotReady}
+			return &ipam.Error{Code: api.CodeNotReady, Msg: fmt.Sprintf("pool %q: its definition is not yet checked against the etcd store (%s); try again", p, s.checkErr), Err: control.ErrNotReady}
 		}
 	}
 	return nil
 }
 
 // status is the store's line in the IPAM status and readiness.
-func (s *sharedStore) status() *ipamapi.StoreStatus {
-	st := &ipamapi.StoreStatus{Kind: ipam.StoreEtcd, Node: s.node, Up: true}
+func (s *sharedStore) status() *api.StoreStatus {
+	st := &api.StoreStatus{Kind: ipam.StoreEtcd, Node: s.node, Up: true}
 	var why []string
 	if err := s.hb.Err(); err != nil {
 		why = append(why, err.Error())

@@ -9,9 +9,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/watch"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 )
@@ -37,7 +37,7 @@ type ipamWatch struct {
 	node    string
 	log     hclog.Logger
 	metrics *telemetry.WatchMetrics
-	queue   chan ipamapi.Conflict
+	queue   chan api.Conflict
 	kick    chan struct{}
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -49,7 +49,7 @@ type ipamWatch struct {
 	// from the stored attachment's (a repeated ADD does not rewrite the
 	// attachment); entries go with their attachments.
 	nsMu    sync.Mutex
-	netnsOf map[ipamapi.AttachmentKey]string
+	netnsOf map[api.AttachmentKey]string
 }
 
 func startWatch(m *ipam.IPAM, busy *watchBusy, node string, log hclog.Logger, tel *telemetry.Telemetry) (*ipamWatch, error) {
@@ -58,7 +58,7 @@ func startWatch(m *ipam.IPAM, busy *watchBusy, node string, log hclog.Logger, te
 		return nil, err
 	}
 	iw := &ipamWatch{m: m, node: node, log: log, metrics: metrics,
-		queue: make(chan ipamapi.Conflict, watchQueue), kick: make(chan struct{}, 1), netnsOf: map[ipamapi.AttachmentKey]string{}}
+		queue: make(chan api.Conflict, watchQueue), kick: make(chan struct{}, 1), netnsOf: map[api.AttachmentKey]string{}}
 	iw.w = watch.New(watch.Options{
 		Node: node, Reporter: iw, Log: log,
 		Pooled:   iw.pooled,
@@ -95,14 +95,14 @@ func (iw *ipamWatch) pooled(domain string, a netip.Addr) (string, bool) {
 // is set nothing is busy.
 type watchBusy struct{ w atomic.Pointer[watch.Watcher] }
 
-func (b *watchBusy) BusyIn(domain string, a netip.Addr) (ipamapi.BusyAddress, bool) {
+func (b *watchBusy) BusyIn(domain string, a netip.Addr) (api.BusyAddress, bool) {
 	if w := b.w.Load(); w != nil {
 		return w.BusyIn(domain, a)
 	}
-	return ipamapi.BusyAddress{}, false
+	return api.BusyAddress{}, false
 }
 
-func (b *watchBusy) Busy() []ipamapi.BusyAddress {
+func (b *watchBusy) Busy() []api.BusyAddress {
 	if w := b.w.Load(); w != nil {
 		return w.Busy()
 	}
@@ -151,7 +151,7 @@ func (iw *ipamWatch) storeLoop(ctx context.Context) {
 }
 
 // held is what the watcher watches for an attachment.
-func (iw *ipamWatch) held(att ipamapi.Attachment) watch.Held {
+func (iw *ipamWatch) held(att api.Attachment) watch.Held {
 	pools := map[string]*ipam.Pool{}
 	for _, p := range iw.m.Pools() {
 		pools[p.Name] = p
@@ -173,7 +173,7 @@ func (iw *ipamWatch) held(att ipamapi.Attachment) watch.Held {
 // added watches an allocation just made (or answered again: a restarted
 // workload's ADD may bring a new MAC). A failure is logged: the address is
 // given out whatever the watcher can do.
-func (iw *ipamWatch) added(att ipamapi.Attachment, netns string) {
+func (iw *ipamWatch) added(att api.Attachment, netns string) {
 	if att.State != ipam.StateAllocated {
 		return
 	}
@@ -229,7 +229,7 @@ func (iw *ipamWatch) sync(ctx context.Context) {
 	}
 	var held []watch.Held
 	iw.nsMu.Lock()
-	live := map[ipamapi.AttachmentKey]bool{}
+	live := map[api.AttachmentKey]bool{}
 	for _, att := range list {
 		if att.Node != "" && att.Node != iw.node || att.State != ipam.StateAllocated {
 			continue
@@ -263,23 +263,23 @@ func (iw *ipamWatch) sync(ctx context.Context) {
 }
 
 // status is status's conflicts section.
-func (iw *ipamWatch) status() *ipamapi.ConflictStatus {
+func (iw *ipamWatch) status() *api.ConflictStatus {
 	st := iw.w.Status()
 	return &st
 }
 
 // IPAMConflicts implements control.IPAMWatchBackend: the store's records
 // (the fleet's, on a shared store) and this agent's busy list.
-func (a *Agent) IPAMConflicts(ctx context.Context, since time.Duration, addr netip.Addr) (ipamapi.ConflictsResponse, error) {
+func (a *Agent) IPAMConflicts(ctx context.Context, since time.Duration, addr netip.Addr) (api.ConflictsResponse, error) {
 	m, err := a.ipamOn()
 	if err != nil {
-		return ipamapi.ConflictsResponse{}, err
+		return api.ConflictsResponse{}, err
 	}
 	list, err := m.Conflicts(ctx, since, addr)
 	if err != nil {
-		return ipamapi.ConflictsResponse{}, err
+		return api.ConflictsResponse{}, err
 	}
-	out := ipamapi.ConflictsResponse{Conflicts: list}
+	out := api.ConflictsResponse{Conflicts: list}
 	for _, c := range a.ipam.watch.w.Contested() {
 		if !addr.IsValid() || c.Address == addr {
 			out.Contested = append(out.Contested, c)

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -16,13 +16,13 @@ func TestBlockKindMapping(t *testing.T) {
 	tests := []struct {
 		verdict sdk.Verdict
 		kind    sdk.BlockKind
-		want    state.BlockKind
+		want    api.BlockKind
 	}{
-		{sdk.VerdictBlock, sdk.BlockInUse, state.BlockInUse},
-		{sdk.VerdictBlock, sdk.BlockUnreachable, state.BlockUnreachable},
-		{sdk.VerdictBlock, sdk.BlockPolicy, state.BlockPolicy},
-		{sdk.VerdictBlock, sdk.BlockFail, state.BlockFail},
-		{sdk.VerdictBlock, sdk.BlockUnspecified, state.BlockFail},
+		{sdk.VerdictBlock, sdk.BlockInUse, api.BlockInUse},
+		{sdk.VerdictBlock, sdk.BlockUnreachable, api.BlockUnreachable},
+		{sdk.VerdictBlock, sdk.BlockPolicy, api.BlockPolicy},
+		{sdk.VerdictBlock, sdk.BlockFail, api.BlockFail},
+		{sdk.VerdictBlock, sdk.BlockUnspecified, api.BlockFail},
 		{sdk.VerdictPass, sdk.BlockPolicy, ""},
 		{sdk.VerdictSkip, sdk.BlockInUse, ""},
 	}
@@ -35,7 +35,7 @@ func TestBlockKindMapping(t *testing.T) {
 				},
 			},
 		}
-		res := Run(t.Context(), d, &nopMetrics{}, state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24")}}})
+		res := Run(t.Context(), d, &nopMetrics{}, api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24")}}})
 		if got := res.Addresses[0].Detectors[0].BlockKind; got != tt.want {
 			t.Errorf("%s with kind %q: block kind %q, want %q", tt.verdict, tt.kind, got, tt.want)
 		}

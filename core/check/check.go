@@ -1,4 +1,4 @@
-// Package check runs a check (a state.Check, which the control API validates
+// Package check runs a check (a api.Check, which the control API validates
 // and hands over): every address against every enabled detector, all at
 // once, each detector bounded by its own timeout, with the plugin's
 // failure_policy deciding what a detector that cannot answer means.
@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -33,10 +33,10 @@ type Metrics interface {
 // address with conflict and gateway detection costs about one reply window.
 // (So no gateway probe can use the candidate as its sender: it would write
 // an address not yet checked for conflicts into the gateway's cache.)
-func Run(ctx context.Context, d Detectors, m Metrics, req state.Check) state.CheckResult {
+func Run(ctx context.Context, d Detectors, m Metrics, req api.Check) api.CheckResult {
 	start := time.Now()
 	detectors := d.Detectors()
-	resp := state.CheckResult{Verdict: state.VerdictPass, Addresses: make([]state.AddressResult, len(req.Addresses))}
+	resp := api.CheckResult{Verdict: api.VerdictPass, Addresses: make([]api.AddressResult, len(req.Addresses))}
 	var wg sync.WaitGroup
 	for i, addr := range req.Addresses {
 		res := &resp.Addresses[i]
@@ -44,7 +44,7 @@ func Run(ctx context.Context, d Detectors, m Metrics, req state.Check) state.Che
 		if addr.Gateway.IsValid() {
 			res.Gateway = addr.Gateway.String()
 		}
-		res.Detectors = make([]state.DetectorResult, len(detectors))
+		res.Detectors = make([]api.DetectorResult, len(detectors))
 		creq := sdk.CheckRequest{Interface: req.Interface, Netns: req.Netns, Address: addr.Address, Gateway: addr.Gateway}
 		for j, det := range detectors {
 			wg.Add(1)
@@ -58,8 +58,8 @@ func Run(ctx context.Context, d Detectors, m Metrics, req state.Check) state.Che
 	for i := range resp.Addresses {
 		a := &resp.Addresses[i]
 		a.Verdict = addressVerdict(a.Detectors)
-		if a.Verdict != state.VerdictPass {
-			resp.Verdict = state.VerdictBlock
+		if a.Verdict != api.VerdictPass {
+			resp.Verdict = api.VerdictBlock
 		}
 	}
 	took := time.Since(start)
@@ -68,9 +68,9 @@ func Run(ctx context.Context, d Detectors, m Metrics, req state.Check) state.Che
 	return resp
 }
 
-func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector, req sdk.CheckRequest) state.DetectorResult {
+func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector, req sdk.CheckRequest) api.DetectorResult {
 	start := time.Now()
-	out := state.DetectorResult{Name: det.Name}
+	out := api.DetectorResult{Name: det.Name}
 	var res sdk.CheckResult
 	err := fmt.Errorf("%w: %s is not running", supervisor.ErrUnavailable, det.Name)
 	if det.Available {
@@ -78,27 +78,27 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 	}
 	out.DurationMs = ms(time.Since(start))
 	switch {
-	case err != nil && det.FailurePolicy == state.FailOpen && errors.Is(err, supervisor.ErrUnavailable):
-		out.Verdict = state.VerdictSkip
+	case err != nil && det.FailurePolicy == api.FailOpen && errors.Is(err, supervisor.ErrUnavailable):
+		out.Verdict = api.VerdictSkip
 		out.Reason = fmt.Sprintf("skipped (failure_policy fail-open): %v", err)
 		m.IncrCounter("check_detector_skipped_total", 1, map[string]string{"detector": det.Name})
 	case err != nil:
-		out.Verdict, out.Reason = state.VerdictError, err.Error()
+		out.Verdict, out.Reason = api.VerdictError, err.Error()
 		m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": errorReason(err)})
 	default:
 		out.Reason, out.Evidence, out.PluginMs = res.Reason, res.Evidence, ms(res.Duration)
 		switch res.Verdict {
 		case sdk.VerdictPass:
-			out.Verdict = state.VerdictPass
+			out.Verdict = api.VerdictPass
 		case sdk.VerdictBlock:
-			out.Verdict, out.BlockKind = state.VerdictBlock, blockKind(res.BlockKind)
+			out.Verdict, out.BlockKind = api.VerdictBlock, blockKind(res.BlockKind)
 		case sdk.VerdictSkip:
-			out.Verdict = state.VerdictSkip
+			out.Verdict = api.VerdictSkip
 		default:
 			// The detector ran but could not decide (an interface that is
 			// down, a send that kept failing): never a pass, whatever the
 			// failure policy, which is about detectors that are unavailable.
-			out.Verdict = state.VerdictError
+			out.Verdict = api.VerdictError
 			m.IncrCounter("check_errors_total", 1, map[string]string{"detector": det.Name, "reason": "detector"})
 		}
 	}
@@ -110,16 +110,16 @@ func runOne(ctx context.Context, d Detectors, m Metrics, det supervisor.Detector
 // names no kind (every block of a plugin older than API 1.2) fails the
 // allocation, as every third-party block did before kinds existed; the
 // sdk client refuses a kind it does not know, so none arrives here.
-func blockKind(k sdk.BlockKind) state.BlockKind {
+func blockKind(k sdk.BlockKind) api.BlockKind {
 	switch k {
 	case sdk.BlockInUse:
-		return state.BlockInUse
+		return api.BlockInUse
 	case sdk.BlockUnreachable:
-		return state.BlockUnreachable
+		return api.BlockUnreachable
 	case sdk.BlockPolicy:
-		return state.BlockPolicy
+		return api.BlockPolicy
 	}
-	return state.BlockFail
+	return api.BlockFail
 }
 
 func errorReason(err error) string {
@@ -134,14 +134,14 @@ func errorReason(err error) string {
 
 // addressVerdict is block when any detector blocked, else error when any
 // could not decide, else pass: a skip says nothing either way.
-func addressVerdict(rs []state.DetectorResult) state.Verdict {
-	v := state.VerdictPass
+func addressVerdict(rs []api.DetectorResult) api.Verdict {
+	v := api.VerdictPass
 	for _, r := range rs {
 		switch r.Verdict {
-		case state.VerdictBlock:
-			return state.VerdictBlock
-		case state.VerdictError:
-			v = state.VerdictError
+		case api.VerdictBlock:
+			return api.VerdictBlock
+		case api.VerdictError:
+			v = api.VerdictError
 		}
 	}
 	return v

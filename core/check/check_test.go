@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
@@ -94,11 +94,11 @@ func det(name, policy string, available bool) supervisor.Detector {
 	return supervisor.Detector{Name: name, FailurePolicy: policy, Available: available}
 }
 
-func request(addrs ...string) state.Check {
-	req := state.Check{Interface: "eth0", Netns: "/var/run/netns/w"}
+func request(addrs ...string) api.Check {
+	req := api.Check{Interface: "eth0", Netns: "/var/run/netns/w"}
 	for _, a := range addrs {
 		addr, gw, _ := strings.Cut(a, " via ")
-		va := state.CheckAddress{Address: netip.MustParsePrefix(addr)}
+		va := api.CheckAddress{Address: netip.MustParsePrefix(addr)}
 		if gw != "" {
 			va.Gateway = netip.MustParseAddr(gw)
 		}

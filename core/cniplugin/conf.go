@@ -14,13 +14,10 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
-
-// DefaultSocketPath is the agent's default control socket.
-const DefaultSocketPath = ipamapi.DefaultSocketPath
 
 // MaxNetconfBytes bounds the network configuration read from stdin. A
 // conflist with a prevResult of a few addresses is a few KiB.
@@ -73,7 +70,7 @@ type NetConf struct {
 	HasValid         bool
 	// Skips are the detections the main plugin's configuration makes
 	// impossible or pointless (see mainPluginSkips).
-	Skips []ipamapi.DetectionSkip
+	Skips []api.DetectionSkip
 }
 
 // mainPlugin is what the IPAM plugin reads of the main plugin's own
@@ -126,15 +123,15 @@ func decodeMainPlugin(top map[string]json.RawMessage) mainPlugin {
 //   - macvlan, ipvlan l2, host-device, vlan, bridge without isGateway, and
 //     anything else: the interface is on a real layer-2 segment with the
 //     gateway somewhere on it. Keep both.
-func mainPluginSkips(mp mainPlugin) []ipamapi.DetectionSkip {
-	skip := func(reason string, ds ...string) []ipamapi.DetectionSkip {
-		var out []ipamapi.DetectionSkip
+func mainPluginSkips(mp mainPlugin) []api.DetectionSkip {
+	skip := func(reason string, ds ...string) []api.DetectionSkip {
+		var out []api.DetectionSkip
 		for _, d := range ds {
-			out = append(out, ipamapi.DetectionSkip{Detection: d, Reason: reason})
+			out = append(out, api.DetectionSkip{Detection: d, Reason: reason})
 		}
 		return out
 	}
-	const gw, conflict = ipamapi.DetectionGateway, ipamapi.DetectionConflict
+	const gw, conflict = api.DetectionGateway, api.DetectionConflict
 	switch mp.Type {
 	case "bridge":
 		if mp.IsGateway || mp.IsDefaultGateway {
@@ -152,17 +149,10 @@ func mainPluginSkips(mp mainPlugin) []ipamapi.DetectionSkip {
 	return nil
 }
 
-// ConfError is a malformed network configuration: Field names where, as a
-// JSON path ("ipam.pools[1]").
-type ConfError struct {
-	Field string
-	Msg   string
-}
-
-func (e *ConfError) Error() string { return e.Field + ": " + e.Msg }
-
+// confErr is a malformed network configuration: an *input.FieldError
+// whose Field names where, as a JSON path ("ipam.pools[1]").
 func confErr(field, format string, a ...any) error {
-	return &ConfError{Field: field, Msg: fmt.Sprintf(format, a...)}
+	return &input.FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
 }
 
 // ParseNetConf decodes and checks a network configuration.
@@ -300,13 +290,13 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 			return nil, confErr("ipam.pools", `is missing: name the pools ("pools": ["v4", "v6"], or "ipv4_pool"/"ipv6_pool")`)
 		}
 	}
-	if len(ic.Pools) > ipamapi.MaxPools {
-		return nil, confErr("ipam.pools", "names %d pools; at most %d (one per family)", len(ic.Pools), ipamapi.MaxPools)
+	if len(ic.Pools) > api.MaxPools {
+		return nil, confErr("ipam.pools", "names %d pools; at most %d (one per family)", len(ic.Pools), api.MaxPools)
 	}
 	for i, p := range ic.Pools {
 		field := fields[i]
-		var fe *ipamapi.FieldError
-		if err := ipamapi.ValidatePoolName(field, p); errors.As(err, &fe) {
+		var fe *api.FieldError
+		if err := api.ValidatePoolName(field, p); errors.As(err, &fe) {
 			return nil, confErr(fe.Field, "%s", fe.Msg)
 		}
 		for j := 0; j < i; j++ {
@@ -318,10 +308,10 @@ func parseIPAM(raw json.RawMessage) (*IPAMConf, error) {
 	if seen["socket"] {
 		s := ic.Socket
 		if s == "" || !filepath.IsAbs(s) || filepath.Clean(s) != s || strings.ContainsRune(s, 0) || len(s) > 107 {
-			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), DefaultSocketPath)
+			return nil, confErr("ipam.socket", "%s is not a clean absolute path of at most 107 bytes (a unix socket path), such as %s", input.Quote(s), api.DefaultSocketPath)
 		}
 	} else {
-		ic.Socket = DefaultSocketPath
+		ic.Socket = api.DefaultSocketPath
 	}
 	ic.AgentWait = DefaultAgentWait
 	if seen["agent_wait"] {
@@ -425,8 +415,8 @@ func Workload(cniArgs string) (string, error) {
 		name = kv["SPIDERPOOL_WORKLOAD"]
 	}
 	name = fitWorkload(name)
-	var fe *ipamapi.FieldError
-	if err := ipamapi.ValidateWorkload("CNI_ARGS workload", name); errors.As(err, &fe) {
+	var fe *api.FieldError
+	if err := api.ValidateWorkload("CNI_ARGS workload", name); errors.As(err, &fe) {
 		return "", confErr("CNI_ARGS", "the workload name %s", fe.Msg)
 	}
 	return name, nil
@@ -434,17 +424,17 @@ func Workload(cniArgs string) (string, error) {
 
 // fitWorkload shortens a name longer than the agent takes: Kubernetes
 // allows a 63-byte namespace and a 253-byte pod name, so "namespace/name"
-// can exceed ipamapi.MaxWorkload. The same long name always gives the same
+// can exceed api.MaxWorkload. The same long name always gives the same
 // short one (a prefix and a hash of the whole), so the workload keeps its
 // history and its sticky addresses.
 func fitWorkload(name string) string {
-	if len(name) <= ipamapi.MaxWorkload {
+	if len(name) <= api.MaxWorkload {
 		return name
 	}
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	suffix := fmt.Sprintf("~%016x", h.Sum64())
-	prefix := name[:ipamapi.MaxWorkload-len(suffix)]
+	prefix := name[:api.MaxWorkload-len(suffix)]
 	for !utf8.ValidString(prefix) { // do not cut a character in two
 		prefix = prefix[:len(prefix)-1]
 	}

@@ -8,8 +8,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 func TestParseNetConf(t *testing.T) {
@@ -21,9 +22,9 @@ func TestParseNetConf(t *testing.T) {
 		pools      []string
 		socket     string
 	}{
-		{"pools", wrap(`{"type":"spiderpool","pools":["v4","v6"]}`), []string{"v4", "v6"}, DefaultSocketPath},
-		{"by family", wrap(`{"type":"spiderpool","ipv6_pool":"v6","ipv4_pool":"v4"}`), []string{"v4", "v6"}, DefaultSocketPath},
-		{"v6 only", wrap(`{"type":"spiderpool","ipv6_pool":"v6"}`), []string{"v6"}, DefaultSocketPath},
+		{"pools", wrap(`{"type":"spiderpool","pools":["v4","v6"]}`), []string{"v4", "v6"}, api.DefaultSocketPath},
+		{"by family", wrap(`{"type":"spiderpool","ipv6_pool":"v6","ipv4_pool":"v4"}`), []string{"v4", "v6"}, api.DefaultSocketPath},
+		{"v6 only", wrap(`{"type":"spiderpool","ipv6_pool":"v6"}`), []string{"v6"}, api.DefaultSocketPath},
 		{"socket", wrap(`{"type":"spiderpool","pools":["a"],"socket":"/run/x/s.sock"}`), []string{"a"}, "/run/x/s.sock"},
 	}
 	nc, err := ParseNetConf([]byte(wrap(`{"type":"spiderpool","pools":["a"]}`)))
@@ -89,9 +90,9 @@ func TestParseNetConf(t *testing.T) {
 	}
 	for _, tc := range bad {
 		_, err := ParseNetConf([]byte(tc.conf))
-		var ce *ConfError
+		var ce *input.FieldError
 		if !errors.As(err, &ce) {
-			t.Errorf("%s: err = %v, want a *ConfError", tc.name, err)
+			t.Errorf("%s: err = %v, want an *input.FieldError", tc.name, err)
 			continue
 		}
 		if ce.Field != tc.field || !strings.Contains(ce.Msg, tc.msg) || len(err.Error()) > 1024 {
@@ -145,7 +146,7 @@ func TestWorkload(t *testing.T) {
 		}
 	}
 	for _, args := range []string{"K8S_POD_NAME", "=x", "SPIDERPOOL_WORKLOAD=a\x01b"} {
-		var ce *ConfError
+		var ce *input.FieldError
 		if _, err := Workload(args); !errors.As(err, &ce) || ce.Field != "CNI_ARGS" {
 			t.Errorf("Workload(%q): err %v, want a CNI_ARGS error", args, err)
 		}
@@ -162,7 +163,7 @@ func TestLongWorkloadName(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Workload of a %d-byte name: %v", len(ns)+1+len(pod), err)
 	}
-	if len(got) > ipamapi.MaxWorkload || !strings.HasPrefix(got, ns+"/ppp") {
+	if len(got) > api.MaxWorkload || !strings.HasPrefix(got, ns+"/ppp") {
 		t.Errorf("shortened to %q (%d bytes)", got, len(got))
 	}
 	if again, _ := Workload(args); again != got {
@@ -175,7 +176,7 @@ func TestLongWorkloadName(t *testing.T) {
 	// Multi-byte characters are not cut in two.
 	long := strings.Repeat("é", 200)
 	w, err := Workload("SPIDERPOOL_WORKLOAD=" + long)
-	if err != nil || !utf8.ValidString(w) || len(w) > ipamapi.MaxWorkload {
+	if err != nil || !utf8.ValidString(w) || len(w) > api.MaxWorkload {
 		t.Errorf("Workload of %d bytes of é: %q, %v", len(long), w, err)
 	}
 }
@@ -187,7 +188,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	allowed := []string{
 		"github.com/spiderpool-agent/spiderpool-agent/core/cmd/spiderpool-cni",
 		"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin",
-		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi",
+		"github.com/spiderpool-agent/spiderpool-agent/core/api",
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only
@@ -204,7 +205,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		n++
 		if !slices.ContainsFunc(allowed, func(a string) bool { return pkg == a || strings.HasSuffix(a, "/") && strings.HasPrefix(pkg, a) }) {
-			t.Errorf("the spiderpool CNI plugin links %s; keep it to the standard library, the CNI types and ipamapi", pkg)
+			t.Errorf("the spiderpool CNI plugin links %s; keep it to the standard library, the CNI types and core/api", pkg)
 		}
 	}
 	if n < 3 {
@@ -252,7 +253,7 @@ func TestMainPluginSkips(t *testing.T) {
 		if strings.Join(got, " ") != tc.want {
 			t.Errorf("%s: skips %q, want %q", tc.main, got, tc.want)
 		}
-		req := ipamapi.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: nc.IPAM.Pools, SkipDetection: nc.Skips}
+		req := api.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: nc.IPAM.Pools, SkipDetection: nc.Skips}
 		if err := req.Validate(); err != nil {
 			t.Errorf("%s: the request the plugin sends is invalid: %v", tc.main, err)
 		}

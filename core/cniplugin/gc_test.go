@@ -18,7 +18,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // TestGCStale: what GC may release. Each case changes one thing from an
@@ -26,45 +26,45 @@ import (
 func TestGCStale(t *testing.T) {
 	now := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
 	ours := map[string]bool{"v4": true, "v6": true}
-	key := ipamapi.AttachmentKey{ContainerID: "c1", Interface: "net1"}
-	addr := func(pool string) ipamapi.AllocatedIP {
-		return ipamapi.AllocatedIP{Pool: pool, Address: netip.MustParsePrefix("10.0.0.5/24")}
+	key := api.AttachmentKey{ContainerID: "c1", Interface: "net1"}
+	addr := func(pool string) api.AllocatedIP {
+		return api.AllocatedIP{Pool: pool, Address: netip.MustParsePrefix("10.0.0.5/24")}
 	}
-	stale := func() ipamapi.Attachment {
-		return ipamapi.Attachment{AttachmentKey: key, State: "allocated", Node: "node-a",
-			Created: now.Add(-time.Minute), Addresses: []ipamapi.AllocatedIP{addr("v4"), addr("v6")},
-			Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}}
+	stale := func() api.Attachment {
+		return api.Attachment{AttachmentKey: key, State: "allocated", Node: "node-a",
+			Created: now.Add(-time.Minute), Addresses: []api.AllocatedIP{addr("v4"), addr("v6")},
+			Origin: &api.Origin{Kind: api.OriginCNI, Network: "net-n", Interface: "net1"}}
 	}
 	for _, tc := range []struct {
 		name  string
-		edit  func(*ipamapi.Attachment, map[ipamapi.AttachmentKey]bool)
+		edit  func(*api.Attachment, map[api.AttachmentKey]bool)
 		stale bool
 	}{
-		{"not in the list", func(*ipamapi.Attachment, map[ipamapi.AttachmentKey]bool) {}, true},
-		{"no node recorded", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Node = "" }, true},
-		{"exactly the minimum age", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Created = now.Add(-GCMinAge) }, true},
-		{"in the list", func(_ *ipamapi.Attachment, v map[ipamapi.AttachmentKey]bool) { v[key] = true }, false},
-		{"reserved: an ADD in flight", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.State = "reserved" }, false},
-		{"younger than the list may be", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Created = now.Add(-time.Second) }, false},
-		{"another node's", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Node = "node-b" }, false},
-		{"an address of another network's pool", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+		{"not in the list", func(*api.Attachment, map[api.AttachmentKey]bool) {}, true},
+		{"no node recorded", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Node = "" }, true},
+		{"exactly the minimum age", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Created = now.Add(-GCMinAge) }, true},
+		{"in the list", func(_ *api.Attachment, v map[api.AttachmentKey]bool) { v[key] = true }, false},
+		{"reserved: an ADD in flight", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.State = "reserved" }, false},
+		{"younger than the list may be", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Created = now.Add(-time.Second) }, false},
+		{"another node's", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Node = "node-b" }, false},
+		{"an address of another network's pool", func(a *api.Attachment, _ map[api.AttachmentKey]bool) {
 			a.Addresses = append(a.Addresses, addr("other"))
 		}, false},
-		{"no address", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Addresses = nil }, false},
+		{"no address", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Addresses = nil }, false},
 		// Who made it: only an ADD of this very network.
-		{"made by the API (a VM, a script)", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
-			a.Origin = &ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "net1"}
+		{"made by the API (a VM, a script)", func(a *api.Attachment, _ map[api.AttachmentKey]bool) {
+			a.Origin = &api.Origin{Kind: api.OriginAPI, Interface: "net1"}
 		}, false},
-		{"made by another network from the same pools", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+		{"made by another network from the same pools", func(a *api.Attachment, _ map[api.AttachmentKey]bool) {
 			a.Origin.Network = "net-m"
 		}, false},
-		{"another network whose name only differs in case", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) {
+		{"another network whose name only differs in case", func(a *api.Attachment, _ map[api.AttachmentKey]bool) {
 			a.Origin.Network = "Net-N"
 		}, false},
-		{"recorded before origins were", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Origin = nil }, false},
-		{"an origin of an unknown kind", func(a *ipamapi.Attachment, _ map[ipamapi.AttachmentKey]bool) { a.Origin.Kind = "cni2" }, false},
+		{"recorded before origins were", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Origin = nil }, false},
+		{"an origin of an unknown kind", func(a *api.Attachment, _ map[api.AttachmentKey]bool) { a.Origin.Kind = "cni2" }, false},
 	} {
-		a, valid := stale(), map[ipamapi.AttachmentKey]bool{{ContainerID: "c2", Interface: "net1"}: true}
+		a, valid := stale(), map[api.AttachmentKey]bool{{ContainerID: "c2", Interface: "net1"}: true}
 		tc.edit(&a, valid)
 		if got := gcStale(a, "net-n", valid, ours, "node-a", now); got != tc.stale {
 			t.Errorf("%s: gcStale = %v, want %v", tc.name, got, tc.stale)
@@ -80,17 +80,17 @@ type fakeAgent struct {
 	sock string
 
 	mu        sync.Mutex
-	releases  []ipamapi.ReleaseRequest
-	allocates []ipamapi.AllocateRequest
+	releases  []api.ReleaseRequest
+	allocates []api.AllocateRequest
 }
 
-func newFakeAgent(t *testing.T, list []ipamapi.Attachment) *fakeAgent {
+func newFakeAgent(t *testing.T, list []api.Attachment) *fakeAgent {
 	t.Helper()
 	f := &fakeAgent{sock: filepath.Join(t.TempDir(), "agent.sock")}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+ipamapi.AllocationsPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.AllocationsPath, func(w http.ResponseWriter, r *http.Request) {
 		pool := r.URL.Query().Get("pool")
-		out := []ipamapi.Attachment{}
+		out := []api.Attachment{}
 		for _, a := range list {
 			for _, ip := range a.Addresses {
 				if ip.Pool == pool {
@@ -101,27 +101,27 @@ func newFakeAgent(t *testing.T, list []ipamapi.Attachment) *fakeAgent {
 		}
 		_ = json.NewEncoder(w).Encode(out)
 	})
-	mux.HandleFunc("POST "+ipamapi.ReleasePath, func(w http.ResponseWriter, r *http.Request) {
-		var req ipamapi.ReleaseRequest
+	mux.HandleFunc("POST "+api.ReleasePath, func(w http.ResponseWriter, r *http.Request) {
+		var req api.ReleaseRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			t.Errorf("release body: %v", err)
 		}
 		f.mu.Lock()
 		f.releases = append(f.releases, req)
 		f.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}})
+		_ = json.NewEncoder(w).Encode(api.ReleaseResponse{Released: []api.Attachment{}})
 	})
-	mux.HandleFunc("POST "+ipamapi.AllocatePath, func(w http.ResponseWriter, r *http.Request) {
-		var req ipamapi.AllocateRequest
+	mux.HandleFunc("POST "+api.AllocatePath, func(w http.ResponseWriter, r *http.Request) {
+		var req api.AllocateRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			t.Errorf("allocate body: %v", err)
 		}
 		f.mu.Lock()
 		f.allocates = append(f.allocates, req)
 		f.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface},
+		_ = json.NewEncoder(w).Encode(api.Attachment{AttachmentKey: api.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface},
 			State: "allocated", Origin: req.Origin,
-			Addresses: []ipamapi.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.9/24")}}})
+			Addresses: []api.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.9/24")}}})
 	})
 	ln, err := net.Listen("unix", f.sock)
 	if err != nil {
@@ -135,7 +135,7 @@ func newFakeAgent(t *testing.T, list []ipamapi.Attachment) *fakeAgent {
 }
 
 // seen returns the requests recorded so far.
-func (f *fakeAgent) seen() ([]ipamapi.AllocateRequest, []ipamapi.ReleaseRequest) {
+func (f *fakeAgent) seen() ([]api.AllocateRequest, []api.ReleaseRequest) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.allocates), slices.Clone(f.releases)
@@ -152,17 +152,17 @@ func netconf(name, sock, extra string) []byte {
 // it (if_network).
 func TestGCReleasesOnlyItsNetwork(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
-	att := func(id string, o *ipamapi.Origin) ipamapi.Attachment {
-		return ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: id, Interface: "net1"}, State: "allocated",
-			Created: old, Origin: o, Addresses: []ipamapi.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.5/24")}}}
+	att := func(id string, o *api.Origin) api.Attachment {
+		return api.Attachment{AttachmentKey: api.AttachmentKey{ContainerID: id, Interface: "net1"}, State: "allocated",
+			Created: old, Origin: o, Addresses: []api.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.5/24")}}}
 	}
-	cni := func(network string) *ipamapi.Origin {
-		return &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: network, Interface: "net1"}
+	cni := func(network string) *api.Origin {
+		return &api.Origin{Kind: api.OriginCNI, Network: network, Interface: "net1"}
 	}
-	f := newFakeAgent(t, []ipamapi.Attachment{
+	f := newFakeAgent(t, []api.Attachment{
 		att("pod", cni("net-n")),
 		att("stale", cni("net-n")),
-		att("vm-17", &ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "net1"}),
+		att("vm-17", &api.Origin{Kind: api.OriginAPI, Interface: "net1"}),
 		att("other", cni("net-m")),
 		att("before-origins", nil),
 	})
@@ -172,7 +172,7 @@ func TestGCReleasesOnlyItsNetwork(t *testing.T) {
 	if err := p.GC(&skel.CmdArgs{StdinData: netconf("net-n", f.sock, valid)}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
-	want := []ipamapi.ReleaseRequest{{ContainerID: "stale", Interface: "net1", IfNetwork: "net-n"}}
+	want := []api.ReleaseRequest{{ContainerID: "stale", Interface: "net1", IfNetwork: "net-n"}}
 	if _, rel := f.seen(); !slices.Equal(rel, want) {
 		t.Errorf("GC of net-n asked to release %+v, want %+v", rel, want)
 	}
@@ -185,7 +185,7 @@ func TestNetworkNameRequired(t *testing.T) {
 	f := newFakeAgent(t, nil)
 	p := &Plugin{Stdout: io.Discard, Stderr: io.Discard, Now: time.Now}
 	valid := `"cni.dev/valid-attachments": [{"containerID": "pod", "ifname": "net1"}],`
-	for _, name := range []string{"", "-lead", "a/b", strings.Repeat("n", ipamapi.MaxNetworkName+1)} {
+	for _, name := range []string{"", "-lead", "a/b", strings.Repeat("n", api.MaxNetworkName+1)} {
 		args := &skel.CmdArgs{ContainerID: "c1", IfName: "net1", StdinData: netconf(name, f.sock, "")}
 		err := p.Add(args)
 		var e *types.Error
@@ -209,7 +209,7 @@ func TestAddSendsOrigin(t *testing.T) {
 	if err := p.Add(&skel.CmdArgs{ContainerID: "c1", IfName: "net1", Netns: "/var/run/netns/x", StdinData: netconf("net-n", f.sock, "")}); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
-	want := ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}
+	want := api.Origin{Kind: api.OriginCNI, Network: "net-n", Interface: "net1"}
 	if alloc, _ := f.seen(); len(alloc) != 1 || alloc[0].Origin == nil || *alloc[0].Origin != want {
 		t.Fatalf("ADD asked %+v, want origin %+v", alloc, want)
 	}

@@ -8,9 +8,9 @@
 //
 // It is built on containernetworking/cni's skel and types/100 and speaks
 // CNI 0.3.0 to 1.1.0: ADD, DEL, CHECK, STATUS, GC and VERSION. It links only
-// the standard library, the CNI types and core/ipam/ipamapi: no HCL, gRPC or
+// the standard library, the CNI types and core/api: no HCL, gRPC or
 // go-plugin (TestLinksNoHeavyDependencies enforces it), and not net/http with
-// its TLS and x509 (ipamapi speaks HTTP/1.0 itself; test/layout's
+// its TLS and x509 (core/api speaks HTTP/1.0 itself; test/layout's
 // TestDependencyRule enforces it), so that it is small and starts about as
 // fast as an empty Go program.
 package cniplugin
@@ -36,9 +36,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // Version is the plugin's release, set at link time by the Makefile.
@@ -74,8 +74,8 @@ const (
 // longer, deadlines.
 const (
 	// AllocateTimeout outlasts the agent's own deadline of an allocation
-	// (ipam.allocation_timeout, at most ipamapi.MaxAllocationTimeout).
-	AllocateTimeout = ipamapi.AllocateWait
+	// (ipam.allocation_timeout, at most api.MaxAllocationTimeout).
+	AllocateTimeout = api.AllocateWait
 	CallTimeout     = 10 * time.Second
 	// StdinTimeout bounds the read of the network configuration.
 	StdinTimeout = 10 * time.Second
@@ -135,7 +135,7 @@ func Main() {
 		}()
 		os.Stdin = r
 	}
-	about := fmt.Sprintf("CNI IPAM plugin spiderpool %s: addresses from the spiderpool-agent on this node (%s by default)", Version, DefaultSocketPath)
+	about := fmt.Sprintf("CNI IPAM plugin spiderpool %s: addresses from the spiderpool-agent on this node (%s by default)", Version, api.DefaultSocketPath)
 	skel.PluginMainFuncs(New().Funcs(), version.PluginSupports(SupportedVersions...), about)
 }
 
@@ -148,8 +148,8 @@ func exitWith(e *types.Error) {
 // allocation's origin and GC compares with it: without a usable one, GC
 // could not tell this network's allocations from another's.
 func networkName(nc *NetConf) error {
-	var fe *ipamapi.FieldError
-	if err := ipamapi.ValidateNetworkName("name", nc.Name); errors.As(err, &fe) {
+	var fe *api.FieldError
+	if err := api.ValidateNetworkName("name", nc.Name); errors.As(err, &fe) {
 		return types.NewError(types.ErrInvalidNetworkConfig, "spiderpool IPAM: "+confErr("name", "the network's name %s", fe.Msg).Error(), "")
 	}
 	return nil
@@ -157,14 +157,14 @@ func networkName(nc *NetConf) error {
 
 // parse reads the network configuration; a malformed one is the spec's
 // error 7 naming the field.
-func parse(args *skel.CmdArgs) (*NetConf, *ipamapi.Client, error) {
+func parse(args *skel.CmdArgs) (*NetConf, *api.Client, error) {
 	nc, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "spiderpool IPAM: "+err.Error(), "")
 	}
-	// ipamapi's client believes only a trusted peer (SO_PEERCRED: root, or
+	// core/api's client believes only a trusted peer (SO_PEERCRED: root, or
 	// the agent's own user in a directory root gave it), like the CLI.
-	return nc, &ipamapi.Client{SocketPath: nc.IPAM.Socket}, nil
+	return nc, &api.Client{SocketPath: nc.IPAM.Socket}, nil
 }
 
 // Add asks the agent for one address per configured pool and prints the
@@ -181,16 +181,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "spiderpool IPAM: "+err.Error(), "")
 	}
-	req := ipamapi.AllocateRequest{
+	req := api.AllocateRequest{
 		ContainerID: args.ContainerID, Interface: args.IfName, Netns: args.Netns,
 		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips,
 		// What this network's GC compares: it releases only what ADDs of
 		// this network made.
-		Origin: &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: nc.Name, Interface: args.IfName},
+		Origin: &api.Origin{Kind: api.OriginCNI, Network: nc.Name, Interface: args.IfName},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+AllocateTimeout)
 	defer cancel()
-	var att ipamapi.Attachment
+	var att api.Attachment
 	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
 		var err error
 		att, err = c.Allocate(ctx, req)
@@ -204,7 +204,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		// The agent handed out something unusable: give it back.
 		rctx, rcancel := context.WithTimeout(context.Background(), CallTimeout)
 		defer rcancel()
-		_, _ = c.Release(rctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
+		_, _ = c.Release(rctx, api.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
 		return types.NewError(types.ErrInternal, "spiderpool IPAM: "+err.Error(), "")
 	}
 	out, err := res.GetAsVersion(nc.CNIVersion)
@@ -216,7 +216,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 
 // Result turns an allocation into a CNI result of the current version. An
 // IPAM result names no interface: the main plugin fills that in.
-func Result(att ipamapi.Attachment) (*current.Result, error) {
+func Result(att api.Attachment) (*current.Result, error) {
 	if len(att.Addresses) == 0 {
 		return nil, fmt.Errorf("the agent's allocation for %s holds no address", describeKey(att.ContainerID, att.Interface))
 	}
@@ -270,7 +270,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	defer cancel()
 	start := p.Now()
 	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
-		_, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
+		_, err := c.Release(ctx, api.ReleaseRequest{ContainerID: args.ContainerID, Interface: args.IfName})
 		return err
 	})
 	if err == nil {
@@ -329,11 +329,11 @@ func withAgent(ctx context.Context, wait time.Duration, call func(context.Contex
 // agentAway: err says the agent is not there to answer now - nothing
 // listens on its socket (stopped, restarting), the connection was dropped
 // before any answer (it was stopping), or it answered that it is not ready
-// or busy with this key (ipamapi's rule for what a caller may retry).
+// or busy with this key (core/api's rule for what a caller may retry).
 func agentAway(err error) bool {
 	var (
-		nr *ipamapi.NotRunningError
-		ae *ipamapi.APIError
+		nr *api.NotRunningError
+		ae *api.APIError
 	)
 	switch {
 	case errors.As(err, &nr):
@@ -353,8 +353,8 @@ func agentAway(err error) bool {
 // spooled: the agent would refuse it again.
 func undelivered(err error) bool {
 	var (
-		ae *ipamapi.APIError
-		up *ipamapi.UntrustedPeerError
+		ae *api.APIError
+		up *api.UntrustedPeerError
 		ne net.Error
 	)
 	switch {
@@ -375,11 +375,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	key := ipamapi.AttachmentKey{ContainerID: args.ContainerID, Interface: args.IfName}
+	key := api.AttachmentKey{ContainerID: args.ContainerID, Interface: args.IfName}
 	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+CallTimeout)
 	defer cancel()
 	var (
-		att ipamapi.Attachment
+		att api.Attachment
 		ok  bool
 	)
 	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
@@ -490,7 +490,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(CodeUnavailable, "spiderpool IPAM cannot serve ADD: "+agentError(err).Msg, "")
 	}
-	byName := map[string]ipamapi.PoolUsage{}
+	byName := map[string]api.PoolUsage{}
 	for _, u := range usage {
 		byName[u.Name] = u
 	}
@@ -533,9 +533,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			"the agent reclaims allocations whose network namespace is gone by itself)\n", nc.Name, what)
 		return nil
 	}
-	valid := map[ipamapi.AttachmentKey]bool{}
+	valid := map[api.AttachmentKey]bool{}
 	for _, a := range nc.ValidAttachments {
-		valid[ipamapi.AttachmentKey{ContainerID: a.ContainerID, Interface: a.IfName}] = true
+		valid[api.AttachmentKey{ContainerID: a.ContainerID, Interface: a.IfName}] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*CallTimeout)
 	defer cancel()
@@ -550,7 +550,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInternal, "spiderpool IPAM: GC: this node's name: "+err.Error(), "")
 	}
-	stale := map[ipamapi.AttachmentKey]bool{}
+	stale := map[api.AttachmentKey]bool{}
 	now := p.Now()
 	for _, pool := range nc.IPAM.Pools {
 		atts, err := c.List(ctx, pool, "")
@@ -563,7 +563,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			}
 		}
 	}
-	keys := make([]ipamapi.AttachmentKey, 0, len(stale))
+	keys := make([]api.AttachmentKey, 0, len(stale))
 	for k := range stale {
 		keys = append(keys, k)
 	}
@@ -575,7 +575,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	// the key may have been released and allocated afresh since the list.
 	var errs []error
 	for _, k := range keys {
-		res, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: k.ContainerID, Interface: k.Interface, IfNetwork: nc.Name})
+		res, err := c.Release(ctx, api.ReleaseRequest{ContainerID: k.ContainerID, Interface: k.Interface, IfNetwork: nc.Name})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("release %s: %w", describeKey(k.ContainerID, k.Interface), err))
 			continue
@@ -597,14 +597,14 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 // flight, not yet in any list), old enough that the list cannot predate
 // it, made on this node, and holding only addresses of this network's
 // pools.
-func gcStale(a ipamapi.Attachment, network string, valid map[ipamapi.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
+func gcStale(a api.Attachment, network string, valid map[api.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
 	return a.MadeByNetwork(network) && !valid[a.AttachmentKey] && a.State == "allocated" && now.Sub(a.Created) >= GCMinAge &&
 		(a.Node == "" || a.Node == node) && allPools(a, ours)
 }
 
 // allPools: every address of a comes from one of this network's pools, so
 // that GC of one network leaves another network's workloads alone.
-func allPools(a ipamapi.Attachment, ours map[string]bool) bool {
+func allPools(a api.Attachment, ours map[string]bool) bool {
 	for _, ip := range a.Addresses {
 		if !ours[ip.Pool] {
 			return false
@@ -626,12 +626,12 @@ func cniError(what string, err error) error {
 	return e
 }
 
-// agentError classifies an error of ipamapi.Client.
+// agentError classifies an error of api.Client.
 func agentError(err error) *types.Error {
 	var (
-		nr *ipamapi.NotRunningError
-		up *ipamapi.UntrustedPeerError
-		ae *ipamapi.APIError
+		nr *api.NotRunningError
+		up *api.UntrustedPeerError
+		ae *api.APIError
 		ne net.Error
 	)
 	switch {
@@ -652,34 +652,34 @@ func agentError(err error) *types.Error {
 }
 
 // apiCode is the CNI code of an error answer of the agent.
-func apiCode(ae *ipamapi.APIError) uint {
+func apiCode(ae *api.APIError) uint {
 	switch ae.Code {
-	case ipamapi.CodeBadRequest:
+	case api.CodeBadRequest:
 		if strings.HasPrefix(ae.Field, "pools") || strings.HasPrefix(ae.Field, "origin") {
 			return types.ErrInvalidNetworkConfig
 		}
 		return types.ErrInvalidEnvironmentVariables
-	case ipamapi.CodePoolFull:
+	case api.CodePoolFull:
 		return CodePoolFull
-	case ipamapi.CodeConflict:
+	case api.CodeConflict:
 		return CodeConflict
-	case ipamapi.CodeGateway:
+	case api.CodeGateway:
 		return CodeGateway
-	case ipamapi.CodeBlocked:
+	case api.CodeBlocked:
 		return CodeBlocked
-	case ipamapi.CodeCheckFailed:
+	case api.CodeCheckFailed:
 		return CodeCheckFailed
-	case ipamapi.CodeUnknownPool:
+	case api.CodeUnknownPool:
 		return CodeUnknownPool
-	case ipamapi.CodeDisabled:
+	case api.CodeDisabled:
 		return CodeIPAMDisabled
-	case ipamapi.CodeMismatch:
+	case api.CodeMismatch:
 		return CodeMismatch
-	case ipamapi.CodeNotFound:
+	case api.CodeNotFound:
 		return types.ErrUnknownContainer
 	}
 	// try_again, not_ready or a 503: the agent is up but cannot serve yet
-	// (ipamapi's one rule for what a caller may retry).
+	// (core/api's one rule for what a caller may retry).
 	if ae.TryAgain() {
 		return types.ErrTryAgainLater
 	}
@@ -688,7 +688,7 @@ func apiCode(ae *ipamapi.APIError) uint {
 
 // skippedDetails lists the candidates the agent passed over, for the
 // error's details.
-func skippedDetails(sk []ipamapi.SkippedIP) string {
+func skippedDetails(sk []api.SkippedIP) string {
 	if len(sk) == 0 {
 		return ""
 	}

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type checkCommand struct{ env Env }
@@ -20,13 +19,13 @@ func (c *checkCommand) Synopsis() string { return "Check addresses before a work
 
 // addressList collects --ip and --gateway in order: a --gateway belongs to
 // the --ip before it.
-type addressList struct{ addrs []control.AddressRequest }
+type addressList struct{ addrs []api.AddressRequest }
 
 type ipFlag struct{ l *addressList }
 
 func (f ipFlag) String() string { return "" }
 func (f ipFlag) Set(v string) error {
-	f.l.addrs = append(f.l.addrs, control.AddressRequest{Address: v})
+	f.l.addrs = append(f.l.addrs, api.AddressRequest{Address: v})
 	return nil
 }
 
@@ -89,12 +88,12 @@ func (c *checkCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
-	req := control.CheckRequest{Interface: f.iface, Netns: f.netns, Addresses: f.list.addrs}
-	resp, status, err := (&control.Client{SocketPath: f.socket}).Check(ctx, req)
+	req := api.CheckRequest{Interface: f.iface, Netns: f.netns, Addresses: f.list.addrs}
+	resp, status, err := (&api.Client{SocketPath: f.socket}).Check(ctx, req)
 	if err != nil {
-		var apiErr *control.APIError
+		var apiErr *api.APIError
 		if errors.As(err, &apiErr) && apiErr.Field != "" {
-			fmt.Fprintf(c.env.Stderr, "spiderpool-agent: %s: %s\n", flagOf(apiErr.Field), apiErr.Message)
+			fmt.Fprintf(c.env.Stderr, "spiderpool-agent: %s: %s\n", flagOf(apiErr.Field), apiErr.ErrorBody.Error)
 			return ExitUsage
 		}
 		fmt.Fprintf(c.env.Stderr, "spiderpool-agent: %v\n", err)
@@ -116,20 +115,20 @@ func (c *checkCommand) Run(args []string) int {
 
 // checkExit is 0 when everything passed, 1 when an address is blocked, 2
 // when nothing blocked but a detector could not decide.
-func checkExit(resp state.CheckResult) int {
+func checkExit(resp api.CheckResult) int {
 	code := ExitOK
 	for _, a := range resp.Addresses {
 		switch a.Verdict {
-		case state.VerdictBlock:
+		case api.VerdictBlock:
 			return ExitFail
-		case state.VerdictError:
+		case api.VerdictError:
 			code = ExitUsage
 		}
 	}
 	return code
 }
 
-func writeCheck(env Env, resp state.CheckResult) {
+func writeCheck(env Env, resp api.CheckResult) {
 	for _, a := range resp.Addresses {
 		what := a.Address
 		if a.Gateway != "" {

@@ -5,17 +5,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // `check` shows what each block means for an allocation.
 func TestCheckShowsBlockKind(t *testing.T) {
 	var out bytes.Buffer
-	writeCheck(Env{Stdout: &out}, state.CheckResult{Verdict: state.VerdictBlock, Addresses: []state.AddressResult{{
-		Address: "10.0.0.7/24", Verdict: state.VerdictBlock,
-		Detectors: []state.DetectorResult{
-			{Name: "cmdb", Verdict: state.VerdictBlock, BlockKind: state.BlockPolicy, Reason: "10.0.0.7 is reserved"},
-			{Name: "arp", Verdict: state.VerdictPass, Reason: "free"},
+	writeCheck(Env{Stdout: &out}, api.CheckResult{Verdict: api.VerdictBlock, Addresses: []api.AddressResult{{
+		Address: "10.0.0.7/24", Verdict: api.VerdictBlock,
+		Detectors: []api.DetectorResult{
+			{Name: "cmdb", Verdict: api.VerdictBlock, BlockKind: api.BlockPolicy, Reason: "10.0.0.7 is reserved"},
+			{Name: "arp", Verdict: api.VerdictPass, Reason: "free"},
 		},
 	}}})
 	if got := out.String(); !strings.Contains(got, "cmdb             block 10.0.0.7 is reserved [policy] (") || strings.Contains(got, "free [") {

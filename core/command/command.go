@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/version"
 )
@@ -38,7 +39,7 @@ const (
 	// check (every detector's probes, paced and queued behind other
 	// checks, and their reply windows), a plugin started to run or to
 	// report its schema, a profile's transfer after its duration. It is
-	// the CNI plugin's wait for an allocation (ipamapi.AllocateWait), so a
+	// the CNI plugin's wait for an allocation (api.AllocateWait), so a
 	// check from the CLI gets the time an ADD's check would.
 	workTimeout = 30 * time.Second
 )
@@ -213,7 +214,7 @@ func socketDefault(env Env) string {
 	if v, ok := env.Lookup("SPIDERPOOL_SOCKET_PATH"); ok && v != "" {
 		return v
 	}
-	return config.DefaultSocketPath
+	return api.DefaultSocketPath
 }
 
 func helpText(usage, body string, fs *flag.FlagSet) string {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, string, int) {
@@ -94,9 +94,9 @@ func TestCheckExit(t *testing.T) {
 		{[]string{"error", "block"}, ExitFail},
 	}
 	for _, tt := range tests {
-		var resp state.CheckResult
+		var resp api.CheckResult
 		for _, v := range tt.verdicts {
-			resp.Addresses = append(resp.Addresses, state.AddressResult{Verdict: state.Verdict(v)})
+			resp.Addresses = append(resp.Addresses, api.AddressResult{Verdict: api.Verdict(v)})
 		}
 		if got := checkExit(resp); got != tt.want {
 			t.Errorf("checkExit(%v) = %d, want %d", tt.verdicts, got, tt.want)
@@ -108,11 +108,11 @@ func TestCheckExit(t *testing.T) {
 // (stale after a reload it could not take), what it says of itself, and a
 // tuner's keys from its Status call.
 func TestWriteStatus(t *testing.T) {
-	st := state.Agent{Version: "v1", PID: 7, Started: true, ConfigGeneration: 3, StartedAt: time.Now(), ConfigLoadedAt: time.Now(),
-		Plugins: []state.Plugin{
-			{Name: "sysctl-tuner", Kind: "tuner", State: state.Ready, ConfigGeneration: 3, Description: "sets sysctls", Capabilities: []string{"CAP_NET_ADMIN"},
-				Tuned: &state.Tuned{Keys: []state.TunedKey{{Key: "net.ipv4.conf.all.forwarding", Desired: "1", Actual: "1", State: "applied"}}}},
-			{Name: "mtu-guard", Kind: "detector", State: state.Ready, ConfigGeneration: 2},
+	st := api.Agent{Version: "v1", PID: 7, Started: true, ConfigGeneration: 3, StartedAt: time.Now(), ConfigLoadedAt: time.Now(),
+		Plugins: []api.Plugin{
+			{Name: "sysctl-tuner", Kind: "tuner", State: api.Ready, ConfigGeneration: 3, Description: "sets sysctls", Capabilities: []string{"CAP_NET_ADMIN"},
+				Tuned: &api.Tuned{Keys: []api.TunedKey{{Key: "net.ipv4.conf.all.forwarding", Desired: "1", Actual: "1", State: "applied"}}}},
+			{Name: "mtu-guard", Kind: "detector", State: api.Ready, ConfigGeneration: 2},
 		}}
 	var b bytes.Buffer
 	if err := writeStatus(&b, st); err != nil {

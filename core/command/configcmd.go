@@ -17,9 +17,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -173,7 +173,7 @@ func absDirs(list string) (string, error) {
 }
 
 func failClosedNote(p *config.PluginConfig) string {
-	if p.FailurePolicy == state.FailClosed && p.Name != config.PluginSysctlTuner {
+	if p.FailurePolicy == api.FailClosed && p.Name != config.PluginSysctlTuner {
 		return ", and under fail-closed every check would be blocked"
 	}
 	return ""

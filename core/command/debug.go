@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type debugPprofCommand struct{ env Env }
@@ -29,8 +29,8 @@ Fetches a profile of the running daemon over its control socket (mode
 profile is one of %s (default heap).
 cpu and trace run for --seconds (default %d); the others are snapshots, or
 with --seconds a delta over that time. --seconds is at most %d; an answer
-is at most %d MiB.`, strings.Join(control.Profiles, ", "), control.DefaultProfileSeconds,
-		int(control.MaxProfileDuration/time.Second), control.MaxProfileBytes>>20), fs)
+is at most %d MiB.`, strings.Join(api.Profiles, ", "), api.DefaultProfileSeconds,
+		int(api.MaxProfileDuration/time.Second), api.MaxProfileBytes>>20), fs)
 }
 
 func (c *debugPprofCommand) flags() (*flag.FlagSet, *string, *int, *string) {
@@ -50,11 +50,11 @@ func (c *debugPprofCommand) Run(args []string) int {
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	if !slices.Contains(control.Profiles, name) {
-		fmt.Fprintf(c.env.Stderr, "unknown profile %q: want one of %s\n\n%s\n", name, strings.Join(control.Profiles, ", "), c.Help())
+	if !slices.Contains(api.Profiles, name) {
+		fmt.Fprintf(c.env.Stderr, "unknown profile %q: want one of %s\n\n%s\n", name, strings.Join(api.Profiles, ", "), c.Help())
 		return ExitUsage
 	}
-	maxSec := int(control.MaxProfileDuration / time.Second)
+	maxSec := int(api.MaxProfileDuration / time.Second)
 	if *seconds < 0 || *seconds > maxSec {
 		fmt.Fprintf(c.env.Stderr, "--seconds %d: want 1 to %d\n\n%s\n", *seconds, maxSec, c.Help())
 		return ExitUsage
@@ -79,11 +79,11 @@ func (c *debugPprofCommand) Run(args []string) int {
 	}
 	secs := *seconds
 	if secs == 0 && (name == "cpu" || name == "trace") {
-		secs = control.DefaultProfileSeconds
+		secs = api.DefaultProfileSeconds
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second+workTimeout)
 	defer cancel()
-	n, err := (&control.Client{SocketPath: *socket}).Profile(ctx, name, *seconds, w)
+	n, err := (&api.Client{SocketPath: *socket}).Profile(ctx, name, *seconds, w)
 	if f != nil {
 		if cerr := f.Close(); err == nil && cerr != nil {
 			err = cerr

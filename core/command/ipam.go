@@ -14,7 +14,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // ipamTimeout bounds one IPAM command: an allocation with conflicts costs
@@ -49,7 +49,7 @@ func ipamCtx() (context.Context, context.CancelFunc) {
 // ipamFail prints an API error with what the agent said; a skipped list
 // explains a conflict.
 func ipamFail(env Env, err error) int {
-	var ae *ipamapi.APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		msg := ae.ErrorBody.Error
 		if ae.Field != "" && !strings.HasPrefix(msg, ae.Field) {
@@ -89,7 +89,7 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	pools, err := (&ipamapi.Client{SocketPath: *socket}).Pools(ctx)
+	pools, err := (&api.Client{SocketPath: *socket}).Pools(ctx)
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -100,7 +100,7 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 	return ExitOK
 }
 
-func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
+func writePools(w io.Writer, pools []api.PoolUsage) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tBUSY\tDETECTION\tDOMAIN")
 	for _, p := range pools {
@@ -127,9 +127,9 @@ func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 type ipamAllocateCommand struct{ env Env }
 
 func (c *ipamAllocateCommand) Synopsis() string { return "Allocate addresses for a workload" }
-func (c *ipamAllocateCommand) flags() (*flag.FlagSet, *string, *bool, *ipamapi.AllocateRequest, *multi) {
+func (c *ipamAllocateCommand) flags() (*flag.FlagSet, *string, *bool, *api.AllocateRequest, *multi) {
 	fs, socket, asJSON := ipamFlags("ipam allocate", c.env)
-	r := &ipamapi.AllocateRequest{}
+	r := &api.AllocateRequest{}
 	pools := &multi{}
 	fs.StringVar(&r.ContainerID, "container-id", "", "key of the allocation, with --interface (CNI's container id; for a VM, its name)")
 	fs.StringVar(&r.Interface, "interface", "", "the workload's interface, as seen in --netns")
@@ -152,7 +152,7 @@ func (c *ipamAllocateCommand) Run(args []string) int {
 	}
 	r.Pools = *pools
 	if err := r.Validate(); err != nil {
-		var fe *ipamapi.FieldError
+		var fe *api.FieldError
 		if errors.As(err, &fe) {
 			flagName := map[string]string{"container_id": "--container-id", "interface": "--interface", "netns": "--netns", "workload": "--workload", "pools": "--pool"}[strings.SplitN(fe.Field, "[", 2)[0]]
 			if flagName != "" {
@@ -165,7 +165,7 @@ func (c *ipamAllocateCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	att, err := (&ipamapi.Client{SocketPath: *socket}).Allocate(ctx, *r)
+	att, err := (&api.Client{SocketPath: *socket}).Allocate(ctx, *r)
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -176,7 +176,7 @@ func (c *ipamAllocateCommand) Run(args []string) int {
 	return ExitOK
 }
 
-func writeAttachment(w io.Writer, att ipamapi.Attachment) {
+func writeAttachment(w io.Writer, att api.Attachment) {
 	for _, ip := range att.Addresses {
 		gw := ""
 		if ip.Gateway.IsValid() {
@@ -219,7 +219,7 @@ func (c *ipamListCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	list, err := (&ipamapi.Client{SocketPath: *socket}).List(ctx, *pool, *workload)
+	list, err := (&api.Client{SocketPath: *socket}).List(ctx, *pool, *workload)
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -276,8 +276,8 @@ func (c *ipamShowCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	cl := &ipamapi.Client{SocketPath: *socket}
-	var recs []ipamapi.HistoryRecord
+	cl := &api.Client{SocketPath: *socket}
+	var recs []api.HistoryRecord
 	var err error
 	if addr, perr := netip.ParseAddr(operand); perr == nil {
 		info, err := cl.Address(ctx, addr)
@@ -324,7 +324,7 @@ func (c *ipamShowCommand) Run(args []string) int {
 
 // printAddressRecords prints an address's state in the pools: free, or
 // one line per pool holding a record of it.
-func printAddressRecords(env Env, info ipamapi.AddressInfo) {
+func printAddressRecords(env Env, info api.AddressInfo) {
 	if len(info.Records) == 0 {
 		fmt.Fprintf(env.Stdout, "%s: free\n", info.Address)
 		for _, b := range info.Busy {
@@ -378,11 +378,11 @@ func (c *ipamReleaseCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	cl := &ipamapi.Client{SocketPath: *socket}
-	var res ipamapi.ReleaseResponse
+	cl := &api.Client{SocketPath: *socket}
+	var res api.ReleaseResponse
 	var err error
 	if byKey {
-		req := ipamapi.ReleaseRequest{ContainerID: *cid, Interface: *iface}
+		req := api.ReleaseRequest{ContainerID: *cid, Interface: *iface}
 		if verr := req.Validate(); verr != nil {
 			fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", verr, c.Help())
 			return ExitUsage
@@ -427,7 +427,7 @@ func (c *ipamGCCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	res, err := (&ipamapi.Client{SocketPath: *socket}).GC(ctx)
+	res, err := (&api.Client{SocketPath: *socket}).GC(ctx)
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -443,7 +443,7 @@ func (c *ipamGCCommand) Run(args []string) int {
 }
 
 // writeIPAMStatus is status's IPAM section.
-func writeIPAMStatus(w io.Writer, st *ipamapi.Status) {
+func writeIPAMStatus(w io.Writer, st *api.Status) {
 	if st == nil {
 		return
 	}

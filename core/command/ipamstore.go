@@ -11,10 +11,10 @@ import (
 
 	"github.com/posener/complete"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // storeOpenTimeout bounds the wait for the store's lock of the offline
@@ -72,14 +72,14 @@ func (c *ipamBackupCommand) Run(args []string) int {
 	if err != nil {
 		return fail(c.env, "%s: %v", file, err)
 	}
-	req := ipamapi.BackupRequest{Path: abs, Force: *force}
+	req := api.BackupRequest{Path: abs, Force: *force}
 	if err := req.Validate(); err != nil {
 		fmt.Fprintf(c.env.Stderr, "%v\n\n%s\n", err, c.Help())
 		return ExitUsage
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	res, err := (&ipamapi.Client{SocketPath: *socket}).Backup(ctx, req)
+	res, err := (&api.Client{SocketPath: *socket}).Backup(ctx, req)
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -196,10 +196,10 @@ func (c *ipamCheckCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	var res ipamapi.CheckResult
+	var res api.StoreCheckResult
 	if *file == "" {
 		var err error
-		if res, err = (&ipamapi.Client{SocketPath: *socket}).Check(ctx); err != nil {
+		if res, err = (&api.Client{SocketPath: *socket}).StoreCheck(ctx); err != nil {
 			return ipamFail(c.env, err)
 		}
 	} else {

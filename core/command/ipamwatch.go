@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // --- conflicts
@@ -40,7 +40,7 @@ func (c *ipamConflictsCommand) Run(args []string) int {
 	}
 	ctx, cancel := ipamCtx()
 	defer cancel()
-	res, err := (&ipamapi.Client{SocketPath: *socket}).Conflicts(ctx, *since, netip.Addr{})
+	res, err := (&api.Client{SocketPath: *socket}).Conflicts(ctx, *since, netip.Addr{})
 	if err != nil {
 		return ipamFail(c.env, err)
 	}
@@ -56,7 +56,7 @@ func (c *ipamConflictsCommand) Run(args []string) int {
 	return ExitOK
 }
 
-func writeConflicts(w io.Writer, list []ipamapi.Conflict) {
+func writeConflicts(w io.Writer, list []api.Conflict) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tINTERFACE\tNODE\tHOLDER MAC\tOTHER MAC\tEVIDENCE\tFIRST SEEN\tLAST SEEN\tFRAMES\tDEFENDED\tEVENTS")
 	for _, c := range list {
@@ -66,7 +66,7 @@ func writeConflicts(w io.Writer, list []ipamapi.Conflict) {
 	tw.Flush()
 }
 
-func writeBusy(w io.Writer, list []ipamapi.BusyAddress) {
+func writeBusy(w io.Writer, list []api.BusyAddress) {
 	if len(list) == 0 {
 		return
 	}
@@ -82,13 +82,13 @@ func writeBusy(w io.Writer, list []ipamapi.BusyAddress) {
 // showConflicts is the conflicts part of `ipam show`: those of the address,
 // or those whose holder is the workload. An agent without the route (an
 // older one) shows none.
-func showConflicts(ctx context.Context, w io.Writer, cl *ipamapi.Client, operand string) {
+func showConflicts(ctx context.Context, w io.Writer, cl *api.Client, operand string) {
 	addr, _ := netip.ParseAddr(operand)
 	res, err := cl.Conflicts(ctx, 0, addr)
 	if err != nil {
 		return
 	}
-	var list []ipamapi.Conflict
+	var list []api.Conflict
 	for _, c := range res.Conflicts {
 		if addr.IsValid() || c.Workload == operand {
 			list = append(list, c)
@@ -102,7 +102,7 @@ func showConflicts(ctx context.Context, w io.Writer, cl *ipamapi.Client, operand
 }
 
 // writeConflictStatus is status's line about the watch.
-func writeConflictStatus(w io.Writer, st *ipamapi.ConflictStatus) {
+func writeConflictStatus(w io.Writer, st *api.ConflictStatus) {
 	if st == nil {
 		return
 	}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -136,14 +136,14 @@ func TestDebugPprof(t *testing.T) {
 // status says when gops is on, since any local user can reach it.
 func TestStatusWarnsAboutGops(t *testing.T) {
 	var b strings.Builder
-	if err := writeStatus(&b, state.Agent{Version: "v", PID: 1, Started: true, Gops: "127.0.0.1:5712"}); err != nil {
+	if err := writeStatus(&b, api.Agent{Version: "v", PID: 1, Started: true, Gops: "127.0.0.1:5712"}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), "warning: gops listens on 127.0.0.1:5712: any local user") {
 		t.Errorf("status with gops on does not warn:\n%s", b.String())
 	}
 	b.Reset()
-	writeStatus(&b, state.Agent{Version: "v", PID: 1, Started: true})
+	writeStatus(&b, api.Agent{Version: "v", PID: 1, Started: true})
 	if strings.Contains(b.String(), "gops") {
 		t.Errorf("status with gops off mentions it:\n%s", b.String())
 	}
@@ -224,7 +224,7 @@ func TestClientTrustsADynamicUserOnlyInARootGivenDirectory(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err = (&control.Client{SocketPath: sock}).Status(ctx)
+			_, err = (&api.Client{SocketPath: sock}).Status(ctx)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("a DynamicUser agent in a root-given directory is not trusted: %v", err)

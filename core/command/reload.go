@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type reloadCommand struct{ env Env }
@@ -37,13 +37,13 @@ func (c *reloadCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	cl := &control.Client{SocketPath: *socket}
+	cl := &api.Client{SocketPath: *socket}
 	if err := cl.Reload(ctx); err != nil {
 		// The daemon's reason, not HTTP's words for it: the operator
 		// wants the file:line:col of what was refused.
-		var apiErr *control.APIError
-		if errors.As(err, &apiErr) && apiErr.Message != "" {
-			return fail(c.env, "%s", apiErr.Message)
+		var apiErr *api.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorBody.Error != "" {
+			return fail(c.env, "%s", apiErr.ErrorBody.Error)
 		}
 		return fail(c.env, "%v", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type shutdownCommand struct{ env Env }
@@ -38,7 +38,7 @@ func (c *shutdownCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	client := control.Client{SocketPath: *socket}
+	client := api.Client{SocketPath: *socket}
 	pid, err := client.Shutdown(ctx)
 	if err != nil {
 		return fail(c.env, "%v", err)

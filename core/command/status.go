@@ -10,8 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type statusCommand struct{ env Env }
@@ -38,7 +37,7 @@ func (c *statusCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: *socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: *socket}).Status(ctx)
 	if err != nil {
 		return fail(c.env, "%v", err)
 	}
@@ -58,7 +57,7 @@ func (c *statusCommand) Run(args []string) int {
 	return ExitOK
 }
 
-func writeStatus(w io.Writer, st state.Agent) error {
+func writeStatus(w io.Writer, st api.Agent) error {
 	ready, waiting := st.Ready()
 	verdict := "ready"
 	if !st.Started {
@@ -76,7 +75,7 @@ func writeStatus(w io.Writer, st state.Agent) error {
 	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tCONFIG\tMESSAGE")
 	for _, p := range st.Plugins {
 		msg := p.Message
-		if p.LastError != "" && p.State != state.Ready {
+		if p.LastError != "" && p.State != api.Ready {
 			msg = strings.TrimSpace(msg + " " + "(last error: " + firstLine(p.LastError) + ")")
 		}
 		pid := "-"

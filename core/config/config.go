@@ -30,10 +30,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -53,8 +51,8 @@ var BuiltinPlugins = []string{PluginGatewayDetector, PluginIPConflict, PluginSys
 // the core that names the built-in detectors (test/layout checks it).
 func DefaultIPAMDetectors() map[string]string {
 	return map[string]string{
-		ipamapi.DetectionConflict: PluginIPConflict,
-		ipamapi.DetectionGateway:  PluginGatewayDetector,
+		api.DetectionConflict: PluginIPConflict,
+		api.DetectionGateway:  PluginGatewayDetector,
 	}
 }
 
@@ -73,7 +71,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "text"
 	DefaultPluginDir       = "/usr/lib/spiderpool/plugins"
-	DefaultSocketPath      = control.DefaultSocketPath
 	DefaultHealthPort      = 5710
 	DefaultGopsPort        = 5712
 	DefaultShutdownTimeout = 10 * time.Second
@@ -268,7 +265,7 @@ type IPAMConfig struct {
 	// AllocationTimeout is the deadline of one allocation: past it, what
 	// the allocation reserved is released and it fails with "try again".
 	// HCL allocation_timeout, default 25s, between 1s and 27s (below the
-	// CNI plugin's 30s wait for the answer, ipamapi.AllocateWait).
+	// CNI plugin's 30s wait for the answer, api.AllocateWait).
 	AllocationTimeout time.Duration
 
 	// CNISpoolDir is the spool of CNI DELs the plugin could not deliver,
@@ -278,8 +275,8 @@ type IPAMConfig struct {
 	CNISpoolDir string
 
 	// Detectors names the plugin behind each detection a pool switches on
-	// (ipamapi.DetectionConflict for conflict_detection,
-	// ipamapi.DetectionGateway for gateway_detection): a pool that enables
+	// (api.DetectionConflict for conflict_detection,
+	// api.DetectionGateway for gateway_detection): a pool that enables
 	// a detection whose plugin is not enabled gets no address, and a check
 	// that asks for neither leaves that plugin out. Not an HCL setting:
 	// DefaultIPAMDetectors. What a detector's block does to an allocation
@@ -297,8 +294,8 @@ type IPAMConfig struct {
 // see Binary), Component (the component of a plugin set that Path is, run
 // as "PATH serve COMPONENT"; without Path, a component of the built-ins'
 // set PluginDir/spiderpool-plugins; HCL component, default ""), Checksum ("sha256:" and 64 lowercase hex digits, or
-// empty), Timeout (default 5s), FailurePolicy (state.FailClosed by default,
-// or state.FailOpen) and Config (the raw config { } block with its start
+// empty), Timeout (default 5s), FailurePolicy (api.FailClosed by default,
+// or api.FailOpen) and Config (the raw config { } block with its start
 // position, so that decoding errors name the operator's file, line and
 // column; of several blocks for one plugin the last replaces the others).
 // Kind and Generation are the agent's to fill in.
@@ -472,7 +469,7 @@ func Default() *Config {
 		LogLevel:        DefaultLogLevel,
 		LogFormat:       DefaultLogFormat,
 		PluginDir:       DefaultPluginDir,
-		SocketPath:      DefaultSocketPath,
+		SocketPath:      api.DefaultSocketPath,
 		HealthPort:      DefaultHealthPort,
 		GopsPort:        DefaultGopsPort,
 		EnableIPv4:      true,
@@ -503,7 +500,7 @@ func Default() *Config {
 			DBPath:            DefaultIPAMDBPath,
 			GCInterval:        DefaultIPAMGCInterval,
 			GCGracePeriod:     DefaultIPAMGCGracePeriod,
-			AllocationTimeout: ipamapi.DefaultAllocationTimeout,
+			AllocationTimeout: api.DefaultAllocationTimeout,
 			CNISpoolDir:       DefaultIPAMCNISpoolDir,
 			Detectors:         DefaultIPAMDetectors(),
 		},
@@ -524,7 +521,7 @@ func (c *Config) addPlugin(name string) *PluginConfig {
 		Name:          name,
 		Enabled:       true,
 		Timeout:       DefaultPluginTimeout,
-		FailurePolicy: state.FailClosed,
+		FailurePolicy: api.FailClosed,
 	}}
 	for _, k := range pluginKeys {
 		c.setSource(pluginKey(name, k.name), Source{Kind: KindDefault})

@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -228,8 +227,8 @@ var globalKeys = []*keySpec{
 		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
 	{name: "ipam.allocation_timeout", kind: kindDuration,
 		desc:  "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
-		want:  fmt.Sprintf("a duration between %s and %s", ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
-		check: durationRange(ipamapi.MinAllocationTimeout, ipamapi.MaxAllocationTimeout),
+		want:  fmt.Sprintf("a duration between %s and %s", api.MinAllocationTimeout, api.MaxAllocationTimeout),
+		check: durationRange(api.MinAllocationTimeout, api.MaxAllocationTimeout),
 		ptr:   func(c *Config) any { return &c.IPAM.AllocationTimeout }},
 	{name: "ipam.cni_spool_dir", kind: kindString,
 		desc: "directory of the CNI DELs the plugin could not deliver (the network configuration's ipam.spool_dir)",
@@ -305,7 +304,7 @@ var pluginKeys = []*keySpec{
 	{name: "timeout", kind: kindDuration, want: wantDuration, check: positiveDuration,
 		pptr: func(p *PluginConfig) any { return &p.Timeout }},
 	{name: "failure_policy", kind: kindString, want: `a failure policy ("fail-closed" or "fail-open")`,
-		check: oneOf(state.FailClosed, state.FailOpen),
+		check: oneOf(api.FailClosed, api.FailOpen),
 		pptr:  func(p *PluginConfig) any { return &p.FailurePolicy }},
 	{name: "component", kind: kindString, want: "a component name (lowercase letters, digits and dashes)", check: componentName,
 		pptr: func(p *PluginConfig) any { return &p.Component }},

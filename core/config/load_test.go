@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 func TestDefault(t *testing.T) {
@@ -47,7 +47,7 @@ func TestDefault(t *testing.T) {
 	var names []string
 	for _, p := range c.Plugins {
 		names = append(names, p.Name)
-		if !p.Enabled || p.Timeout != 5*time.Second || p.FailurePolicy != state.FailClosed || p.Path != "" ||
+		if !p.Enabled || p.Timeout != 5*time.Second || p.FailurePolicy != api.FailClosed || p.Path != "" ||
 			p.Checksum != "" || len(p.Config.Body) != 0 || p.DeclRange.Filename != "" {
 			t.Errorf("built-in plugin %q has non-default settings: %+v", p.Name, p)
 		}
@@ -212,7 +212,7 @@ func TestPrecedence(t *testing.T) {
 		value string
 	}
 	layers := []layer{
-		{KindDefault, DefaultSocketPath},
+		{KindDefault, api.DefaultSocketPath},
 		{KindConfYML, "/run/from-yml.sock"},
 		{KindFile, "/run/from-hcl.sock"},
 		{KindEnv, "/run/from-env.sock"},
@@ -575,7 +575,7 @@ plugin "zz-third" {
 	}
 
 	p := c.Plugin("ip-conflict")
-	if p.Timeout != 2*time.Second || p.FailurePolicy != state.FailOpen || !p.Enabled {
+	if p.Timeout != 2*time.Second || p.FailurePolicy != api.FailOpen || !p.Enabled {
 		t.Errorf("ip-conflict = %+v", p)
 	}
 	if got := strings.TrimSpace(string(p.Config.Body)); got != "retries = 1" {
@@ -600,7 +600,7 @@ plugin "zz-third" {
 		}
 	}
 	zz := c.Plugin("zz-third")
-	if !zz.Enabled || zz.Path != "/opt/zz" || zz.Timeout != DefaultPluginTimeout || zz.FailurePolicy != state.FailClosed {
+	if !zz.Enabled || zz.Path != "/opt/zz" || zz.Timeout != DefaultPluginTimeout || zz.FailurePolicy != api.FailClosed {
 		t.Errorf("zz-third = %+v", zz)
 	}
 	if got, _ := zz.BinaryPath(c.PluginDirs()); got != "/opt/zz" {

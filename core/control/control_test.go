@@ -18,26 +18,26 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/httpserve"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 // fakeBackend is a Backend with scripted answers that records its calls.
 type fakeBackend struct {
-	agent       state.Agent
+	agent       api.Agent
 	shutdownErr error
 	reloadErr   error
 	checkErr    error
-	checkResp   state.CheckResult
+	checkResp   api.CheckResult
 	onShutdown  func()
 
 	mu        sync.Mutex
-	got       []state.Check
+	got       []api.Check
 	shutdowns int
 	reloads   int
 }
 
-func (f *fakeBackend) Status(context.Context) state.Agent { return f.agent }
+func (f *fakeBackend) Status(context.Context) api.Agent { return f.agent }
 
 func (f *fakeBackend) Shutdown(context.Context) error {
 	f.mu.Lock()
@@ -56,7 +56,7 @@ func (f *fakeBackend) Reload(context.Context) error {
 	return f.reloadErr
 }
 
-func (f *fakeBackend) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
+func (f *fakeBackend) Check(_ context.Context, req api.Check) (api.CheckResult, error) {
 	f.mu.Lock()
 	f.got = append(f.got, req)
 	f.mu.Unlock()
@@ -64,10 +64,10 @@ func (f *fakeBackend) Check(_ context.Context, req state.Check) (state.CheckResu
 }
 
 // calls returns what the backend was asked so far.
-func (f *fakeBackend) calls() (shutdowns, reloads int, got []state.Check) {
+func (f *fakeBackend) calls() (shutdowns, reloads int, got []api.Check) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.shutdowns, f.reloads, append([]state.Check(nil), f.got...)
+	return f.shutdowns, f.reloads, append([]api.Check(nil), f.got...)
 }
 
 func jsonDecoder(s string) *json.Decoder {
@@ -156,8 +156,8 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: state.Agent{PID: 77}}, nil)) }()
-	a, err := (&Client{SocketPath: path}).Status(context.Background())
+	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(&fakeBackend{agent: api.Agent{PID: 77}}, nil)) }()
+	a, err := (&api.Client{SocketPath: path}).Status(context.Background())
 	if err != nil || a.PID != 77 {
 		t.Errorf("status after replacing a stale socket = %+v, %v", a, err)
 	}
@@ -171,7 +171,7 @@ func TestListenRemovesStaleSocket(t *testing.T) {
 }
 
 func TestListenRefusesLiveAgent(t *testing.T) {
-	path := startAgent(t, &fakeBackend{agent: state.Agent{PID: 4242, Started: true}})
+	path := startAgent(t, &fakeBackend{agent: api.Agent{PID: 4242, Started: true}})
 	ln, err := Listen(context.Background(), path)
 	if err == nil {
 		ln.Close()
@@ -186,7 +186,7 @@ func TestListenRefusesLiveAgent(t *testing.T) {
 		t.Errorf("error %v is not an AlreadyRunningError with pid 4242", err)
 	}
 	// The running agent was left alone.
-	if a, err := (&Client{SocketPath: path}).Status(context.Background()); err != nil || a.PID != 4242 {
+	if a, err := (&api.Client{SocketPath: path}).Status(context.Background()); err != nil || a.PID != 4242 {
 		t.Errorf("the first agent no longer answers: %+v, %v", a, err)
 	}
 }
@@ -277,9 +277,9 @@ func TestClientNoDaemon(t *testing.T) {
 	stale := sockPath(t)
 	staleSocket(t, stale)
 	for _, path := range []string{missing, stale} {
-		c := &Client{SocketPath: path}
+		c := &api.Client{SocketPath: path}
 		want := fmt.Sprintf("no spiderpool-agent answers on %s: is it running?", path)
-		var nr *NotRunningError
+		var nr *api.NotRunningError
 		if _, err := c.Status(context.Background()); !errors.As(err, &nr) || nr.Error() != want {
 			t.Errorf("Status on %s = %v, want %q", path, err, want)
 		}
@@ -289,20 +289,17 @@ func TestClientNoDaemon(t *testing.T) {
 		if err := c.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Reload on %s = %v", path, err)
 		}
-		if _, code, err := c.Check(context.Background(), CheckRequest{}); code != 0 || err == nil || !strings.Contains(err.Error(), want) {
+		if _, code, err := c.Check(context.Background(), api.CheckRequest{}); code != 0 || err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Check on %s = %d, %v", path, code, err)
 		}
-	}
-	if (&Client{}).path() != DefaultSocketPath {
-		t.Errorf("the zero Client does not use %s", DefaultSocketPath)
 	}
 }
 
 func TestStatus(t *testing.T) {
-	agent := state.Agent{Version: "1.0.0", PID: 31337, Started: true,
-		Plugins: []state.Plugin{{Name: "ip-conflict", Kind: "detector", State: state.Ready, PID: 99}}}
+	agent := api.Agent{Version: "1.0.0", PID: 31337, Started: true,
+		Plugins: []api.Plugin{{Name: "ip-conflict", Kind: "detector", State: api.Ready, PID: 99}}}
 	path := startAgent(t, &fakeBackend{agent: agent})
-	got, err := (&Client{SocketPath: path}).Status(context.Background())
+	got, err := (&api.Client{SocketPath: path}).Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,11 +309,11 @@ func TestStatus(t *testing.T) {
 
 	// A backend that leaves the pid out still answers with the daemon's.
 	path = startAgent(t, &fakeBackend{})
-	got, err = (&Client{SocketPath: path}).Status(context.Background())
+	got, err = (&api.Client{SocketPath: path}).Status(context.Background())
 	if err != nil || got.PID != os.Getpid() {
 		t.Errorf("status pid = %d, %v; want %d", got.PID, err, os.Getpid())
 	}
-	rec := serveOnce(t, &fakeBackend{}, http.MethodGet, StatusPath, "")
+	rec := serveOnce(t, &fakeBackend{}, http.MethodGet, api.StatusPath, "")
 	if !strings.Contains(rec.Body.String(), `"plugins":[]`) || !strings.Contains(rec.Body.String(), fmt.Sprintf(`"pid":%d`, os.Getpid())) {
 		t.Errorf("status body = %s, want a pid and an empty plugin list", rec.Body)
 	}
@@ -336,7 +333,7 @@ func TestShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- httpserve.Serve(ctx, ln, NewHandler(b, nil)) }()
 
-	pid, err := (&Client{SocketPath: path}).Shutdown(context.Background())
+	pid, err := (&api.Client{SocketPath: path}).Shutdown(context.Background())
 	if err != nil || pid != os.Getpid() {
 		t.Fatalf("Shutdown = %d, %v; want %d", pid, err, os.Getpid())
 	}
@@ -350,11 +347,11 @@ func TestShutdown(t *testing.T) {
 		t.Errorf("backend Shutdown called %d times", n)
 	}
 
-	rec := serveOnce(t, &fakeBackend{}, http.MethodPost, ShutdownPath, "")
+	rec := serveOnce(t, &fakeBackend{}, http.MethodPost, api.ShutdownPath, "")
 	if rec.Code != http.StatusAccepted || rec.Body.String() != fmt.Sprintf("{\"pid\":%d}\n", os.Getpid()) {
 		t.Errorf("shutdown = %d %s", rec.Code, rec.Body)
 	}
-	rec = serveOnce(t, &fakeBackend{shutdownErr: errors.New("already stopping")}, http.MethodPost, ShutdownPath, "")
+	rec = serveOnce(t, &fakeBackend{shutdownErr: errors.New("already stopping")}, http.MethodPost, api.ShutdownPath, "")
 	if rec.Code != 500 || !strings.Contains(rec.Body.String(), "already stopping") {
 		t.Errorf("failed shutdown = %d %s", rec.Code, rec.Body)
 	}
@@ -374,13 +371,13 @@ func TestReload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &fakeBackend{reloadErr: tt.err}
 			path := startAgent(t, b)
-			err := (&Client{SocketPath: path}).Reload(context.Background())
-			var apiErr *APIError
+			err := (&api.Client{SocketPath: path}).Reload(context.Background())
+			var apiErr *api.APIError
 			switch {
 			case tt.err == nil && err != nil:
 				t.Fatalf("Reload = %v", err)
-			case tt.err != nil && (!errors.As(err, &apiErr) || apiErr.Status != tt.wantCode || apiErr.Message != tt.err.Error()):
-				t.Fatalf("Reload = %v, want an APIError %d carrying %q", err, tt.wantCode, tt.err)
+			case tt.err != nil && (!errors.As(err, &apiErr) || apiErr.Status != tt.wantCode || apiErr.ErrorBody.Error != tt.err.Error()):
+				t.Fatalf("Reload = %v, want an api.APIError %d carrying %q", err, tt.wantCode, tt.err)
 			}
 			if _, n, _ := b.calls(); n != 1 {
 				t.Errorf("backend Reload called %d times", n)
@@ -388,7 +385,7 @@ func TestReload(t *testing.T) {
 			var log strings.Builder
 			rec := httptest.NewRecorder()
 			NewHandler(&fakeBackend{reloadErr: tt.err}, hclog.New(&hclog.LoggerOptions{Output: &log})).
-				ServeHTTP(rec, httptest.NewRequest(http.MethodPost, ReloadPath, nil))
+				ServeHTTP(rec, httptest.NewRequest(http.MethodPost, api.ReloadPath, nil))
 			if rec.Code != tt.wantCode {
 				t.Errorf("code = %d, want %d", rec.Code, tt.wantCode)
 			}
@@ -402,28 +399,28 @@ func TestReload(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	resp := state.CheckResult{Verdict: state.VerdictBlock, DurationMs: 101.5, Addresses: []state.AddressResult{{
-		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: state.VerdictBlock,
-		Detectors: []state.DetectorResult{
+	resp := api.CheckResult{Verdict: api.VerdictBlock, DurationMs: 101.5, Addresses: []api.AddressResult{{
+		Address: "10.0.0.7/24", Gateway: "10.0.0.1", Verdict: api.VerdictBlock,
+		Detectors: []api.DetectorResult{
 			{Name: "ip-conflict", Verdict: "block", Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0",
 				Evidence: map[string]string{"mac": "52:54:00:12:34:56"}, DurationMs: 0.02},
-			{Name: "gateway-detector", Verdict: state.VerdictSkip},
+			{Name: "gateway-detector", Verdict: api.VerdictSkip},
 		},
 	}}}
 	b := &fakeBackend{checkResp: resp}
 	path := startAgent(t, b)
-	req := CheckRequest{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []AddressRequest{
+	req := api.CheckRequest{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []api.AddressRequest{
 		{Address: "10.0.0.7/24", Gateway: "10.0.0.1"},
 		{Address: "fd00::7/64"},
 	}}
-	got, code, err := (&Client{SocketPath: path}).Check(context.Background(), req)
+	got, code, err := (&api.Client{SocketPath: path}).Check(context.Background(), req)
 	if err != nil || code != 200 {
 		t.Fatalf("Check = %d, %v", code, err)
 	}
 	if !reflect.DeepEqual(got, resp) {
 		t.Errorf("response = %+v, want %+v", got, resp)
 	}
-	want := state.Check{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []state.CheckAddress{
+	want := api.Check{Interface: "eth0.100", Netns: "/var/run/netns/pod1", Addresses: []api.CheckAddress{
 		{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")},
 		{Address: netip.MustParsePrefix("fd00::7/64")},
 	}}
@@ -443,9 +440,9 @@ func TestCheckBackendErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		path := startAgent(t, &fakeBackend{checkErr: tt.err})
-		_, code, err := (&Client{SocketPath: path}).Check(context.Background(), CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/24"}}})
-		var apiErr *APIError
-		if code != tt.wantCode || !errors.As(err, &apiErr) || apiErr.Message != tt.err.Error() {
+		_, code, err := (&api.Client{SocketPath: path}).Check(context.Background(), api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.7/24"}}})
+		var apiErr *api.APIError
+		if code != tt.wantCode || !errors.As(err, &apiErr) || apiErr.ErrorBody.Error != tt.err.Error() {
 			t.Errorf("backend error %v: got %d %v, want %d with the message", tt.err, code, err, tt.wantCode)
 		}
 	}
@@ -462,7 +459,7 @@ func serveOnce(t *testing.T, b Backend, method, path, body string) *httptest.Res
 }
 
 func TestMalformedCheckBodies(t *testing.T) {
-	long := `{"interface":"eth0","addresses":[` + strings.Repeat(`{"address":"10.0.0.1/24"},`, MaxAddresses) + `{"address":"10.0.0.2/24"}]}`
+	long := `{"interface":"eth0","addresses":[` + strings.Repeat(`{"address":"10.0.0.1/24"},`, api.MaxAddresses) + `{"address":"10.0.0.2/24"}]}`
 	tests := []struct {
 		name, body, field, says string
 	}{
@@ -522,11 +519,11 @@ func TestMalformedCheckBodies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &fakeBackend{}
-			rec := serveOnce(t, b, http.MethodPost, CheckPath, tt.body)
+			rec := serveOnce(t, b, http.MethodPost, api.CheckPath, tt.body)
 			if rec.Code != http.StatusBadRequest {
 				t.Fatalf("code = %d, want 400; body %s", rec.Code, rec.Body)
 			}
-			var eb ErrorBody
+			var eb api.ErrorBody
 			dec := jsonDecoder(rec.Body.String())
 			if err := dec.Decode(&eb); err != nil {
 				t.Fatalf("body %q: %v", rec.Body, err)
@@ -548,9 +545,9 @@ func TestMalformedCheckBodies(t *testing.T) {
 }
 
 func TestOversizedBody(t *testing.T) {
-	body := `{"interface":"eth0","netns":"/` + strings.Repeat("a", MaxBodyBytes) + `","addresses":[{"address":"10.0.0.7/24"}]}`
+	body := `{"interface":"eth0","netns":"/` + strings.Repeat("a", api.MaxBodyBytes) + `","addresses":[{"address":"10.0.0.7/24"}]}`
 	b := &fakeBackend{}
-	rec := serveOnce(t, b, http.MethodPost, CheckPath, body)
+	rec := serveOnce(t, b, http.MethodPost, api.CheckPath, body)
 	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "exceeds 1048576 bytes (1 MiB)") {
 		t.Errorf("oversized body = %d %s, want 413", rec.Code, rec.Body)
 	}
@@ -558,9 +555,9 @@ func TestOversizedBody(t *testing.T) {
 		t.Error("an oversized request reached the backend")
 	}
 	// Just under the limit is fine (and then fails validation on its merits).
-	pad := MaxBodyBytes - len(`{"interface":"eth0","netns":"/x","addresses":[{"address":"10.0.0.7/24"}]}`)
+	pad := api.MaxBodyBytes - len(`{"interface":"eth0","netns":"/x","addresses":[{"address":"10.0.0.7/24"}]}`)
 	ok := `{"interface":"eth0","netns":"/x","addresses":[{"address":"10.0.0.7/24"}]}` + strings.Repeat(" ", pad)
-	if rec := serveOnce(t, &fakeBackend{}, http.MethodPost, CheckPath, ok); rec.Code != 200 {
+	if rec := serveOnce(t, &fakeBackend{}, http.MethodPost, api.CheckPath, ok); rec.Code != 200 {
 		t.Errorf("a body of exactly 1 MiB = %d %s, want 200", rec.Code, rec.Body)
 	}
 }
@@ -571,12 +568,12 @@ func TestMethodsAndPaths(t *testing.T) {
 		wantCode     int
 		wantAllow    string
 	}{
-		{http.MethodPost, StatusPath, 405, "GET"},
-		{http.MethodDelete, StatusPath, 405, "GET"},
-		{http.MethodGet, ShutdownPath, 405, "POST"},
-		{http.MethodGet, ReloadPath, 405, "POST"},
-		{http.MethodGet, CheckPath, 405, "POST"},
-		{http.MethodPut, CheckPath, 405, "POST"},
+		{http.MethodPost, api.StatusPath, 405, "GET"},
+		{http.MethodDelete, api.StatusPath, 405, "GET"},
+		{http.MethodGet, api.ShutdownPath, 405, "POST"},
+		{http.MethodGet, api.ReloadPath, 405, "POST"},
+		{http.MethodGet, api.CheckPath, 405, "POST"},
+		{http.MethodPut, api.CheckPath, 405, "POST"},
 		{http.MethodGet, "/v1/nothing", 404, ""},
 		{http.MethodGet, "/", 404, ""},
 	}
@@ -586,9 +583,9 @@ func TestMethodsAndPaths(t *testing.T) {
 		if rec.Code != tt.wantCode || rec.Header().Get("Allow") != tt.wantAllow {
 			t.Errorf("%s %s = %d Allow %q, want %d Allow %q", tt.method, tt.path, rec.Code, rec.Header().Get("Allow"), tt.wantCode, tt.wantAllow)
 		}
-		var eb ErrorBody
+		var eb api.ErrorBody
 		if err := jsonDecoder(rec.Body.String()).Decode(&eb); err != nil || eb.Error == "" {
-			t.Errorf("%s %s body %q is not an ErrorBody", tt.method, tt.path, rec.Body)
+			t.Errorf("%s %s body %q is not an api.ErrorBody", tt.method, tt.path, rec.Body)
 		}
 		if b.shutdowns+b.reloads+len(b.got) != 0 {
 			t.Errorf("%s %s reached the backend", tt.method, tt.path)
@@ -599,22 +596,22 @@ func TestMethodsAndPaths(t *testing.T) {
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		req  CheckRequest
-		want state.Check
+		req  api.CheckRequest
+		want api.Check
 	}{
-		{"IPv4 with gateway", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/24", Gateway: "10.0.0.1"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
-		{"IPv6 without gateway, netns by proc path", CheckRequest{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []AddressRequest{{Address: "fd00::7/64"}}},
-			state.Check{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
-		{"gateway outside the prefix is allowed (on-link routes)", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.7/32", Gateway: "169.254.1.1"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
-		{"15-byte interface with a dot", CheckRequest{Interface: "enp0s31f6.10000", Addresses: []AddressRequest{{Address: "192.168.1.5/24"}}},
-			state.Check{Interface: "enp0s31f6.10000", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
+		{"IPv4 with gateway", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.7/24", Gateway: "10.0.0.1"}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/24"), Gateway: netip.MustParseAddr("10.0.0.1")}}}},
+		{"IPv6 without gateway, netns by proc path", api.CheckRequest{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []api.AddressRequest{{Address: "fd00::7/64"}}},
+			api.Check{Interface: "net1", Netns: "/proc/123/ns/net", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("fd00::7/64")}}}},
+		{"gateway outside the prefix is allowed (on-link routes)", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.7/32", Gateway: "169.254.1.1"}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.7/32"), Gateway: netip.MustParseAddr("169.254.1.1")}}}},
+		{"15-byte interface with a dot", api.CheckRequest{Interface: "enp0s31f6.10000", Addresses: []api.AddressRequest{{Address: "192.168.1.5/24"}}},
+			api.Check{Interface: "enp0s31f6.10000", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("192.168.1.5/24")}}}},
 		// Point-to-point prefixes have no network or broadcast address.
-		{"/31 and /127 ends", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "10.0.0.0/31"}, {Address: "10.0.0.3/31"}, {Address: "fd00::/127"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
-		{"IPv6 last address is a host", CheckRequest{Interface: "eth0", Addresses: []AddressRequest{{Address: "fd00::ffff:ffff:ffff:ffff/64"}, {Address: "10.0.0.254/24"}, {Address: "10.0.1.0/23"}}},
-			state.Check{Interface: "eth0", Addresses: []state.CheckAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
+		{"/31 and /127 ends", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.0/31"}, {Address: "10.0.0.3/31"}, {Address: "fd00::/127"}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("10.0.0.0/31")}, {Address: netip.MustParsePrefix("10.0.0.3/31")}, {Address: netip.MustParsePrefix("fd00::/127")}}}},
+		{"IPv6 last address is a host", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "fd00::ffff:ffff:ffff:ffff/64"}, {Address: "10.0.0.254/24"}, {Address: "10.0.1.0/23"}}},
+			api.Check{Interface: "eth0", Addresses: []api.CheckAddress{{Address: netip.MustParsePrefix("fd00::ffff:ffff:ffff:ffff/64")}, {Address: netip.MustParsePrefix("10.0.0.254/24")}, {Address: netip.MustParsePrefix("10.0.1.0/23")}}}},
 	}
 	for _, tt := range tests {
 		got, err := tt.req.Validate()
@@ -622,11 +619,11 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: Validate = %+v, %v; want %+v", tt.name, got, err, tt.want)
 		}
 	}
-	many := CheckRequest{Interface: "eth0"}
-	for i := range MaxAddresses {
-		many.Addresses = append(many.Addresses, AddressRequest{Address: fmt.Sprintf("10.0.%d.%d/16", i/250, i%250+1)})
+	many := api.CheckRequest{Interface: "eth0"}
+	for i := range api.MaxAddresses {
+		many.Addresses = append(many.Addresses, api.AddressRequest{Address: fmt.Sprintf("10.0.%d.%d/16", i/250, i%250+1)})
 	}
 	if _, err := many.Validate(); err != nil {
-		t.Errorf("%d addresses: %v", MaxAddresses, err)
+		t.Errorf("%d addresses: %v", api.MaxAddresses, err)
 	}
 }

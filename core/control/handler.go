@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 type handler struct {
@@ -26,11 +26,11 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 		log = hclog.NewNullLogger()
 	}
 	h := &handler{b: b, log: log, mux: http.NewServeMux()}
-	h.route(StatusPath, http.MethodGet, h.status)
-	h.route(ShutdownPath, http.MethodPost, h.shutdown)
-	h.route(ReloadPath, http.MethodPost, h.reload)
-	h.route(CheckPath, http.MethodPost, h.check)
-	h.mux.HandleFunc(PprofPath, h.pprof)
+	h.route(api.StatusPath, http.MethodGet, h.status)
+	h.route(api.ShutdownPath, http.MethodPost, h.shutdown)
+	h.route(api.ReloadPath, http.MethodPost, h.reload)
+	h.route(api.CheckPath, http.MethodPost, h.check)
+	h.mux.HandleFunc(api.PprofPath, h.pprof)
 	if ib, ok := b.(IPAMBackend); ok {
 		h.routeIPAM(ib)
 		if sb, ok := b.(IPAMStoreBackend); ok {
@@ -41,7 +41,7 @@ func NewHandler(b Backend, log hclog.Logger) http.Handler {
 		}
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})
+		writeJSON(w, http.StatusNotFound, api.ErrorBody{Error: fmt.Sprintf("no control endpoint at %s", r.URL.Path)})
 	})
 	return h
 }
@@ -58,7 +58,7 @@ func (h *handler) route(path, method string, fn http.HandlerFunc) {
 	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != method {
 			w.Header().Set("Allow", method)
-			writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Error: fmt.Sprintf("%s %s is not allowed: use %s", r.Method, path, method)})
+			writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Error: fmt.Sprintf("%s %s is not allowed: use %s", r.Method, path, method)})
 			return
 		}
 		fn(w, r)
@@ -71,7 +71,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		a.PID = os.Getpid()
 	}
 	if a.Plugins == nil {
-		a.Plugins = []state.Plugin{}
+		a.Plugins = []api.Plugin{}
 	}
 	writeJSON(w, http.StatusOK, a)
 }
@@ -82,7 +82,7 @@ func (h *handler) shutdown(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("shutdown requested over the control socket")
-	writeJSON(w, http.StatusAccepted, ShutdownResponse{PID: os.Getpid()})
+	writeJSON(w, http.StatusAccepted, api.ShutdownResponse{PID: os.Getpid()})
 }
 
 func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
@@ -97,15 +97,15 @@ func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "reload", err, http.StatusUnprocessableEntity)
 		return
 	}
-	writeJSON(w, http.StatusOK, ReloadResponse{Status: "reloaded"})
+	writeJSON(w, http.StatusOK, api.ReloadResponse{Status: "reloaded"})
 }
 
 func (h *handler) check(w http.ResponseWriter, r *http.Request) {
-	req, err := decodeCheck(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	req, err := decodeCheck(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeJSON(w, http.StatusRequestEntityTooLarge, ErrorBody{Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", MaxBodyBytes)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, api.ErrorBody{Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", api.MaxBodyBytes)})
 		return
 	case err != nil:
 		badRequest(w, err)
@@ -125,8 +125,8 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 }
 
 func badRequest(w http.ResponseWriter, err error) {
-	body := ErrorBody{Error: err.Error()}
-	var fe *FieldError
+	body := api.ErrorBody{Error: err.Error(), Code: api.CodeBadRequest}
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
 		body.Field = fe.Field
 	}
@@ -141,14 +141,14 @@ func (h *handler) fail(w http.ResponseWriter, op string, err error, code int) {
 	if code >= 500 {
 		h.log.Warn("control request failed", "op", op, "error", err)
 	}
-	writeJSON(w, code, ErrorBody{Error: err.Error()})
+	writeJSON(w, code, api.ErrorBody{Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		code = http.StatusInternalServerError
-		body, _ = json.Marshal(ErrorBody{Error: "encode the answer: " + err.Error()})
+		body, _ = json.Marshal(api.ErrorBody{Error: "encode the answer: " + err.Error()})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

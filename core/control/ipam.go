@@ -8,51 +8,34 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // IPAMBackend is the IPAM part of the control API (the paths in
-// core/ipam/ipamapi). A Backend that also implements it gets those routes.
+// core/api). A Backend that also implements it gets those routes.
 // Requests reach it validated.
 type IPAMBackend interface {
-	IPAMAllocate(ctx context.Context, req ipamapi.AllocateRequest) (ipamapi.Attachment, error)
-	IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ipamapi.ReleaseResponse, error)
-	IPAMReleaseWorkload(ctx context.Context, workload string) (ipamapi.ReleaseResponse, error)
+	IPAMAllocate(ctx context.Context, req api.AllocateRequest) (api.Attachment, error)
+	IPAMRelease(ctx context.Context, req api.ReleaseRequest) (api.ReleaseResponse, error)
+	IPAMReleaseWorkload(ctx context.Context, workload string) (api.ReleaseResponse, error)
 	// IPAMGet: ok false when the key holds nothing.
-	IPAMGet(ctx context.Context, key ipamapi.AttachmentKey) (att ipamapi.Attachment, ok bool, err error)
-	IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.Attachment, error)
-	IPAMGC(ctx context.Context) (ipamapi.GCResult, error)
-	IPAMPools(ctx context.Context) ([]ipamapi.PoolUsage, error)
+	IPAMGet(ctx context.Context, key api.AttachmentKey) (att api.Attachment, ok bool, err error)
+	IPAMList(ctx context.Context, pool, workload string) ([]api.Attachment, error)
+	IPAMGC(ctx context.Context) (api.GCResult, error)
+	IPAMPools(ctx context.Context) ([]api.PoolUsage, error)
 	// IPAMHistory: by workload, or by address when workload is empty.
-	IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]ipamapi.HistoryRecord, error)
+	IPAMHistory(ctx context.Context, workload string, addr netip.Addr) ([]api.HistoryRecord, error)
 	// IPAMAddress: an address's records in the pools and its history.
-	IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.AddressInfo, error)
+	IPAMAddress(ctx context.Context, addr netip.Addr) (api.AddressInfo, error)
 }
 
-// CodedError is an IPAM failure with an ipamapi code; the API answers with
+// CodedError is an IPAM failure with an core/api code; the API answers with
 // the matching status and the code in the body.
 type CodedError interface {
 	error
 	IPAMCode() string
-	IPAMSkipped() []ipamapi.SkippedIP
-}
-
-// ipamStatus maps an ipamapi code to an HTTP status.
-var ipamStatus = map[string]int{
-	ipamapi.CodeBadRequest:  http.StatusBadRequest,
-	ipamapi.CodeUnknownPool: http.StatusBadRequest,
-	ipamapi.CodeDisabled:    http.StatusConflict,
-	ipamapi.CodePoolFull:    http.StatusConflict,
-	ipamapi.CodeConflict:    http.StatusConflict,
-	ipamapi.CodeMismatch:    http.StatusConflict,
-	ipamapi.CodeGateway:     http.StatusUnprocessableEntity,
-	ipamapi.CodeBlocked:     http.StatusUnprocessableEntity,
-	ipamapi.CodeCheckFailed: http.StatusBadGateway,
-	ipamapi.CodeTryAgain:    http.StatusServiceUnavailable,
-	ipamapi.CodeNotReady:    http.StatusServiceUnavailable,
-	ipamapi.CodeNotFound:    http.StatusNotFound,
-	ipamapi.CodeInternal:    http.StatusInternalServerError,
+	IPAMSkipped() []api.SkippedIP
 }
 
 // postIPAM routes POST path: the body, decoded and validated as a Req
@@ -72,67 +55,67 @@ func postIPAM[Req any, PReq interface {
 }
 
 func (h *handler) routeIPAM(b IPAMBackend) {
-	postIPAM(h, ipamapi.AllocatePath, "allocate", b.IPAMAllocate)
-	postIPAM(h, ipamapi.ReleasePath, "release", b.IPAMRelease)
-	postIPAM(h, ipamapi.ReleaseWorkloadPath, "release-workload", func(ctx context.Context, req ipamapi.ReleaseWorkloadRequest) (ipamapi.ReleaseResponse, error) {
+	postIPAM(h, api.AllocatePath, "allocate", b.IPAMAllocate)
+	postIPAM(h, api.ReleasePath, "release", b.IPAMRelease)
+	postIPAM(h, api.ReleaseWorkloadPath, "release-workload", func(ctx context.Context, req api.ReleaseWorkloadRequest) (api.ReleaseResponse, error) {
 		return b.IPAMReleaseWorkload(ctx, req.Workload)
 	})
-	h.route(ipamapi.AllocationPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.AllocationPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		key := ipamapi.AttachmentKey{ContainerID: q.Get("container_id"), Interface: q.Get("interface")}
-		if err := (ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
+		key := api.AttachmentKey{ContainerID: q.Get("container_id"), Interface: q.Get("interface")}
+		if err := (api.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
 			ipamBadRequest(w, err)
 			return
 		}
 		att, ok, err := b.IPAMGet(r.Context(), key)
 		if err == nil && !ok {
-			writeJSON(w, http.StatusNotFound, ipamapi.ErrorBody{Code: ipamapi.CodeNotFound,
+			writeJSON(w, http.StatusNotFound, api.ErrorBody{Code: api.CodeNotFound,
 				Error: fmt.Sprintf("container %s interface %s holds no address", input.Cut(key.ContainerID), input.Cut(key.Interface))})
 			return
 		}
 		h.answerIPAM(w, "get", att, err)
 	})
-	h.route(ipamapi.AllocationsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.AllocationsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		pool, workload := q.Get("pool"), q.Get("workload")
 		if pool != "" {
-			if err := ipamapi.ValidatePoolName("pool", pool); err != nil {
+			if err := api.ValidatePoolName("pool", pool); err != nil {
 				ipamBadRequest(w, err)
 				return
 			}
 		}
-		if err := ipamapi.ValidateWorkload("workload", workload); err != nil {
+		if err := api.ValidateWorkload("workload", workload); err != nil {
 			ipamBadRequest(w, err)
 			return
 		}
 		list, err := b.IPAMList(r.Context(), pool, workload)
 		h.answerIPAM(w, "list", list, err)
 	})
-	h.route(ipamapi.GCPath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.GCPath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.IPAMGC(r.Context())
 		h.answerIPAM(w, "gc", res, err)
 	})
-	h.route(ipamapi.PoolsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.PoolsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.IPAMPools(r.Context())
 		h.answerIPAM(w, "pools", res, err)
 	})
-	h.route(ipamapi.HistoryPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.HistoryPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		workload, address := q.Get("workload"), q.Get("address")
 		var addr netip.Addr
 		switch {
 		case (workload == "") == (address == ""):
-			ipamBadRequest(w, &ipamapi.FieldError{Field: "workload", Msg: "give either workload or address"})
+			ipamBadRequest(w, &api.FieldError{Field: "workload", Msg: "give either workload or address"})
 			return
 		case address != "":
-			a, err := ipamapi.ParseAddress("address", address)
+			a, err := api.ParseAddress("address", address)
 			if err != nil {
 				ipamBadRequest(w, err)
 				return
 			}
 			addr = a
 		default:
-			if err := ipamapi.ValidateWorkload("workload", workload); err != nil {
+			if err := api.ValidateWorkload("workload", workload); err != nil {
 				ipamBadRequest(w, err)
 				return
 			}
@@ -140,8 +123,8 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		res, err := b.IPAMHistory(r.Context(), workload, addr)
 		h.answerIPAM(w, "history", res, err)
 	})
-	h.route(ipamapi.AddressPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
-		addr, err := ipamapi.ParseAddress("address", r.URL.Query().Get("address"))
+	h.route(api.AddressPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+		addr, err := api.ParseAddress("address", r.URL.Query().Get("address"))
 		if err != nil {
 			ipamBadRequest(w, err)
 			return
@@ -155,10 +138,10 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 // (input.Decode: one value, no unknown, repeated or wrong-case keys) and
 // validates it; on failure it has answered.
 func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interface{ Validate() error }) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		writeJSON(w, http.StatusRequestEntityTooLarge, ipamapi.ErrorBody{Code: ipamapi.CodeBadRequest, Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", MaxBodyBytes)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, api.ErrorBody{Code: api.CodeBadRequest, Error: fmt.Sprintf("the request body exceeds %d bytes (1 MiB)", api.MaxBodyBytes)})
 		return false
 	}
 	if err != nil {
@@ -183,14 +166,14 @@ func ipamFieldError(err error) error {
 	case errors.As(err, &fe) && fe.Field == "":
 		return fmt.Errorf("the request body: %s", fe.Msg)
 	case errors.As(err, &fe):
-		return &ipamapi.FieldError{Field: fe.Field, Msg: fe.Msg}
+		return &api.FieldError{Field: fe.Field, Msg: fe.Msg}
 	}
 	return err
 }
 
 func ipamBadRequest(w http.ResponseWriter, err error) {
-	body := ipamapi.ErrorBody{Error: err.Error(), Code: ipamapi.CodeBadRequest}
-	var fe *ipamapi.FieldError
+	body := api.ErrorBody{Error: err.Error(), Code: api.CodeBadRequest}
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
 		body.Field = fe.Field
 	}
@@ -202,25 +185,22 @@ func (h *handler) answerIPAM(w http.ResponseWriter, op string, v any, err error)
 		writeJSON(w, http.StatusOK, v)
 		return
 	}
-	var fe *ipamapi.FieldError
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
 		ipamBadRequest(w, err)
 		return
 	}
-	body := ipamapi.ErrorBody{Error: err.Error(), Code: ipamapi.CodeInternal}
+	body := api.ErrorBody{Error: err.Error(), Code: api.CodeInternal}
 	var ce CodedError
 	switch {
 	case errors.As(err, &ce):
 		body.Code, body.Skipped = ce.IPAMCode(), ce.IPAMSkipped()
 	case errors.Is(err, ErrNotReady):
-		body.Code = ipamapi.CodeNotReady
+		body.Code = api.CodeNotReady
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		body.Code = ipamapi.CodeTryAgain
+		body.Code = api.CodeTryAgain
 	}
-	code, ok := ipamStatus[body.Code]
-	if !ok {
-		code = http.StatusInternalServerError
-	}
+	code := api.StatusOf(body.Code)
 	if code >= 500 && code != http.StatusServiceUnavailable {
 		h.log.Warn("IPAM request failed", "op", op, "error", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // MaxConflictsSince bounds the since of a conflicts request.
@@ -18,11 +18,11 @@ const MaxConflictsSince = 366 * 24 * time.Hour
 type IPAMWatchBackend interface {
 	// IPAMConflicts: last seen within since (0: all kept), of addr only
 	// when it is valid.
-	IPAMConflicts(ctx context.Context, since time.Duration, addr netip.Addr) (ipamapi.ConflictsResponse, error)
+	IPAMConflicts(ctx context.Context, since time.Duration, addr netip.Addr) (api.ConflictsResponse, error)
 }
 
 func (h *handler) routeIPAMWatch(b IPAMWatchBackend) {
-	h.route(ipamapi.ConflictsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+	h.route(api.ConflictsPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		var (
 			since time.Duration
@@ -31,13 +31,13 @@ func (h *handler) routeIPAMWatch(b IPAMWatchBackend) {
 		if s := q.Get("since"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 || d > MaxConflictsSince {
-				ipamBadRequest(w, &ipamapi.FieldError{Field: "since", Msg: "must be a positive duration of at most 8784h, such as 24h"})
+				ipamBadRequest(w, &api.FieldError{Field: "since", Msg: "must be a positive duration of at most 8784h, such as 24h"})
 				return
 			}
 			since = d
 		}
 		if s := q.Get("address"); s != "" {
-			a, err := ipamapi.ParseAddress("address", s)
+			a, err := api.ParseAddress("address", s)
 			if err != nil {
 				ipamBadRequest(w, err)
 				return

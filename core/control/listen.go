@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // probeTimeout bounds how long Listen waits for an agent already on the
@@ -121,7 +123,7 @@ func clearStale(ctx context.Context, path string) error {
 
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	a, err := (&Client{SocketPath: path}).Status(pctx)
+	a, err := (&api.Client{SocketPath: path}).Status(pctx)
 	switch {
 	case err == nil:
 		return &AlreadyRunningError{PID: a.PID, Path: path}

@@ -2,24 +2,15 @@ package control
 
 import (
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/peercred"
 )
 
-// Who may answer on the control socket: the client trusts the peer by the
+// Who may answer on the control socket: api.Client trusts the peer by the
 // rule of core/peercred (SO_PEERCRED: root, the client's own user, or a
 // DynamicUser in a directory root handed over). The daemon's side is
 // checkSocketDir: it refuses to start in a directory that others can write.
-
-// UntrustedPeerError is the client's error when the process on the socket
-// is not one it may believe.
-type UntrustedPeerError = peercred.UntrustedPeerError
-
-// trustPeer decides whether the process on c, connected to the socket at
-// path, is one the client may believe.
-func trustPeer(c *net.UnixConn, path string) error { return peercred.Trust(c, path) }
 
 // checkSocketDir refuses a socket directory that someone other than root or
 // the daemon's own user could write to: another user could then remove the

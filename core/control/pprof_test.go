@@ -5,15 +5,19 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // The profiles gops offered to every local user are
 // served over the 0600 control socket instead, bounded in time and size.
 func TestProfilesOverTheSocket(t *testing.T) {
 	path := startAgent(t, &fakeBackend{})
-	c := &Client{SocketPath: path}
+	c := &api.Client{SocketPath: path}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	gzipMagic := []byte{0x1f, 0x8b}
@@ -38,24 +42,21 @@ func TestProfilesOverTheSocket(t *testing.T) {
 
 	// Bounds: a duration beyond the limit is a 400 naming "seconds", and
 	// no profile outside the list is served.
-	res, err := c.send(ctx, http.MethodGet, PprofPath+"cpu?seconds=3600", nil)
-	if err != nil {
-		t.Fatal(err)
+	var apiErr *api.APIError
+	if _, err := c.Profile(ctx, "cpu", 3600, &buf); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || apiErr.Field != "seconds" {
+		t.Errorf("cpu for an hour: %v, want 400 naming seconds", err)
 	}
-	var apiErr *APIError
-	if e := apiError(res); !errors.As(e, &apiErr) || res.StatusCode != http.StatusBadRequest || apiErr.Field != "seconds" {
-		t.Errorf("cpu for an hour: %d %v, want 400 naming seconds", res.StatusCode, e)
+	for _, bad := range []string{"cmdline", "symbol", ""} {
+		if rec := serveOnce(t, &fakeBackend{}, http.MethodGet, api.PprofPath+bad, ""); rec.Code != http.StatusNotFound {
+			t.Errorf("profile %q: %d, want 404", bad, rec.Code)
+		}
 	}
-	res.Body.Close()
-	for _, bad := range []string{"cmdline", "symbol", "", "../status"} {
-		res, err := c.send(ctx, http.MethodGet, PprofPath+bad, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusNotFound {
-			t.Errorf("profile %q: %d, want 404", bad, res.StatusCode)
-		}
+	// A path that climbs out of the profiles is no profile: the server's
+	// mux sends it to the cleaned path, outside /v1/debug/pprof/.
+	rec := httptest.NewRecorder()
+	NewHandler(&fakeBackend{}, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, api.PprofPath+"../status", nil))
+	if loc := rec.Header().Get("Location"); rec.Code == http.StatusOK || strings.HasPrefix(loc, api.PprofPath) {
+		t.Errorf("profile \"../status\": %d to %q, want no profile", rec.Code, loc)
 	}
 	if _, err := c.Profile(ctx, "cmdline", 0, &buf); err == nil {
 		t.Error("the client asked for a profile outside the list")

@@ -6,7 +6,7 @@
 //	                           ready and degraded plugins answer calls, and a
 //	                           disabled one was turned off on purpose (or by
 //	                           its checksum); starting, failed and restarting
-//	                           ones hold it back (state.Agent.Ready)
+//	                           ones hold it back (api.Agent.Ready)
 //	GET /v1/runtime/liveness   200 when Source.Live says the agent's loops run, else 503
 //
 // Every answer is a JSON document naming each plugin and its state, like
@@ -21,7 +21,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Paths of the three probes.
@@ -49,7 +49,7 @@ const (
 // Source is what the health endpoints ask. The daemon implements it.
 type Source interface {
 	// Snapshot returns the agent's state at this moment.
-	Snapshot() state.Agent
+	Snapshot() api.Agent
 	// Live returns nil when the agent's own machinery (the supervisor loop,
 	// the control socket) answers before ctx ends, or an error saying which
 	// part did not.
@@ -86,14 +86,14 @@ type Component struct {
 
 // Plugin is one plugin's line in a Response.
 type Plugin struct {
-	Name      string            `json:"name"`
-	Kind      string            `json:"kind,omitempty"`
-	State     state.PluginState `json:"state"`
-	PID       int               `json:"pid,omitempty"`
-	Restarts  int               `json:"restarts"`
-	LastError string            `json:"last_error,omitempty"`
-	Message   string            `json:"message,omitempty"`
-	Detail    json.RawMessage   `json:"detail,omitempty"`
+	Name      string          `json:"name"`
+	Kind      string          `json:"kind,omitempty"`
+	State     api.PluginState `json:"state"`
+	PID       int             `json:"pid,omitempty"`
+	Restarts  int             `json:"restarts"`
+	LastError string          `json:"last_error,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Detail    json.RawMessage `json:"detail,omitempty"`
 }
 
 type handler struct {
@@ -110,7 +110,7 @@ func NewHandler(src Source) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var probe func(context.Context, state.Agent) (int, Response)
+	var probe func(context.Context, api.Agent) (int, Response)
 	switch r.URL.Path {
 	case StartupPath:
 		probe = h.startup
@@ -131,7 +131,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	write(w, code, resp)
 }
 
-func (h *handler) startup(_ context.Context, a state.Agent) (int, Response) {
+func (h *handler) startup(_ context.Context, a api.Agent) (int, Response) {
 	resp := h.base(a)
 	if !a.Started {
 		resp.Status = StatusStarting
@@ -141,7 +141,7 @@ func (h *handler) startup(_ context.Context, a state.Agent) (int, Response) {
 	return http.StatusOK, resp
 }
 
-func (h *handler) readiness(_ context.Context, a state.Agent) (int, Response) {
+func (h *handler) readiness(_ context.Context, a api.Agent) (int, Response) {
 	resp := h.base(a)
 	ready, waiting := a.Ready()
 	resp.WaitingFor = waiting
@@ -156,7 +156,7 @@ func (h *handler) readiness(_ context.Context, a state.Agent) (int, Response) {
 	return http.StatusOK, resp
 }
 
-func (h *handler) liveness(ctx context.Context, a state.Agent) (int, Response) {
+func (h *handler) liveness(ctx context.Context, a api.Agent) (int, Response) {
 	resp := h.base(a)
 	if err := h.live(ctx); err != nil {
 		resp.Status = StatusNotAlive
@@ -203,7 +203,7 @@ func (h *handler) live(ctx context.Context) error {
 	}
 }
 
-func (h *handler) base(a state.Agent) Response {
+func (h *handler) base(a api.Agent) Response {
 	resp := Response{
 		Started: a.Started,
 		Version: a.Version,
@@ -216,14 +216,14 @@ func (h *handler) base(a state.Agent) Response {
 		}
 	}
 	if cs := a.ControlSocket; cs != nil {
-		c := Component{Name: state.ControlSocketComponent, State: "up"}
+		c := Component{Name: api.ControlSocketComponent, State: "up"}
 		if !cs.Up {
 			c.State, c.Error = "down", cs.Error
 		}
 		resp.Components = append(resp.Components, c)
 	}
 	if a.IPAM != nil && a.IPAM.Store != nil {
-		c := Component{Name: state.IPAMStoreComponent, State: "up"}
+		c := Component{Name: api.IPAMStoreComponent, State: "up"}
 		if !a.IPAM.Store.Up {
 			c.State, c.Error = "down", a.IPAM.Store.Error
 		}

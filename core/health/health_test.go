@@ -12,16 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // fakeSource is a Source with a fixed snapshot and a scripted Live.
 type fakeSource struct {
-	agent state.Agent
+	agent api.Agent
 	live  func(context.Context) error
 }
 
-func (f fakeSource) Snapshot() state.Agent { return f.agent }
+func (f fakeSource) Snapshot() api.Agent { return f.agent }
 
 func (f fakeSource) Live(ctx context.Context) error {
 	if f.live == nil {
@@ -32,12 +32,12 @@ func (f fakeSource) Live(ctx context.Context) error {
 
 var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func agent(started bool, plugins ...state.Plugin) state.Agent {
-	return state.Agent{Version: "1.2.3", PID: 4242, StartedAt: t0, Started: started, Plugins: plugins}
+func agent(started bool, plugins ...api.Plugin) api.Agent {
+	return api.Agent{Version: "1.2.3", PID: 4242, StartedAt: t0, Started: started, Plugins: plugins}
 }
 
-func plugin(name string, st state.PluginState) state.Plugin {
-	return state.Plugin{Name: name, Kind: "detector", State: st, PID: 100, Restarts: 2}
+func plugin(name string, st api.PluginState) api.Plugin {
+	return api.Plugin{Name: name, Kind: "detector", State: st, PID: 100, Restarts: 2}
 }
 
 func serve(t *testing.T, src Source, method, path string) (*http.Response, Response, string) {
@@ -64,7 +64,7 @@ func serve(t *testing.T, src Source, method, path string) (*http.Response, Respo
 }
 
 func TestProbes(t *testing.T) {
-	failed := plugin("ip-conflict", state.Failed)
+	failed := plugin("ip-conflict", api.Failed)
 	failed.LastError = "exit status 2"
 	failed.Message = "restart budget spent"
 
@@ -81,11 +81,11 @@ func TestProbes(t *testing.T) {
 		{"startup after init", StartupPath, fakeSource{agent: agent(true, failed)}, 200, StatusStarted, nil, ""},
 		{"ready, no plugins", ReadinessPath, fakeSource{agent: agent(true)}, 200, StatusReady, nil, ""},
 		{"ready, every kind of acceptable state", ReadinessPath, fakeSource{agent: agent(true,
-			plugin("a", state.Ready), plugin("b", state.Degraded), plugin("c", state.Disabled))}, 200, StatusReady, nil, ""},
+			plugin("a", api.Ready), plugin("b", api.Degraded), plugin("c", api.Disabled))}, 200, StatusReady, nil, ""},
 		{"not ready: plugins hold it back", ReadinessPath, fakeSource{agent: agent(true,
-			plugin("gateway-detector", state.Ready), failed, plugin("custom", state.Starting), plugin("tuner", state.Restarting))},
+			plugin("gateway-detector", api.Ready), failed, plugin("custom", api.Starting), plugin("tuner", api.Restarting))},
 			503, StatusNotReady, []string{"ip-conflict", "custom", "tuner"}, ""},
-		{"not ready: still starting", ReadinessPath, fakeSource{agent: agent(false, plugin("a", state.Ready))},
+		{"not ready: still starting", ReadinessPath, fakeSource{agent: agent(false, plugin("a", api.Ready))},
 			503, StatusNotReady, nil, "the agent is still starting"},
 		{"alive", LivenessPath, fakeSource{agent: agent(true)}, 200, StatusAlive, nil, ""},
 		{"alive even when plugins are failed", LivenessPath, fakeSource{agent: agent(true, failed)}, 200, StatusAlive, nil, ""},
@@ -136,7 +136,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestPluginFieldsInJSON(t *testing.T) {
-	p := plugin("ip-conflict", state.Failed)
+	p := plugin("ip-conflict", api.Failed)
 	p.LastError = "exit status 2"
 	p.Message = "restart budget spent"
 	p.Detail = json.RawMessage(`{"interfaces":["eth0"]}`)
@@ -221,7 +221,7 @@ func TestUnknownPath(t *testing.T) {
 }
 
 func TestOverHTTP(t *testing.T) {
-	srv := httptest.NewServer(NewHandler(fakeSource{agent: agent(true, plugin("a", state.Ready))}))
+	srv := httptest.NewServer(NewHandler(fakeSource{agent: agent(true, plugin("a", api.Ready))}))
 	defer srv.Close()
 	for _, path := range []string{StartupPath, ReadinessPath, LivenessPath} {
 		res, err := http.Get(srv.URL + path)
@@ -250,14 +250,14 @@ func TestOverHTTP(t *testing.T) {
 // A control socket that stops answering holds readiness back, named with
 // why; one that answers shows as up.
 func TestControlSocketInReadiness(t *testing.T) {
-	a := agent(true, plugin("ip-conflict", state.Ready))
-	a.ControlSocket = &state.Component{Error: "the control socket has not answered for 6s: no answer"}
+	a := agent(true, plugin("ip-conflict", api.Ready))
+	a.ControlSocket = &api.Component{Error: "the control socket has not answered for 6s: no answer"}
 	res, body, _ := serve(t, fakeSource{agent: a}, http.MethodGet, ReadinessPath)
-	want := []Component{{Name: state.ControlSocketComponent, State: "down", Error: a.ControlSocket.Error}}
+	want := []Component{{Name: api.ControlSocketComponent, State: "down", Error: a.ControlSocket.Error}}
 	if res.StatusCode != http.StatusServiceUnavailable || !reflect.DeepEqual(body.WaitingFor, []string{"control-socket"}) || !reflect.DeepEqual(body.Components, want) {
 		t.Errorf("socket down: %d waiting %v components %+v", res.StatusCode, body.WaitingFor, body.Components)
 	}
-	a.ControlSocket = &state.Component{Up: true}
+	a.ControlSocket = &api.Component{Up: true}
 	res, body, _ = serve(t, fakeSource{agent: a}, http.MethodGet, ReadinessPath)
 	if res.StatusCode != http.StatusOK || len(body.WaitingFor) != 0 || len(body.Components) != 1 || body.Components[0].State != "up" {
 		t.Errorf("socket up: %d waiting %v components %+v", res.StatusCode, body.WaitingFor, body.Components)

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // BusyAddresses is what the agent learned on the wire about pool addresses
@@ -18,9 +18,9 @@ import (
 type BusyAddresses interface {
 	// BusyIn returns the entry of addr in the layer-2 domain while it is
 	// live.
-	BusyIn(domain string, addr netip.Addr) (ipamapi.BusyAddress, bool)
+	BusyIn(domain string, addr netip.Addr) (api.BusyAddress, bool)
 	// Busy lists the live entries.
-	Busy() []ipamapi.BusyAddress
+	Busy() []api.BusyAddress
 }
 
 // maxBusyListed bounds the busy candidates one allocation lists among its
@@ -36,7 +36,7 @@ const maxBusyListed = 8
 // ARP router claims every address, for one). The first skips are listed
 // among the allocation's skipped addresses.
 func (a *allocation) skipBusy(p *Pool, addr netip.Addr) bool {
-	if a.m.busy == nil || !a.detects(p, ipamapi.DetectionConflict) {
+	if a.m.busy == nil || !a.detects(p, api.DetectionConflict) {
 		return false
 	}
 	b, ok := a.m.busy.BusyIn(p.Domain, addr)
@@ -58,7 +58,7 @@ func (a *allocation) skipBusy(p *Pool, addr netip.Addr) bool {
 }
 
 // busyReason is a busy skip's reason in the skipped list.
-func busyReason(b ipamapi.BusyAddress) string {
+func busyReason(b api.BusyAddress) string {
 	return fmt.Sprintf("seen on the wire from %s at %s (%s)", b.MAC, b.Seen.UTC().Format(time.RFC3339), b.Evidence)
 }
 

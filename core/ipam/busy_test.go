@@ -9,27 +9,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // fakeBusy is the watcher's busy list as the allocator sees it.
 type fakeBusy struct {
 	mu   sync.Mutex
-	list map[netip.Addr]ipamapi.BusyAddress
+	list map[netip.Addr]api.BusyAddress
 }
 
-func (b *fakeBusy) BusyIn(domain string, a netip.Addr) (ipamapi.BusyAddress, bool) {
+func (b *fakeBusy) BusyIn(domain string, a netip.Addr) (api.BusyAddress, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.list[a]
 	return e, ok && e.Domain == domain
 }
 
-func (b *fakeBusy) Busy() []ipamapi.BusyAddress {
+func (b *fakeBusy) Busy() []api.BusyAddress {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []ipamapi.BusyAddress
+	var out []api.BusyAddress
 	for _, e := range b.list {
 		out = append(out, e)
 	}
@@ -45,7 +45,7 @@ type wireChecker struct {
 	checked map[netip.Addr]int
 }
 
-func (c *wireChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult, error) {
+func (c *wireChecker) Check(_ context.Context, req api.Check) ([]CheckResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]CheckResult, len(req.Addresses))
@@ -71,7 +71,7 @@ func TestBusyAddressesSkippedWithoutProbe(t *testing.T) {
 	seen := time.Date(2026, 11, 29, 23, 58, 0, 0, time.UTC)
 	run := func(t *testing.T, learn bool) (*fixture, *wireChecker, []Attachment, map[netip.Addr]bool) {
 		chk := &wireChecker{owned: map[netip.Addr]bool{}, checked: map[netip.Addr]int{}}
-		busy := &fakeBusy{list: map[netip.Addr]ipamapi.BusyAddress{}}
+		busy := &fakeBusy{list: map[netip.Addr]api.BusyAddress{}}
 		opts := Options{Checker: chk, MaxTries: 40}
 		if learn {
 			opts.Busy = busy
@@ -84,7 +84,7 @@ func TestBusyAddressesSkippedWithoutProbe(t *testing.T) {
 		for i := 0; i < p.Size(); i += 3 {
 			a := p.At(i)
 			owned[a], chk.owned[a] = true, true
-			busy.list[a] = ipamapi.BusyAddress{Address: a, Pool: p.Name, Domain: p.Domain, MAC: "02:00:00:00:0b:01",
+			busy.list[a] = api.BusyAddress{Address: a, Pool: p.Name, Domain: p.Domain, MAC: "02:00:00:00:0b:01",
 				Evidence: "gratuitous-arp", Seen: seen, Until: seen.Add(10 * time.Minute)}
 		}
 		var atts []Attachment
@@ -133,7 +133,7 @@ func TestBusyAddressesSkippedWithoutProbe(t *testing.T) {
 			t.Errorf("usage %+v: want nothing quarantined, %d free and all of them busy", u, len(owned))
 		}
 		_, err = f.m.Allocate(ctx, req("one-more", "lan4"))
-		if code(err) != ipamapi.CodePoolFull || !strings.Contains(err.Error(), fmt.Sprintf("%d of them free in the store but claimed on the wire", len(owned))) {
+		if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), fmt.Sprintf("%d of them free in the store but claimed on the wire", len(owned))) {
 			t.Errorf("one more allocation: %v, want pool_full naming the %d busy addresses", err, len(owned))
 		}
 		// Detection stays the proof: a busy address is only ever skipped,
@@ -161,14 +161,14 @@ func TestBusyAddressesSkippedWithoutProbe(t *testing.T) {
 // stands in for a probe, and where nobody probes nobody judges by the
 // wire.
 func TestBusyIgnoredWithoutConflictDetection(t *testing.T) {
-	busy := &fakeBusy{list: map[netip.Addr]ipamapi.BusyAddress{}}
+	busy := &fakeBusy{list: map[netip.Addr]api.BusyAddress{}}
 	spec := v4
 	spec.ConflictDetection = false
 	f := newFixtureOpts(t, Options{Busy: busy}, spec)
 	p := f.m.Pools()[0]
 	for i := range p.Size() {
 		a := p.At(i)
-		busy.list[a] = ipamapi.BusyAddress{Address: a, Pool: p.Name, Domain: p.Domain, MAC: "02:00:00:00:0b:01", Until: time.Now().Add(time.Hour)}
+		busy.list[a] = api.BusyAddress{Address: a, Pool: p.Name, Domain: p.Domain, MAC: "02:00:00:00:0b:01", Until: time.Now().Add(time.Hour)}
 	}
 	att, err := f.m.Allocate(context.Background(), req("c1", "lan4"))
 	if err != nil || len(att.Skipped) != 0 {
@@ -176,7 +176,7 @@ func TestBusyIgnoredWithoutConflictDetection(t *testing.T) {
 	}
 	g := newFixtureOpts(t, Options{Busy: busy}, v4)
 	r := req("c2", "lan4")
-	r.SkipDetection = []ipamapi.DetectionSkip{{Detection: ipamapi.DetectionConflict, Reason: "ptp"}}
+	r.SkipDetection = []api.DetectionSkip{{Detection: api.DetectionConflict, Reason: "ptp"}}
 	if att, err := g.m.Allocate(context.Background(), r); err != nil || len(att.Skipped) != 0 {
 		t.Fatalf("request skipping conflict detection: %+v %v, want an address and nothing skipped", att, err)
 	}
@@ -185,7 +185,7 @@ func TestBusyIgnoredWithoutConflictDetection(t *testing.T) {
 // Busy entries are per layer-2 domain: a claim seen in one domain does not
 // skip the same address in another.
 func TestBusyIsPerDomain(t *testing.T) {
-	busy := &fakeBusy{list: map[netip.Addr]ipamapi.BusyAddress{}}
+	busy := &fakeBusy{list: map[netip.Addr]api.BusyAddress{}}
 	spec := v4
 	spec.GatewayDetection = false
 	spec.Domain = "vlan20"
@@ -193,7 +193,7 @@ func TestBusyIsPerDomain(t *testing.T) {
 	p := f.m.Pools()[0]
 	for i := range p.Size() {
 		a := p.At(i)
-		busy.list[a] = ipamapi.BusyAddress{Address: a, Pool: p.Name, Domain: "vlan30", MAC: "02:00:00:00:0b:01", Until: time.Now().Add(time.Hour)}
+		busy.list[a] = api.BusyAddress{Address: a, Pool: p.Name, Domain: "vlan30", MAC: "02:00:00:00:0b:01", Until: time.Now().Add(time.Hour)}
 	}
 	if att, err := f.m.Allocate(context.Background(), req("c1", "lan4")); err != nil || len(att.Skipped) != 0 {
 		t.Fatalf("busy in another domain: %+v %v, want an address and nothing skipped", att, err)

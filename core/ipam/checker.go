@@ -2,7 +2,8 @@ package ipam
 
 import (
 	"context"
-	"net/netip"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Checker vets candidate addresses on the wire before they are given out.
@@ -10,26 +11,10 @@ import (
 // same one that answers POST /v1/check) to it.
 type Checker interface {
 	// Check vets every address of req at once (one reply window for all)
-	// and returns one result per address, in order. An error means no
+	// and returns one result per address, in order. An address is vetted
+	// for conflicts when its Conflict is set, its gateway when it has one. An error means no
 	// answer at all; an address that could not be decided is OutcomeError.
-	Check(ctx context.Context, req CheckRequest) ([]CheckResult, error)
-}
-
-// CheckRequest is what to vet, and where.
-type CheckRequest struct {
-	// Netns is the workload's namespace path; empty is the agent's own.
-	Netns     string
-	Interface string
-	Addresses []CheckAddress
-}
-
-// CheckAddress is one candidate.
-type CheckAddress struct {
-	Address netip.Prefix
-	// Conflict asks whether someone on the wire uses Address.
-	Conflict bool
-	// Gateway, when valid, asks whether it answers.
-	Gateway netip.Addr
+	Check(ctx context.Context, req api.Check) ([]CheckResult, error)
 }
 
 // Outcome is a Checker's answer for one address: what the detectors'
@@ -70,7 +55,7 @@ type CheckResult struct {
 
 // Metrics receives what IPAM does. Implementations must not block.
 type Metrics interface {
-	// Allocation is one Allocate for pool: result "ok" or an ipamapi code.
+	// Allocation is one Allocate for pool: result "ok" or an core/api code.
 	Allocation(pool, result string, seconds float64)
 	// Release is one address released: result "ok" or "error".
 	Release(pool, result string)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Conflict events, kept with the pools' records so that on a shared store
@@ -37,7 +37,7 @@ func conflictKey(domain string, a netip.Addr) string {
 // RecordConflict stores c as its address's latest conflict. A report of
 // the conflict already stored (same other MAC, same first frame) updates
 // it; another conflict replaces it and counts one more event.
-func (m *IPAM) RecordConflict(ctx context.Context, c ipamapi.Conflict) error {
+func (m *IPAM) RecordConflict(ctx context.Context, c api.Conflict) error {
 	if !c.Address.IsValid() {
 		return errors.New("record conflict: no address")
 	}
@@ -53,7 +53,7 @@ func (m *IPAM) RecordConflict(ctx context.Context, c ipamapi.Conflict) error {
 		rec.Events = 1
 		var ops []Op
 		if e.Revision != 0 {
-			var old ipamapi.Conflict
+			var old api.Conflict
 			if json.Unmarshal(e.Value, &old) == nil {
 				if old.MAC == c.MAC && old.FirstSeen.Equal(c.FirstSeen) && old.Node == c.Node {
 					rec.Events = max(old.Events, 1)
@@ -101,7 +101,7 @@ func (m *IPAM) conflictToEvict(ctx context.Context) (string, error) {
 		at     time.Time
 	)
 	for _, e := range all {
-		var c ipamapi.Conflict
+		var c api.Conflict
 		if json.Unmarshal(e.Value, &c) != nil {
 			return e.Key, nil // unreadable: the first to go
 		}
@@ -114,18 +114,18 @@ func (m *IPAM) conflictToEvict(ctx context.Context) (string, error) {
 
 // Conflicts returns the recorded conflicts last seen within since (0: all),
 // of addr only when it is valid, newest first.
-func (m *IPAM) Conflicts(ctx context.Context, since time.Duration, addr netip.Addr) ([]ipamapi.Conflict, error) {
+func (m *IPAM) Conflicts(ctx context.Context, since time.Duration, addr netip.Addr) ([]api.Conflict, error) {
 	all, err := m.store.List(ctx, prefixConflicts)
 	if err != nil {
 		return nil, fmt.Errorf("list conflict records: %w", err)
 	}
 	now := m.now()
-	out := []ipamapi.Conflict{}
+	out := []api.Conflict{}
 	for _, e := range all {
 		if addr.IsValid() && !strings.HasSuffix(e.Key, "/"+addr.String()) {
 			continue
 		}
-		var c ipamapi.Conflict
+		var c api.Conflict
 		if err := json.Unmarshal(e.Value, &c); err != nil {
 			m.log.Warn("unreadable conflict record skipped", "key", e.Key, "error", err)
 			continue
@@ -148,7 +148,7 @@ func (m *IPAM) PruneConflicts(ctx context.Context) (int, error) {
 	}
 	now, n := m.now(), 0
 	for _, e := range all {
-		var c ipamapi.Conflict
+		var c api.Conflict
 		if json.Unmarshal(e.Value, &c) == nil && now.Sub(c.LastSeen) <= m.retain {
 			continue
 		}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // fifoLinks raises nothing: it opens a FIFO for reading, blocking, and
@@ -80,7 +80,7 @@ func TestAllocationDeadlineReleasesAStuckCall(t *testing.T) {
 		_, err := allocateWithin(t, f.m, r, 10*time.Second)
 		took := time.Since(start)
 		t.Logf("round %d: answered after %v: %v", round, took, err)
-		if code(err) != ipamapi.CodeTryAgain || !strings.Contains(err.Error(), "ipam.allocation_timeout (300ms)") || !strings.Contains(err.Error(), "nothing is held") {
+		if code(err) != api.CodeTryAgain || !strings.Contains(err.Error(), "ipam.allocation_timeout (300ms)") || !strings.Contains(err.Error(), "nothing is held") {
 			t.Fatalf("round %d: %v (code %q), want try_again naming ipam.allocation_timeout", round, err, code(err))
 		}
 		if took < timeout {
@@ -126,7 +126,7 @@ func TestAllocateVetsTheNamespacePath(t *testing.T) {
 			r := req("c", pool)
 			r.Netns = path
 			_, err := allocateWithin(t, f.m, r, 5*time.Second)
-			var fe *ipamapi.FieldError
+			var fe *api.FieldError
 			if !errors.As(err, &fe) || fe.Field != "netns" || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), says) {
 				t.Errorf("netns %s, pool %s: %v; want a netns field error saying %q", path, pool, err, says)
 			}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Bounds of a workload's history and of how long a workload without
@@ -69,7 +69,7 @@ type endpointHead struct {
 	LastAllocated time.Time   `json:"last_allocated,omitzero"`
 	LastReleased  time.Time   `json:"last_released,omitzero"`
 	// History is where builds before per-entry keys kept every entry,
-	// newest first (ipamapi.Endpoint's field): read as the newest part of
+	// newest first (api.Endpoint's field): read as the newest part of
 	// the history, and moved to entry keys before the record is written
 	// again (movePastHistory).
 	History []HistoryEntry `json:"history,omitempty"`
@@ -355,8 +355,8 @@ func (m *IPAM) workloadHistory(ctx context.Context, workload string) (Endpoint, 
 }
 
 // whoHad lists every history entry of addr, newest first.
-func (m *IPAM) whoHad(ctx context.Context, match func(HistoryEntry) bool) ([]ipamapi.HistoryRecord, error) {
-	out := []ipamapi.HistoryRecord{}
+func (m *IPAM) whoHad(ctx context.Context, match func(HistoryEntry) bool) ([]api.HistoryRecord, error) {
+	out := []api.HistoryRecord{}
 	heads, err := m.store.List(ctx, prefixWorkloads)
 	if err != nil {
 		return nil, fmt.Errorf("list workloads: %w", err)
@@ -368,7 +368,7 @@ func (m *IPAM) whoHad(ctx context.Context, match func(HistoryEntry) bool) ([]ipa
 		}
 		for _, he := range h.History {
 			if match(he) {
-				out = append(out, ipamapi.HistoryRecord{Workload: h.Workload, HistoryEntry: he})
+				out = append(out, api.HistoryRecord{Workload: h.Workload, HistoryEntry: he})
 			}
 		}
 	}
@@ -388,7 +388,7 @@ func (m *IPAM) whoHad(ctx context.Context, match func(HistoryEntry) bool) ([]ipa
 		if !ok {
 			return nil, fmt.Errorf("history key %q names no workload", e.Key)
 		}
-		out = append(out, ipamapi.HistoryRecord{Workload: w, HistoryEntry: he})
+		out = append(out, api.HistoryRecord{Workload: w, HistoryEntry: he})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].AllocatedAt.After(out[j].AllocatedAt) })
 	return out, nil
@@ -408,7 +408,7 @@ func workloadOfHistoryKey(key string) (string, bool) {
 }
 
 // WorkloadStats are the workload records as the last GC pass counted them.
-type WorkloadStats = ipamapi.WorkloadStatus
+type WorkloadStats = api.WorkloadStatus
 
 // pruneWorkloads deletes the endpoint and history of every workload that
 // no attachment names (in any state, on any node) and whose last
@@ -418,7 +418,7 @@ type WorkloadStats = ipamapi.WorkloadStatus
 // commit (at most historyChunk records; should one of them have changed,
 // each is tried alone); a longer one in commits of its own. It counts what
 // stays.
-func (m *IPAM) pruneWorkloads(ctx context.Context, now time.Time, atts []attEntry, res *ipamapi.GCResult) error {
+func (m *IPAM) pruneWorkloads(ctx context.Context, now time.Time, atts []attEntry, res *api.GCResult) error {
 	named := map[string]bool{}
 	for _, e := range atts {
 		named[e.att.Workload] = true

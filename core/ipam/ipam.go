@@ -28,8 +28,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/input"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // Defaults of Options.
@@ -61,7 +61,7 @@ type Options struct {
 	// reserved (an error names the field); nil uses CheckNetns.
 	CheckNetns func(path string) error
 	// AllocationTimeout is the deadline of an allocation
-	// (ipam.allocation_timeout); 0 uses ipamapi.DefaultAllocationTimeout.
+	// (ipam.allocation_timeout); 0 uses api.DefaultAllocationTimeout.
 	AllocationTimeout time.Duration
 	Metrics           Metrics
 	Logger            hclog.Logger
@@ -141,7 +141,7 @@ type suspect struct {
 	first time.Time
 }
 
-// Error is an IPAM failure with a code from ipamapi (CodePoolFull, ...).
+// Error is an IPAM failure with a code from core/api (CodePoolFull, ...).
 type Error struct {
 	Code    string
 	Msg     string
@@ -193,7 +193,7 @@ func New(opts Options) (*IPAM, error) {
 		m.vetNS = CheckNetns
 	}
 	if m.timeout <= 0 {
-		m.timeout = ipamapi.DefaultAllocationTimeout
+		m.timeout = api.DefaultAllocationTimeout
 	}
 	if m.metrics == nil {
 		m.metrics = nopMetrics{}
@@ -292,8 +292,8 @@ func (c *claims) release(domain string, addr netip.Addr) {
 	delete(c.m, claimKey{domain, addr})
 }
 
-// AllocateRequest is ipamapi.AllocateRequest.
-type AllocateRequest = ipamapi.AllocateRequest
+// AllocateRequest is api.AllocateRequest.
+type AllocateRequest = api.AllocateRequest
 
 // Allocate gives the workload interface req names one address from each
 // of req.Pools. A repeated call for the same key returns what it holds.
@@ -331,7 +331,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 			if errors.As(err, &e) {
 				skipped = e.Skipped
 			}
-			err = &Error{Code: ipamapi.CodeTryAgain, Err: err, Skipped: skipped,
+			err = &Error{Code: api.CodeTryAgain, Err: err, Skipped: skipped,
 				Msg: fmt.Sprintf("the allocation for container %s interface %s did not finish within ipam.allocation_timeout (%s): %v; nothing is held, try again", req.ContainerID, req.Interface, m.timeout, err)}
 		}
 	}()
@@ -342,7 +342,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	var unknown []*Error
 	for _, name := range req.Pools {
 		if _, ok := m.pool(name); !ok {
-			unknown = append(unknown, ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
+			unknown = append(unknown, ipamErr(api.CodeUnknownPool, nil, "pool %q is not configured (known: %s)", name, strings.Join(m.poolNames(), ", ")))
 		}
 	}
 	if len(unknown) > 0 {
@@ -351,7 +351,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	for i, name := range req.Pools {
 		p, _ := m.pool(name)
 		if other, dup := families[p.Family()]; dup {
-			return Attachment{}, &ipamapi.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
+			return Attachment{}, &api.FieldError{Field: fmt.Sprintf("pools[%d]", i), Msg: fmt.Sprintf("pools %q and %q are both %s: name one pool per family", other, name, p.Family())}
 		}
 		families[p.Family()] = name
 		pools[i] = p
@@ -372,7 +372,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
 	if !m.takeFlight(a.key) {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
+		return Attachment{}, ipamErr(api.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	defer m.endFlight(a.key)
 	return a.run(ctx)
@@ -381,8 +381,8 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 // recordedOrigin is the origin an allocation for req records: the
 // request's (a CNI ADD says its network), else the API's; with the
 // interface always filled in. A copy: the caller's request is not changed.
-func recordedOrigin(req AllocateRequest) *ipamapi.Origin {
-	o := ipamapi.Origin{Kind: ipamapi.OriginAPI}
+func recordedOrigin(req AllocateRequest) *api.Origin {
+	o := api.Origin{Kind: api.OriginAPI}
 	if req.Origin != nil {
 		o = *req.Origin
 	}
@@ -484,11 +484,11 @@ func errCode(err error) string {
 	if errors.As(err, &e) {
 		return e.Code
 	}
-	var fe *ipamapi.FieldError
+	var fe *api.FieldError
 	if errors.As(err, &fe) {
-		return ipamapi.CodeBadRequest
+		return api.CodeBadRequest
 	}
-	return ipamapi.CodeInternal
+	return api.CodeInternal
 }
 
 // allocation is one Allocate in progress.
@@ -607,7 +607,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 // repeat answers an allocate for a key that already holds addresses.
 func (a *allocation) repeat(att Attachment) (Attachment, error) {
 	if att.State != StateAllocated {
-		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
+		return Attachment{}, ipamErr(api.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	have := map[string]bool{}
 	for _, ip := range att.Addresses {
@@ -623,14 +623,14 @@ func (a *allocation) repeat(att Attachment) (Attachment, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
+		return Attachment{}, ipamErr(api.CodeMismatch, nil, "container %s interface %s already holds addresses from pool(s) %s; release it first", input.Cut(a.key.ContainerID), a.key.Interface, strings.Join(names, ", "))
 	}
 	// Another origin asking for the key is not a repeat: answering would
 	// give a CNI network addresses that another network's (or the API's)
 	// allocation holds, which then neither side's GC accounts for. A record
 	// without an origin predates them and cannot be told apart.
 	if o, want := att.Origin, a.req.Origin; o != nil && (o.Kind != want.Kind || o.Network != want.Network) {
-		return Attachment{}, ipamErr(ipamapi.CodeMismatch, nil, "container %s interface %s is held by an allocation of origin %s, not %s; release it first", a.key.ContainerID, a.key.Interface, o, want)
+		return Attachment{}, ipamErr(api.CodeMismatch, nil, "container %s interface %s is held by an allocation of origin %s, not %s; release it first", a.key.ContainerID, a.key.Interface, o, want)
 	}
 	return att, nil
 }
@@ -658,7 +658,7 @@ func (a *allocation) spendRetry(ctx context.Context, pool, what string) error {
 // retriesSpent is the try-again answer once another writer won lost
 // compares in a row and ipam.update_max_retries allows no more.
 func (m *IPAM) retriesSpent(what string, lost int, skipped []SkippedIP) *Error {
-	return &Error{Code: ipamapi.CodeTryAgain, Err: ErrTryAgain, Skipped: skipped,
+	return &Error{Code: api.CodeTryAgain, Err: ErrTryAgain, Skipped: skipped,
 		Msg: fmt.Sprintf("%s: another writer changed the records %d times (ipam.update_max_retries = %d); try again", what, lost, m.retries)}
 }
 
@@ -671,7 +671,7 @@ const retryJitter = 2 * time.Millisecond
 func (a *allocation) reserve(ctx context.Context, p *Pool) error {
 	m := a.m
 	if _, ok := m.pool(p.Name); !ok {
-		return ipamErr(ipamapi.CodeUnknownPool, a.skipped, "pool %q was removed", p.Name)
+		return ipamErr(api.CodeUnknownPool, a.skipped, "pool %q was removed", p.Name)
 	}
 	if a.tried[p.Name] == nil {
 		a.tried[p.Name] = map[netip.Addr]bool{}
@@ -783,7 +783,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return addr, rev, nil
 		}
 	}
-	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined%s", p.Name, n, a.busyNote(p))
+	return netip.Addr{}, 0, ipamErr(api.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined%s", p.Name, n, a.busyNote(p))
 }
 
 // needsCheck says whether vet has anything to check for this allocation:
@@ -798,7 +798,7 @@ func (a *allocation) needsCheck() bool {
 }
 
 func (a *allocation) needsCheckIn(p *Pool) bool {
-	return a.detects(p, ipamapi.DetectionConflict) || a.detects(p, ipamapi.DetectionGateway)
+	return a.detects(p, api.DetectionConflict) || a.detects(p, api.DetectionGateway)
 }
 
 // detects says whether vet runs detection d for p: the pool enables it
@@ -809,16 +809,16 @@ func (a *allocation) detects(p *Pool, d string) bool {
 
 func (a *allocation) poolEnables(p *Pool, d string) bool {
 	switch d {
-	case ipamapi.DetectionConflict:
+	case api.DetectionConflict:
 		return p.ConflictDetection
-	case ipamapi.DetectionGateway:
+	case api.DetectionGateway:
 		return p.GatewayDetection
 	}
 	return false
 }
 
 // skipOf is the request's skip of detection d for p, or nil.
-func (a *allocation) skipOf(p *Pool, d string) *ipamapi.DetectionSkip {
+func (a *allocation) skipOf(p *Pool, d string) *api.DetectionSkip {
 	for i, sk := range a.req.SkipDetection {
 		if sk.Detection == d && (sk.Pool == "" || sk.Pool == p.Name) {
 			return &a.req.SkipDetection[i]
@@ -830,12 +830,12 @@ func (a *allocation) skipOf(p *Pool, d string) *ipamapi.DetectionSkip {
 // notChecked lists, per pool, the detections the pool enables that the
 // request skips: what the attachment records as not checked. A skip of a
 // detection the pool does not enable changes nothing and is not listed.
-func (a *allocation) notChecked() []ipamapi.DetectionSkip {
-	var out []ipamapi.DetectionSkip
+func (a *allocation) notChecked() []api.DetectionSkip {
+	var out []api.DetectionSkip
 	for _, p := range a.pools {
-		for _, d := range []string{ipamapi.DetectionConflict, ipamapi.DetectionGateway} {
+		for _, d := range []string{api.DetectionConflict, api.DetectionGateway} {
 			if sk := a.skipOf(p, d); sk != nil && a.poolEnables(p, d) {
-				out = append(out, ipamapi.DetectionSkip{Pool: p.Name, Detection: d, Reason: sk.Reason})
+				out = append(out, api.DetectionSkip{Pool: p.Name, Detection: d, Reason: sk.Reason})
 			}
 		}
 	}
@@ -856,7 +856,7 @@ func (a *allocation) vet(ctx context.Context) error {
 		return nil
 	}
 	if m.checker == nil {
-		return ipamErr(ipamapi.CodeCheckFailed, nil, "pool(s) need detection but no detector is available")
+		return ipamErr(api.CodeCheckFailed, nil, "pool(s) need detection but no detector is available")
 	}
 	// Only inside a workload's namespace: the agent never changes the
 	// state of the node's own interfaces.
@@ -870,12 +870,12 @@ func (a *allocation) vet(ctx context.Context) error {
 			}
 		})
 		if err != nil {
-			return &Error{Code: ipamapi.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
+			return &Error{Code: api.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		defer restore()
 	}
 	for len(pending) > 0 {
-		var creq CheckRequest
+		var creq api.Check
 		creq.Netns, creq.Interface = a.req.Netns, a.req.Interface
 		var order []*Pool
 		for _, p := range a.pools {
@@ -883,8 +883,8 @@ func (a *allocation) vet(ctx context.Context) error {
 				continue
 			}
 			ip := a.addressOf(p.Name)
-			ca := CheckAddress{Address: ip.Address, Conflict: a.detects(p, ipamapi.DetectionConflict)}
-			if a.detects(p, ipamapi.DetectionGateway) {
+			ca := api.CheckAddress{Address: ip.Address, Conflict: a.detects(p, api.DetectionConflict)}
+			if a.detects(p, api.DetectionGateway) {
 				ca.Gateway = p.Gateway
 			}
 			creq.Addresses = append(creq.Addresses, ca)
@@ -892,14 +892,14 @@ func (a *allocation) vet(ctx context.Context) error {
 		}
 		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
 		if err != nil {
-			code := ipamapi.CodeCheckFailed
+			code := api.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {
-				code = ipamapi.CodeNotReady
+				code = api.CodeNotReady
 			}
 			return &Error{Code: code, Err: err, Skipped: a.skipped, Msg: fmt.Sprintf("check on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
 		if len(res) != len(order) {
-			return ipamErr(ipamapi.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
+			return ipamErr(api.CodeCheckFailed, a.skipped, "check answered %d results for %d addresses", len(res), len(order))
 		}
 		// Unreachable, refusals and errors first: another address would
 		// not help. Every pool that failed is named, each with its reason.
@@ -908,14 +908,14 @@ func (a *allocation) vet(ctx context.Context) error {
 			ip := a.addressOf(order[i].Name)
 			switch r.Outcome {
 			case OutcomeUnreachable:
-				failed = append(failed, ipamErr(ipamapi.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
+				failed = append(failed, ipamErr(api.CodeGateway, nil, "pool %q: %s (address %s not given out)", order[i].Name, r.Reason, ip.Address.Addr()))
 			case OutcomeBlocked:
-				failed = append(failed, ipamErr(ipamapi.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
+				failed = append(failed, ipamErr(api.CodeBlocked, nil, "pool %q: %s is blocked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeError:
-				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
+				failed = append(failed, ipamErr(api.CodeCheckFailed, nil, "pool %q: %s could not be checked: %s", order[i].Name, ip.Address.Addr(), r.Reason))
 			case OutcomeFree, OutcomeConflict, OutcomePolicy:
 			default:
-				failed = append(failed, ipamErr(ipamapi.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
+				failed = append(failed, ipamErr(api.CodeCheckFailed, nil, "pool %q: unknown check outcome %q", order[i].Name, r.Outcome))
 			}
 		}
 		if len(failed) > 0 {
@@ -959,7 +959,7 @@ func (a *allocation) vet(ctx context.Context) error {
 // of that pool alone, which does not stop the others being tried.
 func poolFull(err error) *Error {
 	var e *Error
-	if errors.As(err, &e) && e.Code == ipamapi.CodePoolFull {
+	if errors.As(err, &e) && e.Code == api.CodePoolFull {
 		return e
 	}
 	return nil
@@ -981,12 +981,12 @@ func poolsFailed(skipped []SkippedIP, errs []*Error) *Error {
 // refused them all.
 func (a *allocation) outOfTries(p *Pool) *Error {
 	why := a.why[p.Name]
-	code, what := ipamapi.CodeConflict, "all in use"
+	code, what := api.CodeConflict, "all in use"
 	switch {
 	case why[OutcomeConflict] && why[OutcomePolicy]:
 		what = "in use or refused by policy"
 	case why[OutcomePolicy]:
-		code, what = ipamapi.CodeBlocked, "all refused by policy"
+		code, what = api.CodeBlocked, "all refused by policy"
 	}
 	return ipamErr(code, nil, "pool %q: %d addresses tried, %s: %s", p.Name, len(a.tried[p.Name]), what, skippedText(a.skipped, p.Name))
 }
@@ -1225,7 +1225,7 @@ var errRetry = errors.New("retry the allocation's commit")
 // else is an error naming what was being committed.
 func (a *allocation) settle(ctx context.Context, err error, attVal []byte, pool, what string) (int64, error) {
 	busy := func() error {
-		return ipamErr(ipamapi.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
+		return ipamErr(api.CodeTryAgain, a.skipped, "another request for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
 	switch {
 	case errors.Is(err, ErrCompareFailed):
@@ -1282,7 +1282,7 @@ func (a *allocation) pickAll(ctx context.Context, now time.Time) (Attachment, []
 	}
 	for _, p := range a.pools {
 		if _, ok := m.pool(p.Name); !ok {
-			return fail(ipamErr(ipamapi.CodeUnknownPool, nil, "pool %q was removed", p.Name))
+			return fail(ipamErr(api.CodeUnknownPool, nil, "pool %q was removed", p.Name))
 		}
 		addr, rev, err := a.candidate(ctx, p)
 		if e := poolFull(err); e != nil {

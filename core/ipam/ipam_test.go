@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // The tests here use the real bbolt store; the wire is a table (the real
@@ -27,7 +27,7 @@ type tableChecker struct {
 	calls    int
 }
 
-func (c *tableChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult, error) {
+func (c *tableChecker) Check(_ context.Context, req api.Check) ([]CheckResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
@@ -145,7 +145,7 @@ func TestAllocateDualStackIdempotentRelease(t *testing.T) {
 	if err != nil || again.Addresses[0].Address != a4.Address || again.Addresses[1].Address != a6.Address {
 		t.Fatalf("repeat: %+v, %v", again, err)
 	}
-	if _, err := f.m.Allocate(ctx, req("c1", "lan4")); code(err) != ipamapi.CodeMismatch {
+	if _, err := f.m.Allocate(ctx, req("c1", "lan4")); code(err) != api.CodeMismatch {
 		t.Fatalf("repeat with other pools: %v", err)
 	}
 	rel, ok, err := f.m.Release(ctx, AttachmentKey{ContainerID: "c1", Interface: "eth0"})
@@ -180,10 +180,10 @@ func TestAllocateValidation(t *testing.T) {
 		{r: AllocateRequest{ContainerID: "c", Interface: "eth0"}, field: "pools"},
 		{r: AllocateRequest{ContainerID: "c", Interface: "eth0", Netns: "relative/ns", Pools: []string{"lan4"}}, field: "netns"},
 		{r: AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: []string{"lan4", "other4"}}, field: "pools[1]"},
-		{r: AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: []string{"nope"}}, code: ipamapi.CodeUnknownPool},
+		{r: AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: []string{"nope"}}, code: api.CodeUnknownPool},
 	} {
 		_, err := f.m.Allocate(ctx, tc.r)
-		var fe *ipamapi.FieldError
+		var fe *api.FieldError
 		switch {
 		case tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field):
 			t.Errorf("%+v: %v, want a field error on %s", tc.r, err, tc.field)
@@ -202,7 +202,7 @@ func TestExhaustion(t *testing.T) {
 		}
 	}
 	_, err := f.m.Allocate(ctx, req("c9", "tiny"))
-	if code(err) != ipamapi.CodePoolFull || !strings.Contains(err.Error(), `pool "tiny" is full: all 3 addresses`) {
+	if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), `pool "tiny" is full: all 3 addresses`) {
 		t.Fatalf("4th allocation: %v", err)
 	}
 	assertConsistent(t, f)
@@ -340,7 +340,7 @@ func TestConflictQuarantineNext(t *testing.T) {
 			t.Fatalf("quarantined %s handed out", busy)
 		}
 	}
-	if _, err := f.m.Allocate(ctx, req("y", "lan4")); code(err) != ipamapi.CodePoolFull {
+	if _, err := f.m.Allocate(ctx, req("y", "lan4")); code(err) != api.CodePoolFull {
 		t.Fatalf("pool with only the quarantined address left: %v", err)
 	}
 	// ...and back after it.
@@ -362,11 +362,11 @@ func TestConflictBoundAndQuarantineCap(t *testing.T) {
 		f.chk.conflict[f.m.Pools()[0].At(i)] = true
 	}
 	_, err := f.m.Allocate(ctx, req("c1", "lan4"))
-	if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), "4 addresses tried, all in use:") {
+	if code(err) != api.CodeConflict || !strings.Contains(err.Error(), "4 addresses tried, all in use:") {
 		t.Fatalf("all busy: %v", err)
 	}
 	_, err = f.m.Allocate(ctx, req("c2", "lan4"))
-	if code(err) != ipamapi.CodeConflict {
+	if code(err) != api.CodeConflict {
 		t.Fatal(err)
 	}
 	us, _ := f.m.Usage(ctx)
@@ -380,7 +380,7 @@ func TestGatewayDownFailsAtOnceAndLeaksNothing(t *testing.T) {
 	f := newFixture(t, v4, v6)
 	f.chk.gwDown = true
 	_, err := f.m.Allocate(context.Background(), req("c1", "lan4", "lan6"))
-	if code(err) != ipamapi.CodeGateway || !strings.Contains(err.Error(), "gateway 10.20.0.1 did not answer") {
+	if code(err) != api.CodeGateway || !strings.Contains(err.Error(), "gateway 10.20.0.1 did not answer") {
 		t.Fatalf("%v", err)
 	}
 	if f.chk.calls != 1 {
@@ -392,28 +392,28 @@ func TestGatewayDownFailsAtOnceAndLeaksNothing(t *testing.T) {
 func TestCheckerNotReadyIsRetryable(t *testing.T) {
 	f := newFixtureOpts(t, Options{Checker: notReady{}}, v4)
 	_, err := f.m.Allocate(context.Background(), req("c1", "lan4"))
-	if code(err) != ipamapi.CodeNotReady {
-		t.Fatalf("%v (code %q), want %s", err, code(err), ipamapi.CodeNotReady)
+	if code(err) != api.CodeNotReady {
+		t.Fatalf("%v (code %q), want %s", err, code(err), api.CodeNotReady)
 	}
 	assertEmpty(t, f)
 }
 
 type notReady struct{}
 
-func (notReady) Check(context.Context, CheckRequest) ([]CheckResult, error) {
+func (notReady) Check(context.Context, api.Check) ([]CheckResult, error) {
 	return nil, fmt.Errorf("%w: still starting", ErrNotReady)
 }
 
 type errChecker struct{}
 
-func (errChecker) Check(context.Context, CheckRequest) ([]CheckResult, error) {
+func (errChecker) Check(context.Context, api.Check) ([]CheckResult, error) {
 	return nil, errors.New("ip-conflict is not ready")
 }
 
 func TestCheckErrorLeaksNothing(t *testing.T) {
 	f := newFixtureOpts(t, Options{Checker: errChecker{}}, v4)
 	_, err := f.m.Allocate(context.Background(), req("c1", "lan4"))
-	if code(err) != ipamapi.CodeCheckFailed || !strings.Contains(err.Error(), "ip-conflict is not ready") {
+	if code(err) != api.CodeCheckFailed || !strings.Contains(err.Error(), "ip-conflict is not ready") {
 		t.Fatalf("%v", err)
 	}
 	assertEmpty(t, f)
@@ -444,7 +444,7 @@ func TestRetriesSpent(t *testing.T) {
 	}
 	rs.left.Store(3)
 	_, err := f.m.Allocate(context.Background(), req("c2", "p"))
-	if code(err) != ipamapi.CodeTryAgain || !errors.Is(err, ErrTryAgain) || !strings.Contains(err.Error(), "ipam.update_max_retries = 2") {
+	if code(err) != api.CodeTryAgain || !errors.Is(err, ErrTryAgain) || !strings.Contains(err.Error(), "ipam.update_max_retries = 2") {
 		t.Fatalf("3 lost races: %v", err)
 	}
 	assertConsistent(t, f)
@@ -674,8 +674,8 @@ func TestSkipDetection(t *testing.T) {
 	f := newFixture(t, v4, v6)
 	ctx := context.Background()
 	f.chk.gwDown = true
-	if _, err := f.m.Allocate(ctx, req("gw", "lan4")); code(err) != ipamapi.CodeGateway {
-		t.Fatalf("without the skip: %v, want %s", err, ipamapi.CodeGateway)
+	if _, err := f.m.Allocate(ctx, req("gw", "lan4")); code(err) != api.CodeGateway {
+		t.Fatalf("without the skip: %v, want %s", err, api.CodeGateway)
 	}
 
 	// Conflict detection still runs: with every address busy on the wire,
@@ -684,9 +684,9 @@ func TestSkipDetection(t *testing.T) {
 		f.chk.conflict[netip.AddrFrom4([4]byte{10, 20, 0, byte(i)})] = true
 	}
 	r := req("bridge", "lan4", "lan6")
-	r.SkipDetection = []ipamapi.DetectionSkip{{Detection: ipamapi.DetectionGateway, Reason: "the bridge is the gateway"}}
-	if _, err := f.m.Allocate(ctx, r); code(err) != ipamapi.CodeConflict {
-		t.Fatalf("gateway skipped, every address busy: %v, want %s", err, ipamapi.CodeConflict)
+	r.SkipDetection = []api.DetectionSkip{{Detection: api.DetectionGateway, Reason: "the bridge is the gateway"}}
+	if _, err := f.m.Allocate(ctx, r); code(err) != api.CodeConflict {
+		t.Fatalf("gateway skipped, every address busy: %v, want %s", err, api.CodeConflict)
 	}
 	clear(f.chk.conflict)
 	att, err := f.m.Allocate(ctx, r)
@@ -694,7 +694,7 @@ func TestSkipDetection(t *testing.T) {
 		t.Fatalf("gateway detection skipped: %v", err)
 	}
 	// lan6 enables no gateway detection: nothing to record for it.
-	want := []ipamapi.DetectionSkip{{Pool: "lan4", Detection: "gateway", Reason: "the bridge is the gateway"}}
+	want := []api.DetectionSkip{{Pool: "lan4", Detection: "gateway", Reason: "the bridge is the gateway"}}
 	if fmt.Sprint(att.NotChecked) != fmt.Sprint(want) {
 		t.Errorf("not checked %+v, want %+v", att.NotChecked, want)
 	}
@@ -704,9 +704,9 @@ func TestSkipDetection(t *testing.T) {
 
 	calls := f.chk.calls
 	r = req("ptp", "lan4")
-	r.SkipDetection = []ipamapi.DetectionSkip{
-		{Detection: ipamapi.DetectionGateway, Reason: "ptp"},
-		{Pool: "lan4", Detection: ipamapi.DetectionConflict, Reason: "ptp"},
+	r.SkipDetection = []api.DetectionSkip{
+		{Detection: api.DetectionGateway, Reason: "ptp"},
+		{Pool: "lan4", Detection: api.DetectionConflict, Reason: "ptp"},
 	}
 	att, err = f.m.Allocate(ctx, r)
 	if err != nil || f.chk.calls != calls || len(att.NotChecked) != 2 {
@@ -714,17 +714,17 @@ func TestSkipDetection(t *testing.T) {
 	}
 
 	for _, bad := range []struct {
-		skip  ipamapi.DetectionSkip
+		skip  api.DetectionSkip
 		field string
 	}{
-		{ipamapi.DetectionSkip{Detection: "dhcp", Reason: "x"}, "skip_detection[0].detection"},
-		{ipamapi.DetectionSkip{Detection: "gateway"}, "skip_detection[0].reason"},
-		{ipamapi.DetectionSkip{Detection: "gateway", Pool: "other", Reason: "x"}, "skip_detection[0].pool"},
-		{ipamapi.DetectionSkip{Detection: "gateway", Reason: "a\x00b"}, "skip_detection[0].reason"},
+		{api.DetectionSkip{Detection: "dhcp", Reason: "x"}, "skip_detection[0].detection"},
+		{api.DetectionSkip{Detection: "gateway"}, "skip_detection[0].reason"},
+		{api.DetectionSkip{Detection: "gateway", Pool: "other", Reason: "x"}, "skip_detection[0].pool"},
+		{api.DetectionSkip{Detection: "gateway", Reason: "a\x00b"}, "skip_detection[0].reason"},
 	} {
 		r := req("bad", "lan4")
-		r.SkipDetection = []ipamapi.DetectionSkip{bad.skip}
-		var fe *ipamapi.FieldError
+		r.SkipDetection = []api.DetectionSkip{bad.skip}
+		var fe *api.FieldError
 		if _, err := f.m.Allocate(ctx, r); !errors.As(err, &fe) || fe.Field != bad.field {
 			t.Errorf("skip %+v: %v, want an error naming %s", bad.skip, err, bad.field)
 		}
@@ -741,7 +741,7 @@ func TestFailureNamesEveryFailingPool(t *testing.T) {
 		f := newFixture(t, v4, v6gw)
 		f.chk.gwDown = true
 		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
-		if code(err) != ipamapi.CodeGateway || !strings.Contains(err.Error(), `pool "lan4": gateway 10.20.0.1 did not answer`) ||
+		if code(err) != api.CodeGateway || !strings.Contains(err.Error(), `pool "lan4": gateway 10.20.0.1 did not answer`) ||
 			!strings.Contains(err.Error(), `pool "lan6": gateway fd00:20::1 did not answer`) {
 			t.Fatalf("%v", err)
 		}
@@ -750,7 +750,7 @@ func TestFailureNamesEveryFailingPool(t *testing.T) {
 	t.Run("unknown", func(t *testing.T) {
 		f := newFixture(t, v4)
 		_, err := f.m.Allocate(ctx, req("c1", "nope4", "nope6"))
-		if code(err) != ipamapi.CodeUnknownPool || !strings.Contains(err.Error(), `pool "nope4"`) || !strings.Contains(err.Error(), `pool "nope6"`) {
+		if code(err) != api.CodeUnknownPool || !strings.Contains(err.Error(), `pool "nope4"`) || !strings.Contains(err.Error(), `pool "nope6"`) {
 			t.Fatalf("%v", err)
 		}
 	})
@@ -765,7 +765,7 @@ func TestFailureNamesEveryFailingPool(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := f.m.Allocate(ctx, req("c2", "s4", "s6"))
-			if code(err) != ipamapi.CodePoolFull || !strings.Contains(err.Error(), `pool "s4" is full`) || !strings.Contains(err.Error(), `pool "s6" is full`) {
+			if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), `pool "s4" is full`) || !strings.Contains(err.Error(), `pool "s6" is full`) {
 				t.Fatalf("%v", err)
 			}
 			assertConsistent(t, f)
@@ -779,7 +779,7 @@ func TestFailureNamesEveryFailingPool(t *testing.T) {
 			}
 		}
 		_, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
-		if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), `pool "lan4": 1 addresses tried, all in use`) || !strings.Contains(err.Error(), `pool "lan6": 1 addresses tried, all in use`) {
+		if code(err) != api.CodeConflict || !strings.Contains(err.Error(), `pool "lan4": 1 addresses tried, all in use`) || !strings.Contains(err.Error(), `pool "lan6": 1 addresses tried, all in use`) {
 			t.Fatalf("%v", err)
 		}
 		assertConsistent(t, f)

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // kindChecker answers each address with the outcome the test sets, as the
@@ -18,7 +18,7 @@ type kindChecker struct {
 	calls    int
 }
 
-func (c *kindChecker) Check(_ context.Context, req CheckRequest) ([]CheckResult, error) {
+func (c *kindChecker) Check(_ context.Context, req api.Check) ([]CheckResult, error) {
 	c.calls++
 	out := make([]CheckResult, len(req.Addresses))
 	for i, a := range req.Addresses {
@@ -92,7 +92,7 @@ func TestPolicyRefusingEveryCandidate(t *testing.T) {
 		chk.outcomes[f.m.Pools()[0].At(i)] = OutcomePolicy
 	}
 	_, err := f.m.Allocate(context.Background(), req("c1", "lan4"))
-	if code(err) != ipamapi.CodeBlocked || !strings.Contains(err.Error(), "4 addresses tried, all refused by policy: cmdb:") {
+	if code(err) != api.CodeBlocked || !strings.Contains(err.Error(), "4 addresses tried, all refused by policy: cmdb:") {
 		t.Fatalf("all refused: %v", err)
 	}
 	if chk.calls != 4 {
@@ -115,7 +115,7 @@ func TestInUseAndPolicyOutOfTries(t *testing.T) {
 	}
 	ctx := context.Background()
 	_, err := f.m.Allocate(ctx, req("c1", "lan4"))
-	if code(err) != ipamapi.CodeConflict || !strings.Contains(err.Error(), "2 addresses tried, in use or refused by policy") {
+	if code(err) != api.CodeConflict || !strings.Contains(err.Error(), "2 addresses tried, in use or refused by policy") {
 		t.Fatalf("in use, then policy: %v", err)
 	}
 	us, _ := f.m.Usage(ctx)
@@ -132,8 +132,8 @@ func TestUnreachableAndBlockedFailAtOnce(t *testing.T) {
 		outcome Outcome
 		code    string
 	}{
-		{OutcomeUnreachable, ipamapi.CodeGateway},
-		{OutcomeBlocked, ipamapi.CodeBlocked},
+		{OutcomeUnreachable, api.CodeGateway},
+		{OutcomeBlocked, api.CodeBlocked},
 	} {
 		t.Run(string(tt.outcome), func(t *testing.T) {
 			chk := &kindChecker{outcomes: map[netip.Addr]Outcome{}}

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	sdknetns "github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
@@ -190,7 +190,7 @@ func CheckNetns(path string) error {
 	}
 	fd, err := sdknetns.Open(path)
 	if err != nil {
-		return &ipamapi.FieldError{Field: "netns", Msg: err.Error()}
+		return &api.FieldError{Field: "netns", Msg: err.Error()}
 	}
 	return unix.Close(fd)
 }

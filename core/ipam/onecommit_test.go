@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // An allocation with nothing to check is one commit (attachment, address
@@ -304,7 +304,7 @@ func TestOneCommitNoDuplicatesUnderContention(t *testing.T) {
 				t.Errorf("%s given to c%d and c%d", got[i], j, i)
 			}
 			seen[got[i]] = i
-		case code(errs[i]) == ipamapi.CodePoolFull:
+		case code(errs[i]) == api.CodePoolFull:
 			full++
 		default:
 			t.Errorf("c%d: %v", i, errs[i])

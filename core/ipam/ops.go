@@ -10,13 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Release frees what key holds and closes its history entries. Releasing
 // an unknown key succeeds with ok false (CNI DEL is idempotent).
 func (m *IPAM) Release(ctx context.Context, key AttachmentKey) (att Attachment, ok bool, err error) {
-	if err := (ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
+	if err := (api.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
 		return Attachment{}, false, err
 	}
 	return m.release(ctx, key, 0)
@@ -28,9 +28,9 @@ func (m *IPAM) Release(ctx context.Context, key AttachmentKey) (att Attachment, 
 // hands since GC listed it is kept. att is what key held: released when
 // released is true, else kept (zero when nothing was held).
 func (m *IPAM) ReleaseIfNetwork(ctx context.Context, key AttachmentKey, network string) (att Attachment, released bool, err error) {
-	req := ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface, IfNetwork: network}
+	req := api.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface, IfNetwork: network}
 	if network == "" {
-		return Attachment{}, false, &ipamapi.FieldError{Field: "if_network", Msg: "is required"}
+		return Attachment{}, false, &api.FieldError{Field: "if_network", Msg: "is required"}
 	}
 	if err := req.Validate(); err != nil {
 		return Attachment{}, false, err
@@ -114,7 +114,7 @@ const (
 // must win. The release is compare-guarded on the revision that was
 // judged.
 func (m *IPAM) ReleaseSpooled(ctx context.Context, key AttachmentKey, deletedAt time.Time) (SpooledRelease, Attachment, error) {
-	if err := (ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
+	if err := (api.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
 		return "", Attachment{}, err
 	}
 	cur, err := m.getAttachment(ctx, key)
@@ -142,7 +142,7 @@ func (m *IPAM) ReleaseSpooled(ctx context.Context, key AttachmentKey, deletedAt 
 
 // ReleaseWorkload releases every allocation of workload.
 func (m *IPAM) ReleaseWorkload(ctx context.Context, workload string) ([]Attachment, error) {
-	if err := (ipamapi.ReleaseWorkloadRequest{Workload: workload}).Validate(); err != nil {
+	if err := (api.ReleaseWorkloadRequest{Workload: workload}).Validate(); err != nil {
 		return nil, err
 	}
 	list, err := m.List(ctx, "", workload)
@@ -216,7 +216,7 @@ func (m *IPAM) History(ctx context.Context, workload string) (Endpoint, error) {
 }
 
 // WhoHad answers "who had this address, and when?", newest first.
-func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]ipamapi.HistoryRecord, error) {
+func (m *IPAM) WhoHad(ctx context.Context, addr netip.Addr) ([]api.HistoryRecord, error) {
 	return m.whoHad(ctx, func(h HistoryEntry) bool { return h.Address == addr })
 }
 
@@ -253,8 +253,8 @@ func (m *IPAM) AddressState(ctx context.Context, addr netip.Addr) ([]AddressReco
 }
 
 // Usage reports every pool's state.
-func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
-	var out []ipamapi.PoolUsage
+func (m *IPAM) Usage(ctx context.Context) ([]api.PoolUsage, error) {
+	var out []api.PoolUsage
 	for _, p := range m.Pools() {
 		u, err := m.usage(ctx, p)
 		if err != nil {
@@ -265,8 +265,8 @@ func (m *IPAM) Usage(ctx context.Context) ([]ipamapi.PoolUsage, error) {
 	return out, nil
 }
 
-func (m *IPAM) usage(ctx context.Context, p *Pool) (ipamapi.PoolUsage, error) {
-	u := ipamapi.PoolUsage{
+func (m *IPAM) usage(ctx context.Context, p *Pool) (api.PoolUsage, error) {
+	u := api.PoolUsage{
 		Name: p.Name, Family: p.Family(), Subnet: p.Subnet.String(), Ranges: p.Ranges(), VLAN: p.VLAN, Domain: p.Domain,
 		Store: p.Store, ConflictDetection: p.ConflictDetection, GatewayDetection: p.GatewayDetection, Size: p.Size(),
 	}
@@ -361,10 +361,10 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 // namespace cannot be examined, are never collected. Expired quarantine
 // records are removed, and workloads no allocation names whose last
 // activity is older than the retention are pruned (pruneWorkloads).
-func (m *IPAM) GC(ctx context.Context) (ipamapi.GCResult, error) {
+func (m *IPAM) GC(ctx context.Context) (api.GCResult, error) {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
-	res := ipamapi.GCResult{Suspected: []AttachmentKey{}, Reclaimed: []AttachmentKey{}, GracePeriod: m.grace}
+	res := api.GCResult{Suspected: []AttachmentKey{}, Reclaimed: []AttachmentKey{}, GracePeriod: m.grace}
 	all, err := m.attachments(ctx)
 	if err != nil {
 		return res, err

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // plain is a pool with nothing to check, shared by two CNI networks and
@@ -18,7 +18,7 @@ var plain = PoolSpec{Name: "shared", Subnet: "10.50.0.0/24", Ranges: []string{"1
 func cniReq(cid, network string) AllocateRequest {
 	r := req(cid, "shared")
 	r.Interface = "net1"
-	r.Origin = &ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: network, Interface: "net1"}
+	r.Origin = &api.Origin{Kind: api.OriginCNI, Network: network, Interface: "net1"}
 	return r
 }
 
@@ -28,16 +28,16 @@ func cniReq(cid, network string) AllocateRequest {
 func TestOriginRecorded(t *testing.T) {
 	f := newFixture(t, plain)
 	ctx := context.Background()
-	api := req("vm-17", "shared")
-	att, err := f.m.Allocate(ctx, api)
+	byAPI := req("vm-17", "shared")
+	att, err := f.m.Allocate(ctx, byAPI)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "eth0"}); att.Origin == nil || *att.Origin != want {
+	if want := (api.Origin{Kind: api.OriginAPI, Interface: "eth0"}); att.Origin == nil || *att.Origin != want {
 		t.Errorf("API allocation's origin %+v, want %+v", att.Origin, want)
 	}
-	if api.Origin != nil {
-		t.Errorf("Allocate changed the caller's request: origin %+v", api.Origin)
+	if byAPI.Origin != nil {
+		t.Errorf("Allocate changed the caller's request: origin %+v", byAPI.Origin)
 	}
 	cni := cniReq("pod", "net-a")
 	cni.Origin.Interface = "" // the agent fills it in
@@ -45,7 +45,7 @@ func TestOriginRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-a", Interface: "net1"}
+	want := api.Origin{Kind: api.OriginCNI, Network: "net-a", Interface: "net1"}
 	if att.Origin == nil || *att.Origin != want {
 		t.Errorf("CNI allocation's origin %+v, want %+v", att.Origin, want)
 	}
@@ -67,25 +67,25 @@ func TestOriginValidation(t *testing.T) {
 	f := newFixture(t, plain)
 	ctx := context.Background()
 	for _, tc := range []struct {
-		o     ipamapi.Origin
+		o     api.Origin
 		field string
 		msg   string
 	}{
-		{ipamapi.Origin{}, "origin.kind", "is required"},
-		{ipamapi.Origin{Kind: "k8s"}, "origin.kind", `"k8s" is not an origin`},
-		{ipamapi.Origin{Kind: strings.Repeat("x", 5000)}, "origin.kind", "is not an origin"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI}, "origin.network", "is required"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "-net"}, "origin.network", "CNI network name"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net a"}, "origin.network", "CNI network name"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: strings.Repeat("n", ipamapi.MaxNetworkName+1)}, "origin.network", "at most 253"},
-		{ipamapi.Origin{Kind: ipamapi.OriginAPI, Network: "net-a"}, "origin.network", "only for kind"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-a", Interface: "eth0"}, "origin.interface", "differs from interface"},
-		{ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-a", Interface: "a/b"}, "origin.interface", "interface name"},
+		{api.Origin{}, "origin.kind", "is required"},
+		{api.Origin{Kind: "k8s"}, "origin.kind", `"k8s" is not an origin`},
+		{api.Origin{Kind: strings.Repeat("x", 5000)}, "origin.kind", "is not an origin"},
+		{api.Origin{Kind: api.OriginCNI}, "origin.network", "is required"},
+		{api.Origin{Kind: api.OriginCNI, Network: "-net"}, "origin.network", "CNI network name"},
+		{api.Origin{Kind: api.OriginCNI, Network: "net a"}, "origin.network", "CNI network name"},
+		{api.Origin{Kind: api.OriginCNI, Network: strings.Repeat("n", api.MaxNetworkName+1)}, "origin.network", "at most 253"},
+		{api.Origin{Kind: api.OriginAPI, Network: "net-a"}, "origin.network", "only for kind"},
+		{api.Origin{Kind: api.OriginCNI, Network: "net-a", Interface: "eth0"}, "origin.interface", "differs from interface"},
+		{api.Origin{Kind: api.OriginCNI, Network: "net-a", Interface: "a/b"}, "origin.interface", "interface name"},
 	} {
 		r := cniReq("c1", "net-a")
 		r.Origin = &tc.o
 		_, err := f.m.Allocate(ctx, r)
-		var fe *ipamapi.FieldError
+		var fe *api.FieldError
 		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(fe.Msg, tc.msg) {
 			t.Errorf("origin %.40v: %v, want a field error on %s saying %q", tc.o, err, tc.field, tc.msg)
 		}
@@ -108,14 +108,14 @@ func TestRepeatFromAnotherOrigin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.m.Allocate(ctx, cniReq("vm-17", "net-a")); code(err) != ipamapi.CodeMismatch || !strings.Contains(err.Error(), "origin api") {
-		t.Errorf("CNI ADD over the API's vm-17: %v, want %s naming origin api", err, ipamapi.CodeMismatch)
+	if _, err := f.m.Allocate(ctx, cniReq("vm-17", "net-a")); code(err) != api.CodeMismatch || !strings.Contains(err.Error(), "origin api") {
+		t.Errorf("CNI ADD over the API's vm-17: %v, want %s naming origin api", err, api.CodeMismatch)
 	}
 	if _, err := f.m.Allocate(ctx, cniReq("pod", "net-a")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.m.Allocate(ctx, cniReq("pod", "net-b")); code(err) != ipamapi.CodeMismatch || !strings.Contains(err.Error(), "cni:net-a") {
-		t.Errorf("ADD of net-b over net-a's pod: %v, want %s naming cni:net-a", err, ipamapi.CodeMismatch)
+	if _, err := f.m.Allocate(ctx, cniReq("pod", "net-b")); code(err) != api.CodeMismatch || !strings.Contains(err.Error(), "cni:net-a") {
+		t.Errorf("ADD of net-b over net-a's pod: %v, want %s naming cni:net-a", err, api.CodeMismatch)
 	}
 	again, err := f.m.Allocate(ctx, vm)
 	if err != nil || again.Addresses[0].Address != first.Addresses[0].Address {
@@ -176,7 +176,7 @@ func TestReleaseIfNetwork(t *testing.T) {
 	if att, released, err := f.m.ReleaseIfNetwork(ctx, AttachmentKey{ContainerID: "a1", Interface: "net1"}, "net-a"); released || err != nil || att.ContainerID != "" {
 		t.Errorf("release of what is not held: %+v %v %v", att, released, err)
 	}
-	var fe *ipamapi.FieldError
+	var fe *api.FieldError
 	if _, _, err := f.m.ReleaseIfNetwork(ctx, AttachmentKey{ContainerID: "b1", Interface: "net1"}, "net b"); !errors.As(err, &fe) || fe.Field != "if_network" {
 		t.Errorf("a malformed network: %v, want a field error on if_network", err)
 	}

@@ -1,7 +1,7 @@
 package ipam
 
 import (
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -81,12 +81,12 @@ const (
 
 // The records IPAM stores are the API's types: one definition, no copies.
 type (
-	AttachmentKey = ipamapi.AttachmentKey
-	Attachment    = ipamapi.Attachment
-	AllocatedIP   = ipamapi.AllocatedIP
-	SkippedIP     = ipamapi.SkippedIP
-	Endpoint      = ipamapi.Endpoint
-	HistoryEntry  = ipamapi.HistoryEntry
-	Route         = ipamapi.Route
-	AddressRecord = ipamapi.AddressRecord
+	AttachmentKey = api.AttachmentKey
+	Attachment    = api.Attachment
+	AllocatedIP   = api.AllocatedIP
+	SkippedIP     = api.SkippedIP
+	Endpoint      = api.Endpoint
+	HistoryEntry  = api.HistoryEntry
+	Route         = api.Route
+	AddressRecord = api.AddressRecord
 )

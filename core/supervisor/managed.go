@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -22,7 +22,7 @@ type managed struct {
 
 	mu       sync.Mutex
 	spec     Spec
-	st       state.Plugin
+	st       api.Plugin
 	inst     *instance
 	cancel   context.CancelFunc // ends the current run
 	done     chan struct{}      // closed when the current run has returned
@@ -34,7 +34,7 @@ type managed struct {
 func newManaged(sp Spec, sup *Supervisor) *managed {
 	m := &managed{sup: sup, spec: sp, log: sup.opts.Logger.Named(sp.Name)}
 	m.lim = newLogLimiter(sup.opts.Limits, func(n int) { sup.opts.Observer.PluginLogSuppressed(sp.Name, n) })
-	m.st = state.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Component: sp.Component, Policy: sp.FailurePolicy, Since: time.Now(), Limits: sup.opts.Limits.String()}
+	m.st = api.Plugin{Name: sp.Name, Kind: string(sp.Kind), Path: sp.Path, Component: sp.Component, Policy: sp.FailurePolicy, Since: time.Now(), Limits: sup.opts.Limits.String()}
 	return m
 }
 
@@ -44,7 +44,7 @@ func (m *managed) specCopy() Spec {
 	return m.spec
 }
 
-func (m *managed) snapshot() state.Plugin {
+func (m *managed) snapshot() api.Plugin {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.st
@@ -57,7 +57,7 @@ func (m *managed) start() {
 	m.settled = make(chan struct{})
 	m.done = make(chan struct{})
 	if !m.spec.Enabled {
-		m.setStateLocked(state.Disabled, "disabled in the configuration", "")
+		m.setStateLocked(api.Disabled, "disabled in the configuration", "")
 		close(m.settled)
 		close(m.done)
 		return
@@ -78,7 +78,7 @@ func (m *managed) update(sp Spec, agentChanged bool) bool {
 	m.mu.Unlock()
 
 	switch {
-	case sp.Enabled != old.Enabled, !sp.sameProcess(old), !running && st != state.Restarting:
+	case sp.Enabled != old.Enabled, !sp.sameProcess(old), !running && st != api.Restarting:
 		// Start over: enabling, disabling, a new binary, or a plugin that
 		// is not running (failed, disabled by its budget or checksum) and
 		// may now start with the new settings.
@@ -170,7 +170,7 @@ func (m *managed) markSettled() {
 	}
 }
 
-func (m *managed) setState(st state.PluginState, msg, lastErr string) {
+func (m *managed) setState(st api.PluginState, msg, lastErr string) {
 	m.mu.Lock()
 	changed := m.setStateLocked(st, msg, lastErr)
 	m.mu.Unlock()
@@ -179,7 +179,7 @@ func (m *managed) setState(st state.PluginState, msg, lastErr string) {
 	}
 }
 
-func (m *managed) setStateLocked(st state.PluginState, msg, lastErr string) bool {
+func (m *managed) setStateLocked(st api.PluginState, msg, lastErr string) bool {
 	changed := m.st.State != st
 	if changed {
 		m.st.Since = time.Now()
@@ -198,7 +198,7 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	bo := newBackoff(m.sup.opts.Restart)
 	for {
-		m.setState(state.Starting, "", "")
+		m.setState(api.Starting, "", "")
 		sp := m.specCopy()
 		startCtx, cancel := context.WithTimeout(ctx, m.sup.opts.StartTimeout+sp.Timeout)
 		inst, err := launch(startCtx, sp, &m.sup.opts, m.log, m.lim, m.sup.reaper)
@@ -222,19 +222,19 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		case errors.As(err, &cfgErr):
 			// A bad config stays bad until a reload: no restarts.
 			m.log.Error("plugin config rejected", "error", err)
-			m.setState(state.Failed, "invalid plugin configuration", err.Error())
+			m.setState(api.Failed, "invalid plugin configuration", err.Error())
 			m.markSettled()
 			<-ctx.Done()
 			return
 		case errors.Is(err, errPermanent):
 			m.log.Error("plugin disabled", "error", err)
-			m.setState(state.Disabled, "cannot start", err.Error())
+			m.setState(api.Disabled, "cannot start", err.Error())
 			m.markSettled()
 			<-ctx.Done()
 			return
 		case err != nil:
 			m.log.Error("plugin failed to start", "error", err)
-			m.setState(state.Failed, "failed to start", err.Error())
+			m.setState(api.Failed, "failed to start", err.Error())
 		default:
 			ranFor = m.serve(ctx, inst)
 			if ctx.Err() != nil {
@@ -249,7 +249,7 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		if !ok {
 			msg := fmt.Sprintf("restart budget of %d spent", m.sup.opts.Restart.Budget)
 			m.log.Error("plugin disabled", "reason", msg, "last_error", lastErr)
-			m.setState(state.Disabled, msg, "")
+			m.setState(api.Disabled, msg, "")
 			<-ctx.Done()
 			return
 		}
@@ -257,7 +257,7 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		m.st.Restarts++
 		m.mu.Unlock()
 		m.sup.opts.Observer.PluginRestarted(sp.Name)
-		m.setState(state.Restarting, fmt.Sprintf("restarting in %v", wait.Round(time.Millisecond)), "")
+		m.setState(api.Restarting, fmt.Sprintf("restarting in %v", wait.Round(time.Millisecond)), "")
 		select {
 		case <-ctx.Done():
 			return
@@ -306,7 +306,7 @@ func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
 	m.st.Capabilities = inst.info.Capabilities
 	m.mu.Unlock()
 	m.log.Info("plugin started", "pid", inst.pid, "version", inst.info.Version, "kind", inst.info.Kind)
-	m.setState(state.Ready, "", "")
+	m.setState(api.Ready, "", "")
 	m.markSettled()
 	m.pollHealth(ctx, inst)
 
@@ -319,7 +319,7 @@ func (m *managed) serve(ctx context.Context, inst *instance) time.Duration {
 		m.log.Warn("plugin is gone; restarting it", "reason", reason)
 		// Not ready from this moment: no check may go to it, and
 		// readiness says so while it is replaced.
-		m.setState(state.Restarting, "stopping: "+reason, reason)
+		m.setState(api.Restarting, "stopping: "+reason, reason)
 	}
 	// A plugin that stopped answering is not asked to shut down: the call
 	// would only wait out its timeout.
@@ -377,8 +377,8 @@ func (m *managed) pollHealth(ctx context.Context, inst *instance) bool {
 		}
 		return false
 	}
-	st := map[sdk.HealthState]state.PluginState{
-		sdk.HealthReady: state.Ready, sdk.HealthDegraded: state.Degraded, sdk.HealthFailed: state.Failed,
+	st := map[sdk.HealthState]api.PluginState{
+		sdk.HealthReady: api.Ready, sdk.HealthDegraded: api.Degraded, sdk.HealthFailed: api.Failed,
 	}[h.State]
 	m.mu.Lock()
 	if d, ok := h.Detail.(json.RawMessage); ok {
@@ -415,7 +415,7 @@ func (m *managed) call(ctx context.Context, method string, fn func(context.Conte
 	m.mu.Lock()
 	inst, sp, st := m.inst, m.spec, m.st
 	m.mu.Unlock()
-	if inst == nil || (st.State != state.Ready && st.State != state.Degraded) {
+	if inst == nil || (st.State != api.Ready && st.State != api.Degraded) {
 		reason := string(st.State)
 		if st.LastError != "" {
 			reason += ": " + st.LastError
@@ -439,10 +439,10 @@ func (m *managed) call(ctx context.Context, method string, fn func(context.Conte
 }
 
 // tunedState is a tuner's report as status shows it.
-func tunedState(ts sdk.TunerStatus) *state.Tuned {
-	out := &state.Tuned{Keys: make([]state.TunedKey, 0, len(ts.Keys)), LastReconcile: ts.LastReconcile}
+func tunedState(ts sdk.TunerStatus) *api.Tuned {
+	out := &api.Tuned{Keys: make([]api.TunedKey, 0, len(ts.Keys)), LastReconcile: ts.LastReconcile}
 	for _, k := range ts.Keys {
-		out.Keys = append(out.Keys, state.TunedKey{
+		out.Keys = append(out.Keys, api.TunedKey{
 			Key: k.Key, Desired: k.Desired, Actual: k.Actual, State: k.State,
 			Previous: k.Previous, Error: k.Error, LastDrift: k.LastDrift,
 		})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -42,14 +42,14 @@ func TestStoppedPluginIsRestarted(t *testing.T) {
 	// 3 health checks of 2s each are missed first.
 	waitFor(t, 30*time.Second, "the stopped plugin to be taken out of service", func() bool {
 		st := pluginState(t, s, "a").State
-		return st != state.Ready && st != state.Degraded
+		return st != api.Ready && st != api.Degraded
 	})
 	if _, err := s.Check(context.Background(), "a", sdk.CheckRequest{}); err == nil {
 		t.Error("a check went to a plugin that is being replaced")
 	}
 	waitFor(t, 30*time.Second, "a new plugin process to be ready", func() bool {
 		p := pluginState(t, s, "a")
-		return p.State == state.Ready && p.PID != old.PID && p.PID != 0
+		return p.State == api.Ready && p.PID != old.PID && p.PID != 0
 	})
 	waitFor(t, 5*time.Second, "the stopped process to be gone", func() bool { return gone(old.PID) })
 	if p := pluginState(t, s, "a"); !strings.Contains(p.LastError, "missed 3 health checks") {
@@ -136,7 +136,7 @@ func TestOrphansDoNotOutliveTheirPlugin(t *testing.T) {
 	most := 0
 	waitFor(t, 60*time.Second, "the plugin to spend its restart budget", func() bool {
 		most = max(most, len(treeProcs(token)))
-		return pluginState(t, s, "o").State == state.Disabled
+		return pluginState(t, s, "o").State == api.Disabled
 	})
 	rec.mu.Lock()
 	restarts := rec.restarts["o"]
@@ -211,7 +211,7 @@ func TestLogFloodIsBounded(t *testing.T) {
 	opts.Limits = Limits{LogLinesPerSecond: 50, LogBurst: 100}
 	begin := time.Now()
 	s := startWith(t, opts, spec("f", "logflood"))
-	if p := pluginState(t, s, "f"); p.State != state.Ready {
+	if p := pluginState(t, s, "f"); p.State != api.Ready {
 		t.Fatalf("plugin is %s: %s", p.State, p.LastError)
 	}
 	time.Sleep(2 * time.Second) // the flood runs; this is the window measured

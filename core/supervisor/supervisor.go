@@ -28,7 +28,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -70,7 +70,7 @@ func (s Spec) sameConfig(o Spec) bool {
 // Observer receives what the supervisor sees, for metrics. Implementations
 // must not block.
 type Observer interface {
-	PluginState(plugin string, st state.PluginState, restarts int)
+	PluginState(plugin string, st api.PluginState, restarts int)
 	PluginRestarted(plugin string)
 	PluginCall(plugin, method string, seconds float64, err error)
 	PluginSamples(plugin string, samples []sdk.Sample)
@@ -145,11 +145,11 @@ func (o *Options) setDefaults() {
 
 type nopObserver struct{}
 
-func (nopObserver) PluginState(string, state.PluginState, int) {}
-func (nopObserver) PluginRestarted(string)                     {}
-func (nopObserver) PluginCall(string, string, float64, error)  {}
-func (nopObserver) PluginSamples(string, []sdk.Sample)         {}
-func (nopObserver) PluginLogSuppressed(string, int)            {}
+func (nopObserver) PluginState(string, api.PluginState, int)  {}
+func (nopObserver) PluginRestarted(string)                    {}
+func (nopObserver) PluginCall(string, string, float64, error) {}
+func (nopObserver) PluginSamples(string, []sdk.Sample)        {}
+func (nopObserver) PluginLogSuppressed(string, int)           {}
 
 // ErrUnavailable is wrapped by calls to a plugin that is not running.
 var ErrUnavailable = errors.New("plugin unavailable")
@@ -275,14 +275,14 @@ func (s *Supervisor) Stop(ctx context.Context) {
 }
 
 // Snapshot returns every plugin's state, sorted by name.
-func (s *Supervisor) Snapshot() []state.Plugin {
+func (s *Supervisor) Snapshot() []api.Plugin {
 	s.mu.Lock()
 	ms := make([]*managed, 0, len(s.plugins))
 	for _, m := range s.plugins {
 		ms = append(ms, m)
 	}
 	s.mu.Unlock()
-	out := make([]state.Plugin, 0, len(ms))
+	out := make([]api.Plugin, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, m.snapshot())
 	}
@@ -320,7 +320,7 @@ func (s *Supervisor) Detectors() []Detector {
 		}
 		out = append(out, Detector{
 			Name: sp.Name, FailurePolicy: sp.FailurePolicy,
-			Available: p.State == state.Ready || p.State == state.Degraded,
+			Available: p.State == api.Ready || p.State == api.Degraded,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

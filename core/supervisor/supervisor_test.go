@@ -15,7 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -60,7 +60,7 @@ func newRecorder() *recorder {
 	return &recorder{restarts: map[string]int{}, calls: map[string]int{}, samples: map[string][]sdk.Sample{}, suppressed: map[string]int{}}
 }
 
-func (r *recorder) PluginState(string, state.PluginState, int) {}
+func (r *recorder) PluginState(string, api.PluginState, int) {}
 func (r *recorder) PluginRestarted(p string) {
 	r.mu.Lock()
 	r.restarts[p]++
@@ -128,7 +128,7 @@ func startWith(t *testing.T, opts Options, specs ...Spec) *Supervisor {
 	return s
 }
 
-func pluginState(t *testing.T, s *Supervisor, name string) state.Plugin {
+func pluginState(t *testing.T, s *Supervisor, name string) api.Plugin {
 	t.Helper()
 	for _, p := range s.Snapshot() {
 		if p.Name == name {
@@ -136,7 +136,7 @@ func pluginState(t *testing.T, s *Supervisor, name string) state.Plugin {
 		}
 	}
 	t.Fatalf("no plugin %q in %+v", name, s.Snapshot())
-	return state.Plugin{}
+	return api.Plugin{}
 }
 
 // waitFor polls cond until it holds or the timeout passes (test/poll).
@@ -154,7 +154,7 @@ func TestStartCheckAndStop(t *testing.T) {
 	rec := newRecorder()
 	s := start(t, rec, spec("a", "ok"))
 	p := pluginState(t, s, "a")
-	if p.State != state.Ready || p.PID == 0 || p.Version != "0.0.1-ok" || p.Kind != "detector" {
+	if p.State != api.Ready || p.PID == 0 || p.Version != "0.0.1-ok" || p.Kind != "detector" {
 		t.Fatalf("after Apply: %+v, want ready with pid, version and kind", p)
 	}
 	res, err := s.Check(context.Background(), "a", sdk.CheckRequest{Interface: "lo"})
@@ -185,10 +185,10 @@ func TestKilledPluginComesBackAfterBackoff(t *testing.T) {
 	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "the plugin to leave ready", func() bool { return pluginState(t, s, "a").State != state.Ready })
+	waitFor(t, 2*time.Second, "the plugin to leave ready", func() bool { return pluginState(t, s, "a").State != api.Ready })
 	waitFor(t, 5*time.Second, "the plugin to be ready again", func() bool {
 		p := pluginState(t, s, "a")
-		return p.State == state.Ready && p.PID != before.PID
+		return p.State == api.Ready && p.PID != before.PID
 	})
 	took := time.Since(killed)
 	// Jitter is off in testOptions: the first restart waits exactly
@@ -223,7 +223,7 @@ func TestHangingCheckEndsAtItsDeadline(t *testing.T) {
 	if took < 300*time.Millisecond || took > time.Second {
 		t.Errorf("Check returned after %v, want about 300ms", took)
 	}
-	if p := pluginState(t, s, "h"); p.State != state.Ready {
+	if p := pluginState(t, s, "h"); p.State != api.Ready {
 		t.Errorf("after a hung check the plugin is %s, want ready (its health still answers)", p.State)
 	}
 }
@@ -234,7 +234,7 @@ func TestCrashOnStartSpendsTheBudget(t *testing.T) {
 	s.opts.Restart = RestartPolicy{InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, StableAfter: time.Minute, Budget: 2}
 	s.Apply(context.Background(), []Spec{sp}, s.opts.Agent)
 	t.Cleanup(func() { s.Stop(context.Background()) })
-	waitFor(t, 10*time.Second, "the plugin to be disabled", func() bool { return pluginState(t, s, "c").State == state.Disabled })
+	waitFor(t, 10*time.Second, "the plugin to be disabled", func() bool { return pluginState(t, s, "c").State == api.Disabled })
 	p := pluginState(t, s, "c")
 	if p.Restarts != 2 || !strings.Contains(p.Message, "restart budget of 2 spent") || p.LastError == "" {
 		t.Errorf("after crashes: %+v, want 2 restarts, budget message and a last error", p)
@@ -255,16 +255,16 @@ func TestPermanentFailuresDisableOnlyThatPlugin(t *testing.T) {
 	tests := []struct {
 		name  string
 		spec  Spec
-		state state.PluginState
+		state api.PluginState
 		want  string
 	}{
-		{"checksum mismatch", Spec{Path: binaries["ok"], Checksum: wrongSum}, state.Disabled, "checksum mismatch for " + binaries["ok"] + ": expected " + wrongSum + ", actual " + sum},
-		{"api version", Spec{Path: binaries["apiv2"]}, state.Disabled, "plugin API version 2.0 is newer than the agent's " + sdk.APIVersion + ": upgrade the agent"},
-		{"wire protocol", Spec{Path: binaries["proto2"]}, state.Disabled, "speaks another wire protocol (version 2) than this agent (version 1): upgrade the agent"},
-		{"missing binary", Spec{Path: filepath.Join(dir, "nope")}, state.Disabled, "does not exist"},
-		{"not executable", Spec{Path: notExec}, state.Disabled, "is not executable"},
-		{"bad config", Spec{Path: binaries["ok"], Config: sdk.RawConfig{Filename: "/etc/spiderpool/agent.hcl", Body: []byte("\n  delay = \"soon\"\n"), Start: hclPos(12, 20)}}, state.Failed, `/etc/spiderpool/agent.hcl:13:11: Invalid value for "delay"`},
-		{"unknown config attribute", Spec{Path: binaries["ok"], Config: sdk.RawConfig{Filename: "a.hcl", Body: []byte("verdct = \"pass\"\n"), Start: hclPos(3, 10)}}, state.Failed, `a.hcl:3:10: Unsupported argument: An argument named "verdct" is not expected here. Did you mean "verdict"?`},
+		{"checksum mismatch", Spec{Path: binaries["ok"], Checksum: wrongSum}, api.Disabled, "checksum mismatch for " + binaries["ok"] + ": expected " + wrongSum + ", actual " + sum},
+		{"api version", Spec{Path: binaries["apiv2"]}, api.Disabled, "plugin API version 2.0 is newer than the agent's " + sdk.APIVersion + ": upgrade the agent"},
+		{"wire protocol", Spec{Path: binaries["proto2"]}, api.Disabled, "speaks another wire protocol (version 2) than this agent (version 1): upgrade the agent"},
+		{"missing binary", Spec{Path: filepath.Join(dir, "nope")}, api.Disabled, "does not exist"},
+		{"not executable", Spec{Path: notExec}, api.Disabled, "is not executable"},
+		{"bad config", Spec{Path: binaries["ok"], Config: sdk.RawConfig{Filename: "/etc/spiderpool/agent.hcl", Body: []byte("\n  delay = \"soon\"\n"), Start: hclPos(12, 20)}}, api.Failed, `/etc/spiderpool/agent.hcl:13:11: Invalid value for "delay"`},
+		{"unknown config attribute", Spec{Path: binaries["ok"], Config: sdk.RawConfig{Filename: "a.hcl", Body: []byte("verdct = \"pass\"\n"), Start: hclPos(3, 10)}}, api.Failed, `a.hcl:3:10: Unsupported argument: An argument named "verdct" is not expected here. Did you mean "verdict"?`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestPermanentFailuresDisableOnlyThatPlugin(t *testing.T) {
 			if p.Restarts != 0 {
 				t.Errorf("a permanent failure must not be retried, got %d restarts", p.Restarts)
 			}
-			if g := pluginState(t, s, "good"); g.State != state.Ready {
+			if g := pluginState(t, s, "good"); g.State != api.Ready {
 				t.Errorf("the other plugin is %s, want ready", g.State)
 			}
 		})
@@ -288,21 +288,21 @@ func TestPermanentFailuresDisableOnlyThatPlugin(t *testing.T) {
 func TestApplyReconfiguresWithoutRestart(t *testing.T) {
 	s := start(t, nil, spec("a", "ok"), Spec{Name: "b", Path: binaries["ok"], Timeout: time.Second})
 	a := pluginState(t, s, "a")
-	if b := pluginState(t, s, "b"); b.State != state.Disabled {
+	if b := pluginState(t, s, "b"); b.State != api.Disabled {
 		t.Fatalf("b is %s, want disabled", b.State)
 	}
 	changed := spec("a", "ok")
 	changed.Config = sdk.RawConfig{Filename: "x.hcl", Body: []byte(`verdict = "block"`)}
 	enabledB := spec("b", "ok")
 	s.Apply(context.Background(), []Spec{changed, enabledB}, s.opts.Agent)
-	if got := pluginState(t, s, "a"); got.PID != a.PID || got.State != state.Ready {
+	if got := pluginState(t, s, "a"); got.PID != a.PID || got.State != api.Ready {
 		t.Errorf("a after a config change: %+v, want the same pid %d and ready", got, a.PID)
 	}
 	res, err := s.Check(context.Background(), "a", sdk.CheckRequest{})
 	if err != nil || res.Verdict != sdk.VerdictBlock {
 		t.Errorf("Check after reconfigure = %+v, %v; want block", res, err)
 	}
-	if b := pluginState(t, s, "b"); b.State != state.Ready {
+	if b := pluginState(t, s, "b"); b.State != api.Ready {
 		t.Errorf("b after enabling: %s, want ready", b.State)
 	}
 	// A bad config on reload keeps the running process and its old config.
@@ -325,7 +325,7 @@ func TestDegradedHealthIsReported(t *testing.T) {
 	sp := spec("d", "ok")
 	sp.Config = sdk.RawConfig{Body: []byte(`health = "degraded"`)}
 	s := start(t, nil, sp)
-	waitFor(t, 2*time.Second, "degraded", func() bool { return pluginState(t, s, "d").State == state.Degraded })
+	waitFor(t, 2*time.Second, "degraded", func() bool { return pluginState(t, s, "d").State == api.Degraded })
 	p := pluginState(t, s, "d")
 	if p.Message != "configured to be degraded" || string(p.Detail) != `{"mode":"ok"}` {
 		t.Errorf("degraded plugin: %+v", p)
@@ -378,7 +378,7 @@ func TestRefusedConfigNeverReachesARestart(t *testing.T) {
 	good.Generation = 1
 	s.Apply(context.Background(), []Spec{good}, s.opts.Agent)
 	first := pluginState(t, s, "a")
-	if first.State != state.Ready || first.ConfigGeneration != 1 {
+	if first.State != api.Ready || first.ConfigGeneration != 1 {
 		t.Fatalf("a: %+v", first)
 	}
 	bad := good
@@ -402,7 +402,7 @@ func TestRefusedConfigNeverReachesARestart(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "a restarted and ready", func() bool {
 		p := pluginState(t, s, "a")
-		return p.PID != 0 && p.PID != first.PID && p.State == state.Ready
+		return p.PID != 0 && p.PID != first.PID && p.State == api.Ready
 	})
 	res, err := s.Check(context.Background(), "a", sdk.CheckRequest{})
 	if err != nil || res.Verdict != sdk.VerdictBlock {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
@@ -125,7 +125,7 @@ func TestStrictModes(t *testing.T) {
 			good.Path = safe
 			s := start(t, nil, bad, good)
 			p := pluginState(t, s, "bad")
-			if p.State != state.Disabled || p.PID != 0 {
+			if p.State != api.Disabled || p.PID != 0 {
 				t.Errorf("bad plugin is %s (pid %d), want disabled and never started", p.State, p.PID)
 			}
 			for _, w := range tt.want {
@@ -133,7 +133,7 @@ func TestStrictModes(t *testing.T) {
 					t.Errorf("reason %q does not say %q", p.LastError, w)
 				}
 			}
-			if g := pluginState(t, s, "good"); g.State != state.Ready {
+			if g := pluginState(t, s, "good"); g.State != api.Ready {
 				t.Errorf("the plugin in a safe place is %s (%s), want ready", g.State, g.LastError)
 			}
 		})
@@ -180,7 +180,7 @@ func TestExecutesTheHashedFile(t *testing.T) {
 		t.Fatal("the hook did not run")
 	}
 	p := pluginState(t, s, "p")
-	if p.State != state.Ready || p.Version != "0.0.1-ok" {
+	if p.State != api.Ready || p.Version != "0.0.1-ok" {
 		t.Fatalf("plugin: %+v; want the pinned binary (version 0.0.1-ok) ready", p)
 	}
 	var exe, want syscall.Stat_t
@@ -222,7 +222,7 @@ func TestWrapperScriptRuns(t *testing.T) {
 	sp := spec("p", "ok")
 	sp.Path, sp.Checksum = wrapper, sum
 	s := startWith(t, testOptions(t, nil), sp)
-	if p := pluginState(t, s, "p"); p.State != state.Ready || p.Version != "0.0.1-ok" {
+	if p := pluginState(t, s, "p"); p.State != api.Ready || p.Version != "0.0.1-ok" {
 		t.Fatalf("plugin behind a wrapper script: %+v; want ready", p)
 	}
 }

@@ -32,7 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -305,14 +305,14 @@ func (t *Telemetry) Check(verdict string, seconds float64) {
 // per state with 1 for the current one. restarts is the supervisor's count
 // of the plugin's restarts: spiderpool_plugin_restarts_total catches up with
 // it, so calling both PluginRestarted and PluginState never counts twice.
-func (t *Telemetry) PluginState(plugin string, st state.PluginState, restarts int) {
+func (t *Telemetry) PluginState(plugin string, st api.PluginState, restarts int) {
 	up := 0.0
-	if st == state.Ready || st == state.Degraded {
+	if st == api.Ready || st == api.Degraded {
 		up = 1
 	}
 	t.metrics.SetPrecisionGaugeWithLabels([]string{mPluginUp}, up, labels(map[string]string{PluginLabel: plugin}))
 	known := false
-	for _, s := range state.AllPluginStates {
+	for _, s := range api.AllPluginStates {
 		v := 0.0
 		if s == st {
 			v, known = 1, true

@@ -22,7 +22,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -95,8 +95,8 @@ func exercise(tel *Telemetry) {
 	tel.ConfigReloaded(false)
 	tel.Check("pass", 0.101)
 	tel.Check("block", 0.003)
-	tel.PluginState("ip-conflict", state.Ready, 0)
-	tel.PluginState("gateway-detector", state.Failed, 1)
+	tel.PluginState("ip-conflict", api.Ready, 0)
+	tel.PluginState("gateway-detector", api.Failed, 1)
 	tel.PluginRestarted("gateway-detector")
 	tel.PluginCall("ip-conflict", "Check", 0.1, nil)
 	tel.PluginCall("ip-conflict", "Health", 0.001, errors.New("boom"))
@@ -270,11 +270,11 @@ func TestConfigReloadsAndChecks(t *testing.T) {
 
 func TestPluginState(t *testing.T) {
 	tests := []struct {
-		st     state.PluginState
+		st     api.PluginState
 		wantUp float64
 	}{
-		{state.Starting, 0}, {state.Ready, 1}, {state.Degraded, 1},
-		{state.Failed, 0}, {state.Restarting, 0}, {state.Disabled, 0},
+		{api.Starting, 0}, {api.Ready, 1}, {api.Degraded, 1},
+		{api.Failed, 0}, {api.Restarting, 0}, {api.Disabled, 0},
 	}
 	tel := newT(t)
 	for _, tt := range tests {
@@ -282,7 +282,7 @@ func TestPluginState(t *testing.T) {
 		if got := gauge(t, tel, "spiderpool_plugin_up", map[string]string{"plugin": "p"}); got != tt.wantUp {
 			t.Errorf("%s: plugin_up = %v, want %v", tt.st, got, tt.wantUp)
 		}
-		for _, s := range state.AllPluginStates {
+		for _, s := range api.AllPluginStates {
 			want := 0.0
 			if s == tt.st {
 				want = 1
@@ -304,13 +304,13 @@ func TestRestartsCountedOnce(t *testing.T) {
 		do   func()
 		want float64
 	}{
-		{func() { tel.PluginState("p", state.Starting, 0) }, 0},
+		{func() { tel.PluginState("p", api.Starting, 0) }, 0},
 		{func() { tel.PluginRestarted("p") }, 1},
-		{func() { tel.PluginState("p", state.Ready, 1) }, 1},      // already counted
-		{func() { tel.PluginState("p", state.Ready, 3) }, 3},      // catches up
-		{func() { tel.PluginState("p", state.Ready, 2) }, 3},      // never goes back
-		{func() { tel.PluginRestarted("p") }, 4},                  // 4th restart
-		{func() { tel.PluginState("p", state.Restarting, 4) }, 4}, // same one
+		{func() { tel.PluginState("p", api.Ready, 1) }, 1},      // already counted
+		{func() { tel.PluginState("p", api.Ready, 3) }, 3},      // catches up
+		{func() { tel.PluginState("p", api.Ready, 2) }, 3},      // never goes back
+		{func() { tel.PluginRestarted("p") }, 4},                // 4th restart
+		{func() { tel.PluginState("p", api.Restarting, 4) }, 4}, // same one
 	}
 	for i, s := range steps {
 		s.do()
@@ -649,7 +649,7 @@ func TestConcurrentUse(t *testing.T) {
 					{Name: "n_total", Type: sdk.Counter, Value: float64(i), Labels: map[string]string{"a": "1", "b": "2"}},
 					{Name: "g", Type: sdk.Gauge, Value: float64(i)},
 				})
-				tel.PluginState(plugin, state.Ready, i/50)
+				tel.PluginState(plugin, api.Ready, i/50)
 				tel.PluginCall(plugin, "Check", 0.001, nil)
 				tel.Check("pass", 0.001)
 				if i%20 == 0 {

@@ -7,24 +7,24 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 )
 
 // Impostor answers the control API as an agent would, and passes every
 // check: the peer a client must refuse when it squats the socket.
 type Impostor struct{}
 
-func (Impostor) Status(context.Context) state.Agent {
-	return state.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
+func (Impostor) Status(context.Context) api.Agent {
+	return api.Agent{Version: "impostor", PID: os.Getpid(), Started: true}
 }
 func (Impostor) Shutdown(context.Context) error { return nil }
 func (Impostor) Reload(context.Context) error   { return nil }
-func (Impostor) Check(_ context.Context, req state.Check) (state.CheckResult, error) {
-	resp := state.CheckResult{Verdict: state.VerdictPass}
+func (Impostor) Check(_ context.Context, req api.Check) (api.CheckResult, error) {
+	resp := api.CheckResult{Verdict: api.VerdictPass}
 	for _, a := range req.Addresses {
-		resp.Addresses = append(resp.Addresses, state.AddressResult{Address: a.Address.String(), Verdict: state.VerdictPass,
-			Detectors: []state.DetectorResult{{Name: "ip-conflict", Verdict: state.VerdictPass, Reason: "impostor"}}})
+		resp.Addresses = append(resp.Addresses, api.AddressResult{Address: a.Address.String(), Verdict: api.VerdictPass,
+			Detectors: []api.DetectorResult{{Name: "ip-conflict", Verdict: api.VerdictPass, Reason: "impostor"}}})
 	}
 	return resp, nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -151,7 +151,7 @@ type latCase struct {
 	targetOK time.Duration
 	target   string
 	analogy  bool // the issue names no target for this case; ours is by analogy
-	req      func(i int) control.CheckRequest
+	req      func(i int) api.CheckRequest
 	tool     func(i int) (argv []string, wantAnswered bool)
 	toolSlow bool // the tool waits a whole second when nothing answers
 }
@@ -159,12 +159,12 @@ type latCase struct {
 func free4(i int) string { return fmt.Sprintf("10.0.0.%d", 100+i%100) }
 func free6(i int) string { return fmt.Sprintf("fd00::1:%x", i%4096) }
 
-func req1(addr, gw string) control.CheckRequest {
-	return control.CheckRequest{Interface: "eth0", Addresses: []control.AddressRequest{{Address: addr, Gateway: gw}}}
+func req1(addr, gw string) api.CheckRequest {
+	return api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: addr, Gateway: gw}}}
 }
 
 // cliArgs turns a request into `spiderpool-agent check` arguments.
-func cliArgs(socket string, r control.CheckRequest) []string {
+func cliArgs(socket string, r api.CheckRequest) []string {
 	args := []string{"check", "--socket", socket, "--interface", r.Interface}
 	for _, a := range r.Addresses {
 		args = append(args, "--ip", a.Address)
@@ -241,32 +241,32 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	busyT := "p99 ≤ 5 ms"
 	cases := []latCase{
 		{name: "IPv4 free", want: "pass", targetOK: window + 5*time.Millisecond, target: winT,
-			req:  func(i int) control.CheckRequest { return req1(free4(i)+"/24", "") },
+			req:  func(i int) api.CheckRequest { return req1(free4(i)+"/24", "") },
 			tool: func(i int) ([]string, bool) { return ar.argv(free4(i)), false }, toolSlow: ar.iputils},
 		{name: "IPv4 busy", want: "block", targetOK: 5 * time.Millisecond, target: busyT,
-			req:  func(int) control.CheckRequest { return req1(netlab.Busy4+"/24", "") },
+			req:  func(int) api.CheckRequest { return req1(netlab.Busy4+"/24", "") },
 			tool: func(int) ([]string, bool) { return ar.argv(netlab.Busy4), true }},
 		{name: "IPv6 free", want: "pass", targetOK: window + 5*time.Millisecond, target: winT,
-			req:  func(i int) control.CheckRequest { return req1(free6(i)+"/64", "") },
+			req:  func(i int) api.CheckRequest { return req1(free6(i)+"/64", "") },
 			tool: func(i int) ([]string, bool) { return ndisc6Argv(free6(i)), false }},
 		{name: "IPv6 busy", want: "block", targetOK: 5 * time.Millisecond, target: busyT,
-			req:  func(int) control.CheckRequest { return req1(netlab.Busy6+"/64", "") },
+			req:  func(int) api.CheckRequest { return req1(netlab.Busy6+"/64", "") },
 			tool: func(int) ([]string, bool) { return ndisc6Argv(netlab.Busy6), true }},
 		{name: "IPv4 gateway present", viaGW: true, want: "pass", targetOK: 5 * time.Millisecond, target: busyT, analogy: true,
-			req:  func(i int) control.CheckRequest { return req1(free4(i)+"/24", netlab.GW4) },
+			req:  func(i int) api.CheckRequest { return req1(free4(i)+"/24", netlab.GW4) },
 			tool: func(int) ([]string, bool) { return ar.argv(netlab.GW4), true }},
 		{name: "IPv4 gateway absent", viaGW: true, want: "block", targetOK: window + 5*time.Millisecond, target: winT, analogy: true,
-			req:  func(i int) control.CheckRequest { return req1(free4(i)+"/24", "10.0.0.2") },
+			req:  func(i int) api.CheckRequest { return req1(free4(i)+"/24", "10.0.0.2") },
 			tool: func(int) ([]string, bool) { return ar.argv("10.0.0.2"), false }, toolSlow: ar.iputils},
 		{name: "IPv6 gateway present", viaGW: true, want: "pass", targetOK: 5 * time.Millisecond, target: busyT, analogy: true,
-			req:  func(i int) control.CheckRequest { return req1(free6(i)+"/64", netlab.GW6) },
+			req:  func(i int) api.CheckRequest { return req1(free6(i)+"/64", netlab.GW6) },
 			tool: func(int) ([]string, bool) { return ndisc6Argv(netlab.GW6), true }},
 		{name: "IPv6 gateway absent", viaGW: true, want: "block", targetOK: window + 5*time.Millisecond, target: winT, analogy: true,
-			req:  func(i int) control.CheckRequest { return req1(free6(i)+"/64", "fd00::2") },
+			req:  func(i int) api.CheckRequest { return req1(free6(i)+"/64", "fd00::2") },
 			tool: func(int) ([]string, bool) { return ndisc6Argv("fd00::2"), false }},
 		{name: "dual stack + gateways", want: "pass", targetOK: window + 10*time.Millisecond, target: fmt.Sprintf("p99 ≤ window + 10 ms (%v)", ms(window+10*time.Millisecond)),
-			req: func(i int) control.CheckRequest {
-				return control.CheckRequest{Interface: "eth0", Addresses: []control.AddressRequest{
+			req: func(i int) api.CheckRequest {
+				return api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{
 					{Address: free4(i) + "/24", Gateway: netlab.GW4}, {Address: free6(i) + "/64", Gateway: netlab.GW6}}}
 			}},
 	}
@@ -487,7 +487,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 	}
 	t.note("\"others' CPU\" is the CPU time that processes outside this benchmark (other builds and tests on the machine) used while the row ran, as a share of all CPUs: it shows in the tails.")
 	t.note("Sequential checks, one at a time, default 100 ms window, on a veth/bridge LAN of namespaces; the agent and every tool run in the node's namespace.")
-	t.note("\"socket\": control.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer; \"detector\": the slowest detector call inside it, as the agent times it (the probe window is in there). \"minimal client process\": test/bench/minicheck, a program that only sends the request with control.Client (none of the daemon's packages), forked per check. The reference rows at the end time a process start alone, the probe engine alone in this process (no RPC), and one netlink link query (the engine makes one before the first probe and one after a silent window).")
+	t.note("\"socket\": api.Client over the unix socket, a new connection per check. \"CLI\": `spiderpool-agent check` forked per check (process start included). \"agent\": the duration the agent itself reports in the answer; \"detector\": the slowest detector call inside it, as the agent times it (the probe window is in there). \"minimal client process\": test/bench/minicheck, a program that only sends the request with api.Client (none of the daemon's packages), forked per check. The reference rows at the end time a process start alone, the probe engine alone in this process (no RPC), and one netlink link query (the engine makes one before the first probe and one after a silent window).")
 	t.note("IPv4/IPv6 free, busy and dual stack go to an agent with the built-ins as shipped; the gateway cases to one with only gateway-detector, so that they time the gateway probe, not the conflict window beside it.")
 	t.note("Targets marked \"by analogy\" are not in the issue: a gateway that answers is a decisive answer like a busy address, an absent one costs the window like a free address.")
 	if ar.iputils {
@@ -605,13 +605,13 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					req := control.CheckRequest{Interface: "eth0"}
+					req := api.CheckRequest{Interface: "eth0"}
 					for i := q * 256; i < (q+1)*256; i++ {
 						addr := fmt.Sprintf("10.1.%d.%d/16", i/250, i%250+1)
 						if fam == "IPv6" {
 							addr = fmt.Sprintf("fd00::2:%x/64", i+1)
 						}
-						req.Addresses = append(req.Addresses, control.AddressRequest{Address: addr})
+						req.Addresses = append(req.Addresses, api.AddressRequest{Address: addr})
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
@@ -788,7 +788,7 @@ func benchHop(s *scope, l *lab, out io.Writer) []target {
 // ---- memory and leaks ----------------------------------------------------
 
 // mixReq is the checks of the memory run: every kind in turn.
-func mixReq(i int) control.CheckRequest {
+func mixReq(i int) api.CheckRequest {
 	switch i % 5 {
 	case 0:
 		return req1(fmt.Sprintf("10.3.%d.%d/16", i/250%250, i%250+1), "")
@@ -799,7 +799,7 @@ func mixReq(i int) control.CheckRequest {
 	case 3:
 		return req1(netlab.Busy6+"/64", "")
 	default:
-		return control.CheckRequest{Interface: "eth0", Addresses: []control.AddressRequest{
+		return api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{
 			{Address: fmt.Sprintf("10.4.%d.%d/16", i/250%250, i%250+1), Gateway: netlab.GW4},
 			{Address: fmt.Sprintf("fd00::4:%x/64", i%65000+1), Gateway: netlab.GW6}}}
 	}
@@ -807,7 +807,7 @@ func mixReq(i int) control.CheckRequest {
 
 // load runs n checks made by mk with conc clients and returns how many
 // failed (transport error or not 200).
-func load(a *agent, n, conc int, mk func(int) control.CheckRequest) int {
+func load(a *agent, n, conc int, mk func(int) api.CheckRequest) int {
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {

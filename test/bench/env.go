@@ -15,9 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -227,27 +226,27 @@ func (a *agent) waitReady(timeout time.Duration) time.Duration {
 	return 0
 }
 
-func (a *agent) client() *control.Client { return &control.Client{SocketPath: a.Socket} }
+func (a *agent) client() *api.Client { return &api.Client{SocketPath: a.Socket} }
 
 // status returns the agent's state over the control socket.
-func (a *agent) status() (state.Agent, error) {
+func (a *agent) status() (api.Agent, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return a.client().Status(ctx)
 }
 
 // plugin returns one plugin's state.
-func (a *agent) plugin(name string) (state.Plugin, bool) {
+func (a *agent) plugin(name string) (api.Plugin, bool) {
 	st, err := a.status()
 	if err != nil {
-		return state.Plugin{}, false
+		return api.Plugin{}, false
 	}
 	for _, p := range st.Plugins {
 		if p.Name == name {
 			return p, true
 		}
 	}
-	return state.Plugin{}, false
+	return api.Plugin{}, false
 }
 
 // pluginPIDs maps running plugins to their pids.
@@ -311,7 +310,7 @@ func (a *agent) goroutines() (int, error) {
 }
 
 // check is one call through the control socket.
-func (a *agent) check(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error) {
+func (a *agent) check(ctx context.Context, req api.CheckRequest) (api.CheckResult, int, error) {
 	return a.client().Check(ctx, req)
 }
 

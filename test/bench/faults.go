@@ -20,8 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -80,7 +79,7 @@ func runFaults(s *scope, out io.Writer) {
 // loadKind is one request and the verdict each of its addresses deserves.
 type loadKind struct {
 	name string
-	req  control.CheckRequest
+	req  api.CheckRequest
 	want []string // per address: pass or block
 }
 
@@ -101,7 +100,7 @@ type result struct {
 }
 
 // classify compares an answer with what the request deserves.
-func classify(k loadKind, resp state.CheckResult, code int, err error) (string, string) {
+func classify(k loadKind, resp api.CheckResult, code int, err error) (string, string) {
 	if err != nil || code != 200 {
 		return outError, fmt.Sprintf("%d %v", code, err)
 	}
@@ -120,7 +119,7 @@ func classify(k loadKind, resp state.CheckResult, code int, err error) (string, 
 		case a.Verdict == "pass" && k.want[i] == "block":
 			o = outWrong
 			for _, d := range a.Detectors {
-				if d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
+				if d.Verdict == api.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 					o = outFailOpen
 				}
 			}
@@ -366,7 +365,7 @@ func faultSigterm(s *scope, b *bins) []faultRow {
 		{"free IPv4", req1("10.0.0.71/24", ""), []string{"pass"}},
 		{"busy IPv4", req1(netlab.Busy4+"/24", ""), []string{"block"}},
 		{"free IPv6", req1("fd00::71/64", ""), []string{"pass"}},
-		{"dual stack", control.CheckRequest{Interface: "eth0", Addresses: []control.AddressRequest{{Address: "10.0.0.72/24", Gateway: netlab.GW4}, {Address: "fd00::72/64", Gateway: netlab.GW6}}}, []string{"pass", "pass"}},
+		{"dual stack", api.CheckRequest{Interface: "eth0", Addresses: []api.AddressRequest{{Address: "10.0.0.72/24", Gateway: netlab.GW4}, {Address: "fd00::72/64", Gateway: netlab.GW6}}}, []string{"pass", "pass"}},
 	}
 	g := startLoad(a, 32, kinds)
 	time.Sleep(time.Second)
@@ -427,7 +426,7 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 	// checkN sends req n times: latencies, address verdicts (a pass that a
 	// fail-open skip allowed counts as "fail-open pass"), and the first
 	// third-party detector's answer.
-	checkN := func(a *agent, n int, req control.CheckRequest) (sample, map[string]int, string) {
+	checkN := func(a *agent, n int, req api.CheckRequest) (sample, map[string]int, string) {
 		var lat sample
 		verdicts := map[string]int{}
 		reason := ""
@@ -444,7 +443,7 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 			for _, ad := range resp.Addresses {
 				v := string(ad.Verdict)
 				for _, d := range ad.Detectors {
-					if v == "pass" && d.Verdict == state.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
+					if v == "pass" && d.Verdict == api.VerdictSkip && strings.Contains(d.Reason, "fail-open") {
 						v = "fail-open pass"
 					}
 				}
@@ -818,7 +817,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	var notClear []string
 	for _, r := range corpus {
 		code, body, err := a.rawRequest(r.method, r.path, r.ctype, []byte(r.body))
-		var eb control.ErrorBody
+		var eb api.ErrorBody
 		jsonErr := json.Unmarshal(body, &eb)
 		ok := err == nil && code >= 400 && code < 500 && jsonErr == nil && eb.Error != "" && (r.want == 0 || code == r.want)
 		if code >= 500 {
@@ -839,7 +838,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	{
 		big := `{"interface":"eth0","x":"` + strings.Repeat("a", 2<<20) + `"}`
 		code, body := rawHTTP(a.Socket, fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
-		var eb control.ErrorBody
+		var eb api.ErrorBody
 		_ = json.Unmarshal(body, &eb)
 		corpusN++
 		if code == 413 && eb.Error != "" {
@@ -859,7 +858,7 @@ func badAPI(s *scope, a *agent, out io.Writer) faultRow {
 	errVerdicts := 0
 	for _, v := range valid {
 		code, body, err := a.rawRequest("POST", "/v1/check", "application/json", []byte(v.body))
-		var resp state.CheckResult
+		var resp api.CheckResult
 		if err == nil && code == 200 && json.Unmarshal(body, &resp) == nil && len(resp.Addresses) == 1 && resp.Addresses[0].Verdict == "error" {
 			if *verbose {
 				progress("api %q: %.300s", v.name, body)
@@ -1004,7 +1003,7 @@ func badFrames(s *scope, l *lab, evilHost *netlab.Host, a *agent, out io.Writer)
 		frame := c.build(evil.mac, cand)
 		before := seen.count(len(frame))
 		done := make(chan struct{})
-		var resp state.CheckResult
+		var resp api.CheckResult
 		var code int
 		var err error
 		go func() {

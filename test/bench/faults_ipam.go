@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // ipamKillRounds is how many times each mode of faultIPAMKill runs.
@@ -84,7 +84,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)}
 	a := startAgent(s, b, o)
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.Socket}
+	c := &api.Client{SocketPath: a.Socket}
 
 	var (
 		mu       sync.Mutex
@@ -105,7 +105,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 				}
 				cid := fmt.Sprintf("f%d-%d", w, i)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				att, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: l.node, Pools: []string{"k"}})
+				att, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: l.node, Pools: []string{"k"}})
 				cancel()
 				if err != nil {
 					return // the agent is gone
@@ -122,7 +122,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 					delete(answered, prev)
 					mu.Unlock()
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					_, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: prev, Interface: "eth0"})
+					_, err := c.Release(ctx, api.ReleaseRequest{ContainerID: prev, Interface: "eth0"})
 					cancel()
 					if err != nil {
 						return
@@ -148,7 +148,7 @@ func ipamKillOnce(s *scope, b *bins, l *lab, detect bool) ipamKillRound {
 	r.slowestReady = a2.waitReady(30 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	list, err := (&ipamapi.Client{SocketPath: a2.Socket}).List(ctx, "", "")
+	list, err := (&api.Client{SocketPath: a2.Socket}).List(ctx, "", "")
 	if err != nil {
 		s.Fatal(err)
 	}

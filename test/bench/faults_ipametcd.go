@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // faultIPAMEtcdAgents: the shared-pool acceptance as a fault row: three agents
@@ -44,7 +44,7 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 	var leaderOnce, agentOnce sync.Once
 	start := time.Now()
 	for ai, a := range agents {
-		c := &ipamapi.Client{SocketPath: a.Socket}
+		c := &api.Client{SocketPath: a.Socket}
 		actx := ctx
 		if ai == 2 {
 			actx = doomedCtx
@@ -63,7 +63,7 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 					id := fmt.Sprintf("f%d-%d", ai, i)
 					for actx.Err() == nil {
 						rctx, rcancel := context.WithTimeout(actx, 10*time.Second)
-						att, err := c.Allocate(rctx, ipamapi.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"bench"}})
+						att, err := c.Allocate(rctx, api.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"bench"}})
 						rcancel()
 						if err != nil {
 							if failures.Add(1)%200 == 1 {
@@ -105,11 +105,11 @@ func faultIPAMEtcdAgents(s *scope, b *bins) []faultRow {
 	wg.Wait()
 	burst := time.Since(start)
 	survivors := int(total.Load())
-	c0 := &ipamapi.Client{SocketPath: agents[0].Socket}
-	c1 := &ipamapi.Client{SocketPath: agents[1].Socket}
+	c0 := &api.Client{SocketPath: agents[0].Socket}
+	c1 := &api.Client{SocketPath: agents[1].Socket}
 	// The dead agent's allocations: gone only after its lease expired.
 	var reclaimed time.Duration
-	var usage0, usage1 ipamapi.PoolUsage
+	var usage0, usage1 api.PoolUsage
 	for deadline := time.Now().Add(100 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		list, err := c0.List(ctx, "bench", "")
 		if err != nil {

@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/burst"
 )
 
@@ -27,7 +26,7 @@ func faultBurst(s *scope, b *bins) []faultRow {
 	lan := burst.NewLAN(s)
 	a := startAgent(s, b, agentOpts{name: "burst", nsPath: lan.Node.Path, config: cfgDetect})
 	a.waitReady(30 * time.Second)
-	check := func(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error) {
+	check := func(ctx context.Context, req api.CheckRequest) (api.CheckResult, int, error) {
 		return a.check(ctx, req)
 	}
 	var rows []faultRow

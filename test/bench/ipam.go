@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -49,7 +49,7 @@ func benchIPAM(s *scope, b *bins, out io.Writer) []target {
 	a := startAgent(s, b, agentOpts{name: "ipam", nsPath: lan.Node.Path, args: []string{"--ipam-config-dir", poolDir},
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.Socket}
+	c := &api.Client{SocketPath: a.Socket}
 
 	rows := []ipamRow{
 		{"nodetect", 1, 300}, {"nodetect", 16, 2000}, {"nodetect", 128, 3000},
@@ -87,7 +87,7 @@ type ipamResult struct {
 	firstErr           string
 }
 
-func runIPAMRow(c *ipamapi.Client, netns string, r ipamRow) ipamResult {
+func runIPAMRow(c *api.Client, netns string, r ipamRow) ipamResult {
 	var (
 		mu      sync.Mutex
 		res     ipamResult
@@ -114,8 +114,8 @@ func runIPAMRow(c *ipamapi.Client, netns string, r ipamRow) ipamResult {
 					return
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				key := ipamapi.AttachmentKey{ContainerID: fmt.Sprintf("bench-%s-%d-%d", r.pool, r.concurrency, i), Interface: "eth0"}
-				req := ipamapi.AllocateRequest{ContainerID: key.ContainerID, Interface: "eth0", Pools: []string{r.pool}}
+				key := api.AttachmentKey{ContainerID: fmt.Sprintf("bench-%s-%d-%d", r.pool, r.concurrency, i), Interface: "eth0"}
+				req := api.AllocateRequest{ContainerID: key.ContainerID, Interface: "eth0", Pools: []string{r.pool}}
 				if r.pool == "detect" {
 					req.Netns = netns
 				}
@@ -140,7 +140,7 @@ func runIPAMRow(c *ipamapi.Client, netns string, r ipamRow) ipamResult {
 				delete(held, addr)
 				mu.Unlock()
 				t1 := time.Now()
-				_, err = c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: key.ContainerID, Interface: "eth0"})
+				_, err = c.Release(ctx, api.ReleaseRequest{ContainerID: key.ContainerID, Interface: "eth0"})
 				rt := time.Since(t1)
 				cancel()
 				if err != nil {

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -102,14 +102,14 @@ func runBusyMode(s *scope, b *bins, node *netlab.Host, owners map[*netlab.Host][
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
 	defer a.stop()
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.Socket}
+	c := &api.Client{SocketPath: a.Socket}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var res busyResult
 	if learn {
 		// One allocation held and watched on the node's eth0: its socket
 		// sees the hosts' announcements.
-		if _, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: "seed", Interface: "eth0", Netns: node.Path, Pools: []string{"lan4"}}); err != nil {
+		if _, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: "seed", Interface: "eth0", Netns: node.Path, Pools: []string{"lan4"}}); err != nil {
 			s.Fatalf("ipam-busy: seed allocation: %v", err)
 		}
 		for h, addrs := range owners {
@@ -139,7 +139,7 @@ func runBusyMode(s *scope, b *bins, node *netlab.Host, owners map[*netlab.Host][
 	for i := range busyAllocations {
 		key := fmt.Sprintf("busy-%v-%d", learn, i)
 		t0 := time.Now()
-		att, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: key, Interface: "eth0", Netns: node.Path, Pools: []string{"lan4"}})
+		att, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: key, Interface: "eth0", Netns: node.Path, Pools: []string{"lan4"}})
 		took := time.Since(t0)
 		if err != nil {
 			res.errors++
@@ -157,7 +157,7 @@ func runBusyMode(s *scope, b *bins, node *netlab.Host, owners map[*netlab.Host][
 				res.conflicts++
 			}
 		}
-		if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: key, Interface: "eth0"}); err != nil {
+		if _, err := c.Release(ctx, api.ReleaseRequest{ContainerID: key, Interface: "eth0"}); err != nil {
 			res.errors++
 		}
 	}
@@ -203,13 +203,13 @@ pool "quiet" {
 		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
 	defer a.stop()
 	a.waitReady(30 * time.Second)
-	c := &ipamapi.Client{SocketPath: a.Socket}
+	c := &api.Client{SocketPath: a.Socket}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var held []netip.Addr
 	for i := range 4 {
 		wl := lan.AddHost(fmt.Sprint("wl", i), fmt.Sprintf("02:00:00:00:0d:%02x", i))
-		att, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("wl", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"w4", "w6"}})
+		att, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprint("wl", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"w4", "w6"}})
 		if err != nil {
 			s.Fatalf("watch-flood: allocation %d: %v", i, err)
 		}
@@ -264,10 +264,10 @@ pool "quiet" {
 		for i := 0; !stop.Load(); i++ {
 			key := fmt.Sprint("q", i)
 			t0 := time.Now()
-			_, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: key, Interface: "eth0", Netns: node.Path, Pools: []string{"quiet"}})
+			_, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: key, Interface: "eth0", Netns: node.Path, Pools: []string{"quiet"}})
 			took := time.Since(t0)
 			if err == nil {
-				_, err = c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: key, Interface: "eth0"})
+				_, err = c.Release(ctx, api.ReleaseRequest{ContainerID: key, Interface: "eth0"})
 			}
 			mu.Lock()
 			allocLat = append(allocLat, took)

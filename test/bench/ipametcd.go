@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/etcdlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -91,7 +91,7 @@ func etcdAgentsLoad(agents []*agent, per, conc int) etcdAgentsRun {
 	}
 	t0 := time.Now()
 	for ai, a := range agents {
-		c := &ipamapi.Client{SocketPath: a.Socket}
+		c := &api.Client{SocketPath: a.Socket}
 		next := make(chan int, per)
 		for i := 0; i < per; i++ {
 			next <- i
@@ -104,7 +104,7 @@ func etcdAgentsLoad(agents []*agent, per, conc int) etcdAgentsRun {
 				for i := range next {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					s0 := time.Now()
-					att, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("b%d-%d", ai, i), Interface: "eth0", Pools: []string{"bench"}})
+					att, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprintf("b%d-%d", ai, i), Interface: "eth0", Pools: []string{"bench"}})
 					took := time.Since(s0)
 					cancel()
 					mu.Lock()

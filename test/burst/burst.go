@@ -19,8 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -55,15 +54,15 @@ func NewLAN(t testing.TB) *LAN {
 // (they deserve pass). seq makes the free addresses of different requests
 // differ. Want holds the verdict each address deserves.
 type Request struct {
-	Req  control.CheckRequest
+	Req  api.CheckRequest
 	Want []string
 }
 
 // NewRequest builds request seq of size addresses on the node's eth0.
 func NewRequest(l *LAN, seq, size int) Request {
-	r := Request{Req: control.CheckRequest{Interface: "eth0", Netns: l.Node.Path}}
+	r := Request{Req: api.CheckRequest{Interface: "eth0", Netns: l.Node.Path}}
 	add := func(addr, gw, want string) {
-		r.Req.Addresses = append(r.Req.Addresses, control.AddressRequest{Address: addr, Gateway: gw})
+		r.Req.Addresses = append(r.Req.Addresses, api.AddressRequest{Address: addr, Gateway: gw})
 		r.Want = append(r.Want, want)
 	}
 	for i := 0; i < size; i++ {
@@ -147,8 +146,8 @@ func (t Tally) String() string {
 	return s
 }
 
-// Checker sends one request; *control.Client's Check fits.
-type Checker func(ctx context.Context, req control.CheckRequest) (state.CheckResult, int, error)
+// Checker sends one request; *api.Client's Check fits.
+type Checker func(ctx context.Context, req api.CheckRequest) (api.CheckResult, int, error)
 
 // Run sends the requests all at once, each with its own timeout, and tallies
 // the answers.
@@ -176,7 +175,7 @@ func Run(check Checker, reqs []Request, timeout time.Duration) Tally {
 }
 
 // Judge tallies one answer against what its request deserves.
-func Judge(r Request, resp state.CheckResult, code int, err error) Tally {
+func Judge(r Request, resp api.CheckResult, code int, err error) Tally {
 	t := Tally{Addresses: len(r.Want), Requests: 1, ErrorReasons: map[string]int{}}
 	if err != nil || code != 200 {
 		t.Errors = len(r.Want)

@@ -22,9 +22,9 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -173,7 +173,7 @@ type lab struct {
 	ipamDir string
 	agent   *agenttest.Agent
 	rt      *cnilab.Runtime
-	api     *ipamapi.Client
+	api     *api.Client
 }
 
 func newLab(t *testing.T) *lab {
@@ -192,7 +192,7 @@ func newLab(t *testing.T) *lab {
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l.api = &ipamapi.Client{SocketPath: l.sock}
+	l.api = &api.Client{SocketPath: l.sock}
 	l.rt = cnilab.NewRuntime(cniBin, t.TempDir(), lan.Node.Path)
 	l.startAgent()
 	return l
@@ -328,7 +328,7 @@ func cniErr(t *testing.T, err error, code uint, want ...string) *types.Error {
 	return e
 }
 
-func (l *lab) held(key ipamapi.AttachmentKey) (ipamapi.Attachment, bool) {
+func (l *lab) held(key api.AttachmentKey) (api.Attachment, bool) {
 	l.t.Helper()
 	att, ok, err := l.api.Get(ctxFor(l.t, 10*time.Second), key)
 	if err != nil {
@@ -337,7 +337,7 @@ func (l *lab) held(key ipamapi.AttachmentKey) (ipamapi.Attachment, bool) {
 	return att, ok
 }
 
-func (l *lab) usage(pool string) ipamapi.PoolUsage {
+func (l *lab) usage(pool string) api.PoolUsage {
 	l.t.Helper()
 	us, err := l.api.Pools(ctxFor(l.t, 10*time.Second))
 	if err != nil {
@@ -349,11 +349,11 @@ func (l *lab) usage(pool string) ipamapi.PoolUsage {
 		}
 	}
 	l.t.Fatalf("the agent has no pool %s: %+v", pool, us)
-	return ipamapi.PoolUsage{}
+	return api.PoolUsage{}
 }
 
-func key(a cnilab.Attachment) ipamapi.AttachmentKey {
-	return ipamapi.AttachmentKey{ContainerID: a.ContainerID, Interface: a.IfName}
+func key(a cnilab.Attachment) api.AttachmentKey {
+	return api.AttachmentKey{ContainerID: a.ContainerID, Interface: a.IfName}
 }
 
 // links lists the interfaces of a workload's namespace.
@@ -443,7 +443,7 @@ func TestEcosystem(t *testing.T) {
 			t.Fatalf("CHECK after the address was put back: %v", err)
 		}
 		// Tampered in the agent: released behind the runtime's back.
-		if _, err := l.api.Release(ctx, ipamapi.ReleaseRequest{ContainerID: dual.ContainerID, Interface: dual.IfName}); err != nil {
+		if _, err := l.api.Release(ctx, api.ReleaseRequest{ContainerID: dual.ContainerID, Interface: dual.IfName}); err != nil {
 			t.Fatal(err)
 		}
 		err := l.rt.Check(ctx, underlay, dual)

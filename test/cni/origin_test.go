@@ -10,8 +10,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // TestGCReleasesOnlyWhatItsNetworkMade: a runtime's GC of network N
@@ -64,12 +64,12 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 	if code != 0 {
 		t.Fatalf("ipam allocate vm-17: exit %d: %s", code, errOut)
 	}
-	var vm ipamapi.Attachment
+	var vm api.Attachment
 	if err := json.Unmarshal([]byte(out), &vm); err != nil || len(vm.Addresses) != 1 {
 		t.Fatalf("ipam allocate vm-17 printed %q (%v)", out, err)
 	}
 	vmAddr := vm.Addresses[0].Address
-	if want := (ipamapi.Origin{Kind: ipamapi.OriginAPI, Interface: "eth0"}); vm.Origin == nil || *vm.Origin != want {
+	if want := (api.Origin{Kind: api.OriginAPI, Interface: "eth0"}); vm.Origin == nil || *vm.Origin != want {
 		t.Errorf("ipam allocate recorded origin %+v, want %+v", vm.Origin, want)
 	}
 	netN := network(t, "net-n", l.withSocket(`"pools": ["vm-v4"]`))
@@ -84,7 +84,7 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 		if _, err := l.rt.IPAMGC(ctx, netN, []types.GCAttachment{{ContainerID: pod.ContainerID, IfName: pod.IfName}}); err != nil {
 			t.Fatalf("GC of net-n: %v", err)
 		}
-		att, ok := l.held(ipamapi.AttachmentKey{ContainerID: "vm-17", Interface: "eth0"})
+		att, ok := l.held(api.AttachmentKey{ContainerID: "vm-17", Interface: "eth0"})
 		if !ok || len(att.Addresses) != 1 || att.Addresses[0].Address != vmAddr {
 			t.Fatalf("after GC of net-n vm-17 holds %+v (%v); it held %v, allocated through the API, which no runtime's GC may release", att.Addresses, ok, vmAddr)
 		}
@@ -115,9 +115,9 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 			t.Errorf("ipam list (exit %d, %s) does not show vm-17 of origin api and pod-n of cni:net-n:\n%s", code, errOut, out)
 		}
 		out, errOut, code = l.agent.CLI("ipam", "show", "cni/next-n", "--socket", l.sock, "--json")
-		var recs []ipamapi.HistoryRecord
+		var recs []api.HistoryRecord
 		if err := json.Unmarshal([]byte(out), &recs); code != 0 || err != nil || len(recs) != 1 || recs[0].Origin == nil ||
-			*recs[0].Origin != (ipamapi.Origin{Kind: ipamapi.OriginCNI, Network: "net-n", Interface: "net1"}) {
+			*recs[0].Origin != (api.Origin{Kind: api.OriginCNI, Network: "net-n", Interface: "net1"}) {
 			t.Errorf("ipam show cni/next-n --json (exit %d, %s): %s", code, errOut, out)
 		}
 	}
@@ -161,7 +161,7 @@ func GCSparesSharedPoolNetwork(t *testing.T, l *lab, ctx context.Context) (check
 			t.Error("GC of net-b released a1, an allocation of net-a from the same pool")
 		}
 		out, errOut, code := l.agent.CLI("ipam", "list", "--socket", l.sock, "--pool", "shared-v4", "--json")
-		var list []ipamapi.Attachment
+		var list []api.Attachment
 		if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
 			t.Fatalf("ipam list --json: exit %d, %v: %s", code, err, errOut)
 		}

@@ -20,9 +20,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // execPlugin runs the spiderpool binary as a main plugin would, and returns
@@ -111,10 +110,10 @@ func serveImpostor(path string) {
 		os.Exit(1)
 	}
 	fmt.Println("ready")
-	att := ipamapi.Attachment{AttachmentKey: ipamapi.AttachmentKey{ContainerID: "c1", Interface: "net1"}, State: "allocated"}
+	att := api.Attachment{AttachmentKey: api.AttachmentKey{ContainerID: "c1", Interface: "net1"}, State: "allocated"}
 	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("request", r.URL.Path)
-		att.Addresses = []ipamapi.AllocatedIP{{Pool: "a"}}
+		att.Addresses = []api.AllocatedIP{{Pool: "a"}}
 		att.Addresses[0].Address.UnmarshalText([]byte("192.0.2.66/24"))
 		_ = json.NewEncoder(w).Encode(att)
 	}))
@@ -210,7 +209,7 @@ func TestPackagedConflists(t *testing.T) {
 		if mainType == "bridge" {
 			want = "bridge-v4"
 		}
-		if got := strings.Join(nc.IPAM.Pools, ","); got != want || nc.IPAM.Socket != cniplugin.DefaultSocketPath {
+		if got := strings.Join(nc.IPAM.Pools, ","); got != want || nc.IPAM.Socket != api.DefaultSocketPath {
 			t.Errorf("%s: pools %s, socket %s", file, got, nc.IPAM.Socket)
 		}
 	}
@@ -247,12 +246,5 @@ func TestConflistsAcceptedByDistributionPlugins(t *testing.T) {
 		if _, err := cni.ValidateNetworkList(ctx, newer); err == nil || !strings.Contains(err.Error(), "does not support config version") {
 			t.Errorf("%s at 1.1.0 with the plugins of %s: %v; want them to refuse it (which the README says)", file, distroCNI, err)
 		}
-	}
-}
-
-// TestDefaultSocketPath: the plugin's default is the agent's.
-func TestDefaultSocketPath(t *testing.T) {
-	if cniplugin.DefaultSocketPath != control.DefaultSocketPath {
-		t.Errorf("the plugin's default socket %s is not the agent's %s", cniplugin.DefaultSocketPath, control.DefaultSocketPath)
 	}
 }

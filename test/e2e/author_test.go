@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -93,8 +92,8 @@ plugin "mtu-guard" {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, control.CheckRequest{
-			Interface: "w0", Netns: "/var/run/netns/" + work, Addresses: []control.AddressRequest{{Address: "10.0.0.7/24"}},
+		resp, code, err := (&api.Client{SocketPath: a.Socket}).Check(ctx, api.CheckRequest{
+			Interface: "w0", Netns: "/var/run/netns/" + work, Addresses: []api.AddressRequest{{Address: "10.0.0.7/24"}},
 		})
 		if err != nil || code != http.StatusOK {
 			t.Fatalf("check: %d %v", code, err)
@@ -130,7 +129,7 @@ plugin "mtu-guard" {
 	if st.ConfigGeneration != 1 {
 		t.Errorf("agent config generation %d after refused reloads, want 1", st.ConfigGeneration)
 	}
-	if p := pluginState(t, a, "mtu-guard"); p.PID != first.PID || p.ConfigGeneration != 1 || p.State != state.Ready {
+	if p := pluginState(t, a, "mtu-guard"); p.PID != first.PID || p.ConfigGeneration != 1 || p.State != api.Ready {
 		t.Errorf("after refused reloads: %+v, want the same process on generation 1", p)
 	}
 
@@ -140,7 +139,7 @@ plugin "mtu-guard" {
 	}
 	netlab.WaitFor(t, "mtu-guard restarted", func() (bool, error) {
 		p := pluginState(t, a, "mtu-guard")
-		return p.PID != 0 && p.PID != first.PID && p.State == state.Ready, nil
+		return p.PID != 0 && p.PID != first.PID && p.State == api.Ready, nil
 	})
 	if v := verdict(); v != "pass" {
 		t.Errorf("after kill -9: %s, want pass on the running config", v)

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/burst"
 )
@@ -20,7 +20,7 @@ func TestBurstNeverPassesABusyAddress(t *testing.T) {
 	lan := burst.NewLAN(t)
 	a := agenttest.Start(t, bins, agenttest.Options{})
 	a.WaitReady(agenttest.ReadyTimeout)
-	c := &control.Client{SocketPath: a.Socket}
+	c := &api.Client{SocketPath: a.Socket}
 	var total burst.Tally
 	for round := 0; round < 3; round++ {
 		var reqs []burst.Request

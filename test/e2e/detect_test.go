@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -19,12 +19,12 @@ func TestCheckCLIOnALAN(t *testing.T) {
 	lan := netlab.NewStdLAN(t)
 	a := agenttest.Start(t, bins, agenttest.Options{})
 	a.WaitReady(agenttest.ReadyTimeout)
-	run := func(args ...string) (string, int, state.CheckResult) {
+	run := func(args ...string) (string, int, api.CheckResult) {
 		t.Helper()
 		full := append([]string{"check", "--socket", a.Socket, "--interface", "eth0", "--netns", lan.Node.Path}, args...)
 		out, errOut, code := agenttest.RunCLI(bins, "", full...)
 		jsonOut, _, _ := agenttest.RunCLI(bins, "", append(full, "--json")...)
-		var resp state.CheckResult
+		var resp api.CheckResult
 		if err := json.Unmarshal([]byte(jsonOut), &resp); err != nil {
 			t.Fatalf("check %v --json: %v\n%s\n%s", args, err, jsonOut, errOut)
 		}

@@ -6,23 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-func status(t *testing.T, a *agenttest.Agent) state.Agent {
+func status(t *testing.T, a *agenttest.Agent) api.Agent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: a.Socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: a.Socket}).Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
 	return st
 }
 
-func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
+func pluginState(t *testing.T, a *agenttest.Agent, name string) api.Plugin {
 	t.Helper()
 	for _, p := range status(t, a).Plugins {
 		if p.Name == name {
@@ -30,26 +29,26 @@ func pluginState(t *testing.T, a *agenttest.Agent, name string) state.Plugin {
 		}
 	}
 	t.Fatalf("no plugin %q", name)
-	return state.Plugin{}
+	return api.Plugin{}
 }
 
 // checkVia asks the agent to check addresses (CIDRs, optionally
 // "CIDR via GATEWAY") on iface in the agent's own namespace.
-func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) state.CheckResult {
+func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) api.CheckResult {
 	t.Helper()
-	req := control.CheckRequest{Interface: iface}
+	req := api.CheckRequest{Interface: iface}
 	for _, s := range addrs {
-		var ar control.AddressRequest
+		var ar api.AddressRequest
 		if i := strings.Index(s, " via "); i >= 0 {
-			ar = control.AddressRequest{Address: s[:i], Gateway: s[i+5:]}
+			ar = api.AddressRequest{Address: s[:i], Gateway: s[i+5:]}
 		} else {
-			ar = control.AddressRequest{Address: s}
+			ar = api.AddressRequest{Address: s}
 		}
 		req.Addresses = append(req.Addresses, ar)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(ctx, req)
+	resp, code, err := (&api.Client{SocketPath: a.Socket}).Check(ctx, req)
 	if err != nil || code != 200 {
 		t.Fatalf("check %v: %d %v", addrs, code, err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -248,8 +248,8 @@ plugin "slow" {
 	answers := make(chan answer, n)
 	for i := 0; i < n; i++ {
 		go func() {
-			resp, code, err := (&control.Client{SocketPath: a.Socket}).Check(context.Background(),
-				control.CheckRequest{Interface: "lo", Addresses: []control.AddressRequest{{Address: fmt.Sprintf("192.0.2.%d/24", i+1)}}})
+			resp, code, err := (&api.Client{SocketPath: a.Socket}).Check(context.Background(),
+				api.CheckRequest{Interface: "lo", Addresses: []api.AddressRequest{{Address: fmt.Sprintf("192.0.2.%d/24", i+1)}}})
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("status %d", code)
 			}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -51,7 +51,7 @@ func TestKilledPluginComesBack(t *testing.T) {
 		t.Errorf("back to ready after %v; want the 300ms backoff (less jitter) plus a start", back)
 	}
 	after := pluginState(t, a, "ip-conflict")
-	if after.PID == victim.PID || after.Restarts != 1 || after.State != state.Ready {
+	if after.PID == victim.PID || after.Restarts != 1 || after.State != api.Ready {
 		t.Errorf("after the kill: %+v", after)
 	}
 	if agenttest.Alive(victim.PID) {
@@ -150,15 +150,15 @@ plugin "badconf"  {
 	// The built-ins are ready; the broken plugins end disabled or failed.
 	deadline := time.Now().Add(60 * time.Second)
 	want := map[string]struct {
-		state state.PluginState
+		state api.PluginState
 		text  string
 	}{
-		"crash":   {state.Disabled, "restart budget of 3 spent"},
-		"pinned":  {state.Disabled, "checksum mismatch for " + bins.Faulty["ok"] + ": expected sha256:abab"},
-		"newer":   {state.Disabled, "upgrade the agent"},
-		"missing": {state.Disabled, "does not exist"},
-		"notexec": {state.Disabled, "is not executable"},
-		"badconf": {state.Failed, "agent.hcl:23:15: Invalid value for \"delay\""},
+		"crash":   {api.Disabled, "restart budget of 3 spent"},
+		"pinned":  {api.Disabled, "checksum mismatch for " + bins.Faulty["ok"] + ": expected sha256:abab"},
+		"newer":   {api.Disabled, "upgrade the agent"},
+		"missing": {api.Disabled, "does not exist"},
+		"notexec": {api.Disabled, "is not executable"},
+		"badconf": {api.Failed, "agent.hcl:23:15: Invalid value for \"delay\""},
 	}
 	for name, w := range want {
 		for {
@@ -176,7 +176,7 @@ plugin "badconf"  {
 		}
 	}
 	for _, name := range []string{"sysctl-tuner", "ip-conflict", "gateway-detector"} {
-		if p := pluginState(t, a, name); p.State != state.Ready {
+		if p := pluginState(t, a, name); p.State != api.Ready {
 			t.Errorf("built-in %s is %s", name, p.State)
 		}
 	}
@@ -318,7 +318,7 @@ plugin "rackguard" {
 }
 `, pluginDir, digest)})
 	a.WaitReady(agenttest.ReadyTimeout)
-	if p := pluginState(t, a, "rackguard"); p.State != state.Ready || p.Version != "1.0.0" {
+	if p := pluginState(t, a, "rackguard"); p.State != api.Ready || p.Version != "1.0.0" {
 		t.Fatalf("rackguard: %+v", p)
 	}
 	if resp := checkVia(t, a, "lo", "192.0.2.254/24"); resp.Verdict != "block" {
@@ -362,7 +362,7 @@ plugin "loud" { path = %q }
 `, bins.Faulty["stdout"])})
 	a.WaitReady(agenttest.ReadyTimeout)
 	waitLog(t, a, `spiderpool-agent.plugin.loud: plugin wrote to stdout, which is reserved; use the logger: output="hello from a plugin that should not print"`)
-	if p := pluginState(t, a, "loud"); p.State != state.Ready {
+	if p := pluginState(t, a, "loud"); p.State != api.Ready {
 		t.Errorf("loud is %s; a stray print must not break the plugin", p.State)
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -42,7 +42,7 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 	pids := map[string]int{}
 	for _, n := range names {
 		p := pluginState(t, a, n)
-		if p.State != state.Ready || p.Path != set || p.Component != n {
+		if p.State != api.Ready || p.Path != set || p.Component != n {
 			t.Fatalf("%s: state %s, path %q, component %q; want ready, %q, %q", n, p.State, p.Path, p.Component, set, n)
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
@@ -71,7 +71,7 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 		deadline := time.Now().Add(agenttest.ReadyTimeout)
 		for {
 			p := pluginState(t, a, victim)
-			if p.PID != pids[victim] && p.PID != 0 && p.State == state.Ready {
+			if p.PID != pids[victim] && p.PID != 0 && p.State == api.Ready {
 				if p.Restarts != 1 || p.Component != victim {
 					t.Errorf("%s after kill -9: restarts %d, component %q; want 1, %q", victim, p.Restarts, p.Component, victim)
 				}
@@ -92,7 +92,7 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 			if slices.Index(names, other) < i {
 				restarts = 1
 			}
-			if p.PID != pids[other] || p.Restarts != restarts || p.State != state.Ready {
+			if p.PID != pids[other] || p.Restarts != restarts || p.State != api.Ready {
 				t.Errorf("killing %s touched %s: pid %d (was %d), restarts %d (want %d), state %s", victim, other, p.PID, pids[other], p.Restarts, restarts, p.State)
 			}
 		}
@@ -112,7 +112,7 @@ plugin "ip-conflict" {
 `, bins.Agent)})
 	a.WaitReady(agenttest.ReadyTimeout)
 	p := pluginState(t, a, "ip-conflict")
-	if p.State != state.Ready || p.Path != bins.Agent || p.Component != "ip-conflict" {
+	if p.State != api.Ready || p.Path != bins.Agent || p.Component != "ip-conflict" {
 		t.Fatalf("ip-conflict: state %s, path %q, component %q; want ready, %q, ip-conflict", p.State, p.Path, p.Component, bins.Agent)
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
@@ -138,7 +138,7 @@ plugin "ip-conflict" {
 	deadline := time.Now().Add(agenttest.ReadyTimeout)
 	for {
 		ipc, gw := pluginState(t, a, "ip-conflict"), pluginState(t, a, "gateway-detector")
-		if ipc.State == state.Disabled && gw.State == state.Ready {
+		if ipc.State == api.Disabled && gw.State == api.Ready {
 			if !strings.Contains(ipc.LastError, "checksum") || ipc.Component != "ip-conflict" {
 				t.Errorf("ip-conflict: %+v; want a checksum error", ipc)
 			}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -198,7 +198,7 @@ func TestReloadRefusesAFIFOAndStaysLive(t *testing.T) {
 	// The control API's reload says the same.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := (&control.Client{SocketPath: a.Socket}).Reload(ctx); err == nil || !strings.Contains(err.Error(), "named pipe") {
+	if err := (&api.Client{SocketPath: a.Socket}).Reload(ctx); err == nil || !strings.Contains(err.Error(), "named pipe") {
 		t.Errorf("reload over the control socket: %v, want an error naming the FIFO", err)
 	}
 	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {

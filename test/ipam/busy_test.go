@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -36,7 +36,7 @@ func TestBusyAddressesSkipped(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: busyPools})
 	c := ctx(t)
 	seed := workload(t, lan, "seed", "02:00:00:00:03:01", false)
-	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c-seed", Interface: "eth0", Netns: seed.Path, Workload: "default/seed", Pools: []string{"seed"}}); err != nil {
+	if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c-seed", Interface: "eth0", Netns: seed.Path, Workload: "default/seed", Pools: []string{"seed"}}); err != nil {
 		t.Fatal(err)
 	}
 	ownerMAC := "02:00:00:00:03:99"
@@ -61,7 +61,7 @@ func TestBusyAddressesSkipped(t *testing.T) {
 	got := map[netip.Addr]bool{}
 	for i := range 4 {
 		wl := workload(t, lan, fmt.Sprint("b", i), fmt.Sprintf("02:00:00:00:03:%02x", 0x10+i), false)
-		att, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("c-b", i), Interface: "eth0", Netns: wl.Path,
+		att, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("c-b", i), Interface: "eth0", Netns: wl.Path,
 			Workload: fmt.Sprint("default/b", i), Pools: []string{"b4"}})
 		if err != nil {
 			t.Fatalf("allocation %d: %v", i, err)
@@ -83,8 +83,8 @@ func TestBusyAddressesSkipped(t *testing.T) {
 		t.Errorf("b4 after 4 allocations: %+v, want 4 allocated, nothing quarantined (no probe hit the owner), 2 busy", u)
 	}
 	wl := workload(t, lan, "b-full", "02:00:00:00:03:20", false)
-	_, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c-full", Interface: "eth0", Netns: wl.Path, Workload: "default/full", Pools: []string{"b4"}})
-	if e := apiErr(t, err); e.Code != ipamapi.CodePoolFull || !strings.Contains(e.Error(), "2 of them free in the store but claimed on the wire") {
+	_, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c-full", Interface: "eth0", Netns: wl.Path, Workload: "default/full", Pools: []string{"b4"}})
+	if e := apiErr(t, err); e.Code != api.CodePoolFull || !strings.Contains(e.Error(), "2 of them free in the store but claimed on the wire") {
 		t.Errorf("the 5th allocation: %v, want pool_full naming the 2 busy addresses", err)
 	}
 }

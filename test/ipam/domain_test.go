@@ -8,8 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -30,9 +29,9 @@ func fillPool(t *testing.T, a *ipamAgent, pool string) map[string]bool {
 	c := ctx(t)
 	got := map[string]bool{}
 	for i := 0; ; i++ {
-		att, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", pool, i), Interface: "eth0", Pools: []string{pool}})
+		att, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", pool, i), Interface: "eth0", Pools: []string{pool}})
 		if err != nil {
-			if ae := apiErr(t, err); ae.Code != ipamapi.CodePoolFull {
+			if ae := apiErr(t, err); ae.Code != api.CodePoolFull {
 				t.Fatalf("%s #%d: %v", pool, i, err)
 			}
 			return got
@@ -51,7 +50,7 @@ func fillPool(t *testing.T, a *ipamAgent, pool string) map[string]bool {
 func scenarioReloadAddsOverlap(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: poolOvA})
 	c := ctx(t)
-	first, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
+	first, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +58,7 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 	if err := os.WriteFile(file, []byte(poolOvA+"\n"+poolOvB), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = (&control.Client{SocketPath: a.Socket}).Reload(c)
+	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
 	if err == nil {
 		t.Fatal("a reload adding an overlapping pool was accepted")
 	}
@@ -88,7 +87,7 @@ func scenarioReloadAddsOverlap(t *testing.T) {
 	if err := os.WriteFile(file, []byte(poolOvA+"\n"+other), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&control.Client{SocketPath: a.Socket}).Reload(c); err != nil {
+	if err := (&api.Client{SocketPath: a.Socket}).Reload(c); err != nil {
 		t.Fatal(err)
 	}
 	if got := fillPool(t, a, "ovB"); len(got) != 40 {
@@ -130,7 +129,7 @@ func TestOldStoreMovedAtStart(t *testing.T) {
 	if len(got) != 29 || got["10.90.0.10"] || got["10.90.0.11"] {
 		t.Fatalf("after the move ovA gave %d addresses: %v", len(got), got)
 	}
-	if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: "old1", Interface: "eth0"}); err != nil {
+	if _, err := a.Client.Release(ctx(t), api.ReleaseRequest{ContainerID: "old1", Interface: "eth0"}); err != nil {
 		t.Fatal(err)
 	}
 	if u := poolUsage(t, a, "ovA"); u.Allocated != 30 || u.Free != 1 {

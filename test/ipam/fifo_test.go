@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
@@ -73,9 +72,9 @@ func TestNetnsPathKinds(t *testing.T) {
 		{filepath.Join(dir, "missing"), "no such file or directory"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := a.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.path, Pools: []string{"f"}})
+		_, err := a.Client.Allocate(ctx, api.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.path, Pools: []string{"f"}})
 		cancel()
-		var ae *ipamapi.APIError
+		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, tc.path) || !strings.Contains(ae.ErrorBody.Error, tc.says) {
 			t.Errorf("netns %s: %v, want 400 on netns saying %q", tc.path, err, tc.says)
 		}
@@ -106,7 +105,7 @@ func SaturateControl(t *testing.T, socket string, n int) (release func()) {
 			t.Fatalf("connection %d: %v", len(conns), err)
 		}
 		conns = append(conns, c)
-		if _, err := io.WriteString(c, "GET "+control.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET "+api.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
 			t.Fatalf("request %d: %v", len(conns), err)
 		}
 	}

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -25,7 +25,7 @@ type ipamAgent struct {
 	*agenttest.Agent
 	PoolDir string
 	DB      string
-	Client  *ipamapi.Client
+	Client  *api.Client
 }
 
 type agentOpts struct {
@@ -55,7 +55,7 @@ func startWithDir(t *testing.T, o agentOpts, poolDir string) *ipamAgent {
 	}
 	cfg := fmt.Sprintf("ipam {\n  db_path = %q\n%s}\n", db, o.ipam) + o.extra
 	a := agenttest.Start(t, bins, agenttest.Options{Config: cfg, Env: o.env, Netns: o.netns, Args: []string{"--ipam-config-dir", poolDir}})
-	ia := &ipamAgent{Agent: a, PoolDir: poolDir, DB: db, Client: &ipamapi.Client{SocketPath: a.Socket}}
+	ia := &ipamAgent{Agent: a, PoolDir: poolDir, DB: db, Client: &api.Client{SocketPath: a.Socket}}
 	if !o.noWait {
 		a.WaitReady(15 * time.Second)
 	}
@@ -81,7 +81,7 @@ func workload(t *testing.T, lan *netlab.LAN, role, mac string, down bool) *netla
 
 // consistent opens the store file of a stopped agent and checks its
 // records against each other; it returns the allocations.
-func consistent(t *testing.T, db string) []ipamapi.Attachment {
+func consistent(t *testing.T, db string) []api.Attachment {
 	t.Helper()
 	s, err := boltstore.Open(db, boltstore.Options{OpenTimeout: 5 * time.Second})
 	if err != nil {
@@ -95,9 +95,9 @@ func consistent(t *testing.T, db string) []ipamapi.Attachment {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []ipamapi.Attachment
+	var out []api.Attachment
 	for _, e := range es {
-		var a ipamapi.Attachment
+		var a api.Attachment
 		if err := json.Unmarshal(e.Value, &a); err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func consistent(t *testing.T, db string) []ipamapi.Attachment {
 	return out
 }
 
-func poolUsage(t *testing.T, a *ipamAgent, name string) ipamapi.PoolUsage {
+func poolUsage(t *testing.T, a *ipamAgent, name string) api.PoolUsage {
 	t.Helper()
 	ps, err := a.Client.Pools(ctx(t))
 	if err != nil {
@@ -121,12 +121,12 @@ func poolUsage(t *testing.T, a *ipamAgent, name string) ipamapi.PoolUsage {
 		}
 	}
 	t.Fatalf("no pool %s in %+v", name, ps)
-	return ipamapi.PoolUsage{}
+	return api.PoolUsage{}
 }
 
-func apiErr(t *testing.T, err error) *ipamapi.APIError {
+func apiErr(t *testing.T, err error) *api.APIError {
 	t.Helper()
-	ae, ok := err.(*ipamapi.APIError)
+	ae, ok := err.(*api.APIError)
 	if !ok {
 		t.Fatalf("error %v (%T), want an API error", err, err)
 	}
@@ -168,7 +168,7 @@ func checkQuarantineShown(t *testing.T, cli func(args ...string) (string, int), 
 		t.Errorf("show %s does not show the quarantine with its MAC %s: exit %d\n%s", addr, mac, code, show)
 	}
 	out, code := cli("show", addr.String(), "--json")
-	var info ipamapi.AddressInfo
+	var info api.AddressInfo
 	if err := json.Unmarshal([]byte(out), &info); code != 0 || err != nil {
 		t.Fatalf("show %s --json: exit %d %v\n%s", addr, code, err, out)
 	}

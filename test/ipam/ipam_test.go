@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -60,11 +59,11 @@ func TestDoneWhen(t *testing.T) {
 		out, errOut, code := a.CLI(append([]string{"ipam"}, append(args, "--socket", a.Socket)...)...)
 		return out + errOut, code
 	}
-	alloc := func(cid string, extra ...string) (ipamapi.Attachment, string, int) {
+	alloc := func(cid string, extra ...string) (api.Attachment, string, int) {
 		t.Helper()
 		args := append([]string{"allocate", "--container-id", cid, "--interface", "eth0", "--netns", wl.Path, "--workload", "default/web-0", "--pool", "lan4", "--pool", "lan6"}, extra...)
 		out, code := cli(args...)
-		var att ipamapi.Attachment
+		var att api.Attachment
 		if code == 0 {
 			jout, _ := cli(append(args, "--json")...) // the same key: the same answer
 			if err := json.Unmarshal([]byte(jout), &att); err != nil {
@@ -134,7 +133,7 @@ func TestDoneWhen(t *testing.T) {
 		}
 	}
 	jout, _ := cli("show", "default/web-0", "--json")
-	var hist []ipamapi.HistoryRecord
+	var hist []api.HistoryRecord
 	if err := json.Unmarshal([]byte(jout), &hist); err != nil {
 		t.Fatal(err)
 	}
@@ -164,9 +163,9 @@ func TestDeadGatewayFailsAndLeaksNothing(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: lanPools})
 	wl := workload(t, lan.LAN, "wl1", "02:00:00:00:01:01", false)
 	start := time.Now()
-	_, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: "c1", Interface: "eth0", Netns: wl.Path, Pools: []string{"deadgw"}})
+	_, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: "c1", Interface: "eth0", Netns: wl.Path, Pools: []string{"deadgw"}})
 	ae := apiErr(t, err)
-	if ae.Code != ipamapi.CodeGateway || ae.Status != 422 || !strings.Contains(ae.ErrorBody.Error, "gateway 10.0.0.2 did not answer within 100ms on eth0") {
+	if ae.Code != api.CodeGateway || ae.Status != 422 || !strings.Contains(ae.ErrorBody.Error, "gateway 10.0.0.2 did not answer within 100ms on eth0") {
 		t.Fatalf("%d %+v", ae.Status, ae.ErrorBody)
 	}
 	// At once: one window, not one per candidate.
@@ -197,13 +196,13 @@ pool "six" {
 	c := ctx(t)
 	// Malformed input: 400 naming the field.
 	for _, tc := range []struct {
-		req   ipamapi.AllocateRequest
+		req   api.AllocateRequest
 		field string
 	}{
-		{ipamapi.AllocateRequest{Interface: "eth0", Pools: []string{"tiny"}}, "container_id"},
-		{ipamapi.AllocateRequest{ContainerID: "c", Interface: "a/b", Pools: []string{"tiny"}}, "interface"},
-		{ipamapi.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: []string{"tiny", "tiny"}}, "pools[1]"},
-		{ipamapi.AllocateRequest{ContainerID: "c", Interface: "eth0", Netns: "x", Pools: []string{"tiny"}}, "netns"},
+		{api.AllocateRequest{Interface: "eth0", Pools: []string{"tiny"}}, "container_id"},
+		{api.AllocateRequest{ContainerID: "c", Interface: "a/b", Pools: []string{"tiny"}}, "interface"},
+		{api.AllocateRequest{ContainerID: "c", Interface: "eth0", Pools: []string{"tiny", "tiny"}}, "pools[1]"},
+		{api.AllocateRequest{ContainerID: "c", Interface: "eth0", Netns: "x", Pools: []string{"tiny"}}, "netns"},
 	} {
 		_, err := a.Client.Allocate(c, tc.req)
 		if ae := apiErr(t, err); ae.Status != 400 || ae.Field != tc.field {
@@ -216,7 +215,7 @@ pool "six" {
 		t.Errorf("allocate without --pool: exit %d %s %s", code, out, errOut)
 	}
 	// Dual stack, repeated allocate, exhaustion, release of unknown.
-	req := ipamapi.AllocateRequest{ContainerID: "c1", Interface: "eth0", Pools: []string{"tiny", "six"}}
+	req := api.AllocateRequest{ContainerID: "c1", Interface: "eth0", Pools: []string{"tiny", "six"}}
 	att, err := a.Client.Allocate(c, req)
 	if err != nil || len(att.Addresses) != 2 {
 		t.Fatalf("%+v %v", att, err)
@@ -225,27 +224,27 @@ pool "six" {
 	if err != nil || again.Addresses[0].Address != att.Addresses[0].Address || again.Addresses[1].Address != att.Addresses[1].Address {
 		t.Fatalf("repeat: %+v %v", again, err)
 	}
-	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c2", Interface: "eth0", Pools: []string{"tiny"}}); err != nil {
+	if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c2", Interface: "eth0", Pools: []string{"tiny"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c3", Interface: "eth0", Pools: []string{"tiny"}})
-	if ae := apiErr(t, err); ae.Code != ipamapi.CodePoolFull || !strings.Contains(ae.ErrorBody.Error, `pool "tiny" is full: all 2 addresses`) {
+	_, err = a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c3", Interface: "eth0", Pools: []string{"tiny"}})
+	if ae := apiErr(t, err); ae.Code != api.CodePoolFull || !strings.Contains(ae.ErrorBody.Error, `pool "tiny" is full: all 2 addresses`) {
 		t.Fatalf("exhausted: %+v", ae.ErrorBody)
 	}
-	if got, ok, err := a.Client.Get(c, ipamapi.AttachmentKey{ContainerID: "c1", Interface: "eth0"}); err != nil || !ok || len(got.Addresses) != 2 {
+	if got, ok, err := a.Client.Get(c, api.AttachmentKey{ContainerID: "c1", Interface: "eth0"}); err != nil || !ok || len(got.Addresses) != 2 {
 		t.Fatalf("get: %+v %v %v", got, ok, err)
 	}
-	if _, ok, err := a.Client.Get(c, ipamapi.AttachmentKey{ContainerID: "nope", Interface: "eth0"}); ok || err != nil {
+	if _, ok, err := a.Client.Get(c, api.AttachmentKey{ContainerID: "nope", Interface: "eth0"}); ok || err != nil {
 		t.Fatalf("get unknown: %v %v", ok, err)
 	}
 	if list, err := a.Client.List(c, "six", ""); err != nil || len(list) != 1 {
 		t.Fatalf("list six: %+v %v", list, err)
 	}
-	res, err := a.Client.Release(c, ipamapi.ReleaseRequest{ContainerID: "never", Interface: "eth0"})
+	res, err := a.Client.Release(c, api.ReleaseRequest{ContainerID: "never", Interface: "eth0"})
 	if err != nil || len(res.Released) != 0 {
 		t.Fatalf("release unknown: %+v %v", res, err)
 	}
-	res, err = a.Client.Release(c, ipamapi.ReleaseRequest{ContainerID: "c1", Interface: "eth0"})
+	res, err = a.Client.Release(c, api.ReleaseRequest{ContainerID: "c1", Interface: "eth0"})
 	if err != nil || len(res.Released) != 1 {
 		t.Fatalf("release: %+v %v", res, err)
 	}
@@ -282,7 +281,7 @@ pool "burst" {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			att, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: fmt.Sprint("b", i), Interface: "eth0", Pools: []string{"burst"}})
+			att, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: fmt.Sprint("b", i), Interface: "eth0", Pools: []string{"burst"}})
 			if err != nil {
 				errs <- err
 				return
@@ -336,7 +335,7 @@ pool "k" {
 		go func() {
 			defer wg.Done()
 			cid := fmt.Sprint("k", i)
-			att, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: []string{"k"}})
+			att, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: []string{"k"}})
 			if err == nil {
 				mu.Lock()
 				answered[cid] = att.Addresses[0].Address.Addr()
@@ -403,11 +402,11 @@ pool "gc" {
 	live, dead := tempNetns(t, "live"), tempNetns(t, "dead")
 	c := ctx(t)
 	for _, ns := range []string{live, dead} {
-		if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c-" + ns[len(ns)-4:], Interface: "eth0", Netns: "/var/run/netns/" + ns, Pools: []string{"gc"}}); err != nil {
+		if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c-" + ns[len(ns)-4:], Interface: "eth0", Netns: "/var/run/netns/" + ns, Pools: []string{"gc"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "vm-17", Interface: "eth0", Pools: []string{"gc"}}); err != nil {
+	if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "vm-17", Interface: "eth0", Pools: []string{"gc"}}); err != nil {
 		t.Fatal(err)
 	}
 	netlab.Run(t, "ip", "netns", "del", dead)
@@ -418,7 +417,7 @@ pool "gc" {
 	// The second look comes after the grace period; polling because the
 	// grace period is on the agent's clock.
 	deadline := time.Now().Add(10 * time.Second)
-	var second ipamapi.GCResult
+	var second api.GCResult
 	for time.Now().Before(deadline) {
 		second, err = a.Client.GC(c)
 		if err != nil {
@@ -456,7 +455,7 @@ pool "r" {
 }
 `})
 	c := ctx(t)
-	att, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "c1", Interface: "eth0", Pools: []string{"r"}})
+	att, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "c1", Interface: "eth0", Pools: []string{"r"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +478,7 @@ pool "r" {
 	// Shrink away from the allocated address: refused, with the address
 	// (the control API's reload is what SIGHUP runs, with the answer).
 	write("pool \"r\" {\n  subnet = \"10.70.0.0/24\"\n  ranges = [\"10.70.0.20-10.70.0.29\"]\n  conflict_detection = false\n}\n")
-	err = (&control.Client{SocketPath: a.Socket}).Reload(c)
+	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
 	want := `shrinking pool "r" would orphan 1 live allocation(s): ` + att.Addresses[0].Address.Addr().String()
 	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "the running pools stay") {
 		t.Fatalf("reload: %v", err)
@@ -509,7 +508,7 @@ func TestFreshInterfaceWithDAD(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: lanPools})
 	wl := freshWorkload(t, lan.LAN, "wl1", "02:00:00:00:01:01")
 	start := time.Now()
-	att, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: "dad1", Interface: "eth0", Netns: wl.Path, Pools: []string{"lan4", "lan6"}})
+	att, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: "dad1", Interface: "eth0", Netns: wl.Path, Pools: []string{"lan4", "lan6"}})
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("allocate on a fresh interface with DAD: %v", err)
@@ -579,10 +578,10 @@ pool "off6" {
 				wl := freshWorkload(t, lan.LAN, fmt.Sprintf("c%s%d-%d", pools[0][:2], i, attempt), fmt.Sprintf("02:00:00:%02x:%02x:%02x", attempt, len(pools[0]), i))
 				cid := fmt.Sprintf("cost-%s-%d-%d", pools[0], i, attempt)
 				start := time.Now()
-				_, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: pools})
+				_, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Pools: pools})
 				took := time.Since(start)
-				var apiErr *ipamapi.APIError
-				if errors.As(err, &apiErr) && apiErr.Code == ipamapi.CodeGateway && slowGateway < 3 {
+				var apiErr *api.APIError
+				if errors.As(err, &apiErr) && apiErr.Code == api.CodeGateway && slowGateway < 3 {
 					// The gateway namespace's kernel answers well within
 					// the 100 ms window, except on a machine busy enough
 					// to delay its softirq past it: that is the window's
@@ -601,7 +600,7 @@ pool "off6" {
 				} else {
 					off = append(off, took)
 				}
-				if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
+				if _, err := a.Client.Release(ctx(t), api.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
 					t.Fatal(err)
 				}
 				netlab.IP(t, wl.NS, "link", "del", "eth0") // keep the LAN's bridge small
@@ -620,7 +619,7 @@ pool "off6" {
 
 // waitReserved polls the agent until it holds at least one reservation (an
 // allocation under its check), so that a kill lands mid-allocation.
-func waitReserved(t *testing.T, c *ipamapi.Client) {
+func waitReserved(t *testing.T, c *api.Client) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -43,16 +43,16 @@ func TestThirdPartyDetectorKinds(t *testing.T) {
 	setTable("# empty")
 	a := startIPAM(t, agentOpts{pools: kindPools, extra: fmt.Sprintf("plugin \"lease-table\" {\n  config {\n    file = %q\n  }\n}\n", table)})
 	wl := workload(t, lan.LAN, "wl1", "02:00:00:00:07:01", false)
-	alloc := func(cid string) (ipamapi.Attachment, error) {
-		return a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Workload: "default/db-0", Pools: []string{"kinds"}})
+	alloc := func(cid string) (api.Attachment, error) {
+		return a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: wl.Path, Workload: "default/db-0", Pools: []string{"kinds"}})
 	}
 	release := func(cid string) {
 		t.Helper()
-		if _, err := a.Client.Release(ctx(t), ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
+		if _, err := a.Client.Release(ctx(t), api.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
 			t.Fatalf("release %s: %v", cid, err)
 		}
 	}
-	addr := func(att ipamapi.Attachment) netip.Addr { return att.Addresses[0].Address.Addr() }
+	addr := func(att api.Attachment) netip.Addr { return att.Addresses[0].Address.Addr() }
 
 	att, err := alloc("c1")
 	if err != nil {
@@ -102,8 +102,8 @@ func TestThirdPartyDetectorKinds(t *testing.T) {
 	for _, tt := range []struct {
 		kind, code string
 	}{
-		{"unreachable", ipamapi.CodeGateway},
-		{"none", ipamapi.CodeBlocked},
+		{"unreachable", api.CodeGateway},
+		{"none", api.CodeBlocked},
 	} {
 		setTable(third.String() + " " + tt.kind)
 		start := time.Now()

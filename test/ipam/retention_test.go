@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -28,20 +27,20 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 		extra: fmt.Sprintf("metrics {\n  enabled = true\n  port = %d\n}\n", config.DefaultMetricsPort),
 	})
 	c := ctx(t)
-	if _, err := a.Client.Allocate(c, ipamapi.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
+	if _, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
 		t.Fatal(err)
 	}
 	const n = 300
 	if _, err := ipamtrust.PodmanChurn(c, a.Client, "churn", n); err != nil {
 		t.Fatal(err)
 	}
-	var ws ipamapi.WorkloadStatus
+	var ws api.WorkloadStatus
 	poll.Until(t, 60*time.Second, "GC to prune the churned workloads", func() (bool, error) {
 		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
 		if code != 0 {
 			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
 		}
-		var st state.Agent
+		var st api.Agent
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			return false, fmt.Errorf("status --json: %v\n%s", err, out)
 		}

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/storefault"
@@ -41,7 +41,7 @@ func allocateN(t *testing.T, a *ipamAgent, prefix string, n int) {
 			defer wg.Done()
 			for i := range next {
 				cid := fmt.Sprintf("%s-%d", prefix, i)
-				if _, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: cid, Pools: []string{"bulk"}}); err != nil {
+				if _, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: cid, Pools: []string{"bulk"}}); err != nil {
 					t.Errorf("allocate %s: %v", cid, err)
 				}
 			}
@@ -85,7 +85,7 @@ func TestCorruptPageWhileRunning(t *testing.T) {
 	if err := storefault.Overwrite(db, int64(pgid)*int64(pageSize), pageSize, 3); err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: "after", Interface: "eth0", Pools: []string{"bulk"}})
+	_, err = a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: "after", Interface: "eth0", Pools: []string{"bulk"}})
 	if err == nil || !strings.Contains(err.Error(), db) || !strings.Contains(err.Error(), "is damaged") {
 		t.Fatalf("allocation on a damaged page: %v", err)
 	}
@@ -94,8 +94,8 @@ func TestCorruptPageWhileRunning(t *testing.T) {
 	if !strings.Contains(out, "ipam-store") && !strings.Contains(out, "DOWN") {
 		t.Errorf("status does not report the store:\n%s", out)
 	}
-	_, err = a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: "later", Interface: "eth0", Pools: []string{"bulk"}})
-	if ae := apiErr(t, err); ae.Code != ipamapi.CodeNotReady {
+	_, err = a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: "later", Interface: "eth0", Pools: []string{"bulk"}})
+	if ae := apiErr(t, err); ae.Code != api.CodeNotReady {
 		t.Errorf("allocation on a failed store: %+v", ae)
 	}
 	if ex := a.Exited(); !ex.At.IsZero() || strings.Contains(a.Log(), "panic:") {
@@ -245,7 +245,7 @@ pool "lan4" {
 	for i := range n {
 		cid := fmt.Sprintf("live-%d", i)
 		w := workload(t, lan.LAN, cid, fmt.Sprintf("02:00:00:00:22:%02x", i+1), false)
-		att, err := a.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: w.Path, Workload: cid, Pools: []string{"lan4"}})
+		att, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: w.Path, Workload: cid, Pools: []string{"lan4"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ pool "lan4" {
 	for i := range n {
 		cid := fmt.Sprintf("live-%d", i)
 		w := workload(t, lan.LAN, fmt.Sprintf("new-%d", i), fmt.Sprintf("02:00:00:00:23:%02x", i+1), false)
-		att, err := b.Client.Allocate(ctx(t), ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: w.Path, Workload: cid, Pools: []string{"lan4"}})
+		att, err := b.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Netns: w.Path, Workload: cid, Pools: []string{"lan4"}})
 		if err != nil {
 			t.Fatalf("allocate %s after the store was lost: %v", cid, err)
 		}

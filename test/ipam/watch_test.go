@@ -12,9 +12,8 @@ import (
 
 	"github.com/mdlayher/packet"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -129,7 +128,7 @@ func TestWatchConflict(t *testing.T) {
 	wlMAC, thiefMAC, newMAC := "02:00:00:00:02:01", "02:00:00:00:02:99", "02:00:00:00:02:02"
 	wl := workload(t, lan, "wl", wlMAC, false)
 	c := ctx(t)
-	req := ipamapi.AllocateRequest{ContainerID: "c-watch", Interface: "eth0", Netns: wl.Path, Workload: "default/web-0", Pools: []string{"w4", "w6"}}
+	req := api.AllocateRequest{ContainerID: "c-watch", Interface: "eth0", Netns: wl.Path, Workload: "default/web-0", Pools: []string{"w4", "w6"}}
 	att, err := a.Client.Allocate(c, req)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +183,7 @@ func TestWatchConflict(t *testing.T) {
 		t.Errorf("ipam conflicts lacks the NA conflict:\n%s", out)
 	}
 	out, errOut, code = a.CLI("status", "--json", "--socket", a.Socket)
-	var st state.Agent
+	var st api.Agent
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
 		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
 	}
@@ -277,10 +276,10 @@ func TestWatchConflict(t *testing.T) {
 	}
 }
 
-func (a *ipamAgent) watchStatus(t *testing.T) ipamapi.ConflictStatus {
+func (a *ipamAgent) watchStatus(t *testing.T) api.ConflictStatus {
 	t.Helper()
 	out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-	var st state.Agent
+	var st api.Agent
 	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.IPAM == nil || st.IPAM.Conflicts == nil {
 		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
 	}

@@ -7,16 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-func alloc(t *testing.T, n *node, id string) (ipamapi.Attachment, error, time.Duration) {
+func alloc(t *testing.T, n *node, id string) (api.Attachment, error, time.Duration) {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	start := time.Now()
-	att, err := n.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"shared"}})
+	att, err := n.Client.Allocate(ctx, api.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"shared"}})
 	return att, err, time.Since(start)
 }
 
@@ -60,7 +60,7 @@ func TestEtcdStoppedAndStarted(t *testing.T) {
 		t.Fatal("the agent was restarted")
 	}
 	atts := l.consistent(ctxT(t, 10*time.Second))
-	if _, half := atts[ipamapi.AttachmentKey{ContainerID: "during", Interface: "eth0"}]; half {
+	if _, half := atts[api.AttachmentKey{ContainerID: "during", Interface: "eth0"}]; half {
 		t.Error("the allocation made while etcd was down left an attachment")
 	}
 	if len(atts) != 2 {
@@ -106,7 +106,7 @@ func TestPartitionOfOneNode(t *testing.T) {
 		t.Fatalf("after the partition healed: %v", err)
 	}
 	atts := l.consistent(ctxT(t, 10*time.Second))
-	if _, half := atts[ipamapi.AttachmentKey{ContainerID: "cut-1", Interface: "eth0"}]; half {
+	if _, half := atts[api.AttachmentKey{ContainerID: "cut-1", Interface: "eth0"}]; half {
 		t.Error("the allocation attempted during the partition left an attachment")
 	}
 }

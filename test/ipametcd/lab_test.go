@@ -22,7 +22,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/etcdlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -68,7 +68,7 @@ type node struct {
 	Name    string
 	Addr    string
 	PoolDir string
-	Client  *ipamapi.Client
+	Client  *api.Client
 }
 
 type nodeOpts struct {
@@ -106,7 +106,7 @@ etcd {
 }
 `, o.name, filepath.Join(t.TempDir(), "ipam.db"), strings.Join(eps, ", "), prefix)
 	a := agenttest.Start(t, bins, agenttest.Options{Config: cfg, Netns: h.NS, Args: []string{"--ipam-config-dir", poolDir}})
-	n := &node{Agent: a, Name: o.name, Addr: addr, PoolDir: poolDir, Client: &ipamapi.Client{SocketPath: a.Socket}}
+	n := &node{Agent: a, Name: o.name, Addr: addr, PoolDir: poolDir, Client: &api.Client{SocketPath: a.Socket}}
 	if !o.noWait {
 		a.WaitReady(30 * time.Second)
 	}
@@ -133,9 +133,9 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // burst allocates count attachments on n with workers at once, each
 // request retried (same key: idempotent) until it succeeds or ctx ends,
 // and returns the attachments and the failed attempts.
-func burst(ctx context.Context, n *node, count, workers int, started func(int)) (map[string]ipamapi.Attachment, int, error) {
+func burst(ctx context.Context, n *node, count, workers int, started func(int)) (map[string]api.Attachment, int, error) {
 	var mu sync.Mutex
-	out := map[string]ipamapi.Attachment{}
+	out := map[string]api.Attachment{}
 	failed := 0
 	next := make(chan int)
 	errc := make(chan error, workers)
@@ -147,7 +147,7 @@ func burst(ctx context.Context, n *node, count, workers int, started func(int)) 
 			for i := range next {
 				id := fmt.Sprintf("%s-c%04d", n.Name, i)
 				for {
-					att, err := n.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"shared"}})
+					att, err := n.Client.Allocate(ctx, api.AllocateRequest{ContainerID: id, Interface: "eth0", Pools: []string{"shared"}})
 					if err == nil {
 						mu.Lock()
 						out[id] = att
@@ -189,26 +189,26 @@ func burst(ctx context.Context, n *node, count, workers int, started func(int)) 
 }
 
 type addrRec struct {
-	Pool  string                `json:"pool"`
-	State string                `json:"state"`
-	Owner ipamapi.AttachmentKey `json:"owner"`
-	Node  string                `json:"node"`
+	Pool  string            `json:"pool"`
+	State string            `json:"state"`
+	Owner api.AttachmentKey `json:"owner"`
+	Node  string            `json:"node"`
 }
 
 // consistent checks the store as etcd holds it: every attachment's
 // addresses are keys owned by it in its state, and every owned address key
 // is listed by its attachment. It returns the attachments by key.
-func (l *lab) consistent(ctx context.Context) map[ipamapi.AttachmentKey]ipamapi.Attachment {
+func (l *lab) consistent(ctx context.Context) map[api.AttachmentKey]api.Attachment {
 	t := l.t
 	t.Helper()
 	resp, err := l.cli.Get(ctx, prefix+"attachments/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
-	atts := map[ipamapi.AttachmentKey]ipamapi.Attachment{}
-	listed := map[string]ipamapi.AttachmentKey{}
+	atts := map[api.AttachmentKey]api.Attachment{}
+	listed := map[string]api.AttachmentKey{}
 	for _, kv := range resp.Kvs {
-		var a ipamapi.Attachment
+		var a api.Attachment
 		if err := json.Unmarshal(kv.Value, &a); err != nil {
 			t.Fatalf("%s: %v", kv.Key, err)
 		}
@@ -255,13 +255,13 @@ func (l *lab) consistent(ctx context.Context) map[ipamapi.AttachmentKey]ipamapi.
 }
 
 // cliPools runs `spiderpool-agent ipam pools --json` on n.
-func cliPools(t *testing.T, n *node) ipamapi.PoolUsage {
+func cliPools(t *testing.T, n *node) api.PoolUsage {
 	t.Helper()
 	out, errOut, code := n.CLI("ipam", "pools", "--json", "--socket", n.Socket)
 	if code != 0 {
 		t.Fatalf("%s: ipam pools: exit %d: %s", n.Name, code, errOut)
 	}
-	var pools []ipamapi.PoolUsage
+	var pools []api.PoolUsage
 	if err := json.Unmarshal([]byte(out), &pools); err != nil || len(pools) != 1 {
 		t.Fatalf("%s: ipam pools: %v: %s", n.Name, err, out)
 	}

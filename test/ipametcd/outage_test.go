@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // TestAllocationsRideThroughEtcdRestart: three agents on a three-member
@@ -27,7 +27,7 @@ func TestAllocationsRideThroughEtcdRestart(t *testing.T) {
 	const perNode = 12
 	type result struct {
 		id   string
-		att  ipamapi.Attachment
+		att  api.Attachment
 		err  error
 		took time.Duration
 	}

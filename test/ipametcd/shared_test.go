@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // TestThreeNodesShareOnePool is the acceptance of pools shared in etcd: three agents
@@ -29,7 +29,7 @@ func TestThreeNodesShareOnePool(t *testing.T) {
 	ctx := ctxT(t, 100*time.Second)
 	var killOnce sync.Once
 	var killed string
-	results := make([]map[string]ipamapi.Attachment, len(nodes))
+	results := make([]map[string]api.Attachment, len(nodes))
 	failed := make([]int, len(nodes))
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
@@ -84,7 +84,7 @@ func TestThreeNodesShareOnePool(t *testing.T) {
 			t.Errorf("%v is %s in the store", a.AttachmentKey, a.State)
 		}
 	}
-	var first ipamapi.PoolUsage
+	var first api.PoolUsage
 	for i, n := range nodes {
 		u := cliPools(t, n)
 		if u.Allocated != 3*perNode || u.Reserved != 0 || u.Store != "etcd" {
@@ -112,7 +112,7 @@ func TestLastAddressRacedByThreeNodes(t *testing.T) {
 	for round := 0; round < 3; round++ {
 		// Fill all but one address.
 		for i := 0; i < 2; i++ {
-			if _, err := nodes[0].Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("fill-%d-%d", round, i), Interface: "eth0", Pools: []string{"shared"}}); err != nil {
+			if _, err := nodes[0].Client.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprintf("fill-%d-%d", round, i), Interface: "eth0", Pools: []string{"shared"}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -124,7 +124,7 @@ func TestLastAddressRacedByThreeNodes(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-gate
-				_, errs[i] = n.Client.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("race-%d-%s", round, n.Name), Interface: "eth0", Pools: []string{"shared"}})
+				_, errs[i] = n.Client.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprintf("race-%d-%s", round, n.Name), Interface: "eth0", Pools: []string{"shared"}})
 			}()
 		}
 		close(gate)
@@ -134,7 +134,7 @@ func TestLastAddressRacedByThreeNodes(t *testing.T) {
 			switch {
 			case err == nil:
 				wins++
-			case strings.Contains(err.Error(), ipamapi.CodePoolFull) || strings.Contains(err.Error(), "full"):
+			case strings.Contains(err.Error(), api.CodePoolFull) || strings.Contains(err.Error(), "full"):
 			default:
 				t.Errorf("round %d: %s: %v, want pool full", round, nodes[i].Name, err)
 			}
@@ -150,7 +150,7 @@ func TestLastAddressRacedByThreeNodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, a := range list {
-				if _, err := n.Client.Release(ctx, ipamapi.ReleaseRequest{ContainerID: a.ContainerID, Interface: a.Interface}); err != nil {
+				if _, err := n.Client.Release(ctx, api.ReleaseRequest{ContainerID: a.ContainerID, Interface: a.Interface}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // fifoPool has detection on: an allocation with a netns opens it to probe
@@ -70,10 +69,10 @@ func askBoth(socket string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := (&control.Client{SocketPath: socket}).Status(ctx)
+	_, err := (&api.Client{SocketPath: socket}).Status(ctx)
 	status := time.Since(start)
 	start = time.Now()
-	_, perr := (&ipamapi.Client{SocketPath: socket}).Pools(ctx)
+	_, perr := (&api.Client{SocketPath: socket}).Pools(ctx)
 	return max(status, time.Since(start)), errors.Join(err, perr)
 }
 
@@ -110,7 +109,7 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			t0 := time.Now()
-			_, errs[i] = a.API.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("fifo-", i), Interface: "eth0", Netns: fifo, Pools: []string{"f"}})
+			_, errs[i] = a.API.Allocate(ctx, api.AllocateRequest{ContainerID: fmt.Sprint("fifo-", i), Interface: "eth0", Netns: fifo, Pools: []string{"f"}})
 			took[i] = time.Since(t0)
 		}()
 	}
@@ -122,7 +121,7 @@ func FIFONetns(t testing.TB, e Env, n int) Result {
 	firstRefusal := ""
 	for i, err := range errs {
 		slowestAlloc = max(slowestAlloc, took[i])
-		var ae *ipamapi.APIError
+		var ae *api.APIError
 		switch {
 		case err == nil:
 			granted++

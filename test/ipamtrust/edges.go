@@ -17,7 +17,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -64,7 +64,7 @@ func StrictJSON(t testing.TB, e Env) Result {
 	refused := 0
 	var codes []string
 	for _, b := range bodies {
-		code, body, err := post(a.Socket, ipamapi.AllocatePath, b.body)
+		code, body, err := post(a.Socket, api.AllocatePath, b.body)
 		codes = append(codes, fmt.Sprint(code))
 		if err != nil || code != http.StatusBadRequest {
 			r.Failf("%s: %d %v %.160s", b.name, code, err, body)
@@ -106,9 +106,9 @@ func LongValuesCut(t testing.TB, e Env) Result {
 		}
 	}
 	for _, q := range []struct{ what, path, body string }{
-		{"allocate, long container_id", ipamapi.AllocatePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0","pools":["bulk"]}`, long)},
-		{"release, long container_id", ipamapi.ReleasePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0"}`, long)},
-		{"allocate, long netns", ipamapi.AllocatePath, fmt.Sprintf(`{"container_id":"long-netns","interface":"eth0","netns":"/%s","pools":["bulk"]}`, long)},
+		{"allocate, long container_id", api.AllocatePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0","pools":["bulk"]}`, long)},
+		{"release, long container_id", api.ReleasePath, fmt.Sprintf(`{"container_id":%q,"interface":"eth0"}`, long)},
+		{"allocate, long netns", api.AllocatePath, fmt.Sprintf(`{"container_id":"long-netns","interface":"eth0","netns":"/%s","pools":["bulk"]}`, long)},
 	} {
 		code, body, err := post(a.Socket, q.path, q.body)
 		if err != nil {
@@ -187,7 +187,7 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("share-", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"lan"}})
+			_, errs[i] = a.API.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("share-", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"lan"}})
 		}()
 	}
 	wg.Wait()
@@ -221,7 +221,7 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 	granted := 0
 	var qerr error
 	for i := range 10 {
-		att, err := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("q-", i), Interface: "eth0", Netns: up.Path, Pools: []string{"q"}})
+		att, err := a.API.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("q-", i), Interface: "eth0", Netns: up.Path, Pools: []string{"q"}})
 		if err != nil {
 			qerr = err
 			break

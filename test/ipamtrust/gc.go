@@ -8,8 +8,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -60,8 +60,8 @@ func GC(t testing.TB, e Env) []Result {
 		}
 		return w
 	}
-	held := func(cid, ifname string) (ipamapi.Attachment, bool) {
-		att, ok, err := a.API.Get(c, ipamapi.AttachmentKey{ContainerID: cid, Interface: ifname})
+	held := func(cid, ifname string) (api.Attachment, bool) {
+		att, ok, err := a.API.Get(c, api.AttachmentKey{ContainerID: cid, Interface: ifname})
 		if err != nil {
 			t.Fatal(err)
 		}

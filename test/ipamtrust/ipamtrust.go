@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -71,7 +71,7 @@ func Check(t testing.TB, r Result) {
 type agent struct {
 	*agenttest.Agent
 	PoolDir, DB string
-	API         *ipamapi.Client
+	API         *api.Client
 	env         Env
 }
 
@@ -100,7 +100,7 @@ func (e Env) start(t testing.TB, o opts) *agent {
 	if !o.noWait {
 		a.WaitReady(agenttest.ReadyTimeout)
 	}
-	return &agent{Agent: a, PoolDir: poolDir, DB: db, API: &ipamapi.Client{SocketPath: a.Socket}, env: e}
+	return &agent{Agent: a, PoolDir: poolDir, DB: db, API: &api.Client{SocketPath: a.Socket}, env: e}
 }
 
 // cli runs `spiderpool-agent ipam ARGS --socket SOCKET` and returns its

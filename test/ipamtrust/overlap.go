@@ -13,9 +13,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // The overlapping pools: OvB's range holds all of OvA's and OvA's
@@ -100,7 +99,7 @@ func ReloadAddsOverlap(t testing.TB, e Env) Result {
 		Tried: "agent on ovA with 1 allocation; ovB (overlapping) added to the pool file; POST /v1/reload; then ovA filled"}
 	a := e.start(t, opts{pools: PoolOvA})
 	c := ctx(t, 60*time.Second)
-	first, err := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
+	first, err := a.API.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +107,7 @@ func ReloadAddsOverlap(t testing.TB, e Env) Result {
 	if err := os.WriteFile(file, []byte(PoolOvA+"\n"+PoolOvB), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = (&control.Client{SocketPath: a.Socket}).Reload(c)
+	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
 	if err == nil {
 		r.Did = "took the reload"
 		r.Failf("a reload adding an overlapping pool was accepted")
@@ -129,7 +128,7 @@ func ReloadAddsOverlap(t testing.TB, e Env) Result {
 	got := map[netip.Addr]bool{first.Addresses[0].Address.Addr(): true}
 	twice := 0
 	for i := 0; i < 40; i++ {
-		att, err := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprint("fill-", i), Interface: "eth0", Pools: []string{"ovA"}})
+		att, err := a.API.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("fill-", i), Interface: "eth0", Pools: []string{"ovA"}})
 		if err != nil {
 			break
 		}
@@ -172,10 +171,10 @@ func OldStore(path string, holders map[string]string) error {
 			if err != nil {
 				return err
 			}
-			owner := ipamapi.AttachmentKey{ContainerID: cid, Interface: "eth0"}
+			owner := api.AttachmentKey{ContainerID: cid, Interface: "eth0"}
 			rec, _ := json.Marshal(coreipam.AddressRecord{Pool: pool, Address: a, State: "allocated", Owner: owner, Node: "old-node"})
-			att, _ := json.Marshal(ipamapi.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
-				Addresses: []ipamapi.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
+			att, _ := json.Marshal(api.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
+				Addresses: []api.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
 			if err := kv.Put([]byte("pools/"+pool+"/addrs/"+addr), append(u64(rev), rec...)); err != nil {
 				return err
 			}

@@ -11,15 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // PodmanChurn allocates and releases n containers through c, each with a
 // workload name of its own as Podman's --rm containers have, ten at a
 // time, from pool; it returns the workload names.
-func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]string, error) {
+func PodmanChurn(ctx context.Context, c *api.Client, pool string, n int) ([]string, error) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
 	names, cids := make([]string, n), make([]string, n)
 	for i := range names {
@@ -36,11 +35,11 @@ func PodmanChurn(ctx context.Context, c *ipamapi.Client, pool string, n int) ([]
 			defer wg.Done()
 			defer func() { <-sem }()
 			cid := cids[i]
-			if _, err := c.Allocate(ctx, ipamapi.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
+			if _, err := c.Allocate(ctx, api.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{pool}}); err != nil {
 				errs <- fmt.Errorf("allocate %s: %w", name, err)
 				return
 			}
-			if _, err := c.Release(ctx, ipamapi.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
+			if _, err := c.Release(ctx, api.ReleaseRequest{ContainerID: cid, Interface: "eth0"}); err != nil {
 				errs <- fmt.Errorf("release %s: %w", name, err)
 			}
 		}()
@@ -68,7 +67,7 @@ func Churn(t testing.TB, e Env, n int) Result {
 		ipam:  "  workload_retention = \"2s\"\n  gc_interval = \"1s\"\n",
 	})
 	c := ctx(t, 10*time.Minute)
-	if _, err := a.API.Allocate(c, ipamapi.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
+	if _, err := a.API.Allocate(c, api.AllocateRequest{ContainerID: "live", Interface: "eth0", Workload: "live", Pools: []string{"churn"}}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -76,13 +75,13 @@ func Churn(t testing.TB, e Env, n int) Result {
 		t.Fatal(err)
 	}
 	churned := time.Since(start)
-	var ws ipamapi.WorkloadStatus
+	var ws api.WorkloadStatus
 	poll.Until(t, 2*time.Minute, "GC to prune the churned workloads", func() (bool, error) {
 		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
 		if code != 0 {
 			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
 		}
-		var st state.Agent
+		var st api.Agent
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			return false, fmt.Errorf("status --json: %v", err)
 		}

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/storefault"
 )
@@ -27,7 +27,7 @@ pool "bulk" {
 
 // allocate makes n allocations (PREFIX-<i>) from bulk, 16 at a time, and
 // returns the first error.
-func allocate(c context.Context, api *ipamapi.Client, prefix string, n int) error {
+func allocate(c context.Context, client *api.Client, prefix string, n int) error {
 	sem := make(chan struct{}, 16)
 	var (
 		wg    sync.WaitGroup
@@ -40,7 +40,7 @@ func allocate(c context.Context, api *ipamapi.Client, prefix string, n int) erro
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := api.Allocate(c, ipamapi.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", prefix, i), Interface: "eth0", Pools: []string{"bulk"}}); err != nil {
+			if _, err := client.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", prefix, i), Interface: "eth0", Pools: []string{"bulk"}}); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err

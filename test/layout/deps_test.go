@@ -91,19 +91,27 @@ func TestDependencyRule(t *testing.T) {
 		{filepath.Join(root, "sdk"), []string{"./..."}, rule{"sdk must not import the repository outside sdk/", func(d string) bool {
 			return strings.HasPrefix(d, module+"/") && !under("sdk")(d)
 		}}},
-		// The orchestrator owns nothing of the API: the control package
-		// hands it a state.Check and serves the state.CheckResult it gets.
-		{root, []string{"./core/check"}, rule{"core/check must not import the control API", under("core/control")}},
-		// The control client is what thin callers (test/bench/minicheck,
-		// scripts' helpers) link: none of the daemon's plugin machinery.
-		{root, []string{"./core/control"}, rule{"core/control must stay a thin client", func(d string) bool {
+		// The orchestrator owns nothing of the API's server: the control
+		// package hands it an api.Check and serves the api.CheckResult it
+		// gets.
+		{root, []string{"./core/check"}, rule{"core/check must not import the control API's server", under("core/control")}},
+		// The API package is what every client links (the CLI, the CNI
+		// plugin, test/bench/minicheck, scripts' helpers): none of the
+		// daemon's machinery, nor the server.
+		{root, []string{"./core/api"}, rule{"core/api must stay a thin client", func(d string) bool {
+			return under("core/control")(d) || under("core/check")(d) || under("core/supervisor")(d) || under("core/config")(d) || under("sdk")(d) ||
+				strings.HasPrefix(d, "github.com/hashicorp/") || strings.HasPrefix(d, "google.golang.org/grpc")
+		}}},
+		// The control API's server reaches the daemon only through its
+		// Backend interfaces, never into the plugin machinery itself.
+		{root, []string{"./core/control"}, rule{"core/control must not reach into the daemon", func(d string) bool {
 			return under("core/check")(d) || under("core/supervisor")(d) || under("core/config")(d) || under("sdk")(d) ||
 				strings.HasPrefix(d, "github.com/hashicorp/go-plugin") || strings.HasPrefix(d, "google.golang.org/grpc") ||
 				strings.HasPrefix(d, "github.com/hashicorp/hcl")
 		}}},
 		// The CNI plugin is exec'd once per workload interface and ships
 		// in the deb's 30 MB budget: a thin HTTP/1.0 client of
-		// the control socket (core/ipam/ipamapi's wire.go), none of
+		// the control socket (core/api's wire.go), none of
 		// net/http's TLS, x509, gzip and HTTP/2, and none of the daemon's
 		// gRPC, go-plugin or HCL (design.md "Layout").
 		{root, []string{"./core/cmd/spiderpool-cni"}, rule{"core/cmd/spiderpool-cni must stay small", cniForbidden}},

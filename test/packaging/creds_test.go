@@ -17,8 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
-	"github.com/spiderpool-agent/spiderpool-agent/core/state"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -155,23 +154,23 @@ func (a *credAgent) waitReady(t *testing.T) {
 	}
 }
 
-func (a *credAgent) status(t *testing.T) state.Agent {
+func (a *credAgent) status(t *testing.T) api.Agent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: a.socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: a.socket}).Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}
 	return st
 }
 
-func (a *credAgent) check(t *testing.T, netns, addr, gw string) state.CheckResult {
+func (a *credAgent) check(t *testing.T, netns, addr, gw string) api.CheckResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req := control.CheckRequest{Interface: "eth0", Netns: netns, Addresses: []control.AddressRequest{{Address: addr, Gateway: gw}}}
-	resp, code, err := (&control.Client{SocketPath: a.socket}).Check(ctx, req)
+	req := api.CheckRequest{Interface: "eth0", Netns: netns, Addresses: []api.AddressRequest{{Address: addr, Gateway: gw}}}
+	resp, code, err := (&api.Client{SocketPath: a.socket}).Check(ctx, req)
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("check %s via %s in %s: %d %v", addr, gw, netns, code, err)
 	}
@@ -238,7 +237,7 @@ func testUnitCredentials(t *testing.T) {
 	st := a.status(t)
 	pids := []int{a.cmd.Process.Pid}
 	for _, p := range st.Plugins {
-		if p.State != state.Ready {
+		if p.State != api.Ready {
 			t.Errorf("plugin %s is %s (%s), want ready", p.Name, p.State, p.Message)
 		}
 		pids = append(pids, p.PID)
@@ -298,7 +297,7 @@ func testUnitCredentials(t *testing.T) {
 	}
 }
 
-func logCheck(t *testing.T, ns string, r state.CheckResult) bool {
+func logCheck(t *testing.T, ns string, r api.CheckResult) bool {
 	t.Helper()
 	t.Logf("through %s: %+v", ns, r)
 	return true
@@ -430,7 +429,7 @@ func syscallNumbers(t *testing.T) map[string]string {
 	return out
 }
 
-func detector(r state.CheckResult, name string) string {
+func detector(r api.CheckResult, name string) string {
 	for _, a := range r.Addresses {
 		for _, d := range a.Detectors {
 			if d.Name == name {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 )
 
@@ -103,7 +104,7 @@ func TestPackagedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.SocketPath != config.DefaultSocketPath || len(cfg.Plugins) != 3 {
+	if cfg.SocketPath != api.DefaultSocketPath || len(cfg.Plugins) != 3 {
 		t.Errorf("socket_path %q, %d plugins; want the defaults", cfg.SocketPath, len(cfg.Plugins))
 	}
 	// The gops agent lets any local user drive the daemon; the

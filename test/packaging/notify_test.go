@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/control"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -284,7 +284,7 @@ func pluginPID(t *testing.T, a *agenttest.Agent, name string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := (&control.Client{SocketPath: a.Socket}).Status(ctx)
+	st, err := (&api.Client{SocketPath: a.Socket}).Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	gatewaydetector "github.com/spiderpool-agent/spiderpool-agent/plugins/gateway-detector"
 	ipconflict "github.com/spiderpool-agent/spiderpool-agent/plugins/ip-conflict"
@@ -210,9 +211,9 @@ func TestUnitSettings(t *testing.T) {
 	}
 
 	// The default control socket lives in the RuntimeDirectory.
-	sockDir := filepath.Dir(strings.Replace(config.DefaultSocketPath, "/var/run/", "/run/", 1))
+	sockDir := filepath.Dir(strings.Replace(api.DefaultSocketPath, "/var/run/", "/run/", 1))
 	if rd := u.get(svc, "RuntimeDirectory"); "/run/"+rd != sockDir {
-		t.Errorf("RuntimeDirectory=%q, but the default socket %s lives in %s", rd, config.DefaultSocketPath, sockDir)
+		t.Errorf("RuntimeDirectory=%q, but the default socket %s lives in %s", rd, api.DefaultSocketPath, sockDir)
 	}
 	if env := u[svc]["Environment"]; !slices.Contains(env, "GOPS_CONFIG_DIR="+sockDir+"/gops") {
 		t.Errorf("Environment=%q: gops needs GOPS_CONFIG_DIR in the RuntimeDirectory (ProtectHome= hides $HOME)", env)

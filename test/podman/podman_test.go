@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -117,7 +117,7 @@ type lab struct {
 	pm     *podmanlab.Podman
 	agent  *agenttest.Agent
 	cfg    agenttest.Options
-	api    *ipamapi.Client
+	api    *api.Client
 	sock   string
 	spool  string
 	owned  map[netip.Addr]bool
@@ -162,7 +162,7 @@ func newLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	l := &lab{t: t, nodeNS: node, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"), owned: owned}
-	l.api = &ipamapi.Client{SocketPath: l.sock}
+	l.api = &api.Client{SocketPath: l.sock}
 	l.cfg = agenttest.Options{
 		Config: fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, filepath.Join(t.TempDir(), "ipam.db"), l.spool),
 		Netns:  node, Dir: t.TempDir(), Args: []string{"--ipam-config-dir", ipamDir},
@@ -356,7 +356,7 @@ func TestRemovedWhileAgentDownIsReleasedAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := ipamapi.AttachmentKey{ContainerID: id, Interface: "eth0"}
+	key := api.AttachmentKey{ContainerID: id, Interface: "eth0"}
 	att, ok, err := l.api.Get(ctx, key)
 	if err != nil || !ok {
 		t.Fatalf("the container's allocation: ok=%v err=%v", ok, err)

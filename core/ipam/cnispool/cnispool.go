@@ -19,7 +19,7 @@
 // one strict JSON Record whose key is valid and matches the file's name.
 //
 // The package links only the standard library, golang.org/x/sys/unix and
-// ipamapi's validation: the CNI plugin, which is exec'd once per workload
+// core/api's validation: the CNI plugin, which is exec'd once per workload
 // interface, writes the spool.
 package cnispool
 
@@ -40,7 +40,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // DefaultDir is the spool of the packaged agent and of the plugin unless
@@ -92,10 +92,10 @@ func (r Record) validate() error {
 	if r.Version != 1 {
 		return fmt.Errorf("version %d, want 1", r.Version)
 	}
-	if err := ipamapi.ValidateContainerID("container_id", r.ContainerID); err != nil {
+	if err := api.ValidateContainerID("container_id", r.ContainerID); err != nil {
 		return err
 	}
-	if err := ipamapi.ValidateInterface("interface", r.Interface); err != nil {
+	if err := api.ValidateInterface("interface", r.Interface); err != nil {
 		return err
 	}
 	if len(r.Network) > 256 {

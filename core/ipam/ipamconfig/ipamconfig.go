@@ -40,9 +40,9 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -161,8 +161,8 @@ func (l *loader) file(path string) {
 
 func (l *loader) pool(blk *hcl.Block) {
 	name := blk.Labels[0]
-	if err := ipamapi.ValidatePoolName("name", name); err != nil {
-		l.errAt(blk.LabelRanges[0], "Invalid pool name", err.(*ipamapi.FieldError).Msg)
+	if err := api.ValidatePoolName("name", name); err != nil {
+		l.errAt(blk.LabelRanges[0], "Invalid pool name", err.(*api.FieldError).Msg)
 		return
 	}
 	if prev, dup := l.seen[name]; dup {

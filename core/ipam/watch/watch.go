@@ -37,7 +37,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
@@ -83,7 +83,7 @@ type Addr struct {
 
 // Held is an allocation's interface to watch.
 type Held struct {
-	Key      ipamapi.AttachmentKey
+	Key      api.AttachmentKey
 	Workload string
 	Netns    string
 	Addrs    []Addr
@@ -92,7 +92,7 @@ type Held struct {
 // Report is a conflict to report: New for the first frame of a conflict,
 // then summaries (New false) while frames keep coming.
 type Report struct {
-	ipamapi.Conflict
+	api.Conflict
 	New bool
 }
 
@@ -123,11 +123,11 @@ type Watcher struct {
 	now func() time.Time
 
 	mu     sync.Mutex
-	ifaces map[ipamapi.AttachmentKey]*iface
+	ifaces map[api.AttachmentKey]*iface
 	closed bool
 
 	busyMu sync.Mutex
-	busy   map[busyKey]ipamapi.BusyAddress
+	busy   map[busyKey]api.BusyAddress
 	// held are the addresses of every watched interface: a claim seen on
 	// one interface of an address another watched interface holds is not
 	// learned as busy (it is this agent's own workload talking), so a
@@ -135,7 +135,7 @@ type Watcher struct {
 	held atomic.Pointer[map[busyKey]bool]
 
 	detected atomic.Uint64
-	latest   atomic.Pointer[ipamapi.Conflict]
+	latest   atomic.Pointer[api.Conflict]
 	errMu    sync.Mutex
 	lastErr  string
 
@@ -148,8 +148,8 @@ func New(o Options) *Watcher {
 	if o.Log == nil {
 		o.Log = hclog.NewNullLogger()
 	}
-	w := &Watcher{o: o, now: o.Now, ifaces: map[ipamapi.AttachmentKey]*iface{},
-		busy: map[busyKey]ipamapi.BusyAddress{}, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &Watcher{o: o, now: o.Now, ifaces: map[api.AttachmentKey]*iface{},
+		busy: map[busyKey]api.BusyAddress{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if w.now == nil {
 		w.now = time.Now
 	}
@@ -164,7 +164,7 @@ func New(o Options) *Watcher {
 // returns the errors of interfaces it could not open, joined; the others
 // are watched.
 func (w *Watcher) Sync(ctx context.Context, held []Held) error {
-	want := map[ipamapi.AttachmentKey]Held{}
+	want := map[api.AttachmentKey]Held{}
 	for _, h := range held {
 		if h.Netns == "" || len(h.Addrs) == 0 {
 			continue // nothing visible to watch (a VM without a namespace)
@@ -326,7 +326,7 @@ func (w *Watcher) Close() {
 	}
 	w.closed = true
 	all := w.ifaces
-	w.ifaces = map[ipamapi.AttachmentKey]*iface{}
+	w.ifaces = map[api.AttachmentKey]*iface{}
 	w.mu.Unlock()
 	close(w.stop)
 	<-w.done
@@ -336,8 +336,8 @@ func (w *Watcher) Close() {
 }
 
 // Status is the summary status shows.
-func (w *Watcher) Status() ipamapi.ConflictStatus {
-	st := ipamapi.ConflictStatus{Detected: w.detected.Load(), Latest: w.latest.Load()}
+func (w *Watcher) Status() api.ConflictStatus {
+	st := api.ConflictStatus{Detected: w.detected.Load(), Latest: w.latest.Load()}
 	w.mu.Lock()
 	st.Watching = len(w.ifaces)
 	ifs := make([]*iface, 0, len(w.ifaces))
@@ -361,14 +361,14 @@ func (w *Watcher) Status() ipamapi.ConflictStatus {
 
 // Contested returns the conflicts of held addresses seen within
 // ContestedFor, newest first.
-func (w *Watcher) Contested() []ipamapi.Conflict {
+func (w *Watcher) Contested() []api.Conflict {
 	w.mu.Lock()
 	ifs := make([]*iface, 0, len(w.ifaces))
 	for _, ifc := range w.ifaces {
 		ifs = append(ifs, ifc)
 	}
 	w.mu.Unlock()
-	var out []ipamapi.Conflict
+	var out []api.Conflict
 	now := w.now()
 	for _, ifc := range ifs {
 		out = append(out, ifc.contested(now)...)
@@ -379,11 +379,11 @@ func (w *Watcher) Contested() []ipamapi.Conflict {
 
 // Busy returns the pool addresses seen claimed that the agent does not
 // hold, still within BusyFor.
-func (w *Watcher) Busy() []ipamapi.BusyAddress {
+func (w *Watcher) Busy() []api.BusyAddress {
 	now := w.now()
 	w.busyMu.Lock()
 	defer w.busyMu.Unlock()
-	out := make([]ipamapi.BusyAddress, 0, len(w.busy))
+	out := make([]api.BusyAddress, 0, len(w.busy))
 	for _, b := range w.busy {
 		if now.Before(b.Until) {
 			out = append(out, b)
@@ -395,12 +395,12 @@ func (w *Watcher) Busy() []ipamapi.BusyAddress {
 
 // BusyIn returns the busy entry of addr in the layer-2 domain while it is
 // within BusyFor: the candidate search of the allocator skips it.
-func (w *Watcher) BusyIn(domain string, addr netip.Addr) (ipamapi.BusyAddress, bool) {
+func (w *Watcher) BusyIn(domain string, addr netip.Addr) (api.BusyAddress, bool) {
 	w.busyMu.Lock()
 	defer w.busyMu.Unlock()
 	b, ok := w.busy[busyKey{domain, addr}]
 	if !ok || !w.now().Before(b.Until) {
-		return ipamapi.BusyAddress{}, false
+		return api.BusyAddress{}, false
 	}
 	return b, true
 }
@@ -425,7 +425,7 @@ func (w *Watcher) learnBusy(domain string, c arpnd.Claim, now time.Time) {
 	if _, had := w.busy[k]; !had && len(w.busy) >= MaxBusy {
 		return
 	}
-	w.busy[k] = ipamapi.BusyAddress{Address: c.Addr, Pool: pool, Domain: k.domain, MAC: net.HardwareAddr(c.MAC[:]).String(),
+	w.busy[k] = api.BusyAddress{Address: c.Addr, Pool: pool, Domain: k.domain, MAC: net.HardwareAddr(c.MAC[:]).String(),
 		Evidence: c.Evidence, Seen: now, Until: now.Add(BusyFor)}
 }
 
@@ -476,7 +476,7 @@ func (w *Watcher) report(r Report) {
 // and the addresses it holds.
 type iface struct {
 	w       *Watcher
-	key     ipamapi.AttachmentKey
+	key     api.AttachmentKey
 	netns   string
 	ifname  string
 	conn    *packet.Conn
@@ -502,7 +502,7 @@ type heldAddr struct {
 }
 
 type conflict struct {
-	c        ipamapi.Conflict
+	c        api.Conflict
 	reported uint64 // Frames at the last report
 	lastRep  time.Time
 }
@@ -684,7 +684,7 @@ func (ifc *iface) claimed(ha *heldAddr, c arpnd.Claim, now time.Time) {
 			ifc.mu.Unlock()
 			return // bounded: the first MACs are reported, the rest are noise of the same fault
 		}
-		cf = &conflict{c: ipamapi.Conflict{
+		cf = &conflict{c: api.Conflict{
 			Address: c.Addr, Pool: ha.Pool, Domain: ha.Domain, Node: ifc.w.o.Node, Workload: ifc.workload,
 			ContainerID: ifc.key.ContainerID, Interface: ifc.key.Interface,
 			HolderMAC: net.HardwareAddr(own[:]).String(), MAC: net.HardwareAddr(c.MAC[:]).String(),
@@ -770,10 +770,10 @@ func (ifc *iface) sweep(now time.Time) {
 	}
 }
 
-func (ifc *iface) contested(now time.Time) []ipamapi.Conflict {
+func (ifc *iface) contested(now time.Time) []api.Conflict {
 	ifc.mu.Lock()
 	defer ifc.mu.Unlock()
-	var out []ipamapi.Conflict
+	var out []api.Conflict
 	for _, ha := range ifc.addrs {
 		for _, cf := range ha.conflicts {
 			if now.Sub(cf.c.LastSeen) < ContestedFor {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/mdlayher/packet"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -50,7 +50,7 @@ func lanSender(t *testing.T, h *netlab.Host) func(b []byte, err error) {
 }
 
 func held(cid string, h *netlab.Host, addr string, defend bool) Held {
-	return Held{Key: ipamapi.AttachmentKey{ContainerID: cid, Interface: "eth0"}, Workload: "default/" + cid, Netns: h.Path,
+	return Held{Key: api.AttachmentKey{ContainerID: cid, Interface: "eth0"}, Workload: "default/" + cid, Netns: h.Path,
 		Addrs: []Addr{{Addr: netip.MustParseAddr(addr), Pool: "lan4", Domain: "default", Defend: defend}}}
 }
 

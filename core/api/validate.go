@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"fmt"
@@ -24,13 +24,12 @@ const (
 	MaxSkipReason  = 256
 )
 
-// FieldError is a malformed request field.
-type FieldError struct {
-	Field string
-	Msg   string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+// FieldError is a malformed request, naming the field at fault in the
+// JSON document ("interface", "addresses[1].gateway", "pools[0]"); Field
+// is empty when the document as a whole is at fault. It is the input
+// rule's own error (input.Decode returns it too), so that a field the
+// decoder refuses and one the validation refuses answer alike.
+type FieldError = input.FieldError
 
 func fieldErr(field, format string, a ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}

@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"os/exec"
@@ -18,15 +18,15 @@ func TestStandardLibraryOnly(t *testing.T) {
 	for _, p := range strings.Fields(string(out)) {
 		if std, ok := strings.CutPrefix(p, "std:"); ok {
 			if std == "net/http" || strings.HasPrefix(std, "net/http/") || std == "crypto/tls" || std == "crypto/x509" {
-				t.Errorf("ipamapi depends on %s", std)
+				t.Errorf("core/api depends on %s", std)
 			}
 			continue
 		}
 		// core/peercred is the trust rule shared with the control client,
 		// core/input the rule for input shared with the control API;
 		// both are standard library only themselves.
-		if p != "github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi" && p != "github.com/spiderpool-agent/spiderpool-agent/core/peercred" && p != "github.com/spiderpool-agent/spiderpool-agent/core/input" {
-			t.Errorf("ipamapi depends on %s", p)
+		if p != "github.com/spiderpool-agent/spiderpool-agent/core/api" && p != "github.com/spiderpool-agent/spiderpool-agent/core/peercred" && p != "github.com/spiderpool-agent/spiderpool-agent/core/input" {
+			t.Errorf("core/api depends on %s", p)
 		}
 	}
 }

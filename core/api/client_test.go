@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"context"
@@ -254,5 +254,13 @@ func TestClientNotRunning(t *testing.T) {
 	// A regular file on the path is not an agent either (ECONNREFUSED).
 	if _, err := (&Client{SocketPath: filepath.Join(dir, "file")}).Pools(ctx); !errors.As(err, &nr) {
 		t.Errorf("a regular file: %v", err)
+	}
+}
+
+// The zero Client calls the one default socket, where the daemon listens
+// unless configured otherwise.
+func TestZeroClientUsesDefaultSocket(t *testing.T) {
+	if got := (&Client{}).path(); got != DefaultSocketPath {
+		t.Errorf("the zero Client calls %s, not %s", got, DefaultSocketPath)
 	}
 }

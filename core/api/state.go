@@ -1,14 +1,14 @@
-// Package state holds the agent's view of itself and its plugins as plain
-// values: what the health endpoints, the control API, `status` and metrics
-// all render. It has no behaviour, so every surface can depend on it.
-package state
+package api
+
+// The agent's view of itself and its plugins, and a check's request and
+// answer, as plain values: what the health endpoints, the control API,
+// `status` and metrics all render. No behaviour, so every surface (and the
+// CNI plugin) can depend on them.
 
 import (
 	"encoding/json"
 	"net/netip"
 	"time"
-
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
 // Failure policies of a detector plugin (its failure_policy, Plugin.Policy):
@@ -145,7 +145,7 @@ type Agent struct {
 	// user can reach it (see gopsagent). Empty when it is off.
 	Gops string `json:"gops,omitempty"`
 	// IPAM is the IPAM service's state; nil from a backend without one.
-	IPAM *ipamapi.Status `json:"ipam,omitempty"`
+	IPAM *Status `json:"ipam,omitempty"`
 	// ControlSocket says whether the control socket answers the agent's
 	// own status requests over the real socket; nil from a backend that
 	// does not ask.
@@ -192,9 +192,10 @@ const (
 	ControlSocketComponent = "control-socket"
 )
 
-// Check is what one check asks, parsed and validated (the control API's
-// CheckRequest after control.CheckRequest.Validate): the request core/check
-// runs, so the orchestrator never sees a malformed address.
+// Check is what one check asks, parsed and validated: a CheckRequest after
+// CheckRequest.Validate, or what IPAM asks of its Checker for candidate
+// addresses. It is the request core/check runs, so the orchestrator never
+// sees a malformed address.
 type Check struct {
 	Interface string
 	Netns     string
@@ -206,6 +207,10 @@ type CheckAddress struct {
 	Address netip.Prefix
 	// Gateway is the zero netip.Addr (IsValid false) when none was given.
 	Gateway netip.Addr
+	// Conflict asks for conflict detection on Address: IPAM sets it when
+	// the address's pool enables it. A POST /v1/check runs every detector
+	// and leaves it unset.
+	Conflict bool
 }
 
 // CheckResult is what core/check concludes for a Check, and the body of a

@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 
 // Paths of the store's maintenance API.
 const (
-	BackupPath = "/v1/ipam/backup"
-	CheckPath  = "/v1/ipam/check"
+	BackupPath     = "/v1/ipam/backup"
+	StoreCheckPath = "/v1/ipam/check"
 )
 
 // maxPathLen bounds a file path in a request (PATH_MAX).
@@ -51,8 +51,8 @@ type BackupResult struct {
 	DurationMs float64 `json:"duration_ms"`
 }
 
-// CheckResult is the answer to a store check: OK, or the problems found.
-type CheckResult struct {
+// StoreCheckResult is the answer to a store check: OK, or the problems found.
+type StoreCheckResult struct {
 	Store    string   `json:"store"` // the file, or "etcd"
 	OK       bool     `json:"ok"`
 	Problems []string `json:"problems,omitempty"`
@@ -68,9 +68,9 @@ func (c *Client) Backup(ctx context.Context, req BackupRequest) (BackupResult, e
 	return out, err
 }
 
-// Check asks the agent to check its store while it runs.
-func (c *Client) Check(ctx context.Context) (CheckResult, error) {
-	var out CheckResult
-	err := c.do(ctx, "GET", CheckPath, nil, &out)
+// StoreCheck asks the agent to check its store while it runs.
+func (c *Client) StoreCheck(ctx context.Context) (StoreCheckResult, error) {
+	var out StoreCheckResult
+	err := c.do(ctx, "GET", StoreCheckPath, nil, &out)
 	return out, err
 }

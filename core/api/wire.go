@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 // A minimal HTTP/1.0 client for the agent's control socket.
 //
@@ -34,7 +34,13 @@ import (
 // Status codes the package acts on (net/http's values; it is not linked).
 const (
 	statusOK                 = 200
+	statusAccepted           = 202
+	statusBadRequest         = 400
 	statusNotFound           = 404
+	statusConflict           = 409
+	statusUnprocessable      = 422
+	statusInternal           = 500
+	statusBadGateway         = 502
 	statusServiceUnavailable = 503
 )
 
@@ -80,6 +86,64 @@ func writeRequest(w io.Writer, method, target string, body []byte) error {
 // an error wrapping io.EOF (the peer closed without answering). Every other
 // malformed answer is an error saying what is wrong; nothing panics.
 func readResponse(r io.Reader, maxHeader int, maxBody int64) (status int, body []byte, err error) {
+	status, b, err := readHead(r, maxHeader)
+	if err != nil {
+		return 0, nil, err
+	}
+	if b.length > maxBody {
+		return 0, nil, fmt.Errorf("answer body of %d bytes is longer than the limit of %d", b.length, maxBody)
+	}
+	if b.length >= 0 {
+		// Read as it comes rather than allocating length up front.
+		body, err = io.ReadAll(b)
+		if err != nil {
+			return 0, nil, fmt.Errorf("body: %w", err)
+		}
+		return status, body, nil
+	}
+	body, err = io.ReadAll(io.LimitReader(b, maxBody+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("body: %w", err)
+	}
+	if int64(len(body)) > maxBody {
+		return 0, nil, fmt.Errorf("answer body longer than the limit of %d bytes", maxBody)
+	}
+	return status, body, nil
+}
+
+// bodyReader reads an answer's body: to length when it is known (>= 0),
+// failing with io.ErrUnexpectedEOF when the connection ends before, else
+// to the end of the connection. It does not bound an unknown length: the
+// caller does.
+type bodyReader struct {
+	br     *bufio.Reader
+	length int64 // -1: to EOF
+	read   int64
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.length >= 0 {
+		left := b.length - b.read
+		if left == 0 {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > left {
+			p = p[:left]
+		}
+	}
+	n, err := b.br.Read(p)
+	b.read += int64(n)
+	if err == io.EOF && b.length >= 0 && b.read < b.length {
+		return n, fmt.Errorf("body ended after %d of %d bytes: %w", b.read, b.length, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// readHead reads an answer's status line and headers (together at most
+// maxHeader bytes) and returns the status and a reader of the body, so
+// that a large answer (a profile) can be streamed rather than held. 1xx,
+// 204 and 304 carry no body (RFC 9112 section 6.3): their reader is empty.
+func readHead(r io.Reader, maxHeader int) (int, *bodyReader, error) {
 	br := bufio.NewReaderSize(r, 4096)
 	budget := maxHeader
 	line, err := readLine(br, &budget)
@@ -89,7 +153,7 @@ func readResponse(r io.Reader, maxHeader int, maxBody int64) (status int, body [
 		}
 		return 0, nil, fmt.Errorf("status line: %w", err)
 	}
-	status, err = parseStatusLine(line)
+	status, err := parseStatusLine(line)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -125,34 +189,12 @@ func readResponse(r io.Reader, maxHeader int, maxBody int64) (status int, body [
 			}
 		}
 	}
-	// 1xx, 204 and 304 never carry a body (RFC 9112 section 6.3). A 1xx is
-	// returned as the answer rather than skipped: we send no Expect, and
-	// the agent's handlers send no interim answers.
+	// A 1xx is returned as the answer rather than skipped: we send no
+	// Expect, and the agent's handlers send no interim answers.
 	if status < 200 || status == 204 || status == 304 {
-		return status, nil, nil
+		length = 0
 	}
-	if length > maxBody {
-		return 0, nil, fmt.Errorf("answer body of %d bytes is longer than the limit of %d", length, maxBody)
-	}
-	if length >= 0 {
-		// Read as it comes rather than allocating length up front.
-		body, err = io.ReadAll(io.LimitReader(br, length))
-		if err != nil {
-			return 0, nil, fmt.Errorf("body: %w", err)
-		}
-		if int64(len(body)) < length {
-			return 0, nil, fmt.Errorf("body ended after %d of %d bytes: %w", len(body), length, io.ErrUnexpectedEOF)
-		}
-		return status, body, nil
-	}
-	body, err = io.ReadAll(io.LimitReader(br, maxBody+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("body: %w", err)
-	}
-	if int64(len(body)) > maxBody {
-		return 0, nil, fmt.Errorf("answer body longer than the limit of %d bytes", maxBody)
-	}
-	return status, body, nil
+	return status, &bodyReader{br: br, length: length}, nil
 }
 
 // readLine returns the next line without its LF or CRLF, charging what it

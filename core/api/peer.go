@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"net"

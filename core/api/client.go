@@ -1,4 +1,4 @@
-package ipamapi
+package api
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -16,19 +17,23 @@ import (
 )
 
 // DefaultSocketPath is the agent's control socket unless configured
-// otherwise (the same as core/control's).
+// otherwise (config socket_path): where the daemon listens and where the
+// CLI and the CNI plugin call.
 const DefaultSocketPath = "/var/run/spidernet/spiderpool.sock"
 
 // maxAnswer bounds an answer read from the agent.
 const maxAnswer = 64 << 20
 
-// Client calls the IPAM API over the agent's control socket. The zero
-// value uses DefaultSocketPath; deadlines come from the contexts given.
+// Client calls the control API over the agent's control socket: the CLI's
+// commands and the CNI plugin use it alike. The zero value uses
+// DefaultSocketPath; deadlines come from the contexts given. Every call is
+// one request on a connection of its own (wire.go).
 type Client struct {
 	SocketPath string
 }
 
-// NotRunningError: nothing answers on the socket.
+// NotRunningError says that no agent answers on the socket (the path does
+// not exist, or nothing listens on it).
 type NotRunningError struct {
 	Path string
 	Err  error
@@ -40,7 +45,8 @@ func (e *NotRunningError) Error() string {
 
 func (e *NotRunningError) Unwrap() error { return e.Err }
 
-// APIError is an error answer of the agent.
+// APIError is an error answer of the agent: its HTTP status and body (the
+// message, the field at fault on a 400, the code to act on).
 type APIError struct {
 	Status int
 	ErrorBody
@@ -48,9 +54,11 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.ErrorBody.Error }
 
-// TryAgain reports whether the caller may retry later (CNI error 11).
+// TryAgain reports whether the caller may retry later (CNI error 11): a
+// 503, or a code that StatusOf answers with 503 (try_again, not_ready)
+// whatever status carried it.
 func (e *APIError) TryAgain() bool {
-	return e.Code == CodeTryAgain || e.Code == CodeNotReady || e.Status == statusServiceUnavailable
+	return e.Status == statusServiceUnavailable || e.Code != "" && StatusOf(e.Code) == statusServiceUnavailable
 }
 
 func (c *Client) path() string {
@@ -162,12 +170,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	if status != statusOK {
-		ae := &APIError{Status: status}
-		if json.Unmarshal(raw, &ae.ErrorBody) != nil || ae.ErrorBody.Error == "" {
-			ae.ErrorBody.Error = fmt.Sprintf("spiderpool-agent answered %d: %s", status, bytes.TrimSpace(raw))
-		}
-		return ae
+	if status < statusOK || status > 299 {
+		return apiError(status, raw)
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
@@ -177,29 +181,53 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// roundTrip makes one request on a connection of its own (see wire.go)
-// and returns the answer's status and body. ctx bounds all of it: its
+// apiError is an error answer as an *APIError.
+func apiError(status int, raw []byte) *APIError {
+	ae := &APIError{Status: status}
+	if json.Unmarshal(raw, &ae.ErrorBody) != nil || ae.ErrorBody.Error == "" {
+		ae.ErrorBody.Error = fmt.Sprintf("spiderpool-agent answered %d: %s", status, clip(bytes.TrimSpace(raw)))
+	}
+	return ae
+}
+
+// roundTrip makes one request and returns the answer's status and body,
+// at most maxAnswer bytes.
+func (c *Client) roundTrip(ctx context.Context, sock, method, path string, body []byte) (int, []byte, error) {
+	var (
+		status int
+		raw    []byte
+	)
+	err := c.exchange(ctx, sock, method, path, body, func(r io.Reader) error {
+		var err error
+		status, raw, err = readResponse(r, maxHeaderBytes, maxAnswer)
+		return err
+	})
+	return status, raw, err
+}
+
+// exchange makes one request on a connection of its own (see wire.go) and
+// hands the connection to read for the answer. ctx bounds all of it: its
 // deadline becomes the connection's, and its cancellation cuts the
 // connection short; an error after either wraps ctx.Err().
-func (c *Client) roundTrip(ctx context.Context, sock, method, path string, body []byte) (int, []byte, error) {
+func (c *Client) exchange(ctx context.Context, sock, method, path string, body []byte, read func(io.Reader) error) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
-			return 0, nil, &NotRunningError{Path: sock, Err: err}
+			return &NotRunningError{Path: sock, Err: err}
 		case errors.Is(err, fs.ErrPermission):
-			return 0, nil, fmt.Errorf("cannot open %s: run as the agent's user (root): %w", sock, err)
+			return fmt.Errorf("cannot open %s (mode 0600): run as the agent's user (root): %w", sock, err)
 		}
-		return 0, nil, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+		return fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
 	}
 	defer conn.Close()
 	if err := trustPeer(conn.(*net.UnixConn), sock); err != nil {
-		return 0, nil, err
+		return err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(dl); err != nil {
-			return 0, nil, fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
+			return fmt.Errorf("talk to spiderpool-agent on %s: %w", sock, err)
 		}
 	}
 	// A cancellation without a deadline still unblocks the read: a deadline
@@ -219,11 +247,14 @@ func (c *Client) roundTrip(ctx context.Context, sock, method, path string, body 
 		return err
 	}
 	if err := writeRequest(conn, method, path, body); err != nil {
-		return 0, nil, fmt.Errorf("send %s %s to spiderpool-agent on %s: %w", method, path, sock, ctxErr(err))
+		return fmt.Errorf("send %s %s to spiderpool-agent on %s: %w", method, path, sock, ctxErr(err))
 	}
-	status, raw, err := readResponse(conn, maxHeaderBytes, maxAnswer)
-	if err != nil {
-		return 0, nil, fmt.Errorf("read the answer to %s %s from %s: %w", method, path, sock, ctxErr(err))
+	if err := read(conn); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) {
+			return ae
+		}
+		return fmt.Errorf("read the answer to %s %s from %s: %w", method, path, sock, ctxErr(err))
 	}
-	return status, raw, nil
+	return nil
 }

@@ -1,11 +1,11 @@
-// Package ipamapi is the IPAM part of the agent's control API as plain
-// types and a small HTTP-over-unix-socket client. It imports only the
-// standard library, so that the CNI plugin (a binary exec'd once per
-// workload interface) can use it without linking HCL, gRPC or go-plugin:
-// `go list -deps` of this package lists no module outside the standard
-// library. Nor does it link net/http: the client speaks HTTP/1.0 itself
-// (wire.go: one request per connection, the answer bounded in size and
-// time), which halves the CNI plugin.
+package api
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Paths of the IPAM API:
 //
 //	POST /v1/ipam/allocate          AllocateRequest -> 200 Attachment
 //	POST /v1/ipam/release           ReleaseRequest  -> 200 ReleaseResponse
@@ -16,20 +16,6 @@
 //	GET  /v1/ipam/pools             -> 200 []PoolUsage
 //	GET  /v1/ipam/history?workload= | ?address=        -> 200 []HistoryRecord
 //	GET  /v1/ipam/address?address=                    -> 200 AddressInfo
-//
-// Errors are ErrorBody: a 400 names the field; other errors carry a Code
-// a caller can act on (CodeTryAgain: retry later; CodePoolFull, ...).
-//
-// The client believes only a trusted process on the socket (SO_PEERCRED,
-// the rule of core/control's client; see peer.go).
-package ipamapi
-
-import (
-	"net/netip"
-	"time"
-)
-
-// Paths of the IPAM API.
 const (
 	AllocatePath        = "/v1/ipam/allocate"
 	ReleasePath         = "/v1/ipam/release"
@@ -80,6 +66,27 @@ const (
 	CodeNotReady = "not_ready"
 	CodeInternal = "internal"
 )
+
+// StatusOf is the HTTP status the control API answers with a code: the one
+// table of codes and statuses, for the server that answers and for a
+// client that has only one of the two. An unknown code is a 500.
+func StatusOf(code string) int {
+	switch code {
+	case CodeBadRequest, CodeUnknownPool:
+		return statusBadRequest
+	case CodeNotFound:
+		return statusNotFound
+	case CodeDisabled, CodePoolFull, CodeConflict, CodeMismatch:
+		return statusConflict
+	case CodeGateway, CodeBlocked:
+		return statusUnprocessable
+	case CodeCheckFailed:
+		return statusBadGateway
+	case CodeTryAgain, CodeNotReady:
+		return statusServiceUnavailable
+	}
+	return statusInternal
+}
 
 // ErrorBody is the JSON body of every error answer.
 type ErrorBody struct {
