@@ -45,8 +45,8 @@ type Options struct {
 	// Checker vets addresses on the wire; nil vets nothing (a pool with
 	// detection on is then refused at allocation: never an unchecked pass).
 	Checker Checker
-	// Links brings a workload's interface up for the probe; nil uses
-	// netlink in the workload's namespace.
+	// Links brings a workload's interface up for the probe (the daemon
+	// wires in core/ipam/linkup); nil probes on the interface as it is.
 	Links LinkUpper
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
 	// NetnsExists.
@@ -173,7 +173,7 @@ func New(opts Options) (*IPAM, error) {
 		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
-		m.links = &NetlinkUpper{}
+		m.links = asItIs{}
 	}
 	if m.gone == nil {
 		m.gone = NetnsGone

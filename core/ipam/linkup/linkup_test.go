@@ -1,4 +1,4 @@
-package ipam_test
+package linkup_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam/linkup"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
