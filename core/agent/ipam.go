@@ -105,7 +105,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		return nil, err
 	}
 	m, err := ipam.New(ipam.Options{
-		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a, detectors: cfg.IPAM.Detectors}, Links: &linkup.NetlinkUpper{}, Metrics: metrics,
+		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a, detectors: cfg.IPAM.Detectors}, Links: &linkup.Netlink{}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
 		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout,

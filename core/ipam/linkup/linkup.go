@@ -28,7 +28,7 @@ const LinkWait = 3 * time.Second
 // kernel reaches on its own, so there is nothing to wait on but time.
 const linkPoll = 10 * time.Millisecond
 
-// NetlinkUpper is the daemon's ipam.LinkUpper: netlink on a handle opened
+// Netlink is the daemon's ipam.LinkUpper: netlink on a handle opened
 // inside the namespace, from a locked OS thread. Its zero value is ready;
 // it must not be copied once used.
 //
@@ -36,7 +36,7 @@ const linkPoll = 10 * time.Millisecond
 // several keys naming the same interface of one namespace): the first
 // raises it, and only the last to finish puts it down again, so that no
 // probe runs on an interface a sibling's restore has just put down.
-type NetlinkUpper struct {
+type Netlink struct {
 	mu sync.Mutex
 	// users counts the callers probing on each interface this upper
 	// raised and has not put down yet.
@@ -51,7 +51,7 @@ type linkID struct {
 }
 
 // EnsureUp implements LinkUpper.
-func (u *NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
+func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
 	h, ns, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (u *NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (f
 // raise counts the caller as a user of iface and sets it up when nobody
 // uses it and it is down; raised says whether the caller must call lower.
 // An interface that is up and not raised here is someone else's to keep.
-func (u *NetlinkUpper) raise(h *netlink.Handle, iface string, ns linkID) (link netlink.Link, id linkID, raised bool, err error) {
+func (u *Netlink) raise(h *netlink.Handle, iface string, ns linkID) (link netlink.Link, id linkID, raised bool, err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	// Read under the lock: a sibling's lower may have just put it down.
@@ -118,7 +118,7 @@ func (u *NetlinkUpper) raise(h *netlink.Handle, iface string, ns linkID) (link n
 }
 
 // lower ends one user's probe on link; the last user puts it down again.
-func (u *NetlinkUpper) lower(h *netlink.Handle, link netlink.Link, id linkID) {
+func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, id linkID) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if n := u.users[id]; n > 1 {

@@ -35,7 +35,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 		netlab.IP(t, ns, "link", "set", l+"p", "up")
 	}
 	path := "/var/run/netns/" + ns
-	u := &NetlinkUpper{}
+	u := &Netlink{}
 	ctx := context.Background()
 
 	// In sequence, as the attack had it: A raises, B finds it up, A ends.
