@@ -15,7 +15,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/config/pools"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/linkup"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 )
@@ -57,7 +57,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	if cfg.IPAMConfigDir == "" {
 		return nil, nil
 	}
-	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	res, err := pools.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +228,7 @@ func (s *ipamService) close() {
 func (s *ipamService) reload(ctx context.Context, cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	res, err := pools.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
 	if err != nil {
 		return err
 	}
@@ -299,11 +299,11 @@ func (s *ipamService) status(ctx context.Context) *ipamapi.Status {
 		st.Pools = *p
 		return st
 	}
-	pools, err := s.poolUsage(ctx)
+	usage, err := s.poolUsage(ctx)
 	if err != nil {
 		st.Error = err.Error()
 	}
-	st.Pools = pools
+	st.Pools = usage
 	return st
 }
 

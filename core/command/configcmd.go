@@ -18,7 +18,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/config/pools"
 	"github.com/spiderpool-agent/spiderpool-agent/core/state"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
@@ -83,14 +83,14 @@ func (c *configValidateCommand) Run(args []string) int {
 		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
 		return ExitFail
 	}
-	pools := -1
+	nPools := -1
 	if *ipamDir != "" {
-		res, err := ipamconfig.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
+		res, err := pools.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
 		if err != nil {
 			fmt.Fprintf(c.env.Stderr, "%v\n", err)
 			return ExitFail
 		}
-		pools = len(res.Pools)
+		nPools = len(res.Pools)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -134,8 +134,8 @@ func (c *configValidateCommand) Run(args []string) int {
 		}
 	}
 	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled", enabled)
-	if pools >= 0 {
-		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", pools)
+	if nPools >= 0 {
+		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", nPools)
 	}
 	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK

@@ -1,4 +1,4 @@
-package ipamconfig
+package pools
 
 import (
 	"os"

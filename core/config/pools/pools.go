@@ -1,4 +1,4 @@
-// Package ipamconfig reads the IPAM pools from the *.hcl files of
+// Package pools reads the IPAM pools from the *.hcl files of
 // --ipam-config-dir, in lexical order, with hcl/v2 like the agent's own
 // configuration: every problem at file:line:col, an unknown attribute gets
 // a did-you-mean, and a directory with any problem yields no pools at all.
@@ -24,7 +24,7 @@
 // error naming both pools at their file:line:col (the store keys addresses
 // per domain, so such pools could never give one address twice; this is
 // the error that says so before a workload finds out).
-package ipamconfig
+package pools
 
 import (
 	"errors"
