@@ -463,6 +463,21 @@ func TestHCLErrors(t *testing.T) {
 		{"etcd no endpoints", "etcd {\n  prefix = \"/x/\"\n}\n", []string{`a.hcl:1:6: Missing required argument`}},
 		{"etcd outage_wait", "etcd {\n  endpoints = [\"http://10.0.0.1:2379\"]\n  outage_wait = \"21s\"\n}\n", []string{
 			`a.hcl:3:17: Invalid value for "etcd.outage_wait": "21s" is not a duration from "0s" to 20s`}},
+		{"etcd types", "etcd {\n  endpoints = \"http://10.0.0.1:2379\"\n  dial_timeout = \"soon\"\n  prefx = \"/x/\"\n}\n", []string{
+			`a.hcl:2:15: Invalid value for "etcd.endpoints": a list(string) is required, not string`,
+			`a.hcl:3:18: Invalid value for "etcd.dial_timeout": "soon" is not a duration`,
+			`a.hcl:4:3: Unsupported argument`, `Did you mean "prefix"?`}},
+		{"etcd empty endpoints", "etcd {\n  endpoints = []\n}\n", []string{
+			`a.hcl:2:15: Invalid value for "etcd.endpoints": A non-empty list of client URLs is required`}},
+		{"etcd tls", "etcd {\n  endpoints = [\"https://e:2379\"]\n  tls {\n    ca_file = \"/ca.pem\"\n    certfile = \"/c\"\n  }\n  tls {\n  }\n  tsl {\n  }\n}\n", []string{
+			`a.hcl:5:5: Unsupported argument`, `Did you mean "cert_file"?`,
+			`a.hcl:7:3: Duplicate tls block`,
+			`a.hcl:9:3: Unsupported block type`, `Did you mean "tls"?`}},
+		{"etcd tls values", "etcd {\n  endpoints = 1\n  tls {\n    ca_file = \"ca.pem\"\n    key_file = [\"/k\"]\n  }\n}\n", []string{
+			`a.hcl:2:15: Invalid value for "etcd.endpoints": a list(string) is required, not number`,
+			`a.hcl:5:16: Invalid value for "etcd.tls.key_file": a string is required, not tuple`}},
+		{"etcd tls path", "etcd {\n  endpoints = [\"https://e:2379\"]\n  tls {\n    ca_file = \"ca.pem\"\n  }\n}\n", []string{
+			`a.hcl:4:15: Invalid value for "etcd.tls.ca_file": "ca.pem" is not an absolute path.`}},
 		{"ipam cni_spool_dir", "ipam {\n  cni_spool_dir = \"spool\"\n}\n", []string{`a.hcl:2:19: Invalid value for "ipam.cni_spool_dir"`}},
 		{"node name", "node_name = \"a/b\"\n", []string{`a.hcl:1:13: Invalid value for "node_name"`}},
 		{"many at once", "health_port = 0\nlog_level = \"x\"\nhelth = 1\n", []string{`a.hcl:1:15`, `a.hcl:2:13`, `a.hcl:3:1`}},
