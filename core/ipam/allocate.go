@@ -97,10 +97,10 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 		}
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
-	if !m.takeFlight(a.key) {
+	if !m.inflight.take(a.key) {
 		return Attachment{}, ipamErr(ipamapi.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
-	defer m.endFlight(a.key)
+	defer m.inflight.end(a.key)
 	return a.run(ctx)
 }
 

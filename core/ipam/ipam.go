@@ -112,11 +112,8 @@ type IPAM struct {
 	pools  map[string]*Pool
 	claims claims // candidates being reserved by this agent
 
-	// inflight are the attachment keys this process is allocating now: a
-	// reservation of this node for any other key is dangling (its
-	// allocation failed and the rollback could not reach the store).
-	flightMu sync.Mutex
-	inflight map[AttachmentKey]bool
+	// inflight are the attachment keys this process is allocating now.
+	inflight flights
 
 	gcMu     sync.Mutex
 	suspects map[AttachmentKey]suspect
@@ -217,7 +214,7 @@ func New(opts Options) (*IPAM, error) {
 	}
 	m.pools = pools
 	m.claims.m = map[claimKey]struct{}{}
-	m.inflight = map[AttachmentKey]bool{}
+	m.inflight.m = map[AttachmentKey]bool{}
 	return m, nil
 }
 

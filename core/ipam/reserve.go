@@ -10,30 +10,40 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
-func (m *IPAM) takeFlight(k AttachmentKey) bool {
-	m.flightMu.Lock()
-	defer m.flightMu.Unlock()
-	if m.inflight[k] {
+// flights are the attachment keys this process is allocating now: a
+// reservation of this node for any other key is dangling (its allocation
+// failed and the rollback could not reach the store).
+type flights struct {
+	mu sync.Mutex
+	m  map[AttachmentKey]bool
+}
+
+// take marks k in flight; false when it already is.
+func (f *flights) take(k AttachmentKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[k] {
 		return false
 	}
-	m.inflight[k] = true
+	f.m[k] = true
 	return true
 }
 
-func (m *IPAM) endFlight(k AttachmentKey) {
-	m.flightMu.Lock()
-	defer m.flightMu.Unlock()
-	delete(m.inflight, k)
+func (f *flights) end(k AttachmentKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, k)
 }
 
-func (m *IPAM) inFlight(k AttachmentKey) bool {
-	m.flightMu.Lock()
-	defer m.flightMu.Unlock()
-	return m.inflight[k]
+func (f *flights) has(k AttachmentKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[k]
 }
 
 // dangling says whether e is a reservation of this node that no
@@ -41,7 +51,7 @@ func (m *IPAM) inFlight(k AttachmentKey) bool {
 // the store could not be reached to roll it back (a shared store that was
 // down, a commit whose outcome was unknown).
 func (m *IPAM) dangling(e attEntry) bool {
-	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && !m.inFlight(e.att.AttachmentKey)
+	return e.rev != 0 && e.att.State == StateReserved && e.att.Node == m.node && !m.inflight.has(e.att.AttachmentKey)
 }
 
 // reserve picks a free candidate of p and writes it, reserved, with the
