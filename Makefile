@@ -16,7 +16,7 @@ PREFIX   ?= /usr/local
 # Build tags of the agent's executable: leave out what it links but never
 # uses - gRPC's x/net/trace event log (off unless a program turns it on) and
 # net/http's bundled HTTP/2 (every server of the agent speaks HTTP/1.1; gRPC
-# has its own HTTP/2). 0.84 MB less, for the deb's 30 MB budget (issue 16).
+# has its own HTTP/2). 0.84 MB less, for the deb's 30 MB budget.
 # test/agenttest builds the agent with the same tags (test/layout checks).
 AGENT_TAGS := grpcnotrace,nethttpomithttp2
 CNI_LDFLAGS := -s -w -X github.com/spiderpool-agent/spiderpool-agent/core/cniplugin.Version=$(VERSION)

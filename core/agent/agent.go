@@ -47,9 +47,9 @@ const loopTick = 200 * time.Millisecond
 
 // Liveness. A probe answers from what the agent's own loops recorded, so
 // that it costs nothing and cannot queue behind other work: 5000 probes at
-// once each dialling the control socket gave 3209 false 503s (issue 10
-// item 6). The bounds leave room for a loaded 2-core machine: liveness is
-// for a wedged agent, which a false failure would have restarted.
+// once each dialling the control socket gave 3209 false 503s. The bounds
+// leave room for a loaded 2-core machine: liveness is for a wedged agent,
+// which a false failure would have restarted.
 const (
 	// staleBeat: the main loop has not beaten for this long.
 	staleBeat = 5 * time.Second

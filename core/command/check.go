@@ -61,7 +61,7 @@ func (c *checkCommand) flags() (*flag.FlagSet, *checkFlags) {
 	fs.Var(ipFlag{&f.list}, "ip", "an address in CIDR form, e.g. 10.0.0.7/24 (repeatable, required)")
 	fs.Var(gatewayFlag{&f.list}, "gateway", "the gateway of the --ip before it")
 	fs.BoolVar(&f.asJSON, "json", false, "print the agent's JSON answer")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the answer")
+	fs.DurationVar(&f.timeout, "timeout", workTimeout, "how long to wait for the answer")
 	return fs, f
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/cli"
 
@@ -22,6 +23,24 @@ const (
 	ExitOK    = 0
 	ExitFail  = 1
 	ExitUsage = 2
+)
+
+// Bounds of the client commands, so that a script never hangs on a wedged
+// daemon or plugin. Each is a flag's default where the command has a
+// --timeout.
+const (
+	// answerTimeout bounds what the daemon answers from what it holds
+	// (status, metric) and its exit after shutdown: on a loaded 2-core
+	// machine these take well under a second, so a daemon that takes ten
+	// is wedged.
+	answerTimeout = 10 * time.Second
+	// workTimeout bounds what makes something work before it answers: a
+	// check (every detector's probes, paced and queued behind other
+	// checks, and their reply windows), a plugin started to run or to
+	// report its schema, a profile's transfer after its duration. It is
+	// the CNI plugin's wait for an allocation (ipamapi.AllocateWait), so a
+	// check from the CLI gets the time an ADD's check would.
+	workTimeout = 30 * time.Second
 )
 
 // Env is how commands see the process: its output and environment. Tests
@@ -53,13 +72,10 @@ func Run(args []string, env Env) int {
 			"metric":          func() (cli.Command, error) { return &metricCommand{env: env}, nil },
 			"status":          func() (cli.Command, error) { return &statusCommand{env: env}, nil },
 			"check":           func() (cli.Command, error) { return &checkCommand{env: env}, nil },
-			"config":          func() (cli.Command, error) { return &configCommand{}, nil },
 			"config validate": func() (cli.Command, error) { return &configValidateCommand{env: env}, nil },
 			"config show":     func() (cli.Command, error) { return &configShowCommand{env: env}, nil },
 			"version":         func() (cli.Command, error) { return &versionCommand{env: env}, nil },
-			"debug":           func() (cli.Command, error) { return &debugCommand{}, nil },
 			"debug pprof":     func() (cli.Command, error) { return &debugPprofCommand{env: env}, nil },
-			"plugin":          func() (cli.Command, error) { return &pluginCommand{}, nil },
 			"plugin new":      func() (cli.Command, error) { return &pluginNewCommand{env: env}, nil },
 			"plugin run":      func() (cli.Command, error) { return &pluginRunCommand{env: env}, nil },
 			"plugin docs":     func() (cli.Command, error) { return &pluginDocsCommand{env: env}, nil },
@@ -69,16 +85,76 @@ func Run(args []string, env Env) int {
 		c.Commands[name] = f
 	}
 	c.Commands["ipam conflicts"] = func() (cli.Command, error) { return &ipamConflictsCommand{env: env}, nil }
+	for name := range groups {
+		c.Commands[name] = func() (cli.Command, error) { return &group{env: env, name: name}, nil }
+	}
 	withCompletion(c.Commands)
+	if _, known := c.Commands[c.Subcommand()]; !known && c.Subcommand() != "" && !c.IsVersion() {
+		// hashicorp/cli prints the usage and returns 127 without a word
+		// on what was wrong.
+		fmt.Fprintf(env.Stderr, "spiderpool-agent: unknown command %q\n\n", c.Subcommand())
+	}
 	code, err := c.Run()
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "spiderpool-agent: %v\n", err)
 		return ExitFail
 	}
-	if code == 127 { // unknown subcommand: hashicorp/cli printed the help
+	if code == unknownCommand {
+		return ExitUsage
+	}
+	if _, ok := groups[c.Subcommand()]; ok && code == groupHelp {
+		// A group ran without one of its subcommands (group.Run).
 		return ExitUsage
 	}
 	return code
+}
+
+// What hashicorp/cli's Run returns for a command it does not know, and for
+// a command whose Run returned cli.RunResultHelp (after printing its help).
+const (
+	unknownCommand = 127
+	groupHelp      = 1
+)
+
+// groups are the commands that only group others. hashicorp/cli lists a
+// group's subcommands, with their synopses, under the group's help, so the
+// help text here says what the group is for and nothing more.
+var groups = map[string]struct{ synopsis, usage, body string }{
+	"config": {"Validate or show the configuration", "config <subcommand> [options]", `
+Reads the configuration as the daemon would: defaults, conf.yml, the HCL
+files of --config-dir, the environment.`},
+	"debug": {"Debugging aids over the control socket", "debug <subcommand> [options]", `
+Debugging aids that reach the running daemon over its control socket.`},
+	"ipam": {"Address pools and allocations (IPAM)", "ipam <subcommand> [options]", `
+Talks to the running agent's IPAM over the control socket. The agent needs
+--ipam-config-dir (packaged: ` + config.DefaultIPAMConfigDir + `) for IPAM to be on.
+Each subcommand takes --json and --socket, except restore (offline).`},
+	"plugin": {"Write, run and document plugins (for plugin authors)", "plugin <subcommand> [options]", `
+Tools for plugin authors: a new plugin module, a plugin run without a
+daemon, a plugin's config reference.`},
+}
+
+// group is a command of groups: it has no behaviour of its own, so running
+// it without a subcommand, or with one it does not have, is a usage error.
+type group struct {
+	env  Env
+	name string
+}
+
+func (g *group) Synopsis() string { return groups[g.name].synopsis }
+func (g *group) Help() string {
+	// hashicorp/cli puts a blank line before the subcommands it lists.
+	return strings.TrimRight(helpText(groups[g.name].usage, groups[g.name].body, nil), "\n")
+}
+
+// Run prints what is wrong; hashicorp/cli prints the help after it.
+func (g *group) Run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintf(g.env.Stderr, "spiderpool-agent: %s needs a subcommand\n\n", g.name)
+	} else {
+		fmt.Fprintf(g.env.Stderr, "spiderpool-agent: unknown command %q\n\n", g.name+" "+args[0])
+	}
+	return cli.RunResultHelp
 }
 
 // OSEnv is the real process's Env.
@@ -119,6 +195,13 @@ func parseFlags(fs *flag.FlagSet, args []string, env Env, help string) (int, boo
 	return 0, true
 }
 
+// invalidConfig reports a configuration that does not load. The error
+// (a *config.Error) already begins "invalid configuration".
+func invalidConfig(env Env, err error) int {
+	fmt.Fprintf(env.Stderr, "spiderpool-agent: %v\n", err)
+	return ExitFail
+}
+
 func fail(env Env, format string, a ...any) int {
 	fmt.Fprintf(env.Stderr, "spiderpool-agent: "+format+"\n", a...)
 	return ExitFail
@@ -135,7 +218,9 @@ func socketDefault(env Env) string {
 
 func helpText(usage, body string, fs *flag.FlagSet) string {
 	var b strings.Builder
-	b.WriteString("Usage: spiderpool-agent " + usage + "\n\n" + strings.TrimSpace(body) + "\n")
+	// Only the blank lines around the body go: its first line may be
+	// indented like the rest.
+	b.WriteString("Usage: spiderpool-agent " + usage + "\n\n" + strings.TrimRight(strings.TrimLeft(body, "\n"), " \n") + "\n")
 	if fs != nil {
 		b.WriteString("\nOptions:\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
@@ -143,8 +228,18 @@ func helpText(usage, body string, fs *flag.FlagSet) string {
 			if f.DefValue != "" {
 				def = fmt.Sprintf(" (default %s)", f.DefValue)
 			}
-			fmt.Fprintf(&b, "  --%s\n      %s%s\n", f.Name, f.Usage, def)
+			fmt.Fprintf(&b, "  %s\n      %s%s\n", flagName(f.Name), f.Usage, def)
 		})
 	}
 	return b.String()
+}
+
+// flagName is how a flag is written in help: -o for a one-letter flag, as
+// Go's flag package and every other tool print one, --name otherwise. The
+// flag package accepts either form.
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }

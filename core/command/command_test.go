@@ -38,7 +38,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		contains string
 	}{
 		{"no command", nil, nil, ExitUsage, ""},
-		{"unknown command", nil, []string{"frobnicate"}, ExitUsage, ""},
+		{"unknown command", nil, []string{"frobnicate"}, ExitUsage, `unknown command "frobnicate"`},
 		{"help of a command", nil, []string{"check", "-h"}, ExitOK, "Usage: spiderpool-agent check"},
 		{"unknown flag", nil, []string{"status", "--bogus"}, ExitUsage, "flag provided but not defined: -bogus"},
 		{"stray argument", nil, []string{"version", "extra"}, ExitUsage, `unexpected argument "extra"`},

@@ -7,8 +7,9 @@ import (
 	"github.com/posener/complete"
 )
 
-// helpFlag finds the options a command's help lists ("  --interface").
-var helpFlag = regexp.MustCompile(`(?m)^\s+(--[a-z][a-z0-9-]*)\s*$`)
+// helpFlag finds the options a command's help lists ("  --interface",
+// "  -o"; see flagName).
+var helpFlag = regexp.MustCompile(`(?m)^\s+(--[a-z][a-z0-9-]*|-[a-z])\s*$`)
 
 // completing wraps a command so that shell completion offers the options its
 // help lists: the help is the one place every command already names them.

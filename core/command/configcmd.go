@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -13,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
@@ -23,19 +23,31 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
-type configCommand struct{}
-
-func (c *configCommand) Synopsis() string { return "Validate or show the configuration" }
-func (c *configCommand) Help() string {
-	return helpText("config <validate|show> [options]", `
-  validate   check the configuration and every enabled plugin's config block
-  show       print the effective configuration and where each value came from`, nil)
-}
-func (c *configCommand) Run([]string) int { return cli.RunResultHelp }
-
 func loadFlags(name string, env Env) (*flag.FlagSet, *string) {
 	fs := newFlags(name)
 	return fs, fs.String("config-dir", DefaultConfigDir, "config file path: a directory of *.hcl files (and conf.yml) or one HCL file")
+}
+
+// defaultDirMissing reports whether the configuration was to come from the
+// default --config-dir (not given) and nothing is there: outside
+// Spiderpool's pods the default is absent, and "no such file" about a path
+// the user never typed does not say what to do.
+func defaultDirMissing(fs *flag.FlagSet, dir string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "config-dir" })
+	if given || dir != DefaultConfigDir {
+		return false
+	}
+	_, err := os.Stat(dir)
+	return errors.Is(err, os.ErrNotExist)
+}
+
+// noConfigDir is the usage error of config validate and config show when
+// defaultDirMissing.
+func noConfigDir(env Env, command string) int {
+	fmt.Fprintf(env.Stderr, "spiderpool-agent: %s: no --config-dir given and the default %s (Spiderpool's config-map mount) does not exist; pass --config-dir DIR or FILE (the package's is %s)\n",
+		command, DefaultConfigDir, PackagedConfigDir)
+	return ExitUsage
 }
 
 type configValidateCommand struct{ env Env }
@@ -70,6 +82,9 @@ func (c *configValidateCommand) Run(args []string) int {
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
+	if defaultDirMissing(fs, *dir) {
+		return noConfigDir(c.env, "config validate")
+	}
 	load := config.LoadOptions{ConfigDir: *dir, IPAMConfigDir: *ipamDir, Lookup: c.env.Lookup}
 	if *pluginDir != "" {
 		dirs, err := absDirs(*pluginDir)
@@ -80,8 +95,7 @@ func (c *configValidateCommand) Run(args []string) int {
 	}
 	cfg, err := config.Load(load)
 	if err != nil {
-		fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
-		return ExitFail
+		return invalidConfig(c.env, err)
 	}
 	nPools := -1
 	if *ipamDir != "" {
@@ -196,12 +210,14 @@ func (c *configShowCommand) Run(args []string) int {
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
+	if defaultDirMissing(fs, *dir) {
+		return noConfigDir(c.env, "config show")
+	}
 	cfg, err := config.Load(config.LoadOptions{ConfigDir: *dir, Lookup: c.env.Lookup})
 	if err != nil {
 		var cerr *config.Error
 		if errors.As(err, &cerr) {
-			fmt.Fprintf(c.env.Stderr, "invalid configuration:\n%v\n", err)
-			return ExitFail
+			return invalidConfig(c.env, err)
 		}
 		return fail(c.env, "%v", err)
 	}

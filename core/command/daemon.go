@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 )
 
-// DefaultConfigDir is Spiderpool's config-map mount point.
+// DefaultConfigDir is Spiderpool's config-map mount point: --config-dir
+// when not given, so that the agent runs unchanged where Spiderpool's
+// manifests mount its configuration.
 const DefaultConfigDir = "/tmp/spiderpool/config-map"
+
+// PackagedConfigDir is the --config-dir the deb's unit passes; the
+// commands that read the configuration name it when the default is absent.
+const PackagedConfigDir = "/etc/spiderpool"
 
 type daemonCommand struct {
 	env Env
@@ -66,8 +71,7 @@ func (c *daemonCommand) Run(args []string) int {
 	if err := agent.Run(context.Background(), opts); err != nil {
 		var cerr *config.Error
 		if errors.As(err, &cerr) {
-			fmt.Fprintf(c.env.Stderr, "spiderpool-agent: invalid configuration:\n%v\n", err)
-			return ExitFail
+			return invalidConfig(c.env, err)
 		}
 		return fail(c.env, "%v", err)
 	}

@@ -10,21 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/cli"
-
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 )
-
-type debugCommand struct{}
-
-func (c *debugCommand) Synopsis() string { return "Debugging aids over the control socket" }
-func (c *debugCommand) Help() string {
-	return helpText("debug pprof [profile] [options]", `
-Subcommands:
-
-  pprof    fetch a Go profile of the running daemon over its control socket`, nil)
-}
-func (c *debugCommand) Run([]string) int { return cli.RunResultHelp }
 
 type debugPprofCommand struct{ env Env }
 
@@ -94,7 +81,7 @@ func (c *debugPprofCommand) Run(args []string) int {
 	if secs == 0 && (name == "cpu" || name == "trace") {
 		secs = control.DefaultProfileSeconds
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second+workTimeout)
 	defer cancel()
 	n, err := (&control.Client{SocketPath: *socket}).Profile(ctx, name, *seconds, w)
 	if f != nil {

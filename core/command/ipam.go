@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
@@ -25,7 +24,6 @@ const ipamTimeout = 30 * time.Second
 // ipamCommands are the `ipam ...` subcommands, for Run's table.
 func ipamCommands(env Env) map[string]cli.CommandFactory {
 	return map[string]cli.CommandFactory{
-		"ipam":          func() (cli.Command, error) { return &ipamCommand{}, nil },
 		"ipam pools":    func() (cli.Command, error) { return &ipamPoolsCommand{env: env}, nil },
 		"ipam allocate": func() (cli.Command, error) { return &ipamAllocateCommand{env: env}, nil },
 		"ipam list":     func() (cli.Command, error) { return &ipamListCommand{env: env}, nil },
@@ -37,30 +35,6 @@ func ipamCommands(env Env) map[string]cli.CommandFactory {
 		"ipam check":    func() (cli.Command, error) { return &ipamCheckCommand{env: env}, nil },
 	}
 }
-
-type ipamCommand struct{}
-
-func (c *ipamCommand) Synopsis() string { return "Address pools and allocations (IPAM)" }
-func (c *ipamCommand) Help() string {
-	return `Usage: spiderpool-agent ipam <subcommand> [options]
-
-Talks to the running agent's IPAM over the control socket. The agent needs
---ipam-config-dir (packaged: ` + config.DefaultIPAMConfigDir + `) for IPAM to be on.
-
-  pools      size, allocated, reserved, quarantined and free of each pool
-  allocate   allocate addresses (for scripts and VMs that do not use CNI)
-  list       allocations, optionally of one pool or workload
-  show       the history of an address or a workload
-  release    release an allocation, or all of a workload's
-  gc         run garbage collection now
-  backup     a consistent copy of the running agent's store into a file
-  restore    install a backup as the store (offline: the agent stopped)
-  check      the store's consistency: bbolt's check and one holder per address
-  conflicts  allocated addresses another station claimed (the fleet's, with etcd)
-
-Each takes --json and --socket, except restore (offline).`
-}
-func (c *ipamCommand) Run([]string) int { return cli.RunResultHelp }
 
 // ipamFlags adds the options every ipam subcommand has.
 func ipamFlags(name string, env Env) (*flag.FlagSet, *string, *bool) {

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
@@ -41,14 +40,15 @@ func (c *metricCommand) Run(args []string) int {
 		fmt.Fprintf(c.env.Stderr, "--port %d is not a port number (1-65535)\n\n%s\n", *port, c.Help())
 		return ExitUsage
 	}
+	hint := ""
 	if !set {
-		*port = c.configuredPort(*dir)
+		*port, hint = c.configuredPort(fs, *dir)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
 	body, err := telemetry.Fetch(ctx, *address, *port)
 	if err != nil {
-		return fail(c.env, "%v", err)
+		return fail(c.env, "%v%s", err, hint)
 	}
 	_, _ = c.env.Stdout.Write(body)
 	return ExitOK
@@ -56,18 +56,24 @@ func (c *metricCommand) Run(args []string) int {
 
 // configuredPort is metrics.port as the daemon would load it; when the
 // configuration cannot be loaded, SPIDERPOOL_METRIC_HTTP_PORT or the default,
-// with a note on stderr.
-func (c *metricCommand) configuredPort(dir string) int {
-	cfg, err := config.Load(config.LoadOptions{ConfigDir: dir, Lookup: c.env.Lookup})
-	if err == nil {
-		return cfg.Metrics.Port
-	}
+// with a note on stderr. When --config-dir was not given and the default is
+// absent (any host but a Spiderpool pod) there is nothing to warn about:
+// the port is the default, and the hint it returns is printed only if
+// nothing answers there.
+func (c *metricCommand) configuredPort(fs *flag.FlagSet, dir string) (int, string) {
 	port := config.DefaultMetricsPort
 	if v, ok := c.env.Lookup("SPIDERPOOL_METRIC_HTTP_PORT"); ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65536 {
 			port = n
 		}
 	}
+	if defaultDirMissing(fs, dir) {
+		return port, fmt.Sprintf(" (port %d: no configuration at %s; pass --config-dir, the package's is %s, or --port)", port, dir, PackagedConfigDir)
+	}
+	cfg, err := config.Load(config.LoadOptions{ConfigDir: dir, Lookup: c.env.Lookup})
+	if err == nil {
+		return cfg.Metrics.Port, ""
+	}
 	fmt.Fprintf(c.env.Stderr, "spiderpool-agent: the configuration in %s does not load (%v); using port %d\n", dir, firstLine(err.Error()), port)
-	return port
+	return port, ""
 }

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// Issue 10 item 10: with the socket directory world-writable, a process of
+// With the socket directory world-writable, a process of
 // nobody put its own socket on the path and `check` printed its PASS. The
 // client must refuse a peer that is not root (or the client's user) with a
 // clear error, and never print PASS.

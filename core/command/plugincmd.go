@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
 
@@ -21,19 +20,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
-
-type pluginCommand struct{}
-
-func (c *pluginCommand) Synopsis() string {
-	return "Write, run and document plugins (for plugin authors)"
-}
-func (c *pluginCommand) Help() string {
-	return helpText("plugin <new|run|docs> [options]", `
-  new    write a plugin module skeleton that builds and passes its test
-  run    run a plugin binary without a daemon, e.g. one check
-  docs   print a plugin's config reference from the schema it reports`, nil)
-}
-func (c *pluginCommand) Run([]string) int { return cli.RunResultHelp }
 
 // positional splits leading non-flag arguments from the flags after them,
 // so that "plugin new NAME --kind tuner" parses.
@@ -289,7 +275,7 @@ func (c *pluginRunCommand) Run(args []string) int {
 		}
 		raw = sdk.RawConfig{Filename: f.config, Body: body, Start: hcl.InitialPos}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+f.timeout*time.Duration(len(reqs)+3))
+	ctx, cancel := context.WithTimeout(context.Background(), workTimeout+f.timeout*time.Duration(len(reqs)+3))
 	defer cancel()
 	conn, err := dial(ctx, c.env, pos[0], f.component, f.timeout, f.level)
 	if err != nil {
@@ -396,7 +382,7 @@ func (c *pluginDocsCommand) Run(args []string) int {
 		fmt.Fprintf(c.env.Stderr, "plugin docs needs the plugin binary's PATH\n\n%s\n", c.Help())
 		return ExitUsage
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
 	conn, err := dial(ctx, c.env, pos[0], *component, 5*time.Second, "warn")
 	if err != nil {

@@ -28,7 +28,7 @@ or it did not exit in time.`, fs)
 func (c *shutdownCommand) flags() (*flag.FlagSet, *string, *time.Duration) {
 	fs := newFlags("shutdown")
 	return fs, fs.String("socket", socketDefault(c.env), "control API unix socket"),
-		fs.Duration("timeout", 10*time.Second, "how long to wait for the daemon to exit")
+		fs.Duration("timeout", answerTimeout, "how long to wait for the daemon to exit")
 }
 
 func (c *shutdownCommand) Run(args []string) int {

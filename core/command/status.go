@@ -36,7 +36,7 @@ func (c *statusCommand) Run(args []string) int {
 	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
 	st, err := (&control.Client{SocketPath: *socket}).Status(ctx)
 	if err != nil {

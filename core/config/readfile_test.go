@@ -35,7 +35,7 @@ func loadErrWithin(t *testing.T, opts LoadOptions) string {
 	}
 }
 
-// Issue 10 item 9: each of these hung or exhausted memory in the daemon
+// Each of these hung or exhausted memory in the daemon
 // (config show, SIGHUP); each must be a clear error naming the file.
 func TestConfigFilesAreReadWithBounds(t *testing.T) {
 	cases := map[string]struct {
@@ -103,7 +103,7 @@ func TestConfigFileAtLimitAndSymlink(t *testing.T) {
 	}
 }
 
-// Issue 10 item 11: a relative socket_path or plugin_dir depends on the
+// A relative socket_path or plugin_dir depends on the
 // daemon's working directory; it is refused with the file's position, and
 // from the environment and flags too.
 func TestPathSettingsMustBeAbsolute(t *testing.T) {

@@ -479,7 +479,7 @@ func TestMalformedCheckBodies(t *testing.T) {
 		{"address not a string", `{"interface":"eth0","addresses":[{"address":"10.0.0.7/24"},{"address":["10.0.0.8/24"]}]}`, "addresses[1].address", "want a string, got a JSON array"},
 		{"address entry not an object", `{"interface":"eth0","addresses":["10.0.0.7/24"]}`, "addresses[0]", "want an object, got a JSON string"},
 		{"no interface", `{"addresses":[{"address":"10.0.0.7/24"}]}`, "interface", "required"},
-		// Issue 10 item 11: what encoding/json accepts silently.
+		// What encoding/json accepts silently.
 		{"duplicate key", `{"interface":"eth0","interface":"eth1","addresses":[{"address":"10.0.0.7/24"}]}`, "interface", `the key "interface" is given twice`},
 		{"duplicate address key", `{"interface":"eth0","addresses":[{"address":"10.0.0.7/24","address":"10.0.0.8/24"}]}`, "addresses[0].address", "given twice"},
 		{"wrong-case key", `{"Interface":"eth0","addresses":[{"address":"10.0.0.7/24"}]}`, "Interface", `keys are case-sensitive, did you mean "interface"?`},

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Issue 10 item 5: the profiles gops offered to every local user are
+// The profiles gops offered to every local user are
 // served over the 0600 control socket instead, bounded in time and size.
 func TestProfilesOverTheSocket(t *testing.T) {
 	path := startAgent(t, &fakeBackend{})

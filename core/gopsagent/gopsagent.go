@@ -4,7 +4,7 @@
 //
 // gops has no authentication: any local user who can connect to
 // 127.0.0.1 can read stacks and profiles and change the daemon's GC
-// settings (issue 10 item 5: `gops setgc ... -1` from nobody grew a root
+// settings (`gops setgc ... -1` from nobody grew a root
 // daemon from 22 MB to 617 MB). Start therefore warns whenever it listens;
 // the packaged configuration leaves it off and `spiderpool-agent debug
 // pprof` serves the profiles over the root-only control socket instead.

@@ -103,7 +103,7 @@ func TestFreePortAcceptsAndStops(t *testing.T) {
 	if got != addr {
 		t.Errorf("Start address = %q, want %q", got, addr)
 	}
-	// Issue 10 item 5: gops has no authentication, so listening is a
+	// The gops agent has no authentication, so listening is a
 	// warning that says who can reach it.
 	if out := buf.String(); !strings.Contains(out, "[WARN]") || !strings.Contains(out, "any local user") {
 		t.Errorf("a listening gops agent must warn that any local user can reach it, got:\n%s", out)

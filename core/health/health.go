@@ -171,7 +171,7 @@ func (h *handler) liveness(ctx context.Context, a state.Agent) (int, Response) {
 // timeout even when Live ignores its context. The timeout counts from when
 // Live begins, and an answer that is ready when the timer fires wins: on a
 // starved machine (thousands of probes, -race, 2 cores) the goroutine may
-// start late, and that is not the agent being wedged (issue 10 item 6).
+// start late, and that is not the agent being wedged.
 func (h *handler) live(ctx context.Context) error {
 	started := make(chan struct{})
 	done := make(chan error, 1)

@@ -192,7 +192,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option)
 // Prometheus scrape that timed out): once a write to the client fails, the
 // handler's further writes succeed without effect, and gone is called once
 // with the first error. Without it, promhttp logs one warning per metric
-// family left to write (issue 10 item 11: 8 WARN lines per abandoned
+// family left to write (8 WARN lines per abandoned
 // scrape).
 func QuietWhenGone(h http.Handler, gone func(r *http.Request, err error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -86,12 +86,17 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return s, rev, nil
 		}
 	}
+	// A pool may have millions of free-looking candidates the store says
+	// are taken; the loop looks at ctx every candidatesPerCtxCheck of them,
+	// often enough that a cancelled allocation stops within microseconds,
+	// rarely enough that the check costs nothing per candidate.
+	const candidatesPerCtxCheck = 64
 	n := p.Size()
 	h := fnv.New64a()
 	h.Write([]byte(m.node + "\x00" + a.key.ContainerID + "\x00" + a.key.Interface))
 	start := int(h.Sum64() % uint64(n))
 	for i := 0; i < n; i++ {
-		if i%64 == 63 {
+		if i%candidatesPerCtxCheck == candidatesPerCtxCheck-1 {
 			if err := ctx.Err(); err != nil {
 				return netip.Addr{}, 0, err
 			}

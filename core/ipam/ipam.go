@@ -49,7 +49,7 @@ type Options struct {
 	// wires in core/ipam/linkup); nil probes on the interface as it is.
 	Links LinkUpper
 	// NetnsGone tells GC whether a namespace path is gone; nil uses
-	// NetnsExists.
+	// NetnsGone (netns.go).
 	NetnsGone func(path string) (bool, error)
 	// CheckNetns vets a request's namespace path before anything is
 	// reserved (an error names the field); nil uses CheckNetns.

@@ -5,7 +5,7 @@
 //
 // With a socket directory that others can write, anyone could put a socket
 // of their own on the path, and a client that believed it would print a PASS
-// the agent never gave (issue 10 item 10). A peer is trusted only when:
+// the agent never gave. A peer is trusted only when:
 //
 //   - it runs as root or as the client's own user; or
 //   - it runs as another user U (systemd's DynamicUser=, the packaged unit)

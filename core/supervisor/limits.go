@@ -65,8 +65,18 @@ func (l Limits) env() []string {
 	if l.MemoryMax == 0 {
 		return nil
 	}
-	return []string{fmt.Sprintf("GOMEMLIMIT=%d", l.MemoryMax/10*9)}
+	return []string{fmt.Sprintf("GOMEMLIMIT=%d", l.goMemLimit())}
 }
+
+// goMemLimitShare is the part of MemoryMax a Go plugin's runtime is told
+// it may use (GOMEMLIMIT), in tenths: at 90% its garbage collector works
+// harder while the hard limit still leaves a tenth for what the collector
+// cannot free at once (stacks, the runtime's own memory, a child process),
+// so a plugin that merely runs warm is not killed.
+const goMemLimitShare = 9
+
+// goMemLimit is the GOMEMLIMIT for MemoryMax.
+func (l Limits) goMemLimit() uint64 { return l.MemoryMax / 10 * goMemLimitShare }
 
 // apply sets the hard limits on a process that has just been started. The
 // plugin's runtime has done nothing yet of note: it runs from the moment
@@ -93,7 +103,7 @@ func (l Limits) String() string {
 		if memCg {
 			how = "cgroup, whole tree; " + how
 		}
-		mem = fmt.Sprintf("%d MiB (%s; GOMEMLIMIT %d MiB)", l.MemoryMax>>20, how, l.MemoryMax/10*9>>20)
+		mem = fmt.Sprintf("%d MiB (%s; GOMEMLIMIT %d MiB)", l.MemoryMax>>20, how, l.goMemLimit()>>20)
 	}
 	procs := "unlimited"
 	switch {

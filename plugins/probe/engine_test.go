@@ -223,12 +223,20 @@ func TestValidate(t *testing.T) {
 
 func TestParamsDefaults(t *testing.T) {
 	p := Params{}.withDefaults()
-	if p.Window != 100*time.Millisecond || p.Retries != 3 || p.Probes != 3 {
+	if p.Window != 100*time.Millisecond || *p.Retries != 3 || p.Probes != 3 {
 		t.Fatalf("defaults %+v", p)
 	}
-	p = Params{Window: time.Second, Retries: -1, Probes: 1}.withDefaults()
-	if p.Window != time.Second || p.Retries != 0 || p.Probes != 1 {
+	// Zero retries is a value, not "the default".
+	p = Params{Window: time.Second, Retries: new(0), Probes: 1}.withDefaults()
+	if p.Window != time.Second || *p.Retries != 0 || p.Probes != 1 {
 		t.Fatalf("explicit %+v", p)
+	}
+	o := Options{}.withDefaults()
+	if *o.IdleTimeout != DefaultIdleTimeout || o.ProbeRate != DefaultProbeRate {
+		t.Fatalf("default options %+v", o)
+	}
+	if o := (Options{IdleTimeout: new(time.Duration(0))}).withDefaults(); *o.IdleTimeout != 0 {
+		t.Fatalf("an idle timeout of 0 became %v", *o.IdleTimeout)
 	}
 }
 

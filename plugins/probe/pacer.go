@@ -24,7 +24,7 @@ import (
 // every waiter of that address sees its answer.
 type pacer struct {
 	send  func([]byte) error
-	rate  float64 // tokens per second; <= 0: unpaced
+	rate  float64 // tokens per second; <= 0: unpaced (tests of the pacer)
 	burst float64
 
 	mu     sync.Mutex

@@ -105,7 +105,7 @@ func (e *Engine) release(en *entry) {
 		e.mu.Unlock()
 		return
 	}
-	if en.gone || e.closed || e.opts.IdleTimeout < 0 {
+	if en.gone || e.closed || *e.opts.IdleTimeout == 0 {
 		if e.socks[en.key] == en {
 			delete(e.socks, en.key)
 		}
@@ -118,7 +118,7 @@ func (e *Engine) release(en *entry) {
 	}
 	en.idleGen++
 	gen := en.idleGen
-	en.idle = time.AfterFunc(e.opts.IdleTimeout, func() {
+	en.idle = time.AfterFunc(*e.opts.IdleTimeout, func() {
 		e.mu.Lock()
 		if en.refs != 0 || en.idleGen != gen || en.gone {
 			e.mu.Unlock()

@@ -25,7 +25,7 @@ const (
 	// DefaultProbeRate is the probes per second one socket (one plugin on
 	// one interface) sends at most, in bursts of up to a fiftieth of it:
 	// 4000/s lets a burst of 1024 conflict checks (3072 probes) start
-	// within 0.8 s and 3840 (11520 probes, issue 10's load) within 2.9 s,
+	// within 0.8 s and 3840 (11520 probes, the burst load of test/burst) within 2.9 s,
 	// inside the agent's 5 s call timeout, while no burst on the wire
 	// exceeds 80 frames - far below the 1000-frame receive backlog of a
 	// Linux host. Frames to the same gateway are shared, so gateway
@@ -131,15 +131,17 @@ func (t Target) String() string {
 	return t.Interface + " (netns " + t.Netns + ")"
 }
 
-// Params tunes one check. The zero value means the defaults.
+// Params tunes one check. The zero value means the defaults: a zero Window
+// or Probes is no meaningful value, and Retries is a pointer because zero
+// retries is one.
 type Params struct {
 	// Window is how long to wait for an answer after the first probe went
 	// out: an absolute deadline computed once. Zero means DefaultWindow.
 	Window time.Duration
 	// Retries is how often a failed send is retried before the check fails
-	// (first probe) or the probe is skipped (later probes). Zero means
-	// DefaultRetries; a negative value means no retries.
-	Retries int
+	// (first probe) or the probe is skipped (later probes). nil means
+	// DefaultRetries; new(0) means none.
+	Retries *int
 	// Probes is how many probes are sent, spread evenly over the window;
 	// the check stops at the first decisive answer. Zero means
 	// DefaultProbes.
@@ -151,10 +153,10 @@ func (p Params) withDefaults() Params {
 		p.Window = DefaultWindow
 	}
 	switch {
-	case p.Retries == 0:
-		p.Retries = DefaultRetries
-	case p.Retries < 0:
-		p.Retries = 0
+	case p.Retries == nil:
+		p.Retries = new(DefaultRetries)
+	case *p.Retries < 0:
+		p.Retries = new(0)
 	}
 	if p.Probes <= 0 {
 		p.Probes = DefaultProbes
@@ -192,15 +194,16 @@ type Result struct {
 	Elapsed time.Duration
 }
 
-// Options configures an Engine. The zero value is valid.
+// Options configures an Engine. The zero value means the defaults.
 type Options struct {
 	// IdleTimeout is how long a socket stays open with no check using it.
-	// Zero means DefaultIdleTimeout; a negative value closes a socket as
-	// soon as its last check ends.
-	IdleTimeout time.Duration
+	// nil means DefaultIdleTimeout; new(time.Duration(0)) closes a socket
+	// as soon as its last check ends. A pointer, because zero is a
+	// meaningful timeout.
+	IdleTimeout *time.Duration
 	// ProbeRate is the most probes per second a socket sends, in bursts
-	// of up to ProbeRate/50 (at least 1). Zero means DefaultProbeRate; a
-	// negative value turns pacing off.
+	// of up to ProbeRate/burstsPerSecond (at least 1). Zero or less means
+	// DefaultProbeRate: pacing is always on.
 	ProbeRate float64
 	// ReceiveBuffer is the socket's receive buffer in bytes. Zero means
 	// DefaultReceiveBuffer. The kernel rounds small values up to its
@@ -213,10 +216,12 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = DefaultIdleTimeout
+	if o.IdleTimeout == nil {
+		o.IdleTimeout = new(DefaultIdleTimeout)
+	} else if *o.IdleTimeout < 0 {
+		o.IdleTimeout = new(time.Duration(0))
 	}
-	if o.ProbeRate == 0 {
+	if o.ProbeRate <= 0 {
 		o.ProbeRate = DefaultProbeRate
 	}
 	if o.ReceiveBuffer <= 0 {
@@ -225,9 +230,17 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// burstsPerSecond sizes the pacer's bucket: it holds a fiftieth of a
+// second's probes (80 at the default rate, 20 ms of sending). That is far
+// inside the 1000-frame receive backlog of the hosts on the link and small
+// for a switch's ARP policer, yet large enough that the probes of one
+// check (DefaultProbes) and of a few checks at once never wait for
+// tokens.
+const burstsPerSecond = 50
+
 // burst is the pacer's bucket size for o.ProbeRate.
 func (o Options) burst() int {
-	b := int(o.ProbeRate / 50)
+	b := int(o.ProbeRate / burstsPerSecond)
 	if b < 1 {
 		b = 1
 	}

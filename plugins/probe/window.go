@@ -47,7 +47,7 @@ func (s *ifSock) probeWindow(ctx context.Context, w *waiter, frm []byte, p Param
 	if err != nil {
 		return firstAt, out, err
 	}
-	first, err := s.sendRetry(ctx, frm, p.Retries, false, res)
+	first, err := s.sendRetry(ctx, frm, *p.Retries, false, res)
 	if err != nil {
 		return firstAt, out, err
 	}
@@ -81,7 +81,7 @@ func (s *ifSock) probeWindow(ctx context.Context, w *waiter, frm []byte, p Param
 		if hit || err != nil {
 			return firstAt, windowOutcome{hit: hit}, err
 		}
-		at, err := s.sendRetry(ctx, frm, p.Retries, true, res)
+		at, err := s.sendRetry(ctx, frm, *p.Retries, true, res)
 		if err != nil {
 			if w.answered() {
 				return firstAt, windowOutcome{hit: true}, nil

@@ -13,7 +13,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-// Faults that plugin cgroups answer (issue 10, items 7 and 8): a fork
+// Faults that plugin cgroups answer: a fork
 // bomb, a grandchild that escapes the plugin's environment mark, session
 // and process group, and children that together take more memory than
 // the plugin may.

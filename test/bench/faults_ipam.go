@@ -23,7 +23,7 @@ var ipamKillRounds = flag.Int("ipam-kill-rounds", 3, "kill -9 rounds per mode (d
 // restart on the same store file; -ipam-kill-rounds times in each of two
 // modes: conflict detection on (the allocator reserves, probes for 100 ms,
 // then commits, so reservations are in the store at the kill) and off (one
-// commit per allocation, issue 16). Held when no answered allocation was
+// commit per allocation). Held when no answered allocation was
 // lost, no address is held twice, and nothing is left reserved after the
 // restart, counted in the file itself.
 func faultIPAMKill(s *scope, b *bins) []faultRow {

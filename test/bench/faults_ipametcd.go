@@ -11,7 +11,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
-// faultIPAMEtcdAgents: issue 15's "done when" as a fault row: three agents
+// faultIPAMEtcdAgents: the shared-pool acceptance as a fault row: three agents
 // on three node namespaces share one pool in a 3-member etcd, 300
 // allocations each at once; the etcd leader and one agent are killed -9
 // in the middle. The survivors' allocations must all succeed (each

@@ -12,13 +12,13 @@ import (
 )
 
 var (
-	burstRuns   = flag.Int("burst-runs", 100, "runs of the issue's load (15 x 256) in the \"burst\" fault rows (issue 10: 100)")
-	burstRuns4x = flag.Int("burst-runs-4x", 100, "runs of four times the issue's load (60 x 256) in the \"burst\" fault rows (issue 10: 100)")
+	burstRuns   = flag.Int("burst-runs", 100, "runs of the burst load (15 x 256) in the \"burst\" fault rows")
+	burstRuns4x = flag.Int("burst-runs-4x", 100, "runs of four times the burst load (60 x 256) in the \"burst\" fault rows")
 )
 
-// faultBurst is issue 10 item 1's proof: bursts of parallel 256-address
+// faultBurst proves that silence is a verdict only when proven: bursts of parallel 256-address
 // requests on a LAN where one neighbour owns 10.77.0.1 and fd77::1 and is
-// every other address's gateway - 15 requests at once (the issue's load)
+// every other address's gateway - 15 requests at once (the burst load)
 // and 60 (four times that), each burst repeated -burst-runs times against
 // the agent as shipped. Errors are allowed under overload; a busy address
 // that passes or an answering gateway that blocks is a wrong verdict, and

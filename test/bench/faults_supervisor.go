@@ -17,7 +17,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-// Faults of plugin trust and the supervisor (issue 10, items 2, 3, 7, 8):
+// Faults of plugin trust and the supervisor:
 // unsafe plugin paths, a SIGSTOPped plugin, plugins that flood metrics or
 // logs or eat memory, and a plugin that leaves orphans.
 func faultSupervisor(s *scope, b *bins) []faultRow {

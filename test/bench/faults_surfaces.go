@@ -18,7 +18,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-// The agent's surfaces under attack (issue 10 items 5, 6, 9, 10, 11): gops,
+// The agent's surfaces under attack: gops,
 // connection floods, hostile config files, a squatted socket, bad input.
 
 func faultSurfaces(s *scope, b *bins) []faultRow {
@@ -53,7 +53,7 @@ func asNobody(nsPath string, argv ...string) (int, time.Duration, string) {
 
 // Item 5: gops off as packaged; profiles over the socket, root only.
 func surfGops(s *scope, b *bins) faultRow {
-	row := faultRow{fault: "gops and profiles (item 5)",
+	row := faultRow{fault: "gops and profiles",
 		done: "agent with the packaged gops_port = 0: connect to 127.0.0.1:5712; debug pprof heap and cpu as root and as nobody; then an agent with gops on"}
 	ns := bareNS(s, "gops")
 	a := startAgent(s, b, agentOpts{name: "gops-off", nsPath: ns, config: "gops_port = 0\n"})
@@ -84,7 +84,7 @@ func surfGops(s *scope, b *bins) faultRow {
 // Item 6: 5000 liveness probes at once.
 func surfLivenessStorm(s *scope, b *bins) faultRow {
 	const probes = 5000
-	row := faultRow{fault: "liveness storm (item 6)", done: fmt.Sprintf("%d connections to 5710, then a liveness request on each at once", probes)}
+	row := faultRow{fault: "liveness storm", done: fmt.Sprintf("%d connections to 5710, then a liveness request on each at once", probes)}
 	ns := bareNS(s, "storm")
 	// The backlog must hold the probes the server has not accepted yet
 	// (namespace sysctl; the host's is untouched).
@@ -170,7 +170,7 @@ func connectAndRequest(fds []int, port int, req string, timeout time.Duration) (
 // Item 6: slow headers, slow bodies and clients that never read.
 func surfSlowClients(s *scope, b *bins) faultRow {
 	const slowHealth, slowControl = 2000, 500
-	row := faultRow{fault: "slow and silent clients (item 6)",
+	row := faultRow{fault: "slow and silent clients",
 		done: fmt.Sprintf("%d clients sending headers slowly on 5710, %d sending an endless body or never reading on the control socket", slowHealth, slowControl)}
 	ns := bareNS(s, "slow")
 	netlab.Sysctl(s, strings.TrimPrefix(ns, "/var/run/netns/"), "net.core.somaxconn", "8192")
@@ -244,7 +244,7 @@ func surfSlowClients(s *scope, b *bins) faultRow {
 // Item 9: a FIFO, a symlink to /dev/zero and a 34 MB file in the config
 // directory, each followed by SIGHUP.
 func surfHostileConfig(s *scope, b *bins) faultRow {
-	row := faultRow{fault: "hostile config files (item 9)",
+	row := faultRow{fault: "hostile config files",
 		done: "SIGHUP with, in turn, a FIFO, a symlink to /dev/zero and a 34 MB file named zz.hcl in the config dir; liveness polled throughout; then SIGTERM"}
 	ns := bareNS(s, "hup")
 	a := startAgent(s, b, agentOpts{name: "hup", nsPath: ns})
@@ -303,7 +303,7 @@ func surfHostileConfig(s *scope, b *bins) faultRow {
 // Item 10: a process of nobody squats the socket path in a world-writable
 // directory and answers PASS.
 func surfSquatter(s *scope, b *bins) faultRow {
-	row := faultRow{fault: "socket squatted by nobody (item 10)",
+	row := faultRow{fault: "socket squatted by nobody",
 		done: "a world-writable socket directory; a process of uid 65534 listens on the socket and answers every check with pass; `check` against it; the daemon started on that directory"}
 	ns := bareNS(s, "squat")
 	top := s.TempDir()
@@ -344,7 +344,7 @@ func surfSquatter(s *scope, b *bins) faultRow {
 // Item 11: addresses that are no host's, JSON that encoding/json accepts
 // loosely, a zone, and an abandoned metrics scrape.
 func surfSmallInputs(s *scope, b *bins) faultRow {
-	row := faultRow{fault: "small input gaps (item 11)",
+	row := faultRow{fault: "small input gaps",
 		done: "checks for 10.77.0.0/24, 10.77.0.255/24, 10.77.0.5/0, fd77::/64, fe80::1%eth0/64, a duplicate key, a wrong-case key; 20 metrics scrapes closed after the first byte"}
 	ns := bareNS(s, "small")
 	a := startAgent(s, b, agentOpts{name: "small", nsPath: ns, env: []string{"SPIDERPOOL_ENABLED_METRIC=true", "SPIDERPOOL_METRIC_HTTP_PORT=5711"}})

@@ -24,7 +24,7 @@ const ipamEtcdAllocs = 900
 // benchIPAMEtcdAgents measures allocations through the control API of
 // real agents, each in its own node namespace: one agent on the embedded
 // bbolt store, one agent on a 3-member etcd, and three agents sharing one
-// pool in that etcd (issue 15's setup), in the same run. Detection is off:
+// pool in that etcd (the shared-pool setup), in the same run. Detection is off:
 // the store is what is measured.
 func benchIPAMEtcdAgents(s *scope, b *bins, out io.Writer) []target {
 	l := newEtcdAgentLab(s, b)

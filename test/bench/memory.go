@@ -147,7 +147,7 @@ func measureMemory(s *scope, l *lab, layout, pluginDir string) memRun {
 
 // cniSizeMB is the CNI plugin's size when BIN has none (not built): its
 // stripped size since ipamapi speaks HTTP/1.0 without net/http (it was 6.7
-// MB with net/http). Issue 16 counts it in the deb's budget.
+// MB with net/http). It counts in the deb's 30 MB budget.
 const cniSizeMB = 3.2
 
 // executables sums the sizes of the files that would be in the deb.

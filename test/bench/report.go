@@ -99,7 +99,7 @@ func (t *table) write(w io.Writer) {
 	fmt.Fprintf(w, "_%s_\n\n", stamp())
 }
 
-// target is one of the targets and what was measured.
+// target is one of the targets in test/bench/README.md and what was measured.
 type target struct {
 	what, want, got string
 	met             bool

@@ -1,4 +1,4 @@
-// Package burst reproduces the load of issue 10 item 1 against a running
+// Package burst reproduces the burst load (15 parallel checks of 256 addresses) against a running
 // agent and keeps the books: a namespace LAN where one neighbour owns
 // 10.77.0.1 and fd77::1, and bursts of parallel check requests of up to 256
 // addresses each, the neighbour's two addresses among them and every other
@@ -7,7 +7,7 @@
 // passed, or a free address whose answering gateway was blocked.
 //
 // test/e2e asserts on it in `make test` at a modest size; test/bench's fault
-// suite runs the issue's full size and four times that.
+// suite runs that full size and four times that.
 package burst
 
 import (

@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// TestEcosystem runs the cases of issue 14 on one LAN and one agent, in an
+// TestEcosystem runs the CNI ecosystem's cases (main plugins, runtimes' GC and CHECK) on one LAN and one agent, in an
 // order where each leaves the next what it needs.
 func TestEcosystem(t *testing.T) {
 	l := newLab(t)

@@ -18,7 +18,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-// Issue 11's acceptance: a new author runs `plugin new mtu-guard`, fills in
+// A plugin author's acceptance: a new author runs `plugin new mtu-guard`, fills in
 // Check and the config struct (the repository's sdk/examples/mtuguard is
 // that filled-in file), passes go test with sdktest, gets a bad value at its
 // file:line:col from `config validate`, and a reload with that value is

@@ -9,7 +9,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/burst"
 )
 
-// Issue 10 item 1 through the real agent: bursts of parallel 256-address
+// The burst load through the real agent: bursts of parallel 256-address
 // requests on a LAN where one neighbour owns the busy addresses and is every
 // other address's gateway. Under load the detectors may answer error
 // (overload is not a verdict), but never pass a busy address and never

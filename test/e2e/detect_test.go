@@ -12,7 +12,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-// The detection issue's "done when", as a new user would run it: the agent
+// Detection's acceptance, as a new user would run it: the agent
 // in a namespace of its own, the workload's namespace given by path, the
 // other hosts' kernels answering for their addresses.
 func TestCheckCLIOnALAN(t *testing.T) {
@@ -99,7 +99,7 @@ func arpingDAD(t *testing.T, ns, addr string) bool {
 	return netlab.ArpingDAD(t, ns, "eth0", addr)
 }
 
-// The sysctl issue's "done when": status shows every key with its state
+// The sysctl tuner's acceptance: status shows every key with its state
 // and previous value, a sysctl -w that undoes a tuned value is put back
 // within the interval, a missing or unwritable key is reported, not fatal.
 func TestSysctlTunerInTheAgent(t *testing.T) {

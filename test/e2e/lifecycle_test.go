@@ -21,11 +21,11 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
-// The issue's "done when", as a new user would do it: one HCL file, ports
+// The agent's acceptance, as a new user would do it: one HCL file, ports
 // and metrics from the environment, ready, metrics that parse and lint,
 // shutdown within its bound with the socket gone. How fast the agent gets
 // ready is measured by make bench: here three plugins built with -race on a
-// busy 2-core machine once took 3s (issue 10, "Also").
+// busy 2-core machine once took 3s.
 func TestDoneWhenCoreScenario(t *testing.T) {
 	a := agenttest.Start(t, bins, agenttest.Options{
 		Config: `log_level = "debug"`,

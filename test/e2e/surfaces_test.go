@@ -93,7 +93,7 @@ func probeLiveness(fd, port int) string {
 	return res.Status
 }
 
-// Issue 10 item 6: under 5000 liveness probes at once, 3209 answered 503
+// Under 5000 liveness probes at once, 3209 answered 503
 // for a live agent (each probe dialled the control socket). 2000 probes at
 // once must all answer 200. The bound on each probe is generous: this
 // proves "never falsely dead", not speed.
@@ -132,7 +132,7 @@ func TestLivenessHoldsUnderLoad(t *testing.T) {
 	}
 }
 
-// Issue 10 item 6: clients that send their headers slowly, or a body that
+// Clients that send their headers slowly, or a body that
 // never ends, were held for ever on 5710 and the control socket. They are
 // cut after the servers' timeouts (5s headers, 10s request), and the agent
 // stays live meanwhile.
@@ -170,7 +170,7 @@ func TestSlowClientsAreCutByTheAgent(t *testing.T) {
 	}
 }
 
-// Issue 10 item 9: a FIFO in the config directory hung SIGHUP for good:
+// A FIFO in the config directory hung SIGHUP for good:
 // the main loop stopped, liveness went 503 and SIGTERM was ignored. Now the
 // reload fails at once naming the file, liveness stays 200, the running
 // configuration stays, and SIGTERM stops the agent.
@@ -209,7 +209,7 @@ func TestReloadRefusesAFIFOAndStaysLive(t *testing.T) {
 	}
 }
 
-// Issue 10 item 5: with gops on, the log and status say that any local
+// With gops on, the log and status say that any local
 // user can reach it; the profiles come over the control socket.
 func TestGopsWarnsAndPprofOverTheSocket(t *testing.T) {
 	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{"SPIDERPOOL_GOPS_LISTEN_PORT=15712", "GOPS_CONFIG_DIR=" + t.TempDir()}})

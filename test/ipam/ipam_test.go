@@ -47,7 +47,7 @@ pool "deadgw" {
 }
 `
 
-// TestDoneWhen is the issue's "done when", as a new user would do it with
+// TestDoneWhen is IPAM's acceptance, as a new user would do it with
 // the CLI: two pools on the namespace LAN, a dual-stack pair for a workload
 // whose interface is still down, the address a LAN host owns skipped with
 // the reason, the history capped, and a pool above the cap refused.

@@ -11,7 +11,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamapi"
 )
 
-// TestThreeNodesShareOnePool is the acceptance of issue 15: three agents
+// TestThreeNodesShareOnePool is the acceptance of pools shared in etcd: three agents
 // on three node namespaces, one pool in a 3-member etcd, 300 allocations
 // each at once with the etcd leader killed in the middle: 900 distinct
 // addresses, none lost (every request ends allocated), the store

@@ -102,7 +102,7 @@ func TestDependencyRule(t *testing.T) {
 				strings.HasPrefix(d, "github.com/hashicorp/hcl")
 		}}},
 		// The CNI plugin is exec'd once per workload interface and ships
-		// in the deb's 30 MB budget (issue 16): a thin HTTP/1.0 client of
+		// in the deb's 30 MB budget: a thin HTTP/1.0 client of
 		// the control socket (core/ipam/ipamapi's wire.go), none of
 		// net/http's TLS, x509, gzip and HTTP/2, and none of the daemon's
 		// gRPC, go-plugin or HCL (design.md "Layout").

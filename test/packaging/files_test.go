@@ -106,7 +106,7 @@ func TestPackagedConfig(t *testing.T) {
 	if cfg.SocketPath != config.DefaultSocketPath || len(cfg.Plugins) != 3 {
 		t.Errorf("socket_path %q, %d plugins; want the defaults", cfg.SocketPath, len(cfg.Plugins))
 	}
-	// Issue 10 item 5: gops lets any local user drive the daemon; the
+	// The gops agent lets any local user drive the daemon; the
 	// package turns it off.
 	if cfg.GopsPort != 0 {
 		t.Errorf("gops_port = %d in the packaged config, want 0 (off)", cfg.GopsPort)

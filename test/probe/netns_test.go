@@ -36,7 +36,7 @@ func threads(t testing.TB) int {
 	return 0
 }
 
-// Issue 10 item 4: a namespace path that is not a network namespace file is
+// A namespace path that is not a network namespace file is
 // refused at once, naming the path, and pins nothing. A FIFO used to block
 // open(2) for ever on a locked OS thread, one per check, and the check
 // never returned (its context was not looked at).

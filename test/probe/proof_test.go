@@ -1,6 +1,6 @@
 package probe_test
 
-// Issue 10 item 1: silence is a verdict only when it is proven. Each test
+// Silence is a verdict only when it is proven. Each test
 // provokes one way an answer can be lost or a window cut short on this host
 // and asserts that the engine then finds the answer or says it cannot
 // decide - never Free, never Unreachable.

@@ -245,7 +245,7 @@ func TestContextCancel(t *testing.T) {
 func TestSocketSharingAndIdleClose(t *testing.T) {
 	t.Parallel()
 	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{IdleTimeout: 50 * time.Millisecond})
+	e := newEngine(t, probe.Options{IdleTimeout: new(50 * time.Millisecond)})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Reachable, netlab.GwMAC)
@@ -257,8 +257,8 @@ func TestSocketSharingAndIdleClose(t *testing.T) {
 	if st := e.Stats(); st.SocketsOpened != 2 {
 		t.Fatalf("after reopening: %+v", st)
 	}
-	// IdleTimeout < 0: closed as soon as unused.
-	e2 := newEngine(t, probe.Options{IdleTimeout: -1})
+	// IdleTimeout 0: closed as soon as unused.
+	e2 := newEngine(t, probe.Options{IdleTimeout: new(time.Duration(0))})
 	expect(t, mustConflict(t, e2, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	if st := e2.Stats(); st.SocketsOpen != 0 {
 		t.Fatalf("socket kept open: %+v", st)

@@ -157,6 +157,9 @@ if [ "${SANDBOX_DEMO:-}" = 1 ]; then
 	echo "== status"
 	$a status --socket "$sock"
 	echo "exit=$?"
+	echo "== metric"
+	$a metric --config-dir "$state/agent.hcl"
+	echo "exit=$?"
 	exit 0
 fi
 
@@ -178,7 +181,7 @@ Try, in another terminal (as root):
   $a ipam pools --socket $sock
   $a status --socket $sock
   ip netns exec $node curl -s localhost:5710/v1/runtime/readiness
-  $a metric
+  $a metric --config-dir $state/agent.hcl
   ip netns exec $nb ip link set eth0 down      then check 10.0.0.10 again
 
 Ctrl-C here stops the agent and removes the sandbox (or: make run-clean).

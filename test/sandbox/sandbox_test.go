@@ -101,7 +101,7 @@ func TestSandboxBlocksTheNeighbourAndLeavesTheHostAlone(t *testing.T) {
 		}
 	}
 	// The busy check must exit 1 (block) and the free one 0.
-	for what, want := range map[string]string{"check busy": "exit=1", "check free": "exit=0", "ipam allocate": "exit=0", "ipam pools": "exit=0"} {
+	for what, want := range map[string]string{"check busy": "exit=1", "check free": "exit=0", "ipam allocate": "exit=0", "ipam pools": "exit=0", "metric": "exit=0"} {
 		i := strings.Index(s, "== "+what)
 		j := strings.Index(s[max(i, 0):], "exit=")
 		if i < 0 || j < 0 || !strings.HasPrefix(s[i+j:], want) {
@@ -117,6 +117,13 @@ func TestSandboxBlocksTheNeighbourAndLeavesTheHostAlone(t *testing.T) {
 	}
 	if strings.Contains(alloc, "10.0.0.10/") || strings.Contains(alloc, "fd00::10/") {
 		t.Errorf("ipam allocate gave out the neighbour's address:\n%s", alloc)
+	}
+	// The metric line the sandbox suggests reads the sandbox's own
+	// configuration: the metrics, and no word about a directory that is
+	// not there.
+	metric := s[strings.Index(s, "== metric"):]
+	if !strings.Contains(metric, "# TYPE ") || strings.Contains(metric, "does not load") || strings.Contains(metric, "config-map") {
+		t.Errorf("the sandbox's metric line did not print the metrics cleanly:\n%s", metric)
 	}
 	after := readHost(t)
 	for k, v := range before {

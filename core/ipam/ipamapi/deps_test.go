@@ -9,7 +9,7 @@ import (
 // TestStandardLibraryOnly: the CNI plugin links this package; it must not
 // pull HCL, gRPC, go-plugin or anything else outside the standard library,
 // nor net/http, whose TLS, x509 and HTTP/2 were most of the plugin's size
-// (issue 16; wire.go speaks HTTP/1.0 instead).
+// (wire.go speaks HTTP/1.0 instead).
 func TestStandardLibraryOnly(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{if .Standard}}std:{{end}}{{.ImportPath}}", ".").CombinedOutput()
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 )
 
 // The client believes only a peer it can trust, by the rule of the agent's
-// control client (core/peercred; issue 10 item 10).
+// control client (core/peercred).
 
 // UntrustedPeerError: the process on the socket is not one to believe.
 type UntrustedPeerError = peercred.UntrustedPeerError

@@ -5,7 +5,7 @@
 // `go list -deps` of this package lists no module outside the standard
 // library. Nor does it link net/http: the client speaks HTTP/1.0 itself
 // (wire.go: one request per connection, the answer bounded in size and
-// time), which halves the CNI plugin (issue 16).
+// time), which halves the CNI plugin.
 //
 //	POST /v1/ipam/allocate          AllocateRequest -> 200 Attachment
 //	POST /v1/ipam/release           ReleaseRequest  -> 200 ReleaseResponse

@@ -4,7 +4,7 @@ package ipamapi
 //
 // The CNI plugin links this package and is exec'd once per workload
 // interface, so what it links is paid for on every container start and in
-// the deb's size budget (issue 16). net/http drags in crypto/tls, x509,
+// the deb's size budget. net/http drags in crypto/tls, x509,
 // compress/gzip, HTTP/2 and IDNA: about 5 MB of the 6.7 MB the plugin used
 // to be. This file speaks just enough HTTP to talk to the agent: one request
 // per connection, an answer framed by Content-Length or by the end of the

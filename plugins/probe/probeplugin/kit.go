@@ -162,7 +162,7 @@ func NewKit(log hclog.Logger, names Names) *Kit {
 // Configure decodes and validates the block (see Decode; extra is the
 // plugin's own config struct or nil) and applies it with the agent's
 // settings. It is idempotent: the engine and its sockets are kept unless
-// idle_timeout changes. On an error nothing changes.
+// idle_timeout or probe_rate changes (both are the engine's own options). On an error nothing changes.
 func (k *Kit) Configure(req sdk.ConfigureRequest, extra any) error {
 	opts := DefaultOptions()
 	if err := Decode(req.Config, &opts, extra); err != nil {

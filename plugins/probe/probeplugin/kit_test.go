@@ -168,7 +168,8 @@ func TestKitPassesRequestAndParams(t *testing.T) {
 	if tg != (probe.Target{Netns: "/proc/1/ns/net", Interface: "eth1", Addr: netip.MustParseAddr("fd00::7")}) {
 		t.Errorf("target %+v", tg)
 	}
-	if p != (probe.Params{Window: 250 * time.Millisecond, Retries: -1, Probes: 5}) {
+	// retries = 0 in the config is no retries, not the engine's default.
+	if p.Window != 250*time.Millisecond || p.Retries == nil || *p.Retries != 0 || p.Probes != 5 {
 		t.Errorf("params %+v", p)
 	}
 }

@@ -68,24 +68,16 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// Params are the engine parameters for these options. Retries 0 means no
-// retries here, where probe.Params would read it as "the default".
+// Params are the engine parameters for these options; every value is set
+// (retries = 0 is no retries).
 func (o Options) Params() probe.Params {
-	p := probe.Params{Window: o.Window, Retries: o.Retries, Probes: o.Probes}
-	if p.Retries == 0 {
-		p.Retries = -1
-	}
-	return p
+	return probe.Params{Window: o.Window, Retries: new(o.Retries), Probes: o.Probes}
 }
 
-// EngineOptions are the engine options for these options: an idle timeout
-// of 0 closes a socket as soon as its last check ends.
+// EngineOptions are the engine options for these options (idle_timeout =
+// "0s" closes a socket as soon as its last check ends).
 func (o Options) EngineOptions() probe.Options {
-	idle := o.IdleTimeout
-	if idle == 0 {
-		idle = -1
-	}
-	return probe.Options{IdleTimeout: idle, ProbeRate: float64(o.ProbeRate)}
+	return probe.Options{IdleTimeout: new(o.IdleTimeout), ProbeRate: float64(o.ProbeRate)}
 }
 
 // Schema is the config schema of a detector: the shared attributes with

@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 
-	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -62,19 +61,19 @@ func TestValidate(t *testing.T) {
 
 func TestParams(t *testing.T) {
 	o := DefaultOptions()
-	if got, want := o.Params(), (probe.Params{Window: 100 * time.Millisecond, Retries: 3, Probes: 3}); got != want {
-		t.Errorf("default Params() = %+v, want %+v", got, want)
+	if got := o.Params(); got.Window != 100*time.Millisecond || got.Retries == nil || *got.Retries != 3 || got.Probes != 3 {
+		t.Errorf("default Params() = %+v, want 100ms, 3 retries, 3 probes", got)
 	}
 	o.Retries = 0
-	if got := o.Params().Retries; got != -1 {
-		t.Errorf("retries = 0 gives probe Retries %d, want -1 (no retries, not the default)", got)
+	if got := o.Params().Retries; got == nil || *got != 0 {
+		t.Errorf("retries = 0 gives probe Retries %v, want 0 (no retries, not the default)", got)
 	}
-	if got := o.EngineOptions().IdleTimeout; got != 30*time.Second {
+	if got := o.EngineOptions().IdleTimeout; got == nil || *got != 30*time.Second {
 		t.Errorf("default idle timeout %v", got)
 	}
 	o.IdleTimeout = 0
-	if got := o.EngineOptions().IdleTimeout; got >= 0 {
-		t.Errorf("idle_timeout = 0 gives engine IdleTimeout %v, want negative (close at once)", got)
+	if got := o.EngineOptions().IdleTimeout; got == nil || *got != 0 {
+		t.Errorf("idle_timeout = 0 gives engine IdleTimeout %v, want 0 (close at once, not the default)", got)
 	}
 }
 
