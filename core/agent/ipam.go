@@ -104,11 +104,12 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	if err != nil {
 		return nil, err
 	}
+	busy := &watchBusy{}
 	m, err := ipam.New(ipam.Options{
 		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a, detectors: cfg.IPAM.Detectors}, Links: &linkup.Netlink{}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
-		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout,
+		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout, Busy: busy,
 	})
 	if err != nil {
 		return nil, err
@@ -150,7 +151,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 		names = append(names, p.Name)
 	}
 	a.log.Info("IPAM on", "config_dir", cfg.IPAMConfigDir, "store", kind, "node", node, "db", s.dbPath, "pools", fmt.Sprint(names), "dangling_reservations_released", n, "cni_spool", s.spool, "spooled_dels_released", spooled)
-	if s.watch, err = startWatch(m, node, a.log.Named("ipam.watch"), a.tel); err != nil {
+	if s.watch, err = startWatch(m, busy, node, a.log.Named("ipam.watch"), a.tel); err != nil {
 		return nil, fmt.Errorf("IPAM: %w", err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -521,7 +522,13 @@ func (a *Agent) IPAMAddress(ctx context.Context, addr netip.Addr) (ipamapi.Addre
 	if err != nil {
 		return ipamapi.AddressInfo{}, err
 	}
-	return ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}, nil
+	info := ipamapi.AddressInfo{Address: addr, Records: recs, History: hist}
+	for _, b := range a.ipam.watch.w.Busy() {
+		if b.Address == addr {
+			info.Busy = append(info.Busy, b)
+		}
+	}
+	return info, nil
 }
 
 var (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -51,7 +52,7 @@ type ipamWatch struct {
 	netnsOf map[ipamapi.AttachmentKey]string
 }
 
-func startWatch(m *ipam.IPAM, node string, log hclog.Logger, tel *telemetry.Telemetry) (*ipamWatch, error) {
+func startWatch(m *ipam.IPAM, busy *watchBusy, node string, log hclog.Logger, tel *telemetry.Telemetry) (*ipamWatch, error) {
 	metrics, err := telemetry.NewWatchMetrics(tel)
 	if err != nil {
 		return nil, err
@@ -63,6 +64,7 @@ func startWatch(m *ipam.IPAM, node string, log hclog.Logger, tel *telemetry.Tele
 		Pooled:   iw.pooled,
 		OnDefend: func(addr netip.Addr, pool string) { metrics.Defended(pool) },
 	})
+	busy.w.Store(iw.w)
 	ctx, cancel := context.WithCancel(context.Background())
 	iw.stop = cancel
 	iw.wg.Add(2)
@@ -77,14 +79,34 @@ func (iw *ipamWatch) close() {
 	iw.w.Close()
 }
 
-// pooled names the pool (of this node's configuration) holding a.
-func (iw *ipamWatch) pooled(a netip.Addr) (string, string, bool) {
+// pooled names the pool of the layer-2 domain (of this node's
+// configuration) holding a.
+func (iw *ipamWatch) pooled(domain string, a netip.Addr) (string, bool) {
 	for _, p := range iw.m.Pools() {
-		if p.Contains(a) {
-			return p.Name, p.Domain, true
+		if p.Domain == domain && p.Contains(a) {
+			return p.Name, true
 		}
 	}
-	return "", "", false
+	return "", false
+}
+
+// watchBusy hands the allocator the watcher's busy list (ipam.Options.Busy).
+// The IPAM is built before the watcher, which needs it; until the watcher
+// is set nothing is busy.
+type watchBusy struct{ w atomic.Pointer[watch.Watcher] }
+
+func (b *watchBusy) BusyIn(domain string, a netip.Addr) (ipamapi.BusyAddress, bool) {
+	if w := b.w.Load(); w != nil {
+		return w.BusyIn(domain, a)
+	}
+	return ipamapi.BusyAddress{}, false
+}
+
+func (b *watchBusy) Busy() []ipamapi.BusyAddress {
+	if w := b.w.Load(); w != nil {
+		return w.Busy()
+	}
+	return nil
 }
 
 // Report implements watch.Reporter: one warning per conflict, then a

@@ -80,7 +80,7 @@ type ipamPoolsCommand struct{ env Env }
 func (c *ipamPoolsCommand) Synopsis() string { return "Show each pool's size and usage" }
 func (c *ipamPoolsCommand) Help() string {
 	fs, _, _ := ipamFlags("ipam pools", c.env)
-	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free, layer-2 domain.", fs)
+	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free, busy (free but claimed on the wire recently: skipped by allocations), layer-2 domain.", fs)
 }
 func (c *ipamPoolsCommand) Run(args []string) int {
 	fs, socket, asJSON := ipamFlags("ipam pools", c.env)
@@ -102,7 +102,7 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 
 func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tDETECTION\tDOMAIN")
+	fmt.Fprintln(tw, "POOL\tFAMILY\tSUBNET\tGATEWAY\tSIZE\tALLOCATED\tRESERVED\tQUARANTINED\tFREE\tBUSY\tDETECTION\tDOMAIN")
 	for _, p := range pools {
 		var det []string
 		if p.ConflictDetection {
@@ -111,8 +111,8 @@ func writePools(w io.Writer, pools []ipamapi.PoolUsage) {
 		if p.GatewayDetection {
 			det = append(det, "gateway")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
-			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, dash(strings.Join(det, ",")), dash(p.Domain))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Family, p.Subnet, dash(p.Gateway),
+			p.Size, p.Allocated, p.Reserved, p.Quarantined, p.Free, p.Busy, dash(strings.Join(det, ",")), dash(p.Domain))
 	}
 	tw.Flush()
 }
@@ -326,7 +326,12 @@ func (c *ipamShowCommand) Run(args []string) int {
 // one line per pool holding a record of it.
 func printAddressRecords(env Env, info ipamapi.AddressInfo) {
 	if len(info.Records) == 0 {
-		fmt.Fprintf(env.Stdout, "%s: free\n\n", info.Address)
+		fmt.Fprintf(env.Stdout, "%s: free\n", info.Address)
+		for _, b := range info.Busy {
+			fmt.Fprintf(env.Stdout, "  but busy on the wire (pool %s): claimed by %s at %s (%s); allocations skip it until %s\n",
+				b.Pool, b.MAC, b.Seen.Format(time.RFC3339), b.Evidence, b.Until.Format(time.RFC3339))
+		}
+		fmt.Fprintln(env.Stdout)
 		return
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)

@@ -193,6 +193,9 @@ type allocation struct {
 	skipped []SkippedIP
 	sticky  map[string]netip.Addr
 	retries int
+	// busy are the candidates skipped as claimed on the wire (skipBusy),
+	// with their pool.
+	busy map[claimKey]string
 	// ep is the workload's endpoint as read for the sticky addresses, for
 	// the first history write of a one-commit allocation (which follows at
 	// once: its compare catches a change); nil once used.

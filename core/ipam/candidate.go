@@ -67,11 +67,12 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			m.claims.release(p.Domain, addr)
 			return 0, false, fmt.Errorf("pool %q: read %s: %w", p.Name, addr, err)
 		}
-		if e.Revision == 0 {
-			return 0, true, nil
-		}
 		var rec AddressRecord
-		if json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
+		if e.Revision == 0 || json.Unmarshal(e.Value, &rec) == nil && rec.State == StateQuarantined && !now.Before(rec.Until) {
+			if a.skipBusy(p, addr) {
+				m.claims.release(p.Domain, addr)
+				return 0, false, nil
+			}
 			return e.Revision, true, nil
 		}
 		m.claims.release(p.Domain, addr)
@@ -110,7 +111,7 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return addr, rev, nil
 		}
 	}
-	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined", p.Name, n)
+	return netip.Addr{}, 0, ipamErr(ipamapi.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined%s", p.Name, n, a.busyNote(p))
 }
 
 // pickAll claims a free candidate in each pool and returns the allocated

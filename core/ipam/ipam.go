@@ -83,6 +83,10 @@ type Options struct {
 	NodeAlive func(ctx context.Context, node string) (alive bool, expiredAt time.Time, err error)
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Busy lists the addresses other stations claimed on the wire
+	// recently; candidate searches of detecting pools skip them. nil
+	// skips none.
+	Busy BusyAddresses
 }
 
 // IPAM allocates addresses. Safe for concurrent use.
@@ -103,6 +107,7 @@ type IPAM struct {
 	grace   time.Duration
 	now     func() time.Time
 	alive   func(context.Context, string) (bool, time.Time, error)
+	busy    BusyAddresses
 
 	// reload is held shared by every allocation and exclusively by
 	// SetPools, so that no reservation lands in a range a reload is
@@ -167,7 +172,7 @@ func New(opts Options) (*IPAM, error) {
 		vetNS: opts.CheckNetns, timeout: opts.AllocationTimeout,
 		metrics: opts.Metrics, log: opts.Logger, node: opts.Node,
 		maxHist: opts.MaxHistory, retain: opts.Retention, retries: opts.MaxRetries, tries: opts.MaxTries, grace: opts.GCGrace,
-		now: opts.Now, alive: opts.NodeAlive, suspects: map[AttachmentKey]suspect{},
+		now: opts.Now, alive: opts.NodeAlive, busy: opts.Busy, suspects: map[AttachmentKey]suspect{},
 	}
 	if m.links == nil {
 		m.links = asItIs{}

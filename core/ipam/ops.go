@@ -278,10 +278,14 @@ func (m *IPAM) usage(ctx context.Context, p *Pool) (ipamapi.PoolUsage, error) {
 		return u, err
 	}
 	now := m.now()
+	recorded := map[netip.Addr]bool{}
 	for _, r := range rs {
 		rec := r.rec
 		if !p.Contains(rec.Address) {
 			continue // left from a wider definition; not part of the pool now
+		}
+		if rec.State != StateQuarantined || now.Before(rec.Until) {
+			recorded[rec.Address] = true
 		}
 		switch rec.State {
 		case StateAllocated:
@@ -295,6 +299,7 @@ func (m *IPAM) usage(ctx context.Context, p *Pool) (ipamapi.PoolUsage, error) {
 		}
 	}
 	u.Free = u.Size - u.Allocated - u.Reserved - u.Quarantined
+	u.Busy = m.busyFree(p, recorded)
 	m.metrics.PoolUsage(p.Name, u.Size, u.Allocated, u.Reserved, u.Quarantined)
 	return u, nil
 }

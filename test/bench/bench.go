@@ -101,6 +101,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("ipam") {
 		must(run("ipam", func(s *scope) { targets = append(targets, benchIPAM(s, b, out)...) }))
 	}
+	if selected("ipam-busy") {
+		must(run("ipam-busy", func(s *scope) { targets = append(targets, benchIPAMBusy(s, b, out)...) }))
+	}
 	if selected("ipam-etcd") {
 		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}

@@ -57,6 +57,7 @@ func runFaults(s *scope, out io.Writer) {
 	section("ipam-trust", func(s *scope) []faultRow { return faultIPAMTrust(s, b, out) })
 	section("ipam-etcd", faultEtcd)
 	section("ipam-etcd-agents", func(s *scope) []faultRow { return faultIPAMEtcdAgents(s, b) })
+	section("watch-flood", func(s *scope) []faultRow { return faultWatchFlood(s, b) })
 
 	t := newTable("Faults", "fault", "what was done", "what the agent did", "numbers", "held")
 	held := 0

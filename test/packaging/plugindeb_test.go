@@ -58,16 +58,17 @@ spiderpool-agent config validate --config-dir /etc/spiderpool
 spiderpool-agent daemon --config-dir /etc/spiderpool --socket "$W/agent.sock" >"$W/daemon.log" 2>&1 &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
-# Bounded poll of the agent's own answer (status exits 0 with every plugin
-# listed once the socket answers).
+# Bounded poll of the agent's own answer: status exits 0 once the agent and
+# every enabled plugin are ready (the denylist among them: checked below).
 i=0
-until spiderpool-agent status --socket "$W/agent.sock" --json 2>/dev/null | tr -d ' \n' | grep -q '"name":"denylist","kind":"detector",[^}]*"state":"ready"'; do
+until spiderpool-agent status --socket "$W/agent.sock" >/dev/null 2>&1; do
 	i=$((i+1))
 	if [ $i -gt 300 ]; then
-		echo "== denylist not ready after 60s"; spiderpool-agent status --socket "$W/agent.sock" || true; cat "$W/daemon.log"; exit 1
+		echo "== the agent not ready after 60s"; spiderpool-agent status --socket "$W/agent.sock" || true; cat "$W/daemon.log"; exit 1
 	fi
 	sleep 0.2
 done
+spiderpool-agent status --socket "$W/agent.sock" --json | tr -d ' \n' | grep -q '"name":"denylist","kind":"detector",[^}]*"state":"ready"' || { echo "== denylist is not ready"; exit 1; }
 spiderpool-agent status --socket "$W/agent.sock"
 spiderpool-agent check --socket "$W/agent.sock" --interface lo --ip 192.0.2.3/24 || echo "== check exit $?"
 `

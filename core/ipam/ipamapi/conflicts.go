@@ -59,10 +59,12 @@ type ConflictStatus struct {
 }
 
 // BusyAddress is a pool address seen claimed on the wire that this agent
-// does not hold.
+// does not hold: candidate searches of pools with conflict detection skip
+// it until Until, without probing it.
 type BusyAddress struct {
 	Address  netip.Addr `json:"address"`
 	Pool     string     `json:"pool"`
+	Domain   string     `json:"domain,omitempty"`
 	MAC      string     `json:"mac"`
 	Evidence string     `json:"evidence"`
 	Seen     time.Time  `json:"seen"`

@@ -326,6 +326,9 @@ type AddressInfo struct {
 	Address netip.Addr      `json:"address"`
 	Records []AddressRecord `json:"records"`
 	History []HistoryRecord `json:"history"`
+	// Busy is this agent's busy entry of the address (one per layer-2
+	// domain): claimed on the wire while not allocated here.
+	Busy []BusyAddress `json:"busy,omitempty"`
 }
 
 // PoolUsage is one pool's state.
@@ -345,6 +348,11 @@ type PoolUsage struct {
 	Reserved          int      `json:"reserved"`
 	Quarantined       int      `json:"quarantined"`
 	Free              int      `json:"free"`
+	// Busy counts the free addresses (no record in the store) that were
+	// claimed on the wire recently by stations this agent did not give
+	// them to: part of Free, but the candidate search of a pool with
+	// conflict detection skips them without a probe.
+	Busy int `json:"busy"`
 }
 
 // Status is IPAM's line in the agent's status.

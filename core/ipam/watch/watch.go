@@ -6,7 +6,8 @@
 // with defend on answers a claim the way RFC 5227 2.4(b) and n-acd do:
 // one announcement from the workload's interface, at most once per
 // DefendInterval per address. Claims of pool addresses the agent does not
-// hold are remembered for a while so the allocator skips them.
+// hold are remembered for a while (per layer-2 domain) so that the
+// allocator skips them without a probe window.
 //
 // Frames are parsed, filtered and judged by sdk/arpnd, the same code the
 // probe engine of the detector plugins uses.
@@ -64,6 +65,13 @@ const (
 	macRefreshPeriod = time.Second
 )
 
+// busyKey is an address within its layer-2 domain, as the store keys it:
+// two domains may use the same ranges.
+type busyKey struct {
+	domain string
+	addr   netip.Addr
+}
+
 // Addr is one held address of a watched interface.
 type Addr struct {
 	Addr   netip.Addr
@@ -100,9 +108,9 @@ type Options struct {
 	Node     string
 	Reporter Reporter
 	Log      hclog.Logger
-	// Pooled says which pool (and domain) an address not held belongs
-	// to, for the busy list; nil learns nothing.
-	Pooled func(netip.Addr) (pool, domain string, ok bool)
+	// Pooled says which pool of the layer-2 domain an address not held
+	// belongs to, for the busy list; nil learns nothing.
+	Pooled func(domain string, a netip.Addr) (pool string, ok bool)
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 	// OnDefend is called after each announcement sent (tests, metrics).
@@ -119,7 +127,12 @@ type Watcher struct {
 	closed bool
 
 	busyMu sync.Mutex
-	busy   map[netip.Addr]ipamapi.BusyAddress
+	busy   map[busyKey]ipamapi.BusyAddress
+	// held are the addresses of every watched interface: a claim seen on
+	// one interface of an address another watched interface holds is not
+	// learned as busy (it is this agent's own workload talking), so a
+	// released address is not skipped for BusyFor afterwards.
+	held atomic.Pointer[map[busyKey]bool]
 
 	detected atomic.Uint64
 	latest   atomic.Pointer[ipamapi.Conflict]
@@ -136,7 +149,7 @@ func New(o Options) *Watcher {
 		o.Log = hclog.NewNullLogger()
 	}
 	w := &Watcher{o: o, now: o.Now, ifaces: map[ipamapi.AttachmentKey]*iface{},
-		busy: map[netip.Addr]ipamapi.BusyAddress{}, stop: make(chan struct{}), done: make(chan struct{})}
+		busy: map[busyKey]ipamapi.BusyAddress{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if w.now == nil {
 		w.now = time.Now
 	}
@@ -217,6 +230,7 @@ func (w *Watcher) Sync(ctx context.Context, held []Held) error {
 		w.mu.Unlock()
 		go ifc.read()
 	}
+	w.rebuildHeld()
 	err := errors.Join(errs...)
 	w.errMu.Lock()
 	w.lastErr = ""
@@ -245,6 +259,7 @@ func (w *Watcher) Add(h Held) error {
 		old.setAddrs(h)
 		w.mu.Unlock()
 		old.refreshMAC(true)
+		w.rebuildHeld()
 		return nil
 	}
 	full := old == nil && len(w.ifaces) >= MaxInterfaces
@@ -269,7 +284,37 @@ func (w *Watcher) Add(h Held) error {
 	if prev != nil {
 		prev.close()
 	}
+	w.rebuildHeld()
 	return nil
+}
+
+// rebuildHeld collects the addresses every watched interface holds and
+// forgets what the busy list says of them: an address this agent gave out
+// is the store's business, and once released it is free again at once
+// unless another station claims it afresh.
+func (w *Watcher) rebuildHeld() {
+	w.mu.Lock()
+	ifs := make([]*iface, 0, len(w.ifaces))
+	for _, ifc := range w.ifaces {
+		ifs = append(ifs, ifc)
+	}
+	w.mu.Unlock()
+	held := map[busyKey]bool{}
+	for _, ifc := range ifs {
+		ifc.mu.Lock()
+		for a, ha := range ifc.addrs {
+			held[busyKey{ha.Domain, a}] = true
+		}
+		ifc.mu.Unlock()
+	}
+	w.held.Store(&held)
+	w.busyMu.Lock()
+	for k := range w.busy {
+		if held[k] {
+			delete(w.busy, k)
+		}
+	}
+	w.busyMu.Unlock()
 }
 
 // Close stops every reader and closes every socket.
@@ -348,31 +393,39 @@ func (w *Watcher) Busy() []ipamapi.BusyAddress {
 	return out
 }
 
-// IsBusy tells whether addr was seen claimed within BusyFor.
-func (w *Watcher) IsBusy(addr netip.Addr) bool {
+// BusyIn returns the busy entry of addr in the layer-2 domain while it is
+// within BusyFor: the candidate search of the allocator skips it.
+func (w *Watcher) BusyIn(domain string, addr netip.Addr) (ipamapi.BusyAddress, bool) {
 	w.busyMu.Lock()
 	defer w.busyMu.Unlock()
-	b, ok := w.busy[addr]
-	return ok && w.now().Before(b.Until)
+	b, ok := w.busy[busyKey{domain, addr}]
+	if !ok || !w.now().Before(b.Until) {
+		return ipamapi.BusyAddress{}, false
+	}
+	return b, true
 }
 
 // learnBusy remembers a claim of an address not held here. A full list
 // takes nothing new until entries expire: a flood of made-up addresses
 // cannot grow it, and costs only the skip it would have saved.
-func (w *Watcher) learnBusy(c arpnd.Claim, now time.Time) {
+func (w *Watcher) learnBusy(domain string, c arpnd.Claim, now time.Time) {
 	if w.o.Pooled == nil || c.Evidence == arpnd.EvidenceARPProbe || c.Evidence == arpnd.EvidenceDADProbe {
 		return // a probe is a question, not a holder
 	}
-	pool, _, ok := w.o.Pooled(c.Addr)
+	k := busyKey{domain, c.Addr}
+	if h := w.held.Load(); h != nil && (*h)[k] {
+		return // held by another interface watched here: this agent's own workload
+	}
+	pool, ok := w.o.Pooled(k.domain, c.Addr)
 	if !ok {
 		return
 	}
 	w.busyMu.Lock()
 	defer w.busyMu.Unlock()
-	if _, had := w.busy[c.Addr]; !had && len(w.busy) >= MaxBusy {
+	if _, had := w.busy[k]; !had && len(w.busy) >= MaxBusy {
 		return
 	}
-	w.busy[c.Addr] = ipamapi.BusyAddress{Address: c.Addr, Pool: pool, MAC: net.HardwareAddr(c.MAC[:]).String(),
+	w.busy[k] = ipamapi.BusyAddress{Address: c.Addr, Pool: pool, Domain: k.domain, MAC: net.HardwareAddr(c.MAC[:]).String(),
 		Evidence: c.Evidence, Seen: now, Until: now.Add(BusyFor)}
 }
 
@@ -505,6 +558,22 @@ func (ifc *iface) sameNetns() bool {
 	return unix.Stat(ifc.netns, &st) == nil && st.Ino == ifc.ino
 }
 
+// domainOf is the layer-2 domain a frame about a seen on this interface
+// belongs to: that of the interface's held address of a's family (one
+// interface is on one LAN), else of any.
+func (ifc *iface) domainOf(a netip.Addr) string {
+	ifc.mu.Lock()
+	defer ifc.mu.Unlock()
+	d := ""
+	for x, ha := range ifc.addrs {
+		if x.Is4() == a.Is4() {
+			return ha.Domain
+		}
+		d = ha.Domain
+	}
+	return d
+}
+
 func (ifc *iface) setAddrs(h Held) {
 	ifc.mu.Lock()
 	defer ifc.mu.Unlock()
@@ -587,7 +656,7 @@ func (ifc *iface) handle(f *arpnd.Frame, now time.Time) {
 		ha := ifc.addrs[c.Addr]
 		ifc.mu.Unlock()
 		if ha == nil {
-			ifc.w.learnBusy(c, now)
+			ifc.w.learnBusy(ifc.domainOf(c.Addr), c, now)
 			continue
 		}
 		own := ifc.mac.Load()
