@@ -135,9 +135,38 @@ func (r RawConfig) Decode(targets ...any) error {
 	if diags.HasErrors() {
 		return &ConfigError{Diagnostics: diags}
 	}
-	values, diags := decodeBody(body, schema)
+	_, err = decodeInto(body, schema, fields, nil, "")
+	return err
+}
+
+// DecodeBody decodes a block the caller has parsed itself - a block of
+// the agent's own configuration file - the way Decode decodes a plugin's:
+// the attributes of body into targets (tagged structs, see SchemaOf),
+// every problem at file:line:column with HCL's did-you-mean, nothing
+// assigned unless every attribute fits. blocks names the nested block
+// types body may hold: they come back in the content's Blocks, in order,
+// for the caller to decode in turn (with DecodeBody again); the content's
+// Attributes say where each attribute stands, for the checks the caller
+// makes after decoding. prefix qualifies attribute names in messages:
+// "etcd." gives `Invalid value for "etcd.endpoints"`.
+//
+// A non-nil error is a *ConfigError (the content is then what could be
+// read, possibly nil), or a plain error for a bad target, as for Decode.
+func DecodeBody(body hcl.Body, blocks []hcl.BlockHeaderSchema, prefix string, targets ...any) (*hcl.BodyContent, error) {
+	schema, fields, err := schemaOf(targets)
+	if err != nil {
+		return nil, err
+	}
+	return decodeInto(body, schema, fields, blocks, prefix)
+}
+
+// decodeInto checks body against schema (and the nested block types
+// blocks), converts every attribute to its field's type and assigns them
+// all only when all fit.
+func decodeInto(body hcl.Body, schema Schema, fields []boundField, blocks []hcl.BlockHeaderSchema, prefix string) (*hcl.BodyContent, error) {
+	values, content, diags := decodeBody(body, schema, blocks, prefix)
 	if diags.HasErrors() {
-		return &ConfigError{Diagnostics: diags}
+		return content, &ConfigError{Diagnostics: diags}
 	}
 	// Convert every value first and assign only when all fit.
 	type set struct {
@@ -150,7 +179,7 @@ func (r RawConfig) Decode(targets ...any) error {
 		if !ok {
 			continue
 		}
-		v, d := convertTo(f.name, f.value.Type(), av)
+		v, d := convertTo(prefix+f.name, f.value.Type(), av)
 		if d != nil {
 			diags = append(diags, d)
 			continue
@@ -158,12 +187,12 @@ func (r RawConfig) Decode(targets ...any) error {
 		sets = append(sets, set{f.value, v})
 	}
 	if diags.HasErrors() {
-		return &ConfigError{Diagnostics: diags}
+		return content, &ConfigError{Diagnostics: diags}
 	}
 	for _, s := range sets {
 		s.fv.Set(s.v)
 	}
-	return nil
+	return content, nil
 }
 
 // AttrError reports a value that parses but is wrong - out of the range the
@@ -243,7 +272,7 @@ func (r RawConfig) attrRange(attr, entry string, atValue bool) hcl.Range {
 func (r RawConfig) Validate(schema Schema) error {
 	body, diags := r.Parse()
 	if !diags.HasErrors() {
-		_, diags = decodeBody(body, schema)
+		_, _, diags = decodeBody(body, schema, nil, "")
 	}
 	if diags.HasErrors() {
 		return &ConfigError{Diagnostics: diags}
@@ -258,10 +287,12 @@ type attrValue struct {
 	rng hcl.Range
 }
 
-// decodeBody checks body against schema and returns every attribute it
-// sets. Unknown attributes get HCL's did-you-mean.
-func decodeBody(body hcl.Body, schema Schema) (map[string]attrValue, hcl.Diagnostics) {
-	bs := &hcl.BodySchema{}
+// decodeBody checks body against schema and the nested block types
+// blocks, and returns every attribute it sets with the body's content.
+// Unknown attributes and blocks get HCL's did-you-mean. prefix qualifies
+// attribute names in messages.
+func decodeBody(body hcl.Body, schema Schema, blocks []hcl.BlockHeaderSchema, prefix string) (map[string]attrValue, *hcl.BodyContent, hcl.Diagnostics) {
+	bs := &hcl.BodySchema{Blocks: blocks}
 	byName := make(map[string]Attribute, len(schema.Attributes))
 	for _, a := range schema.Attributes {
 		bs.Attributes = append(bs.Attributes, hcl.AttributeSchema{Name: a.Name, Required: a.Required})
@@ -276,13 +307,15 @@ func decodeBody(body hcl.Body, schema Schema) (map[string]attrValue, hcl.Diagnos
 	sort.Strings(names)
 	for _, name := range names {
 		attr := content.Attributes[name]
-		v, d := attributeValue(attr, byName[name])
+		spec := byName[name]
+		spec.Name = prefix + spec.Name
+		v, d := attributeValue(attr, spec)
 		diags = append(diags, d...)
 		if v != nil {
 			values[name] = attrValue{v: v, rng: attr.Expr.Range()}
 		}
 	}
-	return values, diags
+	return values, content, diags
 }
 
 func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) {
@@ -297,7 +330,7 @@ func attributeValue(attr *hcl.Attribute, spec Attribute) (any, hcl.Diagnostics) 
 	bad := func(detail string) hcl.Diagnostics {
 		return hcl.Diagnostics{{
 			Severity: hcl.DiagError,
-			Summary:  fmt.Sprintf("Invalid value for %q", attr.Name),
+			Summary:  fmt.Sprintf("Invalid value for %q", spec.Name),
 			Detail:   detail,
 			Subject:  &rng,
 		}}

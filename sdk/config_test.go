@@ -254,3 +254,56 @@ keys = ["p", "q"]`)}
 		}
 	}
 }
+
+// DecodeBody decodes a block of a file the caller parsed: attributes into
+// the target with the caller's prefix in messages, nested blocks of the
+// named types handed back (an unknown one gets a did-you-mean), nothing
+// assigned when anything fails.
+func TestDecodeBody(t *testing.T) {
+	parse := func(t *testing.T, src string) hcl.Body {
+		t.Helper()
+		body, diags := RawConfig{Filename: "a.hcl", Body: []byte(src)}.Parse()
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		return body
+	}
+	tls := []hcl.BlockHeaderSchema{{Type: "tls"}}
+
+	var c testConfig
+	content, err := DecodeBody(parse(t, "name = \"x\"\nretries = 2\ntls {\n  ca = \"/c\"\n}\n"), tls, "etcd.", &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "x" || c.Retries != 2 {
+		t.Errorf("decoded %+v", c)
+	}
+	if len(content.Blocks) != 1 || content.Blocks[0].Type != "tls" || content.Blocks[0].DefRange.Start.Line != 3 {
+		t.Errorf("blocks = %+v, want the tls block of line 3", content.Blocks)
+	}
+	if r := content.Attributes["retries"].Expr.Range(); r.Start.Line != 2 || r.Start.Column != 11 {
+		t.Errorf("retries at %v, want a.hcl:2:11", r)
+	}
+
+	c = testConfig{Name: "keep"}
+	_, err = DecodeBody(parse(t, "name = \"y\"\nretries = 1.5\ntlss {\n}\n"), tls, "etcd.", &c)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	for _, want := range []string{
+		`a.hcl:2:11: Invalid value for "etcd.retries": 1.5 is not a whole number`,
+		`a.hcl:3:1: Unsupported block type`, `Did you mean "tls"?`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Errorf("error %T, want *ConfigError", err)
+	}
+	if c.Name != "keep" {
+		t.Errorf("name = %q after a failed decode, want it untouched", c.Name)
+	}
+}

@@ -12,10 +12,11 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/core/config/pools"
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/linkup"
 	"github.com/spiderpool-agent/spiderpool-agent/core/telemetry"
 )
 
@@ -56,7 +57,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	if cfg.IPAMConfigDir == "" {
 		return nil, nil
 	}
-	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	res, err := pools.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func (a *Agent) startIPAM(ctx context.Context, cfg *config.Config) (*ipamService
 	}
 	busy := &watchBusy{}
 	m, err := ipam.New(ipam.Options{
-		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a, detectors: cfg.IPAM.Detectors}, Metrics: metrics,
+		Store: store, Pools: res.Pools, Checker: ipamChecker{a: a, detectors: cfg.IPAM.Detectors}, Links: &linkup.Netlink{}, Metrics: metrics,
 		Logger: a.log.Named("ipam"), Node: node, NodeAlive: alive,
 		MaxHistory: cfg.IPAM.MaxHistoryRecords, Retention: cfg.IPAM.WorkloadRetention, MaxRetries: cfg.IPAM.UpdateMaxRetries,
 		GCGrace: cfg.IPAM.GCGracePeriod, AllocationTimeout: cfg.IPAM.AllocationTimeout, Busy: busy,
@@ -228,7 +229,7 @@ func (s *ipamService) close() {
 func (s *ipamService) reload(ctx context.Context, cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res, err := ipamconfig.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
+	res, err := pools.Load(cfg.IPAMConfigDir, cfg.IPAM.MaxAllocatedIPs)
 	if err != nil {
 		return err
 	}
@@ -299,11 +300,11 @@ func (s *ipamService) status(ctx context.Context) *api.Status {
 		st.Pools = *p
 		return st
 	}
-	pools, err := s.poolUsage(ctx)
+	usage, err := s.poolUsage(ctx)
 	if err != nil {
 		st.Error = err.Error()
 	}
-	st.Pools = pools
+	st.Pools = usage
 	return st
 }
 

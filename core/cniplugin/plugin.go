@@ -10,22 +10,19 @@
 // CNI 0.3.0 to 1.1.0: ADD, DEL, CHECK, STATUS, GC and VERSION. It links only
 // the standard library, the CNI types and core/api: no HCL, gRPC or
 // go-plugin (TestLinksNoHeavyDependencies enforces it), and not net/http with
-// its TLS and x509 (core/api speaks HTTP/1.0 itself; test/layout's
+// its TLS and x509 (ipamapi speaks HTTP/1.0 itself; test/layout's
 // TestDependencyRule enforces it), so that it is small and starts about as
 // fast as an empty Go program.
 package cniplugin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -33,11 +30,9 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/types/create"
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
-	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
 )
 
@@ -162,7 +157,7 @@ func parse(args *skel.CmdArgs) (*NetConf, *api.Client, error) {
 	if err != nil {
 		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig, "spiderpool IPAM: "+err.Error(), "")
 	}
-	// core/api's client believes only a trusted peer (SO_PEERCRED: root, or
+	// ipamapi's client believes only a trusted peer (SO_PEERCRED: root, or
 	// the agent's own user in a directory root gave it), like the CLI.
 	return nc, &api.Client{SocketPath: nc.IPAM.Socket}, nil
 }
@@ -329,7 +324,7 @@ func withAgent(ctx context.Context, wait time.Duration, call func(context.Contex
 // agentAway: err says the agent is not there to answer now - nothing
 // listens on its socket (stopped, restarting), the connection was dropped
 // before any answer (it was stopping), or it answered that it is not ready
-// or busy with this key (core/api's rule for what a caller may retry).
+// or busy with this key (ipamapi's rule for what a caller may retry).
 func agentAway(err error) bool {
 	var (
 		nr *api.NotRunningError
@@ -367,114 +362,6 @@ func undelivered(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
-// Check verifies that the agent holds an allocation for this container and
-// interface, from the configured pools, with the addresses the main
-// plugin's previous result lists.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
-	nc, c, err := parse(args)
-	if err != nil {
-		return err
-	}
-	key := api.AttachmentKey{ContainerID: args.ContainerID, Interface: args.IfName}
-	ctx, cancel := context.WithTimeout(context.Background(), nc.IPAM.AgentWait+CallTimeout)
-	defer cancel()
-	var (
-		att api.Attachment
-		ok  bool
-	)
-	err = withAgent(ctx, nc.IPAM.AgentWait, func(ctx context.Context) error {
-		var err error
-		att, ok, err = c.Get(ctx, key)
-		return err
-	})
-	if err != nil {
-		return cniError("look up "+describeKey(key.ContainerID, key.Interface), err)
-	}
-	if !ok {
-		return types.NewError(types.ErrUnknownContainer,
-			fmt.Sprintf("spiderpool IPAM: the agent holds no allocation for %s (released, or never made)", describeKey(key.ContainerID, key.Interface)), "")
-	}
-	notOurs := func(format string, a ...any) error {
-		return types.NewError(CodeNotAllocated, "spiderpool IPAM: "+describeKey(key.ContainerID, key.Interface)+": "+fmt.Sprintf(format, a...), "")
-	}
-	if att.AttachmentKey != key {
-		return notOurs("the agent answered with the allocation of %s", describeKey(att.ContainerID, att.Interface))
-	}
-	if att.State != "allocated" {
-		return notOurs("the allocation is %q, not allocated", att.State)
-	}
-	held := map[netip.Addr]bool{}
-	var pools []string
-	for _, a := range att.Addresses {
-		held[a.Address.Addr()] = true
-		pools = append(pools, a.Pool)
-	}
-	want := slices.Clone(nc.IPAM.Pools)
-	sort.Strings(want)
-	sort.Strings(pools)
-	if !slices.Equal(want, pools) {
-		return notOurs("holds addresses of pools %v; the network configuration names %v", pools, want)
-	}
-	if nc.PrevResult == nil {
-		return nil
-	}
-	prev, err := prevAddresses(nc)
-	if err != nil {
-		return types.NewError(types.ErrDecodingFailure, "spiderpool IPAM: prevResult: "+err.Error(), "")
-	}
-	for _, a := range prev {
-		if !held[a] {
-			return notOurs("the previous result lists %s, which the agent does not hold for it", a)
-		}
-		delete(held, a)
-	}
-	for a := range held {
-		return notOurs("the agent holds %s for it, which the previous result does not list", a)
-	}
-	return nil
-}
-
-// prevAddresses reads the addresses of the previous result, in any version
-// (a 0.4.0 network's prevResult is a 0.4.0 result: types/100 alone would
-// refuse it).
-func prevAddresses(nc *NetConf) ([]netip.Addr, error) {
-	res, err := create.CreateFromBytes(injectVersion(nc.PrevResult, nc.CNIVersion))
-	if err != nil {
-		return nil, err
-	}
-	cur, err := current.NewResultFromResult(res)
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, ip := range cur.IPs {
-		a, ok := netip.AddrFromSlice(ip.Address.IP)
-		if !ok {
-			return nil, fmt.Errorf("address %v is not an IP address", ip.Address.IP)
-		}
-		out = append(out, a.Unmap())
-	}
-	return out, nil
-}
-
-// injectVersion gives a prevResult without cniVersion (the spec lets the
-// runtime leave it out) the configuration's version.
-func injectVersion(prev json.RawMessage, ver string) []byte {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(prev, &m) != nil {
-		return prev
-	}
-	if _, ok := m["cniVersion"]; !ok {
-		v, _ := json.Marshal(ver)
-		m["cniVersion"] = v
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return prev
-	}
-	return b
-}
-
 // Status reports whether an ADD could be served now: the agent answers,
 // IPAM is on, and each configured pool exists and has a free address.
 // Anything else is the spec's error 50. It answers at once, without
@@ -505,200 +392,4 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		}
 	}
 	return nil
-}
-
-// GC releases the allocations that ADDs of this network (its "name") made
-// and whose (container, interface) is not in cni.dev/valid-attachments.
-// The list names this network's attachments only, so nothing else is
-// touched: not the API's allocations (VMs, scripts), not another network's
-// even from the same pool, not one recorded without an origin. Without a
-// list, or with an empty one, it releases nothing and says so on stderr: a
-// runtime that did not say what is valid has not said that everything is
-// invalid (the agent's own GC reclaims allocations whose namespace is
-// gone).
-func (p *Plugin) GC(args *skel.CmdArgs) error {
-	nc, c, err := parse(args)
-	if err != nil {
-		return err
-	}
-	if err := networkName(nc); err != nil {
-		return err
-	}
-	if !nc.HasValid || len(nc.ValidAttachments) == 0 {
-		what := "no cni.dev/valid-attachments list"
-		if nc.HasValid {
-			what = "an empty cni.dev/valid-attachments list"
-		}
-		fmt.Fprintf(p.Stderr, "spiderpool IPAM: GC of network %q with %s: released nothing (an absent or empty list never means \"release everything\"; "+
-			"the agent reclaims allocations whose network namespace is gone by itself)\n", nc.Name, what)
-		return nil
-	}
-	valid := map[api.AttachmentKey]bool{}
-	for _, a := range nc.ValidAttachments {
-		valid[api.AttachmentKey{ContainerID: a.ContainerID, Interface: a.IfName}] = true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*CallTimeout)
-	defer cancel()
-	ours := map[string]bool{}
-	for _, pool := range nc.IPAM.Pools {
-		ours[pool] = true
-	}
-	// This node's allocations only: with a store shared by several nodes
-	// the list holds theirs too, and this runtime's list says nothing about
-	// them. The agent names its node by the host name, as the plugin does.
-	node, err := os.Hostname()
-	if err != nil {
-		return types.NewError(types.ErrInternal, "spiderpool IPAM: GC: this node's name: "+err.Error(), "")
-	}
-	stale := map[api.AttachmentKey]bool{}
-	now := p.Now()
-	for _, pool := range nc.IPAM.Pools {
-		atts, err := c.List(ctx, pool, "")
-		if err != nil {
-			return cniError("list the allocations of pool "+pool, err)
-		}
-		for _, a := range atts {
-			if gcStale(a, nc.Name, valid, ours, node, now) {
-				stale[a.AttachmentKey] = true
-			}
-		}
-	}
-	keys := make([]api.AttachmentKey, 0, len(stale))
-	for k := range stale {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		return keys[i].ContainerID+"/"+keys[i].Interface < keys[j].ContainerID+"/"+keys[j].Interface
-	})
-	// The spec: remove as much as possible, and report the errors. Each
-	// release is conditional on the origin the agent holds at that moment:
-	// the key may have been released and allocated afresh since the list.
-	var errs []error
-	for _, k := range keys {
-		res, err := c.Release(ctx, api.ReleaseRequest{ContainerID: k.ContainerID, Interface: k.Interface, IfNetwork: nc.Name})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("release %s: %w", describeKey(k.ContainerID, k.Interface), err))
-			continue
-		}
-		for _, kept := range res.Kept {
-			fmt.Fprintf(p.Stderr, "spiderpool IPAM: GC of network %q kept %s: it is now an allocation of origin %s\n",
-				nc.Name, describeKey(kept.ContainerID, kept.Interface), kept.Origin)
-		}
-	}
-	if len(errs) > 0 {
-		return cniError(fmt.Sprintf("GC of network %q (%d stale allocations)", nc.Name, len(keys)), errors.Join(errs...))
-	}
-	return nil
-}
-
-// gcStale decides whether GC of network releases a: made by an ADD of
-// that network (the runtime's list names that network's attachments and
-// nothing else), not in the list, allocated (a reservation is an ADD in
-// flight, not yet in any list), old enough that the list cannot predate
-// it, made on this node, and holding only addresses of this network's
-// pools.
-func gcStale(a api.Attachment, network string, valid map[api.AttachmentKey]bool, ours map[string]bool, node string, now time.Time) bool {
-	return a.MadeByNetwork(network) && !valid[a.AttachmentKey] && a.State == "allocated" && now.Sub(a.Created) >= GCMinAge &&
-		(a.Node == "" || a.Node == node) && allPools(a, ours)
-}
-
-// allPools: every address of a comes from one of this network's pools, so
-// that GC of one network leaves another network's workloads alone.
-func allPools(a api.Attachment, ours map[string]bool) bool {
-	for _, ip := range a.Addresses {
-		if !ours[ip.Pool] {
-			return false
-		}
-	}
-	return len(a.Addresses) > 0
-}
-
-func describeKey(container, iface string) string {
-	return fmt.Sprintf("container %s interface %s", input.Cut(container), input.Cut(iface))
-}
-
-// cniError maps an error of the agent onto a CNI error for what: the spec's
-// code where one fits, else this plugin's; the agent's verdict as the
-// message.
-func cniError(what string, err error) error {
-	e := agentError(err)
-	e.Msg = "spiderpool IPAM: " + what + ": " + e.Msg
-	return e
-}
-
-// agentError classifies an error of api.Client.
-func agentError(err error) *types.Error {
-	var (
-		nr *api.NotRunningError
-		up *api.UntrustedPeerError
-		ae *api.APIError
-		ne net.Error
-	)
-	switch {
-	case errors.As(err, &nr):
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf(
-			"spiderpool-agent is not running: nothing answers on %s (start it: systemctl start spiderpool-agent)", nr.Path), "")
-	case errors.As(err, &up):
-		return types.NewError(CodeUntrustedAgent, up.Error(), "")
-	case errors.As(err, &ae):
-		return types.NewError(apiCode(ae), ae.ErrorBody.Error, skippedDetails(ae.Skipped))
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne):
-		// No answer in time, or the connection broke: the agent may be
-		// busy, restarting or stopping.
-		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
-	}
-	return types.NewError(types.ErrInternal, err.Error(), "")
-}
-
-// apiCode is the CNI code of an error answer of the agent.
-func apiCode(ae *api.APIError) uint {
-	switch ae.Code {
-	case api.CodeBadRequest:
-		if strings.HasPrefix(ae.Field, "pools") || strings.HasPrefix(ae.Field, "origin") {
-			return types.ErrInvalidNetworkConfig
-		}
-		return types.ErrInvalidEnvironmentVariables
-	case api.CodePoolFull:
-		return CodePoolFull
-	case api.CodeConflict:
-		return CodeConflict
-	case api.CodeGateway:
-		return CodeGateway
-	case api.CodeBlocked:
-		return CodeBlocked
-	case api.CodeCheckFailed:
-		return CodeCheckFailed
-	case api.CodeUnknownPool:
-		return CodeUnknownPool
-	case api.CodeDisabled:
-		return CodeIPAMDisabled
-	case api.CodeMismatch:
-		return CodeMismatch
-	case api.CodeNotFound:
-		return types.ErrUnknownContainer
-	}
-	// try_again, not_ready or a 503: the agent is up but cannot serve yet
-	// (core/api's one rule for what a caller may retry).
-	if ae.TryAgain() {
-		return types.ErrTryAgainLater
-	}
-	return types.ErrInternal
-}
-
-// skippedDetails lists the candidates the agent passed over, for the
-// error's details.
-func skippedDetails(sk []api.SkippedIP) string {
-	if len(sk) == 0 {
-		return ""
-	}
-	parts := make([]string, 0, len(sk))
-	for _, s := range sk {
-		q := ""
-		if s.Quarantined {
-			q = ", quarantined"
-		}
-		parts = append(parts, fmt.Sprintf("%s (pool %s): %s%s", s.Address, s.Pool, s.Reason, q))
-	}
-	return "skipped " + strings.Join(parts, "; ")
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/agent"
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/ipamconfig"
+	"github.com/spiderpool-agent/spiderpool-agent/core/config/pools"
 	"github.com/spiderpool-agent/spiderpool-agent/core/supervisor"
 )
 
@@ -97,14 +97,14 @@ func (c *configValidateCommand) Run(args []string) int {
 	if err != nil {
 		return invalidConfig(c.env, err)
 	}
-	pools := -1
+	nPools := -1
 	if *ipamDir != "" {
-		res, err := ipamconfig.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
+		res, err := pools.Load(*ipamDir, cfg.IPAM.MaxAllocatedIPs)
 		if err != nil {
 			fmt.Fprintf(c.env.Stderr, "%v\n", err)
 			return ExitFail
 		}
-		pools = len(res.Pools)
+		nPools = len(res.Pools)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -148,8 +148,8 @@ func (c *configValidateCommand) Run(args []string) int {
 		}
 	}
 	fmt.Fprintf(c.env.Stdout, "; %d plugins enabled", enabled)
-	if pools >= 0 {
-		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", pools)
+	if nPools >= 0 {
+		fmt.Fprintf(c.env.Stdout, "; %d IPAM pools", nPools)
 	}
 	fmt.Fprintln(c.env.Stdout, ")")
 	return ExitOK

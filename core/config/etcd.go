@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -8,158 +9,151 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/convert"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
-// The etcd { } block is parsed here rather than through keySpec: its
+// The etcd { } block is decoded with the SDK's decoder (sdk.DecodeBody),
+// the one plugins' blocks go through, rather than through keySpec: its
 // endpoints are a list, and it has a nested tls { } block. It has no
-// environment variables (a password belongs in password_file).
-var (
-	etcdSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{
-			{Name: "endpoints", Required: true}, {Name: "prefix"}, {Name: "dial_timeout"},
-			{Name: "request_timeout"}, {Name: "outage_wait"}, {Name: "username"}, {Name: "password_file"},
-		},
-		Blocks: []hcl.BlockHeaderSchema{{Type: "tls"}},
+// environment variables (a password belongs in password_file), so the key
+// table's layering has nothing to add.
+
+// etcdBlock is the etcd { } block as written.
+type etcdBlock struct {
+	Endpoints      []string      `hcl:"endpoints"`
+	Prefix         string        `hcl:"prefix,optional"`
+	DialTimeout    time.Duration `hcl:"dial_timeout,optional"`
+	RequestTimeout time.Duration `hcl:"request_timeout,optional"`
+	OutageWait     time.Duration `hcl:"outage_wait,optional"`
+	Username       string        `hcl:"username,optional"`
+	PasswordFile   string        `hcl:"password_file,optional"`
+}
+
+// etcdTLSBlock is the tls { } block inside it.
+type etcdTLSBlock struct {
+	CAFile   string `hcl:"ca_file,optional"`
+	CertFile string `hcl:"cert_file,optional"`
+	KeyFile  string `hcl:"key_file,optional"`
+}
+
+var etcdBlocks = []hcl.BlockHeaderSchema{{Type: "tls"}}
+
+// decodeDiags records what sdk.DecodeBody refused; it says whether the
+// block decoded.
+func (l *loader) decodeDiags(err error, at hcl.Range) bool {
+	if err == nil {
+		return true
 	}
-	etcdTLSSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "ca_file"}, {Name: "cert_file"}, {Name: "key_file"}},
+	var ce *sdk.ConfigError
+	if errors.As(err, &ce) {
+		l.diags(ce.Diagnostics)
+	} else {
+		// A bad target struct: the program's fault, still named where.
+		rng := at
+		l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Undecodable block", Detail: err.Error(), Subject: &rng}})
 	}
-)
+	return false
+}
 
 // applyEtcd replaces the etcd settings with those of blk (a later file's
 // block replaces an earlier one's as a whole: endpoints do not merge).
+// Every problem of the block is reported: the tls block is decoded even
+// when an attribute of the etcd block was refused.
 func (l *loader) applyEtcd(blk *hcl.Block) {
-	content, ds := blk.Body.Content(etcdSchema)
-	l.diags(ds)
-	if ds.HasErrors() {
+	w := etcdBlock{OutageWait: DefaultEtcdOutageWait}
+	content, err := sdk.DecodeBody(blk.Body, etcdBlocks, "etcd.", &w)
+	v := etcdVet{l: l, prefix: "etcd."}
+	if !l.decodeDiags(err, blk.DefRange) {
+		v.failed = true
+	}
+	if content == nil {
 		return
 	}
-	e := EtcdConfig{DeclRange: blk.DefRange, OutageWait: DefaultEtcdOutageWait}
-	bad := func(attr *hcl.Attribute, format string, a ...any) {
-		rng := attr.Expr.Range()
-		l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: fmt.Sprintf("Invalid value for \"etcd.%s\"", attr.Name),
-			Detail: fmt.Sprintf(format, a...), Subject: &rng}})
-	}
-	str := func(attr *hcl.Attribute, dst *string, path bool) bool {
-		v, ds := attr.Expr.Value(nil)
-		if ds.HasErrors() {
-			l.diags(ds)
-			return false
-		}
-		c, err := convert.Convert(v, cty.String)
-		if err != nil || c.IsNull() || !c.IsWhollyKnown() {
-			bad(attr, "A string is required, not %s.", v.Type().FriendlyName())
-			return false
-		}
-		*dst = c.AsString()
-		if path && !filepath.IsAbs(*dst) {
-			bad(attr, "%q is not an absolute path.", *dst)
-			return false
-		}
-		return true
-	}
-	dur := func(attr *hcl.Attribute, dst *time.Duration) {
-		var s string
-		if !str(attr, &s, false) {
-			return
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			bad(attr, "%q is not a positive duration (such as \"2s\").", s)
-			return
-		}
-		*dst = d
-	}
-	ok := true
-	for _, attr := range sortedAttrs(content.Attributes) {
-		switch attr.Name {
-		case "endpoints":
-			v, ds := attr.Expr.Value(nil)
-			if ds.HasErrors() {
-				l.diags(ds)
-				ok = false
-				continue
-			}
-			list, err := convert.Convert(v, cty.List(cty.String))
-			if err != nil || list.IsNull() || !list.IsWhollyKnown() || list.LengthInt() == 0 {
-				bad(attr, "A non-empty list of client URLs is required, such as [\"http://10.0.0.1:2379\"].")
-				ok = false
-				continue
-			}
-			for it := list.ElementIterator(); it.Next(); {
-				_, ev := it.Element()
-				if ev.IsNull() {
-					bad(attr, "An endpoint is null.")
-					ok = false
-					break
-				}
-				s := ev.AsString()
-				u, err := url.Parse(s)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					bad(attr, "%q is not a client URL (http://host:port or https://host:port).", s)
-					ok = false
-					break
-				}
-				e.Endpoints = append(e.Endpoints, s)
-			}
-		case "prefix":
-			if str(attr, &e.Prefix, false) && (!strings.HasPrefix(e.Prefix, "/") || strings.ContainsRune(e.Prefix, 0)) {
-				bad(attr, "%q must start with \"/\".", e.Prefix)
-			}
-		case "dial_timeout":
-			dur(attr, &e.DialTimeout)
-		case "request_timeout":
-			dur(attr, &e.RequestTimeout)
-		case "outage_wait":
-			var v string
-			if !str(attr, &v, false) {
-				continue
-			}
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 || d > MaxEtcdOutageWait {
-				bad(attr, "%q is not a duration from \"0s\" to %v (such as \"5s\").", v, MaxEtcdOutageWait)
-				continue
-			}
-			e.OutageWait = d
-		case "username":
-			str(attr, &e.Username, false)
-		case "password_file":
-			str(attr, &e.PasswordFile, true)
+	if !v.failed {
+		v.attrs = content.Attributes
+		v.endpoints(w.Endpoints)
+		v.check("prefix", !strings.HasPrefix(w.Prefix, "/") || strings.ContainsRune(w.Prefix, 0), "%q must start with \"/\".", w.Prefix)
+		v.positive("dial_timeout", w.DialTimeout)
+		v.positive("request_timeout", w.RequestTimeout)
+		v.check("outage_wait", w.OutageWait > MaxEtcdOutageWait, "%q is not a duration from \"0s\" to %v (such as \"5s\").", w.OutageWait.String(), MaxEtcdOutageWait)
+		v.absolute("password_file", w.PasswordFile)
+		if w.Username != "" && w.PasswordFile == "" {
+			v.errAt(blk.DefRange, "etcd username without password_file", "Set password_file (a file readable by root only) with the password of username.")
 		}
 	}
+	var t etcdTLSBlock
 	for i, tb := range content.Blocks {
 		if i > 0 {
-			rng := tb.DefRange
-			l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Duplicate tls block",
-				Detail: "The etcd block already has a tls block; put its settings in that one.", Subject: &rng}})
+			v.errAt(tb.DefRange, "Duplicate tls block", "The etcd block already has a tls block; put its settings in that one.")
 			continue
 		}
-		tc, ds := tb.Body.Content(etcdTLSSchema)
-		l.diags(ds)
-		for _, attr := range sortedAttrs(tc.Attributes) {
-			switch attr.Name {
-			case "ca_file":
-				str(attr, &e.CAFile, true)
-			case "cert_file":
-				str(attr, &e.CertFile, true)
-			case "key_file":
-				str(attr, &e.KeyFile, true)
-			}
+		tc, err := sdk.DecodeBody(tb.Body, nil, "etcd.tls.", &t)
+		if !l.decodeDiags(err, tb.DefRange) {
+			v.failed = true
+			continue
 		}
-		if (e.CertFile == "") != (e.KeyFile == "") {
-			rng := tb.DefRange
-			l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Incomplete etcd client certificate",
-				Detail: "cert_file and key_file go together: set both or neither.", Subject: &rng}})
+		tv := etcdVet{l: l, prefix: "etcd.tls.", attrs: tc.Attributes}
+		tv.absolute("ca_file", t.CAFile)
+		tv.absolute("cert_file", t.CertFile)
+		tv.absolute("key_file", t.KeyFile)
+		v.failed = v.failed || tv.failed
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			v.errAt(tb.DefRange, "Incomplete etcd client certificate", "cert_file and key_file go together: set both or neither.")
 		}
 	}
-	if e.Username != "" && e.PasswordFile == "" {
-		rng := blk.DefRange
-		l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "etcd username without password_file",
-			Detail: "Set password_file (a file readable by root only) with the password of username.", Subject: &rng}})
+	if !v.failed {
+		l.c.Etcd = EtcdConfig{
+			DeclRange: blk.DefRange, Endpoints: w.Endpoints, Prefix: w.Prefix, DialTimeout: w.DialTimeout, RequestTimeout: w.RequestTimeout,
+			OutageWait: w.OutageWait, Username: w.Username, PasswordFile: w.PasswordFile,
+			CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		}
 	}
-	if ok {
-		l.c.Etcd = e
+}
+
+// etcdVet checks decoded values of one block at the place of their
+// attribute; values the block does not set are not checked.
+type etcdVet struct {
+	l      *loader
+	prefix string // of the names in messages: "etcd." or "etcd.tls."
+	attrs  hcl.Attributes
+	failed bool
+}
+
+func (v *etcdVet) errAt(rng hcl.Range, summary, detail string) {
+	v.failed = true
+	v.l.diags(hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: detail, Subject: &rng}})
+}
+
+// check refuses attribute name when bad, with the detail format.
+func (v *etcdVet) check(name string, bad bool, format string, a ...any) {
+	attr := v.attrs[name]
+	if attr == nil || !bad {
+		return
+	}
+	v.errAt(attr.Expr.Range(), fmt.Sprintf("Invalid value for %q", v.prefix+name), fmt.Sprintf(format, a...))
+}
+
+func (v *etcdVet) positive(name string, d time.Duration) {
+	v.check(name, d <= 0, "%q is not a positive duration (such as \"2s\").", d.String())
+}
+
+func (v *etcdVet) absolute(name, path string) {
+	v.check(name, !filepath.IsAbs(path), "%q is not an absolute path.", path)
+}
+
+// endpoints wants a non-empty list of http(s) client URLs; the first bad
+// one is named.
+func (v *etcdVet) endpoints(list []string) {
+	if len(list) == 0 {
+		v.check("endpoints", true, "A non-empty list of client URLs is required, such as [\"http://10.0.0.1:2379\"].")
+		return
+	}
+	for _, s := range list {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.check("endpoints", true, "%q is not a client URL (http://host:port or https://host:port).", s)
+			return
+		}
 	}
 }

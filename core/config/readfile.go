@@ -17,7 +17,7 @@ const MaxFileBytes = 1 << 20 // 1 MiB
 // file (a symlink to one is fine) of at most MaxFileBytes. It is opened
 // non-blocking, so that a FIFO or a device fails at once with an error
 // naming it instead of hanging the reader (config show, a reload). The IPAM
-// pool files (core/ipam/ipamconfig) are read with it too, so both follow
+// pool files (core/config/pools) are read with it too, so both follow
 // one rule.
 func ReadFile(path string) ([]byte, error) {
 	// O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer.

@@ -35,6 +35,6 @@ func WorkloadKeyForTest(w string) string { return workloadKey(w) }
 // InFlightForTest marks key as being allocated by this process now, as an
 // allocation stuck in a store call leaves it; the returned func ends it.
 func InFlightForTest(m *IPAM, key AttachmentKey) func() {
-	m.takeFlight(key)
-	return func() { m.endFlight(key) }
+	m.inflight.take(key)
+	return func() { m.inflight.end(key) }
 }

@@ -6,12 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
-	"sync"
-	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
@@ -23,161 +18,19 @@ import (
 // is still down, and a down interface cannot send an ARP probe.
 type LinkUpper interface {
 	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
-	// up when it is down, and then waits (bounded by ctx and LinkWait)
-	// for carrier. It does not wait for the IPv6 link-local address to
+	// up when it is down, and then waits (bounded by ctx and its own
+	// limit: core/ipam/linkup's LinkWait) for carrier. It does not wait for the IPv6 link-local address to
 	// pass DAD: an IPv6 gateway probe goes from :: when there is no
 	// usable link-local yet. restore puts the interface down again if
 	// EnsureUp raised it and no other caller still probes on it.
 	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
 }
 
-// LinkWait bounds the wait for carrier on an interface raised for a probe
-// (a veth or macvlan has it at once; a physical port may take seconds to
-// negotiate). When it passes, the probe runs anyway and the detector says
-// what is missing.
-const LinkWait = 3 * time.Second
+// asItIs is the LinkUpper of an IPAM given none: the interface is probed
+// in whatever state it is in.
+type asItIs struct{}
 
-// linkPoll is how often the raised interface's state is read: state the
-// kernel reaches on its own, so there is nothing to wait on but time.
-const linkPoll = 10 * time.Millisecond
-
-// NetlinkUpper is the LinkUpper of the daemon: netlink on a handle opened
-// inside the namespace, from a locked OS thread. Its zero value is ready;
-// it must not be copied once used.
-//
-// Several allocations may probe on one interface at once (the API takes
-// several keys naming the same interface of one namespace): the first
-// raises it, and only the last to finish puts it down again, so that no
-// probe runs on an interface a sibling's restore has just put down.
-type NetlinkUpper struct {
-	mu sync.Mutex
-	// users counts the callers probing on each interface this upper
-	// raised and has not put down yet.
-	users map[linkID]int
-}
-
-// linkID is one interface of one namespace, whatever path named the
-// namespace (/var/run/netns/NAME, /proc/PID/ns/net).
-type linkID struct {
-	dev, ino uint64 // the namespace's nsfs inode; zero: our own
-	index    int
-}
-
-// EnsureUp implements LinkUpper.
-func (u *NetlinkUpper) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
-	h, ns, err := handleIn(netnsPath)
-	if err != nil {
-		return nil, err
-	}
-	link, id, raised, err := u.raise(h, iface, ns)
-	if err != nil {
-		h.Close()
-		return nil, err
-	}
-	if !raised {
-		h.Close()
-		return func() {}, nil
-	}
-	var once sync.Once
-	restore := func() {
-		once.Do(func() {
-			defer h.Close()
-			u.lower(h, link, id)
-		})
-	}
-	wctx, cancel := context.WithTimeout(ctx, LinkWait)
-	defer cancel()
-	for !hasCarrier(h, iface) {
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				restore()
-				return nil, ctx.Err()
-			}
-			return restore, nil
-		case <-time.After(linkPoll):
-		}
-	}
-	return restore, nil
-}
-
-// raise counts the caller as a user of iface and sets it up when nobody
-// uses it and it is down; raised says whether the caller must call lower.
-// An interface that is up and not raised here is someone else's to keep.
-func (u *NetlinkUpper) raise(h *netlink.Handle, iface string, ns linkID) (link netlink.Link, id linkID, raised bool, err error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	// Read under the lock: a sibling's lower may have just put it down.
-	link, err = h.LinkByName(iface)
-	if err != nil {
-		return nil, id, false, fmt.Errorf("interface %s: %w", iface, err)
-	}
-	id = linkID{dev: ns.dev, ino: ns.ino, index: link.Attrs().Index}
-	if u.users[id] > 0 {
-		u.users[id]++
-		return link, id, true, nil
-	}
-	if link.Attrs().Flags&unix.IFF_UP != 0 {
-		return link, id, false, nil
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return nil, id, false, fmt.Errorf("bring %s up for the probe: %w", iface, err)
-	}
-	if u.users == nil {
-		u.users = map[linkID]int{}
-	}
-	u.users[id] = 1
-	return link, id, true, nil
-}
-
-// lower ends one user's probe on link; the last user puts it down again.
-func (u *NetlinkUpper) lower(h *netlink.Handle, link netlink.Link, id linkID) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if n := u.users[id]; n > 1 {
-		u.users[id] = n - 1
-		return
-	}
-	delete(u.users, id)
-	_ = h.LinkSetDown(link)
-}
-
-// hasCarrier: the raised interface reports carrier (IFF_LOWER_UP).
-func hasCarrier(h *netlink.Handle, iface string) bool {
-	link, err := h.LinkByName(iface)
-	return err == nil && link.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
-}
-
-// handleIn opens a netlink handle bound to the namespace at path, and
-// says which namespace that is (its nsfs inode, read from the opened file,
-// so that two paths to one namespace are one). The path is opened as every
-// request's namespace path is (CheckNetns): a FIFO or anything else that is
-// not a network namespace is refused at once. The socket keeps working in
-// that namespace after the thread has left it.
-func handleIn(path string) (*netlink.Handle, linkID, error) {
-	if path == "" {
-		h, err := netlink.NewHandle()
-		return h, linkID{}, err
-	}
-	fd, err := sdknetns.Open(path)
-	if err != nil {
-		return nil, linkID{}, fmt.Errorf("network namespace: %w", err)
-	}
-	ns := netns.NsHandle(fd)
-	defer ns.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, linkID{}, fmt.Errorf("network namespace %s: %w", path, err)
-	}
-	// NewHandleAt switches this locked thread into ns and back.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return nil, linkID{}, fmt.Errorf("netlink in %s: %w", path, err)
-	}
-	return h, linkID{dev: st.Dev, ino: st.Ino}, nil
-}
+func (asItIs) EnsureUp(context.Context, string, string) (func(), error) { return func() {}, nil }
 
 // CheckNetns is the default Options.CheckNetns: the path must open, without
 // blocking, as a network namespace file of nsfs (sdk/netns.Open). A request

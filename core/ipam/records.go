@@ -1,10 +1,11 @@
 package ipam
 
 import (
-	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
 
 // Key layout. Every segment that comes from a request is path-escaped, so a

@@ -1,3 +1,6 @@
+// Package probe_test tests the ARP/NDP probe engine (plugins/probe) on the
+// wire: LANs of real network namespaces (test/netlab), with test-side
+// responders, captures and floods written independently of the engine.
 package probe_test
 
 import (

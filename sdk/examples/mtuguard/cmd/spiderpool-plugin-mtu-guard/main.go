@@ -5,7 +5,6 @@ package main
 
 import (
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
-
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/examples/mtuguard"
 )
 

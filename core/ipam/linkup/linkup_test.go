@@ -1,4 +1,4 @@
-package ipam_test
+package linkup_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam/linkup"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -35,7 +35,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 		netlab.IP(t, ns, "link", "set", l+"p", "up")
 	}
 	path := "/var/run/netns/" + ns
-	u := &NetlinkUpper{}
+	u := &Netlink{}
 	ctx := context.Background()
 
 	// In sequence, as the attack had it: A raises, B finds it up, A ends.

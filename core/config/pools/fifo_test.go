@@ -1,4 +1,4 @@
-package ipamconfig
+package pools
 
 import "golang.org/x/sys/unix"
 

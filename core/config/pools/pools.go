@@ -1,4 +1,4 @@
-// Package ipamconfig reads the IPAM pools from the *.hcl files of
+// Package pools reads the IPAM pools from the *.hcl files of
 // --ipam-config-dir, in lexical order, with hcl/v2 like the agent's own
 // configuration: every problem at file:line:col, an unknown attribute gets
 // a did-you-mean, and a directory with any problem yields no pools at all.
@@ -24,7 +24,7 @@
 // error naming both pools at their file:line:col (the store keys addresses
 // per domain, so such pools could never give one address twice; this is
 // the error that says so before a workload finds out).
-package ipamconfig
+package pools
 
 import (
 	"errors"
@@ -37,8 +37,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/convert"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
@@ -68,18 +66,32 @@ type Result struct {
 	Files []string
 }
 
-var (
-	topSchema  = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "pool", LabelNames: []string{"name"}}}}
-	poolAttrs  = []string{"subnet", "ranges", "exclude", "gateway", "vlan", "conflict_detection", "gateway_detection", "quarantine", "store", "domain", "defend"}
-	poolSchema = func() *hcl.BodySchema {
-		s := &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "route"}}}
-		for _, a := range poolAttrs {
-			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: a, Required: a == "subnet"})
-		}
-		return s
-	}()
-	routeSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "dst", Required: true}, {Name: "gw"}}}
-)
+var topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "pool", LabelNames: []string{"name"}}}}
+
+// poolBlock is a pool { } block as written, decoded by the SDK's decoder
+// (sdk.DecodeBody): types, did-you-mean and positions as for every other
+// block. What the values mean is ipam.NewPool's to check.
+type poolBlock struct {
+	Subnet            string        `hcl:"subnet"`
+	Ranges            []string      `hcl:"ranges,optional"`
+	Exclude           []string      `hcl:"exclude,optional"`
+	Gateway           string        `hcl:"gateway,optional"`
+	VLAN              int           `hcl:"vlan,optional"`
+	ConflictDetection bool          `hcl:"conflict_detection,optional"`
+	GatewayDetection  bool          `hcl:"gateway_detection,optional"`
+	Quarantine        time.Duration `hcl:"quarantine,optional"`
+	Store             string        `hcl:"store,optional"`
+	Domain            string        `hcl:"domain,optional"`
+	Defend            bool          `hcl:"defend,optional"`
+}
+
+// routeBlock is a route { } block inside a pool.
+type routeBlock struct {
+	Dst string `hcl:"dst"`
+	GW  string `hcl:"gw,optional"`
+}
+
+var poolBlocks = []hcl.BlockHeaderSchema{{Type: "route"}}
 
 // Load reads the pools of dir. maxSize is ipam.max_allocated_ips.
 func Load(dir string, maxSize int) (Result, error) {
@@ -174,102 +186,13 @@ func (l *loader) pool(blk *hcl.Block) {
 		l.errAt(blk.DefRange, "Too many pools", fmt.Sprintf("At most %d pools.", MaxPools))
 		return
 	}
-	content, ds := blk.Body.Content(poolSchema)
-	l.diags = append(l.diags, ds...)
-	if ds.HasErrors() {
-		return
-	}
-	spec := ipam.PoolSpec{Name: name, ConflictDetection: true}
-	ranges := map[string]hcl.Range{}
-	ok := true
-	for _, a := range poolAttrs {
-		attr := content.Attributes[a]
-		if attr == nil {
-			continue
-		}
-		ranges[a] = attr.Expr.Range()
-		if tup, isTuple := attr.Expr.(*hclsyntax.TupleConsExpr); isTuple {
-			for i, e := range tup.Exprs {
-				ranges[fmt.Sprintf("%s[%d]", a, i)] = e.Range()
-			}
-		}
-		switch a {
-		case "subnet":
-			ok = l.str(attr, &spec.Subnet) && ok
-		case "gateway":
-			ok = l.str(attr, &spec.Gateway) && ok
-		case "store":
-			ok = l.str(attr, &spec.Store) && ok
-		case "domain":
-			ok = l.str(attr, &spec.Domain) && ok
-		case "ranges":
-			ok = l.list(attr, &spec.Ranges) && ok
-		case "exclude":
-			ok = l.list(attr, &spec.Exclude) && ok
-		case "vlan":
-			ok = l.int(attr, &spec.VLAN) && ok
-		case "conflict_detection":
-			ok = l.bool(attr, &spec.ConflictDetection) && ok
-		case "gateway_detection":
-			ok = l.bool(attr, &spec.GatewayDetection) && ok
-		case "defend":
-			ok = l.bool(attr, &spec.Defend) && ok
-		case "quarantine":
-			var s string
-			if l.str(attr, &s) {
-				d, err := time.ParseDuration(s)
-				if err != nil || d <= 0 {
-					l.errAt(attr.Expr.Range(), `Invalid value for "quarantine"`, fmt.Sprintf("%q is not a positive duration such as \"10m\".", s))
-					ok = false
-				} else {
-					spec.Quarantine = d
-				}
-			} else {
-				ok = false
-			}
-		}
-	}
-	for i, rb := range content.Blocks {
-		rc, ds := rb.Body.Content(routeSchema)
-		l.diags = append(l.diags, ds...)
-		if ds.HasErrors() {
-			ok = false
-			continue
-		}
-		var r ipam.RouteSpec
-		ok = l.str(rc.Attributes["dst"], &r.Dst) && ok
-		if g := rc.Attributes["gw"]; g != nil {
-			ok = l.str(g, &r.GW) && ok
-			ranges[fmt.Sprintf("routes[%d].gw", i)] = g.Expr.Range()
-		}
-		ranges[fmt.Sprintf("routes[%d].dst", i)] = rc.Attributes["dst"].Expr.Range()
-		spec.Routes = append(spec.Routes, r)
-	}
+	spec, ranges, ok := l.decode(blk, name)
 	if !ok {
 		return
 	}
 	p, err := ipam.NewPool(spec, l.max)
 	if err != nil {
-		rng := blk.DefRange
-		detail := err.Error()
-		var fe *ipam.FieldError
-		if errors.As(err, &fe) {
-			if r, ok := ranges[fe.Field]; ok {
-				rng = r
-			} else if i := strings.IndexByte(fe.Field, '['); i > 0 {
-				if r, ok := ranges[fe.Field[:i]]; ok {
-					rng = r
-				}
-			}
-			detail = fe.Field + ": " + fe.Msg
-		}
-		if errors.Is(err, ipam.ErrPoolTooLarge) {
-			// "pool too large: pool "x" has N addresses, ..."
-			detail = strings.TrimPrefix(detail, ipam.ErrPoolTooLarge.Error()+": ")
-			l.errAt(rng, "Pool too large", upper(detail)+".")
-			return
-		}
-		l.errAt(rng, "Invalid pool", fmt.Sprintf("Pool %q: %s.", name, strings.TrimSuffix(detail, ".")))
+		l.refused(blk, name, ranges, err)
 		return
 	}
 	l.pools = append(l.pools, p)
@@ -281,6 +204,91 @@ func (l *loader) pool(blk *hcl.Block) {
 		pos.addrs = blk.DefRange
 	}
 	l.at[p] = pos
+}
+
+// decode reads the pool block blk into a spec, with where each value
+// stands under the field names of ipam.FieldError ("ranges[1]",
+// "routes[0].gw").
+func (l *loader) decode(blk *hcl.Block, name string) (ipam.PoolSpec, map[string]hcl.Range, bool) {
+	w := poolBlock{ConflictDetection: true}
+	content, err := sdk.DecodeBody(blk.Body, poolBlocks, "", &w)
+	ok := l.decoded(err)
+	if content == nil {
+		return ipam.PoolSpec{}, nil, false
+	}
+	ranges := map[string]hcl.Range{}
+	for a, attr := range content.Attributes {
+		ranges[a] = attr.Expr.Range()
+		if tup, isTuple := attr.Expr.(*hclsyntax.TupleConsExpr); isTuple {
+			for i, e := range tup.Exprs {
+				ranges[fmt.Sprintf("%s[%d]", a, i)] = e.Range()
+			}
+		}
+	}
+	if q := content.Attributes["quarantine"]; q != nil && ok && w.Quarantine <= 0 {
+		l.errAt(q.Expr.Range(), `Invalid value for "quarantine"`, fmt.Sprintf("%q is not a positive duration such as \"10m\".", w.Quarantine.String()))
+		ok = false
+	}
+	spec := ipam.PoolSpec{
+		Name: name, Subnet: w.Subnet, Ranges: w.Ranges, Exclude: w.Exclude, Gateway: w.Gateway, VLAN: w.VLAN,
+		ConflictDetection: w.ConflictDetection, GatewayDetection: w.GatewayDetection, Quarantine: w.Quarantine,
+		Store: w.Store, Domain: w.Domain, Defend: w.Defend,
+	}
+	for i, rb := range content.Blocks {
+		var r routeBlock
+		rc, err := sdk.DecodeBody(rb.Body, nil, "", &r)
+		if !l.decoded(err) {
+			ok = false
+			continue
+		}
+		ranges[fmt.Sprintf("routes[%d].dst", i)] = rc.Attributes["dst"].Expr.Range()
+		if g := rc.Attributes["gw"]; g != nil {
+			ranges[fmt.Sprintf("routes[%d].gw", i)] = g.Expr.Range()
+		}
+		spec.Routes = append(spec.Routes, ipam.RouteSpec{Dst: r.Dst, GW: r.GW})
+	}
+	return spec, ranges, ok
+}
+
+// decoded records what sdk.DecodeBody refused; it says whether the block
+// decoded.
+func (l *loader) decoded(err error) bool {
+	if err == nil {
+		return true
+	}
+	var ce *sdk.ConfigError
+	if errors.As(err, &ce) {
+		l.diags = append(l.diags, ce.Diagnostics...)
+	} else {
+		// A bad target struct: the program's fault.
+		l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Undecodable pool", Detail: err.Error()})
+	}
+	return false
+}
+
+// refused reports ipam.NewPool's refusal of pool name at the value it
+// names (its FieldError's field), else at the block.
+func (l *loader) refused(blk *hcl.Block, name string, ranges map[string]hcl.Range, err error) {
+	rng := blk.DefRange
+	detail := err.Error()
+	var fe *ipam.FieldError
+	if errors.As(err, &fe) {
+		if r, ok := ranges[fe.Field]; ok {
+			rng = r
+		} else if i := strings.IndexByte(fe.Field, '['); i > 0 {
+			if r, ok := ranges[fe.Field[:i]]; ok {
+				rng = r
+			}
+		}
+		detail = fe.Field + ": " + fe.Msg
+	}
+	if errors.Is(err, ipam.ErrPoolTooLarge) {
+		// "pool too large: pool "x" has N addresses, ..."
+		detail = strings.TrimPrefix(detail, ipam.ErrPoolTooLarge.Error()+": ")
+		l.errAt(rng, "Pool too large", upper(detail)+".")
+		return
+	}
+	l.errAt(rng, "Invalid pool", fmt.Sprintf("Pool %q: %s.", name, strings.TrimSuffix(detail, ".")))
 }
 
 // maxOverlaps bounds the overlaps listed: a directory of pools all on one
@@ -323,68 +331,4 @@ func (l *loader) overlaps() {
 	}
 }
 
-func (l *loader) value(attr *hcl.Attribute, want cty.Type, what string) (cty.Value, bool) {
-	v, ds := attr.Expr.Value(nil)
-	if ds.HasErrors() {
-		l.diags = append(l.diags, ds...)
-		return cty.NilVal, false
-	}
-	if !v.IsWhollyKnown() || v.IsNull() {
-		l.errAt(attr.Expr.Range(), fmt.Sprintf("Invalid value for %q", attr.Name), upper(what)+" is required.")
-		return cty.NilVal, false
-	}
-	c, err := convert.Convert(v, want)
-	if err != nil {
-		l.errAt(attr.Expr.Range(), fmt.Sprintf("Invalid value for %q", attr.Name), fmt.Sprintf("%s is required, not %s.", upper(what), v.Type().FriendlyName()))
-		return cty.NilVal, false
-	}
-	return c, true
-}
-
 func upper(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
-
-func (l *loader) str(attr *hcl.Attribute, dst *string) bool {
-	v, ok := l.value(attr, cty.String, "a string")
-	if ok {
-		*dst = v.AsString()
-	}
-	return ok
-}
-
-func (l *loader) bool(attr *hcl.Attribute, dst *bool) bool {
-	v, ok := l.value(attr, cty.Bool, "a boolean")
-	if ok {
-		*dst = v.True()
-	}
-	return ok
-}
-
-func (l *loader) int(attr *hcl.Attribute, dst *int) bool {
-	v, ok := l.value(attr, cty.Number, "a whole number")
-	if !ok {
-		return false
-	}
-	bf := v.AsBigFloat()
-	n, acc := bf.Int64()
-	if !bf.IsInt() || acc != 0 || n < 0 || n > 1<<20 {
-		l.errAt(attr.Expr.Range(), fmt.Sprintf("Invalid value for %q", attr.Name), "A whole number between 0 and 4094 is required.")
-		return false
-	}
-	*dst = int(n)
-	return true
-}
-
-func (l *loader) list(attr *hcl.Attribute, dst *[]string) bool {
-	v, ok := l.value(attr, cty.List(cty.String), "a list of strings")
-	if !ok {
-		return false
-	}
-	for _, e := range v.AsValueSlice() {
-		if e.IsNull() {
-			l.errAt(attr.Expr.Range(), fmt.Sprintf("Invalid value for %q", attr.Name), "The list has a null element.")
-			return false
-		}
-		*dst = append(*dst, e.AsString())
-	}
-	return true
-}

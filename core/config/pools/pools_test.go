@@ -1,4 +1,4 @@
-package ipamconfig
+package pools
 
 import (
 	"os"
@@ -80,8 +80,14 @@ func TestLoadErrors(t *testing.T) {
 		{"too large", "pool \"big\" {\n  subnet = \"10.0.0.0/16\"\n}\n",
 			[]string{"a.hcl:1:1", "Pool too large", "65534 addresses, more than max_allocated_ips (SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS) = 5000"}},
 		{"v6 /64", "pool \"six\" {\n  subnet = \"fd00::/64\"\n}\n", []string{"Pool \"six\" has 18446744073709551616 addresses", "Pool too large"}},
-		{"wrong type", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  conflict_detection = \"maybe\"\n}\n", []string{"a.hcl:3:24", "A boolean is required"}},
-		{"bad quarantine", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  quarantine = \"soon\"\n}\n", []string{"a.hcl:3:16", `"soon" is not a positive duration`}},
+		{"wrong type", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  conflict_detection = \"maybe\"\n}\n", []string{"a.hcl:3:24", `Invalid value for "conflict_detection": a bool is required, not string`}},
+		{"bad quarantine", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  quarantine = \"soon\"\n}\n", []string{"a.hcl:3:16", `"soon" is not a duration such as "100ms"`}},
+		{"zero quarantine", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  quarantine = \"0s\"\n}\n", []string{"a.hcl:3:16", `"0s" is not a positive duration`}},
+		{"fraction vlan", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  vlan = 2.5\n}\n", []string{"a.hcl:3:10", `Invalid value for "vlan": 2.5 is not a whole number`}},
+		{"vlan range", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  vlan = 5000\n}\n", []string{"a.hcl:3:10", `vlan: 5000 is not a VLAN id (0-4094)`}},
+		{"route", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  route {\n    dst = \"0.0.0.0/0\"\n    gv = \"10.0.0.1\"\n  }\n  route {\n    gw = \"10.0.0.1\"\n  }\n  rout {\n  }\n}\n",
+			[]string{"a.hcl:5:5", `Did you mean "gw"?`, `a.hcl:7:9: Missing required argument: The argument "dst" is required`, "a.hcl:10:3", `Did you mean "route"?`}},
+		{"route gateway", "pool \"a\" {\n  subnet = \"10.0.0.0/24\"\n  route {\n    dst = \"0.0.0.0/0\"\n    gw = \"10.0.0.1/24\"\n  }\n}\n", []string{"a.hcl:5:10", "routes[0].gw"}},
 		{"bad name", "pool \"-x\" {\n  subnet = \"10.0.0.0/24\"\n}\n", []string{"a.hcl:1:6", "Invalid pool name"}},
 		{"syntax", "pool \"a\" {\n  subnet = \n}\n", []string{"a.hcl:2:"}},
 		{"unknown block", "pools \"a\" {\n}\n", []string{"a.hcl:1:1", `Did you mean "pool"?`}},
