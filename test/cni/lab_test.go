@@ -138,9 +138,17 @@ type lab struct {
 	agent   *agenttest.Agent
 	rt      *cnilab.Runtime
 	api     *api.Client
+	extra   string // more agent HCL
 }
 
 func newLab(t *testing.T) *lab {
+	t.Helper()
+	return newLabWith(t, "")
+}
+
+// newLabWith is newLab with more agent HCL (extra), such as a metrics
+// block.
+func newLabWith(t *testing.T, extra string) *lab {
 	t.Helper()
 	lan := netlab.NewStdLAN(t)
 	netlab.IP(t, lan.GW.NS, "addr", "add", skipGW4+"/24", "dev", "eth0")
@@ -152,7 +160,7 @@ func newLab(t *testing.T) *lab {
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"),
-		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir()}
+		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir(), extra: extra}
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +174,7 @@ func newLab(t *testing.T) *lab {
 // pools, and waits until it is ready.
 func (l *lab) startAgent() {
 	l.t.Helper()
-	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool)
+	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool) + l.extra
 	l.agent = agenttest.Start(l.t, bins, agenttest.Options{Config: cfg, Netns: l.lan.Node.NS,
 		Args: []string{"--ipam-config-dir", l.ipamDir}})
 	l.agent.WaitReady(60 * time.Second)

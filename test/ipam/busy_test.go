@@ -42,9 +42,9 @@ func TestBusyAddressesSkipped(t *testing.T) {
 	ownerMAC := "02:00:00:00:03:99"
 	owned := []netip.Addr{netip.MustParseAddr("10.0.0.51"), netip.MustParseAddr("10.0.0.54")}
 	owner := lan.AddHost("owner", ownerMAC, "10.0.0.51/24", "10.0.0.54/24")
-	op := openRaw(t, owner.Path, "eth0")
+	op := netlab.OpenRaw(t, owner.Path, "eth0")
 	for _, o := range owned {
-		op.send(t)(arpnd.BuildGratuitousARP(owner.MAC, o))
+		op.Send(t)(arpnd.BuildGratuitousARP(owner.MAC, o))
 	}
 	poll.Until(t, 10*time.Second, "ipam pools to count the announced addresses busy", func() (bool, error) {
 		return poolUsage(t, a, "b4").Busy == len(owned), nil

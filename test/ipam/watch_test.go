@@ -6,11 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/mdlayher/packet"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
@@ -31,74 +28,6 @@ pool "w6" {
   defend = true
 }
 `
-
-// rawPort is a packet socket on one interface of a namespace: it sends
-// hand-built frames and records the ARP/ND frames it receives.
-type rawPort struct {
-	conn *packet.Conn
-	mu   sync.Mutex
-	got  []arpnd.Frame
-}
-
-func openRaw(t *testing.T, nsPath, ifname string) *rawPort {
-	t.Helper()
-	p := &rawPort{}
-	err := netlab.DoInNS(nsPath, func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		p.conn, err = arpnd.Listen(ifi, 1<<20)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("packet socket on %s in %s: %v", ifname, nsPath, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, _, err := p.conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if f, err := arpnd.Parse(buf[:n]); err == nil {
-				p.mu.Lock()
-				p.got = append(p.got, f)
-				p.mu.Unlock()
-			}
-		}
-	}()
-	t.Cleanup(func() { p.conn.Close(); <-done })
-	return p
-}
-
-// send returns a function that sends what a frame builder returns.
-func (p *rawPort) send(t *testing.T) func(b []byte, err error) {
-	return func(b []byte, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := p.conn.WriteTo(b, &packet.Addr{HardwareAddr: net.HardwareAddr(b[0:6])}); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	}
-}
-
-// count counts the received frames that match.
-func (p *rawPort) count(match func(*arpnd.Frame) bool) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for i := range p.got {
-		if match(&p.got[i]) {
-			n++
-		}
-	}
-	return n
-}
 
 // announcement matches a gratuitous ARP or unsolicited NA for addr from mac.
 func announcement(addr netip.Addr, mac net.HardwareAddr) func(*arpnd.Frame) bool {
@@ -138,18 +67,18 @@ func TestWatchConflict(t *testing.T) {
 	netlab.IP(t, wl.NS, "addr", "add", att.Addresses[0].Address.String(), "dev", "eth0")
 	netlab.IP(t, wl.NS, "addr", "add", att.Addresses[1].Address.String(), "dev", "eth0", "nodad")
 
-	tap := openRaw(t, "/var/run/netns/"+lan.Bridge, "p-wl")
-	self := openRaw(t, wl.Path, "eth0")
+	tap := netlab.OpenRaw(t, "/var/run/netns/"+lan.Bridge, "p-wl")
+	self := netlab.OpenRaw(t, wl.Path, "eth0")
 	// The workload's own announcements are not conflicts.
-	self.send(t)(arpnd.BuildGratuitousARP(wl.MAC, a4))
-	self.send(t)(arpnd.BuildUnsolicitedNA(wl.MAC, a6))
+	self.Send(t)(arpnd.BuildGratuitousARP(wl.MAC, a4))
+	self.Send(t)(arpnd.BuildUnsolicitedNA(wl.MAC, a6))
 
 	thief := lan.AddHost("thief", thiefMAC)
-	tp := openRaw(t, thief.Path, "eth0")
+	tp := netlab.OpenRaw(t, thief.Path, "eth0")
 	thiefHW := thief.MAC
 	sent := time.Now()
-	tp.send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
-	tp.send(t)(arpnd.BuildUnsolicitedNA(thiefHW, a6))
+	tp.Send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
+	tp.Send(t)(arpnd.BuildUnsolicitedNA(thiefHW, a6))
 
 	var seen time.Duration
 	poll.Until(t, 10*time.Second, "both conflicts recorded in the store", func() (bool, error) {
@@ -207,8 +136,8 @@ func TestWatchConflict(t *testing.T) {
 	// Defence: one announcement per address, however many claims follow
 	// within the defend interval.
 	for range 5 {
-		tp.send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
-		tp.send(t)(arpnd.BuildUnsolicitedNA(thiefHW, a6))
+		tp.Send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
+		tp.Send(t)(arpnd.BuildUnsolicitedNA(thiefHW, a6))
 	}
 	poll.Until(t, 10*time.Second, "the agent to count 6 claims of each address", func() (bool, error) {
 		res, err := a.Client.Conflicts(c, 0, netip.Addr{})
@@ -229,15 +158,15 @@ func TestWatchConflict(t *testing.T) {
 	// A frame of the workload's after the defence decisions: once the tap
 	// has it, it has every announcement sent before.
 	marker := netip.MustParseAddr("10.0.0.254")
-	self.send(t)(arpnd.BuildARPRequest(wl.MAC, a4, marker))
+	self.Send(t)(arpnd.BuildARPRequest(wl.MAC, a4, marker))
 	poll.Until(t, 5*time.Second, "the marker at the tap", func() (bool, error) {
-		return tap.count(func(f *arpnd.Frame) bool { return f.Kind == arpnd.KindARPRequest && f.TargetIP == marker }) == 1, nil
+		return tap.Count(func(f *arpnd.Frame) bool { return f.Kind == arpnd.KindARPRequest && f.TargetIP == marker }) == 1, nil
 	})
 	// The tap also saw the workload's own two announcements sent above.
-	if n := tap.count(announcement(a4, wl.MAC)); n != 2 {
+	if n := tap.Count(announcement(a4, wl.MAC)); n != 2 {
 		t.Errorf("%d gratuitous ARPs for %s left the workload, want its own and one defence", n, a4)
 	}
-	if n := tap.count(announcement(a6, wl.MAC)); n != 2 {
+	if n := tap.Count(announcement(a6, wl.MAC)); n != 2 {
 		t.Errorf("%d unsolicited NAs for %s left the workload, want its own and one defence", n, a6)
 	}
 
@@ -249,13 +178,13 @@ func TestWatchConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	netlab.IP(t, wl2.NS, "addr", "add", att.Addresses[0].Address.String(), "dev", "eth0")
-	self2 := openRaw(t, wl2.Path, "eth0")
-	self2.send(t)(arpnd.BuildGratuitousARP(wl2.MAC, a4))
-	self2.send(t)(arpnd.BuildUnsolicitedNA(wl2.MAC, a6))
+	self2 := netlab.OpenRaw(t, wl2.Path, "eth0")
+	self2.Send(t)(arpnd.BuildGratuitousARP(wl2.MAC, a4))
+	self2.Send(t)(arpnd.BuildUnsolicitedNA(wl2.MAC, a6))
 	// The old namespace is still on the LAN and sees the new MAC's
 	// announcements: only a watcher left there would report them. Then
 	// the thief claims again: a conflict of the new holder.
-	tp.send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
+	tp.Send(t)(arpnd.BuildGratuitousARP(thiefHW, a4))
 	poll.Until(t, 5*time.Second, "the thief's claim against the restarted workload", func() (bool, error) {
 		res, err := a.Client.Conflicts(c, 0, a4)
 		if err != nil {
