@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -414,12 +415,12 @@ func (a *Agent) IPAMGet(ctx context.Context, key ipamapi.AttachmentKey) (ipamapi
 }
 
 // IPAMList implements control.IPAMBackend.
-func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]ipamapi.Attachment, error) {
+func (a *Agent) IPAMList(ctx context.Context, pool, workload string) (json.RawMessage, error) {
 	m, err := a.ipamOn()
 	if err != nil {
 		return nil, err
 	}
-	return m.List(ctx, pool, workload)
+	return m.ListJSON(ctx, pool, workload)
 }
 
 // IPAMGC implements control.IPAMBackend.

@@ -38,8 +38,8 @@ func (f *ipamFake) IPAMReleaseWorkload(_ context.Context, workload string) (ipam
 func (f *ipamFake) IPAMGet(context.Context, ipamapi.AttachmentKey) (ipamapi.Attachment, bool, error) {
 	return ipamapi.Attachment{}, false, nil
 }
-func (f *ipamFake) IPAMList(context.Context, string, string) ([]ipamapi.Attachment, error) {
-	return []ipamapi.Attachment{}, nil
+func (f *ipamFake) IPAMList(context.Context, string, string) (json.RawMessage, error) {
+	return json.RawMessage("[]"), nil
 }
 func (f *ipamFake) IPAMGC(context.Context) (ipamapi.GCResult, error) { return ipamapi.GCResult{}, nil }
 func (f *ipamFake) IPAMPools(context.Context) ([]ipamapi.PoolUsage, error) {
