@@ -326,6 +326,13 @@ func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
 		out, err = list(ctx, tx, prefix)
+		size := 0
+		for _, e := range out {
+			size += len(e.Value)
+		}
+		if size >= releaseAfter {
+			s.releaseMapIn(tx)
+		}
 		return err
 	})
 	return out, err

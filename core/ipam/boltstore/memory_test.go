@@ -92,9 +92,22 @@ func TestWholeFileWalksLeaveNothingMapped(t *testing.T) {
 	if got := mappedKiB(t, path); got > bound {
 		t.Errorf("after Verify: %d KiB of the %d KiB file stay mapped; want at most %d", got, fi.Size()>>10, bound)
 	}
-	// What a read maps, it maps again: the records are all there.
+	// What a read maps, it maps again: the records are all there. A
+	// listing this large copies what it read and releases the map too.
 	es, err := s.List(ctx, "history/")
 	if err != nil || len(es) != 16*256 {
 		t.Fatalf("List after the release: %d records, %v", len(es), err)
+	}
+	for _, e := range es {
+		if string(e.Value) != string(value) {
+			t.Fatalf("%s: %d bytes, want the %d written", e.Key, len(e.Value), len(value))
+		}
+	}
+	if got := mappedKiB(t, path); got > bound {
+		t.Errorf("after a List of 16 MiB: %d KiB of the file stay mapped; want at most %d", got, bound)
+	}
+	// A small read keeps what it mapped (the allocation path's Gets).
+	if e, err := s.Get(ctx, "history/w/00-000"); err != nil || e.Revision == 0 {
+		t.Fatalf("Get after the release: %+v, %v", e, err)
 	}
 }
