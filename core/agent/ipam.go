@@ -363,9 +363,9 @@ func (a *Agent) IPAMRelease(ctx context.Context, req ipamapi.ReleaseRequest) (ip
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	defer a.ipam.watch.changed()
 	key := ipamapi.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := ipamapi.ReleaseResponse{Released: []ipamapi.Attachment{}}
+	defer func() { a.ipam.watch.released(out.Released) }()
 	var (
 		att      ipamapi.Attachment
 		released bool
@@ -397,11 +397,11 @@ func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (ipama
 		return ipamapi.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	defer a.ipam.watch.changed()
 	list, err := m.ReleaseWorkload(ctx, workload)
 	if list == nil {
 		list = []ipamapi.Attachment{}
 	}
+	a.ipam.watch.released(list)
 	return ipamapi.ReleaseResponse{Released: list}, err
 }
 

@@ -272,6 +272,18 @@ func (w *Watcher) Add(h Held) error {
 	return nil
 }
 
+// Remove stops watching key's interface: its allocation was released. A
+// key not watched is nothing to do.
+func (w *Watcher) Remove(key ipamapi.AttachmentKey) {
+	w.mu.Lock()
+	ifc := w.ifaces[key]
+	delete(w.ifaces, key)
+	w.mu.Unlock()
+	if ifc != nil {
+		ifc.close()
+	}
+}
+
 // Close stops every reader and closes every socket.
 func (w *Watcher) Close() {
 	w.mu.Lock()
