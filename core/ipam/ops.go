@@ -93,6 +93,13 @@ func (m *IPAM) releaseIf(ctx context.Context, key AttachmentKey, wantRev int64, 
 		if err != nil {
 			return Attachment{}, false, fmt.Errorf("release container %s interface %s: %w", key.ContainerID, key.Interface, err)
 		}
+		for _, ip := range att.Addresses {
+			if p, ok := m.pool(ip.Pool); ok {
+				if i, ok := p.index(ip.Address.Addr()); ok {
+					m.hint.mark(p.Name, p.Size(), i, false)
+				}
+			}
+		}
 		return att, true, nil
 	}
 }
