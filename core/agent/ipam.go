@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -364,9 +365,9 @@ func (a *Agent) IPAMRelease(ctx context.Context, req api.ReleaseRequest) (api.Re
 		return api.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	defer a.ipam.watch.changed()
 	key := api.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := api.ReleaseResponse{Released: []api.Attachment{}}
+	defer func() { a.ipam.watch.released(out.Released) }()
 	var (
 		att      api.Attachment
 		released bool
@@ -398,11 +399,11 @@ func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (api.R
 		return api.ReleaseResponse{}, err
 	}
 	defer a.ipam.dirty.Store(true)
-	defer a.ipam.watch.changed()
 	list, err := m.ReleaseWorkload(ctx, workload)
 	if list == nil {
 		list = []api.Attachment{}
 	}
+	a.ipam.watch.released(list)
 	return api.ReleaseResponse{Released: list}, err
 }
 
@@ -416,12 +417,12 @@ func (a *Agent) IPAMGet(ctx context.Context, key api.AttachmentKey) (api.Attachm
 }
 
 // IPAMList implements control.IPAMBackend.
-func (a *Agent) IPAMList(ctx context.Context, pool, workload string) ([]api.Attachment, error) {
+func (a *Agent) IPAMList(ctx context.Context, pool, workload string) (json.RawMessage, error) {
 	m, err := a.ipamOn()
 	if err != nil {
 		return nil, err
 	}
-	return m.List(ctx, pool, workload)
+	return m.ListJSON(ctx, pool, workload)
 }
 
 // IPAMGC implements control.IPAMBackend.

@@ -103,6 +103,16 @@ func (c *Client) Get(ctx context.Context, key AttachmentKey) (att Attachment, ok
 
 // List returns the allocations, filtered by pool and workload when given.
 func (c *Client) List(ctx context.Context, pool, workload string) ([]Attachment, error) {
+	var out []Attachment
+	err := c.ListAs(ctx, pool, workload, &out)
+	return out, err
+}
+
+// ListAs is List decoded into out, a pointer to a slice of a struct with
+// the Attachment fields a caller needs: decoding thousands of allocations
+// whole (routes, times, addresses parsed) is most of a listing's cost in
+// the caller.
+func (c *Client) ListAs(ctx context.Context, pool, workload string, out any) error {
 	q := url.Values{}
 	if pool != "" {
 		q.Set("pool", pool)
@@ -110,13 +120,11 @@ func (c *Client) List(ctx context.Context, pool, workload string) ([]Attachment,
 	if workload != "" {
 		q.Set("workload", workload)
 	}
-	var out []Attachment
 	p := AllocationsPath
 	if len(q) > 0 {
 		p += "?" + q.Encode()
 	}
-	err := c.do(ctx, "GET", p, nil, &out)
-	return out, err
+	return c.do(ctx, "GET", p, nil, out)
 }
 
 // GC runs a garbage collection pass now.

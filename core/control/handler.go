@@ -150,6 +150,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 		code = http.StatusInternalServerError
 		body, _ = json.Marshal(api.ErrorBody{Error: "encode the answer: " + err.Error()})
 	}
+	writeRawJSON(w, code, body)
+}
+
+// writeRawJSON answers body, JSON already.
+func writeRawJSON(w http.ResponseWriter, code int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,10 @@ type IPAMBackend interface {
 	IPAMReleaseWorkload(ctx context.Context, workload string) (api.ReleaseResponse, error)
 	// IPAMGet: ok false when the key holds nothing.
 	IPAMGet(ctx context.Context, key api.AttachmentKey) (att api.Attachment, ok bool, err error)
-	IPAMList(ctx context.Context, pool, workload string) ([]api.Attachment, error)
+	// IPAMList answers a JSON array of api.Attachment, written out as
+	// it is: a backend may pass its stored records through rather than
+	// decode and encode thousands of them.
+	IPAMList(ctx context.Context, pool, workload string) (json.RawMessage, error)
 	IPAMGC(ctx context.Context) (api.GCResult, error)
 	IPAMPools(ctx context.Context) ([]api.PoolUsage, error)
 	// IPAMHistory: by workload, or by address when workload is empty.
@@ -89,7 +93,11 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 			return
 		}
 		list, err := b.IPAMList(r.Context(), pool, workload)
-		h.answerIPAM(w, "list", list, err)
+		if err != nil {
+			h.answerIPAM(w, "list", nil, err)
+			return
+		}
+		writeRawJSON(w, http.StatusOK, list)
 	})
 	h.route(api.GCPath, http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.IPAMGC(r.Context())

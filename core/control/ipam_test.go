@@ -38,8 +38,8 @@ func (f *ipamFake) IPAMReleaseWorkload(_ context.Context, workload string) (api.
 func (f *ipamFake) IPAMGet(context.Context, api.AttachmentKey) (api.Attachment, bool, error) {
 	return api.Attachment{}, false, nil
 }
-func (f *ipamFake) IPAMList(context.Context, string, string) ([]api.Attachment, error) {
-	return []api.Attachment{}, nil
+func (f *ipamFake) IPAMList(context.Context, string, string) (json.RawMessage, error) {
+	return json.RawMessage("[]"), nil
 }
 func (f *ipamFake) IPAMGC(context.Context) (api.GCResult, error) { return api.GCResult{}, nil }
 func (f *ipamFake) IPAMPools(context.Context) ([]api.PoolUsage, error) {

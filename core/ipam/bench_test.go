@@ -2,9 +2,11 @@ package ipam_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -121,4 +123,126 @@ func BenchmarkAllocateReleaseHistory(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkList5000: `ipam list` inside the agent with 5,000 allocations
+// on the real bbolt file: List (the store's listing and the decode), List
+// and the answer's JSON encoding (what the control API wrote before), and
+// ListJSON (what it writes now):
+//
+//	go test -run '^$' -bench List5000 -benchmem ./core/ipam/
+func BenchmarkList5000(b *testing.B) {
+	s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p, err := NewPool(PoolSpec{Name: "big", Subnet: "10.96.0.0/19", Ranges: []string{"10.96.0.1-10.96.19.136"}, Gateway: "10.96.0.0"}, 5000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := New(Options{Store: s, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxRetries: 1000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	var seq atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := seq.Add(1); i <= 5000; i = seq.Add(1) {
+				if _, err := m.Allocate(ctx, req(fmt.Sprint("c", i), "big")); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.Run("list", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if l, err := m.List(ctx, "", ""); err != nil || len(l) != 5000 {
+				b.Fatal(len(l), err)
+			}
+		}
+	})
+	b.Run("listjson", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.ListJSON(ctx, "", ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("list+json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			l, err := m.List(ctx, "", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := json.Marshal(l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkAllocateFill: one allocate+release in a pool of 1,000 addresses
+// (detection off, the real bbolt file) held at a fill level: the candidate
+// walk from the allocation's hash must not make a nearly full pool slower
+// than an empty one:
+//
+//	go test -run '^$' -bench AllocateFill -benchtime 200x ./core/ipam/
+func BenchmarkAllocateFill(b *testing.B) {
+	s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	p, err := NewPool(PoolSpec{Name: "fill", Subnet: "10.98.0.0/22", Ranges: []string{"10.98.0.1-10.98.3.232"}}, 5000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := &countingStore{Store: s}
+	m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	held := 0
+	for _, level := range []int{0, 50, 90, 95} {
+		for ; held < p.Size()*level/100; held++ {
+			if _, err := m.Allocate(ctx, req(fmt.Sprint("held-", held), "fill")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("fill=%d%%", level), func(b *testing.B) {
+			gets := st.gets.Load()
+			for i := 0; b.Loop(); i++ {
+				att, err := m.Allocate(ctx, req(fmt.Sprintf("c%d-%d", level, i), "fill"))
+				if err == nil {
+					_, _, err = m.Release(ctx, att.AttachmentKey)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(st.gets.Load()-gets)/float64(b.N), "gets/op")
+		})
+	}
+}
+
+// countingStore counts the reads of single keys.
+type countingStore struct {
+	Store
+	gets atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, key string) (Entry, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, key)
 }

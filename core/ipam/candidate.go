@@ -76,6 +76,9 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 			return e.Revision, true, nil
 		}
 		m.claims.release(p.Domain, addr)
+		if i, ok := p.index(addr); ok {
+			m.hint.mark(p.Name, p.Size(), i, true) // the store says taken
+		}
 		return 0, false, nil
 	}
 	if s, ok := a.sticky[p.Name]; ok && p.Contains(s) {
@@ -96,19 +99,27 @@ func (a *allocation) candidate(ctx context.Context, p *Pool) (netip.Addr, int64,
 	h := fnv.New64a()
 	h.Write([]byte(m.node + "\x00" + a.key.ContainerID + "\x00" + a.key.Interface))
 	start := int(h.Sum64() % uint64(n))
-	for i := 0; i < n; i++ {
-		if i%candidatesPerCtxCheck == candidatesPerCtxCheck-1 {
-			if err := ctx.Err(); err != nil {
+	// The first walk skips what m.hint says is taken; the second reads
+	// every address (see walkHint).
+	for _, skip := range []bool{true, false} {
+		for i := 0; i < n; i++ {
+			if i%candidatesPerCtxCheck == candidatesPerCtxCheck-1 {
+				if err := ctx.Err(); err != nil {
+					return netip.Addr{}, 0, err
+				}
+			}
+			idx := (start + i) % n
+			if skip && m.hint.taken(p.Name, n, idx) {
+				continue
+			}
+			addr := p.At(idx)
+			rev, ok, err := free(addr)
+			if err != nil {
 				return netip.Addr{}, 0, err
 			}
-		}
-		addr := p.At((start + i) % n)
-		rev, ok, err := free(addr)
-		if err != nil {
-			return netip.Addr{}, 0, err
-		}
-		if ok {
-			return addr, rev, nil
+			if ok {
+				return addr, rev, nil
+			}
 		}
 	}
 	return netip.Addr{}, 0, ipamErr(api.CodePoolFull, a.skipped, "pool %q is full: all %d addresses are allocated, reserved or quarantined%s", p.Name, n, a.busyNote(p))

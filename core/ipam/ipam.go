@@ -116,6 +116,7 @@ type IPAM struct {
 	mu     sync.RWMutex
 	pools  map[string]*Pool
 	claims claims // candidates being reserved by this agent
+	hint   walkHint
 
 	// inflight are the attachment keys this process is allocating now.
 	inflight flights

@@ -104,6 +104,9 @@ func runBench(s *scope, out io.Writer) {
 	if selected("ipam-busy") {
 		must(run("ipam-busy", func(s *scope) { targets = append(targets, benchIPAMBusy(s, b, out)...) }))
 	}
+	if selected("ipam-scale") {
+		must(run("ipam-scale", func(s *scope) { targets = append(targets, benchIPAMScale(s, b, out)...) }))
+	}
 	if selected("ipam-etcd") {
 		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}

@@ -36,6 +36,7 @@ var (
 	probeRate = flag.Int("probe-rate", 0, "probe_rate of both detectors for the scale and sustained sections (0: the plugins' default, 4000 per second per interface); shows how much of a burst's time is the pacing")
 	arping    = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
 	verbose   = flag.Bool("v", false, "log progress details to stderr")
+	scaleDB   = flag.String("ipam-scale-db", "", "ipam-scale: a store filled by an earlier run to copy instead of filling one (about 2 minutes); written there when the file does not exist")
 	mdOut     = flag.String("o", "", "also write the markdown to this file")
 )
 
@@ -43,7 +44,7 @@ var (
 // run: the one list that -only's help, its check and the runners use (a
 // runner asking for a name that is not here is a bug, and says so).
 var (
-	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-etcd", "cni", "podman"}
+	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-scale", "ipam-etcd", "cni", "podman"}
 	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-trust", "ipam-etcd", "ipam-etcd-agents", "watch-flood"}
 )
 

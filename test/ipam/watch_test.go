@@ -203,6 +203,15 @@ func TestWatchConflict(t *testing.T) {
 	if cs := a.watchStatus(t); cs.Detected != 3 || cs.Watching != 1 {
 		t.Errorf("after the restart: status conflicts %+v, want 3 detected (the new holder's), 1 watched", cs)
 	}
+
+	// A release stops the watch before it answers, without waiting for a
+	// resync of the whole store: nothing is watched once the DEL returns.
+	if _, err := a.Client.Release(c, api.ReleaseRequest{ContainerID: "c-watch", Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if cs := a.watchStatus(t); cs.Watching != 0 {
+		t.Errorf("after the release: status conflicts %+v, want nothing watched", cs)
+	}
 }
 
 func (a *ipamAgent) watchStatus(t *testing.T) api.ConflictStatus {

@@ -150,6 +150,7 @@ func Open(path string, opts Options) (*Store, error) {
 			db.Close()
 			return nil, fmt.Errorf("IPAM store %s holds no store yet", path)
 		}
+		s.releaseMap()
 		return s, nil
 	}
 	format := uint64(formatVersion)
@@ -182,6 +183,8 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("IPAM store %s: %w", path, err)
 	}
 	db.MaxBatchDelay = batchDelay
+	// verify read every page; the agent keeps only what it reads later.
+	s.releaseMap()
 	return s, nil
 }
 
@@ -265,10 +268,19 @@ func encode(rev int64, v []byte) []byte {
 }
 
 func decode(key, raw []byte) (ipam.Entry, error) {
-	if len(raw) < 8 {
-		return ipam.Entry{}, fmt.Errorf("record %q is corrupt (%d bytes)", key, len(raw))
+	if err := checkRecord(key, raw); err != nil {
+		return ipam.Entry{}, err
 	}
 	return ipam.Entry{Key: string(key), Revision: int64(binary.BigEndian.Uint64(raw)), Value: bytes.Clone(raw[8:])}, nil
+}
+
+// checkRecord is decode's check without its copy of the value: Open's
+// verify walks every record and keeps none.
+func checkRecord(key, raw []byte) error {
+	if len(raw) < 8 {
+		return fmt.Errorf("record %q is corrupt (%d bytes)", key, len(raw))
+	}
+	return nil
 }
 
 func u64(v uint64) []byte {
@@ -314,6 +326,13 @@ func (s *Store) List(ctx context.Context, prefix string) ([]ipam.Entry, error) {
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
 		out, err = list(ctx, tx, prefix)
+		size := 0
+		for _, e := range out {
+			size += len(e.Value)
+		}
+		if size >= releaseAfter {
+			s.releaseMapIn(tx)
+		}
 		return err
 	})
 	return out, err

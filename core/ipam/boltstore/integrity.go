@@ -121,8 +121,7 @@ func (s *Store) verify(ctx context.Context) (fresh bool, err error) {
 						return err
 					}
 					if string(name) == string(bucketKV) {
-						_, err := decode(k, v)
-						return err
+						return checkRecord(k, v)
 					}
 					return nil
 				})
@@ -190,6 +189,8 @@ func (s *Store) Verify(ctx context.Context) error {
 	if err != nil {
 		return s.wrapErr(err)
 	}
+	// tx.Check read every page.
+	s.releaseMap()
 	if len(problems) > 0 {
 		return damaged(s.path, strings.Join(problems, "; "))
 	}

@@ -313,6 +313,19 @@ func (w *Watcher) rebuildHeld() {
 	w.busyMu.Unlock()
 }
 
+// Remove stops watching key's interface: its allocation was released. A
+// key not watched is nothing to do.
+func (w *Watcher) Remove(key api.AttachmentKey) {
+	w.mu.Lock()
+	ifc := w.ifaces[key]
+	delete(w.ifaces, key)
+	w.mu.Unlock()
+	if ifc != nil {
+		ifc.close()
+		w.rebuildHeld()
+	}
+}
+
 // Close stops every reader and closes every socket.
 func (w *Watcher) Close() {
 	w.mu.Lock()
