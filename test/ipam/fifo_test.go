@@ -86,29 +86,72 @@ func TestNetnsPathKinds(t *testing.T) {
 
 // SaturateControl holds n requests in progress on the control socket for
 // up to 60s each (delta profiles, which wait their seconds), until the
-// returned release is called.
+// returned release is called. The socket's limiter makes room for a new
+// connection by closing one whose request it has not read yet, so while a
+// slow agent (race-built) is still reading the first requests, the ones
+// beyond its limit replace earlier ones instead of adding to them; a slot
+// the agent's own status request took meanwhile is free again once it is
+// answered. Hence the refill: until release, one more request is tried
+// every refillEvery, so that a freed slot is taken back within that, long
+// before the self-probe's next turn.
 func SaturateControl(t *testing.T, socket string, n int) (release func()) {
 	t.Helper()
-	conns := make([]net.Conn, 0, n)
+	const refillEvery = 100 * time.Millisecond
+	var (
+		mu    sync.Mutex
+		conns = make([]net.Conn, 0, n)
+	)
+	dial := func() (net.Conn, error) {
+		c, err := net.DialTimeout("unix", socket, 5*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.WriteString(c, "GET "+api.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		return c, nil
+	}
+	stop := make(chan struct{})
+	refilled := make(chan struct{})
 	var once sync.Once
 	release = func() {
 		once.Do(func() {
+			close(stop)
+			<-refilled
+			mu.Lock()
+			defer mu.Unlock()
 			for _, c := range conns {
 				c.Close()
 			}
 		})
 	}
-	t.Cleanup(release)
-	for range n {
-		c, err := net.DialTimeout("unix", socket, 5*time.Second)
-		if err != nil {
-			t.Fatalf("connection %d: %v", len(conns), err)
-		}
-		conns = append(conns, c)
-		if _, err := io.WriteString(c, "GET "+api.PprofPath+"goroutine?seconds=60 HTTP/1.1\r\nHost: agent\r\n\r\n"); err != nil {
-			t.Fatalf("request %d: %v", len(conns), err)
+	for i := range n {
+		if _, err := dial(); err != nil {
+			close(refilled)
+			release()
+			t.Fatalf("connection %d: %v", i, err)
 		}
 	}
+	go func() {
+		defer close(refilled)
+		tick := time.NewTicker(refillEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			// A refused one is answered busy and closed by the agent;
+			// one that got a slot holds it until release.
+			_, _ = dial()
+		}
+	}()
+	t.Cleanup(release)
 	return release
 }
 
