@@ -156,12 +156,20 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 		label, list string
 		fresh       bool // a new workload namespace per ADD, as each pod has
 		runs        int
+		// noDAD turns the kernel's own DAD off in the workload's
+		// namespace: macvlan waits for it to settle the IPv6 address, a
+		// random 1-2 s that detection on and off share and that is not
+		// the IPAM's, and whose spread would drown the window compared.
+		noDAD bool
+		key   string // where chain keeps the sample; list when empty
 	}{
-		{"`spiderpool`, detection off", "off", false, nChain}, {"`host-local` " + cnilab.PluginsVersion, "hl", false, nChain},
-		{"`spiderpool`, detection on", "on", true, nChain},
-		{"`spiderpool`, detection on, one namespace re-used", "on", false, 20},
-		{"`spiderpool` dual stack, detection off", "dual-off", true, nChain},
-		{"`spiderpool` dual stack, both detections on", "dual-on", true, nChain},
+		{"`spiderpool`, detection off", "off", false, nChain, false, ""}, {"`host-local` " + cnilab.PluginsVersion, "hl", false, nChain, false, ""},
+		{"`spiderpool`, detection on", "on", true, nChain, false, ""},
+		{"`spiderpool`, detection on, one namespace re-used", "on", false, 20, false, ""},
+		{"`spiderpool` dual stack, detection off", "dual-off", true, nChain, false, ""},
+		{"`spiderpool` dual stack, both detections on", "dual-on", true, nChain, false, ""},
+		{"`spiderpool` dual stack, detection off, workload's own DAD off", "dual-off", true, nChain, true, "dual-off-nodad"},
+		{"`spiderpool` dual stack, both detections on, workload's own DAD off", "dual-on", true, nChain, true, "dual-on-nodad"},
 	} {
 		progress("cni: macvlan + %s, %d ADD+DEL", c.label, c.runs)
 		m := markCPU()
@@ -170,7 +178,11 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 		for i := -5; i < c.runs; i++ {
 			att := cnilab.Attachment{ContainerID: fmt.Sprintf("chain-%s-%v-%d", c.list, c.fresh, i+5), Netns: wlPath, IfName: "net1"}
 			if c.fresh {
-				att.Netns = "/var/run/netns/" + netlab.NewNS(s, "c")
+				ns := netlab.NewNS(s, "c")
+				att.Netns = "/var/run/netns/" + ns
+				if c.noDAD {
+					netlab.Sysctl(s, ns, "net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0")
+				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			t0 := time.Now()
@@ -195,7 +207,10 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 			}
 			add, del = append(add, dAdd), append(del, dDel)
 		}
-		if c.fresh || c.list != "on" {
+		switch {
+		case c.key != "":
+			chain[c.key] = add
+		case c.fresh || c.list != "on":
 			chain[c.list] = add
 		}
 		t.add(c.label, "by macvlan, libcni as the runtime", len(add)+errs, errs, add.p50(), add.p99(), add.max(), del.p50(), del.p99(), m.otherLoad())
@@ -203,7 +218,7 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 	for label, e := range firstErr {
 		t.note("First error of %s: %s", label, e)
 	}
-	t.note("Every ADD is followed by its DEL, so each run allocates afresh; the rows with detection off share one workload namespace, the detection-on row makes a new one per ADD (each pod has its own), and the last row re-uses one, as a runtime that retries an ADD in the same sandbox does. `alone` execs the IPAM binary with the main plugin's configuration on stdin, as macvlan does; `by macvlan` is the whole chain through libcni. Detection on is the built-in detectors as shipped (ARP probe window %v and the gateway's ARP reply) on the fresh macvlan interface. host-local keeps its state in files under a lock.", window)
+	t.note("Every ADD is followed by its DEL, so each run allocates afresh; the rows with detection off share one workload namespace, the detection-on row makes a new one per ADD (each pod has its own), and the last row re-uses one, as a runtime that retries an ADD in the same sandbox does. `alone` execs the IPAM binary with the main plugin's configuration on stdin, as macvlan does; `by macvlan` is the whole chain through libcni. Detection on is the built-in detectors as shipped (ARP probe window %v and the gateway's ARP reply) on the fresh macvlan interface. host-local keeps its state in files under a lock. The dual-stack rows take 1-2 s with detection on or off alike: macvlan waits for the kernel's DAD of the workload's new IPv6 address (a random delay of up to 1 s, then 1 s), which is no part of IPAM; the two rows with the workload's own DAD off are the same chain without that wait, and the Targets row compares those.", window)
 	t.write(out)
 	offP99, hlP99 := direct["off"].p99(), direct["hl"].p99()
 	targets = append(targets, target{what: "CNI ADD, detection off, vs host-local (p99, IPAM exec'd alone)", want: "no slower than host-local",
@@ -214,9 +229,11 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 		got: fmt.Sprintf("%s ms (macvlan + host-local alone: p50 %s ms)", ms(onP99), ms(chain["hl"].p50())), met: len(chain["on"]) > 0 && onP99 <= window+10*time.Millisecond,
 		why: "silence for a whole reply window is the proof that an address is free; the rest is macvlan's and the plugin's process starts and the agent's commits"})
 
-	dOff, dOn := chain["dual-off"], chain["dual-on"]
+	// The target compares the rows without the workload's own DAD wait
+	// (see noDAD); the rows with it are the chain as a runtime sees it.
+	dOff, dOn := chain["dual-off-nodad"], chain["dual-on-nodad"]
 	dualWant := window + 15*time.Millisecond
-	targets = append(targets, target{what: "CNI ADD, dual stack, both detections on vs off (p50, through macvlan)", want: fmt.Sprintf("<= %s ms over detection off (one window + 15 ms)", ms(dualWant)),
+	targets = append(targets, target{what: "CNI ADD, dual stack, both detections on vs off (p50, through macvlan, the workload's own DAD off)", want: fmt.Sprintf("<= %s ms over detection off (one window + 15 ms)", ms(dualWant)),
 		got: fmt.Sprintf("%s ms over (p99 %s ms over)", ms(dOn.p50()-dOff.p50()), ms(dOn.p99()-dOff.p99())), met: len(dOn) > 0 && len(dOff) > 0 && dOn.p50()-dOff.p50() <= dualWant,
 		why: "the reply window is the proof of silence; beyond it: entering the new namespace and raising its interface for the probes"})
 
