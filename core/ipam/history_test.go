@@ -311,20 +311,8 @@ func TestPruneWorkloadsAfterRetention(t *testing.T) {
 // GC's deletion compares the endpoint's revision: a workload that gets an
 // allocation between GC's look and its deletion is kept, history and all.
 func TestPruneKeepsAWorkloadAllocatedMeanwhile(t *testing.T) {
-	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bolt.Close() })
-	p, err := NewPool(plain4, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clock atomic.Pointer[time.Time]
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	clock.Store(&t0)
-	now := func() time.Time { return *clock.Load() }
-	opts := Options{Store: bolt, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, Retention: time.Hour, Now: now}
+	bolt, clock, opts := clockedOptions(t, time.Hour)
+	t0 := *clock.Load()
 	m, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -385,21 +373,9 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 		retention  = time.Hour
 		gcEvery    = 3 // rounds: a fake minute
 	)
-	dir := t.TempDir()
-	bolt, err := boltstore.Open(filepath.Join(dir, "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bolt.Close() })
-	p, err := NewPool(plain4, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clock atomic.Pointer[time.Time]
-	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	clock.Store(&t0)
-	m, err := New(Options{Store: bolt, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, Retention: retention, MaxRetries: 10,
-		Now: func() time.Time { return *clock.Load() }})
+	bolt, clock, opts := clockedOptions(t, retention)
+	opts.MaxRetries = 10
+	m, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,8 +448,29 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 	if err := Consistent(ctx, bolt); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "ipam.db"))
+	fi, err := os.Stat(bolt.Path())
 	if err == nil {
 		t.Logf("%d containers: %d keys at most, %d at the end; bbolt file %d KiB", containers, maxKeys, keysUnder(t, bolt, ""), fi.Size()/1024)
 	}
+}
+
+// clockedOptions opens a real bbolt store for an IPAM of pool plain4 on
+// node-a whose clock is the returned pointer (starting 2026-03-01), with
+// the given workload retention.
+func clockedOptions(t *testing.T, retention time.Duration) (*boltstore.Store, *atomic.Pointer[time.Time], Options) {
+	t.Helper()
+	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bolt.Close() })
+	p, err := NewPool(plain4, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := new(atomic.Pointer[time.Time])
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	clock.Store(&t0)
+	return bolt, clock, Options{Store: bolt, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, Retention: retention,
+		Now: func() time.Time { return *clock.Load() }}
 }

@@ -93,16 +93,8 @@ type busyResult struct {
 }
 
 func runBusyMode(s *scope, b *bins, node *netlab.Host, owners map[*netlab.Host][]netip.Addr, owned []netip.Addr, learn bool) busyResult {
-	poolDir := s.TempDir()
-	if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(busyPool), 0o644); err != nil {
-		s.Fatal(err)
-	}
-	db := filepath.Join(s.TempDir(), "ipam.db")
-	a := startAgent(s, b, agentOpts{name: "ipam-busy", nsPath: node.Path, args: []string{"--ipam-config-dir", poolDir},
-		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
+	a, c := startPoolAgent(s, b, "ipam-busy", node, busyPool)
 	defer a.stop()
-	a.waitReady(30 * time.Second)
-	c := &api.Client{SocketPath: a.Socket}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var res busyResult
@@ -178,7 +170,6 @@ func faultWatchFlood(s *scope, b *bins) []faultRow {
 	lan := netlab.NewLAN(s)
 	node := lan.AddHost("node", netlab.NodeMAC)
 	flooder := lan.AddHost("flood", "02:00:00:00:0d:99")
-	poolDir := s.TempDir()
 	pools := `
 pool "w4" {
   subnet = "10.0.0.0/24"
@@ -195,15 +186,8 @@ pool "quiet" {
   ranges = ["10.0.0.200-10.0.0.250"]
 }
 `
-	if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
-		s.Fatal(err)
-	}
-	db := filepath.Join(s.TempDir(), "ipam.db")
-	a := startAgent(s, b, agentOpts{name: "watch-flood", nsPath: node.Path, args: []string{"--ipam-config-dir", poolDir},
-		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
+	a, c := startPoolAgent(s, b, "watch-flood", node, pools)
 	defer a.stop()
-	a.waitReady(30 * time.Second)
-	c := &api.Client{SocketPath: a.Socket}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var held []netip.Addr
@@ -343,4 +327,19 @@ pool "quiet" {
 		row.did = "the agent exited"
 	}
 	return []faultRow{row}
+}
+
+// startPoolAgent starts an agent named name on node with the pools (HCL),
+// a store of its own and no sysctl-tuner, waits until it is ready, and
+// returns it with a client of its control socket.
+func startPoolAgent(s *scope, b *bins, name string, node *netlab.Host, pools string) (*agent, *api.Client) {
+	poolDir := s.TempDir()
+	if err := os.WriteFile(filepath.Join(poolDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
+		s.Fatal(err)
+	}
+	db := filepath.Join(s.TempDir(), "ipam.db")
+	a := startAgent(s, b, agentOpts{name: name, nsPath: node.Path, args: []string{"--ipam-config-dir", poolDir},
+		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\nplugin \"sysctl-tuner\" { enabled = false }\n", db)})
+	a.waitReady(30 * time.Second)
+	return a, &api.Client{SocketPath: a.Socket}
 }

@@ -166,25 +166,13 @@ func TestCorruptPageRefusedAtOpen(t *testing.T) {
 // instead of bbolt's panic, and the store stays failed - later calls,
 // commits included, are refused.
 func TestCorruptPageWhileOpenFailsTheStore(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ipam.db")
-	fill(t, path, 300)
-	pgid, pageSize, err := storefault.BucketPage(path, storefault.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	path, s, damage := openFilled(t)
 	ctx := context.Background()
 	if _, err := s.List(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := storefault.Overwrite(path, int64(pgid)*int64(pageSize), pageSize, 7); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.List(ctx, "")
+	damage(7)
+	_, err := s.List(ctx, "")
 	if !errors.Is(err, boltstore.ErrDamaged) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("List over a damaged page: %v", err)
 	}
@@ -203,20 +191,8 @@ func TestCorruptPageWhileOpenFailsTheStore(t *testing.T) {
 // damaged page met inside it fails every commit of the batch with the
 // error, and none panics.
 func TestCorruptPageUnderConcurrentCommits(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ipam.db")
-	fill(t, path, 300)
-	pgid, pageSize, err := storefault.BucketPage(path, storefault.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := storefault.Overwrite(path, int64(pgid)*int64(pageSize), pageSize, 11); err != nil {
-		t.Fatal(err)
-	}
+	_, s, damage := openFilled(t)
+	damage(11)
 	var wg sync.WaitGroup
 	errs := make([]error, 16)
 	for i := range errs {
@@ -361,5 +337,29 @@ func TestBackupUnderCommitsAndRestore(t *testing.T) {
 	}
 	if len(es) != n || n == 0 {
 		t.Errorf("restored store holds %d attachments, the backup %d", len(es), n)
+	}
+}
+
+// openFilled opens a store of 300 allocations and returns its path, the
+// open store (closed at the test's end) and damage, which overwrites the
+// root page of the records' bucket with random bytes of seed under it.
+func openFilled(t *testing.T) (string, *boltstore.Store, func(seed uint64)) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ipam.db")
+	fill(t, path, 300)
+	pgid, pageSize, err := storefault.BucketPage(path, storefault.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return path, s, func(seed uint64) {
+		t.Helper()
+		if err := storefault.Overwrite(path, int64(pgid)*int64(pageSize), pageSize, seed); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
