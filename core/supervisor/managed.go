@@ -134,13 +134,15 @@ func (m *managed) update(sp Spec, agentChanged bool) bool {
 // shutdown ends the current run gracefully within ctx and waits for it.
 func (m *managed) shutdown(ctx context.Context) {
 	m.mu.Lock()
-	cancel, done := m.cancel, m.done
+	done := m.done
 	m.stopCtx = ctx
 	m.stopping = true
-	m.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	// Under the lock, so that whoever sees stopping also sees the run's
+	// context ended.
+	if m.cancel != nil {
+		m.cancel()
 	}
+	m.mu.Unlock()
 	if done != nil {
 		<-done
 	}
@@ -214,6 +216,12 @@ func (m *managed) run(ctx context.Context, done chan struct{}) {
 		}
 		cancel()
 		if ctx.Err() != nil {
+			// Stopped between launch and serve: the configured
+			// instance (and anything it forked) must not outlive
+			// the run that started it.
+			if err == nil {
+				inst.stop(m.stopContext(), m.log, true)
+			}
 			return
 		}
 		var ranFor time.Duration

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -260,4 +261,71 @@ func TestMemoryLimitEndsAHog(t *testing.T) {
 		t.Errorf("last error %q, want the process to have exited", p.LastError)
 	}
 	waitFor(t, 5*time.Second, "the first hog to be gone", func() bool { return gone(first) })
+}
+
+// stopOnConfigure is an Observer that, when the plugin's Configure call
+// has succeeded, stops the supervisor and returns only once the run's
+// context has ended: the run then stands between a configured instance
+// and serving it.
+type stopOnConfigure struct {
+	*recorder
+	s       *Supervisor
+	once    sync.Once
+	stopped chan struct{}
+}
+
+func (o *stopOnConfigure) PluginCall(p, method string, secs float64, err error) {
+	o.recorder.PluginCall(p, method, secs, err)
+	if method != "Configure" || err != nil {
+		return
+	}
+	o.once.Do(func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			o.s.Stop(ctx)
+			close(o.stopped)
+		}()
+		o.s.mu.Lock()
+		m := o.s.plugins[p]
+		o.s.mu.Unlock()
+		for {
+			m.mu.Lock()
+			stopping := m.stopping
+			m.mu.Unlock()
+			if stopping {
+				return
+			}
+			runtime.Gosched()
+		}
+	})
+}
+
+// TestStopBetweenConfigureAndServe: a Stop that lands after the plugin was
+// configured but before it is served ends the plugin and everything it
+// forked. (The run returned on the ended context and left the configured
+// instance, and the grandchild it had forked, running.)
+func TestStopBetweenConfigureAndServe(t *testing.T) {
+	token := setToken(t)
+	obs := &stopOnConfigure{recorder: newRecorder(), stopped: make(chan struct{})}
+	s := New(testOptions(t, obs))
+	obs.s = s
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Apply waits for a settle that a stopped run never reaches.
+	go s.Apply(ctx, []Spec{spec("e", "escape")}, s.opts.Agent)
+	select {
+	case <-obs.stopped:
+	case <-ctx.Done():
+		t.Fatal("Stop did not return")
+	}
+	if left := escapedProcs(token); len(left) > 0 {
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Fatalf("escaped grandchildren alive after Stop: %v", left)
+	}
+	if left := treeProcs("FAULTY_TEST_TOKEN=" + token); len(left) > 0 {
+		t.Errorf("plugin processes alive after Stop: %v", left)
+	}
 }
