@@ -20,23 +20,38 @@ const (
 	maxRefusing   = 32
 )
 
+// Bounds of making room at the limit (connLimiter).
+const (
+	// silentAfter is how long a new connection may stay without sending
+	// a byte before it may be closed to make room: a client sends its
+	// request at once, a flood of silent connections does not.
+	silentAfter = 500 * time.Millisecond
+	// busyWait is how long a new connection waits for a slot when every
+	// open one is in the middle of a request (or too new to be judged
+	// silent) before it is answered busy.
+	busyWait = time.Second
+)
+
 // connLimiter keeps at most max connections open. A connection that is not
-// in the middle of a request - new and still sending its headers, or idle
-// between requests - is what a flood of clients holds, so when the limit is
+// in the middle of a request - idle between requests, or new and silent
+// for silentAfter - is what a flood of clients holds, so when the limit is
 // reached the oldest such connection is closed to make room for the new
-// one: idle clients cannot keep a request out, however many there are.
-// When every open connection is in the middle of a request, the new one is
-// answered busy (busy, a complete HTTP answer) and closed at once, rather
-// than left waiting in the kernel's backlog behind requests of unknown
-// length.
+// one (idle ones first): idle and silent clients cannot keep a request
+// out, however many there are. A burst of clients that all send at once
+// does not close its own members: the new connection waits, up to
+// busyWait, for a slot to free or for a silent one to qualify, while the
+// rest wait in the kernel's backlog. Only when that wait ends with every
+// slot still in the middle of a request is the new one answered busy
+// (busy, a complete HTTP answer) and closed.
 type connLimiter struct {
 	net.Listener
 	max  int
 	busy []byte
 
-	mu   sync.Mutex
-	open map[net.Conn]*connEntry
-	seq  uint64
+	mu    sync.Mutex
+	open  map[net.Conn]*connEntry
+	seq   uint64
+	freed chan struct{} // a token when a slot may have come free
 
 	refusing chan struct{} // a slot per connection being answered busy
 }
@@ -44,10 +59,11 @@ type connLimiter struct {
 type connEntry struct {
 	seq   uint64 // accept order: lower is older
 	state http.ConnState
+	since time.Time // when it entered its state
 }
 
 func newConnLimiter(ln net.Listener, max int, busy []byte) *connLimiter {
-	return &connLimiter{Listener: ln, max: max, busy: busy, open: map[net.Conn]*connEntry{}, refusing: make(chan struct{}, maxRefusing)}
+	return &connLimiter{Listener: ln, max: max, busy: busy, open: map[net.Conn]*connEntry{}, freed: make(chan struct{}, 1), refusing: make(chan struct{}, maxRefusing)}
 }
 
 // Accept returns the next connection that fits under the limit.
@@ -64,32 +80,77 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	}
 }
 
-// admit registers c, closing the oldest connection without a request in
-// progress when the limit is reached; false when there is none.
+// admit registers c, making room when the limit is reached (connLimiter);
+// false when none came free within busyWait.
 func (l *connLimiter) admit(c net.Conn) bool {
-	l.mu.Lock()
-	var victim net.Conn
-	if len(l.open) >= l.max {
-		var oldest uint64
-		for oc, e := range l.open {
-			if (e.state == http.StateNew || e.state == http.StateIdle) && (victim == nil || e.seq < oldest) {
-				victim, oldest = oc, e.seq
+	var deadline time.Time
+	for {
+		now := time.Now()
+		l.mu.Lock()
+		victim, ripe := l.victimLocked(now)
+		if len(l.open) < l.max || victim != nil {
+			if victim != nil {
+				delete(l.open, victim)
 			}
-		}
-		if victim == nil {
+			l.seq++
+			l.open[c] = &connEntry{seq: l.seq, state: http.StateNew, since: now}
 			l.mu.Unlock()
+			if victim != nil {
+				// The server's goroutine for it sees the close and ends.
+				victim.Close()
+			}
+			return true
+		}
+		l.mu.Unlock()
+		if deadline.IsZero() {
+			deadline = now.Add(busyWait)
+		}
+		wait := deadline.Sub(now)
+		if !ripe.IsZero() && ripe.Sub(now) < wait {
+			wait = ripe.Sub(now)
+		}
+		if wait <= 0 {
 			return false
 		}
-		delete(l.open, victim)
+		t := time.NewTimer(wait)
+		select {
+		case <-l.freed:
+		case <-t.C:
+		}
+		t.Stop()
 	}
-	l.seq++
-	l.open[c] = &connEntry{seq: l.seq, state: http.StateNew}
-	l.mu.Unlock()
-	if victim != nil {
-		// The server's goroutine for it sees the close and ends.
-		victim.Close()
+}
+
+// victimLocked picks the connection to close for a new one: the oldest
+// idle one, else the oldest new one silent for silentAfter. With no
+// victim, ripe is when the oldest new one will be silent long enough
+// (zero when there is none).
+func (l *connLimiter) victimLocked(now time.Time) (victim net.Conn, ripe time.Time) {
+	if len(l.open) < l.max {
+		return nil, time.Time{}
 	}
-	return true
+	var idle, silent net.Conn
+	var idleSeq, silentSeq uint64
+	for oc, e := range l.open {
+		switch e.state {
+		case http.StateIdle:
+			if idle == nil || e.seq < idleSeq {
+				idle, idleSeq = oc, e.seq
+			}
+		case http.StateNew:
+			if now.Sub(e.since) >= silentAfter {
+				if silent == nil || e.seq < silentSeq {
+					silent, silentSeq = oc, e.seq
+				}
+			} else if r := e.since.Add(silentAfter); ripe.IsZero() || r.Before(ripe) {
+				ripe = r
+			}
+		}
+	}
+	if idle != nil {
+		return idle, time.Time{}
+	}
+	return silent, ripe
 }
 
 func (l *connLimiter) refuse(c net.Conn) {
@@ -127,7 +188,15 @@ func (l *connLimiter) track(c net.Conn, s http.ConnState) {
 	case http.StateClosed, http.StateHijacked:
 		delete(l.open, c)
 	default:
-		e.state = s
+		e.state, e.since = s, time.Now()
+	}
+	if s != http.StateActive {
+		// A slot freed, or a connection became one to close for a
+		// new one: wake an admit that waits.
+		select {
+		case l.freed <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -41,8 +41,9 @@ type Limits struct {
 	MaxHeaderBytes int
 	// MaxConns is how many connections are open at once. At the limit, a
 	// new connection closes the oldest one that has no request in
-	// progress (new or idle); when every one has, the new one is answered
-	// 503 with the busy body (WithBusyBody) and closed.
+	// progress (idle, or new and silent for half a second); when there is
+	// none it waits up to a second for one, then is answered 503 with the
+	// busy body (WithBusyBody) and closed.
 	MaxConns int
 }
 

@@ -3,6 +3,7 @@ package httpserve
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -234,9 +235,9 @@ func TestNeverReadingClientIsCut(t *testing.T) {
 }
 
 // No more than MaxConns connections are open at once, and idle clients
-// cannot keep a request out: a new connection closes the oldest idle one.
-// When every slot has a request in progress, a new connection is answered
-// 503 with the busy body at once, not left waiting.
+// cannot keep a request out: a new connection closes the oldest silent
+// one. When every slot has a request in progress, a new connection is
+// answered 503 with the busy body once busyWait has passed.
 func TestConnectionLimit(t *testing.T) {
 	const limit = 4
 	release := make(chan struct{})
@@ -317,6 +318,45 @@ func TestConnectionLimit(t *testing.T) {
 }
 
 var errBusy = errors.New("answered busy")
+
+// A burst of clients far beyond MaxConns, each sending its request at
+// once, is served whole: the newest do not close the slightly older ones
+// that have not been read yet. (Connections still new were closed to make
+// room: 56 of 2000 liveness probes at once got a reset.)
+func TestBurstBeyondTheLimitIsServed(t *testing.T) {
+	const limit, clients = 8, 400
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), Limits{MaxConns: limit})
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := make(chan struct{})
+	errs := make(chan error, clients)
+	for range clients {
+		go func() {
+			<-start
+			resp, err := client.Get("http://" + addr + "/")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("answered %s", resp.Status)
+				}
+			}
+			errs <- err
+		}()
+	}
+	close(start)
+	failed, first := 0, error(nil)
+	for range clients {
+		if err := <-errs; err != nil {
+			if failed++; first == nil {
+				first = err
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d clients at once on %d slots: %d failed, the first with %v", clients, limit, failed, first)
+	}
+}
 
 type failingWriter struct {
 	http.ResponseWriter
