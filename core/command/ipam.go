@@ -228,7 +228,9 @@ func (c *ipamListCommand) Run(args []string) int {
 		return printJSON(c.env, list)
 	}
 	// The table's columns only: with thousands of allocations, decoding
-	// them whole was most of the command's time.
+	// them whole was most of the command's time. The time is printed as
+	// stored (RFC 3339, UTC), to the second: parsing it only to format it
+	// again cost a parse per row.
 	var list []struct {
 		api.AttachmentKey
 		Netns     string `json:"netns"`
@@ -237,7 +239,7 @@ func (c *ipamListCommand) Run(args []string) int {
 		Addresses []struct {
 			Address string `json:"address"`
 		} `json:"addresses"`
-		Created time.Time   `json:"created"`
+		Created string      `json:"created"`
 		Origin  *api.Origin `json:"origin"`
 	}
 	if err := client.ListAs(ctx, *pool, *workload, &list); err != nil {
@@ -245,16 +247,42 @@ func (c *ipamListCommand) Run(args []string) int {
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESSES\tCONTAINER ID\tINTERFACE\tWORKLOAD\tSTATE\tNETNS\tORIGIN\tSINCE")
+	// A row is assembled in one buffer and written whole: a formatted
+	// print per row was half of the table's cost at 5,000 rows.
+	var row []byte
 	for _, a := range list {
-		var addrs []string
-		for _, ip := range a.Addresses {
-			addrs = append(addrs, ip.Address)
+		row = row[:0]
+		for i, ip := range a.Addresses {
+			if i > 0 {
+				row = append(row, ',')
+			}
+			row = append(row, ip.Address...)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", strings.Join(addrs, ","), a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns),
-			a.Origin, a.Created.Format(time.RFC3339))
+		for _, col := range []string{a.ContainerID, a.Interface, a.Workload, a.State, dash(a.Netns), a.Origin.String(), wholeSeconds(a.Created)} {
+			row = append(row, '\t')
+			row = append(row, col...)
+		}
+		row = append(row, '\n')
+		if _, err := tw.Write(row); err != nil {
+			break
+		}
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// wholeSeconds cuts the fraction from an RFC 3339 time ("...T10:00:00.123Z"
+// prints as "...T10:00:00Z").
+func wholeSeconds(t string) string {
+	dot := strings.IndexByte(t, '.')
+	if dot < 0 {
+		return t
+	}
+	end := dot + 1
+	for end < len(t) && t[end] >= '0' && t[end] <= '9' {
+		end++
+	}
+	return t[:dot] + t[end:]
 }
 
 // --- show
