@@ -31,6 +31,21 @@ func positional(args []string, n int) ([]string, []string) {
 	return pos, args
 }
 
+// parseOperands is parse for a command whose n operands come before its
+// flags (plugin new NAME, plugin docs PATH): missing, with the help, is
+// what it says when they are not all there.
+func parseOperands(fs *flag.FlagSet, args []string, n int, env Env, help, missing string) ([]string, int, bool) {
+	pos, rest := positional(args, n)
+	if code, ok := parse(fs, rest, env, help); !ok {
+		return nil, code, false
+	}
+	if len(pos) != n {
+		fmt.Fprintf(env.Stderr, "%s\n\n%s\n", missing, help)
+		return nil, ExitUsage, false
+	}
+	return pos, 0, true
+}
+
 type pluginNewCommand struct{ env Env }
 
 func (c *pluginNewCommand) Synopsis() string { return "Write a new plugin module" }
@@ -61,13 +76,9 @@ that checkout's sdk; else the release `+sdk.Version+` this agent was made with.`
 
 func (c *pluginNewCommand) Run(args []string) int {
 	fs, kind, dir, module, sdkVersion, sdkDir := c.flags()
-	pos, rest := positional(args, 1)
-	if code, ok := parse(fs, rest, c.env, c.Help()); !ok {
+	pos, code, ok := parseOperands(fs, args, 1, c.env, c.Help(), "plugin new needs the plugin's NAME")
+	if !ok {
 		return code
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.env.Stderr, "plugin new needs the plugin's NAME\n\n%s\n", c.Help())
-		return ExitUsage
 	}
 	name := pos[0]
 	if !pluginNameRE.MatchString(name) {
@@ -374,13 +385,9 @@ the built-in plugins' READMEs.`, fs)
 
 func (c *pluginDocsCommand) Run(args []string) int {
 	fs, component := c.flags()
-	pos, rest := positional(args, 1)
-	if code, ok := parse(fs, rest, c.env, c.Help()); !ok {
+	pos, code, ok := parseOperands(fs, args, 1, c.env, c.Help(), "plugin docs needs the plugin binary's PATH")
+	if !ok {
 		return code
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.env.Stderr, "plugin docs needs the plugin binary's PATH\n\n%s\n", c.Help())
-		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
