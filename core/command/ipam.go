@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -75,15 +74,6 @@ func ipamFail(env Env, err error) int {
 		return ExitFail
 	}
 	return fail(env, "%v", err)
-}
-
-func printJSON(env Env, v any) int {
-	enc := json.NewEncoder(env.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return fail(env, "write: %v", err)
-	}
-	return ExitOK
 }
 
 // --- pools

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -334,10 +333,8 @@ func (c *pluginRunCommand) Run(args []string) int {
 		results = append(results, out)
 	}
 	if f.asJSON {
-		enc := json.NewEncoder(c.env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
-			return fail(c.env, "write: %v", err)
+		if failed := printJSON(c.env, results); failed != ExitOK {
+			return failed
 		}
 		return code
 	}
