@@ -12,8 +12,7 @@ import (
 // Validate checks the request strictly and returns its parsed form, or a
 // *FieldError naming the first field at fault:
 //
-//   - interface: a valid Linux interface name (1 to 15 bytes, no '/', ':',
-//     whitespace or NUL, not "." or "..");
+//   - interface: an interface name (ValidateInterface);
 //   - netns: empty or an absolute path;
 //   - addresses: 1 to MaxAddresses, each a CIDR (a bare IP is an error,
 //     and so is a zone), not unspecified, loopback or multicast, not
@@ -22,7 +21,7 @@ import (
 //   - gateway: empty, or an IP of its address's family that is not the
 //     address itself.
 func (r CheckRequest) Validate() (Check, error) {
-	if err := validInterface(r.Interface); err != nil {
+	if err := ValidateInterface("interface", r.Interface); err != nil {
 		return Check{}, err
 	}
 	if r.Netns != "" && (!filepath.IsAbs(r.Netns) || strings.ContainsRune(r.Netns, 0)) {
@@ -48,25 +47,6 @@ func (r CheckRequest) Validate() (Check, error) {
 		out.Addresses = append(out.Addresses, v)
 	}
 	return out, nil
-}
-
-func validInterface(name string) error {
-	const field = "interface"
-	switch {
-	case name == "":
-		return fieldErr(field, "an interface name is required")
-	case len(name) > maxInterfaceName:
-		return fieldErr(field, "%s is %d bytes: Linux interface names have at most %d", input.Quote(name), len(name), maxInterfaceName)
-	case name == "." || name == "..":
-		return fieldErr(field, "%s is not a valid interface name", input.Quote(name))
-	}
-	for _, c := range []byte(name) {
-		switch c {
-		case '/', ':', 0, ' ', '\t', '\n', '\v', '\f', '\r':
-			return fieldErr(field, "%s contains %q, which Linux does not allow in an interface name", input.Quote(name), c)
-		}
-	}
-	return nil
 }
 
 func (a AddressRequest) validate(prefix string) (CheckAddress, error) {

@@ -53,19 +53,26 @@ func ValidateContainerID(field, s string) error {
 	return nil
 }
 
-// ValidateInterface applies the kernel's rule for an interface name.
+// ValidateInterface checks an interface name, in a check request and in
+// IPAM's requests alike: what the kernel accepts (1 to IFNAMSIZ-1 bytes,
+// not "." or "..", no '/', ':' or whitespace), and printable ASCII only,
+// so that a name stored with an allocation shows as itself wherever it is
+// printed.
 func ValidateInterface(field, s string) error {
 	switch {
 	case s == "":
-		return fieldErr(field, "is required")
-	case len(s) > 15:
-		return fieldErr(field, "%s is longer than 15 bytes", input.Quote(s))
+		return fieldErr(field, "an interface name is required")
+	case len(s) > maxInterfaceName:
+		return fieldErr(field, "%s is %d bytes: Linux interface names have at most %d", input.Quote(s), len(s), maxInterfaceName)
 	case s == "." || s == "..":
-		return fieldErr(field, "%s is not an interface name", input.Quote(s))
+		return fieldErr(field, "%s is not a valid interface name", input.Quote(s))
 	}
 	for _, r := range s {
-		if r <= ' ' || r == '/' || r == ':' || r >= unicode.MaxASCII {
-			return fieldErr(field, "%s: an interface name has no '/', ':', spaces or control characters", input.Quote(s))
+		switch {
+		case r == '/' || r == ':' || r == ' ' || r >= '\t' && r <= '\r':
+			return fieldErr(field, "%s contains %q, which Linux does not allow in an interface name", input.Quote(s), r)
+		case r < ' ' || r >= unicode.MaxASCII:
+			return fieldErr(field, "%s contains %q: an interface name here is printable ASCII", input.Quote(s), r)
 		}
 	}
 	return nil

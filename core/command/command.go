@@ -4,6 +4,7 @@
 package command
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -206,6 +207,16 @@ func invalidConfig(env Env, err error) int {
 func fail(env Env, format string, a ...any) int {
 	fmt.Fprintf(env.Stderr, "spiderpool-agent: "+format+"\n", a...)
 	return ExitFail
+}
+
+// printJSON writes v indented, the --json output of every command.
+func printJSON(env Env, v any) int {
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fail(env, "write: %v", err)
+	}
+	return ExitOK
 }
 
 // socketDefault is the control socket the client commands use unless told:

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -232,12 +231,7 @@ func (c *configShowCommand) Run(args []string) int {
 		for i, s := range settings {
 			rows[i] = row{s.Key, s.Value, s.Source.String()}
 		}
-		enc := json.NewEncoder(c.env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
-			return fail(c.env, "write: %v", err)
-		}
-		return ExitOK
+		return printJSON(c.env, rows)
 	}
 	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE")

@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +45,19 @@ func ipamCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), ipamTimeout)
 }
 
+// ipamAnswered ends an ipam command whose call failed (ipamFail) or that
+// was asked for --json; otherwise done is false and the command prints its
+// text.
+func ipamAnswered(env Env, v any, err error, asJSON bool) (code int, done bool) {
+	switch {
+	case err != nil:
+		return ipamFail(env, err), true
+	case asJSON:
+		return printJSON(env, v), true
+	}
+	return ExitOK, false
+}
+
 // ipamFail prints an API error with what the agent said; a skipped list
 // explains a conflict.
 func ipamFail(env Env, err error) int {
@@ -62,15 +74,6 @@ func ipamFail(env Env, err error) int {
 		return ExitFail
 	}
 	return fail(env, "%v", err)
-}
-
-func printJSON(env Env, v any) int {
-	enc := json.NewEncoder(env.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return fail(env, "write: %v", err)
-	}
-	return ExitOK
 }
 
 // --- pools
@@ -90,11 +93,8 @@ func (c *ipamPoolsCommand) Run(args []string) int {
 	ctx, cancel := ipamCtx()
 	defer cancel()
 	pools, err := (&api.Client{SocketPath: *socket}).Pools(ctx)
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, pools)
+	if code, done := ipamAnswered(c.env, pools, err, *asJSON); done {
+		return code
 	}
 	writePools(c.env.Stdout, pools)
 	return ExitOK
@@ -166,11 +166,8 @@ func (c *ipamAllocateCommand) Run(args []string) int {
 	ctx, cancel := ipamCtx()
 	defer cancel()
 	att, err := (&api.Client{SocketPath: *socket}).Allocate(ctx, *r)
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, att)
+	if code, done := ipamAnswered(c.env, att, err, *asJSON); done {
+		return code
 	}
 	writeAttachment(c.env.Stdout, att)
 	return ExitOK
@@ -326,21 +323,15 @@ func (c *ipamShowCommand) Run(args []string) int {
 	var err error
 	if addr, perr := netip.ParseAddr(operand); perr == nil {
 		info, err := cl.Address(ctx, addr)
-		if err != nil {
-			return ipamFail(c.env, err)
-		}
-		if *asJSON {
-			return printJSON(c.env, info)
+		if code, done := ipamAnswered(c.env, info, err, *asJSON); done {
+			return code
 		}
 		printAddressRecords(c.env, info)
 		recs = info.History
 	} else {
 		recs, err = cl.HistoryOfWorkload(ctx, operand)
-		if err != nil {
-			return ipamFail(c.env, err)
-		}
-		if *asJSON {
-			return printJSON(c.env, recs)
+		if code, done := ipamAnswered(c.env, recs, err, *asJSON); done {
+			return code
 		}
 	}
 	if len(recs) == 0 {
@@ -436,11 +427,8 @@ func (c *ipamReleaseCommand) Run(args []string) int {
 	} else {
 		res, err = cl.ReleaseWorkload(ctx, *workload)
 	}
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, res)
+	if code, done := ipamAnswered(c.env, res, err, *asJSON); done {
+		return code
 	}
 	if len(res.Released) == 0 {
 		fmt.Fprintln(c.env.Stdout, "nothing was held")
@@ -473,11 +461,8 @@ func (c *ipamGCCommand) Run(args []string) int {
 	ctx, cancel := ipamCtx()
 	defer cancel()
 	res, err := (&api.Client{SocketPath: *socket}).GC(ctx)
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, res)
+	if code, done := ipamAnswered(c.env, res, err, *asJSON); done {
+		return code
 	}
 	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v), workloads pruned %d (%d records)\n",
 		res.Checked, len(res.Suspected), len(res.Reclaimed), res.QuarantineExpired, res.GracePeriod, res.WorkloadsPruned, res.RecordsPruned)

@@ -80,11 +80,8 @@ func (c *ipamBackupCommand) Run(args []string) int {
 	ctx, cancel := ipamCtx()
 	defer cancel()
 	res, err := (&api.Client{SocketPath: *socket}).Backup(ctx, req)
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, res)
+	if code, done := ipamAnswered(c.env, res, err, *asJSON); done {
+		return code
 	}
 	fmt.Fprintf(c.env.Stdout, "backed up %s to %s: %d bytes, revision %d, in %.0f ms\n", res.Store, res.Path, res.Bytes, res.Revision, res.DurationMs)
 	return ExitOK

@@ -41,11 +41,8 @@ func (c *ipamConflictsCommand) Run(args []string) int {
 	ctx, cancel := ipamCtx()
 	defer cancel()
 	res, err := (&api.Client{SocketPath: *socket}).Conflicts(ctx, *since, netip.Addr{})
-	if err != nil {
-		return ipamFail(c.env, err)
-	}
-	if *asJSON {
-		return printJSON(c.env, res)
+	if code, done := ipamAnswered(c.env, res, err, *asJSON); done {
+		return code
 	}
 	if len(res.Conflicts) == 0 {
 		fmt.Fprintln(c.env.Stdout, "no conflicts recorded")

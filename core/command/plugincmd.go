@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -29,6 +28,21 @@ func positional(args []string, n int) ([]string, []string) {
 		pos, args = append(pos, args[0]), args[1:]
 	}
 	return pos, args
+}
+
+// parseOperands is parse for a command whose n operands come before its
+// flags (plugin new NAME, plugin docs PATH): missing, with the help, is
+// what it says when they are not all there.
+func parseOperands(fs *flag.FlagSet, args []string, n int, env Env, help, missing string) ([]string, int, bool) {
+	pos, rest := positional(args, n)
+	if code, ok := parse(fs, rest, env, help); !ok {
+		return nil, code, false
+	}
+	if len(pos) != n {
+		fmt.Fprintf(env.Stderr, "%s\n\n%s\n", missing, help)
+		return nil, ExitUsage, false
+	}
+	return pos, 0, true
 }
 
 type pluginNewCommand struct{ env Env }
@@ -61,13 +75,9 @@ that checkout's sdk; else the release `+sdk.Version+` this agent was made with.`
 
 func (c *pluginNewCommand) Run(args []string) int {
 	fs, kind, dir, module, sdkVersion, sdkDir := c.flags()
-	pos, rest := positional(args, 1)
-	if code, ok := parse(fs, rest, c.env, c.Help()); !ok {
+	pos, code, ok := parseOperands(fs, args, 1, c.env, c.Help(), "plugin new needs the plugin's NAME")
+	if !ok {
 		return code
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.env.Stderr, "plugin new needs the plugin's NAME\n\n%s\n", c.Help())
-		return ExitUsage
 	}
 	name := pos[0]
 	if !pluginNameRE.MatchString(name) {
@@ -323,10 +333,8 @@ func (c *pluginRunCommand) Run(args []string) int {
 		results = append(results, out)
 	}
 	if f.asJSON {
-		enc := json.NewEncoder(c.env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
-			return fail(c.env, "write: %v", err)
+		if failed := printJSON(c.env, results); failed != ExitOK {
+			return failed
 		}
 		return code
 	}
@@ -374,13 +382,9 @@ the built-in plugins' READMEs.`, fs)
 
 func (c *pluginDocsCommand) Run(args []string) int {
 	fs, component := c.flags()
-	pos, rest := positional(args, 1)
-	if code, ok := parse(fs, rest, c.env, c.Help()); !ok {
+	pos, code, ok := parseOperands(fs, args, 1, c.env, c.Help(), "plugin docs needs the plugin binary's PATH")
+	if !ok {
 		return code
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(c.env.Stderr, "plugin docs needs the plugin binary's PATH\n\n%s\n", c.Help())
-		return ExitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/module"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/examples"
 )
 
 // SDKModule is the module path a plugin requires.
@@ -59,13 +60,8 @@ func writeScaffold(dir string, s scaffold) ([]string, error) {
 		"README.md": tmplReadme,
 		"Makefile":  tmplMakefile,
 		filepath.Join("cmd", "spiderpool-plugin-"+s.Name, "main.go"): tmplMain,
-	}
-	if s.Kind == sdk.KindTuner {
-		files[s.Package+".go"] = tmplTuner
-		files[s.Package+"_test.go"] = tmplTunerTest
-	} else {
-		files[s.Package+".go"] = tmplDetector
-		files[s.Package+"_test.go"] = tmplDetectorTest
+		s.Package + "_test.go": tmplTest,
+		s.Package + ".go":      tmplSkeleton,
 	}
 	rendered := map[string][]byte{}
 	for name, text := range files {
@@ -74,11 +70,15 @@ func writeScaffold(dir string, s scaffold) ([]string, error) {
 			return nil, fmt.Errorf("render %s: %w", name, err)
 		}
 		out := b.Bytes()
-		if strings.HasSuffix(name, ".go") {
-			var err error
-			if out, err = format.Source(out); err != nil {
-				return nil, fmt.Errorf("render %s: %w", name, err)
-			}
+		var err error
+		switch {
+		case name == s.Package+".go":
+			out, err = overlayDecls(examples.MTUGuard, string(out), skeletonDrops(s.Kind))
+		case strings.HasSuffix(name, ".go"):
+			out, err = format.Source(out)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("render %s: %w", name, err)
 		}
 		rendered[name] = out
 	}
@@ -141,174 +141,26 @@ func main() {
 }
 `
 
-const tmplDetector = `// Package {{.Package}} is the {{.Name}} detector plugin of spiderpool-agent.
+// tmplSkeleton is what plugin new writes where sdk/examples/mtuguard has
+// its author's work: the declarations that replace the example's of the
+// same name (overlayDecls), the rest of the plugin's file being the
+// example's. A tuner also replaces the detector's Plugin, its interface
+// assertions and Configure, adds apply and Status, and drops what
+// skeletonDrops names.
+const tmplSkeleton = `// Package {{.Package}} is the {{.Name}} {{.Kind}} plugin of spiderpool-agent.
 package {{.Package}}
-
-import (
-	"context"
-	"sync"
-
-	"github.com/spiderpool-agent/spiderpool-agent/sdk"
-	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
-)
-
-// Version is the plugin's own version, stamped at build: make build
-// VERSION=1.2.0 (the Makefile passes -X; its default is git describe).
-var Version = "0.0.0-dev"
-
-// Config is the plugin's config { } block: one tagged field per attribute,
-// e.g. Limit int ` + "`" + `hcl:"limit,optional" min:"1" max:"64" help:"what it means"` + "`" + `.
-// The tags min, max, min_items, max_items, enum and format (cidr, ip, mac,
-// ifname) and the field types netip.Prefix, netip.Addr and net.HardwareAddr
-// are checked by Decode and by the agent, at the value's file:line:col.
+{{if eq .Kind "tuner"}}
+import "time"
+{{end}}
 type Config struct{}
 
-// defaults are the values of attributes the block does not set.
 func defaults() Config { return Config{} }
 
-// parse decodes a block and checks what the types cannot; ValidateConfig
-// (the agent's dry run) and Configure share it.
-func parse(raw sdk.RawConfig) (Config, error) {
-	cfg := defaults()
-	if err := raw.Decode(&cfg); err != nil {
-		return Config{}, err
-	}
-	// A value that parses but is wrong is reported at its position:
-	//	return Config{}, raw.AttrError("limit", "must be positive")
-	return cfg, nil
-}
-
-// Plugin is the detector.
-type Plugin struct {
-	sdk.Base
-	log sdk.Logger
-	mu  sync.RWMutex
-	cfg Config
-}
-
-var (
-	_ sdk.Detector  = (*Plugin)(nil)
-	_ sdk.Validator = (*Plugin)(nil)
-)
-
-// New returns the plugin with the default config.
-func New(log sdk.Logger) *Plugin { return &Plugin{log: log, cfg: defaults()} }
-
-// Info implements sdk.Plugin. Name must be the block's name.
 func (p *Plugin) Info() sdk.Info {
-	return sdk.Info{Name: "{{.Name}}", Kind: sdk.KindDetector, Version: Version, APIVersion: sdk.APIVersion,
-		Description: "{{.Name}} detector"}
+	return sdk.Info{Name: "{{.Name}}", Kind: sdk.Kind{{if eq .Kind "tuner"}}Tuner{{else}}Detector{{end}}, Version: Version, APIVersion: sdk.APIVersion,
+		Description: "{{.Name}} {{.Kind}}"}
 }
-
-// ConfigSchema implements sdk.Plugin.
-func (p *Plugin) ConfigSchema() sdk.Schema {
-	d := defaults()
-	return sdk.MustSchemaOf(&d)
-}
-
-// ValidateConfig implements sdk.Validator.
-func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	_, err := parse(req.Config)
-	return err
-}
-
-// Configure implements sdk.Plugin.
-func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	cfg, err := parse(req.Config)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.cfg = cfg
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *Plugin) config() Config {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.cfg
-}
-
-// Check implements sdk.Detector: it runs verdict inside the workload's
-// network namespace.
-func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (res sdk.CheckResult, err error) {
-	cfg := p.config()
-	err = netns.Do(req.Netns, func() error {
-		res, err = verdict(ctx, cfg, req)
-		return err
-	})
-	return res, err
-}
-
-// verdict is the detector's answer about req.Address on req.Interface. It
-// runs inside req.Netns (net.InterfaceByName, netlink and sockets see the
-// workload's interfaces) and must return by ctx's deadline; an error is a
-// VerdictError.
-func verdict(ctx context.Context, cfg Config, req sdk.CheckRequest) (sdk.CheckResult, error) {
-	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: req.Address.String() + " is fine"}, ctx.Err()
-}
-`
-
-const tmplDetectorTest = `package {{.Package}}
-
-import (
-	"testing"
-
-	"github.com/spiderpool-agent/spiderpool-agent/sdk"
-	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
-)
-
-func TestConformance(t *testing.T) {
-	sdktest.Run(t, New(sdktest.Logger(t)), sdktest.Options{
-		GoodConfig: ` + "``" + `, // a body of the config { } block it must accept
-		// Bodies it must refuse, each at the LINE:COL of the wrong value.
-		BadConfigs: []sdktest.BadConfig{
-			{Body: ` + "`no_such_attribute = 1`" + `, At: "1:1"},
-		},
-	})
-}
-
-func TestVerdicts(t *testing.T) {
-	sdktest.Verdicts(t, New(sdktest.Logger(t)), sdktest.VerdictTable{
-		Config: ` + "``" + `, // checks run on "lo"; sdktest/lan builds a LAN when they need one
-		Want: map[string]sdk.Verdict{
-			"192.0.2.1/24": sdk.VerdictPass,
-		},
-	})
-}
-`
-
-const tmplTuner = `// Package {{.Package}} is the {{.Name}} tuner plugin of spiderpool-agent.
-package {{.Package}}
-
-import (
-	"context"
-	"sync"
-	"time"
-
-	"github.com/spiderpool-agent/spiderpool-agent/sdk"
-)
-
-// Version is the plugin's own version, stamped at build: make build
-// VERSION=1.2.0 (the Makefile passes -X; its default is git describe).
-var Version = "0.0.0-dev"
-
-// Config is the plugin's config { } block: one tagged field per attribute.
-type Config struct{}
-
-func defaults() Config { return Config{} }
-
-// parse decodes a block and checks what the types cannot; ValidateConfig
-// and Configure share it. Report wrong values with raw.AttrError.
-func parse(raw sdk.RawConfig) (Config, error) {
-	cfg := defaults()
-	if err := raw.Decode(&cfg); err != nil {
-		return Config{}, err
-	}
-	return cfg, nil
-}
-
+{{if eq .Kind "tuner"}}
 // Plugin is the tuner.
 type Plugin struct {
 	sdk.Base
@@ -322,27 +174,6 @@ var (
 	_ sdk.Tuner     = (*Plugin)(nil)
 	_ sdk.Validator = (*Plugin)(nil)
 )
-
-// New returns the plugin with the default config.
-func New(log sdk.Logger) *Plugin { return &Plugin{log: log, cfg: defaults()} }
-
-// Info implements sdk.Plugin. Name must be the block's name.
-func (p *Plugin) Info() sdk.Info {
-	return sdk.Info{Name: "{{.Name}}", Kind: sdk.KindTuner, Version: Version, APIVersion: sdk.APIVersion,
-		Description: "{{.Name}} tuner"}
-}
-
-// ConfigSchema implements sdk.Plugin.
-func (p *Plugin) ConfigSchema() sdk.Schema {
-	d := defaults()
-	return sdk.MustSchemaOf(&d)
-}
-
-// ValidateConfig implements sdk.Validator.
-func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	_, err := parse(req.Config)
-	return err
-}
 
 // Configure implements sdk.Plugin: apply the settings now.
 func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
@@ -372,13 +203,26 @@ func (p *Plugin) Status(context.Context) sdk.TunerStatus {
 	defer p.mu.Unlock()
 	return p.status
 }
-`
+{{else}}
+func verdict(ctx context.Context, cfg Config, req sdk.CheckRequest) (sdk.CheckResult, error) {
+	return sdk.CheckResult{Verdict: sdk.VerdictPass, Reason: req.Address.String() + " is fine"}, ctx.Err()
+}
+{{end}}`
 
-const tmplTunerTest = `package {{.Package}}
+// skeletonDrops names the example's declarations a kind of plugin has not.
+func skeletonDrops(k sdk.Kind) []string {
+	if k == sdk.KindTuner {
+		return []string{"func Plugin.config", "func Plugin.Check", "func verdict"}
+	}
+	return nil
+}
+
+const tmplTest = `package {{.Package}}
 
 import (
 	"testing"
-
+{{if eq .Kind "detector"}}
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"{{end}}
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 )
 
@@ -391,7 +235,16 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
-`
+{{if eq .Kind "detector"}}
+func TestVerdicts(t *testing.T) {
+	sdktest.Verdicts(t, New(sdktest.Logger(t)), sdktest.VerdictTable{
+		Config: ` + "``" + `, // checks run on "lo"; sdktest/lan builds a LAN when they need one
+		Want: map[string]sdk.Verdict{
+			"192.0.2.1/24": sdk.VerdictPass,
+		},
+	})
+}
+{{end}}`
 
 const tmplMakefile = `# {{.Name}}: a spiderpool-agent plugin.
 

@@ -87,3 +87,69 @@ func TestPluginNewRefusesWhatGoWouldRefuseLater(t *testing.T) {
 		}
 	}
 }
+
+// The skeletons are sdk/examples/mtuguard with the author's places emptied:
+// nothing of the example's own detector may leak into them, and the lines
+// sdk/README.md's walk-through tells an author to replace must be there.
+func TestSkeletonsAreTheExampleEmptied(t *testing.T) {
+	for _, kind := range []sdk.Kind{sdk.KindDetector, sdk.KindTuner} {
+		dir := filepath.Join(t.TempDir(), "m")
+		s := scaffold{Name: "rack-guard", Package: "rackguard", Module: "example.com/rack-guard", Kind: kind, SDK: sdk.Version}
+		if _, err := writeScaffold(dir, s); err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "rackguard.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := string(b)
+		if strings.Contains(strings.ToLower(src), "mtu") {
+			t.Errorf("the %s skeleton has the example's MTU in it:\n%s", kind, src)
+		}
+		want := []string{
+			"// Package rackguard is the rack-guard " + string(kind) + " plugin of spiderpool-agent.\npackage rackguard\n",
+			"\ntype Config struct{}\n",
+			"\nfunc defaults() Config { return Config{} }\n",
+			"\t\"context\"\n",
+			`Name: "rack-guard", Kind: sdk.Kind` + map[sdk.Kind]string{sdk.KindDetector: "Detector", sdk.KindTuner: "Tuner"}[kind],
+		}
+		absent := []string{"func verdict", "func (p *Plugin) Check("}
+		if kind == sdk.KindDetector {
+			want, absent = append(want, "\nfunc verdict(", "\nfunc (p *Plugin) Check("), []string{"func (p *Plugin) Status("}
+		} else {
+			want = append(want, "\nfunc (p *Plugin) Status(", "\t_, err = p.apply(ctx)\n")
+		}
+		for _, w := range want {
+			if !strings.Contains(src, w) {
+				t.Errorf("the %s skeleton lacks %q:\n%s", kind, w, src)
+			}
+		}
+		for _, a := range absent {
+			if strings.Contains(src, a) {
+				t.Errorf("the %s skeleton has %q:\n%s", kind, a, src)
+			}
+		}
+	}
+}
+
+// overlayDecls refuses what would let a change of the example go
+// unnoticed: a declaration to drop that is not there, a comment it would
+// lose.
+func TestOverlayDeclsRefusesDrift(t *testing.T) {
+	base := "package a\n\nfunc f() {}\n"
+	if _, err := overlayDecls(base, "package a\n", []string{"func g"}); err == nil || !strings.Contains(err.Error(), "no func g") {
+		t.Errorf("a drop naming nothing: %v", err)
+	}
+	stray := "package a\n\nfunc f() {}\n\n// a note between declarations\n\nfunc g() {}\n"
+	if _, err := overlayDecls(stray, "package a\n", nil); err == nil || !strings.Contains(err.Error(), "comment outside") {
+		t.Errorf("a comment outside any declaration: %v", err)
+	}
+	out, err := overlayDecls("// Package a.\npackage a\n\nimport \"fmt\"\n\n// F prints.\nfunc F() { fmt.Println() }\n\nfunc G() {}\n",
+		"package b\n\nimport \"os\"\n\nfunc F() { os.Exit(0) }\n\nfunc H() {}\n", []string{"func G"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "// Package a.\npackage b\n\nimport (\n\t\"os\"\n)\n\n// F prints.\nfunc F() { os.Exit(0) }\n\nfunc H() {}\n"; string(out) != want {
+		t.Errorf("overlay:\n%s\nwant:\n%s", out, want)
+	}
+}

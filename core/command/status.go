@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -43,10 +42,8 @@ func (c *statusCommand) Run(args []string) int {
 	}
 	ready, _ := st.Ready()
 	if *asJSON {
-		enc := json.NewEncoder(c.env.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
-			return fail(c.env, "write: %v", err)
+		if code := printJSON(c.env, st); code != ExitOK {
+			return code
 		}
 	} else if err := writeStatus(c.env.Stdout, st); err != nil {
 		return fail(c.env, "write: %v", err)

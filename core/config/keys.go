@@ -27,15 +27,11 @@ const (
 // PluginConfig), how to read it from text and what values it accepts.
 type keySpec struct {
 	name string // "health_port", "metrics.port"; for plugin keys the attribute name
-	kind valueKind
-	env  string // environment variable, or ""
+	valueType
+	env string // environment variable, or ""
 	// confYML is the conf.yml key that sets it, for documentation.
 	confYML string
 	desc    string
-	// want completes "not ..." in an error: "a port number (1-65535)".
-	want string
-	// check validates (and may normalise) a parsed value.
-	check func(v any) (any, bool)
 	// emptyEnv, when set, is the value of the variable set but empty;
 	// otherwise an empty variable counts as unset.
 	emptyEnv any
@@ -132,148 +128,134 @@ func checksum(v any) (any, bool) {
 	return strings.ToLower(s), true
 }
 
-const (
-	wantPort        = "a port number (1-65535)"
-	wantPortOrZero  = "a port number (1-65535) or 0 to disable"
-	wantBool        = "a boolean (true/false, 1/0, yes/no)"
-	wantDuration    = `a positive duration such as "10s" or "500ms"`
-	wantAbsPath     = "an absolute path"
-	wantAtLeastOne  = "a whole number >= 1"
-	wantAtLeastZero = "a whole number >= 0"
+// valueType is what a setting holds and accepts.
+type valueType struct {
+	kind valueKind
+	// want completes "not ..." in an error: "a port number (1-65535)".
+	want string
+	// check validates (and may normalise) a parsed value.
+	check func(v any) (any, bool)
+}
+
+// The value types several settings share.
+var (
+	aPort       = valueType{kindInt, "a port number (1-65535)", intRange(1, 65535)}
+	aPortOrZero = valueType{kindInt, "a port number (1-65535) or 0 to disable", intRange(0, 65535)}
+	aBool       = valueType{kindBool, "a boolean (true/false, 1/0, yes/no)", anyBool}
+	aDuration   = valueType{kindDuration, `a positive duration such as "10s" or "500ms"`, positiveDuration}
+	anAbsPath   = valueType{kindString, "an absolute path", absPath}
+	atLeastOne  = valueType{kindInt, "a whole number >= 1", intRange(1, maxInt)}
+	atLeastZero = valueType{kindInt, "a whole number >= 0", intRange(0, maxInt)}
 )
 
 // globalKeys are the top-level and block settings, in Settings order.
 var globalKeys = []*keySpec{
-	{name: "log_level", kind: kindString, env: "SPIDERPOOL_LOG_LEVEL",
-		desc: `log level: debug, info, warn, error, fatal, panic (fatal and panic log errors only)`,
-		want: "a log level (debug, info, warn, error, fatal, panic)", check: oneOf(logLevels...),
-		ptr: func(c *Config) any { return &c.LogLevel }},
-	{name: "log_format", kind: kindString, env: "SPIDERPOOL_LOG_FORMAT",
-		desc: `log format: text or json`,
-		want: `a log format ("text" or "json")`, check: oneOf("text", "json"),
-		ptr: func(c *Config) any { return &c.LogFormat }},
-	{name: "plugin_dir", kind: kindString, env: "SPIDERPOOL_PLUGIN_DIR",
-		desc: `directories of the plugin binaries (spiderpool-plugin-NAME), separated by ":" and searched in order`,
-		want: "absolute paths separated by \":\"", check: absPathList,
-		ptr: func(c *Config) any { return &c.PluginDir }},
-	{name: "socket_path", kind: kindString, env: "SPIDERPOOL_SOCKET_PATH", confYML: "ipamUnixSocketPath",
+	{name: "log_level", env: "SPIDERPOOL_LOG_LEVEL",
+		valueType: valueType{kindString, "a log level (debug, info, warn, error, fatal, panic)", oneOf(logLevels...)},
+		desc:      `log level: debug, info, warn, error, fatal, panic (fatal and panic log errors only)`,
+		ptr:       func(c *Config) any { return &c.LogLevel }},
+	{name: "log_format", env: "SPIDERPOOL_LOG_FORMAT",
+		valueType: valueType{kindString, `a log format ("text" or "json")`, oneOf("text", "json")},
+		desc:      `log format: text or json`,
+		ptr:       func(c *Config) any { return &c.LogFormat }},
+	{name: "plugin_dir", env: "SPIDERPOOL_PLUGIN_DIR",
+		valueType: valueType{kindString, "absolute paths separated by \":\"", absPathList},
+		desc:      `directories of the plugin binaries (spiderpool-plugin-NAME), separated by ":" and searched in order`,
+		ptr:       func(c *Config) any { return &c.PluginDir }},
+	{name: "socket_path", valueType: anAbsPath, env: "SPIDERPOOL_SOCKET_PATH", confYML: "ipamUnixSocketPath",
 		desc: "unix socket of the control API",
-		want: wantAbsPath, check: absPath,
-		ptr: func(c *Config) any { return &c.SocketPath }},
-	{name: "health_port", kind: kindInt, env: "SPIDERPOOL_HEALTH_PORT",
+		ptr:  func(c *Config) any { return &c.SocketPath }},
+	{name: "health_port", valueType: aPort, env: "SPIDERPOOL_HEALTH_PORT",
 		desc: "health HTTP port",
-		want: wantPort, check: intRange(1, 65535),
-		ptr: func(c *Config) any { return &c.HealthPort }},
-	{name: "gops_port", kind: kindInt, env: "SPIDERPOOL_GOPS_LISTEN_PORT", emptyEnv: 0,
+		ptr:  func(c *Config) any { return &c.HealthPort }},
+	{name: "gops_port", valueType: aPortOrZero, env: "SPIDERPOOL_GOPS_LISTEN_PORT", emptyEnv: 0,
 		desc: "port of the gops agent on 127.0.0.1; 0 (or the variable set but empty) disables it",
-		want: wantPortOrZero, check: intRange(0, 65535),
-		ptr: func(c *Config) any { return &c.GopsPort }},
-	{name: "node_name", kind: kindString, env: "SPIDERPOOL_NODE_NAME",
-		desc: "this agent's name in a shared (etcd) IPAM store, recorded with each allocation; empty: the hostname",
-		want: "a node name (no '/', at most 253 characters)", check: nodeName,
-		ptr: func(c *Config) any { return &c.NodeName }},
-	{name: "enable_ipv4", kind: kindBool, confYML: "enableIPv4",
+		ptr:  func(c *Config) any { return &c.GopsPort }},
+	{name: "node_name", env: "SPIDERPOOL_NODE_NAME",
+		valueType: valueType{kindString, "a node name (no '/', at most 253 characters)", nodeName},
+		desc:      "this agent's name in a shared (etcd) IPAM store, recorded with each allocation; empty: the hostname",
+		ptr:       func(c *Config) any { return &c.NodeName }},
+	{name: "enable_ipv4", valueType: aBool, confYML: "enableIPv4",
 		desc: "handle IPv4",
-		want: wantBool, check: anyBool,
-		ptr: func(c *Config) any { return &c.EnableIPv4 }},
-	{name: "enable_ipv6", kind: kindBool, confYML: "enableIPv6",
+		ptr:  func(c *Config) any { return &c.EnableIPv4 }},
+	{name: "enable_ipv6", valueType: aBool, confYML: "enableIPv6",
 		desc: "handle IPv6",
-		want: wantBool, check: anyBool,
-		ptr: func(c *Config) any { return &c.EnableIPv6 }},
-	{name: "shutdown_timeout", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.EnableIPv6 }},
+	{name: "shutdown_timeout", valueType: aDuration,
 		desc: "bound of a graceful stop",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.ShutdownTimeout }},
-	{name: "metrics.enabled", kind: kindBool, env: "SPIDERPOOL_ENABLED_METRIC",
+		ptr:  func(c *Config) any { return &c.ShutdownTimeout }},
+	{name: "metrics.enabled", valueType: aBool, env: "SPIDERPOOL_ENABLED_METRIC",
 		desc: "serve metrics",
-		want: wantBool, check: anyBool,
-		ptr: func(c *Config) any { return &c.Metrics.Enabled }},
-	{name: "metrics.port", kind: kindInt, env: "SPIDERPOOL_METRIC_HTTP_PORT",
+		ptr:  func(c *Config) any { return &c.Metrics.Enabled }},
+	{name: "metrics.port", valueType: aPort, env: "SPIDERPOOL_METRIC_HTTP_PORT",
 		desc: "metrics HTTP port",
-		want: wantPort, check: intRange(1, 65535),
-		ptr: func(c *Config) any { return &c.Metrics.Port }},
-	{name: "metrics.address", kind: kindString,
-		desc: "IP address the metrics server listens on",
-		want: "an IP address", check: ipAddress,
-		ptr: func(c *Config) any { return &c.Metrics.Address }},
-	{name: "ipam.max_allocated_ips", kind: kindInt, env: "SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS",
+		ptr:  func(c *Config) any { return &c.Metrics.Port }},
+	{name: "metrics.address",
+		valueType: valueType{kindString, "an IP address", ipAddress},
+		desc:      "IP address the metrics server listens on",
+		ptr:       func(c *Config) any { return &c.Metrics.Address }},
+	{name: "ipam.max_allocated_ips", valueType: atLeastOne, env: "SPIDERPOOL_IPPOOL_MAX_ALLOCATED_IPS",
 		desc: "most addresses one pool may hand out",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
-		ptr: func(c *Config) any { return &c.IPAM.MaxAllocatedIPs }},
-	{name: "ipam.max_history_records", kind: kindInt, env: "SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS",
-		desc: fmt.Sprintf("allocation history kept per workload (at most %d)", ipam.MaxHistoryCap),
-		want: fmt.Sprintf("a whole number from 1 to %d", ipam.MaxHistoryCap), check: intRange(1, ipam.MaxHistoryCap),
-		ptr: func(c *Config) any { return &c.IPAM.MaxHistoryRecords }},
-	{name: "ipam.update_max_retries", kind: kindInt, env: "SPIDERPOOL_UPDATE_CR_MAX_RETRIES",
+		ptr:  func(c *Config) any { return &c.IPAM.MaxAllocatedIPs }},
+	{name: "ipam.max_history_records", env: "SPIDERPOOL_WORKLOADENDPOINT_MAX_HISTORY_RECORDS",
+		valueType: valueType{kindInt, fmt.Sprintf("a whole number from 1 to %d", ipam.MaxHistoryCap), intRange(1, ipam.MaxHistoryCap)},
+		desc:      fmt.Sprintf("allocation history kept per workload (at most %d)", ipam.MaxHistoryCap),
+		ptr:       func(c *Config) any { return &c.IPAM.MaxHistoryRecords }},
+	{name: "ipam.update_max_retries", valueType: atLeastZero, env: "SPIDERPOOL_UPDATE_CR_MAX_RETRIES",
 		desc: "retries of optimistic updates of shared IPAM records",
-		want: wantAtLeastZero, check: intRange(0, maxInt),
-		ptr: func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
-	{name: "ipam.workload_retention", kind: kindDuration,
-		desc:  "how long the endpoint and history of a workload that holds no address are kept after its last release",
-		want:  fmt.Sprintf("a duration from %v to %v", ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
-		check: durationRange(ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention),
-		ptr:   func(c *Config) any { return &c.IPAM.WorkloadRetention }},
-	{name: "ipam.db_path", kind: kindString,
+		ptr:  func(c *Config) any { return &c.IPAM.UpdateMaxRetries }},
+	{name: "ipam.workload_retention",
+		valueType: valueType{kindDuration, fmt.Sprintf("a duration from %v to %v", ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention), durationRange(ipam.MinWorkloadRetention, ipam.MaxWorkloadRetention)},
+		desc:      "how long the endpoint and history of a workload that holds no address are kept after its last release",
+		ptr:       func(c *Config) any { return &c.IPAM.WorkloadRetention }},
+	{name: "ipam.db_path", valueType: anAbsPath,
 		desc: "file of the embedded IPAM store (bbolt)",
-		want: wantAbsPath, check: absPath,
-		ptr: func(c *Config) any { return &c.IPAM.DBPath }},
-	{name: "ipam.gc_interval", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.IPAM.DBPath }},
+	{name: "ipam.gc_interval", valueType: aDuration,
 		desc: "how often IPAM looks for allocations whose network namespace is gone",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.IPAM.GCInterval }},
-	{name: "ipam.gc_grace_period", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.IPAM.GCInterval }},
+	{name: "ipam.gc_grace_period", valueType: aDuration,
 		desc: "wait between IPAM GC's two looks at a namespace before its allocation is released",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.IPAM.GCGracePeriod }},
-	{name: "ipam.allocation_timeout", kind: kindDuration,
-		desc:  "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
-		want:  fmt.Sprintf("a duration between %s and %s", api.MinAllocationTimeout, api.MaxAllocationTimeout),
-		check: durationRange(api.MinAllocationTimeout, api.MaxAllocationTimeout),
-		ptr:   func(c *Config) any { return &c.IPAM.AllocationTimeout }},
-	{name: "ipam.cni_spool_dir", kind: kindString,
+		ptr:  func(c *Config) any { return &c.IPAM.GCGracePeriod }},
+	{name: "ipam.allocation_timeout",
+		valueType: valueType{kindDuration, fmt.Sprintf("a duration between %s and %s", api.MinAllocationTimeout, api.MaxAllocationTimeout), durationRange(api.MinAllocationTimeout, api.MaxAllocationTimeout)},
+		desc:      "deadline of one allocation, after which what it reserved is released and it fails with \"try again\"; below the CNI plugin's wait for the answer",
+		ptr:       func(c *Config) any { return &c.IPAM.AllocationTimeout }},
+	{name: "ipam.cni_spool_dir", valueType: anAbsPath,
 		desc: "directory of the CNI DELs the plugin could not deliver (the network configuration's ipam.spool_dir)",
-		want: wantAbsPath, check: absPath,
-		ptr: func(c *Config) any { return &c.IPAM.CNISpoolDir }},
-	{name: "supervisor.start_timeout", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.IPAM.CNISpoolDir }},
+	{name: "supervisor.start_timeout", valueType: aDuration,
 		desc: "bound of a plugin's start and handshake",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.Supervisor.StartTimeout }},
-	{name: "supervisor.health_interval", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.Supervisor.StartTimeout }},
+	{name: "supervisor.health_interval", valueType: aDuration,
 		desc: "how often plugin health and metrics are collected; 3 misses in a row restart the plugin",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.Supervisor.HealthInterval }},
-	{name: "supervisor.restart_initial_backoff", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.Supervisor.HealthInterval }},
+	{name: "supervisor.restart_initial_backoff", valueType: aDuration,
 		desc: "wait before the first restart of a plugin that died; doubles with each restart in a row",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.Supervisor.RestartInitialBackoff }},
-	{name: "supervisor.restart_max_backoff", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.Supervisor.RestartInitialBackoff }},
+	{name: "supervisor.restart_max_backoff", valueType: aDuration,
 		desc: "cap of the restart backoff",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.Supervisor.RestartMaxBackoff }},
-	{name: "supervisor.restart_budget", kind: kindInt,
+		ptr:  func(c *Config) any { return &c.Supervisor.RestartMaxBackoff }},
+	{name: "supervisor.restart_budget", valueType: atLeastOne,
 		desc: "restarts in a row before a plugin is disabled",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
-		ptr: func(c *Config) any { return &c.Supervisor.RestartBudget }},
-	{name: "supervisor.stable_after", kind: kindDuration,
+		ptr:  func(c *Config) any { return &c.Supervisor.RestartBudget }},
+	{name: "supervisor.stable_after", valueType: aDuration,
 		desc: "run time after which the restart backoff and budget start over",
-		want: wantDuration, check: positiveDuration,
-		ptr: func(c *Config) any { return &c.Supervisor.StableAfter }},
-	{name: "supervisor.plugin_memory_max_mb", kind: kindInt,
-		desc: "memory limit of each plugin in MiB (its cgroup's, children included, where cgroups are available; RLIMIT_DATA per process; GOMEMLIMIT at 90%); 0 is unlimited",
-		want: "0 (unlimited) or a whole number of MiB >= 128", check: memoryMB,
-		ptr: func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},
-	{name: "supervisor.plugin_pids_max", kind: kindInt,
-		desc: "processes and threads each plugin may have, children included (its cgroup's pids.max; needs cgroups); 0 is no limit",
-		want: "0 (no limit) or a number of processes >= 32", check: pidsMax,
-		ptr: func(c *Config) any { return &c.Supervisor.PluginPidsMax }},
-	{name: "supervisor.plugin_log_rate", kind: kindInt,
+		ptr:  func(c *Config) any { return &c.Supervisor.StableAfter }},
+	{name: "supervisor.plugin_memory_max_mb",
+		valueType: valueType{kindInt, "0 (unlimited) or a whole number of MiB >= 128", memoryMB},
+		desc:      "memory limit of each plugin in MiB (its cgroup's, children included, where cgroups are available; RLIMIT_DATA per process; GOMEMLIMIT at 90%); 0 is unlimited",
+		ptr:       func(c *Config) any { return &c.Supervisor.PluginMemoryMaxMB }},
+	{name: "supervisor.plugin_pids_max",
+		valueType: valueType{kindInt, "0 (no limit) or a number of processes >= 32", pidsMax},
+		desc:      "processes and threads each plugin may have, children included (its cgroup's pids.max; needs cgroups); 0 is no limit",
+		ptr:       func(c *Config) any { return &c.Supervisor.PluginPidsMax }},
+	{name: "supervisor.plugin_log_rate", valueType: atLeastOne,
 		desc: "log lines a second each plugin may write to the agent's log; more are dropped and counted",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
-		ptr: func(c *Config) any { return &c.Supervisor.PluginLogRate }},
-	{name: "supervisor.plugin_log_burst", kind: kindInt,
+		ptr:  func(c *Config) any { return &c.Supervisor.PluginLogRate }},
+	{name: "supervisor.plugin_log_burst", valueType: atLeastOne,
 		desc: "log lines each plugin may write at once above plugin_log_rate",
-		want: wantAtLeastOne, check: intRange(1, maxInt),
-		ptr: func(c *Config) any { return &c.Supervisor.PluginLogBurst }},
+		ptr:  func(c *Config) any { return &c.Supervisor.PluginLogBurst }},
 }
 
 // memoryMB accepts 0 (no limit) or 128 MiB and more: the Go runtime alone
@@ -295,19 +277,20 @@ const maxInt = int(^uint(0) >> 1)
 // pluginKeys are the attributes of a plugin block (config is a block and
 // handled apart), in Settings order.
 var pluginKeys = []*keySpec{
-	{name: "enabled", kind: kindBool, want: wantBool, check: anyBool,
-		pptr: func(p *PluginConfig) any { return &p.Enabled }},
-	{name: "path", kind: kindString, want: wantAbsPath, check: absPathOrEmpty,
-		pptr: func(p *PluginConfig) any { return &p.Path }},
-	{name: "checksum", kind: kindString, want: `a checksum "sha256:" followed by 64 hex digits`, check: checksum,
-		pptr: func(p *PluginConfig) any { return &p.Checksum }},
-	{name: "timeout", kind: kindDuration, want: wantDuration, check: positiveDuration,
-		pptr: func(p *PluginConfig) any { return &p.Timeout }},
-	{name: "failure_policy", kind: kindString, want: `a failure policy ("fail-closed" or "fail-open")`,
-		check: oneOf(api.FailClosed, api.FailOpen),
-		pptr:  func(p *PluginConfig) any { return &p.FailurePolicy }},
-	{name: "component", kind: kindString, want: "a component name (lowercase letters, digits and dashes)", check: componentName,
-		pptr: func(p *PluginConfig) any { return &p.Component }},
+	{name: "enabled", valueType: aBool, pptr: func(p *PluginConfig) any { return &p.Enabled }},
+	{name: "path",
+		valueType: valueType{kindString, "an absolute path", absPathOrEmpty},
+		pptr:      func(p *PluginConfig) any { return &p.Path }},
+	{name: "checksum",
+		valueType: valueType{kindString, `a checksum "sha256:" followed by 64 hex digits`, checksum},
+		pptr:      func(p *PluginConfig) any { return &p.Checksum }},
+	{name: "timeout", valueType: aDuration, pptr: func(p *PluginConfig) any { return &p.Timeout }},
+	{name: "failure_policy",
+		valueType: valueType{kindString, `a failure policy ("fail-closed" or "fail-open")`, oneOf(api.FailClosed, api.FailOpen)},
+		pptr:      func(p *PluginConfig) any { return &p.FailurePolicy }},
+	{name: "component",
+		valueType: valueType{kindString, "a component name (lowercase letters, digits and dashes)", componentName},
+		pptr:      func(p *PluginConfig) any { return &p.Component }},
 }
 
 // keysIn returns the specs of the keys under prefix ("" for top level,

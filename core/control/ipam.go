@@ -68,7 +68,7 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		q := r.URL.Query()
 		key := api.AttachmentKey{ContainerID: q.Get("container_id"), Interface: q.Get("interface")}
 		if err := (api.ReleaseRequest{ContainerID: key.ContainerID, Interface: key.Interface}).Validate(); err != nil {
-			ipamBadRequest(w, err)
+			badRequest(w, err)
 			return
 		}
 		att, ok, err := b.IPAMGet(r.Context(), key)
@@ -84,12 +84,12 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		pool, workload := q.Get("pool"), q.Get("workload")
 		if pool != "" {
 			if err := api.ValidatePoolName("pool", pool); err != nil {
-				ipamBadRequest(w, err)
+				badRequest(w, err)
 				return
 			}
 		}
 		if err := api.ValidateWorkload("workload", workload); err != nil {
-			ipamBadRequest(w, err)
+			badRequest(w, err)
 			return
 		}
 		list, err := b.IPAMList(r.Context(), pool, workload)
@@ -113,18 +113,18 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 		var addr netip.Addr
 		switch {
 		case (workload == "") == (address == ""):
-			ipamBadRequest(w, &api.FieldError{Field: "workload", Msg: "give either workload or address"})
+			badRequest(w, &api.FieldError{Field: "workload", Msg: "give either workload or address"})
 			return
 		case address != "":
 			a, err := api.ParseAddress("address", address)
 			if err != nil {
-				ipamBadRequest(w, err)
+				badRequest(w, err)
 				return
 			}
 			addr = a
 		default:
 			if err := api.ValidateWorkload("workload", workload); err != nil {
-				ipamBadRequest(w, err)
+				badRequest(w, err)
 				return
 			}
 		}
@@ -134,7 +134,7 @@ func (h *handler) routeIPAM(b IPAMBackend) {
 	h.route(api.AddressPath, http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
 		addr, err := api.ParseAddress("address", r.URL.Query().Get("address"))
 		if err != nil {
-			ipamBadRequest(w, err)
+			badRequest(w, err)
 			return
 		}
 		res, err := b.IPAMAddress(r.Context(), addr)
@@ -153,15 +153,15 @@ func (h *handler) decodeIPAM(w http.ResponseWriter, r *http.Request, dst interfa
 		return false
 	}
 	if err != nil {
-		ipamBadRequest(w, fmt.Errorf("read the request body: %w", err))
+		badRequest(w, fmt.Errorf("read the request body: %w", err))
 		return false
 	}
 	if err := input.Decode(body, dst, input.Options{}); err != nil {
-		ipamBadRequest(w, ipamFieldError(err))
+		badRequest(w, ipamFieldError(err))
 		return false
 	}
 	if err := dst.Validate(); err != nil {
-		ipamBadRequest(w, err)
+		badRequest(w, err)
 		return false
 	}
 	return true
@@ -179,15 +179,6 @@ func ipamFieldError(err error) error {
 	return err
 }
 
-func ipamBadRequest(w http.ResponseWriter, err error) {
-	body := api.ErrorBody{Error: err.Error(), Code: api.CodeBadRequest}
-	var fe *api.FieldError
-	if errors.As(err, &fe) {
-		body.Field = fe.Field
-	}
-	writeJSON(w, http.StatusBadRequest, body)
-}
-
 func (h *handler) answerIPAM(w http.ResponseWriter, op string, v any, err error) {
 	if err == nil {
 		writeJSON(w, http.StatusOK, v)
@@ -195,7 +186,7 @@ func (h *handler) answerIPAM(w http.ResponseWriter, op string, v any, err error)
 	}
 	var fe *api.FieldError
 	if errors.As(err, &fe) {
-		ipamBadRequest(w, err)
+		badRequest(w, err)
 		return
 	}
 	body := api.ErrorBody{Error: err.Error(), Code: api.CodeInternal}

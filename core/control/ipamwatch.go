@@ -31,7 +31,7 @@ func (h *handler) routeIPAMWatch(b IPAMWatchBackend) {
 		if s := q.Get("since"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil || d <= 0 || d > MaxConflictsSince {
-				ipamBadRequest(w, &api.FieldError{Field: "since", Msg: "must be a positive duration of at most 8784h, such as 24h"})
+				badRequest(w, &api.FieldError{Field: "since", Msg: "must be a positive duration of at most 8784h, such as 24h"})
 				return
 			}
 			since = d
@@ -39,7 +39,7 @@ func (h *handler) routeIPAMWatch(b IPAMWatchBackend) {
 		if s := q.Get("address"); s != "" {
 			a, err := api.ParseAddress("address", s)
 			if err != nil {
-				ipamBadRequest(w, err)
+				badRequest(w, err)
 				return
 			}
 			addr = a

@@ -1,35 +1,17 @@
 package gopsagent
 
 import (
-	"bytes"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-// syncBuffer is a log sink safe for the logger's writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func logger(buf *syncBuffer) hclog.Logger {
+func logger(buf *agenttest.SyncBuffer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug})
 }
 
@@ -45,7 +27,7 @@ func freePort(t *testing.T) int {
 }
 
 func TestDisabled(t *testing.T) {
-	var buf syncBuffer
+	var buf agenttest.SyncBuffer
 	addr, stop := Start(0, logger(&buf))
 	stop()
 	if addr != "" {
@@ -57,7 +39,7 @@ func TestDisabled(t *testing.T) {
 }
 
 func TestOutOfRange(t *testing.T) {
-	var buf syncBuffer
+	var buf agenttest.SyncBuffer
 	_, stop := Start(70000, logger(&buf))
 	stop()
 	if !strings.Contains(buf.String(), "[WARN]") || !strings.Contains(buf.String(), "port=70000") {
@@ -74,7 +56,7 @@ func TestBusyPortWarns(t *testing.T) {
 	defer busy.Close()
 	port := busy.Addr().(*net.TCPAddr).Port
 
-	var buf syncBuffer
+	var buf agenttest.SyncBuffer
 	_, stop := Start(port, logger(&buf)) // must not panic or exit
 	stop()
 	stop()
@@ -97,7 +79,7 @@ func TestBusyPortWarns(t *testing.T) {
 func TestFreePortAcceptsAndStops(t *testing.T) {
 	t.Setenv("GOPS_CONFIG_DIR", t.TempDir())
 	port := freePort(t)
-	var buf syncBuffer
+	var buf agenttest.SyncBuffer
 	got, stop := Start(port, logger(&buf))
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	if got != addr {

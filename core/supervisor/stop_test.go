@@ -15,20 +15,8 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
-
-// sigstop stops pid and kills it when the test ends. A pid <= 0 would
-// signal this test's own process group.
-func sigstop(t *testing.T, pid int) {
-	t.Helper()
-	if pid <= 0 {
-		t.Fatalf("no plugin process to stop (pid %d)", pid)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-}
 
 // TestStoppedPluginIsRestarted: a SIGSTOPped plugin misses its health
 // checks; it must be taken out of service at once, killed, and replaced by
@@ -39,7 +27,7 @@ func TestStoppedPluginIsRestarted(t *testing.T) {
 	rec := newRecorder()
 	s := start(t, rec, spec("a", "ok"))
 	old := pluginState(t, s, "a")
-	sigstop(t, old.PID)
+	agenttest.SIGSTOP(t, old.PID)
 	// 3 health checks of 2s each are missed first.
 	waitFor(t, 30*time.Second, "the stopped plugin to be taken out of service", func() bool {
 		st := pluginState(t, s, "a").State
@@ -66,7 +54,7 @@ func TestStoppedPluginIsRestarted(t *testing.T) {
 func TestStopWithAStoppedPluginIsBounded(t *testing.T) {
 	s := start(t, nil, spec("a", "ok"))
 	p := pluginState(t, s, "a")
-	sigstop(t, p.PID)
+	agenttest.SIGSTOP(t, p.PID)
 	const grace = time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

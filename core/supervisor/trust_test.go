@@ -58,10 +58,22 @@ func TestStrictModes(t *testing.T) {
 	base := agenttest.TrustedTempDir(t)
 	ok := binaries["ok"]
 
-	safeDir := filepath.Join(base, "safe")
-	mkdir(t, safeDir, 0o755)
-	safe := filepath.Join(safeDir, "plugin")
-	copyBinary(t, ok, safe, 0o755)
+	// pluginIn makes the directory base/name with mode, owned by uid when
+	// it is not root, holding the fixture as "plugin" (mode 0755).
+	pluginIn := func(name string, mode os.FileMode, uid int) (dir, bin string) {
+		dir = filepath.Join(base, name)
+		mkdir(t, dir, mode)
+		bin = filepath.Join(dir, "plugin")
+		copyBinary(t, ok, bin, 0o755)
+		if uid != 0 {
+			if err := os.Chown(dir, uid, uid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir, bin
+	}
+
+	safeDir, safe := pluginIn("safe", 0o755, 0)
 
 	worldBin := filepath.Join(safeDir, "world-writable")
 	copyBinary(t, ok, worldBin, 0o777)
@@ -72,25 +84,12 @@ func TestStrictModes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	groupDir := filepath.Join(base, "group")
-	mkdir(t, groupDir, 0o775)
-	groupBin := filepath.Join(groupDir, "plugin")
-	copyBinary(t, ok, groupBin, 0o755)
-
-	nobodyDir := filepath.Join(base, "nobodys")
-	mkdir(t, nobodyDir, 0o755)
-	nobodyDirBin := filepath.Join(nobodyDir, "plugin")
-	copyBinary(t, ok, nobodyDirBin, 0o755)
-	if err := os.Chown(nobodyDir, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	groupDir, groupBin := pluginIn("group", 0o775, 0)
+	nobodyDir, nobodyDirBin := pluginIn("nobodys", 0o755, 65534)
 
 	// A sticky world-writable directory, as /tmp: whoever can create a
 	// name there can plant the symlink the attack swaps.
-	stickyDir := filepath.Join(base, "sticky")
-	mkdir(t, stickyDir, 0o1777)
-	stickyBin := filepath.Join(stickyDir, "plugin")
-	copyBinary(t, ok, stickyBin, 0o755)
+	stickyDir, stickyBin := pluginIn("sticky", 0o1777, 0)
 	stickyLink := filepath.Join(stickyDir, "link")
 	if err := os.Symlink(safe, stickyLink); err != nil {
 		t.Fatal(err)

@@ -29,42 +29,26 @@ type IPAMMetrics struct {
 // NewIPAMMetrics registers the IPAM metrics on t's registry. Call it once
 // per Telemetry: a second call fails on the duplicate registration.
 func NewIPAMMetrics(t *Telemetry) (*IPAMMetrics, error) {
-	pool := []string{"pool"}
+	c := &ipamCollectors{reg: t.reg}
 	m := &IPAMMetrics{
-		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "allocations_total",
-			Help: "IPAM allocations by pool and result (ok, or the error code: pool_full, conflict, gateway_unreachable, try_again, ...)."}, []string{"pool", "result"}),
-		releases: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "releases_total",
-			Help: "Addresses released, by pool and result (ok or error)."}, []string{"pool", "result"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "ipam", Name: "allocation_duration_seconds",
-			Help:    "Duration of IPAM allocations, reservation and checks included, in seconds.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5}}, pool),
-		conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "conflicts_skipped_total",
-			Help: "Candidate addresses skipped because someone on the wire used them."}, pool),
-		quarantines: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "quarantines_total",
-			Help: "Addresses put in quarantine after a conflict."}, pool),
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "update_retries_total",
-			Help: "Store updates retried after losing a race (optimistic concurrency)."}, pool),
-		gc: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "gc_reclaimed_total",
-			Help: "Addresses released by garbage collection because their network namespace was gone."}, pool),
-		size: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_size",
-			Help: "Addresses a pool can hand out."}, pool),
-		allocated: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_allocated",
-			Help: "Addresses of a pool given to workloads."}, pool),
-		reserved: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_reserved",
-			Help: "Addresses of a pool reserved by allocations still being checked."}, pool),
-		quarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "pool_quarantined",
-			Help: "Addresses of a pool in quarantine after a conflict."}, pool),
-		workloads: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "workloads",
-			Help: "Workload records (endpoint and history) at the last GC pass, by state: live (an allocation names it) or retained (kept for ipam.workload_retention after its last release)."}, []string{"state"}),
-		pruned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "workloads_pruned_total",
-			Help: "Workloads whose endpoint and history GC deleted, their last release older than ipam.workload_retention."}),
-		prunedRecs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "workload_records_pruned_total",
-			Help: "Store records (endpoints and history entries) deleted with pruned workloads."}),
+		allocations: c.counterVec("allocations_total", "IPAM allocations by pool and result (ok, or the error code: pool_full, conflict, gateway_unreachable, try_again, ...).", "pool", "result"),
+		releases:    c.counterVec("releases_total", "Addresses released, by pool and result (ok or error).", "pool", "result"),
+		duration: c.histogramVec("allocation_duration_seconds", "Duration of IPAM allocations, reservation and checks included, in seconds.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5}, "pool"),
+		conflicts:   c.counterVec("conflicts_skipped_total", "Candidate addresses skipped because someone on the wire used them.", "pool"),
+		quarantines: c.counterVec("quarantines_total", "Addresses put in quarantine after a conflict.", "pool"),
+		retries:     c.counterVec("update_retries_total", "Store updates retried after losing a race (optimistic concurrency).", "pool"),
+		gc:          c.counterVec("gc_reclaimed_total", "Addresses released by garbage collection because their network namespace was gone.", "pool"),
+		size:        c.gaugeVec("pool_size", "Addresses a pool can hand out.", "pool"),
+		allocated:   c.gaugeVec("pool_allocated", "Addresses of a pool given to workloads.", "pool"),
+		reserved:    c.gaugeVec("pool_reserved", "Addresses of a pool reserved by allocations still being checked.", "pool"),
+		quarantined: c.gaugeVec("pool_quarantined", "Addresses of a pool in quarantine after a conflict.", "pool"),
+		workloads:   c.gaugeVec("workloads", "Workload records (endpoint and history) at the last GC pass, by state: live (an allocation names it) or retained (kept for ipam.workload_retention after its last release).", "state"),
+		pruned:      c.counter("workloads_pruned_total", "Workloads whose endpoint and history GC deleted, their last release older than ipam.workload_retention."),
+		prunedRecs:  c.counter("workload_records_pruned_total", "Store records (endpoints and history entries) deleted with pruned workloads."),
 	}
-	for _, c := range []prometheus.Collector{m.allocations, m.releases, m.duration, m.conflicts, m.quarantines, m.retries, m.gc, m.size, m.allocated, m.reserved, m.quarantined, m.workloads, m.pruned, m.prunedRecs} {
-		if err := t.reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register the IPAM metrics: %w", err)
-		}
+	if err := c.err; err != nil {
+		return nil, fmt.Errorf("register the IPAM metrics: %w", err)
 	}
 	return m, nil
 }

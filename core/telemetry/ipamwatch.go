@@ -19,25 +19,17 @@ type WatchMetrics struct {
 
 // NewWatchMetrics registers the watcher's metrics on t.
 func NewWatchMetrics(t *Telemetry) (*WatchMetrics, error) {
-	pool := []string{"pool"}
+	c := &ipamCollectors{reg: t.reg}
 	m := &WatchMetrics{
-		detected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "conflicts_detected_total",
-			Help: "Conflicts detected after allocation: an allocated address claimed on the wire by another MAC (ARP or ND), by pool."}, pool),
-		defences: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "conflict_defences_total",
-			Help: "Announcements sent from a workload to defend its contested address (pools with defend = true; at most one per 10 s per address)."}, pool),
-		contested: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "addresses_contested",
-			Help: "Allocated addresses of this node claimed by another MAC within the last 5 minutes."}),
-		busy: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "addresses_busy",
-			Help: "Pool addresses this node does not hold seen claimed on the wire within the last 10 minutes (skipped by candidate searches)."}),
-		watching: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "ipam", Name: "interfaces_watched",
-			Help: "Allocated workload interfaces watched for conflicting claims."}),
-		lost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "ipam", Name: "conflict_records_dropped_total",
-			Help: "Conflict reports not written to the store (its queue was full or the write failed)."}),
+		detected:  c.counterVec("conflicts_detected_total", "Conflicts detected after allocation: an allocated address claimed on the wire by another MAC (ARP or ND), by pool.", "pool"),
+		defences:  c.counterVec("conflict_defences_total", "Announcements sent from a workload to defend its contested address (pools with defend = true; at most one per 10 s per address).", "pool"),
+		contested: c.gauge("addresses_contested", "Allocated addresses of this node claimed by another MAC within the last 5 minutes."),
+		busy:      c.gauge("addresses_busy", "Pool addresses this node does not hold seen claimed on the wire within the last 10 minutes (skipped by candidate searches)."),
+		watching:  c.gauge("interfaces_watched", "Allocated workload interfaces watched for conflicting claims."),
+		lost:      c.counter("conflict_records_dropped_total", "Conflict reports not written to the store (its queue was full or the write failed)."),
 	}
-	for _, c := range []prometheus.Collector{m.detected, m.defences, m.contested, m.busy, m.watching, m.lost} {
-		if err := t.reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register the IPAM watch metrics: %w", err)
-		}
+	if err := c.err; err != nil {
+		return nil, fmt.Errorf("register the IPAM watch metrics: %w", err)
 	}
 	return m, nil
 }

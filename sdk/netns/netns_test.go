@@ -79,16 +79,25 @@ func TestDoPassesFnsError(t *testing.T) {
 	}
 }
 
-func TestDoRefusesWhatIsNotANetworkNamespace(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "file")
+// notNamespaces makes, in a new directory, a regular file and a FIFO: paths
+// that are not network namespaces, the FIFO one that blocks a careless
+// open.
+func notNamespaces(t *testing.T) (dir, file, fifo string) {
+	t.Helper()
+	dir = t.TempDir()
+	file = filepath.Join(dir, "file")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(dir, "fifo")
+	fifo = filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return dir, file, fifo
+}
+
+func TestDoRefusesWhatIsNotANetworkNamespace(t *testing.T) {
+	dir, file, fifo := notNamespaces(t)
 	ran := false
 	fn := func() error { ran = true; return nil }
 	for _, path := range []string{file, fifo, "/proc/self/ns/mnt", "/proc/self/ns/uts"} {
@@ -114,15 +123,7 @@ func TestDoRefusesWhatIsNotANetworkNamespace(t *testing.T) {
 // Open names what a refused path is, so that an API can say it; it never
 // blocks on a FIFO, and follows links to what they point at.
 func TestOpenNamesWhatThePathIs(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, file, fifo := notNamespaces(t)
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink(fifo, link); err != nil {
 		t.Fatal(err)

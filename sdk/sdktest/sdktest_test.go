@@ -114,55 +114,38 @@ func TestKit(t *testing.T) {
 			t.Errorf("a passing run logs:\n%s", out)
 		}
 	})
-	// The client gives up at the deadline whatever the plugin does; the
-	// kit must see that the plugin's Check itself overran.
-	t.Run("a Check that ignores its context fails", func(t *testing.T) {
-		out, ok := child(t, "ignores-ctx")
-		if ok || !strings.Contains(out, "it must watch ctx") {
-			t.Errorf("a Check that sleeps through its deadline passed the kit:\n%s", out)
-		}
-	})
-	// IPAM acts on the kind: a block that does not say it fails the kit.
-	t.Run("a block without a kind fails", func(t *testing.T) {
-		out, ok := child(t, "kindless")
-		if ok || !strings.Contains(out, "FAIL: TestKit/blocks_carry_a_kind") || !strings.Contains(out, `a block has kind "": set CheckResult.BlockKind`) {
-			t.Errorf("a block without a kind passed the kit:\n%s", out)
-		}
-	})
-	t.Run("a table of bad configs refused where it says passes", func(t *testing.T) {
-		if out, ok := child(t, "bad-table"); !ok {
-			t.Fatalf("a plugin that refuses each row at its place failed the kit:\n%s", out)
-		}
-	})
-	t.Run("a bad config refused elsewhere fails", func(t *testing.T) {
-		out, ok := child(t, "bad-table-wrong-place")
-		if ok || !strings.Contains(out, "refused it at 2:14 of the body, want 1:14") {
-			t.Errorf("a refusal at another place passed the kit:\n%s", out)
-		}
-	})
-	t.Run("a bad config accepted fails", func(t *testing.T) {
-		out, ok := child(t, "bad-table-accepted")
-		if ok || !strings.Contains(out, "ValidateConfig accepted or refused without a position") {
-			t.Errorf("an accepted bad config passed the kit:\n%s", out)
-		}
-	})
-	t.Run("a verdict table that holds passes", func(t *testing.T) {
-		if out, ok := child(t, "verdicts"); !ok {
-			t.Fatalf("a correct verdict table failed:\n%s", out)
-		}
-	})
-	t.Run("a verdict table that does not hold fails with the reason", func(t *testing.T) {
-		out, ok := child(t, "verdicts-wrong")
-		if ok || !strings.Contains(out, "10.1.2.3/24 on lo: block (10.1.2.3 is in 10.1.0.0/16), want pass") {
-			t.Errorf("a wrong verdict passed:\n%s", out)
-		}
-	})
-	t.Run("a refusal without a position fails", func(t *testing.T) {
-		out, ok := child(t, "plain-error")
-		if ok || !strings.Contains(out, "Configure(bad config)") || !strings.Contains(out, "want a *sdk.ConfigError") {
-			t.Errorf("a refusal without a position passed the kit:\n%s", out)
-		}
-	})
+	// Each other child: whether the kit must pass it, and what its output
+	// must say.
+	tests := []struct {
+		name, mode string
+		pass       bool
+		says       []string
+	}{
+		// The client gives up at the deadline whatever the plugin does; the
+		// kit must see that the plugin's Check itself overran.
+		{"a Check that ignores its context fails", "ignores-ctx", false, []string{"it must watch ctx"}},
+		// IPAM acts on the kind: a block that does not say it fails the kit.
+		{"a block without a kind fails", "kindless", false, []string{"FAIL: TestKit/blocks_carry_a_kind", `a block has kind "": set CheckResult.BlockKind`}},
+		{"a table of bad configs refused where it says passes", "bad-table", true, nil},
+		{"a bad config refused elsewhere fails", "bad-table-wrong-place", false, []string{"refused it at 2:14 of the body, want 1:14"}},
+		{"a bad config accepted fails", "bad-table-accepted", false, []string{"ValidateConfig accepted or refused without a position"}},
+		{"a verdict table that holds passes", "verdicts", true, nil},
+		{"a verdict table that does not hold fails with the reason", "verdicts-wrong", false, []string{"10.1.2.3/24 on lo: block (10.1.2.3 is in 10.1.0.0/16), want pass"}},
+		{"a refusal without a position fails", "plain-error", false, []string{"Configure(bad config)", "want a *sdk.ConfigError"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, ok := child(t, tt.mode)
+			if ok != tt.pass {
+				t.Fatalf("the kit's run of %s passed = %v, want %v:\n%s", tt.mode, ok, tt.pass, out)
+			}
+			for _, s := range tt.says {
+				if !strings.Contains(out, s) {
+					t.Errorf("the kit's run of %s does not say %q:\n%s", tt.mode, s, out)
+				}
+			}
+		})
+	}
 }
 
 // prefixDetector blocks addresses inside its deny prefixes or with a longer

@@ -13,19 +13,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
-// sigstop stops pid and kills it when the test ends. A pid <= 0 would
-// signal this test's own process group.
-func sigstop(t *testing.T, pid int) {
-	t.Helper()
-	if pid <= 0 {
-		t.Fatalf("no plugin process to stop (pid %d)", pid)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-}
-
 // waitGone fails the test unless the stopped plugin pid has ended within
 // 5s; when says after what.
 func waitGone(t *testing.T, pid int, when string) {
@@ -43,7 +30,7 @@ plugin "ip-conflict" { timeout = "500ms" }
 `})
 	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
-	sigstop(t, victim.PID)
+	agenttest.SIGSTOP(t, victim.PID)
 	stopped := time.Now()
 	// 3 health checks of 500ms each, 200ms apart, are missed first.
 	a.WaitFor("/v1/runtime/readiness", http.StatusServiceUnavailable, 15*time.Second)
@@ -87,7 +74,7 @@ plugin "ip-conflict" { timeout = "10s" }
 `})
 	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
-	sigstop(t, victim.PID)
+	agenttest.SIGSTOP(t, victim.PID)
 	begin := time.Now()
 	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
