@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
@@ -89,6 +90,7 @@ func (a *allocation) vet(ctx context.Context) error {
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
 		netnsPath, iface := a.req.Netns, a.req.Interface
+		t0 := time.Now()
 		restore, err := bounded(ctx, func() (func(), error) {
 			return m.links.EnsureUp(ctx, netnsPath, iface)
 		}, func(restore func(), err error) {
@@ -96,10 +98,15 @@ func (a *allocation) vet(ctx context.Context) error {
 				restore()
 			}
 		})
+		a.took.linkUp += time.Since(t0)
 		if err != nil {
 			return &Error{Code: api.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
 		}
-		defer restore()
+		defer func() {
+			t0 := time.Now()
+			restore()
+			a.took.linkDown += time.Since(t0)
+		}()
 	}
 	for len(pending) > 0 {
 		var creq api.Check
@@ -117,7 +124,9 @@ func (a *allocation) vet(ctx context.Context) error {
 			creq.Addresses = append(creq.Addresses, ca)
 			order = append(order, p)
 		}
+		t0 := time.Now()
 		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
+		a.took.check += time.Since(t0)
 		if err != nil {
 			code := api.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {
@@ -154,7 +163,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r); err != nil {
+			if err := timed(&a.took.reserve, func() error { return a.skip(ctx, p, r) }); err != nil {
 				return err
 			}
 			if a.why[p.Name] == nil {
@@ -166,7 +175,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.reserve(ctx, p); err != nil {
+			if err := timed(&a.took.reserve, func() error { return a.reserve(ctx, p) }); err != nil {
 				if e := poolFull(err); e != nil {
 					failed = append(failed, e)
 					delete(pending, p.Name)
