@@ -72,7 +72,7 @@ func (a *allocation) notChecked() []api.DetectionSkip {
 
 // vet checks the reserved addresses on the wire until each passed, one was
 // blocked, or a pool ran out of tries.
-func (a *allocation) vet(ctx context.Context) error {
+func (a *allocation) vet(ctx context.Context) (err error) {
 	m := a.m
 	pending := map[string]bool{}
 	for _, p := range a.pools {
@@ -91,20 +91,21 @@ func (a *allocation) vet(ctx context.Context) error {
 	if a.req.Netns != "" {
 		netnsPath, iface := a.req.Netns, a.req.Interface
 		t0 := time.Now()
-		restore, err := bounded(ctx, func() (func(), error) {
+		done, upErr := bounded(ctx, func() (func(bool), error) {
 			return m.links.EnsureUp(ctx, netnsPath, iface)
-		}, func(restore func(), err error) {
+		}, func(done func(bool), err error) {
 			if err == nil {
-				restore()
+				done(false)
 			}
 		})
 		a.took.linkUp += time.Since(t0)
-		if err != nil {
-			return &Error{Code: api.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
+		if upErr != nil {
+			return &Error{Code: api.CodeCheckFailed, Err: upErr, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), upErr)}
 		}
+		// err is vet's answer: only a passed check leaves the interface up.
 		defer func() {
 			t0 := time.Now()
-			restore()
+			done(err == nil && a.mainPluginRaises())
 			a.took.linkDown += time.Since(t0)
 		}()
 	}
@@ -189,6 +190,20 @@ func (a *allocation) vet(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// mainPluginRaises says whether the caller raises the interface itself
+// once the allocation is answered: a CNI ADD's main plugin does, when it
+// configures the result (every reference main plugin that makes a down
+// interface - macvlan, ipvlan, vlan, host-device - raises it through
+// ipam.ConfigureIface). Putting the interface down after a passed check
+// would only be undone a moment later, and a link down costs an RCU grace
+// period under the node's RTNL lock: in a storm of workload starts the
+// downs queue behind each other and behind every other link change on the
+// node (100 workloads: a second). An allocation that failed, and one for
+// another caller (the API), leaves the interface down as it found it.
+func (a *allocation) mainPluginRaises() bool {
+	return a.req.Origin != nil && a.req.Origin.Kind == api.OriginCNI
 }
 
 // poolFull returns err as an *Error when it says a pool is full: a failure
