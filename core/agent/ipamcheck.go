@@ -81,7 +81,33 @@ func (c ipamChecker) Check(ctx context.Context, req api.Check) ([]ipam.CheckResu
 	for i := range resp.Addresses {
 		out[i] = outcome(resp.Addresses[i])
 	}
+	if a.log.IsDebug() {
+		a.log.Debug("allocation check", checkTimes(req, resp)...)
+	}
 	return out, nil
+}
+
+// checkTimes are an allocation's check for its debug line: where, the
+// whole check, and each detector's slowest call as the agent timed it
+// (<name>_ms) and as the plugin did (<name>_plugin_ms); the difference is
+// the call to the plugin and back.
+func checkTimes(req api.Check, resp api.CheckResult) []any {
+	kv := []any{"netns", req.Netns, "interface", req.Interface, "duration_ms", resp.DurationMs}
+	slowest := map[string][2]float64{}
+	var names []string
+	for _, ad := range resp.Addresses {
+		for _, d := range ad.Detectors {
+			t, seen := slowest[d.Name]
+			if !seen {
+				names = append(names, d.Name)
+			}
+			slowest[d.Name] = [2]float64{max(t[0], d.DurationMs), max(t[1], d.PluginMs)}
+		}
+	}
+	for _, n := range names {
+		kv = append(kv, n+"_ms", slowest[n][0], n+"_plugin_ms", slowest[n][1])
+	}
+	return kv
 }
 
 // outcome reads one address's detector results by the kind of each block,

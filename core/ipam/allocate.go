@@ -97,6 +97,7 @@ func (m *IPAM) Allocate(ctx context.Context, req AllocateRequest) (att Attachmen
 		}
 	}()
 	a := &allocation{m: m, req: req, key: AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}, pools: pools}
+	defer a.logSteps(time.Now(), &err)
 	if !m.inflight.take(a.key) {
 		return Attachment{}, ipamErr(api.CodeTryAgain, nil, "an allocation for container %s interface %s is in progress; try again", input.Cut(a.key.ContainerID), a.key.Interface)
 	}
@@ -200,6 +201,46 @@ type allocation struct {
 	// the first history write of a one-commit allocation (which follows at
 	// once: its compare catches a change); nil once used.
 	ep *endpointRead
+	// took is where the allocation's time went, for its debug line.
+	took steps
+}
+
+// steps are the allocation's time in each of its steps (wall time, summed
+// over candidates), so that an operator can tell a slow store from a slow
+// interface or detector: the reservation commits (and the quarantine of a
+// candidate in use), raising the workload's interface and putting it down
+// again, the Checker's calls (the reply window is inside), and the final
+// commit (or the one commit when nothing is checked). What total has
+// beyond them is the reads and the waits of lost races.
+type steps struct {
+	reserve, linkUp, linkDown, check, commit time.Duration
+}
+
+// timed adds the time fn takes to *d.
+func timed(d *time.Duration, fn func() error) error {
+	t0 := time.Now()
+	err := fn()
+	*d += time.Since(t0)
+	return err
+}
+
+// logSteps writes the allocation's debug line: when it started (wall
+// clock, to line it up with what happened outside the agent) and its
+// steps in milliseconds.
+func (a *allocation) logSteps(start time.Time, err *error) {
+	log := a.m.log
+	if !log.IsDebug() {
+		return
+	}
+	res := "ok"
+	if *err != nil {
+		res = errCode(*err)
+	}
+	msOf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	log.Debug("allocation steps", "container_id", input.Cut(a.key.ContainerID), "interface", a.key.Interface, "result", res,
+		"start", start.UTC().Format(time.RFC3339Nano), "total_ms", msOf(time.Since(start)),
+		"reserve_ms", msOf(a.took.reserve), "link_up_ms", msOf(a.took.linkUp), "check_ms", msOf(a.took.check),
+		"link_down_ms", msOf(a.took.linkDown), "commit_ms", msOf(a.took.commit))
 }
 
 type endpointRead struct {
@@ -257,7 +298,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 		// allocators off the addresses while they are probed, so the
 		// allocation is written whole in one commit (one fsync, or one etcd
 		// Txn, instead of two or more).
-		if err := a.allocateAtOnce(ctx); err != nil {
+		if err := timed(&a.took.commit, func() error { return a.allocateAtOnce(ctx) }); err != nil {
 			return Attachment{}, err
 		}
 		ok = true
@@ -267,7 +308,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	// tried, so that the error names every pool that failed.
 	var full []*Error
 	for _, p := range a.pools {
-		if err := a.reserve(ctx, p); err != nil {
+		if err := timed(&a.took.reserve, func() error { return a.reserve(ctx, p) }); err != nil {
 			if e := poolFull(err); e != nil {
 				full = append(full, e)
 				continue
@@ -281,7 +322,7 @@ func (a *allocation) run(ctx context.Context) (Attachment, error) {
 	if err := a.vet(ctx); err != nil {
 		return Attachment{}, err
 	}
-	if err := a.commit(ctx); err != nil {
+	if err := timed(&a.took.commit, func() error { return a.commit(ctx) }); err != nil {
 		return Attachment{}, err
 	}
 	ok = true

@@ -19,12 +19,12 @@ import (
 // opener was on a FIFO named as the workload's namespace.
 type fifoLinks struct{ path string }
 
-func (l fifoLinks) EnsureUp(context.Context, string, string) (func(), error) {
+func (l fifoLinks) EnsureUp(context.Context, string, string) (func(bool), error) {
 	fd, err := syscall.Open(l.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	return func() { syscall.Close(fd) }, nil
+	return func(bool) { syscall.Close(fd) }, nil
 }
 
 // unblockFIFO lets every reader stuck opening path go: a writer's open

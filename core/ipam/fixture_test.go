@@ -44,7 +44,9 @@ func (c *tableChecker) Check(_ context.Context, req api.Check) ([]CheckResult, e
 
 type noLinks struct{}
 
-func (noLinks) EnsureUp(context.Context, string, string) (func(), error) { return func() {}, nil }
+func (noLinks) EnsureUp(context.Context, string, string) (func(bool), error) {
+	return func(bool) {}, nil
+}
 
 type fixture struct {
 	m     *IPAM

@@ -21,16 +21,23 @@ type LinkUpper interface {
 	// up when it is down, and then waits (bounded by ctx and its own
 	// limit: core/ipam/linkup's LinkWait) for carrier. It does not wait for the IPv6 link-local address to
 	// pass DAD: an IPv6 gateway probe goes from :: when there is no
-	// usable link-local yet. restore puts the interface down again if
-	// EnsureUp raised it and no other caller still probes on it.
-	EnsureUp(ctx context.Context, netnsPath, iface string) (restore func(), err error)
+	// usable link-local yet. done ends the caller's probe: it puts the
+	// interface down again if EnsureUp raised it, no other caller still
+	// probes on it and leaveUp is false. leaveUp is for a caller that
+	// raises the interface itself next (a CNI main plugin configuring the
+	// result), for which the down would be undone at once at the cost of
+	// an RCU grace period under the node's RTNL lock (4-20 ms, serialised
+	// across the node's interfaces).
+	EnsureUp(ctx context.Context, netnsPath, iface string) (done func(leaveUp bool), err error)
 }
 
 // asItIs is the LinkUpper of an IPAM given none: the interface is probed
 // in whatever state it is in.
 type asItIs struct{}
 
-func (asItIs) EnsureUp(context.Context, string, string) (func(), error) { return func() {}, nil }
+func (asItIs) EnsureUp(context.Context, string, string) (func(bool), error) {
+	return func(bool) {}, nil
+}
 
 // CheckNetns is the default Options.CheckNetns: the path must open, without
 // blocking, as a network namespace file of nsfs (sdk/netns.Open). A request

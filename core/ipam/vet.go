@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 )
@@ -71,7 +72,7 @@ func (a *allocation) notChecked() []api.DetectionSkip {
 
 // vet checks the reserved addresses on the wire until each passed, one was
 // blocked, or a pool ran out of tries.
-func (a *allocation) vet(ctx context.Context) error {
+func (a *allocation) vet(ctx context.Context) (err error) {
 	m := a.m
 	pending := map[string]bool{}
 	for _, p := range a.pools {
@@ -89,17 +90,24 @@ func (a *allocation) vet(ctx context.Context) error {
 	// state of the node's own interfaces.
 	if a.req.Netns != "" {
 		netnsPath, iface := a.req.Netns, a.req.Interface
-		restore, err := bounded(ctx, func() (func(), error) {
+		t0 := time.Now()
+		done, upErr := bounded(ctx, func() (func(bool), error) {
 			return m.links.EnsureUp(ctx, netnsPath, iface)
-		}, func(restore func(), err error) {
+		}, func(done func(bool), err error) {
 			if err == nil {
-				restore()
+				done(false)
 			}
 		})
-		if err != nil {
-			return &Error{Code: api.CodeCheckFailed, Err: err, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), err)}
+		a.took.linkUp += time.Since(t0)
+		if upErr != nil {
+			return &Error{Code: api.CodeCheckFailed, Err: upErr, Msg: fmt.Sprintf("cannot probe on %s: %v", where(a.req.Netns, a.req.Interface), upErr)}
 		}
-		defer restore()
+		// err is vet's answer: only a passed check leaves the interface up.
+		defer func() {
+			t0 := time.Now()
+			done(err == nil && a.mainPluginRaises())
+			a.took.linkDown += time.Since(t0)
+		}()
 	}
 	for len(pending) > 0 {
 		var creq api.Check
@@ -117,7 +125,9 @@ func (a *allocation) vet(ctx context.Context) error {
 			creq.Addresses = append(creq.Addresses, ca)
 			order = append(order, p)
 		}
+		t0 := time.Now()
 		res, err := bounded(ctx, func() ([]CheckResult, error) { return m.checker.Check(ctx, creq) }, nil)
+		a.took.check += time.Since(t0)
 		if err != nil {
 			code := api.CodeCheckFailed
 			if errors.Is(err, ErrNotReady) {
@@ -154,7 +164,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.skip(ctx, p, r); err != nil {
+			if err := timed(&a.took.reserve, func() error { return a.skip(ctx, p, r) }); err != nil {
 				return err
 			}
 			if a.why[p.Name] == nil {
@@ -166,7 +176,7 @@ func (a *allocation) vet(ctx context.Context) error {
 				delete(pending, p.Name)
 				continue
 			}
-			if err := a.reserve(ctx, p); err != nil {
+			if err := timed(&a.took.reserve, func() error { return a.reserve(ctx, p) }); err != nil {
 				if e := poolFull(err); e != nil {
 					failed = append(failed, e)
 					delete(pending, p.Name)
@@ -180,6 +190,20 @@ func (a *allocation) vet(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// mainPluginRaises says whether the caller raises the interface itself
+// once the allocation is answered: a CNI ADD's main plugin does, when it
+// configures the result (every reference main plugin that makes a down
+// interface - macvlan, ipvlan, vlan, host-device - raises it through
+// ipam.ConfigureIface). Putting the interface down after a passed check
+// would only be undone a moment later, and a link down costs an RCU grace
+// period under the node's RTNL lock: in a storm of workload starts the
+// downs queue behind each other and behind every other link change on the
+// node (100 workloads: a second). An allocation that failed, and one for
+// another caller (the API), leaves the interface down as it found it.
+func (a *allocation) mainPluginRaises() bool {
+	return a.req.Origin != nil && a.req.Origin.Kind == api.OriginCNI
 }
 
 // poolFull returns err as an *Error when it says a pool is full: a failure

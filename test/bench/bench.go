@@ -111,7 +111,10 @@ func runBench(s *scope, out io.Writer) {
 		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}
 	if selected("cni") {
-		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out)...) }))
+		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out, false)...) }))
+	} else if selected("cni-storm") {
+		// The cni section ends with the storm rows; this runs them alone.
+		must(run("cni-storm", func(s *scope) { targets = append(targets, benchCNI(s, b, out, true)...) }))
 	}
 	if selected("podman") {
 		must(run("podman", func(s *scope) { targets = append(targets, benchPodman(s, b, out)...) }))

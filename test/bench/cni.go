@@ -60,7 +60,9 @@ pool "bench-on6" {
 // cniBurst is the number of concurrent ADDs of the burst row.
 const cniBurst = 100
 
-func benchCNI(s *scope, b *bins, out io.Writer) []target {
+// benchCNI runs the CNI section; stormOnly runs its storm rows alone
+// (section cni-storm).
+func benchCNI(s *scope, b *bins, out io.Writer, stormOnly bool) []target {
 	dir := filepath.Join(b.dir, "cni")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		s.Fatal(err)
@@ -70,7 +72,6 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 	if err := cnilab.BuildUpstream(dir); err != nil {
 		s.Fatal(err)
 	}
-	emptyGo := buildEmptyGo(s)
 
 	lan := netlab.NewStdLAN(s)
 	netlab.IP(s, lan.GW.NS, "addr", "add", "10.0.1.1/24", "dev", "eth0")
@@ -80,7 +81,9 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 		s.Fatal(err)
 	}
 	a := startAgent(s, b, agentOpts{name: "cni", nsPath: lan.Node.Path,
-		config: fmt.Sprintf("ipam {\n  db_path = %q\n}\n", filepath.Join(dataDir, "ipam.db")),
+		// Debug and JSON: the storm's breakdown reads the allocator's
+		// "allocation steps" line of each ADD (one line per allocation).
+		config: fmt.Sprintf("log_level = \"debug\"\nlog_format = \"json\"\nipam {\n  db_path = %q\n}\n", filepath.Join(dataDir, "ipam.db")),
 		args:   []string{"--ipam-config-dir", ipamDir}})
 	a.waitReady(30 * time.Second)
 
@@ -91,13 +94,17 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 	hostLocal := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "bench-hl", "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
 		"ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.0.2.0/24", "rangeStart": "10.0.2.10", "rangeEnd": "10.0.2.250"}]]}}]}`,
 		filepath.Join(dataDir, "host-local"))
+	hostLocalDual := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "bench-hl-dual", "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
+		"ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.0.3.0/24", "rangeStart": "10.0.3.10", "rangeEnd": "10.0.3.250"}], [{"subnet": "fd00:3::/64", "rangeStart": "fd00:3::10", "rangeEnd": "fd00:3::250"}]]}}]}`,
+		filepath.Join(dataDir, "host-local"))
 	lists := map[string]*libcni.NetworkConfigList{}
 	dual := func(name, v4, v6 string) string {
 		return fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [{"type": "macvlan", "master": "eth0", "mode": "bridge",
 			"ipam": {"type": "spiderpool", "ipv4_pool": %q, "ipv6_pool": %q, "socket": %q}}]}`, name, v4, v6, a.Socket)
 	}
 	for name, conf := range map[string]string{"off": spiderpool("bench-off", "bench-off"), "on": spiderpool("bench-on", "bench-on"), "hl": hostLocal,
-		"dual-off": dual("bench-dual-off", "bench-off", "bench-off6"), "dual-on": dual("bench-dual-on", "bench-on", "bench-on6")} {
+		"dual-off": dual("bench-dual-off", "bench-off", "bench-off6"), "dual-on": dual("bench-dual-on", "bench-on", "bench-on6"),
+		"hl-dual": hostLocalDual} {
 		l, err := libcni.ConfListFromBytes([]byte(conf))
 		if err != nil {
 			s.Fatalf("conflist %s: %v", name, err)
@@ -108,6 +115,9 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 	wl := netlab.NewNS(s, "w")
 	wlPath := "/var/run/netns/" + wl
 
+	if stormOnly {
+		return []target{benchCNIStorm(s, rt, a, dir, lists, out)}
+	}
 	var targets []target
 	n := *runs
 
@@ -247,8 +257,10 @@ func benchCNI(s *scope, b *bins, out io.Writer) []target {
 	bt.write(out)
 
 	// 4. What the binary costs to start.
-	targets = append(targets, benchCNIStart(s, dir, emptyGo, out))
-	return targets
+	targets = append(targets, benchCNIStart(s, dir, buildEmptyGo(s), out))
+
+	// 5. A node's reboot storm: the burst, dual stack, both detections.
+	return append(targets, benchCNIStorm(s, rt, a, dir, lists, out))
 }
 
 func benchCNIBurst(s *scope, rt *cnilab.Runtime, list *libcni.NetworkConfigList, label string, judge bool, t *table) target {

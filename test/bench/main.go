@@ -29,22 +29,23 @@ import (
 )
 
 var (
-	binDir    = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
-	faults    = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
-	runs      = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
-	only      = flag.String("only", "", "comma-separated sections to run ("+strings.Join(benchSections, ",")+"; with -faults: "+strings.Join(faultSections, ",")+"); empty: all")
-	probeRate = flag.Int("probe-rate", 0, "probe_rate of both detectors for the scale and sustained sections (0: the plugins' default, 4000 per second per interface); shows how much of a burst's time is the pacing")
-	arping    = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
-	verbose   = flag.Bool("v", false, "log progress details to stderr")
-	scaleDB   = flag.String("ipam-scale-db", "", "ipam-scale: a store filled by an earlier run to copy instead of filling one (about 2 minutes); written there when the file does not exist")
-	mdOut     = flag.String("o", "", "also write the markdown to this file")
+	binDir      = flag.String("bin", "bin", "directory with spiderpool-agent and plugins/ (as `make build` leaves it)")
+	faults      = flag.Bool("faults", false, "run the fault suite instead of the benchmark")
+	runs        = flag.Int("runs", 200, "runs per latency case through the control socket (the CLI and the tools get fewer, see README)")
+	only        = flag.String("only", "", "comma-separated sections to run ("+strings.Join(benchSections, ",")+"; with -faults: "+strings.Join(faultSections, ",")+"); empty: all")
+	probeRate   = flag.Int("probe-rate", 0, "probe_rate of both detectors for the scale and sustained sections (0: the plugins' default, 4000 per second per interface); shows how much of a burst's time is the pacing")
+	arping      = flag.String("arping", "", "iputils arping binary for the IPv4 comparison (default: arping in PATH if it is iputils', else "+iputilsExtracted+", else Thomas Habets' arping -0)")
+	verbose     = flag.Bool("v", false, "log progress details to stderr")
+	scaleDB     = flag.String("ipam-scale-db", "", "ipam-scale: a store filled by an earlier run to copy instead of filling one (about 2 minutes); written there when the file does not exist")
+	mdOut       = flag.String("o", "", "also write the markdown to this file")
+	stormRepeat = flag.Int("storm-repeat", 1, "cni, cni-storm: rounds of the reboot storm (its three IPAMs in turn each round), for the spread within one run")
 )
 
 // benchSections and faultSections are the sections, in the order they
 // run: the one list that -only's help, its check and the runners use (a
 // runner asking for a name that is not here is a bug, and says so).
 var (
-	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-scale", "ipam-etcd", "cni", "podman"}
+	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-scale", "ipam-etcd", "cni", "cni-storm", "podman"}
 	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-trust", "ipam-etcd", "ipam-etcd-agents", "watch-flood"}
 )
 

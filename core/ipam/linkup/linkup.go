@@ -41,6 +41,52 @@ type Netlink struct {
 	// users counts the callers probing on each interface this upper
 	// raised and has not put down yet.
 	users map[linkID]int
+	// names orders raise and lower of one interface (by name in its
+	// namespace), and only of one: the kernel's RTNL lock already orders
+	// link changes across the node, and a lock of ours across all
+	// interfaces would make each workload's probe wait for every other
+	// workload's netlink calls as well (a storm of workload starts queued
+	// on it for hundreds of ms).
+	names map[nameID]*nameLock
+}
+
+// nameID is an interface by name in one namespace: what raise knows
+// before it reads the link.
+type nameID struct {
+	dev, ino uint64
+	name     string
+}
+
+// nameLock is the lock of one nameID, dropped when nobody holds or waits
+// for it.
+type nameLock struct {
+	sync.Mutex
+	refs int
+}
+
+// lockName takes the lock of one interface name; the returned func drops
+// it.
+func (u *Netlink) lockName(k nameID) (unlock func()) {
+	u.mu.Lock()
+	if u.names == nil {
+		u.names = map[nameID]*nameLock{}
+	}
+	l := u.names[k]
+	if l == nil {
+		l = &nameLock{}
+		u.names[k] = l
+	}
+	l.refs++
+	u.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		u.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(u.names, k)
+		}
+		u.mu.Unlock()
+	}
 }
 
 // linkID is one interface of one namespace, whatever path named the
@@ -51,7 +97,7 @@ type linkID struct {
 }
 
 // EnsureUp implements LinkUpper.
-func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(), error) {
+func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(leaveUp bool), error) {
 	h, ns, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
@@ -63,13 +109,13 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func()
 	}
 	if !raised {
 		h.Close()
-		return func() {}, nil
+		return func(bool) {}, nil
 	}
 	var once sync.Once
-	restore := func() {
+	restore := func(leaveUp bool) {
 		once.Do(func() {
 			defer h.Close()
-			u.lower(h, link, id)
+			u.lower(h, link, nameID{dev: ns.dev, ino: ns.ino, name: iface}, id, leaveUp)
 		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, LinkWait)
@@ -78,7 +124,7 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func()
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				restore()
+				restore(false)
 				return nil, ctx.Err()
 			}
 			return restore, nil
@@ -92,16 +138,20 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func()
 // uses it and it is down; raised says whether the caller must call lower.
 // An interface that is up and not raised here is someone else's to keep.
 func (u *Netlink) raise(h *netlink.Handle, iface string, ns linkID) (link netlink.Link, id linkID, raised bool, err error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.lockName(nameID{dev: ns.dev, ino: ns.ino, name: iface})()
 	// Read under the lock: a sibling's lower may have just put it down.
 	link, err = h.LinkByName(iface)
 	if err != nil {
 		return nil, id, false, fmt.Errorf("interface %s: %w", iface, err)
 	}
 	id = linkID{dev: ns.dev, ino: ns.ino, index: link.Attrs().Index}
-	if u.users[id] > 0 {
-		u.users[id]++
+	u.mu.Lock()
+	n := u.users[id]
+	if n > 0 {
+		u.users[id] = n + 1
+	}
+	u.mu.Unlock()
+	if n > 0 {
 		return link, id, true, nil
 	}
 	if link.Attrs().Flags&unix.IFF_UP != 0 {
@@ -110,23 +160,30 @@ func (u *Netlink) raise(h *netlink.Handle, iface string, ns linkID) (link netlin
 	if err := h.LinkSetUp(link); err != nil {
 		return nil, id, false, fmt.Errorf("bring %s up for the probe: %w", iface, err)
 	}
+	u.mu.Lock()
 	if u.users == nil {
 		u.users = map[linkID]int{}
 	}
 	u.users[id] = 1
+	u.mu.Unlock()
 	return link, id, true, nil
 }
 
-// lower ends one user's probe on link; the last user puts it down again.
-func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, id linkID) {
+// lower ends one user's probe on link; the last user puts it down again
+// unless it leaves it up (its caller raises it next anyway).
+func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id linkID, leaveUp bool) {
+	defer u.lockName(name)()
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if n := u.users[id]; n > 1 {
+	n := u.users[id]
+	if n > 1 {
 		u.users[id] = n - 1
-		return
+	} else {
+		delete(u.users, id)
 	}
-	delete(u.users, id)
-	_ = h.LinkSetDown(link)
+	u.mu.Unlock()
+	if n <= 1 && !leaveUp {
+		_ = h.LinkSetDown(link)
+	}
 }
 
 // hasCarrier: the raised interface reports carrier (IFF_LOWER_UP).

@@ -47,15 +47,15 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restoreA()
+	restoreA(false)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down by the first allocation's restore while the second still probes on it")
 	}
-	restoreA() // a second call changes nothing
+	restoreA(false) // a second call changes nothing
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("a repeated restore put probe0 down under the second allocation")
 	}
-	restoreB()
+	restoreB(false)
 	if linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 stays up after the last allocation's restore")
 	}
@@ -64,7 +64,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	// the last restore puts it down; the other interface is not touched.
 	const n = 16
 	var wg sync.WaitGroup
-	restores := make([]func(), n)
+	restores := make([]func(bool), n)
 	errs := make([]error, n)
 	for i := range n {
 		wg.Add(1)
@@ -84,14 +84,14 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()
-			restores[i]()
+			restores[i](false)
 		}()
 	}
 	rwg.Wait()
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 is down while one of its users still probes")
 	}
-	restores[n-1]()
+	restores[n-1](false)
 	if linkUp(t, ns, "probe0") || linkUp(t, ns, "other0") {
 		t.Fatal("after every restore probe0 (or the untouched other0) is up")
 	}
@@ -102,8 +102,61 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restore()
+	restore(false)
 	if !linkUp(t, ns, "other0") {
 		t.Fatal("an interface that was up before the probe was put down")
+	}
+}
+
+// A caller that raises the interface itself next (a CNI main plugin) ends
+// its probe leaving the interface up, and the count of users is cleared
+// with it: the next probe finds an interface that is up and not raised
+// here, so its end does not put it down either.
+func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
+	ns := netlab.NewNS(t, "upper")
+	netlab.IP(t, ns, "link", "add", "probe0", "type", "veth", "peer", "name", "probe0p")
+	netlab.IP(t, ns, "link", "set", "probe0p", "up")
+	path := "/var/run/netns/" + ns
+	u := &Netlink{}
+	ctx := context.Background()
+
+	done, err := u.EnsureUp(ctx, path, "probe0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !linkUp(t, ns, "probe0") {
+		t.Fatal("probe0 is not up for the probe")
+	}
+	done(true)
+	if !linkUp(t, ns, "probe0") {
+		t.Fatal("probe0 was put down although its caller leaves it up")
+	}
+	done, err = u.EnsureUp(ctx, path, "probe0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(false)
+	if !linkUp(t, ns, "probe0") {
+		t.Fatal("a probe on an interface it did not raise put it down")
+	}
+
+	// With a sibling still probing, the one leaving it up changes nothing;
+	// the last one decides.
+	netlab.IP(t, ns, "link", "set", "probe0", "down")
+	doneA, err := u.EnsureUp(ctx, path, "probe0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doneB, err := u.EnsureUp(ctx, path, "probe0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doneA(true)
+	if !linkUp(t, ns, "probe0") {
+		t.Fatal("probe0 went down under the second probe")
+	}
+	doneB(false)
+	if linkUp(t, ns, "probe0") {
+		t.Fatal("probe0 stays up after the last probe, which puts it down")
 	}
 }

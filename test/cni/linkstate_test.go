@@ -1,0 +1,64 @@
+package cni
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+)
+
+// The interface a CNI main plugin hands over down is raised for the probe
+// and, once the check passed, left up: the main plugin raises it itself
+// when it configures the result, and putting it down in between cost a
+// link down under the node's RTNL lock per workload (serialised: a second
+// for a storm of 100). The same allocation through the API still leaves the
+// interface down, as it found it.
+func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
+	l := newLab(t)
+	w := workload(t, "up1")
+	wlNS := strings.TrimPrefix(w.Netns, "/var/run/netns/")
+	// Two interfaces as macvlan makes them: on the node's eth0, moved
+	// into the workload's namespace, down.
+	for _, name := range []string{"net1", "net2"} {
+		netlab.IP(t, l.lan.Node.NS, "link", "add", name, "link", "eth0", "type", "macvlan", "mode", "bridge")
+		netlab.IP(t, l.lan.Node.NS, "link", "set", name, "netns", wlNS)
+		netlab.Sysctl(t, wlNS, "net.ipv6.conf."+name+".accept_dad", "0")
+	}
+	isUp := func(name string) bool {
+		out := netlab.IP(t, wlNS, "-o", "link", "show", name)
+		return strings.Contains(out[strings.IndexByte(out, '<'):strings.IndexByte(out, '>')+1], ",UP")
+	}
+	if isUp("net1") || isUp("net2") {
+		t.Fatal("the interfaces are up before any probe")
+	}
+	ctx := ctxFor(t, 60*time.Second)
+
+	// The IPAM plugin exec'd as macvlan execs it, both detections on.
+	list := network(t, "upnet", l.withSocket(`"pools": ["underlay-v4", "underlay-v6"]`))
+	if _, err := l.rt.IPAM(ctx, list, "ADD", w); err != nil {
+		t.Fatalf("CNI ADD with both detections: %v", err)
+	}
+	att, ok := l.held(key(w))
+	if !ok || att.State != "allocated" || len(att.NotChecked) != 0 {
+		t.Fatalf("the agent holds %+v (found %v); want an allocation with every detection run", att, ok)
+	}
+	if !isUp("net1") {
+		t.Error("net1 was put down after the CNI ADD's probe; its main plugin raises it next")
+	}
+
+	// The API's allocation on the other interface: put down again.
+	if _, err := l.api.Allocate(ctx, api.AllocateRequest{ContainerID: "up-api", Interface: "net2", Netns: w.Netns, Pools: []string{"underlay-v4", "underlay-v6"}}); err != nil {
+		t.Fatalf("API allocation with both detections: %v", err)
+	}
+	if isUp("net2") {
+		t.Error("net2 left up after the API allocation's probe")
+	}
+	if err := l.rt.IPAMDel(ctx, list, w); err != nil {
+		t.Fatalf("CNI DEL: %v", err)
+	}
+	if _, err := l.api.Release(ctx, api.ReleaseRequest{ContainerID: "up-api", Interface: "net2"}); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+}
