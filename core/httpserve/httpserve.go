@@ -14,7 +14,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultGrace is how long Serve waits for in-flight requests once its
@@ -41,9 +44,9 @@ type Limits struct {
 	MaxHeaderBytes int
 	// MaxConns is how many connections are open at once. At the limit, a
 	// new connection closes the oldest one that has no request in
-	// progress (idle, or new and silent for half a second); when there is
-	// none it waits up to a second for one, then is answered 503 with the
-	// busy body (WithBusyBody) and closed.
+	// progress (idle, or new with nothing received for 50 ms); when there
+	// is none it waits up to a second for one, then is answered 503 with
+	// the busy body (WithBusyBody) and closed.
 	MaxConns int
 }
 
@@ -124,9 +127,26 @@ func WithErrorLog(l *log.Logger) Option {
 	return func(o *options) { o.errorLog = l }
 }
 
-// Listen opens a TCP listener on addr ("host:port", ":port").
+// deferAccept is TCP_DEFER_ACCEPT's wait, in seconds: how long the kernel
+// holds a connection that has sent nothing before handing it to accept.
+const deferAccept = 5
+
+// Listen opens a TCP listener on addr ("host:port", ":port"). Connections
+// reach the server only once their first bytes have arrived
+// (TCP_DEFER_ACCEPT), so that a flood of silent connections waits in the
+// kernel, not in the server's slots, and what the server accepts it can
+// tell apart from a flood (connLimiter).
 func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, deferAccept)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}

@@ -153,6 +153,12 @@ func serveLimited(t *testing.T, h http.Handler, lim Limits) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, ln, h, lim)
+}
+
+// serveOn is serveLimited on ln.
+func serveOn(t *testing.T, ln net.Listener, h http.Handler, lim Limits) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, ln, h, WithLimits(lim), WithGrace(time.Second)) }()
@@ -237,12 +243,18 @@ func TestNeverReadingClientIsCut(t *testing.T) {
 // No more than MaxConns connections are open at once, and idle clients
 // cannot keep a request out: a new connection closes the oldest silent
 // one. When every slot has a request in progress, a new connection is
-// answered 503 with the busy body once busyWait has passed.
+// answered 503 with the busy body once busyWait has passed. The listener
+// is a plain one, as the control socket's is: Listen's keeps silent
+// connections in the kernel (TestSilentConnectionsWaitInTheKernel).
 func TestConnectionLimit(t *testing.T) {
 	const limit = 4
 	release := make(chan struct{})
 	arrived := make(chan struct{}, limit)
-	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveOn(t, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
 			arrived <- struct{}{}
 			<-release
@@ -318,6 +330,38 @@ func TestConnectionLimit(t *testing.T) {
 }
 
 var errBusy = errors.New("answered busy")
+
+// Listen's connections that send nothing never reach the server: a
+// request behind ten times the limit of them is answered at once, and none
+// of them was taken in (none is closed to make room).
+func TestSilentConnectionsWaitInTheKernel(t *testing.T) {
+	const limit = 4
+	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), Limits{MaxConns: limit, ReadHeader: 500 * time.Millisecond})
+	var silent []net.Conn
+	for range 10 * limit {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 2 * limit {
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("a request behind %d silent connections: %v", len(silent), err)
+		}
+		resp.Body.Close()
+	}
+	// The header timeout would have cut one taken in within 0.5 s; the
+	// kernel holds them for deferAccept (5 s).
+	if closedWithin(silent[0], 3*time.Second) {
+		t.Error("a silent connection was taken in and closed")
+	}
+}
 
 // A burst of clients far beyond MaxConns, each sending its request at
 // once, is served whole: the newest do not close the slightly older ones
