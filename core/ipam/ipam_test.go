@@ -21,10 +21,7 @@ import (
 func TestAllocateDualStackIdempotentRelease(t *testing.T) {
 	f := newFixture(t, v4, v6)
 	ctx := context.Background()
-	att, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, req("c1", "lan4", "lan6"))
 	if len(att.Addresses) != 2 || att.State != StateAllocated {
 		t.Fatalf("attachment %+v", att)
 	}
@@ -91,9 +88,7 @@ func TestExhaustion(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "tiny", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.12"}})
 	ctx := context.Background()
 	for i := range 3 {
-		if _, err := f.m.Allocate(ctx, req(fmt.Sprint("c", i), "tiny")); err != nil {
-			t.Fatal(err)
-		}
+		f.allocate(t, req(fmt.Sprint("c", i), "tiny"))
 	}
 	_, err := f.m.Allocate(ctx, req("c9", "tiny"))
 	if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), `pool "tiny" is full: all 3 addresses`) {
@@ -107,10 +102,7 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 	ctx := context.Background()
 	r := req("c0", "lan4")
 	r.Workload = "default/web-0"
-	first, err := f.m.Allocate(ctx, r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := f.allocate(t, r)
 	addr := first.Addresses[0].Address.Addr()
 	for i := 1; i <= 4; i++ {
 		key := AttachmentKey{ContainerID: fmt.Sprint("c", i-1), Interface: "eth0"}
@@ -119,10 +111,7 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 		}
 		f.advance(time.Second)
 		r.ContainerID = fmt.Sprint("c", i)
-		att, err := f.m.Allocate(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		att := f.allocate(t, r)
 		// Sticky: a new container of the same workload gets the address back.
 		if got := att.Addresses[0].Address.Addr(); got != addr {
 			t.Fatalf("allocation %d got %s, want the sticky %s", i, got, addr)
@@ -162,13 +151,9 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 // stickTo allocates addr to another workload by giving it that history.
 func (f *fixture) stickTo(t *testing.T, addr netip.Addr) string {
 	t.Helper()
-	ctx := context.Background()
 	for i := 0; i < 200; i++ {
 		r := req(fmt.Sprint("thief", i), "lan4")
-		att, err := f.m.Allocate(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		att := f.allocate(t, r)
 		if att.Addresses[0].Address.Addr() == addr {
 			return r.ContainerID
 		}
