@@ -2,7 +2,6 @@ package ipam_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 	"testing"
 
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // The pools of the reproduction: ovB's range holds all of ovA's and ovA's
@@ -219,31 +219,16 @@ func TestPoolOverlap(t *testing.T) {
 	}
 }
 
-// oldRecord writes an address record as the per-pool layout had it.
-func oldRecord(t *testing.T, s Store, pool, addr string, state string, owner AttachmentKey) {
-	t.Helper()
-	a := netip.MustParseAddr(addr)
-	rec, _ := json.Marshal(AddressRecord{Pool: pool, Address: a, State: state, Owner: owner, Node: "node-a"})
-	if _, err := s.Commit(context.Background(), nil, []Op{{Key: PrefixPools + pool + "/addrs/" + addr, Value: rec}}); err != nil {
-		t.Fatal(err)
-	}
-	if owner.ContainerID == "" {
-		return
-	}
-	att, _ := json.Marshal(Attachment{AttachmentKey: owner, Node: "node-a", State: state, Workload: owner.ContainerID,
-		Addresses: []AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
-	if _, err := s.Commit(context.Background(), nil, []Op{{Key: PrefixAttachments + owner.ContainerID + "/" + owner.Interface, Value: att}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // MigrateKeys over an IPAM: the moved store is consistent, the old
 // allocations are released through the new keys, and their addresses are
 // not handed out again while held.
 func TestMigrateKeysThenAllocateAndRelease(t *testing.T) {
 	s := openBolt(t)
 	for i := 10; i < 40; i++ {
-		oldRecord(t, s, "lan", fmt.Sprintf("10.20.0.%d", i), StateAllocated, AttachmentKey{ContainerID: fmt.Sprintf("c%d", i), Interface: "eth0"})
+		holder := storetest.PerPoolHolder("lan", netip.MustParseAddr(fmt.Sprintf("10.20.0.%d", i)), fmt.Sprintf("c%d", i), "node-a")
+		if _, err := s.Commit(context.Background(), nil, holder); err != nil {
+			t.Fatal(err)
+		}
 	}
 	n, err := MigrateKeys(context.Background(), s)
 	if err != nil || n != 30 {
