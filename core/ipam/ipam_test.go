@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // The tests here use the real bbolt store; the wire is a table (the real
@@ -197,32 +197,14 @@ func TestConcurrentAllocationsDistinct(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "big", Subnet: "10.8.0.0/22"}) // 1022 addresses
 	ctx := context.Background()
 	const n = 500
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	got := make([]netip.Addr, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			att, err := f.m.Allocate(ctx, req(fmt.Sprint("c", i), "big"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			got[i] = att.Addresses[0].Address.Addr()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	seen := map[netip.Addr]int{}
-	for i, a := range got {
-		if j, dup := seen[a]; dup {
-			t.Fatalf("%s given to c%d and c%d", a, j, i)
+	got, errs := storetest.AllocateAtOnce(n, func(i int) (Attachment, error) {
+		return f.m.Allocate(ctx, req(fmt.Sprint("c", i), "big"))
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
-		seen[a] = i
 	}
+	storetest.NoneTwice(t, got, func(i int) string { return fmt.Sprint("c", i) })
 	assertConsistent(t, f)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // An allocation with nothing to check is one commit (attachment, address
@@ -244,32 +245,15 @@ func TestOneCommitNoDuplicatesUnderContention(t *testing.T) {
 		agents = append(agents, m)
 	}
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	got := make([]netip.Addr, workers)
-	errs := make([]error, workers)
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			att, err := agents[i%2].Allocate(ctx, req(fmt.Sprint("c", i), "small"))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			got[i] = att.Addresses[0].Address.Addr()
-		}()
-	}
-	wg.Wait()
-	seen := map[netip.Addr]int{}
+	got, errs := storetest.AllocateAtOnce(workers, func(i int) (Attachment, error) {
+		return agents[i%2].Allocate(ctx, req(fmt.Sprint("c", i), "small"))
+	})
+	storetest.NoneTwice(t, got, func(i int) string { return fmt.Sprint("c", i) })
 	ok, full := 0, 0
 	for i := range workers {
 		switch {
 		case errs[i] == nil:
 			ok++
-			if j, dup := seen[got[i]]; dup {
-				t.Errorf("%s given to c%d and c%d", got[i], j, i)
-			}
-			seen[got[i]] = i
 		case code(errs[i]) == api.CodePoolFull:
 			full++
 		default:
