@@ -39,14 +39,8 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	ctx := context.Background()
 
 	// In sequence, as the attack had it: A raises, B finds it up, A ends.
-	restoreA, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restoreB, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	restoreA := mustEnsureUp(t, u, path, "probe0")
+	restoreB := mustEnsureUp(t, u, path, "probe0")
 	restoreA()
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down by the first allocation's restore while the second still probes on it")
@@ -98,12 +92,20 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 
 	// An interface up before anyone raised it is not put down.
 	netlab.IP(t, ns, "link", "set", "other0", "up")
-	restore, err := u.EnsureUp(ctx, path, "other0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	restore := mustEnsureUp(t, u, path, "other0")
 	restore()
 	if !linkUp(t, ns, "other0") {
 		t.Fatal("an interface that was up before the probe was put down")
 	}
+}
+
+// mustEnsureUp raises name in the namespace at path through u, which must
+// succeed, and returns the restore.
+func mustEnsureUp(t *testing.T, u *Netlink, path, name string) func() {
+	t.Helper()
+	restore, err := u.EnsureUp(context.Background(), path, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restore
 }
