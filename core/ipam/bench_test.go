@@ -53,11 +53,7 @@ func BenchmarkAllocateRelease(b *testing.B) {
 				var seq atomic.Int64
 				one := func() bool {
 					cid := fmt.Sprint("c", seq.Add(1))
-					att, err := m.Allocate(ctx, req(cid, names...))
-					if err == nil {
-						_, _, err = m.Release(ctx, att.AttachmentKey)
-					}
-					if err != nil {
+					if err := cycle(ctx, m, req(cid, names...)); err != nil {
 						b.Error(err)
 						return false
 					}
@@ -94,10 +90,10 @@ func BenchmarkAllocateReleaseHistory(b *testing.B) {
 	for _, n := range []int{10, 1000, 3000} {
 		b.Run(fmt.Sprintf("history=%d", n), func(b *testing.B) {
 			m, _ := historyFixture(b, n, min(n, MaxHistoryCap), nil)
-			allocateRelease(b, m, historyReq(-1))
+			mustCycle(b, m, historyReq(-1))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				allocateRelease(b, m, historyReq(i))
+				mustCycle(b, m, historyReq(i))
 			}
 		})
 	}
@@ -175,7 +171,7 @@ func BenchmarkAllocateFill(b *testing.B) {
 		b.Run(fmt.Sprintf("fill=%d%%", level), func(b *testing.B) {
 			gets := st.gets.Load()
 			for i := 0; b.Loop(); i++ {
-				allocateRelease(b, m, req(fmt.Sprintf("c%d-%d", level, i), "fill"))
+				mustCycle(b, m, req(fmt.Sprintf("c%d-%d", level, i), "fill"))
 			}
 			b.ReportMetric(float64(st.gets.Load()-gets)/float64(b.N), "gets/op")
 		})

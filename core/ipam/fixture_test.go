@@ -116,11 +116,7 @@ func newFixtureOpts(t *testing.T, opts Options, specs ...PoolSpec) *fixture {
 	}
 	opts.Node = "node-a"
 	opts.Now = func() time.Time { return *f.now.Load() }
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.m = m
+	f.m = mustNew(t, opts)
 	return f
 }
 
@@ -141,15 +137,19 @@ func mustAllocate(tb testing.TB, m *IPAM, r AllocateRequest) Attachment {
 	return att
 }
 
-// allocateRelease allocates r and releases it, both of which must succeed.
-func allocateRelease(tb testing.TB, m *IPAM, r AllocateRequest) {
-	tb.Helper()
-	ctx := context.Background()
+// cycle allocates r and releases what it got: a workload's whole life.
+func cycle(ctx context.Context, m *IPAM, r AllocateRequest) error {
 	att, err := m.Allocate(ctx, r)
 	if err == nil {
 		_, _, err = m.Release(ctx, att.AttachmentKey)
 	}
-	if err != nil {
+	return err
+}
+
+// mustCycle is a cycle of r that must succeed.
+func mustCycle(tb testing.TB, m *IPAM, r AllocateRequest) {
+	tb.Helper()
+	if err := cycle(context.Background(), m, r); err != nil {
 		tb.Fatal(err)
 	}
 }

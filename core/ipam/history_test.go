@@ -185,14 +185,14 @@ func TestHistoryCostFlat(t *testing.T) {
 	measure := func(n int) cost {
 		st := &meterStore{}
 		m, _ := historyFixture(t, n, 1000, st)
-		allocateRelease(t, m, historyReq(-1)) // moves an old-format history, once
+		mustCycle(t, m, historyReq(-1)) // moves an old-format history, once
 		st.bytes.Store(0)
 		c := cost{best: time.Hour}
 		const rounds, per = 5, 10
 		for r := 0; r < rounds; r++ {
 			start := time.Now()
 			for i := 0; i < per; i++ {
-				allocateRelease(t, m, historyReq(r*per+i))
+				mustCycle(t, m, historyReq(r*per+i))
 			}
 			c.best = min(c.best, time.Since(start)/per)
 		}
@@ -217,13 +217,7 @@ func TestPruneWorkloadsAfterRetention(t *testing.T) {
 	ctx := context.Background()
 	cycle := func(cid, workload string) {
 		t.Helper()
-		att, err := f.m.Allocate(ctx, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: workload, Pools: []string{"plain4"}})
-		if err == nil {
-			_, _, err = f.m.Release(ctx, att.AttachmentKey)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		mustCycle(t, f.m, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: workload, Pools: []string{"plain4"}})
 	}
 	cycle("gone", "default/gone")
 	f.allocate(t, req("live", "plain4"))
@@ -268,19 +262,10 @@ func TestPruneWorkloadsAfterRetention(t *testing.T) {
 func TestPruneKeepsAWorkloadAllocatedMeanwhile(t *testing.T) {
 	bolt, clock, opts := clockedOptions(t, time.Hour)
 	t0 := *clock.Load()
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustNew(t, opts)
 	ctx := context.Background()
-	r := AllocateRequest{ContainerID: "c1", Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}}
-	att, err := m.Allocate(ctx, r)
-	if err == nil {
-		_, _, err = m.Release(ctx, att.AttachmentKey)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := historyReq(1)
+	mustCycle(t, m, r)
 	later := t0.Add(2 * time.Hour)
 	clock.Store(&later)
 	st := &interposeStore{Store: bolt}
@@ -294,10 +279,7 @@ func TestPruneKeepsAWorkloadAllocatedMeanwhile(t *testing.T) {
 		}
 	}
 	opts.Store = st
-	gc, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gc := mustNew(t, opts)
 	res, err := gc.GC(ctx)
 	if err != nil || res.WorkloadsPruned != 0 {
 		t.Fatalf("GC: %+v %v; want the workload kept", res, err)
@@ -330,10 +312,7 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 	)
 	bolt, clock, opts := clockedOptions(t, retention)
 	opts.MaxRetries = 10
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustNew(t, opts)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(22, 5))
 	released := map[string]time.Time{} // workload -> its release
@@ -352,11 +331,7 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				att, err := m.Allocate(ctx, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{"plain4"}})
-				if err == nil {
-					_, _, err = m.Release(ctx, att.AttachmentKey)
-				}
-				errs <- err
+				errs <- cycle(ctx, m, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{"plain4"}})
 			}()
 		}
 		wg.Wait()

@@ -18,7 +18,7 @@ func TestWalkOfANearlyFullPool(t *testing.T) {
 	cycles := func(prefix string, n int) float64 {
 		before := st.gets.Load()
 		for i := range n {
-			allocateRelease(t, m, req(fmt.Sprint(prefix, i), "fill"))
+			mustCycle(t, m, req(fmt.Sprint(prefix, i), "fill"))
 		}
 		return float64(st.gets.Load()-before) / float64(n)
 	}
