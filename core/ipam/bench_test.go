@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 )
 
 // BenchmarkAllocateRelease: one Allocate and one Release on the real bbolt
@@ -41,35 +39,21 @@ func BenchmarkAllocateRelease(b *testing.B) {
 				goroutines = 1
 			}
 			b.Run(fmt.Sprintf("%s/goroutines=%d", bc.name, goroutines), func(b *testing.B) {
-				s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
+				s := openBolt(b)
 				st := &racyStore{Store: s}
 				var pools []*Pool
 				var names []string
 				for _, sp := range bc.pools {
-					p, err := NewPool(sp, 5000)
-					if err != nil {
-						b.Fatal(err)
-					}
+					p := mustPool(b, sp)
 					pools = append(pools, p)
 					names = append(names, sp.Name)
 				}
-				m, err := New(Options{Store: st, Pools: pools, Node: "node-a", Checker: &tableChecker{}, Links: noLinks{}, MaxRetries: 100})
-				if err != nil {
-					b.Fatal(err)
-				}
+				m := mustNew(b, Options{Store: st, Pools: pools, Node: "node-a", Checker: &tableChecker{}, Links: noLinks{}, MaxRetries: 100})
 				ctx := context.Background()
 				var seq atomic.Int64
 				one := func() bool {
 					cid := fmt.Sprint("c", seq.Add(1))
-					att, err := m.Allocate(ctx, req(cid, names...))
-					if err == nil {
-						_, _, err = m.Release(ctx, att.AttachmentKey)
-					}
-					if err != nil {
+					if err := cycle(ctx, m, req(cid, names...)); err != nil {
 						b.Error(err)
 						return false
 					}
@@ -105,21 +89,11 @@ func BenchmarkAllocateRelease(b *testing.B) {
 func BenchmarkAllocateReleaseHistory(b *testing.B) {
 	for _, n := range []int{10, 1000, 3000} {
 		b.Run(fmt.Sprintf("history=%d", n), func(b *testing.B) {
-			m, _ := historyFixture(b, n)
-			ctx := context.Background()
-			cycle := func(i int) {
-				att, err := m.Allocate(ctx, AllocateRequest{ContainerID: fmt.Sprint("c", i), Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}})
-				if err == nil {
-					_, _, err = m.Release(ctx, att.AttachmentKey)
-				}
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			cycle(-1)
+			m, _ := historyFixture(b, n, min(n, MaxHistoryCap), nil)
+			mustCycle(b, m, historyReq(-1))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				cycle(i)
+				mustCycle(b, m, historyReq(i))
 			}
 		})
 	}
@@ -132,19 +106,9 @@ func BenchmarkAllocateReleaseHistory(b *testing.B) {
 //
 //	go test -run '^$' -bench List5000 -benchmem ./core/ipam/
 func BenchmarkList5000(b *testing.B) {
-	s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	p, err := NewPool(PoolSpec{Name: "big", Subnet: "10.96.0.0/19", Ranges: []string{"10.96.0.1-10.96.19.136"}, Gateway: "10.96.0.0"}, 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := New(Options{Store: s, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxRetries: 1000})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openBolt(b)
+	p := mustPool(b, PoolSpec{Name: "big", Subnet: "10.96.0.0/19", Ranges: []string{"10.96.0.1-10.96.19.136"}, Gateway: "10.96.0.0"})
+	m := mustNew(b, Options{Store: s, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxRetries: 1000})
 	ctx := context.Background()
 	var seq atomic.Int64
 	var wg sync.WaitGroup
@@ -198,51 +162,18 @@ func BenchmarkList5000(b *testing.B) {
 //
 //	go test -run '^$' -bench AllocateFill -benchtime 200x ./core/ipam/
 func BenchmarkAllocateFill(b *testing.B) {
-	s, err := boltstore.Open(filepath.Join(b.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	p, err := NewPool(PoolSpec{Name: "fill", Subnet: "10.98.0.0/22", Ranges: []string{"10.98.0.1-10.98.3.232"}}, 5000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := &countingStore{Store: s}
-	m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
+	m, p, st := fillFixture(b)
 	held := 0
 	for _, level := range []int{0, 50, 90, 95} {
 		for ; held < p.Size()*level/100; held++ {
-			if _, err := m.Allocate(ctx, req(fmt.Sprint("held-", held), "fill")); err != nil {
-				b.Fatal(err)
-			}
+			mustAllocate(b, m, req(fmt.Sprint("held-", held), "fill"))
 		}
 		b.Run(fmt.Sprintf("fill=%d%%", level), func(b *testing.B) {
 			gets := st.gets.Load()
 			for i := 0; b.Loop(); i++ {
-				att, err := m.Allocate(ctx, req(fmt.Sprintf("c%d-%d", level, i), "fill"))
-				if err == nil {
-					_, _, err = m.Release(ctx, att.AttachmentKey)
-				}
-				if err != nil {
-					b.Fatal(err)
-				}
+				mustCycle(b, m, req(fmt.Sprintf("c%d-%d", level, i), "fill"))
 			}
 			b.ReportMetric(float64(st.gets.Load()-gets)/float64(b.N), "gets/op")
 		})
 	}
-}
-
-// countingStore counts the reads of single keys.
-type countingStore struct {
-	Store
-	gets atomic.Int64
-}
-
-func (s *countingStore) Get(ctx context.Context, key string) (Entry, error) {
-	s.gets.Add(1)
-	return s.Store.Get(ctx, key)
 }

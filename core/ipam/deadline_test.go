@@ -3,7 +3,6 @@ package ipam_test
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // fifoLinks raises nothing: it opens a FIFO for reading, blocking, and
@@ -25,17 +25,6 @@ func (l fifoLinks) EnsureUp(context.Context, string, string) (func(bool), error)
 		return nil, err
 	}
 	return func(bool) { syscall.Close(fd) }, nil
-}
-
-// unblockFIFO lets every reader stuck opening path go: a writer's open
-// completes theirs.
-func unblockFIFO(t *testing.T, path string) {
-	t.Cleanup(func() {
-		fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-		if err == nil {
-			syscall.Close(fd)
-		}
-	})
 }
 
 // allocateWithin runs Allocate and fails the test when it has not answered
@@ -67,10 +56,7 @@ func allocateWithin(t *testing.T, m *IPAM, r AllocateRequest, limit time.Duratio
 // allocated afresh (not "in progress"), and the pool's addresses are free.
 func TestAllocationDeadlineReleasesAStuckCall(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	unblockFIFO(t, fifo)
+	storetest.FIFO(t, fifo)
 	const timeout = 300 * time.Millisecond
 	f := newFixtureOpts(t, Options{Links: fifoLinks{fifo}, AllocationTimeout: timeout}, v4)
 	r := req("stuck", "lan4")
@@ -98,30 +84,9 @@ func TestAllocationDeadlineReleasesAStuckCall(t *testing.T) {
 // namespace path must open, without blocking, as a network namespace. Each
 // refusal is a field error on "netns" saying what the path is.
 func TestAllocateVetsTheNamespacePath(t *testing.T) {
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	unblockFIFO(t, fifo)
-	link := filepath.Join(dir, "link-to-fifo")
-	if err := os.Symlink(fifo, link); err != nil {
-		t.Fatal(err)
-	}
-	regular := filepath.Join(dir, "regular")
-	if err := os.WriteFile(regular, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	f := newFixtureOpts(t, Options{CheckNetns: CheckNetns}, v4, PoolSpec{Name: "plain", Subnet: "10.30.0.0/24"})
-	for path, says := range map[string]string{
-		fifo:                       "is a FIFO",
-		link:                       "is a FIFO",
-		dir:                        "is a directory",
-		regular:                    "is a regular file",
-		"/dev/zero":                "is a character device",
-		"/proc/self/ns/uts":        "is a UTS namespace",
-		filepath.Join(dir, "gone"): "no such file",
-	} {
+	for _, tc := range storetest.NotNetnsPaths(t) {
+		path, says := tc.Path, tc.Says
 		for _, pool := range []string{"lan4", "plain"} {
 			r := req("c", pool)
 			r.Netns = path

@@ -2,17 +2,15 @@ package ipam_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // The pools of the reproduction: ovB's range holds all of ovA's and ovA's
@@ -157,15 +155,9 @@ func TestSameRangesInTwoDomainsBothAllocateFully(t *testing.T) {
 func TestPoolDomainMoveWithLiveAddressesRefused(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}})
 	ctx := context.Background()
-	att, err := f.m.Allocate(ctx, req("c1", "p"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	moved, err := NewPool(PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}, Domain: "vlan9"}, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = f.m.SetPools(ctx, []*Pool{moved})
+	att := f.allocate(t, req("c1", "p"))
+	moved := mustPool(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}, Domain: "vlan9"})
+	err := f.m.SetPools(ctx, []*Pool{moved})
 	held := att.Addresses[0].Address.Addr().String()
 	if err == nil || !strings.Contains(err.Error(), `moving pool "p" from domain "default" to "vlan9" would orphan 1 live allocation(s)`) || !strings.Contains(err.Error(), held) {
 		t.Fatalf("reload moving a pool's domain: %v", err)
@@ -173,10 +165,7 @@ func TestPoolDomainMoveWithLiveAddressesRefused(t *testing.T) {
 	if f.m.Pools()[0].Domain != DefaultDomain {
 		t.Fatal("a refused reload changed the pools")
 	}
-	m2, err := New(Options{Store: f.store, Pools: []*Pool{moved}, Node: "node-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m2 := mustNew(t, Options{Store: f.store, Pools: []*Pool{moved}, Node: "node-a"})
 	err = m2.CheckDomains(ctx)
 	if !errors.Is(err, ErrDomainMoved) || !strings.Contains(err.Error(), `pool "p" is configured in domain "vlan9" but holds 1 live allocation(s) in domain "default": `+held) {
 		t.Fatalf("start with a moved domain: %v", err)
@@ -202,10 +191,7 @@ func TestPoolDomainValidated(t *testing.T) {
 
 func TestPoolOverlap(t *testing.T) {
 	mk := func(s PoolSpec) *Pool {
-		p, err := NewPool(s, 5000)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := mustPool(t, s)
 		return p
 	}
 	a, b := mk(ovA), mk(ovB)
@@ -233,35 +219,16 @@ func TestPoolOverlap(t *testing.T) {
 	}
 }
 
-// oldRecord writes an address record as the per-pool layout had it.
-func oldRecord(t *testing.T, s Store, pool, addr string, state string, owner AttachmentKey) {
-	t.Helper()
-	a := netip.MustParseAddr(addr)
-	rec, _ := json.Marshal(AddressRecord{Pool: pool, Address: a, State: state, Owner: owner, Node: "node-a"})
-	if _, err := s.Commit(context.Background(), nil, []Op{{Key: PrefixPools + pool + "/addrs/" + addr, Value: rec}}); err != nil {
-		t.Fatal(err)
-	}
-	if owner.ContainerID == "" {
-		return
-	}
-	att, _ := json.Marshal(Attachment{AttachmentKey: owner, Node: "node-a", State: state, Workload: owner.ContainerID,
-		Addresses: []AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
-	if _, err := s.Commit(context.Background(), nil, []Op{{Key: PrefixAttachments + owner.ContainerID + "/" + owner.Interface, Value: att}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // MigrateKeys over an IPAM: the moved store is consistent, the old
 // allocations are released through the new keys, and their addresses are
 // not handed out again while held.
 func TestMigrateKeysThenAllocateAndRelease(t *testing.T) {
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openBolt(t)
 	for i := 10; i < 40; i++ {
-		oldRecord(t, s, "lan", fmt.Sprintf("10.20.0.%d", i), StateAllocated, AttachmentKey{ContainerID: fmt.Sprintf("c%d", i), Interface: "eth0"})
+		holder := storetest.PerPoolHolder("lan", netip.MustParseAddr(fmt.Sprintf("10.20.0.%d", i)), fmt.Sprintf("c%d", i), "node-a")
+		if _, err := s.Commit(context.Background(), nil, holder); err != nil {
+			t.Fatal(err)
+		}
 	}
 	n, err := MigrateKeys(context.Background(), s)
 	if err != nil || n != 30 {
@@ -273,14 +240,8 @@ func TestMigrateKeysThenAllocateAndRelease(t *testing.T) {
 	if err := Consistent(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPool(PoolSpec{Name: "lan", Subnet: "10.20.0.0/24", Ranges: []string{"10.20.0.10-10.20.0.40"}}, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(Options{Store: s, Pools: []*Pool{p}, Node: "node-a"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := mustPool(t, PoolSpec{Name: "lan", Subnet: "10.20.0.0/24", Ranges: []string{"10.20.0.10-10.20.0.40"}})
+	m := mustNew(t, Options{Store: s, Pools: []*Pool{p}, Node: "node-a"})
 	if err := m.CheckDomains(context.Background()); err != nil {
 		t.Fatal(err)
 	}

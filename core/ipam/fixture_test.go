@@ -56,6 +56,38 @@ type fixture struct {
 	now   atomic.Pointer[time.Time]
 }
 
+// openBolt opens a real bbolt store in a fresh directory of tb's, closed
+// when tb ends.
+func openBolt(tb testing.TB) *boltstore.Store {
+	tb.Helper()
+	s, err := boltstore.Open(filepath.Join(tb.TempDir(), "ipam.db"), boltstore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// mustPool is the pool of spec (max_allocated_ips 5000), which must be valid.
+func mustPool(tb testing.TB, spec PoolSpec) *Pool {
+	tb.Helper()
+	p, err := NewPool(spec, 5000)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// mustNew is the IPAM of opts, which must be valid.
+func mustNew(tb testing.TB, opts Options) *IPAM {
+	tb.Helper()
+	m, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
 func newFixture(t *testing.T, specs ...PoolSpec) *fixture {
 	t.Helper()
 	return newFixtureOpts(t, Options{}, specs...)
@@ -63,19 +95,12 @@ func newFixture(t *testing.T, specs ...PoolSpec) *fixture {
 
 func newFixtureOpts(t *testing.T, opts Options, specs ...PoolSpec) *fixture {
 	t.Helper()
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openBolt(t)
 	f := &fixture{store: s, chk: &tableChecker{conflict: map[netip.Addr]bool{}}}
 	now := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
 	f.now.Store(&now)
 	for _, sp := range specs {
-		p, err := NewPool(sp, 5000)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := mustPool(t, sp)
 		opts.Pools = append(opts.Pools, p)
 	}
 	f.racy = &racyStore{Store: s}
@@ -93,12 +118,42 @@ func newFixtureOpts(t *testing.T, opts Options, specs ...PoolSpec) *fixture {
 	}
 	opts.Node = "node-a"
 	opts.Now = func() time.Time { return *f.now.Load() }
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.m = m
+	f.m = mustNew(t, opts)
 	return f
+}
+
+// allocate is f.m.Allocate of r, which must succeed.
+func (f *fixture) allocate(t *testing.T, r AllocateRequest) Attachment {
+	t.Helper()
+	return mustAllocate(t, f.m, r)
+}
+
+// mustAllocate is m.Allocate of r, which must succeed; it fails tb, so
+// call it on the test's own goroutine.
+func mustAllocate(tb testing.TB, m *IPAM, r AllocateRequest) Attachment {
+	tb.Helper()
+	att, err := m.Allocate(context.Background(), r)
+	if err != nil {
+		tb.Fatalf("Allocate %s/%s: %v", r.ContainerID, r.Interface, err)
+	}
+	return att
+}
+
+// cycle allocates r and releases what it got: a workload's whole life.
+func cycle(ctx context.Context, m *IPAM, r AllocateRequest) error {
+	att, err := m.Allocate(ctx, r)
+	if err == nil {
+		_, _, err = m.Release(ctx, att.AttachmentKey)
+	}
+	return err
+}
+
+// mustCycle is a cycle of r that must succeed.
+func mustCycle(tb testing.TB, m *IPAM, r AllocateRequest) {
+	tb.Helper()
+	if err := cycle(context.Background(), m, r); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func (f *fixture) advance(d time.Duration) {

@@ -21,9 +21,7 @@ func TestGC(t *testing.T) {
 	mk := func(cid, ns string) {
 		r := req(cid, "p")
 		r.Netns = ns
-		if _, err := f.m.Allocate(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+		f.allocate(t, r)
 	}
 	mk("dead", "/var/run/netns/dead")
 	mk("live", "/var/run/netns/live")
@@ -66,16 +64,12 @@ func TestGCRevisionCheck(t *testing.T) {
 	ctx := context.Background()
 	r := req("c1", "p")
 	r.Netns = "/var/run/netns/x"
-	if _, err := f.m.Allocate(ctx, r); err != nil {
-		t.Fatal(err)
-	}
+	f.allocate(t, r)
 	if res, _ := f.m.GC(ctx); len(res.Suspected) != 1 {
 		t.Fatal(res)
 	}
 	f.m.Release(ctx, AttachmentKey{ContainerID: "c1", Interface: "eth0"})
-	if _, err := f.m.Allocate(ctx, r); err != nil {
-		t.Fatal(err)
-	}
+	f.allocate(t, r)
 	f.advance(2 * time.Minute)
 	res, _ := f.m.GC(ctx)
 	if len(res.Reclaimed) != 0 {

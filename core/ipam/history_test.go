@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,27 +17,28 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 )
 
-// historyFixture is an IPAM on a real bbolt file whose workload
-// "default/w" has n released history entries in the record format of
-// builds before per-entry history keys (one Endpoint value holding them
-// all), as an upgraded node finds them.
-func historyFixture(tb testing.TB, n int) (*IPAM, *boltstore.Store) {
+// historyFixture is an IPAM of pool plain4 on node-a keeping maxHistory
+// entries, on a real bbolt file whose workload "default/w" has n released
+// history entries in the record format of builds before per-entry history
+// keys (one Endpoint value holding them all), as an upgraded node finds
+// them. With meter, the IPAM commits through it (meter.Store is the file).
+func historyFixture(tb testing.TB, n, maxHistory int, meter *meterStore) (*IPAM, *boltstore.Store) {
 	tb.Helper()
-	s, err := boltstore.Open(filepath.Join(tb.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		tb.Fatal(err)
+	s := openBolt(tb)
+	var st Store = s
+	if meter != nil {
+		meter.Store = s
+		st = meter
 	}
-	tb.Cleanup(func() { s.Close() })
-	p, err := NewPool(plain4, 5000)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	p := mustPool(tb, plain4)
 	writeLegacyEndpoint(tb, s, "default/w", n, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	m, err := New(Options{Store: s, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxHistory: min(n, MaxHistoryCap)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	m := mustNew(tb, Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxHistory: maxHistory})
 	return m, s
+}
+
+// historyReq is container c<i> of workload default/w asking plain4.
+func historyReq(i int) AllocateRequest {
+	return AllocateRequest{ContainerID: fmt.Sprint("c", i), Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}}
 }
 
 // writeLegacyEndpoint writes workload w's endpoint with n released entries
@@ -92,11 +92,7 @@ func keysUnder(t testing.TB, s Store, prefix string) int {
 }
 
 func TestMaxHistoryCapRefused(t *testing.T) {
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openBolt(t)
 	if _, err := New(Options{Store: s, MaxHistory: 1001}); err == nil || !strings.Contains(err.Error(), "cap 1000") {
 		t.Fatalf("New with 1001 history records: %v, want the cap named", err)
 	}
@@ -119,21 +115,8 @@ func TestHistoryOldFormatMovedWithoutLoss(t *testing.T) {
 		{"1500 entries, cap 1000", 1500, 1000, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { bolt.Close() })
-			st := &meterStore{Store: bolt}
-			writeLegacyEndpoint(t, bolt, "default/w", tc.old, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-			p, err := NewPool(plain4, 5000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxHistory: tc.max})
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := &meterStore{}
+			m, bolt := historyFixture(t, tc.old, tc.max, st)
 			ctx := context.Background()
 			before, err := m.History(ctx, "default/w")
 			if err != nil {
@@ -142,10 +125,7 @@ func TestHistoryOldFormatMovedWithoutLoss(t *testing.T) {
 			if len(before.History) != tc.wantBefore || before.History[0].ContainerID != fmt.Sprintf("old-%05d", tc.old-1) {
 				t.Fatalf("read before the move: %d entries, newest %+v", len(before.History), before.History[0])
 			}
-			att, err := m.Allocate(ctx, AllocateRequest{ContainerID: "new", Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			att := mustAllocate(t, m, AllocateRequest{ContainerID: "new", Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}})
 			if got, want := att.Addresses[0].Address.Addr(), before.History[0].Address; got != want {
 				t.Errorf("allocated %s, want the workload's last address %s (sticky)", got, want)
 			}
@@ -203,39 +183,16 @@ func TestHistoryCostFlat(t *testing.T) {
 		best  time.Duration
 	}
 	measure := func(n int) cost {
-		bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { bolt.Close() })
-		st := &meterStore{Store: bolt}
-		writeLegacyEndpoint(t, bolt, "default/w", n, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-		p, err := NewPool(plain4, 5000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}, MaxHistory: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx := context.Background()
-		cycle := func(i int) {
-			att, err := m.Allocate(ctx, AllocateRequest{ContainerID: fmt.Sprint("c", i), Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}})
-			if err == nil {
-				_, _, err = m.Release(ctx, att.AttachmentKey)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		cycle(-1) // moves an old-format history, once
+		st := &meterStore{}
+		m, _ := historyFixture(t, n, 1000, st)
+		mustCycle(t, m, historyReq(-1)) // moves an old-format history, once
 		st.bytes.Store(0)
 		c := cost{best: time.Hour}
 		const rounds, per = 5, 10
 		for r := 0; r < rounds; r++ {
 			start := time.Now()
 			for i := 0; i < per; i++ {
-				cycle(r*per + i)
+				mustCycle(t, m, historyReq(r*per+i))
 			}
 			c.best = min(c.best, time.Since(start)/per)
 		}
@@ -260,18 +217,10 @@ func TestPruneWorkloadsAfterRetention(t *testing.T) {
 	ctx := context.Background()
 	cycle := func(cid, workload string) {
 		t.Helper()
-		att, err := f.m.Allocate(ctx, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: workload, Pools: []string{"plain4"}})
-		if err == nil {
-			_, _, err = f.m.Release(ctx, att.AttachmentKey)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		mustCycle(t, f.m, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: workload, Pools: []string{"plain4"}})
 	}
 	cycle("gone", "default/gone")
-	if _, err := f.m.Allocate(ctx, req("live", "plain4")); err != nil {
-		t.Fatal(err)
-	}
+	f.allocate(t, req("live", "plain4"))
 	writeLegacyEndpoint(t, f.store, "default/long", 250, *f.now.Load())
 	cycle("long-1", "default/long") // 251 entries, as keys
 	if n := keysUnder(t, f.store, "history/"); n != 253 {
@@ -313,19 +262,10 @@ func TestPruneWorkloadsAfterRetention(t *testing.T) {
 func TestPruneKeepsAWorkloadAllocatedMeanwhile(t *testing.T) {
 	bolt, clock, opts := clockedOptions(t, time.Hour)
 	t0 := *clock.Load()
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustNew(t, opts)
 	ctx := context.Background()
-	r := AllocateRequest{ContainerID: "c1", Interface: "eth0", Workload: "default/w", Pools: []string{"plain4"}}
-	att, err := m.Allocate(ctx, r)
-	if err == nil {
-		_, _, err = m.Release(ctx, att.AttachmentKey)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := historyReq(1)
+	mustCycle(t, m, r)
 	later := t0.Add(2 * time.Hour)
 	clock.Store(&later)
 	st := &interposeStore{Store: bolt}
@@ -339,10 +279,7 @@ func TestPruneKeepsAWorkloadAllocatedMeanwhile(t *testing.T) {
 		}
 	}
 	opts.Store = st
-	gc, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gc := mustNew(t, opts)
 	res, err := gc.GC(ctx)
 	if err != nil || res.WorkloadsPruned != 0 {
 		t.Fatalf("GC: %+v %v; want the workload kept", res, err)
@@ -375,10 +312,7 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 	)
 	bolt, clock, opts := clockedOptions(t, retention)
 	opts.MaxRetries = 10
-	m, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustNew(t, opts)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(22, 5))
 	released := map[string]time.Time{} // workload -> its release
@@ -397,11 +331,7 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				att, err := m.Allocate(ctx, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{"plain4"}})
-				if err == nil {
-					_, _, err = m.Release(ctx, att.AttachmentKey)
-				}
-				errs <- err
+				errs <- cycle(ctx, m, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{"plain4"}})
 			}()
 		}
 		wg.Wait()
@@ -459,15 +389,8 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 // the given workload retention.
 func clockedOptions(t *testing.T, retention time.Duration) (*boltstore.Store, *atomic.Pointer[time.Time], Options) {
 	t.Helper()
-	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bolt.Close() })
-	p, err := NewPool(plain4, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bolt := openBolt(t)
+	p := mustPool(t, plain4)
 	clock := new(atomic.Pointer[time.Time])
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	clock.Store(&t0)

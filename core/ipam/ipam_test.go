@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // The tests here use the real bbolt store; the wire is a table (the real
@@ -21,10 +21,7 @@ import (
 func TestAllocateDualStackIdempotentRelease(t *testing.T) {
 	f := newFixture(t, v4, v6)
 	ctx := context.Background()
-	att, err := f.m.Allocate(ctx, req("c1", "lan4", "lan6"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, req("c1", "lan4", "lan6"))
 	if len(att.Addresses) != 2 || att.State != StateAllocated {
 		t.Fatalf("attachment %+v", att)
 	}
@@ -91,9 +88,7 @@ func TestExhaustion(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "tiny", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.12"}})
 	ctx := context.Background()
 	for i := range 3 {
-		if _, err := f.m.Allocate(ctx, req(fmt.Sprint("c", i), "tiny")); err != nil {
-			t.Fatal(err)
-		}
+		f.allocate(t, req(fmt.Sprint("c", i), "tiny"))
 	}
 	_, err := f.m.Allocate(ctx, req("c9", "tiny"))
 	if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), `pool "tiny" is full: all 3 addresses`) {
@@ -107,10 +102,7 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 	ctx := context.Background()
 	r := req("c0", "lan4")
 	r.Workload = "default/web-0"
-	first, err := f.m.Allocate(ctx, r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := f.allocate(t, r)
 	addr := first.Addresses[0].Address.Addr()
 	for i := 1; i <= 4; i++ {
 		key := AttachmentKey{ContainerID: fmt.Sprint("c", i-1), Interface: "eth0"}
@@ -119,10 +111,7 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 		}
 		f.advance(time.Second)
 		r.ContainerID = fmt.Sprint("c", i)
-		att, err := f.m.Allocate(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		att := f.allocate(t, r)
 		// Sticky: a new container of the same workload gets the address back.
 		if got := att.Addresses[0].Address.Addr(); got != addr {
 			t.Fatalf("allocation %d got %s, want the sticky %s", i, got, addr)
@@ -162,13 +151,9 @@ func TestHistoryCapOrderAndSticky(t *testing.T) {
 // stickTo allocates addr to another workload by giving it that history.
 func (f *fixture) stickTo(t *testing.T, addr netip.Addr) string {
 	t.Helper()
-	ctx := context.Background()
 	for i := 0; i < 200; i++ {
 		r := req(fmt.Sprint("thief", i), "lan4")
-		att, err := f.m.Allocate(ctx, r)
-		if err != nil {
-			t.Fatal(err)
-		}
+		att := f.allocate(t, r)
 		if att.Addresses[0].Address.Addr() == addr {
 			return r.ContainerID
 		}
@@ -212,32 +197,14 @@ func TestConcurrentAllocationsDistinct(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "big", Subnet: "10.8.0.0/22"}) // 1022 addresses
 	ctx := context.Background()
 	const n = 500
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	got := make([]netip.Addr, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			att, err := f.m.Allocate(ctx, req(fmt.Sprint("c", i), "big"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			got[i] = att.Addresses[0].Address.Addr()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	seen := map[netip.Addr]int{}
-	for i, a := range got {
-		if j, dup := seen[a]; dup {
-			t.Fatalf("%s given to c%d and c%d", a, j, i)
+	got, errs := storetest.AllocateAtOnce(n, func(i int) (Attachment, error) {
+		return f.m.Allocate(ctx, req(fmt.Sprint("c", i), "big"))
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
-		seen[a] = i
 	}
+	storetest.NoneTwice(t, got, func(i int) string { return fmt.Sprint("c", i) })
 	assertConsistent(t, f)
 }

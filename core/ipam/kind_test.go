@@ -50,10 +50,7 @@ func TestPolicySkipsWithoutQuarantine(t *testing.T) {
 	chk := &kindChecker{outcomes: map[netip.Addr]Outcome{first: OutcomePolicy}}
 	f := newFixtureOpts(t, Options{Checker: chk}, v4)
 	ctx := context.Background()
-	att, err := f.m.Allocate(ctx, req("c1", "lan4"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, req("c1", "lan4"))
 	if got := att.Addresses[0].Address.Addr(); got == first {
 		t.Fatalf("got %s, which policy refused", got)
 	}

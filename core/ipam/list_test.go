@@ -20,9 +20,7 @@ func TestListJSONIsList(t *testing.T) {
 		{ContainerID: "b", Interface: "eth0", Workload: "default/b", Pools: []string{"plain4", "plain6"}},
 		{ContainerID: "c", Interface: "eth1", Workload: "default/a", Pools: []string{"plain6"}},
 	} {
-		if _, err := f.m.Allocate(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+		f.allocate(t, r)
 	}
 	for _, q := range []struct{ pool, workload string }{
 		{"", ""}, {"plain4", ""}, {"plain6", ""}, {"", "default/a"}, {"plain6", "default/a"}, {"nope", ""}, {"", "nobody"},

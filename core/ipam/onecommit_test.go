@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // An allocation with nothing to check is one commit (attachment, address
@@ -43,10 +42,7 @@ func TestCommitsPerAllocation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, v4, v6, plain4, plain6)
 			ctx := context.Background()
-			att, err := f.m.Allocate(ctx, req("c1", tc.pools...))
-			if err != nil {
-				t.Fatal(err)
-			}
+			att := f.allocate(t, req("c1", tc.pools...))
 			if n := f.racy.commits.Load(); n != tc.commits {
 				t.Errorf("%d commits, want %d", n, tc.commits)
 			}
@@ -93,10 +89,7 @@ func TestCommitsPerAllocation(t *testing.T) {
 				t.Fatalf("release: %v %v", ok, err)
 			}
 			before := f.racy.commits.Load()
-			again, err := f.m.Allocate(ctx, req("c1", tc.pools...))
-			if err != nil {
-				t.Fatal(err)
-			}
+			again := f.allocate(t, req("c1", tc.pools...))
 			if n := f.racy.commits.Load() - before; n != tc.commits {
 				t.Errorf("re-allocation: %d commits, want %d", n, tc.commits)
 			}
@@ -176,14 +169,8 @@ func TestOneCommitLostRace(t *testing.T) {
 				}
 				// A sibling allocation of the same workload by another node
 				// (whose in-process claims this one does not see).
-				p, err := NewPool(plain4, 5000)
-				if err != nil {
-					t.Fatal(err)
-				}
-				other, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-b", Links: noLinks{}})
-				if err != nil {
-					t.Fatal(err)
-				}
+				p := mustPool(t, plain4)
+				other := mustNew(t, Options{Store: st, Pools: []*Pool{p}, Node: "node-b", Links: noLinks{}})
 				if _, err := other.Allocate(context.Background(), AllocateRequest{ContainerID: "sibling", Interface: "eth0", Workload: "default/c1", Pools: []string{"plain4"}}); err != nil {
 					t.Errorf("the sibling's allocation: %v", err)
 				}
@@ -194,23 +181,13 @@ func TestOneCommitLostRace(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { bolt.Close() })
+			bolt := openBolt(t)
 			var stolen netip.Addr
 			st := &interposeStore{Store: bolt}
 			st.before = func(conds []Cond) { stolen = tc.steal(t, bolt, conds) }
-			p, err := NewPool(plain4, 5000)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := mustPool(t, plain4)
 			met := &retryMetrics{}
-			m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", MaxRetries: 3, Metrics: met, Links: noLinks{}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := mustNew(t, Options{Store: st, Pools: []*Pool{p}, Node: "node-a", MaxRetries: 3, Metrics: met, Links: noLinks{}})
 			ctx := context.Background()
 			att, err := m.Allocate(ctx, req("c1", "plain4"))
 			if err != nil {
@@ -254,56 +231,29 @@ func TestOneCommitLostRace(t *testing.T) {
 // with 128 goroutines: every address is given out once, exactly as many
 // allocations succeed as the pool holds, the rest are pool_full.
 func TestOneCommitNoDuplicatesUnderContention(t *testing.T) {
-	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bolt.Close() })
+	bolt := openBolt(t)
 	const size, workers = 64, 128
 	spec := PoolSpec{Name: "small", Subnet: "10.41.0.0/24", Ranges: []string{"10.41.0.1-10.41.0.64"}}
 	st := &racyStore{Store: bolt}
 	met := &retryMetrics{}
 	var agents []*IPAM
 	for _, node := range []string{"node-a", "node-b"} {
-		p, err := NewPool(spec, 5000)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := mustPool(t, spec)
 		// Retries generous enough that a lost race never ends as
 		// try_again: what is counted is who got an address.
-		m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: node, MaxRetries: 1000, Metrics: met, Links: noLinks{}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := mustNew(t, Options{Store: st, Pools: []*Pool{p}, Node: node, MaxRetries: 1000, Metrics: met, Links: noLinks{}})
 		agents = append(agents, m)
 	}
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	got := make([]netip.Addr, workers)
-	errs := make([]error, workers)
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			att, err := agents[i%2].Allocate(ctx, req(fmt.Sprint("c", i), "small"))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			got[i] = att.Addresses[0].Address.Addr()
-		}()
-	}
-	wg.Wait()
-	seen := map[netip.Addr]int{}
+	got, errs := storetest.AllocateAtOnce(workers, func(i int) (Attachment, error) {
+		return agents[i%2].Allocate(ctx, req(fmt.Sprint("c", i), "small"))
+	})
+	storetest.NoneTwice(t, got, func(i int) string { return fmt.Sprint("c", i) })
 	ok, full := 0, 0
 	for i := range workers {
 		switch {
 		case errs[i] == nil:
 			ok++
-			if j, dup := seen[got[i]]; dup {
-				t.Errorf("%s given to c%d and c%d", got[i], j, i)
-			}
-			seen[got[i]] = i
 		case code(errs[i]) == api.CodePoolFull:
 			full++
 		default:

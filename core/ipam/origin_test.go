@@ -29,10 +29,7 @@ func TestOriginRecorded(t *testing.T) {
 	f := newFixture(t, plain)
 	ctx := context.Background()
 	byAPI := req("vm-17", "shared")
-	att, err := f.m.Allocate(ctx, byAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, byAPI)
 	if want := (api.Origin{Kind: api.OriginAPI, Interface: "eth0"}); att.Origin == nil || *att.Origin != want {
 		t.Errorf("API allocation's origin %+v, want %+v", att.Origin, want)
 	}
@@ -41,10 +38,7 @@ func TestOriginRecorded(t *testing.T) {
 	}
 	cni := cniReq("pod", "net-a")
 	cni.Origin.Interface = "" // the agent fills it in
-	att, err = f.m.Allocate(ctx, cni)
-	if err != nil {
-		t.Fatal(err)
-	}
+	att = f.allocate(t, cni)
 	want := api.Origin{Kind: api.OriginCNI, Network: "net-a", Interface: "net1"}
 	if att.Origin == nil || *att.Origin != want {
 		t.Errorf("CNI allocation's origin %+v, want %+v", att.Origin, want)
@@ -104,16 +98,11 @@ func TestRepeatFromAnotherOrigin(t *testing.T) {
 	ctx := context.Background()
 	vm := req("vm-17", "shared")
 	vm.Interface = "net1"
-	first, err := f.m.Allocate(ctx, vm)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := f.allocate(t, vm)
 	if _, err := f.m.Allocate(ctx, cniReq("vm-17", "net-a")); code(err) != api.CodeMismatch || !strings.Contains(err.Error(), "origin api") {
 		t.Errorf("CNI ADD over the API's vm-17: %v, want %s naming origin api", err, api.CodeMismatch)
 	}
-	if _, err := f.m.Allocate(ctx, cniReq("pod", "net-a")); err != nil {
-		t.Fatal(err)
-	}
+	f.allocate(t, cniReq("pod", "net-a"))
 	if _, err := f.m.Allocate(ctx, cniReq("pod", "net-b")); code(err) != api.CodeMismatch || !strings.Contains(err.Error(), "cni:net-a") {
 		t.Errorf("ADD of net-b over net-a's pod: %v, want %s naming cni:net-a", err, api.CodeMismatch)
 	}
@@ -155,9 +144,7 @@ func TestReleaseIfNetwork(t *testing.T) {
 	vm := req("vm-17", "shared")
 	vm.Interface = "net1"
 	for _, r := range []AllocateRequest{vm, cniReq("a1", "net-a"), cniReq("b1", "net-b"), cniReq("old", "net-a")} {
-		if _, err := f.m.Allocate(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+		f.allocate(t, r)
 	}
 	stripOrigin(t, f, AttachmentKey{ContainerID: "old", Interface: "net1"})
 	for _, tc := range []struct {

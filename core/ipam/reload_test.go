@@ -11,18 +11,12 @@ import (
 func TestSetPools(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.19"}}, PoolSpec{Name: "q", Subnet: "10.10.0.0/24"})
 	ctx := context.Background()
-	att, err := f.m.Allocate(ctx, req("c1", "p"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, req("c1", "p"))
 	held := att.Addresses[0].Address.Addr()
 	mk := func(specs ...PoolSpec) []*Pool {
 		var out []*Pool
 		for _, s := range specs {
-			p, err := NewPool(s, 5000)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := mustPool(t, s)
 			out = append(out, p)
 		}
 		return out
@@ -35,7 +29,7 @@ func TestSetPools(t *testing.T) {
 		t.Fatal("grow not applied")
 	}
 	shrunk := PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.200-10.9.0.210"}}
-	err = f.m.SetPools(ctx, mk(shrunk, PoolSpec{Name: "q", Subnet: "10.10.0.0/24"}))
+	err := f.m.SetPools(ctx, mk(shrunk, PoolSpec{Name: "q", Subnet: "10.10.0.0/24"}))
 	if err == nil || !strings.Contains(err.Error(), held.String()) || !strings.Contains(err.Error(), `shrinking pool "p"`) {
 		t.Fatalf("shrink: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -60,11 +59,7 @@ type sharedFixture struct {
 
 func newShared(t *testing.T) *sharedFixture {
 	t.Helper()
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openBolt(t)
 	f := &sharedFixture{bolt: s, store: &flakyStore{Store: s}}
 	now := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
 	f.now.Store(&now)
@@ -73,10 +68,7 @@ func newShared(t *testing.T) *sharedFixture {
 
 func (f *sharedFixture) ipam(t *testing.T, node string, alive func(context.Context, string) (bool, time.Time, error)) *IPAM {
 	t.Helper()
-	p, err := NewPool(PoolSpec{Name: "p", Subnet: "10.7.0.0/24", ConflictDetection: f.detect}, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := mustPool(t, PoolSpec{Name: "p", Subnet: "10.7.0.0/24", ConflictDetection: f.detect})
 	m, err := New(Options{Store: f.store, Pools: []*Pool{p}, Checker: &tableChecker{}, Links: noLinks{}, Node: node,
 		NodeAlive: alive, MaxRetries: 3, GCGrace: 10 * time.Second, Now: func() time.Time { return *f.now.Load() }})
 	if err != nil {
@@ -267,14 +259,9 @@ func TestGCReclaimsDeadNodeAfterGrace(t *testing.T) {
 	m2 := f.ipam(t, "n2", nil)
 	ctx := context.Background()
 	for _, c := range []string{"a", "b"} {
-		if _, err := m2.Allocate(ctx, req(c, "p")); err != nil {
-			t.Fatal(err)
-		}
+		mustAllocate(t, m2, req(c, "p"))
 	}
-	mine, err := m1.Allocate(ctx, req("mine", "p"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := mustAllocate(t, m1, req("mine", "p"))
 	_ = mine
 	gc := func() int {
 		res, err := m1.GC(ctx)

@@ -18,9 +18,7 @@ func TestReleaseSpooled(t *testing.T) {
 	key := AttachmentKey{ContainerID: "c1", Interface: "eth0"}
 	before := *f.now.Load()
 	f.advance(time.Second)
-	if _, err := f.m.Allocate(ctx, req("c1", "lan4")); err != nil {
-		t.Fatal(err)
-	}
+	f.allocate(t, req("c1", "lan4"))
 	if what, _, err := f.m.ReleaseSpooled(ctx, key, before); err != nil || what != SpooledNewer {
 		t.Fatalf("a DEL spooled before the ADD: %q %v, want %q", what, err, SpooledNewer)
 	}

@@ -17,10 +17,7 @@ func TestConflictQuarantineNext(t *testing.T) {
 	f := newFixture(t, v4)
 	ctx := context.Background()
 	// Find where c1's candidate order starts, then make it busy.
-	probe, err := f.m.Allocate(ctx, req("c1", "lan4"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := f.allocate(t, req("c1", "lan4"))
 	busy := probe.Addresses[0].Address.Addr()
 	f.m.Release(ctx, AttachmentKey{ContainerID: "c1", Interface: "eth0"})
 	// History makes busy sticky for default/c1; use a new workload name
@@ -28,10 +25,7 @@ func TestConflictQuarantineNext(t *testing.T) {
 	f.chk.conflict[busy] = true
 	r := req("c1", "lan4")
 	r.Workload = "fresh"
-	att, err := f.m.Allocate(ctx, r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	att := f.allocate(t, r)
 	got := att.Addresses[0].Address.Addr()
 	if got == busy {
 		t.Fatalf("got the busy address %s", busy)
@@ -245,9 +239,7 @@ func TestFailureNamesEveryFailingPool(t *testing.T) {
 			a, b := small4, small6
 			a.ConflictDetection, b.ConflictDetection = detect, detect
 			f := newFixture(t, a, b)
-			if _, err := f.m.Allocate(ctx, req("c1", "s4", "s6")); err != nil {
-				t.Fatal(err)
-			}
+			f.allocate(t, req("c1", "s4", "s6"))
 			_, err := f.m.Allocate(ctx, req("c2", "s4", "s6"))
 			if code(err) != api.CodePoolFull || !strings.Contains(err.Error(), `pool "s4" is full`) || !strings.Contains(err.Error(), `pool "s6" is full`) {
 				t.Fatalf("%v", err)

@@ -3,11 +3,10 @@ package ipam_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 )
 
 // TestWalkOfANearlyFullPool: in a pool 95% full, allocations cost about as
@@ -15,39 +14,17 @@ import (
 // read every taken candidate on its way (70 reads per allocation at 95% of
 // 1,000 addresses, 7 in an empty pool).
 func TestWalkOfANearlyFullPool(t *testing.T) {
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	p, err := NewPool(PoolSpec{Name: "fill", Subnet: "10.98.0.0/22", Ranges: []string{"10.98.0.1-10.98.3.232"}}, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &countingStore{Store: s}
-	m, err := New(Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
+	m, _, st := fillFixture(t)
 	cycles := func(prefix string, n int) float64 {
 		before := st.gets.Load()
 		for i := range n {
-			att, err := m.Allocate(ctx, req(fmt.Sprint(prefix, i), "fill"))
-			if err == nil {
-				_, _, err = m.Release(ctx, att.AttachmentKey)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			mustCycle(t, m, req(fmt.Sprint(prefix, i), "fill"))
 		}
 		return float64(st.gets.Load()-before) / float64(n)
 	}
 	empty := cycles("empty-", 50)
 	for i := range 950 {
-		if _, err := m.Allocate(ctx, req(fmt.Sprint("held-", i), "fill")); err != nil {
-			t.Fatal(err)
-		}
+		mustAllocate(t, m, req(fmt.Sprint("held-", i), "fill"))
 	}
 	full := cycles("full-", 50)
 	t.Logf("store reads per allocate+release: %.1f in the empty pool, %.1f at 95%%", empty, full)
@@ -60,31 +37,18 @@ func TestWalkOfANearlyFullPool(t *testing.T) {
 // (another node on a shared store, another process) are found: the pool is
 // never called full while the store holds a free address.
 func TestWalkHintIsOnlyAHint(t *testing.T) {
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openBolt(t)
 	spec := PoolSpec{Name: "small", Subnet: "10.99.0.0/28"} // 14 addresses
 	newIPAM := func(node string) *IPAM {
-		p, err := NewPool(spec, 5000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := New(Options{Store: s, Pools: []*Pool{p}, Node: node, Links: noLinks{}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := mustPool(t, spec)
+		m := mustNew(t, Options{Store: s, Pools: []*Pool{p}, Node: node, Links: noLinks{}})
 		return m
 	}
 	a, b := newIPAM("node-a"), newIPAM("node-b")
 	ctx := context.Background()
 	var atts []Attachment
 	for i := range 14 {
-		att, err := a.Allocate(ctx, req(fmt.Sprint("c", i), "small"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		att := mustAllocate(t, a, req(fmt.Sprint("c", i), "small"))
 		atts = append(atts, att)
 	}
 	if _, err := a.Allocate(ctx, req("one-too-many", "small")); code(err) != "pool_full" {
@@ -103,4 +67,25 @@ func TestWalkHintIsOnlyAHint(t *testing.T) {
 	if _, err := a.Allocate(ctx, req("full-again", "small")); code(err) != "pool_full" {
 		t.Fatalf("after the 3: %v, want pool_full", err)
 	}
+}
+
+// fillFixture is an IPAM of pool "fill" (1,000 addresses, detection off)
+// on node-a over a real bbolt file, counting the store's reads of single
+// keys.
+func fillFixture(tb testing.TB) (*IPAM, *Pool, *countingStore) {
+	tb.Helper()
+	p := mustPool(tb, PoolSpec{Name: "fill", Subnet: "10.98.0.0/22", Ranges: []string{"10.98.0.1-10.98.3.232"}})
+	st := &countingStore{Store: openBolt(tb)}
+	return mustNew(tb, Options{Store: st, Pools: []*Pool{p}, Node: "node-a", Links: noLinks{}}), p, st
+}
+
+// countingStore counts the reads of single keys.
+type countingStore struct {
+	Store
+	gets atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, key string) (Entry, error) {
+	s.gets.Add(1)
+	return s.Store.Get(ctx, key)
 }

@@ -6,16 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/health"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
@@ -29,20 +27,6 @@ pool "f" {
 }
 `
 
-// mkfifo makes a FIFO and lets any reader still stuck on it go when the
-// test ends (a writer's open completes theirs).
-func mkfifo(t *testing.T, path string) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0); err == nil {
-			syscall.Close(fd)
-		}
-	})
-}
-
 // The FIFO attack itself (300 allocations at once naming a FIFO, status
 // and ipam pools watched meanwhile) is test/ipamtrust's FIFONetns, and the
 // idle flood its IdleConnections: make faults runs the same functions.
@@ -51,32 +35,13 @@ func mkfifo(t *testing.T, path string) {
 // anything is reserved, with a 400 naming the field and the path's kind.
 func TestNetnsPathKinds(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: fifoPool})
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	mkfifo(t, fifo)
-	link := filepath.Join(dir, "link-to-fifo")
-	if err := os.Symlink(fifo, link); err != nil {
-		t.Fatal(err)
-	}
-	regular := filepath.Join(dir, "regular")
-	if err := os.WriteFile(regular, []byte("x"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct{ path, says string }{
-		{fifo, "is a FIFO"},
-		{link, "is a FIFO"},
-		{dir, "is a directory"},
-		{regular, "is a regular file"},
-		{"/dev/zero", "is a character device"},
-		{"/proc/self/ns/uts", "is a UTS namespace"},
-		{filepath.Join(dir, "missing"), "no such file or directory"},
-	} {
+	for _, tc := range storetest.NotNetnsPaths(t) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := a.Client.Allocate(ctx, api.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.path, Pools: []string{"f"}})
+		_, err := a.Client.Allocate(ctx, api.AllocateRequest{ContainerID: "k", Interface: "eth0", Netns: tc.Path, Pools: []string{"f"}})
 		cancel()
 		var ae *api.APIError
-		if !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, tc.path) || !strings.Contains(ae.ErrorBody.Error, tc.says) {
-			t.Errorf("netns %s: %v, want 400 on netns saying %q", tc.path, err, tc.says)
+		if !errors.As(err, &ae) || ae.Status != 400 || ae.Field != "netns" || !strings.Contains(ae.ErrorBody.Error, tc.Path) || !strings.Contains(ae.ErrorBody.Error, tc.Says) {
+			t.Errorf("netns %s: %v, want 400 on netns saying %q", tc.Path, err, tc.Says)
 		}
 	}
 	if u := poolUsage(t, a, "f"); u.Reserved != 0 || u.Allocated != 0 {

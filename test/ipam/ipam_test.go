@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -273,35 +274,17 @@ pool "burst" {
 }
 `})
 	const n = 500
-	got := make([]netip.Addr, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
 	start := time.Now()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			att, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: fmt.Sprint("b", i), Interface: "eth0", Pools: []string{"burst"}})
-			if err != nil {
-				errs <- err
-				return
-			}
-			got[i] = att.Addresses[0].Address.Addr()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	got, errs := storetest.AllocateAtOnce(n, func(i int) (api.Attachment, error) {
+		return a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: fmt.Sprint("b", i), Interface: "eth0", Pools: []string{"burst"}})
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Logf("%d concurrent allocations in %v", n, time.Since(start))
-	seen := map[netip.Addr]int{}
-	for i, ad := range got {
-		if j, dup := seen[ad]; dup {
-			t.Fatalf("%s given to b%d and b%d", ad, j, i)
-		}
-		seen[ad] = i
-	}
+	storetest.NoneTwice(t, got, func(i int) string { return fmt.Sprint("b", i) })
 	if u := poolUsage(t, a, "burst"); u.Allocated != n || u.Reserved != 0 {
 		t.Fatalf("usage %+v", u)
 	}

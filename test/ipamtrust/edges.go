@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -181,16 +181,9 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 
 	shared := Result{Attack: "concurrent allocations on one shared interface",
 		Tried: fmt.Sprintf("%d allocations at once, %d containers sharing one workload's eth0 (down), detection on (ARP, 100 ms window)", n, n)}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = a.API.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("share-", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"lan"}})
-		}()
-	}
-	wg.Wait()
+	_, errs := storetest.AllocateAtOnce(n, func(i int) (api.Attachment, error) {
+		return a.API.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprint("share-", i), Interface: "eth0", Netns: wl.Path, Pools: []string{"lan"}})
+	})
 	ok, down, other := 0, 0, 0
 	firstOther := ""
 	for _, err := range errs {

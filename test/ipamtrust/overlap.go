@@ -1,8 +1,6 @@
 package ipamtrust
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
 // The overlapping pools: OvB's range holds all of OvA's and OvA's
@@ -149,45 +148,16 @@ func ReloadAddsOverlap(t testing.TB, e Env) Result {
 // addresses per pool (format 1) left it: one allocation per holder, each
 // given as "POOL ADDRESS".
 func OldStore(path string, holders map[string]string) error {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		return err
+	var commits [][]coreipam.Op
+	for cid, poolAddr := range holders {
+		pool, addr, _ := strings.Cut(poolAddr, " ")
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return err
+		}
+		commits = append(commits, storetest.PerPoolHolder(pool, a, cid, "old-node"))
 	}
-	defer db.Close()
-	u64 := func(v uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, v); return b }
-	return db.Update(func(tx *bolt.Tx) error {
-		kv, err := tx.CreateBucket([]byte("kv"))
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		rev := uint64(1)
-		for cid, poolAddr := range holders {
-			pool, addr, _ := strings.Cut(poolAddr, " ")
-			a, err := netip.ParseAddr(addr)
-			if err != nil {
-				return err
-			}
-			owner := api.AttachmentKey{ContainerID: cid, Interface: "eth0"}
-			rec, _ := json.Marshal(coreipam.AddressRecord{Pool: pool, Address: a, State: "allocated", Owner: owner, Node: "old-node"})
-			att, _ := json.Marshal(api.Attachment{AttachmentKey: owner, Workload: cid, Node: "old-node", State: "allocated",
-				Addresses: []api.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}})
-			if err := kv.Put([]byte("pools/"+pool+"/addrs/"+addr), append(u64(rev), rec...)); err != nil {
-				return err
-			}
-			if err := kv.Put([]byte("attachments/"+cid+"/eth0"), append(u64(rev), att...)); err != nil {
-				return err
-			}
-			rev++
-		}
-		if err := meta.Put([]byte("revision"), u64(rev)); err != nil {
-			return err
-		}
-		return meta.Put([]byte("format"), u64(1))
-	})
+	return storetest.WriteFormat1(path, commits...)
 }
 
 // OldStoreOverlap: a store of the per-pool layout in which two pools'

@@ -22,19 +22,24 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 )
 
+// mustOpen opens the store file at path, which must succeed; the caller
+// closes it.
+func mustOpen(t testing.TB, path string) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) (ipam.Store, func(ipam.Store) ipam.Store) {
 		path := filepath.Join(t.TempDir(), "ipam.db")
-		s, err := boltstore.Open(path, boltstore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := mustOpen(t, path)
 		return s, func(old ipam.Store) ipam.Store {
 			old.Close()
-			s, err := boltstore.Open(path, boltstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := mustOpen(t, path)
 			return s
 		}
 	})
@@ -44,10 +49,7 @@ func TestConformance(t *testing.T) {
 // the process holding the file.
 func TestLockedByAnotherProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipam.db")
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	s.Close()
 	// flock(1) holds the same kind of lock bbolt takes, in another process.
 	cmd := exec.Command("flock", "-x", path, "sleep", "30")
@@ -64,7 +66,7 @@ func TestLockedByAnotherProcess(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	start := time.Now()
-	_, err = boltstore.Open(path, boltstore.Options{OpenTimeout: 300 * time.Millisecond})
+	_, err := boltstore.Open(path, boltstore.Options{OpenTimeout: 300 * time.Millisecond})
 	if err == nil {
 		t.Fatal("opened a locked store")
 	}
@@ -95,10 +97,7 @@ func TestRefusesNonRegularFile(t *testing.T) {
 }
 
 func TestCancelledContext(t *testing.T) {
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "ipam.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, filepath.Join(t.TempDir(), "ipam.db"))
 	defer s.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -111,42 +110,11 @@ func TestCancelledContext(t *testing.T) {
 }
 
 // oldFile writes, with bbolt itself, a store file as the agent that keyed
-// address records per pool (format 1) left it.
-func oldFile(t *testing.T, records map[string]any) string {
+// address records per pool (format 1) left it, a commit a revision.
+func oldFile(t *testing.T, commits ...[]ipam.Op) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ipam.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	u64 := func(v uint64) []byte { b := make([]byte, 8); binary.BigEndian.PutUint64(b, v); return b }
-	err = db.Update(func(tx *bolt.Tx) error {
-		kv, err := tx.CreateBucket([]byte("kv"))
-		if err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		rev := uint64(0)
-		for k, v := range records {
-			rev++
-			js, err := json.Marshal(v)
-			if err != nil {
-				return err
-			}
-			if err := kv.Put([]byte(k), append(u64(rev), js...)); err != nil {
-				return err
-			}
-		}
-		if err := meta.Put([]byte("revision"), u64(rev)); err != nil {
-			return err
-		}
-		return meta.Put([]byte("format"), u64(1))
-	})
-	if err != nil {
+	if err := storetest.WriteFormat1(path, commits...); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -168,33 +136,26 @@ func fileFormat(t *testing.T, path string) (uint64, []string) {
 	return f, keys
 }
 
-func allocated(pool, addr, cid string) (string, ipam.AddressRecord, string, ipam.Attachment) {
-	a := netip.MustParseAddr(addr)
-	owner := ipam.AttachmentKey{ContainerID: cid, Interface: "eth0"}
-	return "pools/" + pool + "/addrs/" + addr, ipam.AddressRecord{Pool: pool, Address: a, State: ipam.StateAllocated, Owner: owner, Node: "n1"},
-		"attachments/" + cid + "/eth0", ipam.Attachment{AttachmentKey: owner, Node: "n1", State: ipam.StateAllocated, Workload: cid,
-			Addresses: []ipam.AllocatedIP{{Pool: pool, Address: netip.PrefixFrom(a, 24)}}}
+// holder is container cid's eth0 holding addr of pool in format 1, on node n1.
+func holder(pool, addr, cid string) []ipam.Op {
+	return storetest.PerPoolHolder(pool, netip.MustParseAddr(addr), cid, "n1")
 }
 
 // A format 1 file opens as format 2 with its address records keyed per
 // domain: the records are the same, the store is consistent, and opening it
 // again moves nothing.
 func TestOpenMigratesPerPoolKeys(t *testing.T) {
-	recs := map[string]any{}
+	var commits [][]ipam.Op
 	for i := 0; i < 120; i++ { // more than one migration commit
 		pool := "lan"
 		if i%2 == 1 {
 			pool = "dmz"
 		}
-		k, r, ak, a := allocated(pool, fmt.Sprintf("10.20.%d.%d", i%2, 10+i), fmt.Sprintf("c%d", i))
-		recs[k], recs[ak] = r, a
+		commits = append(commits, holder(pool, fmt.Sprintf("10.20.%d.%d", i%2, 10+i), fmt.Sprintf("c%d", i)))
 	}
-	recs["pools/lan/addrs/10.20.0.250"] = ipam.AddressRecord{Pool: "lan", Address: netip.MustParseAddr("10.20.0.250"), State: ipam.StateQuarantined, Until: time.Now().Add(time.Hour)}
-	path := oldFile(t, recs)
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, _ := json.Marshal(ipam.AddressRecord{Pool: "lan", Address: netip.MustParseAddr("10.20.0.250"), State: ipam.StateQuarantined, Until: time.Now().Add(time.Hour)})
+	path := oldFile(t, append(commits, []ipam.Op{{Key: "pools/lan/addrs/10.20.0.250", Value: q}})...)
+	s := mustOpen(t, path)
 	if s.Migrated() != 121 {
 		t.Errorf("moved %d records, want 121", s.Migrated())
 	}
@@ -227,12 +188,7 @@ func TestOpenMigratesPerPoolKeys(t *testing.T) {
 // both; the file is left as it was (format 1, every key), so the previous
 // agent can still open it to release one of them.
 func TestOpenRefusesAddressHeldTwice(t *testing.T) {
-	recs := map[string]any{}
-	k1, r1, ak1, a1 := allocated("ovA", "10.90.0.20", "c1")
-	k2, r2, ak2, a2 := allocated("ovB", "10.90.0.20", "c2")
-	k3, r3, ak3, a3 := allocated("ovB", "10.90.0.21", "c3")
-	recs[k1], recs[ak1], recs[k2], recs[ak2], recs[k3], recs[ak3] = r1, a1, r2, a2, r3, a3
-	path := oldFile(t, recs)
+	path := oldFile(t, holder("ovA", "10.90.0.20", "c1"), holder("ovB", "10.90.0.20", "c2"), holder("ovB", "10.90.0.21", "c3"))
 	_, before := fileFormat(t, path)
 	_, err := boltstore.Open(path, boltstore.Options{})
 	var dup *ipam.DuplicateError

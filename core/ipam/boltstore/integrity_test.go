@@ -20,10 +20,7 @@ import (
 // (the records and their sizes are IPAM's own), and closes it.
 func fill(t testing.TB, path string, n int) {
 	t.Helper()
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	defer s.Close()
 	m := allocator(t, s)
 	const workers = 32
@@ -95,10 +92,7 @@ func TestEmptyFileRefused(t *testing.T) {
 	}
 	// A missing file is a first start: created.
 	fresh := filepath.Join(t.TempDir(), "sub", "ipam.db")
-	s, err := boltstore.Open(fresh, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, fresh)
 	s.Close()
 	// And opened again as the store it is.
 	if s, err = boltstore.Open(fresh, boltstore.Options{}); err != nil {
@@ -248,10 +242,7 @@ func TestOpenCheckTime5000(t *testing.T) {
 func TestBackupUnderCommitsAndRestore(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ipam.db")
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	m := allocator(t, s)
 	ctx := context.Background()
 	stop := make(chan struct{})
@@ -326,10 +317,7 @@ func TestBackupUnderCommitsAndRestore(t *testing.T) {
 	if err := boltstore.Restore(backups[4], path, func(st ipam.Store) error { return ipam.Consistent(ctx, st) }); err != nil {
 		t.Fatal(err)
 	}
-	s, err = boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	es, err := allocator(t, s).List(ctx, "", "")
 	if err != nil {
@@ -351,10 +339,7 @@ func openFilled(t *testing.T) (string, *boltstore.Store, func(seed uint64)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	t.Cleanup(func() { s.Close() })
 	return path, s, func(seed uint64) {
 		t.Helper()

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 )
 
 // mappedKiB is how much of path's memory map is resident in this process
@@ -53,10 +52,7 @@ func mappedKiB(t *testing.T, path string) int {
 // (a store of 100,000 history records is 80 MiB) for as long as it runs.
 func TestWholeFileWalksLeaveNothingMapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ipam.db")
-	s, err := boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	ctx := context.Background()
 	value := []byte(strings.Repeat("x", 4000))
 	for c := 0; c < 16; c++ {
@@ -78,10 +74,7 @@ func TestWholeFileWalksLeaveNothingMapped(t *testing.T) {
 		t.Fatalf("the file is %d bytes; the test wants more than 16 MiB", fi.Size())
 	}
 
-	s, err = boltstore.Open(path, boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path)
 	defer s.Close()
 	if got := mappedKiB(t, path); got > bound {
 		t.Errorf("after Open: %d KiB of the %d KiB file stay mapped; want at most %d", got, fi.Size()>>10, bound)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/storetest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/etcdlab"
 )
 
@@ -23,12 +24,7 @@ func TestMigrateKeysOnEtcd(t *testing.T) {
 	a, b := newStore(t, c.Endpoints(), p), newStore(t, c.Endpoints(), p)
 	var ops []ipam.Op
 	for i := 0; i < 120; i++ {
-		addr := netip.MustParseAddr(fmt.Sprintf("10.20.0.%d", 10+i))
-		owner := ipam.AttachmentKey{ContainerID: fmt.Sprintf("c%d", i), Interface: "eth0"}
-		rec, _ := json.Marshal(ipam.AddressRecord{Pool: "shared", Address: addr, State: ipam.StateAllocated, Owner: owner, Node: "n1"})
-		att, _ := json.Marshal(ipam.Attachment{AttachmentKey: owner, Node: "n1", State: ipam.StateAllocated, Workload: owner.ContainerID,
-			Addresses: []ipam.AllocatedIP{{Pool: "shared", Address: netip.PrefixFrom(addr, 24)}}})
-		ops = append(ops, ipam.Op{Key: "pools/shared/addrs/" + addr.String(), Value: rec}, ipam.Op{Key: "attachments/" + owner.ContainerID + "/eth0", Value: att})
+		ops = append(ops, storetest.PerPoolHolder("shared", netip.MustParseAddr(fmt.Sprintf("10.20.0.%d", 10+i)), fmt.Sprintf("c%d", i), "n1")...)
 		if len(ops) >= 100 {
 			mustCommit(t, a, nil, ops)
 			ops = nil

@@ -1,6 +1,11 @@
 // Package storetest is the conformance suite of ipam.Store: any store
 // implementation (the embedded bbolt store, a shared etcd store) runs Run
-// in its own tests and must pass every case.
+// in its own tests and must pass every case. It also holds the fixtures
+// the IPAM's own tests share with those through the agent (test/ipam,
+// test/ipamtrust), so that both start from one definition: a store file of
+// the per-pool layout (WriteFormat1, PerPoolHolder), allocations at once
+// (AllocateAtOnce, NoneTwice) and the paths that are not a network
+// namespace (NotNetnsPaths, FIFO).
 package storetest
 
 import (

@@ -25,8 +25,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -187,10 +189,7 @@ func (w *Watcher) Sync(ctx context.Context, held []Held) error {
 		}
 		open = append(open, h)
 	}
-	existing := make([]*iface, 0, len(w.ifaces))
-	for _, ifc := range w.ifaces {
-		existing = append(existing, ifc)
-	}
+	existing := slices.Collect(maps.Values(w.ifaces))
 	w.mu.Unlock()
 	for _, ifc := range stale {
 		ifc.close()
@@ -290,10 +289,7 @@ func (w *Watcher) Add(h Held) error {
 // unless another station claims it afresh.
 func (w *Watcher) rebuildHeld() {
 	w.mu.Lock()
-	ifs := make([]*iface, 0, len(w.ifaces))
-	for _, ifc := range w.ifaces {
-		ifs = append(ifs, ifc)
-	}
+	ifs := slices.Collect(maps.Values(w.ifaces))
 	w.mu.Unlock()
 	held := map[busyKey]bool{}
 	for _, ifc := range ifs {
@@ -349,10 +345,7 @@ func (w *Watcher) Status() api.ConflictStatus {
 	st := api.ConflictStatus{Detected: w.detected.Load(), Latest: w.latest.Load()}
 	w.mu.Lock()
 	st.Watching = len(w.ifaces)
-	ifs := make([]*iface, 0, len(w.ifaces))
-	for _, ifc := range w.ifaces {
-		ifs = append(ifs, ifc)
-	}
+	ifs := slices.Collect(maps.Values(w.ifaces))
 	w.mu.Unlock()
 	addrs := map[netip.Addr]bool{}
 	for _, ifc := range ifs {
@@ -372,10 +365,7 @@ func (w *Watcher) Status() api.ConflictStatus {
 // ContestedFor, newest first.
 func (w *Watcher) Contested() []api.Conflict {
 	w.mu.Lock()
-	ifs := make([]*iface, 0, len(w.ifaces))
-	for _, ifc := range w.ifaces {
-		ifs = append(ifs, ifc)
-	}
+	ifs := slices.Collect(maps.Values(w.ifaces))
 	w.mu.Unlock()
 	var out []api.Conflict
 	now := w.now()
@@ -452,10 +442,7 @@ func (w *Watcher) sweepLoop() {
 		}
 		now := w.now()
 		w.mu.Lock()
-		ifs := make([]*iface, 0, len(w.ifaces))
-		for _, ifc := range w.ifaces {
-			ifs = append(ifs, ifc)
-		}
+		ifs := slices.Collect(maps.Values(w.ifaces))
 		w.mu.Unlock()
 		for _, ifc := range ifs {
 			ifc.sweep(now)
