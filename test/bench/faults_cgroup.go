@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,19 +22,13 @@ func faultCgroups(s *scope, b *bins) []faultRow {
 // withEntry lists the live processes whose environment holds entry, or,
 // when inArgv, whose argv does.
 func withEntry(entry string, inArgv bool) []int {
-	file := "/environ"
+	file := "environ"
 	if inArgv {
-		file = "/cmdline"
+		file = "cmdline"
 	}
 	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + file)
-		if bytes.Contains(append([]byte{0}, b...), []byte("\x00"+entry+"\x00")) && agenttest.Alive(pid) {
+	for _, pid := range agenttest.PIDs() {
+		if agenttest.HasEntry(pid, file, entry) && agenttest.Alive(pid) {
 			out = append(out, pid)
 		}
 	}

@@ -175,7 +175,7 @@ func newLabWith(t *testing.T, extra string) *lab {
 func (l *lab) startAgent() {
 	l.t.Helper()
 	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool) + l.extra
-	if os.Getenv(agenttest.RaceEnv) != "" && !strings.Contains(cfg, "plugin_memory_max_mb") {
+	if agenttest.Race() && !strings.Contains(cfg, "plugin_memory_max_mb") {
 		// A race-built plugin's ThreadSanitizer keeps trace memory per
 		// thread, and 100 workloads probed at once (TestHundredWorkloads)
 		// can take ip-conflict past the 1024 MiB a release build is held
@@ -185,6 +185,7 @@ func (l *lab) startAgent() {
 	}
 	l.agent = agenttest.Start(l.t, bins, agenttest.Options{Config: cfg, Netns: l.lan.Node.NS,
 		Args: []string{"--ipam-config-dir", l.ipamDir}})
+	l.agent.Socket = l.sock // the config's socket_path, not Start's default
 	l.agent.WaitReady(60 * time.Second)
 }
 

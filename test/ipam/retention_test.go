@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -36,16 +35,12 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 	}
 	var ws api.WorkloadStatus
 	poll.Until(t, 60*time.Second, "GC to prune the churned workloads", func() (bool, error) {
-		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-		if code != 0 {
-			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
-		}
-		var st api.Agent
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, fmt.Errorf("status --json: %v\n%s", err, out)
+		st, err := a.Status()
+		if err != nil {
+			return false, err
 		}
 		if st.IPAM == nil || st.IPAM.Workloads == nil {
-			return false, fmt.Errorf("status --json has no IPAM workloads:\n%s", out)
+			return false, fmt.Errorf("status --json has no IPAM workloads: %+v", st)
 		}
 		ws = *st.IPAM.Workloads
 		return ws.Pruned == n, nil

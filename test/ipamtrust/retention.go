@@ -2,7 +2,6 @@ package ipamtrust
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -77,16 +76,12 @@ func Churn(t testing.TB, e Env, n int) Result {
 	churned := time.Since(start)
 	var ws api.WorkloadStatus
 	poll.Until(t, 2*time.Minute, "GC to prune the churned workloads", func() (bool, error) {
-		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-		if code != 0 {
-			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
-		}
-		var st api.Agent
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, fmt.Errorf("status --json: %v", err)
+		st, err := a.Status()
+		if err != nil {
+			return false, err
 		}
 		if st.IPAM == nil || st.IPAM.Workloads == nil {
-			return false, fmt.Errorf("status --json has no IPAM workloads")
+			return false, fmt.Errorf("status --json has no IPAM workloads: %+v", st)
 		}
 		ws = *st.IPAM.Workloads
 		return ws.Pruned >= n, nil

@@ -34,32 +34,22 @@ var (
 	store  string // Podman's storage, with the image imported once
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.MainWith(m, &bins, setup)) }
 
-func run(m *testing.M) int {
-	netlab.Sweep()
-	var err error
-	if bins, err = agenttest.Build(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer agenttest.Cleanup()
-	cniBin = filepath.Join(bins.Dir, "cni")
+// setup builds the spiderpool plugin beside the binaries and imports the
+// image into a Podman storage of this run's own, removed by the teardown.
+func setup(b agenttest.Binaries) (func(), error) {
+	cniBin = filepath.Join(b.Dir, "cni")
 	if err := os.MkdirAll(cniBin, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	if err := cnilab.BuildSpiderpool(cniBin, os.Getenv(agenttest.RaceEnv) != ""); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if err := cnilab.BuildSpiderpool(cniBin, agenttest.Race()); err != nil {
+		return nil, err
 	}
+	var err error
 	if store, err = os.MkdirTemp("", "podmanlab-"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	defer os.RemoveAll(store)
 	p, err := podmanlab.New(store, filepath.Join(store, "import"), "/proc/self/ns/net", cniBin, podmanlab.DistroCNIDir)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -67,10 +57,10 @@ func run(m *testing.M) int {
 		cancel()
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "podman:", err)
-		return 1
+		os.RemoveAll(store)
+		return nil, fmt.Errorf("podman: %w", err)
 	}
-	return m.Run()
+	return func() { os.RemoveAll(store) }, nil
 }
 
 // The bridge network: the bridge plugin makes the bridge the gateway
