@@ -202,6 +202,21 @@ func network(t *testing.T, name, ipam string) *libcni.NetworkConfigList {
 	return list
 }
 
+// readPackaged reads the conflist name of packaging/cni as shipped: its
+// text and the list libcni makes of it.
+func readPackaged(t *testing.T, name string) ([]byte, *libcni.NetworkConfigList) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := libcni.ConfListFromBytes(data)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return data, list
+}
+
 // withSocket points a list's IPAM block at the lab's socket.
 func (l *lab) withSocket(pools string) string {
 	return fmt.Sprintf(`{"type": "spiderpool", %s, "socket": %q}`, pools, l.sock)
@@ -219,18 +234,7 @@ func (l *lab) packaged(name string) *libcni.NetworkConfigList {
 // (unless empty), as the README tells users of newer plugins to do.
 func (l *lab) packagedAt(name, version string) *libcni.NetworkConfigList {
 	l.t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "packaging/cni", name))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	list, err := libcni.ConfListFromBytes(data)
-	if err != nil {
-		l.t.Fatalf("%s: %v", name, err)
-	}
+	data, list := readPackaged(l.t, name)
 	p, err := libcni.InjectConf(list.Plugins[0], map[string]any{})
 	if err != nil {
 		l.t.Fatal(err)

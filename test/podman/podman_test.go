@@ -117,27 +117,12 @@ func newLab(t *testing.T) *lab {
 	t.Helper()
 	netlab.RequireRoot(t)
 	keepHostForwarding(t)
-	node := netlab.NewNS(t, "pnode")
-	netlab.IP(t, node, "link", "set", "lo", "up")
 	// The bridge exists before the network's first container, as a bridge
 	// an operator made would, but without the gateway's addresses: the
 	// bridge plugin adds them after IPAM answers.
-	netlab.IP(t, node, "link", "add", bridgeName, "type", "bridge", "mcast_snooping", "0", "stp_state", "0")
-	netlab.IP(t, node, "link", "set", bridgeName, "up")
-	host := netlab.NewNS(t, "plan")
-	netlab.Sysctl(t, host, "net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0")
-	netlab.IP(t, node, "link", "add", "lanport", "type", "veth", "peer", "name", "eth0", "netns", host)
-	netlab.IP(t, node, "link", "set", "lanport", "master", bridgeName, "up")
-	netlab.IP(t, host, "link", "set", "eth0", "address", lanMAC)
-	netlab.IP(t, host, "link", "set", "lo", "up")
-	netlab.IP(t, host, "link", "set", "eth0", "up")
+	node, _ := netlab.NewBridgedNode(t, bridgeName, "lanport", "plan", lanMAC, lanHostAddrs()...)
 	owned := map[netip.Addr]bool{}
 	for _, a := range lanHostAddrs() {
-		args := []string{"addr", "add", a, "dev", "eth0"}
-		if strings.Contains(a, ":") {
-			args = append(args, "nodad")
-		}
-		netlab.IP(t, host, args...)
 		owned[netip.MustParsePrefix(a).Addr()] = true
 	}
 

@@ -62,13 +62,9 @@ func TestInterfaceUnusable(t *testing.T) {
 	})
 	t.Run("replaced", func(t *testing.T) {
 		opened := e.Stats().SocketsOpened
-		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port) // takes the node's eth0 with it
+		l.Unplug(l.Node)
 		both(t, on(l.Node, ""))
-		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
-		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
-		l.WaitReady(l.Node)
+		l.Plug(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
 		if got := e.Stats().SocketsOpened; got <= opened {
@@ -81,12 +77,8 @@ func TestInterfaceUnusable(t *testing.T) {
 		// first check after must use the new interface, not fail on the
 		// old socket.
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
-		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port)
-		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
-		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
-		l.WaitReady(l.Node)
+		l.Unplug(l.Node)
+		l.Plug(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}), probe.Reachable, netlab.GwMAC)
 	})
