@@ -8,6 +8,7 @@ package agenttest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -472,6 +473,33 @@ func (a *Agent) Status() (api.Agent, error) {
 		return api.Agent{}, fmt.Errorf("status --json: %v\n%s", err, out)
 	}
 	return st, nil
+}
+
+// StatusOf is the status of the agent at socket through the API client,
+// failing t when it does not answer within 30s.
+func StatusOf(t testing.TB, socket string) api.Agent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := (&api.Client{SocketPath: socket}).Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st
+}
+
+// PluginOf is the status of plugin name of the agent at socket; t fails
+// when the agent has no such plugin.
+func PluginOf(t testing.TB, socket, name string) api.Plugin {
+	t.Helper()
+	st := StatusOf(t, socket)
+	for _, p := range st.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no plugin %q in %+v", name, st.Plugins)
+	return api.Plugin{}
 }
 
 // RunCLI runs the agent binary with args, inside namespace ns when not
