@@ -544,17 +544,24 @@ func run(cmd *exec.Cmd, start func() error) (stdout, stderr string, code int) {
 // SyncBuffer is a bytes.Buffer that a process's output and a test may use
 // at once.
 type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	// Max, when above 0, bounds what a chatty process can make the test
+	// hold: a write that finds more than Max bytes held drops them first.
+	Max int
+	mu  sync.Mutex
+	b   bytes.Buffer
 }
 
 func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Max > 0 && s.b.Len() > s.Max {
+		s.b.Reset()
+	}
 	return s.b.Write(p)
 }
 
-// String is everything written so far.
+// String is everything written since the last drop (all of it, without
+// Max).
 func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
