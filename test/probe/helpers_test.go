@@ -42,6 +42,14 @@ func on(h *netlab.Host, a string) probe.Target {
 	return tg
 }
 
+// lanEngine is a test's usual start: in parallel with the others, on a
+// standard LAN of its own, with an engine of options o.
+func lanEngine(t *testing.T, o probe.Options) (*netlab.StdLAN, *probe.Engine) {
+	t.Helper()
+	t.Parallel()
+	return netlab.NewStdLAN(t), newEngine(t, o)
+}
+
 func mustConflict(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params) probe.Result {
 	t.Helper()
 	return mustCheck(t, e, tg, p, false)

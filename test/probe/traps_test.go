@@ -16,9 +16,7 @@ import (
 
 // An unusable interface is an error, never "free" or "unreachable".
 func TestInterfaceUnusable(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	ctx := t.Context()
 	both := func(t *testing.T, tg probe.Target, fragments ...string) {
 		t.Helper()
@@ -106,9 +104,7 @@ func TestHairpinOwnFrames(t *testing.T) {
 // A host with arp_ignore=8 never answers ARP: the probe cannot see it. This
 // documents the limit (it is "free"), after proving the host was visible.
 func TestARPIgnore8Silent(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	netlab.Sysctl(t, l.Busy.NS, "net.ipv4.conf.all.arp_ignore", "8", "net.ipv4.conf.eth0.arp_ignore", "8")
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Free, "")
@@ -200,9 +196,7 @@ func TestBusyTrafficDeadline(t *testing.T) {
 }
 
 func TestContextCancel(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var res probe.Result
@@ -235,9 +229,7 @@ func TestContextCancel(t *testing.T) {
 
 // Sockets are shared while used, and closed when idle.
 func TestSocketSharingAndIdleClose(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{IdleTimeout: new(50 * time.Millisecond)})
+	l, e := lanEngine(t, probe.Options{IdleTimeout: new(50 * time.Millisecond)})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Reachable, netlab.GwMAC)
@@ -260,9 +252,7 @@ func TestSocketSharingAndIdleClose(t *testing.T) {
 // The workload namespace may be named by /var/run/netns/NAME, by
 // /proc/PID/ns/net, or be the calling thread's own (Netns "").
 func TestNamespacePaths(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 
