@@ -8,6 +8,8 @@ package agenttest
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +17,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -97,7 +99,7 @@ func build() (Binaries, error) {
 	}
 	for _, t := range targets {
 		args := []string{"build", "-ldflags", t.ldflags, "-tags", t.tags, "-o", t.out}
-		if os.Getenv(RaceEnv) != "" {
+		if Race() {
 			args = append(args, "-race")
 		}
 		cmd := exec.Command("go", append(args, t.pkg)...)
@@ -276,7 +278,7 @@ func Start(t testing.TB, bins Binaries, opts Options) *Agent {
 	}
 	a.Cmd.Env = append(CleanEnv(), opts.Env...)
 	raceDir := ""
-	if os.Getenv(RaceEnv) != "" {
+	if Race() {
 		// Race reports of the agent and of its plugins (which inherit the
 		// environment) land in files, since plugin stderr is not shown.
 		raceDir = t.TempDir()
@@ -459,6 +461,47 @@ func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
 	return RunCLI(a.bins, a.Netns, args...)
 }
 
+// Status is `status --json` of the agent at a.Socket, through its CLI: the
+// operator's view, not the API client's.
+func (a *Agent) Status() (api.Agent, error) {
+	out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
+	if code != 0 {
+		return api.Agent{}, fmt.Errorf("status --json: exit %d: %s", code, errOut)
+	}
+	var st api.Agent
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return api.Agent{}, fmt.Errorf("status --json: %v\n%s", err, out)
+	}
+	return st, nil
+}
+
+// StatusOf is the status of the agent at socket through the API client,
+// failing t when it does not answer within 30s.
+func StatusOf(t testing.TB, socket string) api.Agent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := (&api.Client{SocketPath: socket}).Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st
+}
+
+// PluginOf is the status of plugin name of the agent at socket; t fails
+// when the agent has no such plugin.
+func PluginOf(t testing.TB, socket, name string) api.Plugin {
+	t.Helper()
+	st := StatusOf(t, socket)
+	for _, p := range st.Plugins {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no plugin %q in %+v", name, st.Plugins)
+	return api.Plugin{}
+}
+
 // RunCLI runs the agent binary with args, inside namespace ns when not
 // empty.
 func RunCLI(bins Binaries, ns string, args ...string) (stdout, stderr string, code int) {
@@ -498,83 +541,27 @@ func run(cmd *exec.Cmd, start func() error) (stdout, stderr string, code int) {
 	return out.String(), errb.String(), 0
 }
 
-// Children returns the pids of processes whose parent is pid.
-func Children(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		var child int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &child); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		var st string
-		var ppid int
-		if _, err := fmt.Sscanf(string(b[i+2:]), "%s %d", &st, &ppid); err == nil && ppid == pid {
-			out = append(out, child)
-		}
-	}
-	return out
-}
-
-// Marked returns the live processes of the binary exe whose environment
-// holds entry (one whole NAME=value): a test puts a token in its agent's
-// environment, which every plugin and its children inherit, and finds them
-// again by it, orphans included.
-func Marked(exe, entry string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if !bytes.HasPrefix(cmdline, []byte(exe+"\x00")) {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil || !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+entry+"\x00")) {
-			continue
-		}
-		if Alive(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// Alive reports whether pid exists and is not a zombie.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
-}
-
 // SyncBuffer is a bytes.Buffer that a process's output and a test may use
 // at once.
 type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	// Max, when above 0, bounds what a chatty process can make the test
+	// hold: a write that finds more than Max bytes held drops them first.
+	Max int
+	mu  sync.Mutex
+	b   bytes.Buffer
 }
 
 func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Max > 0 && s.b.Len() > s.Max {
+		s.b.Reset()
+	}
 	return s.b.Write(p)
 }
 
-// String is everything written so far.
+// String is everything written since the last drop (all of it, without
+// Max).
 func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -586,15 +573,43 @@ func (s *SyncBuffer) String() string {
 // runs the tests, removes the binaries and returns the exit code.
 //
 //	func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, &bins)) }
-func Main(m *testing.M, bins *Binaries) int {
+func Main(m *testing.M, bins *Binaries) int { return MainWith(m, bins, nil) }
+
+// MainWith is Main with setup run once the binaries are built, before any
+// test: the CNI plugins built beside them, say. An error from setup ends
+// the run before any test; the function it returns, when not nil, runs
+// after the tests (before the binaries go).
+func MainWith(m *testing.M, bins *Binaries, setup func(Binaries) (teardown func(), err error)) int {
 	netlab.Sweep()
+	defer Cleanup()
 	b, err := Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	*bins = b
-	code := m.Run()
-	Cleanup()
-	return code
+	if setup != nil {
+		teardown, err := setup(b)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if teardown != nil {
+			defer teardown()
+		}
+	}
+	return m.Run()
 }
+
+// MainLazy is the TestMain of packages whose tests build the binaries on
+// first use (Build), if at all: namespaces earlier runs left are removed
+// first and whatever Build made is removed last.
+func MainLazy(m *testing.M) int {
+	netlab.Sweep()
+	defer Cleanup()
+	return m.Run()
+}
+
+// Race reports whether RaceEnv asks for race-enabled builds, of the agent
+// here and of whatever a test builds beside it (the CNI plugin).
+func Race() bool { return os.Getenv(RaceEnv) != "" }

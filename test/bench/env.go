@@ -449,17 +449,11 @@ func fds(pid int) int {
 // procsWithExeIn lists live processes whose executable lies in one of dirs.
 func procsWithExeIn(dirs ...string) map[int]string {
 	out := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, pid := range agenttest.PIDs() {
+		exe := agenttest.Exe(pid)
+		if exe == "" {
 			continue
 		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil {
-			continue
-		}
-		exe = strings.TrimSuffix(exe, " (deleted)")
 		for _, d := range dirs {
 			if strings.HasPrefix(exe, d+"/") && agenttest.Alive(pid) {
 				out[pid] = exe
@@ -524,21 +518,8 @@ func busyTicks() int {
 func treeTicks(root int) int {
 	type proc struct{ ppid, ticks int }
 	procs := map[int]proc{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+2:]))
+	for _, pid := range agenttest.PIDs() {
+		f := agenttest.Stat(pid)
 		if len(f) < 15 {
 			continue
 		}

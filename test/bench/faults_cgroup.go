@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,19 +21,13 @@ func faultCgroups(s *scope, b *bins) []faultRow {
 // withEntry lists the live processes whose environment holds entry, or,
 // when inArgv, whose argv does.
 func withEntry(entry string, inArgv bool) []int {
-	file := "/environ"
+	file := "environ"
 	if inArgv {
-		file = "/cmdline"
+		file = "cmdline"
 	}
 	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + e.Name() + file)
-		if bytes.Contains(append([]byte{0}, b...), []byte("\x00"+entry+"\x00")) && agenttest.Alive(pid) {
+	for _, pid := range agenttest.PIDs() {
+		if agenttest.HasEntry(pid, file, entry) && agenttest.Alive(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -45,10 +36,8 @@ func withEntry(entry string, inArgv bool) []int {
 
 func faultForkBomb(s *scope, b *bins) faultRow {
 	l := newLab(s, b)
-	token := fmt.Sprintf("FAULTY_TEST_TOKEN=%d-%d", os.Getpid(), time.Now().UnixNano())
-	a := startAgent(s, b, agentOpts{name: "forkbomb", nsPath: l.node, env: []string{token}, config: onlyFaulty + fmt.Sprintf(quickRestarts, "plugin_pids_max = 64") + fmt.Sprintf(`
-plugin "bomb" { path = %q }
-`, b.faulty["forkbomb"])})
+	token := "FAULTY_TEST_TOKEN=" + runToken()
+	a := startAgent(s, b, agentOpts{name: "forkbomb", nsPath: l.node, env: []string{token}, config: oneFaulty("plugin_pids_max = 64", "bomb", b.faulty["forkbomb"])})
 	// Live first (the health server starts a moment after the agent).
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		if code, _, err := a.healthGet("/v1/runtime/liveness"); err == nil && code == http.StatusOK {
@@ -84,10 +73,8 @@ plugin "bomb" { path = %q }
 
 func faultEscapedChild(s *scope, b *bins) faultRow {
 	l := newLab(s, b)
-	v := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
-	a := startAgent(s, b, agentOpts{name: "escape", nsPath: l.node, env: []string{"FAULTY_TEST_TOKEN=" + v}, config: onlyFaulty + fmt.Sprintf(quickRestarts, "") + fmt.Sprintf(`
-plugin "escape" { path = %q }
-`, b.faulty["escape"])})
+	v := runToken()
+	a := startAgent(s, b, agentOpts{name: "escape", nsPath: l.node, env: []string{"FAULTY_TEST_TOKEN=" + v}, config: oneFaulty("", "escape", b.faulty["escape"])})
 	escaped := func() []int { return withEntry("escaped\x00"+v, true) }
 	wait := func(what string, cond func() bool) bool {
 		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
@@ -133,10 +120,8 @@ plugin "escape" { path = %q }
 
 func faultChildHog(s *scope, b *bins) faultRow {
 	l := newLab(s, b)
-	token := fmt.Sprintf("FAULTY_TEST_TOKEN=%d-%d", os.Getpid(), time.Now().UnixNano())
-	a := startAgent(s, b, agentOpts{name: "childhog", nsPath: l.node, env: []string{token}, config: onlyFaulty + fmt.Sprintf(quickRestarts, "plugin_memory_max_mb = 256") + fmt.Sprintf(`
-plugin "hog" { path = %q }
-`, b.faulty["childhog"])})
+	token := "FAULTY_TEST_TOKEN=" + runToken()
+	a := startAgent(s, b, agentOpts{name: "childhog", nsPath: l.node, env: []string{token}, config: oneFaulty("plugin_memory_max_mb = 256", "hog", b.faulty["childhog"])})
 	peak := 0
 	var p struct {
 		state, lastError string

@@ -46,6 +46,19 @@ supervisor {
 }
 `
 
+// oneFaulty is the config of an agent whose one plugin, name, is the
+// faulty binary exe, restarted quickly, with limit (a supervisor setting,
+// or "") added.
+func oneFaulty(limit, name, exe string) string {
+	return onlyFaulty + fmt.Sprintf(quickRestarts, limit) + fmt.Sprintf(`
+plugin %q { path = %q }
+`, name, exe)
+}
+
+// runToken is a value no other run shares, for an environment entry that
+// marks one agent's process tree.
+func runToken() string { return fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()) }
+
 func copyExeMode(s *scope, from, to string, mode uint32) {
 	copyExe(s, from, to)
 	if err := syscall.Chmod(to, mode); err != nil {
@@ -285,9 +298,7 @@ plugin "flood" { path = %q }
 		a.stop()
 	}
 	{
-		a := startAgent(s, b, agentOpts{name: "memhog", nsPath: l.node, config: onlyFaulty + fmt.Sprintf(quickRestarts, "plugin_memory_max_mb = 256") + fmt.Sprintf(`
-plugin "hog" { path = %q }
-`, b.faulty["memhog"])})
+		a := startAgent(s, b, agentOpts{name: "memhog", nsPath: l.node, config: oneFaulty("plugin_memory_max_mb = 256", "hog", b.faulty["memhog"])})
 		peak := 0
 		pids := map[int]bool{}
 		for end := time.Now().Add(run); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
@@ -310,11 +321,9 @@ plugin "hog" { path = %q }
 
 func faultOrphans(s *scope, b *bins) faultRow {
 	l := newLab(s, b)
-	token := fmt.Sprintf("FAULTY_BENCH_TOKEN=%d-%d", os.Getpid(), time.Now().UnixNano())
+	token := "FAULTY_BENCH_TOKEN=" + runToken()
 	exe := b.faulty["orphan"]
-	a := startAgent(s, b, agentOpts{name: "orphans", nsPath: l.node, env: []string{token}, config: onlyFaulty + fmt.Sprintf(quickRestarts, "") + fmt.Sprintf(`
-plugin "orphan" { path = %q }
-`, exe)})
+	a := startAgent(s, b, agentOpts{name: "orphans", nsPath: l.node, env: []string{token}, config: oneFaulty("", "orphan", exe)})
 	most := 0
 	var p struct {
 		state    string

@@ -59,24 +59,9 @@ func benchPodman(s *scope, b *bins, out io.Writer) []target {
 	}
 	copyExe(s, filepath.Join(*binDir, "cni", "spiderpool"), filepath.Join(dir, "spiderpool"))
 
-	node := netlab.NewNS(s, "pnode")
-	netlab.IP(s, node, "link", "set", "lo", "up")
 	const bridge = "pmbr0"
-	netlab.IP(s, node, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0", "stp_state", "0")
-	netlab.IP(s, node, "link", "set", bridge, "up")
-	gw := netlab.NewNS(s, "pgw")
-	netlab.Sysctl(s, gw, "net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0")
-	netlab.IP(s, node, "link", "add", "gwport", "type", "veth", "peer", "name", "eth0", "netns", gw)
-	netlab.IP(s, node, "link", "set", "gwport", "master", bridge, "up")
-	netlab.IP(s, gw, "link", "set", "lo", "up")
-	netlab.IP(s, gw, "link", "set", "eth0", "up")
-	for _, a := range []string{"10.124.0.1/24", "10.125.0.1/24", "10.126.0.1/24", "fd00:124::1/64", "fd00:125::1/64", "fd00:126::1/64"} {
-		args := []string{"addr", "add", a, "dev", "eth0"}
-		if a[0] == 'f' {
-			args = append(args, "nodad")
-		}
-		netlab.IP(s, gw, args...)
-	}
+	node, _ := netlab.NewBridgedNode(s, bridge, "gwport", "pgw", "",
+		"10.124.0.1/24", "10.125.0.1/24", "10.126.0.1/24", "fd00:124::1/64", "fd00:125::1/64", "fd00:126::1/64")
 
 	ipamDir, dataDir := s.TempDir(), s.TempDir()
 	if err := os.WriteFile(filepath.Join(ipamDir, "pools.hcl"), []byte(podmanPools), 0o644); err != nil {

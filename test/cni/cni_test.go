@@ -37,21 +37,10 @@ func TestMain(m *testing.M) {
 		serveImpostor(path) // TestUntrustedAgent, as another user
 		return
 	}
-	netlab.Sweep()
-	var err error
-	if bins, err = agenttest.Build(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cniBin = filepath.Join(bins.Dir, "cni")
-	if err := cnilab.Build(cniBin, os.Getenv(agenttest.RaceEnv) != ""); err != nil {
-		agenttest.Cleanup()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
+	os.Exit(agenttest.MainWith(m, &bins, func(b agenttest.Binaries) (func(), error) {
+		cniBin = filepath.Join(b.Dir, "cni")
+		return nil, cnilab.Build(cniBin, agenttest.Race())
+	}))
 }
 
 // TestEcosystem runs the CNI ecosystem's cases (main plugins, runtimes' GC and CHECK) on one LAN and one agent, in an

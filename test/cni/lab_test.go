@@ -175,7 +175,7 @@ func newLabWith(t *testing.T, extra string) *lab {
 func (l *lab) startAgent() {
 	l.t.Helper()
 	cfg := fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, l.db, l.spool) + l.extra
-	if os.Getenv(agenttest.RaceEnv) != "" && !strings.Contains(cfg, "plugin_memory_max_mb") {
+	if agenttest.Race() && !strings.Contains(cfg, "plugin_memory_max_mb") {
 		// A race-built plugin's ThreadSanitizer keeps trace memory per
 		// thread, and 100 workloads probed at once (TestHundredWorkloads)
 		// can take ip-conflict past the 1024 MiB a release build is held
@@ -185,6 +185,7 @@ func (l *lab) startAgent() {
 	}
 	l.agent = agenttest.Start(l.t, bins, agenttest.Options{Config: cfg, Netns: l.lan.Node.NS,
 		Args: []string{"--ipam-config-dir", l.ipamDir}})
+	l.agent.Socket = l.sock // the config's socket_path, not Start's default
 	l.agent.WaitReady(60 * time.Second)
 }
 
@@ -199,6 +200,21 @@ func network(t *testing.T, name, ipam string) *libcni.NetworkConfigList {
 		t.Fatalf("network %s: %v", name, err)
 	}
 	return list
+}
+
+// readPackaged reads the conflist name of packaging/cni as shipped: its
+// text and the list libcni makes of it.
+func readPackaged(t *testing.T, name string) ([]byte, *libcni.NetworkConfigList) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := libcni.ConfListFromBytes(data)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return data, list
 }
 
 // withSocket points a list's IPAM block at the lab's socket.
@@ -218,18 +234,7 @@ func (l *lab) packaged(name string) *libcni.NetworkConfigList {
 // (unless empty), as the README tells users of newer plugins to do.
 func (l *lab) packagedAt(name, version string) *libcni.NetworkConfigList {
 	l.t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "packaging/cni", name))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	list, err := libcni.ConfListFromBytes(data)
-	if err != nil {
-		l.t.Fatalf("%s: %v", name, err)
-	}
+	data, list := readPackaged(l.t, name)
 	p, err := libcni.InjectConf(list.Plugins[0], map[string]any{})
 	if err != nil {
 		l.t.Fatal(err)

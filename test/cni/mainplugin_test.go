@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
@@ -43,17 +45,9 @@ func TestBridgeIsGateway(t *testing.T) {
 
 	first := workload(t, "br1")
 	ctx := ctxFor(t, 60*time.Second)
-	res, err := l.rt.Add(ctx, dual, first)
-	if err != nil {
-		t.Fatalf("first workload on a fresh bridge network: %v", err)
-	}
-	v4, _ := addrs(t, res)
-	att, ok := l.held(key(first))
-	if !ok {
-		t.Fatal("the agent holds no allocation for the first workload")
-	}
+	v4, skips := l.addSkipping(ctx, dual, first, "the first workload on a fresh bridge network")
 	var got []string
-	for _, n := range att.NotChecked {
+	for _, n := range skips {
 		got = append(got, n.Pool+"/"+n.Detection)
 		if !strings.Contains(n.Reason, "isGateway") {
 			t.Errorf("not-checked reason %q does not name isGateway", n.Reason)
@@ -84,7 +78,7 @@ func TestBridgeIsGateway(t *testing.T) {
 	})
 	onBusy := l.bridgeNetwork("brbusy", br, `"pools": ["br-busy-v4"]`)
 	second := workload(t, "br2")
-	_, err = l.rt.Add(ctx, onBusy, second)
+	_, err := l.rt.Add(ctx, onBusy, second)
 	// The only candidate quarantined, the pool has nothing left.
 	e := cniErr(t, err, cniplugin.CodePoolFull, "10.0.5.20 is in use by 02:00:00:00:05:20")
 	t.Logf("ADD with the only address in use on the bridge: %v", e)
@@ -113,17 +107,9 @@ func TestPtpSkipsDetection(t *testing.T) {
 	}
 	w := workload(t, "ptp1")
 	ctx := ctxFor(t, 60*time.Second)
-	res, err := l.rt.Add(ctx, list, w)
-	if err != nil {
-		t.Fatalf("ADD through ptp with detection on: %v", err)
-	}
-	v4, _ := addrs(t, res)
-	att, ok := l.held(key(w))
-	if !ok {
-		t.Fatal("the agent holds no allocation")
-	}
+	v4, skips := l.addSkipping(ctx, list, w, "ADD through ptp with detection on")
 	var got []string
-	for _, n := range att.NotChecked {
+	for _, n := range skips {
 		got = append(got, n.Pool+"/"+n.Detection)
 	}
 	if strings.Join(got, " ") != "ptp-v4/conflict ptp-v4/gateway ptp-v6/conflict ptp-v6/gateway" {
@@ -135,4 +121,21 @@ func TestPtpSkipsDetection(t *testing.T) {
 	if err := l.rt.Del(ctx, list, w); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
+}
+
+// addSkipping runs ADD of w through list (what names it in a failure) and
+// returns w's IPv4 address and the detections the allocation the agent
+// holds for it says did not run.
+func (l *lab) addSkipping(ctx context.Context, list *libcni.NetworkConfigList, w cnilab.Attachment, what string) (netip.Prefix, []api.DetectionSkip) {
+	l.t.Helper()
+	res, err := l.rt.Add(ctx, list, w)
+	if err != nil {
+		l.t.Fatalf("%s: %v", what, err)
+	}
+	v4, _ := addrs(l.t, res)
+	att, ok := l.held(key(w))
+	if !ok {
+		l.t.Fatalf("%s: the agent holds no allocation", what)
+	}
+	return v4, att.NotChecked
 }

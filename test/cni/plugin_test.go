@@ -181,14 +181,7 @@ func TestUntrustedAgent(t *testing.T) {
 // may lack ipvlan, so the ipvlan one is checked here as configuration.)
 func TestPackagedConflists(t *testing.T) {
 	for file, mainType := range map[string]string{"macvlan.conflist": "macvlan", "ipvlan.conflist": "ipvlan", "bridge.conflist": "bridge"} {
-		data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		list, err := libcni.ConfListFromBytes(data)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+		_, list := readPackaged(t, file)
 		// 0.4.0: the highest version the distributions' packaged plugins
 		// all accept (Ubuntu 22.04's 0.9.1 stop there; Debian 12/13's and
 		// Ubuntu 24.04's 1.1.1 at 1.0.0).
@@ -228,14 +221,7 @@ func TestConflistsAcceptedByDistributionPlugins(t *testing.T) {
 	ctx := context.Background()
 	cni := libcni.NewCNIConfig([]string{distroCNI, cniBin}, nil)
 	for _, file := range []string{"macvlan.conflist", "ipvlan.conflist", "bridge.conflist"} {
-		data, err := os.ReadFile(filepath.Join("..", "..", "packaging", "cni", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		list, err := libcni.ConfListFromBytes(data)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+		data, list := readPackaged(t, file)
 		if _, err := cni.ValidateNetworkList(ctx, list); err != nil {
 			t.Errorf("%s (cniVersion %s) with the plugins of %s: %v", file, list.CNIVersion, distroCNI, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -22,13 +24,7 @@ import (
 // pluginRunning reports whether a spiderpool plugin process runs now.
 func pluginRunning() bool {
 	want := filepath.Join(cniBin, "spiderpool")
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == want {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(agenttest.PIDs(), func(pid int) bool { return agenttest.Exe(pid) == want })
 }
 
 type outcome struct {

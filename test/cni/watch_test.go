@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -173,10 +172,12 @@ func ifaceMAC(t *testing.T, a cnilab.Attachment) net.HardwareAddr {
 // conflictStatus is the conflict part of `status --json`.
 func (l *lab) conflictStatus(t *testing.T) api.ConflictStatus {
 	t.Helper()
-	out, errOut, code := l.agent.CLI("status", "--json", "--socket", l.sock)
-	var st api.Agent
-	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.IPAM == nil || st.IPAM.Conflicts == nil {
-		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
+	st, err := l.agent.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.IPAM == nil || st.IPAM.Conflicts == nil {
+		t.Fatalf("status --json has no IPAM conflicts: %+v", st)
 	}
 	return *st.IPAM.Conflicts
 }

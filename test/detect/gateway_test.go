@@ -72,14 +72,6 @@ func TestGatewayDetector(t *testing.T) {
 		t.Errorf("the default gateway probe wrote the candidate into the gateway's cache: %q", out)
 	}
 
-	t.Run("IPv6 disabled", func(t *testing.T) {
-		c4 := serve(t, gatewaydetector.New(nil), "", sdk.AgentSettings{EnableIPv4: true})
-		check(t, c4, req(l.Node, netlab.Free6+"/64", netlab.GW6), sdk.VerdictSkip, "IPv6 is disabled")
-		check(t, c4, req(l.Node, netlab.Free4+"/24", netlab.GW4), sdk.VerdictPass, netlab.GwMAC)
-	})
-	t.Run("IPv4 disabled", func(t *testing.T) {
-		c6 := serve(t, gatewaydetector.New(nil), "", sdk.AgentSettings{EnableIPv6: true})
-		check(t, c6, req(l.Node, netlab.Free4+"/24", netlab.GW4), sdk.VerdictSkip, "IPv4 is disabled")
-		check(t, c6, req(l.Node, netlab.Free6+"/64", netlab.GW6), sdk.VerdictPass, netlab.GwMAC)
-	})
+	singleStack(t, func() sdk.Plugin { return gatewaydetector.New(nil) },
+		req(l.Node, netlab.Free4+"/24", netlab.GW4), req(l.Node, netlab.Free6+"/64", netlab.GW6), sdk.VerdictPass, netlab.GwMAC)
 }

@@ -67,6 +67,24 @@ func check(t *testing.T, c *sdk.Client, r sdk.CheckRequest, want sdk.Verdict, fr
 	return res
 }
 
+// singleStack runs the subtests "IPv6 disabled" and "IPv4 disabled": a
+// plugin made by newPlugin on a node with one family disabled skips that
+// family's check (r6, r4) and still runs the other's, which gets want with
+// a reason containing fragment.
+func singleStack(t *testing.T, newPlugin func() sdk.Plugin, r4, r6 sdk.CheckRequest, want sdk.Verdict, fragment string) {
+	t.Helper()
+	t.Run("IPv6 disabled", func(t *testing.T) {
+		c4 := serve(t, newPlugin(), "", sdk.AgentSettings{EnableIPv4: true})
+		check(t, c4, r6, sdk.VerdictSkip, "IPv6 is disabled")
+		check(t, c4, r4, want, fragment)
+	})
+	t.Run("IPv4 disabled", func(t *testing.T) {
+		c6 := serve(t, newPlugin(), "", sdk.AgentSettings{EnableIPv6: true})
+		check(t, c6, r4, sdk.VerdictSkip, "IPv4 is disabled")
+		check(t, c6, r6, want, fragment)
+	})
+}
+
 // evidence verifies evidence entries.
 func evidence(t *testing.T, res sdk.CheckResult, kv ...string) {
 	t.Helper()

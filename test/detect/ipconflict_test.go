@@ -81,16 +81,8 @@ func TestIPConflict(t *testing.T) {
 	}
 
 	// A node with IPv6 disabled skips IPv6 and still probes IPv4.
-	t.Run("IPv6 disabled", func(t *testing.T) {
-		c4 := serve(t, ipconflict.New(nil), "", sdk.AgentSettings{EnableIPv4: true})
-		check(t, c4, req(l.Node, netlab.Busy6+"/64", ""), sdk.VerdictSkip, "IPv6 is disabled")
-		check(t, c4, req(l.Node, netlab.Busy4+"/24", ""), sdk.VerdictBlock, netlab.BusyMAC)
-	})
-	t.Run("IPv4 disabled", func(t *testing.T) {
-		c6 := serve(t, ipconflict.New(nil), "", sdk.AgentSettings{EnableIPv6: true})
-		check(t, c6, req(l.Node, netlab.Busy4+"/24", ""), sdk.VerdictSkip, "IPv4 is disabled")
-		check(t, c6, req(l.Node, netlab.Busy6+"/64", ""), sdk.VerdictBlock, netlab.BusyMAC)
-	})
+	singleStack(t, func() sdk.Plugin { return ipconflict.New(nil) },
+		req(l.Node, netlab.Busy4+"/24", ""), req(l.Node, netlab.Busy6+"/64", ""), sdk.VerdictBlock, netlab.BusyMAC)
 }
 
 // The agent's deadline wins over the window: a check cut short is an error

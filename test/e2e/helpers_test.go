@@ -12,24 +12,12 @@ import (
 
 func status(t *testing.T, a *agenttest.Agent) api.Agent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := (&api.Client{SocketPath: a.Socket}).Status(ctx)
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
-	return st
+	return agenttest.StatusOf(t, a.Socket)
 }
 
 func pluginState(t *testing.T, a *agenttest.Agent, name string) api.Plugin {
 	t.Helper()
-	for _, p := range status(t, a).Plugins {
-		if p.Name == name {
-			return p
-		}
-	}
-	t.Fatalf("no plugin %q", name)
-	return api.Plugin{}
+	return agenttest.PluginOf(t, a.Socket, name)
 }
 
 // checkVia asks the agent to check addresses (CIDRs, optionally

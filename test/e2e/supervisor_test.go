@@ -144,17 +144,7 @@ plugin "orphan" { path = %q }
 // of the agent with pid agent (PLUGIN_UNIX_SOCKET_DIR in its environment).
 func socketDirs(t *testing.T, agent int) (plugins []int, dirs []string) {
 	t.Helper()
-	for _, pid := range agenttest.Children(agent) {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			continue
-		}
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if dir, ok := strings.CutPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR="); ok {
-				plugins, dirs = append(plugins, pid), append(dirs, dir)
-			}
-		}
-	}
+	plugins, dirs = agenttest.PluginSocketDirs(agent)
 	if len(dirs) == 0 {
 		t.Fatalf("no plugin of agent %d has a socket directory", agent)
 	}

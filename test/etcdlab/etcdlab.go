@@ -9,7 +9,6 @@
 package etcdlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // Binary is the etcd server run by the tests.
@@ -44,7 +45,7 @@ type Member struct {
 	c   *Cluster
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *syncBuf
+	out *agenttest.SyncBuffer
 	// exited is closed when the running process has been reaped.
 	exited chan struct{}
 }
@@ -195,7 +196,7 @@ func (m *Member) start() error {
 		}
 	}
 	if m.out == nil {
-		m.out = &syncBuf{}
+		m.out = &agenttest.SyncBuffer{Max: 1 << 20}
 	}
 	cmd.Stdout, cmd.Stderr = m.out, m.out
 	// The member dies with the test binary even on kill -9 of the test.
@@ -425,26 +426,6 @@ func (c *Cluster) KillLeader() *Member {
 	}
 	m.Kill()
 	return m
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		s.b.Reset() // bound what a chatty member can make us hold
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Version is the etcd server's version ("3.4.23"), or "?".

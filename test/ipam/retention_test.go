@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
-	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
 // The real agent with workload_retention = "2s" and a GC every second:
@@ -34,22 +32,7 @@ func TestWorkloadRetentionPrunesChurn(t *testing.T) {
 	if _, err := ipamtrust.PodmanChurn(c, a.Client, "churn", n); err != nil {
 		t.Fatal(err)
 	}
-	var ws api.WorkloadStatus
-	poll.Until(t, 60*time.Second, "GC to prune the churned workloads", func() (bool, error) {
-		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-		if code != 0 {
-			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
-		}
-		var st api.Agent
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, fmt.Errorf("status --json: %v\n%s", err, out)
-		}
-		if st.IPAM == nil || st.IPAM.Workloads == nil {
-			return false, fmt.Errorf("status --json has no IPAM workloads:\n%s", out)
-		}
-		ws = *st.IPAM.Workloads
-		return ws.Pruned == n, nil
-	})
+	ws := ipamtrust.WaitWorkloads(t, a.Agent, 60*time.Second, func(ws api.WorkloadStatus) bool { return ws.Pruned == n })
 	if ws.Live != 1 || ws.Retained != 0 || ws.RecordsPruned != 2*n || ws.Retention != 2*time.Second {
 		t.Errorf("workloads %+v, want 1 live, 0 retained, %d records pruned, retention 2s", ws, 2*n)
 	}

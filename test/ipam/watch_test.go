@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -111,12 +110,7 @@ func TestWatchConflict(t *testing.T) {
 	if !strings.Contains(out, a6.String()) || !strings.Contains(out, "neighbor-advertisement") {
 		t.Errorf("ipam conflicts lacks the NA conflict:\n%s", out)
 	}
-	out, errOut, code = a.CLI("status", "--json", "--socket", a.Socket)
-	var st api.Agent
-	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 {
-		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
-	}
-	if cs := st.IPAM.Conflicts; cs == nil || cs.Contested != 2 || cs.Detected != 2 || cs.Latest == nil || cs.Latest.MAC != thiefMAC || cs.Watching != 1 {
+	if cs := a.watchStatus(t); cs.Contested != 2 || cs.Detected != 2 || cs.Latest == nil || cs.Latest.MAC != thiefMAC || cs.Watching != 1 {
 		t.Errorf("status conflicts = %+v, want 2 contested, 2 detected, latest by %s, 1 watched", cs, thiefMAC)
 	}
 	if !strings.Contains(a.Log(), "address conflict: another station claims an allocated address") || !strings.Contains(a.Log(), thiefMAC) {
@@ -216,10 +210,12 @@ func TestWatchConflict(t *testing.T) {
 
 func (a *ipamAgent) watchStatus(t *testing.T) api.ConflictStatus {
 	t.Helper()
-	out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-	var st api.Agent
-	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.IPAM == nil || st.IPAM.Conflicts == nil {
-		t.Fatalf("status --json: exit %d %v\n%s%s", code, err, out, errOut)
+	st, err := a.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.IPAM == nil || st.IPAM.Conflicts == nil {
+		t.Fatalf("status --json has no IPAM conflicts: %+v", st)
 	}
 	return *st.IPAM.Conflicts
 }

@@ -113,6 +113,17 @@ etcd {
 	return n
 }
 
+// startNodes starts a node per name, one after the other, all with the
+// same pool file: the nodes of a rack sharing one pool.
+func (l *lab) startNodes(pools string, names ...string) []*node {
+	l.t.Helper()
+	nodes := make([]*node, len(names))
+	for i, name := range names {
+		nodes[i] = l.startNode(nodeOpts{name: name, pools: pools})
+	}
+	return nodes
+}
+
 func sharedPool(ranges string) string {
 	return fmt.Sprintf(`pool "shared" {
   subnet             = "10.80.0.0/22"

@@ -19,11 +19,7 @@ import (
 func TestAllocationsRideThroughEtcdRestart(t *testing.T) {
 	l := newLab(t, 3)
 	pools := sharedPool("10.80.0.10-10.80.0.200")
-	nodes := []*node{
-		l.startNode(nodeOpts{name: "n1", pools: pools}),
-		l.startNode(nodeOpts{name: "n2", pools: pools}),
-		l.startNode(nodeOpts{name: "n3", pools: pools}),
-	}
+	nodes := l.startNodes(pools, "n1", "n2", "n3")
 	const perNode = 12
 	type result struct {
 		id   string

@@ -21,11 +21,7 @@ func TestThreeNodesShareOnePool(t *testing.T) {
 	const perNode, workers = 300, 8
 	l := newLab(t, 3)
 	pool := sharedPool("10.80.0.10-10.80.3.250")
-	nodes := []*node{
-		l.startNode(nodeOpts{name: "rack1-a", pools: pool}),
-		l.startNode(nodeOpts{name: "rack1-b", pools: pool}),
-		l.startNode(nodeOpts{name: "rack1-c", pools: pool}),
-	}
+	nodes := l.startNodes(pool, "rack1-a", "rack1-b", "rack1-c")
 	ctx := ctxT(t, 100*time.Second)
 	var killOnce sync.Once
 	var killed string
@@ -103,11 +99,7 @@ func TestThreeNodesShareOnePool(t *testing.T) {
 func TestLastAddressRacedByThreeNodes(t *testing.T) {
 	l := newLab(t, 1)
 	pool := sharedPool("10.80.0.10-10.80.0.12")
-	nodes := []*node{
-		l.startNode(nodeOpts{name: "n1", pools: pool}),
-		l.startNode(nodeOpts{name: "n2", pools: pool}),
-		l.startNode(nodeOpts{name: "n3", pools: pool}),
-	}
+	nodes := l.startNodes(pool, "n1", "n2", "n3")
 	ctx := ctxT(t, 60*time.Second)
 	for round := 0; round < 3; round++ {
 		// Fill all but one address.

@@ -244,24 +244,6 @@ func SharedInterfaceAndQuarantine(t testing.TB, e Env, n int) []Result {
 	return []Result{shared, quar}
 }
 
-// pluginSocketDirs returns the socket directory go-plugin gave each live
-// plugin of the agent with pid agent (PLUGIN_UNIX_SOCKET_DIR in its
-// environment), and those plugins' pids.
-func pluginSocketDirs(agent int) (pids []int, dirs []string) {
-	for _, pid := range agenttest.Children(agent) {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if err != nil {
-			continue
-		}
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if dir, ok := strings.CutPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR="); ok {
-				pids, dirs = append(pids, pid), append(dirs, dir)
-			}
-		}
-	}
-	return pids, dirs
-}
-
 // SocketDirsSwept: an agent and its plugins killed with -9 leave the
 // plugins' socket directories behind; the next agent must remove them.
 func SocketDirsSwept(t testing.TB, e Env) Result {
@@ -278,7 +260,7 @@ func SocketDirsSwept(t testing.TB, e Env) Result {
 	envs := []string{"TMPDIR=" + tmp}
 	doomed := agenttest.Start(t, e.Bins, agenttest.Options{Env: envs})
 	doomed.WaitReady(agenttest.ReadyTimeout)
-	pids, dirs := pluginSocketDirs(doomed.PID())
+	pids, dirs := agenttest.PluginSocketDirs(doomed.PID())
 	if len(dirs) == 0 {
 		t.Fatalf("no plugin of agent %d has a socket directory", doomed.PID())
 	}

@@ -1,35 +1,22 @@
 package ipamtrust
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 // env is the agent and the CNI plugin of this checkout, built once.
 var env Env
 
 func TestMain(m *testing.M) {
-	netlab.Sweep()
-	bins, err := agenttest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	env = Env{Bins: bins, CNIDir: filepath.Join(bins.Dir, "cni")}
-	if err := cnilab.BuildSpiderpool(env.CNIDir, os.Getenv(agenttest.RaceEnv) != ""); err != nil {
-		agenttest.Cleanup()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
+	os.Exit(agenttest.MainWith(m, &env.Bins, func(b agenttest.Binaries) (func(), error) {
+		env.CNIDir = filepath.Join(b.Dir, "cni")
+		return nil, cnilab.BuildSpiderpool(env.CNIDir, agenttest.Race())
+	}))
 }
 
 // Every attack of `make faults`' ipam-trust section, at the section's

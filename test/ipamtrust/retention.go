@@ -2,7 +2,6 @@ package ipamtrust
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
 
@@ -75,22 +75,7 @@ func Churn(t testing.TB, e Env, n int) Result {
 		t.Fatal(err)
 	}
 	churned := time.Since(start)
-	var ws api.WorkloadStatus
-	poll.Until(t, 2*time.Minute, "GC to prune the churned workloads", func() (bool, error) {
-		out, errOut, code := a.CLI("status", "--json", "--socket", a.Socket)
-		if code != 0 {
-			return false, fmt.Errorf("status --json: exit %d: %s", code, errOut)
-		}
-		var st api.Agent
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, fmt.Errorf("status --json: %v", err)
-		}
-		if st.IPAM == nil || st.IPAM.Workloads == nil {
-			return false, fmt.Errorf("status --json has no IPAM workloads")
-		}
-		ws = *st.IPAM.Workloads
-		return ws.Pruned >= n, nil
-	})
+	ws := WaitWorkloads(t, a.Agent, 2*time.Minute, func(ws api.WorkloadStatus) bool { return ws.Pruned >= n })
 	pruned := time.Since(start)
 	a.Stop()
 	keys, per, err := storeKeys(a.DB)
@@ -142,4 +127,24 @@ func HistoryCapRefused(t testing.TB, e Env) Result {
 	}
 	r.Numbers = fmt.Sprintf("exit %d", code)
 	return r
+}
+
+// WaitWorkloads polls the workloads part of the agent's `status --json`
+// until done holds for it (the GC has pruned the churned workloads, say),
+// failing t after timeout, and returns it.
+func WaitWorkloads(t testing.TB, a *agenttest.Agent, timeout time.Duration, done func(api.WorkloadStatus) bool) api.WorkloadStatus {
+	t.Helper()
+	var ws api.WorkloadStatus
+	poll.Until(t, timeout, "GC to prune the churned workloads", func() (bool, error) {
+		st, err := a.Status()
+		if err != nil {
+			return false, err
+		}
+		if st.IPAM == nil || st.IPAM.Workloads == nil {
+			return false, fmt.Errorf("status --json has no IPAM workloads: %+v", st)
+		}
+		ws = *st.IPAM.Workloads
+		return done(ws), nil
+	})
+	return ws
 }

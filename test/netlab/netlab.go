@@ -244,12 +244,22 @@ func (l *LAN) AddHost(role, mac string, addrs ...string) *Host {
 		"net.ipv6.conf.default.dad_transmits", "0",
 		// No router solicitations: keep the wire quiet.
 		"net.ipv6.conf.default.router_solicitations", "0")
-	port := "p-" + role
-	IP(t, l.Bridge, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-	IP(t, l.Bridge, "link", "set", port, "master", "br0", "up")
-	IP(t, ns, "link", "set", "eth0", "address", mac)
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		t.Fatalf("AddHost %s: %v", role, err)
+	}
+	h := &Host{NS: ns, Path: "/var/run/netns/" + ns, MAC: hw, Port: "p-" + role}
 	IP(t, ns, "link", "set", "lo", "up")
-	IP(t, ns, "link", "set", "eth0", "up")
+	l.plug(h)
+	AddAddrs(t, ns, addrs...)
+	l.WaitReady(h)
+	return h
+}
+
+// AddAddrs adds addrs (prefixes) to eth0 in namespace ns, the IPv6 ones
+// without DAD: they answer at once.
+func AddAddrs(t testing.TB, ns string, addrs ...string) {
+	t.Helper()
 	for _, a := range addrs {
 		args := []string{"addr", "add", a, "dev", "eth0"}
 		if strings.Contains(a, ":") {
@@ -257,13 +267,56 @@ func (l *LAN) AddHost(role, mac string, addrs ...string) *Host {
 		}
 		IP(t, ns, args...)
 	}
-	hw, err := net.ParseMAC(mac)
-	if err != nil {
-		t.Fatalf("AddHost %s: %v", role, err)
+}
+
+// NewBridgedNode makes a node namespace holding bridge, up and with no
+// address - a Podman bridge network's node before its first container -
+// and a namespace for host (its role) on it through port, whose eth0
+// (with mac unless empty) owns addrs: the LAN's gateway or its stations.
+// It returns the two namespaces' names.
+func NewBridgedNode(t testing.TB, bridge, port, host, mac string, addrs ...string) (nodeNS, hostNS string) {
+	t.Helper()
+	nodeNS = NewNS(t, "pnode")
+	IP(t, nodeNS, "link", "set", "lo", "up")
+	IP(t, nodeNS, "link", "add", bridge, "type", "bridge", "mcast_snooping", "0", "stp_state", "0")
+	IP(t, nodeNS, "link", "set", bridge, "up")
+	hostNS = NewNS(t, host)
+	Sysctl(t, hostNS, "net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0")
+	IP(t, nodeNS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", hostNS)
+	IP(t, nodeNS, "link", "set", port, "master", bridge, "up")
+	if mac != "" {
+		IP(t, hostNS, "link", "set", "eth0", "address", mac)
 	}
-	h := &Host{NS: ns, Path: "/var/run/netns/" + ns, MAC: hw, Port: port}
+	IP(t, hostNS, "link", "set", "lo", "up")
+	IP(t, hostNS, "link", "set", "eth0", "up")
+	AddAddrs(t, hostNS, addrs...)
+	return nodeNS, hostNS
+}
+
+// Unplug deletes h's bridge port, which takes its eth0 with it.
+func (l *LAN) Unplug(h *Host) {
+	l.t.Helper()
+	IP(l.t, l.Bridge, "link", "del", h.Port)
+}
+
+// Plug gives h, unplugged, a new eth0 on its bridge port (h's MAC, no
+// address), as CNI DEL then ADD in one namespace does, and waits until it
+// is ready.
+func (l *LAN) Plug(h *Host) {
+	l.t.Helper()
+	l.plug(h)
 	l.WaitReady(h)
-	return h
+}
+
+// plug makes h's veth pair: its port on the bridge, eth0 up in its
+// namespace with its MAC.
+func (l *LAN) plug(h *Host) {
+	t := l.t
+	t.Helper()
+	IP(t, l.Bridge, "link", "add", h.Port, "type", "veth", "peer", "name", "eth0", "netns", h.NS)
+	IP(t, l.Bridge, "link", "set", h.Port, "master", "br0", "up")
+	IP(t, h.NS, "link", "set", "eth0", "address", h.MAC.String())
+	IP(t, h.NS, "link", "set", "eth0", "up")
 }
 
 // WaitReady polls until the host's eth0 is up with carrier, its IPv6

@@ -156,13 +156,7 @@ func (a *credAgent) waitReady(t *testing.T) {
 
 func (a *credAgent) status(t *testing.T) api.Agent {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := (&api.Client{SocketPath: a.socket}).Status(ctx)
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
-	return st
+	return agenttest.StatusOf(t, a.socket)
 }
 
 func (a *credAgent) check(t *testing.T, netns, addr, gw string) api.CheckResult {

@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -116,13 +116,8 @@ func exists(p string) bool {
 // agentProcesses lists running processes of the installed binary.
 func agentProcesses() []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && strings.HasPrefix(exe, "/usr/bin/spiderpool-agent") {
+	for _, pid := range agenttest.PIDs() {
+		if strings.HasPrefix(agenttest.Exe(pid), "/usr/bin/spiderpool-agent") {
 			pids = append(pids, pid)
 		}
 	}

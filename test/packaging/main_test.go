@@ -19,15 +19,9 @@ import (
 	"testing"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-func TestMain(m *testing.M) {
-	netlab.Sweep()
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.MainLazy(m)) }
 
 var (
 	rootOnce sync.Once

@@ -1,7 +1,6 @@
 package packaging
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -17,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
@@ -282,23 +280,12 @@ func TestSdNotify(t *testing.T) {
 
 func pluginPID(t *testing.T, a *agenttest.Agent, name string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := (&api.Client{SocketPath: a.Socket}).Status(ctx)
-	if err != nil {
-		t.Fatalf("status: %v", err)
+	p := agenttest.PluginOf(t, a.Socket, name)
+	if p.PID == 0 {
+		b, _ := json.Marshal(p)
+		t.Fatalf("plugin %s has no pid: %s", name, b)
 	}
-	for _, p := range st.Plugins {
-		if p.Name == name {
-			if p.PID == 0 {
-				b, _ := json.Marshal(p)
-				t.Fatalf("plugin %s has no pid: %s", name, b)
-			}
-			return p.PID
-		}
-	}
-	t.Fatalf("no plugin %s in %+v", name, st.Plugins)
-	return 0
+	return p.PID
 }
 
 func monotonicUsec(t *testing.T) int64 {

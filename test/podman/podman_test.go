@@ -34,32 +34,22 @@ var (
 	store  string // Podman's storage, with the image imported once
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.MainWith(m, &bins, setup)) }
 
-func run(m *testing.M) int {
-	netlab.Sweep()
-	var err error
-	if bins, err = agenttest.Build(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer agenttest.Cleanup()
-	cniBin = filepath.Join(bins.Dir, "cni")
+// setup builds the spiderpool plugin beside the binaries and imports the
+// image into a Podman storage of this run's own, removed by the teardown.
+func setup(b agenttest.Binaries) (func(), error) {
+	cniBin = filepath.Join(b.Dir, "cni")
 	if err := os.MkdirAll(cniBin, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	if err := cnilab.BuildSpiderpool(cniBin, os.Getenv(agenttest.RaceEnv) != ""); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if err := cnilab.BuildSpiderpool(cniBin, agenttest.Race()); err != nil {
+		return nil, err
 	}
+	var err error
 	if store, err = os.MkdirTemp("", "podmanlab-"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	defer os.RemoveAll(store)
 	p, err := podmanlab.New(store, filepath.Join(store, "import"), "/proc/self/ns/net", cniBin, podmanlab.DistroCNIDir)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -67,10 +57,10 @@ func run(m *testing.M) int {
 		cancel()
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "podman:", err)
-		return 1
+		os.RemoveAll(store)
+		return nil, fmt.Errorf("podman: %w", err)
 	}
-	return m.Run()
+	return func() { os.RemoveAll(store) }, nil
 }
 
 // The bridge network: the bridge plugin makes the bridge the gateway
@@ -127,27 +117,12 @@ func newLab(t *testing.T) *lab {
 	t.Helper()
 	netlab.RequireRoot(t)
 	keepHostForwarding(t)
-	node := netlab.NewNS(t, "pnode")
-	netlab.IP(t, node, "link", "set", "lo", "up")
 	// The bridge exists before the network's first container, as a bridge
 	// an operator made would, but without the gateway's addresses: the
 	// bridge plugin adds them after IPAM answers.
-	netlab.IP(t, node, "link", "add", bridgeName, "type", "bridge", "mcast_snooping", "0", "stp_state", "0")
-	netlab.IP(t, node, "link", "set", bridgeName, "up")
-	host := netlab.NewNS(t, "plan")
-	netlab.Sysctl(t, host, "net.ipv6.conf.all.accept_dad", "0", "net.ipv6.conf.default.accept_dad", "0")
-	netlab.IP(t, node, "link", "add", "lanport", "type", "veth", "peer", "name", "eth0", "netns", host)
-	netlab.IP(t, node, "link", "set", "lanport", "master", bridgeName, "up")
-	netlab.IP(t, host, "link", "set", "eth0", "address", lanMAC)
-	netlab.IP(t, host, "link", "set", "lo", "up")
-	netlab.IP(t, host, "link", "set", "eth0", "up")
+	node, _ := netlab.NewBridgedNode(t, bridgeName, "lanport", "plan", lanMAC, lanHostAddrs()...)
 	owned := map[netip.Addr]bool{}
 	for _, a := range lanHostAddrs() {
-		args := []string{"addr", "add", a, "dev", "eth0"}
-		if strings.Contains(a, ":") {
-			args = append(args, "nodad")
-		}
-		netlab.IP(t, host, args...)
 		owned[netip.MustParsePrefix(a).Addr()] = true
 	}
 

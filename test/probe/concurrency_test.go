@@ -14,9 +14,7 @@ import (
 // Two checks of the same address at once on one engine: both right, and
 // neither takes the other's probe for a conflict.
 func TestSameAddressAtOnce(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	for _, tc := range []struct {
 		a         string
 		v         probe.Verdict

@@ -55,9 +55,7 @@ func TestConflictIPv4(t *testing.T) {
 }
 
 func TestConflictIPv6(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 
 	res := mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{})
 	expect(t, res, probe.Conflict, netlab.BusyMAC)

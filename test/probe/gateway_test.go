@@ -11,9 +11,7 @@ import (
 )
 
 func TestGatewayIPv4(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 
 	res := mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{})
 	expect(t, res, probe.Reachable, netlab.GwMAC)

@@ -42,22 +42,49 @@ func on(h *netlab.Host, a string) probe.Target {
 	return tg
 }
 
+// lanEngine is a test's usual start: in parallel with the others, on a
+// standard LAN of its own, with an engine of options o.
+func lanEngine(t *testing.T, o probe.Options) (*netlab.StdLAN, *probe.Engine) {
+	t.Helper()
+	t.Parallel()
+	return netlab.NewStdLAN(t), newEngine(t, o)
+}
+
 func mustConflict(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params) probe.Result {
 	t.Helper()
-	res, err := e.CheckConflict(context.Background(), tg, p)
-	if err != nil {
-		t.Fatalf("CheckConflict(%s, %s): %v", tg, tg.Addr, err)
-	}
-	return res
+	return mustCheck(t, e, tg, p, false)
 }
 
 func mustGateway(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params) probe.Result {
 	t.Helper()
-	res, err := e.CheckGateway(context.Background(), tg, p)
+	return mustCheck(t, e, tg, p, true)
+}
+
+// checkOf runs the gateway check of tg when gw, else its conflict check.
+func checkOf(ctx context.Context, e *probe.Engine, tg probe.Target, p probe.Params, gw bool) (probe.Result, error) {
+	if gw {
+		return e.CheckGateway(ctx, tg, p)
+	}
+	return e.CheckConflict(ctx, tg, p)
+}
+
+// mustCheck is checkOf failing t on an error.
+func mustCheck(t testing.TB, e *probe.Engine, tg probe.Target, p probe.Params, gw bool) probe.Result {
+	t.Helper()
+	res, err := checkOf(context.Background(), e, tg, p, gw)
 	if err != nil {
-		t.Fatalf("CheckGateway(%s, %s): %v", tg, tg.Addr, err)
+		t.Fatalf("%s(%s, %s): %v", map[bool]string{false: "CheckConflict", true: "CheckGateway"}[gw], tg, tg.Addr, err)
 	}
 	return res
+}
+
+// proofCase is a check of addr - its gateway check when gw, else its
+// conflict check - and the verdict and responder MAC it must get.
+type proofCase struct {
+	addr string
+	gw   bool
+	want probe.Verdict
+	mac  string
 }
 
 // expect checks verdict and responder (nil responder: nobody answered).

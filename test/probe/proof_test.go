@@ -90,24 +90,14 @@ func TestReplyQueuedAtDeadline(t *testing.T) {
 	st := newStall(300 * time.Millisecond)
 	e := newEngine(t, probe.Options{OnFrame: st.onFrame})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "") // socket open
-	for _, tc := range []struct {
-		addr string
-		gw   bool
-		want probe.Verdict
-		mac  string
-	}{
+	for _, tc := range []proofCase{
 		{netlab.Busy4, false, probe.Conflict, netlab.BusyMAC},
 		{netlab.Busy6, false, probe.Conflict, netlab.BusyMAC},
 		{netlab.GW4, true, probe.Reachable, netlab.GwMAC},
 		{netlab.GW6, true, probe.Reachable, netlab.GwMAC},
 	} {
 		st.arm()
-		var res probe.Result
-		if tc.gw {
-			res = mustGateway(t, e, on(l.Node, tc.addr), probe.Params{})
-		} else {
-			res = mustConflict(t, e, on(l.Node, tc.addr), probe.Params{})
-		}
+		res := mustCheck(t, e, on(l.Node, tc.addr), probe.Params{}, tc.gw)
 		expect(t, res, tc.want, tc.mac)
 		if res.Elapsed < 300*time.Millisecond {
 			t.Fatalf("%s: answered in %v although the reader was held 300ms: the stall did not happen", tc.addr, res.Elapsed)
@@ -156,12 +146,7 @@ func TestDropsDuringWindowProbeAgain(t *testing.T) {
 	e := newEngine(t, probe.Options{OnFrame: st.onFrame, ReceiveBuffer: 1})
 	t.Cleanup(st.free)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "") // socket open
-	for i, tc := range []struct {
-		addr string
-		gw   bool
-		want probe.Verdict
-		mac  string
-	}{
+	for i, tc := range []proofCase{
 		{netlab.Busy4, false, probe.Conflict, netlab.BusyMAC},
 		{netlab.GW4, true, probe.Reachable, netlab.GwMAC},
 		{netlab.Free4, false, probe.Free, ""},
@@ -180,13 +165,7 @@ func TestDropsDuringWindowProbeAgain(t *testing.T) {
 		done := make(chan out, 1)
 		sent := e.Stats().ProbesSent
 		go func() {
-			p := probe.Params{Window: 300 * time.Millisecond, Probes: 1}
-			if tc.gw {
-				r, err := e.CheckGateway(t.Context(), on(l.Node, tc.addr), p)
-				done <- out{r, err}
-				return
-			}
-			r, err := e.CheckConflict(t.Context(), on(l.Node, tc.addr), p)
+			r, err := checkOf(t.Context(), e, on(l.Node, tc.addr), probe.Params{Window: 300 * time.Millisecond, Probes: 1}, tc.gw)
 			done <- out{r, err}
 		}()
 		// The answer to the only probe meets the full queue and is

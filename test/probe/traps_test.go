@@ -16,9 +16,7 @@ import (
 
 // An unusable interface is an error, never "free" or "unreachable".
 func TestInterfaceUnusable(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	ctx := t.Context()
 	both := func(t *testing.T, tg probe.Target, fragments ...string) {
 		t.Helper()
@@ -62,13 +60,9 @@ func TestInterfaceUnusable(t *testing.T) {
 	})
 	t.Run("replaced", func(t *testing.T) {
 		opened := e.Stats().SocketsOpened
-		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port) // takes the node's eth0 with it
+		l.Unplug(l.Node)
 		both(t, on(l.Node, ""))
-		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
-		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
-		l.WaitReady(l.Node)
+		l.Plug(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "")
 		if got := e.Stats().SocketsOpened; got <= opened {
@@ -81,12 +75,8 @@ func TestInterfaceUnusable(t *testing.T) {
 		// first check after must use the new interface, not fail on the
 		// old socket.
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
-		netlab.IP(t, l.Bridge, "link", "del", l.Node.Port)
-		netlab.IP(t, l.Bridge, "link", "add", l.Node.Port, "type", "veth", "peer", "name", "eth0", "netns", l.Node.NS)
-		netlab.IP(t, l.Bridge, "link", "set", l.Node.Port, "master", "br0", "up")
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "address", netlab.NodeMAC)
-		netlab.IP(t, l.Node.NS, "link", "set", "eth0", "up")
-		l.WaitReady(l.Node)
+		l.Unplug(l.Node)
+		l.Plug(l.Node)
 		expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 		expect(t, mustGateway(t, e, on(l.Node, netlab.GW6), probe.Params{}), probe.Reachable, netlab.GwMAC)
 	})
@@ -114,9 +104,7 @@ func TestHairpinOwnFrames(t *testing.T) {
 // A host with arp_ignore=8 never answers ARP: the probe cannot see it. This
 // documents the limit (it is "free"), after proving the host was visible.
 func TestARPIgnore8Silent(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	netlab.Sysctl(t, l.Busy.NS, "net.ipv4.conf.all.arp_ignore", "8", "net.ipv4.conf.eth0.arp_ignore", "8")
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Free, "")
@@ -208,9 +196,7 @@ func TestBusyTrafficDeadline(t *testing.T) {
 }
 
 func TestContextCancel(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var res probe.Result
@@ -243,9 +229,7 @@ func TestContextCancel(t *testing.T) {
 
 // Sockets are shared while used, and closed when idle.
 func TestSocketSharingAndIdleClose(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{IdleTimeout: new(50 * time.Millisecond)})
+	l, e := lanEngine(t, probe.Options{IdleTimeout: new(50 * time.Millisecond)})
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy6), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 	expect(t, mustGateway(t, e, on(l.Node, netlab.GW4), probe.Params{}), probe.Reachable, netlab.GwMAC)
@@ -268,9 +252,7 @@ func TestSocketSharingAndIdleClose(t *testing.T) {
 // The workload namespace may be named by /var/run/netns/NAME, by
 // /proc/PID/ns/net, or be the calling thread's own (Netns "").
 func TestNamespacePaths(t *testing.T) {
-	t.Parallel()
-	l := netlab.NewStdLAN(t)
-	e := newEngine(t, probe.Options{})
+	l, e := lanEngine(t, probe.Options{})
 
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Busy4), probe.Params{}), probe.Conflict, netlab.BusyMAC)
 

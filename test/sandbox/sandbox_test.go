@@ -16,12 +16,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
-func TestMain(m *testing.M) {
-	netlab.Sweep()
-	code := m.Run()
-	agenttest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.MainLazy(m)) }
 
 // hostKeys are host sysctls the sysctl-tuner would change if the sandbox
 // leaked onto the host, plus neighbours of them that it must not touch.
