@@ -63,17 +63,34 @@ func openLinkConn() (*linkConn, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
-	// One link's message is a few kB; 64 kB leaves room for any attributes
-	// a driver adds, and a larger one is an error, not a guess.
-	return &linkConn{f: f, raw: raw, buf: make([]byte, 64<<10)}, nil
+	// One link's message without statistics is 1-3 kB; a larger one grows
+	// the buffer (linkAttrs). A socket per workload namespace is open while
+	// checks use it, so the buffer stays small.
+	return &linkConn{f: f, raw: raw, buf: make([]byte, 8<<10)}, nil
 }
 
 func (c *linkConn) close() error { return c.f.Close() }
+
+// maxLinkAnswer bounds the answer to one link query.
+const maxLinkAnswer = 1 << 20
 
 // linkAttrs returns the attributes of the interface with the given index
 // that usable and the identity check look at: name, flags, operstate and
 // hardware address.
 func (c *linkConn) linkAttrs(index int) (*netlink.LinkAttrs, error) {
+	a, need, err := c.query(index)
+	if need > 0 {
+		// A link with more attributes than the buffer holds: the kernel
+		// said how large its answer is; grow to that and ask again.
+		c.buf = make([]byte, need)
+		a, _, err = c.query(index)
+	}
+	return a, err
+}
+
+// query sends one RTM_GETLINK and reads its answer. need is the answer's
+// size when it did not fit the buffer (and is at most maxLinkAnswer).
+func (c *linkConn) query(index int) (a *netlink.LinkAttrs, need int, err error) {
 	c.seq++
 	seq := c.seq
 	var req [unix.NLMSG_HDRLEN + unix.SizeofIfInfomsg + 8]byte
@@ -91,17 +108,17 @@ func (c *linkConn) linkAttrs(index int) (*netlink.LinkAttrs, error) {
 	ne.PutUint32(attr[4:], rtextFilterSkipStats)
 
 	if err := c.f.SetDeadline(time.Now().Add(linkQueryTimeout)); err != nil {
-		return nil, fmt.Errorf("netlink deadline: %w", err)
+		return nil, 0, fmt.Errorf("netlink deadline: %w", err)
 	}
 	var serr error
 	if err := c.raw.Write(func(fd uintptr) bool {
 		serr = unix.Sendto(int(fd), req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 		return serr != unix.EAGAIN
 	}); err != nil {
-		return nil, fmt.Errorf("send link query: %w", err)
+		return nil, 0, fmt.Errorf("send link query: %w", err)
 	}
 	if serr != nil {
-		return nil, fmt.Errorf("send link query: %w", serr)
+		return nil, 0, fmt.Errorf("send link query: %w", serr)
 	}
 	for {
 		var (
@@ -114,19 +131,21 @@ func (c *linkConn) linkAttrs(index int) (*netlink.LinkAttrs, error) {
 			n, _, rerr = unix.Recvfrom(int(fd), c.buf, unix.MSG_TRUNC)
 			return rerr != unix.EAGAIN
 		}); err != nil {
-			return nil, fmt.Errorf("read link query answer: %w", err)
+			return nil, 0, fmt.Errorf("read link query answer: %w", err)
 		}
 		switch {
 		case rerr == unix.EINTR:
 			continue
 		case rerr != nil:
-			return nil, fmt.Errorf("read link query answer: %w", rerr)
+			return nil, 0, fmt.Errorf("read link query answer: %w", rerr)
+		case n > maxLinkAnswer:
+			return nil, 0, fmt.Errorf("link query answer of %d bytes is larger than %d", n, maxLinkAnswer)
 		case n > len(c.buf):
-			return nil, fmt.Errorf("link query answer of %d bytes is larger than %d", n, len(c.buf))
+			return nil, n, fmt.Errorf("link query answer of %d bytes is larger than the buffer of %d", n, len(c.buf))
 		}
 		a, done, err := parseLinkAnswer(c.buf[:n], seq)
 		if done {
-			return a, err
+			return a, 0, err
 		}
 		// An answer to an earlier query that timed out: read on.
 	}

@@ -94,3 +94,38 @@ func TestParseLinkAnswer(t *testing.T) {
 		}
 	}
 }
+
+// Against the kernel, in the test's own namespace (reading it changes
+// nothing): loopback's attributes through a buffer too small for them,
+// which grows; an index no interface has; a closed socket.
+func TestLinkConnKernel(t *testing.T) {
+	c, err := openLinkConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.close() })
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.buf = make([]byte, 16)
+	a, err := c.linkAttrs(lo.Index)
+	if err != nil {
+		t.Fatalf("loopback: %v", err)
+	}
+	if a.Name != "lo" || a.Index != lo.Index || a.Flags&net.FlagLoopback == 0 || len(c.buf) <= 16 {
+		t.Errorf("loopback parsed as %+v (buffer %d bytes)", a, len(c.buf))
+	}
+	if err := usable(a); err == nil || !errors.Is(err, ErrInterface) {
+		t.Errorf("loopback usable: %v", err)
+	}
+	if _, err := c.linkAttrs(1 << 30); !errors.Is(err, errLinkNotFound) {
+		t.Errorf("missing index: %v, want errLinkNotFound", err)
+	}
+	if err := c.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.linkAttrs(lo.Index); err == nil {
+		t.Error("a closed socket answered a link query")
+	}
+}
