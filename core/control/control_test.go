@@ -627,3 +627,20 @@ func TestValidate(t *testing.T) {
 		t.Errorf("%d addresses: %v", api.MaxAddresses, err)
 	}
 }
+
+// Every request is logged at debug level, and only when debug is on: the
+// call is skipped, not just its output, when it is off.
+func TestRequestLoggedAtDebugOnly(t *testing.T) {
+	for _, level := range []hclog.Level{hclog.Debug, hclog.Info} {
+		var log strings.Builder
+		rec := httptest.NewRecorder()
+		NewHandler(&fakeBackend{}, hclog.New(&hclog.LoggerOptions{Output: &log, Level: level})).
+			ServeHTTP(rec, httptest.NewRequest(http.MethodGet, api.StatusPath, nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status = %d", rec.Code)
+		}
+		if logged := strings.Contains(log.String(), "control request") && strings.Contains(log.String(), api.StatusPath); logged != (level == hclog.Debug) {
+			t.Errorf("level %s: logged %v:\n%s", level, logged, log.String())
+		}
+	}
+}

@@ -265,9 +265,17 @@ func (t *Telemetry) Observe(name string, seconds float64, lbls map[string]string
 func (t *Telemetry) emit(name string, typ sdk.SampleType, lbls map[string]string, do func([]string, []gometrics.Label), v float64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	reason, why := checkName(name, typ)
-	if reason == "" {
-		reason, why = t.checkType(Prefix+name, typ)
+	full := Prefix + name
+	var reason, why string
+	// A name already in use with this type passed the name and type rules
+	// when it was admitted (nothing enters t.types otherwise): checks emit
+	// the same few counters thousands of times a second, so the regular
+	// expression and the collision look-ups run once per name.
+	if have, ok := t.types[full]; !ok || have != typ {
+		reason, why = checkName(name, typ)
+		if reason == "" {
+			reason, why = t.checkType(full, typ)
+		}
 	}
 	if reason == "" {
 		reason, why = checkLabels(lbls, typ)
@@ -279,7 +287,7 @@ func (t *Telemetry) emit(name string, typ sdk.SampleType, lbls map[string]string
 		t.warnOnce("agent:"+name+":"+reason, "dropped a metric of the agent", "metric", name, "reason", why)
 		return
 	}
-	t.types[Prefix+name] = typ
+	t.types[full] = typ
 	do([]string{name}, labels(lbls))
 }
 

@@ -349,6 +349,32 @@ func TestAgentMetricsValidated(t *testing.T) {
 	}
 }
 
+// A name accepted once skips the name rules on later emits; the labels and
+// the type of each emit are still held to the rules.
+func TestAgentMetricsValidatedAfterFirstUse(t *testing.T) {
+	tel := newT(t)
+	tel.IncrCounter("seen_total", 1, map[string]string{"a": "1"})
+	tel.IncrCounter("seen_total", 1, map[string]string{"__a": "1"}) // reserved label name
+	tel.IncrCounter("seen_total", -1, map[string]string{"a": "1"})  // negative
+	tel.Observe("seen_total", 1, nil)                               // another type
+	tel.IncrCounter("seen_total", 2, map[string]string{"a": "1"})
+	mfs, err := tel.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "spiderpool_seen_total" {
+			continue
+		}
+		if mf.GetType() != dto.MetricType_COUNTER || len(mf.GetMetric()) != 1 {
+			t.Fatalf("seen_total = %v", mf)
+		}
+	}
+	if got := counter(t, tel, "spiderpool_seen_total", map[string]string{"a": "1"}); got != 3 {
+		t.Errorf("seen_total{a=1} = %v, want 3 (the bad emits dropped)", got)
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
 	tel := newT(t)
 	h := tel.Handler()

@@ -26,7 +26,7 @@ var Version = "0.1.0"
 
 // Plugin is the detector.
 type Plugin struct {
-	*probeplugin.Kit
+	*probeplugin.Detector
 }
 
 var (
@@ -36,12 +36,12 @@ var (
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
-	return &Plugin{Kit: probeplugin.NewKit(log, probeplugin.Names{
+	return &Plugin{Detector: &probeplugin.Detector{Kit: probeplugin.NewKit(log, probeplugin.Names{
 		Prefix:      "ip_conflict",
 		What:        "IP conflict checks",
 		Blocked:     "conflicts",
 		BlockedHelp: "Addresses found in use by another host, by family.",
-	})}
+	})}}
 }
 
 // Info implements sdk.Plugin.
@@ -52,20 +52,6 @@ func (p *Plugin) Info() sdk.Info {
 		// Raw packets; setns into workload namespaces.
 		Capabilities: []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"},
 	}
-}
-
-// ConfigSchema implements sdk.Plugin.
-func (p *Plugin) ConfigSchema() sdk.Schema { return probeplugin.Schema(nil) }
-
-// Configure implements sdk.Plugin.
-func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	return p.Kit.Configure(req, nil)
-}
-
-// ValidateConfig implements sdk.Validator: the block decoded and checked as
-// Configure would, nothing applied.
-func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	return p.Kit.Validate(req, nil)
 }
 
 // Check implements sdk.Detector: is req.Address in use on req.Interface?

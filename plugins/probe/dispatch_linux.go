@@ -154,97 +154,71 @@ func (s *ifSock) handle(b []byte, from *unix.SockaddrLinklayer, now time.Time) {
 	}
 }
 
-// dispatch applies the verdict rules to a parsed frame and fires the
-// matching waiters. It reports whether the frame turned out to be ours.
-// Called with s.mu held.
+// dispatch fires the waiters a parsed frame answers and reports whether
+// the frame turned out to be ours. Which address a frame claims, and for
+// which station, is arpnd.ClaimsInto's rule (shared with the agent's watch
+// of allocated addresses); what is left here is whose claim counts for
+// which check (answers). Called with s.mu held.
 func (s *ifSock) dispatch(f *arpnd.Frame, own [6]byte, now time.Time) (ours bool) {
 	if len(s.waiters) == 0 {
 		return false
 	}
-	switch f.Kind {
-	case arpnd.KindARPRequest, arpnd.KindARPReply:
-		if f.SenderMAC == own {
-			return true
-		}
-		if !f.SenderIP.IsUnspecified() {
-			for _, w := range s.waiters[f.SenderIP] {
-				switch {
-				case !w.gateway:
-					w.fire(f.SenderMAC, f.Kind.String(), now)
-				case f.Kind == arpnd.KindARPReply:
-					w.fire(f.SenderMAC, f.Kind.String(), now)
-				}
-			}
-		} else if f.Kind == arpnd.KindARPRequest {
-			// Another host's RFC 5227 probe for the same address.
-			for _, w := range s.waiters[f.TargetIP] {
-				if !w.gateway {
-					w.fire(f.SenderMAC, EvidenceARPProbe, now)
-				}
-			}
-		}
-	case arpnd.KindNS:
-		if f.HasSrcLL && f.SrcLL == own {
-			return true
-		}
-		if f.IPSrc.IsUnspecified() {
-			// A DAD probe. Ours if it carries one of our nonces (RFC 7527).
-			for _, w := range s.waiters[f.Target] {
-				if w.nonce != nil && bytes.Equal(w.nonce, f.Nonce) {
-					return true
-				}
-			}
-			for _, w := range s.waiters[f.Target] {
-				if !w.gateway {
-					w.fire(f.EthSrc, EvidenceDADProbe, now)
-				}
-			}
-			return false
-		}
-		mac := f.EthSrc
-		if f.HasSrcLL {
-			mac = f.SrcLL
-		}
-		for _, w := range s.waiters[f.IPSrc] {
-			if !w.gateway {
-				w.fire(mac, EvidenceNDSource, now)
-			}
-		}
-	case arpnd.KindNA:
-		mac := f.EthSrc
-		if f.HasTgtLL {
-			if f.TgtLL == own {
+	if fromUs(f, own) {
+		return true
+	}
+	if f.Kind == arpnd.KindNS && f.IPSrc.IsUnspecified() {
+		// A DAD probe: ours if it carries one of our nonces (RFC 7527).
+		for _, w := range s.waiters[f.Target] {
+			if w.nonce != nil && bytes.Equal(w.nonce, f.Nonce) {
 				return true
 			}
-			mac = f.TgtLL
 		}
-		for _, w := range s.waiters[f.Target] {
-			switch {
-			case !w.gateway:
-				w.fire(mac, f.Kind.String(), now)
-			case f.Solicited:
-				// The answer to a probe from our link-local address.
-				w.fire(mac, f.Kind.String(), now)
-			case f.IPDst == arpnd.AllNodes:
-				// The answer to a probe from :: (RFC 4861 7.2.4): the
-				// owner multicasts it to all-nodes with the solicited
-				// flag clear, so it looks like any unsolicited
-				// advertisement. Whatever prompted it, an NA for the
-				// gateway's address arriving while we wait means a node
-				// holds that address on this link now - the question
-				// asked. The waiter exists only from just before the
-				// first probe to the verdict, so an old advertisement
-				// cannot answer it.
-				w.fire(mac, f.Kind.String(), now)
+	}
+	var buf [arpnd.MaxClaims]arpnd.Claim
+	for _, c := range buf[:arpnd.ClaimsInto(f, &buf)] {
+		for _, w := range s.waiters[c.Addr] {
+			if answers(w, c, f) {
+				w.fire(c.MAC, c.Evidence, now)
 			}
 		}
-		if f.IPSrc != f.Target && !f.IPSrc.IsUnspecified() {
-			for _, w := range s.waiters[f.IPSrc] {
-				if !w.gateway {
-					w.fire(f.EthSrc, EvidenceNDSource, now)
-				}
-			}
-		}
+	}
+	return false
+}
+
+// fromUs tells whether f names our MAC as the station that sent it: the
+// ARP sender, or the NS's source or the NA's target link-layer option (the
+// Ethernet source was looked at before).
+func fromUs(f *arpnd.Frame, own [6]byte) bool {
+	switch f.Kind {
+	case arpnd.KindARPRequest, arpnd.KindARPReply:
+		return f.SenderMAC == own
+	case arpnd.KindNS:
+		return f.HasSrcLL && f.SrcLL == own
+	case arpnd.KindNA:
+		return f.HasTgtLL && f.TgtLL == own
+	}
+	return false
+}
+
+// answers tells whether claim c, made by frame f, decides w. Any claim on
+// a candidate is a conflict. A gateway is reachable only on an answer: an
+// ARP reply, or an NA for it that is solicited (the answer to a probe from
+// our link-local address) or sent to all-nodes ff02::1 - the answer to a
+// probe from :: (RFC 4861 7.2.4): the owner multicasts it with the
+// solicited flag clear, so it looks like any unsolicited advertisement.
+// Whatever prompted it, an NA for the gateway's address arriving while we
+// wait means a node holds that address on this link now - the question
+// asked. The waiter exists only from just before the first probe to the
+// verdict, so an old advertisement cannot answer it.
+func answers(w *waiter, c arpnd.Claim, f *arpnd.Frame) bool {
+	if !w.gateway {
+		return true
+	}
+	switch c.Evidence {
+	case arpnd.EvidenceARPReply:
+		return true
+	case arpnd.EvidenceNA:
+		return f.Solicited || f.IPDst == arpnd.AllNodes
 	}
 	return false
 }

@@ -61,6 +61,8 @@ func TestDispatch(t *testing.T) {
 	}{
 		{name: "arp reply from owner", addr: cand4, frame: arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), want: true, evidence: "arp-reply", mac: otherMAC},
 		{name: "arp request from owner", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.1"), want: true, evidence: "arp-request", mac: otherMAC},
+		{name: "gratuitous arp from owner", addr: cand4, frame: arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.5"), want: true, evidence: "gratuitous-arp", mac: otherMAC},
+		{name: "gateway gratuitous arp is not an answer", addr: cand4, gateway: true, frame: arpFrame(1, otherMAC, "10.0.0.5", arpnd.ZeroMAC, "10.0.0.5")},
 		{name: "another host probing", addr: cand4, frame: arpFrame(1, otherMAC, "0.0.0.0", arpnd.ZeroMAC, "10.0.0.5"), want: true, evidence: "arp-probe", mac: otherMAC},
 		{name: "our probe looped back", addr: cand4, frame: ourProbe},
 		{name: "our probe as outgoing", addr: cand4, frame: arpFrame(2, otherMAC, "10.0.0.5", testMAC, "0.0.0.0"), from: unix.PACKET_OUTGOING},

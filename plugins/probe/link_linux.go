@@ -65,16 +65,14 @@ func (s *ifSock) runLinkQueries() {
 }
 
 func (s *ifSock) queryLink() error {
-	link, err := s.nl.LinkByIndex(s.ifindex)
+	a, err := s.links.linkAttrs(s.ifindex)
 	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
+		if errors.Is(err, errLinkNotFound) {
 			s.broken.Store(true)
 			return fmt.Errorf("%w: interface vanished", ErrInterface)
 		}
 		return fmt.Errorf("look up interface: %w", err)
 	}
-	a := link.Attrs()
 	if a.Name != s.ifname {
 		s.broken.Store(true)
 		return fmt.Errorf("%w: interface index %d is now %q", ErrInterface, s.ifindex, a.Name)

@@ -39,7 +39,8 @@ type ifSock struct {
 	ifindex int
 	conn    *packet.Conn
 	raw     syscall.RawConn
-	nl      *netlink.Handle
+	nl      *netlink.Handle // opening, and the link-local address of IPv6 gateway checks
+	links   *linkConn       // the link query of every check
 	c       *counters
 
 	mac    atomic.Pointer[[6]byte] // current MAC, refreshed by every link check
@@ -159,12 +160,19 @@ func openHere(ifname string, c *counters, o Options) (*ifSock, error) {
 		nl.Close()
 		return nil, fmt.Errorf("packet socket statistics: %w", err)
 	}
+	links, err := openLinkConn()
+	if err != nil {
+		conn.Close()
+		nl.Close()
+		return nil, err
+	}
 	s := &ifSock{
 		ifname:  ifname,
 		ifindex: attrs.Index,
 		conn:    conn,
 		raw:     raw,
 		nl:      nl,
+		links:   links,
 		c:       c,
 		done:    make(chan struct{}),
 		waiters: make(map[netip.Addr][]*waiter),
@@ -186,6 +194,7 @@ func (s *ifSock) close() error {
 		s.pace.close()
 		s.closeErr = s.conn.Close()
 		<-s.done
+		_ = s.links.close()
 		s.nl.Close()
 	})
 	return s.closeErr

@@ -103,12 +103,13 @@ func (v Verdict) String() string {
 // Evidence values of Result.Evidence: the kind of frame that decided a
 // Conflict or Reachable verdict.
 const (
-	EvidenceARPReply   = arpnd.EvidenceARPReply   // ARP reply from the address
-	EvidenceARPRequest = arpnd.EvidenceARPRequest // ARP request with the address as sender IP
-	EvidenceARPProbe   = arpnd.EvidenceARPProbe   // another host's RFC 5227 probe for the address
-	EvidenceNA         = arpnd.EvidenceNA         // NA for the address
-	EvidenceDADProbe   = arpnd.EvidenceDADProbe   // another node's DAD solicitation for the address
-	EvidenceNDSource   = arpnd.EvidenceNDSource   // an ND message sent from the address
+	EvidenceARPReply      = arpnd.EvidenceARPReply      // ARP reply from the address
+	EvidenceARPRequest    = arpnd.EvidenceARPRequest    // ARP request with the address as sender IP
+	EvidenceGratuitousARP = arpnd.EvidenceGratuitousARP // ARP request whose sender and target IP are the address
+	EvidenceARPProbe      = arpnd.EvidenceARPProbe      // another host's RFC 5227 probe for the address
+	EvidenceNA            = arpnd.EvidenceNA            // NA for the address
+	EvidenceDADProbe      = arpnd.EvidenceDADProbe      // another node's DAD solicitation for the address
+	EvidenceNDSource      = arpnd.EvidenceNDSource      // an ND message sent from the address
 )
 
 // Target names what to probe and where.

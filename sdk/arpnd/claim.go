@@ -31,6 +31,21 @@ type Claim struct {
 // link-layer option when present, else the Ethernet source. Whether the MAC
 // is the holder's own is the caller's question.
 func Claims(f *Frame) []Claim {
+	var buf [MaxClaims]Claim
+	n := ClaimsInto(f, &buf)
+	if n == 0 {
+		return nil
+	}
+	return append([]Claim(nil), buf[:n]...)
+}
+
+// MaxClaims is the most claims one frame makes.
+const MaxClaims = 2
+
+// ClaimsInto is Claims without an allocation, for a reader that looks at
+// every frame on a busy link: it writes the claims into buf and returns how
+// many there are.
+func ClaimsInto(f *Frame, buf *[MaxClaims]Claim) int {
 	switch f.Kind {
 	case KindARPRequest, KindARPReply:
 		switch {
@@ -42,29 +57,34 @@ func Claims(f *Frame) []Claim {
 					ev = EvidenceGratuitousARP
 				}
 			}
-			return []Claim{{Addr: f.SenderIP, MAC: f.SenderMAC, Evidence: ev}}
+			buf[0] = Claim{Addr: f.SenderIP, MAC: f.SenderMAC, Evidence: ev}
+			return 1
 		case f.Kind == KindARPRequest:
-			return []Claim{{Addr: f.TargetIP, MAC: f.SenderMAC, Evidence: EvidenceARPProbe}}
+			buf[0] = Claim{Addr: f.TargetIP, MAC: f.SenderMAC, Evidence: EvidenceARPProbe}
+			return 1
 		}
 	case KindNS:
 		if f.IPSrc.IsUnspecified() {
-			return []Claim{{Addr: f.Target, MAC: f.EthSrc, Evidence: EvidenceDADProbe}}
+			buf[0] = Claim{Addr: f.Target, MAC: f.EthSrc, Evidence: EvidenceDADProbe}
+			return 1
 		}
 		mac := f.EthSrc
 		if f.HasSrcLL {
 			mac = f.SrcLL
 		}
-		return []Claim{{Addr: f.IPSrc, MAC: mac, Evidence: EvidenceNDSource}}
+		buf[0] = Claim{Addr: f.IPSrc, MAC: mac, Evidence: EvidenceNDSource}
+		return 1
 	case KindNA:
 		mac := f.EthSrc
 		if f.HasTgtLL {
 			mac = f.TgtLL
 		}
-		out := []Claim{{Addr: f.Target, MAC: mac, Evidence: EvidenceNA}}
+		buf[0] = Claim{Addr: f.Target, MAC: mac, Evidence: EvidenceNA}
 		if f.IPSrc != f.Target && !f.IPSrc.IsUnspecified() {
-			out = append(out, Claim{Addr: f.IPSrc, MAC: f.EthSrc, Evidence: EvidenceNDSource})
+			buf[1] = Claim{Addr: f.IPSrc, MAC: f.EthSrc, Evidence: EvidenceNDSource}
+			return 2
 		}
-		return out
+		return 1
 	}
-	return nil
+	return 0
 }

@@ -82,3 +82,25 @@ func TestBuildUnsolicitedNA(t *testing.T) {
 		t.Error("BuildGratuitousARP of an IPv6 address built a frame")
 	}
 }
+
+// The probe engine's reader runs ClaimsInto on every frame of a busy link:
+// it must not allocate, and must agree with Claims.
+func TestClaimsIntoAllocatesNothing(t *testing.T) {
+	a6 := netip.MustParseAddr("fd00::5")
+	b, err := BuildUnsolicitedNA(macB, a6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf [MaxClaims]Claim
+	if n := testing.AllocsPerRun(100, func() { ClaimsInto(&f, &buf) }); n != 0 {
+		t.Errorf("ClaimsInto allocated %v times per frame, want 0", n)
+	}
+	n := ClaimsInto(&f, &buf)
+	if want := Claims(&f); n != len(want) || buf[0] != want[0] {
+		t.Errorf("ClaimsInto = %v, Claims = %v", buf[:n], want)
+	}
+}

@@ -11,7 +11,9 @@
 //     the Health, Metrics and Shutdown methods of an sdk.Plugin;
 //   - Classify: the fixed set of error reasons used in metrics.
 //
-// A detector embeds *Kit and writes Info, ConfigSchema, Configure and Check:
+// A detector embeds *Kit and writes Info, ConfigSchema, Configure and Check;
+// one without attributes of its own embeds *Detector (a Kit with those
+// config methods) and writes Info and Check:
 //
 //	func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
 //		return p.Kit.Check(ctx, req, probeplugin.Check{

@@ -1,0 +1,30 @@
+//go:build linux
+
+package probeplugin
+
+import (
+	"context"
+
+	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+)
+
+// Detector is a Kit with the config methods of a detector that has no
+// attributes of its own beside the shared ones: ConfigSchema, Configure and
+// ValidateConfig. Embed *Detector and write Info and Check.
+type Detector struct {
+	*Kit
+}
+
+// ConfigSchema implements sdk.Plugin: the shared attributes.
+func (d *Detector) ConfigSchema() sdk.Schema { return Schema(nil) }
+
+// Configure implements sdk.Plugin (see Kit.Configure).
+func (d *Detector) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	return d.Kit.Configure(req, nil)
+}
+
+// ValidateConfig implements sdk.Validator: the block decoded and checked as
+// Configure would, nothing applied.
+func (d *Detector) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
+	return d.Kit.Validate(req, nil)
+}
