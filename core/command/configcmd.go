@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -233,7 +232,7 @@ func (c *configShowCommand) Run(args []string) int {
 		}
 		return printJSON(c.env, rows)
 	}
-	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(c.env.Stdout)
 	fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE")
 	for _, s := range settings {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Key, s.Value, s.Source)

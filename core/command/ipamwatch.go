@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
@@ -54,7 +53,7 @@ func (c *ipamConflictsCommand) Run(args []string) int {
 }
 
 func writeConflicts(w io.Writer, list []api.Conflict) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "ADDRESS\tPOOL\tWORKLOAD\tINTERFACE\tNODE\tHOLDER MAC\tOTHER MAC\tEVIDENCE\tFIRST SEEN\tLAST SEEN\tFRAMES\tDEFENDED\tEVENTS")
 	for _, c := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", c.Address, c.Pool, dash(c.Workload), c.Interface, dash(c.Node),
@@ -68,7 +67,7 @@ func writeBusy(w io.Writer, list []api.BusyAddress) {
 		return
 	}
 	fmt.Fprintln(w, "\nbusy on the wire (not allocated here; skipped by allocations until UNTIL):")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "ADDRESS\tPOOL\tMAC\tEVIDENCE\tSEEN\tUNTIL")
 	for _, b := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Address, b.Pool, b.MAC, b.Evidence, b.Seen.Format(time.RFC3339), b.Until.Format(time.RFC3339))

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -338,7 +337,7 @@ func (c *pluginRunCommand) Run(args []string) int {
 		}
 		return code
 	}
-	tw := tabwriter.NewWriter(c.env.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(c.env.Stdout)
 	fmt.Fprintln(tw, "ADDRESS\tVERDICT\tTOOK\tREASON")
 	for _, r := range results {
 		reason := r.Reason

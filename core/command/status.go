@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
@@ -68,7 +67,7 @@ func writeStatus(w io.Writer, st api.Agent) error {
 		fmt.Fprintf(w, "warning: gops listens on %s: any local user can read stacks and profiles and change the GC (gops_port = 0 turns it off)\n", st.Gops)
 	}
 	fmt.Fprintf(w, "configuration generation %d, loaded %s\n\n", st.ConfigGeneration, st.ConfigLoadedAt.Local().Format(time.RFC3339))
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "PLUGIN\tKIND\tSTATE\tPID\tRESTARTS\tVERSION\tCONFIG\tMESSAGE")
 	for _, p := range st.Plugins {
 		msg := p.Message
@@ -116,7 +115,7 @@ func writeStatus(w io.Writer, st api.Agent) error {
 	for _, p := range st.Plugins {
 		if p.Tuned != nil && len(p.Tuned.Keys) > 0 {
 			fmt.Fprintf(w, "\n%s keys:\n", p.Name)
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			tw := newTable(w)
 			fmt.Fprintln(tw, "KEY\tDESIRED\tACTUAL\tSTATE\tPREVIOUS\tLAST DRIFT\tERROR")
 			for _, k := range p.Tuned.Keys {
 				drift := "-"
