@@ -6,14 +6,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
-	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe/probeplugin"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe/probeplugin/probeplugintest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 )
@@ -34,62 +33,28 @@ func TestConformanceNoGateway(t *testing.T) {
 }
 
 func TestInfoAndSchema(t *testing.T) {
-	p := New(nil)
-	i := p.Info()
-	if i.Name != "gateway-detector" || i.Kind != sdk.KindDetector || i.APIVersion != sdk.APIVersion ||
-		!slices.Equal(i.Capabilities, []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"}) {
-		t.Errorf("info %+v", i)
-	}
-	var names []string
-	for _, a := range p.ConfigSchema().Attributes {
-		names = append(names, a.Name+"="+a.Default)
-	}
-	want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "probe_rate=4000"}
-	if !slices.Equal(names, want) {
-		t.Errorf("schema %v, want %v", names, want)
-	}
+	probeplugintest.InfoAndSchema(t, New(nil), "gateway-detector")
 }
 
 func TestJudge(t *testing.T) {
 	mac, _ := net.ParseMAC("aa:bb:cc:dd:ee:01")
-	o := probeplugin.DefaultOptions()
-	tests := []struct {
-		res     probe.Result
-		verdict sdk.Verdict
-		reason  string
-	}{
-		{probe.Result{Verdict: probe.Reachable, Addr: netip.MustParseAddr("10.0.0.1"), Interface: "eth0", Responder: mac, RTT: 120400 * time.Nanosecond},
-			sdk.VerdictPass, "gateway 10.0.0.1 answered from aa:bb:cc:dd:ee:01 in 120µs on eth0"},
-		{probe.Result{Verdict: probe.Reachable, Addr: netip.MustParseAddr("fd00::1"), Interface: "eth0", Responder: mac, RTT: 3 * time.Millisecond},
-			sdk.VerdictPass, "gateway fd00::1 answered from aa:bb:cc:dd:ee:01 in 3ms on eth0"},
-		{probe.Result{Verdict: probe.Unreachable, Addr: netip.MustParseAddr("10.0.0.1"), Interface: "eth0"},
-			sdk.VerdictBlock, "gateway 10.0.0.1 did not answer within 100ms on eth0"},
-		{probe.Result{Verdict: probe.Unreachable, Addr: netip.MustParseAddr("fd00::1"), Interface: "net1"},
-			sdk.VerdictBlock, "gateway fd00::1 did not answer within 100ms on net1"},
-	}
-	for _, tt := range tests {
-		got := Judge(tt.res, o)
-		if got.Verdict != tt.verdict || got.Reason != tt.reason {
-			t.Errorf("Judge(%+v) = %s %q, want %s %q", tt.res, got.Verdict, got.Reason, tt.verdict, tt.reason)
-		}
-		// a dead gateway is unreachable: IPAM fails the allocation at once.
-		wantKind := sdk.BlockUnspecified
-		if got.Verdict == sdk.VerdictBlock {
-			wantKind = sdk.BlockUnreachable
-		}
-		if got.BlockKind != wantKind {
-			t.Errorf("Judge(%+v) kind = %q, want %q", tt.res, got.BlockKind, wantKind)
-		}
-	}
+	// a dead gateway is unreachable: IPAM fails the allocation at once.
+	probeplugintest.Judge(t, Judge, sdk.BlockUnreachable, []probeplugintest.JudgeCase{
+		{Res: probe.Result{Verdict: probe.Reachable, Addr: netip.MustParseAddr("10.0.0.1"), Interface: "eth0", Responder: mac, RTT: 120400 * time.Nanosecond},
+			Verdict: sdk.VerdictPass, Reason: "gateway 10.0.0.1 answered from aa:bb:cc:dd:ee:01 in 120µs on eth0"},
+		{Res: probe.Result{Verdict: probe.Reachable, Addr: netip.MustParseAddr("fd00::1"), Interface: "eth0", Responder: mac, RTT: 3 * time.Millisecond},
+			Verdict: sdk.VerdictPass, Reason: "gateway fd00::1 answered from aa:bb:cc:dd:ee:01 in 3ms on eth0"},
+		{Res: probe.Result{Verdict: probe.Unreachable, Addr: netip.MustParseAddr("10.0.0.1"), Interface: "eth0"},
+			Verdict: sdk.VerdictBlock, Reason: "gateway 10.0.0.1 did not answer within 100ms on eth0"},
+		{Res: probe.Result{Verdict: probe.Unreachable, Addr: netip.MustParseAddr("fd00::1"), Interface: "net1"},
+			Verdict: sdk.VerdictBlock, Reason: "gateway fd00::1 did not answer within 100ms on net1"},
+	})
 }
 
 func TestChecksWithoutProbing(t *testing.T) {
 	p := New(nil)
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	probeplugintest.Configured(t, p, sdk.AgentSettings{EnableIPv6: true})
 	ctx := context.Background()
-	if err := p.Configure(ctx, sdk.ConfigureRequest{Agent: sdk.AgentSettings{EnableIPv6: true}}); err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name    string
 		addr    string

@@ -6,7 +6,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe/probeplugin"
+	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe/probeplugin/probeplugintest"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 )
@@ -32,67 +32,29 @@ func TestConformanceRejectsOutOfRange(t *testing.T) {
 }
 
 func TestInfoAndSchema(t *testing.T) {
-	p := New(nil)
-	i := p.Info()
-	if i.Name != "ip-conflict" || i.Kind != sdk.KindDetector || i.APIVersion != sdk.APIVersion ||
-		!slices.Equal(i.Capabilities, []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"}) {
-		t.Errorf("info %+v", i)
-	}
-	var names []string
-	for _, a := range p.ConfigSchema().Attributes {
-		names = append(names, a.Name+"="+a.Default)
-	}
-	if want := []string{`window="100ms"`, "retries=3", "probes=3", `idle_timeout="30s"`, "probe_rate=4000"}; !slices.Equal(names, want) {
-		t.Errorf("schema %v, want %v", names, want)
-	}
+	probeplugintest.InfoAndSchema(t, New(nil), "ip-conflict")
 }
 
 func TestJudge(t *testing.T) {
 	mac, _ := net.ParseMAC("52:54:00:12:34:56")
-	o := probeplugin.DefaultOptions()
-	tests := []struct {
-		res     probe.Result
-		opts    func(*probeplugin.Options)
-		verdict sdk.Verdict
-		reason  string
-	}{
-		{probe.Result{Verdict: probe.Free, Addr: netip.MustParseAddr("10.0.0.7"), Interface: "eth0", ProbesSent: 3}, nil,
-			sdk.VerdictPass, "10.0.0.7 is not in use on eth0 (no answer within 100ms, 3 probes)"},
-		{probe.Result{Verdict: probe.Free, Addr: netip.MustParseAddr("fd00::7"), Interface: "net1", ProbesSent: 1},
-			func(o *probeplugin.Options) { o.Window = 1500 * time.Millisecond },
-			sdk.VerdictPass, "fd00::7 is not in use on net1 (no answer within 1.5s, 1 probe)"},
-		{probe.Result{Verdict: probe.Conflict, Addr: netip.MustParseAddr("10.0.0.7"), Interface: "eth0", Responder: mac}, nil,
-			sdk.VerdictBlock, "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0"},
-		{probe.Result{Verdict: probe.Conflict, Addr: netip.MustParseAddr("fd00::7"), Interface: "eth0", Responder: mac}, nil,
-			sdk.VerdictBlock, "fd00::7 is in use by 52:54:00:12:34:56 on eth0"},
-	}
-	for _, tt := range tests {
-		oo := o
-		if tt.opts != nil {
-			tt.opts(&oo)
-		}
-		got := Judge(tt.res, oo)
-		if got.Verdict != tt.verdict || got.Reason != tt.reason {
-			t.Errorf("Judge(%+v) = %s %q, want %s %q", tt.res, got.Verdict, got.Reason, tt.verdict, tt.reason)
-		}
-		// a conflict is in_use: IPAM quarantines and tries the next.
-		wantKind := sdk.BlockUnspecified
-		if got.Verdict == sdk.VerdictBlock {
-			wantKind = sdk.BlockInUse
-		}
-		if got.BlockKind != wantKind {
-			t.Errorf("Judge(%+v) kind = %q, want %q", tt.res, got.BlockKind, wantKind)
-		}
-	}
+	// a conflict is in_use: IPAM quarantines and tries the next.
+	probeplugintest.Judge(t, Judge, sdk.BlockInUse, []probeplugintest.JudgeCase{
+		{Res: probe.Result{Verdict: probe.Free, Addr: netip.MustParseAddr("10.0.0.7"), Interface: "eth0", ProbesSent: 3},
+			Verdict: sdk.VerdictPass, Reason: "10.0.0.7 is not in use on eth0 (no answer within 100ms, 3 probes)"},
+		{Res: probe.Result{Verdict: probe.Free, Addr: netip.MustParseAddr("fd00::7"), Interface: "net1", ProbesSent: 1},
+			Opts:    func(o *probeplugin.Options) { o.Window = 1500 * time.Millisecond },
+			Verdict: sdk.VerdictPass, Reason: "fd00::7 is not in use on net1 (no answer within 1.5s, 1 probe)"},
+		{Res: probe.Result{Verdict: probe.Conflict, Addr: netip.MustParseAddr("10.0.0.7"), Interface: "eth0", Responder: mac},
+			Verdict: sdk.VerdictBlock, Reason: "10.0.0.7 is in use by 52:54:00:12:34:56 on eth0"},
+		{Res: probe.Result{Verdict: probe.Conflict, Addr: netip.MustParseAddr("fd00::7"), Interface: "eth0", Responder: mac},
+			Verdict: sdk.VerdictBlock, Reason: "fd00::7 is in use by 52:54:00:12:34:56 on eth0"},
+	})
 }
 
 func TestDisabledFamilyAndBadRequests(t *testing.T) {
 	p := New(nil)
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	probeplugintest.Configured(t, p, sdk.AgentSettings{EnableIPv4: true})
 	ctx := context.Background()
-	if err := p.Configure(ctx, sdk.ConfigureRequest{Agent: sdk.AgentSettings{EnableIPv4: true}}); err != nil {
-		t.Fatal(err)
-	}
 	res, err := p.Check(ctx, sdk.CheckRequest{Interface: "eth0", Address: netip.MustParsePrefix("fd00::7/64")})
 	if err != nil || res.Verdict != sdk.VerdictSkip || !strings.Contains(res.Reason, "IPv6 is disabled") {
 		t.Errorf("disabled IPv6: %+v %v", res, err)

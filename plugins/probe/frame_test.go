@@ -11,6 +11,7 @@ import (
 	"github.com/mdlayher/ndp"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 var (
@@ -21,25 +22,10 @@ var (
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
-// arpFrame builds an Ethernet/IPv4 ARP frame independently of the code under
-// test.
+// arpFrame builds a broadcast Ethernet/IPv4 ARP frame from sha
+// independently of the code under test.
 func arpFrame(op uint16, sha net.HardwareAddr, spa string, tha net.HardwareAddr, tpa string) []byte {
-	b := make([]byte, 60)
-	copy(b[0:6], arpnd.BroadcastMAC)
-	copy(b[6:12], sha)
-	binary.BigEndian.PutUint16(b[12:14], 0x0806)
-	a := b[14:]
-	binary.BigEndian.PutUint16(a[0:2], 1)
-	binary.BigEndian.PutUint16(a[2:4], 0x0800)
-	a[4], a[5] = 6, 4
-	binary.BigEndian.PutUint16(a[6:8], op)
-	copy(a[8:14], sha)
-	s4 := mustAddr(spa).As4()
-	copy(a[14:18], s4[:])
-	copy(a[18:24], tha)
-	t4 := mustAddr(tpa).As4()
-	copy(a[24:28], t4[:])
-	return b
+	return netlab.ARPFrame(arpnd.BroadcastMAC, sha, op, sha, mustAddr(spa), tha, mustAddr(tpa))
 }
 
 // ndFrame builds an Ethernet/IPv6 frame holding m, with the checksum computed

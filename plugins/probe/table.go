@@ -106,14 +106,7 @@ func (e *Engine) release(en *entry) {
 		return
 	}
 	if en.gone || e.closed || *e.opts.IdleTimeout == 0 {
-		if e.socks[en.key] == en {
-			delete(e.socks, en.key)
-		}
-		en.gone = true
-		e.mu.Unlock()
-		if en.sock != nil {
-			_ = en.sock.close()
-		}
+		e.closeLocked(en)
 		return
 	}
 	en.idleGen++
@@ -124,14 +117,7 @@ func (e *Engine) release(en *entry) {
 			e.mu.Unlock()
 			return
 		}
-		if e.socks[en.key] == en {
-			delete(e.socks, en.key)
-		}
-		en.gone = true
-		e.mu.Unlock()
-		if en.sock != nil {
-			_ = en.sock.close()
-		}
+		e.closeLocked(en)
 	})
 	e.mu.Unlock()
 }
@@ -143,9 +129,25 @@ func (e *Engine) forget(en *entry) {
 		return
 	}
 	e.mu.Lock()
+	e.unlist(en)
+	e.mu.Unlock()
+}
+
+// unlist takes en out of the table, unless a fresh entry has taken its key
+// already, and marks it gone. e.mu is held.
+func (e *Engine) unlist(en *entry) {
 	if e.socks[en.key] == en {
 		delete(e.socks, en.key)
 	}
 	en.gone = true
+}
+
+// closeLocked unlists en, which has no user left, releases e.mu (held on
+// entry) and closes en's socket outside the lock.
+func (e *Engine) closeLocked(en *entry) {
+	e.unlist(en)
 	e.mu.Unlock()
+	if en.sock != nil {
+		_ = en.sock.close()
+	}
 }

@@ -95,26 +95,15 @@ func evidence(t *testing.T, res sdk.CheckResult, kv ...string) {
 	}
 }
 
-// metric returns the value of one sample collected from c.
+// metric returns the value of one sample collected from c; of a summary,
+// the number of its observations.
 func metric(t *testing.T, ss []sdk.Sample, name string, kv ...string) float64 {
 	t.Helper()
-next:
-	for _, s := range ss {
-		if s.Name != name || len(s.Labels) != len(kv)/2 {
-			continue
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if s.Labels[kv[i]] != kv[i+1] {
-				continue next
-			}
-		}
-		if s.Type == sdk.Summary {
-			return float64(len(s.Observations))
-		}
-		return s.Value
+	s := sdktest.FindSample(t, ss, name, kv...)
+	if s.Type == sdk.Summary {
+		return float64(len(s.Observations))
 	}
-	t.Fatalf("no sample %s%v", name, kv)
-	return 0
+	return s.Value
 }
 
 func metrics(t *testing.T, c *sdk.Client) []sdk.Sample {

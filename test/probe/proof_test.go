@@ -75,7 +75,7 @@ func arpBurst(t testing.TB, h *netlab.Host, n int) {
 	defer conn.Close()
 	for i := 0; i < n; i++ {
 		a := netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)})
-		if _, err := conn.WriteTo(arpFrame(broadcast, h.MAC, 1, h.MAC, a, nil, a), &packet.Addr{HardwareAddr: broadcast}); err != nil {
+		if _, err := conn.WriteTo(netlab.ARPFrame(broadcast, h.MAC, 1, h.MAC, a, nil, a), &packet.Addr{HardwareAddr: broadcast}); err != nil {
 			t.Fatalf("arp burst: %v", err)
 		}
 	}

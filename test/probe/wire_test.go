@@ -104,35 +104,9 @@ type arpFields struct {
 // broadcast is the Ethernet broadcast address.
 var broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// arpFrame builds an Ethernet/IPv4 ARP frame of the minimum Ethernet size
-// (60 bytes without FCS) from src to dst; an invalid tpa leaves the target
-// protocol address zero.
-func arpFrame(dst, src net.HardwareAddr, op uint16, sha net.HardwareAddr, spa netip.Addr, tha net.HardwareAddr, tpa netip.Addr) []byte {
-	frame := make([]byte, 60)
-	copy(frame[0:6], dst)
-	copy(frame[6:12], src)
-	binary.BigEndian.PutUint16(frame[12:14], 0x0806)
-	r := frame[14:]
-	binary.BigEndian.PutUint16(r[0:2], 1)
-	binary.BigEndian.PutUint16(r[2:4], 0x0800)
-	r[4], r[5] = 6, 4
-	binary.BigEndian.PutUint16(r[6:8], op)
-	copy(r[8:14], sha)
-	if spa.IsValid() {
-		v := spa.As4()
-		copy(r[14:18], v[:])
-	}
-	copy(r[18:24], tha)
-	if tpa.IsValid() {
-		v := tpa.As4()
-		copy(r[24:28], v[:])
-	}
-	return frame
-}
-
 // arpReply is h's ARP reply, as the owner of v4, to the request a.
 func arpReply(h *netlab.Host, v4 netip.Addr, a arpFields) []byte {
-	return arpFrame(a.sha, h.MAC, 2, h.MAC, v4, a.sha, netip.Addr{})
+	return netlab.ARPFrame(a.sha, h.MAC, 2, h.MAC, v4, a.sha, netip.Addr{})
 }
 
 func parseARP(f []byte) (arpFields, bool) {
@@ -286,7 +260,7 @@ func flood(t testing.TB, h *netlab.Host) *atomic.Int64 {
 				return
 			default:
 			}
-			frame := arpFrame(broadcast, h.MAC, 1, h.MAC, sender, nil, netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}))
+			frame := netlab.ARPFrame(broadcast, h.MAC, 1, h.MAC, sender, nil, netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}))
 			if _, err := conn.WriteTo(frame, &packet.Addr{HardwareAddr: broadcast}); err == nil {
 				sent.Add(1)
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/plugins/probe"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/sdktest"
 )
 
 func TestClassify(t *testing.T) {
@@ -174,24 +175,6 @@ func TestKitPassesRequestAndParams(t *testing.T) {
 	}
 }
 
-func sample(t *testing.T, ss []sdk.Sample, name string, kv ...string) sdk.Sample {
-	t.Helper()
-next:
-	for _, s := range ss {
-		if s.Name != name || len(s.Labels) != len(kv)/2 {
-			continue
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if s.Labels[kv[i]] != kv[i+1] {
-				continue next
-			}
-		}
-		return s
-	}
-	t.Fatalf("no sample %s%v in %+v", name, kv, ss)
-	return sdk.Sample{}
-}
-
 func TestKitMetrics(t *testing.T) {
 	ctx := context.Background()
 	k := newTestKit(t, true)
@@ -236,23 +219,23 @@ func TestKitMetrics(t *testing.T) {
 		{"tk_errors_total", []string{"reason", "send"}, 0},
 		{"tk_sockets_open", nil, 0},
 	} {
-		if got := sample(t, ss, c.name, c.kv...); got.Value != c.want {
+		if got := sdktest.FindSample(t, ss, c.name, c.kv...); got.Value != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.kv, got.Value, c.want)
 		}
 	}
-	if obs := sample(t, ss, "tk_check_duration_seconds").Observations; len(obs) != 5 {
+	if obs := sdktest.FindSample(t, ss, "tk_check_duration_seconds").Observations; len(obs) != 5 {
 		t.Errorf("check durations %v", obs)
 	}
-	if obs := sample(t, ss, "tk_rtt_seconds").Observations; len(obs) != 1 || obs[0] != 0.002 {
+	if obs := sdktest.FindSample(t, ss, "tk_rtt_seconds").Observations; len(obs) != 1 || obs[0] != 0.002 {
 		t.Errorf("rtts %v", obs)
 	}
 	// Summaries carry the observations since the last collection only;
 	// counters stay cumulative.
 	ss = k.Metrics(ctx)
-	if obs := sample(t, ss, "tk_check_duration_seconds").Observations; len(obs) != 0 {
+	if obs := sdktest.FindSample(t, ss, "tk_check_duration_seconds").Observations; len(obs) != 0 {
 		t.Errorf("second collection repeats durations %v", obs)
 	}
-	if got := sample(t, ss, "tk_probes_sent_total").Value; got != 8 {
+	if got := sdktest.FindSample(t, ss, "tk_probes_sent_total").Value; got != 8 {
 		t.Errorf("probes_sent_total fell to %v", got)
 	}
 	if d := k.Health(ctx).Detail.(HealthDetail); d.Checks != 5 {
