@@ -14,40 +14,39 @@ var (
 
 func transient(err error) bool { return errors.Is(err, errAway) }
 
-func TestAgainRepeatsUntilTheFailurePasses(t *testing.T) {
-	b := Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}
+// awayThen is an op that fails with errAway until its n-th call, which
+// answers last, and the count of its calls.
+func awayThen(n int, last error) (func(context.Context) error, *int) {
 	calls := 0
-	op := func(context.Context) error {
+	return func(context.Context) error {
 		calls++
-		if calls < 3 {
+		if calls < n {
 			return errAway
 		}
-		return nil
-	}
+		return last
+	}, &calls
+}
+
+func TestAgainRepeatsUntilTheFailurePasses(t *testing.T) {
+	b := Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}
+	op, calls := awayThen(3, nil)
 	expired, err := b.Again(context.Background(), time.Now().Add(time.Minute), op(nil), transient, op)
-	if err != nil || expired || calls != 3 {
-		t.Fatalf("Again = %v, %v after %d calls; want nil after 3", expired, err, calls)
+	if err != nil || expired || *calls != 3 {
+		t.Fatalf("Again = %v, %v after %d calls; want nil after 3", expired, err, *calls)
 	}
 }
 
 func TestAgainStopsAtAFailureThatDoesNotPass(t *testing.T) {
 	b := Backoff{Min: time.Millisecond, Max: time.Millisecond}
-	calls := 0
-	op := func(context.Context) error {
-		calls++
-		if calls < 2 {
-			return errAway
-		}
-		return errBad
-	}
+	op, calls := awayThen(2, errBad)
 	expired, err := b.Again(context.Background(), time.Now().Add(time.Minute), op(nil), transient, op)
-	if !errors.Is(err, errBad) || expired || calls != 2 {
-		t.Fatalf("Again = %v, %v after %d calls; want %v after 2", expired, err, calls, errBad)
+	if !errors.Is(err, errBad) || expired || *calls != 2 {
+		t.Fatalf("Again = %v, %v after %d calls; want %v after 2", expired, err, *calls, errBad)
 	}
 	// A first error that is not transient is returned without a repeat.
-	calls = 0
-	if _, err := b.Again(context.Background(), time.Now().Add(time.Minute), errBad, transient, op); !errors.Is(err, errBad) || calls != 0 {
-		t.Fatalf("Again(errBad) = %v after %d calls; want it at once", err, calls)
+	*calls = 0
+	if _, err := b.Again(context.Background(), time.Now().Add(time.Minute), errBad, transient, op); !errors.Is(err, errBad) || *calls != 0 {
+		t.Fatalf("Again(errBad) = %v after %d calls; want it at once", err, *calls)
 	}
 }
 
