@@ -153,12 +153,18 @@ func (o Origin) Validate(field, iface string) error {
 	return nil
 }
 
-// Validate checks the request; an error is a *FieldError naming the field.
-func (r AllocateRequest) Validate() error {
-	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
+// Validate checks the key of an attachment as a request or a record
+// carries it: the fields container_id and interface.
+func (k AttachmentKey) Validate() error {
+	if err := ValidateContainerID("container_id", k.ContainerID); err != nil {
 		return err
 	}
-	if err := ValidateInterface("interface", r.Interface); err != nil {
+	return ValidateInterface("interface", k.Interface)
+}
+
+// Validate checks the request; an error is a *FieldError naming the field.
+func (r AllocateRequest) Validate() error {
+	if err := (AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}).Validate(); err != nil {
 		return err
 	}
 	if r.Netns != "" {
@@ -235,10 +241,7 @@ func validateSkips(skips []DetectionSkip, pools []string) error {
 
 // Validate checks the request.
 func (r ReleaseRequest) Validate() error {
-	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
-		return err
-	}
-	if err := ValidateInterface("interface", r.Interface); err != nil {
+	if err := (AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}).Validate(); err != nil {
 		return err
 	}
 	if r.IfNetwork != "" {
