@@ -223,13 +223,7 @@ func (c *Client) ConfigSchema(ctx context.Context) (Schema, error) {
 // a *ConfigError with the positions of the agent's config file.
 func (c *Client) Configure(ctx context.Context, req ConfigureRequest) error {
 	resp, err := c.plugin.Configure(ctx, configureRequestToProto(req))
-	if err != nil {
-		return rpcError("Configure", err)
-	}
-	if len(resp.GetDiagnostics()) > 0 {
-		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
-	}
-	return nil
+	return configAnswer("Configure", resp.GetDiagnostics(), err)
 }
 
 // ValidateConfig asks the plugin whether it would accept a config block,
@@ -237,11 +231,18 @@ func (c *Client) Configure(ctx context.Context, req ConfigureRequest) error {
 // built before the call existed answers ErrUnimplemented.
 func (c *Client) ValidateConfig(ctx context.Context, req ConfigureRequest) error {
 	resp, err := c.plugin.ValidateConfig(ctx, configureRequestToProto(req))
+	return configAnswer("ValidateConfig", resp.GetDiagnostics(), err)
+}
+
+// configAnswer is what a call to method that sent a config block returns:
+// its error as rpcError words it, or the plugin's refusal (diags, read
+// from a nil answer as none) as a *ConfigError.
+func configAnswer(method string, diags []*pb.Diagnostic, err error) error {
 	if err != nil {
-		return rpcError("ValidateConfig", err)
+		return rpcError(method, err)
 	}
-	if len(resp.GetDiagnostics()) > 0 {
-		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
+	if len(diags) > 0 {
+		return &ConfigError{Diagnostics: diagsFromProto(diags)}
 	}
 	return nil
 }
