@@ -207,14 +207,7 @@ type Client struct {
 // Info asks the plugin who it is.
 func (c *Client) Info(ctx context.Context) (Info, error) {
 	p, err := c.plugin.GetInfo(ctx, &pb.GetInfoRequest{})
-	if err != nil {
-		return Info{}, rpcError("GetInfo", err)
-	}
-	info, err := infoFromProto(p)
-	if err != nil {
-		return Info{}, fmt.Errorf("GetInfo: %w", err)
-	}
-	return info, nil
+	return answer("GetInfo", p, err, infoFromProto)
 }
 
 // ConfigSchema asks the plugin for its config schema.
@@ -230,13 +223,7 @@ func (c *Client) ConfigSchema(ctx context.Context) (Schema, error) {
 // a *ConfigError with the positions of the agent's config file.
 func (c *Client) Configure(ctx context.Context, req ConfigureRequest) error {
 	resp, err := c.plugin.Configure(ctx, configureRequestToProto(req))
-	if err != nil {
-		return rpcError("Configure", err)
-	}
-	if len(resp.GetDiagnostics()) > 0 {
-		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
-	}
-	return nil
+	return configAnswer("Configure", resp.GetDiagnostics(), err)
 }
 
 // ValidateConfig asks the plugin whether it would accept a config block,
@@ -244,11 +231,18 @@ func (c *Client) Configure(ctx context.Context, req ConfigureRequest) error {
 // built before the call existed answers ErrUnimplemented.
 func (c *Client) ValidateConfig(ctx context.Context, req ConfigureRequest) error {
 	resp, err := c.plugin.ValidateConfig(ctx, configureRequestToProto(req))
+	return configAnswer("ValidateConfig", resp.GetDiagnostics(), err)
+}
+
+// configAnswer is what a call to method that sent a config block returns:
+// its error as rpcError words it, or the plugin's refusal (diags, read
+// from a nil answer as none) as a *ConfigError.
+func configAnswer(method string, diags []*pb.Diagnostic, err error) error {
 	if err != nil {
-		return rpcError("ValidateConfig", err)
+		return rpcError(method, err)
 	}
-	if len(resp.GetDiagnostics()) > 0 {
-		return &ConfigError{Diagnostics: diagsFromProto(resp.GetDiagnostics())}
+	if len(diags) > 0 {
+		return &ConfigError{Diagnostics: diagsFromProto(diags)}
 	}
 	return nil
 }
@@ -256,31 +250,25 @@ func (c *Client) ValidateConfig(ctx context.Context, req ConfigureRequest) error
 // Health asks the plugin about itself. Detail is a json.RawMessage.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	p, err := c.plugin.Health(ctx, &pb.HealthRequest{})
-	if err != nil {
-		return Health{}, rpcError("Health", err)
-	}
-	st, err := healthStateFromProto(p.GetState())
-	if err != nil {
-		return Health{}, fmt.Errorf("Health: %w", err)
-	}
-	h := Health{State: st, Message: p.GetMessage()}
-	if len(p.GetDetailJson()) > 0 {
-		h.Detail = rawDetail(p.GetDetailJson())
-	}
-	return h, nil
+	return answer("Health", p, err, func(p *pb.HealthResponse) (Health, error) {
+		st, err := healthStateFromProto(p.GetState())
+		if err != nil {
+			return Health{}, err
+		}
+		h := Health{State: st, Message: p.GetMessage()}
+		if len(p.GetDetailJson()) > 0 {
+			h.Detail = rawDetail(p.GetDetailJson())
+		}
+		return h, nil
+	})
 }
 
 // Metrics collects the plugin's samples.
 func (c *Client) Metrics(ctx context.Context) ([]Sample, error) {
 	p, err := c.plugin.CollectMetrics(ctx, &pb.CollectMetricsRequest{})
-	if err != nil {
-		return nil, rpcError("CollectMetrics", err)
-	}
-	samples, err := samplesFromProto(p.GetSamples())
-	if err != nil {
-		return nil, fmt.Errorf("CollectMetrics: %w", err)
-	}
-	return samples, nil
+	return answer("CollectMetrics", p, err, func(p *pb.CollectMetricsResponse) ([]Sample, error) {
+		return samplesFromProto(p.GetSamples())
+	})
 }
 
 // Shutdown asks the plugin to release its resources before ctx's deadline.
@@ -294,14 +282,22 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // Check runs a detector's check.
 func (c *Client) Check(ctx context.Context, req CheckRequest) (CheckResult, error) {
 	p, err := c.detector.Check(ctx, checkRequestToProto(req))
+	return answer("Check", p, err, checkResultFromProto)
+}
+
+// answer is what a call to method returns: its error as rpcError words
+// it, or the plugin's answer p converted by conv, an answer conv refuses
+// naming method.
+func answer[P, T any](method string, p P, err error, conv func(P) (T, error)) (T, error) {
+	var zero T
 	if err != nil {
-		return CheckResult{}, rpcError("Check", err)
+		return zero, rpcError(method, err)
 	}
-	res, err := checkResultFromProto(p)
+	v, err := conv(p)
 	if err != nil {
-		return CheckResult{}, fmt.Errorf("Check: %w", err)
+		return zero, fmt.Errorf("%s: %w", method, err)
 	}
-	return res, nil
+	return v, nil
 }
 
 // Status asks a tuner for its last known state.

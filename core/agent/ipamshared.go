@@ -17,6 +17,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/control"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/etcdstore"
+	"github.com/spiderpool-agent/spiderpool-agent/core/retry"
 )
 
 // sharedStore is the etcd store of the pools with store = "etcd", with
@@ -299,23 +300,10 @@ func rideOutage(ctx context.Context, wait time.Duration, op func(context.Context
 		return err
 	}
 	start := time.Now()
-	deadline := start.Add(wait)
-	pause := outageBackoffMin
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return fmt.Errorf("%w (waited %v, etcd.outage_wait)", err, time.Since(start).Round(time.Millisecond))
-		}
-		t := time.NewTimer(min(pause, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		pause = min(2*pause, outageBackoffMax)
-		if err = op(ctx); err == nil || !etcdDown(err) {
-			return err
-		}
+	b := retry.Backoff{Min: outageBackoffMin, Max: outageBackoffMax}
+	expired, err := b.Again(ctx, start.Add(wait), err, etcdDown, op)
+	if expired {
+		return fmt.Errorf("%w (waited %v, etcd.outage_wait)", err, time.Since(start).Round(time.Millisecond))
 	}
+	return err
 }

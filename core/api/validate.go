@@ -38,16 +38,25 @@ func fieldErr(field, format string, a ...any) error {
 // ValidateContainerID applies CNI's rule: not empty; letters, digits,
 // '_', '.', '-'; starting with a letter or digit.
 func ValidateContainerID(field, s string) error {
+	return validateName(field, s, "is required", MaxContainerID, "only letters, digits, '_', '.' and '-' (not first) are allowed",
+		func(i int, r rune) bool {
+			return r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || (i > 0 && strings.ContainsRune("_.-", r)))
+		})
+}
+
+// validateName checks a name: empty is refused with the message empty,
+// more than most bytes by its length, and the first character that
+// allowed refuses (at index i) with the rule saying what a name has.
+func validateName(field, s, empty string, most int, rule string, allowed func(i int, r rune) bool) error {
 	if s == "" {
-		return fieldErr(field, "is required")
+		return fieldErr(field, "%s", empty)
 	}
-	if len(s) > MaxContainerID {
-		return fieldErr(field, "is %d bytes, at most %d", len(s), MaxContainerID)
+	if len(s) > most {
+		return fieldErr(field, "is %d bytes, at most %d", len(s), most)
 	}
 	for i, r := range s {
-		ok := r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || (i > 0 && strings.ContainsRune("_.-", r)))
-		if !ok {
-			return fieldErr(field, "%s: only letters, digits, '_', '.' and '-' (not first) are allowed", input.Quote(s))
+		if !allowed(i, r) {
+			return fieldErr(field, "%s: %s", input.Quote(s), rule)
 		}
 	}
 	return nil
@@ -93,36 +102,20 @@ func ValidateWorkload(field, s string) error {
 
 // ValidatePoolName checks a pool name.
 func ValidatePoolName(field, s string) error {
-	if s == "" {
-		return fieldErr(field, "is empty")
-	}
-	if len(s) > MaxPoolName {
-		return fieldErr(field, "is %d bytes, at most %d", len(s), MaxPoolName)
-	}
-	for i, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || i > 0 && (r == '-' || r == '_' || r == '.')) {
-			return fieldErr(field, "%s: a pool name has letters, digits, '-', '_' and '.' (not first)", input.Quote(s))
-		}
-	}
-	return nil
+	return validateName(field, s, "is empty", MaxPoolName, "a pool name has letters, digits, '-', '_' and '.' (not first)",
+		func(i int, r rune) bool {
+			return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r >= 'A' && r <= 'Z' || i > 0 && (r == '-' || r == '_' || r == '.')
+		})
 }
 
 // ValidateNetworkName applies CNI's rule for a network name (libcni's
 // ValidateNetworkName): letters, digits, '_', '.' and '-', starting with a
 // letter or digit; and at most MaxNetworkName bytes.
 func ValidateNetworkName(field, s string) error {
-	if s == "" {
-		return fieldErr(field, "is required")
-	}
-	if len(s) > MaxNetworkName {
-		return fieldErr(field, "is %d bytes, at most %d", len(s), MaxNetworkName)
-	}
-	for i, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && strings.ContainsRune("_.-", r)) {
-			return fieldErr(field, "%q: a CNI network name has letters, digits, '_', '.' and '-' (not first)", s)
-		}
-	}
-	return nil
+	return validateName(field, s, "is required", MaxNetworkName, "a CNI network name has letters, digits, '_', '.' and '-' (not first)",
+		func(i int, r rune) bool {
+			return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || i > 0 && strings.ContainsRune("_.-", r)
+		})
 }
 
 // Validate checks the origin of a request for interface iface; errors
@@ -160,12 +153,18 @@ func (o Origin) Validate(field, iface string) error {
 	return nil
 }
 
-// Validate checks the request; an error is a *FieldError naming the field.
-func (r AllocateRequest) Validate() error {
-	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
+// Validate checks the key of an attachment as a request or a record
+// carries it: the fields container_id and interface.
+func (k AttachmentKey) Validate() error {
+	if err := ValidateContainerID("container_id", k.ContainerID); err != nil {
 		return err
 	}
-	if err := ValidateInterface("interface", r.Interface); err != nil {
+	return ValidateInterface("interface", k.Interface)
+}
+
+// Validate checks the request; an error is a *FieldError naming the field.
+func (r AllocateRequest) Validate() error {
+	if err := (AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}).Validate(); err != nil {
 		return err
 	}
 	if r.Netns != "" {
@@ -242,10 +241,7 @@ func validateSkips(skips []DetectionSkip, pools []string) error {
 
 // Validate checks the request.
 func (r ReleaseRequest) Validate() error {
-	if err := ValidateContainerID("container_id", r.ContainerID); err != nil {
-		return err
-	}
-	if err := ValidateInterface("interface", r.Interface); err != nil {
+	if err := (AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}).Validate(); err != nil {
 		return err
 	}
 	if r.IfNetwork != "" {

@@ -29,7 +29,7 @@ func TestBlockKindMapping(t *testing.T) {
 	for _, tt := range tests {
 		d := &fakeDetectors{
 			list: []supervisor.Detector{{Name: "cmdb", Available: true}},
-			answers: map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){
+			answers: answerTable{
 				"cmdb": func(sdk.CheckRequest) (sdk.CheckResult, error) {
 					return sdk.CheckResult{Verdict: tt.verdict, BlockKind: tt.kind, Reason: "r"}, nil
 				},

@@ -19,11 +19,14 @@ import (
 // core/supervisor and test/.
 type fakeDetectors struct {
 	list    []supervisor.Detector
-	answers map[string]func(sdk.CheckRequest) (sdk.CheckResult, error)
+	answers answerTable
 	barrier *barrier
 	mu      sync.Mutex
 	seen    []sdk.CheckRequest
 }
+
+// answerTable is the fake's table: each detector's answer to a request.
+type answerTable = map[string]func(sdk.CheckRequest) (sdk.CheckResult, error)
 
 func (f *fakeDetectors) Detectors() []supervisor.Detector { return f.list }
 
@@ -113,41 +116,41 @@ func TestRun(t *testing.T) {
 	tests := []struct {
 		name      string
 		detectors []supervisor.Detector
-		answers   map[string]func(sdk.CheckRequest) (sdk.CheckResult, error)
+		answers   answerTable
 		want      string   // overall
 		wantEach  []string // per detector of the first address
 		counter   string
 	}{
 		{"all pass", []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictPass, ""), "b": answer(sdk.VerdictPass, "")},
+			answerTable{"a": answer(sdk.VerdictPass, ""), "b": answer(sdk.VerdictPass, "")},
 			"pass", []string{"pass", "pass"}, ""},
 		{"one blocks", []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictBlock, "in use"), "b": answer(sdk.VerdictPass, "")},
+			answerTable{"a": answer(sdk.VerdictBlock, "in use"), "b": answer(sdk.VerdictPass, "")},
 			"block", []string{"block", "pass"}, "check_detector_results_total map[detector:a verdict:block]"},
 		{"skip stays skip and does not block", []supervisor.Detector{det("a", "fail-closed", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictSkip, "no gateway")},
+			answerTable{"a": answer(sdk.VerdictSkip, "no gateway")},
 			"pass", []string{"skip"}, ""},
 		{"detector cannot decide: never a pass, even fail-open", []supervisor.Detector{det("a", "fail-open", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": answer(sdk.VerdictError, "cannot probe eth0: down")},
+			answerTable{"a": answer(sdk.VerdictError, "cannot probe eth0: down")},
 			"block", []string{"error"}, "check_errors_total map[detector:a reason:detector]"},
 		{"unavailable, fail-closed", []supervisor.Detector{det("a", "fail-closed", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(unavailable)},
+			answerTable{"a": fail(unavailable)},
 			"block", []string{"error"}, "check_errors_total map[detector:a reason:unavailable]"},
 		{"unavailable, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(unavailable)},
+			answerTable{"a": fail(unavailable)},
 			"pass", []string{"skip"}, "check_detector_skipped_total map[detector:a]"},
 		{"timeout, fail-closed", []supervisor.Detector{det("a", "fail-closed", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
+			answerTable{"a": fail(timeout)},
 			"block", []string{"error"}, "check_errors_total map[detector:a reason:timeout]"},
 		{"timeout, fail-open", []supervisor.Detector{det("a", "fail-open", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(timeout)},
+			answerTable{"a": fail(timeout)},
 			"pass", []string{"skip"}, ""},
 		{"not running, fail-closed", []supervisor.Detector{det("a", "fail-closed", false)},
 			nil, "block", []string{"error"}, ""},
 		{"not running, fail-open", []supervisor.Detector{det("a", "fail-open", false)},
 			nil, "pass", []string{"skip"}, ""},
 		{"other call error is not skipped by fail-open", []supervisor.Detector{det("a", "fail-open", true)},
-			map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"a": fail(fmt.Errorf("Check: bad request"))},
+			answerTable{"a": fail(fmt.Errorf("Check: bad request"))},
 			"block", []string{"error"}, "check_errors_total map[detector:a reason:call]"},
 	}
 	for _, tt := range tests {
@@ -182,7 +185,7 @@ func TestRunIsParallelAcrossAddressesAndDetectors(t *testing.T) {
 	// can only finish if all four are in flight at once.
 	f := &fakeDetectors{
 		list:    []supervisor.Detector{det("ip-conflict", "fail-closed", true), det("gateway-detector", "fail-closed", true)},
-		answers: map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){"ip-conflict": answer(sdk.VerdictPass, ""), "gateway-detector": answer(sdk.VerdictPass, "")},
+		answers: answerTable{"ip-conflict": answer(sdk.VerdictPass, ""), "gateway-detector": answer(sdk.VerdictPass, "")},
 		barrier: newBarrier(4),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -201,7 +204,7 @@ func TestRunIsParallelAcrossAddressesAndDetectors(t *testing.T) {
 func TestBlockWinsOverError(t *testing.T) {
 	f := &fakeDetectors{
 		list: []supervisor.Detector{det("a", "fail-closed", true), det("b", "fail-closed", false)},
-		answers: map[string]func(sdk.CheckRequest) (sdk.CheckResult, error){
+		answers: answerTable{
 			"a": func(r sdk.CheckRequest) (sdk.CheckResult, error) {
 				if r.Address.Addr().Is4() {
 					return sdk.CheckResult{Verdict: sdk.VerdictBlock, Reason: "in use"}, nil

@@ -192,6 +192,7 @@ func TestLinksNoHeavyDependencies(t *testing.T) {
 		"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool",
 		"github.com/spiderpool-agent/spiderpool-agent/core/peercred",
 		"github.com/spiderpool-agent/spiderpool-agent/core/input", // the rule for input, standard library only
+		"github.com/spiderpool-agent/spiderpool-agent/core/retry", // the backoff while the agent is away, standard library only
 		"github.com/containernetworking/cni/pkg/",
 		"github.com/vishvananda/netns", // skel's netns check (cni/pkg/ns)
 		"golang.org/x/sys/unix",

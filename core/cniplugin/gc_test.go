@@ -102,23 +102,11 @@ func newFakeAgent(t *testing.T, list []api.Attachment) *fakeAgent {
 		_ = json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("POST "+api.ReleasePath, func(w http.ResponseWriter, r *http.Request) {
-		var req api.ReleaseRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			t.Errorf("release body: %v", err)
-		}
-		f.mu.Lock()
-		f.releases = append(f.releases, req)
-		f.mu.Unlock()
+		record(t, f, "release", r, &f.releases)
 		_ = json.NewEncoder(w).Encode(api.ReleaseResponse{Released: []api.Attachment{}})
 	})
 	mux.HandleFunc("POST "+api.AllocatePath, func(w http.ResponseWriter, r *http.Request) {
-		var req api.AllocateRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			t.Errorf("allocate body: %v", err)
-		}
-		f.mu.Lock()
-		f.allocates = append(f.allocates, req)
-		f.mu.Unlock()
+		req := record(t, f, "allocate", r, &f.allocates)
 		_ = json.NewEncoder(w).Encode(api.Attachment{AttachmentKey: api.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface},
 			State: "allocated", Origin: req.Origin,
 			Addresses: []api.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.9/24")}}})
@@ -132,6 +120,19 @@ func newFakeAgent(t *testing.T, list []api.Attachment) *fakeAgent {
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
 	return f
+}
+
+// record decodes the body of a request r the fake agent got and appends
+// it to *to, under f.mu.
+func record[T any](t *testing.T, f *fakeAgent, what string, r *http.Request, to *[]T) T {
+	var req T
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		t.Errorf("%s body: %v", what, err)
+	}
+	f.mu.Lock()
+	*to = append(*to, req)
+	f.mu.Unlock()
+	return req
 }
 
 // seen returns the requests recorded so far.

@@ -34,6 +34,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/cnispool"
+	"github.com/spiderpool-agent/spiderpool-agent/core/retry"
 )
 
 // Version is the plugin's release, set at link time by the Makefile.
@@ -300,25 +301,9 @@ const (
 // an earlier attempt reached the agent.
 func withAgent(ctx context.Context, wait time.Duration, call func(context.Context) error) error {
 	deadline := time.Now().Add(wait)
-	pause := agentBackoffMin
-	for {
-		err := call(ctx)
-		if err == nil || !agentAway(err) {
-			return err
-		}
-		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
-			return err
-		}
-		t := time.NewTimer(min(pause, left))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		pause = min(2*pause, agentBackoffMax)
-	}
+	b := retry.Backoff{Min: agentBackoffMin, Max: agentBackoffMax}
+	_, err := b.Again(ctx, deadline, call(ctx), agentAway, call)
+	return err
 }
 
 // agentAway: err says the agent is not there to answer now - nothing

@@ -65,25 +65,20 @@ func DefaultLimits() Limits {
 // withDefaults fills the zero fields of l from DefaultLimits.
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
-	if l.ReadHeader <= 0 {
-		l.ReadHeader = d.ReadHeader
-	}
-	if l.Read <= 0 {
-		l.Read = d.Read
-	}
-	if l.Write <= 0 {
-		l.Write = d.Write
-	}
-	if l.Idle <= 0 {
-		l.Idle = d.Idle
-	}
-	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = d.MaxHeaderBytes
-	}
-	if l.MaxConns <= 0 {
-		l.MaxConns = d.MaxConns
-	}
+	orDefault(&l.ReadHeader, d.ReadHeader)
+	orDefault(&l.Read, d.Read)
+	orDefault(&l.Write, d.Write)
+	orDefault(&l.Idle, d.Idle)
+	orDefault(&l.MaxHeaderBytes, d.MaxHeaderBytes)
+	orDefault(&l.MaxConns, d.MaxConns)
 	return l
+}
+
+// orDefault sets *v to d when *v is not positive (unset).
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // Option changes how Serve runs its server.

@@ -1,8 +1,9 @@
 // Package input holds the rules every surface of the agent applies to what
 // a caller sends it - the control API's bodies, the CNI plugin's network
-// configuration: strict JSON decoding (Decode) and bounded echoes of the
-// input in errors and log lines (Quote, Cut). It imports only the standard
-// library (and no net/http), so that the CNI plugin can link it.
+// configuration: strict JSON decoding (Decode), bounded echoes of the
+// input in errors and log lines (Quote, Cut), and bounded reads of the
+// files an operator points the agent at (ReadFile). It imports only the
+// standard library (and no net/http), so that the CNI plugin can link it.
 package input
 
 import (

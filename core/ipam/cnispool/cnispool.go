@@ -92,10 +92,7 @@ func (r Record) validate() error {
 	if r.Version != 1 {
 		return fmt.Errorf("version %d, want 1", r.Version)
 	}
-	if err := api.ValidateContainerID("container_id", r.ContainerID); err != nil {
-		return err
-	}
-	if err := api.ValidateInterface("interface", r.Interface); err != nil {
+	if err := (api.AttachmentKey{ContainerID: r.ContainerID, Interface: r.Interface}).Validate(); err != nil {
 		return err
 	}
 	if len(r.Network) > 256 {

@@ -5,12 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net/url"
-	"os"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/spiderpool-agent/spiderpool-agent/core/input"
 )
 
 // Defaults of Config.
@@ -170,31 +170,14 @@ func (c Config) password() (string, error) {
 // others: like ssh with a private key, refuse rather than use a secret
 // that may have leaked.
 func readBounded(path string, secret bool) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO must not wait for a writer.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
+	var check func(fs.FileInfo) error
+	if secret {
+		check = func(fi fs.FileInfo) error {
+			if fi.Mode().Perm()&0o077 != 0 {
+				return fmt.Errorf("%s has mode %04o: a secret must not be readable or writable by group or others (chmod 600)", path, fi.Mode().Perm())
+			}
+			return nil
+		}
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	if secret && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: a secret must not be readable or writable by group or others (chmod 600)", path, fi.Mode().Perm())
-	}
-	if fi.Size() > maxSecretFile {
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d a credential may have", path, fi.Size(), maxSecretFile)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxSecretFile {
-		return nil, fmt.Errorf("%s grew past %d bytes while read", path, maxSecretFile)
-	}
-	return b, nil
+	return input.ReadFile(path, maxSecretFile, "a credential", check)
 }
