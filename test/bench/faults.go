@@ -427,11 +427,8 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 		verdicts := map[string]int{}
 		reason := ""
 		for i := 0; i < n; i++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			t0 := time.Now()
-			resp, code, err := a.check(ctx, req)
-			lat = append(lat, time.Since(t0))
-			cancel()
+			resp, code, d, err := a.timedCheck(req, 10*time.Second)
+			lat = append(lat, d)
 			if err != nil || code != 200 {
 				verdicts[fmt.Sprintf("http %d", code)]++
 				continue
