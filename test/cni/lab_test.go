@@ -193,8 +193,14 @@ func (l *lab) startAgent() {
 // ipam (JSON).
 func network(t *testing.T, name, ipam string) *libcni.NetworkConfigList {
 	t.Helper()
-	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [
-		{"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": %s}]}`, name, ipam)
+	return confList(t, "1.1.0", name, fmt.Sprintf(`{"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": %s}`, ipam))
+}
+
+// confList is network name at CNI version ver with the one plugin whose
+// JSON object is plugin.
+func confList(t testing.TB, ver, name, plugin string) *libcni.NetworkConfigList {
+	t.Helper()
+	conf := fmt.Sprintf(`{"cniVersion": %q, "name": %q, "plugins": [%s]}`, ver, name, plugin)
 	list, err := libcni.ConfListFromBytes([]byte(conf))
 	if err != nil {
 		t.Fatalf("network %s: %v", name, err)

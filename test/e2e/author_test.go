@@ -64,8 +64,7 @@ func TestNewAuthorMTUGuard(t *testing.T) {
 	config := func(minMTU int) string {
 		return fmt.Sprintf(`plugin_dir = %q
 plugin "sysctl-tuner" { enabled = false }
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
+`+detectorsOff+`
 plugin "mtu-guard" {
   config {
     min_mtu = %d

@@ -18,6 +18,13 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
+// detectorsOff turns the built-in detectors off, so that only the test's
+// own plugin answers a check.
+const detectorsOff = `
+plugin "ip-conflict" { enabled = false }
+plugin "gateway-detector" { enabled = false }
+`
+
 // fastRestarts keeps restart tests short and their timing predictable.
 const fastRestarts = `
 supervisor {
@@ -83,10 +90,7 @@ func TestKilledAgentLeavesNoPlugin(t *testing.T) {
 }
 
 func TestHangingDetectorEndsAtItsTimeout(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "hang" {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(detectorsOff+`plugin "hang" {
   path    = %q
   timeout = "300ms"
 }
@@ -355,10 +359,7 @@ func fileDigest(t *testing.T, path string) string {
 }
 
 func TestPluginWritingToStdoutIsReported(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "loud" { path = %q }
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(detectorsOff+`plugin "loud" { path = %q }
 `, bins.Faulty["stdout"])})
 	a.WaitReady(agenttest.ReadyTimeout)
 	waitLog(t, a, `spiderpool-agent.plugin.loud: plugin wrote to stdout, which is reserved; use the logger: output="hello from a plugin that should not print"`)
