@@ -52,8 +52,9 @@ var (
 	buildErr  error
 )
 
-// moduleRoot finds the repository from this file's package directory.
-func moduleRoot() (string, error) {
+// ModuleRoot finds the repository from the calling package's directory:
+// where the binaries are built from and the checked-in files are read.
+func ModuleRoot() (string, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("go list -m: %w", err)
@@ -77,7 +78,7 @@ func Cleanup() {
 }
 
 func build() (Binaries, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
