@@ -159,6 +159,21 @@ func TrustedTempDir(t testing.TB) string {
 	return dir
 }
 
+// ShortTempDir is a fresh directory directly below the system's temporary
+// directory, removed when the test ends. Unlike t.TempDir's, which nests
+// the test's name below a 0700 parent, its paths are short (a unix
+// socket's has at most 107 bytes; Podman refuses a long run root), and
+// once made 0755 other users reach it.
+func ShortTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // Options describe one agent.
 type Options struct {
 	// Config is the HCL text of the agent's config file. socket_path,

@@ -154,11 +154,7 @@ func newLabWith(t *testing.T, extra string) *lab {
 	netlab.IP(t, lan.GW.NS, "addr", "add", skipGW4+"/24", "dev", "eth0")
 	netlab.IP(t, lan.GW.NS, "addr", "add", skipGW6+"/64", "dev", "eth0", "nodad")
 	// A short directory: a unix socket path has at most 107 bytes.
-	sockDir, err := os.MkdirTemp("", "cni")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := agenttest.ShortTempDir(t, "cni")
 	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"),
 		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir(), extra: extra}
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
