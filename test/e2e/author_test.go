@@ -64,7 +64,7 @@ func TestNewAuthorMTUGuard(t *testing.T) {
 	config := func(minMTU int) string {
 		return fmt.Sprintf(`plugin_dir = %q
 plugin "sysctl-tuner" { enabled = false }
-`+detectorsOff+`
+`+agenttest.DetectorsOff+`
 plugin "mtu-guard" {
   config {
     min_mtu = %d

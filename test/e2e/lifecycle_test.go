@@ -228,7 +228,7 @@ func grep(s, sub string) string {
 // SIGTERM while checks are in flight: they are answered with their real
 // verdicts before the plugins stop.
 func TestSIGTERMAnswersInFlightChecks(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(detectorsOff+`plugin "slow" {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(agenttest.DetectorsOff+`plugin "slow" {
   path = %q
   config {
     delay   = "500ms"

@@ -38,7 +38,7 @@ func stoppedConflictPlugin(t *testing.T, config string) (*agenttest.Agent, api.P
 // the agent is ready again with a new process. (The agent used to hang in
 // go-plugin's Kill: the plugin stayed "ready" for ever.)
 func TestStoppedPluginIsReplaced(t *testing.T) {
-	a, victim := stoppedConflictPlugin(t, fastRestarts+`
+	a, victim := stoppedConflictPlugin(t, agenttest.QuickRestarts()+`
 plugin "ip-conflict" { timeout = "500ms" }
 `)
 	stopped := time.Now()
@@ -108,7 +108,7 @@ plugin "ip-conflict" { timeout = "10s" }
 func TestOrphansEndWithTheirPlugin(t *testing.T) {
 	token := fmt.Sprintf("FAULTY_TEST_TOKEN=orphan-%d-%d", os.Getpid(), time.Now().UnixNano())
 	exe := bins.Faulty["orphan"]
-	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{token}, Config: fastRestarts + fmt.Sprintf(detectorsOff+`plugin "orphan" { path = %q }
+	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{token}, Config: agenttest.QuickRestarts() + fmt.Sprintf(agenttest.DetectorsOff+`plugin "orphan" { path = %q }
 `, bins.Faulty["orphan"])})
 	t.Cleanup(func() {
 		for _, pid := range agenttest.Marked(exe, token) {
