@@ -260,6 +260,17 @@ func workload(t *testing.T, id string) cnilab.Attachment {
 	return workloadNamed(t, id, id)
 }
 
+// mustAdd runs ADD of each of ws through list, failing t (the test or
+// subtest at hand, not necessarily the lab's) on the first that fails.
+func (l *lab) mustAdd(t *testing.T, ctx context.Context, list *libcni.NetworkConfigList, ws ...cnilab.Attachment) {
+	t.Helper()
+	for _, w := range ws {
+		if _, err := l.rt.Add(ctx, list, w); err != nil {
+			t.Fatalf("ADD %s: %v", w.ContainerID, err)
+		}
+	}
+}
+
 // workloadNamed makes a workload whose name (K8S_POD_NAME) differs from its
 // container id: a pod's new sandbox.
 func workloadNamed(t *testing.T, id, name string) cnilab.Attachment {
