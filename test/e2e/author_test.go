@@ -64,7 +64,8 @@ func TestNewAuthorMTUGuard(t *testing.T) {
 	config := func(minMTU int) string {
 		return fmt.Sprintf(`plugin_dir = %q
 plugin "sysctl-tuner" { enabled = false }
-`+agenttest.DetectorsOff+`
+plugin "ip-conflict" { enabled = false }
+plugin "gateway-detector" { enabled = false }
 plugin "mtu-guard" {
   config {
     min_mtu = %d
