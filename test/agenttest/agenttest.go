@@ -52,8 +52,9 @@ var (
 	buildErr  error
 )
 
-// moduleRoot finds the repository from this file's package directory.
-func moduleRoot() (string, error) {
+// ModuleRoot finds the repository from the calling package's directory:
+// where the binaries are built from and the checked-in files are read.
+func ModuleRoot() (string, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("go list -m: %w", err)
@@ -77,7 +78,7 @@ func Cleanup() {
 }
 
 func build() (Binaries, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -151,6 +152,21 @@ func TrustedDir(prefix string) (string, error) {
 func TrustedTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := TrustedDir("test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// ShortTempDir is a fresh directory directly below the system's temporary
+// directory, removed when the test ends. Unlike t.TempDir's, which nests
+// the test's name below a 0700 parent, its paths are short (a unix
+// socket's has at most 107 bytes; Podman refuses a long run root), and
+// once made 0755 other users reach it.
+func ShortTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,11 +195,7 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 						defer wg.Done()
 						req := req1(addr(i), "")
 						<-startGate
-						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-						defer cancel()
-						t0 := time.Now()
-						resp, code, err := a.check(ctx, req)
-						d := time.Since(t0)
+						resp, code, d, err := a.timedCheck(req, 10*time.Second)
 						mu.Lock()
 						per = append(per, d)
 						total++
@@ -271,11 +267,7 @@ func benchScale(s *scope, a *agent, out io.Writer) []target {
 						}
 						req.Addresses = append(req.Addresses, api.AddressRequest{Address: addr})
 					}
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					c0 := time.Now()
-					resp, code, err := a.check(ctx, req)
-					d := time.Since(c0)
+					resp, code, d, err := a.timedCheck(req, 10*time.Second)
 					mu.Lock()
 					defer mu.Unlock()
 					per = append(per, d)
@@ -334,11 +326,8 @@ func benchSustained(s *scope, a *agent, out io.Writer) []target {
 			var mine sample
 			for k := 0; time.Now().Before(deadline) && issued.Add(1) <= maxChecks; k++ {
 				req := req1(fmt.Sprintf("10.2.%d.%d/16", w, k%250+1), "")
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				c0 := time.Now()
-				resp, code, err := a.check(ctx, req)
-				mine = append(mine, time.Since(c0))
-				cancel()
+				resp, code, d, err := a.timedCheck(req, 10*time.Second)
+				mine = append(mine, d)
 				switch {
 				case err != nil || code != 200:
 					errN.Add(1)
@@ -391,11 +380,7 @@ func benchHop(s *scope, l *lab, out io.Writer) []target {
 	bad := 0
 	mOther := markCPU()
 	do := func(a *agent, i int) (time.Duration, time.Duration) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		t0 := time.Now()
-		resp, code, err := a.check(ctx, req1(free4(i)+"/24", ""))
-		d := time.Since(t0)
+		resp, code, d, err := a.timedCheck(req1(free4(i)+"/24", ""), 5*time.Second)
 		if err != nil || code != 200 || resp.Verdict != "pass" {
 			bad++
 			return d, -1

@@ -314,6 +314,16 @@ func (a *agent) check(ctx context.Context, req api.CheckRequest) (api.CheckResul
 	return a.client().Check(ctx, req)
 }
 
+// timedCheck is one check bounded by bound, and its wall time: the sample
+// every latency the benchmarks report is made of.
+func (a *agent) timedCheck(req api.CheckRequest, bound time.Duration) (api.CheckResult, int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	t0 := time.Now()
+	resp, code, err := a.check(ctx, req)
+	return resp, code, time.Since(t0), err
+}
+
 // rawPost sends body to the control socket as is.
 func (a *agent) rawRequest(method, path, contentType string, body []byte) (int, []byte, error) {
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{

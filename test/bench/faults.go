@@ -301,13 +301,20 @@ func faultPluginKill(s *scope, b *bins) []faultRow {
 	return rows
 }
 
+// readyDetectAgent starts an agent with the built-in detectors in a lab of
+// its own, waits until it is ready, and returns it with its plugins' pids:
+// where the faults that hit the agent itself begin.
+func readyDetectAgent(s *scope, b *bins, name string) (*agent, map[string]int) {
+	l := newLab(s, b)
+	a := startAgent(s, b, agentOpts{name: name, nsPath: l.node, config: cfgDetect})
+	a.waitReady(30 * time.Second)
+	return a, a.pluginPIDs()
+}
+
 // ---- kill -9 of the agent under load --------------------------------------
 
 func faultAgentKill(s *scope, b *bins) []faultRow {
-	l := newLab(s, b)
-	a := startAgent(s, b, agentOpts{name: "victim", nsPath: l.node, config: cfgDetect})
-	a.waitReady(30 * time.Second)
-	pids := a.pluginPIDs()
+	a, pids := readyDetectAgent(s, b, "victim")
 	dirs := []string{b.pluginDir, filepath.Dir(b.noop)}
 	before := procsWithExeIn(dirs...)
 	g := startLoad(a, 16, lanKinds())
@@ -353,10 +360,7 @@ func faultAgentKill(s *scope, b *bins) []faultRow {
 // ---- SIGTERM under load -----------------------------------------------------
 
 func faultSigterm(s *scope, b *bins) []faultRow {
-	l := newLab(s, b)
-	a := startAgent(s, b, agentOpts{name: "term", nsPath: l.node, config: cfgDetect})
-	a.waitReady(30 * time.Second)
-	pids := a.pluginPIDs()
+	a, pids := readyDetectAgent(s, b, "term")
 	kinds := []loadKind{
 		{"free IPv4", req1("10.0.0.71/24", ""), []string{"pass"}},
 		{"busy IPv4", req1(netlab.Busy4+"/24", ""), []string{"block"}},
@@ -427,11 +431,8 @@ func faultThirdParty(s *scope, b *bins) []faultRow {
 		verdicts := map[string]int{}
 		reason := ""
 		for i := 0; i < n; i++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			t0 := time.Now()
-			resp, code, err := a.check(ctx, req)
-			lat = append(lat, time.Since(t0))
-			cancel()
+			resp, code, d, err := a.timedCheck(req, 10*time.Second)
+			lat = append(lat, d)
 			if err != nil || code != 200 {
 				verdicts[fmt.Sprintf("http %d", code)]++
 				continue

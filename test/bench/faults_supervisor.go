@@ -29,28 +29,11 @@ func faultSupervisor(s *scope, b *bins) []faultRow {
 	return rows
 }
 
-// onlyFaulty disables the built-in detectors, so that a row measures its
-// one plugin.
-const onlyFaulty = `
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-`
-
-const quickRestarts = `
-supervisor {
-  restart_initial_backoff = "300ms"
-  restart_max_backoff     = "1s"
-  restart_budget          = 3
-  health_interval         = "200ms"
-  %s
-}
-`
-
 // oneFaulty is the config of an agent whose one plugin, name, is the
 // faulty binary exe, restarted quickly, with limit (a supervisor setting,
 // or "") added.
 func oneFaulty(limit, name, exe string) string {
-	return onlyFaulty + fmt.Sprintf(quickRestarts, limit) + fmt.Sprintf(`
+	return agenttest.DetectorsOff + agenttest.QuickRestarts(limit) + fmt.Sprintf(`
 plugin %q { path = %q }
 `, name, exe)
 }
@@ -156,7 +139,7 @@ func faultStoppedPlugin(s *scope, b *bins) []faultRow {
 	l := newLab(s, b)
 	var rows []faultRow
 	{
-		a := startAgent(s, b, agentOpts{name: "sigstop", nsPath: l.node, config: fmt.Sprintf(quickRestarts, "") + `
+		a := startAgent(s, b, agentOpts{name: "sigstop", nsPath: l.node, config: agenttest.QuickRestarts() + `
 plugin "ip-conflict" { timeout = "500ms" }
 `})
 		a.waitReady(30 * time.Second)
@@ -253,7 +236,7 @@ func faultPluginOutput(s *scope, b *bins) []faultRow {
 	var rows []faultRow
 	const run = 10 * time.Second
 	{
-		a := startAgent(s, b, agentOpts{name: "metricflood", nsPath: l.node, config: onlyFaulty + fmt.Sprintf(`
+		a := startAgent(s, b, agentOpts{name: "metricflood", nsPath: l.node, config: agenttest.DetectorsOff + fmt.Sprintf(`
 metrics { enabled = true }
 supervisor { health_interval = "200ms" }
 plugin "flood" { path = %q }
@@ -277,7 +260,7 @@ plugin "flood" { path = %q }
 		a.stop()
 	}
 	{
-		a := startAgent(s, b, agentOpts{name: "logflood", nsPath: l.node, config: onlyFaulty + fmt.Sprintf(`
+		a := startAgent(s, b, agentOpts{name: "logflood", nsPath: l.node, config: agenttest.DetectorsOff + fmt.Sprintf(`
 metrics { enabled = true }
 plugin "flood" { path = %q }
 `, b.faulty["logflood"])})

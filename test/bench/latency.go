@@ -167,11 +167,7 @@ func benchLatency(s *scope, l *lab, out io.Writer) []target {
 		var lat, inAgent, inDet sample
 		right := 0
 		for i := -warm; i < nSock; i++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			t0 := time.Now()
-			resp, code, err := a.check(ctx, c.req(i+warm))
-			d := time.Since(t0)
-			cancel()
+			resp, code, d, err := a.timedCheck(c.req(i+warm), 5*time.Second)
 			if i < 0 {
 				continue
 			}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/podmanlab"
 )
@@ -73,11 +74,7 @@ func benchPodman(s *scope, b *bins, out io.Writer) []target {
 	a.waitReady(30 * time.Second)
 
 	// A short directory: Podman refuses a long run root.
-	store, err := os.MkdirTemp("", "pm")
-	if err != nil {
-		s.Fatal(err)
-	}
-	s.Cleanup(func() { os.RemoveAll(store) })
+	store := agenttest.ShortTempDir(s, "pm")
 	pm, err := podmanlab.New(store, s.TempDir(), "/var/run/netns/"+node, dir, podmanlab.DistroCNIDir)
 	if err != nil {
 		s.Fatal(err)

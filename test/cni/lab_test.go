@@ -154,11 +154,7 @@ func newLabWith(t *testing.T, extra string) *lab {
 	netlab.IP(t, lan.GW.NS, "addr", "add", skipGW4+"/24", "dev", "eth0")
 	netlab.IP(t, lan.GW.NS, "addr", "add", skipGW6+"/64", "dev", "eth0", "nodad")
 	// A short directory: a unix socket path has at most 107 bytes.
-	sockDir, err := os.MkdirTemp("", "cni")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := agenttest.ShortTempDir(t, "cni")
 	l := &lab{t: t, lan: lan, sockDir: sockDir, sock: filepath.Join(sockDir, "agent.sock"), spool: filepath.Join(sockDir, "spool"),
 		db: filepath.Join(t.TempDir(), "ipam.db"), ipamDir: t.TempDir(), extra: extra}
 	if err := os.WriteFile(filepath.Join(l.ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
@@ -193,8 +189,14 @@ func (l *lab) startAgent() {
 // ipam (JSON).
 func network(t *testing.T, name, ipam string) *libcni.NetworkConfigList {
 	t.Helper()
-	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [
-		{"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": %s}]}`, name, ipam)
+	return confList(t, "1.1.0", name, fmt.Sprintf(`{"type": "macvlan", "master": "eth0", "mode": "bridge", "ipam": %s}`, ipam))
+}
+
+// confList is network name at CNI version ver with the one plugin whose
+// JSON object is plugin.
+func confList(t testing.TB, ver, name, plugin string) *libcni.NetworkConfigList {
+	t.Helper()
+	conf := fmt.Sprintf(`{"cniVersion": %q, "name": %q, "plugins": [%s]}`, ver, name, plugin)
 	list, err := libcni.ConfListFromBytes([]byte(conf))
 	if err != nil {
 		t.Fatalf("network %s: %v", name, err)
@@ -256,6 +258,17 @@ func (l *lab) packagedAt(name, version string) *libcni.NetworkConfigList {
 // workload makes a namespace for a workload and its attachment on net1.
 func workload(t *testing.T, id string) cnilab.Attachment {
 	return workloadNamed(t, id, id)
+}
+
+// mustAdd runs ADD of each of ws through list, failing t (the test or
+// subtest at hand, not necessarily the lab's) on the first that fails.
+func (l *lab) mustAdd(t *testing.T, ctx context.Context, list *libcni.NetworkConfigList, ws ...cnilab.Attachment) {
+	t.Helper()
+	for _, w := range ws {
+		if _, err := l.rt.Add(ctx, list, w); err != nil {
+			t.Fatalf("ADD %s: %v", w.ContainerID, err)
+		}
+	}
 }
 
 // workloadNamed makes a workload whose name (K8S_POD_NAME) differs from its

@@ -21,14 +21,8 @@ import (
 // gateway (isGateway), as Podman's CNI backend writes it.
 func (l *lab) bridgeNetwork(name, br, pools string) *libcni.NetworkConfigList {
 	l.t.Helper()
-	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [
-		{"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true, "ipam": %s}]}`,
-		name, br, l.withSocket(pools))
-	list, err := libcni.ConfListFromBytes([]byte(conf))
-	if err != nil {
-		l.t.Fatalf("network %s: %v", name, err)
-	}
-	return list
+	return confList(l.t, "1.0.0", name, fmt.Sprintf(
+		`{"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true, "ipam": %s}`, br, l.withSocket(pools)))
 }
 
 // TestBridgeIsGateway: on a bridge network whose bridge is the gateway,
@@ -46,14 +40,12 @@ func TestBridgeIsGateway(t *testing.T) {
 	first := workload(t, "br1")
 	ctx := ctxFor(t, 60*time.Second)
 	v4, skips := l.addSkipping(ctx, dual, first, "the first workload on a fresh bridge network")
-	var got []string
 	for _, n := range skips {
-		got = append(got, n.Pool+"/"+n.Detection)
 		if !strings.Contains(n.Reason, "isGateway") {
 			t.Errorf("not-checked reason %q does not name isGateway", n.Reason)
 		}
 	}
-	if strings.Join(got, " ") != "br-v4/gateway br-v6/gateway" {
+	if got := skipNames(skips); got != "br-v4/gateway br-v6/gateway" {
 		t.Errorf("attachment says not checked %q, want the gateway detection of both pools", got)
 	}
 	// The bridge is the gateway now, and the workload reaches it.
@@ -99,20 +91,11 @@ func TestBridgeIsGateway(t *testing.T) {
 // says so, and the workload reaches its gateway (the node).
 func TestPtpSkipsDetection(t *testing.T) {
 	l := newLab(t)
-	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "ptpnet", "plugins": [
-		{"type": "ptp", "ipMasq": false, "ipam": %s}]}`, l.withSocket(`"pools": ["ptp-v4", "ptp-v6"]`))
-	list, err := libcni.ConfListFromBytes([]byte(conf))
-	if err != nil {
-		t.Fatal(err)
-	}
+	list := confList(t, "1.0.0", "ptpnet", fmt.Sprintf(`{"type": "ptp", "ipMasq": false, "ipam": %s}`, l.withSocket(`"pools": ["ptp-v4", "ptp-v6"]`)))
 	w := workload(t, "ptp1")
 	ctx := ctxFor(t, 60*time.Second)
 	v4, skips := l.addSkipping(ctx, list, w, "ADD through ptp with detection on")
-	var got []string
-	for _, n := range skips {
-		got = append(got, n.Pool+"/"+n.Detection)
-	}
-	if strings.Join(got, " ") != "ptp-v4/conflict ptp-v4/gateway ptp-v6/conflict ptp-v6/gateway" {
+	if got := skipNames(skips); got != "ptp-v4/conflict ptp-v4/gateway ptp-v6/conflict ptp-v6/gateway" {
 		t.Errorf("attachment says not checked %q, want both detections of both pools", got)
 	}
 	if err := cnilab.Ping(w.Netns, v4.Addr(), netip.MustParseAddr("10.0.6.1"), 5*time.Second); err != nil {
@@ -138,4 +121,13 @@ func (l *lab) addSkipping(ctx context.Context, list *libcni.NetworkConfigList, w
 		l.t.Fatalf("%s: the agent holds no allocation", what)
 	}
 	return v4, att.NotChecked
+}
+
+// skipNames is what skips says did not run, as "pool/detection" in order.
+func skipNames(skips []api.DetectionSkip) string {
+	var got []string
+	for _, n := range skips {
+		got = append(got, n.Pool+"/"+n.Detection)
+	}
+	return strings.Join(got, " ")
 }

@@ -74,12 +74,7 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 	}
 	netN := network(t, "net-n", l.withSocket(`"pools": ["vm-v4"]`))
 	pod, stale := workload(t, "pod-n"), workload(t, "stale-n")
-	if _, err := l.rt.Add(ctx, netN, pod); err != nil {
-		t.Fatalf("ADD pod-n: %v", err)
-	}
-	if _, err := l.rt.Add(ctx, netN, stale); err != nil {
-		t.Fatalf("ADD stale-n: %v", err)
-	}
+	l.mustAdd(t, ctx, netN, pod, stale)
 	return func() {
 		if _, err := l.rt.IPAMGC(ctx, netN, []types.GCAttachment{{ContainerID: pod.ContainerID, IfName: pod.IfName}}); err != nil {
 			t.Fatalf("GC of net-n: %v", err)
@@ -132,15 +127,8 @@ func GCSparesSharedPoolNetwork(t *testing.T, l *lab, ctx context.Context) (check
 	netA := network(t, "net-a", l.withSocket(`"pools": ["shared-v4"]`))
 	netB := network(t, "net-b", l.withSocket(`"pools": ["shared-v4"]`))
 	a1, a2, b1 := workload(t, "a1"), workload(t, "a2"), workload(t, "b1")
-	if _, err := l.rt.Add(ctx, netA, a1); err != nil {
-		t.Fatalf("ADD a1: %v", err)
-	}
-	if _, err := l.rt.Add(ctx, netA, a2); err != nil {
-		t.Fatalf("ADD a2: %v", err)
-	}
-	if _, err := l.rt.Add(ctx, netB, b1); err != nil {
-		t.Fatalf("ADD b1: %v", err)
-	}
+	l.mustAdd(t, ctx, netA, a1, a2)
+	l.mustAdd(t, ctx, netB, b1)
 	return func() {
 		if _, err := l.rt.IPAMGC(ctx, netA, []types.GCAttachment{{ContainerID: a1.ContainerID, IfName: a1.IfName}}); err != nil {
 			t.Fatalf("GC of net-a: %v", err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // execPlugin runs the spiderpool binary as a main plugin would, and returns
@@ -124,11 +125,7 @@ func serveImpostor(path string) {
 // before any request is sent: error 109 naming its pid and uid.
 func TestUntrustedAgent(t *testing.T) {
 	const nobody = 65534
-	dir, err := os.MkdirTemp("", "cni-impostor")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := agenttest.ShortTempDir(t, "cni-impostor")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
@@ -50,7 +51,7 @@ func Build(dir string, race bool) error {
 
 // BuildSpiderpool compiles the spiderpool plugin of this checkout into dir.
 func BuildSpiderpool(dir string, race bool) error {
-	root, err := moduleRoot()
+	root, err := agenttest.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -82,14 +83,6 @@ func BuildUpstream(dir string) error {
 		return fmt.Errorf("go install containernetworking/plugins %s: %v\n%s", PluginsVersion, err, out)
 	}
 	return nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		return "", fmt.Errorf("go list -m: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 // Runtime is libcni as a runtime on the node uses it.

@@ -228,10 +228,7 @@ func grep(s, sub string) string {
 // SIGTERM while checks are in flight: they are answered with their real
 // verdicts before the plugins stop.
 func TestSIGTERMAnswersInFlightChecks(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "slow" {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(agenttest.DetectorsOff+`plugin "slow" {
   path = %q
   config {
     delay   = "500ms"

@@ -18,18 +18,8 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
-// fastRestarts keeps restart tests short and their timing predictable.
-const fastRestarts = `
-supervisor {
-  restart_initial_backoff = "300ms"
-  restart_max_backoff     = "1s"
-  restart_budget          = 3
-  health_interval         = "200ms"
-}
-`
-
 func TestKilledPluginComesBack(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts})
+	a := agenttest.Start(t, bins, agenttest.Options{Config: agenttest.QuickRestarts()})
 	a.WaitReady(agenttest.ReadyTimeout)
 	victim := pluginState(t, a, "ip-conflict")
 	killed := time.Now()
@@ -83,10 +73,7 @@ func TestKilledAgentLeavesNoPlugin(t *testing.T) {
 }
 
 func TestHangingDetectorEndsAtItsTimeout(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "hang" {
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(agenttest.DetectorsOff+`plugin "hang" {
   path    = %q
   timeout = "300ms"
 }
@@ -129,7 +116,7 @@ func TestBrokenThirdPartyPluginsLeaveTheRestRunning(t *testing.T) {
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts + fmt.Sprintf(`
+	a := agenttest.Start(t, bins, agenttest.Options{Config: agenttest.QuickRestarts() + fmt.Sprintf(`
 plugin "crash"    { path = %q }
 plugin "pinned"   {
   path     = %q
@@ -355,10 +342,7 @@ func fileDigest(t *testing.T, path string) string {
 }
 
 func TestPluginWritingToStdoutIsReported(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "loud" { path = %q }
+	a := agenttest.Start(t, bins, agenttest.Options{Config: fmt.Sprintf(agenttest.DetectorsOff+`plugin "loud" { path = %q }
 `, bins.Faulty["stdout"])})
 	a.WaitReady(agenttest.ReadyTimeout)
 	waitLog(t, a, `spiderpool-agent.plugin.loud: plugin wrote to stdout, which is reserved; use the logger: output="hello from a plugin that should not print"`)

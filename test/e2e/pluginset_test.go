@@ -32,7 +32,7 @@ func TestBuiltinsRunFromOneSetBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := []string{"sysctl-tuner", "ip-conflict", "gateway-detector"}
-	cfg := fastRestarts
+	cfg := agenttest.QuickRestarts()
 	for _, n := range names {
 		cfg += fmt.Sprintf("plugin %q {\n  checksum = %q\n}\n", n, sum)
 	}

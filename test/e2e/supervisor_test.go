@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -20,17 +21,26 @@ func waitGone(t *testing.T, pid int, when string) {
 	poll.Until(t, 5*time.Second, fmt.Sprintf("the stopped plugin %d to end %s", pid, when), poll.Bool(func() bool { return !agenttest.Alive(pid) }))
 }
 
+// stoppedConflictPlugin starts an agent on config, waits until it is
+// ready, and SIGSTOPs its ip-conflict plugin, as a hung plugin: it returns
+// the agent and the plugin's state from just before the stop.
+func stoppedConflictPlugin(t *testing.T, config string) (*agenttest.Agent, api.Plugin) {
+	t.Helper()
+	a := agenttest.Start(t, bins, agenttest.Options{Config: config})
+	a.WaitReady(agenttest.ReadyTimeout)
+	victim := pluginState(t, a, "ip-conflict")
+	agenttest.SIGSTOP(t, victim.PID)
+	return a, victim
+}
+
 // TestStoppedPluginIsReplaced: SIGSTOP of a real plugin under the real
 // agent takes the node out of readiness while the plugin is replaced, then
 // the agent is ready again with a new process. (The agent used to hang in
 // go-plugin's Kill: the plugin stayed "ready" for ever.)
 func TestStoppedPluginIsReplaced(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: fastRestarts + `
+	a, victim := stoppedConflictPlugin(t, agenttest.QuickRestarts()+`
 plugin "ip-conflict" { timeout = "500ms" }
-`})
-	a.WaitReady(agenttest.ReadyTimeout)
-	victim := pluginState(t, a, "ip-conflict")
-	agenttest.SIGSTOP(t, victim.PID)
+`)
 	stopped := time.Now()
 	// 3 health checks of 500ms each, 200ms apart, are missed first.
 	a.WaitFor("/v1/runtime/readiness", http.StatusServiceUnavailable, 15*time.Second)
@@ -68,13 +78,10 @@ plugin "ip-conflict" { timeout = "500ms" }
 // (plus the bounded tree kill) even when a plugin cannot answer, and the
 // stopped plugin is killed.
 func TestSIGTERMWithAStoppedPlugin(t *testing.T) {
-	a := agenttest.Start(t, bins, agenttest.Options{Config: `
+	a, victim := stoppedConflictPlugin(t, `
 shutdown_timeout = "2s"
 plugin "ip-conflict" { timeout = "10s" }
-`})
-	a.WaitReady(agenttest.ReadyTimeout)
-	victim := pluginState(t, a, "ip-conflict")
-	agenttest.SIGSTOP(t, victim.PID)
+`)
 	begin := time.Now()
 	if err := a.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -101,10 +108,7 @@ plugin "ip-conflict" { timeout = "10s" }
 func TestOrphansEndWithTheirPlugin(t *testing.T) {
 	token := fmt.Sprintf("FAULTY_TEST_TOKEN=orphan-%d-%d", os.Getpid(), time.Now().UnixNano())
 	exe := bins.Faulty["orphan"]
-	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{token}, Config: fastRestarts + fmt.Sprintf(`
-plugin "ip-conflict" { enabled = false }
-plugin "gateway-detector" { enabled = false }
-plugin "orphan" { path = %q }
+	a := agenttest.Start(t, bins, agenttest.Options{Env: []string{token}, Config: agenttest.QuickRestarts() + fmt.Sprintf(agenttest.DetectorsOff+`plugin "orphan" { path = %q }
 `, bins.Faulty["orphan"])})
 	t.Cleanup(func() {
 		for _, pid := range agenttest.Marked(exe, token) {

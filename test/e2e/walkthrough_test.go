@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 )
 
 // walkStep is one step of a README walk-through: a shell line to run, a
@@ -116,11 +118,10 @@ func (s walkStep) apply(text string) (string, error) {
 // the directory it was built in (below /tmp, which the daemon would
 // refuse). The author's own lines, plugin and tests, stay at most 40.
 func TestWalkThroughCIDRDenylist(t *testing.T) {
-	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	repo, err := agenttest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := strings.TrimSpace(string(root))
 	readme, err := os.Open(filepath.Join(repo, "sdk", "README.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -395,19 +395,7 @@ func NewStdLAN(t testing.TB) *StdLAN {
 // (free), 1 when someone did (duplicate); anything else fails the test.
 func ArpingDAD(t testing.TB, ns, iface, addr string) bool {
 	t.Helper()
-	if _, err := exec.LookPath("arping"); err != nil {
-		t.Fatalf("cross-check needs iputils arping (apt-get install iputils-arping): %v", err)
-	}
-	err := exec.Command("ip", "netns", "exec", ns, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", iface, addr).Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return false
-	case errors.As(err, &ee) && ee.ExitCode() == 1:
-		return true
-	}
-	t.Fatalf("arping -D %s on %s in %s (needs iputils-arping): %v", addr, iface, ns, err)
-	return false
+	return !crossCheck(t, ns, "iputils-arping", 1, "arping", "-D", "-q", "-c", "3", "-w", "1", "-I", iface, addr)
 }
 
 // Ndisc6Answered runs ndisc6 (package ndisc6) on iface in namespace ns and
@@ -415,18 +403,26 @@ func ArpingDAD(t testing.TB, ns, iface, addr string) bool {
 // does, 2 when nobody answered; anything else fails the test.
 func Ndisc6Answered(t testing.TB, ns, iface, addr string) bool {
 	t.Helper()
-	if _, err := exec.LookPath("ndisc6"); err != nil {
-		t.Fatalf("cross-check needs ndisc6 (apt-get install ndisc6): %v", err)
+	return crossCheck(t, ns, "ndisc6", 2, "ndisc6", "-q", "-1", "-r", "2", "-w", "100", addr, iface)
+}
+
+// crossCheck runs an outside tool (from Debian package pkg) in namespace
+// ns and reports whether it exited 0; exit code no is its other answer,
+// and anything else (the tool missing, a bad argument) fails the test.
+func crossCheck(t testing.TB, ns, pkg string, no int, tool string, args ...string) bool {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Fatalf("cross-check needs %s (apt-get install %s): %v", tool, pkg, err)
 	}
-	err := exec.Command("ip", "netns", "exec", ns, "ndisc6", "-q", "-1", "-r", "2", "-w", "100", addr, iface).Run()
+	err := exec.Command("ip", append([]string{"netns", "exec", ns, tool}, args...)...).Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
 		return true
-	case errors.As(err, &ee) && ee.ExitCode() == 2:
+	case errors.As(err, &ee) && ee.ExitCode() == no:
 		return false
 	}
-	t.Fatalf("ndisc6 %s on %s in %s (needs ndisc6): %v", addr, iface, ns, err)
+	t.Fatalf("%s %s in %s (needs %s): %v", tool, strings.Join(args, " "), ns, pkg, err)
 	return false
 }
 

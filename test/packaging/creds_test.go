@@ -48,11 +48,7 @@ func startCredAgent(t *testing.T, caps []string, sandbox []string) *credAgent {
 	t.Helper()
 	ns := netlab.NewNS(t, "unit")
 	netlab.IP(t, ns, "link", "set", "lo", "up")
-	dir, err := os.MkdirTemp("", "spiderpool-unit-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := agenttest.ShortTempDir(t, "spiderpool-unit-")
 	// The agent's user must reach its config and its socket directory.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -304,11 +300,7 @@ func logCheck(t *testing.T, ns string, r api.CheckResult) bool {
 // machine's systemd defines them.
 func seccompSandbox(t *testing.T, u unit) []string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "spiderpool-seccomp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := agenttest.ShortTempDir(t, "spiderpool-seccomp-")
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -63,10 +63,7 @@ func TestDefaultFileListsEveryVariable(t *testing.T) {
 // (HCL files win over conf.yml, so such a setting would silently override
 // the operator's conf.yml).
 func TestPackagedConfig(t *testing.T) {
-	data, err := os.ReadFile(repoFile(t, "packaging/config.hcl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readRepoFile(t, "packaging/config.hcl")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "config.hcl"), data, 0o644); err != nil {
 		t.Fatal(err)

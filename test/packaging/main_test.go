@@ -51,6 +51,16 @@ func repoFile(t testing.TB, rel string) string {
 	return filepath.Join(repoRoot(t), filepath.FromSlash(rel))
 }
 
+// readRepoFile reads the file at rel (slash-separated) in the repository.
+func readRepoFile(t testing.TB, rel string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(repoFile(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // requireTool fails the test unless name is on PATH, naming the Debian
 // package that has it.
 func requireTool(t testing.TB, name, pkg string) string {

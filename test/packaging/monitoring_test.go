@@ -33,10 +33,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	// Every rule has a test that expects it to fire.
 	rules := ruleExprs(t)
-	tests, err := os.ReadFile(repoFile(t, "packaging/monitoring/rules_test.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tests := readRepoFile(t, "packaging/monitoring/rules_test.yml")
 	for name := range rules {
 		if !regexp.MustCompile(`alertname: ` + name + `\n\s+exp_alerts:\n\s+- exp_labels`).Match(tests) {
 			t.Errorf("rules_test.yml never expects %s to fire", name)
@@ -47,10 +44,7 @@ func TestAlertRules(t *testing.T) {
 // ruleExprs reads the shipped rules: alert name -> expression.
 func ruleExprs(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(repoFile(t, "packaging/monitoring/spiderpool-agent.rules.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readRepoFile(t, "packaging/monitoring/spiderpool-agent.rules.yml")
 	var f struct {
 		Groups []struct {
 			Rules []struct {
@@ -80,10 +74,7 @@ func ruleExprs(t *testing.T) map[string]string {
 // dashboardExprs reads every query of the shipped Grafana dashboard.
 func dashboardExprs(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(repoFile(t, "packaging/monitoring/spiderpool-agent.dashboard.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readRepoFile(t, "packaging/monitoring/spiderpool-agent.dashboard.json")
 	var d struct {
 		Panels []struct {
 			Title   string `json:"title"`

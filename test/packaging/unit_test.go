@@ -115,10 +115,7 @@ func TestUnitVerify(t *testing.T) {
 	// The targets the unit refers to (network.target, multi-user.target,
 	// sysinit.target by default dependency) come from the host.
 	run(t, "", "cp", "-a", "/usr/lib/systemd/system", unitDir)
-	data, err := os.ReadFile(repoFile(t, "packaging/"+unitName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readRepoFile(t, "packaging/"+unitName)
 	if err := os.WriteFile(filepath.Join(unitDir, unitName), data, 0o644); err != nil {
 		t.Fatal(err)
 	}

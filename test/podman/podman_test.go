@@ -127,11 +127,7 @@ func newLab(t *testing.T) *lab {
 	}
 
 	// A short directory: a unix socket path has at most 107 bytes.
-	sockDir, err := os.MkdirTemp("", "pod")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sockDir := agenttest.ShortTempDir(t, "pod")
 	ipamDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(ipamDir, "pools.hcl"), []byte(pools), 0o644); err != nil {
 		t.Fatal(err)
@@ -142,6 +138,7 @@ func newLab(t *testing.T) *lab {
 		Config: fmt.Sprintf("socket_path = %q\nipam {\n  db_path = %q\n  cni_spool_dir = %q\n}\n", l.sock, filepath.Join(t.TempDir(), "ipam.db"), l.spool),
 		Netns:  node, Dir: t.TempDir(), Args: []string{"--ipam-config-dir", ipamDir},
 	}
+	var err error
 	l.pm, err = podmanlab.New(store, t.TempDir(), "/var/run/netns/"+node, cniBin, podmanlab.DistroCNIDir)
 	if err != nil {
 		t.Fatal(err)

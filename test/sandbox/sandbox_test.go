@@ -64,11 +64,11 @@ func TestSandboxBlocksTheNeighbourAndLeavesTheHostAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	root, err := agenttest.ModuleRoot()
 	if err != nil {
-		t.Fatalf("go list -m: %v", err)
+		t.Fatal(err)
 	}
-	script := filepath.Join(strings.TrimSpace(string(root)), "test", "sandbox", "sandbox.sh")
+	script := filepath.Join(root, "test", "sandbox", "sandbox.sh")
 	prefix := fmt.Sprintf("spt%d", os.Getpid())
 	t.Cleanup(func() {
 		c := exec.Command("bash", script, "--clean")

@@ -202,6 +202,31 @@ var perNS = []struct {
 	{"net.ipv4.conf.all.rp_filter", "net/ipv4/conf/all/rp_filter", "0", "2"},
 }
 
+// preparePerNS sets each of perNS to its start value; it runs in the
+// namespace under test.
+func preparePerNS() error {
+	for _, k := range perNS {
+		if err := setProcSys(k.path, k.start); err != nil {
+			return fmt.Errorf("prepare %s: %w", k.path, err)
+		}
+	}
+	return nil
+}
+
+// readPerNS reads each of perNS, by path; it runs in the namespace under
+// test.
+func readPerNS() (map[string]string, error) {
+	got := map[string]string{}
+	for _, k := range perNS {
+		v, err := procSys(k.path)
+		if err != nil {
+			return nil, err
+		}
+		got[k.path] = v
+	}
+	return got, nil
+}
+
 // TestDefaultsInNamespace applies the six defaults in a fresh namespace:
 // the four per-namespace keys are applied and read back there, both
 // gc_thresh3 keys are unsupported, and the host keeps its values.
@@ -211,25 +236,20 @@ func TestDefaultsInNamespace(t *testing.T) {
 
 	var (
 		rep, rep2 tuner.Report
-		readBack  = map[string]string{}
+		readBack  map[string]string
 	)
 	ns.run(t, func() error {
-		for _, k := range perNS {
-			if err := setProcSys(k.path, k.start); err != nil {
-				return fmt.Errorf("prepare %s: %w", k.path, err)
-			}
+		if err := preparePerNS(); err != nil {
+			return err
 		}
 		tu := tuner.New("")
 		if err := tu.Configure(tuner.DefaultSettings()); err != nil {
 			return err
 		}
 		rep = tu.Apply(context.Background())
-		for _, k := range perNS {
-			v, err := procSys(k.path)
-			if err != nil {
-				return err
-			}
-			readBack[k.key] = v
+		var err error
+		if readBack, err = readPerNS(); err != nil {
+			return err
 		}
 		rep2 = tu.Reconcile(context.Background())
 		return nil
@@ -246,8 +266,8 @@ func TestDefaultsInNamespace(t *testing.T) {
 		if ks.State != tuner.StateApplied || ks.Actual != k.desired || ks.Previous != k.start || ks.Error != "" {
 			t.Errorf("%s: %+v, want applied %s (previous %s)", k.key, ks, k.desired, k.start)
 		}
-		if readBack[k.key] != k.desired {
-			t.Errorf("%s reads %q in the namespace, want %q", k.path, readBack[k.key], k.desired)
+		if readBack[k.path] != k.desired {
+			t.Errorf("%s reads %q in the namespace, want %q", k.path, readBack[k.path], k.desired)
 		}
 	}
 	for _, key := range []string{"net.ipv4.neigh.default.gc_thresh3", "net.ipv6.neigh.default.gc_thresh3"} {

@@ -165,14 +165,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestPluginInNamespace(t *testing.T) {
 	ns := newNS(t)
 	guardHost(t)
-	ns.run(t, func() error {
-		for _, k := range perNS {
-			if err := setProcSys(k.path, k.start); err != nil {
-				return fmt.Errorf("prepare %s: %w", k.path, err)
-			}
-		}
-		return nil
-	})
+	ns.run(t, preparePerNS)
 
 	c, stderr := startPlugin(t, ns)
 	ctx := context.Background()
@@ -201,16 +194,10 @@ func TestPluginInNamespace(t *testing.T) {
 			t.Errorf("%s: %+v, want unsupported", key, got)
 		}
 	}
-	readBack := map[string]string{}
-	ns.run(t, func() error {
-		for _, k := range perNS {
-			v, err := procSys(k.path)
-			if err != nil {
-				return err
-			}
-			readBack[k.path] = v
-		}
-		return nil
+	var readBack map[string]string
+	ns.run(t, func() (err error) {
+		readBack, err = readPerNS()
+		return err
 	})
 	for _, k := range perNS {
 		if readBack[k.path] != k.desired {
