@@ -29,9 +29,16 @@ type iface struct {
 	netns   string
 	ifname  string
 	conn    *packet.Conn
-	nl      *netlink.Handle
 	done    chan struct{}
+	started atomic.Bool // its reader runs: close waits for it to end
 	closeMu sync.Once
+
+	// nlMu guards nl: a resync, a claim's MAC refresh and a release's
+	// close reach it from different goroutines, and a closed handle must
+	// not be asked again.
+	nlMu     sync.Mutex
+	nl       *netlink.Handle
+	nlClosed bool
 
 	mac atomic.Pointer[[6]byte]
 	ino uint64 // the namespace's inode when opened
@@ -151,7 +158,13 @@ func (ifc *iface) refreshMAC(force bool) bool {
 	}
 	ifc.lastRefresh = now
 	ifc.mu.Unlock()
+	ifc.nlMu.Lock()
+	if ifc.nlClosed {
+		ifc.nlMu.Unlock()
+		return false
+	}
 	link, err := ifc.nl.LinkByName(ifc.ifname)
+	ifc.nlMu.Unlock()
 	if err != nil || len(link.Attrs().HardwareAddr) != 6 {
 		return false
 	}
@@ -163,11 +176,25 @@ func (ifc *iface) refreshMAC(force bool) bool {
 	return true
 }
 
+// start runs the interface's reader. The watcher calls it under its lock
+// as it publishes the interface, so that whoever finds the interface there
+// and closes it waits for the reader; one opened and dropped unpublished
+// (a lost race) has none to wait for.
+func (ifc *iface) start() {
+	ifc.started.Store(true)
+	go ifc.read()
+}
+
 func (ifc *iface) close() {
 	ifc.closeMu.Do(func() {
 		_ = ifc.conn.Close()
-		<-ifc.done
+		if ifc.started.Load() {
+			<-ifc.done
+		}
+		ifc.nlMu.Lock()
+		ifc.nlClosed = true
 		ifc.nl.Close()
+		ifc.nlMu.Unlock()
 	})
 }
 

@@ -222,8 +222,8 @@ func (w *Watcher) Sync(ctx context.Context, held []Held) error {
 			continue
 		}
 		w.ifaces[h.Key] = ifc
+		ifc.start()
 		w.mu.Unlock()
-		go ifc.read()
 	}
 	w.rebuildHeld()
 	err := errors.Join(errs...)
@@ -274,8 +274,8 @@ func (w *Watcher) Add(h Held) error {
 	}
 	prev := w.ifaces[h.Key]
 	w.ifaces[h.Key] = ifc
+	ifc.start()
 	w.mu.Unlock()
-	go ifc.read()
 	if prev != nil {
 		prev.close()
 	}

@@ -163,3 +163,47 @@ func TestBusyLearning(t *testing.T) {
 		t.Error("an address the agent holds stays busy")
 	}
 }
+
+// Resyncs run while releases close interfaces and ADDs open them again:
+// a resync's MAC refresh meets a release's close on the interface's
+// netlink handle, which must not be asked after it is closed (the race
+// detector saw it under a storm of ADDs and DELs), and an interface a
+// resync opened but lost to an ADD must be dropped without waiting for a
+// reader it never started (the resync hung there for good).
+func TestResyncWhileReleasing(t *testing.T) {
+	netlab.RequireRoot(t)
+	lan := netlab.NewLAN(t)
+	w := New(Options{Node: "n1"})
+	t.Cleanup(w.Close)
+	var hs []Held
+	for i := range 8 {
+		h := held("c"+string(rune('a'+i)), lan.AddHost("wl"+string(rune('a'+i)), "02:00:00:00:0b:0"+string(rune('1'+i))), "10.0.0."+string(rune('1'+i)), false)
+		if err := w.Add(h); err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = w.Sync(context.Background(), hs)
+		}
+	}()
+	for range 30 {
+		for _, h := range hs {
+			w.Remove(h.Key)
+			if err := w.Add(h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	<-done
+}
