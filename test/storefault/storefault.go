@@ -51,6 +51,33 @@ func BucketPage(path, bucket string) (pgid uint64, pageSize int, err error) {
 	return pgid, pageSize, err
 }
 
+// TruncateInUse cuts the bbolt file at path (which no process may hold
+// open) to half the pages its header counts as in use. Half the file's
+// length would not do: bbolt grows a file ahead of its use, and how far
+// depends on how commits were batched, so the second half can be unused
+// space whose loss damages nothing.
+func TruncateInUse(path string) (size int64, err error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return 0, err
+	}
+	pageSize := int64(db.Info().PageSize)
+	err = db.View(func(tx *bolt.Tx) error {
+		size = tx.Size() / 2 / pageSize * pageSize
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if size < 4*pageSize {
+		return 0, fmt.Errorf("%s uses too few pages to truncate inside them (%d bytes): put more in it", path, 2*size)
+	}
+	return size, os.Truncate(path, size)
+}
+
 // Overwrite writes n random bytes (from seed) at offset of the file.
 func Overwrite(path string, offset int64, n int, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))

@@ -107,9 +107,8 @@ func TestTruncatedAndForeignFilesRefused(t *testing.T) {
 		damage func(t *testing.T, path string)
 		what   string
 	}{
-		{"truncated to half", func(t *testing.T, path string) {
-			fi, _ := os.Stat(path)
-			if err := os.Truncate(path, fi.Size()/2); err != nil {
+		{"truncated to half its pages", func(t *testing.T, path string) {
+			if _, err := storefault.TruncateInUse(path); err != nil {
 				t.Fatal(err)
 			}
 		}, "truncated"},
