@@ -86,6 +86,10 @@ type Plugin struct {
 	Stdout io.Writer // the result of ADD
 	Stderr io.Writer // notes a person should read (GC)
 	Now    func() time.Time
+	// CheckNetns refuses a CNI_NETNS that is the plugin's own namespace
+	// (refuseOwnNetns): ADD before it allocates, DEL after it releases.
+	// Main sets it unless the runtime set CNI_NETNS_OVERRIDE.
+	CheckNetns bool
 }
 
 // New returns a Plugin writing to the process's stdout and stderr.
@@ -131,8 +135,13 @@ func Main() {
 		}()
 		os.Stdin = r
 	}
+	p := New()
+	p.CheckNetns = !netnsOverridden(os.Getenv("CNI_NETNS_OVERRIDE"))
+	// The plugin makes skel's check of CNI_NETNS itself, without /proc
+	// (see refuseOwnNetns); skel is told to skip its own.
+	_ = os.Setenv("CNI_NETNS_OVERRIDE", "1")
 	about := fmt.Sprintf("CNI IPAM plugin spiderpool %s: addresses from the spiderpool-agent on this node (%s by default)", Version, api.DefaultSocketPath)
-	skel.PluginMainFuncs(New().Funcs(), version.PluginSupports(SupportedVersions...), about)
+	skel.PluginMainFuncs(p.Funcs(), version.PluginSupports(SupportedVersions...), about)
 }
 
 func exitWith(e *types.Error) {
@@ -166,6 +175,11 @@ func parse(args *skel.CmdArgs) (*NetConf, *api.Client, error) {
 // Add asks the agent for one address per configured pool and prints the
 // result in the network configuration's CNI version.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
+	if p.CheckNetns {
+		if err := refuseOwnNetns(args.Netns); err != nil {
+			return err
+		}
+	}
 	nc, c, err := parse(args)
 	if err != nil {
 		return err
@@ -258,6 +272,14 @@ func ipNet(p netip.Prefix) *net.IPNet {
 // later; the spool is what guarantees the release. Only a DEL that could
 // not be spooled either (a full or untrusted spool) fails, saying why.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
+	err := p.del(args)
+	if err == nil && p.CheckNetns {
+		err = refuseOwnNetns(args.Netns)
+	}
+	return err
+}
+
+func (p *Plugin) del(args *skel.CmdArgs) error {
 	nc, c, err := parse(args)
 	if err != nil {
 		return err

@@ -112,10 +112,15 @@ func runBench(s *scope, out io.Writer) {
 		must(run("ipam-etcd", func(s *scope) { targets = append(targets, benchIPAMEtcdAgents(s, b, out)...) }))
 	}
 	if selected("cni") {
-		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out, false)...) }))
-	} else if selected("cni-storm") {
-		// The cni section ends with the storm rows; this runs them alone.
-		must(run("cni-storm", func(s *scope) { targets = append(targets, benchCNI(s, b, out, true)...) }))
+		must(run("cni", func(s *scope) { targets = append(targets, benchCNI(s, b, out, cniAll)...) }))
+	} else {
+		// Parts of the cni section, run alone.
+		if selected("cni-alone") {
+			must(run("cni-alone", func(s *scope) { targets = append(targets, benchCNI(s, b, out, cniAloneOnly)...) }))
+		}
+		if selected("cni-storm") {
+			must(run("cni-storm", func(s *scope) { targets = append(targets, benchCNI(s, b, out, cniStormOnly)...) }))
+		}
 	}
 	if selected("podman") {
 		must(run("podman", func(s *scope) { targets = append(targets, benchPodman(s, b, out)...) }))

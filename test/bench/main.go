@@ -45,7 +45,7 @@ var (
 // run: the one list that -only's help, its check and the runners use (a
 // runner asking for a name that is not here is a bug, and says so).
 var (
-	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-scale", "ipam-etcd", "cni", "cni-storm", "podman"}
+	benchSections = []string{"latency", "scale", "sustained", "hop", "memory", "ipam-store", "startup", "ipam", "ipam-busy", "ipam-scale", "ipam-etcd", "cni", "cni-alone", "cni-storm", "podman"}
 	faultSections = []string{"plugin-kill", "agent-kill", "sigterm", "third-party", "sysctl", "bad-input", "supervisor", "burst", "surfaces", "cgroup", "ipam-kill", "ipam-trust", "ipam-etcd", "ipam-etcd-agents", "watch-flood"}
 )
 

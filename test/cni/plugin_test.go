@@ -23,6 +23,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/cniplugin"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 // execPlugin runs the spiderpool binary as a main plugin would, and returns
@@ -229,5 +230,42 @@ func TestConflistsAcceptedByDistributionPlugins(t *testing.T) {
 		if _, err := cni.ValidateNetworkList(ctx, newer); err == nil || !strings.Contains(err.Error(), "does not support config version") {
 			t.Errorf("%s at 1.1.0 with the plugins of %s: %v; want them to refuse it (which the README says)", file, distroCNI, err)
 		}
+	}
+}
+
+// TestOwnNetnsRefused: CNI_NETNS naming the namespace the plugin runs in is
+// the spec's error 4, found before the agent is asked (the agent is absent
+// here: reaching it would be error 11), unless the runtime set
+// CNI_NETNS_OVERRIDE. A DEL releases (here: spools) first and then says so,
+// as skel does. Another namespace, or one already gone, passes.
+func TestOwnNetnsRefused(t *testing.T) {
+	spool := t.TempDir()
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "n", "type": "macvlan", "ipam": {"type": "spiderpool", "pools": ["a"], "socket": "/nonexistent/agent.sock", "agent_wait": "0s", "spool_dir": %q}}`, spool)
+	own := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
+	other := "/var/run/netns/" + netlab.NewNS(t, "own")
+	for _, tc := range []struct {
+		what  string
+		netns string
+		env   []string
+		code  uint
+	}{
+		{"the test's namespace, which the plugin runs in", own, nil, types.ErrInvalidNetNS},
+		{"the plugin's own, through /proc/self", "/proc/self/ns/net", nil, types.ErrInvalidNetNS},
+		{"its own with CNI_NETNS_OVERRIDE=1", own, []string{"CNI_NETNS_OVERRIDE=1"}, types.ErrTryAgainLater},
+		{"its own with CNI_NETNS_OVERRIDE=true", own, []string{"CNI_NETNS_OVERRIDE=true"}, types.ErrTryAgainLater},
+		{"another namespace", other, nil, types.ErrTryAgainLater},
+		{"a namespace already gone", "/var/run/netns/gone-" + t.Name(), nil, types.ErrTryAgainLater},
+	} {
+		e, _ := execPlugin(t, "ADD", strings.NewReader(conf), append([]string{"CNI_NETNS=" + tc.netns}, tc.env...)...)
+		if e == nil || e.Code != tc.code {
+			t.Errorf("ADD in %s: %+v, want error %d", tc.what, e, tc.code)
+		}
+	}
+	e, _ := execPlugin(t, "DEL", strings.NewReader(conf), "CNI_NETNS="+own)
+	if e == nil || e.Code != types.ErrInvalidNetNS {
+		t.Errorf("DEL in the plugin's own namespace: %+v, want error 4", e)
+	}
+	if ents, err := os.ReadDir(spool); err != nil || len(ents) != 1 {
+		t.Errorf("DEL in the plugin's own namespace did not spool its release first: %v %v", ents, err)
 	}
 }
