@@ -30,7 +30,15 @@ import (
 // its CNI error (nil on success) and stdout.
 func execPlugin(t *testing.T, cmd string, stdin io.Reader, extraEnv ...string) (*types.Error, string) {
 	t.Helper()
-	c := exec.Command(filepath.Join(cniBin, "spiderpool"))
+	return execPluginVia(t, nil, cmd, stdin, extraEnv...)
+}
+
+// execPluginVia is execPlugin through a wrapper command (via, then the
+// plugin's path), such as setpriv dropping a capability.
+func execPluginVia(t *testing.T, via []string, cmd string, stdin io.Reader, extraEnv ...string) (*types.Error, string) {
+	t.Helper()
+	argv := append(append([]string{}, via...), filepath.Join(cniBin, "spiderpool"))
+	c := exec.Command(argv[0], argv[1:]...)
 	c.Env = append([]string{"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=c1", "CNI_NETNS=/var/run/netns/none",
 		"CNI_IFNAME=net1", "CNI_PATH=" + cniBin, "PATH=/usr/bin:/bin"}, extraEnv...)
 	c.Stdin = stdin
@@ -259,6 +267,17 @@ func TestOwnNetnsRefused(t *testing.T) {
 		e, _ := execPlugin(t, "ADD", strings.NewReader(conf), append([]string{"CNI_NETNS=" + tc.netns}, tc.env...)...)
 		if e == nil || e.Code != tc.code {
 			t.Errorf("ADD in %s: %+v, want error %d", tc.what, e, tc.code)
+		}
+	}
+	// Without CAP_NET_ADMIN (SIOCGSKNS needs it) the plugin finds its
+	// namespace through /proc instead.
+	for _, tc := range []struct {
+		netns string
+		code  uint
+	}{{own, types.ErrInvalidNetNS}, {other, types.ErrTryAgainLater}} {
+		e, _ := execPluginVia(t, []string{"setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"}, "ADD", strings.NewReader(conf), "CNI_NETNS="+tc.netns)
+		if e == nil || e.Code != tc.code {
+			t.Errorf("ADD without CAP_NET_ADMIN, CNI_NETNS %s: %+v, want error %d", tc.netns, e, tc.code)
 		}
 	}
 	e, _ := execPlugin(t, "DEL", strings.NewReader(conf), "CNI_NETNS="+own)
