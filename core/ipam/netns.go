@@ -27,7 +27,8 @@ type LinkUpper interface {
 	// raises the interface itself next (a CNI main plugin configuring the
 	// result), for which the down would be undone at once at the cost of
 	// an RCU grace period under the node's RTNL lock (4-20 ms, serialised
-	// across the node's interfaces).
+	// across the node's interfaces); it is put down all the same while
+	// an IPv6 address the raise made is still in DAD.
 	EnsureUp(ctx context.Context, netnsPath, iface string) (done func(leaveUp bool), err error)
 }
 

@@ -14,23 +14,32 @@ import (
 // when it configures the result, and putting it down in between cost a
 // link down under the node's RTNL lock per workload (serialised: a second
 // for a storm of 100). The same allocation through the API still leaves the
-// interface down, as it found it.
+// interface down, as it found it, and so does a CNI ADD on an interface
+// whose IPv6 DAD is on: the link-local address the raise made is still
+// tentative, and a main plugin that turns DAD off before raising it (the
+// bridge plugin) would wait a second or two for it.
 func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
 	l := newLab(t)
 	w := workload(t, "up1")
 	wlNS := strings.TrimPrefix(w.Netns, "/var/run/netns/")
 	// Two interfaces as macvlan makes them: on the node's eth0, moved
 	// into the workload's namespace, down.
-	for _, name := range []string{"net1", "net2"} {
+	for _, name := range []string{"net1", "net2", "net3"} {
 		netlab.IP(t, l.lan.Node.NS, "link", "add", name, "link", "eth0", "type", "macvlan", "mode", "bridge")
 		netlab.IP(t, l.lan.Node.NS, "link", "set", name, "netns", wlNS)
-		netlab.Sysctl(t, wlNS, "net.ipv6.conf."+name+".accept_dad", "0")
+		dad := "0"
+		if name == "net3" {
+			// DAD on, one probe every 10 s: tentative long after the ADD.
+			dad = "1"
+			netlab.Sysctl(t, wlNS, "net.ipv6.neigh.net3.retrans_time_ms", "10000")
+		}
+		netlab.Sysctl(t, wlNS, "net.ipv6.conf."+name+".accept_dad", dad)
 	}
 	isUp := func(name string) bool {
 		out := netlab.IP(t, wlNS, "-o", "link", "show", name)
 		return strings.Contains(out[strings.IndexByte(out, '<'):strings.IndexByte(out, '>')+1], ",UP")
 	}
-	if isUp("net1") || isUp("net2") {
+	if isUp("net1") || isUp("net2") || isUp("net3") {
 		t.Fatal("the interfaces are up before any probe")
 	}
 	ctx := ctxFor(t, 60*time.Second)
@@ -46,6 +55,19 @@ func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
 	}
 	if !isUp("net1") {
 		t.Error("net1 was put down after the CNI ADD's probe; its main plugin raises it next")
+	}
+
+	// DAD on: put down again, the link-local of the raise still tentative.
+	w3 := w
+	w3.ContainerID, w3.IfName = w.ContainerID+"-3", "net3"
+	if _, err := l.rt.IPAM(ctx, list, "ADD", w3); err != nil {
+		t.Fatalf("CNI ADD on net3: %v", err)
+	}
+	if isUp("net3") {
+		t.Error("net3 left up after the CNI ADD's probe with its link-local address in DAD")
+	}
+	if err := l.rt.IPAMDel(ctx, list, w3); err != nil {
+		t.Fatalf("CNI DEL of net3: %v", err)
 	}
 
 	// The API's allocation on the other interface: put down again.

@@ -116,6 +116,9 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	ns := netlab.NewNS(t, "upper")
 	netlab.IP(t, ns, "link", "add", "probe0", "type", "veth", "peer", "name", "probe0p")
 	netlab.IP(t, ns, "link", "set", "probe0p", "up")
+	// No DAD: the link-local of the raise is never tentative (see
+	// TestEnsureUpPutsDownALinkLocalInDAD).
+	netlab.Sysctl(t, ns, "net.ipv6.conf.probe0.accept_dad", "0")
 	path := "/var/run/netns/" + ns
 	u := &Netlink{}
 	ctx := context.Background()
@@ -158,5 +161,43 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	doneB(false)
 	if linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 stays up after the last probe, which puts it down")
+	}
+}
+
+// A caller that would leave the interface up still gets it put down while
+// the link-local address the raise made is in DAD: a main plugin that
+// turns DAD off before raising the interface (the bridge plugin) would
+// otherwise wait for that DAD to end, a second or two. Without DAD on the
+// interface, or once it is over, it is left up.
+func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
+	ns := netlab.NewNS(t, "dad")
+	netlab.IP(t, ns, "link", "add", "probe1", "type", "veth", "peer", "name", "probe1p")
+	netlab.IP(t, ns, "link", "set", "probe1p", "up")
+	// DAD as a fresh namespace has it, one probe a second: the link-local
+	// stays tentative for a second or more after the raise.
+	netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", "1", "net.ipv6.conf.probe1.dad_transmits", "1",
+		"net.ipv6.neigh.probe1.retrans_time_ms", "10000")
+	path := "/var/run/netns/" + ns
+	u := &Netlink{}
+	done, err := u.EnsureUp(context.Background(), path, "probe1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := netlab.IP(t, ns, "-6", "addr", "show", "dev", "probe1"); !strings.Contains(out, "tentative") {
+		t.Fatalf("no tentative address after the raise: %s", out)
+	}
+	done(true)
+	if linkUp(t, ns, "probe1") {
+		t.Fatal("probe1 left up with its link-local in DAD")
+	}
+
+	netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", "0")
+	done, err = u.EnsureUp(context.Background(), path, "probe1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(true)
+	if !linkUp(t, ns, "probe1") {
+		t.Fatal("probe1 was put down without any DAD to wait for")
 	}
 }
