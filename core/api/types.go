@@ -121,6 +121,16 @@ type AllocateRequest struct {
 	// this lists does not run for it; the attachment's NotChecked says
 	// so.
 	SkipDetection []DetectionSkip `json:"skip_detection,omitempty"`
+	// MainPluginKeepsDAD says the main plugin raises the interface with
+	// its IPv6 DAD as it finds it (macvlan, ipvlan, host-device, vlan;
+	// the bridge plugin only with enabledad): an interface the agent
+	// raised for the probe may then be left up with its link-local
+	// address still in DAD. Otherwise the agent leaves it up only once no
+	// address on it is in DAD, since a main plugin that turns DAD off
+	// before raising the interface waits for every tentative address.
+	// The CNI plugin sets it; it means nothing for other callers, whose
+	// interfaces are put down as found.
+	MainPluginKeepsDAD bool `json:"main_plugin_keeps_dad,omitempty"`
 }
 
 // Detections a request may skip.

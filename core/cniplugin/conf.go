@@ -71,6 +71,9 @@ type NetConf struct {
 	// Skips are the detections the main plugin's configuration makes
 	// impossible or pointless (see mainPluginSkips).
 	Skips []api.DetectionSkip
+	// KeepsDAD: the main plugin raises the interface with its IPv6 DAD as
+	// it finds it (see mainPluginKeepsDAD).
+	KeepsDAD bool
 }
 
 // mainPlugin is what the IPAM plugin reads of the main plugin's own
@@ -83,6 +86,7 @@ type mainPlugin struct {
 	Type             string
 	IsGateway        bool // bridge: the bridge gets the gateway address
 	IsDefaultGateway bool // bridge: implies isGateway
+	EnableDAD        bool // bridge: keeps the container side's DAD on
 	Mode             string
 }
 
@@ -92,7 +96,26 @@ func decodeMainPlugin(top map[string]json.RawMessage) mainPlugin {
 	_ = json.Unmarshal(top["isGateway"], &mp.IsGateway)
 	_ = json.Unmarshal(top["isDefaultGateway"], &mp.IsDefaultGateway)
 	_ = json.Unmarshal(top["mode"], &mp.Mode)
+	_ = json.Unmarshal(top["enabledad"], &mp.EnableDAD)
 	return mp
+}
+
+// mainPluginKeepsDAD says whether the main plugin mp raises the interface
+// with its IPv6 DAD as it finds it, so that the agent may leave an
+// interface it raised for the probe up with its link-local address still
+// in DAD (api.AllocateRequest.MainPluginKeepsDAD). Of the
+// containernetworking/plugins main plugins only bridge touches DAD: it
+// turns it off on the container side (unless enabledad) after IPAM answers
+// and before it raises the interface, then waits for every tentative
+// address to settle. An unknown main plugin is not assumed to keep it.
+func mainPluginKeepsDAD(mp mainPlugin) bool {
+	switch mp.Type {
+	case "macvlan", "ipvlan", "host-device", "vlan":
+		return true
+	case "bridge":
+		return mp.EnableDAD
+	}
+	return false
 }
 
 // mainPluginSkips says which detections cannot work for an interface the
@@ -184,7 +207,8 @@ func ParseNetConf(data []byte) (*NetConf, error) {
 	if err := json.Unmarshal(data, &all); err != nil {
 		return nil, describeJSONError("", err)
 	}
-	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name, Skips: mainPluginSkips(decodeMainPlugin(all))}
+	mp := decodeMainPlugin(all)
+	nc := &NetConf{CNIVersion: top.CNIVersion, Name: top.Name, Skips: mainPluginSkips(mp), KeepsDAD: mainPluginKeepsDAD(mp)}
 	if len(top.PrevResult) > 0 && !bytes.Equal(bytes.TrimSpace(top.PrevResult), []byte("null")) {
 		nc.PrevResult = top.PrevResult
 	}

@@ -261,6 +261,35 @@ func TestMainPluginSkips(t *testing.T) {
 	}
 }
 
+// Whether the agent may leave the probed interface up mid-DAD: every
+// reference main plugin but bridge raises it with DAD as it is; bridge
+// turns DAD off first unless enabledad; an unknown one is not trusted to.
+func TestMainPluginKeepsDAD(t *testing.T) {
+	const ipam = `"ipam": {"type": "spiderpool", "pools": ["v4", "v6"]}`
+	for _, tc := range []struct {
+		main string
+		want bool
+	}{
+		{`"type": "macvlan", "mode": "bridge"`, true},
+		{`"type": "ipvlan", "mode": "l2"`, true},
+		{`"type": "host-device"`, true},
+		{`"type": "vlan"`, true},
+		{`"type": "bridge"`, false},
+		{`"type": "bridge", "enabledad": false`, false},
+		{`"type": "bridge", "enabledad": true`, true},
+		{`"type": "bridge", "enabledad": "yes"`, false},
+		{`"type": "some-vendor-plugin"`, false},
+	} {
+		nc, err := ParseNetConf([]byte(`{"cniVersion": "1.0.0", "name": "n", ` + tc.main + `, ` + ipam + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.main, err)
+		}
+		if nc.KeepsDAD != tc.want {
+			t.Errorf("%s: KeepsDAD %v, want %v", tc.main, nc.KeepsDAD, tc.want)
+		}
+	}
+}
+
 // The plugin's errors name the key of the allocation; a 10 KiB container
 // id from the runtime is cut there, as in the agent's own errors.
 func TestDescribeKeyCutsLongIDs(t *testing.T) {

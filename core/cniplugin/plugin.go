@@ -193,7 +193,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	req := api.AllocateRequest{
 		ContainerID: args.ContainerID, Interface: args.IfName, Netns: args.Netns,
-		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips,
+		Workload: workload, Pools: nc.IPAM.Pools, SkipDetection: nc.Skips, MainPluginKeepsDAD: nc.KeepsDAD,
 		// What this network's GC compares: it releases only what ADDs of
 		// this network made.
 		Origin: &api.Origin{Kind: api.OriginCNI, Network: nc.Name, Interface: args.IfName},

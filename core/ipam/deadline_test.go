@@ -19,12 +19,12 @@ import (
 // opener was on a FIFO named as the workload's namespace.
 type fifoLinks struct{ path string }
 
-func (l fifoLinks) EnsureUp(context.Context, string, string) (func(bool), error) {
+func (l fifoLinks) EnsureUp(context.Context, string, string) (func(AfterProbe), error) {
 	fd, err := syscall.Open(l.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	return func(bool) { syscall.Close(fd) }, nil
+	return func(AfterProbe) { syscall.Close(fd) }, nil
 }
 
 // allocateWithin runs Allocate and fails the test when it has not answered

@@ -44,8 +44,8 @@ func (c *tableChecker) Check(_ context.Context, req api.Check) ([]CheckResult, e
 
 type noLinks struct{}
 
-func (noLinks) EnsureUp(context.Context, string, string) (func(bool), error) {
-	return func(bool) {}, nil
+func (noLinks) EnsureUp(context.Context, string, string) (func(AfterProbe), error) {
+	return func(AfterProbe) {}, nil
 }
 
 type fixture struct {

@@ -19,25 +19,43 @@ import (
 type LinkUpper interface {
 	// EnsureUp sets iface in the namespace at netnsPath (empty: our own)
 	// up when it is down, and then waits (bounded by ctx and its own
-	// limit: core/ipam/linkup's LinkWait) for carrier. It does not wait for the IPv6 link-local address to
-	// pass DAD: an IPv6 gateway probe goes from :: when there is no
-	// usable link-local yet. done ends the caller's probe: it puts the
-	// interface down again if EnsureUp raised it, no other caller still
-	// probes on it and leaveUp is false. leaveUp is for a caller that
-	// raises the interface itself next (a CNI main plugin configuring the
-	// result), for which the down would be undone at once at the cost of
-	// an RCU grace period under the node's RTNL lock (4-20 ms, serialised
-	// across the node's interfaces); it is put down all the same while
-	// an IPv6 address the raise made is still in DAD.
-	EnsureUp(ctx context.Context, netnsPath, iface string) (done func(leaveUp bool), err error)
+	// limit: core/ipam/linkup's LinkWait) for carrier. It does not wait
+	// for the IPv6 link-local address to pass DAD: an IPv6 gateway probe
+	// goes from :: when there is no usable link-local yet. done ends the
+	// caller's probe: if EnsureUp raised the interface and no other
+	// caller still probes on it, after says whether it is put down again.
+	EnsureUp(ctx context.Context, netnsPath, iface string) (done func(after AfterProbe), err error)
 }
+
+// AfterProbe is what becomes of an interface EnsureUp raised once the
+// probe on it is done.
+type AfterProbe uint8
+
+const (
+	// PutDown: down again, as it was found (an allocation through the
+	// API, a check that did not pass).
+	PutDown AfterProbe = iota
+	// LeaveUpOutOfDAD: left up for a main plugin that raises it itself
+	// next - putting it down would be undone at once, at the cost of an
+	// RCU grace period under the node's RTNL lock (4-20 ms, serialised
+	// across the node's interfaces) - unless an IPv6 address the raise
+	// made is still in DAD: a main plugin may turn DAD off before raising
+	// the interface and then wait for every tentative address (the bridge
+	// plugin does; a link-local left mid-DAD cost each dual-stack
+	// `podman run` 1.5 s).
+	LeaveUpOutOfDAD
+	// LeaveUp: left up whatever its addresses: the main plugin raises it
+	// with DAD as it is, so its own addresses' DAD outlasts the
+	// link-local's (AllocateRequest.MainPluginKeepsDAD).
+	LeaveUp
+)
 
 // asItIs is the LinkUpper of an IPAM given none: the interface is probed
 // in whatever state it is in.
 type asItIs struct{}
 
-func (asItIs) EnsureUp(context.Context, string, string) (func(bool), error) {
-	return func(bool) {}, nil
+func (asItIs) EnsureUp(context.Context, string, string) (func(AfterProbe), error) {
+	return func(AfterProbe) {}, nil
 }
 
 // CheckNetns is the default Options.CheckNetns: the path must open, without

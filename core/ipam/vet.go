@@ -91,11 +91,11 @@ func (a *allocation) vet(ctx context.Context) (err error) {
 	if a.req.Netns != "" {
 		netnsPath, iface := a.req.Netns, a.req.Interface
 		t0 := time.Now()
-		done, upErr := bounded(ctx, func() (func(bool), error) {
+		done, upErr := bounded(ctx, func() (func(AfterProbe), error) {
 			return m.links.EnsureUp(ctx, netnsPath, iface)
-		}, func(done func(bool), err error) {
+		}, func(done func(AfterProbe), err error) {
 			if err == nil {
-				done(false)
+				done(PutDown)
 			}
 		})
 		a.took.linkUp += time.Since(t0)
@@ -105,7 +105,7 @@ func (a *allocation) vet(ctx context.Context) (err error) {
 		// err is vet's answer: only a passed check leaves the interface up.
 		defer func() {
 			t0 := time.Now()
-			done(err == nil && a.mainPluginRaises())
+			done(a.afterProbe(err))
 			a.took.linkDown += time.Since(t0)
 		}()
 	}
@@ -204,6 +204,18 @@ func (a *allocation) vet(ctx context.Context) (err error) {
 // another caller (the API), leaves the interface down as it found it.
 func (a *allocation) mainPluginRaises() bool {
 	return a.req.Origin != nil && a.req.Origin.Kind == api.OriginCNI
+}
+
+// afterProbe is what becomes of the interface raised for the probe, given
+// vet's answer err.
+func (a *allocation) afterProbe(err error) AfterProbe {
+	switch {
+	case err != nil || !a.mainPluginRaises():
+		return PutDown
+	case a.req.MainPluginKeepsDAD:
+		return LeaveUp
+	}
+	return LeaveUpOutOfDAD
 }
 
 // poolFull returns err as an *Error when it says a pool is full: a failure

@@ -14,24 +14,25 @@ import (
 // when it configures the result, and putting it down in between cost a
 // link down under the node's RTNL lock per workload (serialised: a second
 // for a storm of 100). The same allocation through the API still leaves the
-// interface down, as it found it, and so does a CNI ADD on an interface
-// whose IPv6 DAD is on: the link-local address the raise made is still
-// tentative, and a main plugin that turns DAD off before raising it (the
-// bridge plugin) would wait a second or two for it.
+// interface down, as it found it, and so does a CNI ADD for the bridge
+// plugin on an interface whose IPv6 DAD is on: the link-local address the
+// raise made is still tentative, and bridge turns DAD off before raising
+// the interface and then waits a second or two for it. macvlan raises it
+// with DAD as it is: its interface is left up mid-DAD.
 func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
 	l := newLab(t)
 	w := workload(t, "up1")
 	wlNS := strings.TrimPrefix(w.Netns, "/var/run/netns/")
 	// Two interfaces as macvlan makes them: on the node's eth0, moved
 	// into the workload's namespace, down.
-	for _, name := range []string{"net1", "net2", "net3"} {
+	for _, name := range []string{"net1", "net2", "net3", "net4"} {
 		netlab.IP(t, l.lan.Node.NS, "link", "add", name, "link", "eth0", "type", "macvlan", "mode", "bridge")
 		netlab.IP(t, l.lan.Node.NS, "link", "set", name, "netns", wlNS)
 		dad := "0"
-		if name == "net3" {
+		if name == "net3" || name == "net4" {
 			// DAD on, one probe every 10 s: tentative long after the ADD.
 			dad = "1"
-			netlab.Sysctl(t, wlNS, "net.ipv6.neigh.net3.retrans_time_ms", "10000")
+			netlab.Sysctl(t, wlNS, "net.ipv6.neigh."+name+".retrans_time_ms", "10000")
 		}
 		netlab.Sysctl(t, wlNS, "net.ipv6.conf."+name+".accept_dad", dad)
 	}
@@ -39,7 +40,7 @@ func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
 		out := netlab.IP(t, wlNS, "-o", "link", "show", name)
 		return strings.Contains(out[strings.IndexByte(out, '<'):strings.IndexByte(out, '>')+1], ",UP")
 	}
-	if isUp("net1") || isUp("net2") || isUp("net3") {
+	if isUp("net1") || isUp("net2") || isUp("net3") || isUp("net4") {
 		t.Fatal("the interfaces are up before any probe")
 	}
 	ctx := ctxFor(t, 60*time.Second)
@@ -57,17 +58,32 @@ func TestCNIAddLeavesTheProbedInterfaceUp(t *testing.T) {
 		t.Error("net1 was put down after the CNI ADD's probe; its main plugin raises it next")
 	}
 
-	// DAD on: put down again, the link-local of the raise still tentative.
+	// DAD on, for the bridge plugin (the IPAM plugin exec'd with its
+	// configuration, as bridge execs it): put down again, the link-local
+	// of the raise still tentative.
+	bridged := confList(t, "1.1.0", "upbridge", `{"type": "bridge", "bridge": "upbr0", "ipam": `+l.withSocket(`"pools": ["underlay-v4", "underlay-v6"]`)+`}`)
 	w3 := w
 	w3.ContainerID, w3.IfName = w.ContainerID+"-3", "net3"
-	if _, err := l.rt.IPAM(ctx, list, "ADD", w3); err != nil {
-		t.Fatalf("CNI ADD on net3: %v", err)
+	if _, err := l.rt.IPAM(ctx, bridged, "ADD", w3); err != nil {
+		t.Fatalf("CNI ADD on net3 for bridge: %v", err)
 	}
 	if isUp("net3") {
-		t.Error("net3 left up after the CNI ADD's probe with its link-local address in DAD")
+		t.Error("net3 left up for the bridge plugin with its link-local address in DAD")
 	}
-	if err := l.rt.IPAMDel(ctx, list, w3); err != nil {
+	if err := l.rt.IPAMDel(ctx, bridged, w3); err != nil {
 		t.Fatalf("CNI DEL of net3: %v", err)
+	}
+	// DAD on, for macvlan: left up, DAD and all.
+	w4 := w
+	w4.ContainerID, w4.IfName = w.ContainerID+"-4", "net4"
+	if _, err := l.rt.IPAM(ctx, list, "ADD", w4); err != nil {
+		t.Fatalf("CNI ADD on net4: %v", err)
+	}
+	if !isUp("net4") {
+		t.Error("net4 was put down after macvlan's CNI ADD although macvlan keeps DAD as it is")
+	}
+	if err := l.rt.IPAMDel(ctx, list, w4); err != nil {
+		t.Fatalf("CNI DEL of net4: %v", err)
 	}
 
 	// The API's allocation on the other interface: put down again.

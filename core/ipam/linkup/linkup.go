@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	sdknetns "github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
@@ -97,7 +98,7 @@ type linkID struct {
 }
 
 // EnsureUp implements LinkUpper.
-func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(leaveUp bool), error) {
+func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(ipam.AfterProbe), error) {
 	h, ns, err := handleIn(netnsPath)
 	if err != nil {
 		return nil, err
@@ -109,13 +110,13 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(l
 	}
 	if !raised {
 		h.Close()
-		return func(bool) {}, nil
+		return func(ipam.AfterProbe) {}, nil
 	}
 	var once sync.Once
-	restore := func(leaveUp bool) {
+	restore := func(after ipam.AfterProbe) {
 		once.Do(func() {
 			defer h.Close()
-			u.lower(h, link, nameID{dev: ns.dev, ino: ns.ino, name: iface}, id, leaveUp)
+			u.lower(h, link, nameID{dev: ns.dev, ino: ns.ino, name: iface}, id, after)
 		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, LinkWait)
@@ -124,7 +125,7 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(l
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				restore(false)
+				restore(ipam.PutDown)
 				return nil, ctx.Err()
 			}
 			return restore, nil
@@ -170,14 +171,8 @@ func (u *Netlink) raise(h *netlink.Handle, iface string, ns linkID) (link netlin
 }
 
 // lower ends one user's probe on link; the last user puts it down again
-// unless it leaves it up (its caller raises it next anyway) and the raise
-// left nothing the caller's own would not have: an IPv6 address still in
-// DAD (the link-local the kernel made at our raise) is put down with the
-// link. A main plugin may turn DAD off before it raises the interface
-// (the bridge plugin does, unless enabledad) and then waits for every
-// tentative address to settle: a link-local left mid-DAD cost each
-// dual-stack `podman run` 1.5 s.
-func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id linkID, leaveUp bool) {
+// or leaves it up, as after says (see ipam.AfterProbe).
+func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id linkID, after ipam.AfterProbe) {
 	defer u.lockName(name)()
 	u.mu.Lock()
 	n := u.users[id]
@@ -187,7 +182,10 @@ func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id li
 		delete(u.users, id)
 	}
 	u.mu.Unlock()
-	if n <= 1 && (!leaveUp || inDAD(h, link)) {
+	if n > 1 {
+		return
+	}
+	if after == ipam.PutDown || after == ipam.LeaveUpOutOfDAD && inDAD(h, link) {
 		_ = h.LinkSetDown(link)
 	}
 }

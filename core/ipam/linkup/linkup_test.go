@@ -2,6 +2,7 @@ package linkup_test
 
 import (
 	"context"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"strings"
 	"sync"
 	"testing"
@@ -47,15 +48,15 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restoreA(false)
+	restoreA(ipam.PutDown)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down by the first allocation's restore while the second still probes on it")
 	}
-	restoreA(false) // a second call changes nothing
+	restoreA(ipam.PutDown) // a second call changes nothing
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("a repeated restore put probe0 down under the second allocation")
 	}
-	restoreB(false)
+	restoreB(ipam.PutDown)
 	if linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 stays up after the last allocation's restore")
 	}
@@ -64,7 +65,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	// the last restore puts it down; the other interface is not touched.
 	const n = 16
 	var wg sync.WaitGroup
-	restores := make([]func(bool), n)
+	restores := make([]func(ipam.AfterProbe), n)
 	errs := make([]error, n)
 	for i := range n {
 		wg.Add(1)
@@ -84,14 +85,14 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()
-			restores[i](false)
+			restores[i](ipam.PutDown)
 		}()
 	}
 	rwg.Wait()
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 is down while one of its users still probes")
 	}
-	restores[n-1](false)
+	restores[n-1](ipam.PutDown)
 	if linkUp(t, ns, "probe0") || linkUp(t, ns, "other0") {
 		t.Fatal("after every restore probe0 (or the untouched other0) is up")
 	}
@@ -102,7 +103,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restore(false)
+	restore(ipam.PutDown)
 	if !linkUp(t, ns, "other0") {
 		t.Fatal("an interface that was up before the probe was put down")
 	}
@@ -130,7 +131,7 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 is not up for the probe")
 	}
-	done(true)
+	done(ipam.LeaveUpOutOfDAD)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down although its caller leaves it up")
 	}
@@ -138,7 +139,7 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done(false)
+	done(ipam.PutDown)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("a probe on an interface it did not raise put it down")
 	}
@@ -154,21 +155,22 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doneA(true)
+	doneA(ipam.LeaveUpOutOfDAD)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 went down under the second probe")
 	}
-	doneB(false)
+	doneB(ipam.PutDown)
 	if linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 stays up after the last probe, which puts it down")
 	}
 }
 
-// A caller that would leave the interface up still gets it put down while
-// the link-local address the raise made is in DAD: a main plugin that
-// turns DAD off before raising the interface (the bridge plugin) would
-// otherwise wait for that DAD to end, a second or two. Without DAD on the
-// interface, or once it is over, it is left up.
+// A caller that would leave the interface up gets it put down while the
+// link-local address the raise made is in DAD (LeaveUpOutOfDAD): a main
+// plugin that turns DAD off before raising the interface (the bridge
+// plugin) would otherwise wait for that DAD to end, a second or two.
+// Without DAD on the interface it is left up, and with LeaveUp (a main
+// plugin that keeps DAD as it is) whatever its addresses.
 func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
 	ns := netlab.NewNS(t, "dad")
 	netlab.IP(t, ns, "link", "add", "probe1", "type", "veth", "peer", "name", "probe1p")
@@ -186,17 +188,27 @@ func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
 	if out := netlab.IP(t, ns, "-6", "addr", "show", "dev", "probe1"); !strings.Contains(out, "tentative") {
 		t.Fatalf("no tentative address after the raise: %s", out)
 	}
-	done(true)
+	done(ipam.LeaveUpOutOfDAD)
 	if linkUp(t, ns, "probe1") {
 		t.Fatal("probe1 left up with its link-local in DAD")
 	}
+	// For a main plugin that keeps DAD as it is, left up all the same.
+	done, err = u.EnsureUp(context.Background(), path, "probe1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(ipam.LeaveUp)
+	if !linkUp(t, ns, "probe1") {
+		t.Fatal("probe1 was put down although its main plugin keeps DAD")
+	}
+	netlab.IP(t, ns, "link", "set", "probe1", "down")
 
 	netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", "0")
 	done, err = u.EnsureUp(context.Background(), path, "probe1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	done(true)
+	done(ipam.LeaveUpOutOfDAD)
 	if !linkUp(t, ns, "probe1") {
 		t.Fatal("probe1 was put down without any DAD to wait for")
 	}

@@ -2,6 +2,7 @@ package linkup
 
 import (
 	"context"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
 	go func() {
 		done, err := u.EnsureUp(ctx, path, "other0")
 		if err == nil {
-			done(false)
+			done(ipam.PutDown)
 		}
 		other <- err
 	}()
@@ -52,7 +53,7 @@ func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
 	go func() {
 		done, err := u.EnsureUp(ctx, path, "probe0")
 		if err == nil {
-			done(false)
+			done(ipam.PutDown)
 		}
 		same <- err
 	}()
@@ -63,7 +64,7 @@ func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done(false)
+	done(ipam.PutDown)
 	select {
 	case err := <-same:
 		t.Fatalf("probe0 was raised and lowered while its lock was held (err %v)", err)
