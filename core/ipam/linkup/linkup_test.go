@@ -192,24 +192,23 @@ func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
 	if linkUp(t, ns, "probe1") {
 		t.Fatal("probe1 left up with its link-local in DAD")
 	}
-	// For a main plugin that keeps DAD as it is, left up all the same.
-	done, err = u.EnsureUp(context.Background(), path, "probe1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done(ipam.LeaveUp)
-	if !linkUp(t, ns, "probe1") {
-		t.Fatal("probe1 was put down although its main plugin keeps DAD")
-	}
-	netlab.IP(t, ns, "link", "set", "probe1", "down")
-
-	netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", "0")
-	done, err = u.EnsureUp(context.Background(), path, "probe1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done(ipam.LeaveUpOutOfDAD)
-	if !linkUp(t, ns, "probe1") {
-		t.Fatal("probe1 was put down without any DAD to wait for")
+	for _, tc := range []struct {
+		what      string
+		acceptDAD string
+		after     ipam.AfterProbe
+	}{
+		{"for a main plugin that keeps DAD as it is", "1", ipam.LeaveUp},
+		{"without any DAD to wait for", "0", ipam.LeaveUpOutOfDAD},
+	} {
+		netlab.IP(t, ns, "link", "set", "probe1", "down")
+		netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", tc.acceptDAD)
+		done, err := u.EnsureUp(context.Background(), path, "probe1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done(tc.after)
+		if !linkUp(t, ns, "probe1") {
+			t.Errorf("probe1 was put down %s", tc.what)
+		}
 	}
 }
