@@ -20,6 +20,18 @@ func pluginState(t *testing.T, a *agenttest.Agent, name string) api.Plugin {
 	return agenttest.PluginOf(t, a.Socket, name)
 }
 
+// pluginsNow is every plugin's status by name, as the agent lists them
+// now: in its first milliseconds, while the supervisor is still being
+// given its plugins, the list may be empty (liveness already answers).
+func pluginsNow(t *testing.T, a *agenttest.Agent) map[string]api.Plugin {
+	t.Helper()
+	out := map[string]api.Plugin{}
+	for _, p := range agenttest.StatusOf(t, a.Socket).Plugins {
+		out[p.Name] = p
+	}
+	return out
+}
+
 // checkVia asks the agent to check addresses (CIDRs, optionally
 // "CIDR via GATEWAY") on iface in the agent's own namespace.
 func checkVia(t *testing.T, a *agenttest.Agent, iface string, addrs ...string) api.CheckResult {

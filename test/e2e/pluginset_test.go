@@ -137,7 +137,8 @@ plugin "ip-conflict" {
 	a.WaitFor("/v1/runtime/liveness", http.StatusOK, agenttest.ReadyTimeout)
 	deadline := time.Now().Add(agenttest.ReadyTimeout)
 	for {
-		ipc, gw := pluginState(t, a, "ip-conflict"), pluginState(t, a, "gateway-detector")
+		ps := pluginsNow(t, a)
+		ipc, gw := ps["ip-conflict"], ps["gateway-detector"]
 		if ipc.State == api.Disabled && gw.State == api.Ready {
 			if !strings.Contains(ipc.LastError, "checksum") || ipc.Component != "ip-conflict" {
 				t.Errorf("ip-conflict: %+v; want a checksum error", ipc)
