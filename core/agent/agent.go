@@ -232,6 +232,13 @@ func (a *Agent) run(ctx context.Context) error {
 		Limits:         pluginLimits(cfg),
 	})
 
+	// The plugins are handed to the supervisor before anything serves, so
+	// that the first status lists every configured one (starting); their
+	// wait to settle runs below, beside the servers.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	settle := a.sup.Begin(startCtx, specsOf(cfg, 1), Settings(cfg))
+
 	// Servers: control and health at once, so that startup and liveness
 	// answer while plugins start.
 	var servers sync.WaitGroup
@@ -278,14 +285,12 @@ func (a *Agent) run(ctx context.Context) error {
 	defer stopProbe()
 	go a.selfProbe(probeCtx, cfg.SocketPath)
 
-	// Start the plugins; the main loop beats meanwhile so that liveness
-	// holds during a slow start.
+	// Wait for the plugins to settle; the main loop beats meanwhile so
+	// that liveness holds during a slow start.
 	startDone := make(chan struct{})
-	startCtx, cancelStart := context.WithCancel(ctx)
-	defer cancelStart()
 	go func() {
 		defer close(startDone)
-		a.sup.Apply(startCtx, specsOf(cfg, 1), Settings(cfg))
+		settle(startCtx)
 	}()
 	reloadCtx, stopReloads := context.WithCancel(ctx)
 	defer stopReloads()

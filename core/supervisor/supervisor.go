@@ -195,6 +195,15 @@ func New(opts Options) *Supervisor {
 // every plugin it started or reconfigured has settled (ready, failed or
 // disabled), or ctx ends.
 func (s *Supervisor) Apply(ctx context.Context, specs []Spec, agent sdk.AgentSettings) {
+	s.Begin(ctx, specs, agent)(ctx)
+}
+
+// Begin is Apply up to its wait: when it returns, every plugin of specs is
+// in Snapshot and the new ones are starting; settle waits, as Apply does,
+// for those it started or reconfigured. Stopping removed plugins and
+// reconfiguring changed ones happen in Begin itself (bounded by ctx), so
+// that it returns at once only when every plugin is new: the agent's start.
+func (s *Supervisor) Begin(ctx context.Context, specs []Spec, agent sdk.AgentSettings) (settle func(context.Context)) {
 	type change struct {
 		m    *managed
 		spec Spec
@@ -202,7 +211,7 @@ func (s *Supervisor) Apply(ctx context.Context, specs []Spec, agent sdk.AgentSet
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
-		return
+		return func(context.Context) {}
 	}
 	agentChanged := agent != s.agent
 	s.agent = agent
@@ -234,17 +243,19 @@ func (s *Supervisor) Apply(ctx context.Context, specs []Spec, agent sdk.AgentSet
 	for _, m := range removed {
 		m.shutdown(ctx)
 	}
-	settle := added
+	pending := added
 	for _, m := range added {
 		m.start()
 	}
 	for _, c := range changed {
 		if c.m.update(c.spec, agentChanged) {
-			settle = append(settle, c.m)
+			pending = append(pending, c.m)
 		}
 	}
-	for _, m := range settle {
-		m.waitSettled(ctx)
+	return func(ctx context.Context) {
+		for _, m := range pending {
+			m.waitSettled(ctx)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -164,5 +165,35 @@ func TestPluginDocsOfASetComponent(t *testing.T) {
 	}
 	if _, errOut, code := agenttest.RunCLI(bins, "", "plugin", "docs", set, "--component", "nope"); code == 0 {
 		t.Errorf("plugin docs of an unknown component succeeded: %s", errOut)
+	}
+}
+
+// TestFirstStatusListsEveryPlugin: the agent's very first status answer
+// lists every configured plugin (starting, if not ready yet): a script that
+// asks as soon as the socket answers sees what the agent runs, never an
+// empty list.
+func TestFirstStatusListsEveryPlugin(t *testing.T) {
+	a := agenttest.Start(t, bins, agenttest.Options{})
+	c := &api.Client{SocketPath: a.Socket}
+	deadline := time.Now().Add(agenttest.ReadyTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := c.Status(ctx)
+		cancel()
+		if err == nil {
+			var names []string
+			for _, p := range st.Plugins {
+				names = append(names, p.Name)
+			}
+			if got, want := strings.Join(names, " "), "gateway-detector ip-conflict sysctl-tuner"; got != want {
+				t.Fatalf("the first status lists plugins %q, want %q", got, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no status within %v: %v", agenttest.ReadyTimeout, err)
+		}
+		// The socket appears when it appears: nothing to wait on but time.
+		time.Sleep(time.Millisecond)
 	}
 }
