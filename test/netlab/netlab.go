@@ -363,6 +363,29 @@ func (l *LAN) WaitReady(h *Host) {
 	})
 }
 
+// Meanwhile runs fn again and again in a goroutine of its own, for a test
+// to race what it does against fn, until the returned stop is called; stop
+// returns once fn's last run has ended.
+func Meanwhile(fn func()) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+				fn()
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
+
 // WaitFor polls cond until it holds (5 s at most; see test/poll). It is
 // for state the kernel reaches on its own, not for synchronising goroutines.
 func WaitFor(t testing.TB, what string, cond func() (bool, error)) {

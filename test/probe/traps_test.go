@@ -148,21 +148,10 @@ func TestBusyTrafficDeadline(t *testing.T) {
 	expect(t, mustConflict(t, e, on(l.Node, netlab.Free4), probe.Params{}), probe.Free, "") // socket open
 	before := e.Stats().FramesReceived
 	sent := flood(t, l.Busy)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				_ = syscall.Kill(syscall.Getpid(), syscall.SIGURG)
-				time.Sleep(50 * time.Microsecond) // signal rate, not synchronisation
-			}
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	defer netlab.Meanwhile(func() {
+		_ = syscall.Kill(syscall.Getpid(), syscall.SIGURG)
+		time.Sleep(50 * time.Microsecond) // signal rate, not synchronisation
+	})()
 	netlab.WaitFor(t, "the flood to reach the engine", func() (bool, error) {
 		return e.Stats().FramesReceived > before+1000, nil
 	})

@@ -183,19 +183,8 @@ func TestResyncWhileReleasing(t *testing.T) {
 		}
 		hs = append(hs, h)
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_ = w.Sync(context.Background(), hs)
-		}
-	}()
+	stop := netlab.Meanwhile(func() { _ = w.Sync(context.Background(), hs) })
+	defer stop()
 	for range 30 {
 		for _, h := range hs {
 			w.Remove(h.Key)
@@ -204,6 +193,4 @@ func TestResyncWhileReleasing(t *testing.T) {
 			}
 		}
 	}
-	close(stop)
-	<-done
 }
