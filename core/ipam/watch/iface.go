@@ -32,6 +32,10 @@ type iface struct {
 	done    chan struct{}
 	started atomic.Bool // its reader runs: close waits for it to end
 	closeMu sync.Once
+	// retired is set when the interface's allocation is released: its
+	// socket may still deliver frames until it is closed, and a claim of
+	// the address by whoever gets it next is no conflict.
+	retired atomic.Bool
 
 	// nlMu guards nl: a resync, a claim's MAC refresh and a release's
 	// close reach it from different goroutines, and a closed handle must
@@ -224,6 +228,9 @@ func (ifc *iface) read() {
 
 // handle judges one frame.
 func (ifc *iface) handle(f *arpnd.Frame, now time.Time) {
+	if ifc.retired.Load() {
+		return
+	}
 	for _, c := range arpnd.Claims(f) {
 		if !c.Addr.IsValid() || c.Addr.IsUnspecified() || c.Addr.IsMulticast() {
 			continue

@@ -137,6 +137,12 @@ type Watcher struct {
 	errMu    sync.Mutex
 	lastErr  string
 
+	// closing counts the sockets of released interfaces still closing:
+	// closing a packet socket bound to an interface waits for an RCU
+	// grace period (10-20 ms), which a release's answer need not wait
+	// for. Close waits for them.
+	closing sync.WaitGroup
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -275,12 +281,24 @@ func (w *Watcher) Add(h Held) error {
 	prev := w.ifaces[h.Key]
 	w.ifaces[h.Key] = ifc
 	ifc.start()
-	w.mu.Unlock()
 	if prev != nil {
-		prev.close()
+		w.retireLocked(prev)
 	}
+	w.mu.Unlock()
 	w.rebuildHeld()
 	return nil
+}
+
+// retireLocked stops ifc judging frames at once and closes its socket in
+// the background (see closing). w.mu is held and w is not closed, so
+// Close, which takes w.mu first, waits for the close.
+func (w *Watcher) retireLocked(ifc *iface) {
+	ifc.retired.Store(true)
+	w.closing.Add(1)
+	go func() {
+		defer w.closing.Done()
+		ifc.close()
+	}()
 }
 
 // rebuildHeld collects the addresses every watched interface holds and
@@ -315,9 +333,11 @@ func (w *Watcher) Remove(key api.AttachmentKey) {
 	w.mu.Lock()
 	ifc := w.ifaces[key]
 	delete(w.ifaces, key)
+	if ifc != nil {
+		w.retireLocked(ifc)
+	}
 	w.mu.Unlock()
 	if ifc != nil {
-		ifc.close()
 		w.rebuildHeld()
 	}
 }
@@ -338,6 +358,7 @@ func (w *Watcher) Close() {
 	for _, ifc := range all {
 		ifc.close()
 	}
+	w.closing.Wait()
 }
 
 // Status is the summary status shows.

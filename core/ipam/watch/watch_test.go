@@ -194,3 +194,54 @@ func TestResyncWhileReleasing(t *testing.T) {
 		}
 	}
 }
+
+// A release retires its interface at once and closes the socket behind
+// the answer: a claim of the address the socket still delivers is no
+// conflict (the address is free again, and whoever gets it next claims
+// it), and Close waits for the socket to be closed.
+func TestReleaseRetiresThenCloses(t *testing.T) {
+	netlab.RequireRoot(t)
+	lan := netlab.NewLAN(t)
+	wl := lan.AddHost("wl", "02:00:00:00:0c:01")
+	next := lan.AddHost("next", "02:00:00:00:0c:99")
+	w := New(Options{Node: "n1"})
+	t.Cleanup(w.Close)
+	h := held("c1", wl, "10.0.0.5", true)
+	if err := w.Add(h); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	ifc := w.ifaces[h.Key]
+	w.mu.Unlock()
+	w.Remove(h.Key)
+	if !ifc.retired.Load() {
+		t.Fatal("the released interface is not retired")
+	}
+	f, err := arpnd.Parse(must(arpnd.BuildGratuitousARP(next.MAC, h.Addrs[0].Addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifc.handle(&f, time.Now())
+	if n := w.Status().Detected; n != 0 {
+		t.Fatalf("a claim seen by a released interface was reported as a conflict (%d detected)", n)
+	}
+	w.Close()
+	select {
+	case <-ifc.done:
+	default:
+		t.Fatal("Close returned before the released interface's reader ended")
+	}
+	ifc.nlMu.Lock()
+	closed := ifc.nlClosed
+	ifc.nlMu.Unlock()
+	if !closed {
+		t.Fatal("Close returned before the released interface's netlink handle was closed")
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
