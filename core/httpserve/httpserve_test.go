@@ -22,11 +22,18 @@ func get(addr string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func TestServeStopsCleanly(t *testing.T) {
+// listenLoopback opens a listener on a free loopback port, or fails the test.
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln
+}
+
+func TestServeStopsCleanly(t *testing.T) {
+	ln := listenLoopback(t)
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -51,10 +58,7 @@ func TestServeStopsCleanly(t *testing.T) {
 }
 
 func TestServeFinishesInFlight(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -99,10 +103,7 @@ func TestServeFinishesInFlight(t *testing.T) {
 }
 
 func TestServeGraceExceeded(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	entered := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -115,31 +116,25 @@ func TestServeGraceExceeded(t *testing.T) {
 	go get(ln.Addr().String())
 	<-entered
 	cancel()
-	err = <-done
+	err := <-done
 	if err == nil || !strings.Contains(err.Error(), "requests still running after 20ms") {
 		t.Fatalf("Serve = %v, want a grace error", err)
 	}
 }
 
 func TestServeListenerClosedUnderIt(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	ln.Close()
-	err = Serve(context.Background(), ln, http.NotFoundHandler())
+	err := Serve(context.Background(), ln, http.NotFoundHandler())
 	if err == nil || !strings.Contains(err.Error(), "serve HTTP on") {
 		t.Fatalf("Serve on a closed listener = %v, want an error", err)
 	}
 }
 
 func TestListenBusy(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	defer ln.Close()
-	_, err = Listen(ln.Addr().String())
+	_, err := Listen(ln.Addr().String())
 	if err == nil || !strings.Contains(err.Error(), "listen on "+ln.Addr().String()) {
 		t.Fatalf("Listen on a busy port = %v, want an error naming the address", err)
 	}
@@ -149,11 +144,7 @@ func TestListenBusy(t *testing.T) {
 // test ends, and returns the address.
 func serveLimited(t *testing.T, h http.Handler, lim Limits) string {
 	t.Helper()
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveOn(t, ln, h, lim)
+	return serveOn(t, listenLoopback(t), h, lim)
 }
 
 // serveOn is serveLimited on ln.
