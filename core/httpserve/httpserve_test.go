@@ -160,6 +160,22 @@ func serveOn(t *testing.T, ln net.Listener, h http.Handler, lim Limits) string {
 	return ln.Addr().String()
 }
 
+// dialSilent opens n connections to addr that send nothing, closed when
+// the test ends.
+func dialSilent(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 // closedWithin reports whether the server closes c (read returns an error)
 // within d; whatever the server sent before closing is discarded.
 func closedWithin(c net.Conn, d time.Duration) bool {
@@ -254,15 +270,7 @@ func TestConnectionLimit(t *testing.T) {
 	}), Limits{MaxConns: limit, ReadHeader: time.Minute, Read: time.Minute, Idle: time.Minute})
 
 	// Many more idle connections than slots (headers never sent).
-	var idle []net.Conn
-	for i := 0; i < 10*limit; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		idle = append(idle, c)
-	}
+	idle := dialSilent(t, addr, 10*limit)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	start := time.Now()
 	resp, err := client.Get("http://" + addr + "/")
@@ -330,15 +338,7 @@ func TestSilentConnectionsWaitInTheKernel(t *testing.T) {
 	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}), Limits{MaxConns: limit, ReadHeader: 500 * time.Millisecond})
-	var silent []net.Conn
-	for range 10 * limit {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		silent = append(silent, c)
-	}
+	silent := dialSilent(t, addr, 10*limit)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for range 2 * limit {
 		resp, err := client.Get("http://" + addr + "/")
