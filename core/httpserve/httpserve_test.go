@@ -32,16 +32,21 @@ func listenLoopback(t *testing.T) net.Listener {
 	return ln
 }
 
+// serveInBackground runs Serve on ln in a goroutine: cancel stops it, and
+// done receives what Serve returned.
+func serveInBackground(ln net.Listener, h http.Handler, opts ...Option) (cancel context.CancelFunc, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- Serve(ctx, ln, h, opts...) }()
+	return cancel, ch
+}
+
 func TestServeStopsCleanly(t *testing.T) {
 	ln := listenLoopback(t)
 	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "hello")
-		}))
-	}()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
 
 	code, body, err := get(addr)
 	if err != nil || code != 200 || body != "hello" {
@@ -61,19 +66,15 @@ func TestServeFinishesInFlight(t *testing.T) {
 	ln := listenLoopback(t)
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
-			if r.Context().Err() != nil {
-				http.Error(w, "request context cancelled", 500)
-				return
-			}
-			io.WriteString(w, "finished")
-		}))
-	}()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		if r.Context().Err() != nil {
+			http.Error(w, "request context cancelled", 500)
+			return
+		}
+		io.WriteString(w, "finished")
+	}))
 
 	type result struct {
 		code int
@@ -105,14 +106,10 @@ func TestServeFinishesInFlight(t *testing.T) {
 func TestServeGraceExceeded(t *testing.T) {
 	ln := listenLoopback(t)
 	entered := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-r.Context().Done() // only a forced close ends this request
-		}), WithGrace(20*time.Millisecond))
-	}()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done() // only a forced close ends this request
+	}), WithGrace(20*time.Millisecond))
 	go get(ln.Addr().String())
 	<-entered
 	cancel()
@@ -150,9 +147,7 @@ func serveLimited(t *testing.T, h http.Handler, lim Limits) string {
 // serveOn is serveLimited on ln.
 func serveOn(t *testing.T, ln net.Listener, h http.Handler, lim Limits) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, h, WithLimits(lim), WithGrace(time.Second)) }()
+	cancel, done := serveInBackground(ln, h, WithLimits(lim), WithGrace(time.Second))
 	t.Cleanup(func() {
 		cancel()
 		<-done
