@@ -325,6 +325,22 @@ func (a *Agent) ipamOn() (*ipam.IPAM, error) {
 	return a.ipam.m, nil
 }
 
+// ipamChanging starts a call that may change the store: IPAM must be on
+// (ipamOn), the call counts as work for the memory reclaimer, and once it
+// returns the cached pool usage is stale. The caller defers done.
+func (a *Agent) ipamChanging() (m *ipam.IPAM, done func(), err error) {
+	end := a.work.Begin()
+	m, err = a.ipamOn()
+	if err != nil {
+		end()
+		return nil, nil, err
+	}
+	return m, func() {
+		a.ipam.dirty.Store(true)
+		end()
+	}, nil
+}
+
 func (a *Agent) ipamStatus(ctx context.Context) *api.Status {
 	if a.ipam == nil {
 		return &api.Status{Enabled: false, Reason: "no --ipam-config-dir given"}
@@ -334,12 +350,11 @@ func (a *Agent) ipamStatus(ctx context.Context) *api.Status {
 
 // IPAMAllocate implements control.IPAMBackend.
 func (a *Agent) IPAMAllocate(ctx context.Context, req api.AllocateRequest) (api.Attachment, error) {
-	defer a.work.Begin()()
-	m, err := a.ipamOn()
+	m, done, err := a.ipamChanging()
 	if err != nil {
 		return api.Attachment{}, err
 	}
-	defer a.ipam.dirty.Store(true)
+	defer done()
 	var att api.Attachment
 	err = rideOutage(ctx, a.ipam.outageWait, func(ctx context.Context) error {
 		if sh := a.ipam.shared; sh != nil {
@@ -359,12 +374,11 @@ func (a *Agent) IPAMAllocate(ctx context.Context, req api.AllocateRequest) (api.
 
 // IPAMRelease implements control.IPAMBackend.
 func (a *Agent) IPAMRelease(ctx context.Context, req api.ReleaseRequest) (api.ReleaseResponse, error) {
-	defer a.work.Begin()()
-	m, err := a.ipamOn()
+	m, done, err := a.ipamChanging()
 	if err != nil {
 		return api.ReleaseResponse{}, err
 	}
-	defer a.ipam.dirty.Store(true)
+	defer done()
 	key := api.AttachmentKey{ContainerID: req.ContainerID, Interface: req.Interface}
 	out := api.ReleaseResponse{Released: []api.Attachment{}}
 	defer func() { a.ipam.watch.released(out.Released) }()
@@ -393,12 +407,11 @@ func (a *Agent) IPAMRelease(ctx context.Context, req api.ReleaseRequest) (api.Re
 
 // IPAMReleaseWorkload implements control.IPAMBackend.
 func (a *Agent) IPAMReleaseWorkload(ctx context.Context, workload string) (api.ReleaseResponse, error) {
-	defer a.work.Begin()()
-	m, err := a.ipamOn()
+	m, done, err := a.ipamChanging()
 	if err != nil {
 		return api.ReleaseResponse{}, err
 	}
-	defer a.ipam.dirty.Store(true)
+	defer done()
 	list, err := m.ReleaseWorkload(ctx, workload)
 	if list == nil {
 		list = []api.Attachment{}
@@ -427,12 +440,11 @@ func (a *Agent) IPAMList(ctx context.Context, pool, workload string) (json.RawMe
 
 // IPAMGC implements control.IPAMBackend.
 func (a *Agent) IPAMGC(ctx context.Context) (api.GCResult, error) {
-	defer a.work.Begin()()
-	m, err := a.ipamOn()
+	m, done, err := a.ipamChanging()
 	if err != nil {
 		return api.GCResult{}, err
 	}
-	defer a.ipam.dirty.Store(true)
+	defer done()
 	return m.GC(ctx)
 }
 

@@ -14,25 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// serveUnix serves h with Go's own net/http server (what the agent's
-// control socket runs) on a unix socket in a fresh root-owned directory,
-// and returns the socket's path. The server runs as this test process
-// (root), so the client's peer check believes it.
-func serveUnix(t *testing.T, h http.Handler) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close(); <-done })
-	return sock
-}
+	"github.com/spiderpool-agent/spiderpool-agent/core/api/apitest"
+)
 
 // TestClientAgainstNetHTTP: the HTTP/1.0 client against net/http's server:
 // a GET with a query, a POST with a JSON body, an answer longer than the
@@ -90,7 +74,7 @@ func TestClientAgainstNetHTTP(t *testing.T) {
 	mux.HandleFunc("POST "+AllocatePath, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "plain text, not JSON", http.StatusServiceUnavailable)
 	})
-	c := &Client{SocketPath: serveUnix(t, mux)}
+	c := &Client{SocketPath: apitest.Serve(t, mux)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/core/api/apitest"
 )
 
 // TestGCStale: what GC may release. Each case changes one thing from an
@@ -86,7 +85,7 @@ type fakeAgent struct {
 
 func newFakeAgent(t *testing.T, list []api.Attachment) *fakeAgent {
 	t.Helper()
-	f := &fakeAgent{sock: filepath.Join(t.TempDir(), "agent.sock")}
+	f := &fakeAgent{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.AllocationsPath, func(w http.ResponseWriter, r *http.Request) {
 		pool := r.URL.Query().Get("pool")
@@ -111,14 +110,7 @@ func newFakeAgent(t *testing.T, list []api.Attachment) *fakeAgent {
 			State: "allocated", Origin: req.Origin,
 			Addresses: []api.AllocatedIP{{Pool: "v4", Address: netip.MustParsePrefix("10.0.0.9/24")}}})
 	})
-	ln, err := net.Listen("unix", f.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close(); <-done })
+	f.sock = apitest.Serve(t, mux)
 	return f
 }
 

@@ -57,6 +57,21 @@ func ipamAnswered(env Env, v any, err error, asJSON bool) (code int, done bool) 
 	return ExitOK, false
 }
 
+// ipamAsk runs an ipam subcommand that has only the options every one has:
+// it parses args, makes the one call and ends the command as ipamAnswered
+// does; when done is false the command prints res as text.
+func ipamAsk[T any](env Env, name, help string, args []string, call func(*api.Client, context.Context) (T, error)) (res T, code int, done bool) {
+	fs, socket, asJSON := ipamFlags(name, env)
+	if code, ok := parse(fs, args, env, help); !ok {
+		return res, code, true
+	}
+	ctx, cancel := ipamCtx()
+	defer cancel()
+	res, err := call(&api.Client{SocketPath: *socket}, ctx)
+	code, done = ipamAnswered(env, res, err, *asJSON)
+	return res, code, done
+}
+
 // ipamFail prints an API error with what the agent said; a skipped list
 // explains a conflict.
 func ipamFail(env Env, err error) int {
@@ -85,14 +100,8 @@ func (c *ipamPoolsCommand) Help() string {
 	return helpText("ipam pools [options]", "Shows each pool: family, subnet, size, allocated, reserved, quarantined, free, busy (free but claimed on the wire recently: skipped by allocations), layer-2 domain.", fs)
 }
 func (c *ipamPoolsCommand) Run(args []string) int {
-	fs, socket, asJSON := ipamFlags("ipam pools", c.env)
-	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
-		return code
-	}
-	ctx, cancel := ipamCtx()
-	defer cancel()
-	pools, err := (&api.Client{SocketPath: *socket}).Pools(ctx)
-	if code, done := ipamAnswered(c.env, pools, err, *asJSON); done {
+	pools, code, done := ipamAsk(c.env, "ipam pools", c.Help(), args, (*api.Client).Pools)
+	if done {
 		return code
 	}
 	writePools(c.env.Stdout, pools)
@@ -453,14 +462,8 @@ gone is suspected at its first look and released at a later pass, at least
 ipam.gc_grace_period after, if still gone and unchanged.`, fs)
 }
 func (c *ipamGCCommand) Run(args []string) int {
-	fs, socket, asJSON := ipamFlags("ipam gc", c.env)
-	if code, ok := parse(fs, args, c.env, c.Help()); !ok {
-		return code
-	}
-	ctx, cancel := ipamCtx()
-	defer cancel()
-	res, err := (&api.Client{SocketPath: *socket}).GC(ctx)
-	if code, done := ipamAnswered(c.env, res, err, *asJSON); done {
+	res, code, done := ipamAsk(c.env, "ipam gc", c.Help(), args, (*api.Client).GC)
+	if done {
 		return code
 	}
 	fmt.Fprintf(c.env.Stdout, "checked %d, suspected %d, reclaimed %d, expired quarantines removed %d (grace period %v), workloads pruned %d (%d records)\n",

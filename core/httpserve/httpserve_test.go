@@ -22,19 +22,31 @@ func get(addr string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
-func TestServeStopsCleanly(t *testing.T) {
+// listenLoopback opens a listener on a free loopback port, or fails the test.
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
+	return ln
+}
+
+// serveInBackground runs Serve on ln in a goroutine: cancel stops it, and
+// done receives what Serve returned.
+func serveInBackground(ln net.Listener, h http.Handler, opts ...Option) (cancel context.CancelFunc, done <-chan error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "hello")
-		}))
-	}()
+	ch := make(chan error, 1)
+	go func() { ch <- Serve(ctx, ln, h, opts...) }()
+	return cancel, ch
+}
+
+func TestServeStopsCleanly(t *testing.T) {
+	ln := listenLoopback(t)
+	addr := ln.Addr().String()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))
 
 	code, body, err := get(addr)
 	if err != nil || code != 200 || body != "hello" {
@@ -51,25 +63,18 @@ func TestServeStopsCleanly(t *testing.T) {
 }
 
 func TestServeFinishesInFlight(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-release
-			if r.Context().Err() != nil {
-				http.Error(w, "request context cancelled", 500)
-				return
-			}
-			io.WriteString(w, "finished")
-		}))
-	}()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		if r.Context().Err() != nil {
+			http.Error(w, "request context cancelled", 500)
+			return
+		}
+		io.WriteString(w, "finished")
+	}))
 
 	type result struct {
 		code int
@@ -99,47 +104,34 @@ func TestServeFinishesInFlight(t *testing.T) {
 }
 
 func TestServeGraceExceeded(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	entered := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(entered)
-			<-r.Context().Done() // only a forced close ends this request
-		}), WithGrace(20*time.Millisecond))
-	}()
+	cancel, done := serveInBackground(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done() // only a forced close ends this request
+	}), WithGrace(20*time.Millisecond))
 	go get(ln.Addr().String())
 	<-entered
 	cancel()
-	err = <-done
+	err := <-done
 	if err == nil || !strings.Contains(err.Error(), "requests still running after 20ms") {
 		t.Fatalf("Serve = %v, want a grace error", err)
 	}
 }
 
 func TestServeListenerClosedUnderIt(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	ln.Close()
-	err = Serve(context.Background(), ln, http.NotFoundHandler())
+	err := Serve(context.Background(), ln, http.NotFoundHandler())
 	if err == nil || !strings.Contains(err.Error(), "serve HTTP on") {
 		t.Fatalf("Serve on a closed listener = %v, want an error", err)
 	}
 }
 
 func TestListenBusy(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenLoopback(t)
 	defer ln.Close()
-	_, err = Listen(ln.Addr().String())
+	_, err := Listen(ln.Addr().String())
 	if err == nil || !strings.Contains(err.Error(), "listen on "+ln.Addr().String()) {
 		t.Fatalf("Listen on a busy port = %v, want an error naming the address", err)
 	}
@@ -149,24 +141,34 @@ func TestListenBusy(t *testing.T) {
 // test ends, and returns the address.
 func serveLimited(t *testing.T, h http.Handler, lim Limits) string {
 	t.Helper()
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveOn(t, ln, h, lim)
+	return serveOn(t, listenLoopback(t), h, lim)
 }
 
 // serveOn is serveLimited on ln.
 func serveOn(t *testing.T, ln net.Listener, h http.Handler, lim Limits) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, h, WithLimits(lim), WithGrace(time.Second)) }()
+	cancel, done := serveInBackground(ln, h, WithLimits(lim), WithGrace(time.Second))
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+// dialSilent opens n connections to addr that send nothing, closed when
+// the test ends.
+func dialSilent(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // closedWithin reports whether the server closes c (read returns an error)
@@ -263,15 +265,7 @@ func TestConnectionLimit(t *testing.T) {
 	}), Limits{MaxConns: limit, ReadHeader: time.Minute, Read: time.Minute, Idle: time.Minute})
 
 	// Many more idle connections than slots (headers never sent).
-	var idle []net.Conn
-	for i := 0; i < 10*limit; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		idle = append(idle, c)
-	}
+	idle := dialSilent(t, addr, 10*limit)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	start := time.Now()
 	resp, err := client.Get("http://" + addr + "/")
@@ -339,15 +333,7 @@ func TestSilentConnectionsWaitInTheKernel(t *testing.T) {
 	addr := serveLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}), Limits{MaxConns: limit, ReadHeader: 500 * time.Millisecond})
-	var silent []net.Conn
-	for range 10 * limit {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		silent = append(silent, c)
-	}
+	silent := dialSilent(t, addr, 10*limit)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for range 2 * limit {
 		resp, err := client.Get("http://" + addr + "/")
