@@ -47,12 +47,8 @@ func New(log hclog.Logger) *Plugin {
 
 // Info implements sdk.Plugin.
 func (p *Plugin) Info() sdk.Info {
-	return sdk.Info{
-		Name: Name, Kind: sdk.KindDetector, Version: Version, APIVersion: sdk.APIVersion,
-		Description: "blocks an address whose gateway does not answer ARP / neighbor solicitation",
-		// Raw packets; setns into workload namespaces.
-		Capabilities: []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"},
-	}
+	return probeplugin.Info(Name, Version,
+		"blocks an address whose gateway does not answer ARP / neighbor solicitation")
 }
 
 // Check implements sdk.Detector: does req.Gateway answer on req.Interface?

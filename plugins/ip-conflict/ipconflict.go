@@ -46,12 +46,8 @@ func New(log hclog.Logger) *Plugin {
 
 // Info implements sdk.Plugin.
 func (p *Plugin) Info() sdk.Info {
-	return sdk.Info{
-		Name: Name, Kind: sdk.KindDetector, Version: Version, APIVersion: sdk.APIVersion,
-		Description: "blocks an address another host on the link already uses (ARP probe / IPv6 DAD)",
-		// Raw packets; setns into workload namespaces.
-		Capabilities: []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"},
-	}
+	return probeplugin.Info(Name, Version,
+		"blocks an address another host on the link already uses (ARP probe / IPv6 DAD)")
 }
 
 // Check implements sdk.Detector: is req.Address in use on req.Interface?

@@ -42,9 +42,7 @@ func TestInfoAndSchema(t *testing.T) {
 // TestDefaultsApplied applies the six defaults to a tree like the initial
 // namespace's and checks values, states and previous values.
 func TestDefaultsApplied(t *testing.T) {
-	root := mkTree(t, nil)
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "", both)
+	p, root := configuredPlugin(t, nil, "", both)
 	st := p.Status(context.Background())
 	if got := statusKeys(st); len(got) != 6 {
 		t.Fatalf("keys %v", got)
@@ -127,9 +125,8 @@ func TestConfigureRejects(t *testing.T) {
 // TestRejectedReloadKeepsPrevious: a reload with a bad set key changes
 // nothing; the previous settings and loop stay in force.
 func TestRejectedReloadKeepsPrevious(t *testing.T) {
-	root := mkTree(t, map[string]string{"net/ipv4/ip_forward": "0\n"})
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "reconcile_interval = \"50ms\"\nset = { \"net.ipv4.ip_forward\" = \"1\" }\n", both)
+	p, root := configuredPlugin(t, map[string]string{"net/ipv4/ip_forward": "0\n"},
+		"reconcile_interval = \"50ms\"\nset = { \"net.ipv4.ip_forward\" = \"1\" }\n", both)
 	before := p.Status(context.Background())
 
 	err := configure(t, p, root, "reconcile_interval = \"1h\"\nset = {\n  \"net.ipv4.ip_forward\" = \"0\"\n  \"net..x\" = \"1\"\n}\n", both)
@@ -151,9 +148,8 @@ func TestRejectedReloadKeepsPrevious(t *testing.T) {
 // TestReloadAppliesAtOnce: a reload with a changed value writes it before
 // Configure returns, and restarts the loop with the new interval.
 func TestReloadAppliesAtOnce(t *testing.T) {
-	root := mkTree(t, map[string]string{"net/ipv4/ip_forward": "0\n"})
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "reconcile_interval = \"1h\"\nset = { \"net.ipv4.ip_forward\" = \"1\" }\n", both)
+	p, root := configuredPlugin(t, map[string]string{"net/ipv4/ip_forward": "0\n"},
+		"reconcile_interval = \"1h\"\nset = { \"net.ipv4.ip_forward\" = \"1\" }\n", both)
 	if got := readKey(t, root, "net/ipv4/ip_forward"); got != "1" {
 		t.Fatalf("ip_forward = %q after Configure, want 1", got)
 	}
@@ -214,9 +210,7 @@ func TestFamilySwitches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := mkTree(t, nil)
-			p := newPlugin(t)
-			mustConfigure(t, p, root, tt.body, sdk.AgentSettings{EnableIPv4: tt.v4, EnableIPv6: tt.v6})
+			p, root := configuredPlugin(t, nil, tt.body, sdk.AgentSettings{EnableIPv4: tt.v4, EnableIPv6: tt.v6})
 			want := append([]string(nil), tt.wantKeys...)
 			sort.Strings(want)
 			if got := statusKeys(p.Status(context.Background())); !reflect.DeepEqual(got, want) {

@@ -83,6 +83,17 @@ func newPlugin(t *testing.T) *Plugin {
 	return p
 }
 
+// configuredPlugin returns a plugin configured with body on a new tree of
+// initNS plus extra, and the tree's root; the plugin is shut down when the
+// test ends.
+func configuredPlugin(t *testing.T, extra map[string]string, body string, agent sdk.AgentSettings) (*Plugin, string) {
+	t.Helper()
+	root := mkTree(t, extra)
+	p := newPlugin(t)
+	mustConfigure(t, p, root, body, agent)
+	return p, root
+}
+
 func statusKey(t *testing.T, st sdk.TunerStatus, key string) sdk.TunedKey {
 	return tunertest.Key(t, st.Keys, key, func(k sdk.TunedKey) string { return k.Key })
 }

@@ -57,9 +57,7 @@ func TestConformance(t *testing.T) {
 // TestDriftCorrectedByLoop: a value changed behind the plugin's back is set
 // back within the interval, counted and reported.
 func TestDriftCorrectedByLoop(t *testing.T) {
-	root := mkTree(t, nil)
-	p := newPlugin(t)
-	mustConfigure(t, p, root, `reconcile_interval = "50ms"`, both)
+	p, root := configuredPlugin(t, nil, `reconcile_interval = "50ms"`, both)
 	key, rel := "net.ipv4.conf.all.rp_filter", "net/ipv4/conf/all/rp_filter"
 	if v := mustSample(t, p, MetricDriftCorrections, map[string]string{"key": key}); v != 0 {
 		t.Fatalf("drift corrections before any drift: %v", v)
@@ -93,9 +91,7 @@ func TestDriftCorrectedByLoop(t *testing.T) {
 // for root) is failed; the plugin is degraded naming it, the other keys are
 // applied, the failure is counted; once fixed the plugin is ready again.
 func TestFailedKeyDegrades(t *testing.T) {
-	root := mkTree(t, map[string]string{"net/ipv4/conf/all/rp_filter": "", "net/ipv4/conf/all/rp_filter/x": "0\n"})
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "", both)
+	p, root := configuredPlugin(t, map[string]string{"net/ipv4/conf/all/rp_filter": "", "net/ipv4/conf/all/rp_filter/x": "0\n"}, "", both)
 	key := "net.ipv4.conf.all.rp_filter"
 
 	h := p.Health(context.Background())
@@ -159,9 +155,7 @@ func TestFailedKeyDegrades(t *testing.T) {
 // (no neigh/default) both gc_thresh3 keys are unsupported and the plugin
 // is ready.
 func TestChildNamespaceTree(t *testing.T) {
-	root := mkTree(t, map[string]string{"net/ipv4/neigh/default/gc_thresh3": "", "net/ipv6/neigh/default/gc_thresh3": ""})
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "", both)
+	p, _ := configuredPlugin(t, map[string]string{"net/ipv4/neigh/default/gc_thresh3": "", "net/ipv6/neigh/default/gc_thresh3": ""}, "", both)
 	st := p.Status(context.Background())
 	for key := range defaultKeys {
 		want := "applied"
@@ -213,9 +207,7 @@ func TestHealthDetailJSON(t *testing.T) {
 
 // TestMetricsShape: every name, type and label set.
 func TestMetricsShape(t *testing.T) {
-	root := mkTree(t, nil)
-	p := newPlugin(t)
-	mustConfigure(t, p, root, "", both)
+	p, root := configuredPlugin(t, nil, "", both)
 	samples := p.Metrics(context.Background())
 	types := map[string]sdk.SampleType{}
 	perKeyState := map[string]float64{}

@@ -11,7 +11,9 @@ var (
 	macB = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xb}
 )
 
-func claimsOf(t *testing.T, b []byte, err error) []Claim {
+// parseBuilt parses the frame a Build function returned with err, failing
+// the test if either the build or the parse failed.
+func parseBuilt(t *testing.T, b []byte, err error) Frame {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -20,7 +22,7 @@ func claimsOf(t *testing.T, b []byte, err error) []Claim {
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	return Claims(&f)
+	return f
 }
 
 func TestClaims(t *testing.T) {
@@ -47,7 +49,8 @@ func TestClaims(t *testing.T) {
 		{"resolution NS claims its source, not its target", res, serr, []Claim{{ll, [6]byte(macB), EvidenceNDSource}}},
 	}
 	for _, tc := range tests {
-		got := claimsOf(t, tc.b, tc.err)
+		f := parseBuilt(t, tc.b, tc.err)
+		got := Claims(&f)
 		if len(got) != len(tc.want) {
 			t.Fatalf("%s: claims %v, want %v", tc.name, got, tc.want)
 		}
@@ -62,13 +65,7 @@ func TestClaims(t *testing.T) {
 func TestBuildUnsolicitedNA(t *testing.T) {
 	a6 := netip.MustParseAddr("fd00::5")
 	b, err := BuildUnsolicitedNA(macA, a6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := Parse(b)
-	if err != nil {
-		t.Fatalf("parse: %v", err)
-	}
+	f := parseBuilt(t, b, err)
 	if f.Kind != KindNA || f.Target != a6 || f.IPSrc != a6 || f.IPDst != AllNodes || f.Solicited || !f.Override ||
 		!f.HasTgtLL || f.TgtLL != [6]byte(macA) || f.EthSrc != [6]byte(macA) || f.EthDst != [6]byte(AllNodesMAC) {
 		t.Fatalf("unsolicited NA parsed as %+v", f)
@@ -88,13 +85,7 @@ func TestBuildUnsolicitedNA(t *testing.T) {
 func TestClaimsIntoAllocatesNothing(t *testing.T) {
 	a6 := netip.MustParseAddr("fd00::5")
 	b, err := BuildUnsolicitedNA(macB, a6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := parseBuilt(t, b, err)
 	var buf [MaxClaims]Claim
 	if n := testing.AllocsPerRun(100, func() { ClaimsInto(&f, &buf) }); n != 0 {
 		t.Errorf("ClaimsInto allocated %v times per frame, want 0", n)

@@ -8,6 +8,17 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
+// Info is the sdk.Info of a detector built on the Kit: a detector of this
+// API version that needs what the probe engine needs, raw packet sockets and
+// entry into workload network namespaces (setns).
+func Info(name, version, description string) sdk.Info {
+	return sdk.Info{
+		Name: name, Kind: sdk.KindDetector, Version: version, APIVersion: sdk.APIVersion,
+		Description:  description,
+		Capabilities: []string{"CAP_NET_RAW", "CAP_SYS_ADMIN"},
+	}
+}
+
 // Detector is a Kit with the config methods of a detector that has no
 // attributes of its own beside the shared ones: ConfigSchema, Configure and
 // ValidateConfig. Embed *Detector and write Info and Check.

@@ -9,7 +9,8 @@
 //     reload keeps the sockets), the agent's family switches, the check
 //     bookkeeping (metrics, error classification, standard evidence), and
 //     the Health, Metrics and Shutdown methods of an sdk.Plugin;
-//   - Classify: the fixed set of error reasons used in metrics.
+//   - Classify: the fixed set of error reasons used in metrics;
+//   - Info: a detector's sdk.Info with the capabilities the engine needs.
 //
 // A detector embeds *Kit and writes Info, ConfigSchema, Configure and Check;
 // one without attributes of its own embeds *Detector (a Kit with those
