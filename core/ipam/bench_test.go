@@ -113,16 +113,14 @@ func BenchmarkList5000(b *testing.B) {
 	var seq atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < 64; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := seq.Add(1); i <= 5000; i = seq.Add(1) {
 				if _, err := m.Allocate(ctx, req(fmt.Sprint("c", i), "big")); err != nil {
 					b.Error(err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	b.Run("list", func(b *testing.B) {

@@ -152,7 +152,7 @@ func (m *IPAM) PruneConflicts(ctx context.Context) (int, error) {
 		if json.Unmarshal(e.Value, &c) == nil && now.Sub(c.LastSeen) <= m.retain {
 			continue
 		}
-		if _, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}}); err != nil {
+		if err := m.deleteUnchanged(ctx, e); err != nil {
 			if errors.Is(err, ErrCompareFailed) {
 				continue // written meanwhile: recent again
 			}

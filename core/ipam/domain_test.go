@@ -33,9 +33,7 @@ func fillConcurrently(t *testing.T, m *IPAM, pools ...string) map[string][]Attac
 	)
 	for _, pool := range pools {
 		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for i := 0; ; i++ {
 					cid := fmt.Sprintf("%s-w%d-%d", pool, w, i)
 					att, err := m.Allocate(ctx, AllocateRequest{ContainerID: cid, Interface: "eth0", Pools: []string{pool}})
@@ -56,7 +54,7 @@ func fillConcurrently(t *testing.T, m *IPAM, pools ...string) map[string][]Attac
 					}
 					mu.Unlock()
 				}
-			}()
+			})
 		}
 	}
 	wg.Wait()

@@ -50,7 +50,7 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 				return n, err
 			}
 			if owner.rev == 0 {
-				if _, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}}); err != nil && !errors.Is(err, ErrCompareFailed) {
+				if err := m.deleteUnchanged(ctx, e); err != nil && !errors.Is(err, ErrCompareFailed) {
 					return n, err
 				}
 				n++
@@ -163,7 +163,7 @@ func (m *IPAM) GC(ctx context.Context) (api.GCResult, error) {
 			if rec.State != StateQuarantined || now.Before(rec.Until) {
 				continue
 			}
-			if _, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}}); err == nil {
+			if err := m.deleteUnchanged(ctx, e); err == nil {
 				res.QuarantineExpired++
 			} else if !errors.Is(err, ErrCompareFailed) {
 				return res, err

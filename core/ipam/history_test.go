@@ -328,11 +328,9 @@ func TestPodmanChurnBoundedByRetention(t *testing.T) {
 			}
 			released[name] = now
 			cid := fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64())
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				errs <- cycle(ctx, m, AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: name, Pools: []string{"plain4"}})
-			}()
+			})
 		}
 		wg.Wait()
 		close(errs)

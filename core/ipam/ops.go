@@ -392,3 +392,11 @@ func (m *IPAM) poolRecords(ctx context.Context, p *Pool) ([]poolRecord, error) {
 	}
 	return out, nil
 }
+
+// deleteUnchanged deletes e's key under the compare of the revision it was
+// read at: a key written since is kept, and the error wraps
+// ErrCompareFailed.
+func (m *IPAM) deleteUnchanged(ctx context.Context, e Entry) error {
+	_, err := m.store.Commit(ctx, []Cond{{Key: e.Key, Revision: e.Revision}}, []Op{{Key: e.Key, Delete: true}})
+	return err
+}

@@ -27,9 +27,7 @@ func fill(t testing.TB, path string, n int) {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := w; i < n; i += workers {
 				cid := fmt.Sprintf("ctr-%05d", i)
 				if _, err := m.Allocate(context.Background(), ipam.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: "default/" + cid, Pools: []string{"big"}}); err != nil {
@@ -37,7 +35,7 @@ func fill(t testing.TB, path string, n int) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -189,11 +187,9 @@ func TestCorruptPageUnderConcurrentCommits(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 16)
 	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			_, errs[i] = s.Commit(context.Background(), nil, []ipam.Op{{Key: fmt.Sprintf("x/%d", i), Value: []byte("v")}})
-		}()
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -247,9 +243,7 @@ func TestBackupUnderCommitsAndRestore(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -262,7 +256,7 @@ func TestBackupUnderCommitsAndRestore(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	backups := []string{}
 	for i := range 5 {

@@ -187,9 +187,7 @@ func TestConcurrentClients(t *testing.T) {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for ci, s := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			next := ci * 100
 			for range each {
 				for {
@@ -217,7 +215,7 @@ func TestConcurrentClients(t *testing.T) {
 					break
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	el := time.Since(start)
@@ -260,9 +258,7 @@ func TestLastFreeKeyRace(t *testing.T) {
 		var wg sync.WaitGroup
 		ready := make(chan struct{})
 		for i, s := range stores {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				<-ready
 				_, err := s.Commit(context.Background(), []ipam.Cond{{Key: key}}, []ipam.Op{{Key: key, Value: []byte(fmt.Sprint(i))}})
 				switch {
@@ -273,7 +269,7 @@ func TestLastFreeKeyRace(t *testing.T) {
 				default:
 					t.Errorf("round %d client %d: %v", round, i, err)
 				}
-			}()
+			})
 		}
 		close(ready)
 		wg.Wait()

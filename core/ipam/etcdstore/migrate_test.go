@@ -38,11 +38,9 @@ func TestMigrateKeysOnEtcd(t *testing.T) {
 	moved := make([]int, 2)
 	errs := make([]error, 2)
 	for i, s := range []ipam.Store{a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			moved[i], errs[i] = ipam.MigrateKeys(context.Background(), s)
-		}()
+		})
 	}
 	wg.Wait()
 	if errs[0] != nil || errs[1] != nil || moved[0]+moved[1] != 121 {

@@ -1,15 +1,38 @@
-package linkup_test
+package linkup
 
 import (
 	"context"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"strings"
 	"sync"
 	"testing"
 
-	. "github.com/spiderpool-agent/spiderpool-agent/core/ipam/linkup"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
+
+// vethNS makes a namespace named after role holding the links, each one
+// end of a veth pair whose other end (the link's name and "p") is up: a
+// link raised here gets carrier at once. It returns the namespace's name
+// and path.
+func vethNS(t *testing.T, role string, links ...string) (ns, path string) {
+	t.Helper()
+	ns = netlab.NewNS(t, role)
+	for _, l := range links {
+		netlab.IP(t, ns, "link", "add", l, "type", "veth", "peer", "name", l+"p")
+		netlab.IP(t, ns, "link", "set", l+"p", "up")
+	}
+	return ns, "/var/run/netns/" + ns
+}
+
+// ensureUp is u.EnsureUp that fails the test on an error.
+func ensureUp(t *testing.T, u *Netlink, path, iface string) func(ipam.AfterProbe) {
+	t.Helper()
+	done, err := u.EnsureUp(context.Background(), path, iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return done
+}
 
 // linkUp reads whether iface in ns is administratively up.
 func linkUp(t *testing.T, ns, iface string) bool {
@@ -29,25 +52,12 @@ func linkUp(t *testing.T, ns, iface string) bool {
 // it stays up until the last is done - a sibling's restore must not put
 // it down under a probe still running.
 func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
-	ns := netlab.NewNS(t, "upper")
-	// veth pairs whose peers are up: the raised end gets carrier at once.
-	for _, l := range []string{"probe0", "other0"} {
-		netlab.IP(t, ns, "link", "add", l, "type", "veth", "peer", "name", l+"p")
-		netlab.IP(t, ns, "link", "set", l+"p", "up")
-	}
-	path := "/var/run/netns/" + ns
+	ns, path := vethNS(t, "upper", "probe0", "other0")
 	u := &Netlink{}
-	ctx := context.Background()
 
 	// In sequence, as the attack had it: A raises, B finds it up, A ends.
-	restoreA, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restoreB, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	restoreA := ensureUp(t, u, path, "probe0")
+	restoreB := ensureUp(t, u, path, "probe0")
 	restoreA(ipam.PutDown)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down by the first allocation's restore while the second still probes on it")
@@ -68,11 +78,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	restores := make([]func(ipam.AfterProbe), n)
 	errs := make([]error, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			restores[i], errs[i] = u.EnsureUp(ctx, path, "probe0")
-		}()
+		wg.Go(func() { restores[i], errs[i] = u.EnsureUp(context.Background(), path, "probe0") })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -82,11 +88,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 	}
 	var rwg sync.WaitGroup
 	for i := range n - 1 {
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			restores[i](ipam.PutDown)
-		}()
+		rwg.Go(func() { restores[i](ipam.PutDown) })
 	}
 	rwg.Wait()
 	if !linkUp(t, ns, "probe0") {
@@ -99,11 +101,7 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 
 	// An interface up before anyone raised it is not put down.
 	netlab.IP(t, ns, "link", "set", "other0", "up")
-	restore, err := u.EnsureUp(ctx, path, "other0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restore(ipam.PutDown)
+	ensureUp(t, u, path, "other0")(ipam.PutDown)
 	if !linkUp(t, ns, "other0") {
 		t.Fatal("an interface that was up before the probe was put down")
 	}
@@ -114,20 +112,13 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 // with it: the next probe finds an interface that is up and not raised
 // here, so its end does not put it down either.
 func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
-	ns := netlab.NewNS(t, "upper")
-	netlab.IP(t, ns, "link", "add", "probe0", "type", "veth", "peer", "name", "probe0p")
-	netlab.IP(t, ns, "link", "set", "probe0p", "up")
+	ns, path := vethNS(t, "upper", "probe0")
 	// No DAD: the link-local of the raise is never tentative (see
 	// TestEnsureUpPutsDownALinkLocalInDAD).
 	netlab.Sysctl(t, ns, "net.ipv6.conf.probe0.accept_dad", "0")
-	path := "/var/run/netns/" + ns
 	u := &Netlink{}
-	ctx := context.Background()
 
-	done, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	done := ensureUp(t, u, path, "probe0")
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 is not up for the probe")
 	}
@@ -135,11 +126,7 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 was put down although its caller leaves it up")
 	}
-	done, err = u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done(ipam.PutDown)
+	ensureUp(t, u, path, "probe0")(ipam.PutDown)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("a probe on an interface it did not raise put it down")
 	}
@@ -147,14 +134,8 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	// With a sibling still probing, the one leaving it up changes nothing;
 	// the last one decides.
 	netlab.IP(t, ns, "link", "set", "probe0", "down")
-	doneA, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	doneB, err := u.EnsureUp(ctx, path, "probe0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	doneA := ensureUp(t, u, path, "probe0")
+	doneB := ensureUp(t, u, path, "probe0")
 	doneA(ipam.LeaveUpOutOfDAD)
 	if !linkUp(t, ns, "probe0") {
 		t.Fatal("probe0 went down under the second probe")
@@ -172,19 +153,13 @@ func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 // Without DAD on the interface it is left up, and with LeaveUp (a main
 // plugin that keeps DAD as it is) whatever its addresses.
 func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
-	ns := netlab.NewNS(t, "dad")
-	netlab.IP(t, ns, "link", "add", "probe1", "type", "veth", "peer", "name", "probe1p")
-	netlab.IP(t, ns, "link", "set", "probe1p", "up")
+	ns, path := vethNS(t, "dad", "probe1")
 	// DAD as a fresh namespace has it, one probe a second: the link-local
 	// stays tentative for a second or more after the raise.
 	netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", "1", "net.ipv6.conf.probe1.dad_transmits", "1",
 		"net.ipv6.neigh.probe1.retrans_time_ms", "10000")
-	path := "/var/run/netns/" + ns
 	u := &Netlink{}
-	done, err := u.EnsureUp(context.Background(), path, "probe1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	done := ensureUp(t, u, path, "probe1")
 	if out := netlab.IP(t, ns, "-6", "addr", "show", "dev", "probe1"); !strings.Contains(out, "tentative") {
 		t.Fatalf("no tentative address after the raise: %s", out)
 	}
@@ -202,11 +177,7 @@ func TestEnsureUpPutsDownALinkLocalInDAD(t *testing.T) {
 	} {
 		netlab.IP(t, ns, "link", "set", "probe1", "down")
 		netlab.Sysctl(t, ns, "net.ipv6.conf.probe1.accept_dad", tc.acceptDAD)
-		done, err := u.EnsureUp(context.Background(), path, "probe1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done(tc.after)
+		ensureUp(t, u, path, "probe1")(tc.after)
 		if !linkUp(t, ns, "probe1") {
 			t.Errorf("probe1 was put down %s", tc.what)
 		}

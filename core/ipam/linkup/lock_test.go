@@ -2,13 +2,12 @@ package linkup
 
 import (
 	"context"
-	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+	"github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 )
 
 // A raise or lower of one interface waits only for the others of the same
@@ -16,12 +15,7 @@ import (
 // workload's link changes (a node's storm of workload starts did, on one
 // lock for all interfaces).
 func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
-	ns := netlab.NewNS(t, "lock")
-	for _, l := range []string{"probe0", "other0"} {
-		netlab.IP(t, ns, "link", "add", l, "type", "veth", "peer", "name", l+"p")
-		netlab.IP(t, ns, "link", "set", l+"p", "up")
-	}
-	path := "/var/run/netns/" + ns
+	_, path := vethNS(t, "lock", "probe0", "other0")
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
@@ -32,16 +26,21 @@ func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	other := make(chan error, 1)
-	go func() {
-		done, err := u.EnsureUp(ctx, path, "other0")
-		if err == nil {
-			done(ipam.PutDown)
-		}
-		other <- err
-	}()
+	// upAndDown raises iface and puts it down again in the background; the
+	// channel gets EnsureUp's error.
+	upAndDown := func(iface string) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			done, err := u.EnsureUp(ctx, path, iface)
+			if err == nil {
+				done(ipam.PutDown)
+			}
+			errc <- err
+		}()
+		return errc
+	}
 	select {
-	case err := <-other:
+	case err := <-upAndDown("other0"):
 		if err != nil {
 			t.Fatalf("other0: %v", err)
 		}
@@ -49,22 +48,13 @@ func TestOneInterfaceWaitsOnlyForItself(t *testing.T) {
 		t.Fatal("raising other0 waited for probe0's lock")
 	}
 
-	same := make(chan error, 1)
-	go func() {
-		done, err := u.EnsureUp(ctx, path, "probe0")
-		if err == nil {
-			done(ipam.PutDown)
-		}
-		same <- err
-	}()
-	// probe0 waits while its lock is held: raise it on other0 once more
+	same := upAndDown("probe0")
+	// probe0 waits while its lock is held: raise and lower other0 once more
 	// (a full netlink round) and see that probe0's EnsureUp has not
 	// answered meanwhile.
-	done, err := u.EnsureUp(ctx, path, "other0")
-	if err != nil {
+	if err := <-upAndDown("other0"); err != nil {
 		t.Fatal(err)
 	}
-	done(ipam.PutDown)
 	select {
 	case err := <-same:
 		t.Fatalf("probe0 was raised and lowered while its lock was held (err %v)", err)

@@ -185,9 +185,7 @@ func concurrentCreate(t *testing.T, f Factory) {
 	won := map[string][]int{}
 	var wg sync.WaitGroup
 	for w := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for k := range 8 {
 				key := fmt.Sprintf("race/%d", k)
 				_, err := s.Commit(context.Background(), []ipam.Cond{{Key: key, Revision: 0}}, []ipam.Op{{Key: key, Value: []byte(fmt.Sprint(w))}})
@@ -199,7 +197,7 @@ func concurrentCreate(t *testing.T, f Factory) {
 					t.Errorf("writer %d: %v", w, err)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for k := range 8 {
