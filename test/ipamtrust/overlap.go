@@ -98,11 +98,11 @@ func AddOverlapByReload(t testing.TB, c context.Context, client *api.Client, poo
 	t.Helper()
 	first, err := client.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("allocate from ovA before the reload: %v", err)
 	}
 	file = filepath.Join(poolDir, "pools.hcl")
 	if err := os.WriteFile(file, []byte(PoolOvA+"\n"+PoolOvB), 0o644); err != nil {
-		t.Fatal(err)
+		t.Fatalf("add ovB to the pool file: %v", err)
 	}
 	return first, file, client.Reload(c)
 }
