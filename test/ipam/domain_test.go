@@ -50,15 +50,7 @@ func fillPool(t *testing.T, a *ipamAgent, pool string) map[string]bool {
 func scenarioReloadAddsOverlap(t *testing.T) {
 	a := startIPAM(t, agentOpts{pools: poolOvA})
 	c := ctx(t)
-	first, err := a.Client.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(a.PoolDir, "pools.hcl")
-	if err := os.WriteFile(file, []byte(poolOvA+"\n"+poolOvB), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
+	first, file, err := ipamtrust.AddOverlapByReload(t, c, a.Client, a.PoolDir)
 	if err == nil {
 		t.Fatal("a reload adding an overlapping pool was accepted")
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,53 +15,22 @@ import (
 	coreipam "github.com/spiderpool-agent/spiderpool-agent/core/ipam"
 	"github.com/spiderpool-agent/spiderpool-agent/core/ipam/boltstore"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
+	"github.com/spiderpool-agent/spiderpool-agent/test/ipamtrust"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/storefault"
 )
 
-// bulkPool has nothing to check on the wire: allocations are one commit,
-// from the agent's own namespace.
-const bulkPool = `
-pool "bulk" {
-  subnet             = "10.50.0.0/20"
-  conflict_detection = false
-}
-`
-
-// allocateN makes n allocations (bulk-<prefix>-<i>) through the API, 16 at
-// a time.
-func allocateN(t *testing.T, a *ipamAgent, prefix string, n int) {
-	t.Helper()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				cid := fmt.Sprintf("%s-%d", prefix, i)
-				if _, err := a.Client.Allocate(ctx(t), api.AllocateRequest{ContainerID: cid, Interface: "eth0", Workload: cid, Pools: []string{"bulk"}}); err != nil {
-					t.Errorf("allocate %s: %v", cid, err)
-				}
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-}
-
-// StoreWithAllocations runs an agent on a new store file, makes n
-// allocations through it and stops it; the file is returned.
+// storeWithAllocations runs an agent on a new store file, makes n
+// allocations through it, each with a workload record, and stops it; the
+// file is returned.
 func storeWithAllocations(t *testing.T, n int) string {
 	t.Helper()
-	a := startIPAM(t, agentOpts{pools: bulkPool})
-	allocateN(t, a, "bulk", n)
+	a := startIPAM(t, agentOpts{pools: ipamtrust.BulkPool})
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := ipamtrust.AllocateBulk(c, a.Client, "bulk", n, true); err != nil {
+		t.Fatal(err)
+	}
 	a.Stop()
 	return a.DB
 }
@@ -81,7 +49,7 @@ func TestCorruptPageWhileRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startIPAM(t, agentOpts{pools: bulkPool, db: db})
+	a := startIPAM(t, agentOpts{pools: ipamtrust.BulkPool, db: db})
 	if err := storefault.Overwrite(db, int64(pgid)*int64(pageSize), pageSize, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +114,7 @@ func TestCheckFindsInconsistentStore(t *testing.T) {
 				t.Errorf("ipam check --file: exit %d, want 1 and %q\n%s%s", code, tc.want, out, errOut)
 			}
 			// The live check of an agent on it says the same.
-			a := startIPAM(t, agentOpts{pools: bulkPool, db: db})
+			a := startIPAM(t, agentOpts{pools: ipamtrust.BulkPool, db: db})
 			out, errOut, code = a.CLI("ipam", "check", "--socket", a.Socket)
 			if code != 1 || !strings.Contains(out, tc.want) {
 				t.Errorf("live ipam check: exit %d, want 1 and %q\n%s%s", code, tc.want, out, errOut)

@@ -60,7 +60,7 @@ func StrictJSON(t testing.TB, e Env) Result {
 		}
 		return strings.Join(n, ", ")
 	}())}
-	a := e.start(t, opts{pools: bulkPool})
+	a := e.start(t, opts{pools: BulkPool})
 	refused := 0
 	var codes []string
 	for _, b := range bodies {
@@ -94,7 +94,7 @@ func LongValuesCut(t testing.TB, e Env) Result {
 	t.Helper()
 	r := Result{Attack: "10 KiB values echoed back",
 		Tried: "a container_id of 10,240 bytes to POST /v1/ipam/allocate and /v1/ipam/release, a netns of 10,240 bytes to allocate, and CNI_CONTAINERID of 10,240 bytes to the `spiderpool` CNI plugin's ADD and DEL"}
-	a := e.start(t, opts{pools: bulkPool})
+	a := e.start(t, opts{pools: BulkPool})
 	long := strings.Repeat("x", 10240)
 	var sizes []string
 	worst := 0

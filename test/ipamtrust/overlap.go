@@ -1,6 +1,7 @@
 package ipamtrust
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -89,6 +90,23 @@ func OverlapAtStart(t testing.TB, e Env) Result {
 	return r
 }
 
+// AddOverlapByReload takes one allocation of ovA from an agent running
+// PoolOvA alone (client; its pool file in poolDir), then adds PoolOvB to
+// that file and asks the agent to reload. It returns the allocation, the
+// pool file and the reload's error, nil when the agent took the reload.
+func AddOverlapByReload(t testing.TB, c context.Context, client *api.Client, poolDir string) (first api.Attachment, file string, reloadErr error) {
+	t.Helper()
+	first, err := client.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
+	if err != nil {
+		t.Fatalf("allocate from ovA before the reload: %v", err)
+	}
+	file = filepath.Join(poolDir, "pools.hcl")
+	if err := os.WriteFile(file, []byte(PoolOvA+"\n"+PoolOvB), 0o644); err != nil {
+		t.Fatalf("add ovB to the pool file: %v", err)
+	}
+	return first, file, client.Reload(c)
+}
+
 // ReloadAddsOverlap: a reload that adds a pool overlapping a running one is
 // refused naming both, and nothing changes: the running pool keeps its
 // allocation and hands out each of its other addresses once.
@@ -98,15 +116,7 @@ func ReloadAddsOverlap(t testing.TB, e Env) Result {
 		Tried: "agent on ovA with 1 allocation; ovB (overlapping) added to the pool file; POST /v1/reload; then ovA filled"}
 	a := e.start(t, opts{pools: PoolOvA})
 	c := ctx(t, 60*time.Second)
-	first, err := a.API.Allocate(c, api.AllocateRequest{ContainerID: "before", Interface: "eth0", Pools: []string{"ovA"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(a.PoolDir, "pools.hcl")
-	if err := os.WriteFile(file, []byte(PoolOvA+"\n"+PoolOvB), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err = (&api.Client{SocketPath: a.Socket}).Reload(c)
+	first, file, err := AddOverlapByReload(t, c, a.API, a.PoolDir)
 	if err == nil {
 		r.Did = "took the reload"
 		r.Failf("a reload adding an overlapping pool was accepted")

@@ -105,7 +105,7 @@ func Churn(t testing.TB, e Env, n int) Result {
 func HistoryCapRefused(t testing.TB, e Env) Result {
 	t.Helper()
 	r := Result{Attack: "an unbounded history setting", Tried: "`ipam { max_history_records = 100000000 }`; the agent started on it"}
-	a := e.start(t, opts{pools: bulkPool, ipam: "  max_history_records = 100000000\n", noWait: true})
+	a := e.start(t, opts{pools: BulkPool, ipam: "  max_history_records = 100000000\n", noWait: true})
 	code, ok := a.ExitCode(30 * time.Second)
 	log := a.Log()
 	first := ""

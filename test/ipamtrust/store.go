@@ -17,17 +17,20 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/test/storefault"
 )
 
-// bulkPool has nothing to check on the wire: an allocation is one commit.
-const bulkPool = `
+// BulkPool has nothing to check on the wire: an allocation is one commit,
+// from the agent's own namespace.
+const BulkPool = `
 pool "bulk" {
   subnet             = "10.50.0.0/20"
   conflict_detection = false
 }
 `
 
-// allocate makes n allocations (PREFIX-<i>) from bulk, 16 at a time, and
-// returns the first error.
-func allocate(c context.Context, client *api.Client, prefix string, n int) error {
+// AllocateBulk makes n allocations (PREFIX-<i>) from BulkPool through
+// client, 16 at a time, and returns the first error. With workloads each
+// allocation names a workload (its container id), so that the store holds
+// workload records as well.
+func AllocateBulk(c context.Context, client *api.Client, prefix string, n int, workloads bool) error {
 	sem := make(chan struct{}, 16)
 	var (
 		wg    sync.WaitGroup
@@ -40,10 +43,14 @@ func allocate(c context.Context, client *api.Client, prefix string, n int) error
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := client.Allocate(c, api.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", prefix, i), Interface: "eth0", Pools: []string{"bulk"}}); err != nil {
+			req := api.AllocateRequest{ContainerID: fmt.Sprintf("%s-%d", prefix, i), Interface: "eth0", Pools: []string{"bulk"}}
+			if workloads {
+				req.Workload = req.ContainerID
+			}
+			if _, err := client.Allocate(c, req); err != nil {
 				mu.Lock()
 				if first == nil {
-					first = err
+					first = fmt.Errorf("allocate %s: %w", req.ContainerID, err)
 				}
 				mu.Unlock()
 			}
@@ -56,8 +63,8 @@ func allocate(c context.Context, client *api.Client, prefix string, n int) error
 // storeWith runs an agent on a new store, makes n allocations and stops it.
 func (e Env) storeWith(t testing.TB, n int) string {
 	t.Helper()
-	a := e.start(t, opts{pools: bulkPool})
-	if err := allocate(ctx(t, 2*time.Minute), a.API, "bulk", n); err != nil {
+	a := e.start(t, opts{pools: BulkPool})
+	if err := AllocateBulk(ctx(t, 2*time.Minute), a.API, "bulk", n, false); err != nil {
 		t.Fatal(err)
 	}
 	a.Stop()
@@ -70,7 +77,7 @@ func (e Env) storeWith(t testing.TB, n int) string {
 func (e Env) refusedStart(t testing.TB, r *Result, db, what string) {
 	t.Helper()
 	start := time.Now()
-	a := e.start(t, opts{pools: bulkPool, db: db, noWait: true})
+	a := e.start(t, opts{pools: BulkPool, db: db, noWait: true})
 	code, ok := a.ExitCode(agenttest.ReadyTimeout)
 	took := time.Since(start)
 	log := a.Log()
@@ -124,7 +131,7 @@ func TruncatedStore(t testing.TB, e Env) Result {
 	if err := os.Rename(db, db+".damaged"); err != nil {
 		t.Fatal(err)
 	}
-	a := e.start(t, opts{pools: bulkPool, db: db})
+	a := e.start(t, opts{pools: BulkPool, db: db})
 	ps, err := a.API.Pools(ctx(t, 30*time.Second))
 	if err != nil || len(ps) != 1 || ps[0].Allocated != 0 {
 		r.Failf("a fresh store after moving the damaged one aside: %+v %v", ps, err)
@@ -161,11 +168,11 @@ func BackupUnderAllocations(t testing.TB, e Env) Result {
 	t.Helper()
 	r := Result{Attack: "backup of a live store under allocations, then restore",
 		Tried: "400 allocations by 16 clients while `ipam backup` ran 4 times; a backup over an existing file; `ipam check` live and `ipam check --file` on each backup and a final one; `ipam restore` under the running agent; the agent stopped, the store truncated, `ipam restore` of the final backup, the agent started"}
-	a := e.start(t, opts{pools: bulkPool})
+	a := e.start(t, opts{pools: BulkPool})
 	c := ctx(t, 2*time.Minute)
 	dir := t.TempDir()
 	done := make(chan error, 1)
-	go func() { done <- allocate(c, a.API, "busy", 400) }()
+	go func() { done <- AllocateBulk(c, a.API, "busy", 400, false) }()
 	var backups []string
 	for i := range 4 {
 		b := filepath.Join(dir, fmt.Sprintf("ipam-%d.db", i))
@@ -219,7 +226,7 @@ func BackupUnderAllocations(t testing.TB, e Env) Result {
 	if out, errOut, code := agenttest.RunCLI(e.Bins, "", "ipam", "restore", final, "--db-path", a.DB); code != 0 {
 		t.Fatalf("restore: exit %d: %s%s", code, out, errOut)
 	}
-	b := e.start(t, opts{pools: bulkPool, db: a.DB})
+	b := e.start(t, opts{pools: BulkPool, db: a.DB})
 	got, err := b.API.List(c, "", "")
 	if err != nil {
 		t.Fatal(err)

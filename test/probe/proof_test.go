@@ -197,28 +197,17 @@ func TestDropsDuringWindowProbeAgain(t *testing.T) {
 // dropping part of a burst would lose them.
 func nthResponder(t testing.TB, h *netlab.Host, n int, v4 netip.Addr) *atomic.Int64 {
 	t.Helper()
-	conn := listenIn(t, h)
 	seen := new(atomic.Int64)
-	done := make(chan struct{})
-	t.Cleanup(func() { conn.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			m, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			a, ok := parseARP(buf[:m])
-			if !ok || a.op != 1 || a.tpa != v4 || !a.spa.IsUnspecified() {
-				continue
-			}
-			if seen.Add(1) != int64(n) {
-				continue
-			}
-			_, _ = conn.WriteTo(arpReply(h, v4, a), &packet.Addr{HardwareAddr: a.sha})
+	readFrames(t, h, func(conn *packet.Conn, f []byte) {
+		a, ok := parseARP(f)
+		if !ok || a.op != 1 || a.tpa != v4 || !a.spa.IsUnspecified() {
+			return
 		}
-	}()
+		if seen.Add(1) != int64(n) {
+			return
+		}
+		_, _ = conn.WriteTo(arpReply(h, v4, a), &packet.Addr{HardwareAddr: a.sha})
+	})
 	return seen
 }
 

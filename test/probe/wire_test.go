@@ -34,37 +34,46 @@ func listenIn(t testing.TB, h *netlab.Host) *packet.Conn {
 	return conn
 }
 
+// readFrames opens a raw socket on h's eth0 and, in one goroutine, hands
+// every frame arriving there to handle, with the socket to answer on. The
+// frame is handle's only during the call: the next read reuses its bytes.
+// When the test ends the socket is closed and the goroutine waited for.
+func readFrames(t testing.TB, h *netlab.Host, handle func(conn *packet.Conn, frame []byte)) {
+	t.Helper()
+	conn := listenIn(t, h)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			handle(conn, buf[:n])
+		}
+	}()
+}
+
 // capture records every frame arriving at h's eth0.
 type capture struct {
-	conn   *packet.Conn
 	mu     sync.Mutex
 	frames [][]byte
-	done   chan struct{}
 }
 
 func startCapture(t testing.TB, h *netlab.Host) *capture {
 	t.Helper()
-	c := &capture{conn: listenIn(t, h), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := c.conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(c.stop)
+	c := &capture{}
+	readFrames(t, h, func(_ *packet.Conn, f []byte) {
+		c.mu.Lock()
+		c.frames = append(c.frames, append([]byte(nil), f...))
+		c.mu.Unlock()
+	})
 	return c
-}
-
-func (c *capture) stop() {
-	c.conn.Close()
-	<-c.done
 }
 
 // waitMatching polls until at least n captured frames satisfy match, and
@@ -181,17 +190,13 @@ func ndOptions(msg []byte) map[byte][]byte {
 // each after delay, as the owner of those addresses (h's MAC).
 func lateResponder(t testing.TB, h *netlab.Host, delay time.Duration, v4, v6 netip.Addr) {
 	t.Helper()
-	conn := listenIn(t, h)
-	done := make(chan struct{})
 	var timers sync.WaitGroup
 	stop := make(chan struct{})
-	t.Cleanup(func() {
-		close(stop)
-		conn.Close()
-		<-done
-		timers.Wait()
-	})
-	send := func(dst net.HardwareAddr, frame []byte) {
+	// Cleanups run last registered first: stop the delayed writes, then
+	// (readFrames') close the socket and wait for the reader, then wait for
+	// the timers it started, to which it can no longer add.
+	t.Cleanup(timers.Wait)
+	send := func(conn *packet.Conn, dst net.HardwareAddr, frame []byte) {
 		timers.Add(1)
 		time.AfterFunc(delay, func() {
 			defer timers.Done()
@@ -202,45 +207,37 @@ func lateResponder(t testing.TB, h *netlab.Host, delay time.Duration, v4, v6 net
 			}
 		})
 	}
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			f := buf[:n]
-			if a, ok := parseARP(f); ok && a.op == 1 && a.tpa == v4 && a.spa.IsUnspecified() {
-				send(append(net.HardwareAddr(nil), a.sha...), arpReply(h, v4, a))
-				continue
-			}
-			if nd, ok := parseIPv6ICMP(f); ok && nd.icmp[0] == 135 && len(nd.icmp) >= 24 && nd.src.IsUnspecified() &&
-				netip.AddrFrom16([16]byte(nd.icmp[8:24])) == v6 {
-				allNodes := netip.MustParseAddr("ff02::1")
-				icmp, err := ndp.MarshalMessageChecksum(&ndp.NeighborAdvertisement{
-					Override: true, TargetAddress: v6,
-					Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: h.MAC}},
-				}, v6, allNodes)
-				if err != nil {
-					panic(err)
-				}
-				dstMAC := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
-				na := make([]byte, 54+len(icmp))
-				copy(na[0:6], dstMAC)
-				copy(na[6:12], h.MAC)
-				binary.BigEndian.PutUint16(na[12:14], 0x86dd)
-				na[14] = 0x60
-				binary.BigEndian.PutUint16(na[18:20], uint16(len(icmp)))
-				na[20], na[21] = 58, 255
-				s, d := v6.As16(), allNodes.As16()
-				copy(na[22:38], s[:])
-				copy(na[38:54], d[:])
-				copy(na[54:], icmp)
-				send(dstMAC, na)
-			}
+	readFrames(t, h, func(conn *packet.Conn, f []byte) {
+		if a, ok := parseARP(f); ok && a.op == 1 && a.tpa == v4 && a.spa.IsUnspecified() {
+			send(conn, append(net.HardwareAddr(nil), a.sha...), arpReply(h, v4, a))
+			return
 		}
-	}()
+		if nd, ok := parseIPv6ICMP(f); ok && nd.icmp[0] == 135 && len(nd.icmp) >= 24 && nd.src.IsUnspecified() &&
+			netip.AddrFrom16([16]byte(nd.icmp[8:24])) == v6 {
+			allNodes := netip.MustParseAddr("ff02::1")
+			icmp, err := ndp.MarshalMessageChecksum(&ndp.NeighborAdvertisement{
+				Override: true, TargetAddress: v6,
+				Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: h.MAC}},
+			}, v6, allNodes)
+			if err != nil {
+				panic(err)
+			}
+			dstMAC := net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+			na := make([]byte, 54+len(icmp))
+			copy(na[0:6], dstMAC)
+			copy(na[6:12], h.MAC)
+			binary.BigEndian.PutUint16(na[12:14], 0x86dd)
+			na[14] = 0x60
+			binary.BigEndian.PutUint16(na[18:20], uint16(len(icmp)))
+			na[20], na[21] = 58, 255
+			s, d := v6.As16(), allNodes.As16()
+			copy(na[22:38], s[:])
+			copy(na[38:54], d[:])
+			copy(na[54:], icmp)
+			send(conn, dstMAC, na)
+		}
+	})
+	t.Cleanup(func() { close(stop) })
 }
 
 // flood sends unrelated ARP requests from h as fast as it can until the test
