@@ -7,7 +7,10 @@ package linkup
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,7 +119,7 @@ func (u *Netlink) EnsureUp(ctx context.Context, netnsPath, iface string) (func(i
 	restore := func(after ipam.AfterProbe) {
 		once.Do(func() {
 			defer h.Close()
-			u.lower(h, link, nameID{dev: ns.dev, ino: ns.ino, name: iface}, id, after)
+			u.lower(h, link, nameID{dev: ns.dev, ino: ns.ino, name: iface}, id, netnsPath, after)
 		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, LinkWait)
@@ -172,7 +175,7 @@ func (u *Netlink) raise(h *netlink.Handle, iface string, ns linkID) (link netlin
 
 // lower ends one user's probe on link; the last user puts it down again
 // or leaves it up, as after says (see ipam.AfterProbe).
-func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id linkID, after ipam.AfterProbe) {
+func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id linkID, netnsPath string, after ipam.AfterProbe) {
 	defer u.lockName(name)()
 	u.mu.Lock()
 	n := u.users[id]
@@ -185,24 +188,62 @@ func (u *Netlink) lower(h *netlink.Handle, link netlink.Link, name nameID, id li
 	if n > 1 {
 		return
 	}
-	if after == ipam.PutDown || after == ipam.LeaveUpOutOfDAD && inDAD(h, link) {
+	if after == ipam.PutDown || after == ipam.LeaveUpOutOfDAD && inDAD(h, link, netnsPath) {
 		_ = h.LinkSetDown(link)
 	}
 }
 
-// inDAD: an IPv6 address on link is tentative, or its addresses cannot be
-// read (then the link is put down, as it was found).
-func inDAD(h *netlink.Handle, link netlink.Link) bool {
+// inDAD: an IPv6 address on link is tentative and the kernel runs DAD on
+// the link, or its addresses cannot be read (then the link is put down, as
+// it was found).
+func inDAD(h *netlink.Handle, link netlink.Link, netnsPath string) bool {
 	addrs, err := h.AddrList(link, netlink.FAMILY_V6)
 	if err != nil {
 		return true
 	}
 	for _, a := range addrs {
 		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
-			return true
+			return runsDAD(link, netnsPath)
 		}
 	}
 	return false
+}
+
+// runsDAD: the kernel runs DAD for link's new addresses. Without it (a
+// NOARP link, or accept_dad below 1 both for all and for the link) an
+// address is still added tentative, and the kernel clears the flag in its
+// next address-configuration work item without probing: a moment, nothing
+// a main plugin waits for. A setting that cannot be read counts as DAD.
+func runsDAD(link netlink.Link, netnsPath string) bool {
+	if link.Attrs().RawFlags&unix.IFF_NOARP != 0 {
+		return false
+	}
+	runs := true
+	_ = sdknetns.Do(netnsPath, func() error {
+		all, errAll := readSysctlInt("net/ipv6/conf/all/accept_dad")
+		own, errOwn := readSysctlInt("net/ipv6/conf/" + link.Attrs().Name + "/accept_dad")
+		if errAll == nil && errOwn == nil {
+			runs = all >= 1 || own >= 1
+		}
+		return nil
+	})
+	return runs
+}
+
+// readSysctlInt reads one integer setting under /proc/sys of the calling
+// thread's network namespace; a setting is a few bytes, so 32 bound it.
+func readSysctlInt(key string) (int, error) {
+	f, err := os.Open("/proc/sys/" + key)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b := make([]byte, 32)
+	n, err := f.Read(b)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b[:n])))
 }
 
 // hasCarrier: the raised interface reports carrier (IFF_LOWER_UP).

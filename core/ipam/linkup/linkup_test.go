@@ -113,7 +113,8 @@ func TestEnsureUpSharedInterfaceStaysUpForEveryUser(t *testing.T) {
 // here, so its end does not put it down either.
 func TestEnsureUpLeftUpForACallerThatRaisesIt(t *testing.T) {
 	ns, path := vethNS(t, "upper", "probe0")
-	// No DAD: the link-local of the raise is never tentative (see
+	// No DAD: the link-local of the raise is tentative only until the
+	// kernel's next address work item, which is no DAD (see runsDAD and
 	// TestEnsureUpPutsDownALinkLocalInDAD).
 	netlab.Sysctl(t, ns, "net.ipv6.conf.probe0.accept_dad", "0")
 	u := &Netlink{}
