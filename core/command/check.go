@@ -45,16 +45,17 @@ func (f gatewayFlag) Set(v string) error {
 }
 
 type checkFlags struct {
-	socket, iface, netns string
-	asJSON               bool
-	timeout              time.Duration
-	list                 addressList
+	socket       *string
+	iface, netns string
+	asJSON       bool
+	timeout      time.Duration
+	list         addressList
 }
 
 func (c *checkCommand) flags() (*flag.FlagSet, *checkFlags) {
 	f := &checkFlags{}
 	fs := newFlags("check")
-	fs.StringVar(&f.socket, "socket", socketDefault(c.env), "control API unix socket")
+	f.socket = socketFlag(fs, c.env)
 	fs.StringVar(&f.iface, "interface", "", "the workload's interface (required)")
 	fs.StringVar(&f.netns, "netns", "", "the workload's network namespace, e.g. /var/run/netns/NAME or /proc/PID/ns/net")
 	fs.Var(ipFlag{&f.list}, "ip", "an address in CIDR form, e.g. 10.0.0.7/24 (repeatable, required)")
@@ -89,7 +90,7 @@ func (c *checkCommand) Run(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	req := api.CheckRequest{Interface: f.iface, Netns: f.netns, Addresses: f.list.addrs}
-	resp, status, err := (&api.Client{SocketPath: f.socket}).Check(ctx, req)
+	resp, status, err := (&api.Client{SocketPath: *f.socket}).Check(ctx, req)
 	if err != nil {
 		var apiErr *api.APIError
 		if errors.As(err, &apiErr) && apiErr.Field != "" {

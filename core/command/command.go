@@ -219,13 +219,15 @@ func printJSON(env Env, v any) int {
 	return ExitOK
 }
 
-// socketDefault is the control socket the client commands use unless told:
-// SPIDERPOOL_SOCKET_PATH, else the default path.
-func socketDefault(env Env) string {
+// socketFlag defines --socket, the control socket a client command talks
+// to unless told: $SPIDERPOOL_SOCKET_PATH when set, else the agent's
+// default path.
+func socketFlag(fs *flag.FlagSet, env Env) *string {
+	def := api.DefaultSocketPath
 	if v, ok := env.Lookup("SPIDERPOOL_SOCKET_PATH"); ok && v != "" {
-		return v
+		def = v
 	}
-	return api.DefaultSocketPath
+	return fs.String("socket", def, "control API unix socket")
 }
 
 func helpText(usage, body string, fs *flag.FlagSet) string {

@@ -35,7 +35,7 @@ is at most %d MiB.`, strings.Join(api.Profiles, ", "), api.DefaultProfileSeconds
 
 func (c *debugPprofCommand) flags() (*flag.FlagSet, *string, *int, *string) {
 	fs := newFlags("debug pprof")
-	return fs, fs.String("socket", socketDefault(c.env), "control API unix socket"),
+	return fs, socketFlag(fs, c.env),
 		fs.Int("seconds", 0, "duration of a cpu profile or trace, or of a delta profile"),
 		fs.String("o", "", "write the profile to this file (default PROFILE.pprof, or trace.out; - for stdout)")
 }

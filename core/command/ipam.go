@@ -37,7 +37,7 @@ func ipamCommands(env Env) map[string]cli.CommandFactory {
 // ipamFlags adds the options every ipam subcommand has.
 func ipamFlags(name string, env Env) (*flag.FlagSet, *string, *bool) {
 	fs := newFlags(name)
-	return fs, fs.String("socket", socketDefault(env), "control API unix socket"), fs.Bool("json", false, "print JSON")
+	return fs, socketFlag(fs, env), fs.Bool("json", false, "print JSON")
 }
 
 func ipamCtx() (context.Context, context.CancelFunc) {

@@ -16,7 +16,7 @@ func (c *reloadCommand) Synopsis() string { return "Reload the running daemon's 
 
 func (c *reloadCommand) flags() (*flag.FlagSet, *string, *time.Duration) {
 	fs := newFlags("reload")
-	return fs, fs.String("socket", socketDefault(c.env), "control API unix socket"),
+	return fs, socketFlag(fs, c.env),
 		fs.Duration("timeout", 2*time.Minute, "how long to wait for the reload")
 }
 

@@ -27,7 +27,7 @@ or it did not exit in time.`, fs)
 
 func (c *shutdownCommand) flags() (*flag.FlagSet, *string, *time.Duration) {
 	fs := newFlags("shutdown")
-	return fs, fs.String("socket", socketDefault(c.env), "control API unix socket"),
+	return fs, socketFlag(fs, c.env),
 		fs.Duration("timeout", answerTimeout, "how long to wait for the daemon to exit")
 }
 

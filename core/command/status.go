@@ -17,7 +17,7 @@ func (c *statusCommand) Synopsis() string { return "Show the agent's and every p
 
 func (c *statusCommand) flags() (*flag.FlagSet, *string, *bool) {
 	fs := newFlags("status")
-	return fs, fs.String("socket", socketDefault(c.env), "control API unix socket"), fs.Bool("json", false, "print JSON")
+	return fs, socketFlag(fs, c.env), fs.Bool("json", false, "print JSON")
 }
 
 func (c *statusCommand) Help() string {
