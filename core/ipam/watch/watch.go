@@ -139,7 +139,7 @@ type Watcher struct {
 
 	// closing counts the sockets of released interfaces still closing:
 	// closing a packet socket bound to an interface waits for an RCU
-	// grace period (10-20 ms), which a release's answer need not wait
+	// grace period (9-18 ms here), which a release's answer need not wait
 	// for. Close waits for them.
 	closing sync.WaitGroup
 
