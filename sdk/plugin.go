@@ -4,7 +4,8 @@ import (
 	"context"
 )
 
-// Plugin is what every plugin implements. Embed Base for the optional parts.
+// Plugin is what every plugin implements. Embed Base for the optional parts,
+// or Configured for those and a config block.
 type Plugin interface {
 	// Info names the plugin. It must not depend on configuration.
 	Info() Info
@@ -28,13 +29,8 @@ type Plugin interface {
 // every plugin before a reload changes any of them, and for `config
 // validate`: a block it accepts, Configure must accept too. Report a value
 // that parses but is wrong with RawConfig.AttrError so that the operator
-// gets file:line:column. The usual shape is one function that decodes and
-// checks, called by both:
-//
-//	func (p *P) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-//		_, err := parse(req.Config)
-//		return err
-//	}
+// gets file:line:column. Configured implements it, with Configure, over one
+// function that decodes and checks.
 //
 // A plugin that is not a Validator gets its block checked against its
 // schema only; whatever else its Configure refuses is found at apply time,

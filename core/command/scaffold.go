@@ -144,13 +144,16 @@ func main() {
 // tmplSkeleton is what plugin new writes where sdk/examples/mtuguard has
 // its author's work: the declarations that replace the example's of the
 // same name (overlayDecls), the rest of the plugin's file being the
-// example's. A tuner also replaces the detector's Plugin, its interface
-// assertions and Configure, adds apply and Status, and drops what
+// example's. A tuner also replaces the detector's Plugin and its interface
+// assertions, adds Configure, apply and Status, and drops what
 // skeletonDrops names.
 const tmplSkeleton = `// Package {{.Package}} is the {{.Name}} {{.Kind}} plugin of spiderpool-agent.
 package {{.Package}}
 {{if eq .Kind "tuner"}}
-import "time"
+import (
+	"sync"
+	"time"
+)
 {{end}}
 type Config struct{}
 
@@ -161,12 +164,12 @@ func (p *Plugin) Info() sdk.Info {
 		Description: "{{.Name}} {{.Kind}}"}
 }
 {{if eq .Kind "tuner"}}
-// Plugin is the tuner.
+// Plugin is the tuner. sdk.Configured decodes, checks and keeps its config
+// block (ConfigSchema, ValidateConfig, Configure and Config).
 type Plugin struct {
-	sdk.Base
+	sdk.Configured[Config]
 	log    sdk.Logger
 	mu     sync.Mutex
-	cfg    Config
 	status sdk.TunerStatus
 }
 
@@ -175,21 +178,17 @@ var (
 	_ sdk.Validator = (*Plugin)(nil)
 )
 
-// Configure implements sdk.Plugin: apply the settings now.
+// Configure implements sdk.Plugin: keep the block, then apply it now.
 func (p *Plugin) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
-	cfg, err := parse(req.Config)
-	if err != nil {
+	if err := p.Configured.Configure(ctx, req); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	p.cfg = cfg
-	p.mu.Unlock()
-	_, err = p.apply(ctx)
+	_, err := p.apply(ctx)
 	return err
 }
 
-// apply brings the settings to the desired state; call it from Configure
-// and from a reconcile loop of your own.
+// apply brings the settings (p.Config()) to the desired state; call it
+// from Configure and from a reconcile loop of your own.
 func (p *Plugin) apply(context.Context) (sdk.TunerStatus, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -212,7 +211,7 @@ func verdict(ctx context.Context, cfg Config, req sdk.CheckRequest) (sdk.CheckRe
 // skeletonDrops names the example's declarations a kind of plugin has not.
 func skeletonDrops(k sdk.Kind) []string {
 	if k == sdk.KindTuner {
-		return []string{"func Plugin.config", "func Plugin.Check", "func verdict"}
+		return []string{"func Plugin.Check", "func verdict"}
 	}
 	return nil
 }
@@ -272,7 +271,7 @@ const tmplReadme = "# {{.Name}}\n\n" +
 	"spiderpool-agent plugin run bin/spiderpool-plugin-{{.Name}} check --interface lo --ip 10.0.0.7/24\n" +
 	"spiderpool-agent plugin docs bin/spiderpool-plugin-{{.Name}}\n```\n\n" +
 	"Fill in `Config` (one tagged field per attribute; constraints as tags),\n" +
-	"`parse` (values that parse but are wrong: `raw.AttrError`){{if eq .Kind \"detector\"}} and `verdict`,\n" +
+	"`check` (values that parse but are wrong: `raw.AttrError`){{if eq .Kind \"detector\"}} and `verdict`,\n" +
 	"which runs in the request's namespace and returns by the context's\n" +
 	"deadline; then the tables of bad configs and of verdicts in the test{{end}}.\n\n" +
 	"## Install\n\n" +

@@ -117,7 +117,7 @@ func TestSkeletonsAreTheExampleEmptied(t *testing.T) {
 		if kind == sdk.KindDetector {
 			want, absent = append(want, "\nfunc verdict(", "\nfunc (p *Plugin) Check("), []string{"func (p *Plugin) Status("}
 		} else {
-			want = append(want, "\nfunc (p *Plugin) Status(", "\t_, err = p.apply(ctx)\n")
+			want = append(want, "\nfunc (p *Plugin) Status(", "\t_, err := p.apply(ctx)\n", "\tsdk.Configured[Config]\n")
 		}
 		for _, w := range want {
 			if !strings.Contains(src, w) {

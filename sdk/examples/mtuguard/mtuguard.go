@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
@@ -32,24 +31,20 @@ type Config struct {
 // defaults are the values of attributes the block does not set.
 func defaults() Config { return Config{MinMTU: 1500} }
 
-// parse decodes a block and checks what the types cannot; ValidateConfig
-// (the agent's dry run) and Configure share it.
-func parse(raw sdk.RawConfig) (Config, error) {
-	cfg := defaults()
-	if err := raw.Decode(&cfg); err != nil {
-		return Config{}, err
-	}
-	// A value that parses but is wrong is reported at its position:
-	//	return Config{}, raw.AttrError("limit", "must be positive")
-	return cfg, nil
+// check refuses a block that decodes but is wrong in a way no tag says, at
+// the value's position; ValidateConfig (the agent's dry run) and Configure
+// both run it:
+//
+//	return raw.AttrError("limit", "must be even")
+func check(raw sdk.RawConfig, cfg *Config) error {
+	return nil
 }
 
-// Plugin is the detector.
+// Plugin is the detector. sdk.Configured decodes, checks and keeps its
+// config block (ConfigSchema, ValidateConfig, Configure and Config).
 type Plugin struct {
-	sdk.Base
+	sdk.Configured[Config]
 	log sdk.Logger
-	mu  sync.RWMutex
-	cfg Config
 }
 
 var (
@@ -58,7 +53,9 @@ var (
 )
 
 // New returns the plugin with the default config.
-func New(log sdk.Logger) *Plugin { return &Plugin{log: log, cfg: defaults()} }
+func New(log sdk.Logger) *Plugin {
+	return &Plugin{Configured: sdk.Configured[Config]{Defaults: defaults(), Check: check}, log: log}
+}
 
 // Info implements sdk.Plugin. Name must be the block's name.
 func (p *Plugin) Info() sdk.Info {
@@ -66,40 +63,10 @@ func (p *Plugin) Info() sdk.Info {
 		Description: "blocks an address whose interface has an MTU below min_mtu"}
 }
 
-// ConfigSchema implements sdk.Plugin.
-func (p *Plugin) ConfigSchema() sdk.Schema {
-	d := defaults()
-	return sdk.MustSchemaOf(&d)
-}
-
-// ValidateConfig implements sdk.Validator.
-func (p *Plugin) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	_, err := parse(req.Config)
-	return err
-}
-
-// Configure implements sdk.Plugin.
-func (p *Plugin) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	cfg, err := parse(req.Config)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.cfg = cfg
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *Plugin) config() Config {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return p.cfg
-}
-
 // Check implements sdk.Detector: it runs verdict inside the workload's
 // network namespace.
 func (p *Plugin) Check(ctx context.Context, req sdk.CheckRequest) (res sdk.CheckResult, err error) {
-	cfg := p.config()
+	cfg := p.Config()
 	err = netns.Do(req.Netns, func() error {
 		res, err = verdict(ctx, cfg, req)
 		return err

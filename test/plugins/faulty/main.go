@@ -59,14 +59,18 @@ type config struct {
 }
 
 type faulty struct {
-	sdk.Base
+	sdk.Configured[config]
 	log      hclog.Logger
-	cfg      config
 	stopOnce sync.Once
 	stop     chan struct{} // closed by Shutdown, which aborts running checks as real plugins do
 }
 
-func newFaulty(log hclog.Logger) *faulty { return &faulty{log: log, stop: make(chan struct{})} }
+func newFaulty(log hclog.Logger) *faulty {
+	return &faulty{
+		Configured: sdk.Configured[config]{Defaults: config{Verdict: "pass", Health: "ready"}, Check: check},
+		log:        log, stop: make(chan struct{}),
+	}
+}
 
 func (f *faulty) Shutdown(context.Context) error {
 	f.stopOnce.Do(func() { close(f.stop) })
@@ -81,33 +85,20 @@ func (f *faulty) Info() sdk.Info {
 	return sdk.Info{Name: "faulty", Kind: sdk.KindDetector, Version: "0.0.1-" + mode, APIVersion: v}
 }
 
-func (f *faulty) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&config{}) }
-
-func parse(raw sdk.RawConfig) (config, error) {
-	cfg := config{Verdict: "pass", Health: "ready"}
-	if err := raw.Decode(&cfg); err != nil {
-		return config{}, err
-	}
+// check refuses a verdict the protocol does not have, at its position.
+func check(raw sdk.RawConfig, cfg *config) error {
 	switch sdk.Verdict(cfg.Verdict) {
 	case sdk.VerdictPass, sdk.VerdictBlock, sdk.VerdictSkip, sdk.VerdictError:
-	default:
-		return config{}, raw.AttrError("verdict", fmt.Sprintf("%q is none of pass, block, skip, error", cfg.Verdict))
+		return nil
 	}
-	return cfg, nil
+	return raw.AttrError("verdict", fmt.Sprintf("%q is none of pass, block, skip, error", cfg.Verdict))
 }
 
-func (f *faulty) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	_, err := parse(req.Config)
-	return err
-}
-
-func (f *faulty) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	cfg, err := parse(req.Config)
-	if err != nil {
+func (f *faulty) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	if err := f.Configured.Configure(ctx, req); err != nil {
 		return err
 	}
-	f.cfg = cfg
-	f.log.Info("configured", "mode", mode, "delay", cfg.Delay)
+	f.log.Info("configured", "mode", mode, "delay", f.Config().Delay)
 	if mode == "stdout" {
 		fmt.Println("hello from a plugin that should not print")
 	}
@@ -189,20 +180,21 @@ func (f *faulty) Check(ctx context.Context, req sdk.CheckRequest) (sdk.CheckResu
 		select {} // ignores ctx on purpose
 	}
 	select {
-	case <-time.After(f.cfg.Delay):
+	case <-time.After(f.Config().Delay):
 	case <-ctx.Done():
 		return sdk.CheckResult{}, ctx.Err()
 	case <-f.stop:
 		return sdk.CheckResult{}, fmt.Errorf("faulty: shut down during the check")
 	}
-	return sdk.CheckResult{Verdict: sdk.Verdict(f.cfg.Verdict), Reason: "faulty says " + f.cfg.Verdict}, nil
+	verdict := f.Config().Verdict
+	return sdk.CheckResult{Verdict: sdk.Verdict(verdict), Reason: "faulty says " + verdict}, nil
 }
 
 func (f *faulty) Health(context.Context) sdk.Health {
 	if mode == "mute" {
 		select {} // ignores its context on purpose
 	}
-	st := sdk.HealthState(f.cfg.Health)
+	st := sdk.HealthState(f.Config().Health)
 	if st == "" {
 		st = sdk.HealthReady
 	}

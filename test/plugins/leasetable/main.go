@@ -21,7 +21,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -37,9 +36,7 @@ type config struct {
 
 // Detector blocks the addresses of its table with their kinds.
 type Detector struct {
-	sdk.Base
-	mu   sync.RWMutex
-	file string
+	sdk.Configured[config]
 }
 
 var (
@@ -53,43 +50,17 @@ func (*Detector) Info() sdk.Info {
 		Description: "blocks the addresses of a table file, each with its block kind (a test plugin)"}
 }
 
-// ConfigSchema implements sdk.Plugin.
-func (*Detector) ConfigSchema() sdk.Schema { return sdk.MustSchemaOf(&config{}) }
-
-func parse(raw sdk.RawConfig) (config, error) {
-	var c config
-	if err := raw.Decode(&c); err != nil {
-		return config{}, err
-	}
+// checkConfig refuses a relative table path, at its position.
+func checkConfig(raw sdk.RawConfig, c *config) error {
 	if !strings.HasPrefix(c.File, "/") {
-		return config{}, raw.AttrError("file", fmt.Sprintf("%q is not an absolute path", c.File))
+		return raw.AttrError("file", fmt.Sprintf("%q is not an absolute path", c.File))
 	}
-	return c, nil
-}
-
-// ValidateConfig implements sdk.Validator.
-func (*Detector) ValidateConfig(_ context.Context, req sdk.ConfigureRequest) error {
-	_, err := parse(req.Config)
-	return err
-}
-
-// Configure implements sdk.Plugin.
-func (d *Detector) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	c, err := parse(req.Config)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	d.file = c.File
-	d.mu.Unlock()
 	return nil
 }
 
 // Check implements sdk.Detector.
 func (d *Detector) Check(_ context.Context, req sdk.CheckRequest) (sdk.CheckResult, error) {
-	d.mu.RLock()
-	file := d.file
-	d.mu.RUnlock()
+	file := d.Config().File
 	table, err := readTable(file)
 	if err != nil {
 		return sdk.CheckResult{}, err
@@ -141,5 +112,7 @@ func readTable(file string) (map[netip.Addr]sdk.BlockKind, error) {
 }
 
 func main() {
-	sdk.Serve(func(hclog.Logger) sdk.Plugin { return &Detector{} })
+	sdk.Serve(func(hclog.Logger) sdk.Plugin {
+		return &Detector{Configured: sdk.Configured[config]{Check: checkConfig}}
+	})
 }
