@@ -29,20 +29,17 @@ type Plugin struct {
 	*probeplugin.Detector
 }
 
-var (
-	_ sdk.Detector  = (*Plugin)(nil)
-	_ sdk.Validator = (*Plugin)(nil)
-)
+var _ sdk.Detector = (*Plugin)(nil)
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
-	return &Plugin{Detector: &probeplugin.Detector{Kit: probeplugin.NewKit(log, probeplugin.Names{
+	return &Plugin{Detector: probeplugin.NewDetector(log, probeplugin.Names{
 		Prefix:      "gateway",
 		What:        "Gateway checks",
 		Blocked:     "unreachable",
 		BlockedHelp: "Gateways that did not answer within the window, by family.",
 		RTT:         true,
-	})}}
+	})}
 }
 
 // Info implements sdk.Plugin.

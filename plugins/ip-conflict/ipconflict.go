@@ -29,19 +29,16 @@ type Plugin struct {
 	*probeplugin.Detector
 }
 
-var (
-	_ sdk.Detector  = (*Plugin)(nil)
-	_ sdk.Validator = (*Plugin)(nil)
-)
+var _ sdk.Detector = (*Plugin)(nil)
 
 // New returns the detector with the default options.
 func New(log hclog.Logger) *Plugin {
-	return &Plugin{Detector: &probeplugin.Detector{Kit: probeplugin.NewKit(log, probeplugin.Names{
+	return &Plugin{Detector: probeplugin.NewDetector(log, probeplugin.Names{
 		Prefix:      "ip_conflict",
 		What:        "IP conflict checks",
 		Blocked:     "conflicts",
 		BlockedHelp: "Addresses found in use by another host, by family.",
-	})}}
+	})}
 }
 
 // Info implements sdk.Plugin.

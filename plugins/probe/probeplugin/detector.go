@@ -5,6 +5,8 @@ package probeplugin
 import (
 	"context"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/spiderpool-agent/spiderpool-agent/sdk"
 )
 
@@ -24,6 +26,15 @@ func Info(name, version, description string) sdk.Info {
 // ValidateConfig. Embed *Detector and write Info and Check.
 type Detector struct {
 	*Kit
+}
+
+// Every detector built on Detector is a Validator: the agent's dry run
+// checks its block before a reload applies it.
+var _ sdk.Validator = (*Detector)(nil)
+
+// NewDetector is a Detector on a new Kit (see NewKit).
+func NewDetector(log hclog.Logger, names Names) *Detector {
+	return &Detector{Kit: NewKit(log, names)}
 }
 
 // ConfigSchema implements sdk.Plugin: the shared attributes.
