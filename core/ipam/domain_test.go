@@ -154,7 +154,7 @@ func TestPoolDomainMoveWithLiveAddressesRefused(t *testing.T) {
 	f := newFixture(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}})
 	ctx := context.Background()
 	att := f.allocate(t, req("c1", "p"))
-	moved := mustPool(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}, Domain: "vlan9"})
+	moved := mustPool(t, PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Ranges: []string{"10.9.0.10-10.9.0.20"}, PoolOptions: PoolOptions{Domain: "vlan9"}})
 	err := f.m.SetPools(ctx, []*Pool{moved})
 	held := att.Addresses[0].Address.Addr().String()
 	if err == nil || !strings.Contains(err.Error(), `moving pool "p" from domain "default" to "vlan9" would orphan 1 live allocation(s)`) || !strings.Contains(err.Error(), held) {
@@ -175,7 +175,7 @@ func TestPoolDomainMoveWithLiveAddressesRefused(t *testing.T) {
 
 func TestPoolDomainValidated(t *testing.T) {
 	for _, d := range []string{"-x", "a b", "a/b", "é", strings.Repeat("d", 64), "x\x00"} {
-		_, err := NewPool(PoolSpec{Name: "p", Subnet: "10.9.0.0/24", Domain: d}, 5000)
+		_, err := NewPool(PoolSpec{Name: "p", Subnet: "10.9.0.0/24", PoolOptions: PoolOptions{Domain: d}}, 5000)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != "domain" {
 			t.Errorf("domain %q: %v", d, err)

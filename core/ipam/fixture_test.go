@@ -162,8 +162,8 @@ func (f *fixture) advance(d time.Duration) {
 }
 
 var (
-	v4 = PoolSpec{Name: "lan4", Subnet: "10.20.0.0/24", Ranges: []string{"10.20.0.10-10.20.0.49"}, Gateway: "10.20.0.1", ConflictDetection: true, GatewayDetection: true}
-	v6 = PoolSpec{Name: "lan6", Subnet: "fd00:20::/64", Ranges: []string{"fd00:20::10-fd00:20::4f"}, Gateway: "fd00:20::1", ConflictDetection: true}
+	v4 = PoolSpec{Name: "lan4", Subnet: "10.20.0.0/24", Ranges: []string{"10.20.0.10-10.20.0.49"}, Gateway: "10.20.0.1", PoolOptions: PoolOptions{ConflictDetection: true, GatewayDetection: true}}
+	v6 = PoolSpec{Name: "lan6", Subnet: "fd00:20::/64", Ranges: []string{"fd00:20::10-fd00:20::4f"}, Gateway: "fd00:20::1", PoolOptions: PoolOptions{ConflictDetection: true}}
 )
 
 func req(cid string, pools ...string) AllocateRequest {

@@ -35,29 +35,23 @@ func (m *IPAM) Recover(ctx context.Context) (int, error) {
 	}
 	// Address records whose owner does not list them (cannot happen with
 	// atomic commits, but a store written by an older build might).
-	for _, p := range m.Pools() {
-		rs, err := m.poolRecords(ctx, p)
+	err = m.eachPoolRecord(ctx, func(e Entry, rec AddressRecord) error {
+		if rec.State != StateReserved || rec.Node != m.node {
+			return nil
+		}
+		owner, err := m.getAttachment(ctx, rec.Owner)
 		if err != nil {
-			return n, err
+			return err
 		}
-		for _, r := range rs {
-			e, rec := r.e, r.rec
-			if rec.State != StateReserved || rec.Node != m.node {
-				continue
+		if owner.rev == 0 {
+			if err := m.deleteUnchanged(ctx, e); err != nil && !errors.Is(err, ErrCompareFailed) {
+				return err
 			}
-			owner, err := m.getAttachment(ctx, rec.Owner)
-			if err != nil {
-				return n, err
-			}
-			if owner.rev == 0 {
-				if err := m.deleteUnchanged(ctx, e); err != nil && !errors.Is(err, ErrCompareFailed) {
-					return n, err
-				}
-				n++
-			}
+			n++
 		}
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }
 
 // GC runs one garbage collection pass. An allocation of this node whose
@@ -153,22 +147,19 @@ func (m *IPAM) GC(ctx context.Context) (api.GCResult, error) {
 			delete(m.suspects, k)
 		}
 	}
-	for _, p := range m.Pools() {
-		rs, err := m.poolRecords(ctx, p)
-		if err != nil {
-			return res, err
+	err = m.eachPoolRecord(ctx, func(e Entry, rec AddressRecord) error {
+		if rec.State != StateQuarantined || now.Before(rec.Until) {
+			return nil
 		}
-		for _, r := range rs {
-			e, rec := r.e, r.rec
-			if rec.State != StateQuarantined || now.Before(rec.Until) {
-				continue
-			}
-			if err := m.deleteUnchanged(ctx, e); err == nil {
-				res.QuarantineExpired++
-			} else if !errors.Is(err, ErrCompareFailed) {
-				return res, err
-			}
+		if err := m.deleteUnchanged(ctx, e); err == nil {
+			res.QuarantineExpired++
+		} else if !errors.Is(err, ErrCompareFailed) {
+			return err
 		}
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
 	if err := m.pruneWorkloads(ctx, now, all, &res); err != nil {
 		return res, err

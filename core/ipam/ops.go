@@ -393,6 +393,24 @@ func (m *IPAM) poolRecords(ctx context.Context, p *Pool) ([]poolRecord, error) {
 	return out, nil
 }
 
+// eachPoolRecord calls fn on every address record of every pool, listing
+// each pool's records just before they are visited, and stops at the
+// first error, of a listing or of fn, which it returns as it is.
+func (m *IPAM) eachPoolRecord(ctx context.Context, fn func(e Entry, rec AddressRecord) error) error {
+	for _, p := range m.Pools() {
+		rs, err := m.poolRecords(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if err := fn(r.e, r.rec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // deleteUnchanged deletes e's key under the compare of the revision it was
 // read at: a key written since is kept, and the error wraps
 // ErrCompareFailed.

@@ -36,16 +36,30 @@ type PoolSpec struct {
 	Exclude []string // addresses, "a-b" or CIDRs
 	Gateway string
 	Routes  []RouteSpec
-	VLAN    int // informational
+	PoolOptions
+}
+
+// PoolOptions are the settings of a pool that NewPool checks and takes
+// over as written, filling in the defaults of Quarantine, Store and
+// Domain. PoolSpec and Pool embed them, so a checked pool carries them
+// under the same names.
+type PoolOptions struct {
+	VLAN int // informational
 	// ConflictDetection and GatewayDetection say which detectors vet an
 	// address of this pool before it is returned.
 	ConflictDetection bool
 	GatewayDetection  bool
-	Quarantine        time.Duration
-	Store             string
+	// Quarantine is how long an address of this pool that answered on the
+	// wire is kept out of allocation; zero is DefaultQuarantine.
+	Quarantine time.Duration
+	// Store is where the pool's addresses are recorded, StoreLocal or
+	// StoreEtcd; empty is StoreLocal.
+	Store string
 	// Domain is the layer-2 domain (VLAN, segment) the pool's addresses
-	// live in; empty is DefaultDomain. Pools in different domains may
-	// reuse the same private addresses.
+	// live in; empty is DefaultDomain. Address records are keyed by
+	// address within it, so no two pools of one domain can hand out one
+	// address, while pools in different domains may reuse the same
+	// private addresses.
 	Domain string
 	// Defend answers a claim of an allocated address by another station
 	// with one announcement from the workload, at most one per 10 s per
@@ -68,20 +82,13 @@ type RouteSpec struct {
 // Pool is a checked pool: its addresses are the ranges minus the excludes,
 // the gateway and (IPv4) the network and broadcast addresses.
 type Pool struct {
-	Name              string
-	Subnet            netip.Prefix
-	Gateway           netip.Addr // zero when none
-	Routes            []Route
-	VLAN              int
-	ConflictDetection bool
-	GatewayDetection  bool
-	Quarantine        time.Duration
-	Store             string
-	// Domain is the layer-2 domain: address records are keyed by address
-	// within it, so no two pools of one domain can hand out one address.
-	Domain string
-	// Defend: see PoolSpec.Defend.
-	Defend bool
+	Name    string
+	Subnet  netip.Prefix
+	Gateway netip.Addr // zero when none
+	Routes  []Route
+	// PoolOptions are the spec's, with the defaults filled in: Quarantine,
+	// Store and Domain are never zero.
+	PoolOptions
 	// Spec is what the pool was built from, to compare on reload.
 	Spec PoolSpec
 
@@ -189,11 +196,7 @@ func NewPool(spec PoolSpec, maxSize int) (*Pool, error) {
 	if subnet != subnet.Masked() {
 		return nil, bad("subnet", "%q has host bits set; the subnet is %s", spec.Subnet, subnet.Masked())
 	}
-	p := &Pool{
-		Name: spec.Name, Subnet: subnet, VLAN: spec.VLAN,
-		ConflictDetection: spec.ConflictDetection, GatewayDetection: spec.GatewayDetection,
-		Quarantine: spec.Quarantine, Store: spec.Store, Domain: spec.Domain, Defend: spec.Defend, Spec: spec,
-	}
+	p := &Pool{Name: spec.Name, Subnet: subnet, PoolOptions: spec.PoolOptions, Spec: spec}
 	if p.Domain == "" {
 		p.Domain = DefaultDomain
 	}

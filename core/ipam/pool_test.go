@@ -36,9 +36,9 @@ func TestNewPool(t *testing.T) {
 		{name: "reversed range", spec: PoolSpec{Subnet: "10.0.0.0/24", Ranges: []string{"10.0.0.9-10.0.0.5"}}, wantErr: "ranges[0]: \"10.0.0.9-10.0.0.5\": 10.0.0.9 comes after 10.0.0.5"},
 		{name: "family mix", spec: PoolSpec{Subnet: "10.0.0.0/24", Ranges: []string{"fd00::1-fd00::5"}}, wantErr: "ranges[0]: fd00::1 is outside"},
 		{name: "gateway outside", spec: PoolSpec{Subnet: "10.0.0.0/24", Gateway: "10.0.1.1"}, wantErr: "gateway: 10.0.1.1 is outside the subnet"},
-		{name: "gateway detection needs a gateway", spec: PoolSpec{Subnet: "10.0.0.0/24", GatewayDetection: true}, wantErr: "gateway_detection: needs a gateway"},
+		{name: "gateway detection needs a gateway", spec: PoolSpec{Subnet: "10.0.0.0/24", PoolOptions: PoolOptions{GatewayDetection: true}}, wantErr: "gateway_detection: needs a gateway"},
 		{name: "everything excluded", spec: PoolSpec{Subnet: "10.0.0.0/30", Exclude: []string{"10.0.0.0/30"}}, wantErr: "no address left"},
-		{name: "unknown store", spec: PoolSpec{Subnet: "10.0.0.0/24", Store: "consul"}, wantErr: `store: "consul" is not a store of this agent`},
+		{name: "unknown store", spec: PoolSpec{Subnet: "10.0.0.0/24", PoolOptions: PoolOptions{Store: "consul"}}, wantErr: `store: "consul" is not a store of this agent`},
 		{name: "route without gateway", spec: PoolSpec{Subnet: "10.0.0.0/24", Routes: []RouteSpec{{Dst: "0.0.0.0/0"}}}, wantErr: "routes[0].gw: no gw and the pool has no gateway"},
 	}
 	for _, tc := range cases {

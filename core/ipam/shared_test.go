@@ -68,7 +68,7 @@ func newShared(t *testing.T) *sharedFixture {
 
 func (f *sharedFixture) ipam(t *testing.T, node string, alive func(context.Context, string) (bool, time.Time, error)) *IPAM {
 	t.Helper()
-	p := mustPool(t, PoolSpec{Name: "p", Subnet: "10.7.0.0/24", ConflictDetection: f.detect})
+	p := mustPool(t, PoolSpec{Name: "p", Subnet: "10.7.0.0/24", PoolOptions: PoolOptions{ConflictDetection: f.detect}})
 	m, err := New(Options{Store: f.store, Pools: []*Pool{p}, Checker: &tableChecker{}, Links: noLinks{}, Node: node,
 		NodeAlive: alive, MaxRetries: 3, GCGrace: 10 * time.Second, Now: func() time.Time { return *f.now.Load() }})
 	if err != nil {

@@ -230,9 +230,11 @@ func (l *loader) decode(blk *hcl.Block, name string) (ipam.PoolSpec, map[string]
 		ok = false
 	}
 	spec := ipam.PoolSpec{
-		Name: name, Subnet: w.Subnet, Ranges: w.Ranges, Exclude: w.Exclude, Gateway: w.Gateway, VLAN: w.VLAN,
-		ConflictDetection: w.ConflictDetection, GatewayDetection: w.GatewayDetection, Quarantine: w.Quarantine,
-		Store: w.Store, Domain: w.Domain, Defend: w.Defend,
+		Name: name, Subnet: w.Subnet, Ranges: w.Ranges, Exclude: w.Exclude, Gateway: w.Gateway,
+		PoolOptions: ipam.PoolOptions{
+			VLAN: w.VLAN, ConflictDetection: w.ConflictDetection, GatewayDetection: w.GatewayDetection,
+			Quarantine: w.Quarantine, Store: w.Store, Domain: w.Domain, Defend: w.Defend,
+		},
 	}
 	for i, rb := range content.Blocks {
 		var r routeBlock
