@@ -89,7 +89,8 @@ type Pool struct {
 	// PoolOptions are the spec's, with the defaults filled in: Quarantine,
 	// Store and Domain are never zero.
 	PoolOptions
-	// Spec is what the pool was built from, to compare on reload.
+	// Spec is what the pool was built from: its ranges, excludes and
+	// gateway as written, which the fleet-wide definition hash compares.
 	Spec PoolSpec
 
 	spans []span // sorted, disjoint
