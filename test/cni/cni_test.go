@@ -132,11 +132,7 @@ func TestEcosystem(t *testing.T) {
 		// The pod again, in a new sandbox (namespace and container id), as
 		// a runtime starts it: the workload's name gets its addresses back.
 		again := workloadNamed(t, "dual-2", "dual")
-		res, err := l.rt.Add(ctx, underlay, again)
-		if err != nil {
-			t.Fatalf("ADD after DEL: %v", err)
-		}
-		a4, a6 := addrs(t, res)
+		a4, a6 := l.mustAddAddrs(t, ctx, underlay, again)
 		if a4 != v4 || a6 != v6 {
 			t.Errorf("ADD after DEL gave %v %v; the workload's name had %v %v, free again (sticky)", a4, a6, v4, v6)
 		}
@@ -160,11 +156,7 @@ func TestEcosystem(t *testing.T) {
 		// The first candidate for this workload: what an ADD on a quiet LAN
 		// gives, and what the workload's next sandbox tries first (sticky).
 		w0 := workloadNamed(t, "skip-0", "skip")
-		res, err := l.rt.Add(ctx, skip, w0)
-		if err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
-		first4, first6 := addrs(t, res)
+		first4, first6 := l.mustAddAddrs(t, ctx, skip, w0)
 		if err := l.rt.Del(ctx, skip, w0); err != nil {
 			t.Fatal(err)
 		}
@@ -172,11 +164,7 @@ func TestEcosystem(t *testing.T) {
 		// Now a host on the LAN uses both.
 		netlab.IP(t, l.lan.Busy.NS, "addr", "add", first4.String(), "dev", "eth0")
 		netlab.IP(t, l.lan.Busy.NS, "addr", "add", first6.String(), "dev", "eth0", "nodad")
-		res, err = l.rt.Add(ctx, skip, w)
-		if err != nil {
-			t.Fatalf("ADD with the first candidates in use: %v", err)
-		}
-		got4, got6 := addrs(t, res)
+		got4, got6 := l.mustAddAddrs(t, ctx, skip, w)
 		if got4 == first4 || got6 == first6 || !got4.IsValid() || !got6.IsValid() {
 			t.Fatalf("ADD gave %v %v with %v %v in use on the LAN; want others", got4, got6, first4, first6)
 		}
@@ -322,11 +310,7 @@ func TestEcosystem(t *testing.T) {
 	t.Run("agent restarted between ADD and DEL", func(t *testing.T) {
 		ctx := ctxFor(t, 2*time.Minute)
 		w := workload(t, "restart")
-		res, err := l.rt.Add(ctx, underlay, w)
-		if err != nil {
-			t.Fatalf("ADD: %v", err)
-		}
-		v4, _ := addrs(t, res)
+		v4, _ := l.mustAddAddrs(t, ctx, underlay, w)
 		before := l.usage("underlay-v4").Allocated
 		l.agent.Stop()
 		l.startAgent()

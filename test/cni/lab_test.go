@@ -265,10 +265,19 @@ func workload(t *testing.T, id string) cnilab.Attachment {
 func (l *lab) mustAdd(t *testing.T, ctx context.Context, list *libcni.NetworkConfigList, ws ...cnilab.Attachment) {
 	t.Helper()
 	for _, w := range ws {
-		if _, err := l.rt.Add(ctx, list, w); err != nil {
-			t.Fatalf("ADD %s: %v", w.ContainerID, err)
-		}
+		l.mustAddAddrs(t, ctx, list, w)
 	}
+}
+
+// mustAddAddrs runs ADD of w through list, failing t when it fails, and
+// returns the addresses it gave, IPv4 first.
+func (l *lab) mustAddAddrs(t *testing.T, ctx context.Context, list *libcni.NetworkConfigList, w cnilab.Attachment) (v4, v6 netip.Prefix) {
+	t.Helper()
+	res, err := l.rt.Add(ctx, list, w)
+	if err != nil {
+		t.Fatalf("ADD %s: %v", w.ContainerID, err)
+	}
+	return addrs(t, res)
 }
 
 // workloadNamed makes a workload whose name (K8S_POD_NAME) differs from its

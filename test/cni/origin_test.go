@@ -92,15 +92,11 @@ func GCSparesAPIAllocation(t *testing.T, l *lab, ctx context.Context) (check fun
 		// vm-v4 has three addresses; vm-17 and pod-n hold two. The next pod
 		// gets stale-n's, and the one after finds the pool full.
 		next := workload(t, "next-n")
-		res, err := l.rt.Add(ctx, netN, next)
-		if err != nil {
-			t.Fatalf("ADD next-n: %v", err)
-		}
-		if v4, _ := addrs(t, res); v4 == vmAddr {
+		if v4, _ := l.mustAddAddrs(t, ctx, netN, next); v4 == vmAddr {
 			t.Fatalf("next-n got %v, vm-17's address", v4)
 		}
 		full := workload(t, "full-n")
-		_, err = l.rt.Add(ctx, netN, full)
+		_, err := l.rt.Add(ctx, netN, full)
 		cniErr(t, err, cniplugin.CodePoolFull, "vm-v4")
 		l.delAfterFailedAdd(ctx, netN, full)
 		// Who made what, as an operator sees it.

@@ -31,11 +31,7 @@ func TestWatchConflictCNI(t *testing.T) {
 	l := newLabWith(t, fmt.Sprintf("metrics {\n  enabled = true\n  port = %d\n}\n", config.DefaultMetricsPort))
 	underlay := l.packaged("macvlan.conflist")
 	w := workload(t, "watch")
-	res, err := l.rt.Add(ctxFor(t, time.Minute), underlay, w)
-	if err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	v4, v6 := addrs(t, res)
+	v4, v6 := l.mustAddAddrs(t, ctxFor(t, time.Minute), underlay, w)
 	a4, a6 := v4.Addr(), v6.Addr()
 	wlMAC := ifaceMAC(t, w)
 	self := netlab.OpenRaw(t, w.Netns, w.IfName)
@@ -112,11 +108,7 @@ func TestWatchConflictCNI(t *testing.T) {
 		t.Fatalf("DEL: %v", err)
 	}
 	w2 := workload(t, "watch")
-	res, err = l.rt.Add(ctxFor(t, time.Minute), underlay, w2)
-	if err != nil {
-		t.Fatalf("ADD in the new namespace: %v", err)
-	}
-	n4, n6 := addrs(t, res)
+	n4, n6 := l.mustAddAddrs(t, ctxFor(t, time.Minute), underlay, w2)
 	newMAC := ifaceMAC(t, w2)
 	if newMAC.String() == wlMAC.String() {
 		t.Fatalf("macvlan gave the restarted workload the old MAC %s", newMAC)
