@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,10 +17,10 @@ import (
 
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // sockKey identifies a (network namespace, interface) pair. The namespace is
@@ -79,48 +78,35 @@ type ifSock struct {
 }
 
 // openSock opens the socket for ifname inside the namespace ns (checked by
-// openNetns; fd -1 is the calling thread's namespace).
+// openNetns; fd -1 is the calling thread's namespace). It enters ns.fd, the
+// file openNetns checked and keyed, not ns.path again.
 func openSock(ns *nsFile, ifname string, c *counters, o Options) (*ifSock, error) {
-	nsPath := ns.path
 	if ns.fd < 0 {
 		return openHere(ifname, c, o)
 	}
-	target := netns.NsHandle(ns.fd)
-
-	type result struct {
-		s   *ifSock
-		err error
+	var (
+		s    *ifSock
+		oerr error
+		ran  bool
+	)
+	err := netns.DoAt(ns.fd, ns.path, func() error {
+		ran = true
+		s, oerr = openHere(ifname, c, o)
+		return oerr
+	})
+	switch {
+	case !ran:
+		return nil, fmt.Errorf("%w: %w", ErrNetns, err)
+	case oerr != nil:
+		return nil, oerr // whether or not the thread came back
+	case err != nil:
+		// The socket opened but the thread could not come back (it is
+		// discarded). Say so, and close the socket: a caller drops
+		// whatever comes with an error.
+		s.close()
+		return nil, fmt.Errorf("%w: %w", ErrNetns, err)
 	}
-	ch := make(chan result, 1)
-	// A fresh goroutine: if the thread cannot be put back into its original
-	// namespace it stays locked and the runtime destroys it when the
-	// goroutine exits, so no other goroutine ever runs in the wrong place.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("%w: get current network namespace: %w", ErrNetns, err)}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("%w: enter %s: %w", ErrNetns, nsPath, err)}
-			return
-		}
-		s, err := openHere(ifname, c, o)
-		if rerr := netns.Set(orig); rerr != nil {
-			// Leave the thread locked: it dies with this goroutine. The
-			// socket is bound to its namespace and stays usable.
-			ch <- result{s, err}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{s, err}
-	}()
-	r := <-ch
-	return r.s, r.err
+	return s, nil
 }
 
 // openHere opens the socket in the calling thread's namespace.

@@ -10,7 +10,8 @@
 // and the Go runtime ends it with the goroutine instead of reusing a thread
 // left in the wrong namespace. The path is opened with Open: non-blocking
 // (a FIFO put there cannot hang the plugin), and it must be a network
-// namespace file of nsfs before setns is called.
+// namespace file of nsfs before setns is called. DoAt does the same for a
+// namespace the caller has already opened with Open.
 //
 // Sockets opened inside the function keep working in that namespace after
 // Do returns, on any thread: a detector may open its socket with Do and use
@@ -41,11 +42,26 @@ func Do(path string, fn func() error) error {
 		return fmt.Errorf("netns: %w", err)
 	}
 	defer unix.Close(target)
+	return DoAt(target, path, fn)
+}
 
+// DoAt is Do for a network namespace already open at fd, as Open returns
+// it; name, its path, appears in errors only. The caller keeps and closes
+// fd. It exists for a caller that opened and checked a namespace with Open
+// and keeps that file (to key a cache by its inode, say): entering the
+// descriptor it checked enters the namespace it checked, where a second
+// Open of the path would enter whatever the path names by then.
+//
+// The error is fn's, unchanged, when the thread went in and came back.
+// When the thread could not go in, fn did not run and the error says why
+// ("netns: enter NAME: ..."). When it could not come back, fn ran, its
+// error is joined with "netns: return from NAME: ...", and the thread is
+// discarded.
+func DoAt(fd int, name string, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		err, clean := run(path, target, fn)
+		err, clean := run(name, fd, fn)
 		if clean {
 			runtime.UnlockOSThread()
 		}

@@ -79,6 +79,71 @@ func TestDoPassesFnsError(t *testing.T) {
 	}
 }
 
+// DoAt enters the namespace open at the descriptor, not whatever its path
+// names by the time fn runs: here the path is given to a new namespace
+// after the descriptor was opened.
+func TestDoAtEntersTheNamespaceItWasGiven(t *testing.T) {
+	path := namespace(t)
+	fd, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Base(path)
+	for _, args := range [][]string{{"netns", "del", name}, {"netns", "add", name}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	before := selfNetns(t)
+	var inside string
+	err = DoAt(fd, path, func() error {
+		inside = selfNetns(t)
+		_, err := net.InterfaceByName("d0") // only in the first namespace
+		return err
+	})
+	if err != nil {
+		t.Fatalf("DoAt: %v", err)
+	}
+	if want := fmt.Sprintf("net:[%d]", st.Ino); inside != want {
+		t.Errorf("fn ran in %s, want %s (the namespace at fd)", inside, want)
+	}
+	if got := selfNetns(t); got != before {
+		t.Errorf("the caller's thread is in %s, was in %s", got, before)
+	}
+	// The caller still owns fd: DoAt did not close it.
+	if err := syscall.Fstat(fd, &st); err != nil {
+		t.Errorf("fd after DoAt: %v", err)
+	}
+	want := errors.New("boom")
+	if err := DoAt(fd, path, func() error { return want }); err != want {
+		t.Errorf("DoAt = %v, want fn's error unchanged", err)
+	}
+}
+
+// A descriptor that is no namespace cannot be entered: fn does not run and
+// the error names the namespace.
+func TestDoAtRefusesWhatItCannotEnter(t *testing.T) {
+	_, file, _ := notNamespaces(t)
+	fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	ran := false
+	err = DoAt(fd, "the-name", func() error { ran = true; return nil })
+	if err == nil || !strings.Contains(err.Error(), "enter the-name") {
+		t.Errorf("DoAt(a regular file) = %v, want an error entering the-name", err)
+	}
+	if ran {
+		t.Error("fn ran although the thread could not enter")
+	}
+}
+
 // notNamespaces makes, in a new directory, a regular file and a FIFO: paths
 // that are not network namespaces, the FIFO one that blocks a careless
 // open.

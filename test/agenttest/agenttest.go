@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -345,11 +346,7 @@ func StartIn(nsPath string, cmd *exec.Cmd) (time.Time, error) {
 		t0 = time.Now()
 		return cmd.Start()
 	}
-	if nsPath == "" {
-		err := start()
-		return t0, err
-	}
-	err := netlab.DoInNS(nsPath, start)
+	err := netns.Do(nsPath, start) // "" runs start here
 	return t0, err
 }
 

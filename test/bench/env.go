@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -268,7 +269,7 @@ func (a *agent) pluginPIDs() map[string]int {
 // in its namespace) and returns the "key: value" lines of the answer.
 func (a *agent) gops(sig byte) (map[string]string, error) {
 	var conn net.Conn
-	err := netlab.DoInNS(a.NetnsPath, func() error {
+	err := netns.Do(a.NetnsPath, func() error {
 		var err error
 		conn, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", a.gopsPort), 2*time.Second)
 		return err

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
@@ -109,7 +110,7 @@ func surfLivenessStorm(s *scope, b *bins) faultRow {
 // pre-connected idle sockets would be cut by the 2 s header timeout.
 func socketsIn(nsPath string, n int) ([]int, error) {
 	var fds []int
-	err := netlab.DoInNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		for i := 0; i < n; i++ {
 			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 			if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // rawSock is an AF_PACKET socket bound to eth0 of a namespace: an injector
@@ -27,7 +27,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func openRaw(s *scope, nsPath string) *rawSock {
 	r := &rawSock{}
-	err := netlab.DoInNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err

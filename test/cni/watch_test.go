@@ -13,6 +13,7 @@ import (
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/core/config"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/cnilab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
@@ -147,7 +148,7 @@ func TestWatchConflictCNI(t *testing.T) {
 func ifaceMAC(t *testing.T, a cnilab.Attachment) net.HardwareAddr {
 	t.Helper()
 	var mac net.HardwareAddr
-	err := netlab.DoInNS(a.Netns, func() error {
+	err := netns.Do(a.Netns, func() error {
 		ifi, err := net.InterfaceByName(a.IfName)
 		if err != nil {
 			return err

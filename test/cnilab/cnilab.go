@@ -28,8 +28,8 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 )
 
 // PluginsVersion is the github.com/containernetworking/plugins release the
@@ -105,7 +105,7 @@ func NewRuntime(binDir, cacheDir, nodeNS string) *Runtime {
 // in runs fn on a thread inside the node's namespace; the plugin processes
 // libcni forks there inherit it.
 func (r *Runtime) in(fn func() error) error {
-	return netlab.DoInNS(r.NodeNS, fn)
+	return netns.Do(r.NodeNS, fn)
 }
 
 // Attachment names one workload interface.
@@ -230,7 +230,7 @@ func Ping(nsPath string, src, dst netip.Addr, timeout time.Duration) error {
 		network, proto, echo, reply = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
 	}
 	var conn *icmp.PacketConn
-	if err := netlab.DoInNS(nsPath, func() error {
+	if err := netns.Do(nsPath, func() error {
 		var err error
 		conn, err = icmp.ListenPacket(network, src.String())
 		return err

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // Gateway makes the members reachable from a network namespace's LAN: for
@@ -22,7 +22,7 @@ func (c *Cluster) Gateway(t testing.TB, nsPath, ip string) []string {
 	var urls []string
 	for _, m := range c.Members {
 		var ln net.Listener
-		if err := netlab.DoInNS(nsPath, func() (err error) {
+		if err := netns.Do(nsPath, func() (err error) {
 			ln, err = net.Listen("tcp", net.JoinHostPort(ip, "0"))
 			return err
 		}); err != nil {

@@ -25,15 +25,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -145,46 +144,9 @@ func NewNS(t testing.TB, role string) string {
 // InNS runs fn on a locked OS thread inside namespace ns.
 func InNS(t testing.TB, ns string, fn func() error) {
 	t.Helper()
-	if err := DoInNS("/var/run/netns/"+ns, fn); err != nil {
+	if err := netns.Do("/var/run/netns/"+ns, fn); err != nil {
 		t.Fatalf("in netns %s: %v", ns, err)
 	}
-}
-
-// DoInNS runs fn on a locked OS thread inside the namespace at path. If the
-// thread cannot go back to its namespace it stays locked and dies with its
-// goroutine.
-func DoInNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // DialIn opens n TCP connections to 127.0.0.1:port inside the namespace at
@@ -192,7 +154,7 @@ func DoInNS(path string, fn func() error) error {
 // On an error it returns the connections opened so far with it.
 func DialIn(path string, port, n int) ([]net.Conn, error) {
 	var conns []net.Conn
-	err := DoInNS(path, func() error {
+	err := netns.Do(path, func() error {
 		for i := 0; i < n; i++ {
 			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second)
 			if err != nil {
@@ -327,7 +289,7 @@ func (l *LAN) WaitReady(h *Host) {
 	t.Helper()
 	WaitFor(t, "host "+h.NS+" ready", func() (bool, error) {
 		ready := false
-		err := DoInNS(h.Path, func() error {
+		err := netns.Do(h.Path, func() error {
 			link, err := netlink.LinkByName("eth0")
 			if err != nil {
 				return err
@@ -463,7 +425,7 @@ func HTTPClient(path string, timeout time.Duration) *http.Client {
 			DisableKeepAlives: true,
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				var conn net.Conn
-				err := DoInNS(path, func() error {
+				err := netns.Do(path, func() error {
 					var err error
 					conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 					return err

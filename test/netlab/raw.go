@@ -8,6 +8,7 @@ import (
 	"github.com/mdlayher/packet"
 
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 )
 
 // RawPort is a packet socket on one interface of a namespace: it sends
@@ -24,7 +25,7 @@ type RawPort struct {
 func OpenRaw(t testing.TB, nsPath, ifname string) *RawPort {
 	t.Helper()
 	p := &RawPort{}
-	err := DoInNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err

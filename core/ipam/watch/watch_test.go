@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/sdk/arpnd"
+	"github.com/spiderpool-agent/spiderpool-agent/sdk/netns"
 	"github.com/spiderpool-agent/spiderpool-agent/test/netlab"
 	"github.com/spiderpool-agent/spiderpool-agent/test/poll"
 )
@@ -26,7 +27,7 @@ func (c *clock) set(t time.Time) { c.t.Store(&t) }
 func lanSender(t *testing.T, h *netlab.Host) func(b []byte, err error) {
 	t.Helper()
 	var conn *packet.Conn
-	err := netlab.DoInNS(h.Path, func() error {
+	err := netns.Do(h.Path, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
