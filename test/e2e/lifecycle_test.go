@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/spiderpool-agent/spiderpool-agent/core/api"
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
@@ -33,15 +31,7 @@ func TestDoneWhenCoreScenario(t *testing.T) {
 	})
 	a.Health = 15710
 	t.Logf("ready after %v", a.WaitReady(agenttest.ReadyTimeout))
-	out, errOut, code := a.CLI("metric", "--port", "15711")
-	if code != 0 {
-		t.Fatalf("metric exit %d: %s", code, errOut)
-	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(out))
-	if err != nil {
-		t.Fatalf("metric output does not parse: %v\n%s", err, out)
-	}
+	families, out := a.Metric(t, 15711)
 	for _, name := range []string{"spiderpool_build_info", "spiderpool_uptime_seconds", "spiderpool_plugin_up", "spiderpool_plugin_restarts_total", "spiderpool_config_reloads_total"} {
 		if _, ok := families[name]; !ok {
 			t.Errorf("metric output lacks %s", name)

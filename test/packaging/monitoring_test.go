@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
 	"github.com/spiderpool-agent/spiderpool-agent/test/agenttest"
@@ -156,15 +154,7 @@ func TestMonitoringUsesRealMetrics(t *testing.T) {
 	// counters to show the conflict.
 	var families map[string]bool
 	netlab.WaitFor(t, "plugin samples in the exposition", func() (bool, error) {
-		out, stderr, code := a.CLI("metric", "--port", "15711")
-		if code != 0 {
-			t.Fatalf("metric: exit %d: %s", code, stderr)
-		}
-		p := expfmt.NewTextParser(model.LegacyValidation)
-		mf, err := p.TextToMetricFamilies(strings.NewReader(out))
-		if err != nil {
-			return false, err
-		}
+		mf, _ := a.Metric(t, 15711)
 		families = map[string]bool{}
 		for name := range mf {
 			families[name] = true
