@@ -44,6 +44,10 @@ var (
 	_ sdk.Validator = (*Detector)(nil)
 )
 
+func newDetector() *Detector {
+	return &Detector{Configured: sdk.Configured[config]{Check: checkConfig}}
+}
+
 // Info implements sdk.Plugin.
 func (*Detector) Info() sdk.Info {
 	return sdk.Info{Name: "lease-table", Kind: sdk.KindDetector, Version: "0.0.1", APIVersion: sdk.APIVersion,
@@ -112,7 +116,5 @@ func readTable(file string) (map[netip.Addr]sdk.BlockKind, error) {
 }
 
 func main() {
-	sdk.Serve(func(hclog.Logger) sdk.Plugin {
-		return &Detector{Configured: sdk.Configured[config]{Check: checkConfig}}
-	})
+	sdk.Serve(func(hclog.Logger) sdk.Plugin { return newDetector() })
 }

@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 	if err := os.WriteFile(table, []byte("# address kind\n192.0.2.5 in_use\n192.0.2.6 policy\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sdktest.Run(t, &Detector{}, sdktest.Options{
+	sdktest.Run(t, newDetector(), sdktest.Options{
 		GoodConfig: `file = "` + table + `"`,
 		BadConfig:  `file = "leases"`,
 		Blocked: []sdk.CheckRequest{
