@@ -22,8 +22,10 @@ import (
 //		return p.apply(ctx, p.Config())
 //	}
 //
-// Set Defaults and Check in the plugin's constructor; they must not change
-// afterwards. The zero Configured has T's zero values as defaults.
+// Set Defaults and Check in the plugin's constructor, and build the plugin
+// only through it: the zero Configured has T's zero values as defaults and
+// no Check, so a bare literal of the plugin type accepts what its Check
+// would refuse. They must not change afterwards.
 type Configured[T any] struct {
 	Base
 	// Defaults are the values of the attributes a block does not set, and
